@@ -1,0 +1,71 @@
+#pragma once
+// CUDA twin of elementwise_cpu.h: each thread takes four consecutive elements (one 4-wide load when
+// aligned) and the four words of one Philox call, so results match the CPU bit for bit.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "quant/philox.h"
+
+namespace vitfast {
+
+template <typename scalar_t>
+struct alignas(4 * sizeof(scalar_t)) Pack4 {
+  scalar_t v[4];
+};
+
+template <typename scalar_t, bool kStochastic, typename Op>
+__global__ void elementwise_kernel(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, int64_t n,
+                                   uint64_t seed, Op op, bool aligned) {
+  const int64_t groups = (n + 3) / 4;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; g < groups; g += stride) {
+    uint32_t r[4] = {0u, 0u, 0u, 0u};
+    if (kStochastic) {
+      const Philox4 p = philox4x32_10(static_cast<uint64_t>(g), seed);
+      r[0] = p.v[0]; r[1] = p.v[1]; r[2] = p.v[2]; r[3] = p.v[3];
+    }
+    const int64_t base = 4 * g;
+    if (aligned && base + 4 <= n) {
+      const Pack4<scalar_t> x = *reinterpret_cast<const Pack4<scalar_t>*>(in + base);
+      Pack4<scalar_t> y;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) y.v[j] = static_cast<scalar_t>(op(static_cast<float>(x.v[j]), r[j], base + j));
+      *reinterpret_cast<Pack4<scalar_t>*>(out + base) = y;
+    } else {
+      for (int j = 0; j < 4 && base + j < n; ++j) {
+        out[base + j] = static_cast<scalar_t>(op(static_cast<float>(in[base + j]), r[j], base + j));
+      }
+    }
+  }
+}
+
+template <typename scalar_t, bool kStochastic, typename Op>
+void elementwise_cuda(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op) {
+  if (n == 0) return;
+  constexpr int kThreads = 256;
+  const int64_t groups = (n + 3) / 4;
+  const int64_t max_blocks = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
+  const int blocks = static_cast<int>(std::min<int64_t>((groups + kThreads - 1) / kThreads, max_blocks));
+  const bool aligned = reinterpret_cast<uintptr_t>(in) % sizeof(Pack4<scalar_t>) == 0 &&
+                       reinterpret_cast<uintptr_t>(out) % sizeof(Pack4<scalar_t>) == 0;
+  elementwise_kernel<scalar_t, kStochastic><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      in, out, n, seed, op, aligned);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace vitfast
+
+namespace vitfast {
+
+// Device policy for quantize.h's entry points.
+struct CudaLauncher {
+  using Guard = c10::cuda::CUDAGuard;
+  template <typename scalar_t, bool kStochastic, typename Op>
+  static void run(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op) {
+    elementwise_cuda<scalar_t, kStochastic>(in, out, n, seed, op);
+  }
+};
+
+}  // namespace vitfast

@@ -1,0 +1,6 @@
+#include <torch/library.h>
+
+#include "quant/elementwise_cuda.cuh"
+#include "quant/quantize.h"
+
+TORCH_LIBRARY_IMPL(vitfast, CUDA, m) { m.impl("float_quantize", &vitfast::float_quantize_impl<vitfast::CudaLauncher>); }

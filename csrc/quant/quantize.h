@@ -1,0 +1,99 @@
+#pragma once
+// The three quantizers' entry points, written once and instantiated per device with a Launcher
+// (CpuLauncher in elementwise_cpu.h, CudaLauncher in elementwise_cuda.cuh).
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string_view>
+
+#include "quant/block_layout.h"
+#include "quant/rounding.h"
+#include "quant/specs.h"
+
+namespace vitfast {
+
+template <Rounding R>
+struct FloatOp {
+  FloatSpec spec;
+  VF_HD float operator()(float x, uint32_t rnd, int64_t) const { return quantize_float<R>(x, spec, rnd); }
+};
+
+template <Rounding R>
+struct FixedOp {
+  FixedSpec spec;
+  VF_HD float operator()(float x, uint32_t rnd, int64_t) const { return quantize_fixed<R>(x, spec, rnd); }
+};
+
+template <Rounding R>
+struct BlockOp {
+  const float* maxima;
+  BlockLayout layout;
+  int wl;
+  VF_HD float operator()(float x, uint32_t rnd, int64_t i) const {
+    return quantize_block<R>(x, maxima[layout.group(i)], wl, rnd);
+  }
+};
+
+template <typename Launcher, template <Rounding> class OpT, typename scalar_t, typename... Args>
+void run_with_rounding(const at::Tensor& xc, at::Tensor& out, Rounding mode, uint64_t seed, const Args&... args) {
+  const scalar_t* in = xc.const_data_ptr<scalar_t>();
+  scalar_t* o = out.mutable_data_ptr<scalar_t>();
+  const int64_t n = xc.numel();
+  switch (mode) {
+    case Rounding::kNearest:
+      return Launcher::template run<scalar_t, false>(in, o, n, seed, OpT<Rounding::kNearest>{args...});
+    case Rounding::kNearestAway:
+      return Launcher::template run<scalar_t, false>(in, o, n, seed, OpT<Rounding::kNearestAway>{args...});
+    case Rounding::kStochastic:
+      return Launcher::template run<scalar_t, true>(in, o, n, seed, OpT<Rounding::kStochastic>{args...});
+  }
+}
+
+// Runs OpT<R>{args...} over every element of x. The output is contiguous with x's shape and dtype;
+// element i (in row-major order) always draws the same random word, whatever x's strides.
+template <typename Launcher, template <Rounding> class OpT, typename... Args>
+at::Tensor apply_quant(const at::Tensor& xc, Rounding mode, uint64_t seed, const Args&... args) {
+  typename Launcher::Guard guard(xc.device());
+  at::Tensor out = at::empty(xc.sizes(), xc.options().memory_format(at::MemoryFormat::Contiguous));
+  if (xc.numel() == 0) return out;
+  AT_DISPATCH_SWITCH(xc.scalar_type(), "vitfast_quantize",
+    AT_DISPATCH_CASE(at::kFloat, [&] { run_with_rounding<Launcher, OpT, scalar_t>(xc, out, mode, seed, args...); })
+    AT_DISPATCH_CASE(at::kHalf, [&] { run_with_rounding<Launcher, OpT, scalar_t>(xc, out, mode, seed, args...); })
+    AT_DISPATCH_CASE(at::kBFloat16, [&] { run_with_rounding<Launcher, OpT, scalar_t>(xc, out, mode, seed, args...); }));
+  return out;
+}
+
+template <typename Launcher>
+at::Tensor float_quantize_impl(const at::Tensor& x, int64_t exp, int64_t man, std::string_view rounding,
+                               bool saturate, bool subnormals, bool finite, const std::optional<at::Tensor>& seed) {
+  check_quant_input(x);
+  const FloatSpec spec = make_float_spec(exp, man, saturate, subnormals, finite);
+  const Rounding mode = parse_rounding(rounding);
+  return apply_quant<Launcher, FloatOp>(x.contiguous(), mode, read_seed(seed, mode), spec);
+}
+
+template <typename Launcher>
+at::Tensor fixed_point_quantize_impl(const at::Tensor& x, int64_t wl, int64_t fl, bool clamp, bool symmetric,
+                                     std::string_view rounding, const std::optional<at::Tensor>& seed) {
+  check_quant_input(x);
+  const FixedSpec spec = make_fixed_spec(wl, fl, clamp, symmetric);
+  const Rounding mode = parse_rounding(rounding);
+  return apply_quant<Launcher, FixedOp>(x.contiguous(), mode, read_seed(seed, mode), spec);
+}
+
+template <typename Launcher>
+at::Tensor block_quantize_impl(const at::Tensor& x, int64_t wl, std::optional<int64_t> dim,
+                               std::optional<int64_t> block_size, std::string_view rounding,
+                               const std::optional<at::Tensor>& seed) {
+  check_quant_input(x);
+  check_block_args(wl, block_size, dim);
+  const Rounding mode = parse_rounding(rounding);
+  const uint64_t key = read_seed(seed, mode);
+  const at::Tensor xc = x.contiguous();
+  if (xc.numel() == 0) return at::empty_like(xc);
+  BlockLayout layout;
+  const at::Tensor maxima = block_maxima(xc.dim() == 0 ? xc.reshape({1}) : xc, dim, block_size, layout);
+  return apply_quant<Launcher, BlockOp>(xc, mode, key, maxima.const_data_ptr<float>(), layout, static_cast<int>(wl));
+}
+
+}  // namespace vitfast

@@ -1,0 +1,125 @@
+"""Builds vitfast._C: CPU kernels always, CUDA kernels whenever a CUDA toolkit (nvcc) is found
+and the installed torch is a CUDA build. A GPU is never needed to build.
+
+Environment:
+  VITFAST_SKIP_CUDA=1        build the CPU kernels only
+  VITFAST_CUDA_ARCHS="80;90" compute capabilities to compile for (PTX is added for the newest)
+  MAX_JOBS, NVCC_THREADS     parallelism of ninja and of each nvcc
+  CUDA_HOME                  the toolkit, when nvcc on PATH is not enough to find it
+"""
+import glob
+import os
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+
+try:
+    import torch
+except ImportError:
+    sys.exit(
+        "vitfast compiles its kernels against the torch already installed, and none was found.\n"
+        "Install torch first (for example: pip install -c constraints.txt torch torchvision),\n"
+        "then: pip install --no-build-isolation ."
+    )
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def find_cuda_home():
+    """The toolkit folder (holding bin/nvcc and include/cuda_runtime.h), or None."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        # nvcc on PATH may be a wrapper script (e.g. /usr/local/bin/nvcc), so also try its target.
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates.append("/usr/local/cuda")
+    for home in candidates:
+        if home and os.path.isfile(os.path.join(home, "bin", "nvcc")) and os.path.isfile(
+            os.path.join(home, "include", "cuda_runtime.h")
+        ):
+            return home
+    return None
+
+
+def wheel_cuda_include_dirs():
+    """Include folders of torch's pip CUDA packages (nvidia/*/include): they ship the cuBLAS and
+    cuSPARSE headers that ATen's CUDA headers include and that a runtime-only toolkit lacks."""
+    import site
+
+    roots = set(site.getsitepackages() + [site.getusersitepackages()])
+    roots.add(os.path.dirname(os.path.dirname(torch.__file__)))
+    dirs = []
+    for root in sorted(roots):
+        dirs += sorted(glob.glob(os.path.join(root, "nvidia", "*", "include")))
+    return [d for d in dirs if glob.glob(os.path.join(d, "cublas*.h")) or glob.glob(os.path.join(d, "cusparse*.h"))]
+
+
+def cuda_arch_flags():
+    archs = os.environ.get("VITFAST_CUDA_ARCHS", "80;90").replace(",", ";").split(";")
+    archs = [a.strip().replace("sm_", "").replace(".", "") for a in archs if a.strip()]
+    if not archs or not all(a.isdigit() for a in archs):
+        sys.exit(f"VITFAST_CUDA_ARCHS must list compute capabilities like '80;90', got {os.environ.get('VITFAST_CUDA_ARCHS')!r}")
+    flags = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+    newest = max(archs, key=int)
+    return flags + [f"-gencode=arch=compute_{newest},code=compute_{newest}"]
+
+
+cuda_home = None
+if os.environ.get("VITFAST_SKIP_CUDA", "0") not in ("1", "true", "yes") and torch.version.cuda:
+    cuda_home = find_cuda_home()
+    if cuda_home:
+        # torch.utils.cpp_extension reads CUDA_HOME once, at import.
+        os.environ["CUDA_HOME"] = cuda_home
+with_cuda = cuda_home is not None
+
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+if "MAX_JOBS" not in os.environ:
+    os.environ["MAX_JOBS"] = str(max(1, os.cpu_count() or 1))
+
+
+
+def cxx_standard():
+    """C++17, or C++20 where the installed torch's headers demand it (newer releases do)."""
+    aten = os.path.join(os.path.dirname(torch.__file__), "include", "ATen", "ATen.h")
+    with open(aten) as f:
+        return "c++20" if "C++20 or later" in f.read() else "c++17"
+
+
+STD = cxx_standard()
+sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+cxx_flags = ["-O3", f"-std={STD}", "-fopenmp", "-fno-math-errno", "-fvisibility=hidden"]
+extra = {"cxx": cxx_flags}
+define_macros = [("Py_LIMITED_API", "0x030A0000")]
+if with_cuda:
+    sources += sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
+    define_macros.append(("VITFAST_WITH_CUDA", None))
+    nvcc_flags = ["-O3", f"-std={STD}", "--expt-relaxed-constexpr", "-lineinfo",
+                  f"--threads={os.environ.get('NVCC_THREADS', '2')}"] + cuda_arch_flags()
+    # After the toolkit's own include folder, so its headers win wherever both have one.
+    nvcc_flags += [f"-I{d}" for d in wheel_cuda_include_dirs()]
+    extra["nvcc"] = nvcc_flags
+    Extension = CUDAExtension
+else:
+    Extension = CppExtension
+
+print(f"vitfast: building {'CPU and CUDA' if with_cuda else 'CPU'} kernels"
+      + (f" with the toolkit at {cuda_home}" if with_cuda else ""), file=sys.stderr)
+
+setup(
+    packages=find_packages(include=["vitfast", "vitfast.*"]),
+    ext_modules=[
+        Extension(
+            "vitfast._C",
+            sources,
+            include_dirs=[os.path.join(ROOT, "csrc")],
+            extra_compile_args=extra,
+            extra_link_args=["-fopenmp"],
+            define_macros=define_macros,
+            py_limited_api=True,
+        )
+    ],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+)

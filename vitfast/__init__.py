@@ -1,0 +1,24 @@
+"""vitfast: Vision Transformers on fused kernels, with exact low-precision number formats."""
+import torch
+
+try:
+    from . import _C  # noqa: F401  (registers the torch.ops.vitfast operators)
+except ImportError as e:  # pragma: no cover - only when the package was not built
+    raise ImportError(
+        "vitfast's compiled extension (vitfast._C) is missing or does not match the installed torch "
+        f"({torch.__version__}). Rebuild it against this torch: pip install --no-build-isolation ."
+    ) from e
+
+from . import ops, quant  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def has_cuda_kernels() -> bool:
+    """Whether this build of vitfast._C holds CUDA kernels (built when nvcc was found at install).
+
+    Says nothing about whether a GPU is present now; CPU kernels serve every operator either way."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("vitfast::float_quantize", "CUDA")
+
+
+__all__ = ["has_cuda_kernels", "ops", "quant", "__version__"]
