@@ -145,7 +145,7 @@ template <Rounding R>
 VF_HD float quantize_fixed(float x, const FixedSpec& s, uint32_t rnd) {
   double q = round_to_int<R>(static_cast<double>(x) * s.scale, rnd);
   if (s.clamp) q = q < s.lo ? s.lo : (q > s.hi ? s.hi : q);  // NaN compares false and stays NaN
-  return static_cast<float>(q * s.inv_scale);
+  return static_cast<float>((q + 0.0) * s.inv_scale);  // + 0.0: an integer word has no -0
 }
 
 // One element of a block sharing the exponent of `block_max` (max |x| over the block's finite values).
@@ -171,7 +171,7 @@ VF_HD float quantize_block(float x, float block_max, int wl, uint32_t rnd) {
   const double kmax = static_cast<double>((1ll << (wl - 1)) - 1);
   double q = round_to_int<R>(static_cast<double>(x) / step, rnd);
   q = q < -kmax ? -kmax : (q > kmax ? kmax : q);
-  return static_cast<float>(q * step);
+  return static_cast<float>((q + 0.0) * step);  // + 0.0: an integer mantissa has no -0
 }
 
 }  // namespace vitfast

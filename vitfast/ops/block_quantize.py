@@ -62,5 +62,5 @@ def block_quantize_ref(x, wl, dim=None, block_size=None, rounding="nearest", see
     step = torch.exp2(e2.double() - 1 + 2 - wl)
     kmax = 2.0 ** (wl - 1) - 1
     q = round_scaled_ref(v / step, rounding, seed, x.numel()).clamp(-kmax, kmax)
-    out = torch.where(torch.isfinite(v) & (m > 0), q * step, v)
+    out = torch.where(torch.isfinite(v) & (m > 0), (q + 0.0) * step, v)  # + 0.0: no -0 mantissa
     return out.to(x.dtype)

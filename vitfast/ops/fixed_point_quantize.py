@@ -22,7 +22,7 @@ def check_fixed_args(wl, fl, symmetric):
 def fixed_point_quantize(x, wl, fl, clamp=True, symmetric=False, rounding="nearest", generator=None):
     """Round x to a multiple of 2^-fl ("nearest": ties to even; "nearest_away"; "stochastic") and,
     with clamp=True, clamp it to the word's range; clamp=False leaves the range open (qtorch's
-    meaning). NaN stays NaN; +-inf clamps to the range ends (or stays, with clamp=False)."""
+    meaning). NaN stays NaN; +-inf clamps to the range ends (or stays, with clamp=False); zero is +0."""
     check_tensor(x)
     check_fixed_args(wl, fl, symmetric)
     check_rounding(rounding)
@@ -53,4 +53,4 @@ def fixed_point_quantize_ref(x, wl, fl, clamp=True, symmetric=False, rounding="n
         hi = 2.0 ** (wl - 1) - 1
         lo = -hi if symmetric else -(2.0 ** (wl - 1))
         q = torch.where(torch.isnan(q), q, q.clamp(lo, hi))
-    return (q * 2.0**-fl).to(x.dtype)
+    return ((q + 0.0) * 2.0**-fl).to(x.dtype)  # + 0.0: an integer word has no -0

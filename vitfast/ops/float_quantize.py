@@ -18,7 +18,7 @@ def float_quantize(x, exp, man, rounding="nearest", saturate=False, subnormals=T
                    finite=False):
     """Round x to the nearest value of FloatingPoint(exp, man); returns x's dtype and shape (contiguous).
 
-    rounding: "nearest" (IEEE round to nearest, ties to even), "stochastic" (rounds up with
+    rounding: "nearest" (IEEE round to nearest, ties to the neighbour whose encoding is even), "stochastic" (rounds up with
     probability equal to the discarded fraction; reproducible under torch.manual_seed or `generator`,
     identical on CPU and CUDA) or "nearest_away" (ties away from zero, qtorch 0.3.0's "nearest").
     saturate: overflow and +-inf give +-max finite instead of +-inf (NaN for finite formats).
@@ -63,6 +63,9 @@ def float_quantize_ref(x, exp, man, rounding="nearest", saturate=False, subnorma
     t = a / step
     if rounding == "nearest":
         q = torch.round(t)  # half to even
+        if man == 0:  # no mantissa bit: the tie 1.5 goes to the binade whose exponent field is even
+            bias = 2 ** (exp - 1) - 1
+            q = torch.where(t == 1.5, 2.0 - ((e + bias) % 2 == 0).double(), q)
     elif rounding == "nearest_away":
         q = torch.floor(t + 0.5)
     else:

@@ -1,0 +1,217 @@
+"""Throughput of vitfast.ops.float_quantize against torch's own casts and qtorch 0.3.0.
+
+    python benchmarks/bench_quant.py [--size N] [--repeats R] [--device cpu|cuda|all] [--threads T] [--out FILE]
+
+For formats (5,10) (fp16) and (8,7) (bf16), roundings nearest and stochastic, on 2^24 fp32 elements:
+vitfast's time against `x.half().float()` / `x.bfloat16().float()` (the same rounding done by
+torch's native casts: the floor for a CPU kernel) and against qtorch.float_quantize with the same
+rounding (the library vitfast replaces). On CUDA also against a device copy, the bandwidth roof.
+GB/s counts the bytes the operation must move, 4 read + 4 written per element, for every row alike.
+"""
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+from vitfast.ops import float_quantize
+
+FORMATS = [((5, 10), "fp16", lambda x: x.half().float()), ((8, 7), "bf16", lambda x: x.bfloat16().float())]
+ROUNDINGS = ["nearest", "stochastic"]
+WARMUP = 2
+# Goals: (what, test on the row) -> PASS/MISS printed next to the numbers.
+GOAL_QTORCH, GOAL_CAST, GOAL_COPY = 5.0, 1.5, 0.80
+
+
+def load_qtorch(want_cuda):
+    """qtorch.quant or (None, why). Importing it JIT-compiles its C++ extension (and, with CUDA
+    visible, its CUDA kernels: minutes), so CUDA is hidden when only the CPU is benchmarked."""
+    try:
+        with mock.patch("torch.cuda.is_available", return_value=want_cuda and torch.cuda.is_available()):
+            import qtorch.quant as q
+        return q, None
+    except Exception as e:  # not installed (ImportError) or its extension did not build
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def fresh_input(n, device):
+    # New random data for every case, so no case times another's cached output; zeros replaced so no
+    # kernel can take a fast path on them.
+    x = torch.randn(n, device=device)
+    return x.masked_fill_(x == 0, 1.0)
+
+
+def time_ms(fn, device, repeats):
+    """Median milliseconds of fn() over `repeats` calls after WARMUP calls."""
+    for _ in range(WARMUP):
+        fn()
+    times = []
+    if device == "cuda":
+        torch.cuda.synchronize()
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def gbps(n, ms):
+    return 8 * n / (ms * 1e-3) / 1e9
+
+
+def mark(ok):
+    return "PASS" if ok else "MISS"
+
+
+def bench_device(device, n, repeats, q):
+    """Rows (dicts) for one device, plus the copy bandwidth on CUDA (None on CPU)."""
+    copy_ms = None
+    if device == "cuda":
+        x = fresh_input(n, device)
+        copy_ms = time_ms(lambda: x.clone(), device, repeats)
+    rows = []
+    for (exp, man), cast_name, cast in FORMATS:
+        x = fresh_input(n, device)
+        cast_ms = time_ms(lambda: cast(x), device, repeats)
+        for rounding in ROUNDINGS:
+            x = fresh_input(n, device)
+            row = dict(device=device, fmt=f"({exp},{man})", cast_name=cast_name, rounding=rounding,
+                       cast_ms=cast_ms, copy_ms=copy_ms, qtorch_ms=None)
+            row["ms"] = time_ms(lambda: float_quantize(x, exp, man, rounding), device, repeats)
+            if q is not None:
+                try:
+                    row["qtorch_ms"] = time_ms(lambda: q.float_quantize(x, exp, man, rounding), device, repeats)
+                except Exception as e:  # e.g. qtorch built without its CUDA kernels
+                    print(f"  qtorch {device} {rounding}: {type(e).__name__}: {str(e).splitlines()[0]}")
+            rows.append(row)
+            print(f"  {device} ({exp},{man}) {rounding}: {row['ms']:.2f} ms", flush=True)
+    return rows, copy_ms
+
+
+def goals(row):
+    out = []
+    if row["device"] == "cpu":
+        if row["qtorch_ms"] is not None:
+            out.append(f"≥{GOAL_QTORCH:g}× qtorch {mark(row['qtorch_ms'] / row['ms'] >= GOAL_QTORCH)}")
+        if row["rounding"] == "nearest":
+            out.append(f"≤{GOAL_CAST:g}× cast {mark(row['ms'] / row['cast_ms'] <= GOAL_CAST)}")
+    else:
+        out.append(f"≥{GOAL_COPY:.0%} copy BW {mark(row['copy_ms'] / row['ms'] >= GOAL_COPY)}")
+    return "; ".join(out)
+
+
+def table(rows, n):
+    head = ["device", "format", "rounding", "vitfast ms", "vitfast GB/s", "torch cast", "cast ms",
+            "qtorch ms", "speedup vs qtorch", "vitfast / cast time", "% of copy BW", "goals"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        q = r["qtorch_ms"]
+        cells = [r["device"], r["fmt"], r["rounding"], f"{r['ms']:.2f}", f"{gbps(n, r['ms']):.1f}",
+                 f"x.{'half' if r['cast_name'] == 'fp16' else 'bfloat16'}().float()", f"{r['cast_ms']:.2f}",
+                 "-" if q is None else f"{q:.2f}", "-" if q is None else f"{q / r['ms']:.1f}×",
+                 f"{r['ms'] / r['cast_ms']:.2f}×",
+                 "-" if r["copy_ms"] is None else f"{r['copy_ms'] / r['ms']:.0%}", goals(r)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def git_commit():
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        # Results depend on uncommitted kernel changes too: say so.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return rev + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine_info():
+    cpu = platform.processor() or "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = [f"CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+            f"load average {os.getloadavg()[0]:.2f} at start"]
+    if torch.cuda.is_available():
+        try:
+            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                    capture_output=True, text=True, check=True).stdout.split("\n")[0].strip()
+        except (OSError, subprocess.CalledProcessError):
+            driver = "unknown"
+        info.append(f"GPU: {torch.cuda.get_device_name()}, driver {driver}")
+    else:
+        info.append("GPU: none")
+    return info
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=2**24, help="elements (fp32) per tensor")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per case (median reported)")
+    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all", help="all: CPU, and CUDA if present")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--out", type=Path, default=None, help="also write the results as Markdown here")
+    args = p.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else ["cpu", "cuda"]
+    if "cuda" in devices and not torch.cuda.is_available():
+        if args.device == "cuda":
+            p.error("--device cuda: no CUDA device")
+        devices = ["cpu"]
+    torch.manual_seed(0)
+
+    q, why = load_qtorch("cuda" in devices)
+    notes = [f"qtorch: not measured ({why})"] if q is None else []
+    if q is None:
+        print(notes[0])
+    import importlib.metadata as md
+    qver = md.version("qtorch") if q is not None else "absent"
+
+    rows, copies = [], {}
+    for device in devices:
+        r, copy_ms = bench_device(device, args.size, args.repeats, q)
+        rows += r
+        if copy_ms is not None:
+            copies[device] = copy_ms
+    for device, ms in copies.items():
+        notes.append(f"{device} copy (x.clone()): {ms:.2f} ms, {gbps(args.size, ms):.0f} GB/s")
+
+    header = [f"# float_quantize throughput: {args.size} fp32 elements, median of {args.repeats} after {WARMUP} warm-up",
+              "", *(f"- {line}" for line in machine_info()),
+              f"- torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}, qtorch {qver}",
+              f"- vitfast commit {git_commit()}",
+              f"- date {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+              f"- GB/s = 8 bytes (fp32 read + write) per element / time. Goals: CPU nearest ≥{GOAL_QTORCH:g}× "
+              f"qtorch and ≤{GOAL_CAST:g}× the torch cast's time; stochastic ≥{GOAL_QTORCH:g}× qtorch; "
+              f"GPU ≥{GOAL_COPY:.0%} of copy bandwidth.",
+              *(f"- {n}" for n in notes), ""]
+    text = "\n".join(header) + "\n" + table(rows, args.size) + "\n"
+    print("\n" + text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

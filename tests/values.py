@@ -1,0 +1,47 @@
+"""Adversarial inputs for the quantizer tests: never only randn."""
+import torch
+
+import vitfast
+
+needs_cuda = __import__("pytest").mark.skipif(
+    not (torch.cuda.is_available() and vitfast.has_cuda_kernels()), reason="needs a GPU and vitfast's CUDA kernels")
+
+
+def bits(x):
+    return x.contiguous().view({torch.float32: torch.int32, torch.float16: torch.int16,
+                                torch.bfloat16: torch.int16}[x.dtype])
+
+
+def assert_same_bits(a, b, x=None):
+    """a and b identical bit for bit, except that any NaN matches any NaN."""
+    assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape, a.dtype, b.dtype)
+    ok = (bits(a) == bits(b)) | (torch.isnan(a) & torch.isnan(b))
+    if not bool(ok.all()):
+        bad = (~ok).nonzero()[:5].flatten()
+        detail = "" if x is None else f" inputs {x.flatten()[bad].tolist()}"
+        raise AssertionError(f"{int((~ok).sum())} mismatches: {a.flatten()[bad].tolist()} != "
+                             f"{b.flatten()[bad].tolist()}{detail}")
+
+
+def adversarial_fp32(n=20000, generator=None):
+    """Random normals over 2^-150..2^130, fp32 subnormals, every power of two, values one ulp around
+    them, midpoints between fp32 neighbours of 1.0 scaled, +-0, +-inf, NaN, fp32 max."""
+    g = generator or torch.Generator().manual_seed(0)
+    scale = torch.exp2(torch.randint(-150, 130, (n,), generator=g).float())
+    parts = [torch.randn(n, generator=g) * scale]
+    u = torch.randint(1, 2**23, (n // 4,), generator=g, dtype=torch.int32)
+    parts.append(u.view(torch.float32))  # fp32 subnormals
+    p2 = torch.exp2(torch.arange(-149, 128).float())
+    parts += [p2, torch.nextafter(p2, torch.zeros_like(p2)), torch.nextafter(p2, torch.full_like(p2, float("inf")))]
+    # Every short mantissa pattern with its low bits set to exact ties and near-ties of shorter formats.
+    m = torch.randint(0, 2**23, (n // 2,), generator=g, dtype=torch.int32)
+    low = torch.randint(0, 24, (n // 2,), generator=g, dtype=torch.int32)
+    tie = (m >> low << low) | torch.where(low > 0, 1 << (low - 1).clamp(min=0), 0)  # ...1000 tail: a tie
+    e = torch.randint(1, 255, (n // 2,), generator=g, dtype=torch.int32)
+    parts.append(((e << 23) | (tie & 0x7FFFFF)).view(torch.float32))
+    parts.append(torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), 3.4028234663852886e38,
+                               -3.4028234663852886e38, 65504.0, 65519.99, 65520.0, 448.0, 464.0, 480.0, 57344.0,
+                               61440.0, 2.0**-24, 2.0**-25, 1.5 * 2.0**-25, 2.0**-133, 2.0**-134]))
+    x = torch.cat(parts)
+    signs = torch.randint(0, 2, x.shape, generator=g).bool()
+    return torch.where(signs, -x, x)
