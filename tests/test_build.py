@@ -1,0 +1,61 @@
+"""The installed build: the extension imports, its schemas are registered, and on a machine with a
+CUDA toolkit the CUDA kernels were compiled (for sm_80 and sm_90, with PTX) even without a GPU."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import vitfast
+
+OPS = ["float_quantize", "fixed_point_quantize", "block_quantize"]
+
+
+def toolkit_present():
+    return torch.version.cuda is not None and os.environ.get("VITFAST_SKIP_CUDA", "0") != "1" and (
+        shutil.which("nvcc") or os.path.isfile("/usr/local/cuda/bin/nvcc"))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_operator_has_a_cpu_kernel(op):
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"vitfast::{op}", "CPU")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_cuda_kernels_built_wherever_the_toolkit_is(op):
+    if not toolkit_present():
+        pytest.skip("no CUDA toolkit or a CPU-only torch: CPU kernels only")
+    assert vitfast.has_cuda_kernels()
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"vitfast::{op}", "CUDA")
+
+
+def test_cuda_binary_holds_sm80_sm90_and_ptx():
+    cuobjdump = shutil.which("cuobjdump") or "/usr/local/cuda/bin/cuobjdump"
+    if not (toolkit_present() and os.path.isfile(cuobjdump)) or os.environ.get("VITFAST_CUDA_ARCHS"):
+        pytest.skip("needs cuobjdump and the default VITFAST_CUDA_ARCHS")
+    lib = vitfast._C.__file__
+    elf = subprocess.run([cuobjdump, "--list-elf", lib], capture_output=True, text=True, check=True).stdout
+    ptx = subprocess.run([cuobjdump, "--list-ptx", lib], capture_output=True, text=True, check=True).stdout
+    assert "sm_80" in elf and "sm_90" in elf, elf
+    assert "sm_90" in ptx or "compute_90" in ptx, ptx
+
+
+def test_schemas_are_declared_once_in_the_vitfast_namespace():
+    for op in OPS:
+        schema = str(getattr(torch.ops.vitfast, op).default._schema)
+        assert schema.startswith(f"vitfast::{op}(Tensor x")
+
+
+def test_import_does_not_need_a_gpu():
+    out = subprocess.run([sys.executable, "-c", "import vitfast, torch; print(vitfast.has_cuda_kernels()); "
+                          "print(vitfast.quant.quantize(torch.ones(2), 'fp8_e4m3').tolist())"],
+                         capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, check=True)
+    assert out.stdout.splitlines()[-1] == "[1.0, 1.0]"
+
+
+def test_check_command_passes():
+    out = subprocess.run([sys.executable, "-m", "vitfast.check", "--size", "4096"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all operators agree with their references" in out.stdout

@@ -1,0 +1,82 @@
+"""python -m vitfast.check: exercise every installed operator on every device it was built for.
+
+Each operator runs on fresh adversarial data and is compared, bit for bit, with its pure-PyTorch
+twin (and CUDA with CPU where a GPU is present); then every named format's rounding error on
+Gaussian data is printed. Exits non-zero on any mismatch."""
+import argparse
+import sys
+import time
+
+import torch
+
+import vitfast
+from vitfast import ops
+from vitfast.quant import FORMATS, quantize
+
+
+def _data(n, generator):
+    x = torch.randn(n, generator=generator) * torch.exp2(torch.randint(-30, 30, (n,), generator=generator).float())
+    return torch.cat([x, torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 65520.0, 464.0])])
+
+
+def _same(a, b):
+    """Bitwise equal values (zeros' signs included); any NaN matches any NaN."""
+    nan = a.isnan() & b.isnan()
+    return bool((((a == b) & (torch.signbit(a) == torch.signbit(b))) | nan).all())
+
+
+CASES = [
+    ("float_quantize", "fp16 (5,10)", lambda x, r, s: torch.ops.vitfast.float_quantize(x, 5, 10, r, False, True, False, s),
+     lambda x, r, s: ops.float_quantize_ref(x, 5, 10, r, seed=s)),
+    ("float_quantize", "e4m3fn (4,3)", lambda x, r, s: torch.ops.vitfast.float_quantize(x, 4, 3, r, True, True, True, s),
+     lambda x, r, s: ops.float_quantize_ref(x, 4, 3, r, True, seed=s, finite=True)),
+    ("fixed_point_quantize", "(wl=8, fl=4)",
+     lambda x, r, s: torch.ops.vitfast.fixed_point_quantize(x, 8, 4, True, False, r, s),
+     lambda x, r, s: ops.fixed_point_quantize_ref(x, 8, 4, rounding=r, seed=s)),
+    ("block_quantize", "(wl=8, blocks of 32)",
+     lambda x, r, s: torch.ops.vitfast.block_quantize(x.view(-1, 32), 8, 1, 32, r, s),
+     lambda x, r, s: ops.block_quantize_ref(x.view(-1, 32), 8, 1, 32, r, s)),
+]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m vitfast.check", description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1 << 16, help="elements per check (default 65536)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    cuda = torch.cuda.is_available() and vitfast.has_cuda_kernels()
+    print(f"vitfast {vitfast.__version__}  torch {torch.__version__}  "
+          f"CUDA kernels {'built' if vitfast.has_cuda_kernels() else 'not built'}  "
+          f"GPU {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    g = torch.Generator().manual_seed(args.seed)
+    failures = 0
+    print(f"\n{'operator':<22}{'format':<22}{'rounding':<14}{'dtype':<10}{'vs twin':<9}{'vs CPU':<8}")
+    for name, fmt, op, ref in CASES:
+        for rounding in ("nearest", "stochastic", "nearest_away"):
+            for dtype in (torch.float32, torch.float16, torch.bfloat16):
+                x = _data(args.size - 7, g)[: args.size // 32 * 32].to(dtype)
+                seed = torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64, generator=g)
+                seed = seed if rounding == "stochastic" else None
+                y = op(x, rounding, seed)
+                ok_ref = _same(y, ref(x, rounding, seed))
+                ok_cuda = _same(op(x.cuda(), rounding, seed).cpu(), y) if cuda else None
+                failures += (not ok_ref) + (ok_cuda is False)
+                cuda_txt = "-" if ok_cuda is None else ("same" if ok_cuda else "DIFFERS")
+                print(f"{name:<22}{fmt:<22}{rounding:<14}{str(dtype)[6:]:<10}"
+                      f"{'same' if ok_ref else 'DIFFERS':<9}{cuda_txt:<8}")
+
+    x = torch.randn(1 << 20, generator=g)
+    print(f"\n{'format':<10}{'relative RMS error on N(0,1)':<30}{'ms per 1M (CPU)':<16}")
+    for fmt in FORMATS:
+        t = time.perf_counter()
+        q = quantize(x, fmt)
+        ms = (time.perf_counter() - t) * 1e3
+        err = ((q - x).norm() / x.norm()).item()
+        print(f"{fmt:<10}{err:<30.3e}{ms:<16.2f}")
+    print(f"\n{'all operators agree with their references' if not failures else f'{failures} MISMATCHES'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
