@@ -3,13 +3,14 @@
     python benchmarks/bench_quant.py [--size N] [--repeats R] [--device cpu|cuda|all] [--threads T] [--out FILE]
 
 For formats (5,10) (fp16) and (8,7) (bf16), roundings nearest and stochastic, on 2^24 fp32 elements:
-vitfast's time against `x.half().float()` / `x.bfloat16().float()` (the same rounding done by
-torch's native casts: the floor for a CPU kernel) and against qtorch.float_quantize with the same
+vitfast's time against `x.half().float()` / `x.bfloat16().float()` (the same nearest rounding by
+torch's native, vectorised casts: the speed to match) and against qtorch.float_quantize with the same
 rounding (the library vitfast replaces). On CUDA also against a device copy, the bandwidth roof.
 GB/s counts the bytes the operation must move, 4 read + 4 written per element, for every row alike.
 """
 import argparse
 import datetime
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -25,19 +26,26 @@ from vitfast.ops import float_quantize
 FORMATS = [((5, 10), "fp16", lambda x: x.half().float()), ((8, 7), "bf16", lambda x: x.bfloat16().float())]
 ROUNDINGS = ["nearest", "stochastic"]
 WARMUP = 2
-# Goals: (what, test on the row) -> PASS/MISS printed next to the numbers.
+# Targets, checked by goals(): CPU speedup over qtorch, CPU time over torch's cast, GPU share of copy bandwidth.
 GOAL_QTORCH, GOAL_CAST, GOAL_COPY = 5.0, 1.5, 0.80
 
 
 def load_qtorch(want_cuda):
-    """qtorch.quant or (None, why). Importing it JIT-compiles its C++ extension (and, with CUDA
-    visible, its CUDA kernels: minutes), so CUDA is hidden when only the CPU is benchmarked."""
-    try:
-        with mock.patch("torch.cuda.is_available", return_value=want_cuda and torch.cuda.is_available()):
-            import qtorch.quant as q
-        return q, None
-    except Exception as e:  # not installed (ImportError) or its extension did not build
-        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    """(qtorch.quant or None, the devices it runs on, note or None). Importing it JIT-compiles its C++
+    extension (and, with CUDA visible, its CUDA kernels: minutes), so CUDA is hidden when only the CPU
+    is benchmarked, and a failed CUDA build falls back to qtorch on CPU only."""
+    note = None
+    for cuda in ([True, False] if want_cuda else [False]):
+        try:
+            with mock.patch("torch.cuda.is_available", return_value=cuda):
+                import qtorch.quant as q
+            return q, ({"cpu", "cuda"} if cuda else {"cpu"}), note
+        except ModuleNotFoundError as e:
+            return None, set(), f"qtorch: not measured ({e})"
+        except Exception as e:  # its extension did not build; Python drops the half-imported module
+            why = str(e).splitlines()[0] if str(e) else ""
+            note = f"qtorch{' on CUDA' if cuda else ''}: not measured ({type(e).__name__}: {why})"
+    return None, set(), note
 
 
 def fresh_input(n, device):
@@ -98,7 +106,7 @@ def bench_device(device, n, repeats, q):
                 except Exception as e:  # e.g. qtorch built without its CUDA kernels
                     print(f"  qtorch {device} {rounding}: {type(e).__name__}: {str(e).splitlines()[0]}")
             rows.append(row)
-            print(f"  {device} ({exp},{man}) {rounding}: {row['ms']:.2f} ms", flush=True)
+            print(f"  {device} ({exp},{man}) {rounding}: {row['ms']:.4g} ms", flush=True)
     return rows, copy_ms
 
 
@@ -111,7 +119,7 @@ def goals(row):
             out.append(f"≤{GOAL_CAST:g}× cast {mark(row['ms'] / row['cast_ms'] <= GOAL_CAST)}")
     else:
         out.append(f"≥{GOAL_COPY:.0%} copy BW {mark(row['copy_ms'] / row['ms'] >= GOAL_COPY)}")
-    return "; ".join(out)
+    return "; ".join(out) or "-"
 
 
 def table(rows, n):
@@ -120,9 +128,9 @@ def table(rows, n):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         q = r["qtorch_ms"]
-        cells = [r["device"], r["fmt"], r["rounding"], f"{r['ms']:.2f}", f"{gbps(n, r['ms']):.1f}",
-                 f"x.{'half' if r['cast_name'] == 'fp16' else 'bfloat16'}().float()", f"{r['cast_ms']:.2f}",
-                 "-" if q is None else f"{q:.2f}", "-" if q is None else f"{q / r['ms']:.1f}×",
+        cells = [r["device"], r["fmt"], r["rounding"], f"{r['ms']:.4g}", f"{gbps(n, r['ms']):.1f}",
+                 f"x.{'half' if r['cast_name'] == 'fp16' else 'bfloat16'}().float()", f"{r['cast_ms']:.4g}",
+                 "-" if q is None else f"{q:.4g}", "-" if q is None else f"{q / r['ms']:.1f}×",
                  f"{r['ms'] / r['cast_ms']:.2f}×",
                  "-" if r["copy_ms"] is None else f"{r['copy_ms'] / r['ms']:.0%}", goals(r)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -142,14 +150,15 @@ def git_commit():
         return "unknown"
 
 
-def machine_info():
+def machine_info(load_before):
     cpu = platform.processor() or "unknown"
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    # The load average says whether other work shared the cores while this ran.
     info = [f"CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-            f"load average {os.getloadavg()[0]:.2f} at start"]
+            f"1-min load average {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after"]
     if torch.cuda.is_available():
         try:
             driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -179,25 +188,32 @@ def main():
             p.error("--device cuda: no CUDA device")
         devices = ["cpu"]
     torch.manual_seed(0)
+    load_before = os.getloadavg()[0]
 
-    q, why = load_qtorch("cuda" in devices)
-    notes = [f"qtorch: not measured ({why})"] if q is None else []
-    if q is None:
-        print(notes[0])
-    import importlib.metadata as md
-    qver = md.version("qtorch") if q is not None else "absent"
+    q, q_devices, note = load_qtorch("cuda" in devices)
+    notes = [note] if note else []
+    if note:
+        print(note)
+    qver = importlib.metadata.version("qtorch") if q is not None else "absent"
 
     rows, copies = [], {}
     for device in devices:
-        r, copy_ms = bench_device(device, args.size, args.repeats, q)
+        # Without its CUDA build, qtorch would run its CPU loop on device pointers: never call it there.
+        try:
+            r, copy_ms = bench_device(device, args.size, args.repeats, q if device in q_devices else None)
+        except (RuntimeError, NotImplementedError) as e:  # e.g. vitfast built without its CUDA kernels
+            notes.append(f"{device}: not measured ({type(e).__name__}: {str(e).splitlines()[0]})")
+            print(notes[-1])
+            continue
         rows += r
         if copy_ms is not None:
             copies[device] = copy_ms
     for device, ms in copies.items():
-        notes.append(f"{device} copy (x.clone()): {ms:.2f} ms, {gbps(args.size, ms):.0f} GB/s")
+        notes.append(f"{device} copy (x.clone()): {ms:.4g} ms, {gbps(args.size, ms):.0f} GB/s")
 
-    header = [f"# float_quantize throughput: {args.size} fp32 elements, median of {args.repeats} after {WARMUP} warm-up",
-              "", *(f"- {line}" for line in machine_info()),
+    header = [f"# float_quantize throughput: {args.size} fp32 elements, "
+              f"median of {args.repeats} after {WARMUP} warm-up",
+              "", *(f"- {line}" for line in machine_info(load_before)),
               f"- torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}, qtorch {qver}",
               f"- vitfast commit {git_commit()}",
               f"- date {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",

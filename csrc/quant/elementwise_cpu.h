@@ -4,13 +4,46 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <type_traits>
+
 #include "quant/philox.h"
+#include "quant/rounding.h"
 
 namespace vitfast {
+
+template <typename Op, typename = void>
+struct HasFastPath : std::false_type {};
+template <typename Op>
+struct HasFastPath<Op, std::void_t<decltype(Op::kHasFastPath)>> : std::bool_constant<Op::kHasFastPath> {};
+
+// Runs op.fast_bits over blocks of float32 with a loop the compiler vectorises, and redoes with op()
+// any block holding an element op.slow flags (rare: values in a narrow format's subnormal range).
+template <typename Op>
+void fast_path_cpu(const float* in, float* out, int64_t n, const Op& op) {
+  constexpr int64_t kBlock = 256;
+  at::parallel_for(0, (n + kBlock - 1) / kBlock, 64, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
+      uint32_t slow = 0;
+      for (int64_t i = begin; i < end; ++i) {
+        const uint32_t u = float_bits(in[i]);
+        out[i] = bits_float(op.fast_bits(u));
+        slow |= op.slow(u);
+      }
+      if (slow) {
+        for (int64_t i = begin; i < end; ++i) out[i] = op(in[i], 0u, i);
+      }
+    }
+  });
+}
 
 // op(float x, uint32_t random_word, int64_t index) -> float
 template <typename scalar_t, bool kStochastic, typename Op>
 void elementwise_cpu(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op) {
+  if constexpr (!kStochastic && std::is_same_v<scalar_t, float> && HasFastPath<Op>::value) {
+    fast_path_cpu(in, out, n, op);
+    return;
+  }
   if (!kStochastic) {
     at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) out[i] = static_cast<scalar_t>(op(static_cast<float>(in[i]), 0u, i));

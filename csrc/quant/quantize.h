@@ -16,6 +16,10 @@ template <Rounding R>
 struct FloatOp {
   FloatSpec spec;
   VF_HD float operator()(float x, uint32_t rnd, int64_t) const { return quantize_float<R>(x, spec, rnd); }
+  // The vectorisable path the CPU driver takes for float32 input (deterministic rounding only).
+  static constexpr bool kHasFastPath = R != Rounding::kStochastic;
+  VF_HD uint32_t fast_bits(uint32_t u) const { return quantize_float_fast_bits<R>(u, spec); }
+  VF_HD uint32_t slow(uint32_t u) const { return float_slow_path(u, spec); }
 };
 
 template <Rounding R>

@@ -46,6 +46,13 @@ struct FloatSpec {
   bool subnormals;           // false: results below the smallest normal flush to zero
   bool saturate;             // overflow (and +-inf) gives +-max instead of +-inf / NaN
   bool finite;               // no infinities (e4m3fn): overflow without saturate gives NaN
+  // For the branch-free path (quantize_float_fast_bits):
+  int shift;                 // 23 - man
+  uint32_t mask;             // the fp32 bits rounded away
+  uint32_t lsb;              // 1 if shift > 0: selects the kept LSB for ties-to-even
+  uint32_t overflow_bits;    // what overflow and +-inf become: max, inf or NaN
+  uint32_t flush_below;      // results below this become 0 (min normal with subnormals=false, else 0)
+  uint32_t slow_below;       // 0 < |x| < slow_below needs quantize_float's subnormal branch
 };
 
 // Rounds away the low `shift` bits of a non-negative fp32 pattern; a carry moves into the exponent,
@@ -88,11 +95,7 @@ VF_HD uint32_t round_shift_int(uint32_t m, int shift, uint32_t rnd) {
 template <Rounding R>
 VF_HD float quantize_float(float x, const FloatSpec& s, uint32_t rnd) {
   const uint32_t u = float_bits(x), sign = u & 0x80000000u, a = u & 0x7fffffffu;
-  if (a >= 0x7f800000u) {
-    if (a > 0x7f800000u) return x;  // NaN stays NaN
-    if (s.saturate) return bits_float(sign | s.max_bits);
-    return s.finite ? bits_float(0x7fc00000u) : x;
-  }
+  if (a >= 0x7f800000u) return a > 0x7f800000u ? x : bits_float(sign | s.overflow_bits);  // NaN stays NaN
   uint32_t r;
   if (s.fp32_grid || a >= s.min_normal_bits) {
     r = round_low_bits<R>(a, 23 - s.man, rnd);
@@ -106,11 +109,33 @@ VF_HD float quantize_float(float x, const FloatSpec& s, uint32_t rnd) {
     r = q ? float_bits(static_cast<float>(q) * s.sub_quantum) : 0u;  // exact: q <= 2^man
   }
   if (r > s.max_bits) {
-    r = s.saturate ? s.max_bits : (s.finite ? 0x7fc00000u : 0x7f800000u);
-  } else if (!s.subnormals && r < s.min_normal_bits) {
-    r = 0u;  // flush to zero after rounding, as the hardware's FTZ mode does
+    r = s.overflow_bits;
+  } else if (r < s.flush_below) {
+    r = 0u;  // subnormals=false: flush to zero after rounding, as the hardware's FTZ mode does
   }
   return bits_float(r | sign);
+}
+
+// quantize_float for deterministic rounding as selects only, so the CPU loop vectorises (even on
+// plain SSE2). Exact except for 0 < |x| < slow_below (the target's subnormal range when exp < 8),
+// which float_slow_path flags for quantize_float.
+template <Rounding R>
+VF_HD uint32_t quantize_float_fast_bits(uint32_t u, const FloatSpec& s) {
+  // Conditions become all-ones/all-zero masks: no branches for the vectoriser to give up on.
+  const uint32_t a = u & 0x7fffffffu, sign = u & 0x80000000u;
+  const uint32_t tie_bit = R == Rounding::kNearest ? (a >> s.shift) & s.lsb : s.lsb;
+  uint32_t r = (a + (s.mask >> 1) + tie_bit) & ~s.mask;
+  const uint32_t over = 0u - static_cast<uint32_t>(r > s.max_bits);
+  r = (r & ~over) | (s.overflow_bits & over);
+  r &= ~(0u - static_cast<uint32_t>(r < s.flush_below));
+  const uint32_t nonfinite = 0u - static_cast<uint32_t>(a >= 0x7f800000u);
+  const uint32_t nan = 0u - static_cast<uint32_t>(a > 0x7f800000u);
+  const uint32_t special = (a & nan) | (s.overflow_bits & ~nan);
+  return ((r & ~nonfinite) | (special & nonfinite)) | sign;
+}
+
+VF_HD uint32_t float_slow_path(uint32_t u, const FloatSpec& s) {
+  return ((u & 0x7fffffffu) - 1u) < s.slow_below - 1u ? 1u : 0u;
 }
 
 // Rounds v (an exact scaled value) to an integer.

@@ -60,6 +60,12 @@ inline FloatSpec make_float_spec(int64_t exp, int64_t man, bool saturate, bool s
   s.subnormals = subnormals;
   s.saturate = saturate;
   s.finite = finite;
+  s.shift = 23 - static_cast<int>(man);
+  s.mask = (1u << s.shift) - 1u;
+  s.lsb = s.shift > 0 ? 1u : 0u;
+  s.overflow_bits = saturate ? s.max_bits : (finite ? 0x7fc00000u : 0x7f800000u);
+  s.flush_below = subnormals ? 0u : s.min_normal_bits;
+  s.slow_below = exp == 8 ? 1u : s.min_normal_bits;
   return s;
 }
 
