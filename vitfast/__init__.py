@@ -9,7 +9,9 @@ except ImportError as e:  # pragma: no cover - only when the package was not bui
         f"({torch.__version__}). Rebuild it against this torch: pip install --no-build-isolation ."
     ) from e
 
-from . import ops, quant  # noqa: E402
+from . import layers, models, ops, quant  # noqa: E402
+from .layers import get_backend, set_backend  # noqa: E402
+from .models import create_model, list_models  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -21,4 +23,5 @@ def has_cuda_kernels() -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("vitfast::float_quantize", "CUDA")
 
 
-__all__ = ["has_cuda_kernels", "ops", "quant", "__version__"]
+__all__ = ["has_cuda_kernels", "create_model", "list_models", "set_backend", "get_backend", "layers", "models",
+           "ops", "quant", "__version__"]

@@ -1,0 +1,62 @@
+"""Multi-head self-attention with timm's module and parameter names (qkv, q_norm, k_norm, attn_drop,
+norm, proj, proj_drop), an optional additive logit bias and optional attention maps."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import backend as backends
+
+RETURN_ATTN = (None, "logits", "probs")
+
+
+def attention_core(q, k, v, scale, bias=None, dropout_p=0.0, backend="sdpa", return_attn=None):
+    """softmax(q kᵀ · scale + bias) v on (B, H, N, d); with return_attn also the (B, H, N, N) logits
+    or probabilities (which needs the explicit matrix, so it runs the eager path)."""
+    if backend == "vitfast":
+        op = getattr(torch.ops.vitfast, "attention", None) if hasattr(torch.ops, "vitfast") else None
+        if op is None:
+            backends.fallback_once("attention", "no fused attention kernel in this build")
+        backend = "sdpa"
+    if backend == "sdpa" and return_attn is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale), None
+    logits = (q * scale) @ k.transpose(-2, -1)
+    if bias is not None:
+        logits = logits + bias
+    probs = logits.softmax(dim=-1)
+    attn = {"logits": logits, "probs": probs}.get(return_attn)
+    if dropout_p > 0:
+        probs = F.dropout(probs, dropout_p)
+    return probs @ v, attn
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_norm=False, proj_bias=True, attn_drop=0.0,
+                 proj_drop=0.0, norm_layer=nn.LayerNorm, backend=None):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.backend = backend
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.q_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.norm = nn.Identity()
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x, attn_bias=None, return_attn=None):
+        """x: (B, N, C). attn_bias: additive logits broadcastable to (B, H, N, N). return_attn: None,
+        "logits" or "probs"; when given, returns (out, attn)."""
+        if return_attn not in RETURN_ATTN:
+            raise ValueError(f"return_attn must be one of {RETURN_ATTN}, got {return_attn!r}")
+        B, N, C = x.shape
+        # (B, N, 3, H, d) -> three (B, H, N, d) strided views of one projection, no copies.
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        out, attn = attention_core(q, k, v, self.scale, attn_bias, self.attn_drop.p if self.training else 0.0,
+                                   backends.resolve(self.backend), return_attn)
+        out = self.proj_drop(self.proj(self.norm(out.transpose(1, 2).reshape(B, N, C))))
+        return (out, attn) if return_attn else out

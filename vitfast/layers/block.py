@@ -1,0 +1,32 @@
+"""The pre-norm transformer block, timm's Block: x + ls1(attn(norm1(x))), then the same for the MLP.
+Attention, MLP and norm classes are injected, so fused or quantized layers swap in without forking
+a model, and its state dict keeps timm's keys."""
+from torch import nn
+
+from .attention import Attention
+from .drop import DropPath, LayerScale
+from .mlp import Mlp
+
+
+class Block(nn.Module):
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_norm=False, proj_drop=0.0, attn_drop=0.0,
+                 init_values=None, drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, mlp_layer=Mlp,
+                 attn_layer=Attention, backend=None):
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = attn_layer(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm, attn_drop=attn_drop,
+                               proj_drop=proj_drop, norm_layer=norm_layer, backend=backend)
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = mlp_layer(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x, attn_bias=None, return_attn=None):
+        """Returns x, or (x, attention logits/probs) when return_attn is "logits"/"probs"."""
+        y = self.attn(self.norm1(x), attn_bias=attn_bias, return_attn=return_attn)
+        y, attn = y if return_attn else (y, None)
+        x = x + self.drop_path1(self.ls1(y))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return (x, attn) if return_attn else x

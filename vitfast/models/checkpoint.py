@@ -1,0 +1,102 @@
+"""Loading and saving weights: timm / official .pth, Google .npz, safetensors; atomic writes; errors
+that list every missing key, unexpected key and shape mismatch."""
+import os
+import tempfile
+from collections import namedtuple
+
+import torch
+
+__all__ = ["CheckpointMismatchError", "LoadResult", "load_state_dict", "load_checkpoint", "save_checkpoint",
+           "read_state_dict", "atomic_write"]
+
+LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys", "mismatched_keys"])
+
+
+class CheckpointMismatchError(RuntimeError):
+    def __init__(self, result, source="checkpoint"):
+        self.result = result
+        lines = [f"{source} does not match the model:"]
+        if result.missing_keys:
+            lines.append(f"  missing keys ({len(result.missing_keys)}): {', '.join(result.missing_keys)}")
+        if result.unexpected_keys:
+            lines.append(f"  unexpected keys ({len(result.unexpected_keys)}): {', '.join(result.unexpected_keys)}")
+        for k, got, want in result.mismatched_keys:
+            lines.append(f"  shape mismatch for {k}: checkpoint {tuple(got)}, model {tuple(want)}")
+        lines.append("pass strict=False to load what matches")
+        super().__init__("\n".join(lines))
+
+
+def load_state_dict(model, state_dict, strict=True, source="checkpoint"):
+    """Load `state_dict` into `model`. strict: any difference raises CheckpointMismatchError naming all
+    of them. strict=False loads every key whose name and shape match and returns the rest."""
+    own = model.state_dict()
+    mismatched = [(k, v.shape, own[k].shape) for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
+    bad = {k for k, _, _ in mismatched}
+    result = LoadResult(missing_keys=sorted(k for k in own if k not in state_dict),
+                        unexpected_keys=sorted(k for k in state_dict if k not in own),
+                        mismatched_keys=mismatched)
+    if strict and (result.missing_keys or result.unexpected_keys or mismatched):
+        raise CheckpointMismatchError(result, source)
+    model.load_state_dict({k: v for k, v in state_dict.items() if k in own and k not in bad}, strict=False)
+    return result
+
+
+def read_state_dict(path):
+    """A flat {name: tensor} from a .pth/.pt/.bin (torch.save) or .safetensors file; .npz files go
+    through vitfast.models.load_npz instead."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint_path {path!r} does not exist")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_state", "model_ema"):  # training checkpoints wrap the weights
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def load_checkpoint(model, path, strict=True):
+    """Load a checkpoint in any layout vitfast knows: the model's checkpoint_filter_fn converts foreign
+    layouts (timm, official DeiT / T2T-ViT / DVT, resized position embeddings); .npz goes to load_npz."""
+    if os.fspath(path).endswith(".npz"):
+        from .npz import load_npz
+
+        return load_npz(model, path)
+    state_dict = read_state_dict(path)
+    filter_fn = getattr(model, "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state_dict = filter_fn(state_dict, model)
+    return load_state_dict(model, state_dict, strict=strict, source=f"checkpoint {os.fspath(path)!r}")
+
+
+def atomic_write(path, write):
+    """write(tmp_path) then rename over path: readers never see a half-written file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint(model, path):
+    """Save the model's weights, atomically: .safetensors by extension, else torch.save."""
+    state_dict = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if os.fspath(path).endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        atomic_write(path, lambda tmp: save_file(state_dict, tmp))
+    else:
+        atomic_write(path, lambda tmp: torch.save(state_dict, tmp))

@@ -1,0 +1,84 @@
+"""The model registry: register_model, create_model, list_models (timm's interface)."""
+import difflib
+import fnmatch
+import inspect
+
+from ..layers.backend import set_model_backend
+
+_entrypoints = {}  # name -> function(**overrides) -> model
+_configs = {}  # name -> default config (input size, normalisation, crop)
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+def model_config(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.9, num_classes=1000, **extra):
+    return dict(input_size=(3, input_size, input_size), mean=mean, std=std, crop_pct=crop_pct,
+                num_classes=num_classes, **extra)
+
+
+def register_model(fn=None, *, config=None):
+    """Decorator: registers fn under its name with its default config (model_config() when None)."""
+    def wrap(f):
+        if f.__name__ in _entrypoints:
+            raise ValueError(f"model {f.__name__!r} is registered twice")
+        _entrypoints[f.__name__] = f
+        _configs[f.__name__] = config or model_config()
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def build(cls, name, defaults, overrides):
+    """cls(**defaults, **overrides), refusing any override cls does not take (instead of ignoring it)."""
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p != "self" and params[p].kind not in (params[p].VAR_POSITIONAL,
+                                                                                  params[p].VAR_KEYWORD)]
+    unknown = [k for k in overrides if k not in accepted]
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, accepted, 1) for k in unknown}
+        msg = "; ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
+        raise ValueError(f"model {name!r} does not take the override {msg}. It takes: {', '.join(accepted)}")
+    return cls(**{**defaults, **overrides})
+
+
+def list_models(pattern="*"):
+    """Registered names matching a shell-style pattern (or any of a list of them), sorted."""
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    return sorted(n for n in _entrypoints if any(fnmatch.fnmatchcase(n, p) for p in patterns))
+
+
+def get_model_config(name):
+    _check_name(name)
+    return dict(_configs[name])
+
+
+def _check_name(name):
+    if name not in _entrypoints:
+        close = difflib.get_close_matches(name, list(_entrypoints), n=5, cutoff=0.5)
+        raise ValueError(f"unknown model {name!r}" + (f"; closest: {', '.join(close)}" if close else "") +
+                         " (vitfast.list_models() lists them all)")
+
+
+def create_model(name, pretrained=False, checkpoint_path=None, backend=None, strict=True, **overrides):
+    """Build a registered model. overrides go to the model's constructor (img_size, num_classes,
+    drop_path_rate, ...); backend ("eager" | "sdpa" | "vitfast") pins its attention implementation;
+    checkpoint_path loads a timm / official / Google .npz / safetensors checkpoint."""
+    _check_name(name)
+    if pretrained:
+        raise ValueError("vitfast downloads no weights: pass checkpoint_path=FILE (a timm or official .pth, "
+                         "a Google .npz or a .safetensors file) instead of pretrained=True")
+    model = _entrypoints[name](**overrides)
+    model.default_cfg = model.pretrained_cfg = {**_configs[name], "architecture": name}
+    if "num_classes" in overrides:
+        model.default_cfg["num_classes"] = overrides["num_classes"]
+    if "img_size" in overrides:
+        size = overrides["img_size"]
+        model.default_cfg["input_size"] = (3, size, size) if isinstance(size, int) else (3, *size)
+    if backend is not None:
+        set_model_backend(model, backend)
+    if checkpoint_path is not None:
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(model, checkpoint_path, strict=strict)
+    return model
