@@ -18,7 +18,8 @@ def resample_abs_pos_embed(pos_embed, new_grid, num_prefix_tokens=1, old_grid=No
         return pos_embed
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     grid = grid.reshape(1, old_grid[0], old_grid[1], -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False, antialias=False)
+    # antialias=True: the PIL-style bicubic timm uses, so resized checkpoints match timm exactly.
+    grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False, antialias=True)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], -1).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=1)
 

@@ -31,9 +31,13 @@ def register_model(fn=None, *, config=None):
 
 def build(cls, name, defaults, overrides):
     """cls(**defaults, **overrides), refusing any override cls does not take (instead of ignoring it)."""
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p != "self" and params[p].kind not in (params[p].VAR_POSITIONAL,
-                                                                                  params[p].VAR_KEYWORD)]
+    accepted = []
+    for klass in cls.__mro__:  # a subclass taking **kwargs passes them on to its parent
+        params = inspect.signature(klass.__init__).parameters.values()
+        accepted += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                     and p.name not in accepted]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
     unknown = [k for k in overrides if k not in accepted]
     if unknown:
         hints = {k: difflib.get_close_matches(k, accepted, 1) for k in unknown}
