@@ -9,9 +9,16 @@ from . import backend as backends
 RETURN_ATTN = (None, "logits", "probs")
 
 
-def attention_core(q, k, v, scale, bias=None, dropout_p=0.0, backend="sdpa", return_attn=None):
+def attention_core(q, k, v, scale, bias=None, dropout_p=0.0, backend="sdpa", return_attn=None, act_quant=None):
     """softmax(q kᵀ · scale + bias) v on (B, H, N, d); with return_attn also the (B, H, N, N) logits
-    or probabilities (which needs the explicit matrix, so it runs the eager path)."""
+    or probabilities (which needs the explicit matrix, so it runs the eager path). act_quant (a
+    tensor -> tensor rounding, set by vitfast.quant.prepare_qat) rounds q, k, v, the logits, the
+    probabilities and the output: the whole attention core in the low-precision format."""
+    if act_quant is not None:
+        q, k, v = act_quant(q), act_quant(k), act_quant(v)
+        backend = "eager"
+    else:
+        act_quant = _identity
     if backend == "vitfast":
         op = getattr(torch.ops.vitfast, "attention", None) if hasattr(torch.ops, "vitfast") else None
         if op is None:
@@ -19,14 +26,18 @@ def attention_core(q, k, v, scale, bias=None, dropout_p=0.0, backend="sdpa", ret
         backend = "sdpa"
     if backend == "sdpa" and return_attn is None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale), None
-    logits = (q * scale) @ k.transpose(-2, -1)
+    logits = act_quant((q * scale) @ k.transpose(-2, -1))
     if bias is not None:
-        logits = logits + bias
-    probs = logits.softmax(dim=-1)
+        logits = act_quant(logits + bias)
+    probs = act_quant(logits.softmax(dim=-1))
     attn = {"logits": logits, "probs": probs}.get(return_attn)
     if dropout_p > 0:
         probs = F.dropout(probs, dropout_p)
-    return probs @ v, attn
+    return act_quant(probs @ v), attn
+
+
+def _identity(x):
+    return x
 
 
 class Attention(nn.Module):
@@ -39,6 +50,7 @@ class Attention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.backend = backend
+        self.act_quant = None  # set by vitfast.quant.prepare_qat
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.q_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
@@ -57,6 +69,6 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         out, attn = attention_core(q, k, v, self.scale, attn_bias, self.attn_drop.p if self.training else 0.0,
-                                   backends.resolve(self.backend), return_attn)
+                                   backends.resolve(self.backend), return_attn, self.act_quant)
         out = self.proj_drop(self.proj(self.norm(out.transpose(1, 2).reshape(B, N, C))))
         return (out, attn) if return_attn else out

@@ -22,11 +22,17 @@ class Block(nn.Module):
         self.mlp = mlp_layer(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.act_quant = None  # rounds the residual sums; set by vitfast.quant.prepare_qat
 
     def forward(self, x, attn_bias=None, return_attn=None):
         """Returns x, or (x, attention logits/probs) when return_attn is "logits"/"probs"."""
         y = self.attn(self.norm1(x), attn_bias=attn_bias, return_attn=return_attn)
         y, attn = y if return_attn else (y, None)
-        x = x + self.drop_path1(self.ls1(y))
-        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        q = self.act_quant or _identity
+        x = q(x + self.drop_path1(self.ls1(y)))
+        x = q(x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))))
         return (x, attn) if return_attn else x
+
+
+def _identity(x):
+    return x

@@ -14,6 +14,10 @@ class Mlp(nn.Module):
         self.norm = norm_layer(hidden_features) if norm_layer is not None else nn.Identity()
         self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
+        self.act_quant = None  # rounds the activation's output; set by vitfast.quant.prepare_qat
 
     def forward(self, x):
-        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
+        h = self.act(self.fc1(x))
+        if self.act_quant is not None:
+            h = self.act_quant(h)
+        return self.drop2(self.fc2(self.norm(self.drop1(h))))

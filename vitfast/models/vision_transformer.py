@@ -49,6 +49,7 @@ class VisionTransformer(nn.Module):
         self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.act_quant = None  # rounds the embedded tokens (cls/pos concat and add); set by prepare_qat
         self.init_weights()
 
     def init_weights(self):
@@ -84,6 +85,8 @@ class VisionTransformer(nn.Module):
             x = torch.cat(prefix + [x + self.pos_embed], dim=1)
         else:
             x = torch.cat(prefix + [x], dim=1) + self.pos_embed
+        if self.act_quant is not None:
+            x = self.act_quant(x)
         return self.pos_drop(x)
 
     def forward_features(self, x, return_attn=None):
