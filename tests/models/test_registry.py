@@ -11,12 +11,17 @@ from vitfast.layers import backend as backend_module
 SMALL_IMG = {16: 32, 32: 64, 14: 28}
 
 
+# Per-family overrides that keep a model small but valid.
+SMALL_KW = {"convit": dict(local_up_to_layer=1)}
+
+
 def small_model(name):
     cfg = vitfast.models.get_model_config(name)
+    extra = next((kw for prefix, kw in SMALL_KW.items() if name.startswith(prefix)), {})
     try:
-        m = vitfast.create_model(name, img_size=SMALL_IMG.get(_patch(name), 64), depth=2, num_classes=5)
+        m = vitfast.create_model(name, img_size=SMALL_IMG.get(_patch(name), 64), depth=2, num_classes=5, **extra)
     except ValueError:
-        m = vitfast.create_model(name, num_classes=5)  # fixed-geometry families (T2T-ViT, DVT, ConViT)
+        m = vitfast.create_model(name, num_classes=5)  # families whose geometry is fixed (DVT's cascade)
     size = m.default_cfg["input_size"][1:]
     return m, size, cfg
 

@@ -17,7 +17,12 @@ fused under "sdpa"/"vitfast", where the output is computed as
 which equals the renormalised mixture because both softmaxes sum to one (the renormalisation divides by
 1 up to rounding, and contributes nothing to the gradient). That form never materialises the (B, H, N, N)
 content probabilities, and the positional probabilities are one (1, H, N, N) map shared by the batch.
-Attention dropout in training and return_attn take the explicit path, since they act on the mixture."""
+Attention dropout in training and return_attn take the explicit path, since they act on the mixture.
+
+Quantization-aware training: GPSA, MHSA, Block and ConVit carry the `act_quant` hooks that
+vitfast.quant.prepare_qat sets (None otherwise). GPSA and MHSA round their whole attention core (q, k,
+v, logits, both softmaxes, the mixture, attn·v; explicit path), Block the two residual sums, ConVit the
+embedded tokens and the sequence the class token joins."""
 import math
 from functools import partial
 
@@ -57,6 +62,10 @@ def _check_return_attn(return_attn, who):
                          f"no single attention logits), got {return_attn!r}")
 
 
+def _identity(x):
+    return x
+
+
 def _mean_distance(attn_map, distances):
     """Per-head attention-weighted distance, averaged over queries (the paper's "nonlocality")."""
     return torch.einsum("nm,hnm->h", distances, attn_map) / distances.shape[0]
@@ -65,6 +74,8 @@ def _mean_distance(attn_map, distances):
 class GPSA(nn.Module):
     """Gated positional self-attention. grid_size: the (H, W) patch grid (the model passes it; without it
     the grid is taken to be square and recomputed per call). backend: None (global) | eager | sdpa | vitfast."""
+
+    act_quant_role = "operand"
 
     def __init__(self, dim, num_heads=8, qkv_bias=False, attn_drop=0.0, proj_drop=0.0, locality_strength=1.0,
                  grid_size=None, backend=None):
@@ -84,6 +95,7 @@ class GPSA(nn.Module):
         self.pos_proj = nn.Linear(3, num_heads)
         self.proj_drop = nn.Dropout(proj_drop)
         self.gating_param = nn.Parameter(torch.ones(num_heads))
+        self.act_quant = None  # set by vitfast.quant.prepare_qat: rounds the attention core (explicit path)
         self.grid_size = to_2tuple(grid_size) if grid_size is not None else None
         # Not persistent (timm's and the official state dicts have no such key); follows .to(device, dtype).
         rel = relative_positions(self.grid_size) if self.grid_size is not None else None
@@ -91,8 +103,9 @@ class GPSA(nn.Module):
 
     @torch.no_grad()
     def local_init(self):
-        """v = identity; head h = h1 + k·h2 of a k × k kernel (k = ⌊√H⌋) attends around offset
-        (h2 − c, h1 − c): pos_proj rows (2(h2 − c), 2(h1 − c), −1) · locality_strength (timm's local_init)."""
+        """timm's local_init: v = identity, and head h = h1 + k·h2 of a k × k kernel (k = ⌊√H⌋, centre c)
+        gets pos_proj row (2(h2 − c), 2(h1 − c), −1) · locality_strength, i.e. positional logits
+        −|(Δx, Δy) − (h2 − c, h1 − c)|² + const: attention centred on that offset."""
         self.v.weight.copy_(torch.eye(self.dim))
         kernel = int(self.num_heads**0.5)
         center = (kernel - 1) / 2 if kernel % 2 == 0 else kernel // 2
@@ -114,7 +127,8 @@ class GPSA(nn.Module):
 
     def positional_attention(self, n):
         """softmax over keys of pos_proj(r_ij): (1, H, N, N), the same for every image."""
-        return self.pos_proj(self._rel_indices(n)).permute(0, 3, 1, 2).softmax(dim=-1)
+        r = self.act_quant or _identity
+        return r(r(self.pos_proj(self._rel_indices(n))).permute(0, 3, 1, 2).softmax(dim=-1))
 
     def _qk(self, x):
         B, N, C = x.shape
@@ -122,11 +136,12 @@ class GPSA(nn.Module):
 
     def _mixture(self, x):
         """The renormalised gated mixture, before attention dropout: (B, H, N, N)."""
+        r = self.act_quant or _identity
         q, k = self._qk(x)
-        content = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        content = r(r((r(q) @ r(k).transpose(-2, -1)) * self.scale).softmax(dim=-1))
         gate = torch.sigmoid(self.gating_param).view(1, -1, 1, 1)
         attn = (1.0 - gate) * content + gate * self.positional_attention(x.shape[1])
-        return attn / attn.sum(dim=-1, keepdim=True)
+        return r(attn / attn.sum(dim=-1, keepdim=True))
 
     def get_attention(self, x):
         """timm's name: the attention probabilities (after attention dropout), (B, H, N, N)."""
@@ -145,9 +160,10 @@ class GPSA(nn.Module):
         v = self.v(x).reshape(B, N, self.num_heads, self.head_dim).permute(0, 2, 1, 3)
         backend = backends.resolve(self.backend)
         attn = None
-        if backend == "eager" or return_attn or (self.training and self.attn_drop.p > 0):
+        if (backend == "eager" or return_attn or (self.training and self.attn_drop.p > 0)
+                or self.act_quant is not None):
             attn = self._mixture(x)
-            out = self.attn_drop(attn) @ v
+            out = (self.act_quant or _identity)(self.attn_drop(attn) @ (self.act_quant or _identity)(v))
         else:
             q, k = self._qk(x)
             content, _ = attention_core(q, k, v, self.scale, backend=backend)
@@ -160,6 +176,8 @@ class GPSA(nn.Module):
 class MHSA(nn.Module):
     """Multi-head self-attention with ConViT's names (qkv, attn_drop, proj, proj_drop)."""
 
+    act_quant_role = "operand"
+
     def __init__(self, dim, num_heads=8, qkv_bias=False, attn_drop=0.0, proj_drop=0.0, backend=None):
         super().__init__()
         if dim % num_heads:
@@ -168,6 +186,7 @@ class MHSA(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.backend = backend
+        self.act_quant = None  # set by vitfast.quant.prepare_qat: rounds the attention core (eager path)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -178,7 +197,7 @@ class MHSA(nn.Module):
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         out, attn = attention_core(q, k, v, self.scale, None, self.attn_drop.p if self.training else 0.0,
-                                   backends.resolve(self.backend), return_attn)
+                                   backends.resolve(self.backend), return_attn, act_quant=self.act_quant)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
         return (out, attn) if return_attn else out
 
@@ -201,6 +220,8 @@ class Block(nn.Module):
     """ConViT's block (timm names: norm1, attn, drop_path, norm2, mlp); attn is GPSA or MHSA. One DropPath
     module serves both residual branches, drawing a fresh mask on each call, as in timm."""
 
+    act_quant_role = "output"
+
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, proj_drop=0.0, attn_drop=0.0, drop_path=0.0,
                  act_layer=nn.GELU, norm_layer=nn.LayerNorm, use_gpsa=True, locality_strength=1.0, grid_size=None,
                  backend=None):
@@ -216,13 +237,15 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
+        self.act_quant = None  # rounds the residual sums; set by vitfast.quant.prepare_qat
 
     def forward(self, x, return_attn=None):
         """Returns x, or (x, attention probabilities) when return_attn="probs"."""
         y = self.attn(self.norm1(x), return_attn=return_attn)
         y, attn = y if return_attn else (y, None)
-        x = x + self.drop_path(y)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        r = self.act_quant or _identity
+        x = r(x + self.drop_path(y))
+        x = r(x + self.drop_path(self.mlp(self.norm2(x))))
         return (x, attn) if return_attn else x
 
 
@@ -231,6 +254,8 @@ class ConVit(nn.Module):
     here the registered models pass 48 · num_heads). local_up_to_layer: how many leading blocks are GPSA;
     the class token joins before block local_up_to_layer. img_size is fixed by the position embedding and
     GPSA's relative-position table: another size is a ValueError (create the model with img_size=...)."""
+
+    act_quant_role = "output"
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, global_pool="token", embed_dim=768,
                  depth=12, num_heads=16, mlp_ratio=4.0, qkv_bias=False, drop_rate=0.0, pos_drop_rate=0.0,
@@ -249,7 +274,8 @@ class ConVit(nn.Module):
         norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
         act_layer = act_layer or nn.GELU
         self.num_classes, self.in_chans, self.global_pool = num_classes, in_chans, global_pool
-        self.local_up_to_layer, self.locality_strength, self.use_pos_embed = local_up_to_layer, locality_strength, use_pos_embed
+        self.local_up_to_layer, self.locality_strength = local_up_to_layer, locality_strength
+        self.use_pos_embed = use_pos_embed
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         # Tokens before the patches in forward_features' output: the class token, if it joined.
         self.num_prefix_tokens = 1 if local_up_to_layer < depth else 0
@@ -260,7 +286,7 @@ class ConVit(nn.Module):
         self.pos_drop = nn.Dropout(pos_drop_rate)
         # No class position: the class token joins after the GPSA layers, which are position-aware already.
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim)) if use_pos_embed else None
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # timm's float32 rates; meta-safe
         self.blocks = nn.ModuleList([
             Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
                   attn_drop=attn_drop_rate, drop_path=dpr[i], act_layer=act_layer, norm_layer=norm_layer,
@@ -270,6 +296,7 @@ class ConVit(nn.Module):
         self.norm = norm_layer(embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.act_quant = None  # rounds the embedded tokens and the class-token join; set by prepare_qat
         self.init_weights()
 
     def init_weights(self):
@@ -318,14 +345,15 @@ class ConVit(nn.Module):
         list of each block's attention probabilities: (B, H, N, N) for GPSA blocks, (B, H, N+1, N+1) after."""
         check_image(x, self.in_chans, self.patch_embed.img_size, who=type(self).__name__)
         _check_return_attn(return_attn, type(self).__name__)
+        r = self.act_quant or _identity
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + self.pos_embed
-        x = self.pos_drop(x)
+        x = self.pos_drop(r(x))
         attns = []
         for i, blk in enumerate(self.blocks):
             if i == self.local_up_to_layer:
-                x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+                x = r(torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1))
             if return_attn:
                 x, a = blk(x, return_attn=return_attn)
                 attns.append(a)
