@@ -67,7 +67,7 @@ def load_checkpoint(model, path, strict=True):
     if os.fspath(path).endswith(".npz"):
         from .npz import load_npz
 
-        return load_npz(model, path)
+        return load_npz(model, path, strict=strict)
     state_dict = read_state_dict(path)
     filter_fn = getattr(model, "checkpoint_filter_fn", None)
     if filter_fn is not None:
@@ -76,7 +76,8 @@ def load_checkpoint(model, path, strict=True):
 
 
 def atomic_write(path, write):
-    """write(tmp_path) then rename over path: readers never see a half-written file."""
+    """write(tmp_path), fsync, then rename over path (and fsync the folder): readers see the old file or
+    the new one, never half of one, even if the process or the machine dies mid-write."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -84,11 +85,18 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def save_checkpoint(model, path):

@@ -52,7 +52,7 @@ class StdConv2dSame(nn.Conv2d):
         return F.conv2d(x, self.standardized_weight(), None, self.stride, self.padding)
 
     def extra_repr(self):
-        return super().extra_repr() + f", eps={self.eps}, padding=SAME"
+        return super().extra_repr() + f", eps={self.eps}" + (", padding=SAME (per input)" if self.same_pad else "")
 
 
 class GroupNormAct(nn.GroupNorm):
