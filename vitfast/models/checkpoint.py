@@ -1,5 +1,6 @@
 """Loading and saving weights: timm / official .pth, Google .npz, safetensors; atomic writes; errors
 that list every missing key, unexpected key and shape mismatch."""
+import argparse
 import os
 import tempfile
 from collections import namedtuple
@@ -51,8 +52,11 @@ def read_state_dict(path):
         from safetensors.torch import load_file
 
         return load_file(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict", "model_state", "model_ema"):  # training checkpoints wrap the weights
+    # timm's checkpoint saver (used by the T2T-ViT and DVT code) stores its argparse.Namespace beside the
+    # weights; allow that one type through the safe unpickler, nothing else.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_state_dict", "model_state", "model_ema"):  # training checkpoints
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break

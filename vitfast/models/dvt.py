@@ -15,9 +15,11 @@ Transformer), including its spelling `feature_resuse_mlp`, so its checkpoints lo
 less_less_token (7x7), less_token (10x10), normal_token (14x14), each a T2T-ViT (or DeiT-S) with
 relation_reuse_conv in the reusing stages.
 """
+import math
 from collections import namedtuple
 from functools import partial
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +27,7 @@ from torch import nn
 from ..layers import Attention, Block, Mlp, check_image, resample_abs_pos_embed, to_2tuple
 from .complexity import count_macs
 from .registry import build, model_config, register_model
-from .t2t_vit import T2TViT, split_grid, unwrap_state_dict
+from .t2t_vit import T2TViT, unwrap_state_dict
 from .vision_transformer import VisionTransformer
 
 __all__ = ["DynamicVisionTransformer", "ReuseBlock", "PaddedPatchEmbed", "EarlyExit", "ThresholdFit",
@@ -39,6 +41,10 @@ DEIT_STAGE_SPLITS = ((32, 32, 0), (23, 23, 3), (16, 16, 0))
 EarlyExit = namedtuple("EarlyExit", ["logits", "predictions", "exits", "macs"])
 EarlyExit.__doc__ = """What DynamicVisionTransformer.early_exit returns, per sample: the logits of the exit
 taken (B, num_classes), their argmax (B,), the exit's index (B,) and its cumulative MACs (B,)."""
+
+
+def _identity(x):
+    return x
 
 
 def resample_grid(t, src, dst):
@@ -77,9 +83,10 @@ class ReuseBlock(Block):
             raise ValueError("this block reuses features: pass reused=(B, N, reuse_dim) channels")
         y = self.attn(self.norm1(x), attn_bias=attn_bias, return_attn=return_attn)
         y, attn = y if return_attn else (y, None)
-        x = x + self.drop_path1(self.ls1(y))
+        q = getattr(self, "act_quant", None) or _identity  # Block's QAT hook on the residual sums
+        x = q(x + self.drop_path1(self.ls1(y)))
         h = torch.cat([x, reused], dim=-1) if self.feature_reuse else x
-        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(h))))
+        x = q(x + self.drop_path2(self.ls2(self.mlp(self.norm2(h)))))
         return (x, attn) if return_attn else x
 
 
@@ -337,18 +344,20 @@ leaving at each exit."""
 
 
 def _confidences(exit_logits):
+    """(E, N) max-softmax confidences and (E, N) predictions, as numpy arrays (the search below makes
+    many tiny passes over them, which numpy runs without a thread pool's overhead)."""
     if isinstance(exit_logits, torch.Tensor):
         exit_logits = list(exit_logits.unbind(0))
-    probs = [lg.detach().float().softmax(-1) for lg in exit_logits]
-    conf, pred = torch.stack([p.amax(-1) for p in probs]), torch.stack([p.argmax(-1) for p in probs])
-    return conf, pred  # (E, N)
+    probs = [lg.detach().float().cpu().softmax(-1) for lg in exit_logits]
+    conf = torch.stack([p.amax(-1) for p in probs]).numpy().astype(np.float64)
+    return conf, torch.stack([p.argmax(-1) for p in probs]).numpy()
 
 
 def _route(conf, thresholds):
     """Exit index of every sample under thresholds (the last exit takes the rest)."""
     E, N = conf.shape
-    exits = torch.full((N,), E - 1, dtype=torch.int64)
-    open_ = torch.ones(N, dtype=torch.bool)
+    exits = np.full(N, E - 1)
+    open_ = np.ones(N, dtype=bool)
     for k in range(E - 1):
         leave = open_ & (conf[k] >= thresholds[k])
         exits[leave] = k
@@ -358,32 +367,41 @@ def _route(conf, thresholds):
 
 def _thresholds_for_fractions(conf, fractions):
     """DVT's rule: at exit k, among the samples still open, the floor(N * fractions[k]) most confident
-    leave; the threshold is the confidence of the last of them (inf when none leaves)."""
+    leave. The official threshold is the confidence of the last of them; here it is the midpoint of
+    the gap below it, so that a confidence recomputed with rounding differences (another batch
+    size, another device) routes the same way (inf when none leaves, 0 when all do)."""
     E, N = conf.shape
-    thresholds, open_ = [], torch.ones(N, dtype=torch.bool)
+    thresholds, open_ = [], np.ones(N, dtype=bool)
     for k in range(E - 1):
-        n_out = min(int(N * fractions[k]), int(open_.sum()))
+        n_open = int(open_.sum())
+        n_out = min(int(N * fractions[k]), n_open)
         if n_out == 0:
             t = float("inf")
+        elif n_out == n_open:
+            t = 0.0
         else:
-            t = conf[k][open_].sort(descending=True).values[n_out - 1].item()
+            ranked = -np.sort(-conf[k][open_])
+            t = float(ranked[n_out - 1] + ranked[n_out]) / 2
         thresholds.append(t)
         open_ &= ~(conf[k] >= t)
     return thresholds + [0.0]
 
 
+def _evaluate(conf, pred, labels, thresholds, macs):
+    exits = _route(conf, thresholds)
+    fractions = tuple(float(f) for f in np.bincount(exits, minlength=conf.shape[0]) / conf.shape[1])
+    acc = None if labels is None else float((pred[exits, np.arange(conf.shape[1])] == labels).mean())
+    return acc, float(macs[exits].mean()), fractions
+
+
+def _labels(labels):
+    return None if labels is None else torch.as_tensor(labels).cpu().numpy()
+
+
 def evaluate_thresholds(exit_logits, labels, thresholds, exit_macs):
     """Route held-out logits through thresholds: (accuracy or None, mean MACs, per-exit fractions)."""
     conf, pred = _confidences(exit_logits)
-    exits = _route(conf, thresholds)
-    macs = torch.tensor([float(m) for m in exit_macs], dtype=torch.float64)
-    mean = macs[exits].mean().item()
-    fractions = tuple((torch.bincount(exits, minlength=conf.shape[0]).double() / conf.shape[1]).tolist())
-    acc = None
-    if labels is not None:
-        chosen = pred.gather(0, exits[None]).squeeze(0)
-        acc = (chosen == labels.cpu()).double().mean().item()
-    return acc, mean, fractions
+    return _evaluate(conf, pred, _labels(labels), thresholds, np.asarray(exit_macs, dtype=np.float64))
 
 
 def fit_thresholds(exit_logits, labels, budget_macs, exit_macs):
@@ -392,47 +410,72 @@ def fit_thresholds(exit_logits, labels, budget_macs, exit_macs):
 
     The family is DVT's: a fraction proportional to p**k of the samples leaves at exit k (k = 1..E), the
     most confident first, with thresholds read off the held-out confidences. The official code sweeps
-    p over a fixed grid; here the mean cost, non-decreasing in p, is searched for the budget (a
-    log-spaced scan of p, then bisection between the last affordable and the first unaffordable p).
+    p over a fixed grid and reports the cost it lands on; here the mean cost, non-decreasing in p, is
+    searched for the budget (a log-spaced scan of p, then bisection between the last affordable and
+    the first unaffordable p), and a threshold is never left unreachable when too few samples remain.
 
     exit_logits: a list of E (N, C) logits or an (E, N, C) tensor; labels: (N,) or None; exit_macs:
     cumulative MACs per exit (DynamicVisionTransformer.exit_macs())."""
-    conf, _ = _confidences(exit_logits)
+    conf, pred = _confidences(exit_logits)
     E = conf.shape[0]
     if len(exit_macs) != E:
         raise ValueError(f"exit_macs has {len(exit_macs)} entries for {E} exits")
     if budget_macs < exit_macs[0]:
         raise ValueError(f"budget_macs {budget_macs:.4g} is below the cost of the first exit ({exit_macs[0]:.4g})")
+    labels, macs = _labels(labels), np.asarray(exit_macs, dtype=np.float64)
 
-    def at(log_p):
-        p = torch.tensor(log_p, dtype=torch.float64).exp()
-        w = p ** torch.arange(1, E + 1, dtype=torch.float64)
-        thresholds = _thresholds_for_fractions(conf, (w / w.sum()).tolist())
-        acc, mean, fractions = evaluate_thresholds(exit_logits, labels, thresholds, exit_macs)
+    def fit(thresholds):
+        acc, mean, fractions = _evaluate(conf, pred, labels, thresholds, macs)
         return ThresholdFit(tuple(thresholds), mean, acc, fractions)
 
+    def at(log_p):
+        w = [math.exp(log_p * k) for k in range(1, E + 1)]
+        return fit(_thresholds_for_fractions(conf, [v / sum(w) for v in w]))
+
     if budget_macs >= exit_macs[-1]:  # everything can run to the end
-        thresholds = (float("inf"),) * (E - 1) + (0.0,)
-        acc, mean, fractions = evaluate_thresholds(exit_logits, labels, thresholds, exit_macs)
-        return ThresholdFit(thresholds, mean, acc, fractions)
-    thresholds = (0.0,) * E  # everything leaves at exit 1: affordable, the fallback
-    acc, mean, fractions = evaluate_thresholds(exit_logits, labels, thresholds, exit_macs)
-    best = ThresholdFit(thresholds, mean, acc, fractions)
+        return fit((float("inf"),) * (E - 1) + (0.0,))
+    best = fit((0.0,) * E)  # everything leaves at exit 1: affordable, the fallback
     grid = [-12.0 + 0.25 * i for i in range(97)]  # log p
     fits = [at(lp) for lp in grid]
     ok = [i for i, f in enumerate(fits) if f.mean_macs <= budget_macs]
-    best_i = max(ok) if ok else -1
-    if ok and fits[best_i].mean_macs >= best.mean_macs:
-        best = fits[best_i]
-    if ok and best_i + 1 < len(grid):
-        lo, hi = grid[best_i], grid[best_i + 1]
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            f = at(mid)
-            if f.mean_macs <= budget_macs:
-                lo = mid
-                if f.mean_macs > best.mean_macs:
-                    best = f
-            else:
-                hi = mid
+    if ok:
+        i = max(ok)
+        best = max(best, fits[i], key=lambda f: f.mean_macs)
+        if i + 1 < len(grid):
+            lo, hi = grid[i], grid[i + 1]
+            for _ in range(40):
+                mid = (lo + hi) / 2
+                f = at(mid)
+                if f.mean_macs <= budget_macs:
+                    lo, best = mid, max(best, f, key=lambda f: f.mean_macs)
+                else:
+                    hi = mid
     return best
+
+
+# ---- registered models -------------------------------------------------------------------------------
+
+# name: (backbone, embed_dim, depth, num_heads, mlp_ratio) — the official DVT configurations.
+_DVT = {
+    "dvt_t2t_vit_12": ("t2t", 256, 12, 4, 2.0),
+    "dvt_t2t_vit_14": ("t2t", 384, 14, 6, 3.0),
+    "dvt_deit_small": ("deit", 384, 12, 6, 4.0),
+}
+
+
+def _register_dvt(name, backbone, dim, depth, heads, mlp_ratio):
+    def entry(**overrides):
+        defaults = dict(backbone=backbone, embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio)
+        return build(DynamicVisionTransformer, name, defaults, overrides)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = (f"DVT on {'T2T-ViT' if backbone == 't2t' else 'DeiT'} stages (width {dim}, depth {depth}, "
+                     f"{heads} heads): exits on 7x7, 10x10 and 14x14 tokens at 224, with feature and "
+                     f"relationship reuse.")
+    register_model(entry, config=model_config(224, crop_pct=0.875 if backbone == "deit" else 0.9,
+                                              interpolation="bicubic"))
+    return entry
+
+
+for _name, _args in _DVT.items():
+    globals()[_name] = _register_dvt(_name, *_args)

@@ -16,6 +16,7 @@ parameter counts include them.
 t2t_vit_{7,10,12,14,19,24} take the Performer in the T2T module (as the official configs do);
 t2t_vit_t_{14,19,24} take the transformer.
 """
+import contextlib
 import math
 
 import torch
@@ -31,6 +32,13 @@ __all__ = ["T2TViT", "T2TModule", "TokenPerformer", "TokenTransformer", "checkpo
 # (kernel, stride, padding) of the three soft splits; the first one sets the number of tokens.
 T2T_SPLITS = ((7, 4, 2), (3, 2, 1), (3, 2, 1))
 TOKENS_TYPES = ("performer", "transformer")
+
+
+def _no_autocast(device):
+    """Autocast switched off on devices that have it (there is none to switch off on meta)."""
+    if device.type in ("cpu", "cuda", "xpu", "mps", "hpu"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def split_grid(size, kernel, stride, padding):
@@ -70,7 +78,7 @@ class TokenPerformer(nn.Module):
     def attention(self, x):
         k, q, v = self.kqv(x).split(self.emb, dim=-1)  # the official order is k, q, v
         # exp() of unnormalised features overflows in half precision: this part runs in fp32.
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with _no_autocast(x.device):
             kp, qp = self.random_features(k.float()), self.random_features(q.float())  # (B, T, m)
             kv = kp.transpose(1, 2) @ v.float()  # (B, m, emb)
             den = qp @ kp.sum(dim=1).unsqueeze(-1)  # (B, T, 1)
@@ -92,6 +100,7 @@ class TokenAttention(nn.Module):
         self.in_dim = in_dim
         self.scale = qk_scale or dim**-0.5
         self.backend = backend
+        self.act_quant = None  # rounds the attention core; set by vitfast.quant.prepare_qat
         self.qkv = nn.Linear(dim, in_dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(in_dim, in_dim)
@@ -101,7 +110,7 @@ class TokenAttention(nn.Module):
         B, N, _ = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, 1, self.in_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, 1, N, d)
         out, _ = attention_core(q, k, v, self.scale, None, self.attn_drop.p if self.training else 0.0,
-                                backends.resolve(self.backend))
+                                backends.resolve(self.backend), act_quant=self.act_quant)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, self.in_dim)))
         return v.squeeze(1) + out
 
@@ -187,6 +196,7 @@ class T2TViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(sinusoid_table(num_patches + 1, embed_dim), requires_grad=False)
         self.pos_drop = nn.Dropout(drop_rate)
+        self.act_quant = None  # rounds the embedded tokens (cls/pos concat and add); set by prepare_qat
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth grows with depth
         self.blocks = nn.ModuleList([
             block_fn(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=drop_rate,
@@ -232,6 +242,8 @@ class T2TViT(nn.Module):
         check_image(x, self.in_chans, self.img_size, who=type(self).__name__)
         x = self.tokens_to_token(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        if self.act_quant is not None:
+            x = self.act_quant(x)
         return self.pos_drop(x)
 
     def forward_features(self, x, return_attn=None):
