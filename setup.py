@@ -109,6 +109,7 @@ print(f"vitfast: building {'CPU and CUDA' if with_cuda else 'CPU'} kernels"
 
 setup(
     packages=find_packages(include=["vitfast", "vitfast.*"]),
+    package_data={"vitfast": ["configs/*.yaml"]},
     ext_modules=[
         Extension(
             "vitfast._C",
