@@ -3,10 +3,14 @@ from ..ops import block_quantize, fixed_point_quantize, float_quantize
 from .functional import quantize
 from .number import FORMATS, BlockFloatingPoint, FixedPoint, FloatingPoint, as_number
 from .optim import OptimLP
+from .qat import QATModule, convert_ptq, is_quantized, model_size_bytes, prepare_qat, strip_qat
 from .quantizer import Quantizer, quantizer
+from .recipes import RECIPES, Recipe, parse_format, parse_recipe
 
 __all__ = [
     "FloatingPoint", "FixedPoint", "BlockFloatingPoint", "FORMATS", "as_number",
     "float_quantize", "fixed_point_quantize", "block_quantize", "quantize",
     "Quantizer", "quantizer", "OptimLP",
+    "prepare_qat", "strip_qat", "is_quantized", "convert_ptq", "model_size_bytes", "QATModule",
+    "Recipe", "RECIPES", "parse_recipe", "parse_format",
 ]
