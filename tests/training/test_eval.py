@@ -1,0 +1,75 @@
+"""python -m vitfast.eval: full precision and PTQ formats side by side, JSON, per-class report,
+DVT's budget curve, attention maps, and foreign weights via --model/--checkpoint-path."""
+import json
+
+import pytest
+import timm
+import torch
+
+import vitfast
+from vitfast.eval import main as eval_main
+from vitfast.train import main as train_main
+from vitfast.training.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, request):
+    out = tmp_path_factory.mktemp("run")
+    train_main(["--model", "vit_tiny_patch16_224", "--data", "builtin", "--steps", "30", "--batch-size", "64",
+                "--model-kwargs", "img_size=32,patch_size=8,embed_dim=48,depth=2,num_heads=2", "--lr", "3e-3",
+                "--output", str(out), "--ptq-report", ""])
+    return out
+
+
+def test_formats_side_by_side_with_json(trained, tmp_path, capsys):
+    path = tmp_path / "r.json"
+    res = eval_main(["--checkpoint", str(trained / "checkpoint-best.pt"), "--quant",
+                     "fp32,fp16_32,fp16_16,bf16,fp8_e4m3,float(e=3,m=1)", "--json", str(path), "--per-class"])
+    data = json.loads(path.read_text())
+    assert list(data) == ["fp32", "fp16_32", "fp16_16", "bf16", "fp8_e4m3", "float(e=3,m=1)"]
+    assert data["fp32"]["agreement_with_fp32"] == 100.0
+    assert data["fp16_32"]["agreement_with_fp32"] > 99.0  # fp16 barely moves a trained model
+    assert data["float(e=3,m=1)"]["agreement_with_fp32"] < data["fp16_16"]["agreement_with_fp32"]
+    assert data["fp16_16"]["model_bytes"] < data["fp32"]["model_bytes"]
+    assert len(data["fp32"]["per_class"]) == 10
+    out = capsys.readouterr().out
+    assert "fp16_16" in out and "top-1 %" in out
+    assert res["fp32"]["acc1"] == data["fp32"]["acc1"]
+
+
+def test_attention_maps(trained, tmp_path):
+    eval_main(["--checkpoint", str(trained / "checkpoint-last.pt"), "--attention-maps", "2",
+               "--maps-dir", str(tmp_path / "maps")])
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["rollout_0000.png", "rollout_0001.png"]
+
+
+def test_foreign_weights_by_model_name(tmp_path):
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=10)
+    torch.save(ref.state_dict(), tmp_path / "timm.pth")
+    res = eval_main(["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,depth=1,num_classes=10",
+                     "--checkpoint-path", str(tmp_path / "timm.pth"), "--data", "builtin"])
+    assert 0 <= res["fp32"]["acc1"] <= 100
+
+
+def test_dvt_budget_curve(tmp_path):
+    from tests.training.test_train import write_folder
+
+    write_folder(tmp_path / "data", per_class=6, size=64)
+    train_main(["--model", "dvt_t2t_vit_12", "--data", f"folder:{tmp_path / 'data'}", "--img-size", "64", "--steps", "1",
+                "--batch-size", "4", "--output", str(tmp_path / "dvt"), "--ptq-report", ""])
+    res = eval_main(["--checkpoint", str(tmp_path / "dvt" / "checkpoint-last.pt"), "--dvt-plot",
+                     str(tmp_path / "curve.png"), "--json", str(tmp_path / "dvt.json")])
+    assert len(res["fp32"]["exit_acc1"]) == 3
+    curve = res["dvt_budget_curve"]
+    assert curve[0]["gmacs"] <= curve[-1]["gmacs"]
+    assert all(c["fit_gmacs"] <= c["budget_gmacs"] * (1 + 1e-9) for c in curve)  # on the split it was fit to
+    assert (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_errors():
+    with pytest.raises(ConfigError, match="give --checkpoint, or --model NAME"):
+        eval_main([])
+    with pytest.raises(ValueError, match="recipe"):
+        eval_main(["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,depth=1",
+                   "--data", "builtin", "--quant", "fp12"])

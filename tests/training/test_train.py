@@ -1,0 +1,199 @@
+"""python -m vitfast.train end to end on CPU: outputs, configs and their errors, datasets, resume after
+SIGKILL, DDP against one process, QAT, distillation, DVT, and a NaN stop."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import vitfast
+from vitfast.train import main
+from vitfast.training.config import ConfigError, resolve
+from vitfast.training.state import load_state
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(args, **kw):
+    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], env=ENV, capture_output=True, text=True, **kw)
+
+
+def test_default_run_shortened(tmp_path):
+    # No model or data flags: the built-in default, cut to a few steps.
+    out = tmp_path / "run"
+    summary = main(["--steps", "6", "--output", str(out), "--ptq-report", "fp16_16,bf16", "--log-every", "2"])
+    assert set(os.listdir(out)) >= {"config.yaml", "metrics.jsonl", "summary.json", "checkpoint-last.pt",
+                                    "checkpoint-best.pt", "model.safetensors"}
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["data"] == "builtin" and cfg["model_kwargs"]["patch_size"] == 4 and cfg["steps"] == 6
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["steps"] == 6 and 0 <= saved["val_acc1"] <= 100 and saved["images_per_second"] > 0
+    assert set(saved["ptq"]) == {"fp32", "fp16_16", "bf16"}
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [2, 4, 6]
+    assert any(r["kind"] == "val" for r in records)
+    state = load_state(out / "checkpoint-last.pt")
+    assert set(state) >= {"model", "optimizer", "scaler", "ema", "rng", "step", "epoch", "config"}
+    assert summary["val_acc1"] == saved["val_acc1"]
+
+
+def test_config_file_flags_and_set_layers(tmp_path, tiny_args):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("lr: 0.01\nepochs: 3\nmodel_kwargs: {depth: 4}\n")
+    cfg = resolve(["-c", str(conf), "--lr", "0.02", "--set", "model_kwargs.depth=2", "--set", "epochs=5"])
+    assert cfg["lr"] == 0.02 and cfg["epochs"] == 5 and cfg["model_kwargs"] == {"depth": 2}
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--lr-rate", "0.1"], "unknown argument '--lr-rate' \\(did you mean '--lr-base-size'\\?\\)|did you mean"),
+    (["--set", "learning_rate=0.1"], "unknown key 'learning_rate'"),
+    (["--opt", "adam"], "opt must be one of adamw, sgd, lamb, got 'adam' \\(did you mean 'adamw'\\?\\)"),
+    (["--epochs", "2", "--steps", "3"], "give --epochs or --steps, not both"),
+    (["--batch-size", "10", "--grad-accum-steps", "3"], "must be divisible by grad_accum_steps"),
+    (["-c", "deit_smal"], "neither a file nor a packaged config.*did you mean 'deit_small'"),
+    (["--lr", "fast"], "lr: cannot read 'fast' as float"),
+])
+def test_config_errors_name_the_nearest_valid_choice(argv, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve(argv)
+
+
+def test_unknown_key_in_a_config_file(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("warmup_epochs: 5\n")
+    with pytest.raises(ConfigError, match="unknown key 'warmup_epochs' \\(did you mean 'warmup"):
+        resolve(["-c", str(conf)])
+
+
+@pytest.mark.parametrize("name", ["vit_tiny", "deit_tiny", "dvt_t2t_vit_12", "dvt_t2t_vit_14", "vit_b32_cifar10",
+                                  "vit_b32_cifar100", "vit_b16_imagenet", "deit_small"])
+def test_packaged_recipes_resolve(name):
+    cfg = resolve(["-c", name])
+    assert cfg["model"] in vitfast.list_models()
+
+
+def test_myrtle_json_config_is_accepted(tmp_path):
+    conf = tmp_path / "vit_tiny.json"
+    conf.write_text(json.dumps({
+        "train_config": {"output_directory": "ckpt", "checkpoint_path": "", "epochs": 300, "local_batch_size": 32,
+                         "global_batch_size": 64, "iters_per_checkpoint": 1000, "seed": 1234, "optimizer": "adamw",
+                         "weight_decay": 0.05, "scheduler": "cosine", "lr": 5e-4, "warmup_lr": 1e-6, "min_lr": 1e-5,
+                         "warmup_epochs": 5, "opt_betas": None, "clip_grad": None, "momentum": 0.9},
+        "vit_config": {"image_size": 224, "patch_size": 16, "embed_dim": 192, "depth": 12, "heads": 3,
+                       "mlp_dim": 768, "dropout": 0.0, "emb_dropout": 0.0, "q_format": "FP16_32"}}))
+    cfg = resolve(["-c", str(conf)])
+    assert cfg["model"] == "vit_tiny_patch16_224" and cfg["batch_size"] == 64 and cfg["grad_accum_steps"] == 2
+    assert cfg["model_kwargs"]["mlp_ratio"] == 4.0 and cfg["quant"] == "FP16_32" and cfg["warmup"] == 5
+
+
+def write_folder(root, classes=("cat", "dog"), per_class=20, size=24, corrupt=None):
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c, name in enumerate(classes):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = (torch.rand(size, size, 3, generator=g) * 80 + 120 * c).clamp(0, 255).byte().numpy()
+                Image.fromarray(pixels).save(d / f"{i}.png")
+    if corrupt:
+        (root / "train" / classes[0] / "broken.jpg").write_bytes(b"not a jpeg")
+
+
+def test_folder_dataset_with_a_corrupt_image(tmp_path, tiny_args):
+    write_folder(tmp_path / "data", corrupt=True)
+    args = [a for a in tiny_args]
+    args[args.index("builtin")] = f"folder:{tmp_path / 'data'}"
+    summary = main(args + ["--steps", "3", "--batch-size", "8", "--output", str(tmp_path / "run")])
+    assert summary["steps"] == 3
+    with pytest.raises(Exception, match="broken.jpg"):
+        main(args + ["--steps", "3", "--batch-size", "8", "--strict-data", "--output", str(tmp_path / "strict")])
+
+
+def test_missing_dataset_stops_at_once_naming_the_path(tmp_path, tiny_args):
+    args = [a for a in tiny_args]
+    args[args.index("builtin")] = f"folder:{tmp_path / 'nowhere'}"
+    with pytest.raises((FileNotFoundError, ValueError), match="nowhere"):
+        main(args + ["--steps", "1", "--output", str(tmp_path / "run")])
+
+
+def weights(path):
+    return load_state(path)["model"]
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny_args):
+    args = tiny_args + ["--steps", "30", "--save-every", "3", "--deterministic", "--reprob", "0.25", "--mixup", "0.2",
+                        "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2,drop_path_rate=0.1"]
+    straight = run_cli(args + ["--output", str(tmp_path / "a")])
+    assert straight.returncode == 0, straight.stderr
+    out = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "vitfast.train", *args, "--output", str(out)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = out / "checkpoint-last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_state(last)["step"]
+    assert 0 < killed_at < 30, "the kill must land mid-run"
+    resumed = run_cli(args + ["--output", str(out), "--resume", "auto"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {last} at step {killed_at}" in resumed.stdout
+    a, b = weights(tmp_path / "a" / "checkpoint-last.pt"), weights(last)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_two_process_gloo_ddp_matches_one_process(tmp_path, tiny_args):
+    # SGD: its update is linear in the gradient (Adam divides by sqrt(v) and would magnify the float
+    # reordering of a two-rank all-reduce where gradients are near zero).
+    args = tiny_args + ["--steps", "4", "--deterministic", "--opt", "sgd", "--lr", "0.05"]
+    one = run_cli(args + ["--output", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29517", "-m", "vitfast.train", *args, "--output", str(tmp_path / "two")],
+                         env=ENV, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = weights(tmp_path / "one" / "checkpoint-last.pt"), weights(tmp_path / "two" / "checkpoint-last.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+    # rank 1 wrote nothing: one metrics file, written by rank 0
+    assert len(list((tmp_path / "two").glob("metrics.jsonl"))) == 1
+
+
+def test_qat_run_and_its_checkpoint_loads_into_the_plain_model(tmp_path, tiny_args):
+    out = tmp_path / "qat"
+    main(tiny_args + ["--steps", "3", "--quant", "FP16_16", "--quant-grad", "bf16", "--output", str(out)])
+    state = load_state(out / "checkpoint-last.pt")
+    plain = vitfast.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8, embed_dim=32,
+                                 depth=1, num_heads=2)
+    plain.load_state_dict(state["model"], strict=True)
+    assert all(v.dtype == torch.float32 for v in state["model"].values())
+
+
+def test_distillation_step_with_a_torchvision_teacher(tmp_path, tiny_args):
+    summary = main(tiny_args + ["--steps", "2", "--teacher", "resnet18", "--distill-type", "soft",
+                                "--distill-tau", "2", "--output", str(tmp_path / "kd")])
+    assert summary["steps"] == 2
+
+
+def test_dvt_trains_on_the_summed_exit_loss_and_reports_every_exit(tmp_path):
+    write_folder(tmp_path / "data", per_class=8, size=64)
+    summary = main(["--model", "dvt_t2t_vit_12", "--data", f"folder:{tmp_path / 'data'}", "--img-size", "64",
+                    "--steps", "2", "--batch-size", "8", "--output", str(tmp_path / "dvt"), "--ptq-report", ""])
+    assert len(summary["val_exit_acc1"]) == 3
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, tiny_args):
+    out = tmp_path / "nan"
+    with pytest.raises(SystemExit, match="(the loss is (nan|inf)|the weights became inf/NaN).*last good checkpoint.*intact"):
+        main(tiny_args + ["--steps", "50", "--opt", "sgd", "--lr", "1e30", "--warmup", "0", "--save-every", "1",
+                          "--output", str(out)])
+    state = load_state(out / "checkpoint-last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.dtype.is_floating_point)

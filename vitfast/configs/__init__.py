@@ -1,0 +1,1 @@
+"""Training recipes shipped with vitfast: python -m vitfast.train -c NAME."""

@@ -1,0 +1,347 @@
+"""python -m vitfast.train: train any registered model, on a CPU, one GPU or many (torchrun).
+
+With no arguments it trains a small ViT on the built-in dataset and prints the trained model's
+post-training-quantized accuracy. Configuration: `-c FILE|NAME` sets defaults, flags override them,
+`--set key=value` overrides anything (see vitfast/training/config.py). The loop below reads top to
+bottom: build, resume, train (warmup-cosine per step, accumulation, autocast, clipping, EMA),
+evaluate, checkpoint, summarise.
+"""
+import datetime
+import glob
+import json
+import os
+import sys
+import time
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+import vitfast
+from vitfast.data import Mixup, RepeatAugSampler, ShardSampler, ShuffleSampler, create_dataset, create_transform
+from vitfast.models import get_model_config, load_checkpoint, save_checkpoint
+from vitfast.training import config as config_lib
+from vitfast.training.distributed import Dist
+from vitfast.training.ema import ModelEma
+from vitfast.training.evaluate import evaluate
+from vitfast.training.logger import RunLogger
+from vitfast.training.losses import distillation_loss, training_loss
+from vitfast.training.optim import create_optimizer, lr_at
+from vitfast.training.state import load_state, rng_state, save_state, set_rng_state
+
+# The default run (no arguments): a ViT-Ti-shaped model with 4x4 patches on the built-in 32x32 data.
+DEFAULT_RUN = dict(model="vit_tiny_patch16_224", data="builtin", epochs=10, batch_size=128, lr=2e-3,
+                   warmup=1, weight_decay=0.05, smoothing=0.0, scale=[0.6, 1.0],
+                   model_kwargs=dict(img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4))
+
+
+class SeededSamples(Dataset):
+    """Seeds the random transforms per (seed, epoch, index): augmentation is then the same whatever the
+    worker count, and a resumed run sees exactly the images the uninterrupted one did."""
+
+    def __init__(self, dataset, seed):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i)
+            return self.dataset[i]
+
+
+class EpochSampler(Sampler):
+    """This rank's indices for one epoch (shuffled from seed and epoch), after skipping `skip` of them."""
+
+    def __init__(self, base, skip=0):
+        self.base, self.skip = base, skip
+
+    def __iter__(self):
+        return iter(list(self.base)[self.skip:])
+
+    def __len__(self):
+        return max(0, len(self.base) - self.skip)
+
+
+def make_sampler(dataset, cfg, dist, train):
+    """This rank's share: one seeded shuffle per epoch split over ranks (with DeiT's repeated
+    augmentation when asked) for training; every sample exactly once, unpadded, for evaluation."""
+    if not train:
+        return ShardSampler(dataset, dist.world_size, dist.rank)
+    if cfg["repeated_aug"] > 1:
+        return RepeatAugSampler(dataset, dist.world_size, dist.rank, cfg["seed"], num_repeats=cfg["repeated_aug"])
+    return ShuffleSampler(dataset, dist.world_size, dist.rank, cfg["seed"])
+
+
+def loader_for(dataset, sampler, batch_size, cfg, epoch, train):
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg["workers"], drop_last=train,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                      # its own generator: creating the iterator must not draw from the global RNG
+                      generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch))
+
+
+def output_dir(cfg, dist):
+    """--output, or runs/<date-time>-<model> (decided by rank 0 and shared)."""
+    out = cfg["output"]
+    if out is None and cfg["resume"] == "auto":
+        runs = sorted(glob.glob(os.path.join("runs", f"*-{cfg['model']}", "checkpoint-last.pt")))
+        out = os.path.dirname(runs[-1]) if runs else None
+    if out is None:
+        out = os.path.join("runs", f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{cfg['model']}")
+    if dist.enabled:
+        shared = [out]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        out = shared[0]
+    if dist.is_main:
+        os.makedirs(out, exist_ok=True)
+    return out
+
+
+def build_teacher(cfg, num_classes, device):
+    name, path = cfg["teacher"], cfg["teacher_checkpoint"]
+    if os.path.isfile(name):  # a vitfast training checkpoint
+        state = load_state(name)
+        c = state["config"]
+        teacher = vitfast.create_model(c["model"], num_classes=num_classes, **c["model_kwargs"])
+        teacher.load_state_dict(state["model"])
+    else:
+        try:
+            import torchvision
+
+            teacher = torchvision.models.get_model(name, num_classes=num_classes)
+        except (ImportError, ValueError):
+            import timm
+
+            teacher = timm.create_model(name, num_classes=num_classes)
+        if path:
+            load_checkpoint(teacher, path)
+    return teacher.to(device).eval().requires_grad_(False)
+
+
+def unwrap(model):
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cfg = config_lib.resolve(argv, base=DEFAULT_RUN if uses_default_run(argv) else None)
+    dist = Dist(cfg["device"])
+    device = dist.device
+    if cfg["deterministic"]:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    torch.manual_seed(cfg["seed"])
+    out = output_dir(cfg, dist)
+    log = RunLogger(out, cfg, enabled=dist.is_main, use_wandb=cfg["wandb"])
+
+    # ---- data
+    model_defaults = get_model_config(cfg["model"])
+    img_size = cfg["img_size"] or cfg["model_kwargs"].get("img_size") or model_defaults["input_size"][-1]
+    norm = dict(mean=cfg["mean"] or model_defaults["mean"], std=cfg["std"] or model_defaults["std"])
+    crop_pct = cfg["crop_pct"] or (1.0 if img_size < 64 else model_defaults["crop_pct"])
+    train_tf = create_transform(img_size, train=True, crop_pct=crop_pct, hflip=cfg["hflip"], auto_augment=cfg["aa"],
+                                color_jitter=cfg["color_jitter"], re_prob=cfg["reprob"], scale=tuple(cfg["scale"]), **norm)
+    eval_tf = create_transform(img_size, train=False, crop_pct=crop_pct, **norm)
+    train_set = create_dataset(cfg["data"], "train", transform=train_tf, download=cfg["download"], strict=cfg["strict_data"])
+    val_set = create_dataset(cfg["data"], "val", transform=eval_tf, download=cfg["download"], strict=cfg["strict_data"])
+    num_classes = train_set.num_classes
+    seeded = SeededSamples(train_set, cfg["seed"])
+    micro = cfg["batch_size"] // (dist.world_size * cfg["grad_accum_steps"])
+    if micro < 1 or micro * dist.world_size * cfg["grad_accum_steps"] != cfg["batch_size"]:
+        raise config_lib.ConfigError(f"batch_size {cfg['batch_size']} must split evenly over {dist.world_size} "
+                                     f"rank(s) x {cfg['grad_accum_steps']} accumulation step(s)")
+    train_sampler = make_sampler(train_set, cfg, dist, train=True)
+    steps_per_epoch = len(train_sampler) // (micro * cfg["grad_accum_steps"])
+    if steps_per_epoch < 1:
+        raise config_lib.ConfigError(f"the training split ({len(train_set)} images) is smaller than one global batch "
+                                     f"({cfg['batch_size']})")
+    val_loader = loader_for(val_set, make_sampler(val_set, cfg, dist, train=False),
+                            cfg["eval_batch_size"] or micro, cfg, 0, train=False)
+    total_steps = cfg["steps"] or (cfg["epochs"] or 300) * steps_per_epoch
+    warmup_steps = int(cfg["warmup"] if cfg["steps"] else cfg["warmup"] * steps_per_epoch)
+    mixup = Mixup(mixup_alpha=cfg["mixup"], cutmix_alpha=cfg["cutmix"], label_smoothing=cfg["smoothing"],
+                  num_classes=num_classes) if cfg["mixup"] > 0 or cfg["cutmix"] > 0 else None
+
+    # ---- model
+    kwargs = dict(cfg["model_kwargs"], num_classes=num_classes)
+    if cfg["img_size"]:
+        kwargs["img_size"] = cfg["img_size"]
+    if cfg["drop_path"] is not None:
+        kwargs["drop_path_rate"] = cfg["drop_path"]
+    model = vitfast.create_model(cfg["model"], backend=cfg["backend"], **kwargs)
+    if cfg["init_checkpoint"]:
+        result = load_checkpoint(model, cfg["init_checkpoint"], strict=False)
+        log.print(f"initialised from {cfg['init_checkpoint']}: {result}")
+    if cfg["quant"]:
+        from vitfast.quant import parse_recipe, prepare_qat
+
+        prepare_qat(model, parse_recipe(cfg["quant"]), grad=cfg["quant_grad"])
+    model.to(device)
+    lr = cfg["lr"] * (cfg["batch_size"] / cfg["lr_base_size"] if cfg["lr_base_size"] else 1.0)
+    optimizer = create_optimizer(model, cfg["opt"], lr, cfg["weight_decay"], cfg["momentum"], cfg["betas"])
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg["amp"]]
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16")
+    ema = ModelEma(model, cfg["ema"]) if cfg["ema"] > 0 else None
+    teacher = build_teacher(cfg, num_classes, device) if cfg["teacher"] else None
+
+    # ---- resume
+    step, epoch, done_in_epoch, best = 0, 0, 0, {"acc1": -1.0}
+    last_path, best_path = os.path.join(out, "checkpoint-last.pt"), os.path.join(out, "checkpoint-best.pt")
+    resume = last_path if cfg["resume"] == "auto" else cfg["resume"]
+    resumed_rng = None
+    if resume and os.path.isfile(resume):
+        state = load_state(resume)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        step, epoch, done_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]
+        resumed_rng = state["rng"]
+        log.print(f"resumed from {resume} at step {step} (epoch {epoch}, batch {done_in_epoch})")
+    elif cfg["resume"] not in (None, "auto"):
+        raise config_lib.ConfigError(f"resume: {resume!r} not found")
+
+    if dist.is_main:
+        config_lib.dump(cfg, os.path.join(out, "config.yaml"))
+    train_model = model
+    if dist.enabled:
+        train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg["compile"]:
+        train_model = torch.compile(train_model)
+    if resumed_rng is not None:
+        set_rng_state(resumed_rng)  # last: everything above may have drawn random numbers
+
+    def checkpoint(path):
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise SystemExit(f"vitfast.train: the weights became inf/NaN at step {step} (epoch {epoch}); stopping "
+                             f"without saving them. The last good checkpoint, if any, is intact: {last_path}")
+        if dist.is_main:
+            save_state(path, {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                              "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema else None,
+                              "rng": rng_state(), "step": step, "epoch": epoch, "batch_in_epoch": done_in_epoch,
+                              "best": best, "config": cfg, "vitfast_version": vitfast.__version__})
+
+    # ---- train
+    log.print(f"{cfg['model']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+              f"{len(train_set)} training / {len(val_set)} validation images, {num_classes} classes, "
+              f"{total_steps} steps of {cfg['batch_size']} on {dist.world_size} x {device}; output {out}")
+    log.progress(total_steps, initial=step)
+    start, seen, stop_reason, val = time.perf_counter(), 0, None, None
+    accum = cfg["grad_accum_steps"]
+    while step < total_steps and stop_reason is None:
+        seeded.epoch = epoch
+        train_sampler.set_epoch(epoch)
+        loader = loader_for(seeded, EpochSampler(train_sampler, skip=done_in_epoch * micro), micro, cfg, epoch, True)
+        train_model.train()
+        for x, y in loader:
+            if done_in_epoch // accum >= steps_per_epoch or step >= total_steps:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if mixup is not None:
+                x, y = mixup(x, y)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                output = train_model(x)
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher(x)
+                    loss = distillation_loss(output, teacher_logits, y, cfg["distill_type"], cfg["distill_alpha"],
+                                             cfg["distill_tau"], cfg["smoothing"])
+                else:
+                    loss = training_loss(output, y, cfg["smoothing"])
+            if not torch.isfinite(loss):
+                raise SystemExit(f"vitfast.train: the loss is {loss.item()} at step {step} (epoch {epoch}); stopping. "
+                                 f"The last good checkpoint, if any, is intact: {last_path}")
+            scaler.scale(loss / accum).backward()
+            done_in_epoch += 1
+            seen += x.shape[0] * dist.world_size
+            if done_in_epoch % accum:
+                continue
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, warmup_steps, lr, cfg["warmup_lr"], cfg["min_lr"], cfg["sched"],
+                                    cfg["decay_milestones"], cfg["decay_rate"])
+            if cfg["clip_grad"]:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad"])
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(unwrap(model))
+            step += 1
+            log.advance()
+            if step % cfg["log_every"] == 0 or step == total_steps:
+                elapsed = time.perf_counter() - start
+                log.log({"step": step, "epoch": epoch, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
+                         "images_per_second": seen / elapsed,
+                         "eta_s": elapsed / max(step - 0, 1) * (total_steps - step)})
+            if cfg["save_every"] and step % cfg["save_every"] == 0:
+                checkpoint(last_path)
+            if cfg["max_time"] and time.perf_counter() - start > cfg["max_time"]:
+                stop_reason = f"--max-time {cfg['max_time']} s reached"
+                break
+        epoch_done = done_in_epoch // accum >= steps_per_epoch
+        if epoch_done:
+            epoch, done_in_epoch = epoch + 1, 0
+        if (epoch_done and epoch % cfg["eval_every"] == 0) or step >= total_steps or stop_reason:
+            val = evaluate(ema.module if ema else model, val_loader, device, amp_dtype, dist)
+            log.log({"step": step, "epoch": epoch, **val}, kind="val")
+            if val["acc1"] > best["acc1"]:
+                best = {"acc1": val["acc1"], "step": step}
+                checkpoint(best_path)
+        checkpoint(last_path)
+    train_seconds = time.perf_counter() - start
+
+    # ---- summary and post-training quantization
+    final = ema.module if ema else model
+    if val is None:
+        val = evaluate(final, val_loader, device, amp_dtype, dist)
+    summary = {"val_acc1": val["acc1"], "val_acc5": val["acc5"], "val_loss": val["loss"],
+               "images_per_second": seen / max(train_seconds, 1e-9), "train_seconds": train_seconds,
+               "steps": step, "best_acc1": best["acc1"], "stopped": stop_reason}
+    if "exit_acc1" in val:
+        summary["val_exit_acc1"] = val["exit_acc1"]
+    if cfg["ptq_report"]:
+        summary["ptq"] = ptq_report(final, cfg["ptq_report"], val_loader, device, dist, log, val)
+    if dist.is_main:
+        save_checkpoint(final, os.path.join(out, "model.safetensors"))
+        from vitfast.models.checkpoint import atomic_write
+
+        atomic_write(os.path.join(out, "summary.json"),
+                     lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=2)))
+        log.print(json.dumps({k: v for k, v in summary.items() if k != "ptq"}))
+    log.close()
+    dist.close()
+    return summary
+
+
+def ptq_report(model, formats, loader, device, dist, log, fp32):
+    """Post-training quantization of the trained model into each format, evaluated side by side."""
+    from vitfast.quant import convert_ptq, parse_recipe
+
+    rows = {"fp32": {"acc1": fp32["acc1"], "acc5": fp32["acc5"]}}
+    for fmt in formats:
+        res = evaluate(convert_ptq(model, parse_recipe(fmt)), loader, device, None, dist)
+        rows[fmt.lower()] = {"acc1": res["acc1"], "acc5": res["acc5"]}
+    log.print("\npost-training quantization of the trained model (validation split):")
+    log.print(f"{'format':<10}{'top-1 %':>9}{'top-5 %':>9}")
+    for fmt, r in rows.items():
+        log.print(f"{fmt:<10}{r['acc1']:>9.2f}{r['acc5']:>9.2f}")
+    return rows
+
+
+def uses_default_run(argv):
+    """The built-in run is the base unless a config file, a model or a dataset is given."""
+    chosen = {"-c", "--config", "--model", "--data"}
+    return not any(a.split("=")[0] in chosen for a in argv)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except config_lib.ConfigError as e:
+        sys.exit(f"vitfast.train: {e}")

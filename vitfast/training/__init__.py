@@ -1,0 +1,1 @@
+"""Training machinery behind python -m vitfast.train and vitfast.eval."""

@@ -1,0 +1,42 @@
+"""torchrun integration: DDP over NCCL on GPUs, gloo on CPUs; only rank 0 writes."""
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+
+class Dist:
+    def __init__(self, device_arg=None):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available() and (device_arg is None or device_arg.startswith("cuda"))
+        self.device = torch.device(device_arg if device_arg and device_arg != "cuda" else
+                                   (f"cuda:{self.local_rank}" if cuda else "cpu"))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.world_size > 1:
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(minutes=30))
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def all_reduce_sum(self, tensor):
+        if self.enabled:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def barrier(self):
+        if self.enabled:
+            dist.barrier()
+
+    def close(self):
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()

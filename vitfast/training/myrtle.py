@@ -1,0 +1,71 @@
+"""myrtle-vision's JSON training configs (train_configs/*.json), read as vitfast configs, so
+`python -m vitfast.train -c train_configs/vit_tiny.json` works. Keys with no vitfast meaning are
+reported, never silently dropped."""
+import json
+import os
+import warnings
+
+_SIZES = {192: "tiny", 384: "small", 768: "base"}
+# train_config key -> vitfast key
+_TRAIN = {"output_directory": "output", "epochs": "epochs", "seed": "seed", "optimizer": "opt",
+          "clip_grad": "clip_grad", "momentum": "momentum", "weight_decay": "weight_decay", "scheduler": "sched",
+          "lr": "lr", "warmup_lr": "warmup_lr", "min_lr": "min_lr", "warmup_epochs": "warmup",
+          "decay_rate": "decay_rate", "iters_per_checkpoint": "save_every"}
+_IGNORED = {"drop_last_batch", "opt_eps", "lr_noise", "lr_noise_pct", "lr_noise_std", "decay_epochs",
+            "cooldown_epochs", "patience_epochs", "distributed", "sam", "sam_rho", "iters_per_val",
+            "pretrained_backbone"}
+
+
+def is_myrtle_config(data):
+    return "train_config" in data and "vit_config" in data
+
+
+def translate_myrtle(data, config_dir="."):
+    t, v = data["train_config"], data["vit_config"]
+    out, ignored = {}, sorted(k for k in t if k in _IGNORED and t[k] not in (None, False, ""))
+    for key, ours in _TRAIN.items():
+        if t.get(key) is not None:
+            out[ours] = t[key]
+    if t.get("opt_betas"):
+        out["betas"] = list(t["opt_betas"])
+    if t.get("checkpoint_path"):
+        out["resume"] = t["checkpoint_path"]
+    out["batch_size"] = t["global_batch_size"]
+    out["grad_accum_steps"] = max(1, t["global_batch_size"] // t["local_batch_size"])
+
+    distilled = "distiller_config" in data
+    dim = v["embed_dim"]
+    family = "deit" if distilled else "vit"
+    out["model"] = f"{family}_{_SIZES.get(dim, 'base')}{'_distilled' if distilled else ''}_patch16_224"
+    out["model_kwargs"] = {"img_size": v["image_size"], "patch_size": v["patch_size"], "embed_dim": dim,
+                           "depth": v["depth"], "num_heads": v["heads"], "mlp_ratio": v["mlp_dim"] / dim,
+                           "drop_rate": v.get("dropout", 0.0), "proj_drop_rate": v.get("dropout", 0.0),
+                           "pos_drop_rate": v.get("emb_dropout", 0.0)}
+    if v.get("q_format", "FP32").upper() not in ("FP32", "PYTORCHINT8"):
+        out["quant"] = v["q_format"]
+    elif v.get("q_format", "").upper() == "PYTORCHINT8":
+        ignored.append("vit_config.q_format=PyTorchINT8")
+    if distilled:
+        d = data["distiller_config"]
+        out.update(teacher="resnet50", teacher_checkpoint=d.get("teacher_weights_path"), distill_type="soft",
+                   distill_tau=d.get("temperature", 3.0), distill_alpha=d.get("alpha", 0.5))
+
+    data_cfg = data.get("data_config")
+    if data_cfg is None and data.get("data_config_path"):
+        path = data["data_config_path"]
+        path = path if os.path.isabs(path) or os.path.exists(path) else os.path.join(config_dir, "..", path)
+        if os.path.isfile(path):
+            with open(path) as f:
+                data_cfg = json.load(f)
+        else:
+            ignored.append(f"data_config_path={data['data_config_path']} (not found: pass --data)")
+    if data_cfg:
+        out["data"] = f"paths:{data_cfg['dataset_path']}"
+        if data_cfg.get("mixup"):
+            out["mixup"] = data_cfg.get("mixup_alpha", 0.8)
+        norm = data_cfg.get("transform_ops_train", {}).get("Normalize")
+        if norm:
+            out["mean"], out["std"] = list(norm["Mean"]), list(norm["Std"])
+    if ignored:
+        warnings.warn(f"myrtle-vision config: no vitfast equivalent for {', '.join(ignored)}; ignored", stacklevel=2)
+    return out
