@@ -38,6 +38,7 @@ def test_default_run_shortened(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [2, 4, 6]
     assert any(r["kind"] == "val" for r in records)
+    assert list(out.glob("events.out.tfevents.*")), "TensorBoard event file missing"
     state = load_state(out / "checkpoint-last.pt")
     assert set(state) >= {"model", "optimizer", "scaler", "ema", "rng", "step", "epoch", "config"}
     assert summary["val_acc1"] == saved["val_acc1"]
@@ -197,3 +198,23 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, tiny_a
                           "--output", str(out)])
     state = load_state(out / "checkpoint-last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.dtype.is_floating_point)
+
+
+def test_qat_against_ptq_for_fp16_16_and_why_fp16_shows_no_gap(tmp_path, tiny_args):
+    """Issue 4 asks whether a QAT-trained FP16_16 model loses less accuracy under FP16_16 PTQ than an
+    fp32-trained one. It cannot measurably: fp16's 11-bit significand rounds a trained ViT's logits by
+    ~1e-3 relative, so PTQ to FP16_16 costs an fp32-trained model (almost) nothing and there is no gap
+    for QAT to close. This test measures that (fp32 vs FP16_16 PTQ accuracy within 1 point, predictions
+    agreeing on >= 98%), and checks that QAT training in FP16_16 itself works and its PTQ is as good.
+    The harsher formats where QAT does help (e.g. float(e=5,m=1)) need longer runs than CI allows; see
+    the README's quantization notes."""
+    from vitfast.eval import main as eval_main
+
+    common = tiny_args + ["--steps", "40", "--lr", "3e-3"]
+    main(common + ["--output", str(tmp_path / "fp32")])
+    main(common + ["--quant", "FP16_16", "--output", str(tmp_path / "qat")])
+    plain = eval_main(["--checkpoint", str(tmp_path / "fp32" / "checkpoint-last.pt"), "--quant", "fp32,fp16_16"])
+    qat = eval_main(["--checkpoint", str(tmp_path / "qat" / "checkpoint-last.pt"), "--quant", "fp32,fp16_16"])
+    assert abs(plain["fp32"]["acc1"] - plain["fp16_16"]["acc1"]) <= 1.0
+    assert plain["fp16_16"]["agreement_with_fp32"] >= 98.0
+    assert qat["fp16_16"]["acc1"] >= plain["fp16_16"]["acc1"] - 5.0
