@@ -6,6 +6,11 @@
     mixup = Mixup(0.8, 1.0, label_smoothing=0.1, num_classes=ds.num_classes)
     x, soft_y = mixup(x, y); loss = SoftTargetCrossEntropy()(model(x), soft_y)
 """
+try:
+    import torchvision  # noqa: F401
+except ImportError as e:  # pragma: no cover - only without the optional dependency
+    raise ImportError("vitfast.data needs torchvision (and Pillow): pip install 'vitfast[vision]'") from e
+
 from .builtin import BUILTIN_CLASSES, BuiltinDataset, generate_builtin
 from .datasets import IMG_EXTENSIONS, ArrayDataset, ImageFileDataset, create_dataset
 from .loader import Loader, RepeatAugSampler, ShardSampler, ShuffleSampler, create_loader

@@ -36,3 +36,18 @@ class Block(nn.Module):
 
 def _identity(x):
     return x
+
+
+def run_blocks(blocks, x, return_attn=None, before=None):
+    """x through every block; with return_attn ("logits" | "probs") also each block's attention, from
+    the same pass. before(i, x) -> x, if given, runs ahead of block i. Returns (x, attentions)."""
+    attns = []
+    for i, blk in enumerate(blocks):
+        if before is not None:
+            x = before(i, x)
+        if return_attn:
+            x, a = blk(x, return_attn=return_attn)
+            attns.append(a)
+        else:
+            x = blk(x)
+    return x, attns

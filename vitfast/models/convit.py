@@ -29,7 +29,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..layers import DropPath, Mlp, PatchEmbed, attention_core, check_image, resample_abs_pos_embed, to_2tuple
+from ..layers import (DropPath, Mlp, PatchEmbed, attention_core, check_image, resample_abs_pos_embed, run_blocks,
+                      to_2tuple)
 from ..layers import backend as backends
 from .registry import build, model_config, register_model
 
@@ -350,15 +351,13 @@ class ConVit(nn.Module):
         if self.pos_embed is not None:
             x = x + self.pos_embed
         x = self.pos_drop(r(x))
-        attns = []
-        for i, blk in enumerate(self.blocks):
-            if i == self.local_up_to_layer:
-                x = r(torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1))
-            if return_attn:
-                x, a = blk(x, return_attn=return_attn)
-                attns.append(a)
-            else:
-                x = blk(x)
+
+        def join_cls_token(i, x):  # the class token enters after the GPSA layers
+            if i != self.local_up_to_layer:
+                return x
+            return r(torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1))
+
+        x, attns = run_blocks(self.blocks, x, return_attn, before=join_cls_token)
         x = self.norm(x)
         return (x, attns) if return_attn else x
 

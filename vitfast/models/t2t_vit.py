@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from ..layers import Block, Mlp, check_image, resample_abs_pos_embed, sinusoid_table, to_2tuple
+from ..layers import Block, Mlp, check_image, resample_abs_pos_embed, run_blocks, sinusoid_table, to_2tuple
 from ..layers import backend as backends
 from ..layers.attention import attention_core
 from .registry import build, model_config, register_model
@@ -250,13 +250,7 @@ class T2TViT(nn.Module):
         """Token features after the final norm; with return_attn ("logits" | "probs") also the list of
         every trunk block's (B, H, N, N) attention, from the same forward pass."""
         x = self.embed_tokens(x)
-        attns = []
-        for blk in self.blocks:
-            if return_attn:
-                x, a = blk(x, return_attn=return_attn)
-                attns.append(a)
-            else:
-                x = blk(x)
+        x, attns = run_blocks(self.blocks, x, return_attn)
         x = self.norm(x)
         return (x, attns) if return_attn else x
 

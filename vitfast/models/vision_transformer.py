@@ -5,7 +5,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..layers import Attention, Block, Mlp, PatchEmbed, resample_abs_pos_embed
+from ..layers import Attention, Block, Mlp, PatchEmbed, resample_abs_pos_embed, run_blocks
 from .registry import INCEPTION_MEAN, INCEPTION_STD, build, model_config, register_model
 
 __all__ = ["VisionTransformer", "checkpoint_filter_fn"]
@@ -93,13 +93,7 @@ class VisionTransformer(nn.Module):
         """Token features after the final norm; with return_attn ("logits" | "probs") also the list of
         every block's (B, H, N, N) attention, from the same forward pass."""
         x = self.norm_pre(self._pos_embed(self.patch_embed(x)))
-        attns = []
-        for blk in self.blocks:
-            if return_attn:
-                x, a = blk(x, return_attn=return_attn)
-                attns.append(a)
-            else:
-                x = blk(x)
+        x, attns = run_blocks(self.blocks, x, return_attn)
         x = self.norm(x)
         return (x, attns) if return_attn else x
 
