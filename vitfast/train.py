@@ -28,10 +28,12 @@ from vitfast.training.losses import distillation_loss, training_loss
 from vitfast.training.optim import create_optimizer, lr_at
 from vitfast.training.state import load_state, rng_state, save_state, set_rng_state
 
-# The default run (no arguments): a ViT-Ti-shaped model with 4x4 patches on the built-in 32x32 data.
-DEFAULT_RUN = dict(model="vit_tiny_patch16_224", data="builtin", epochs=10, batch_size=128, lr=2e-3,
-                   warmup=1, weight_decay=0.05, smoothing=0.0, scale=[0.6, 1.0],
-                   model_kwargs=dict(img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4))
+# The default run (no arguments): a small ViT with 4x4 patches on the built-in 32x32 data; it reaches
+# >= 90% validation accuracy in about 300 steps (see the README for the measured time).
+DEFAULT_RUN = dict(model="vit_tiny_patch16_224", data="builtin", epochs=4, batch_size=128, lr=2e-3,
+                   warmup=0.4, weight_decay=0.05, smoothing=0.0, scale=[1.0, 1.0], crop_pct=1.0,
+                   mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5],
+                   model_kwargs=dict(img_size=32, patch_size=4, embed_dim=96, depth=4, num_heads=3))
 
 
 class SeededSamples(Dataset):

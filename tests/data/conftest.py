@@ -7,14 +7,13 @@ import tarfile
 import numpy as np
 import pytest
 
-pytest.importorskip("torchvision")
-from PIL import Image  # noqa: E402
-
 CLASSES = ["cat", "dog", "zebra"]  # sorted: class index = position
 
 
 def write_image(path, value, size=(12, 10), fmt=None):
     """A small solid-colour image whose red channel encodes value (to recognise it after loading)."""
+    from PIL import Image  # Pillow comes with torchvision, which vitfast.data needs
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.new("RGB", size, (value, 7, 200)).save(path, format=fmt)
     return path

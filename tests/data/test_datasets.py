@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from vitfast.data import BUILTIN_CLASSES, create_dataset, create_transform, generate_builtin
+pytest.importorskip("torchvision")
+from vitfast.data import BUILTIN_CLASSES, create_dataset, create_transform, generate_builtin  # noqa: E402
 
-from .conftest import CLASSES, cifar_batches, write_cifar, write_image
+from .conftest import CLASSES, cifar_batches, write_cifar, write_image  # noqa: E402
 
 
 def red(img):

@@ -120,3 +120,15 @@ def test_workers_are_seeded_from_seed_and_epoch():
     a = run(0, 0)
     assert torch.equal(a, run(0, 0))
     assert not torch.equal(a, run(0, 1)) and not torch.equal(a, run(1, 0))
+
+
+def test_create_loader_reads_world_from_torch_distributed(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        loader = create_loader(dataset(10), 5, train=True, distributed=True, repeated_aug=3)
+        assert (loader.num_replicas, loader.rank) == (1, 0) and isinstance(loader.sampler, RepeatAugSampler)
+        assert len(loader) == 2
+    finally:
+        dist.destroy_process_group()

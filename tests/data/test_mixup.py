@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitfast.data import Mixup, SoftTargetCrossEntropy, mixup_target, one_hot, smooth_one_hot
+pytest.importorskip("torchvision")  # vitfast.data needs torchvision (pip install vitfast[vision])
+from vitfast.data import Mixup, SoftTargetCrossEntropy, mixup_target, one_hot, smooth_one_hot  # noqa: E402
 
 K = 5
 

@@ -41,7 +41,8 @@ def test_eval_resize_then_center_crop_and_normalize():
     assert isinstance(resize, v2.Resize) and resize.size == [math.floor(32 / 0.875)] == [36]
     assert isinstance(crop, v2.CenterCrop) and crop.size == (32, 32)
     x = t(pil())  # solid colour (255, 0, 128): exact after normalisation
-    assert torch.allclose(x[:, 5, 5], torch.tensor([(1 - 0.5) / 0.25, (0 - 0.5) / 0.25, (128 / 255 - 0.5) / 0.25]), atol=1e-5)
+    expected = torch.tensor([(1 - 0.5) / 0.25, (0 - 0.5) / 0.25, (128 / 255 - 0.5) / 0.25])
+    assert torch.allclose(x[:, 5, 5], expected, atol=1e-5)
     assert create_transform(224, False, crop_pct=0.9).transforms[0].size == [248]
     # crop_pct picks how much of the image the centre crop keeps: 1.0 keeps it all
     img = torch.zeros(3, 40, 40, dtype=torch.uint8)
@@ -100,13 +101,15 @@ def test_other_policies():
     assert isinstance(parse_auto_augment("autoaug"), v2.AutoAugment)
     assert isinstance(parse_auto_augment("trivial"), v2.TrivialAugmentWide)
     mix = parse_auto_augment("augmix-m3-w2-d-1-a0.5")
-    assert isinstance(mix, v2.AugMix) and (mix.severity, mix.mixture_width, mix.chain_depth, mix.alpha) == (3, 2, -1, 0.5)
+    assert isinstance(mix, v2.AugMix)
+    assert (mix.severity, mix.mixture_width, mix.chain_depth, mix.alpha) == (3, 2, -1, 0.5)
 
 
 @pytest.mark.parametrize("spec,match", [
     ("", "non-empty"), ("random-m9", "unknown auto_augment"), ("rand-m", "cannot read 'm'"),
     ("rand-x9", "cannot read 'x9'"), ("rand-m9-n2.5", "n takes a int"), ("rand-m11", "magnitude must be within"),
-    ("rand-n0", "num_ops must be at least 1"), ("rand-m9-inc2", "inc must be 0 or 1"), ("rand-m9-mstd-1", "cannot read"),
+    ("rand-n0", "num_ops must be at least 1"), ("rand-m9-inc2", "inc must be 0 or 1"),
+    ("rand-m9-mstd-1", "cannot read"),
     ("rand-m9_mstd0.5", "cannot read"), ("augmix-z1", "cannot read 'z1'"), ("autoaug-m9", "unknown auto_augment")])
 def test_bad_auto_augment_strings(spec, match):
     with pytest.raises(ValueError, match=match):

@@ -39,7 +39,8 @@ class ArrayDataset(torch.utils.data.Dataset):
         return (img if self.transform is None else self.transform(img)), self.targets[index]
 
     def __repr__(self):
-        return f"{type(self).__name__}(root={self.root!r}, split={self.split!r}, n={len(self)}, classes={self.num_classes})"
+        return (f"{type(self).__name__}(root={self.root!r}, split={self.split!r}, n={len(self)}, "
+                f"classes={self.num_classes})")
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
@@ -354,7 +355,8 @@ def create_dataset(spec, split="train", transform=None, download=False, strict=F
 
         return BuiltinDataset(split, transform, cache_dir=root_for_builtin)
     if kind not in ("cifar10", "cifar100", "folder", "paths") or not sep or not root:
-        hint = f" ('{kind}' needs a directory: '{kind}:DIR')" if kind in ("cifar10", "cifar100", "folder", "paths") else ""
+        known = kind in ("cifar10", "cifar100", "folder", "paths")
+        hint = f" ('{kind}' needs a directory: '{kind}:DIR')" if known else ""
         raise ValueError(f"dataset spec must be one of: {'; '.join(_SPECS)}; got {spec!r}{hint}")
     root = os.path.expanduser(root)
     if kind in _CIFAR:

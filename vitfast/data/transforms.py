@@ -160,7 +160,8 @@ def create_transform(img_size, train, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop
     elif color_jitter:
         jitter = tuple(color_jitter) if isinstance(color_jitter, (tuple, list)) else (float(color_jitter),) * 3
         if len(jitter) not in (3, 4):
-            raise ValueError(f"color_jitter is a number or (brightness, contrast, saturation[, hue]), got {color_jitter!r}")
+            raise ValueError(f"color_jitter is a number or (brightness, contrast, saturation[, hue]), "
+                             f"got {color_jitter!r}")
         ops.append(v2.ColorJitter(*jitter))
     ops += to_float
     if re_prob > 0:
