@@ -32,7 +32,7 @@ from torch import nn
 from ..layers import (DropPath, Mlp, PatchEmbed, attention_core, check_image, resample_abs_pos_embed, run_blocks,
                       to_2tuple)
 from ..layers import backend as backends
-from .registry import build, model_config, register_model
+from .registry import model_config, register_variant
 
 __all__ = ["ConVit", "GPSA", "MHSA", "Block", "relative_positions", "checkpoint_filter_fn"]
 
@@ -398,16 +398,11 @@ _PARAMS = {"convit_tiny": "6M", "convit_small": "27M", "convit_base": "86M"}
 
 
 def _register_convit(name, heads):
-    def entry(**overrides):
-        defaults = dict(img_size=224, patch_size=16, embed_dim=48 * heads, depth=12, num_heads=heads,
-                        local_up_to_layer=10, locality_strength=1.0)
-        return build(ConVit, name, defaults, overrides)
-
-    entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = (f"ConViT: width {48 * heads}, {heads} heads, 10 GPSA + 2 MHSA blocks, 224x224 input "
-                     f"({_PARAMS[name]} parameters).")
-    register_model(entry, config=model_config(224, crop_pct=0.875))
-    return entry
+    defaults = dict(img_size=224, patch_size=16, embed_dim=48 * heads, depth=12, num_heads=heads,
+                    local_up_to_layer=10, locality_strength=1.0)
+    return register_variant(name, ConVit, defaults, model_config(224, crop_pct=0.875),
+                            f"ConViT: width {48 * heads}, {heads} heads, 10 GPSA + 2 MHSA blocks, 224x224 input "
+                            f"({_PARAMS[name]} parameters).")
 
 
 for _name, _heads in _CONVIT.items():

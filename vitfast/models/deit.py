@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from .registry import build, model_config, register_model
+from .registry import model_config, register_variant
 from .vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 __all__ = ["VisionTransformerDistilled"]
@@ -49,16 +49,10 @@ _DEIT = {
 
 
 def _register_deit(name, dim, heads, img, distilled):
-    cls = VisionTransformerDistilled if distilled else VisionTransformer
-
-    def entry(**overrides):
-        defaults = dict(img_size=img, patch_size=16, embed_dim=dim, depth=12, num_heads=heads)
-        return build(cls, name, defaults, overrides)
-
-    entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = f"DeiT{' (distilled)' if distilled else ''}: width {dim}, {heads} heads, {img}x{img} input."
-    register_model(entry, config=model_config(img, crop_pct=1.0 if img == 384 else 0.875))
-    return entry
+    return register_variant(name, VisionTransformerDistilled if distilled else VisionTransformer,
+                            dict(img_size=img, patch_size=16, embed_dim=dim, depth=12, num_heads=heads),
+                            model_config(img, crop_pct=1.0 if img == 384 else 0.875),
+                            f"DeiT{' (distilled)' if distilled else ''}: width {dim}, {heads} heads, {img}x{img} input.")
 
 
 for _name, _args in _DEIT.items():

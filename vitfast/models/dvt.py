@@ -26,7 +26,7 @@ from torch import nn
 
 from ..layers import Attention, Block, Mlp, check_image, resample_abs_pos_embed, to_2tuple
 from .complexity import count_macs
-from .registry import build, model_config, register_model
+from .registry import model_config, register_variant
 from .t2t_vit import T2TViT, unwrap_state_dict
 from .vision_transformer import VisionTransformer
 
@@ -464,17 +464,12 @@ _DVT = {
 
 
 def _register_dvt(name, backbone, dim, depth, heads, mlp_ratio):
-    def entry(**overrides):
-        defaults = dict(backbone=backbone, embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio)
-        return build(DynamicVisionTransformer, name, defaults, overrides)
-
-    entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = (f"DVT on {'T2T-ViT' if backbone == 't2t' else 'DeiT'} stages (width {dim}, depth {depth}, "
-                     f"{heads} heads): exits on 7x7, 10x10 and 14x14 tokens at 224, with feature and "
-                     f"relationship reuse.")
-    register_model(entry, config=model_config(224, crop_pct=0.875 if backbone == "deit" else 0.9,
-                                              interpolation="bicubic"))
-    return entry
+    return register_variant(
+        name, DynamicVisionTransformer,
+        dict(backbone=backbone, embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio),
+        model_config(224, crop_pct=0.875 if backbone == "deit" else 0.9, interpolation="bicubic"),
+        f"DVT on {'T2T-ViT' if backbone == 't2t' else 'DeiT'} stages (width {dim}, depth {depth}, {heads} heads): "
+        f"exits on 7x7, 10x10 and 14x14 tokens at 224, with feature and relationship reuse.")
 
 
 for _name, _args in _DVT.items():

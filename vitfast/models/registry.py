@@ -29,6 +29,18 @@ def register_model(fn=None, *, config=None):
     return wrap(fn) if fn is not None else wrap
 
 
+def register_variant(name, cls, defaults, config, doc):
+    """Register `name` as cls(**defaults, **overrides) (overrides validated by build) with its default
+    config and docstring; returns the entry point."""
+    def entry(**overrides):
+        return build(cls, name, defaults, overrides)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = doc
+    register_model(entry, config=config)
+    return entry
+
+
 def build(cls, name, defaults, overrides):
     """cls(**defaults, **overrides), refusing any override cls does not take (instead of ignoring it)."""
     accepted = []

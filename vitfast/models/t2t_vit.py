@@ -25,7 +25,7 @@ from torch import nn
 from ..layers import Block, Mlp, check_image, resample_abs_pos_embed, run_blocks, sinusoid_table, to_2tuple
 from ..layers import backend as backends
 from ..layers.attention import attention_core
-from .registry import build, model_config, register_model
+from .registry import model_config, register_variant
 
 __all__ = ["T2TViT", "T2TModule", "TokenPerformer", "TokenTransformer", "checkpoint_filter_fn", "split_grid"]
 
@@ -296,15 +296,10 @@ _T2T = {
 
 
 def _register_t2t(name, tokens_type, dim, depth, heads, mlp_ratio):
-    def entry(**overrides):
-        defaults = dict(tokens_type=tokens_type, embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio)
-        return build(T2TViT, name, defaults, overrides)
-
-    entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = (f"T2T-ViT ({tokens_type} in the T2T module): width {dim}, depth {depth}, {heads} heads, "
-                     f"MLP ratio {mlp_ratio:g}.")
-    register_model(entry, config=model_config(224, crop_pct=0.9, interpolation="bicubic"))
-    return entry
+    return register_variant(
+        name, T2TViT, dict(tokens_type=tokens_type, embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio),
+        model_config(224, crop_pct=0.9, interpolation="bicubic"),
+        f"T2T-ViT ({tokens_type} in the T2T module): width {dim}, depth {depth}, {heads} heads, MLP ratio {mlp_ratio:g}.")
 
 
 for _name, _args in _T2T.items():

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..layers import Attention, Block, Mlp, PatchEmbed, resample_abs_pos_embed, run_blocks
-from .registry import INCEPTION_MEAN, INCEPTION_STD, build, model_config, register_model
+from .registry import INCEPTION_MEAN, INCEPTION_STD, model_config, register_variant
 
 __all__ = ["VisionTransformer", "checkpoint_filter_fn"]
 
@@ -140,15 +140,10 @@ _VIT = {
 
 
 def _register_vit(name, patch, dim, depth, heads, img):
-    def entry(**overrides):
-        defaults = dict(img_size=img, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads)
-        return build(VisionTransformer, name, defaults, overrides)
-
-    entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = f"ViT: patch {patch}, width {dim}, depth {depth}, {heads} heads, {img}x{img} input."
-    crop = 1.0 if img == 384 else 0.9
-    register_model(entry, config=model_config(img, INCEPTION_MEAN, INCEPTION_STD, crop_pct=crop))
-    return entry
+    return register_variant(name, VisionTransformer,
+                            dict(img_size=img, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads),
+                            model_config(img, INCEPTION_MEAN, INCEPTION_STD, crop_pct=1.0 if img == 384 else 0.9),
+                            f"ViT: patch {patch}, width {dim}, depth {depth}, {heads} heads, {img}x{img} input.")
 
 
 for _name, _args in _VIT.items():

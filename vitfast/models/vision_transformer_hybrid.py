@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import check_image, to_2tuple
-from .registry import INCEPTION_MEAN, INCEPTION_STD, build, model_config, register_model
+from .registry import INCEPTION_MEAN, INCEPTION_STD, model_config, register_variant
 from .vision_transformer import VisionTransformer
 
 __all__ = ["ResNetV2", "HybridEmbed", "StdConv2dSame", "GroupNormAct", "MaxPool2dSame"]
@@ -210,18 +210,13 @@ _HYBRID = {
 
 
 def _register_hybrid(name, layers, img):
-    def entry(**overrides):
-        defaults = dict(img_size=img, patch_size=1, embed_dim=768, depth=12, num_heads=12,
-                        embed_layer=partial(HybridEmbed, backbone=partial(ResNetV2, layers=layers)))
-        return build(VisionTransformer, name, defaults, overrides)
-
-    entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = (f"R50+ViT-B/16 hybrid: ResNet-V2 stages {layers} (GroupNorm, weight-standardised convs), "
-                     f"ViT-B on its 1/16 feature map, {img}x{img} input.")
-    crop = 1.0 if img == 384 else 0.9
-    register_model(entry, config=model_config(img, INCEPTION_MEAN, INCEPTION_STD, crop_pct=crop,
-                                              first_conv="patch_embed.backbone.stem.conv"))
-    return entry
+    defaults = dict(img_size=img, patch_size=1, embed_dim=768, depth=12, num_heads=12,
+                    embed_layer=partial(HybridEmbed, backbone=partial(ResNetV2, layers=layers)))
+    config = model_config(img, INCEPTION_MEAN, INCEPTION_STD, crop_pct=1.0 if img == 384 else 0.9,
+                          first_conv="patch_embed.backbone.stem.conv")
+    return register_variant(name, VisionTransformer, defaults, config,
+                            f"R50+ViT-B/16 hybrid: ResNet-V2 stages {layers} (GroupNorm, weight-standardised "
+                            f"convs), ViT-B on its 1/16 feature map, {img}x{img} input.")
 
 
 for _name, _args in _HYBRID.items():
