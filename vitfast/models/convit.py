@@ -29,6 +29,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from ..layers.init import init_linear_norm
 from ..layers import (DropPath, Mlp, PatchEmbed, attention_core, check_image, resample_abs_pos_embed, run_blocks,
                       to_2tuple)
 from ..layers import backend as backends
@@ -306,15 +307,7 @@ class ConVit(nn.Module):
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
-                nn.init.ones_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_linear_norm(self)
         for m in self.modules():
             if isinstance(m, GPSA):
                 m.local_init()

@@ -22,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from ..layers.init import init_linear_norm
 from ..layers import Block, Mlp, check_image, resample_abs_pos_embed, run_blocks, sinusoid_table, to_2tuple
 from ..layers import backend as backends
 from ..layers.attention import attention_core
@@ -214,14 +215,7 @@ class T2TViT(nn.Module):
         if self.cls_token.device.type == "meta":
             return
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_linear_norm(self)
 
     @torch.jit.ignore
     def no_weight_decay(self):

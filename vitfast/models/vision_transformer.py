@@ -5,6 +5,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from ..layers.init import init_linear_norm
 from ..layers import Attention, Block, Mlp, PatchEmbed, resample_abs_pos_embed, run_blocks
 from .registry import INCEPTION_MEAN, INCEPTION_STD, model_config, register_variant
 
@@ -56,11 +57,7 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_linear_norm(self)
 
     @torch.jit.ignore
     def no_weight_decay(self):
