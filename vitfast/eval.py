@@ -7,7 +7,6 @@ attention-rollout maps.
 """
 import argparse
 import json
-import os
 import sys
 
 import torch
@@ -18,7 +17,7 @@ from vitfast.data import create_dataset, create_transform
 from vitfast.models import get_model_config, load_checkpoint
 from vitfast.models.checkpoint import atomic_write
 from vitfast.training.config import ConfigError, parse_kv, split_top_level
-from vitfast.training.evaluate import accuracy, collect_logits, final_logits
+from vitfast.training.evaluate import accuracy, collect_logits
 from vitfast.training.state import load_state
 
 
@@ -39,7 +38,11 @@ def build_parser():
     data.add_argument("--crop-pct", type=float, default=None)
     out = p.add_argument_group("report")
     out.add_argument("--quant", default="fp32", help="comma-separated formats: fp32,fp16_32,fp16_16,bf16,tf32,"
-                                                     "fp8_e4m3,fp8_e5m2,float(e=..,m=..),fixed(wl=..,fl=..)")
+                                                     "fp8_e4m3,fp8_e5m2,int8,fp8_e4m3_scaled,fp8_e5m2_scaled,"
+                                                     "float(e=..,m=..),fixed(wl=..,fl=..)")
+    out.add_argument("--calib-steps", type=int, default=8, metavar="N",
+                     help="scaled formats (int8, fp8_*_scaled): calibrate static activation scales on N batches of "
+                          "the training split (0: dynamic per-batch scales)")
     out.add_argument("--per-class", action="store_true", help="print precision/recall/F1 per class")
     out.add_argument("--json", help="write the results to this JSON file")
     out.add_argument("--dvt-plot", help="DVT: write the budgeted accuracy-vs-GMACs curve to this PNG")
@@ -73,6 +76,18 @@ def load_model(args):
     return model, {}
 
 
+def calibration_loader(spec, transform, args):
+    """Batches for static activation scales: the training split (never the evaluated one) through the
+    evaluation transform, in a fixed shuffled order so the same N batches are drawn on every run."""
+    try:
+        dataset = create_dataset(spec, "train", transform=transform)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"--calib-steps {args.calib_steps}: calibration reads the training split of {spec!r}, "
+                          f"which cannot be loaded ({e}); use --calib-steps 0 for dynamic scales") from None
+    return DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, shuffle=True,
+                      generator=torch.Generator().manual_seed(0))
+
+
 def per_class_report(pred, labels, classes):
     rows = []
     for c, name in enumerate(classes):
@@ -103,11 +118,17 @@ def main(argv=None):
 
     from vitfast.quant import convert_ptq, model_size_bytes, parse_recipe
 
+    if args.calib_steps < 0:
+        raise ConfigError(f"--calib-steps must be >= 0 (0: dynamic scales), got {args.calib_steps}")
     results, reference = {}, None
     formats = split_top_level(args.quant)
-    for fmt in formats:
-        recipe = parse_recipe(fmt)
-        m = model if fmt.lower() == "fp32" else convert_ptq(model, recipe)
+    recipes = [parse_recipe(fmt, "--quant") for fmt in formats]
+    calib = None
+    if args.calib_steps and any(r.is_scaled for r in recipes):
+        calib = calibration_loader(spec, tf, args)
+    for fmt, recipe in zip(formats, recipes):
+        scaled = recipe.is_scaled
+        m = model if fmt.lower() == "fp32" else convert_ptq(model, recipe, calib_data=calib, calib_steps=args.calib_steps)
         exits, labels, ips = collect_logits(m, loader, device)
         logits = exits[-1]
         pred = logits.argmax(-1)
@@ -115,6 +136,8 @@ def main(argv=None):
         acc1, acc5 = accuracy(logits, labels)
         r = {"acc1": acc1, "acc5": acc5, "images_per_second": ips, "model_bytes": model_size_bytes(model, recipe),
              "count": len(labels)}
+        if scaled:
+            r["calibration"] = f"static, {args.calib_steps} batches of train" if calib is not None else "dynamic"
         if reference is not None:
             r["agreement_with_fp32"] = 100.0 * (pred == reference).float().mean().item()
         if len(exits) > 1:
@@ -133,6 +156,8 @@ def main(argv=None):
         agree = f"{r['agreement_with_fp32']:.2f}" if "agreement_with_fp32" in r else "-"
         print(f"{fmt:<12}{r['acc1']:>9.2f}{r['acc5']:>9.2f}{agree:>9}{r['model_bytes'] / 1e6:>10.2f}"
               f"{r['images_per_second']:>10.1f}")
+        if "calibration" in r:
+            print(f"{'':<12}activation scales: {r['calibration']}")
         if "exit_acc1" in r:
             print(f"{'':<12}per exit top-1: {', '.join(f'{a:.2f}' for a in r['exit_acc1'])}")
         for row in r.get("per_class", []):

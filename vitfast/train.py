@@ -322,7 +322,8 @@ def main(argv=None):
 
 
 def ptq_report(model, formats, loader, device, dist, log, fp32):
-    """Post-training quantization of the trained model into each format, evaluated side by side."""
+    """Post-training quantization of the trained model into each format, evaluated side by side (scaled
+    formats such as INT8 with dynamic activation scales; vitfast.eval --calib-steps calibrates static ones)."""
     from vitfast.quant import convert_ptq, parse_recipe
 
     rows = {"fp32": {"acc1": fp32["acc1"], "acc5": fp32["acc5"]}}

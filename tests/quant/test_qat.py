@@ -79,7 +79,7 @@ def test_recipe_properties():
 @pytest.mark.parametrize("spec,match", [
     ("FP16", r"recipe: unknown precision recipe 'FP16' \(plain FP16 is ambiguous.*FP32, FP16_16, FP16_32, TF32, "
              r"BF16, FP8_E4M3, FP8_E5M2"),
-    ("int8", r"recipe: unknown.*'int8'.*valid: FP32, FP16_16"),
+    ("int4", r"recipe: unknown.*'int4'.*valid: FP32, FP16_16.*INT8, FP8_E4M3_SCALED"),
     ("float(e=4)", r"recipe: .*lacks man"), ("fixed(fl=3)", r"lacks wl"),
     ("float(e=4,m=3,q=1)", r"unknown key 'q'.*takes e, exp"), ("float(e=4,e=5,m=1)", r"given twice"),
     ("float(e=9,m=3)", r"invalid format.*exp must be in 1..8"), ("float(e=x,m=3)", r"e= takes an integer"),

@@ -37,6 +37,21 @@ def test_formats_side_by_side_with_json(trained, tmp_path, capsys):
     assert res["fp32"]["acc1"] == data["fp32"]["acc1"]
 
 
+def test_scaled_formats_calibrate_on_the_training_split(trained, tmp_path, capsys):
+    path = tmp_path / "r.json"
+    eval_main(["--checkpoint", str(trained / "checkpoint-best.pt"), "--quant", "fp32,int8,fp8_e4m3_scaled",
+               "--calib-steps", "2", "--json", str(path)])
+    data = json.loads(path.read_text())
+    assert data["int8"]["calibration"] == "static, 2 batches of train"
+    assert data["int8"]["agreement_with_fp32"] > 90.0
+    assert data["int8"]["model_bytes"] < data["fp32"]["model_bytes"] / 3
+    assert "activation scales: static" in capsys.readouterr().out
+    dynamic = eval_main(["--checkpoint", str(trained / "checkpoint-best.pt"), "--quant", "int8", "--calib-steps", "0"])
+    assert dynamic["int8"]["calibration"] == "dynamic"
+    with pytest.raises(ConfigError, match="--calib-steps"):
+        eval_main(["--checkpoint", str(trained / "checkpoint-best.pt"), "--quant", "int8", "--calib-steps", "-1"])
+
+
 def test_attention_maps(trained, tmp_path):
     eval_main(["--checkpoint", str(trained / "checkpoint-last.pt"), "--attention-maps", "2",
                "--maps-dir", str(tmp_path / "maps")])

@@ -57,7 +57,8 @@ from ..layers import Attention, Block, Mlp
 from ..ops._quant_args import check_rounding
 from .functional import quantize
 from .quantizer import _StraightThrough
-from .recipes import FP32, format_bits, format_name, parse_format, parse_recipe
+from .recipes import FP32, format_name, parse_format, parse_recipe
+from .scaled import calibrate_scaled, scaled_roundings
 
 __all__ = ["prepare_qat", "strip_qat", "is_quantized", "convert_ptq", "model_size_bytes", "QATModule",
            "QATLinear", "QATConv1d", "QATConv2d", "QATConv3d", "QATLayerNorm", "QATGroupNorm", "QATGELU"]
@@ -265,7 +266,26 @@ def _selected(model, exclude):
         yield name, module
 
 
+def _is_matmul(module):
+    return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+
+
+def _prepare_scaled(model, recipe, rounding, exclude, prequantized, observe=False):
+    # Only the matrix products: each Linear / Conv gets its own input scale and per-channel weight scales.
+    output = _Round(None)
+    for name, module in list(_selected(model, exclude)):
+        kind = _kind(module)
+        if kind is not None and _is_matmul(module):
+            module.__class__ = kind[0]
+            x, w = scaled_roundings(recipe, rounding, observe)
+            module.qat = _LayerRounding(x, w, output, prequantized and not issubclass(kind[0], _FunctionalQAT))
+    model.qat_recipe = recipe
+    return model
+
+
 def _prepare(model, recipe, grad, rounding, grad_rounding, exclude, prequantized):
+    if recipe.is_scaled:
+        return _prepare_scaled(model, recipe, rounding, exclude, prequantized)
     operand = _Round(recipe.operand, grad, rounding, grad_rounding)
     output = _Round(recipe.output, grad, rounding, grad_rounding)
     layer = _LayerRounding(operand, operand, output, prequantized)
@@ -310,10 +330,14 @@ def prepare_qat(model, recipe, grad=None, rounding="nearest", *, grad_rounding=N
     model replaces its recipe. The recipe is recorded in `model.qat_recipe`.
 
     Emulation note: every product is computed in fp32 and its output rounded once, so FP16_16 means
-    fp16-rounded outputs (myrtle-vision), not an fp16 accumulator rounding after every addition."""
+    fp16-rounded outputs (myrtle-vision), not an fp16 accumulator rounding after every addition.
+    Scaled recipes (INT8, FP8_*_SCALED; see vitfast.quant.scaled) round only the matrix products'
+    inputs (dynamic per-tensor scales) and weights (per-channel scales), straight-through."""
     _check_model(model)
     recipe = parse_recipe(recipe, "recipe")
     grad = None if grad is None else parse_format(grad, "grad")
+    if recipe.is_scaled and grad is not None:
+        raise ValueError(f"grad: the scaled recipe {recipe.name} rounds no gradients; use a plain recipe for grad=")
     check_rounding(rounding, "rounding")
     grad_rounding = rounding if grad_rounding is None else grad_rounding
     check_rounding(grad_rounding, "grad_rounding")
@@ -346,14 +370,19 @@ def strip_qat(model):
 
 
 @torch.no_grad()
-def convert_ptq(model, recipe, rounding="nearest", *, exclude=()):
+def convert_ptq(model, recipe, rounding="nearest", *, exclude=(), calib_data=None, calib_steps=None):
     """Post-training quantization for evaluation: a deep copy of `model` (left untouched; a QAT model is
     stripped first) in eval mode, parameters frozen (requires_grad False), with the weights and biases
     of every rounded layer stored rounded to the recipe's operand format once (layers whose forward
     transforms their weights first, such as a weight-standardised conv, round the transformed weight at
     each call instead, as in QAT), and the same rounding
     points as prepare_qat(recipe) for the activations. Its output equals the eval-mode output of
-    prepare_qat(copy, recipe) bit for bit. The FP32 recipe gives a plain frozen eval copy."""
+    prepare_qat(copy, recipe) bit for bit. The FP32 recipe gives a plain frozen eval copy.
+
+    Scaled recipes (INT8, FP8_E4M3_SCALED, FP8_E5M2_SCALED): weights stored rounded with per-channel
+    scales; activation scales static, calibrated on up to `calib_steps` batches of `calib_data` (inputs
+    or (input, target) pairs, run through the copy in eval mode), or dynamic per batch when no
+    calib_data is given. Other recipes need no calibration and ignore calib_data."""
     _check_model(model)
     recipe = parse_recipe(recipe, "recipe")
     check_rounding(rounding, "rounding")
@@ -370,7 +399,9 @@ def convert_ptq(model, recipe, rounding="nearest", *, exclude=()):
         if isinstance(module, QATModule) and not isinstance(module, _FunctionalQAT):
             for p in module._parameters.values():
                 if p is not None and p.is_floating_point():
-                    p.copy_(quantize(p, recipe.operand, rounding))
+                    p.copy_(module.qat.weight(p))
+    if recipe.is_scaled and calib_data is not None:
+        calibrate_scaled(ptq, calib_data, calib_steps)
     return ptq
 
 
@@ -379,10 +410,10 @@ def model_size_bytes(model, recipe="FP32", *, exclude=()):
     rounds (Linear, Conv, LayerNorm, GroupNorm) are stored packed at the recipe's operand width
     (fp16: 2 bytes, fp8: 1, TF32: 19 bits, fixed(wl=W,...): W bits) and everything else (position
     embeddings, class tokens, layer scales, buffers) in its own dtype. Each tensor rounds up to whole
-    bytes; shared tensors count once. model_size_bytes(model, "FP32") is the fp32 size."""
+    bytes; shared tensors count once. model_size_bytes(model, "FP32") is the fp32 size. Scaled recipes
+    (INT8, FP8_*_SCALED) store Linear / Conv weights in 8 bits plus an fp32 scale per output channel."""
     _check_model(model)
     recipe = parse_recipe(recipe, "recipe")
-    bits = format_bits(recipe.operand)
     counted, total = set(), 0
 
     def add(t, width):
@@ -393,10 +424,15 @@ def model_size_bytes(model, recipe="FP32", *, exclude=()):
         total += math.ceil(t.numel() * width / 8)
 
     for _, module in _selected(model, exclude):
-        if isinstance(module, QATModule) or _kind(module) is not None:
+        if recipe.is_scaled:
+            # 8-bit weights plus one fp32 scale per output channel; biases and the rest in their own dtype.
+            if _is_matmul(module):
+                add(module.weight, 8)
+                total += 4 * module.weight.shape[0]
+        elif isinstance(module, QATModule) or _kind(module) is not None:
             for p in module._parameters.values():
                 if p is not None:
-                    add(p, bits if p.is_floating_point() else p.element_size() * 8)
+                    add(p, recipe.operand_bits if p.is_floating_point() else p.element_size() * 8)
     for t in list(model.parameters()) + list(model.buffers()):
         add(t, t.element_size() * 8)
     return total

@@ -30,11 +30,16 @@ an fp16 accumulator rounding after every add (HMMA.F16 / CUBLAS_COMPUTE_16F), wh
 reductions. FP8 outputs are fp32 because FP8 tensor-core GEMMs accumulate in (at least) fp32 and
 FP8 training keeps the residual stream in a wide format; for an fp8 residual stream as well, use
 ``float(e=4,m=3,saturate=1,finite=1)`` (both formats e4m3fn).
+
+Scaled 8-bit recipes (INT8, FP8_E4M3_SCALED, FP8_E5M2_SCALED: per-channel weight scales, calibrated or
+dynamic per-tensor activation scales, matrix products only) are vitfast.quant.scaled.ScaledRecipe
+objects; parse_recipe returns them for those names.
 """
 import re
 from dataclasses import dataclass
 
 from .number import FORMATS, BlockFloatingPoint, FixedPoint, FloatingPoint, as_number
+from .scaled import SCALED_RECIPES, ScaledRecipe
 
 __all__ = ["Recipe", "RECIPES", "parse_recipe", "parse_format", "format_bits", "format_name"]
 
@@ -49,6 +54,8 @@ class Recipe:
     name: str
     operand: object
     output: object
+
+    is_scaled = False
 
     @property
     def is_fp32(self):
@@ -179,10 +186,10 @@ def _unknown(spec, argument, what, valid):
 
 def parse_recipe(spec, argument="recipe"):
     """A Recipe for a name (FP32, FP16_16, FP16_32, TF32, BF16, FP8_E4M3, FP8_E5M2; case-insensitive,
-    '-' or '_'), a spec "float(e=5,m=10)" / "fixed(wl=8,fl=6)" with optional further keys (saturate,
+    '-' or '_'; INT8, FP8_E4M3_SCALED, FP8_E5M2_SCALED give a ScaledRecipe), a spec "float(e=5,m=10)" / "fixed(wl=8,fl=6)" with optional further keys (saturate,
     subnormals, finite; clamp, symmetric; out=<named format> for a different output format), or a
     Recipe (returned as is). Unknown names raise ValueError naming `argument` and the valid names."""
-    if isinstance(spec, Recipe):
+    if isinstance(spec, (Recipe, ScaledRecipe)):
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"{argument} must be a recipe name ({', '.join(RECIPES)}), a spec such as "
@@ -190,9 +197,11 @@ def parse_recipe(spec, argument="recipe"):
     key = re.sub(r"[\s-]", "_", spec.strip()).upper()
     if key in RECIPES:
         return RECIPES[key]
+    if key in SCALED_RECIPES:
+        return SCALED_RECIPES[key]
     parsed = _parse_spec(spec, argument, allow_out=True)
     if parsed is None:
-        raise _unknown(spec, argument, "precision recipe", list(RECIPES))
+        raise _unknown(spec, argument, "precision recipe", list(RECIPES) + list(SCALED_RECIPES))
     number, out, name = parsed
     return Recipe(name, number, number if out is None else out)
 

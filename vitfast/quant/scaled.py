@@ -1,0 +1,168 @@
+"""Scaled 8-bit recipes: INT8 and FP8 matrix products with per-channel weight scales and per-tensor
+activation scales, the scheme of torchao / TransformerEngine / ModelOpt post-training quantization.
+
+An 8-bit format alone covers a fixed range (int8: integers up to 127; e4m3: up to 448), so each tensor
+is divided by a scale first, rounded, and multiplied back (fake quantization, computed in fp32):
+
+    weights      one scale per output channel: amax over the channel / qmax (stored rounded by PTQ)
+    activations  one scale per layer input: amax / qmax, where amax is either
+                 - static:  the largest |x| seen while calibrating on a few batches (calibrate_scaled,
+                            or convert_ptq(..., calib_data=, calib_steps=)), fixed afterwards, or
+                 - dynamic: the current batch's largest |x| (no calibration; a reduction per call)
+    biases       left in fp32: 8-bit GEMM kernels add them in the wide accumulator's epilogue
+
+Only the matrix products are quantized (the inputs and weights of nn.Linear and nn.Conv*): LayerNorm,
+softmax, GELU and the residual stream stay fp32, as in FP8 inference engines. Products are computed in
+fp32 from the dequantized operands, which equals an int32 / fp32 accumulator up to fp32's rounding of
+the sum. An all-zero tensor (or channel) gets scale 1, never 0/0.
+
+    name             element format              qmax
+    INT8             fixed(wl=8, fl=0), symmetric  127   (integers -127..127, ties to even)
+    FP8_E4M3_SCALED  e4m3fn, saturating            448
+    FP8_E5M2_SCALED  e5m2, saturating            57344
+"""
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from .functional import quantize
+from .number import FixedPoint, FloatingPoint
+
+__all__ = ["ScaledRecipe", "SCALED_RECIPES", "ScaledRounding", "calibrate_scaled", "scaled_roundings"]
+
+
+@dataclass(frozen=True)
+class ScaledRecipe:
+    """An 8-bit recipe with scales: `element` is the format x / scale is rounded to, `qmax` its
+    largest magnitude (the value amax maps to)."""
+
+    name: str
+    element: object
+    qmax: float
+
+    is_fp32 = False
+    is_scaled = True
+    operand_bits = 8
+
+    def __str__(self):
+        return self.name
+
+
+SCALED_RECIPES = {
+    "INT8": ScaledRecipe("INT8", FixedPoint(8, 0, clamp=True, symmetric=True), 127.0),
+    "FP8_E4M3_SCALED": ScaledRecipe("FP8_E4M3_SCALED", FloatingPoint(4, 3, saturate=True, finite=True), 448.0),
+    "FP8_E5M2_SCALED": ScaledRecipe("FP8_E5M2_SCALED", FloatingPoint(5, 2, saturate=True), 57344.0),
+}
+
+MODES = ("dynamic", "observe", "static")
+
+
+def _scale(amax, qmax):
+    return torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+
+
+class ScaledRounding:
+    """x -> round(x / s) * s into `recipe`'s element format, the gradient straight through (s is
+    constant). per_channel=True: one s per slice along dim 0 (weights; 1-D tensors, the biases, pass
+    through unchanged); otherwise one s for the tensor, following `mode`:
+    "dynamic" (s from this x), "observe" (x passes through unchanged, amax accumulates) or "static"
+    (s from the observed amax)."""
+
+    def __init__(self, recipe, per_channel=False, mode="dynamic", rounding="nearest"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.recipe, self.per_channel, self.mode, self.rounding = recipe, per_channel, mode, rounding
+        self.amax = None  # the observed max |x| (a 0-d fp32 tensor) once calibration has run
+        self.identity = False
+
+    def scale_of(self, x):
+        a = x.detach().abs().float()
+        if self.per_channel:
+            amax = a.reshape(a.shape[0], -1).amax(dim=1).reshape(-1, *([1] * (x.dim() - 1)))
+        elif self.mode == "static":
+            amax = self.amax.to(x.device)
+        else:
+            amax = a.amax()
+        return _scale(amax, self.recipe.qmax)
+
+    def __call__(self, x):
+        if x is None or (self.per_channel and x.dim() < 2):
+            return x
+        if self.mode == "observe" and not self.per_channel:
+            amax = x.detach().abs().amax().float().cpu()
+            self.amax = amax if self.amax is None else torch.maximum(self.amax, amax)
+            return x
+        s = self.scale_of(x)
+        return (quantize(x / s, self.recipe.element, self.rounding) * s).to(x.dtype)
+
+    def freeze(self):
+        """End calibration: "static" with the observed amax (or "dynamic", with a warning, if nothing
+        nonzero was seen: a static scale cannot be chosen)."""
+        if self.amax is None or not self.amax > 0:
+            warnings.warn("scaled quantization: a layer saw no nonzero input during calibration; it keeps "
+                          "dynamic scaling", stacklevel=3)
+            self.mode = "dynamic"
+        else:
+            self.mode = "static"
+
+    def __repr__(self):
+        if self.per_channel:
+            return f"{self.recipe.name} per-channel"
+        amax = f", amax={self.amax.item():.4g}" if self.mode == "static" else ""
+        return f"{self.recipe.name} per-tensor {self.mode}{amax}"
+
+
+def scaled_roundings(recipe, rounding="nearest", observe=False):
+    """(input rounding, weight rounding) for one layer: a fresh per-tensor rounding of its input
+    ("observe" when calibrating, else "dynamic") and a per-channel rounding of its weight."""
+    mode = "observe" if observe else "dynamic"
+    return ScaledRounding(recipe, False, mode, rounding), ScaledRounding(recipe, True, rounding=rounding)
+
+
+def _input_roundings(model):
+    found = []
+    for module in model.modules():
+        r = getattr(getattr(module, "qat", None), "input", None)
+        if isinstance(r, ScaledRounding):
+            found.append(r)
+    return found
+
+
+@torch.no_grad()
+def calibrate_scaled(model, calib_data, calib_steps=None):
+    """Static activation scales for a model quantized with a scaled recipe: run it (eval mode) on up to
+    `calib_steps` batches of `calib_data` (an iterable of input tensors or (input, target) pairs; all of
+    it when calib_steps is None), record each layer input's largest |x|, then fix the scales. Returns
+    the number of batches used."""
+    roundings = _input_roundings(model)
+    if not roundings:
+        raise ValueError("model: calibrate_scaled needs a model quantized with a scaled recipe "
+                         f"({', '.join(SCALED_RECIPES)})")
+    if calib_steps is not None and (not isinstance(calib_steps, int) or isinstance(calib_steps, bool)
+                                    or calib_steps < 1):
+        raise ValueError(f"calib_steps must be a positive integer or None, got {calib_steps!r}")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    for r in roundings:
+        r.mode, r.amax = "observe", None
+    was_training = model.training
+    model.eval()
+    used = 0
+    try:
+        for batch in calib_data:
+            if calib_steps is not None and used >= calib_steps:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"calib_data must yield tensors or (tensor, target) pairs, got {type(x).__name__}")
+            model(x.to(device))
+            used += 1
+    finally:
+        model.train(was_training)
+    if used == 0:
+        for r in roundings:
+            r.mode = "dynamic"
+        raise ValueError("calib_data yielded no batches: static scales need at least one")
+    for r in roundings:
+        r.freeze()
+    return used
