@@ -168,6 +168,58 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path, tiny_args):
     assert len(list((tmp_path / "two").glob("metrics.jsonl"))) == 1
 
 
+def test_two_node_rendezvous_matches_one_process(tmp_path, tiny_args):
+    """Multi-node launch as on a cluster (torchrun --nnodes 2 --rdzv-endpoint), both "nodes" on this
+    machine: one process each, gloo, the same result as a single process."""
+    args = tiny_args + ["--steps", "3", "--deterministic", "--opt", "sgd", "--lr", "0.05"]
+    one = run_cli(args + ["--output", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+              "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:29533", "--rdzv-id", "vitfast-test"]
+    nodes = [subprocess.Popen(launch + ["-m", "vitfast.train", *args, "--output", str(tmp_path / f"node{i}")],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [n.communicate(timeout=300) for n in nodes]
+    assert all(n.returncode == 0 for n in nodes), "\n".join(o[1][-2000:] for o in outs)
+    written = [p for p in (tmp_path / "node0", tmp_path / "node1") if (p / "checkpoint-last.pt").exists()]
+    assert len(written) == 1, "exactly one node (global rank 0) writes"
+    assert "2 x cpu" in "".join(o[0] for o in outs)
+    a, b = weights(tmp_path / "one" / "checkpoint-last.pt"), weights(written[0] / "checkpoint-last.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_compile_switch_trains_like_eager(tmp_path, tiny_args):
+    args = tiny_args + ["--steps", "3", "--deterministic", "--opt", "sgd", "--lr", "0.05"]
+    main(args + ["--output", str(tmp_path / "eager")])
+    main(args + ["--compile", "--output", str(tmp_path / "compiled")])
+    a, b = weights(tmp_path / "eager" / "checkpoint-last.pt"), weights(tmp_path / "compiled" / "checkpoint-last.pt")
+    assert list(a) == list(b), "no _orig_mod. prefixes in the compiled run's checkpoint"
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_fp16_amp_runs_under_a_grad_scaler(tmp_path, tiny_args):
+    args = tiny_args + ["--steps", "3", "--deterministic"]
+    main(args + ["--output", str(tmp_path / "fp32")])
+    main(args + ["--amp", "fp16", "--output", str(tmp_path / "fp16")])
+    state = load_state(tmp_path / "fp16" / "checkpoint-last.pt")
+    assert state["scaler"]["scale"] == 2.0**16 and state["scaler"]["_growth_tracker"] == 3, state["scaler"]
+    a, b = weights(tmp_path / "fp32" / "checkpoint-last.pt"), state["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a), "autocast fp16 must change the arithmetic"
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0.05, atol=5e-3, msg=k)
+
+
+def test_wandb_offline_run(tmp_path, tiny_args, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "wb"
+    main(tiny_args + ["--steps", "2", "--wandb", "--output", str(out)])
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), list(out.iterdir())
+
+
 def test_qat_run_and_its_checkpoint_loads_into_the_plain_model(tmp_path, tiny_args):
     out = tmp_path / "qat"
     main(tiny_args + ["--steps", "3", "--quant", "FP16_16", "--quant-grad", "bf16", "--output", str(out)])

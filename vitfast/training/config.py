@@ -50,7 +50,8 @@ OPTIONS = [
     ("schedule", "--decay-milestones", "floats", [0.5, 0.75], "step schedule: fractions of training"),
     ("schedule", "--decay-rate", float, 0.1, "step schedule: factor at each milestone"),
     ("precision", "--amp", str, "none", "autocast: none | bf16 | fp16 (fp16 with a GradScaler)"),
-    ("precision", "--quant", str, None, "quantization-aware training: FP16_16, FP16_32, TF32, BF16, FP8_E4M3, FP8_E5M2, INT8 (dynamic scales), float(e=,m=), ..."),
+    ("precision", "--quant", str, None, "quantization-aware training: FP16_16, FP16_32, TF32, BF16, FP8_E4M3, FP8_E5M2, "
+                                                 "INT8 (dynamic scales), float(e=,m=), ..."),
     ("precision", "--quant-grad", str, None, "also quantize gradients to this format"),
     ("precision", "--compile", bool, False, "torch.compile the model"),
     ("precision", "--ema", float, 0.0, "EMA decay of the weights (0: off; DeiT: 0.99996)"),
