@@ -149,19 +149,20 @@ def main(argv=None):
             results["dvt_budget_curve"] = dvt_curve(m, exits, labels, img_size, args.dvt_plot)
 
     print(f"{name} on {spec} ({args.split}, {len(dataset)} images)")
-    print(f"{'format':<12}{'top-1 %':>9}{'top-5 %':>9}{'agree %':>9}{'size MB':>10}{'img/s':>10}")
+    w = max([12] + [len(f) + 2 for f in results])
+    print(f"{'format':<{w}}{'top-1 %':>9}{'top-5 %':>9}{'agree %':>9}{'size MB':>10}{'img/s':>10}")
     for fmt, r in results.items():
         if fmt == "dvt_budget_curve":
             continue
         agree = f"{r['agreement_with_fp32']:.2f}" if "agreement_with_fp32" in r else "-"
-        print(f"{fmt:<12}{r['acc1']:>9.2f}{r['acc5']:>9.2f}{agree:>9}{r['model_bytes'] / 1e6:>10.2f}"
+        print(f"{fmt:<{w}}{r['acc1']:>9.2f}{r['acc5']:>9.2f}{agree:>9}{r['model_bytes'] / 1e6:>10.2f}"
               f"{r['images_per_second']:>10.1f}")
         if "calibration" in r:
-            print(f"{'':<12}activation scales: {r['calibration']}")
+            print(f"{'':<{w}}activation scales: {r['calibration']}")
         if "exit_acc1" in r:
-            print(f"{'':<12}per exit top-1: {', '.join(f'{a:.2f}' for a in r['exit_acc1'])}")
+            print(f"{'':<{w}}per exit top-1: {', '.join(f'{a:.2f}' for a in r['exit_acc1'])}")
         for row in r.get("per_class", []):
-            print(f"{'':<12}{row['class']:<20} P {row['precision']:.3f}  R {row['recall']:.3f}  "
+            print(f"{'':<{w}}{row['class']:<20} P {row['precision']:.3f}  R {row['recall']:.3f}  "
                   f"F1 {row['f1']:.3f}  n {row['support']}")
     if args.attention_maps:
         from vitfast.visualize import save_attention_rollouts
