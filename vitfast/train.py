@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 import vitfast
 from vitfast.data import Mixup, RepeatAugSampler, ShardSampler, ShuffleSampler, create_dataset, create_transform
 from vitfast.models import get_model_config, load_checkpoint, save_checkpoint
+from vitfast.layers import set_grad_checkpointing
 from vitfast.training import config as config_lib
 from vitfast.training.distributed import Dist
 from vitfast.training.ema import ModelEma
@@ -176,6 +177,8 @@ def main(argv=None):
     if cfg["init_checkpoint"]:
         result = load_checkpoint(model, cfg["init_checkpoint"], strict=False)
         log.print(f"initialised from {cfg['init_checkpoint']}: {result}")
+    if cfg["grad_checkpointing"]:
+        set_grad_checkpointing(model)
     if cfg["quant"]:
         from vitfast.quant import parse_recipe, prepare_qat
 

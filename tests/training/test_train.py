@@ -91,6 +91,11 @@ def test_myrtle_json_config_is_accepted(tmp_path):
     cfg = resolve(["-c", str(conf)])
     assert cfg["model"] == "vit_tiny_patch16_224" and cfg["batch_size"] == 64 and cfg["grad_accum_steps"] == 2
     assert cfg["model_kwargs"]["mlp_ratio"] == 4.0 and cfg["quant"] == "FP16_32" and cfg["warmup"] == 5
+    data = json.loads(conf.read_text())
+    data["vit_config"]["q_format"] = "PyTorchINT8"  # myrtle's post-training int8: our INT8 PTQ report
+    conf.write_text(json.dumps(data))
+    cfg = resolve(["-c", str(conf)])
+    assert cfg["quant"] is None and cfg["ptq_report"] == ["int8"]
 
 
 def write_folder(root, classes=("cat", "dog"), per_class=20, size=24, corrupt=None):
@@ -188,12 +193,13 @@ def test_two_node_rendezvous_matches_one_process(tmp_path, tiny_args):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
-def test_compile_switch_trains_like_eager(tmp_path, tiny_args):
+@pytest.mark.parametrize("switch", ["--compile", "--grad-checkpointing"])
+def test_switches_train_like_eager(tmp_path, tiny_args, switch):
     args = tiny_args + ["--steps", "3", "--deterministic", "--opt", "sgd", "--lr", "0.05"]
     main(args + ["--output", str(tmp_path / "eager")])
-    main(args + ["--compile", "--output", str(tmp_path / "compiled")])
-    a, b = weights(tmp_path / "eager" / "checkpoint-last.pt"), weights(tmp_path / "compiled" / "checkpoint-last.pt")
-    assert list(a) == list(b), "no _orig_mod. prefixes in the compiled run's checkpoint"
+    main(args + [switch, "--output", str(tmp_path / "switched")])
+    a, b = weights(tmp_path / "eager" / "checkpoint-last.pt"), weights(tmp_path / "switched" / "checkpoint-last.pt")
+    assert list(a) == list(b), "no _orig_mod. prefixes in a compiled run's checkpoint"
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
 

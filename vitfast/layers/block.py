@@ -1,7 +1,9 @@
 """The pre-norm transformer block, timm's Block: x + ls1(attn(norm1(x))), then the same for the MLP.
 Attention, MLP and norm classes are injected, so fused or quantized layers swap in without forking
 a model, and its state dict keeps timm's keys."""
+import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention
 from .drop import DropPath, LayerScale
@@ -38,6 +40,26 @@ def _identity(x):
     return x
 
 
+def set_grad_checkpointing(model, enable=True):
+    """Activation checkpointing: every block of `model` (each member of a `blocks` container, in every
+    stage of a multi-stage model) keeps only its input and recomputes its activations during the
+    backward pass, trading one extra block forward for the memory of its activations. Random draws
+    (dropout, drop path) are replayed, so gradients equal the plain model's. Returns the model."""
+    for module in model.modules():
+        blocks = getattr(module, "blocks", None)
+        if isinstance(blocks, (nn.ModuleList, nn.Sequential)):
+            for blk in blocks:
+                blk.grad_checkpointing = bool(enable)
+    return model
+
+
+def run_block(blk, *args, **kwargs):
+    """blk(*args, **kwargs), checkpointed when set_grad_checkpointing marked it and gradients are on."""
+    if getattr(blk, "grad_checkpointing", False) and torch.is_grad_enabled():
+        return checkpoint(blk, *args, use_reentrant=False, **kwargs)
+    return blk(*args, **kwargs)
+
+
 def run_blocks(blocks, x, return_attn=None, before=None):
     """x through every block; with return_attn ("logits" | "probs") also each block's attention, from
     the same pass. before(i, x) -> x, if given, runs ahead of block i. Returns (x, attentions)."""
@@ -46,8 +68,8 @@ def run_blocks(blocks, x, return_attn=None, before=None):
         if before is not None:
             x = before(i, x)
         if return_attn:
-            x, a = blk(x, return_attn=return_attn)
+            x, a = run_block(blk, x, return_attn=return_attn)
             attns.append(a)
         else:
-            x = blk(x)
+            x = run_block(blk, x)
     return x, attns

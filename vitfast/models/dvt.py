@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Attention, Block, Mlp, check_image, resample_abs_pos_embed, to_2tuple
+from ..layers import Attention, Block, Mlp, check_image, resample_abs_pos_embed, run_block, to_2tuple
 from .complexity import count_macs
 from .registry import model_config, register_variant
 from .t2t_vit import T2TViT, unwrap_state_dict
@@ -148,10 +148,10 @@ class _ReuseStage:
         for blk, bias in zip(self.blocks, biases):
             reused = self.reuse_features(blk, features, src_grid) if features is not None else None
             if return_relations:
-                x, a = blk(x, attn_bias=bias, return_attn="logits", reused=reused)
+                x, a = run_block(blk, x, attn_bias=bias, return_attn="logits", reused=reused)
                 out_relations.append(a)
             else:
-                x = blk(x, attn_bias=bias, reused=reused)
+                x = run_block(blk, x, attn_bias=bias, reused=reused)
         return self.forward_head(self.norm(x)), x, out_relations
 
 

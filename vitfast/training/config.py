@@ -54,6 +54,8 @@ OPTIONS = [
                                                  "INT8 (dynamic scales), float(e=,m=), ..."),
     ("precision", "--quant-grad", str, None, "also quantize gradients to this format"),
     ("precision", "--compile", bool, False, "torch.compile the model"),
+    ("precision", "--grad-checkpointing", bool, False, "recompute each block's activations in the backward pass "
+                                                        "(activation checkpointing: less memory, ~1/3 more compute)"),
     ("precision", "--ema", float, 0.0, "EMA decay of the weights (0: off; DeiT: 0.99996)"),
     ("distill", "--teacher", str, None, "torchvision/timm model name, or a vitfast checkpoint"),
     ("distill", "--teacher-checkpoint", str, None, "weights for a --teacher given by name"),

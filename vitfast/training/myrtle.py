@@ -44,7 +44,8 @@ def translate_myrtle(data, config_dir="."):
     if v.get("q_format", "FP32").upper() not in ("FP32", "PYTORCHINT8"):
         out["quant"] = v["q_format"]
     elif v.get("q_format", "").upper() == "PYTORCHINT8":
-        ignored.append("vit_config.q_format=PyTorchINT8")
+        # myrtle quantizes to int8 after fp32 training (torch.quantization): our scaled INT8 PTQ report
+        out["ptq_report"] = ["int8"]
     if distilled:
         d = data["distiller_config"]
         out.update(teacher="resnet50", teacher_checkpoint=d.get("teacher_weights_path"), distill_type="soft",
