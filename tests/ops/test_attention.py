@@ -423,6 +423,12 @@ def test_cuda_accumulate_fp16(N, d):
     if N >= 197:
         assert e16.max() > 2 * e32.max(), (e16.max().item(), e32.max().item())
     assert (e16 <= fp16_accumulation_bound(q, k, v, scale)).all(), (e16 - fp16_accumulation_bound(q, k, v, scale)).max()
+    # The backward rebuilds p with fp16 accumulators too, so it matches the forward's lse: with
+    # dout = 1, each column of dv sums to N.
+    q1, k1, v1 = leaves(q, k, v)
+    attention(q1, k1, v1, accumulate="fp16").float().sum().backward()
+    torch.testing.assert_close(v1.grad.float().sum(-2), torch.full((2, 2, d), float(N), device="cuda"),
+                               rtol=1e-2, atol=0)
 
 
 @needs_cuda

@@ -23,7 +23,8 @@ def attention(q, k, v, bias=None, scale=None, return_logits=False, accumulate=No
     bias: additive logits broadcastable from (B or 1, H or 1, N, N) (also 2-D or 3-D); its gradient
     comes back in its own shape. Cast to q's dtype. scale: default d ** -0.5.
     accumulate: None or "fp32" (fp32 accumulation in both products), or "fp16" for float16 inputs:
-    fp16 accumulators in q kᵀ and in p v (FP16_16; the CPU emulates it, see attention_cpu.cpp). On CUDA, fp16/bf16 with d in CUDA_HEAD_DIMS run the fused
+    fp16 accumulators in q kᵀ and in p v (FP16_16; the CPU emulates it, see attention_cpu.cpp); like
+    the hardware's, they overflow to inf past 65504. On CUDA, fp16/bf16 with d in CUDA_HEAD_DIMS run the fused
     kernels; fp32/fp64 run the ATen composite.
     The backward rebuilds the probabilities with the forward's accumulation and accumulates its own
     products (dq, dk, dv, dbias) in fp32.
