@@ -80,7 +80,8 @@ def assert_flash_rule(ours, pt, ref, what, slack=0.0):
     assert e <= 2 * e_pt + slack, f"{what}: error {e:.3g} > 2 x PyTorch's {e_pt:.3g} (+{slack:.1g})"
 
 
-SLACK = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 0.0, torch.bfloat16: 0.0}
+# Absolute slack on top of the 2x rule, for values PyTorch may get exactly right by luck (N = 1).
+SLACK = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 1e-6, torch.bfloat16: 1e-6}
 
 
 def check_against_reference(B, H, N, d, dtype, device, bias_shape=None, return_logits=False, seed=0):
@@ -459,13 +460,21 @@ def test_cuda_opcheck_and_compile():
 
 @needs_cuda
 def test_cuda_vit_backend_matches_eager_in_half_precision():
+    import copy
+
     torch.manual_seed(0)
-    m = vitfast.create_model("vit_tiny_patch16_224", num_classes=10).cuda().half()
+    m = vitfast.create_model("vit_tiny_patch16_224", num_classes=10).cuda().half().eval()
     x = torch.randn(4, 3, 224, 224, device="cuda").half()
-    ref = set_model_backend(m.double(), "eager")(x.double())
-    m.half()
-    pt = set_model_backend(m, "eager")(x)
-    with warnings.catch_warnings():
+    with torch.no_grad():
+        ref = set_model_backend(copy.deepcopy(m).double(), "eager")(x.double())
+        pt = set_model_backend(m, "eager")(x)
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("error")
         ours = set_model_backend(m, "vitfast")(x)
     assert max_err(ours, ref) <= 2 * max_err(pt, ref)
+
+
+@needs_cuda
+def test_cuda_float32_models_fall_back_to_sdpa():
+    q, k, v, _ = make_inputs(1, 2, 9, 64, torch.float32, "cuda")
+    assert "SDPA is faster" in attention_support(q, k, v)

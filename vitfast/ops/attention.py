@@ -48,6 +48,8 @@ def attention_support(q, k, v, bias=None, dropout_p=0.0, return_attn=None):
         _check(q, k, v, bias, None, False, None)
     except (TypeError, ValueError) as e:
         return str(e)
+    if q.device.type == "cuda" and q.dtype not in CUDA_DTYPES:
+        return f"{q.dtype} on CUDA: the fused kernels take float16/bfloat16 (SDPA is faster for this)"
     return None
 
 
