@@ -111,30 +111,39 @@ def bench_case(fns, measure, B, H, N, d, dtype, device, with_bias):
     flops = 4 * B * H * N * N * d
     io = 4 * B * H * N * d * esize + (B * H * N * N * esize if with_bias else 0)
     for mode in ("fwd", "fwd+bwd"):
-        q, k, v, bias = inputs(B, H, N, d, dtype, device, with_bias, grad=mode != "fwd")
-        dout = torch.randn(B, H, N, d, device=device, dtype=dtype)
-        leaves = [t for t in (q, k, v, bias) if t is not None]
-        for name, f in fns.items():
-            if mode == "fwd":
-                def run(f=f):
-                    with torch.no_grad():
-                        f(q, k, v, bias)
-            else:
-                def run(f=f):
-                    torch.autograd.grad(f(q, k, v, bias), leaves, dout)
-            try:
-                run()
-                ms = measure(run)
-            except (RuntimeError, ValueError, NotImplementedError) as e:
-                rows[(mode, name)] = f"n/a: {str(e).splitlines()[0][:60]}"
+        times = time_mode(fns, measure, mode, inputs(B, H, N, d, dtype, device, with_bias, grad=mode != "fwd"))
+        for name, ms in times.items():
+            if isinstance(ms, str):
+                rows[(mode, name)] = ms
                 continue
             fl = flops * (3.5 if mode != "fwd" else 1.0)
             nbytes = io * (2 if mode != "fwd" else 1)
             rows[(mode, name)] = (ms, fl / ms / 1e9, nbytes / ms / 1e6)
-        del q, k, v, bias, dout, leaves
         if device == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def time_mode(fns, measure, mode, qkvb):
+    """name -> median ms of the forward ("fwd") or forward+backward, or "n/a: why"."""
+    q, k, v, bias = qkvb
+    dout = torch.randn_like(q)
+    leaves = [t for t in (q, k, v, bias) if t is not None]
+    times = {}
+    for name, f in fns.items():
+        if mode == "fwd":
+            def run(f=f):
+                with torch.no_grad():
+                    f(q, k, v, bias)
+        else:
+            def run(f=f):
+                torch.autograd.grad(f(q, k, v, bias), leaves, dout)
+        try:
+            run()
+            times[name] = measure(run)
+        except (RuntimeError, ValueError, NotImplementedError) as e:
+            times[name] = f"n/a: {str(e).splitlines()[0][:60]}"
+    return times
 
 
 def environment(device):

@@ -1,6 +1,5 @@
 """Multi-head self-attention with timm's module and parameter names (qkv, q_norm, k_norm, attn_drop,
 norm, proj, proj_drop), an optional additive logit bias and optional attention maps."""
-import torch
 import torch.nn.functional as F
 from torch import nn
 
