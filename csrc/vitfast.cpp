@@ -15,4 +15,8 @@ TORCH_LIBRARY(vitfast, m) {
   m.def("fixed_point_quantize(Tensor x, int wl, int fl, bool clamp, bool symmetric, str rounding, "
         "Tensor? seed) -> Tensor");
   m.def("block_quantize(Tensor x, int wl, int? dim, int? block_size, str rounding, Tensor? seed) -> Tensor");
+  m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? bias, float scale, bool return_logits, "
+        "bool fp16_accumulate) -> (Tensor out, Tensor lse, Tensor logits)");
+  m.def("attention_bwd(Tensor grad_out, Tensor? grad_logits, Tensor q, Tensor k, Tensor v, Tensor? bias, "
+        "Tensor out, Tensor lse, float scale, bool fp16_accumulate, bool bias_grad) -> (Tensor dq, Tensor dk, Tensor dv, Tensor dbias)");
 }

@@ -1,9 +1,10 @@
 """Multi-head self-attention with timm's module and parameter names (qkv, q_norm, k_norm, attn_drop,
 norm, proj, proj_drop), an optional additive logit bias and optional attention maps."""
-import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.attention import attention as fused_attention
+from ..ops.attention import attention_support
 from . import backend as backends
 
 RETURN_ATTN = (None, "logits", "probs")
@@ -13,16 +14,21 @@ def attention_core(q, k, v, scale, bias=None, dropout_p=0.0, backend="sdpa", ret
     """softmax(q kᵀ · scale + bias) v on (B, H, N, d); with return_attn also the (B, H, N, N) logits
     or probabilities (which needs the explicit matrix, so it runs the eager path). act_quant (a
     tensor -> tensor rounding, set by vitfast.quant.prepare_qat) rounds q, k, v, the logits, the
-    probabilities and the output: the whole attention core in the low-precision format."""
+    probabilities and the output: the whole attention core in the low-precision format.
+    backend "vitfast" runs vitfast.ops.attention (logits too) and falls back to SDPA/eager, saying so
+    once, for what it does not fuse: attention dropout, return_attn="probs", unsupported inputs."""
     if act_quant is not None:
         q, k, v = act_quant(q), act_quant(k), act_quant(v)
         backend = "eager"
     else:
         act_quant = _identity
     if backend == "vitfast":
-        op = getattr(torch.ops.vitfast, "attention", None) if hasattr(torch.ops, "vitfast") else None
-        if op is None:
-            backends.fallback_once("attention", "no fused attention kernel in this build")
+        reason = attention_support(q, k, v, bias, dropout_p, return_attn)
+        if reason is None:
+            if return_attn == "logits":
+                return fused_attention(q, k, v, bias, scale, return_logits=True)
+            return fused_attention(q, k, v, bias, scale), None
+        backends.fallback_once("attention", reason)
         backend = "sdpa"
     if backend == "sdpa" and return_attn is None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale), None

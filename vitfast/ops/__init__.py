@@ -1,10 +1,12 @@
 """vitfast's operators: each a thin wrapper over torch.ops.vitfast.*, with its shape function
 (register_fake), its gradient (register_autograd) and a pure-PyTorch *_ref twin beside it."""
+from .attention import attention, attention_ref, attention_support
 from .block_quantize import block_quantize, block_quantize_ref
 from .fixed_point_quantize import fixed_point_quantize, fixed_point_quantize_ref
 from .float_quantize import float_quantize, float_quantize_ref
 
 __all__ = [
+    "attention", "attention_ref", "attention_support",
     "block_quantize", "block_quantize_ref",
     "fixed_point_quantize", "fixed_point_quantize_ref",
     "float_quantize", "float_quantize_ref",

@@ -1,0 +1,232 @@
+"""Fused attention at ViT shapes: vitfast.ops.attention against F.scaled_dot_product_attention under
+each SDPA backend that runs (flash, efficient, cuDNN, each named) and plain PyTorch (q kᵀ, softmax,
+p v), forward and forward+backward, with and without an additive (B, H, N, N) bias, in one process.
+
+    python benchmarks/bench_attention.py --out benchmarks/results/attention_h200.md
+    python benchmarks/bench_attention.py --device cpu --quick      # smoke run, seconds, no GPU
+
+Times: CUDA events via triton.testing.do_bench (median, after warm-up) when triton is installed,
+else a CUDA-event loop (median of --rep runs). TFLOP/s counts 4 B H N² d per forward and 2.5 times
+that for the backward (FlashAttention's convention); bandwidth counts the bytes of q, k, v and o
+(and the bias) read or written once (forward+backward: also dO, dq, dk, dv and dbias), over the
+measured time. "vs best SDPA" is the best SDPA backend's time over this row's (above 1: faster).
+"""
+import argparse
+import datetime
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vitfast  # noqa: E402
+from vitfast.ops import attention, attention_ref  # noqa: E402
+
+SHAPES = [  # (label, B, H, N, d)
+    ("ViT-B/16", 256, 12, 197, 64),
+    ("ViT-B/16@384", 64, 12, 577, 64),
+    ("ViT-B/32", 1024, 12, 50, 64),
+    ("ViT-Ti/16", 512, 3, 197, 64),
+    ("ViT-H/14", 64, 16, 257, 80),
+]
+QUICK_SHAPES = [("smoke", 2, 2, 65, 64)]
+
+
+def sdpa_backends():
+    """(name, SDPBackend) for each SDPA backend this torch knows."""
+    from torch.nn.attention import SDPBackend
+
+    names = [("sdpa-flash", "FLASH_ATTENTION"), ("sdpa-efficient", "EFFICIENT_ATTENTION"),
+             ("sdpa-cudnn", "CUDNN_ATTENTION")]
+    return [(n, getattr(SDPBackend, a)) for n, a in names if hasattr(SDPBackend, a)]
+
+
+def make_fns(device):
+    """name -> f(q, k, v, bias) for every implementation timed."""
+    fns = {"vitfast": lambda q, k, v, b: attention(q, k, v, b)}
+    if device == "cuda":
+        from torch.nn.attention import sdpa_kernel
+
+        for name, backend in sdpa_backends():
+            def f(q, k, v, b, backend=backend):
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=b)
+            fns[name] = f
+    else:
+        fns["sdpa"] = lambda q, k, v, b: F.scaled_dot_product_attention(q, k, v, attn_mask=b)
+    fns["pytorch"] = lambda q, k, v, b: attention_ref(q, k, v, b, upcast=False)
+    return fns
+
+
+def timer(device, warmup, rep):
+    if device == "cuda":
+        try:
+            from triton.testing import do_bench
+
+            return lambda fn: do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+        except ImportError:
+            pass
+
+        def cuda_events(fn):
+            for _ in range(5):
+                fn()
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(max(10, rep // 5)):
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                fn()
+                e.record()
+                e.synchronize()
+                times.append(s.elapsed_time(e))
+            return statistics.median(times)
+        return cuda_events
+
+    def host_clock(fn):
+        fn()
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+        return statistics.median(times)
+    return host_clock
+
+
+def inputs(B, H, N, d, dtype, device, with_bias, grad):
+    """q, k, v as strided views of one fused qkv projection (the layout the models hand over)."""
+    qkv = torch.randn(B, N, 3, H, d, device=device, dtype=dtype)
+    q, k, v = (t.detach().requires_grad_(grad) for t in qkv.permute(2, 0, 3, 1, 4).unbind(0))
+    bias = torch.randn(B, H, N, N, device=device, dtype=dtype).requires_grad_(grad) if with_bias else None
+    return q, k, v, bias
+
+
+def bench_case(fns, measure, B, H, N, d, dtype, device, with_bias):
+    rows = {}
+    esize = torch.finfo(dtype).bits // 8
+    flops = 4 * B * H * N * N * d
+    io = 4 * B * H * N * d * esize + (B * H * N * N * esize if with_bias else 0)
+    for mode in ("fwd", "fwd+bwd"):
+        times = time_mode(fns, measure, mode, inputs(B, H, N, d, dtype, device, with_bias, grad=mode != "fwd"))
+        for name, ms in times.items():
+            if isinstance(ms, str):
+                rows[(mode, name)] = ms
+                continue
+            fl = flops * (3.5 if mode != "fwd" else 1.0)
+            nbytes = io * (2 if mode != "fwd" else 1)
+            rows[(mode, name)] = (ms, fl / ms / 1e9, nbytes / ms / 1e6)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def time_mode(fns, measure, mode, qkvb):
+    """name -> median ms of the forward ("fwd") or forward+backward, or "n/a: why"."""
+    q, k, v, bias = qkvb
+    dout = torch.randn_like(q)
+    leaves = [t for t in (q, k, v, bias) if t is not None]
+    times = {}
+    for name, f in fns.items():
+        if mode == "fwd":
+            def run(f=f):
+                with torch.no_grad():
+                    f(q, k, v, bias)
+        else:
+            def run(f=f):
+                torch.autograd.grad(f(q, k, v, bias), leaves, dout)
+        try:
+            run()
+            times[name] = measure(run)
+        except (RuntimeError, ValueError, NotImplementedError) as e:
+            times[name] = f"n/a: {str(e).splitlines()[0][:60]}"
+    return times
+
+
+def environment(device):
+    def cmd(args):
+        try:
+            return subprocess.run(args, capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    commit = cmd(["git", "-C", here, "rev-parse", "--short", "HEAD"]) or "unknown"
+    dirty = cmd(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"])
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "torch": torch.__version__,
+        "CUDA": torch.version.cuda or "none",
+    }
+    if device == "cuda":
+        env["GPU"] = torch.cuda.get_device_name()
+        env["driver"] = cmd(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).split("\n")[0] or "unknown"
+    else:
+        env["GPU"] = "none (CPU smoke run: times mean nothing)"
+    return env
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
+    parser.add_argument("--quick", action="store_true", help="one tiny shape (a smoke run)")
+    parser.add_argument("--warmup", type=int, default=100, help="warm-up, ms (do_bench)")
+    parser.add_argument("--rep", type=int, default=500, help="repetitions, ms (do_bench)")
+    parser.add_argument("--out", help="also write the markdown table to this file")
+    args = parser.parse_args(argv)
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench_attention: no CUDA device here; the timings need a GPU. "
+              "(`--device cpu --quick` runs a smoke test of this script.)", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not vitfast.has_cuda_kernels():
+        print("bench_attention: this vitfast build has no CUDA kernels (built without nvcc).", file=sys.stderr)
+        return 2
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    if args.device == "cpu":
+        dtype = torch.float32
+    torch.manual_seed(0)
+    fns = make_fns(args.device)
+    measure = timer(args.device, args.warmup, args.rep)
+    env = environment(args.device)
+
+    lines = ["# Attention: vitfast vs SDPA backends vs plain PyTorch", "",
+             " | ".join(f"{k}: {v}" for k, v in env.items()) + f" | dtype: {dtype}", "",
+             "| shape | B | H | N | d | bias | pass | impl | ms | TFLOP/s | GB/s | vs best SDPA |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines[:3]))
+    for label, B, H, N, d in (QUICK_SHAPES if args.quick else SHAPES):
+        for with_bias in (False, True):
+            rows = bench_case(fns, measure, B, H, N, d, dtype, args.device, with_bias)
+            for mode in ("fwd", "fwd+bwd"):
+                sdpa = [r[0] for (m, n), r in rows.items() if m == mode and n.startswith("sdpa") and isinstance(r, tuple)]
+                best = min(sdpa) if sdpa else None
+                for (m, name), r in rows.items():
+                    if m != mode:
+                        continue
+                    head = f"| {label} | {B} | {H} | {N} | {d} | {'yes' if with_bias else 'no'} | {mode} | {name} |"
+                    if isinstance(r, tuple):
+                        ms, tf, gbs = r
+                        ratio = f"{best / ms:.2f}x" if best else "-"
+                        line = f"{head} {ms:.4f} | {tf:.1f} | {gbs:.0f} | {ratio} |"
+                    else:
+                        line = f"{head} {r} | | | |"
+                    lines.append(line)
+                    print(f"{label:<13} bias={'yes' if with_bias else 'no':<3} {mode:<8} {name:<15} "
+                          + (f"{r[0]:9.4f} ms {r[1]:7.1f} TFLOP/s {r[2]:7.0f} GB/s  "
+                             f"{(best / r[0]) if best else float('nan'):.2f}x best SDPA" if isinstance(r, tuple) else r))
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

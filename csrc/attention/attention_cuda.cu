@@ -1,0 +1,152 @@
+// CUDA entry points of vitfast::attention_fwd / attention_bwd: every precondition checked (naming
+// the argument), q/k/v kept in place when their rows are 16-byte aligned (strided views of a fused
+// qkv projection are), outputs allocated, then the fused kernels for fp16/bf16; fp32 and fp64 take
+// the ATen composite of attention_cpu.cpp.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "attention/attention.h"
+#include "attention/attention_params.h"
+
+namespace vitfast {
+namespace {
+
+bool fused_dtype(const at::Tensor& q) { return q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16; }
+
+void check_fused(const at::Tensor& q, bool fp16_accumulate) {
+  TORCH_CHECK(q.is_cuda(), "q must be a CUDA tensor here, got ", q.device());
+  const int64_t d = q.size(3);
+  TORCH_CHECK(d == 32 || d == 64 || d == 80 || d == 96 || d == 128,
+              "q's head dim must be one of 32, 64, 80, 96, 128 for the CUDA kernels, got ", d);
+  TORCH_CHECK(!fp16_accumulate || q.scalar_type() == at::kHalf,
+              "accumulate='fp16' needs float16 q, k, v, got ", q.scalar_type());
+  TORCH_CHECK(q.size(2) <= (1 << 20), "q's length N must be at most 2^20 for the CUDA kernels, got ", q.size(2));
+}
+
+// The kernels read rows with 16-byte copies: unit stride along d, every other stride (of dims longer
+// than one) a multiple of 8 elements, a 16-byte-aligned start. Otherwise, an aligned copy.
+at::Tensor rows_aligned(const at::Tensor& t) {
+  bool ok = t.stride(3) == 1 || t.size(3) == 1;
+  for (int i = 0; i < 3; ++i) ok = ok && (t.size(i) == 1 || t.stride(i) % 8 == 0);
+  ok = ok && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  return ok ? t : t.clone(at::MemoryFormat::Contiguous);
+}
+
+Strides3 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
+
+// Bias strides with broadcast (size-1) batch/head dims read as stride 0.
+void bias_strides(const at::Tensor& bias, Strides3& s, int64_t& col) {
+  s = {bias.size(0) == 1 ? 0 : bias.stride(0), bias.size(1) == 1 ? 0 : bias.stride(1), bias.stride(2)};
+  col = bias.stride(3);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tensor& q, const at::Tensor& k,
+                                                                  const at::Tensor& v,
+                                                                  const std::optional<at::Tensor>& bias,
+                                                                  double scale, bool return_logits,
+                                                                  bool fp16_accumulate) {
+  check_attention_inputs(q, k, v, bias);
+  if (!fused_dtype(q)) return attention_fwd_aten(q, k, v, bias, scale, return_logits, fp16_accumulate);
+  check_fused(q, fp16_accumulate);
+  const c10::cuda::CUDAGuard guard(q.device());
+  const at::Tensor qa = rows_aligned(q), ka = rows_aligned(k), va = rows_aligned(v);
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
+  at::Tensor out = at::empty({B, H, N, d}, q.options());
+  at::Tensor lse = at::empty({B, H, N}, q.options().dtype(at::kFloat));
+  at::Tensor logits = return_logits ? at::empty({B, H, N, N}, q.options()) : at::empty({0}, q.options());
+  if (B * H == 0) return {out, lse, logits};
+  TORCH_CHECK(B * H <= std::numeric_limits<int>::max(), "q's B * H must fit in int32, got ", B * H);
+
+  AttnFwdParams p{};
+  p.q = qa.const_data_ptr();
+  p.k = ka.const_data_ptr();
+  p.v = va.const_data_ptr();
+  p.qs = strides_of(qa);
+  p.ks = strides_of(ka);
+  p.vs = strides_of(va);
+  if (bias.has_value() && bias->defined()) {
+    p.bias = bias->const_data_ptr();
+    bias_strides(*bias, p.bias_s, p.bias_col);
+  }
+  p.out = out.mutable_data_ptr();
+  p.lse = lse.mutable_data_ptr<float>();
+  p.logits = return_logits ? logits.mutable_data_ptr() : nullptr;
+  p.B = static_cast<int>(B);
+  p.H = static_cast<int>(H);
+  p.N = static_cast<int>(N);
+  p.d = static_cast<int>(d);
+  p.scale = static_cast<float>(scale);
+  launch_attention_fwd(p, q.scalar_type() == at::kBFloat16, fp16_accumulate, at::cuda::getCurrentCUDAStream());
+  return {out, lse, logits};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_logits, const at::Tensor& q,
+    const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& bias, const at::Tensor& out,
+    const at::Tensor& lse, double scale, bool fp16_accumulate, bool bias_grad) {
+  check_attention_bwd_inputs(grad_out, grad_logits, q, k, v, bias, out, lse, fp16_accumulate, bias_grad);
+  if (!fused_dtype(q)) {
+    return attention_bwd_aten(grad_out, grad_logits, q, k, v, bias, out, lse, scale, fp16_accumulate, bias_grad);
+  }
+  check_fused(q, fp16_accumulate);
+  const c10::cuda::CUDAGuard guard(q.device());
+  const at::Tensor qa = rows_aligned(q), ka = rows_aligned(k), va = rows_aligned(v), doa = rows_aligned(grad_out);
+  const at::Tensor outc = out.contiguous(), lsec = lse.contiguous();
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
+  const auto f32 = q.options().dtype(at::kFloat);
+  at::Tensor dq_accum = at::zeros({B, H, N, d}, f32);
+  at::Tensor dk = at::empty({B, H, N, d}, q.options());
+  at::Tensor dv = at::empty({B, H, N, d}, q.options());
+  at::Tensor dbias_accum = bias_grad ? at::zeros(bias->sizes(), f32) : at::Tensor();
+  if (B * H == 0) {
+    return {dq_accum.to(q.scalar_type()), dk, dv,
+            bias_grad ? dbias_accum.to(q.scalar_type()) : at::empty({0}, q.options())};
+  }
+  TORCH_CHECK(B * H <= std::numeric_limits<int>::max(), "q's B * H must fit in int32, got ", B * H);
+  at::Tensor delta = at::empty({B, H, N}, f32);
+  at::Tensor dlogits;
+  if (grad_logits.has_value() && grad_logits->defined()) dlogits = grad_logits->contiguous();
+
+  AttnBwdParams p{};
+  p.q = qa.const_data_ptr();
+  p.k = ka.const_data_ptr();
+  p.v = va.const_data_ptr();
+  p.dout = doa.const_data_ptr();
+  p.qs = strides_of(qa);
+  p.ks = strides_of(ka);
+  p.vs = strides_of(va);
+  p.dos = strides_of(doa);
+  if (bias.has_value() && bias->defined()) {
+    p.bias = bias->const_data_ptr();
+    bias_strides(*bias, p.bias_s, p.bias_col);
+  }
+  if (bias_grad) {
+    p.dbias_accum = dbias_accum.mutable_data_ptr<float>();
+    p.dbias_s = {bias->size(0) == 1 ? 0 : dbias_accum.stride(0), bias->size(1) == 1 ? 0 : dbias_accum.stride(1),
+                 dbias_accum.stride(2)};
+  }
+  p.dlogits = dlogits.defined() ? dlogits.const_data_ptr() : nullptr;
+  p.lse = lsec.const_data_ptr<float>();
+  p.delta = delta.mutable_data_ptr<float>();
+  p.dq_accum = dq_accum.mutable_data_ptr<float>();
+  p.dk = dk.mutable_data_ptr();
+  p.dv = dv.mutable_data_ptr();
+  p.B = static_cast<int>(B);
+  p.H = static_cast<int>(H);
+  p.N = static_cast<int>(N);
+  p.d = static_cast<int>(d);
+  p.scale = static_cast<float>(scale);
+  p.fp16_accumulate = fp16_accumulate;
+  launch_attention_bwd(p, outc.const_data_ptr(), q.scalar_type() == at::kBFloat16, at::cuda::getCurrentCUDAStream());
+  at::Tensor dbias = bias_grad ? dbias_accum.to(q.scalar_type()) : at::empty({0}, q.options());
+  return {dq_accum.to(q.scalar_type()), dk, dv, dbias};
+}
+
+}  // namespace
+}  // namespace vitfast
+
+TORCH_LIBRARY_IMPL(vitfast, CUDA, m) {
+  m.impl("attention_fwd", &vitfast::attention_fwd_cuda);
+  m.impl("attention_bwd", &vitfast::attention_bwd_cuda);
+}
