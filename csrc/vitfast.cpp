@@ -15,4 +15,12 @@ TORCH_LIBRARY(vitfast, m) {
   m.def("fixed_point_quantize(Tensor x, int wl, int fl, bool clamp, bool symmetric, str rounding, "
         "Tensor? seed) -> Tensor");
   m.def("block_quantize(Tensor x, int wl, int? dim, int? block_size, str rounding, Tensor? seed) -> Tensor");
+  m.def("layer_norm(Tensor x, Tensor? residual, Tensor weight, Tensor bias, float eps) "
+        "-> (Tensor out, Tensor sum, Tensor mean, Tensor rstd)");
+  m.def("layer_norm_backward(Tensor dout, Tensor? dsum, Tensor x, Tensor weight, Tensor mean, Tensor rstd) "
+        "-> (Tensor dx, Tensor dweight, Tensor dbias)");
+  m.def("linear_gelu(Tensor x, Tensor weight, Tensor? bias, str approximate, bool save_pre) -> (Tensor out, Tensor pre)");
+  m.def("linear_residual(Tensor x, Tensor weight, Tensor? bias, Tensor residual) -> Tensor");
+  m.def("lp_matmul(Tensor x, Tensor weight, Tensor? bias, str epilogue, Tensor? residual, bool accumulate_fp16, "
+        "ScalarType out_dtype) -> Tensor");
 }
