@@ -353,7 +353,9 @@ def convert_ptq(model, recipe, rounding="nearest", *, exclude=()):
     transforms their weights first, such as a weight-standardised conv, round the transformed weight at
     each call instead, as in QAT), and the same rounding
     points as prepare_qat(recipe) for the activations. Its output equals the eval-mode output of
-    prepare_qat(copy, recipe) bit for bit. The FP32 recipe gives a plain frozen eval copy."""
+    prepare_qat(copy, recipe) bit for bit, except FP16_16 / FP16_32 on a GPU, whose linear layers run on
+    vitfast.ops.lp_matmul (a real fp16 / fp32 accumulator; see vitfast.quant.lowp). The FP32 recipe
+    gives a plain frozen eval copy."""
     _check_model(model)
     recipe = parse_recipe(recipe, "recipe")
     check_rounding(rounding, "rounding")
@@ -371,6 +373,9 @@ def convert_ptq(model, recipe, rounding="nearest", *, exclude=()):
             for p in module._parameters.values():
                 if p is not None and p.is_floating_point():
                     p.copy_(quantize(p, recipe.operand, rounding))
+    from .lowp import route_lowp  # (lowp builds on this module's QATLinear)
+
+    route_lowp(ptq, recipe, on="cuda", qat_only=True)  # FP16_16 / FP16_32: lp_matmul on GPUs, see lowp
     return ptq
 
 
