@@ -160,16 +160,21 @@ def measure(rows, timer, model_name, batch, mode, label, make_step, device):
 
 
 def lowp_variants(name, kw):
-    """FP16 inference: plain fp16, FP16_16 / FP16_32 on lp_matmul (convert_ptq on the GPU) and the same
-    recipes' fake-quantized emulation (prepare_qat, eval)."""
-    from vitfast.quant import convert_ptq, prepare_qat
+    """FP16 inference: plain fp16; every nn.Linear on lp_matmul and nothing else changed (route_lowp:
+    FP16_16 in an fp16 model, FP16_32 in an fp32 model); the full recipes (convert_ptq, which on a GPU
+    puts its linear layers on lp_matmul and keeps the emulation's other rounding points, including the
+    eager attention core) and the recipes' fake-quantized emulation (prepare_qat, eval)."""
+    from vitfast.quant import convert_ptq, prepare_qat, route_lowp
 
     def plain():
         return build(name, "vitfast", kw).half().eval()
 
-    out = [("plain fp16 (vitfast sdpa)", plain, torch.float16)]
+    out = [("plain fp16 (vitfast sdpa)", plain, torch.float16),
+           ("FP16_16 route_lowp (fp16 model)", lambda: route_lowp(plain(), "FP16_16"), torch.float16),
+           ("FP16_32 route_lowp (fp32 model)", lambda: route_lowp(build(name, "vitfast", kw).eval(), "FP16_32"),
+            torch.float32)]
     for recipe in ("FP16_16", "FP16_32"):
-        out.append((f"{recipe} on lp_matmul", lambda r=recipe: convert_ptq(build(name, "vitfast", kw), r), torch.float32))
+        out.append((f"{recipe} convert_ptq (lp_matmul)", lambda r=recipe: convert_ptq(build(name, "vitfast", kw), r), torch.float32))
         out.append((f"{recipe} fake-quant emulation", lambda r=recipe: prepare_qat(build(name, "vitfast", kw), r).eval(),
                     torch.float32))
     return out
