@@ -15,7 +15,6 @@ uses mode "default" (and "max-autotune" with --max-autotune). Peak memory: torch
 over the timed calls, less what was allocated before, per image.
 """
 import argparse
-import copy
 import datetime
 import os
 import statistics
@@ -251,14 +250,14 @@ def main(argv=None):
                     x = images(batch, size, device)
                     measure(rows, timer, name, batch, "training bf16 autocast", label,
                             lambda: bench_training(model, run, x, device), device)
-                del model, run
+                model = run = None  # free before the next variant
             if not args.no_lowp:
                 for label, factory, dtype in lowp_variants(name, model_kw):
                     model = factory().to(device).eval()
                     x = images(batch, size, device, dtype)
                     measure(rows, timer, name, batch, "inference fp16 formats", label,
                             lambda: bench_inference(model, x), device)
-                    del model
+                    model = None
     table = ["| model | batch | mode | variant | img/s (median) | img/s (min-max) | vs first | peak MiB/img |",
              "|---|---|---|---|---|---|---|---|"] + [format_row(r, rows) for r in rows]
     text = "\n".join(["# bench_models.py", ""] + [f"- {line}" for line in header(device)] + [""] + table) + "\n"

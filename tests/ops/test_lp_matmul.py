@@ -4,7 +4,6 @@ accumulation where it must be; epilogues; opcheck; argument errors; on CUDA the 
 bound and against torch's own fp16 accumulation (allow_fp16_accumulation)."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from vitfast.ops import lp_linear, lp_matmul, lp_matmul_ref
 from vitfast.ops.lp_matmul import fp16_accumulation_bound
