@@ -26,10 +26,11 @@ def exact(a, b):
     return a.cpu().double() @ b.cpu().double()
 
 
-def assert_within_fp16_accumulation_bound(y, a, b):
-    """|y - exact| <= bound + the output's own rounding (u16 |result|), elementwise."""
+def assert_within_fp16_accumulation_bound(y, a, b, ulp_rounding=False):
+    """|y - exact| <= bound + the output's own rounding (u16 |result|), elementwise. ulp_rounding (the
+    GPU): the tensor core's accumulator rounding direction is not documented, so allow a whole ulp."""
     ref = exact(a, b)
-    bound = fp16_accumulation_bound(a.cpu(), b.cpu()) * (1 + U16) + U16 * ref.abs() + 2.0**-24
+    bound = fp16_accumulation_bound(a.cpu(), b.cpu(), ulp_rounding) * (1 + U16) + U16 * ref.abs() + 2.0**-24
     err = (y.cpu().double() - ref).abs()
     assert bool((err <= bound).all()), (err - bound).max().item()
 
@@ -140,7 +141,7 @@ def test_cuda_fp16_accumulation_within_bound_and_near_cublas_fp16(M, K, N):
     a, b = operands(M, K, N, "cuda")
     y = lp_matmul(a, b)
     assert y.dtype == torch.float16
-    assert_within_fp16_accumulation_bound(y, a, b)
+    assert_within_fp16_accumulation_bound(y, a, b, ulp_rounding=True)
     ref = exact(a, b)
     old = torch.backends.cuda.matmul.allow_fp16_accumulation
     try:
@@ -148,8 +149,11 @@ def test_cuda_fp16_accumulation_within_bound_and_near_cublas_fp16(M, K, N):
         theirs = a @ b
     finally:
         torch.backends.cuda.matmul.allow_fp16_accumulation = old
-    # Same format, same kind of accumulator: within 2x of cuBLAS's COMPUTE_16F error.
-    assert_2x_torch(y, theirs, ref, floor=2 * U16, what="vs cuBLAS fp16 accumulation")
+    # Same format, same kind of accumulator: within 2x of cuBLAS's COMPUTE_16F error, or (cuBLAS may
+    # split K, which shortens each fp16 running sum) within the typical error of C = K / 16 random-sign
+    # fp16 roundings, u16 * sqrt(C), plus the output's rounding.
+    C = -(-K // 16)
+    assert_2x_torch(y, theirs, ref, floor=U16 * (C**0.5 + 1), what="vs cuBLAS fp16 accumulation")
 
 
 @needs_cuda
@@ -168,7 +172,7 @@ def test_cuda_fp16_accumulator_is_real():
     a = torch.ones(1, K, device="cuda").half()
     b = torch.full((K, 1), 1 / 16, device="cuda").half()
     b[:16] = 128.0
-    assert lp_matmul(a, b).item() == 2048.0
+    assert lp_matmul(a, b).item() == 2048.0  # 2048 + 1 is 2048 in fp16, rounded to nearest or truncated
     assert lp_matmul(a, b, accumulate="fp32").item() == 2111.0
     a, b = operands(64, 4096, 64, "cuda", positive=True)
     ref = exact(a, b)
