@@ -5,6 +5,7 @@ plain fp16 and against the fake-quantized emulation; peak memory per image. One 
     python benchmarks/bench_models.py [--models M ...] [--batch-sizes 256 512 1024] [--max-autotune]
                                       [--no-train] [--no-lowp] [--repeats R] [--out FILE]
     python benchmarks/bench_models.py --device cpu --quick     # a smoke run of every code path (seconds)
+    VITFAST_FUSED_GEMM=0 python benchmarks/bench_models.py ...  # linear_gelu/_residual on cuBLAS + ATen instead
 
 Timing: CUDA events around each call after warm-up calls, the median of --repeats (the spread, min to
 max, is printed beside it); inputs are random (never zeros) and drawn afresh per case. Training = one
