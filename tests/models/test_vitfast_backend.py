@@ -124,3 +124,19 @@ def test_cuda_vitfast_backend_within_2x_of_eager_at_16bit(name, dtype):
     ours_out, ours_grads = run(low, x.to(dtype), "vitfast")
     assert_2x_torch(ours_out, eager_out, ref_out, what="forward")
     assert_2x_torch(ours_grads, eager_grads, ref_grads, what="gradients")
+
+
+def test_vitfast_backend_compiles_with_its_gradients():
+    """The custom ops' shape functions and autograd formulas carry a whole model through torch.compile."""
+    torch.manual_seed(0)
+    model = vitfast.create_model("vit_tiny_patch16_224", img_size=32, depth=1, num_classes=10)
+    set_model_backend(model, "vitfast")
+    x = torch.randn(2, 3, 32, 32)
+    ref = model(x)
+    ref.sum().backward()
+    want = model.blocks[0].mlp.fc1.weight.grad.clone()
+    model.zero_grad()
+    out = torch.compile(model, backend="aot_eager")(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(model.blocks[0].mlp.fc1.weight.grad, want)
