@@ -19,4 +19,34 @@ TORCH_LIBRARY(vitfast, m) {
         "bool fp16_accumulate) -> (Tensor out, Tensor lse, Tensor logits)");
   m.def("attention_bwd(Tensor grad_out, Tensor? grad_logits, Tensor q, Tensor k, Tensor v, Tensor? bias, "
         "Tensor out, Tensor lse, float scale, bool fp16_accumulate, bool bias_grad) -> (Tensor dq, Tensor dk, Tensor dv, Tensor dbias)");
+  m.def("layer_norm(Tensor x, Tensor? residual, Tensor weight, Tensor bias, float eps) "
+        "-> (Tensor out, Tensor sum, Tensor mean, Tensor rstd)");
+  m.def("layer_norm_backward(Tensor dout, Tensor? dsum, Tensor x, Tensor weight, Tensor mean, Tensor rstd) "
+        "-> (Tensor dx, Tensor dweight, Tensor dbias)");
+  m.def("linear_gelu(Tensor x, Tensor weight, Tensor? bias, str approximate, bool save_pre) -> (Tensor out, Tensor pre)");
+  m.def("linear_residual(Tensor x, Tensor weight, Tensor? bias, Tensor residual) -> Tensor");
+  m.def("lp_matmul(Tensor x, Tensor weight, Tensor? bias, str epilogue, Tensor? residual, bool accumulate_fp16, "
+        "ScalarType out_dtype) -> Tensor");
 }
+
+// Every op picks its own precision, so autocast must not reach inside it: without this, the ATen
+// calls of a CPU path (and of the CUDA wrappers) would be recast to bf16/fp16 behind the op's back
+// (an fp32 log-sum-exp coming out bf16, an fp32-accumulated emulation computed in bf16). Autocast
+// passes the ops' inputs through unchanged, like PyTorch's own fused ops with explicit dtypes.
+namespace {
+constexpr const char* kOps[] = {"float_quantize", "fixed_point_quantize", "block_quantize",
+                                "attention_fwd", "attention_bwd", "layer_norm", "layer_norm_backward",
+                                "linear_gelu", "linear_residual", "lp_matmul"};
+
+void without_autocast(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  op.callBoxed(stack);
+}
+
+void register_autocast_passthrough(torch::Library& m) {
+  for (const char* name : kOps) m.impl(name, torch::CppFunction::makeFromBoxedFunction<&without_autocast>());
+}
+}  // namespace
+
+TORCH_LIBRARY_IMPL(vitfast, AutocastCPU, m) { register_autocast_passthrough(m); }
+TORCH_LIBRARY_IMPL(vitfast, AutocastCUDA, m) { register_autocast_passthrough(m); }

@@ -10,8 +10,8 @@ import torch
 
 import vitfast
 
-OPS = ["float_quantize", "fixed_point_quantize", "block_quantize", "attention_fwd", "attention_bwd"]
-FIRST_ARG = {"attention_fwd": "Tensor q", "attention_bwd": "Tensor grad_out"}
+OPS = ["float_quantize", "fixed_point_quantize", "block_quantize", "attention_fwd", "attention_bwd", "layer_norm",
+       "layer_norm_backward", "linear_gelu", "linear_residual", "lp_matmul"]
 
 
 def toolkit_present():
@@ -46,7 +46,15 @@ def test_cuda_binary_holds_sm80_sm90_and_ptx():
 def test_schemas_are_declared_once_in_the_vitfast_namespace():
     for op in OPS:
         schema = str(getattr(torch.ops.vitfast, op).default._schema)
-        assert schema.startswith(f"vitfast::{op}({FIRST_ARG.get(op, 'Tensor x')}")
+        assert schema.startswith(f"vitfast::{op}(Tensor ")
+
+
+def test_every_operator_keeps_autocast_out():
+    registered = sorted(n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("vitfast::"))
+    assert registered == sorted(OPS)
+    for op in OPS:
+        for key in ("AutocastCPU", "AutocastCUDA"):
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(f"vitfast::{op}", key), (op, key)
 
 
 def test_import_does_not_need_a_gpu():

@@ -1,7 +1,9 @@
 """python -m vitfast.check: exercise every installed operator on every device it was built for.
 
-Each operator runs on fresh adversarial data and is compared, bit for bit, with its pure-PyTorch
-twin (and CUDA with CPU where a GPU is present); then every named format's rounding error on
+Each quantizer runs on fresh adversarial data and is compared, bit for bit, with its pure-PyTorch
+twin (and CUDA with CPU where a GPU is present); the fused operators (layer_norm, linear_gelu,
+linear_residual, lp_matmul) are compared with their twins by relative error, within a tolerance for
+their precision (lp_matmul's CPU emulation bit for bit); then every named format's rounding error on
 Gaussian data is printed. Exits non-zero on any mismatch."""
 import argparse
 import sys
@@ -66,6 +68,8 @@ def main(argv=None):
                 print(f"{name:<22}{fmt:<22}{rounding:<14}{str(dtype)[6:]:<10}"
                       f"{'same' if ok_ref else 'DIFFERS':<9}{cuda_txt:<8}")
 
+    failures += _check_fused(g, cuda)
+
     x = torch.randn(1 << 20, generator=g)
     print(f"\n{'format':<10}{'relative RMS error on N(0,1)':<30}{'ms per 1M (CPU)':<16}")
     for fmt in FORMATS:
@@ -76,6 +80,51 @@ def main(argv=None):
         print(f"{fmt:<10}{err:<30.3e}{ms:<16.2f}")
     print(f"\n{'all operators agree with their references' if not failures else f'{failures} MISMATCHES'}")
     return 1 if failures else 0
+
+
+def _rel(a, b):
+    a, b = a.double().cpu(), b.double().cpu()
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def _check_fused(g, cuda):
+    """Relative error of each fused operator against its twin (tolerance by dtype); returns failures."""
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
+    x, res, w, b = r(394, 384), r(394, 384), r(384) + 1, r(384)
+    W1, b1, W2 = r(1536, 384) / 20, r(1536), r(384, 1536) / 40
+    cases = [
+        ("layer_norm", lambda d, t: ops.layer_norm(x.to(d, t), w.to(d), b.to(d), 1e-6, residual=res.to(d, t))[1],
+         lambda: ops.layer_norm_ref(x.double(), w.double(), b.double(), 1e-6, residual=res.double())[1]),
+        ("linear_gelu", lambda d, t: ops.linear_gelu(x.to(d, t), W1.to(d, t), b1.to(d, t)),
+         lambda: ops.linear_gelu_ref(x.double(), W1.double(), b1.double())),
+        ("linear_residual", lambda d, t: ops.linear_residual(ops.linear_gelu_ref(x, W1, b1).to(d, t), W2.to(d, t),
+                                                              b.to(d, t), res.to(d, t)),
+         lambda: ops.linear_residual_ref(ops.linear_gelu_ref(x, W1, b1).double(), W2.double(), b.double(),
+                                         res.double())),
+        ("lp_matmul fp32 acc", lambda d, t: ops.lp_matmul(x.to(d), W1.t().to(d), accumulate="fp32"),
+         lambda: x.half().double() @ W1.t().half().double()),
+        ("lp_matmul fp16 acc", lambda d, t: ops.lp_matmul(x.to(d), W1.t().to(d)),
+         lambda: x.half().double() @ W1.t().half().double()),
+    ]
+    tol = {torch.float32: 1e-5, torch.bfloat16: 1.5e-2, torch.float16: 2e-3}
+    failures = 0
+    print(f"\n{'fused operator':<22}{'dtype':<10}{'rel. err CPU':<14}{'rel. err CUDA':<14}{'tolerance':<10}")
+    for name, op, ref in cases:
+        for dtype in ((torch.float32,) if name.startswith("lp_") else (torch.float32, torch.bfloat16)):
+            want = ref()
+            limit = {"lp_matmul fp16 acc": 2e-3, "lp_matmul fp32 acc": 1e-5}.get(name, tol[dtype])
+            e_cpu = _rel(op("cpu", dtype), want)
+            e_cuda = _rel(op("cuda", dtype), want) if cuda else None
+            bad = e_cpu > limit or (e_cuda is not None and e_cuda > limit)
+            failures += bad
+            cuda_txt = "-" if e_cuda is None else f"{e_cuda:.2e}"
+            print(f"{name:<22}{str(dtype)[6:]:<10}{e_cpu:<14.2e}{cuda_txt:<14}{limit:<10.1e}{'  FAILS' if bad else ''}")
+    a, bm = x[:64].half(), W1.t()[:, :48].half()
+    twin = _same(ops.lp_matmul(a, bm).float(), ops.lp_matmul_ref(a, bm).float())
+    print(f"{'lp_matmul CPU emulation vs its twin':<46}{'same' if twin else 'DIFFERS'}")
+    return failures + (not twin)
 
 
 if __name__ == "__main__":

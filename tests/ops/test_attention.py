@@ -268,6 +268,20 @@ def test_opcheck(dtype):
                            lse.detach(), 0.25, False, True), test_utils=("test_schema", "test_faketensor"))
 
 
+@pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
+def test_autocast_leaves_the_op_alone(amp):
+    """Under autocast the op sees its inputs unchanged and computes exactly as outside it (its fp32
+    log-sum-exp stays fp32), forward and backward."""
+    q, k, v, bias = make_inputs(2, 3, 17, 32, amp, "cpu", bias_shape=(1, 3, 17, 17))
+    dout = torch.randn(2, 3, 17, 32).to(amp)
+    plain = run(attention, q, k, v, bias, dout)
+    with torch.autocast("cpu", dtype=amp):
+        inside = run(attention, q, k, v, bias, dout)
+    pairs = [(plain[0], inside[0])] + list(zip(plain[2], inside[2]))
+    for a, b in pairs:
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
 def test_torch_compile_fullgraph_forward_and_backward():
     q, k, v, bias = make_inputs(2, 2, 33, 32, torch.float32, "cpu", (1, 2, 33, 33))
 

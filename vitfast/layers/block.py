@@ -1,10 +1,18 @@
 """The pre-norm transformer block, timm's Block: x + ls1(attn(norm1(x))), then the same for the MLP.
 Attention, MLP and norm classes are injected, so fused or quantized layers swap in without forking
-a model, and its state dict keeps timm's keys."""
+a model, and its state dict keeps timm's keys.
+
+With the "vitfast" backend (and no act_quant hook, no return_attn) the block runs through the fused
+operators piece by piece (vitfast.layers.fused): norm1 as layer_norm; attention's projection + bias +
+residual add as linear_residual; norm2 as layer_norm, or fused with the residual add when the
+projection could not take it; fc1 + GELU as linear_gelu; fc2 + bias + residual add as linear_residual.
+A piece the fused ops do not cover (LayerScale, active drop path, ...) runs its eager form."""
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from . import backend as backends
+from . import fused
 from .attention import Attention
 from .drop import DropPath, LayerScale
 from .mlp import Mlp
@@ -25,9 +33,36 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.act_quant = None  # rounds the residual sums; set by vitfast.quant.prepare_qat
+        self.backend = backend  # None: the global backend (vitfast.layers.backend)
+
+    def _fused(self, return_attn):
+        return return_attn is None and self.act_quant is None and backends.resolve(self.backend) == "vitfast"
+
+    def _attn_part(self, x, attn_bias, fuse_norm2=True):
+        """(x + drop_path1(ls1(attn(norm1(x)))), norm2 of it or None), fused where vitfast.layers.fused
+        allows; norm2 is returned only when it was fused with the residual add (fuse_norm2)."""
+        h = fused.norm(self.norm1, x)
+        plain = fused.inactive(self.drop_path1, self.training) and isinstance(self.ls1, nn.Identity)
+        if plain and fused.attention_fusable(self.attn):
+            x = fused.attention_residual(self.attn, h, x, attn_bias)
+            return x, None
+        y = self.attn(h, attn_bias=attn_bias)
+        if plain and fuse_norm2 and fused.plain_layer_norm(self.norm2):
+            return fused.layer_norm(y, self.norm2.weight, self.norm2.bias, self.norm2.eps, residual=x)
+        return x + self.drop_path1(self.ls1(y)), None
+
+    def _mlp_part(self, x, h):
+        """x + drop_path2(ls2(mlp(h))) for the normalised h, fused where vitfast.layers.fused allows."""
+        if (fused.inactive(self.drop_path2, self.training) and isinstance(self.ls2, nn.Identity)
+                and fused.mlp_fusable(self.mlp)):
+            return fused.mlp_residual(self.mlp, h, x)
+        return x + self.drop_path2(self.ls2(self.mlp(h)))
 
     def forward(self, x, attn_bias=None, return_attn=None):
         """Returns x, or (x, attention logits/probs) when return_attn is "logits"/"probs"."""
+        if self._fused(return_attn):
+            x, h = self._attn_part(x, attn_bias)
+            return self._mlp_part(x, fused.norm(self.norm2, x) if h is None else h)
         y = self.attn(self.norm1(x), attn_bias=attn_bias, return_attn=return_attn)
         y, attn = y if return_attn else (y, None)
         q = self.act_quant or _identity

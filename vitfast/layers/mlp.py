@@ -1,5 +1,9 @@
-"""The transformer MLP with timm's names (fc1, act, drop1, norm, fc2, drop2)."""
+"""The transformer MLP with timm's names (fc1, act, drop1, norm, fc2, drop2). With the "vitfast"
+backend, fc1 + GELU run as one fused op (vitfast.ops.linear_gelu) where vitfast.layers.fused allows."""
 from torch import nn
+
+from . import backend as backends
+from . import fused
 
 
 class Mlp(nn.Module):
@@ -15,8 +19,11 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
         self.act_quant = None  # rounds the activation's output; set by vitfast.quant.prepare_qat
+        self.backend = None  # None: the global backend (vitfast.layers.backend)
 
     def forward(self, x):
+        if backends.resolve(self.backend) == "vitfast" and fused.mlp_fusable(self):
+            return self.fc2(fused.mlp_hidden(self, x))
         h = self.act(self.fc1(x))
         if self.act_quant is not None:
             h = self.act_quant(h)

@@ -81,6 +81,13 @@ class ReuseBlock(Block):
         """reused: (B, N, reuse_dim) channels for the MLP input (required with feature_reuse)."""
         if self.feature_reuse and reused is None:
             raise ValueError("this block reuses features: pass reused=(B, N, reuse_dim) channels")
+        if self._fused(return_attn):  # the vitfast backend: Block's fused pieces (vitfast.layers.fused)
+            from ..layers import fused
+
+            x, h = self._attn_part(x, attn_bias, fuse_norm2=not self.feature_reuse)
+            if h is None:
+                h = fused.norm(self.norm2, torch.cat([x, reused], dim=-1) if self.feature_reuse else x)
+            return self._mlp_part(x, h)
         y = self.attn(self.norm1(x), attn_bias=attn_bias, return_attn=return_attn)
         y, attn = y if return_attn else (y, None)
         q = getattr(self, "act_quant", None) or _identity  # Block's QAT hook on the residual sums

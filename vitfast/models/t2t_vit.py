@@ -74,14 +74,16 @@ class TokenPerformer(nn.Module):
 
     def random_features(self, u):
         """(B, T, emb) -> (B, T, m): exp(w u - |u|^2 / 2) / sqrt(m)."""
-        return torch.exp(u @ self.w.t() - (u * u).sum(-1, keepdim=True) / 2) / math.sqrt(self.m)
+        w = self.w.to(u.dtype)  # a bf16/fp16 model still draws its features in u's (wide) dtype
+        return torch.exp(u @ w.t() - (u * u).sum(-1, keepdim=True) / 2) / math.sqrt(self.m)
 
     def attention(self, x):
         k, q, v = self.kqv(x).split(self.emb, dim=-1)  # the official order is k, q, v
-        # exp() of unnormalised features overflows in half precision: this part runs in fp32.
+        # exp() of unnormalised features overflows in half precision: this part runs in fp32 (or wider).
+        wide = torch.promote_types(k.dtype, torch.float32)
         with _no_autocast(x.device):
-            kp, qp = self.random_features(k.float()), self.random_features(q.float())  # (B, T, m)
-            kv = kp.transpose(1, 2) @ v.float()  # (B, m, emb)
+            kp, qp = self.random_features(k.to(wide)), self.random_features(q.to(wide))  # (B, T, m)
+            kv = kp.transpose(1, 2) @ v.to(wide)  # (B, m, emb)
             den = qp @ kp.sum(dim=1).unsqueeze(-1)  # (B, T, 1)
             y = (qp @ kv) / (den + self.epsilon)
         return v + self.dp(self.proj(y.to(v.dtype)))

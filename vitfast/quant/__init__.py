@@ -4,6 +4,7 @@ from .functional import quantize
 from .number import FORMATS, BlockFloatingPoint, FixedPoint, FloatingPoint, as_number
 from .optim import OptimLP
 from .qat import QATModule, convert_ptq, is_quantized, model_size_bytes, prepare_qat, strip_qat
+from .lowp import route_lowp, unroute_lowp
 from .quantizer import Quantizer, quantizer
 from .recipes import RECIPES, Recipe, parse_format, parse_recipe
 
@@ -12,5 +13,6 @@ __all__ = [
     "float_quantize", "fixed_point_quantize", "block_quantize", "quantize",
     "Quantizer", "quantizer", "OptimLP",
     "prepare_qat", "strip_qat", "is_quantized", "convert_ptq", "model_size_bytes", "QATModule",
+    "route_lowp", "unroute_lowp",
     "Recipe", "RECIPES", "parse_recipe", "parse_format",
 ]

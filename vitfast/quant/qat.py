@@ -377,7 +377,9 @@ def convert_ptq(model, recipe, rounding="nearest", *, exclude=(), calib_data=Non
     transforms their weights first, such as a weight-standardised conv, round the transformed weight at
     each call instead, as in QAT), and the same rounding
     points as prepare_qat(recipe) for the activations. Its output equals the eval-mode output of
-    prepare_qat(copy, recipe) bit for bit. The FP32 recipe gives a plain frozen eval copy.
+    prepare_qat(copy, recipe) bit for bit, except FP16_16 / FP16_32 on a GPU, whose linear layers run on
+    vitfast.ops.lp_matmul (a real fp16 / fp32 accumulator; see vitfast.quant.lowp). The FP32 recipe
+    gives a plain frozen eval copy.
 
     Scaled recipes (INT8, FP8_E4M3_SCALED, FP8_E5M2_SCALED): weights stored rounded with per-channel
     scales; activation scales static, calibrated on up to `calib_steps` batches of `calib_data` (inputs
@@ -400,8 +402,13 @@ def convert_ptq(model, recipe, rounding="nearest", *, exclude=(), calib_data=Non
             for p in module._parameters.values():
                 if p is not None and p.is_floating_point():
                     p.copy_(module.qat.weight(p))
-    if recipe.is_scaled and calib_data is not None:
-        calibrate_scaled(ptq, calib_data, calib_steps)
+    if recipe.is_scaled:
+        if calib_data is not None:
+            calibrate_scaled(ptq, calib_data, calib_steps)
+        return ptq
+    from .lowp import route_lowp  # (lowp builds on this module's QATLinear)
+
+    route_lowp(ptq, recipe, on="cuda", qat_only=True)  # FP16_16 / FP16_32: lp_matmul on GPUs, see lowp
     return ptq
 
 

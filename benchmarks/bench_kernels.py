@@ -1,0 +1,110 @@
+"""Kernel-level timings of the fused ops against what they replace, at ViT shapes, on one GPU.
+
+    python benchmarks/bench_kernels.py [--batch 256] [--repeats 50] [--out FILE]
+
+For ViT-Ti/S/B/L token matrices (M = batch * 197): linear_gelu (fc1) against F.gelu(F.linear(...)),
+linear_residual (fc2, proj) against F.linear(...) + residual, lp_matmul FP16_16 / FP16_32 against
+torch's fp16 matmul with and without allow_fp16_accumulation, layer_norm (+ residual) against
+F.layer_norm (and x + r first); forward and, for the training ops, forward + backward. Reports the
+median time (CUDA events, after warm-up, inputs rotated over more than the L2 size), TFLOP/s for the
+products and GB/s (bytes each op must move) for layer_norm, and the ratio to the PyTorch peer.
+"""
+import argparse
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+WIDTHS = {"vit_tiny": 192, "vit_small": 384, "vit_base": 768, "vit_large": 1024}
+
+
+def bench(fn, inputs, repeats, warmup=5):
+    """Median ms of fn(*inputs[i % len(inputs)])."""
+    for i in range(warmup):
+        fn(*inputs[i % len(inputs)])
+    torch.cuda.synchronize()
+    times = []
+    for i in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(*inputs[i % len(inputs)])
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), min(times), max(times)
+
+
+def rotated(make, bytes_each, l2=60 * 2**20):
+    return [make() for _ in range(max(2, min(8, 3 * l2 // max(bytes_each, 1) + 1)))]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_kernels.py needs a CUDA GPU")
+    from vitfast.ops import layer_norm, linear_gelu, linear_residual, lp_matmul
+
+    dev, bf = "cuda", torch.bfloat16
+    M = args.batch * 197
+    lines = [f"# bench_kernels.py: {torch.cuda.get_device_name()}, torch {torch.__version__}, M = {M}", "",
+             "| op | shape | ours ms | peer ms | ours/peer speed | ours TFLOP/s or GB/s |", "|---|---|---|---|---|---|"]
+
+    def row(op, shape, ours, peer, work, unit):
+        rate = work / (ours[0] * 1e-3) / (1e12 if unit == "TFLOP/s" else 1e9)
+        line = f"| {op} | {shape} | {ours[0]:.3f} | {peer[0]:.3f} | {peer[0] / ours[0]:.2f}x | {rate:,.0f} {unit} |"
+        lines.append(line)
+        print(line, flush=True)
+
+    for name, D in WIDTHS.items():
+        H = 4 * D
+        for K, N, what in ((D, H, "fc1"), (H, D, "fc2"), (D, D, "proj")):
+            w = torch.randn(N, K, device=dev, dtype=bf) / K**0.5
+            b = torch.randn(N, device=dev, dtype=bf)
+            xs = rotated(lambda: (torch.randn(M, K, device=dev, dtype=bf), torch.randn(M, N, device=dev, dtype=bf)),
+                         M * (K + N) * 2)
+            flops = 2 * M * N * K
+            if what == "fc1":
+                ours = bench(lambda x, r: linear_gelu(x, w, b), xs, args.repeats)
+                peer = bench(lambda x, r: F.gelu(F.linear(x, w, b)), xs, args.repeats)
+                row(f"{name} linear_gelu fwd", f"{M}x{K}->{N}", ours, peer, flops, "TFLOP/s")
+            else:
+                ours = bench(lambda x, r: linear_residual(x, w, b, r), xs, args.repeats)
+                peer = bench(lambda x, r: F.linear(x, w, b) + r, xs, args.repeats)
+                row(f"{name} linear_residual fwd ({what})", f"{M}x{K}->{N}", ours, peer, flops, "TFLOP/s")
+            wh, xh = w.half(), [(x.half(), r) for x, r in xs]
+            for acc in ("fp16", "fp32"):
+                ours = bench(lambda x, r: lp_matmul(x, wh.t(), accumulate=acc), xh, args.repeats)
+                old = torch.backends.cuda.matmul.allow_fp16_accumulation
+                torch.backends.cuda.matmul.allow_fp16_accumulation = acc == "fp16"
+                try:
+                    peer = bench(lambda x, r: x @ wh.t(), xh, args.repeats)
+                finally:
+                    torch.backends.cuda.matmul.allow_fp16_accumulation = old
+                row(f"{name} lp_matmul {acc} acc ({what})", f"{M}x{K}->{N}", ours, peer, flops, "TFLOP/s")
+        g, be = torch.rand(D, device=dev) + 0.5, torch.randn(D, device=dev)
+        xs = rotated(lambda: (torch.randn(M, D, device=dev, dtype=bf), torch.randn(M, D, device=dev, dtype=bf)), M * D * 6)
+        ours = bench(lambda x, r: layer_norm(x, g, be, 1e-6, residual=r), xs, args.repeats)
+        peer = bench(lambda x, r: F.layer_norm(x + r, (D,), g.to(bf), be.to(bf), 1e-6), xs, args.repeats)
+        row(f"{name} layer_norm + residual fwd", f"{M}x{D}", ours, peer, M * D * 2 * 4, "GB/s")
+        ours = bench(lambda x, r: layer_norm(x, g, be, 1e-6), xs, args.repeats)
+        peer = bench(lambda x, r: F.layer_norm(x, (D,), g.to(bf), be.to(bf), 1e-6), xs, args.repeats)
+        row(f"{name} layer_norm fwd", f"{M}x{D}", ours, peer, M * D * 2 * 2, "GB/s")
+        xg = [(x.requires_grad_(), r) for x, r in xs]
+        dy = torch.randn(M, D, device=dev, dtype=bf)
+        gg, bb = g.clone().requires_grad_(), be.clone().requires_grad_()
+        ours = bench(lambda x, r: torch.autograd.grad(layer_norm(x, gg, bb, 1e-6), (x, gg, bb), dy), xg, args.repeats)
+        gb, bbb = g.to(bf).requires_grad_(), be.to(bf).requires_grad_()
+        peer = bench(lambda x, r: torch.autograd.grad(F.layer_norm(x, (D,), gb, bbb, 1e-6), (x, gb, bbb), dy), xg,
+                     args.repeats)
+        row(f"{name} layer_norm fwd+bwd", f"{M}x{D}", ours, peer, M * D * 2 * 5, "GB/s")
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""End-to-end images/s of the models: vitfast's fused backend against timm eager (SDPA) and
+torch.compile(timm), training and inference in bf16; FP16_16 / FP16_32 inference on lp_matmul against
+plain fp16 and against the fake-quantized emulation; peak memory per image. One process, one GPU.
+
+    python benchmarks/bench_models.py [--models M ...] [--batch-sizes 256 512 1024] [--max-autotune]
+                                      [--no-train] [--no-lowp] [--repeats R] [--out FILE]
+    python benchmarks/bench_models.py --device cpu --quick     # a smoke run of every code path (seconds)
+    VITFAST_FUSED_GEMM=0 python benchmarks/bench_models.py ...  # linear_gelu/_residual on cuBLAS + ATen instead
+
+Timing: CUDA events around each call after warm-up calls, the median of --repeats (the spread, min to
+max, is printed beside it); inputs are random (never zeros) and drawn afresh per case. Training = one
+forward, backward and AdamW step under bf16 autocast (fp32 master weights), for every variant alike.
+Inference runs the model in bf16 (its parameters cast), eval mode, no_grad. Models timm lacks
+(dvt_t2t_vit_14) use vitfast's own model with the "sdpa" backend as the eager baseline. torch.compile
+uses mode "default" (and "max-autotune" with --max-autotune). Peak memory: torch.cuda.max_memory_allocated
+over the timed calls, less what was allocated before, per image.
+"""
+import argparse
+import datetime
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+
+MODELS = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224",
+          "deit_small_patch16_224", "dvt_t2t_vit_14"]
+QUICK = dict(models=["vit_tiny_patch16_224", "dvt_t2t_vit_14"], batch_sizes=[2], img_size=32, depth=1, repeats=2)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=MODELS)
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[256, 512, 1024])
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--quick", action="store_true", help="tiny models and batches: checks every path, times nothing useful")
+    p.add_argument("--max-autotune", action="store_true", help="also torch.compile(mode='max-autotune')")
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--no-train", action="store_true")
+    p.add_argument("--no-lowp", action="store_true")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--out", default=None, help="write the markdown table here as well")
+    return p.parse_args(argv)
+
+
+class Timer:
+    def __init__(self, device, warmup, repeats):
+        self.device, self.warmup, self.repeats = device, warmup, repeats
+
+    def __call__(self, fn):
+        """(median ms, min ms, max ms, peak bytes above the baseline) of fn()."""
+        cuda = self.device == "cuda"
+        for _ in range(self.warmup):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(self.repeats):
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        peak = torch.cuda.max_memory_allocated() - base if cuda else 0
+        return statistics.median(times), min(times), max(times), peak
+
+
+def build(name, source, kw):
+    """A model from timm or vitfast (None when the source lacks it), on the CPU in fp32."""
+    import vitfast
+    from vitfast.models import dvt, t2t_vit  # noqa: F401  (registers the models)
+
+    torch.manual_seed(0)
+    if source == "timm":
+        import timm
+
+        if not timm.is_model(name):
+            return None
+        return timm.create_model(name, pretrained=False, **kw)
+    return vitfast.create_model(name, **kw)
+
+
+def variants(name, kw, args):
+    """[(label, model factory, backend or None, compile mode or None)] for the bf16 comparisons."""
+    import timm
+
+    base = ("timm eager (SDPA)", lambda: build(name, "timm", kw), None, None) if timm.is_model(name) else \
+        ("vitfast sdpa (eager baseline)", lambda: build(name, "vitfast", kw), "sdpa", None)
+    out = [base]
+    if not args.no_compile:
+        out.append((f"torch.compile({base[0].split(' ')[0]})", base[1], base[2], "default"))
+        if args.max_autotune:
+            out.append((f"torch.compile({base[0].split(' ')[0]}, max-autotune)", base[1], base[2], "max-autotune"))
+    out.append(("vitfast backend", lambda: build(name, "vitfast", kw), "vitfast", None))
+    return out
+
+
+def prepare(factory, backend, compile_mode, device, dtype):
+    from vitfast.layers import set_model_backend
+
+    model = factory()
+    if backend is not None:
+        set_model_backend(model, backend)
+    model = model.to(device=device, dtype=dtype)
+    run = torch.compile(model, mode=compile_mode) if compile_mode else model
+    return model, run
+
+
+def images(batch, size, device, dtype=torch.float32):
+    return torch.randn(batch, 3, size, size, device=device).to(dtype)
+
+
+def logits_sum(out):
+    return sum(o.float().sum() for o in out) if isinstance(out, (list, tuple)) else out.float().sum()
+
+
+def bench_inference(run, x):
+    def step():
+        with torch.no_grad():
+            run(x)
+    return step
+
+
+def bench_training(model, run, x, device):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = logits_sum(run(x))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def measure(rows, timer, model_name, batch, mode, label, make_step, device):
+    try:
+        ms, lo, hi, peak = timer(make_step())
+        rows.append((model_name, batch, mode, label, batch / ms * 1e3, lo, hi, ms, peak / batch / 2**20))
+    except torch.cuda.OutOfMemoryError:
+        rows.append((model_name, batch, mode, label, None, None, None, None, "OOM"))
+    except Exception as e:  # a variant that cannot run is reported, not fatal
+        rows.append((model_name, batch, mode, label, None, None, None, None, f"{type(e).__name__}: {str(e)[:60]}"))
+    finally:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    print(format_row(rows[-1], rows), flush=True)
+
+
+def lowp_variants(name, kw):
+    """FP16 inference: plain fp16; every nn.Linear on lp_matmul and nothing else changed (route_lowp:
+    FP16_16 in an fp16 model, FP16_32 in an fp32 model); the full recipes (convert_ptq, which on a GPU
+    puts its linear layers on lp_matmul and keeps the emulation's other rounding points, including the
+    eager attention core) and the recipes' fake-quantized emulation (prepare_qat, eval)."""
+    from vitfast.quant import convert_ptq, prepare_qat, route_lowp
+
+    def plain():
+        return build(name, "vitfast", kw).half().eval()
+
+    out = [("plain fp16 (vitfast sdpa)", plain, torch.float16),
+           ("FP16_16 route_lowp (fp16 model)", lambda: route_lowp(plain(), "FP16_16"), torch.float16),
+           ("FP16_32 route_lowp (fp32 model)", lambda: route_lowp(build(name, "vitfast", kw).eval(), "FP16_32"),
+            torch.float32)]
+    for recipe in ("FP16_16", "FP16_32"):
+        out.append((f"{recipe} convert_ptq (lp_matmul)", lambda r=recipe: convert_ptq(build(name, "vitfast", kw), r), torch.float32))
+        out.append((f"{recipe} fake-quant emulation", lambda r=recipe: prepare_qat(build(name, "vitfast", kw), r).eval(),
+                    torch.float32))
+    return out
+
+
+def format_row(row, rows):
+    model, batch, mode, label, ips, lo, hi, ms, mem = row
+    if ips is None:
+        return f"| {model} | {batch} | {mode} | {label} | {mem} | | | |"
+    ref = next((r[4] for r in rows if r[0] == model and r[1] == batch and r[2] == mode and r[4]), None)
+    ratio = f"{ips / ref:.2f}x" if ref else ""
+    spread = f"{batch / hi * 1e3:,.0f}-{batch / lo * 1e3:,.0f}"
+    return f"| {model} | {batch} | {mode} | {label} | {ips:,.0f} | {spread} | {ratio} | {mem:.1f} |"
+
+
+def header(device):
+    lines = [f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}"]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except OSError:
+        commit = "unknown"
+    lines.append(f"commit: {commit or 'unknown'}")
+    lines.append(f"torch {torch.__version__}, CUDA {torch.version.cuda}")
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        try:
+            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                    capture_output=True, text=True).stdout.strip().splitlines()[0]
+        except (OSError, IndexError):
+            driver = "unknown"
+        lines.append(f"GPU: {props.name} ({props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB), "
+                     f"driver {driver}")
+    else:
+        lines.append(f"CPU: {os.cpu_count()} cores, {torch.get_num_threads()} threads (smoke run: not a benchmark)")
+    return lines
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_models.py needs a CUDA GPU (none is visible). For a smoke run of every code path on the "
+                 "CPU: python benchmarks/bench_models.py --device cpu --quick")
+    import vitfast
+
+    if args.device == "cuda" and not vitfast.has_cuda_kernels():
+        sys.exit("vitfast was built without its CUDA kernels: rebuild it with a CUDA toolkit")
+    kw, sizes = {}, args.batch_sizes
+    if args.quick:
+        args.models, sizes, args.repeats, args.warmup = QUICK["models"], QUICK["batch_sizes"], QUICK["repeats"], 1
+        kw = dict(img_size=QUICK["img_size"], depth=QUICK["depth"], num_classes=10)
+    device = args.device
+    warnings.filterwarnings("ignore", message="vitfast backend: attention falls back")
+    timer = Timer(device, args.warmup, args.repeats)
+    rows = []
+    print("| model | batch | mode | variant | img/s (median) | img/s (min-max) | vs first | peak MiB/img |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.models:
+        model_kw = dict(kw)
+        if name == "dvt_t2t_vit_14" and args.quick:
+            model_kw["depth"] = 1
+        size = model_kw.get("img_size", 224)
+        for batch in sizes:
+            for label, factory, backend, mode in variants(name, model_kw, args):
+                if args.quick and mode is not None:
+                    continue  # compiling takes minutes: not in a smoke run
+                model, run = prepare(factory, backend, mode, device, torch.bfloat16)
+                model.eval()
+                x = images(batch, size, device, torch.bfloat16)
+                measure(rows, timer, name, batch, "inference bf16", label, lambda: bench_inference(run, x), device)
+                if not args.no_train:
+                    model, run = prepare(factory, backend, mode, device, torch.float32)
+                    model.train()
+                    x = images(batch, size, device)
+                    measure(rows, timer, name, batch, "training bf16 autocast", label,
+                            lambda: bench_training(model, run, x, device), device)
+                model = run = None  # free before the next variant
+            if not args.no_lowp:
+                for label, factory, dtype in lowp_variants(name, model_kw):
+                    model = factory().to(device).eval()
+                    x = images(batch, size, device, dtype)
+                    measure(rows, timer, name, batch, "inference fp16 formats", label,
+                            lambda: bench_inference(model, x), device)
+                    model = None
+    table = ["| model | batch | mode | variant | img/s (median) | img/s (min-max) | vs first | peak MiB/img |",
+             "|---|---|---|---|---|---|---|---|"] + [format_row(r, rows) for r in rows]
+    text = "\n".join(["# bench_models.py", ""] + [f"- {line}" for line in header(device)] + [""] + table) + "\n"
+    print()
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

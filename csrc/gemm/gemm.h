@@ -1,0 +1,60 @@
+#pragma once
+// The tensor-core GEMM behind lp_matmul, linear_gelu and linear_residual:
+//   out (M, N) = epilogue(a (M, K) @ b (N, K)^T)   (b is an nn.Linear weight: row n holds output n)
+// a and b row-major, contiguous, 16-byte aligned, K % 8 == 0. The epilogue runs in fp32 on the
+// accumulator: + bias[n], then GELU or + residual[m, n], one rounding into out's dtype.
+#include <cstdint>
+
+#include <ATen/ATen.h>
+
+namespace vitfast::gemm {
+
+enum Epilogue : int { kNone = 0, kGeluErf = 1, kGeluTanh = 2, kResidual = 3 };
+
+struct GemmParams {
+  const void* a = nullptr;
+  const void* b = nullptr;
+  const float* bias = nullptr;      // (N) or null
+  const void* residual = nullptr;   // (M, N) in out's dtype, for kResidual
+  void* out = nullptr;              // (M, N)
+  void* pre = nullptr;              // (M, N) in the operand dtype: GELU's input, rounded (linear_gelu) or null
+  int64_t M = 0;
+  int N = 0, K = 0;
+  int epilogue = kNone;
+  bool round_pre = false;  // GELU of the pre-activation rounded to the operand dtype (as F.gelu(F.linear()))
+  bool out_f32 = false;    // out and residual are float32, else the operand dtype
+};
+
+// operand: at::kHalf or at::kBFloat16; accumulate_fp16 (kHalf only): HMMA.F16, an fp16 accumulator.
+void launch_mma_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16);
+
+// Host-side argument checks shared by the CPU and CUDA ops. Returns (M, N, K).
+inline std::tuple<int64_t, int64_t, int64_t> check_linear(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                                                         const std::optional<at::Tensor>& bias, bool same_dtype = true) {
+  TORCH_CHECK(x.dim() >= 1, op, ": x must have at least one dimension");
+  TORCH_CHECK(weight.dim() == 2, op, ": weight must be 2-D (out_features, in_features), got ", weight.sizes());
+  const int64_t K = x.size(-1), N = weight.size(0);
+  TORCH_CHECK(weight.size(1) == K, op, ": weight.size(1) (", weight.size(1), ") must equal x's last dimension (", K, ")");
+  TORCH_CHECK(weight.device() == x.device(), op, ": weight must be on x's device");
+  if (same_dtype) {
+    TORCH_CHECK(weight.scalar_type() == x.scalar_type(), op, ": weight must have x's dtype ", x.scalar_type(), ", got ",
+                weight.scalar_type());
+  }
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, op, ": bias must have shape (", N, "), got ", bias->sizes());
+    TORCH_CHECK(bias->device() == x.device(), op, ": bias must be on x's device");
+    if (same_dtype) {
+      TORCH_CHECK(bias->scalar_type() == x.scalar_type(), op, ": bias must have x's dtype ", x.scalar_type(), ", got ",
+                  bias->scalar_type());
+    }
+  }
+  return {K == 0 ? 0 : x.numel() / K, N, K};
+}
+
+inline std::vector<int64_t> out_shape(const at::Tensor& x, int64_t N) {
+  std::vector<int64_t> s(x.sizes().begin(), x.sizes().end());
+  s.back() = N;
+  return s;
+}
+
+}  // namespace vitfast::gemm

@@ -1,0 +1,40 @@
+#pragma once
+// What linear_gelu and linear_residual share on the GPU: operands made GEMM-ready.
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "gemm/gemm.h"
+
+namespace vitfast::gemm {
+
+inline bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+// Contiguous and 16-byte aligned (cp.async); a fresh allocation is both.
+inline at::Tensor dense(const at::Tensor& t) { return !t.is_contiguous() ? t.contiguous() : aligned16(t) ? t : t.clone(); }
+
+// The fused kernel takes fp16/bf16 operands with K % 8 == 0; anything else runs ATen's ops, as does
+// everything when the environment sets VITFAST_FUSED_GEMM=0 (read once): the same op on cuBLAS plus
+// separate elementwise kernels, to compare the two on a GPU without rebuilding.
+inline bool fused_gemm_applies(const at::Tensor& x, int64_t K) {
+  static const bool enabled = [] {
+    const char* v = std::getenv("VITFAST_FUSED_GEMM");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return enabled && (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) && K % 8 == 0 && K > 0;
+}
+
+inline GemmParams linear_params(const at::Tensor& a, const at::Tensor& w, const at::Tensor& bias_f32, at::Tensor& out,
+                                int64_t M, int64_t N, int64_t K) {
+  GemmParams p;
+  p.a = a.data_ptr();
+  p.b = w.data_ptr();
+  p.bias = bias_f32.defined() ? bias_f32.data_ptr<float>() : nullptr;
+  p.out = out.data_ptr();
+  p.M = M;
+  p.N = static_cast<int>(N);
+  p.K = static_cast<int>(K);
+  return p;
+}
+
+}  // namespace vitfast::gemm

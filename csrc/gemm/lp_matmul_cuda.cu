@@ -1,0 +1,51 @@
+// lp_matmul on the GPU: fp16 operands on tensor cores, fp16 (HMMA.16816.F16) or fp32 accumulators.
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "gemm/lp_matmul.h"
+
+namespace vitfast::gemm {
+namespace {
+
+bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+at::Tensor dense(const at::Tensor& t) { return !t.is_contiguous() ? t.contiguous() : aligned16(t) ? t : t.clone(); }
+
+at::Tensor lp_matmul_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                          c10::string_view epilogue, const std::optional<at::Tensor>& residual, bool accumulate_fp16,
+                          at::ScalarType out_dtype) {
+  const auto [M, N, K, epi] =
+      check_lp_matmul(x, weight, bias, std::string(epilogue), residual, accumulate_fp16, out_dtype);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor a = dense(x.reshape({M, K})), b = dense(weight);
+  const at::Tensor bf = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor r = residual.has_value() ? residual->reshape({M, N}).contiguous() : at::Tensor();
+  at::Tensor out = at::empty({M, N}, x.options().dtype(out_dtype));
+  GemmParams p;
+  p.a = a.data_ptr();
+  p.b = b.data_ptr();
+  p.bias = bf.defined() ? bf.data_ptr<float>() : nullptr;
+  p.residual = r.defined() ? r.data_ptr() : nullptr;
+  p.out = out.data_ptr();
+  p.M = M;
+  p.N = static_cast<int>(N);
+  p.K = static_cast<int>(K);
+  p.epilogue = epi;
+  p.out_f32 = out_dtype == at::kFloat;
+  if (K == 0) {
+    out.zero_();  // empty sums; the epilogue still applies
+    at::Tensor v = out.to(at::kFloat);
+    if (bf.defined()) v = v + bf;
+    if (epi == kGeluErf) v = at::gelu(v, "none");
+    if (epi == kGeluTanh) v = at::gelu(v, "tanh");
+    if (epi == kResidual) v = v + r.to(at::kFloat);
+    return v.to(out_dtype).reshape(out_shape(x, N));
+  }
+  launch_mma_gemm(p, at::kHalf, accumulate_fp16);
+  return out.reshape(out_shape(x, N));
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(vitfast, CUDA, m) { m.impl("lp_matmul", &lp_matmul_cuda); }
+
+}  // namespace vitfast::gemm

@@ -1,0 +1,341 @@
+// layer_norm on the GPU. Forward and dx: one warp per row, 8 elements (one 16-byte load for 16-bit
+// types) per lane per step; rows up to kMaxVec*256 elements stay in registers (every ViT width up to
+// 1536), wider rows are re-read from memory (L1/L2) instead. Statistics in fp32, the variance in a
+// second pass over the centred values. dweight/dbias: per-block column partial sums in fp32, summed
+// over blocks by ATen (deterministic: no atomics).
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "fp_convert.cuh"
+
+#include "norm/layer_norm.h"
+
+namespace vitfast {
+namespace {
+
+constexpr int kRowsPerBlock = 8;  // warps per block in the row kernels
+constexpr int kMaxVec = 6;        // cached rows: up to 6 * 32 lanes * 8 elements = 1536
+
+// Eight consecutive elements of a row <-> eight floats.
+template <typename T>
+struct Vec8 {
+  static __device__ __forceinline__ void load(const T* p, float (&v)[8]) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = to_float(e[j]);
+  }
+  static __device__ __forceinline__ void store(T* p, const float (&v)[8]) {
+    uint4 raw;
+    T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) e[j] = from_float<T>(v[j]);
+    *reinterpret_cast<uint4*>(p) = raw;
+  }
+};
+
+template <>
+struct Vec8<float> {
+  static __device__ __forceinline__ void load(const float* p, float (&v)[8]) {
+    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+  }
+  static __device__ __forceinline__ void store(float* p, const float (&v)[8]) {
+    reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+  }
+};
+
+__device__ __forceinline__ float warp_sum(float s) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  return s;
+}
+
+// x + residual, rounded to T (the stored sum) and returned as floats; or x alone.
+template <typename T>
+__device__ __forceinline__ void load_input(const T* x, const T* res, T* sum, int64_t off, float (&v)[8]) {
+  Vec8<T>::load(x + off, v);
+  if (res != nullptr) {
+    float r[8];
+    Vec8<T>::load(res + off, r);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = to_float(from_float<T>(v[j] + r[j]));
+    Vec8<T>::store(sum + off, v);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void normalise_store(T* out, const float* gamma, const float* beta, int64_t off, int c,
+                                                float mean, float rstd, const float (&v)[8]) {
+  float g[8], b[8], y[8];
+  Vec8<float>::load(gamma + c, g);
+  Vec8<float>::load(beta + c, b);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) y[j] = (v[j] - mean) * rstd * g[j] + b[j];
+  Vec8<T>::store(out + off, y);
+}
+
+template <typename T, bool kCached>
+__global__ void __launch_bounds__(kRowsPerBlock * 32) layer_norm_fwd_kernel(
+    const T* __restrict__ x, const T* __restrict__ res, const float* __restrict__ gamma, const float* __restrict__ beta,
+    T* __restrict__ out, T* __restrict__ sum, float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t rows,
+    int D, float eps) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int nvec = D / 8;
+  const int64_t base = row * D;
+  const T* src = res != nullptr ? sum : x;  // where the uncached passes re-read the row
+  float s = 0.f;
+  float cache[kCached ? kMaxVec : 1][8];
+  if constexpr (kCached) {
+#pragma unroll
+    for (int i = 0; i < kMaxVec; ++i) {
+      const int c = (i * 32 + lane) * 8;
+      if (c < D) {
+        load_input(x, res, sum, base + c, cache[i]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s += cache[i][j];
+      }
+    }
+  } else {
+    for (int i = lane; i < nvec; i += 32) {
+      float v[8];
+      load_input(x, res, sum, base + i * 8, v);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s += v[j];
+    }
+    // The passes below re-read `sum`, each lane only the vectors it wrote itself: no barrier needed.
+  }
+  const float mean = warp_sum(s) / D;
+  float q = 0.f;
+  if constexpr (kCached) {
+#pragma unroll
+    for (int i = 0; i < kMaxVec; ++i) {
+      if ((i * 32 + lane) * 8 < D) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) q += (cache[i][j] - mean) * (cache[i][j] - mean);
+      }
+    }
+  } else {
+    for (int i = lane; i < nvec; i += 32) {
+      float v[8];
+      Vec8<T>::load(src + base + i * 8, v);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) q += (v[j] - mean) * (v[j] - mean);
+    }
+  }
+  const float rstd = rsqrtf(warp_sum(q) / D + eps);
+  if constexpr (kCached) {
+#pragma unroll
+    for (int i = 0; i < kMaxVec; ++i) {
+      const int c = (i * 32 + lane) * 8;
+      if (c < D) normalise_store(out, gamma, beta, base + c, c, mean, rstd, cache[i]);
+    }
+  } else {
+    for (int i = lane; i < nvec; i += 32) {
+      float v[8];
+      Vec8<T>::load(src + base + i * 8, v);
+      normalise_store(out, gamma, beta, base + i * 8, i * 8, mean, rstd, v);
+    }
+  }
+  if (lane == 0) {
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) + dsum, with g = dy * gamma.
+template <typename T, bool kCached>
+__global__ void __launch_bounds__(kRowsPerBlock * 32) layer_norm_bwd_dx_kernel(
+    const T* __restrict__ dy, const T* __restrict__ dsum, const T* __restrict__ x, const float* __restrict__ gamma,
+    const float* __restrict__ mean_in, const float* __restrict__ rstd_in, T* __restrict__ dx, int64_t rows, int D) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int nvec = D / 8;
+  const int64_t base = row * D;
+  const float mean = mean_in[row], rstd = rstd_in[row];
+  float cg[kCached ? kMaxVec : 1][8], ch[kCached ? kMaxVec : 1][8];
+  auto load_gh = [&](int c, float (&g)[8], float (&h)[8]) {
+    float w[8];
+    Vec8<T>::load(dy + base + c, g);
+    Vec8<T>::load(x + base + c, h);
+    Vec8<float>::load(gamma + c, w);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      g[j] *= w[j];
+      h[j] = (h[j] - mean) * rstd;
+    }
+  };
+  float a = 0.f, b = 0.f;
+  if constexpr (kCached) {
+#pragma unroll
+    for (int i = 0; i < kMaxVec; ++i) {
+      const int c = (i * 32 + lane) * 8;
+      if (c < D) {
+        load_gh(c, cg[i], ch[i]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          a += cg[i][j];
+          b += cg[i][j] * ch[i][j];
+        }
+      }
+    }
+  } else {
+    for (int i = lane; i < nvec; i += 32) {
+      float g[8], h[8];
+      load_gh(i * 8, g, h);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        a += g[j];
+        b += g[j] * h[j];
+      }
+    }
+  }
+  a = warp_sum(a) / D;
+  b = warp_sum(b) / D;
+  auto store = [&](int c, const float (&g)[8], const float (&h)[8]) {
+    float d[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) d[j] = rstd * (g[j] - a - h[j] * b);
+    if (dsum != nullptr) {
+      float e[8];
+      Vec8<T>::load(dsum + base + c, e);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) d[j] += e[j];
+    }
+    Vec8<T>::store(dx + base + c, d);
+  };
+  if constexpr (kCached) {
+#pragma unroll
+    for (int i = 0; i < kMaxVec; ++i) {
+      const int c = (i * 32 + lane) * 8;
+      if (c < D) store(c, cg[i], ch[i]);
+    }
+  } else {
+    for (int i = lane; i < nvec; i += 32) {
+      float g[8], h[8];
+      load_gh(i * 8, g, h);
+      store(i * 8, g, h);
+    }
+  }
+}
+
+// Column sums of dy * xhat and dy over a slice of rows: block (32 columns) x (8 row lanes).
+template <typename T>
+__global__ void __launch_bounds__(256) layer_norm_bwd_params_kernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                                                    const float* __restrict__ mean_in,
+                                                                    const float* __restrict__ rstd_in,
+                                                                    float* __restrict__ part_dw,
+                                                                    float* __restrict__ part_db, int64_t rows, int D) {
+  __shared__ float sdw[8][33], sdb[8][33];
+  const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+  const int col = blockIdx.x * 32 + tx;
+  float dw = 0.f, db = 0.f;
+  if (col < D) {
+    for (int64_t r = static_cast<int64_t>(blockIdx.y) * 8 + ty; r < rows; r += static_cast<int64_t>(gridDim.y) * 8) {
+      const float g = to_float(dy[r * D + col]);
+      dw += g * (to_float(x[r * D + col]) - mean_in[r]) * rstd_in[r];
+      db += g;
+    }
+  }
+  sdw[ty][tx] = dw;
+  sdb[ty][tx] = db;
+  __syncthreads();
+  if (ty == 0 && col < D) {
+#pragma unroll
+    for (int k = 1; k < 8; ++k) {
+      dw += sdw[k][tx];
+      db += sdb[k][tx];
+    }
+    part_dw[static_cast<int64_t>(blockIdx.y) * D + col] = dw;
+    part_db[static_cast<int64_t>(blockIdx.y) * D + col] = db;
+  }
+}
+
+bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+// Contiguous and 16-byte aligned (the kernels' vector loads); a fresh allocation is both.
+at::Tensor dense(const at::Tensor& t) { return !t.is_contiguous() ? t.contiguous() : aligned16(t) ? t : t.clone(); }
+
+template <typename T>
+const T* ptr(const at::Tensor& t) { return reinterpret_cast<const T*>(t.data_ptr()); }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_cuda(const at::Tensor& x_in,
+                                                                           const std::optional<at::Tensor>& residual_in,
+                                                                           const at::Tensor& weight,
+                                                                           const at::Tensor& bias, double eps) {
+  const int64_t D = layer_norm_check(x_in, residual_in, weight, bias);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = dense(x_in);
+  const std::optional<at::Tensor> residual = residual_in.has_value() ? std::optional(dense(*residual_in)) : std::nullopt;
+  const at::Tensor g = dense(weight.to(at::kFloat)), b = dense(bias.to(at::kFloat));
+  const int64_t rows = x.numel() / D;
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor sum = residual.has_value() ? at::empty_like(x, at::MemoryFormat::Contiguous) : x.new_empty({0});
+  at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
+  at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
+  if (rows == 0) return {out, sum, mean, rstd};
+  const dim3 grid((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "layer_norm_cuda", [&] {
+    using T = std::conditional_t<std::is_same_v<scalar_t, at::Half>, __half,
+                                 std::conditional_t<std::is_same_v<scalar_t, at::BFloat16>, __nv_bfloat16, float>>;
+    auto kernel = D <= kMaxVec * 256 ? layer_norm_fwd_kernel<T, true> : layer_norm_fwd_kernel<T, false>;
+    kernel<<<grid, kRowsPerBlock * 32, 0, stream>>>(
+        ptr<T>(x), residual.has_value() ? ptr<T>(*residual) : nullptr, g.data_ptr<float>(), b.data_ptr<float>(),
+        reinterpret_cast<T*>(out.data_ptr()), residual.has_value() ? reinterpret_cast<T*>(sum.data_ptr()) : nullptr,
+        mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, static_cast<int>(D), static_cast<float>(eps));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {out, sum, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_backward_cuda(const at::Tensor& dout_in,
+                                                                        const std::optional<at::Tensor>& dsum_in,
+                                                                        const at::Tensor& x_in, const at::Tensor& weight,
+                                                                        const at::Tensor& mean, const at::Tensor& rstd) {
+  layer_norm_backward_check(dout_in, dsum_in, x_in, weight, mean, rstd);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const int64_t D = x_in.size(-1), rows = x_in.numel() / D;
+  const at::Tensor dout = dense(dout_in), x = dense(x_in), m = mean.contiguous(), r = rstd.contiguous();
+  const std::optional<at::Tensor> dsum = dsum_in.has_value() ? std::optional(dense(*dsum_in)) : std::nullopt;
+  const at::Tensor g = dense(weight.to(at::kFloat));
+  at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>((rows + 63) / 64, 256));
+  at::Tensor part = at::zeros({2, splits, D}, x.options().dtype(at::kFloat));
+  if (rows > 0) {
+    const auto stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "layer_norm_backward_cuda", [&] {
+      using T = std::conditional_t<std::is_same_v<scalar_t, at::Half>, __half,
+                                   std::conditional_t<std::is_same_v<scalar_t, at::BFloat16>, __nv_bfloat16, float>>;
+      auto kernel = D <= kMaxVec * 256 ? layer_norm_bwd_dx_kernel<T, true> : layer_norm_bwd_dx_kernel<T, false>;
+      kernel<<<(rows + kRowsPerBlock - 1) / kRowsPerBlock, kRowsPerBlock * 32, 0, stream>>>(
+          ptr<T>(dout), dsum.has_value() ? ptr<T>(*dsum) : nullptr, ptr<T>(x), g.data_ptr<float>(),
+          m.data_ptr<float>(), r.data_ptr<float>(), reinterpret_cast<T*>(dx.data_ptr()), rows, static_cast<int>(D));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      float* pdw = part.data_ptr<float>();
+      layer_norm_bwd_params_kernel<T><<<dim3((D + 31) / 32, splits), 256, 0, stream>>>(
+          ptr<T>(dout), ptr<T>(x), m.data_ptr<float>(), r.data_ptr<float>(), pdw, pdw + splits * D, rows,
+          static_cast<int>(D));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  const at::Tensor sums = part.sum(1);
+  return {dx.view(x_in.sizes()), sums[0].to(weight.scalar_type()), sums[1].to(weight.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(vitfast, CUDA, m) {
+  m.impl("layer_norm", &layer_norm_cuda);
+  m.impl("layer_norm_backward", &layer_norm_backward_cuda);
+}
+
+}  // namespace vitfast

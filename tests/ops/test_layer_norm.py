@@ -1,0 +1,151 @@
+"""layer_norm (with and without the fused residual add) against float64, PyTorch at the same
+precision (2x rule), its twin, opcheck, gradients, argument errors; every ViT width; CUDA when present."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vitfast.ops import layer_norm, layer_norm_ref
+from tests.ops.precision import assert_2x_torch
+from tests.values import needs_cuda
+
+WIDTHS = [8, 40, 192, 256, 384, 768, 1024, 1280]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def inputs(shape, dtype, device, residual=True, requires_grad=False):
+    g = torch.Generator().manual_seed(sum(shape) + len(shape))
+    D = shape[-1]
+    # A non-zero mean and unequal scales: statistics must be computed, not assumed.
+    x = (torch.randn(shape, generator=g) * 3 + 1.5).to(device, dtype)
+    r = torch.randn(shape, generator=g).to(device, dtype) if residual else None
+    w = (torch.rand(D, generator=g) + 0.5).to(device, dtype)
+    b = torch.randn(D, generator=g).to(device, dtype)
+    ts = [x, r, w, b]
+    for t in ts:
+        if t is not None:
+            t.requires_grad_(requires_grad)
+    return ts
+
+
+def eager(x, w, b, r, eps=1e-5):
+    s = x if r is None else x + r
+    y = F.layer_norm(s, (s.shape[-1],), w, b, eps)
+    return (s, y) if r is not None else y
+
+
+def double_leaves(ts):
+    out = []
+    for t in ts:
+        if t is None:
+            out.append(None)
+            continue
+        d = t.detach().double().requires_grad_()
+        out.append(d)
+    return out
+
+
+def run_case(shape, dtype, device, residual):
+    x, r, w, b = inputs(shape, dtype, device, residual, requires_grad=True)
+    leaves = [t for t in (x, r, w, b) if t is not None]
+    names = [n for n, t in zip(["x", "residual", "weight", "bias"], (x, r, w, b)) if t is not None]
+    dx, dr, dw, db = double_leaves((x, r, w, b))
+    ref = eager(dx, dw, db, dr)
+    ours = layer_norm(x, w, b, 1e-5, residual=r)
+    theirs = eager(x, w, b, r)
+    if residual:
+        assert_2x_torch(ours[0], theirs[0], ref[0], what="sum")
+        ours, theirs, ref = ours[1], theirs[1], ref[1]
+    assert ours.dtype == dtype and ours.shape == x.shape
+    assert_2x_torch(ours, theirs, ref, what="out")
+    dy = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    g_ours = torch.autograd.grad(ours, leaves, dy)
+    g_theirs = torch.autograd.grad(theirs, leaves, dy)
+    g_ref = torch.autograd.grad(ref, [t for t in (dx, dr, dw, db) if t is not None], dy.double())
+    for name, a, t, e in zip(names, g_ours, g_theirs, g_ref):
+        assert a.dtype == t.dtype and a.shape == t.shape, name
+        assert_2x_torch(a, t, e, floor=1e-5, what=f"d{name}")
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("D", WIDTHS)
+def test_cpu_matches_float64_within_2x_torch(D, residual):
+    run_case((3, 5, D), torch.float32, "cpu", residual)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("D", [192, 1280])
+def test_cpu_16bit(dtype, D):
+    run_case((4, 7, D), dtype, "cpu", True)
+
+
+def test_twin_and_fp32_weight_with_16bit_input():
+    x, r, w, b = inputs((6, 384), torch.bfloat16, "cpu")
+    s, y = layer_norm(x, w.float(), b.float(), residual=r)
+    s2, y2 = layer_norm_ref(x, w, b, residual=r)
+    assert torch.equal(s, s2) and y.dtype == torch.bfloat16
+    assert (y.float() - y2.float()).abs().max() <= 2 * 2**-7 * y2.float().abs().max()
+
+
+def test_mixed_residual_dtype_is_promoted():
+    x, r, w, b = inputs((2, 3, 64), torch.float32, "cpu")
+    s, y = layer_norm(x.bfloat16(), w, b, residual=r)
+    assert s.dtype == torch.float32 and torch.equal(s, x.bfloat16().float() + r)
+
+
+def test_opcheck():
+    x, r, w, b = inputs((3, 4, 64), torch.float32, "cpu", requires_grad=True)
+    torch.library.opcheck(torch.ops.vitfast.layer_norm.default, (x, r, w, b, 1e-5))
+    torch.library.opcheck(torch.ops.vitfast.layer_norm.default, (x, None, w, b, 1e-6))
+
+
+def test_compiles():
+    x, r, w, b = inputs((2, 5, 192), torch.float32, "cpu")
+    f = torch.compile(lambda x, r: layer_norm(x, w, b, residual=r), fullgraph=True, backend="eager")
+    s, y = f(x, r)
+    torch.testing.assert_close(y, layer_norm(x, w, b, residual=r)[1])
+
+
+def test_bad_arguments_name_the_argument():
+    x, r, w, b = inputs((2, 64), torch.float32, "cpu")
+    with pytest.raises(ValueError, match="hidden size"):
+        layer_norm(x[:, :60], w[:60], b[:60])
+    with pytest.raises(ValueError, match="weight"):
+        layer_norm(x, w[:8], b)
+    with pytest.raises(ValueError, match="residual"):
+        layer_norm(x, w, b, residual=r[:1])
+    with pytest.raises(TypeError, match="x"):
+        layer_norm(x.long(), w, b)
+    with pytest.raises(ValueError, match="eps"):
+        layer_norm(x, w, b, eps=-1.0)
+    with pytest.raises(RuntimeError, match="bias"):
+        torch.ops.vitfast.layer_norm(x, None, w, b[:8], 1e-5)
+    with pytest.raises(RuntimeError, match="residual"):
+        torch.ops.vitfast.layer_norm(x, r.half(), w, b, 1e-5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("D", WIDTHS + [1536, 2048, 4104])  # above 1536: the uncached kernel
+def test_cuda_matches_float64_within_2x_torch(D, dtype, residual):
+    run_case((2, 197, D), dtype, "cuda", residual)
+
+
+@needs_cuda
+def test_cuda_many_rows_and_cpu_agreement():
+    for dtype in DTYPES:
+        x, r, w, b = inputs((64, 197, 768), dtype, "cuda")
+        s, y = layer_norm(x, w, b, residual=r)
+        s2, y2 = layer_norm(x.cpu(), w.cpu(), b.cpu(), residual=r.cpu())
+        assert torch.equal(s.cpu(), s2)
+        tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+        assert (y.cpu().float() - y2.float()).abs().max().item() <= tol * y2.float().abs().max().item()
+
+
+@needs_cuda
+def test_cuda_non_contiguous_and_opcheck():
+    x, r, w, b = inputs((4, 96, 256), torch.bfloat16, "cuda", requires_grad=True)
+    xt = x.transpose(0, 1)
+    y = layer_norm(xt, w, b)
+    torch.testing.assert_close(y.float(), layer_norm_ref(xt, w, b).float(), atol=3e-2, rtol=2e-2)
+    torch.library.opcheck(torch.ops.vitfast.layer_norm.default, (x, r, w, b, 1e-5))

@@ -1,0 +1,46 @@
+"""Argument checks shared by the matrix-product operators' wrappers (linear_gelu, linear_residual, lp_matmul)."""
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_float_tensor(name, t, optional=False):
+    if t is None and optional:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float32, float16 or bfloat16 tensor, got {t.dtype}")
+
+
+def check_linear(x, weight, bias, x_name="x", weight_name="weight"):
+    """x (..., K), weight (N, K), bias (N) or None."""
+    check_float_tensor(x_name, x)
+    check_float_tensor(weight_name, weight)
+    check_float_tensor("bias", bias, optional=True)
+    if x.dim() < 1:
+        raise ValueError(f"{x_name} must have at least one dimension")
+    if weight.dim() != 2:
+        raise ValueError(f"{weight_name} must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+    if weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"{weight_name}.shape[1] ({weight.shape[1]}) must equal {x_name}'s last dimension ({x.shape[-1]})")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+
+
+def autocast_dtype(x):
+    """The dtype autocast casts matrix products to on x's device, or None when it is off."""
+    kind = x.device.type
+    if kind in ("cuda", "cpu") and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return None
+
+
+def linear_backward(dout, x, weight, bias_needed):
+    """(dx, dweight, dbias) of out = x @ weight.T + bias, by ATen matrix products."""
+    K, N = weight.shape[1], weight.shape[0]
+    d2 = dout.reshape(-1, N)
+    dx = (d2 @ weight).reshape(x.shape)
+    dweight = d2.t() @ x.reshape(-1, K)
+    dbias = d2.sum(0) if bias_needed else None
+    return dx, dweight, dbias

@@ -1,0 +1,90 @@
+"""layer_norm: LayerNorm over the last dimension, optionally fused with the residual add before it.
+
+Kernels: csrc/norm/layer_norm_cpu.cpp and _cuda.cu. Statistics (mean, variance, 1/std) are fp32 for
+every dtype; with `residual`, the sum x + residual is rounded to x's dtype first (what the unfused
+`x + residual` stores) and that rounded sum is normalised. Hidden sizes: any multiple of 8 (192,
+384, 1280 included); dtypes float32, float16, bfloat16; weight and bias in x's dtype or float32.
+"""
+import numbers
+
+import torch
+
+__all__ = ["layer_norm", "layer_norm_ref"]
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check(x, weight, bias, eps, residual):
+    for name, t in (("x", x), ("weight", weight), ("bias", bias)) + ((("residual", residual),) if residual is not None else ()):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in DTYPES:
+            raise TypeError(f"{name} must be a float32, float16 or bfloat16 tensor, got {t.dtype}")
+    if x.dim() < 1 or x.shape[-1] % 8 or x.shape[-1] == 0:
+        raise ValueError(f"x's last dimension (the hidden size) must be a positive multiple of 8, got {tuple(x.shape)}")
+    D = x.shape[-1]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t.shape != (D,):
+            raise ValueError(f"{name} must have shape ({D},), got {tuple(t.shape)}")
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f"residual must have x's shape {tuple(x.shape)}, got {tuple(residual.shape)}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+
+
+def layer_norm(x, weight, bias, eps=1e-5, residual=None):
+    """LayerNorm(x) over the last dimension, or with `residual`: s = x + residual, returns (s, LayerNorm(s)).
+
+    Differentiable in x, residual, weight and bias. A residual of another dtype than x (the fp32
+    residual stream meeting a bf16 branch under autocast) is added in the wider of the two dtypes;
+    weight and bias in another dtype than x and float32 are cast to float32."""
+    _check(x, weight, bias, eps, residual)
+    if residual is not None and residual.dtype != x.dtype:
+        common = torch.promote_types(x.dtype, residual.dtype)
+        x, residual = x.to(common), residual.to(common)
+    if weight.dtype not in (x.dtype, torch.float32):
+        weight = weight.float()
+    if bias.dtype not in (x.dtype, torch.float32):
+        bias = bias.float()
+    out, s, _, _ = torch.ops.vitfast.layer_norm.default(x, residual, weight, bias, float(eps))
+    return out if residual is None else (s, out)
+
+
+@torch.library.register_fake("vitfast::layer_norm")
+def _(x, residual, weight, bias, eps):
+    rows = x.numel() // x.shape[-1]
+    s = x.new_empty(x.shape) if residual is not None else x.new_empty((0,))
+    return (x.new_empty(x.shape), s, x.new_empty((rows,), dtype=torch.float32),
+            x.new_empty((rows,), dtype=torch.float32))
+
+
+@torch.library.register_fake("vitfast::layer_norm_backward")
+def _(dout, dsum, x, weight, mean, rstd):
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape)
+
+
+def _setup(ctx, inputs, output):
+    x, residual, weight, bias, _ = inputs
+    _, s, mean, rstd = output
+    ctx.has_residual = residual is not None
+    ctx.bias_dtype = bias.dtype
+    ctx.save_for_backward(s if residual is not None else x, weight, mean, rstd)
+
+
+def _backward(ctx, dout, dsum, _dmean, _drstd):
+    s, weight, mean, rstd = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(s)
+    dsum = dsum if ctx.has_residual else None
+    dx, dweight, dbias = torch.ops.vitfast.layer_norm_backward.default(dout, dsum, s, weight, mean, rstd)
+    return dx, (dx if ctx.has_residual else None), dweight, dbias.to(ctx.bias_dtype), None
+
+
+torch.library.register_autograd("vitfast::layer_norm", _backward, setup_context=_setup)
+
+
+def layer_norm_ref(x, weight, bias, eps=1e-5, residual=None):
+    """Pure-PyTorch twin: the same roundings (sum in x's dtype, fp32 statistics, one rounding of the output)."""
+    s = x if residual is None else x + residual
+    y = torch.nn.functional.layer_norm(s.float(), (s.shape[-1],), weight.float(), bias.float(), eps).to(s.dtype)
+    return y if residual is None else (s, y)

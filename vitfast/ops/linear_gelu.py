@@ -1,0 +1,62 @@
+"""linear_gelu: GELU(x @ weight.T + bias) with the bias and GELU fused into the matrix product's epilogue.
+
+Kernels: csrc/gemm/linear_gelu_cpu.cpp (ATen linear + gelu) and _cuda.cu (tensor-core GEMM, fp32
+accumulation, for fp16/bf16; float32 runs ATen's ops). Like F.gelu(F.linear(x, weight, bias)), the
+pre-activation is rounded to x's dtype before GELU. The backward uses ATen matrix products and ATen's
+fused gelu_backward elementwise kernel on the saved pre-activation.
+"""
+import torch
+
+from ._linear_args import autocast_dtype, check_linear, linear_backward
+
+__all__ = ["linear_gelu", "linear_gelu_ref"]
+
+APPROXIMATE = ("none", "tanh")
+
+
+def linear_gelu(x, weight, bias=None, approximate="none"):
+    """GELU(x @ weight.T + bias); x (..., K), weight (N, K), bias (N) or None -> (..., N). Under autocast
+    the operands are cast to the autocast dtype, as F.linear's are."""
+    check_linear(x, weight, bias)
+    if approximate not in APPROXIMATE:
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    dtype = autocast_dtype(x)
+    if dtype is not None:
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    elif weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise TypeError(f"weight and bias must have x's dtype {x.dtype}, got {weight.dtype} and "
+                        f"{None if bias is None else bias.dtype}")
+    save_pre = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    out, _ = torch.ops.vitfast.linear_gelu.default(x, weight, bias, approximate, save_pre)
+    return out
+
+
+@torch.library.register_fake("vitfast::linear_gelu")
+def _(x, weight, bias, approximate, save_pre):
+    shape = (*x.shape[:-1], weight.shape[0])
+    return x.new_empty(shape), x.new_empty(shape if save_pre else (0,))
+
+
+def _setup(ctx, inputs, output):
+    x, weight, bias, approximate, _ = inputs
+    ctx.approximate = approximate
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight, bias, output[1])
+
+
+def _backward(ctx, dout, _dpre):
+    x, weight, bias, pre = ctx.saved_tensors
+    if pre.numel() == 0 and x.numel() > 0:  # called without save_pre (e.g. by opcheck): recompute
+        pre = torch.nn.functional.linear(x, weight, bias)
+    dpre = torch.ops.aten.gelu_backward(dout, pre, approximate=ctx.approximate)
+    dx, dweight, dbias = linear_backward(dpre, x, weight, ctx.has_bias)
+    return dx, dweight, dbias, None, None
+
+
+torch.library.register_autograd("vitfast::linear_gelu", _backward, setup_context=_setup)
+
+
+def linear_gelu_ref(x, weight, bias=None, approximate="none"):
+    """Pure-PyTorch twin: F.gelu(F.linear(x, weight, bias))."""
+    return torch.nn.functional.gelu(torch.nn.functional.linear(x, weight, bias), approximate=approximate)

@@ -1,0 +1,56 @@
+"""linear_residual: x @ weight.T + bias + residual, the bias and residual add fused into the epilogue.
+
+Kernels: csrc/gemm/linear_residual_cpu.cpp (ATen) and _cuda.cu (tensor-core GEMM, fp32 accumulation,
+bias and residual added in fp32, one rounding; float32 operands run ATen's ops). The result has the
+residual's dtype, which may be x's or float32 (autocast's fp32 residual stream with 16-bit products).
+"""
+import torch
+
+from ._linear_args import autocast_dtype, check_float_tensor, check_linear, linear_backward
+
+__all__ = ["linear_residual", "linear_residual_ref"]
+
+
+def linear_residual(x, weight, bias, residual):
+    """residual + x @ weight.T + bias; x (..., K), weight (N, K), bias (N) or None, residual (..., N)."""
+    check_linear(x, weight, bias)
+    check_float_tensor("residual", residual)
+    shape = (*x.shape[:-1], weight.shape[0])
+    if tuple(residual.shape) != shape:
+        raise ValueError(f"residual must have the output's shape {shape}, got {tuple(residual.shape)}")
+    dtype = autocast_dtype(x)
+    if dtype is not None:
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    elif weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise TypeError(f"weight and bias must have x's dtype {x.dtype}, got {weight.dtype} and "
+                        f"{None if bias is None else bias.dtype}")
+    if residual.dtype not in (x.dtype, torch.float32):
+        residual = residual.to(torch.promote_types(residual.dtype, x.dtype))
+    return torch.ops.vitfast.linear_residual.default(x, weight, bias, residual)
+
+
+@torch.library.register_fake("vitfast::linear_residual")
+def _(x, weight, bias, residual):
+    return residual.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+def _setup(ctx, inputs, output):
+    x, weight, bias, residual = inputs
+    ctx.has_bias = bias is not None
+    ctx.residual_dtype = residual.dtype
+    ctx.save_for_backward(x, weight)
+
+
+def _backward(ctx, dout):
+    x, weight = ctx.saved_tensors
+    dx, dweight, dbias = linear_backward(dout.to(x.dtype), x, weight, ctx.has_bias)
+    return dx, dweight, dbias, dout
+
+
+torch.library.register_autograd("vitfast::linear_residual", _backward, setup_context=_setup)
+
+
+def linear_residual_ref(x, weight, bias, residual):
+    """Pure-PyTorch twin: F.linear(x, weight, bias) + residual."""
+    return torch.nn.functional.linear(x, weight, bias) + residual
