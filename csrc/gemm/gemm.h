@@ -48,7 +48,9 @@ inline std::tuple<int64_t, int64_t, int64_t> check_linear(const char* op, const 
                   bias->scalar_type());
     }
   }
-  return {K == 0 ? 0 : x.numel() / K, N, K};
+  int64_t M = 1;
+  for (int64_t i = 0; i + 1 < x.dim(); ++i) M *= x.size(i);
+  return {M, N, K};
 }
 
 inline std::vector<int64_t> out_shape(const at::Tensor& x, int64_t N) {

@@ -34,33 +34,27 @@ def eager(x, w, b, r, eps=1e-5):
 
 
 def double_leaves(ts):
-    out = []
-    for t in ts:
-        if t is None:
-            out.append(None)
-            continue
-        d = t.detach().double().requires_grad_()
-        out.append(d)
-    return out
+    return [None if t is None else t.detach().double().requires_grad_() for t in ts]
 
 
 def run_case(shape, dtype, device, residual):
+    """Forward (sum and normalised output) and the gradients of x, residual, weight and bias, with
+    incoming gradients on both outputs (the sum feeds the next residual add in a block)."""
     x, r, w, b = inputs(shape, dtype, device, residual, requires_grad=True)
     leaves = [t for t in (x, r, w, b) if t is not None]
     names = [n for n, t in zip(["x", "residual", "weight", "bias"], (x, r, w, b)) if t is not None]
     dx, dr, dw, db = double_leaves((x, r, w, b))
-    ref = eager(dx, dw, db, dr)
-    ours = layer_norm(x, w, b, 1e-5, residual=r)
-    theirs = eager(x, w, b, r)
-    if residual:
-        assert_2x_torch(ours[0], theirs[0], ref[0], what="sum")
-        ours, theirs, ref = ours[1], theirs[1], ref[1]
-    assert ours.dtype == dtype and ours.shape == x.shape
-    assert_2x_torch(ours, theirs, ref, what="out")
-    dy = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
-    g_ours = torch.autograd.grad(ours, leaves, dy)
-    g_theirs = torch.autograd.grad(theirs, leaves, dy)
-    g_ref = torch.autograd.grad(ref, [t for t in (dx, dr, dw, db) if t is not None], dy.double())
+    outs = [layer_norm(x, w, b, 1e-5, residual=r), eager(x, w, b, r), eager(dx, dw, db, dr)]
+    outs = [list(o) if residual else [o] for o in outs]
+    for i, what in enumerate(["sum", "out"] if residual else ["out"]):
+        ours, theirs, ref = (o[i] for o in outs)
+        assert ours.dtype == dtype and ours.shape == x.shape
+        assert_2x_torch(ours, theirs, ref, what=what)
+    g = torch.Generator().manual_seed(1)
+    dys = [torch.randn(shape, generator=g).to(device, dtype) for _ in outs[0]]
+    g_ours = torch.autograd.grad(outs[0], leaves, dys)
+    g_theirs = torch.autograd.grad(outs[1], leaves, dys)
+    g_ref = torch.autograd.grad(outs[2], [t for t in (dx, dr, dw, db) if t is not None], [d.double() for d in dys])
     for name, a, t, e in zip(names, g_ours, g_theirs, g_ref):
         assert a.dtype == t.dtype and a.shape == t.shape, name
         assert_2x_torch(a, t, e, floor=1e-5, what=f"d{name}")

@@ -4,6 +4,7 @@ accumulation where it must be; epilogues; opcheck; argument errors; on CUDA the 
 bound and against torch's own fp16 accumulation (allow_fp16_accumulation)."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vitfast.ops import lp_linear, lp_matmul, lp_matmul_ref
 from vitfast.ops.lp_matmul import fp16_accumulation_bound
@@ -90,6 +91,13 @@ def test_linear_layout_and_casting():
     assert y.shape == (2, 3, 48) and y.dtype == torch.float32
     assert torch.equal(y, lp_matmul(x, w.t(), bias, epilogue="bias", accumulate="fp32"))
     assert torch.equal(lp_linear(x, w), lp_matmul_ref(x.half(), w.t().half()))
+
+
+def test_empty_inner_dimension_gives_the_epilogue_of_zero():
+    a, b = torch.zeros(3, 0).half(), torch.zeros(0, 5).half()
+    bias = torch.randn(5)
+    torch.testing.assert_close(lp_matmul(a, b, bias, epilogue="gelu"), F.gelu(bias).half().expand(3, 5))
+    assert lp_matmul(torch.zeros(0, 8).half(), torch.ones(8, 4).half()).shape == (0, 4)
 
 
 def test_opcheck():

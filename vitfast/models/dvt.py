@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Attention, Block, Mlp, check_image, resample_abs_pos_embed, run_block, to_2tuple
+from ..layers import Attention, Block, Mlp, check_image, fused, resample_abs_pos_embed, run_block, to_2tuple
 from .complexity import count_macs
 from .registry import model_config, register_variant
 from .t2t_vit import T2TViT, unwrap_state_dict
@@ -82,8 +82,6 @@ class ReuseBlock(Block):
         if self.feature_reuse and reused is None:
             raise ValueError("this block reuses features: pass reused=(B, N, reuse_dim) channels")
         if self._fused(return_attn):  # the vitfast backend: Block's fused pieces (vitfast.layers.fused)
-            from ..layers import fused
-
             x, h = self._attn_part(x, attn_bias, fuse_norm2=not self.feature_reuse)
             if h is None:
                 h = fused.norm(self.norm2, torch.cat([x, reused], dim=-1) if self.feature_reuse else x)
