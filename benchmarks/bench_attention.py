@@ -12,12 +12,9 @@ that for the backward (FlashAttention's convention); bandwidth counts the bytes 
 measured time. "vs best SDPA" is the best SDPA backend's time over this row's (above 1: faster).
 """
 import argparse
-import datetime
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import vitfast  # noqa: E402
 from vitfast.ops import attention, attention_ref  # noqa: E402
+from common import environment, sample_ms  # noqa: E402  (benchmarks/common.py)
 
 SHAPES = [  # (label, B, H, N, d)
     ("ViT-B/16", 256, 12, 197, 64),
@@ -69,32 +67,8 @@ def timer(device, warmup, rep):
 
             return lambda fn: do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
         except ImportError:
-            pass
-
-        def cuda_events(fn):
-            for _ in range(5):
-                fn()
-            torch.cuda.synchronize()
-            times = []
-            for _ in range(max(10, rep // 5)):
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                fn()
-                e.record()
-                e.synchronize()
-                times.append(s.elapsed_time(e))
-            return statistics.median(times)
-        return cuda_events
-
-    def host_clock(fn):
-        fn()
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-        return statistics.median(times)
-    return host_clock
+            return lambda fn: statistics.median(sample_ms(fn, device, max(10, rep // 5), warmup=5))
+    return lambda fn: statistics.median(sample_ms(fn, device, 3, warmup=1))
 
 
 def inputs(B, H, N, d, dtype, device, with_bias, grad):
@@ -144,30 +118,6 @@ def time_mode(fns, measure, mode, qkvb):
         except (RuntimeError, ValueError, NotImplementedError) as e:
             times[name] = f"n/a: {str(e).splitlines()[0][:60]}"
     return times
-
-
-def environment(device):
-    def cmd(args):
-        try:
-            return subprocess.run(args, capture_output=True, text=True, timeout=20).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    commit = cmd(["git", "-C", here, "rev-parse", "--short", "HEAD"]) or "unknown"
-    dirty = cmd(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"])
-    env = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
-        "torch": torch.__version__,
-        "CUDA": torch.version.cuda or "none",
-    }
-    if device == "cuda":
-        env["GPU"] = torch.cuda.get_device_name()
-        env["driver"] = cmd(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).split("\n")[0] or "unknown"
-    else:
-        env["GPU"] = "none (CPU smoke run: times mean nothing)"
-    return env
 
 
 def main(argv=None):

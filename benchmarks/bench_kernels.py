@@ -10,27 +10,21 @@ median time (CUDA events, after warm-up, inputs rotated over more than the L2 si
 products and GB/s (bytes each op must move) for layer_norm, and the ratio to the PyTorch peer.
 """
 import argparse
+import itertools
 import statistics
 
 import torch
 import torch.nn.functional as F
 
+from common import sample_ms  # benchmarks/common.py
+
 WIDTHS = {"vit_tiny": 192, "vit_small": 384, "vit_base": 768, "vit_large": 1024}
 
 
 def bench(fn, inputs, repeats, warmup=5):
-    """Median ms of fn(*inputs[i % len(inputs)])."""
-    for i in range(warmup):
-        fn(*inputs[i % len(inputs)])
-    torch.cuda.synchronize()
-    times = []
-    for i in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(*inputs[i % len(inputs)])
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+    """(median, min, max) ms of fn(*inputs[i % len(inputs)]) over the calls."""
+    rotation = itertools.cycle(inputs)
+    times = sample_ms(lambda: fn(*next(rotation)), "cuda", repeats, warmup)
     return statistics.median(times), min(times), max(times)
 
 

@@ -16,15 +16,14 @@ uses mode "default" (and "max-autotune" with --max-autotune). Peak memory: torch
 over the timed calls, less what was allocated before, per image.
 """
 import argparse
-import datetime
 import os
 import statistics
-import subprocess
 import sys
-import time
 import warnings
 
 import torch
+
+from common import environment, sample_ms  # benchmarks/common.py
 
 MODELS = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224",
           "deit_small_patch16_224", "dvt_t2t_vit_14"]
@@ -60,19 +59,7 @@ class Timer:
             torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(self.repeats):
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
+        times = sample_ms(fn, self.device, self.repeats, warmup=0)
         peak = torch.cuda.max_memory_allocated() - base if cuda else 0
         return statistics.median(times), min(times), max(times), peak
 
@@ -191,26 +178,7 @@ def format_row(row, rows):
 
 
 def header(device):
-    lines = [f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}"]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    except OSError:
-        commit = "unknown"
-    lines.append(f"commit: {commit or 'unknown'}")
-    lines.append(f"torch {torch.__version__}, CUDA {torch.version.cuda}")
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        try:
-            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True).stdout.strip().splitlines()[0]
-        except (OSError, IndexError):
-            driver = "unknown"
-        lines.append(f"GPU: {props.name} ({props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB), "
-                     f"driver {driver}")
-    else:
-        lines.append(f"CPU: {os.cpu_count()} cores, {torch.get_num_threads()} threads (smoke run: not a benchmark)")
-    return lines
+    return [f"{k}: {v}" for k, v in environment(device).items()]
 
 
 def main(argv=None):

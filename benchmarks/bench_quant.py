@@ -14,13 +14,12 @@ import importlib.metadata
 import os
 import platform
 import statistics
-import subprocess
-import time
 from pathlib import Path
 from unittest import mock
 
 import torch
 
+from common import git_commit, gpu_driver, sample_ms  # benchmarks/common.py
 from vitfast.ops import float_quantize
 
 FORMATS = [((5, 10), "fp16", lambda x: x.half().float()), ((8, 7), "bf16", lambda x: x.bfloat16().float())]
@@ -57,24 +56,7 @@ def fresh_input(n, device):
 
 def time_ms(fn, device, repeats):
     """Median milliseconds of fn() over `repeats` calls after WARMUP calls."""
-    for _ in range(WARMUP):
-        fn()
-    times = []
-    if device == "cuda":
-        torch.cuda.synchronize()
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return statistics.median(sample_ms(fn, device, repeats, WARMUP))
 
 
 def gbps(n, ms):
@@ -137,19 +119,6 @@ def table(rows, n):
     return "\n".join(lines)
 
 
-def git_commit():
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        # Results depend on uncommitted kernel changes too: say so.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-        return rev + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def machine_info(load_before):
     cpu = platform.processor() or "unknown"
     try:
@@ -160,12 +129,7 @@ def machine_info(load_before):
     info = [f"CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
             f"1-min load average {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after"]
     if torch.cuda.is_available():
-        try:
-            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True, check=True).stdout.split("\n")[0].strip()
-        except (OSError, subprocess.CalledProcessError):
-            driver = "unknown"
-        info.append(f"GPU: {torch.cuda.get_device_name()}, driver {driver}")
+        info.append(f"GPU: {torch.cuda.get_device_name()}, driver {gpu_driver()}")
     else:
         info.append("GPU: none")
     return info
