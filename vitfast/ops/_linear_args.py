@@ -36,6 +36,18 @@ def autocast_dtype(x):
     return None
 
 
+def linear_operands(x, weight, bias):
+    """(x, weight, bias) in one dtype: autocast's on x's device when it is on (as F.linear's operands
+    are cast), else they must already share x's dtype."""
+    dtype = autocast_dtype(x)
+    if dtype is not None:
+        return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise TypeError(f"weight and bias must have x's dtype {x.dtype}, got {weight.dtype} and "
+                        f"{None if bias is None else bias.dtype}")
+    return x, weight, bias
+
+
 def linear_backward(dout, x, weight, bias_needed):
     """(dx, dweight, dbias) of out = x @ weight.T + bias, by ATen matrix products."""
     K, N = weight.shape[1], weight.shape[0]

@@ -7,7 +7,7 @@ fused gelu_backward elementwise kernel on the saved pre-activation.
 """
 import torch
 
-from ._linear_args import autocast_dtype, check_linear, linear_backward
+from ._linear_args import check_linear, linear_backward, linear_operands
 
 __all__ = ["linear_gelu", "linear_gelu_ref"]
 
@@ -20,13 +20,7 @@ def linear_gelu(x, weight, bias=None, approximate="none"):
     check_linear(x, weight, bias)
     if approximate not in APPROXIMATE:
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-    dtype = autocast_dtype(x)
-    if dtype is not None:
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
-    elif weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise TypeError(f"weight and bias must have x's dtype {x.dtype}, got {weight.dtype} and "
-                        f"{None if bias is None else bias.dtype}")
+    x, weight, bias = linear_operands(x, weight, bias)
     save_pre = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     out, _ = torch.ops.vitfast.linear_gelu.default(x, weight, bias, approximate, save_pre)
     return out

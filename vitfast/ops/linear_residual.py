@@ -6,7 +6,7 @@ residual's dtype, which may be x's or float32 (autocast's fp32 residual stream w
 """
 import torch
 
-from ._linear_args import autocast_dtype, check_float_tensor, check_linear, linear_backward
+from ._linear_args import check_float_tensor, check_linear, linear_backward, linear_operands
 
 __all__ = ["linear_residual", "linear_residual_ref"]
 
@@ -18,13 +18,7 @@ def linear_residual(x, weight, bias, residual):
     shape = (*x.shape[:-1], weight.shape[0])
     if tuple(residual.shape) != shape:
         raise ValueError(f"residual must have the output's shape {shape}, got {tuple(residual.shape)}")
-    dtype = autocast_dtype(x)
-    if dtype is not None:
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
-    elif weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise TypeError(f"weight and bias must have x's dtype {x.dtype}, got {weight.dtype} and "
-                        f"{None if bias is None else bias.dtype}")
+    x, weight, bias = linear_operands(x, weight, bias)
     if residual.dtype not in (x.dtype, torch.float32):
         residual = residual.to(torch.promote_types(residual.dtype, x.dtype))
     return torch.ops.vitfast.linear_residual.default(x, weight, bias, residual)
