@@ -104,6 +104,7 @@ def test_backend_switch_global_per_model_and_fallback():
             warnings.simplefilter("always")
             fused = m(x)
             m(x)
-    # No fused attention kernel exists yet: the vitfast backend says so once and uses SDPA.
-    assert sum("falls back" in str(w.message) for w in caught) == 1
+    # The fused operators cover this model on the CPU: nothing falls back (the fallbacks themselves, once
+    # warned, are tested with the attention op).
+    assert not [w for w in caught if "falls back" in str(w.message)]
     torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-5)
