@@ -52,6 +52,30 @@ __global__ void __launch_bounds__(128) attention_bwd_delta_kernel(const T* dout,
   if (lane == 0) delta[row] = s;
 }
 
+// acc[db] += A · B[:, db] for every n8 block db of d: the A operand is packed from float C-fragments
+// f (keys as rows, kMB n8 blocks of queries, two per k16 step), B is a [query][d] tile in shared
+// memory. dV += Pᵀ dO and dK += dSᵀ Q are both this product.
+template <typename T, int S, int kMB, int kDB>
+__device__ __forceinline__ void mma_frags_times_tile(float (&acc)[kDB][4], const float (&f)[kMB][4], uint32_t tile,
+                                                     int lane) {
+  using E = mma::Elem<T>;
+#pragma unroll
+  for (int kb = 0; kb < kMB / 2; ++kb) {
+    uint32_t a[4];
+    a[0] = E::pack(f[2 * kb][0], f[2 * kb][1]);
+    a[1] = E::pack(f[2 * kb][2], f[2 * kb][3]);
+    a[2] = E::pack(f[2 * kb + 1][0], f[2 * kb + 1][1]);
+    a[3] = E::pack(f[2 * kb + 1][2], f[2 * kb + 1][3]);
+#pragma unroll
+    for (int db = 0; db < kDB; db += 2) {
+      uint32_t bf[4];
+      mma::ldmatrix_x4_trans(bf, frag_b_kn_addr<S>(tile, kb * 16, db * 8, lane));
+      mma::mma_f32(acc[db], a, bf[0], bf[1], T());
+      mma::mma_f32(acc[db + 1], a, bf[2], bf[3], T());
+    }
+  }
+}
+
 template <typename T, int D, bool kF16Acc>
 __global__ void __launch_bounds__(BwdConfig::kThreads) attention_bwd_kernel(const AttnBwdParams p) {
   using C = BwdConfig;
@@ -149,21 +173,7 @@ __global__ void __launch_bounds__(BwdConfig::kThreads) attention_bwd_kernel(cons
       }
     }
     // dV += Pᵀ dO.
-#pragma unroll
-    for (int kb = 0; kb < kMB / 2; ++kb) {
-      uint32_t a[4];
-      a[0] = E::pack(pt[2 * kb][0], pt[2 * kb][1]);
-      a[1] = E::pack(pt[2 * kb][2], pt[2 * kb][3]);
-      a[2] = E::pack(pt[2 * kb + 1][0], pt[2 * kb + 1][1]);
-      a[3] = E::pack(pt[2 * kb + 1][2], pt[2 * kb + 1][3]);
-#pragma unroll
-      for (int db = 0; db < kDB; db += 2) {
-        uint32_t bf[4];
-        mma::ldmatrix_x4_trans(bf, frag_b_kn_addr<S>(sdO_u, kb * 16, db * 8, lane));
-        mma::mma_f32(dv[db], a, bf[0], bf[1], T());
-        mma::mma_f32(dv[db + 1], a, bf[2], bf[3], T());
-      }
-    }
+    mma_frags_times_tile<T, S>(dv, pt, sdO_u, lane);
     // dPᵀ = V dOᵀ.
     float ds[kMB][4];
 #pragma unroll
@@ -197,21 +207,7 @@ __global__ void __launch_bounds__(BwdConfig::kThreads) attention_bwd_kernel(cons
       }
     }
     // dK += dSᵀ Q (scaled at the end).
-#pragma unroll
-    for (int kb = 0; kb < kMB / 2; ++kb) {
-      uint32_t a[4];
-      a[0] = E::pack(ds[2 * kb][0], ds[2 * kb][1]);
-      a[1] = E::pack(ds[2 * kb][2], ds[2 * kb][3]);
-      a[2] = E::pack(ds[2 * kb + 1][0], ds[2 * kb + 1][1]);
-      a[3] = E::pack(ds[2 * kb + 1][2], ds[2 * kb + 1][3]);
-#pragma unroll
-      for (int db = 0; db < kDB; db += 2) {
-        uint32_t bf[4];
-        mma::ldmatrix_x4_trans(bf, frag_b_kn_addr<S>(sQ_u, kb * 16, db * 8, lane));
-        mma::mma_f32(dk[db], a, bf[0], bf[1], T());
-        mma::mma_f32(dk[db + 1], a, bf[2], bf[3], T());
-      }
-    }
+    mma_frags_times_tile<T, S>(dk, ds, sQ_u, lane);
     __syncthreads();  // the dS tile is complete
     // dQ[q0 : q0 + M] += dS K · scale: (M/16) x (D/16) tiles of 16 x 16 spread over the warps.
     constexpr int kTilesD = D / 16;

@@ -74,7 +74,6 @@ class ScaledRounding:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.recipe, self.per_channel, self.mode, self.rounding = recipe, per_channel, mode, rounding
         self.amax = None  # the observed max |x| (a 0-d fp32 tensor) once calibration has run
-        self.identity = False
 
     def scale_of(self, x):
         a = x.detach().abs().float()
