@@ -1,11 +1,10 @@
 """python -m vitfast.check: exercise every installed operator on every device it was built for.
 
 Each quantizer runs on fresh adversarial data and is compared, bit for bit, with its pure-PyTorch
-twin (and CUDA with CPU where a GPU is present); the fused operators (layer_norm, linear_gelu,
-linear_residual, lp_matmul) are compared with their twins by relative error, within a tolerance for
+twin (and CUDA with CPU where a GPU is present); the fused operators (attention, layer_norm,
+linear_gelu, linear_residual, lp_matmul) are compared with their twins by relative error, within a tolerance for
 their precision (lp_matmul's CPU emulation bit for bit); then every named format's rounding error on
 Gaussian data is printed. Exits non-zero on any mismatch."""
-import argparse
 import sys
 import time
 
@@ -13,6 +12,7 @@ import torch
 
 import vitfast
 from vitfast import ops
+from vitfast.cli import ArgumentParser, UsageError, run
 from vitfast.quant import FORMATS, quantize
 
 
@@ -42,10 +42,13 @@ CASES = [
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m vitfast.check", description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=1 << 16, help="elements per check (default 65536)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = ArgumentParser(prog="python -m vitfast.check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=1 << 16, metavar="N",
+                        help="elements per quantizer check, >= 64 (default: 65536)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated data (default: 0)")
     args = parser.parse_args(argv)
+    if args.size < 64:
+        raise UsageError(f"--size must be >= 64, got {args.size}")
 
     cuda = torch.cuda.is_available() and vitfast.has_cuda_kernels()
     print(f"vitfast {vitfast.__version__}  torch {torch.__version__}  "
@@ -94,6 +97,7 @@ def _check_fused(g, cuda):
 
     x, res, w, b = r(394, 384), r(394, 384), r(384) + 1, r(384)
     W1, b1, W2 = r(1536, 384) / 20, r(1536), r(384, 1536) / 40
+    q, k, v, ab = r(2, 6, 197, 64), r(2, 6, 197, 64), r(2, 6, 197, 64), r(2, 6, 197, 197)
     cases = [
         ("layer_norm", lambda d, t: ops.layer_norm(x.to(d, t), w.to(d), b.to(d), 1e-6, residual=res.to(d, t))[1],
          lambda: ops.layer_norm_ref(x.double(), w.double(), b.double(), 1e-6, residual=res.double())[1]),
@@ -103,6 +107,9 @@ def _check_fused(g, cuda):
                                                               b.to(d, t), res.to(d, t)),
          lambda: ops.linear_residual_ref(ops.linear_gelu_ref(x, W1, b1).double(), W2.double(), b.double(),
                                          res.double())),
+        # ViT-S/16 attention at odd length: 6 heads, 197 tokens, d=64, with an additive bias (DVT's reuse)
+        ("attention", lambda d, t: ops.attention(q.to(d, t), k.to(d, t), v.to(d, t), ab.to(d, t)),
+         lambda: ops.attention_ref(q.double(), k.double(), v.double(), ab.double())),
         ("lp_matmul fp32 acc", lambda d, t: ops.lp_matmul(x.to(d), W1.t().to(d), accumulate="fp32"),
          lambda: x.half().double() @ W1.t().half().double()),
         ("lp_matmul fp16 acc", lambda d, t: ops.lp_matmul(x.to(d), W1.t().to(d)),
@@ -128,4 +135,4 @@ def _check_fused(g, cuda):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run("vitfast.check", main)

@@ -3,76 +3,124 @@ by side (post-training quantization), with per-class results, DVT's budgeted ear
 attention-rollout maps.
 
     python -m vitfast.eval --checkpoint runs/x/checkpoint-best.pt --quant fp32,fp16_32,fp16_16,bf16,fp8_e4m3
+    python -m vitfast.eval --checkpoint runs/x/model.safetensors --quant fp32,int8 --calib-steps 8
     python -m vitfast.eval --model vit_base_patch32_224 --checkpoint-path ViT-B_32.npz --data cifar10:DIR
 """
-import argparse
 import json
+import os
 import sys
 
 import torch
 from torch.utils.data import DataLoader
 
 import vitfast
+from vitfast.cli import ArgumentParser, UsageError, blame, parse_device, run
 from vitfast.data import create_dataset, create_transform
-from vitfast.models import get_model_config, load_checkpoint
+from vitfast.models import CheckpointMismatchError, get_model_config, load_checkpoint
 from vitfast.models.checkpoint import atomic_write
-from vitfast.training.config import ConfigError, parse_kv, split_top_level
+from vitfast.training.config import parse_kv, split_top_level
 from vitfast.training.evaluate import accuracy, collect_logits
-from vitfast.training.state import load_state
+from vitfast.training.state import model_from_file
+
+DEFAULT_CALIB_STEPS = 8
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m vitfast.eval", description=__doc__.splitlines()[0], allow_abbrev=False)
+    p = ArgumentParser(prog="python -m vitfast.eval",
+                       description="Evaluate a checkpoint in full precision and in every quantized format side by "
+                                   "side\n(post-training quantization), with per-class results, DVT's budgeted "
+                                   "early-exit curve\nand attention-rollout maps.",
+                       epilog="examples:\n" + "\n".join(l for l in __doc__.splitlines() if l.startswith("    ")),
+                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     src = p.add_argument_group("model")
-    src.add_argument("--checkpoint", help="a vitfast training checkpoint (checkpoint-best.pt / -last.pt)")
-    src.add_argument("--model", help="registered model name, with --checkpoint-path for timm/Google/official files")
-    src.add_argument("--checkpoint-path", help="weights for --model: .pth, .npz or .safetensors")
-    src.add_argument("--model-kwargs", default="", help="create_model overrides, e.g. img_size=384")
-    src.add_argument("--ema", action="store_true", help="evaluate the checkpoint's EMA weights")
+    src.add_argument("--checkpoint", help="a vitfast training checkpoint (checkpoint-best.pt / -last.pt) or a run's "
+                                          "model.safetensors: the file says which model it holds")
+    src.add_argument("--model", help="registered model name, for weights that do not say (with --checkpoint-path)")
+    src.add_argument("--checkpoint-path", help="weights for --model: timm/official .pth, Google .npz, .safetensors")
+    src.add_argument("--model-kwargs", default=None, metavar="K=V,...",
+                     help="create_model overrides for --model, e.g. img_size=384,num_classes=10")
+    src.add_argument("--ema", action="store_true", help="evaluate the training checkpoint's EMA weights")
     data = p.add_argument_group("data")
     data.add_argument("--data", help="dataset spec (default: the checkpoint's training data)")
-    data.add_argument("--split", default="val", choices=["val", "test"])
-    data.add_argument("--batch-size", type=int, default=128)
-    data.add_argument("--workers", type=int, default=0)
-    data.add_argument("--img-size", type=int, default=None)
-    data.add_argument("--crop-pct", type=float, default=None)
+    data.add_argument("--split", default="val", choices=["val", "test"], help="split to evaluate (default: val)")
+    data.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default: 128)")
+    data.add_argument("--workers", type=int, default=0, metavar="N", help="data loading processes (default: 0)")
+    data.add_argument("--img-size", type=int, default=None, metavar="N", help="input resolution (default: the model's)")
+    data.add_argument("--crop-pct", type=float, default=None, metavar="X",
+                      help="resize to img_size / crop_pct, then center-crop (default: the run's, else the model's)")
     out = p.add_argument_group("report")
     out.add_argument("--quant", default="fp32", help="comma-separated formats: fp32,fp16_32,fp16_16,bf16,tf32,"
                                                      "fp8_e4m3,fp8_e5m2,int8,fp8_e4m3_scaled,fp8_e5m2_scaled,"
-                                                     "float(e=..,m=..),fixed(wl=..,fl=..)")
-    out.add_argument("--calib-steps", type=int, default=8, metavar="N",
+                                                     "float(e=..,m=..),fixed(wl=..,fl=..) (default: fp32)")
+    out.add_argument("--calib-steps", type=int, default=None, metavar="N",
                      help="scaled formats (int8, fp8_*_scaled): calibrate static activation scales on N batches of "
-                          "the training split (0: dynamic per-batch scales)")
+                          f"the training split, 0: dynamic per-batch scales (default: {DEFAULT_CALIB_STEPS})")
     out.add_argument("--per-class", action="store_true", help="print precision/recall/F1 per class")
     out.add_argument("--json", help="write the results to this JSON file")
     out.add_argument("--dvt-plot", help="DVT: write the budgeted accuracy-vs-GMACs curve to this PNG")
-    out.add_argument("--attention-maps", type=int, default=0, metavar="N", help="write attention rollout PNGs of N images")
-    out.add_argument("--maps-dir", default="attention_maps")
-    out.add_argument("--device", default=None)
+    out.add_argument("--attention-maps", type=int, default=0, metavar="N",
+                     help="write attention rollout PNGs of N images (default: 0)")
+    out.add_argument("--maps-dir", default=None, help="where --attention-maps writes (default: attention_maps)")
+    out.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     return p
+
+
+def check_args(args):
+    """What argparse cannot tell: ranges, and options that would do nothing in this combination."""
+    for name, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
+                             ("--calib-steps", args.calib_steps, 0), ("--attention-maps", args.attention_maps, 0),
+                             ("--img-size", args.img_size, 1)):
+        if value is not None and value < low:
+            raise UsageError(f"{name} must be >= {low}, got {value}")
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
+        raise UsageError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
+    if args.checkpoint and args.model:
+        raise UsageError("give --checkpoint (a file that says its model) or --model NAME --checkpoint-path FILE, "
+                         "not both")
+    if not args.checkpoint and not args.model:
+        raise UsageError("give --checkpoint FILE, or --model NAME (with --checkpoint-path FILE)")
+    for flag, value, needs in (("--checkpoint-path", args.checkpoint_path, args.model),
+                               ("--model-kwargs", args.model_kwargs, args.model),
+                               ("--ema", args.ema, args.checkpoint),
+                               ("--maps-dir", args.maps_dir, args.attention_maps)):
+        if value and not needs:
+            what = {"--ema": "--checkpoint", "--maps-dir": "--attention-maps N"}.get(flag, "--model NAME")
+            raise UsageError(f"{flag} has no effect without {what}")
+    if args.checkpoint_path and not os.path.isfile(args.checkpoint_path):
+        raise UsageError(f"--checkpoint-path: no file at {args.checkpoint_path!r}")
+    formats = split_top_level(args.quant)
+    if not formats:
+        raise UsageError("--quant names no format")
+    twice = sorted({f for f in formats if [g.lower() for g in formats].count(f.lower()) > 1})
+    if twice:
+        raise UsageError(f"--quant names {', '.join(twice)} more than once")
+    from vitfast.quant import parse_recipe
+
+    with blame("--quant"):
+        recipes = [parse_recipe(fmt, "--quant") for fmt in formats]
+    if args.calib_steps is not None and not any(r.is_scaled for r in recipes):
+        raise UsageError("--calib-steps has no effect without a scaled format in --quant (int8, fp8_e4m3_scaled, "
+                         "fp8_e5m2_scaled)")
+    return formats, recipes
 
 
 def load_model(args):
     """(model, config of its training run or {})."""
     if args.checkpoint:
-        state = load_state(args.checkpoint) if args.checkpoint.endswith((".pt", ".pth")) else None
-        if not isinstance(state, dict) or "config" not in state:
-            raise ConfigError(f"--checkpoint {args.checkpoint!r} is not a vitfast training checkpoint; "
-                              "use --model NAME --checkpoint-path FILE for other weights")
-        cfg = state["config"]
-        weights = state["ema"] if args.ema and state.get("ema") else state["model"]
-        head = [v for k, v in weights.items() if k.endswith("head.weight")]
-        kwargs = dict(cfg["model_kwargs"], **({"num_classes": head[0].shape[0]} if head else {}))
-        if cfg.get("img_size"):
-            kwargs["img_size"] = cfg["img_size"]
-        model = vitfast.create_model(cfg["model"], **kwargs)
-        model.load_state_dict(weights)
-        return model, cfg
-    if not args.model:
-        raise ConfigError("give --checkpoint, or --model NAME (with --checkpoint-path FILE)")
-    model = vitfast.create_model(args.model, **dict(parse_kv(args.model_kwargs)))
+        model, info = model_from_file(args.checkpoint, "--checkpoint", weights="ema" if args.ema else "model")
+        if args.ema and not info["config"]:
+            raise UsageError("--ema: a .safetensors file holds one set of weights; give the run's checkpoint-*.pt")
+        return model, info["config"]
+    with blame(f"--model {args.model}"):
+        model = vitfast.create_model(args.model, **dict(parse_kv(args.model_kwargs or "", "--model-kwargs")))
     if args.checkpoint_path:
-        load_checkpoint(model, args.checkpoint_path)
+        try:
+            load_checkpoint(model, args.checkpoint_path)
+        except CheckpointMismatchError as e:
+            raise UsageError(f"--checkpoint-path {args.checkpoint_path} does not fit --model {args.model} "
+                             f"({e.brief()}); check --model and --model-kwargs") from e
+        except (ValueError, TypeError, OSError, RuntimeError) as e:
+            raise UsageError(f"--checkpoint-path {args.checkpoint_path}: cannot read it as weights ({e})") from e
     return model, {}
 
 
@@ -81,9 +129,9 @@ def calibration_loader(spec, transform, args):
     evaluation transform, in a fixed shuffled order so the same N batches are drawn on every run."""
     try:
         dataset = create_dataset(spec, "train", transform=transform)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"--calib-steps {args.calib_steps}: calibration reads the training split of {spec!r}, "
-                          f"which cannot be loaded ({e}); use --calib-steps 0 for dynamic scales") from None
+    except (ValueError, OSError) as e:
+        raise UsageError(f"--calib-steps {args.calib_steps}: calibration reads the training split of {spec!r}, "
+                         f"which cannot be loaded ({e}); use --calib-steps 0 for dynamic scales") from None
     return DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, shuffle=True,
                       generator=torch.Generator().manual_seed(0))
 
@@ -101,34 +149,44 @@ def per_class_report(pred, labels, classes):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    formats, recipes = check_args(args)
+    device = parse_device(args.device)
     model, cfg = load_model(args)
     model.to(device).eval()
-    name = cfg.get("model") or args.model
+    name = cfg.get("model") or args.model or model.default_cfg["architecture"]
+    if args.dvt_plot and not hasattr(model, "exit_macs"):
+        raise UsageError(f"--dvt-plot: {name} is not a DVT model (it has one exit)")
     defaults = get_model_config(name)
     spec = args.data or cfg.get("data")
     if not spec:
-        raise ConfigError("--data is required for weights that carry no training config")
+        raise UsageError("--data is required for weights that carry no training config")
     img_size = args.img_size or model.default_cfg["input_size"][-1]
     crop_pct = args.crop_pct or cfg.get("crop_pct") or (1.0 if img_size < 64 else defaults["crop_pct"])
     tf = create_transform(img_size, train=False, crop_pct=crop_pct, mean=cfg.get("mean") or defaults["mean"],
                           std=cfg.get("std") or defaults["std"])
-    dataset = create_dataset(spec, args.split, transform=tf)
+    with blame("--data"):
+        dataset = create_dataset(spec, args.split, transform=tf)
+    classes = model.default_cfg.get("num_classes")
+    if classes != dataset.num_classes:
+        raise UsageError(f"--data {spec}: {dataset.num_classes} classes, but {name} predicts {classes} (for other "
+                         "weights: --model-kwargs num_classes=N)")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
 
-    from vitfast.quant import convert_ptq, model_size_bytes, parse_recipe
+    from vitfast.quant import convert_ptq, model_size_bytes
 
-    if args.calib_steps < 0:
-        raise ConfigError(f"--calib-steps must be >= 0 (0: dynamic scales), got {args.calib_steps}")
+    calib_steps = DEFAULT_CALIB_STEPS if args.calib_steps is None else args.calib_steps
     results, reference = {}, None
-    formats = split_top_level(args.quant)
-    recipes = [parse_recipe(fmt, "--quant") for fmt in formats]
-    calib = None
-    if args.calib_steps and any(r.is_scaled for r in recipes):
+    calib, calibration = None, "dynamic"
+    if calib_steps and any(r.is_scaled for r in recipes):
         calib = calibration_loader(spec, tf, args)
+        used = min(calib_steps, len(calib))
+        calibration = f"static, {used} batch{'es' if used != 1 else ''} of train"
+        if used < calib_steps:
+            print(f"vitfast.eval: warning: --calib-steps {calib_steps}: the training split holds only {used} "
+                  f"batch{'es' if used != 1 else ''} of {args.batch_size}; calibrating on {used}", file=sys.stderr)
     for fmt, recipe in zip(formats, recipes):
         scaled = recipe.is_scaled
-        m = model if fmt.lower() == "fp32" else convert_ptq(model, recipe, calib_data=calib, calib_steps=args.calib_steps)
+        m = model if fmt.lower() == "fp32" else convert_ptq(model, recipe, calib_data=calib, calib_steps=calib_steps)
         exits, labels, ips = collect_logits(m, loader, device)
         logits = exits[-1]
         pred = logits.argmax(-1)
@@ -137,7 +195,7 @@ def main(argv=None):
         r = {"acc1": acc1, "acc5": acc5, "images_per_second": ips, "model_bytes": model_size_bytes(model, recipe),
              "count": len(labels)}
         if scaled:
-            r["calibration"] = f"static, {args.calib_steps} batches of train" if calib is not None else "dynamic"
+            r["calibration"] = calibration
         if reference is not None:
             r["agreement_with_fp32"] = 100.0 * (pred == reference).float().mean().item()
         if len(exits) > 1:
@@ -167,7 +225,7 @@ def main(argv=None):
     if args.attention_maps:
         from vitfast.visualize import save_attention_rollouts
 
-        paths = save_attention_rollouts(model, dataset, args.attention_maps, args.maps_dir, device)
+        paths = save_attention_rollouts(model, dataset, args.attention_maps, args.maps_dir or "attention_maps", device)
         print(f"attention rollout maps: {', '.join(paths)}")
     if args.json:
         atomic_write(args.json, lambda tmp: open(tmp, "w").write(json.dumps(results, indent=2)))
@@ -219,7 +277,4 @@ def plot_curve(xs, ys, path, size=(480, 360), margin=48):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as e:
-        sys.exit(f"vitfast.eval: {e}")
+    run("vitfast.eval", main)

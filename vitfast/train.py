@@ -6,8 +6,6 @@ post-training-quantized accuracy. Configuration: `-c FILE|NAME` sets defaults, f
 bottom: build, resume, train (warmup-cosine per step, accumulation, autocast, clipping, EMA),
 evaluate, checkpoint, summarise.
 """
-import datetime
-import glob
 import json
 import os
 import sys
@@ -17,8 +15,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 import vitfast
-from vitfast.data import Mixup, RepeatAugSampler, ShardSampler, ShuffleSampler, create_dataset, create_transform
-from vitfast.models import get_model_config, load_checkpoint, save_checkpoint
+from vitfast.cli import UsageError, blame, one_line, run
+from vitfast.data import (Mixup, RepeatAugSampler, ShardSampler, ShuffleSampler, UnreadableImagesError, create_dataset,
+                          create_transform)
+from vitfast.models import CheckpointMismatchError, get_model_config, load_for_finetune, save_checkpoint
 from vitfast.layers import set_grad_checkpointing
 from vitfast.training import config as config_lib
 from vitfast.training.distributed import Dist
@@ -27,7 +27,9 @@ from vitfast.training.evaluate import evaluate
 from vitfast.training.logger import RunLogger
 from vitfast.training.losses import distillation_loss, training_loss
 from vitfast.training.optim import create_optimizer, lr_at
-from vitfast.training.state import load_state, rng_state, save_state, set_rng_state
+from vitfast.training.rundir import discard_failed_start, open_output, plan_output
+from vitfast.training.state import read_training_checkpoint, rng_state, save_state, set_rng_state
+from vitfast.training.teacher import build_teacher
 
 # The default run (no arguments): a small ViT with 4x4 patches on the built-in 32x32 data; it reaches
 # >= 90% validation accuracy in about 300 steps (see the README for the measured time).
@@ -83,42 +85,18 @@ def loader_for(dataset, sampler, batch_size, cfg, epoch, train):
                       generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch))
 
 
-def output_dir(cfg, dist):
-    """--output, or runs/<date-time>-<model> (decided by rank 0 and shared)."""
-    out = cfg["output"]
-    if out is None and cfg["resume"] == "auto":
-        runs = sorted(glob.glob(os.path.join("runs", f"*-{cfg['model']}", "checkpoint-last.pt")))
-        out = os.path.dirname(runs[-1]) if runs else None
-    if out is None:
-        out = os.path.join("runs", f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{cfg['model']}")
-    if dist.enabled:
-        shared = [out]
-        torch.distributed.broadcast_object_list(shared, src=0)
-        out = shared[0]
-    if dist.is_main:
-        os.makedirs(out, exist_ok=True)
-    return out
+# What a resumed run must share with the run that wrote its checkpoint (the weights and the optimizer
+# state have to fit).
+RESUME_KEYS = ("model", "model_kwargs", "img_size", "opt", "quant")
 
 
-def build_teacher(cfg, num_classes, device):
-    name, path = cfg["teacher"], cfg["teacher_checkpoint"]
-    if os.path.isfile(name):  # a vitfast training checkpoint
-        state = load_state(name)
-        c = state["config"]
-        teacher = vitfast.create_model(c["model"], num_classes=num_classes, **c["model_kwargs"])
-        teacher.load_state_dict(state["model"])
-    else:
-        try:
-            import torchvision
-
-            teacher = torchvision.models.get_model(name, num_classes=num_classes)
-        except (ImportError, ValueError):
-            import timm
-
-            teacher = timm.create_model(name, num_classes=num_classes)
-        if path:
-            load_checkpoint(teacher, path)
-    return teacher.to(device).eval().requires_grad_(False)
+def check_resumable(state, cfg, path):
+    then = state["config"]
+    changed = [k for k in RESUME_KEYS if then.get(k) != cfg[k]]
+    if changed:
+        diff = ", ".join(f"{k} {then.get(k)!r} -> {cfg[k]!r}" for k in changed)
+        raise UsageError(f"--resume {path}: this run changes what the checkpoint was trained with ({diff}); resume "
+                         "with the same settings, or start a new run in another --output")
 
 
 def unwrap(model):
@@ -136,8 +114,8 @@ def main(argv=None):
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     torch.manual_seed(cfg["seed"])
-    out = output_dir(cfg, dist)
-    log = RunLogger(out, cfg, enabled=dist.is_main, use_wandb=cfg["wandb"])
+    say = print if dist.is_main else (lambda *a: None)
+    out, resume = plan_output(cfg, dist)  # decided and checked now; created only once everything is built
 
     # ---- data
     model_defaults = get_model_config(cfg["model"])
@@ -147,19 +125,22 @@ def main(argv=None):
     train_tf = create_transform(img_size, train=True, crop_pct=crop_pct, hflip=cfg["hflip"], auto_augment=cfg["aa"],
                                 color_jitter=cfg["color_jitter"], re_prob=cfg["reprob"], scale=tuple(cfg["scale"]), **norm)
     eval_tf = create_transform(img_size, train=False, crop_pct=crop_pct, **norm)
-    train_set = create_dataset(cfg["data"], "train", transform=train_tf, download=cfg["download"], strict=cfg["strict_data"])
-    val_set = create_dataset(cfg["data"], "val", transform=eval_tf, download=cfg["download"], strict=cfg["strict_data"])
+    with blame("--data"):
+        train_set = create_dataset(cfg["data"], "train", transform=train_tf, download=cfg["download"],
+                                   strict=cfg["strict_data"])
+        val_set = create_dataset(cfg["data"], "val", transform=eval_tf, download=cfg["download"],
+                                 strict=cfg["strict_data"])
     num_classes = train_set.num_classes
     seeded = SeededSamples(train_set, cfg["seed"])
     micro = cfg["batch_size"] // (dist.world_size * cfg["grad_accum_steps"])
     if micro < 1 or micro * dist.world_size * cfg["grad_accum_steps"] != cfg["batch_size"]:
-        raise config_lib.ConfigError(f"batch_size {cfg['batch_size']} must split evenly over {dist.world_size} "
-                                     f"rank(s) x {cfg['grad_accum_steps']} accumulation step(s)")
+        raise UsageError(f"--batch-size {cfg['batch_size']} must split evenly over {dist.world_size} "
+                         f"rank(s) x {cfg['grad_accum_steps']} accumulation step(s)")
     train_sampler = make_sampler(train_set, cfg, dist, train=True)
     steps_per_epoch = len(train_sampler) // (micro * cfg["grad_accum_steps"])
     if steps_per_epoch < 1:
-        raise config_lib.ConfigError(f"the training split ({len(train_set)} images) is smaller than one global batch "
-                                     f"({cfg['batch_size']})")
+        raise UsageError(f"--batch-size {cfg['batch_size']}: the training split of {cfg['data']} holds only "
+                         f"{len(train_set)} images, fewer than one global batch")
     val_loader = loader_for(val_set, make_sampler(val_set, cfg, dist, train=False),
                             cfg["eval_batch_size"] or micro, cfg, 0, train=False)
     total_steps = cfg["steps"] or (cfg["epochs"] or 300) * steps_per_epoch
@@ -173,10 +154,23 @@ def main(argv=None):
         kwargs["img_size"] = cfg["img_size"]
     if cfg["drop_path"] is not None:
         kwargs["drop_path_rate"] = cfg["drop_path"]
-    model = vitfast.create_model(cfg["model"], backend=cfg["backend"], **kwargs)
+    with blame(f"--model {cfg['model']} (with --model-kwargs / --img-size)"):
+        model = vitfast.create_model(cfg["model"], backend=cfg["backend"], **kwargs)
     if cfg["init_checkpoint"]:
-        result = load_checkpoint(model, cfg["init_checkpoint"], strict=False)
-        log.print(f"initialised from {cfg['init_checkpoint']}: {result}")
+        path = cfg["init_checkpoint"]
+        if not os.path.isfile(path):
+            raise UsageError(f"--init-checkpoint: no file at {path!r}")
+        try:
+            result = load_for_finetune(model, path)
+        except CheckpointMismatchError as e:
+            raise UsageError(f"--init-checkpoint {path} does not fit {cfg['model']} ({e.brief()}); "
+                             "only the classifier head may differ") from e
+        except (ValueError, TypeError, OSError, RuntimeError) as e:
+            raise UsageError(f"--init-checkpoint {path}: cannot read it as weights ({one_line(e)})") from e
+        fresh = sorted(set(result.missing_keys) | {k for k, _, _ in result.mismatched_keys} |
+                       set(getattr(result, "fresh_keys", ())))
+        say(f"initialised from {path}" + (f"; freshly initialised for {num_classes} classes: {', '.join(fresh)}"
+                                          if fresh else ""))
     if cfg["grad_checkpointing"]:
         set_grad_checkpointing(model)
     if cfg["quant"]:
@@ -189,26 +183,37 @@ def main(argv=None):
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg["amp"]]
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16")
     ema = ModelEma(model, cfg["ema"]) if cfg["ema"] > 0 else None
-    teacher = build_teacher(cfg, num_classes, device) if cfg["teacher"] else None
+    teacher = build_teacher(cfg, num_classes, img_size, device) if cfg["teacher"] else None
 
     # ---- resume
     step, epoch, done_in_epoch, best = 0, 0, 0, {"acc1": -1.0}
     last_path, best_path = os.path.join(out, "checkpoint-last.pt"), os.path.join(out, "checkpoint-best.pt")
-    resume = last_path if cfg["resume"] == "auto" else cfg["resume"]
     resumed_rng = None
-    if resume and os.path.isfile(resume):
-        state = load_state(resume)
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
+    if resume:
+        state = read_training_checkpoint(resume, "--resume")
+        check_resumable(state, cfg, resume)
+        with blame(f"--resume {resume}", (ValueError, RuntimeError, KeyError)):
+            unwrap(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            if ema is not None and state.get("ema") is not None:
+                ema.load_state_dict(state["ema"])
         step, epoch, done_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]
         resumed_rng = state["rng"]
-        log.print(f"resumed from {resume} at step {step} (epoch {epoch}, batch {done_in_epoch})")
-    elif cfg["resume"] not in (None, "auto"):
-        raise config_lib.ConfigError(f"resume: {resume!r} not found")
+        if step >= total_steps:  # a finished run: nothing to train, and nothing of it is rewritten
+            say(f"{out}: the run is finished (step {step} of {total_steps}); nothing to do. Raise --steps or "
+                "--epochs to train it further.")
+            dist.close()
+            summary_path = os.path.join(out, "summary.json")
+            return json.load(open(summary_path)) if os.path.isfile(summary_path) else {"steps": step}
+    elif cfg["resume"] == "auto":
+        say(f"--resume auto: no checkpoint in {out} yet; starting a new run")
 
+    # ---- the output directory: everything above could still refuse the run
+    created = open_output(out, cfg["overwrite"], say) if dist.is_main else False
+    log = RunLogger(out, cfg, enabled=dist.is_main, use_wandb=cfg["wandb"])
+    if resume:
+        log.print(f"resumed from {resume} at step {step} (epoch {epoch}, batch {done_in_epoch})")
     if dist.is_main:
         config_lib.dump(cfg, os.path.join(out, "config.yaml"))
     train_model = model
@@ -238,67 +243,76 @@ def main(argv=None):
     log.progress(total_steps, initial=step)
     start, seen, stop_reason, val = time.perf_counter(), 0, None, None
     accum = cfg["grad_accum_steps"]
-    while step < total_steps and stop_reason is None:
-        seeded.epoch = epoch
-        train_sampler.set_epoch(epoch)
-        loader = loader_for(seeded, EpochSampler(train_sampler, skip=done_in_epoch * micro), micro, cfg, epoch, True)
-        train_model.train()
-        for x, y in loader:
-            if done_in_epoch // accum >= steps_per_epoch or step >= total_steps:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if mixup is not None:
-                x, y = mixup(x, y)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                output = train_model(x)
-                if teacher is not None:
-                    with torch.no_grad():
-                        teacher_logits = teacher(x)
-                    loss = distillation_loss(output, teacher_logits, y, cfg["distill_type"], cfg["distill_alpha"],
-                                             cfg["distill_tau"], cfg["smoothing"])
-                else:
-                    loss = training_loss(output, y, cfg["smoothing"])
-            if not torch.isfinite(loss):
-                raise SystemExit(f"vitfast.train: the loss is {loss.item()} at step {step} (epoch {epoch}); stopping. "
-                                 f"The last good checkpoint, if any, is intact: {last_path}")
-            scaler.scale(loss / accum).backward()
-            done_in_epoch += 1
-            seen += x.shape[0] * dist.world_size
-            if done_in_epoch % accum:
-                continue
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, warmup_steps, lr, cfg["warmup_lr"], cfg["min_lr"], cfg["sched"],
-                                    cfg["decay_milestones"], cfg["decay_rate"])
-            if cfg["clip_grad"]:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad"])
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(unwrap(model))
-            step += 1
-            log.advance()
-            if step % cfg["log_every"] == 0 or step == total_steps:
-                elapsed = time.perf_counter() - start
-                log.log({"step": step, "epoch": epoch, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
-                         "images_per_second": seen / elapsed,
-                         "eta_s": elapsed / max(step - 0, 1) * (total_steps - step)})
-            if cfg["save_every"] and step % cfg["save_every"] == 0:
-                checkpoint(last_path)
-            if cfg["max_time"] and time.perf_counter() - start > cfg["max_time"]:
-                stop_reason = f"--max-time {cfg['max_time']} s reached"
-                break
-        epoch_done = done_in_epoch // accum >= steps_per_epoch
-        if epoch_done:
-            epoch, done_in_epoch = epoch + 1, 0
-        if (epoch_done and epoch % cfg["eval_every"] == 0) or step >= total_steps or stop_reason:
-            val = evaluate(ema.module if ema else model, val_loader, device, amp_dtype, dist)
-            log.log({"step": step, "epoch": epoch, **val}, kind="val")
-            if val["acc1"] > best["acc1"]:
-                best = {"acc1": val["acc1"], "step": step}
-                checkpoint(best_path)
-        checkpoint(last_path)
+    first_step = step
+    try:
+        while step < total_steps and stop_reason is None:
+            seeded.epoch = epoch
+            train_sampler.set_epoch(epoch)
+            loader = loader_for(seeded, EpochSampler(train_sampler, skip=done_in_epoch * micro), micro, cfg, epoch, True)
+            train_model.train()
+            for x, y in loader:
+                if done_in_epoch // accum >= steps_per_epoch or step >= total_steps:
+                    break
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if mixup is not None:
+                    x, y = mixup(x, y)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    output = train_model(x)
+                    if teacher is not None:
+                        with torch.no_grad():
+                            teacher_logits = teacher(x)
+                        loss = distillation_loss(output, teacher_logits, y, cfg["distill_type"], cfg["distill_alpha"],
+                                                 cfg["distill_tau"], cfg["smoothing"])
+                    else:
+                        loss = training_loss(output, y, cfg["smoothing"])
+                if not torch.isfinite(loss):
+                    raise SystemExit(f"vitfast.train: the loss is {loss.item()} at step {step} (epoch {epoch}); stopping. "
+                                     f"The last good checkpoint, if any, is intact: {last_path}")
+                scaler.scale(loss / accum).backward()
+                done_in_epoch += 1
+                seen += x.shape[0] * dist.world_size
+                if done_in_epoch % accum:
+                    continue
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, total_steps, warmup_steps, lr, cfg["warmup_lr"], cfg["min_lr"], cfg["sched"],
+                                        cfg["decay_milestones"], cfg["decay_rate"])
+                if cfg["clip_grad"]:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad"])
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update(unwrap(model))
+                step += 1
+                log.advance()
+                if step % cfg["log_every"] == 0 or step == total_steps:
+                    elapsed = time.perf_counter() - start
+                    log.log({"step": step, "epoch": epoch, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
+                             "images_per_second": seen / elapsed,
+                             "eta_s": elapsed / max(step - 0, 1) * (total_steps - step)})
+                if cfg["save_every"] and step % cfg["save_every"] == 0:
+                    checkpoint(last_path)
+                if cfg["max_time"] and time.perf_counter() - start > cfg["max_time"]:
+                    stop_reason = f"--max-time {cfg['max_time']} s reached"
+                    break
+            epoch_done = done_in_epoch // accum >= steps_per_epoch
+            if epoch_done:
+                epoch, done_in_epoch = epoch + 1, 0
+            if (epoch_done and epoch % cfg["eval_every"] == 0) or step >= total_steps or stop_reason:
+                val = evaluate(ema.module if ema else model, val_loader, device, amp_dtype, dist)
+                log.log({"step": step, "epoch": epoch, **val}, kind="val")
+                if val["acc1"] > best["acc1"]:
+                    best = {"acc1": val["acc1"], "step": step}
+                    checkpoint(best_path)
+            checkpoint(last_path)
+    except BaseException as e:
+        if dist.is_main and not resume and step == first_step:  # a failed start leaves no half-made run
+            log.close()
+            discard_failed_start(out, created)
+        if isinstance(e, UnreadableImagesError):  # the data, not vitfast: one line, like a missing dataset
+            raise UsageError(f"--data {cfg['data']}: {one_line(e)}") from e
+        raise
     train_seconds = time.perf_counter() - start
 
     # ---- summary and post-training quantization
@@ -347,7 +361,4 @@ def uses_default_run(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except config_lib.ConfigError as e:
-        sys.exit(f"vitfast.train: {e}")
+    run("vitfast.train", main)

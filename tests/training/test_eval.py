@@ -83,7 +83,7 @@ def test_dvt_budget_curve(tmp_path):
 
 
 def test_errors():
-    with pytest.raises(ConfigError, match="give --checkpoint, or --model NAME"):
+    with pytest.raises(ConfigError, match="give --checkpoint FILE, or --model NAME"):
         eval_main([])
     with pytest.raises(ValueError, match="recipe"):
         eval_main(["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,depth=1",

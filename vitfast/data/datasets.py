@@ -12,7 +12,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["ArrayDataset", "ImageFileDataset", "IMG_EXTENSIONS", "create_dataset"]
+__all__ = ["ArrayDataset", "ImageFileDataset", "IMG_EXTENSIONS", "UnreadableImagesError", "create_dataset"]
+
+class UnreadableImagesError(RuntimeError):
+    """The dataset's files cannot be read: one image under strict=True, or too many in a row."""
+
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 SPLITS = ("train", "val", "test")
@@ -76,8 +80,8 @@ class ImageFileDataset(torch.utils.data.Dataset):
     def _fail(self, index, err):
         path = self.samples[index][0]
         if self.strict:
-            raise RuntimeError(f"unreadable image {path}: {type(err).__name__}: {err} (strict=True; "
-                               "strict=False skips and counts such files)") from err
+            raise UnreadableImagesError(f"unreadable image {path}: {type(err).__name__}: {err} (strict=True; "
+                                        "strict=False skips and counts such files)") from err
         self._bad[index] = 1
         count = self.skipped
         if count <= _MAX_WARNINGS:
@@ -102,8 +106,8 @@ class ImageFileDataset(torch.utils.data.Dataset):
                     break
                 continue
             return (img if self.transform is None else self.transform(img)), self.targets[i]
-        raise RuntimeError(f"{self.skipped} of {n} images in {self.root} are unreadable, {fresh} of them in a row "
-                           f"here (e.g. {self.skipped_paths[:3]}): is this the right dataset root?")
+        raise UnreadableImagesError(f"{self.skipped} of {n} images in {self.root} are unreadable, {fresh} of them in "
+                                    f"a row here (e.g. {self.skipped_paths[:3]}): is this the right dataset root?")
 
     def verify(self):
         """Read every image once (marking the bad ones as skipped); returns the number skipped."""
@@ -303,8 +307,16 @@ def cifar_dataset(kind, root, split="train", transform=None, download=False):
     if found is None and download:
         import torchvision
 
+        made = not os.path.exists(root)
         os.makedirs(root, exist_ok=True)
-        (torchvision.datasets.CIFAR10 if kind == "cifar10" else torchvision.datasets.CIFAR100)(root, download=True)
+        try:
+            (torchvision.datasets.CIFAR10 if kind == "cifar10" else torchvision.datasets.CIFAR100)(root, download=True)
+        except (OSError, RuntimeError) as e:  # urllib's URLError is an OSError; a bad checksum a RuntimeError
+            if made and not os.listdir(root):
+                os.rmdir(root)
+            raise OSError(f"{kind} dataset: downloading {archive} into {root} failed "
+                          f"({type(e).__name__}: {str(e).strip() or 'no reason given'}); copy the archive there "
+                          "yourself") from e
         found = _cifar_files(kind, root, names)
     if found is None:
         raise FileNotFoundError(f"{kind} dataset: nothing at {root}; {_cifar_layout(kind, root)} "

@@ -1,6 +1,6 @@
 """vitfast's models: ViT, DeiT, T2T-ViT, DVT, ConViT, behind a timm-compatible registry."""
 from . import convit, deit, dvt, t2t_vit, vision_transformer, vision_transformer_hybrid  # noqa: F401  (registers)
-from .checkpoint import CheckpointMismatchError, load_checkpoint, load_state_dict, save_checkpoint
+from .checkpoint import CheckpointMismatchError, load_checkpoint, load_for_finetune, load_state_dict, save_checkpoint
 from .complexity import count_macs, count_params
 from .convit import ConVit
 from .deit import VisionTransformerDistilled
@@ -12,6 +12,6 @@ from .vision_transformer import VisionTransformer
 from .vision_transformer_hybrid import HybridEmbed, ResNetV2
 
 __all__ = ["ConVit", "create_model", "list_models", "register_model", "get_model_config", "VisionTransformer",
-           "VisionTransformerDistilled", "load_checkpoint", "load_state_dict", "save_checkpoint",
+           "VisionTransformerDistilled", "load_checkpoint", "load_for_finetune", "load_state_dict", "save_checkpoint",
            "CheckpointMismatchError", "count_params", "count_macs", "load_npz", "save_npz", "NpzLoadResult",
            "NpzMismatchError", "HybridEmbed", "ResNetV2", "T2TViT", "DynamicVisionTransformer", "fit_thresholds"]

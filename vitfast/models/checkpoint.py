@@ -1,6 +1,7 @@
 """Loading and saving weights: timm / official .pth, Google .npz, safetensors; atomic writes; errors
 that list every missing key, unexpected key and shape mismatch."""
 import argparse
+import json
 import os
 import tempfile
 from collections import namedtuple
@@ -8,7 +9,8 @@ from collections import namedtuple
 import torch
 
 __all__ = ["CheckpointMismatchError", "LoadResult", "load_state_dict", "load_checkpoint", "save_checkpoint",
-           "read_state_dict", "atomic_write"]
+           "read_state_dict", "atomic_write", "model_recipe",
+           "load_for_finetune", "is_head_key"]
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys", "mismatched_keys"])
 
@@ -25,6 +27,16 @@ class CheckpointMismatchError(RuntimeError):
             lines.append(f"  shape mismatch for {k}: checkpoint {tuple(got)}, model {tuple(want)}")
         lines.append("pass strict=False to load what matches")
         super().__init__("\n".join(lines))
+
+    def brief(self, limit=3):
+        """The mismatch in one line: counts and the first few names of each kind."""
+        parts = []
+        for label, keys in (("missing", self.result.missing_keys), ("unexpected", self.result.unexpected_keys),
+                            ("of another shape", [k for k, _, _ in self.result.mismatched_keys])):
+            if keys:
+                more = ", ..." if len(keys) > limit else ""
+                parts.append(f"{len(keys)} {label} ({', '.join(keys[:limit])}{more})")
+        return "; ".join(parts)
 
 
 def load_state_dict(model, state_dict, strict=True, source="checkpoint"):
@@ -48,14 +60,18 @@ def read_state_dict(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint_path {path!r} does not exist")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    # timm's checkpoint saver (used by the T2T-ViT and DVT code) stores its argparse.Namespace beside the
-    # weights; allow that one type through the safe unpickler, nothing else.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(path)
+        # timm's checkpoint saver (used by the T2T-ViT and DVT code) stores its argparse.Namespace beside the
+        # weights; allow that one type through the safe unpickler, nothing else.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a foreign, truncated or unsafe file: UnpicklingError, RuntimeError, SafetensorError...
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path!r} cannot be read as weights ({type(e).__name__}: {text})") from e
     for key in ("model", "state_dict", "model_state_dict", "model_state", "model_ema"):  # training checkpoints
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -77,6 +93,27 @@ def load_checkpoint(model, path, strict=True):
     if filter_fn is not None:
         state_dict = filter_fn(state_dict, model)
     return load_state_dict(model, state_dict, strict=strict, source=f"checkpoint {os.fspath(path)!r}")
+
+
+def is_head_key(key):
+    """A classifier head's tensor (head, head_dist, and DVT's per-exit heads): what a fine-tune replaces."""
+    return key.split(".")[-2:-1] in (["head"], ["head_dist"])
+
+
+def load_for_finetune(model, path):
+    """Start a fine-tune from `path`: every tensor must fit the model except the classifier heads, which
+    stay freshly initialised when the class count differs. Returns the LoadResult (its entries are head
+    tensors only); raises CheckpointMismatchError listing every other tensor that does not fit (the
+    model is then partly loaded: discard it)."""
+    if os.fspath(path).endswith(".npz"):  # load_npz itself leaves a head of another class count fresh
+        return load_checkpoint(model, path, strict=True)
+    result = load_checkpoint(model, path, strict=False)
+    foreign = LoadResult([k for k in result.missing_keys if not is_head_key(k)],
+                         [k for k in result.unexpected_keys if not is_head_key(k)],
+                         [m for m in result.mismatched_keys if not is_head_key(m[0])])
+    if any(foreign):
+        raise CheckpointMismatchError(foreign, f"checkpoint {os.fspath(path)!r}")
+    return result
 
 
 def atomic_write(path, write):
@@ -103,12 +140,28 @@ def atomic_write(path, write):
         os.close(dir_fd)
 
 
+def model_recipe(model):
+    """{"architecture", "model_kwargs"} of a model made by create_model (None for any other): what
+    rebuilds it, stored in a .safetensors file's metadata so the file alone makes the model again."""
+    name = getattr(model, "default_cfg", {}).get("architecture")
+    kwargs = getattr(model, "create_kwargs", None)
+    if name is None or kwargs is None:
+        return None
+    try:
+        return {"architecture": name, "model_kwargs": json.dumps(kwargs)}
+    except TypeError:  # an override JSON cannot hold: the weights alone are still a valid file
+        return None
+
+
 def save_checkpoint(model, path):
-    """Save the model's weights, atomically: .safetensors by extension, else torch.save."""
+    """Save the model's weights, atomically: .safetensors by extension (with model_recipe() in its
+    metadata), else torch.save of the plain state dict (what timm writes and reads)."""
     state_dict = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if os.fspath(path).endswith(".safetensors"):
         from safetensors.torch import save_file
 
-        atomic_write(path, lambda tmp: save_file(state_dict, tmp))
+        recipe = model_recipe(model)
+        meta = {f"vitfast.{k}": v for k, v in recipe.items()} if recipe else None
+        atomic_write(path, lambda tmp: save_file(state_dict, tmp, metadata=meta))
     else:
         atomic_write(path, lambda tmp: torch.save(state_dict, tmp))

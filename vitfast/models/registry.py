@@ -86,6 +86,7 @@ def create_model(name, pretrained=False, checkpoint_path=None, backend=None, str
                          "a Google .npz or a .safetensors file) instead of pretrained=True")
     model = _entrypoints[name](**overrides)
     model.default_cfg = model.pretrained_cfg = {**_configs[name], "architecture": name}
+    model.create_kwargs = dict(overrides)  # with the architecture: what rebuilds it (save_checkpoint records both)
     if "num_classes" in overrides:
         model.default_cfg["num_classes"] = overrides["num_classes"]
     if "img_size" in overrides:

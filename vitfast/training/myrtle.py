@@ -5,6 +5,8 @@ import json
 import os
 import warnings
 
+from ..cli import UsageError
+
 _SIZES = {192: "tiny", 384: "small", 768: "base"}
 # train_config key -> vitfast key
 _TRAIN = {"output_directory": "output", "epochs": "epochs", "seed": "seed", "optimizer": "opt",
@@ -20,12 +22,25 @@ def is_myrtle_config(data):
     return "train_config" in data and "vit_config" in data
 
 
-def translate_myrtle(data, config_dir="."):
+def translate_myrtle(data, config_dir=".", source="myrtle config"):
+    """myrtle-vision's {train_config, vit_config[, distiller_config, data_config(_path)]} -> vitfast keys;
+    a missing or mistyped field is a UsageError naming it."""
+    try:
+        return _translate(data, config_dir)
+    except KeyError as e:
+        raise UsageError(f"{source}: missing field {e.args[0]!r}") from None
+    except (TypeError, AttributeError, ZeroDivisionError) as e:
+        raise UsageError(f"{source}: a field has the wrong type ({e})") from None
+
+
+def _translate(data, config_dir):
     t, v = data["train_config"], data["vit_config"]
     out, ignored = {}, sorted(k for k in t if k in _IGNORED and t[k] not in (None, False, ""))
     for key, ours in _TRAIN.items():
         if t.get(key) is not None:
             out[ours] = t[key]
+    if out.get("opt", "adamw") != "sgd":
+        out.pop("momentum", None)  # myrtle's files carry it for every optimizer; only SGD reads it
     if t.get("opt_betas"):
         out["betas"] = list(t["opt_betas"])
     if t.get("checkpoint_path"):

@@ -1,13 +1,16 @@
 """Training checkpoints: everything needed to continue exactly — weights, optimizer, scaler, EMA, the
 state of every random generator, and the position in the data — written atomically."""
+import json
+import os
 import random
 
 import numpy as np
 import torch
 
+from ..cli import UsageError, one_line
 from ..models.checkpoint import atomic_write
 
-__all__ = ["rng_state", "set_rng_state", "save_state", "load_state"]
+__all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "read_training_checkpoint", "model_from_file"]
 
 
 def rng_state():
@@ -33,3 +36,64 @@ def save_state(path, state):
 def load_state(path):
     # weights_only=False: the file holds numpy and Python RNG states; only load checkpoints you trust.
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def read_training_checkpoint(path, argument):
+    """load_state(path), or a UsageError naming `argument` when there is no file or it is not a vitfast
+    training checkpoint (another checkpoint, a truncated or foreign file)."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{argument}: no file at {path!r}")
+    try:
+        state = load_state(path)
+    except Exception as e:  # torch.load of a foreign or truncated file: UnpicklingError, RuntimeError, EOFError...
+        raise UsageError(f"{argument}: {path!r} is not a vitfast training checkpoint (torch.load: {one_line(e)})") from e
+    if not isinstance(state, dict) or not {"model", "config"} <= set(state):
+        raise UsageError(f"{argument}: {path!r} is not a vitfast training checkpoint (it holds no model and config)")
+    return state
+
+
+def model_from_file(path, argument, weights="model"):
+    """(model, info) rebuilt from a file that says how: a vitfast training checkpoint (its config) or a
+    .safetensors file written by save_checkpoint (its metadata). info: architecture, model_kwargs (with
+    num_classes and img_size) and the training config when there is one. weights: "model" or "ema"."""
+    import vitfast
+
+    if str(path).endswith(".safetensors"):
+        if not os.path.isfile(path):
+            raise UsageError(f"{argument}: no file at {path!r}")
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        try:
+            with safe_open(path, "pt") as f:
+                meta = f.metadata() or {}
+            state_dict = load_file(path)
+        except Exception as e:  # safetensors raises its own SafetensorError on a foreign or truncated file
+            raise UsageError(f"{argument}: {path!r} is not a readable .safetensors file ({one_line(e)})") from e
+        if "vitfast.architecture" not in meta:
+            raise UsageError(f"{argument}: {path!r} does not say which model it holds (no vitfast metadata); "
+                             "give the model by name (--model NAME with the weights file)")
+        name, kwargs, config = meta["vitfast.architecture"], json.loads(meta["vitfast.model_kwargs"]), {}
+    else:
+        state = read_training_checkpoint(path, argument)
+        config = state["config"]
+        if weights == "ema":
+            if state.get("ema") is None:
+                raise UsageError(f"{argument}: {path!r} holds no EMA weights (its run had --ema 0)")
+            state_dict = state["ema"]
+        else:
+            state_dict = state["model"]
+        name, kwargs = config["model"], dict(config["model_kwargs"])
+        if config.get("img_size"):
+            kwargs["img_size"] = config["img_size"]
+        if config.get("drop_path") is not None:
+            kwargs["drop_path_rate"] = config["drop_path"]
+        heads = [v for k, v in state_dict.items() if k.split(".")[-2:] == ["head", "weight"]]
+        if heads:
+            kwargs["num_classes"] = heads[0].shape[0]
+    try:
+        model = vitfast.create_model(name, **kwargs)
+        model.load_state_dict(state_dict)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise UsageError(f"{argument}: {path!r} does not rebuild as {name} ({one_line(e)})") from e
+    return model, {"architecture": name, "model_kwargs": kwargs, "config": config}

@@ -1,0 +1,105 @@
+"""The one error path of vitfast's command lines (vitfast.train, vitfast.eval, vitfast.check).
+
+A user's mistake — a bad value, a missing file, a wrong layout, an incompatible checkpoint, an
+unavailable device — is a UsageError: `run` prints it as one line, `<prog>: <message>`, on stderr and
+exits with status 2, as argparse does for its own errors. Anything else is a bug in vitfast and keeps
+its traceback. `--debug` (or VITFAST_DEBUG=1) shows the traceback of a user error too."""
+import argparse
+import contextlib
+import difflib
+import os
+import re
+import sys
+
+__all__ = ["UsageError", "ArgumentParser", "blame", "run", "one_line", "nearest", "parse_device"]
+
+
+class UsageError(ValueError):
+    """The user asked for something that cannot run; the message names the argument and what was expected."""
+
+
+def nearest(word, choices, cutoff=0.4):
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def one_line(error):
+    """An exception's message on one line (multi-line library messages joined with '; ')."""
+    text = str(error).strip() or type(error).__name__
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+@contextlib.contextmanager
+def blame(argument, errors=(ValueError, TypeError, OSError)):
+    """Inside this block, a library error raised by the user's input (the library's documented
+    ValueError/TypeError/OSError for bad input) becomes a UsageError naming `argument`."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except errors as e:
+        text = one_line(e)
+        raise UsageError(text if text.startswith(argument) else f"{argument}: {text}") from e
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are UsageErrors (one line, the nearest valid flag suggested) instead of a
+    usage dump and sys.exit(2) from deep inside parse_args."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", help="show the Python traceback of a user error too "
+                                                                   "(also: VITFAST_DEBUG=1)")
+
+    def flags(self):
+        return [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+
+    def error(self, message):
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            flag = unknown.group(1)
+            raise UsageError(f"unknown argument {flag!r}{nearest(flag.split('=')[0], self.flags())}")
+        raise UsageError(message)
+
+
+def parse_device(text, argument="--device"):
+    """'cpu' | 'cuda' | 'cuda:N' (None: cuda when available) -> torch.device, refusing a device this
+    machine cannot run rather than falling back to another one."""
+    import torch
+
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(text)):
+        hint = " (did you mean 'cuda'?)" if str(text).lower().startswith("gpu") else nearest(text, ["cpu", "cuda"])
+        raise UsageError(f"{argument} must be cpu, cuda or cuda:N, got {text!r}{hint}")
+    device = torch.device(text)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"{argument} {text}: no CUDA GPU is usable here (torch {torch.__version__}, "
+                             f"torch.cuda.is_available() is False); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"{argument} {text}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0")
+    return device
+
+
+def debug_requested(argv):
+    return "--debug" in argv or os.environ.get("VITFAST_DEBUG", "") not in ("", "0")
+
+
+def run(prog, main, argv=None):
+    """Run main(argv) as the command `prog`: a UsageError becomes one line on stderr and exit status 2,
+    Ctrl-C a line and status 130; any other exception keeps its traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        result = main(argv)
+    except UsageError as e:
+        if debug_requested(argv):
+            raise
+        print(f"{prog}: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
