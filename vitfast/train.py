@@ -106,7 +106,15 @@ def unwrap(model):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    cfg = config_lib.resolve(argv, base=DEFAULT_RUN if uses_default_run(argv) else None)
+    origin = {}
+    cfg = config_lib.resolve(argv, base=DEFAULT_RUN if uses_default_run(argv) else None, origins=origin)
+
+    def where(key):
+        return origin.get(key, config_lib.flag_of(key))
+
+    for key in ("init_checkpoint", "teacher_checkpoint"):  # before minutes of data loading, not after
+        if cfg[key] and not os.path.isfile(cfg[key]):
+            raise UsageError(f"{where(key)}: no file at {cfg[key]!r}")
     dist = Dist(cfg["device"])
     device = dist.device
     if cfg["deterministic"]:
@@ -125,7 +133,7 @@ def main(argv=None):
     train_tf = create_transform(img_size, train=True, crop_pct=crop_pct, hflip=cfg["hflip"], auto_augment=cfg["aa"],
                                 color_jitter=cfg["color_jitter"], re_prob=cfg["reprob"], scale=tuple(cfg["scale"]), **norm)
     eval_tf = create_transform(img_size, train=False, crop_pct=crop_pct, **norm)
-    with blame("--data"):
+    with blame(where("data")):
         train_set = create_dataset(cfg["data"], "train", transform=train_tf, download=cfg["download"],
                                    strict=cfg["strict_data"])
         val_set = create_dataset(cfg["data"], "val", transform=eval_tf, download=cfg["download"],
@@ -158,8 +166,6 @@ def main(argv=None):
         model = vitfast.create_model(cfg["model"], backend=cfg["backend"], **kwargs)
     if cfg["init_checkpoint"]:
         path = cfg["init_checkpoint"]
-        if not os.path.isfile(path):
-            raise UsageError(f"--init-checkpoint: no file at {path!r}")
         try:
             result = load_for_finetune(model, path)
         except CheckpointMismatchError as e:

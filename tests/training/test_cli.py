@@ -87,6 +87,8 @@ MISTAKES = [
      TINY + ["--init-checkpoint", "{R}/corrupt.pt", "--output", "out"], r"--init-checkpoint .*corrupt.pt: cannot read"),
     ("--init-checkpoint missing", "vitfast.train", TINY + ["--init-checkpoint", "nope.pt", "--output", "out"],
      r"--init-checkpoint: no file at 'nope.pt'"),
+    ("a recipe's init_checkpoint missing", "vitfast.train", ["-c", "vit_b32_cifar10", "--output", "out"],
+     r"config 'vit_b32_cifar10', key init_checkpoint: no file at 'ViT-B_32.npz'"),
     ("--quant-grad without --quant", "vitfast.train", TINY + ["--quant-grad", "bf16", "--output", "out"],
      r"--quant-grad has no effect without --quant"),
     ("--quant-grad unknown format", "vitfast.train", TINY + ["--quant", "FP16_16", "--quant-grad", "fp9",
@@ -174,7 +176,7 @@ if not torch.cuda.is_available():
 
 # Mistakes beyond the ones users reported run in this process, through the same vitfast.cli.run that
 # `python -m` calls (an interpreter start costs ~6 s here; the reported ones each get their own).
-IN_PROCESS = {"--init-checkpoint missing", "--teacher-checkpoint without --teacher", "--distill-alpha without --teacher",
+IN_PROCESS = {"--init-checkpoint missing", "a recipe's init_checkpoint missing", "--teacher-checkpoint without --teacher", "--distill-alpha without --teacher",
               "--momentum with adamw", "config not YAML", "myrtle JSON missing a field", "--set lr=fast",
               "--resume a corrupt file", "--resume into another run", "--overwrite with --resume", "--amp none32",
               "unknown flag", "flag without its value", "--strict-data on unreadable images: a failed start",

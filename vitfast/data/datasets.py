@@ -251,7 +251,7 @@ def _cifar_layout(kind, root):
     folder, archive, files, meta = _CIFAR[kind][:4]
     names = ", ".join(files["train"] + files["test"] + [meta])
     return (f"expected {root}/{folder}/ with the python-version batches ({names}), or {root}/{archive}, or {root} "
-            f"itself holding the batches; download=True fetches {archive} into {root}")
+            f"itself holding the batches; download=True (--download on the command line) fetches {archive} into {root}")
 
 
 def _read_cifar_batch(kind, root, raw, where):

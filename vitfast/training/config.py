@@ -242,8 +242,9 @@ def build_parser():
 _METAVARS = {int: "N", float: "X", "floats": "X,Y", "strs": "A,B", "kv": "K=V,..."}
 
 
-def resolve(argv=None, base=None):
-    """argv -> the resolved flat config dict: defaults < base < config files < flags < --set."""
+def resolve(argv=None, base=None, origins=None):
+    """argv -> the resolved flat config dict: defaults < base < config files < flags < --set. origins, a dict
+    if given, receives key -> where the user set it ("--lr", "config 'x.yaml', key lr"), for messages."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -277,6 +278,8 @@ def resolve(argv=None, base=None):
         else:
             _layer(config, origin, {key: parse_value(key, value, where)}, where)
     config["model_kwargs"] = typed_model_kwargs(config["model_kwargs"], origin.get("model_kwargs", "--model-kwargs"))
+    if origins is not None:
+        origins.update(origin)
     return check_config(config, origin, flag_of)
 
 
