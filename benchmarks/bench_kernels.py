@@ -16,7 +16,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from common import sample_ms  # benchmarks/common.py
+from common import environment, sample_ms  # benchmarks/common.py
 
 WIDTHS = {"vit_tiny": 192, "vit_small": 384, "vit_base": 768, "vit_large": 1024}
 
@@ -44,12 +44,21 @@ def main(argv=None):
 
     dev, bf = "cuda", torch.bfloat16
     M = args.batch * 197
-    lines = [f"# bench_kernels.py: {torch.cuda.get_device_name()}, torch {torch.__version__}, M = {M}", "",
-             "| op | shape | ours ms | peer ms | ours/peer speed | ours TFLOP/s or GB/s |", "|---|---|---|---|---|---|"]
+    lines = [f"# bench_kernels.py, M = {M}", ""] + [f"- {k}: {v}" for k, v in environment(dev).items()] + [
+        "", "| op | shape | ours ms | peer ms | ours/peer speed | ours TFLOP/s or GB/s |", "|---|---|---|---|---|---|"]
+    # The bandwidth roof the memory-bound ops are held to: a device-to-device copy (bytes read + written).
+    src = [torch.randn(2**28 // 2, device=dev, dtype=bf) for _ in range(2)]
+    dst = torch.empty_like(src[0])
+    copy = bench(lambda s: dst.copy_(s), [(s,) for s in src], args.repeats)
+    copy_gbs = 2**28 * 2 / (copy[0] * 1e-3) / 1e9
+    lines.append(f"| device copy (roof) | 256 MiB | {copy[0]:.3f} | - | - | {copy_gbs:,.0f} GB/s |")
+    print(lines[-1], flush=True)
+    del src, dst
 
     def row(op, shape, ours, peer, work, unit):
         rate = work / (ours[0] * 1e-3) / (1e12 if unit == "TFLOP/s" else 1e9)
-        line = f"| {op} | {shape} | {ours[0]:.3f} | {peer[0]:.3f} | {peer[0] / ours[0]:.2f}x | {rate:,.0f} {unit} |"
+        roof = f" ({rate / copy_gbs:.0%} of copy)" if unit == "GB/s" else ""
+        line = f"| {op} | {shape} | {ours[0]:.3f} | {peer[0]:.3f} | {peer[0] / ours[0]:.2f}x | {rate:,.0f} {unit}{roof} |"
         lines.append(line)
         print(line, flush=True)
 

@@ -1,31 +1,57 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: build, run every CUDA test (quantizers, attention, fused ops, models),
-# compute-sanitizer (memcheck, racecheck) over the kernels' own tests, then every benchmark. Logs and
-# tables go to ${OUT:-benchmarks/results}. Usage: bash benchmarks/gpu_checks.sh [--quick]
+# One call on a GPU machine: the CUDA tests, compute-sanitizer over the kernels' tests, the benchmarks.
+# Logs and tables go to ${OUT:-benchmarks/results/gpu}. Stages run in the order given (default: all):
+#
+#   bash benchmarks/gpu_checks.sh [build] [tests] [sanitize] [bench] [models] [models-quick]
+#
+# build compiles the extension in place (MAX_JOBS=$(nproc)); without it a prebuilt vitfast/_C*.so
+# (../shared/tools/prebuild.sh) is used as it is. Each stage has its own time limit, so one hung kernel
+# costs that stage, not the call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-benchmarks/results}
+out=${OUT:-benchmarks/results/gpu}
 mkdir -p "$out"
-py=${PYTHON:-python}
-MAX_JOBS=${MAX_JOBS:-$(nproc)} NVCC_THREADS=${NVCC_THREADS:-2} $py setup.py -q build_ext --inplace 2>&1 | tail -3
-nvidia-smi > "$out/nvidia-smi.txt" 2>&1
+py=${PYTHON:-python3}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+stages=${*:-build tests sanitize bench models}
+# prebuild.sh builds for sm_90 alone; tests/test_build.py reads the archs asked for from here.
+[[ " $stages " == *" build "* ]] || export VITFAST_CUDA_ARCHS=${VITFAST_CUDA_ARCHS:-90}
 kernels="tests/ops/test_float_quantize.py tests/ops/test_fixed_point_quantize.py tests/ops/test_block_quantize.py
          tests/ops/test_attention.py tests/ops/test_layer_norm.py tests/ops/test_linear_fused.py tests/ops/test_lp_matmul.py"
-tests="$kernels tests/models/test_vitfast_backend.py tests/quant tests/test_build.py"
-$py -m pytest -q $tests 2>&1 | tee "$out/cuda_tests.log" | tail -15
-if command -v compute-sanitizer > /dev/null; then
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --target-processes all $py -m pytest -q -x \
-      $kernels -k cuda \
-      > "$out/sanitizer_$tool.log" 2>&1
-    tail -3 "$out/sanitizer_$tool.log"
-  done
-fi
-$py benchmarks/bench_quant.py --device all --out "$out/quant_h200.md" 2>&1 | tail -12
-$py benchmarks/bench_attention.py --out "$out/attention_h200.md" 2>&1 | tail -30
-$py benchmarks/bench_kernels.py --out "$out/kernels_h200.md" 2>&1 | tail -40
-if [ "${1:-}" = "--quick" ]; then
-  $py benchmarks/bench_models.py --models vit_base_patch16_224 --batch-sizes 256 --no-compile --out "$out/models_quick.md"
-else
-  $py benchmarks/bench_models.py --out "$out/models_h200.md"
-fi
+stamp() { echo "== $1 at $(date -u +%H:%M:%S) (${SECONDS}s)"; }
+
+for stage in $stages; do
+  stamp "$stage"
+  case $stage in
+    build)
+      MAX_JOBS=${MAX_JOBS:-$(nproc)} $py setup.py -q build_ext --inplace 2>&1 | tail -3 ;;
+    tests)
+      nvidia-smi > "$out/nvidia-smi.txt" 2>&1
+      $py -c "import torch, vitfast; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), 'kernels:', vitfast.has_cuda_kernels())" 2>&1 | tee "$out/env.txt"
+      # xdist spreads the CPU halves of these files; the GPU tests share the one card.
+      timeout ${TESTS_LIMIT:-330} $py -m pytest -q -p no:cacheprovider -n ${WORKERS:-8} --timeout 240 -rfE \
+        $kernels tests/models/test_vitfast_backend.py tests/quant tests/test_build.py \
+        > "$out/cuda_tests.log" 2>&1
+      grep -E "^(FAILED|ERROR)|passed|failed" "$out/cuda_tests.log" | tail -40 ;;
+    sanitize)
+      # benchmarks/sanitize_ops.py reaches every kernel (tails, head dims, backward) at small sizes.
+      for tool in memcheck racecheck; do
+        timeout ${SANITIZE_LIMIT:-200} compute-sanitizer --tool $tool --error-exitcode 9 \
+          $py benchmarks/sanitize_ops.py > "$out/sanitizer_$tool.log" 2>&1
+        echo "$tool: exit $?"; grep -E "ERROR SUMMARY|: ran|Error|error" "$out/sanitizer_$tool.log" | head -12
+      done ;;
+    bench)
+      timeout 120 $py benchmarks/bench_quant.py --device cuda --out "$out/quant.md" 2>&1 | tail -12
+      timeout 200 $py benchmarks/bench_attention.py --warmup 25 --rep 100 --out "$out/attention.md" 2>&1 \
+        | grep -v "^smoke" | tail -90
+      timeout 150 $py benchmarks/bench_kernels.py --repeats 30 --out "$out/kernels.md" 2>&1 | tail -60 ;;
+    models-quick)
+      timeout 300 $py benchmarks/bench_models.py --models vit_base_patch16_224 --batch-sizes 256 --no-compile \
+        --out "$out/models_quick.md" 2>&1 | tail -20 ;;
+    models)
+      timeout ${MODELS_LIMIT:-540} $py benchmarks/bench_models.py --batch-sizes 256 --repeats 10 \
+        --out "$out/models.md" 2>&1 | tail -60 ;;
+    *) echo "unknown stage $stage (build, tests, sanitize, bench, models, models-quick)"; exit 2 ;;
+  esac
+done
+stamp done

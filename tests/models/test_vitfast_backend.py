@@ -35,7 +35,7 @@ def run(model, x, backend):
     x = x.clone().requires_grad_()
     out = flat(model(x))
     g = torch.Generator().manual_seed(5)
-    out.backward(torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.dtype))
+    out.backward(torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.device, out.dtype))
     grads = torch.cat([x.grad.flatten()] + [p.grad.flatten() for p in model.parameters() if p.grad is not None])
     return out.detach(), grads
 

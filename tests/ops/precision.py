@@ -4,7 +4,7 @@ import torch
 
 
 def rel_err(out, ref):
-    ref = ref.double()
+    ref = ref.double().to(out.device)
     return ((out.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
 
 

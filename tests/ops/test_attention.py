@@ -97,11 +97,17 @@ def check_against_reference(B, H, N, d, dtype, device, bias_shape=None, return_l
     if return_logits:
         assert ours[1].shape == (B, H, N, N) and ours[1].dtype == dtype
         assert_flash_rule(ours[1], pt[1], ref[1], "logits", slack)
+    # dq and dk pass through dP - rowsum(dO o O): two fp32 sums of the same d products in different
+    # orders. Where they cancel exactly (N = 1: dq = dk = 0) PyTorch may be exact by luck, and we are
+    # held to the typical fp32 rounding of that difference, 4 sqrt(d) u32 |dO||V|, through scale |k|.
+    cancel = 4 * d**0.5 * 2.0**-24 * (dout.double().abs() @ v.double().abs().transpose(-2, -1)).max().item() \
+        * (d**-0.5) * max(q.abs().max().item(), k.abs().max().item())
     for name, a, b, c in zip(("dq", "dk", "dv", "dbias"), ours[2], pt[2], ref[2]):
         if c is None:
             continue
         assert a.shape == c.shape, (name, a.shape, c.shape)
-        assert_flash_rule(a, b, c, name, slack * max(1.0, c.abs().max().item()))
+        floor = cancel if name in ("dq", "dk") else 0.0
+        assert_flash_rule(a, b, c, name, slack * max(1.0, c.abs().max().item()) + floor)
 
 
 # ---- CPU: correctness ----------------------------------------------------------------------------
@@ -169,7 +175,7 @@ def fp16_accumulation_bound(q, k, v, scale):
     qd, kd, vd = q.double(), k.double(), v.double()
     d, N = q.shape[-1], q.shape[-2]
     eps_s = math.ceil(d / 16) * u * scale * (qd.abs() @ kd.abs().transpose(-2, -1)).amax(-1, keepdim=True)
-    p = attention_ref(qd, kd, torch.eye(N, dtype=torch.float64).expand(*q.shape[:2], N, N), scale=scale)
+    p = attention_ref(qd, kd, torch.eye(N, dtype=torch.float64, device=q.device).expand(*q.shape[:2], N, N), scale=scale)
     pv = p @ vd.abs()
     return 2 * eps_s * vd.abs().amax(-2, keepdim=True) + (1 + math.ceil(N / 16)) * u * pv + u * pv + 1e-6
 

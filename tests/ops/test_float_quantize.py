@@ -8,12 +8,16 @@ from vitfast.ops import float_quantize, float_quantize_ref
 from vitfast.ops.float_quantize import float_format_limits
 from tests.values import adversarial_fp32, assert_same_bits, needs_cuda
 
+# torch's fp32 -> float8_e4m3fn cast sends overflow to NaN in torch 2.11 (seen on the GPU machine) and
+# saturates to +-448 in 2.14: each of our two modes is held to the torch it runs under.
+E4M3_CAST_SATURATES = bool(torch.tensor([1e4]).to(torch.float8_e4m3fn).float().isfinite())
+
 # (exp, man, saturate, finite) of each torch dtype's cast.
 CASTS = {
     torch.float16: (5, 10, False, False),
     torch.bfloat16: (8, 7, False, False),
     torch.float8_e5m2: (5, 2, False, False),
-    torch.float8_e4m3fn: (4, 3, True, True),
+    torch.float8_e4m3fn: (4, 3, E4M3_CAST_SATURATES, True),
 }
 
 

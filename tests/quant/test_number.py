@@ -10,8 +10,13 @@ from tests.values import adversarial_fp32, assert_same_bits
 @pytest.mark.parametrize("name,dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16),
                                         ("fp8_e5m2", torch.float8_e5m2), ("fp8_e4m3", torch.float8_e4m3fn)])
 def test_named_formats_are_torch_casts(name, dtype):
+    """fp8_e4m3 saturates (NVIDIA's satfinite conversion); torch 2.11's own cast sends overflow to NaN
+    instead, 2.14's saturates: against an older torch the cast is given the saturated input."""
     x = adversarial_fp32()
-    assert_same_bits(quantize(x, name), x.to(dtype).float(), x)
+    cast_input = x
+    if name == "fp8_e4m3" and not torch.tensor([1e4]).to(dtype).float().isfinite():
+        cast_input = x.clamp(-448.0, 448.0)  # keeps NaN
+    assert_same_bits(quantize(x, name), cast_input.to(dtype).float(), x)
 
 
 def test_fp32_is_identity_and_tf32_keeps_ten_bits():

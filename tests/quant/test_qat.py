@@ -464,10 +464,11 @@ def test_qat_training_trains(one_thread):
     model = vitfast.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=1,
                                  num_heads=2, num_classes=4, global_pool="avg")
     prepare_qat(model, "FP16_16")
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # 300 steps at 1e-3: 150 at 3e-3 reached 0.996 under torch 2.14 but 0.71 (fp32 alike) under 2.11.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(1)
     losses = []
-    for _ in range(150):
+    for _ in range(300):
         x, y = blobs(32, g)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
@@ -478,6 +479,6 @@ def test_qat_training_trains(one_thread):
     x, y = blobs(500, torch.Generator().manual_seed(2))
     with torch.no_grad():
         acc = (convert_ptq(model, "FP16_16")(x).argmax(-1) == y).float().mean()
-    assert acc > 0.85, float(acc)  # 0.996 here; chance is 0.25
+    assert acc > 0.85, float(acc)  # chance is 0.25
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert not all(representable(p, FP16) for p in model.parameters())

@@ -1,0 +1,85 @@
+"""Every CUDA kernel once or twice, forward and backward, at ViT shapes and odd ones, for
+compute-sanitizer (memcheck: out-of-bounds and misaligned accesses; racecheck: shared-memory races):
+
+    compute-sanitizer --tool memcheck --error-exitcode 9 python benchmarks/sanitize_ops.py
+    compute-sanitizer --tool racecheck --error-exitcode 9 python benchmarks/sanitize_ops.py
+
+Small batches keep the instrumented run to seconds; the correctness of the values is the tests' job,
+this only has to reach every code path (tails of rows, columns and blocks, every head dim)."""
+import sys
+
+import torch
+
+import vitfast
+from vitfast.ops import (attention, block_quantize, fixed_point_quantize, float_quantize, layer_norm, linear_gelu,
+                         linear_residual, lp_matmul)
+
+
+def grads(out, *leaves):
+    return torch.autograd.grad(out.float().square().sum(), [t for t in leaves if t is not None])
+
+
+def quantizers():
+    x = torch.randn(1000003, device="cuda")
+    for rounding in ("nearest", "stochastic"):
+        float_quantize(x, 4, 3, rounding, saturate=True, finite=True)
+        float_quantize(x.half(), 5, 2, rounding)
+        fixed_point_quantize(x, 8, 4, rounding=rounding)
+        block_quantize(x[:999999].view(333, 3003), 8, dim=0, rounding=rounding)
+        block_quantize(x, 8, rounding=rounding)
+
+
+def attentions():
+    for dtype in (torch.float16, torch.bfloat16):
+        for N, d in ((1, 64), (50, 64), (197, 64), (77, 80), (65, 32), (257, 96), (130, 128)):
+            qkv = torch.randn(2, N, 3, 3, d, device="cuda", dtype=dtype)
+            q, k, v = (t.requires_grad_() for t in qkv.permute(2, 0, 3, 1, 4).detach().clone().unbind(0))
+            bias = torch.randn(1, 3, N, N, device="cuda", dtype=dtype, requires_grad=True)
+            grads(attention(q, k, v), q, k, v)
+            out, logits = attention(q, k, v, bias, return_logits=True)
+            grads(out.float().sum() + logits.float().sum(), q, k, v, bias)
+            if dtype == torch.float16:
+                grads(attention(q, k, v, accumulate="fp16"), q, k, v)
+
+
+def norms():
+    for D in (192, 768, 1280, 104):
+        for dtype in (torch.bfloat16, torch.float32):
+            x = torch.randn(197 * 3, D, device="cuda", dtype=dtype, requires_grad=True)
+            r = torch.randn_like(x, requires_grad=True)
+            w = (torch.rand(D, device="cuda") + 0.5).requires_grad_()
+            b = torch.randn(D, device="cuda", requires_grad=True)
+            grads(layer_norm(x, w, b, 1e-6), x, w, b)
+            s, y = layer_norm(x, w, b, 1e-6, residual=r)
+            grads(s.float().sum() + y.float().sum(), x, r, w, b)
+
+
+def products():
+    for (M, K, N) in ((197 * 2, 192, 768), (131, 768, 200), (7, 24, 9)):
+        for dtype in (torch.bfloat16, torch.float16):
+            x = torch.randn(M, K, device="cuda", dtype=dtype, requires_grad=True)
+            w = (torch.randn(N, K, device="cuda", dtype=dtype) / K**0.5).requires_grad_()
+            b = torch.randn(N, device="cuda", dtype=dtype, requires_grad=True)
+            r = torch.randn(M, N, device="cuda", dtype=dtype, requires_grad=True)
+            grads(linear_gelu(x, w, b), x, w, b)
+            grads(linear_residual(x, w, b, r), x, w, b, r)
+        a = torch.randn(M, K, device="cuda").half()
+        bm = torch.randn(K, N, device="cuda").half() / K**0.5
+        for acc in ("fp16", "fp32"):
+            lp_matmul(a, bm, accumulate=acc)
+            lp_matmul(a, bm, torch.randn(N, device="cuda").half(), epilogue="gelu", accumulate=acc)
+            lp_matmul(a, bm, torch.randn(N, device="cuda").half(), epilogue="residual", accumulate=acc,
+                      residual=torch.randn(M, N, device="cuda").half())
+
+
+def main():
+    if not (torch.cuda.is_available() and vitfast.has_cuda_kernels()):
+        sys.exit("sanitize_ops.py needs a GPU and vitfast's CUDA kernels")
+    for part in (quantizers, attentions, norms, products):
+        part()
+        torch.cuda.synchronize()
+        print(f"{part.__name__}: ran", flush=True)
+
+
+if __name__ == "__main__":
+    main()
