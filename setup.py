@@ -109,7 +109,7 @@ print(f"vitfast: building {'CPU and CUDA' if with_cuda else 'CPU'} kernels"
 
 setup(
     packages=find_packages(include=["vitfast", "vitfast.*"]),
-    package_data={"vitfast": ["configs/*.yaml"]},
+    package_data={"vitfast": ["configs/*.yaml", "layers/dispatch_data/*.json"]},
     ext_modules=[
         Extension(
             "vitfast._C",

@@ -6,7 +6,8 @@ With the "vitfast" backend (and no act_quant hook, no return_attn) the block run
 operators piece by piece (vitfast.layers.fused): norm1 as layer_norm; attention's projection + bias +
 residual add as linear_residual; norm2 as layer_norm, or fused with the residual add when the
 projection could not take it; fc1 + GELU as linear_gelu; fc2 + bias + residual add as linear_residual.
-A piece the fused ops do not cover (LayerScale, active drop path, ...) runs its eager form."""
+A piece the fused ops do not cover (LayerScale, active drop path, ...) runs its eager form, and on a
+GPU a piece whose library path measured faster there runs that (vitfast.layers.dispatch)."""
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -43,11 +44,11 @@ class Block(nn.Module):
         allows; norm2 is returned only when it was fused with the residual add (fuse_norm2)."""
         h = fused.norm(self.norm1, x)
         plain = fused.inactive(self.drop_path1, self.training) and isinstance(self.ls1, nn.Identity)
-        if plain and fused.attention_fusable(self.attn):
+        if plain and fused.attention_fusable(self.attn) and fused.fused_linear("linear_residual", self.attn.proj, h):
             x = fused.attention_residual(self.attn, h, x, attn_bias)
             return x, None
         y = self.attn(h, attn_bias=attn_bias)
-        if plain and fuse_norm2 and fused.plain_layer_norm(self.norm2):
+        if plain and fuse_norm2 and fused.fused_norm(self.norm2, y, residual=x):
             return fused.layer_norm(y, self.norm2.weight, self.norm2.bias, self.norm2.eps, residual=x)
         return x + self.drop_path1(self.ls1(y)), None
 

@@ -2,12 +2,14 @@
 pieces themselves. Each check is per piece: anything that the fused op does not compute (LayerScale,
 active drop path or dropout, a QAT rounding hook, a subclassed or quantizing layer, a norm inside the
 MLP or after attention) sends that piece back to the module's own forward, so the eager path and the
-state dict are untouched."""
+state dict are untouched. On a GPU, a piece the fused op could compute still runs the library path
+where that measured faster on this GPU kind (vitfast.layers.dispatch)."""
 from torch import nn
 
 from ..ops import layer_norm, linear_gelu, linear_residual
 from . import backend as backends
 from .attention import Attention, attention_core
+from .dispatch import needs_grad, use_kernel
 
 
 def plain_linear(m):
@@ -28,9 +30,28 @@ def inactive(m, training):
     return p is not None and (p == 0 or not training) and type(m).__name__ in ("Dropout", "DropPath")
 
 
+def fused_norm(m, x, residual=None):
+    """Whether layer_norm (with the residual add, if given) runs m on x: a plain LayerNorm, and our
+    kernel measured faster on this GPU."""
+    return plain_layer_norm(m) and use_kernel("layer_norm", x, D=x.shape[-1], residual=residual is not None,
+                                              grad=needs_grad(x, residual, m.weight))
+
+
 def norm(m, x):
-    """m(x) through the fused layer_norm when m is a plain LayerNorm."""
-    return layer_norm(x, m.weight, m.bias, m.eps) if plain_layer_norm(m) else m(x)
+    """m(x), through the fused layer_norm where fused_norm says so."""
+    return layer_norm(x, m.weight, m.bias, m.eps) if fused_norm(m, x) else m(x)
+
+
+def fused_linear(op, linear, x):
+    """Whether our kernel runs `op` ("linear_gelu", "linear_residual") for nn.Linear `linear` on x."""
+    return use_kernel(op, x, K=linear.in_features, N=linear.out_features, grad=needs_grad(x, linear.weight))
+
+
+def residual_linear(linear, x, residual):
+    """residual + linear(x): bias and residual in linear_residual's epilogue, or the library's two ops."""
+    if fused_linear("linear_residual", linear, x):
+        return linear_residual(x, linear.weight, linear.bias, residual)
+    return residual + linear(x)
 
 
 def attention_fusable(attn):
@@ -60,9 +81,12 @@ def mlp_fusable(mlp):
 
 
 def mlp_hidden(mlp, h):
-    return linear_gelu(h, mlp.fc1.weight, mlp.fc1.bias, mlp.act.approximate)
+    """GELU(fc1(h)): linear_gelu, or the library's two ops where those measured faster."""
+    if fused_linear("linear_gelu", mlp.fc1, h):
+        return linear_gelu(h, mlp.fc1.weight, mlp.fc1.bias, mlp.act.approximate)
+    return mlp.act(mlp.fc1(h))
 
 
 def mlp_residual(mlp, h, residual):
     """residual + mlp(h): fc1 + bias + GELU in one op, fc2 + bias + residual in another."""
-    return linear_residual(mlp_hidden(mlp, h), mlp.fc2.weight, mlp.fc2.bias, residual)
+    return residual_linear(mlp.fc2, mlp_hidden(mlp, h), residual)

@@ -1,0 +1,72 @@
+"""Where the "vitfast" backend runs our fused kernels and where the library path (SDPA, cuBLAS + ATen,
+F.layer_norm) that timm runs: decided per GPU kind from measurements kept in the repository.
+
+dispatch_data/<gpu>.json is written by benchmarks/write_dispatch.py from bench_kernels.py and
+bench_attention.py tables measured on that GPU; it lists, per op and measured shape, which path was
+faster. A shape takes the choice of the nearest measured shape of its kind (same flags: bias, residual,
+gradient; sizes within a factor NEAR); a GPU with no data, or a shape far from every measured one, takes
+the library path, the safe default. On the CPU our ops are the reference implementations and always run.
+The ops called directly (vitfast.ops.*) always run our kernels: this only steers the model backend."""
+import json
+import math
+import os
+import re
+
+import torch
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dispatch_data")
+MARGIN = 1.05  # ours must be at least 5% faster: smaller differences are within the timings' spread
+NEAR = 2.0  # a measured size stands for sizes within this factor of it
+
+_data = {}  # gpu name -> its table, or None
+_names = {}  # device index -> gpu name
+
+
+def gpu_slug(name):
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia_h100_80gb_hbm3' (the data file's name)."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def load(gpu):
+    """The measured table for a GPU name, or None when the repository has none."""
+    if gpu not in _data:
+        path = os.path.join(DATA_DIR, gpu_slug(gpu) + ".json")
+        _data[gpu] = None
+        if os.path.isfile(path):
+            with open(path) as f:
+                _data[gpu] = json.load(f)
+    return _data[gpu]
+
+
+def nearest(rows, shape):
+    """The measured row closest to `shape` (bool keys must match; sizes within NEAR), or None."""
+    best, best_dist = None, math.log(NEAR) + 1e-9
+    for row in rows:
+        if any(row.get(k) != v for k, v in shape.items() if isinstance(v, bool)):
+            continue
+        dist = max((abs(math.log(v / row[k])) for k, v in shape.items() if not isinstance(v, bool)), default=0.0)
+        if dist <= best_dist:
+            best, best_dist = row, dist
+    return best
+
+
+def choose(op, gpu, **shape):
+    """True when the vitfast backend runs our kernel for `op` at `shape` on the GPU named `gpu`."""
+    data = load(gpu)
+    row = nearest(data["ops"].get(op, []), shape) if data else None
+    return row is not None and row["use"] == "vitfast"
+
+
+def use_kernel(op, t, **shape):
+    """choose() for the device of tensor t; True on the CPU."""
+    if t.device.type != "cuda":
+        return True
+    index = t.device.index if t.device.index is not None else torch.cuda.current_device()
+    if index not in _names:
+        _names[index] = torch.cuda.get_device_name(index)
+    return choose(op, _names[index], **shape)
+
+
+def needs_grad(*tensors):
+    """Whether this call records a backward (the shapes were timed forward-only and forward+backward)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
