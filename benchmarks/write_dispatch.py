@@ -41,9 +41,9 @@ def gpu_name(text):
     return value.split(" (")[0]
 
 
-def entry(shape, ours_ms, library_ms, library):
+def entry(shape, ours_ms, library_ms, library, dtype="bfloat16"):
     use = "vitfast" if ours_ms * MARGIN <= library_ms else "library"
-    return dict(shape, ours_ms=ours_ms, library_ms=library_ms, library=library, use=use)
+    return dict(shape, dtype=dtype, ours_ms=ours_ms, library_ms=library_ms, library=library, use=use)
 
 
 def kernel_entries(text):
@@ -85,13 +85,14 @@ def attention_entries(text):
             continue  # "n/a: ..." (a backend that does not take this input)
         key = (int(N), int(d), bias == "yes", mode == "fwd+bwd")
         cases.setdefault(key, {})[impl] = ms
+    dtype = (header_value(text, "dtype") or "torch.bfloat16").replace("torch.", "")
     out = []
     for (N, d, bias, grad), times in sorted(cases.items()):
         sdpa = {k: v for k, v in times.items() if k.startswith("sdpa")}
         if "vitfast" not in times or not sdpa:
             continue
         best = min(sdpa, key=sdpa.get)
-        out.append(entry(dict(N=N, d=d, bias=bias, grad=grad), times["vitfast"], sdpa[best], best))
+        out.append(entry(dict(N=N, d=d, bias=bias, grad=grad), times["vitfast"], sdpa[best], best, dtype))
     return out
 
 

@@ -38,23 +38,24 @@ def test_every_measured_shape_gets_the_faster_path():
     for op in ("layer_norm", "linear_gelu", "linear_residual", "attention"):
         assert rows(op), op
         for row in rows(op):
-            shape = {k: row[k] for k in ("D", "K", "N", "d", "residual", "bias", "grad") if k in row}
+            shape = {k: row[k] for k in ("D", "K", "N", "d", "residual", "bias", "grad", "dtype") if k in row}
             faster = row["ours_ms"] * dispatch.MARGIN <= row["library_ms"]
             assert dispatch.choose(op, H100, **shape) == faster, (op, row)
 
 
 def test_h100_choices_as_measured():
+    bf16 = dict(dtype="bfloat16")
     # layer_norm forward beat F.layer_norm at every width; forward+backward only at 192 and 384.
-    assert dispatch.choose("layer_norm", H100, D=768, residual=False, grad=False)
-    assert dispatch.choose("layer_norm", H100, D=768, residual=True, grad=False)
-    assert dispatch.choose("layer_norm", H100, D=384, residual=False, grad=True)
-    assert not dispatch.choose("layer_norm", H100, D=768, residual=False, grad=True)
+    assert dispatch.choose("layer_norm", H100, D=768, residual=False, grad=False, **bf16)
+    assert dispatch.choose("layer_norm", H100, D=768, residual=True, grad=False, **bf16)
+    assert dispatch.choose("layer_norm", H100, D=384, residual=False, grad=True, **bf16)
+    assert not dispatch.choose("layer_norm", H100, D=768, residual=False, grad=True, **bf16)
     # Our mma.sync GEMMs ran at about half of cuBLAS on the H100: cuBLAS everywhere.
-    assert not dispatch.choose("linear_gelu", H100, K=768, N=3072, grad=False)
-    assert not dispatch.choose("linear_residual", H100, K=3072, N=768, grad=False)
+    assert not dispatch.choose("linear_gelu", H100, K=768, N=3072, grad=False, **bf16)
+    assert not dispatch.choose("linear_residual", H100, K=3072, N=768, grad=False, **bf16)
     # Attention: cuDNN / flash SDPA were faster except with a bias at N = 257, d = 80, forward+backward.
-    assert not dispatch.choose("attention", H100, N=197, d=64, bias=False, grad=False)
-    assert dispatch.choose("attention", H100, N=257, d=80, bias=True, grad=True)
+    assert not dispatch.choose("attention", H100, N=197, d=64, bias=False, grad=False, **bf16)
+    assert dispatch.choose("attention", H100, N=257, d=80, bias=True, grad=True, **bf16)
 
 
 def test_unknown_gpu_far_shapes_and_unmeasured_flags_take_the_library_path():
@@ -64,6 +65,9 @@ def test_unknown_gpu_far_shapes_and_unmeasured_flags_take_the_library_path():
     assert dispatch.choose("layer_norm", H100, D=1280, residual=False, grad=False)  # within 2x of 1024
     assert not dispatch.choose("layer_norm", H100, D=768, residual=True, grad=True)  # never measured
     assert not dispatch.choose("no_such_op", H100, D=768)
+    # Measured in bfloat16: the fp32 residual stream of autocast training is another class.
+    assert dispatch.choose("layer_norm", H100, D=384, residual=False, grad=True, dtype="bfloat16")
+    assert not dispatch.choose("layer_norm", H100, D=384, residual=False, grad=True, dtype="float32")
 
 
 def test_cpu_always_runs_our_ops():

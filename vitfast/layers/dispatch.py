@@ -20,6 +20,7 @@ NEAR = 2.0  # a measured size stands for sizes within this factor of it
 
 _data = {}  # gpu name -> its table, or None
 _names = {}  # device index -> gpu name
+_choices = {}  # (op, gpu, shape) -> choose()'s answer: a model asks the same few questions every step
 
 
 def gpu_slug(name):
@@ -39,12 +40,14 @@ def load(gpu):
 
 
 def nearest(rows, shape):
-    """The measured row closest to `shape` (bool keys must match; sizes within NEAR), or None."""
+    """The measured row closest to `shape` (flags and dtype must match; sizes within NEAR), or None."""
     best, best_dist = None, math.log(NEAR) + 1e-9
+    exact = {k: v for k, v in shape.items() if isinstance(v, (bool, str))}
+    sizes = {k: v for k, v in shape.items() if k not in exact}
     for row in rows:
-        if any(row.get(k) != v for k, v in shape.items() if isinstance(v, bool)):
+        if any(row.get(k) != v for k, v in exact.items()):
             continue
-        dist = max((abs(math.log(v / row[k])) for k, v in shape.items() if not isinstance(v, bool)), default=0.0)
+        dist = max((abs(math.log(v / row[k])) for k, v in sizes.items()), default=0.0)
         if dist <= best_dist:
             best, best_dist = row, dist
     return best
@@ -52,19 +55,23 @@ def nearest(rows, shape):
 
 def choose(op, gpu, **shape):
     """True when the vitfast backend runs our kernel for `op` at `shape` on the GPU named `gpu`."""
-    data = load(gpu)
-    row = nearest(data["ops"].get(op, []), shape) if data else None
-    return row is not None and row["use"] == "vitfast"
+    key = (op, gpu, tuple(sorted(shape.items())))
+    if key not in _choices:
+        data = load(gpu)
+        row = nearest(data["ops"].get(op, []), shape) if data else None
+        _choices[key] = row is not None and row["use"] == "vitfast"
+    return _choices[key]
 
 
 def use_kernel(op, t, **shape):
-    """choose() for the device of tensor t; True on the CPU."""
+    """choose() for the device and dtype of tensor t (the tables were measured in bfloat16: another
+    dtype finds no row and takes the library path); True on the CPU."""
     if t.device.type != "cuda":
         return True
     index = t.device.index if t.device.index is not None else torch.cuda.current_device()
     if index not in _names:
         _names[index] = torch.cuda.get_device_name(index)
-    return choose(op, _names[index], **shape)
+    return choose(op, _names[index], dtype=str(t.dtype).replace("torch.", ""), **shape)
 
 
 def needs_grad(*tensors):
