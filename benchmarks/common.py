@@ -45,7 +45,10 @@ def _run(args):
 
 
 def git_commit():
-    """Short hash of HEAD, "(with uncommitted changes)" when tracked files differ from it."""
+    """Short hash of HEAD, "(with uncommitted changes)" when tracked files differ from it. VITFAST_COMMIT
+    overrides it: a copy of the tree on a GPU machine may carry an older .git than the files it runs."""
+    if os.environ.get("VITFAST_COMMIT"):
+        return os.environ["VITFAST_COMMIT"] + " (from VITFAST_COMMIT)"
     rev = _run(["git", "rev-parse", "--short", "HEAD"]) or "unknown"
     dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"])
     return rev + (" (with uncommitted changes)" if dirty else "")
