@@ -30,7 +30,7 @@ for stage in $stages; do
       $py -c "import torch, vitfast; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), 'kernels:', vitfast.has_cuda_kernels())" 2>&1 | tee "$out/env.txt"
       # xdist spreads the CPU halves of these files; the GPU tests share the one card.
       timeout ${TESTS_LIMIT:-330} $py -m pytest -q -p no:cacheprovider -n ${WORKERS:-8} --timeout 240 -rfE \
-        $kernels tests/models/test_vitfast_backend.py tests/quant tests/test_build.py \
+        $kernels tests/models/test_vitfast_backend.py tests/models/test_dispatch.py tests/quant tests/test_build.py \
         > "$out/cuda_tests.log" 2>&1
       grep -E "^(FAILED|ERROR)|passed|failed" "$out/cuda_tests.log" | tail -40 ;;
     sanitize)
