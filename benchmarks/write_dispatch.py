@@ -17,8 +17,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from vitfast.layers.dispatch import DATA_DIR, MARGIN, gpu_slug  # noqa: E402
-
-WIDTHS = {"vit_tiny": 192, "vit_small": 384, "vit_base": 768, "vit_large": 1024}
+from bench_kernels import WIDTHS  # noqa: E402  (the model names its rows start with)
 
 
 def table_rows(text):
@@ -50,7 +49,7 @@ def kernel_entries(text):
     """bench_kernels.py rows -> {op: [entry]} for layer_norm, linear_gelu and linear_residual."""
     ops = {"layer_norm": [], "linear_gelu": [], "linear_residual": []}
     for cells in table_rows(text):
-        if len(cells) < 4 or not cells[0].split(" ")[0] in WIDTHS:
+        if len(cells) < 4 or cells[0].split(" ")[0] not in WIDTHS:
             continue
         model, what = cells[0].split(" ", 1)
         D = WIDTHS[model]
@@ -59,7 +58,7 @@ def kernel_entries(text):
         except ValueError:
             continue
         grad = what.endswith("fwd+bwd")
-        M, rest = cells[1].split("x", 1)
+        rest = cells[1].split("x", 1)[1]  # "MxK->N"
         if what.startswith("layer_norm"):
             ops["layer_norm"].append(entry(dict(D=D, residual="residual" in what, grad=grad), ours, peer,
                                            "F.layer_norm" + (" after x + r" if "residual" in what else "")))

@@ -63,15 +63,15 @@ def choose(op, gpu, **shape):
     return _choices[key]
 
 
-def use_kernel(op, t, **shape):
-    """choose() for the device and dtype of tensor t (the tables were measured in bfloat16: another
-    dtype finds no row and takes the library path); True on the CPU."""
+def use_kernel(op, t, dtype=None, **shape):
+    """choose() for the device of tensor t and the dtype the op computes in (default t's; the tables were
+    measured in bfloat16: another dtype finds no row and takes the library path); True on the CPU."""
     if t.device.type != "cuda":
         return True
     index = t.device.index if t.device.index is not None else torch.cuda.current_device()
     if index not in _names:
         _names[index] = torch.cuda.get_device_name(index)
-    return choose(op, _names[index], dtype=str(t.dtype).replace("torch.", ""), **shape)
+    return choose(op, _names[index], dtype=str(dtype or t.dtype).replace("torch.", ""), **shape)
 
 
 def needs_grad(*tensors):

@@ -7,6 +7,7 @@ where that measured faster on this GPU kind (vitfast.layers.dispatch)."""
 from torch import nn
 
 from ..ops import layer_norm, linear_gelu, linear_residual
+from ..ops._linear_args import autocast_dtype
 from . import backend as backends
 from .attention import Attention, attention_core
 from .dispatch import needs_grad, use_kernel
@@ -43,8 +44,10 @@ def norm(m, x):
 
 
 def fused_linear(op, linear, x):
-    """Whether our kernel runs `op` ("linear_gelu", "linear_residual") for nn.Linear `linear` on x."""
-    return use_kernel(op, x, K=linear.in_features, N=linear.out_features, grad=needs_grad(x, linear.weight))
+    """Whether our kernel runs `op` ("linear_gelu", "linear_residual") for nn.Linear `linear` on x, in
+    the dtype the product runs in (autocast's, when on: x may be the fp32 residual stream)."""
+    return use_kernel(op, x, autocast_dtype(x), K=linear.in_features, N=linear.out_features,
+                      grad=needs_grad(x, linear.weight))
 
 
 def residual_linear(linear, x, residual):
