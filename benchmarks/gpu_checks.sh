@@ -2,7 +2,8 @@
 # One call on a GPU machine: the CUDA tests, compute-sanitizer over the kernels' tests, the benchmarks.
 # Logs and tables go to ${OUT:-benchmarks/results/gpu}. Stages run in the order given (default: all):
 #
-#   bash benchmarks/gpu_checks.sh [build] [tests] [sanitize] [bench] [models] [models-quick]
+#   bash benchmarks/gpu_checks.sh [build] [tests] [sanitize] [bench] [models] [models-quick] [train-tests]
+#                                 [train-loop] [cifar10]   (CIFAR_ARGS=... adds flags to the recipe's run)
 #
 # build compiles the extension in place (MAX_JOBS=$(nproc)); without it a prebuilt vitfast/_C*.so
 # (../shared/tools/prebuild.sh) is used as it is. Each stage has its own time limit, so one hung kernel
@@ -51,7 +52,22 @@ for stage in $stages; do
     models)
       timeout ${MODELS_LIMIT:-540} $py benchmarks/bench_models.py --batch-sizes 256 --repeats 10 \
         --out "$out/models.md" 2>&1 | tail -60 ;;
-    *) echo "unknown stage $stage (build, tests, sanitize, bench, models, models-quick)"; exit 2 ;;
+    train-tests)
+      # the training loop and data paths on the GPU (the device defaults to cuda there)
+      timeout ${TRAIN_TESTS_LIMIT:-240} $py -m pytest -q -p no:cacheprovider -n ${WORKERS:-8} --timeout 200 -rfE \
+        tests/training/test_train.py tests/data tests/models/test_dispatch.py > "$out/train_tests.log" 2>&1
+      grep -E "^(FAILED|ERROR)|passed|failed" "$out/train_tests.log" | tail -20 ;;
+    train-loop)
+      timeout ${TRAIN_LOOP_LIMIT:-240} $py benchmarks/bench_train_loop.py --loader-workers 12 \
+        --out "$out/train_loop.md" 2>&1 | grep -v Warning | tail -12 ;;
+    cifar10)
+      # the packaged recipe on the CIFAR-10 JPEGs: .gpu/cifar10-jpeg-train.tar.gz (git-ignored, carried)
+      mkdir -p data/cifar10 && tar xzf .gpu/cifar10-jpeg-train.tar.gz -C data/cifar10
+      timeout ${CIFAR_LIMIT:-590} $py -m vitfast.train -c cifar10_vit --output "$out/cifar10_vit" --overwrite \
+        ${CIFAR_ARGS:-} > "$out/cifar10_vit.log" 2>&1
+      echo "exit $?"; grep -v "^\[train\]" "$out/cifar10_vit.log" | tail -25 ;;
+    *) echo "unknown stage $stage (build, tests, sanitize, bench, models, models-quick, train-tests, train-loop, cifar10)"
+       exit 2 ;;
   esac
 done
 stamp done

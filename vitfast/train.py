@@ -18,6 +18,8 @@ import vitfast
 from vitfast.cli import UsageError, blame, one_line, run
 from vitfast.data import (Mixup, RepeatAugSampler, ShardSampler, ShuffleSampler, UnreadableImagesError, create_dataset,
                           create_transform)
+from vitfast.data.device import DeviceImages, decode_transform
+from vitfast.data.holdout import hold_out
 from vitfast.models import CheckpointMismatchError, get_model_config, load_for_finetune, save_checkpoint
 from vitfast.layers import set_grad_checkpointing
 from vitfast.training import config as config_lib
@@ -25,7 +27,7 @@ from vitfast.training.distributed import Dist
 from vitfast.training.ema import ModelEma
 from vitfast.training.evaluate import evaluate
 from vitfast.training.logger import RunLogger
-from vitfast.training.losses import distillation_loss, training_loss
+from vitfast.training.losses import NonFiniteWatch, distillation_loss, training_loss
 from vitfast.training.optim import create_optimizer, lr_at
 from vitfast.training.rundir import discard_failed_start, open_output, plan_output
 from vitfast.training.state import read_training_checkpoint, rng_state, save_state, set_rng_state
@@ -134,10 +136,14 @@ def main(argv=None):
                                 color_jitter=cfg["color_jitter"], re_prob=cfg["reprob"], scale=tuple(cfg["scale"]), **norm)
     eval_tf = create_transform(img_size, train=False, crop_pct=crop_pct, **norm)
     with blame(where("data")):
-        train_set = create_dataset(cfg["data"], "train", transform=train_tf, download=cfg["download"],
-                                   strict=cfg["strict_data"])
-        val_set = create_dataset(cfg["data"], "val", transform=eval_tf, download=cfg["download"],
-                                 strict=cfg["strict_data"])
+        # on the device, the images are decoded once at img_size and augmented there
+        train_set = create_dataset(cfg["data"], "train", download=cfg["download"], strict=cfg["strict_data"],
+                                   transform=decode_transform(img_size) if cfg["data_on_device"] else train_tf)
+        val_set = create_dataset(cfg["data"], "train" if cfg["holdout"] else "val", transform=eval_tf,
+                                 download=cfg["download"], strict=cfg["strict_data"])
+    if cfg["holdout"]:
+        with blame(where("holdout")):
+            train_set, val_set = hold_out(train_set, val_set, cfg["holdout"])
     num_classes = train_set.num_classes
     seeded = SeededSamples(train_set, cfg["seed"])
     micro = cfg["batch_size"] // (dist.world_size * cfg["grad_accum_steps"])
@@ -145,6 +151,11 @@ def main(argv=None):
         raise UsageError(f"--batch-size {cfg['batch_size']} must split evenly over {dist.world_size} "
                          f"rank(s) x {cfg['grad_accum_steps']} accumulation step(s)")
     train_sampler = make_sampler(train_set, cfg, dist, train=True)
+    device_images = None
+    if cfg["data_on_device"]:
+        with blame(where("data_on_device")):
+            device_images = DeviceImages(train_set, device, norm["mean"], norm["std"], tuple(cfg["scale"]),
+                                         hflip=cfg["hflip"], workers=cfg["workers"])
     steps_per_epoch = len(train_sampler) // (micro * cfg["grad_accum_steps"])
     if steps_per_epoch < 1:
         raise UsageError(f"--batch-size {cfg['batch_size']}: the training split of {cfg['data']} holds only "
@@ -232,8 +243,17 @@ def main(argv=None):
     if resumed_rng is not None:
         set_rng_state(resumed_rng)  # last: everything above may have drawn random numbers
 
+    watch = NonFiniteWatch(device)
+
+    def check_loss():
+        bad = watch.check()
+        if bad is not None:
+            raise SystemExit(f"vitfast.train: the loss is {bad[1]} at step {bad[0]}; stopping. The last good checkpoint, "
+                             f"if any, is intact: {last_path}")
+
     def checkpoint(path):
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
+        check_loss()
+        if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():
             raise SystemExit(f"vitfast.train: the weights became inf/NaN at step {step} (epoch {epoch}); stopping "
                              f"without saving them. The last good checkpoint, if any, is intact: {last_path}")
         if dist.is_main:
@@ -248,13 +268,18 @@ def main(argv=None):
               f"{total_steps} steps of {cfg['batch_size']} on {dist.world_size} x {device}; output {out}")
     log.progress(total_steps, initial=step)
     start, seen, stop_reason, val = time.perf_counter(), 0, None, None
+    last_log = (start, 0)  # (time, images) at the previous log line: each line reports its interval's rate
     accum = cfg["grad_accum_steps"]
     first_step = step
     try:
         while step < total_steps and stop_reason is None:
             seeded.epoch = epoch
             train_sampler.set_epoch(epoch)
-            loader = loader_for(seeded, EpochSampler(train_sampler, skip=done_in_epoch * micro), micro, cfg, epoch, True)
+            if device_images is not None:
+                loader = device_images.batches(train_sampler, micro, cfg["seed"], epoch, skip=done_in_epoch)
+            else:
+                loader = loader_for(seeded, EpochSampler(train_sampler, skip=done_in_epoch * micro), micro, cfg, epoch,
+                                    True)
             train_model.train()
             for x, y in loader:
                 if done_in_epoch // accum >= steps_per_epoch or step >= total_steps:
@@ -271,9 +296,7 @@ def main(argv=None):
                                                  cfg["distill_tau"], cfg["smoothing"])
                     else:
                         loss = training_loss(output, y, cfg["smoothing"])
-                if not torch.isfinite(loss):
-                    raise SystemExit(f"vitfast.train: the loss is {loss.item()} at step {step} (epoch {epoch}); stopping. "
-                                     f"The last good checkpoint, if any, is intact: {last_path}")
+                watch.update(loss, step)  # read at log steps and checkpoints: no wait for the GPU per step
                 scaler.scale(loss / accum).backward()
                 done_in_epoch += 1
                 seen += x.shape[0] * dist.world_size
@@ -293,10 +316,13 @@ def main(argv=None):
                 step += 1
                 log.advance()
                 if step % cfg["log_every"] == 0 or step == total_steps:
-                    elapsed = time.perf_counter() - start
-                    log.log({"step": step, "epoch": epoch, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
-                             "images_per_second": seen / elapsed,
-                             "eta_s": elapsed / max(step - 0, 1) * (total_steps - step)})
+                    check_loss()
+                    loss_value, now = loss.item(), time.perf_counter()  # the GPU has caught up: rates are true
+                    elapsed = now - start
+                    log.log({"step": step, "epoch": epoch, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
+                             "images_per_second": (seen - last_log[1]) / max(now - last_log[0], 1e-9),
+                             "eta_s": elapsed / max(step - first_step, 1) * (total_steps - step)})
+                    last_log = (now, seen)
                 if cfg["save_every"] and step % cfg["save_every"] == 0:
                     checkpoint(last_path)
                 if cfg["max_time"] and time.perf_counter() - start > cfg["max_time"]:
@@ -311,7 +337,7 @@ def main(argv=None):
                 if val["acc1"] > best["acc1"]:
                     best = {"acc1": val["acc1"], "step": step}
                     checkpoint(best_path)
-            checkpoint(last_path)
+                checkpoint(last_path)  # with each evaluation: a short epoch need not wait for a write
     except BaseException as e:
         if dist.is_main and not resume and step == first_step:  # a failed start leaves no half-made run
             log.close()
@@ -319,6 +345,7 @@ def main(argv=None):
         if isinstance(e, UnreadableImagesError):  # the data, not vitfast: one line, like a missing dataset
             raise UsageError(f"--data {cfg['data']}: {one_line(e)}") from e
         raise
+    check_loss()
     train_seconds = time.perf_counter() - start
 
     # ---- summary and post-training quantization

@@ -73,7 +73,7 @@ def test_unknown_key_in_a_config_file(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["vit_tiny", "deit_tiny", "dvt_t2t_vit_12", "dvt_t2t_vit_14", "vit_b32_cifar10",
-                                  "vit_b32_cifar100", "vit_b16_imagenet", "deit_small"])
+                                  "vit_b32_cifar100", "vit_b16_imagenet", "deit_small", "cifar10_vit"])
 def test_packaged_recipes_resolve(name):
     cfg = resolve(["-c", name])
     assert cfg["model"] in vitfast.list_models()
@@ -276,3 +276,50 @@ def test_qat_against_ptq_for_fp16_16_and_why_fp16_shows_no_gap(tmp_path, tiny_ar
     assert abs(plain["fp32"]["acc1"] - plain["fp16_16"]["acc1"]) <= 1.0
     assert plain["fp16_16"]["agreement_with_fp32"] >= 98.0
     assert qat["fp16_16"]["acc1"] >= plain["fp16_16"]["acc1"] - 5.0
+
+
+def test_data_on_device_with_a_held_out_validation_split(tmp_path, tiny_args):
+    write_folder(tmp_path / "data", classes=("cat", "dog", "emu"), per_class=10, size=24)
+    args = [a for a in tiny_args]
+    args[args.index("builtin")] = f"folder:{tmp_path / 'data'}"
+    out = tmp_path / "run"
+    summary = main(args + ["--holdout", "6", "--data-on-device", "--img-size", "32", "--steps", "6",
+                           "--batch-size", "8", "--output", str(out)])
+    assert summary["steps"] == 6
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["count"] for r in records if r["kind"] == "val"} == {6}  # the held-out images, not val/
+    assert all(r["images_per_second"] > 0 for r in records if r["kind"] == "train")
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--data-on-device", "--aa", "rand-m9-mstd0.5-inc1"], "--data-on-device crops and flips on the device only; "
+                                                            "--aa need\\(s\\) the host pipeline"),
+    (["--holdout", "20000"], "--holdout: holdout must be in \\[1, 9999\\]"),
+])
+def test_data_on_device_and_holdout_mistakes(tmp_path, tiny_args, extra, match):
+    from vitfast.cli import UsageError
+
+    with pytest.raises(UsageError, match=match):
+        main(tiny_args + ["--steps", "2", "--output", str(tmp_path / "run")] + extra)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_training_steps_never_wait_for_the_gpu(tmp_path, tiny_args):
+    """CUDA's sync debug mode warns at every operation that makes the host wait for the GPU. A run of 12
+    steps must wait as often as a run of 4 (at its one log line, evaluation and checkpoint): none per step."""
+    import warnings
+
+    def syncs(steps):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                main(tiny_args + ["--steps", str(steps), "--log-every", "1000", "--data-on-device", "--amp", "bf16",
+                                  "--device", "cuda", "--output", str(tmp_path / f"s{steps}")])
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchronizing" in str(w.message) for w in caught)
+
+    assert syncs(12) == syncs(4) > 0

@@ -12,12 +12,14 @@ except ImportError as e:  # pragma: no cover - only without the optional depende
     raise ImportError("vitfast.data needs torchvision (and Pillow): pip install 'vitfast[vision]'") from e
 
 from .builtin import BUILTIN_CLASSES, BuiltinDataset, generate_builtin
+from .device import DeviceImages, decode_transform
+from .holdout import HeldOut, hold_out
 from .datasets import IMG_EXTENSIONS, ArrayDataset, ImageFileDataset, UnreadableImagesError, create_dataset
 from .loader import Loader, RepeatAugSampler, ShardSampler, ShuffleSampler, create_loader
 from .mixup import Mixup, SoftTargetCrossEntropy, mixup_target, one_hot, smooth_one_hot
 from .transforms import RandAugment, create_transform, parse_auto_augment, resolve_data_config
 
-__all__ = ["ArrayDataset", "BUILTIN_CLASSES", "BuiltinDataset", "IMG_EXTENSIONS", "ImageFileDataset", "Loader",
+__all__ = ["ArrayDataset", "BUILTIN_CLASSES", "BuiltinDataset", "DeviceImages", "HeldOut", "IMG_EXTENSIONS", "ImageFileDataset", "Loader",
            "Mixup", "RandAugment", "RepeatAugSampler", "ShardSampler", "ShuffleSampler", "SoftTargetCrossEntropy", "UnreadableImagesError",
-           "create_dataset", "create_loader", "create_transform", "generate_builtin", "mixup_target", "one_hot",
+           "create_dataset", "create_loader", "create_transform", "decode_transform", "generate_builtin", "hold_out", "mixup_target", "one_hot",
            "parse_auto_augment", "resolve_data_config", "smooth_one_hot"]

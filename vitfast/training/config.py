@@ -26,6 +26,11 @@ OPTIONS = [
     ("data", "--download", bool, False, None, "allow downloading CIFAR (never otherwise)"),
     ("data", "--strict-data", bool, False, None, "fail on an unreadable image instead of skipping it"),
     ("data", "--workers", int, 0, NON_NEGATIVE, "data loading processes per rank"),
+    ("data", "--holdout", int, None, AT_LEAST_1, "validate on the last N training images (N / classes of each "
+                                                 "class) instead of the dataset's own validation split"),
+    ("data", "--data-on-device", bool, False, None, "decode the training images once, keep them on the device and "
+                                                    "crop/flip them there in batches (small datasets; no --aa, "
+                                                    "--color-jitter or --reprob)"),
     ("data", "--crop-pct", float, None, OPEN_UNIT, "eval resize = img_size / crop_pct (default: the model's)"),
     ("data", "--mean", "floats", None, None, "normalisation mean, R,G,B (default: the model's)"),
     ("data", "--std", "floats", None, POSITIVE, "normalisation std, R,G,B (default: the model's)"),
@@ -85,9 +90,9 @@ OPTIONS = [
                                          "path"),
     ("run", "--overwrite", bool, False, None, "start over in an --output that holds a run, deleting that run's "
                                               "files"),
-    ("run", "--save-every", int, 0, NON_NEGATIVE, "also checkpoint every N optimizer steps (0: at epoch ends "
+    ("run", "--save-every", int, 0, NON_NEGATIVE, "also checkpoint every N optimizer steps (0: at evaluations "
                                                   "only)"),
-    ("run", "--eval-every", int, 1, AT_LEAST_1, "evaluate every N epochs"),
+    ("run", "--eval-every", int, 1, AT_LEAST_1, "evaluate (and checkpoint) every N epochs"),
     ("run", "--log-every", int, 20, AT_LEAST_1, "log every N optimizer steps"),
     ("run", "--device", str, None, None, "cpu | cuda | cuda:N (default: cuda when available)"),
     ("run", "--seed", int, 0, NON_NEGATIVE, "seed of every random generator"),

@@ -32,3 +32,23 @@ def training_loss(output, target, smoothing=0.0):
     if isinstance(output, tuple):
         return sum(classification_loss(o, target, smoothing) for o in output) / len(output)
     return classification_loss(output, target, smoothing)
+
+
+class NonFiniteWatch:
+    """Records on the device the first step whose loss is inf/NaN, so the training loop never waits for
+    the GPU to learn it: reading the loss each step would stall the host once per step. check() reads
+    the record (one synchronisation); the loop calls it where it syncs anyway (log steps, checkpoints)."""
+
+    def __init__(self, device):
+        self.step = torch.full((), -1, dtype=torch.long, device=device)
+        self.loss = torch.zeros((), dtype=torch.float32, device=device)
+
+    def update(self, loss, step):
+        fresh = ~torch.isfinite(loss.detach()) & (self.step < 0)
+        self.step = torch.where(fresh, step, self.step)
+        self.loss = torch.where(fresh, loss.detach().float(), self.loss)
+
+    def check(self):
+        """None, or (step, loss) of the first non-finite loss."""
+        step = int(self.step)
+        return None if step < 0 else (step, float(self.loss))

@@ -1,0 +1,105 @@
+"""Training images kept on the device, augmented there in batches (`--data-on-device`).
+
+A small dataset (CIFAR's 50,000 32x32 images are 150 MB as uint8) is decoded once and then never
+touches the host again: each step gathers its batch by index on the device and draws
+RandomResizedCrop + horizontal flip for every image at once, as one affine grid_sample. A GPU that
+trains a small ViT at tens of thousands of images per second then waits on nothing; a DataLoader
+would need many processes of PIL work per GPU to keep up.
+
+What it does not do, against create_transform's CPU pipeline: RandAugment, colour jitter and random
+erasing (refused by the training configuration), antialiasing when a crop is shrunk (crops of images
+stored at the training size are only ever enlarged), and integer crop boxes (the boxes are continuous;
+the sampling of scale and log-ratio, ten tries and the fallback follow torchvision's)."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+__all__ = ["DeviceImages", "decode_transform"]
+
+_TRIES = 10  # torchvision's RandomResizedCrop attempts before its fallback
+
+
+def decode_transform(img_size):
+    """PIL image or uint8 CHW tensor -> uint8 (3, img_size, img_size): shorter side resized to img_size
+    (antialiased), centre-cropped. Images already that size pass through unchanged."""
+    return v2.Compose([v2.ToImage(), v2.RGB(), v2.Resize(img_size, antialias=True), v2.CenterCrop(img_size),
+                       v2.ToDtype(torch.uint8, scale=True), v2.ToPureTensor()])
+
+
+class DeviceImages:
+    """dataset (yielding decode_transform's uint8 images) held on `device`; batches(order, ...) yields
+    normalised float32 (B, 3, S, S) batches with their int64 labels, both on the device."""
+
+    def __init__(self, dataset, device, mean, std, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5, workers=0,
+                 max_fraction=0.5):
+        device = torch.device(device)
+        first = dataset[0][0]
+        if not (isinstance(first, torch.Tensor) and first.dtype == torch.uint8 and first.ndim == 3):
+            raise ValueError("DeviceImages needs a dataset of uint8 (3, H, W) images (transform=decode_transform(size))")
+        need = len(dataset) * first.numel()
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if need > max_fraction * free:
+                raise ValueError(f"the {len(dataset)} training images take {need / 2**30:.2f} GiB as uint8, more than "
+                                 f"{max_fraction:.0%} of the {free / 2**30:.2f} GiB free on {device}; train from the "
+                                 "host (without --data-on-device)")
+        self.device, self.hflip = device, float(hflip)
+        self.scale, self.log_ratio = tuple(map(float, scale)), (math.log(ratio[0]), math.log(ratio[1]))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=512, num_workers=workers,
+                                             pin_memory=device.type == "cuda")
+        images = torch.empty((len(dataset), *first.shape), dtype=torch.uint8, device=device)
+        labels, at = [], 0
+        for x, y in loader:  # decoded by `workers` processes, copied in chunks: no host copy of the whole set
+            images[at:at + len(x)].copy_(x, non_blocking=True)
+            labels.append(y)
+            at += len(x)
+        self.images, self.labels = images, torch.cat(labels).to(device)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255
+        self.generator = torch.Generator(device)
+
+    def __len__(self):
+        return len(self.images)
+
+    def crop_boxes(self, n):
+        """(n, 4) crops as (x0, y0, w, h), fractions of a square image: torchvision's RandomResizedCrop
+        draws (area fraction ~ U(scale), log aspect ~ U(log ratio)) up to ten times and keeps the first
+        box that fits, else the whole image at the nearest allowed aspect."""
+        g, dev = self.generator, self.device
+        area = torch.empty(n, _TRIES, device=dev).uniform_(*self.scale, generator=g)
+        aspect = torch.empty(n, _TRIES, device=dev).uniform_(*self.log_ratio, generator=g).exp()
+        w, h = (area * aspect).sqrt(), (area / aspect).sqrt()
+        fits = (w <= 1) & (h <= 1)
+        pick = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first try that fits (0 when none)
+        w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)
+        lo, hi = math.exp(self.log_ratio[0]), math.exp(self.log_ratio[1])
+        fw, fh = (1.0, 1.0 / lo) if lo > 1 else ((hi, 1.0) if hi < 1 else (1.0, 1.0))  # torchvision's fallback
+        none = ~fits.any(dim=1)
+        w, h = torch.where(none, fw, w), torch.where(none, fh, h)
+        offsets = torch.rand(n, 2, device=dev, generator=g)
+        return torch.stack([offsets[:, 0] * (1 - w), offsets[:, 1] * (1 - h), w, h], dim=1)
+
+    def augment(self, images):
+        """uint8 (B, 3, S, S) -> float32 normalised crops, flipped with probability hflip."""
+        n, size = images.shape[0], images.shape[-1]
+        x0, y0, w, h = self.crop_boxes(n).unbind(1)
+        flip = torch.where(torch.rand(n, device=self.device, generator=self.generator) < self.hflip, -1.0, 1.0)
+        zero = torch.zeros_like(w)
+        # output x in [-1, 1] reads input x0 .. x0 + w (align_corners=False: -1 and 1 are the image's edges)
+        theta = torch.stack([torch.stack([w * flip, zero, 2 * x0 + w - 1], 1),
+                             torch.stack([zero, h, 2 * y0 + h - 1], 1)], 1)
+        grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+        out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return (out - self.mean) / self.std
+
+    def batches(self, order, batch_size, seed, epoch, skip=0):
+        """The full batches of one epoch's index order (this rank's sampler), from batch `skip` on. Each
+        batch's crops are drawn from a generator seeded by (seed, epoch, batch): a resumed run sees the
+        images the uninterrupted one did."""
+        order = torch.as_tensor(list(order), dtype=torch.long).to(self.device, non_blocking=True)
+        for b in range(skip, len(order) // batch_size):
+            self.generator.manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + b)
+            index = order[b * batch_size:(b + 1) * batch_size]
+            yield self.augment(self.images[index]), self.labels[index]
