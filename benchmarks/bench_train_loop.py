@@ -10,8 +10,9 @@
 
 Same model, batch, bf16 autocast, AdamW, label smoothing 0.1 for every row. The train rows are the
 median of vitfast.train's own per-interval rates (each log line reports the images/s since the
-previous one, measured after the GPU caught up); the interval that holds an epoch's end (checkpoint
-written, validation run) is the slow outlier the median leaves out, so the whole-run rate is given too.
+previous one, measured after the GPU caught up), the first left out (warm-up); evaluation and its
+checkpoint come once, after the last step (--eval-every beyond the run), and the whole-run rate, which
+counts them and the warm-up, is given too.
 
     python benchmarks/bench_train_loop.py [--models M ...] [--batch-size 256] [--loader-workers 12]
                                           [--out benchmarks/results/train_loop_h100.md]
@@ -42,8 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--models", nargs="+", default=MODELS)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=30, help="timed steps of the bare loops")
-    p.add_argument("--log-every", type=int, default=6, help="vitfast.train's interval (steps)")
-    p.add_argument("--train-steps", type=int, default=120, help="vitfast.train's run length (steps)")
+    p.add_argument("--log-every", type=int, default=20, help="vitfast.train's interval (steps)")
+    p.add_argument("--train-steps", type=int, default=200, help="vitfast.train's run length (steps)")
     p.add_argument("--loader-workers", type=int, default=0, help="also time vitfast.train fed by a DataLoader")
     p.add_argument("--backend", default="sdpa", choices=["sdpa", "vitfast", "eager"])
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -97,6 +98,7 @@ def train_entry(name, args, workers):
         argv = ["--model", name, "--backend", args.backend, "--data", "builtin", "--img-size", str(args.img_size),
                 "--batch-size", str(args.batch_size), "--steps", str(args.train_steps), "--amp", "bf16",
                 "--lr", "1e-4", "--warmup", "0", "--scale", "0.5,1", "--log-every", str(args.log_every),
+                "--eval-every", "100000",
                 "--ptq-report", "", "--output", os.path.join(out, "run"), "--device", args.device]
         if args.model_kwargs:
             argv += ["--model-kwargs", ",".join(f"{k}={v}" for k, v in args.model_kwargs.items())]

@@ -159,7 +159,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny_args):
 def test_two_process_gloo_ddp_matches_one_process(tmp_path, tiny_args):
     # SGD: its update is linear in the gradient (Adam divides by sqrt(v) and would magnify the float
     # reordering of a two-rank all-reduce where gradients are near zero).
-    args = tiny_args + ["--steps", "4", "--deterministic", "--opt", "sgd", "--lr", "0.05"]
+    args = tiny_args + ["--steps", "4", "--deterministic", "--opt", "sgd", "--lr", "0.05", "--device", "cpu"]
     one = run_cli(args + ["--output", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
@@ -176,7 +176,7 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path, tiny_args):
 def test_two_node_rendezvous_matches_one_process(tmp_path, tiny_args):
     """Multi-node launch as on a cluster (torchrun --nnodes 2 --rdzv-endpoint), both "nodes" on this
     machine: one process each, gloo, the same result as a single process."""
-    args = tiny_args + ["--steps", "3", "--deterministic", "--opt", "sgd", "--lr", "0.05"]
+    args = tiny_args + ["--steps", "3", "--deterministic", "--opt", "sgd", "--lr", "0.05", "--device", "cpu"]
     one = run_cli(args + ["--output", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
@@ -308,7 +308,8 @@ def test_data_on_device_and_holdout_mistakes(tmp_path, tiny_args, extra, match):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_training_steps_never_wait_for_the_gpu(tmp_path, tiny_args):
     """CUDA's sync debug mode warns at every operation that makes the host wait for the GPU. A run of 12
-    steps must wait as often as a run of 4 (at its one log line, evaluation and checkpoint): none per step."""
+    steps must wait as often as a run of 4 (at its one log line, evaluation and checkpoint): none per step.
+    A first run warms up what waits once per process (CUDA and cuBLAS initialisation)."""
     import warnings
 
     def syncs(steps):
@@ -322,4 +323,14 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, tiny_args):
                 torch.cuda.set_sync_debug_mode("default")
         return sum("synchronizing" in str(w.message) for w in caught)
 
+    syncs(4)
     assert syncs(12) == syncs(4) > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_rank_without_its_gpu_is_one_clear_line(tmp_path, tiny_args):
+    env = {**ENV, "LOCAL_RANK": str(torch.cuda.device_count())}
+    proc = subprocess.run([sys.executable, "-m", "vitfast.train", *tiny_args, "--steps", "1", "--output",
+                           str(tmp_path / "run")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"has {torch.cuda.device_count()} GPU(s): launch at most" in proc.stderr

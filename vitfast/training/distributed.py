@@ -15,6 +15,13 @@ class Dist:
         self.device = torch.device(device_arg if device_arg and device_arg != "cuda" else
                                    (f"cuda:{self.local_rank}" if cuda else "cpu"))
         if self.device.type == "cuda":
+            index, count = self.device.index or 0, torch.cuda.device_count()
+            if index >= count:
+                from ..cli import UsageError
+
+                raise UsageError(f"rank {self.rank} (local rank {self.local_rank}) would train on {self.device}, but this "
+                                 f"machine has {count} GPU(s): launch at most {count} process(es) per node "
+                                 "(torchrun --nproc-per-node), or train on --device cpu")
             torch.cuda.set_device(self.device)
         if self.world_size > 1:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
