@@ -155,7 +155,7 @@ def main(argv=None):
     if cfg["data_on_device"]:
         with blame(where("data_on_device")):
             device_images = DeviceImages(train_set, device, norm["mean"], norm["std"], tuple(cfg["scale"]),
-                                         hflip=cfg["hflip"], workers=cfg["workers"])
+                                         hflip=cfg["hflip"], re_prob=cfg["reprob"], workers=cfg["workers"])
     steps_per_epoch = len(train_sampler) // (micro * cfg["grad_accum_steps"])
     if steps_per_epoch < 1:
         raise UsageError(f"--batch-size {cfg['batch_size']}: the training split of {cfg['data']} holds only "

@@ -88,3 +88,18 @@ def test_decode_transform_gives_uint8_at_the_size():
 def test_a_set_too_big_for_the_device_is_refused():
     with pytest.raises(ValueError, match="GiB free.*without --data-on-device"):
         device_images("cuda", images(n=2), max_fraction=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_random_erasing_replaces_one_box_per_image_with_noise(device):
+    data = images(n=400, size=32)
+    dev = device_images(device, data, scale=(1, 1), ratio=(1, 1), hflip=0.0, re_prob=0.5)
+    dev.generator.manual_seed(3)
+    changed = ((dev.augment(dev.images).cpu() - normalised(data)).abs() > 1e-3).any(dim=1)  # (n, H, W)
+    erased = changed.flatten(1).any(dim=1)
+    assert 0.4 < float(erased.float().mean()) < 0.6
+    for img in changed[erased]:
+        rows, cols = img.any(dim=1).nonzero().flatten(), img.any(dim=0).nonzero().flatten()
+        h, w = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+        assert len(rows) == h and len(cols) == w  # one solid box
+        assert 0.02 * 32 * 32 - 2 * 32 <= h * w <= 32 * 32 / 3 + 2 * 32 and 0.2 < w / h < 5

@@ -311,6 +311,7 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, tiny_args):
     steps must wait as often as a run of 4 (at its one log line, evaluation and checkpoint): none per step.
     A first run warms up what waits once per process (CUDA and cuBLAS initialisation)."""
     import warnings
+    from collections import Counter
 
     def syncs(steps):
         with warnings.catch_warnings(record=True) as caught:
@@ -321,10 +322,12 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, tiny_args):
                                   "--device", "cuda", "--output", str(tmp_path / f"s{steps}")])
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-        return sum("synchronizing" in str(w.message) for w in caught)
+        return Counter(f"{w.filename}:{w.lineno}" for w in caught if "synchronizing" in str(w.message))
 
     syncs(4)
-    assert syncs(12) == syncs(4) > 0
+    short, long = syncs(4), syncs(12)
+    assert sum(short.values()) > 0
+    assert long == short, f"waits added by 8 more steps: {long - short}; removed: {short - long}"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

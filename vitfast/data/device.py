@@ -6,8 +6,9 @@ RandomResizedCrop + horizontal flip for every image at once, as one affine grid_
 trains a small ViT at tens of thousands of images per second then waits on nothing; a DataLoader
 would need many processes of PIL work per GPU to keep up.
 
-What it does not do, against create_transform's CPU pipeline: RandAugment, colour jitter and random
-erasing (refused by the training configuration), antialiasing when a crop is shrunk (crops of images
+Random erasing (timm's RandomErasing, "pixel" mode) is drawn per image as well. What it does not do,
+against create_transform's CPU pipeline: RandAugment and colour jitter (refused by the training
+configuration), antialiasing when a crop is shrunk (crops of images
 stored at the training size are only ever enlarged), and integer crop boxes (the boxes are continuous;
 the sampling of scale and log-ratio, ten tries and the fallback follow torchvision's)."""
 import math
@@ -32,8 +33,8 @@ class DeviceImages:
     """dataset (yielding decode_transform's uint8 images) held on `device`; batches(order, ...) yields
     normalised float32 (B, 3, S, S) batches with their int64 labels, both on the device."""
 
-    def __init__(self, dataset, device, mean, std, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5, workers=0,
-                 max_fraction=0.5):
+    def __init__(self, dataset, device, mean, std, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5, re_prob=0.0,
+                 workers=0, max_fraction=0.5):
         device = torch.device(device)
         first = dataset[0][0]
         if not (isinstance(first, torch.Tensor) and first.dtype == torch.uint8 and first.ndim == 3):
@@ -45,7 +46,7 @@ class DeviceImages:
                 raise ValueError(f"the {len(dataset)} training images take {need / 2**30:.2f} GiB as uint8, more than "
                                  f"{max_fraction:.0%} of the {free / 2**30:.2f} GiB free on {device}; train from the "
                                  "host (without --data-on-device)")
-        self.device, self.hflip = device, float(hflip)
+        self.device, self.hflip, self.re_prob = device, float(hflip), float(re_prob)
         self.scale, self.log_ratio = tuple(map(float, scale)), (math.log(ratio[0]), math.log(ratio[1]))
         loader = torch.utils.data.DataLoader(dataset, batch_size=512, num_workers=workers,
                                              pin_memory=device.type == "cuda")
@@ -63,22 +64,25 @@ class DeviceImages:
     def __len__(self):
         return len(self.images)
 
+    def _fitting_boxes(self, n, area_range, log_ratio):
+        """(w, h, fits) of the first of ten (area, log aspect) draws per image that fits in the unit square."""
+        g, dev = self.generator, self.device
+        area = torch.empty(n, _TRIES, device=dev).uniform_(*area_range, generator=g)
+        aspect = torch.empty(n, _TRIES, device=dev).uniform_(*log_ratio, generator=g).exp()
+        w, h = (area * aspect).sqrt(), (area / aspect).sqrt()
+        fits = (w <= 1) & (h <= 1)
+        pick = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first try that fits (0 when none)
+        return w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1), fits.any(dim=1)
+
     def crop_boxes(self, n):
         """(n, 4) crops as (x0, y0, w, h), fractions of a square image: torchvision's RandomResizedCrop
         draws (area fraction ~ U(scale), log aspect ~ U(log ratio)) up to ten times and keeps the first
         box that fits, else the whole image at the nearest allowed aspect."""
-        g, dev = self.generator, self.device
-        area = torch.empty(n, _TRIES, device=dev).uniform_(*self.scale, generator=g)
-        aspect = torch.empty(n, _TRIES, device=dev).uniform_(*self.log_ratio, generator=g).exp()
-        w, h = (area * aspect).sqrt(), (area / aspect).sqrt()
-        fits = (w <= 1) & (h <= 1)
-        pick = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first try that fits (0 when none)
-        w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)
+        w, h, fits = self._fitting_boxes(n, self.scale, self.log_ratio)
         lo, hi = math.exp(self.log_ratio[0]), math.exp(self.log_ratio[1])
         fw, fh = (1.0, 1.0 / lo) if lo > 1 else ((hi, 1.0) if hi < 1 else (1.0, 1.0))  # torchvision's fallback
-        none = ~fits.any(dim=1)
-        w, h = torch.where(none, fw, w), torch.where(none, fh, h)
-        offsets = torch.rand(n, 2, device=dev, generator=g)
+        w, h = torch.where(fits, w, fw), torch.where(fits, h, fh)
+        offsets = torch.rand(n, 2, device=self.device, generator=self.generator)
         return torch.stack([offsets[:, 0] * (1 - w), offsets[:, 1] * (1 - h), w, h], dim=1)
 
     def augment(self, images):
@@ -92,7 +96,24 @@ class DeviceImages:
                              torch.stack([zero, h, 2 * y0 + h - 1], 1)], 1)
         grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
         out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return (out - self.mean) / self.std
+        out = (out - self.mean) / self.std
+        return self.erase(out) if self.re_prob > 0 else out
+
+    def erase(self, x):
+        """timm's RandomErasing per image (probability re_prob, area 2%..1/3, aspect 0.3..3.3, ten tries,
+        none if none fits), the box filled with normal noise per pixel, after normalisation."""
+        n, _, size, _ = x.shape
+        g, dev = self.generator, self.device
+        w, h, fits = self._fitting_boxes(n, (0.02, 1 / 3), (math.log(0.3), math.log(1 / 0.3)))
+        w, h = (w * size).round(), (h * size).round()  # timm's whole-pixel boxes
+        at = torch.rand(n, 3, device=dev, generator=g)
+        x0, y0 = (at[:, 0] * (size - w + 1)).floor(), (at[:, 1] * (size - h + 1)).floor()
+        erase = fits & (at[:, 2] < self.re_prob) & (w < size) & (h < size)
+        pos = torch.arange(size, device=dev, dtype=torch.float32)
+        cols = (pos >= x0[:, None]) & (pos < (x0 + w)[:, None])  # (n, size)
+        rows = (pos >= y0[:, None]) & (pos < (y0 + h)[:, None])
+        mask = (rows[:, :, None] & cols[:, None, :] & erase[:, None, None])[:, None]  # (n, 1, size, size)
+        return torch.where(mask, torch.randn(x.shape, device=dev, generator=g), x)
 
     def batches(self, order, batch_size, seed, epoch, skip=0):
         """The full batches of one epoch's index order (this rank's sampler), from batch `skip` on. Each

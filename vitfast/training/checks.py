@@ -153,7 +153,7 @@ def check_config(c, origin, flag_of):
         raise UsageError(f"{where('img_size')} {c['img_size']} contradicts {where('model_kwargs')} "
                          f"img_size={c['model_kwargs']['img_size']}; give one")
     if c["data_on_device"]:
-        host_only = [where(k) for k in ("aa", "color_jitter", "reprob") if c[k]]
+        host_only = [where(k) for k in ("aa", "color_jitter") if c[k]]
         if host_only:
             raise UsageError(f"{where('data_on_device')} crops and flips on the device only; {', '.join(host_only)} "
                              "need(s) the host pipeline: drop one or the other")
