@@ -19,6 +19,7 @@ from vitfast.cli import UsageError, blame, one_line, run
 from vitfast.data import (Mixup, RepeatAugSampler, ShardSampler, ShuffleSampler, UnreadableImagesError, create_dataset,
                           create_transform)
 from vitfast.data.device import DeviceImages, decode_transform
+from vitfast.data.device_randaug import DeviceRandAugment
 from vitfast.data.holdout import hold_out
 from vitfast.models import CheckpointMismatchError, get_model_config, load_for_finetune, save_checkpoint
 from vitfast.layers import set_grad_checkpointing
@@ -154,8 +155,10 @@ def main(argv=None):
     device_images = None
     if cfg["data_on_device"]:
         with blame(where("data_on_device")):
+            randaug = DeviceRandAugment.from_spec(cfg["aa"]) if cfg["aa"] else None
             device_images = DeviceImages(train_set, device, norm["mean"], norm["std"], tuple(cfg["scale"]),
-                                         hflip=cfg["hflip"], re_prob=cfg["reprob"], workers=cfg["workers"])
+                                         hflip=cfg["hflip"], re_prob=cfg["reprob"], randaug=randaug,
+                                         workers=cfg["workers"])
     steps_per_epoch = len(train_sampler) // (micro * cfg["grad_accum_steps"])
     if steps_per_epoch < 1:
         raise UsageError(f"--batch-size {cfg['batch_size']}: the training split of {cfg['data']} holds only "

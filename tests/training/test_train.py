@@ -292,8 +292,9 @@ def test_data_on_device_with_a_held_out_validation_split(tmp_path, tiny_args):
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--data-on-device", "--aa", "rand-m9-mstd0.5-inc1"], "--data-on-device crops and flips on the device only; "
-                                                            "--aa need\\(s\\) the host pipeline"),
+    (["--data-on-device", "--color-jitter", "0.4"], "--data-on-device has no colour jitter; --color-jitter needs "
+                                                     "the host pipeline"),
+    (["--data-on-device", "--aa", "augmix"], "--aa: only RandAugment .* runs on the device, got 'augmix'"),
     (["--holdout", "20000"], "--holdout: holdout must be in \\[1, 9999\\]"),
 ])
 def test_data_on_device_and_holdout_mistakes(tmp_path, tiny_args, extra, match):
@@ -319,7 +320,7 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, tiny_args):
             torch.cuda.set_sync_debug_mode("warn")
             try:
                 main(tiny_args + ["--steps", str(steps), "--log-every", "1000", "--data-on-device", "--amp", "bf16",
-                                  "--device", "cuda", "--output", str(tmp_path / f"s{steps}")])
+                                  "--aa", "rand-m9-n2-mstd0.5", "--reprob", "0.25", "--device", "cuda", "--output", str(tmp_path / f"s{steps}")])
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         return Counter(f"{w.filename}:{w.lineno}" for w in caught if "synchronizing" in str(w.message))

@@ -6,9 +6,9 @@ RandomResizedCrop + horizontal flip for every image at once, as one affine grid_
 trains a small ViT at tens of thousands of images per second then waits on nothing; a DataLoader
 would need many processes of PIL work per GPU to keep up.
 
-Random erasing (timm's RandomErasing, "pixel" mode) is drawn per image as well. What it does not do,
-against create_transform's CPU pipeline: RandAugment and colour jitter (refused by the training
-configuration), antialiasing when a crop is shrunk (crops of images
+RandAugment (device_randaug.py) and random erasing (timm's RandomErasing, "pixel" mode) are drawn per
+image as well. What it does not do, against create_transform's CPU pipeline: colour jitter and
+policies other than RandAugment (refused by the training configuration), antialiasing when a crop is shrunk (crops of images
 stored at the training size are only ever enlarged), and integer crop boxes (the boxes are continuous;
 the sampling of scale and log-ratio, ten tries and the fallback follow torchvision's)."""
 import math
@@ -34,7 +34,7 @@ class DeviceImages:
     normalised float32 (B, 3, S, S) batches with their int64 labels, both on the device."""
 
     def __init__(self, dataset, device, mean, std, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5, re_prob=0.0,
-                 workers=0, max_fraction=0.5):
+                 randaug=None, workers=0, max_fraction=0.5):
         device = torch.device(device)
         first = dataset[0][0]
         if not (isinstance(first, torch.Tensor) and first.dtype == torch.uint8 and first.ndim == 3):
@@ -46,7 +46,7 @@ class DeviceImages:
                 raise ValueError(f"the {len(dataset)} training images take {need / 2**30:.2f} GiB as uint8, more than "
                                  f"{max_fraction:.0%} of the {free / 2**30:.2f} GiB free on {device}; train from the "
                                  "host (without --data-on-device)")
-        self.device, self.hflip, self.re_prob = device, float(hflip), float(re_prob)
+        self.device, self.hflip, self.re_prob, self.randaug = device, float(hflip), float(re_prob), randaug
         self.scale, self.log_ratio = tuple(map(float, scale)), (math.log(ratio[0]), math.log(ratio[1]))
         loader = torch.utils.data.DataLoader(dataset, batch_size=512, num_workers=workers,
                                              pin_memory=device.type == "cuda")
@@ -86,7 +86,8 @@ class DeviceImages:
         return torch.stack([offsets[:, 0] * (1 - w), offsets[:, 1] * (1 - h), w, h], dim=1)
 
     def augment(self, images):
-        """uint8 (B, 3, S, S) -> float32 normalised crops, flipped with probability hflip."""
+        """uint8 (B, 3, S, S) -> float32 normalised crops, flipped with probability hflip, then
+        RandAugment'ed and randomly erased where asked for."""
         n, size = images.shape[0], images.shape[-1]
         x0, y0, w, h = self.crop_boxes(n).unbind(1)
         flip = torch.where(torch.rand(n, device=self.device, generator=self.generator) < self.hflip, -1.0, 1.0)
@@ -94,8 +95,16 @@ class DeviceImages:
         # output x in [-1, 1] reads input x0 .. x0 + w (align_corners=False: -1 and 1 are the image's edges)
         theta = torch.stack([torch.stack([w * flip, zero, 2 * x0 + w - 1], 1),
                              torch.stack([zero, h, 2 * y0 + h - 1], 1)], 1)
-        grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+        shape = [n, 3, size, size]
+        if self.randaug is not None:  # its rotations, shears and shifts act on the flipped crop
+            ops, level, sign = self.randaug.draw(n, self.generator, self.device)
+            geometry = self.randaug.geometry(ops, level, sign, size)[:, :2]
+            theta = theta @ torch.cat([geometry, geometry.new_tensor([0, 0, 1]).expand(n, 1, 3)], 1)
+            inside = (F.affine_grid(geometry, shape, align_corners=False).abs() <= 1).all(-1).unsqueeze(1)
+        grid = F.affine_grid(theta, shape, align_corners=False)
         out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if self.randaug is not None:  # black outside the moved crop; colour operations on the 0..255 grid
+            out = self.randaug.colour(torch.where(inside, out, 0.0).round(), ops, level, sign)
         out = (out - self.mean) / self.std
         return self.erase(out) if self.re_prob > 0 else out
 

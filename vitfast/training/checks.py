@@ -152,11 +152,9 @@ def check_config(c, origin, flag_of):
     if c["img_size"] and "img_size" in c["model_kwargs"] and c["model_kwargs"]["img_size"] != c["img_size"]:
         raise UsageError(f"{where('img_size')} {c['img_size']} contradicts {where('model_kwargs')} "
                          f"img_size={c['model_kwargs']['img_size']}; give one")
-    if c["data_on_device"]:
-        host_only = [where(k) for k in ("aa", "color_jitter") if c[k]]
-        if host_only:
-            raise UsageError(f"{where('data_on_device')} crops and flips on the device only; {', '.join(host_only)} "
-                             "need(s) the host pipeline: drop one or the other")
+    if c["data_on_device"] and c["color_jitter"]:
+        raise UsageError(f"{where('data_on_device')} has no colour jitter; {where('color_jitter')} needs the host "
+                         "pipeline: drop one or the other (RandAugment, --aa rand-..., runs on the device)")
     if c["overwrite"] and c["resume"]:
         raise UsageError("--overwrite starts the run over and --resume continues it: give one")
 
@@ -170,6 +168,10 @@ def check_config(c, origin, flag_of):
 
         with blame(where("aa")):
             parse_auto_augment(c["aa"])
+            if c["data_on_device"]:
+                from ..data.device_randaug import DeviceRandAugment
+
+                DeviceRandAugment.from_spec(c["aa"])
     from ..quant import parse_format, parse_recipe
 
     if c["quant"]:

@@ -29,8 +29,8 @@ OPTIONS = [
     ("data", "--holdout", int, None, AT_LEAST_1, "validate on the last N training images (N / classes of each "
                                                  "class) instead of the dataset's own validation split"),
     ("data", "--data-on-device", bool, False, None, "decode the training images once, keep them on the device and "
-                                                    "crop/flip/erase them there in batches (small datasets; no "
-                                                    "--aa or --color-jitter)"),
+                                                    "crop/flip/RandAugment/erase them there in batches (small "
+                                                    "datasets; no --color-jitter)"),
     ("data", "--crop-pct", float, None, OPEN_UNIT, "eval resize = img_size / crop_pct (default: the model's)"),
     ("data", "--mean", "floats", None, None, "normalisation mean, R,G,B (default: the model's)"),
     ("data", "--std", "floats", None, POSITIVE, "normalisation std, R,G,B (default: the model's)"),
