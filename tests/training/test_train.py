@@ -314,19 +314,20 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, tiny_args):
     import warnings
     from collections import Counter
 
-    def syncs(steps):
+    def syncs(steps, run):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
                 main(tiny_args + ["--steps", str(steps), "--log-every", "1000", "--data-on-device", "--amp", "bf16",
-                                  "--aa", "rand-m9-n2-mstd0.5", "--reprob", "0.25", "--device", "cuda", "--output", str(tmp_path / f"s{steps}")])
+                                  "--aa", "rand-m9-n2-mstd0.5", "--reprob", "0.25", "--device", "cuda",
+                                  "--output", str(tmp_path / run)])
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         return Counter(f"{w.filename}:{w.lineno}" for w in caught if "synchronizing" in str(w.message))
 
-    syncs(4)
-    short, long = syncs(4), syncs(12)
+    syncs(4, "warm-up")
+    short, long = syncs(4, "short"), syncs(12, "long")
     assert sum(short.values()) > 0
     assert long == short, f"waits added by 8 more steps: {long - short}; removed: {short - long}"
 

@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 __all__ = ["DeviceImages", "decode_transform"]
 
 _TRIES = 10  # torchvision's RandomResizedCrop attempts before its fallback
+_CHUNK_BYTES, _CHUNK_BATCHES = 64 << 20, 16  # batches augmented together: at most 64 MiB of float32, 16 batches
 
 
 def decode_transform(img_size):
@@ -125,11 +126,17 @@ class DeviceImages:
         return torch.where(mask, torch.randn(x.shape, device=dev, generator=g), x)
 
     def batches(self, order, batch_size, seed, epoch, skip=0):
-        """The full batches of one epoch's index order (this rank's sampler), from batch `skip` on. Each
-        batch's crops are drawn from a generator seeded by (seed, epoch, batch): a resumed run sees the
-        images the uninterrupted one did."""
+        """The full batches of one epoch's index order (this rank's sampler), from batch `skip` on.
+        Small images are augmented several batches at a time (_CHUNK_BYTES of float32 per group: fewer,
+        larger launches); each group's draws come from a generator seeded by (seed, epoch, its first
+        batch), so a resumed run sees the images the uninterrupted one did."""
         order = torch.as_tensor(list(order), dtype=torch.long).to(self.device, non_blocking=True)
-        for b in range(skip, len(order) // batch_size):
-            self.generator.manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + b)
-            index = order[b * batch_size:(b + 1) * batch_size]
-            yield self.augment(self.images[index]), self.labels[index]
+        total = len(order) // batch_size
+        group = max(1, min(_CHUNK_BATCHES, _CHUNK_BYTES // (batch_size * self.images[0].numel() * 4)))
+        for first in range(skip - skip % group, total, group):
+            count = min(group, total - first)
+            self.generator.manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + first)
+            index = order[first * batch_size:(first + count) * batch_size]
+            images, labels = self.augment(self.images[index]), self.labels[index]
+            for b in range(max(skip - first, 0), count):
+                yield images[b * batch_size:(b + 1) * batch_size], labels[b * batch_size:(b + 1) * batch_size]

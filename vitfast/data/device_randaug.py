@@ -70,25 +70,24 @@ class DeviceRandAugment:
         geometric operations drawn: op k's map applied to op k+1's, as a chain of resamplings would."""
         n = ops.shape[0]
         out = torch.eye(3, device=ops.device).expand(n, 3, 3)
-        frac = level / _MAX_LEVEL
+        frac, one, zero = level / _MAX_LEVEL, torch.ones_like(level), torch.zeros_like(level)
+        last_row = torch.stack([zero, zero, one], 1).unsqueeze(1)
         for k in range(ops.shape[1]):
-            op, s = ops[:, k], sign[:, k]
-            m = torch.eye(3, device=ops.device).repeat(n, 1, 1)
-            shear = s * 0.3 * frac  # torchvision: shear angle atan(magnitude), i.e. a factor of magnitude
-            # shear about the top (left) edge, as torchvision's centre=[0, 0]: x_in = x + f * (y + 1)
-            m[:, 0, 1] = torch.where(op == 1, shear, m[:, 0, 1])
-            m[:, 0, 2] = torch.where(op == 1, shear, m[:, 0, 2])
-            m[:, 1, 0] = torch.where(op == 2, shear, m[:, 1, 0])
-            m[:, 1, 2] = torch.where(op == 2, shear, m[:, 1, 2])
-            shift = s * 2 * torch.floor(frac * 150 / 331 * size) / size  # whole pixels, as int(magnitude)
-            m[:, 0, 2] = torch.where(op == 3, shift, m[:, 0, 2])
-            m[:, 1, 2] = torch.where(op == 4, shift, m[:, 1, 2])
-            angle = s * math.radians(30) * frac
-            cos, sin = torch.cos(angle), torch.sin(angle)
-            rot = op == 5
-            m[:, 0, 0], m[:, 0, 1] = torch.where(rot, cos, m[:, 0, 0]), torch.where(rot, -sin, m[:, 0, 1])
-            m[:, 1, 0], m[:, 1, 1] = torch.where(rot, sin, m[:, 1, 0]), torch.where(rot, cos, m[:, 1, 1])
-            out = out @ m
+            s = sign[:, k]
+            # torchvision: shear angle atan(magnitude), i.e. a factor of magnitude, about the top (left)
+            # edge (centre=[0, 0]): x_in = x + f * (y + 1); shifts by whole pixels (int(magnitude))
+            shear = s * 0.3 * frac
+            shift = s * 2 * torch.floor(frac * 150 / 331 * size) / size
+            cos, sin = torch.cos(s * math.radians(30) * frac), torch.sin(s * math.radians(30) * frac)
+            maps = torch.stack([torch.stack(rows, 1) for rows in (
+                (one, zero, zero, zero, one, zero),  # Identity (and every colour operation)
+                (one, shear, shear, zero, one, zero),  # ShearX
+                (one, zero, zero, shear, one, shear),  # ShearY
+                (one, zero, shift, zero, one, zero),  # TranslateX
+                (one, zero, zero, zero, one, shift),  # TranslateY
+                (cos, -sin, zero, sin, cos, zero))], 1)  # Rotate, about the centre
+            pick = torch.where(ops[:, k] < _GEOMETRIC, ops[:, k], 0).view(n, 1, 1).expand(n, 1, 6)
+            out = out @ torch.cat([maps.gather(1, pick).view(n, 2, 3), last_row], 1)
         return out
 
     @staticmethod
