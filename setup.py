@@ -3,13 +3,18 @@ and the installed torch is a CUDA build. A GPU is never needed to build.
 
 Environment:
   VITFAST_SKIP_CUDA=1        build the CPU kernels only
-  VITFAST_CUDA_ARCHS="80;90" compute capabilities to compile for (PTX is added for the newest)
+  VITFAST_CUDA_ARCHS="80;90" compute capabilities to compile for (PTX is added for the newest); with 90
+                             among them and CUTLASS's headers installed (pip install --no-deps
+                             nvidia-cutlass==4.2.0.0), csrc/gemm/sm90/ adds the Hopper (sm_90a) GEMMs
   MAX_JOBS, NVCC_THREADS     parallelism of ninja and of each nvcc
   CUDA_HOME                  the toolkit, when nvcc on PATH is not enough to find it
 """
+import concurrent.futures
 import glob
+import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -55,14 +60,60 @@ def wheel_cuda_include_dirs():
     return [d for d in dirs if glob.glob(os.path.join(d, "cublas*.h")) or glob.glob(os.path.join(d, "cusparse*.h"))]
 
 
-def cuda_arch_flags():
+def cuda_archs():
     archs = os.environ.get("VITFAST_CUDA_ARCHS", "80;90").replace(",", ";").split(";")
     archs = [a.strip().replace("sm_", "").replace(".", "") for a in archs if a.strip()]
     if not archs or not all(a.isdigit() for a in archs):
         sys.exit(f"VITFAST_CUDA_ARCHS must list compute capabilities like '80;90', got {os.environ.get('VITFAST_CUDA_ARCHS')!r}")
+    return archs
+
+
+def cuda_arch_flags():
+    archs = cuda_archs()
     flags = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
     newest = max(archs, key=int)
     return flags + [f"-gencode=arch=compute_{newest},code=compute_{newest}"]
+
+
+def cutlass_include_dirs():
+    """CUTLASS's and CuTe's headers from the nvidia-cutlass wheel (cutlass_library/source/include and
+    .../tools/util/include), found without importing the package; None when it is not installed."""
+    spec = importlib.util.find_spec("cutlass_library")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        dirs = [os.path.join(root, "source", "include"), os.path.join(root, "source", "tools", "util", "include")]
+        if os.path.isfile(os.path.join(dirs[0], "cutlass", "cutlass.h")) and os.path.isdir(dirs[1]):
+            return dirs
+    return None
+
+
+SM90_DIR = os.path.join("csrc", "gemm", "sm90")
+
+
+def compile_sm90(build_temp, cuda_home, cutlass_dirs):
+    """nvcc each csrc/gemm/sm90/*.cu for sm_90a alone (wgmma and TMA need the arch-specific target; the
+    rest of the extension keeps its portable gencodes), in parallel, without torch's headers. Returns
+    the object files; an object newer than its sources is reused."""
+    out_dir = os.path.join(build_temp, "sm90")
+    os.makedirs(out_dir, exist_ok=True)
+    headers = glob.glob(os.path.join(SM90_DIR, "*.h*")) + [os.path.join("csrc", "gemm", "gemm_params.h")]
+    newest_header = max(os.path.getmtime(h) for h in headers)
+    nvcc = os.path.join(cuda_home, "bin", "nvcc")
+    flags = ["-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", "-lineinfo",
+             "-gencode=arch=compute_90a,code=sm_90a", f"-I{os.path.join(ROOT, 'csrc')}"]
+    flags += [f"-I{d}" for d in cutlass_dirs]
+
+    def build(src):
+        obj = os.path.join(out_dir, os.path.basename(src).replace(".cu", ".o"))
+        if os.path.exists(obj) and os.path.getmtime(obj) > max(os.path.getmtime(src), newest_header):
+            return obj
+        cmd = [nvcc, "-c", src, "-o", obj] + flags
+        print(" ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd, check=True)
+        return obj
+
+    sources = sorted(glob.glob(os.path.join(SM90_DIR, "*.cu")))
+    with concurrent.futures.ThreadPoolExecutor(max(1, int(os.environ["MAX_JOBS"]))) as pool:
+        return list(pool.map(build, sources))
 
 
 cuda_home = None
@@ -92,9 +143,18 @@ sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
 cxx_flags = ["-O3", f"-std={STD}", "-fopenmp", "-fno-math-errno", "-fvisibility=hidden"]
 extra = {"cxx": cxx_flags}
 define_macros = [("Py_LIMITED_API", "0x030A0000")]
+cutlass_dirs = None
 if with_cuda:
-    sources += sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
+    sources += sorted(s for s in glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True)
+                      if not s.startswith(SM90_DIR + os.sep))
     define_macros.append(("VITFAST_WITH_CUDA", None))
+    if "90" in cuda_archs():
+        cutlass_dirs = cutlass_include_dirs()
+        if cutlass_dirs:
+            define_macros.append(("VITFAST_WITH_SM90", None))
+        else:
+            print("vitfast: CUTLASS headers not found (pip install --no-deps nvidia-cutlass==4.2.0.0): building "
+                  "without the Hopper (sm_90a) GEMMs; the mma.sync kernels serve H100/H200 too", file=sys.stderr)
     nvcc_flags = ["-O3", f"-std={STD}", "--expt-relaxed-constexpr", "-lineinfo",
                   f"--threads={os.environ.get('NVCC_THREADS', '2')}"] + cuda_arch_flags()
     # After the toolkit's own include folder, so its headers win wherever both have one.
@@ -105,7 +165,20 @@ else:
     Extension = CppExtension
 
 print(f"vitfast: building {'CPU and CUDA' if with_cuda else 'CPU'} kernels"
-      + (f" with the toolkit at {cuda_home}" if with_cuda else ""), file=sys.stderr)
+      + (f" with the toolkit at {cuda_home}" if with_cuda else "")
+      + (f" and CUTLASS's sm90 GEMMs ({cutlass_dirs[0]})" if cutlass_dirs else ""), file=sys.stderr)
+
+
+class Build(BuildExtension.with_options(use_ninja=True)):
+    """torch's BuildExtension, with the sm90a objects compiled first and linked into vitfast._C."""
+
+    def build_extensions(self):
+        if cutlass_dirs:
+            objects = compile_sm90(self.build_temp, cuda_home, cutlass_dirs)
+            for ext in self.extensions:
+                ext.extra_objects = list(ext.extra_objects or []) + objects
+        super().build_extensions()
+
 
 setup(
     packages=find_packages(include=["vitfast", "vitfast.*"]),
@@ -121,6 +194,6 @@ setup(
             py_limited_api=True,
         )
     ],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": Build},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

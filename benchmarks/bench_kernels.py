@@ -3,7 +3,8 @@
     python benchmarks/bench_kernels.py [--batch 256] [--repeats 50] [--out FILE]
 
 For ViT-Ti/S/B/L token matrices (M = batch * 197): linear_gelu (fc1) against F.gelu(F.linear(...)),
-linear_residual (fc2, proj) against F.linear(...) + residual, lp_matmul FP16_16 / FP16_32 against
+linear_residual (fc2, proj) against F.linear(...) + residual and both against cuBLAS's bare product
+F.linear(x, w) (the epilogue's cost), lp_matmul FP16_16 / FP16_32 against
 torch's fp16 matmul with and without allow_fp16_accumulation, layer_norm (+ residual) against
 F.layer_norm (and x + r first); forward and, for the training ops, forward + backward. Reports the
 median time (CUDA events, after warm-up, inputs rotated over more than the L2 size), TFLOP/s for the
@@ -78,6 +79,10 @@ def main(argv=None):
                 ours = bench(lambda x, r: linear_residual(x, w, b, r), xs, args.repeats)
                 peer = bench(lambda x, r: F.linear(x, w, b) + r, xs, args.repeats)
                 row(f"{name} linear_residual fwd ({what})", f"{M}x{K}->{N}", ours, peer, flops, "TFLOP/s")
+            # the fused op against cuBLAS's bare product of the same shape: what the epilogue costs
+            bare = bench(lambda x, r: F.linear(x, w), xs, args.repeats)
+            row(f"{name} {'linear_gelu' if what == 'fc1' else 'linear_residual'} vs bare cuBLAS GEMM ({what})",
+                f"{M}x{K}->{N}", ours, bare, flops, "TFLOP/s")
             wh, xh = w.half(), [(x.half(), r) for x, r in xs]
             for acc in ("fp16", "fp32"):
                 ours = bench(lambda x, r: lp_matmul(x, wh.t(), accumulate=acc), xh, args.repeats)

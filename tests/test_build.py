@@ -9,9 +9,11 @@ import pytest
 import torch
 
 import vitfast
+from tests.values import find_cuobjdump
 
 OPS = ["float_quantize", "fixed_point_quantize", "block_quantize", "attention_fwd", "attention_bwd", "layer_norm",
        "layer_norm_backward", "linear_gelu", "linear_residual", "lp_matmul"]
+QUERIES = ["gemm_path", "sm90_kernels_built"]  # tensor-free questions about the build, answered anywhere
 
 
 def toolkit_present():
@@ -33,14 +35,22 @@ def test_cuda_kernels_built_wherever_the_toolkit_is(op):
 
 
 def test_cuda_binary_holds_sm80_sm90_and_ptx():
-    cuobjdump = shutil.which("cuobjdump") or "/usr/local/cuda/bin/cuobjdump"
-    if not (toolkit_present() and os.path.isfile(cuobjdump)) or os.environ.get("VITFAST_CUDA_ARCHS"):
+    cuobjdump = find_cuobjdump()
+    if not (toolkit_present() and cuobjdump) or os.environ.get("VITFAST_CUDA_ARCHS"):
         pytest.skip("needs cuobjdump and the default VITFAST_CUDA_ARCHS")
     lib = vitfast._C.__file__
     elf = subprocess.run([cuobjdump, "--list-elf", lib], capture_output=True, text=True, check=True).stdout
     ptx = subprocess.run([cuobjdump, "--list-ptx", lib], capture_output=True, text=True, check=True).stdout
     assert "sm_80" in elf and "sm_90" in elf, elf
     assert "sm_90" in ptx or "compute_90" in ptx, ptx
+
+
+def test_sm90_gemms_built_where_cutlass_headers_are():
+    import importlib.util
+
+    if not toolkit_present() or os.environ.get("VITFAST_CUDA_ARCHS"):
+        pytest.skip("needs the CUDA toolkit and the default VITFAST_CUDA_ARCHS (80;90)")
+    assert torch.ops.vitfast.sm90_kernels_built() == (importlib.util.find_spec("cutlass_library") is not None)
 
 
 def test_schemas_are_declared_once_in_the_vitfast_namespace():
@@ -51,7 +61,7 @@ def test_schemas_are_declared_once_in_the_vitfast_namespace():
 
 def test_every_operator_keeps_autocast_out():
     registered = sorted(n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("vitfast::"))
-    assert registered == sorted(OPS)
+    assert registered == sorted(OPS + QUERIES)
     for op in OPS:
         for key in ("AutocastCPU", "AutocastCUDA"):
             assert torch._C._dispatch_has_kernel_for_dispatch_key(f"vitfast::{op}", key), (op, key)

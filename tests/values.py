@@ -1,10 +1,25 @@
-"""Adversarial inputs for the quantizer tests: never only randn."""
+"""Adversarial inputs for the quantizer tests: never only randn. (And the tests' shared skips.)"""
+import importlib.util
+import os
+import shutil
+
 import torch
 
 import vitfast
 
 needs_cuda = __import__("pytest").mark.skipif(
     not (torch.cuda.is_available() and vitfast.has_cuda_kernels()), reason="needs a GPU and vitfast's CUDA kernels")
+
+
+def find_cuobjdump():
+    """cuobjdump from the toolkit, or the copy torch's triton ships (it reads SASS without a GPU); or None."""
+    triton = importlib.util.find_spec("triton")
+    shipped = (os.path.join(os.path.dirname(triton.origin), "backends", "nvidia", "bin", "cuobjdump")
+               if triton and triton.origin else None)
+    for candidate in (shutil.which("cuobjdump"), "/usr/local/cuda/bin/cuobjdump", shipped):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
 
 
 def bits(x):

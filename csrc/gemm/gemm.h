@@ -3,30 +3,19 @@
 //   out (M, N) = epilogue(a (M, K) @ b (N, K)^T)   (b is an nn.Linear weight: row n holds output n)
 // a and b row-major, contiguous, 16-byte aligned, K % 8 == 0. The epilogue runs in fp32 on the
 // accumulator: + bias[n], then GELU or + residual[m, n], one rounding into out's dtype.
-#include <cstdint>
-
 #include <ATen/ATen.h>
+
+#include "gemm/gemm_params.h"
+#include "gemm/gemm_path.h"
 
 namespace vitfast::gemm {
 
-enum Epilogue : int { kNone = 0, kGeluErf = 1, kGeluTanh = 2, kResidual = 3 };
-
-struct GemmParams {
-  const void* a = nullptr;
-  const void* b = nullptr;
-  const float* bias = nullptr;      // (N) or null
-  const void* residual = nullptr;   // (M, N) in out's dtype, for kResidual
-  void* out = nullptr;              // (M, N)
-  void* pre = nullptr;              // (M, N) in the operand dtype: GELU's input, rounded (linear_gelu) or null
-  int64_t M = 0;
-  int N = 0, K = 0;
-  int epilogue = kNone;
-  bool round_pre = false;  // GELU of the pre-activation rounded to the operand dtype (as F.gelu(F.linear()))
-  bool out_f32 = false;    // out and residual are float32, else the operand dtype
-};
-
 // operand: at::kHalf or at::kBFloat16; accumulate_fp16 (kHalf only): HMMA.F16, an fp16 accumulator.
 void launch_mma_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16);
+// gemm_path.h's choice for x's device and dtype, and the launch of the chosen kernel (sm90 or mma.sync).
+GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, bool accumulate_fp16, bool out_f32,
+                       bool fused);
+void launch_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16, GemmPath path);
 
 // Host-side argument checks shared by the CPU and CUDA ops. Returns (M, N, K).
 inline std::tuple<int64_t, int64_t, int64_t> check_linear(const char* op, const at::Tensor& x, const at::Tensor& weight,

@@ -1,9 +1,14 @@
-// The GEMM's three instantiations, compiled once for every op that uses them: fp16 operands with an
-// fp16 (lp_matmul FP16_16) or fp32 accumulator, bf16 operands with an fp32 accumulator.
+// The GEMM launcher of every fused linear: the kernel gemm_path.h chose, the Hopper kernels
+// (csrc/gemm/sm90/) or the mma.sync GEMM's three instantiations, compiled once for every op that uses
+// them: fp16 operands with an fp16 (lp_matmul FP16_16) or fp32 accumulator, bf16 operands with fp32.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 
+#include "gemm/gemm_path.h"
 #include "gemm/mma_gemm.cuh"
+#ifdef VITFAST_WITH_SM90
+#include "gemm/sm90/gemm_sm90.h"
+#endif
 
 namespace vitfast::gemm {
 
@@ -23,6 +28,58 @@ void launch_mma_gemm(const GemmParams& p, at::ScalarType operand, bool accumulat
     mma_gemm_kernel<__nv_bfloat16, false><<<grid, kThreads, 0, stream>>>(p);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, bool accumulate_fp16, bool out_f32,
+                       bool fused) {
+  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(x.device().index());
+  GemmCase c;
+  c.major = prop->major;
+  c.minor = prop->minor;
+  c.operand = x.scalar_type() == at::kHalf       ? Operand::kHalf
+              : x.scalar_type() == at::kBFloat16 ? Operand::kBFloat16
+                                                 : Operand::kOther;
+  c.M = M;
+  c.N = N;
+  c.K = K;
+  c.accumulate_fp16 = accumulate_fp16;
+  c.out_f32 = out_f32;
+  c.sm90_built = kSm90Built;
+  c.fused = fused;
+  return choose_gemm_path(c);
+}
+
+namespace {
+
+// The sm90 kernel for p; false, after one warning, where CUTLASS declines the case (the caller then
+// runs the mma.sync kernel, so no user sees the difference but the time).
+bool launch_sm90(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16) {
+#ifdef VITFAST_WITH_SM90
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const bool bf16 = operand == at::kBFloat16;
+  const int status = accumulate_fp16            ? sm90::lp_matmul_fp16_accumulate(p, stream)
+                     : p.epilogue == kResidual ? sm90::linear_residual(p, bf16, stream)
+                     : p.out_f32               ? sm90::lp_matmul_fp32_output(p, stream)
+                                               : sm90::linear_gelu(p, bf16, stream);
+  TORCH_CHECK(status != sm90::kLaunchFailed, "vitfast: the sm90 GEMM failed (M=", p.M, ", N=", p.N, ", K=", p.K,
+              "): ", cudaGetErrorString(cudaGetLastError()));
+  if (status == sm90::kOk) return true;
+  TORCH_WARN_ONCE("vitfast: CUTLASS's sm90 GEMM declined M=", p.M, ", N=", p.N, ", K=", p.K, " (",
+                  status == sm90::kNeedsWorkspace ? "it asks for a workspace" : "can_implement failed",
+                  "); the mma.sync kernel runs such cases instead");
+#else
+  (void)p, (void)operand, (void)accumulate_fp16;
+#endif
+  return false;
+}
+
+}  // namespace
+
+void launch_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16, GemmPath path) {
+  TORCH_CHECK(path != GemmPath::kAten, "launch_gemm: the ATen path has no GEMM kernel to launch");
+  if (p.M == 0 || p.N == 0) return;
+  if (path == GemmPath::kSm90 && launch_sm90(p, operand, accumulate_fp16)) return;
+  launch_mma_gemm(p, operand, accumulate_fp16);
 }
 
 }  // namespace vitfast::gemm

@@ -13,15 +13,14 @@ inline bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(
 // Contiguous and 16-byte aligned (cp.async); a fresh allocation is both.
 inline at::Tensor dense(const at::Tensor& t) { return !t.is_contiguous() ? t.contiguous() : aligned16(t) ? t : t.clone(); }
 
-// The fused kernel takes fp16/bf16 operands with K % 8 == 0; anything else runs ATen's ops, as does
-// everything when the environment sets VITFAST_FUSED_GEMM=0 (read once): the same op on cuBLAS plus
-// separate elementwise kernels, to compare the two on a GPU without rebuilding.
-inline bool fused_gemm_applies(const at::Tensor& x, int64_t K) {
+// VITFAST_FUSED_GEMM=0 (read once) sends linear_gelu / linear_residual to ATen's ops: the same op on
+// cuBLAS plus separate elementwise kernels, to compare the two on a GPU without rebuilding.
+inline bool fused_gemm_enabled() {
   static const bool enabled = [] {
     const char* v = std::getenv("VITFAST_FUSED_GEMM");
     return v == nullptr || std::string(v) != "0";
   }();
-  return enabled && (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) && K % 8 == 0 && K > 0;
+  return enabled;
 }
 
 inline GemmParams linear_params(const at::Tensor& a, const at::Tensor& w, const at::Tensor& bias_f32, at::Tensor& out,

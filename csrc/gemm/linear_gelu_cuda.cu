@@ -1,6 +1,6 @@
 // linear_gelu on the GPU: one tensor-core GEMM (fp32 accumulation) whose epilogue adds the bias,
 // rounds the pre-activation to x's dtype (stored when the backward needs it) and applies GELU.
-// float32 inputs, or K not a multiple of 8, run ATen's linear + gelu instead.
+// gemm_path.h picks the kernel (sm90 on an H100/H200, else mma.sync) or ATen's linear + gelu.
 #include <torch/library.h>
 
 #include "gemm/linear_cuda.h"
@@ -14,20 +14,21 @@ std::tuple<at::Tensor, at::Tensor> linear_gelu_cuda(const at::Tensor& x, const a
   const auto [M, N, K] = check_linear("linear_gelu", x, weight, bias);
   TORCH_CHECK(approximate == "none" || approximate == "tanh", "linear_gelu: approximate must be 'none' or 'tanh', got '",
               approximate, "'");
-  if (!fused_gemm_applies(x, K)) {
+  const GemmPath path = gemm_path_for(x, M, N, K, false, false, fused_gemm_enabled());
+  if (path == GemmPath::kAten) {
     const at::Tensor pre = at::linear(x, weight, bias);
     return {at::gelu(pre, approximate), save_pre ? pre : x.new_empty({0})};
   }
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor a = dense(x.reshape({M, K})), w = dense(weight);
-  const at::Tensor bf = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor bf = bias.has_value() ? dense(bias->to(at::kFloat)) : at::Tensor();
   at::Tensor out = at::empty({M, N}, x.options());
   at::Tensor pre = save_pre ? at::empty({M, N}, x.options()) : x.new_empty({0});
   GemmParams p = linear_params(a, w, bf, out, M, N, K);
   p.epilogue = approximate == "tanh" ? kGeluTanh : kGeluErf;
   p.round_pre = true;
   p.pre = save_pre ? pre.data_ptr() : nullptr;
-  launch_mma_gemm(p, x.scalar_type(), false);
+  launch_gemm(p, x.scalar_type(), false, path);
   const auto shape = out_shape(x, N);
   return {out.view(shape), save_pre ? pre.view(shape) : pre};
 }

@@ -1,5 +1,5 @@
 // linear_residual on the GPU: one tensor-core GEMM (fp32 accumulation) whose epilogue adds the bias
-// and the residual in fp32 and rounds once, into the residual's dtype (x's, or float32). float32 inputs, or K % 8 != 0, run ATen's ops instead.
+// and the residual in fp32 and rounds once, into the residual's dtype (x's, or float32). gemm_path.h picks the kernel or ATen's ops.
 #include <torch/library.h>
 
 #include "gemm/linear_cuda.h"
@@ -16,16 +16,18 @@ at::Tensor linear_residual_cuda(const at::Tensor& x, const at::Tensor& weight, c
   TORCH_CHECK(residual.scalar_type() == x.scalar_type() || residual.scalar_type() == at::kFloat,
               "linear_residual: residual must have x's dtype ", x.scalar_type(), " or float32, got ", residual.scalar_type());
   TORCH_CHECK(residual.device() == x.device(), "linear_residual: residual must be on x's device");
-  if (!fused_gemm_applies(x, K)) return at::linear(x, weight, bias).to(residual.scalar_type()).add_(residual);
+  const bool out_f32 = residual.scalar_type() == at::kFloat;
+  const GemmPath path = gemm_path_for(x, M, N, K, false, out_f32, fused_gemm_enabled());
+  if (path == GemmPath::kAten) return at::linear(x, weight, bias).to(residual.scalar_type()).add_(residual);
   const c10::cuda::CUDAGuard guard(x.device());
-  const at::Tensor a = dense(x.reshape({M, K})), w = dense(weight), r = residual.reshape({M, N}).contiguous();
-  const at::Tensor bf = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor a = dense(x.reshape({M, K})), w = dense(weight), r = dense(residual.reshape({M, N}));
+  const at::Tensor bf = bias.has_value() ? dense(bias->to(at::kFloat)) : at::Tensor();
   at::Tensor out = at::empty({M, N}, residual.options());
   GemmParams p = linear_params(a, w, bf, out, M, N, K);
   p.epilogue = kResidual;
-  p.out_f32 = residual.scalar_type() == at::kFloat;
+  p.out_f32 = out_f32;
   p.residual = r.data_ptr();
-  launch_mma_gemm(p, x.scalar_type(), false);
+  launch_gemm(p, x.scalar_type(), false, path);
   return out.view(shape);
 }
 

@@ -1,14 +1,14 @@
-// lp_matmul on the GPU: fp16 operands on tensor cores, fp16 (HMMA.16816.F16) or fp32 accumulators.
+// lp_matmul on the GPU: fp16 operands on tensor cores, fp16 or fp32 accumulators (HGMMA on an
+// H100/H200 where gemm_path.h allows, else HMMA.16816.F16 / .F32).
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "gemm/linear_cuda.h"
 #include "gemm/lp_matmul.h"
 
 namespace vitfast::gemm {
 namespace {
 
-bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
-at::Tensor dense(const at::Tensor& t) { return !t.is_contiguous() ? t.contiguous() : aligned16(t) ? t : t.clone(); }
 
 at::Tensor lp_matmul_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                           c10::string_view epilogue, const std::optional<at::Tensor>& residual, bool accumulate_fp16,
@@ -17,8 +17,8 @@ at::Tensor lp_matmul_cuda(const at::Tensor& x, const at::Tensor& weight, const s
       check_lp_matmul(x, weight, bias, std::string(epilogue), residual, accumulate_fp16, out_dtype);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor a = dense(x.reshape({M, K})), b = dense(weight);
-  const at::Tensor bf = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
-  const at::Tensor r = residual.has_value() ? residual->reshape({M, N}).contiguous() : at::Tensor();
+  const at::Tensor bf = bias.has_value() ? dense(bias->to(at::kFloat)) : at::Tensor();
+  const at::Tensor r = residual.has_value() ? dense(residual->reshape({M, N})) : at::Tensor();
   at::Tensor out = at::empty({M, N}, x.options().dtype(out_dtype));
   GemmParams p;
   p.a = a.data_ptr();
@@ -40,7 +40,8 @@ at::Tensor lp_matmul_cuda(const at::Tensor& x, const at::Tensor& weight, const s
     if (epi == kResidual) v = v + r.to(at::kFloat);
     return v.to(out_dtype).reshape(out_shape(x, N));
   }
-  launch_mma_gemm(p, at::kHalf, accumulate_fp16);
+  launch_gemm(p, at::kHalf, accumulate_fp16,
+              gemm_path_for(x, M, N, K, accumulate_fp16, out_dtype == at::kFloat, /*fused=*/true));
   return out.reshape(out_shape(x, N));
 }
 

@@ -175,13 +175,14 @@ def test_cuda_fp32_accumulation_within_2x_torch(M, K, N):
 
 
 @needs_cuda
-def test_cuda_fp16_accumulator_is_real():
+@pytest.mark.parametrize("n", [1, 8])  # 8 outputs: an H100/H200 runs the sm90 kernel (HGMMA.F16), 1: mma.sync
+def test_cuda_fp16_accumulator_is_real(n):
     K = 1024
-    a = torch.ones(1, K, device="cuda").half()
-    b = torch.full((K, 1), 1 / 16, device="cuda").half()
+    a = torch.ones(n, K, device="cuda").half()
+    b = torch.full((K, n), 1 / 16, device="cuda").half()
     b[:16] = 128.0
-    assert lp_matmul(a, b).item() == 2048.0  # 2048 + 1 is 2048 in fp16, rounded to nearest or truncated
-    assert lp_matmul(a, b, accumulate="fp32").item() == 2111.0
+    assert (lp_matmul(a, b) == 2048.0).all()  # 2048 + 1 is 2048 in fp16, rounded to nearest or truncated
+    assert (lp_matmul(a, b, accumulate="fp32") == 2111.0).all()
     a, b = operands(64, 4096, 64, "cuda", positive=True)
     ref = exact(a, b)
     assert rel_err(lp_matmul(a, b), ref) > 4 * rel_err(lp_matmul(a, b, accumulate="fp32", out_dtype=torch.float16), ref)

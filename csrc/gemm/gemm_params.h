@@ -1,0 +1,24 @@
+#pragma once
+// The GEMM's arguments as plain data: shared by the ATen-facing launchers and the CUTLASS sm90 kernels,
+// which are compiled without torch's headers (csrc/gemm/sm90/).
+#include <cstdint>
+
+namespace vitfast::gemm {
+
+enum Epilogue : int { kNone = 0, kGeluErf = 1, kGeluTanh = 2, kResidual = 3 };
+
+struct GemmParams {
+  const void* a = nullptr;
+  const void* b = nullptr;
+  const float* bias = nullptr;      // (N) or null
+  const void* residual = nullptr;   // (M, N) in out's dtype, for kResidual
+  void* out = nullptr;              // (M, N)
+  void* pre = nullptr;              // (M, N) in the operand dtype: GELU's input, rounded (linear_gelu) or null
+  int64_t M = 0;
+  int N = 0, K = 0;
+  int epilogue = kNone;
+  bool round_pre = false;  // GELU of the pre-activation rounded to the operand dtype (as F.gelu(F.linear()))
+  bool out_f32 = false;    // out and residual are float32, else the operand dtype
+};
+
+}  // namespace vitfast::gemm

@@ -1,0 +1,132 @@
+#pragma once
+// One CUTLASS 3.x Hopper GEMM, specialised per operand, accumulator and epilogue fusion:
+//   out (M, N) = epilogue(a (M, K) @ b (N, K)^T)   a row-major, b an nn.Linear weight (K-major)
+// built as CUTLASS's own sm90 examples build theirs (49_hopper_gemm_with_collective_builder): the
+// CollectiveBuilder picks the TMA + wgmma mainloop of a warp-specialized cooperative persistent
+// kernel, and the epilogue is one of CUTLASS's fusion operations, which the epilogue builder turns
+// into a visitor tree (EVT): + bias per output feature, then our activation, or + residual (C, read
+// by the epilogue's TMA, one rounding into out). The pre-activation can be stored on the way (aux).
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/fusion/operations.hpp"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+#include "cutlass/util/packed_stride.hpp"
+#include "gemm/sm90/gemm_sm90.h"
+
+namespace vitfast::gemm::sm90 {
+
+// The epilogue's activation on the fp32 value acc + bias. Its mode is a kernel argument, so one
+// kernel serves GELU erf, GELU tanh and none; GELU reads the value rounded to the operand dtype where
+// the op's reference does (F.gelu(F.linear(x)) rounds the linear's output first).
+template <class T>
+struct Activation;
+
+template <>
+struct Activation<float> {
+  struct Arguments {
+    int gelu = 0;   // 0 none, 1 erf, 2 tanh (gemm_params.h's kNone / kGeluErf / kGeluTanh)
+    int round = 0;  // 0 none, 1 to fp16, 2 to bf16, before GELU
+  };
+  CUTLASS_HOST_DEVICE float operator()(float v, Arguments const& a) const {
+    if (a.round == 1) v = float(cutlass::half_t(v));
+    if (a.round == 2) v = float(cutlass::bfloat16_t(v));
+    if (a.gelu == 1) return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+    if (a.gelu == 2) return 0.5f * v * (1.f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    return v;
+  }
+};
+
+template <int N>
+struct Activation<cutlass::Array<float, N>> {
+  using Arguments = Activation<float>::Arguments;
+  CUTLASS_HOST_DEVICE cutlass::Array<float, N> operator()(cutlass::Array<float, N> const& v, Arguments const& a) const {
+    cutlass::Array<float, N> out;
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < N; ++i) out[i] = Activation<float>{}(v[i], a);
+    return out;
+  }
+};
+
+enum class Fusion { kAct, kActAux, kResidual };
+
+template <class Operand, class Accumulator, Fusion kFusion, class Out>
+struct Kernel {
+  using TileShape = cute::Shape<cute::_128, cute::_128, cute::_64>;  // two consumer warpgroups of 64 x 128
+  using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
+  static constexpr int kAlign = 8;  // 16 bytes of fp16 / bf16: TMA's row alignment
+  static constexpr int kAlignOut = 16 / sizeof(Out);
+  using Row = cutlass::layout::RowMajor;
+  using ElementC = std::conditional_t<kFusion == Fusion::kResidual, Out, void>;  // the residual, in out's dtype
+  using FusionOp = std::conditional_t<
+      kFusion == Fusion::kResidual, cutlass::epilogue::fusion::LinCombPerColBias<Out, float, float, Out, float>,
+      std::conditional_t<kFusion == Fusion::kAct,
+                         cutlass::epilogue::fusion::LinCombPerColBiasEltAct<Activation, Out, float, float, Out, float>,
+                         cutlass::epilogue::fusion::LinCombPerColBiasEltActAux<Row, Activation, Out, float, Operand,
+                                                                              float, Out, float>>>;
+  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, Accumulator, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
+      cutlass::epilogue::TmaWarpSpecializedCooperative, FusionOp>::CollectiveOp;
+  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Operand, Row, kAlign, Operand, cutlass::layout::ColumnMajor,
+      kAlign, Accumulator, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename CollectiveEpilogue::SharedStorage))>,
+      cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
+  using GemmKernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, CollectiveMainloop,
+                                                          CollectiveEpilogue>;  // persistent tile scheduler
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;
+};
+
+inline int sm_count() {
+  int device = 0;
+  cudaGetDevice(&device);
+  return cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device);
+}
+
+template <class Operand, class Accumulator, Fusion kFusion, class Out = Operand>
+int run(const GemmParams& p, cudaStream_t stream) {
+  using K = Kernel<Operand, Accumulator, kFusion, Out>;
+  using Gemm = typename K::Gemm;
+  using GK = typename Gemm::GemmKernel;
+  const int M = static_cast<int>(p.M), N = p.N, Kd = p.K;
+  const auto* a = static_cast<const Operand*>(p.a);
+  const auto* b = static_cast<const Operand*>(p.b);
+  const auto* c = static_cast<const typename K::ElementC*>(p.residual);
+  auto* d = static_cast<Out*>(p.out);
+  typename Gemm::Arguments args{
+      cutlass::gemm::GemmUniversalMode::kGemm,
+      {M, N, Kd, 1},
+      {a, cutlass::make_cute_packed_stride(typename GK::StrideA{}, {M, Kd, 1}), b,
+       cutlass::make_cute_packed_stride(typename GK::StrideB{}, {N, Kd, 1})},
+      {{}, c, cutlass::make_cute_packed_stride(typename GK::StrideC{}, {M, N, 1}), d,
+       cutlass::make_cute_packed_stride(typename GK::StrideD{}, {M, N, 1})}};
+  static const int sms = sm_count();
+  args.hw_info.sm_count = sms;
+  auto& fusion = args.epilogue.thread;
+  fusion.alpha = 1.f;
+  fusion.beta = kFusion == Fusion::kResidual ? 1.f : 0.f;
+  fusion.bias_ptr = p.bias;  // null: no bias (the broadcast reads 0)
+  if constexpr (kFusion != Fusion::kResidual) {
+    fusion.activation.gelu = p.epilogue == kGeluErf ? 1 : p.epilogue == kGeluTanh ? 2 : 0;
+    fusion.activation.round = !p.round_pre ? 0 : std::is_same_v<Operand, cutlass::bfloat16_t> ? 2 : 1;
+  }
+  if constexpr (kFusion == Fusion::kActAux) {
+    fusion.aux_ptr = static_cast<Operand*>(p.pre);
+    fusion.dAux = cutlass::make_cute_packed_stride(decltype(fusion.dAux){}, {M, N, 1});
+  }
+  Gemm gemm;
+  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return kCannotImplement;
+  if (Gemm::get_workspace_size(args) != 0) return kNeedsWorkspace;
+  if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return kCannotImplement;
+  return gemm.run(stream) == cutlass::Status::kSuccess && cudaPeekAtLastError() == cudaSuccess ? kOk : kLaunchFailed;
+}
+
+}  // namespace vitfast::gemm::sm90

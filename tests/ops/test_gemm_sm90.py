@@ -1,0 +1,183 @@
+"""The Hopper GEMMs (csrc/gemm/sm90/, CUTLASS TMA + wgmma) behind linear_gelu, linear_residual and
+lp_matmul: which path each case takes (gemm_path.h, asked on any machine), the HGMMA instructions in
+the built binary (cuobjdump, no GPU needed), and on an H100/H200 the results against float64 within
+2x PyTorch's error, with the kernels seen running in the profiler."""
+import re
+import subprocess
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vitfast
+from vitfast.ops import linear_gelu, linear_gelu_ref, linear_residual, linear_residual_ref, lp_matmul
+from tests.ops.precision import assert_2x_torch
+from tests.values import find_cuobjdump
+
+path = torch.ops.vitfast.gemm_path
+H16, BF16, F32 = torch.float16, torch.bfloat16, torch.float32
+VIT = [(192, 768), (768, 192), (384, 1536), (1536, 384), (768, 3072), (3072, 768), (1024, 4096), (4096, 1024),
+       (1280, 5120), (5120, 1280), (768, 2304), (384, 1152)]  # (K, N) of fc1, fc2 and qkv at ViT widths
+
+
+@pytest.mark.parametrize("K,N", VIT)
+@pytest.mark.parametrize("dtype", [H16, BF16])
+def test_vit_shapes_take_the_sm90_kernels_on_a_hopper_gpu(K, N, dtype):
+    M = 256 * 197
+    assert path(9, 0, dtype, M, N, K, sm90_built=True) == "sm90"
+    if dtype == H16:
+        assert path(9, 0, dtype, M, N, K, accumulate_fp16=True, sm90_built=True) == "sm90"
+    for major, minor in [(8, 0), (8, 6), (8, 9), (10, 0), (12, 0)]:  # sm_90a code runs on 9.0 alone
+        assert path(major, minor, dtype, M, N, K, sm90_built=True) == "mma_sync"
+    assert path(9, 0, dtype, M, N, K, sm90_built=False) == "mma_sync"
+
+
+@pytest.mark.parametrize("case,expected", [
+    (dict(dtype=F32), "aten"),  # linear_gelu / linear_residual on fp32: ATen's ops
+    (dict(K=100), "aten"),  # K % 8: no 16-byte rows for cp.async or TMA
+    (dict(K=0), "aten"),
+    (dict(dtype=BF16, accumulate_fp16=True), "aten"),  # an fp16 accumulator takes fp16 operands only
+    (dict(N=1000), "sm90"),
+    (dict(N=1001), "mma_sync"),  # an output row of 2002 bytes: no TMA store
+    (dict(N=12), "mma_sync"),
+    (dict(K=56), "mma_sync"),  # shorter than one k-tile of 64
+    (dict(K=64), "sm90"),
+    (dict(out_f32=True), "sm90"),  # fp32 outputs: lp_matmul FP16_32's default, an fp32 residual stream
+    (dict(dtype=H16, out_f32=True, accumulate_fp16=True), "mma_sync"),  # FP16_16 into float32: no such kernel
+    (dict(M=1), "sm90"),
+    (dict(M=2**31), "mma_sync"),  # CUTLASS's problem shape is int
+])
+def test_edge_cases_go_where_the_kernels_take_them(case, expected):
+    args = dict(major=9, minor=0, dtype=BF16, M=50432, N=768, K=3072, sm90_built=True) | case
+    assert path(args.pop("major"), args.pop("minor"), args.pop("dtype"), args.pop("M"), args.pop("N"),
+                args.pop("K"), **args) == expected
+
+
+def test_the_build_default_is_this_build():
+    built = torch.ops.vitfast.sm90_kernels_built()
+    assert path(9, 0, BF16, 4096, 768, 768) == ("sm90" if built else "mma_sync")
+
+
+# ---- SASS of the built binary (cuobjdump runs without a GPU)
+
+@pytest.fixture(scope="module")
+def sm90_sass():
+    tool = find_cuobjdump()
+    if tool is None or not torch.ops.vitfast.sm90_kernels_built():
+        pytest.skip("needs cuobjdump and a build with the sm90 kernels (CUTLASS headers, 90 in VITFAST_CUDA_ARCHS)")
+    dump = subprocess.run([tool, "--dump-sass", "--gpu-architecture", "sm_90a", vitfast._C.__file__],
+                          capture_output=True, text=True, check=True).stdout
+    kernels = {}
+    for block in dump.split("Function : ")[1:]:
+        name, _, body = block.partition("\n")
+        if "GemmUniversal" in name:
+            kernels[name.strip()] = body
+    return kernels
+
+
+def hgmma(body):
+    return re.findall(r"HGMMA\.(\d+x\d+x\d+)\.(\w+)(?:\.(\w+))?", body)
+
+
+def test_the_sm90_kernels_issue_hgmma(sm90_sass):
+    # linear_gelu: 2 per dtype (with and without the stored pre-activation); linear_residual: 2 per
+    # dtype (into the operands' dtype or float32); lp_matmul: FP16_16's two, FP16_32's into float32
+    assert len(sm90_sass) == 11, list(sm90_sass)
+    for name, body in sm90_sass.items():
+        assert hgmma(body), f"no HGMMA in {name[:120]}"
+        assert "HMMA" not in body.replace("HGMMA", ""), "an mma.sync instruction in a wgmma kernel"
+        assert "UTMALDG" in body, "the operands are not loaded by TMA"
+
+
+def test_fp16_16_kernels_accumulate_in_fp16_and_the_others_in_fp32(sm90_sass):
+    kinds = {}
+    for name, body in sm90_sass.items():
+        acc = {a for _, a, _ in hgmma(body)}
+        kind = "F16F16F16" if "F16F16F16" in name else "F32BF16BF16" if "F32BF16BF16" in name else "F32F16F16"
+        kinds.setdefault(kind, set()).update(acc)
+    # HGMMA.64x128x16.F16 sums into fp16 registers; .F32 into fp32 ones
+    assert kinds == {"F16F16F16": {"F16"}, "F32F16F16": {"F32"}, "F32BF16BF16": {"F32"}}, kinds
+
+
+# ---- on an H100 / H200
+
+hopper = pytest.mark.skipif(
+    not (torch.cuda.is_available() and vitfast.has_cuda_kernels() and torch.ops.vitfast.sm90_kernels_built()
+         and torch.cuda.get_device_capability() == (9, 0)),
+    reason="needs an H100/H200 (compute capability 9.0) and a build with the sm90 kernels")
+
+
+def ran_cutlass(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out = fn()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return out, any("cutlass" in n and "GemmUniversal" in n for n in names)
+
+
+def operands(M, K, N, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed + M + 7 * K + 13 * N)
+    x = torch.randn(M, K, generator=g).to("cuda", dtype)
+    w = (torch.randn(N, K, generator=g) / K**0.5).to("cuda", dtype)
+    b = torch.randn(N, generator=g).to("cuda", dtype)
+    r = torch.randn(M, N, generator=g).to("cuda", dtype)
+    return x, w, b, r
+
+
+@hopper
+@pytest.mark.parametrize("dtype", [H16, BF16], ids=str)
+@pytest.mark.parametrize("K,N", [(192, 768), (768, 192), (384, 1536), (768, 3072), (3072, 768), (1280, 5120),
+                                 (64, 1000)])
+def test_sm90_linear_gelu_and_residual_within_2x_torch(K, N, dtype):
+    M = 1576  # 8 images of 197 tokens: 12.3 tiles of 128 rows, a ragged last tile
+    x, w, b, r = operands(M, K, N, dtype)
+    for approximate in ("none", "tanh"):
+        out, cutlass = ran_cutlass(lambda: linear_gelu(x, w, b, approximate))
+        assert cutlass
+        assert_2x_torch(out, F.gelu(F.linear(x, w, b), approximate=approximate),
+                        linear_gelu_ref(x.double(), w.double(), b.double(), approximate), what=f"gelu {approximate}")
+    out, cutlass = ran_cutlass(lambda: linear_residual(x, w, b, r))
+    assert cutlass
+    assert_2x_torch(out, F.linear(x, w, b) + r, linear_residual_ref(x.double(), w.double(), b.double(), r.double()))
+    out, _ = ran_cutlass(lambda: linear_residual(x, w, None, r))
+    assert_2x_torch(out, F.linear(x, w) + r, linear_residual_ref(x.double(), w.double(), None, r.double()))
+    r32 = r.float()  # the fp32 residual stream of autocast training: one rounding, into float32
+    out, cutlass = ran_cutlass(lambda: linear_residual(x, w, b, r32))
+    assert cutlass and out.dtype == torch.float32
+    assert_2x_torch(out, F.linear(x, w, b).float() + r32,
+                    linear_residual_ref(x.double(), w.double(), b.double(), r32.double()))
+
+
+@hopper
+def test_sm90_saved_pre_activation_is_the_rounded_linear_and_gelu_reads_it():
+    x, w, b, _ = operands(1000, 768, 3072, BF16)
+    (out, pre), cutlass = ran_cutlass(lambda: torch.ops.vitfast.linear_gelu(x, w, b, "none", True))
+    assert cutlass
+    lin = F.linear(x.float(), w.float(), b.float())
+    assert (pre.float() - lin).abs().max() <= 2**-7 * lin.abs().max()
+    # GELU of the stored (rounded) pre-activation, one rounding: erff and PyTorch's erf may differ by an fp32 ulp
+    torch.testing.assert_close(out.float(), F.gelu(pre.float()).bfloat16().float(), atol=1e-6, rtol=2**-7)
+    torch.testing.assert_close(torch.ops.vitfast.linear_gelu(x, w, b, "none", False)[0], out, atol=0, rtol=0)
+
+
+@hopper
+@pytest.mark.parametrize("accumulate", ["fp16", "fp32"])
+def test_sm90_lp_matmul_epilogues_match_the_cpu_emulation(accumulate):
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(394, 768, generator=g).half()
+    b = (torch.randn(768, 3072, generator=g) / 768**0.5).half()
+    bias, r = torch.randn(3072, generator=g), torch.randn(394, 3072, generator=g).half()
+    out16 = dict(out_dtype=torch.float16)  # FP16_32's default output is float32, FP16_16's fp16: both
+    for kw in (dict(bias=bias, epilogue="bias"), dict(bias=bias, epilogue="gelu"), dict(epilogue="gelu_tanh"),
+               dict(bias=bias, epilogue="residual", residual=r), dict(bias=bias, epilogue="gelu", **out16)):
+        if accumulate == "fp32" and kw.get("epilogue") == "residual":
+            kw["residual"] = r.float()  # the residual comes in the output's dtype
+        gpu = {k: (v.cuda() if torch.is_tensor(v) else v) for k, v in kw.items()}
+        y, cutlass = ran_cutlass(lambda: lp_matmul(a.cuda(), b.cuda(), accumulate=accumulate, **gpu))
+        assert cutlass, kw
+        cpu = lp_matmul(a, b, accumulate=accumulate, **kw).double()
+        u16 = 2.0**-11
+        # same products; fp32 sums differ by order only, fp16 ones by their blocking (each within K u16 |a||b|)
+        bound = (a.double().abs() @ b.double().abs()) * (768 * u16 if accumulate == "fp16" else 1e-5)
+        lim = 2 * bound + 4 * u16 * cpu.abs() + 1e-3
+        assert bool(((y.cpu().double() - cpu).abs() <= lim).all()), kw
