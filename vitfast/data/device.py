@@ -99,9 +99,9 @@ class DeviceImages:
         shape = [n, 3, size, size]
         if self.randaug is not None:  # its rotations, shears and shifts act on the flipped crop
             ops, level, sign = self.randaug.draw(n, self.generator, self.device)
-            geometry = self.randaug.geometry(ops, level, sign, size)[:, :2]
-            theta = theta @ torch.cat([geometry, geometry.new_tensor([0, 0, 1]).expand(n, 1, 3)], 1)
-            inside = (F.affine_grid(geometry, shape, align_corners=False).abs() <= 1).all(-1).unsqueeze(1)
+            geometry = self.randaug.geometry(ops, level, sign, size)  # (n, 3, 3)
+            theta = theta @ geometry
+            inside = (F.affine_grid(geometry[:, :2], shape, align_corners=False).abs() <= 1).all(-1).unsqueeze(1)
         grid = F.affine_grid(theta, shape, align_corners=False)
         out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
         if self.randaug is not None:  # black outside the moved crop; colour operations on the 0..255 grid

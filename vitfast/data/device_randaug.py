@@ -18,9 +18,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .transforms import _MAX_LEVEL, RandAugment, check_randaugment, parse_auto_augment
+
 __all__ = ["DeviceRandAugment"]
 
-_MAX_LEVEL = 10.0
 # torchvision's RandAugment operations, in its order; the first six act on coordinates
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
        "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
@@ -34,20 +35,13 @@ class DeviceRandAugment:
     is inf). Signed operations flip sign with probability 1/2, per image and operation."""
 
     def __init__(self, num_ops=2, magnitude=9.0, magnitude_std=0.0):
-        if not 0 <= magnitude <= _MAX_LEVEL:
-            raise ValueError(f"RandAugment magnitude must be within [0, {_MAX_LEVEL:g}], got {magnitude}")
-        if num_ops < 1:
-            raise ValueError(f"RandAugment num_ops must be at least 1, got {num_ops}")
-        if magnitude_std < 0:
-            raise ValueError(f"RandAugment magnitude_std must be >= 0, got {magnitude_std}")
+        check_randaugment(num_ops, magnitude, magnitude_std)
         self.num_ops, self.magnitude, self.magnitude_std = int(num_ops), float(magnitude), float(magnitude_std)
 
     @classmethod
     def from_spec(cls, spec):
         """timm's 'rand-m9-n2-mstd0.5-inc1' string (parse_auto_augment's syntax); only RandAugment runs
         on the device."""
-        from .transforms import RandAugment, parse_auto_augment
-
         policy = parse_auto_augment(spec)
         if not isinstance(policy, RandAugment):
             raise ValueError(f"only RandAugment ('rand-m<M>[-n<N>][-mstd<S>]') runs on the device, got {spec!r}; "

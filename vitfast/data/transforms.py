@@ -16,6 +16,16 @@ _INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": Interpolatio
 _MAX_LEVEL = 10.0  # timm's magnitude scale: m10 is each operation's strongest setting
 
 
+def check_randaugment(num_ops, magnitude, magnitude_std):
+    """RandAugment's settings on timm's scale (here and on the device): a ValueError names the bad one."""
+    if not 0 <= magnitude <= _MAX_LEVEL:
+        raise ValueError(f"RandAugment magnitude must be within [0, {_MAX_LEVEL:g}], got {magnitude}")
+    if num_ops < 1:
+        raise ValueError(f"RandAugment num_ops must be at least 1, got {num_ops}")
+    if magnitude_std < 0:
+        raise ValueError(f"RandAugment magnitude_std must be >= 0, got {magnitude_std}")
+
+
 class RandAugment(v2.RandAugment):
     """torchvision's RandAugment on timm's magnitude scale (0..10, fractions allowed), with timm's
     magnitude noise: each call draws its magnitude from N(magnitude, magnitude_std) clipped to [0, 10]
@@ -27,12 +37,7 @@ class RandAugment(v2.RandAugment):
     _STEPS = 100  # magnitude bins per unit: 0.01 resolution on the 0..10 scale
 
     def __init__(self, num_ops=2, magnitude=9.0, magnitude_std=0.0, **kwargs):
-        if not 0 <= magnitude <= _MAX_LEVEL:
-            raise ValueError(f"RandAugment magnitude must be within [0, {_MAX_LEVEL:g}], got {magnitude}")
-        if num_ops < 1:
-            raise ValueError(f"RandAugment num_ops must be at least 1, got {num_ops}")
-        if magnitude_std < 0:
-            raise ValueError(f"RandAugment magnitude_std must be >= 0, got {magnitude_std}")
+        check_randaugment(num_ops, magnitude, magnitude_std)
         super().__init__(num_ops=int(num_ops), magnitude=self._bin(magnitude),
                          num_magnitude_bins=int(_MAX_LEVEL * self._STEPS) + 1, **kwargs)
         self.level, self.magnitude_std = float(magnitude), float(magnitude_std)
