@@ -89,10 +89,10 @@ def cutlass_include_dirs():
 SM90_DIR = os.path.join("csrc", "gemm", "sm90")
 
 
-def compile_sm90(build_temp, cuda_home, cutlass_dirs):
+def compile_sm90(build_temp, cuda_home, cutlass_dirs, pool):
     """nvcc each csrc/gemm/sm90/*.cu for sm_90a alone (wgmma and TMA need the arch-specific target; the
-    rest of the extension keeps its portable gencodes), in parallel, without torch's headers. Returns
-    the object files; an object newer than its sources is reused."""
+    rest of the extension keeps its portable gencodes), on `pool`, without torch's headers. Returns
+    (object file, future) pairs; an object newer than its sources is reused."""
     out_dir = os.path.join(build_temp, "sm90")
     os.makedirs(out_dir, exist_ok=True)
     headers = glob.glob(os.path.join(SM90_DIR, "*.h*")) + [os.path.join("csrc", "gemm", "gemm_params.h")]
@@ -102,18 +102,18 @@ def compile_sm90(build_temp, cuda_home, cutlass_dirs):
              "-gencode=arch=compute_90a,code=sm_90a", f"-I{os.path.join(ROOT, 'csrc')}"]
     flags += [f"-I{d}" for d in cutlass_dirs]
 
-    def build(src):
-        obj = os.path.join(out_dir, os.path.basename(src).replace(".cu", ".o"))
+    def build(src, obj):
         if os.path.exists(obj) and os.path.getmtime(obj) > max(os.path.getmtime(src), newest_header):
-            return obj
+            return
         cmd = [nvcc, "-c", src, "-o", obj] + flags
         print(" ".join(cmd), file=sys.stderr)
         subprocess.run(cmd, check=True)
-        return obj
 
-    sources = sorted(glob.glob(os.path.join(SM90_DIR, "*.cu")))
-    with concurrent.futures.ThreadPoolExecutor(max(1, int(os.environ["MAX_JOBS"]))) as pool:
-        return list(pool.map(build, sources))
+    jobs = []
+    for src in sorted(glob.glob(os.path.join(SM90_DIR, "*.cu"))):
+        obj = os.path.join(out_dir, os.path.basename(src).replace(".cu", ".o"))
+        jobs.append((obj, pool.submit(build, src, obj)))
+    return jobs
 
 
 cuda_home = None
@@ -139,12 +139,18 @@ def cxx_standard():
 
 
 STD = cxx_standard()
-sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
-cxx_flags = ["-O3", f"-std={STD}", "-fopenmp", "-fno-math-errno", "-fvisibility=hidden"]
+# *_cuda.cpp: the CUDA ops' torch-facing halves (checks, allocation, streams), compiled by the host
+# compiler; their kernels are in .cu files that include no torch header, because every device pass of
+# nvcc over ATen's headers costs ~40 s on the 2-core build machine.
+cpp_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+sources = [s for s in cpp_sources if not s.endswith("_cuda.cpp")]
+# -g0: Python's CFLAGS ask for debug info, which makes each torch-including file ~40% slower to build.
+cxx_flags = ["-O3", "-g0", f"-std={STD}", "-fopenmp", "-fno-math-errno", "-fvisibility=hidden"]
 extra = {"cxx": cxx_flags}
 define_macros = [("Py_LIMITED_API", "0x030A0000")]
 cutlass_dirs = None
 if with_cuda:
+    sources += [s for s in cpp_sources if s.endswith("_cuda.cpp")]
     sources += sorted(s for s in glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True)
                       if not s.startswith(SM90_DIR + os.sep))
     define_macros.append(("VITFAST_WITH_CUDA", None))
@@ -157,9 +163,11 @@ if with_cuda:
                   "without the Hopper (sm_90a) GEMMs; the mma.sync kernels serve H100/H200 too", file=sys.stderr)
     nvcc_flags = ["-O3", f"-std={STD}", "--expt-relaxed-constexpr", "-lineinfo",
                   f"--threads={os.environ.get('NVCC_THREADS', '2')}"] + cuda_arch_flags()
-    # After the toolkit's own include folder, so its headers win wherever both have one.
-    nvcc_flags += [f"-I{d}" for d in wheel_cuda_include_dirs()]
-    extra["nvcc"] = nvcc_flags
+    # After the toolkit's own include folder, so its headers win wherever both have one; the host
+    # compiler needs them too, for the *_cuda.cpp files (ATen's CUDA headers include cuSPARSE's).
+    wheel_includes = [f"-I{d}" for d in wheel_cuda_include_dirs()]
+    extra["nvcc"] = nvcc_flags + wheel_includes
+    extra["cxx"] = cxx_flags + wheel_includes
     Extension = CUDAExtension
 else:
     Extension = CppExtension
@@ -170,14 +178,29 @@ print(f"vitfast: building {'CPU and CUDA' if with_cuda else 'CPU'} kernels"
 
 
 class Build(BuildExtension.with_options(use_ninja=True)):
-    """torch's BuildExtension, with the sm90a objects compiled first and linked into vitfast._C."""
+    """torch's BuildExtension, with the sm90a objects linked into vitfast._C. They compile while ninja
+    builds the rest, so both cores stay busy to the end (one after the other left one idle for a
+    minute of the sm90 step); the link waits for them."""
 
     def build_extensions(self):
-        if cutlass_dirs:
-            objects = compile_sm90(self.build_temp, cuda_home, cutlass_dirs)
+        if not cutlass_dirs:
+            return super().build_extensions()
+        with concurrent.futures.ThreadPoolExecutor(max(1, int(os.environ["MAX_JOBS"]))) as pool:
+            jobs = compile_sm90(self.build_temp, cuda_home, cutlass_dirs, pool)
             for ext in self.extensions:
-                ext.extra_objects = list(ext.extra_objects or []) + objects
-        super().build_extensions()
+                ext.extra_objects = list(ext.extra_objects or []) + [obj for obj, _ in jobs]
+            link = self.compiler.link_shared_object
+
+            def link_after_sm90(*args, **kwargs):
+                for _, job in jobs:
+                    job.result()  # raises the failed nvcc's error
+                return link(*args, **kwargs)
+
+            self.compiler.link_shared_object = link_after_sm90
+            try:
+                super().build_extensions()
+            finally:
+                pool.shutdown(cancel_futures=True)
 
 
 setup(

@@ -53,6 +53,35 @@ def test_sm90_gemms_built_where_cutlass_headers_are():
     assert torch.ops.vitfast.sm90_kernels_built() == (importlib.util.find_spec("cutlass_library") is not None)
 
 
+CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+
+
+def quoted_includes(path, seen):
+    """The files path includes, transitively, through "..." includes under csrc/; and its <...> ones."""
+    system = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith('#include "'):
+                local = os.path.join(CSRC, line.split('"')[1])
+                if local not in seen and os.path.isfile(local):
+                    seen.add(local)
+                    system += quoted_includes(local, seen)
+            elif line.startswith("#include <"):
+                system.append(line.split("<")[1].split(">")[0])
+    return system
+
+
+def test_no_cuda_source_parses_torch_headers():
+    """Every nvcc device pass over ATen/torch headers costs ~40 s on the 2-core build machine, so the
+    .cu files hold kernels and plain launchers only; the torch-facing halves are *_cuda.cpp files."""
+    cu = [os.path.join(d, f) for d, _, files in os.walk(CSRC) for f in files if f.endswith(".cu")]
+    assert len(cu) >= 9, cu
+    for path in cu:
+        heavy = [h for h in quoted_includes(path, {path}) if h.startswith(("ATen/", "torch/"))]
+        assert not heavy, f"{os.path.relpath(path, CSRC)} includes {heavy}"
+
+
 def test_schemas_are_declared_once_in_the_vitfast_namespace():
     for op in OPS:
         schema = str(getattr(torch.ops.vitfast, op).default._schema)

@@ -14,11 +14,11 @@
 
 #include <cstdint>
 
-#include "gemm/gemm.h"
+#include "gemm/mma_gemm.h"
 
 namespace vitfast::gemm {
 
-constexpr int kBM = 128, kBN = 128, kBK = 32, kStages = 3, kThreads = 256;
+constexpr int kBN = 128, kBK = 32, kStages = 3, kThreads = 256;
 constexpr int kWarpM = 64, kWarpN = 32, kMI = kWarpM / 16, kNI = kWarpN / 8;
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {

@@ -1,12 +1,14 @@
 #pragma once
 // CUDA twin of elementwise_cpu.h: each thread takes four consecutive elements (one 4-wide load when
 // aligned) and the four words of one Philox call, so results match the CPU bit for bit.
-#include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
+#include <algorithm>
+
+#include "quant/elementwise_cuda.h"
 #include "quant/philox.h"
+#include "quant/quant_ops.h"
 
 namespace vitfast {
 
@@ -42,30 +44,30 @@ __global__ void elementwise_kernel(const scalar_t* __restrict__ in, scalar_t* __
 }
 
 template <typename scalar_t, bool kStochastic, typename Op>
-void elementwise_cuda(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op) {
-  if (n == 0) return;
+cudaError_t elementwise_cuda(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op,
+                             int64_t max_blocks, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
   constexpr int kThreads = 256;
   const int64_t groups = (n + 3) / 4;
-  const int64_t max_blocks = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
   const int blocks = static_cast<int>(std::min<int64_t>((groups + kThreads - 1) / kThreads, max_blocks));
   const bool aligned = reinterpret_cast<uintptr_t>(in) % sizeof(Pack4<scalar_t>) == 0 &&
                        reinterpret_cast<uintptr_t>(out) % sizeof(Pack4<scalar_t>) == 0;
-  elementwise_kernel<scalar_t, kStochastic><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-      in, out, n, seed, op, aligned);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  elementwise_kernel<scalar_t, kStochastic><<<blocks, kThreads, 0, stream>>>(in, out, n, seed, op, aligned);
+  return cudaGetLastError();
 }
 
-}  // namespace vitfast
-
-namespace vitfast {
-
-// Device policy for quantize.h's entry points.
-struct CudaLauncher {
-  using Guard = c10::cuda::CUDAGuard;
-  template <typename scalar_t, bool kStochastic, typename Op>
-  static void run(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op) {
-    elementwise_cuda<scalar_t, kStochastic>(in, out, n, seed, op);
-  }
-};
+// The driver for OpT<R> over float32, float16 and bfloat16 and the three roundings: the nine
+// instantiations that quantize.h's entry points call.
+#define VF_ELEMENTWISE_ONE(T, R, OpT)                                                                        \
+  template cudaError_t elementwise_cuda<T, R == Rounding::kStochastic, OpT<R>>(                              \
+      const T*, T*, int64_t, uint64_t, const OpT<R>&, int64_t, cudaStream_t);
+#define VF_ELEMENTWISE_ROUNDINGS(T, OpT)            \
+  VF_ELEMENTWISE_ONE(T, Rounding::kNearest, OpT)     \
+  VF_ELEMENTWISE_ONE(T, Rounding::kNearestAway, OpT) \
+  VF_ELEMENTWISE_ONE(T, Rounding::kStochastic, OpT)
+#define VF_INSTANTIATE_ELEMENTWISE(OpT)          \
+  VF_ELEMENTWISE_ROUNDINGS(float, OpT)           \
+  VF_ELEMENTWISE_ROUNDINGS(c10::Half, OpT)       \
+  VF_ELEMENTWISE_ROUNDINGS(c10::BFloat16, OpT)
 
 }  // namespace vitfast

@@ -1,6 +1,7 @@
-#include <torch/library.h>
-
+// fixed_point_quantize's CUDA kernels: the elementwise driver over FixedOp for each dtype and rounding, compiled
+// without torch's headers (quantize_cuda.cpp registers the op).
 #include "quant/elementwise_cuda.cuh"
-#include "quant/quantize.h"
 
-TORCH_LIBRARY_IMPL(vitfast, CUDA, m) { m.impl("fixed_point_quantize", &vitfast::fixed_point_quantize_impl<vitfast::CudaLauncher>); }
+namespace vitfast {
+VF_INSTANTIATE_ELEMENTWISE(FixedOp)
+}  // namespace vitfast

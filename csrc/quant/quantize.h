@@ -1,42 +1,15 @@
 #pragma once
 // The three quantizers' entry points, written once and instantiated per device with a Launcher
-// (CpuLauncher in elementwise_cpu.h, CudaLauncher in elementwise_cuda.cuh).
+// (CpuLauncher in elementwise_cpu.h, CudaLauncher in quantize_cuda.cpp).
 #include <ATen/ATen.h>
 
 #include <optional>
 #include <string_view>
 
-#include "quant/block_layout.h"
-#include "quant/rounding.h"
+#include "quant/quant_ops.h"
 #include "quant/specs.h"
 
 namespace vitfast {
-
-template <Rounding R>
-struct FloatOp {
-  FloatSpec spec;
-  VF_HD float operator()(float x, uint32_t rnd, int64_t) const { return quantize_float<R>(x, spec, rnd); }
-  // The vectorisable path the CPU driver takes for float32 input (deterministic rounding only).
-  static constexpr bool kHasFastPath = R != Rounding::kStochastic;
-  VF_HD uint32_t fast_bits(uint32_t u) const { return quantize_float_fast_bits<R>(u, spec); }
-  VF_HD uint32_t slow(uint32_t u) const { return float_slow_path(u, spec); }
-};
-
-template <Rounding R>
-struct FixedOp {
-  FixedSpec spec;
-  VF_HD float operator()(float x, uint32_t rnd, int64_t) const { return quantize_fixed<R>(x, spec, rnd); }
-};
-
-template <Rounding R>
-struct BlockOp {
-  const float* maxima;
-  BlockLayout layout;
-  int wl;
-  VF_HD float operator()(float x, uint32_t rnd, int64_t i) const {
-    return quantize_block<R>(x, maxima[layout.group(i)], wl, rnd);
-  }
-};
 
 template <typename Launcher, template <Rounding> class OpT, typename scalar_t, typename... Args>
 void run_with_rounding(const at::Tensor& xc, at::Tensor& out, Rounding mode, uint64_t seed, const Args&... args) {
@@ -83,6 +56,28 @@ at::Tensor fixed_point_quantize_impl(const at::Tensor& x, int64_t wl, int64_t fl
   const FixedSpec spec = make_fixed_spec(wl, fl, clamp, symmetric);
   const Rounding mode = parse_rounding(rounding);
   return apply_quant<Launcher, FixedOp>(x.contiguous(), mode, read_seed(seed, mode), spec);
+}
+
+// max |x| over the finite elements of every group, as a contiguous float32 tensor; fills `layout`.
+inline at::Tensor block_maxima(const at::Tensor& x, std::optional<int64_t> dim, std::optional<int64_t> block_size,
+                               BlockLayout& layout) {
+  const at::Tensor a = x.abs().masked_fill(x.isfinite().logical_not(), 0).to(at::kFloat);
+  layout = BlockLayout{BlockLayout::kTensor, 1, 1, 1, 1};
+  if (!dim.has_value()) return a.amax().reshape({1});
+  const int64_t d = at::maybe_wrap_dim(*dim, x.dim());
+  const int64_t n = x.size(d);
+  const int64_t outer = c10::multiply_integers(x.sizes().begin(), x.sizes().begin() + d);
+  const int64_t inner = c10::multiply_integers(x.sizes().begin() + d + 1, x.sizes().end());
+  const at::Tensor a3 = a.reshape({outer, n, inner});
+  if (!block_size.has_value()) {
+    layout = BlockLayout{BlockLayout::kSlice, n, inner, 1, 1};
+    return a3.amax(at::IntArrayRef{0, 2}).contiguous();
+  }
+  const int64_t b = *block_size, blocks = (n + b - 1) / b;
+  layout = BlockLayout{BlockLayout::kBlock, n, inner, blocks, b};
+  // Zero padding never raises a maximum of absolute values.
+  const at::Tensor padded = at::constant_pad_nd(a3, {0, 0, 0, blocks * b - n}, 0);
+  return padded.reshape({outer, blocks, b, inner}).amax(2).contiguous();
 }
 
 template <typename Launcher>

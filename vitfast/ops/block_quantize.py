@@ -1,7 +1,8 @@
 """block_quantize: block floating point, BlockFloatingPoint(wl, dim, block_size).
 
-Kernels: csrc/quant/block_quantize_cpu.cpp and _cuda.cu. Each group of elements shares the exponent
-E = floor(log2(max |x|)) of its largest finite magnitude; its values are k * 2^(E + 2 - wl) with
+Kernels: csrc/quant/block_quantize_cpu.cpp and _cuda.cu (CUDA entry: quantize_cuda.cpp). Each group
+of elements shares the exponent E = floor(log2(max |x|)) of its largest finite magnitude; its values
+are k * 2^(E + 2 - wl) with
 |k| <= 2^(wl-1) - 1 (qtorch's layout). Groups: the whole tensor (dim=None), each slice x.select(dim, i)
 (qtorch's dim), or each run of block_size consecutive elements along dim (MX-style blocks).
 """

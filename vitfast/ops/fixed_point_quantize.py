@@ -1,8 +1,9 @@
 """fixed_point_quantize: rounding into a signed fixed-point word FixedPoint(wl, fl).
 
-Kernels: csrc/quant/fixed_point_quantize_cpu.cpp and _cuda.cu. The value k * 2^-fl has an integer k
-in [-2^(wl-1), 2^(wl-1) - 1] (symmetric: [-(2^(wl-1) - 1), 2^(wl-1) - 1]). Every step is exact in
-float64; the one rounding into x's dtype comes last (exact for float32 whenever wl <= 24).
+Kernels: csrc/quant/fixed_point_quantize_cpu.cpp and _cuda.cu (CUDA entry: quantize_cuda.cpp). The
+value k * 2^-fl has an integer k in [-2^(wl-1), 2^(wl-1) - 1] (symmetric: [-(2^(wl-1) - 1),
+2^(wl-1) - 1]). Every step is exact in float64; the one rounding into x's dtype comes last (exact
+for float32 whenever wl <= 24).
 """
 import torch
 

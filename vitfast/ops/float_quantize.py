@@ -1,6 +1,7 @@
 """float_quantize: rounding into a floating-point format FloatingPoint(exp, man).
 
-Kernels: csrc/quant/float_quantize_cpu.cpp and _cuda.cu (scalar code in csrc/quant/rounding.h).
+Kernels: csrc/quant/float_quantize_cpu.cpp and _cuda.cu (scalar code in csrc/quant/rounding.h;
+CUDA entry: quantize_cuda.cpp).
 The format follows IEEE 754: bias 2^(exp-1) - 1, subnormals, the top exponent reserved for inf and
 NaN, so (5, 10), (8, 7) and (5, 2) agree bit for bit with torch's fp16, bf16 and fp8_e5m2 casts.
 finite=True gives the OCP "fn" layout instead (e4m3fn): no infinities, the top binade holds numbers,

@@ -1,6 +1,6 @@
 """layer_norm: LayerNorm over the last dimension, optionally fused with the residual add before it.
 
-Kernels: csrc/norm/layer_norm_cpu.cpp and _cuda.cu. Statistics (mean, variance, 1/std) are fp32 for
+Kernels: csrc/norm/layer_norm_cpu.cpp, _cuda.cpp and layer_norm_kernels.cu. Statistics (mean, variance, 1/std) are fp32 for
 every dtype; with `residual`, the sum x + residual is rounded to x's dtype first (what the unfused
 `x + residual` stores) and that rounded sum is normalised. Hidden sizes: any multiple of 8 (192,
 384, 1280 included); dtypes float32, float16, bfloat16; weight and bias in x's dtype or float32.

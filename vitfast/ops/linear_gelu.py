@@ -1,6 +1,6 @@
 """linear_gelu: GELU(x @ weight.T + bias) with the bias and GELU fused into the matrix product's epilogue.
 
-Kernels: csrc/gemm/linear_gelu_cpu.cpp (ATen linear + gelu) and _cuda.cu (tensor-core GEMM, fp32
+Kernels: csrc/gemm/linear_gelu_cpu.cpp (ATen linear + gelu) and _cuda.cpp (tensor-core GEMM, fp32
 accumulation, for fp16/bf16; float32 runs ATen's ops). Like F.gelu(F.linear(x, weight, bias)), the
 pre-activation is rounded to x's dtype before GELU. The backward uses ATen matrix products and ATen's
 fused gelu_backward elementwise kernel on the saved pre-activation.

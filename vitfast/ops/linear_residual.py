@@ -1,6 +1,6 @@
 """linear_residual: x @ weight.T + bias + residual, the bias and residual add fused into the epilogue.
 
-Kernels: csrc/gemm/linear_residual_cpu.cpp (ATen) and _cuda.cu (tensor-core GEMM, fp32 accumulation,
+Kernels: csrc/gemm/linear_residual_cpu.cpp (ATen) and _cuda.cpp (tensor-core GEMM, fp32 accumulation,
 bias and residual added in fp32, one rounding; float32 operands run ATen's ops). The result has the
 residual's dtype, which may be x's or float32 (autocast's fp32 residual stream with 16-bit products).
 """

@@ -1,6 +1,6 @@
 """lp_matmul: fp16 matrix products with an fp16 (FP16_16) or fp32 (FP16_32) accumulator, and epilogues.
 
-Kernels: csrc/gemm/lp_matmul_cpu.cpp (an emulation) and _cuda.cu (tensor cores: mma.sync m16n8k16,
+Kernels: csrc/gemm/lp_matmul_cpu.cpp (an emulation) and _cuda.cpp (tensor cores: mma.sync m16n8k16,
 SASS HMMA.16816.F16 for the fp16 accumulator, HMMA.16816.F32 for fp32).
 
 Semantics. Operands are fp16 (other float inputs are rounded to fp16 first, nearest-even).

@@ -1,6 +1,6 @@
 #pragma once
 // The Hopper (sm_90a) kernels behind the fused linears, as plain host functions: their files are
-// compiled apart from torch (setup.py, gencode sm_90a only) and called by gemm_cuda.cu's launcher
+// compiled apart from torch (setup.py, gencode sm_90a only) and called by gemm_cuda.cpp's launcher
 // when gemm_path.h chooses them. Each returns a Status; only kOk means the output was written.
 #include <cuda_runtime.h>
 

@@ -3,17 +3,15 @@
 // 1536), wider rows are re-read from memory (L1/L2) instead. Statistics in fp32, the variance in a
 // second pass over the centred values. dweight/dbias: per-block column partial sums in fp32, summed
 // over blocks by ATen (deterministic: no atomics).
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
-
+// No torch headers here: layer_norm_cuda.cpp checks, allocates and calls the two launchers below.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include "fp_convert.cuh"
+#include <algorithm>
+#include <type_traits>
 
-#include "norm/layer_norm.h"
+#include "fp_convert.cuh"
+#include "norm/layer_norm_kernels.h"
 
 namespace vitfast {
 namespace {
@@ -260,82 +258,46 @@ __global__ void __launch_bounds__(256) layer_norm_bwd_params_kernel(const T* __r
   }
 }
 
-bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
-// Contiguous and 16-byte aligned (the kernels' vector loads); a fresh allocation is both.
-at::Tensor dense(const at::Tensor& t) { return !t.is_contiguous() ? t.contiguous() : aligned16(t) ? t : t.clone(); }
-
-template <typename T>
-const T* ptr(const at::Tensor& t) { return reinterpret_cast<const T*>(t.data_ptr()); }
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_cuda(const at::Tensor& x_in,
-                                                                           const std::optional<at::Tensor>& residual_in,
-                                                                           const at::Tensor& weight,
-                                                                           const at::Tensor& bias, double eps) {
-  const int64_t D = layer_norm_check(x_in, residual_in, weight, bias);
-  const c10::cuda::CUDAGuard guard(x_in.device());
-  const at::Tensor x = dense(x_in);
-  const std::optional<at::Tensor> residual = residual_in.has_value() ? std::optional(dense(*residual_in)) : std::nullopt;
-  const at::Tensor g = dense(weight.to(at::kFloat)), b = dense(bias.to(at::kFloat));
-  const int64_t rows = x.numel() / D;
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
-  at::Tensor sum = residual.has_value() ? at::empty_like(x, at::MemoryFormat::Contiguous) : x.new_empty({0});
-  at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
-  at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
-  if (rows == 0) return {out, sum, mean, rstd};
-  const dim3 grid((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "layer_norm_cuda", [&] {
-    using T = std::conditional_t<std::is_same_v<scalar_t, at::Half>, __half,
-                                 std::conditional_t<std::is_same_v<scalar_t, at::BFloat16>, __nv_bfloat16, float>>;
-    auto kernel = D <= kMaxVec * 256 ? layer_norm_fwd_kernel<T, true> : layer_norm_fwd_kernel<T, false>;
-    kernel<<<grid, kRowsPerBlock * 32, 0, stream>>>(
-        ptr<T>(x), residual.has_value() ? ptr<T>(*residual) : nullptr, g.data_ptr<float>(), b.data_ptr<float>(),
-        reinterpret_cast<T*>(out.data_ptr()), residual.has_value() ? reinterpret_cast<T*>(sum.data_ptr()) : nullptr,
-        mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, static_cast<int>(D), static_cast<float>(eps));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return {out, sum, mean, rstd};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_backward_cuda(const at::Tensor& dout_in,
-                                                                        const std::optional<at::Tensor>& dsum_in,
-                                                                        const at::Tensor& x_in, const at::Tensor& weight,
-                                                                        const at::Tensor& mean, const at::Tensor& rstd) {
-  layer_norm_backward_check(dout_in, dsum_in, x_in, weight, mean, rstd);
-  const c10::cuda::CUDAGuard guard(x_in.device());
-  const int64_t D = x_in.size(-1), rows = x_in.numel() / D;
-  const at::Tensor dout = dense(dout_in), x = dense(x_in), m = mean.contiguous(), r = rstd.contiguous();
-  const std::optional<at::Tensor> dsum = dsum_in.has_value() ? std::optional(dense(*dsum_in)) : std::nullopt;
-  const at::Tensor g = dense(weight.to(at::kFloat));
-  at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
-  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>((rows + 63) / 64, 256));
-  at::Tensor part = at::zeros({2, splits, D}, x.options().dtype(at::kFloat));
-  if (rows > 0) {
-    const auto stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "layer_norm_backward_cuda", [&] {
-      using T = std::conditional_t<std::is_same_v<scalar_t, at::Half>, __half,
-                                   std::conditional_t<std::is_same_v<scalar_t, at::BFloat16>, __nv_bfloat16, float>>;
-      auto kernel = D <= kMaxVec * 256 ? layer_norm_bwd_dx_kernel<T, true> : layer_norm_bwd_dx_kernel<T, false>;
-      kernel<<<(rows + kRowsPerBlock - 1) / kRowsPerBlock, kRowsPerBlock * 32, 0, stream>>>(
-          ptr<T>(dout), dsum.has_value() ? ptr<T>(*dsum) : nullptr, ptr<T>(x), g.data_ptr<float>(),
-          m.data_ptr<float>(), r.data_ptr<float>(), reinterpret_cast<T*>(dx.data_ptr()), rows, static_cast<int>(D));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      float* pdw = part.data_ptr<float>();
-      layer_norm_bwd_params_kernel<T><<<dim3((D + 31) / 32, splits), 256, 0, stream>>>(
-          ptr<T>(dout), ptr<T>(x), m.data_ptr<float>(), r.data_ptr<float>(), pdw, pdw + splits * D, rows,
-          static_cast<int>(D));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+// Calls f(T{}) for the element type of dtype.
+template <typename F>
+void with_type(NormDtype dtype, F&& f) {
+  switch (dtype) {
+    case NormDtype::kFloat: return f(float{});
+    case NormDtype::kHalf: return f(__half{});
+    case NormDtype::kBFloat16: return f(__nv_bfloat16{});
   }
-  const at::Tensor sums = part.sum(1);
-  return {dx.view(x_in.sizes()), sums[0].to(weight.scalar_type()), sums[1].to(weight.scalar_type())};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(vitfast, CUDA, m) {
-  m.impl("layer_norm", &layer_norm_cuda);
-  m.impl("layer_norm_backward", &layer_norm_backward_cuda);
+cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* res, const float* gamma,
+                                  const float* beta, void* out, void* sum, float* mean, float* rstd, int64_t rows,
+                                  int D, float eps, cudaStream_t stream) {
+  with_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto kernel = D <= kMaxVec * 256 ? layer_norm_fwd_kernel<T, true> : layer_norm_fwd_kernel<T, false>;
+    kernel<<<(rows + kRowsPerBlock - 1) / kRowsPerBlock, kRowsPerBlock * 32, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<const T*>(res), gamma, beta, static_cast<T*>(out), static_cast<T*>(sum),
+        mean, rstd, rows, D, eps);
+  });
+  return cudaGetLastError();
+}
+
+cudaError_t layer_norm_bwd_launch(NormDtype dtype, const void* dy, const void* dsum, const void* x,
+                                  const float* gamma, const float* mean, const float* rstd, void* dx, float* part,
+                                  int64_t rows, int D, int splits, cudaStream_t stream) {
+  with_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto kernel = D <= kMaxVec * 256 ? layer_norm_bwd_dx_kernel<T, true> : layer_norm_bwd_dx_kernel<T, false>;
+    kernel<<<(rows + kRowsPerBlock - 1) / kRowsPerBlock, kRowsPerBlock * 32, 0, stream>>>(
+        static_cast<const T*>(dy), static_cast<const T*>(dsum), static_cast<const T*>(x), gamma, mean, rstd,
+        static_cast<T*>(dx), rows, D);
+    if (cudaPeekAtLastError() != cudaSuccess) return;
+    layer_norm_bwd_params_kernel<T><<<dim3((D + 31) / 32, splits), 256, 0, stream>>>(
+        static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, part, part + static_cast<int64_t>(splits) * D,
+        rows, D);
+  });
+  return cudaGetLastError();
 }
 
 }  // namespace vitfast

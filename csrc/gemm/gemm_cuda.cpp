@@ -1,33 +1,32 @@
 // The GEMM launcher of every fused linear: the kernel gemm_path.h chose, the Hopper kernels
-// (csrc/gemm/sm90/) or the mma.sync GEMM's three instantiations, compiled once for every op that uses
-// them: fp16 operands with an fp16 (lp_matmul FP16_16) or fp32 accumulator, bf16 operands with fp32.
+// (csrc/gemm/sm90/) or the mma.sync GEMM (mma_gemm.cu). Both are compiled without torch's headers;
+// this file holds what needs them: the device's properties, the stream, the checks and messages.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 
-#include "gemm/gemm_path.h"
-#include "gemm/mma_gemm.cuh"
+#include "gemm/gemm.h"
+#include "gemm/mma_gemm.h"
 #ifdef VITFAST_WITH_SM90
 #include "gemm/sm90/gemm_sm90.h"
 #endif
 
 namespace vitfast::gemm {
 
+namespace {
+
+Operand operand_of(at::ScalarType t) {
+  return t == at::kHalf ? Operand::kHalf : t == at::kBFloat16 ? Operand::kBFloat16 : Operand::kOther;
+}
+
+}  // namespace
+
 void launch_mma_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16) {
   if (p.M == 0 || p.N == 0) return;
   TORCH_CHECK(p.K % 8 == 0, "mma_gemm: K (", p.K, ") must be a multiple of 8");
-  const int64_t mtiles = (p.M + kBM - 1) / kBM;
-  TORCH_CHECK(mtiles <= 65535, "mma_gemm: M (", p.M, ") exceeds ", 65535 * kBM, " rows");
-  const dim3 grid((p.N + kBN - 1) / kBN, static_cast<unsigned>(mtiles));
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  if (operand == at::kHalf && accumulate_fp16) {
-    mma_gemm_kernel<__half, true><<<grid, kThreads, 0, stream>>>(p);
-  } else if (operand == at::kHalf) {
-    mma_gemm_kernel<__half, false><<<grid, kThreads, 0, stream>>>(p);
-  } else {
-    TORCH_CHECK(operand == at::kBFloat16 && !accumulate_fp16, "mma_gemm: fp16 accumulation needs fp16 operands");
-    mma_gemm_kernel<__nv_bfloat16, false><<<grid, kThreads, 0, stream>>>(p);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  TORCH_CHECK((p.M + kBM - 1) / kBM <= 65535, "mma_gemm: M (", p.M, ") exceeds ", 65535 * kBM, " rows");
+  TORCH_CHECK(operand == at::kHalf || (operand == at::kBFloat16 && !accumulate_fp16),
+              "mma_gemm: fp16 or bf16 operands, fp16 accumulation with fp16 only; got ", operand);
+  C10_CUDA_CHECK(mma_gemm(p, operand_of(operand), accumulate_fp16, at::cuda::getCurrentCUDAStream()));
 }
 
 GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, bool accumulate_fp16, bool out_f32,
@@ -36,9 +35,7 @@ GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, boo
   GemmCase c;
   c.major = prop->major;
   c.minor = prop->minor;
-  c.operand = x.scalar_type() == at::kHalf       ? Operand::kHalf
-              : x.scalar_type() == at::kBFloat16 ? Operand::kBFloat16
-                                                 : Operand::kOther;
+  c.operand = operand_of(x.scalar_type());
   c.M = M;
   c.N = N;
   c.K = K;

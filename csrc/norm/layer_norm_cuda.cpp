@@ -1,0 +1,78 @@
+// layer_norm on the GPU: the checks, allocations and streams around the kernels of
+// layer_norm_kernels.cu (one warp per row; see there).
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "norm/layer_norm.h"
+#include "norm/layer_norm_kernels.h"
+
+namespace vitfast {
+namespace {
+
+bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+// Contiguous and 16-byte aligned (the kernels' vector loads); a fresh allocation is both.
+at::Tensor dense(const at::Tensor& t) { return !t.is_contiguous() ? t.contiguous() : aligned16(t) ? t : t.clone(); }
+
+NormDtype norm_dtype(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf ? NormDtype::kHalf : t.scalar_type() == at::kBFloat16 ? NormDtype::kBFloat16
+                                                                                            : NormDtype::kFloat;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_cuda(const at::Tensor& x_in,
+                                                                           const std::optional<at::Tensor>& residual_in,
+                                                                           const at::Tensor& weight,
+                                                                           const at::Tensor& bias, double eps) {
+  const int64_t D = layer_norm_check(x_in, residual_in, weight, bias);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = dense(x_in);
+  const at::Tensor residual = residual_in.has_value() ? dense(*residual_in) : at::Tensor();
+  const at::Tensor g = dense(weight.to(at::kFloat)), b = dense(bias.to(at::kFloat));
+  const int64_t rows = x.numel() / D;
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor sum = residual.defined() ? at::empty_like(x, at::MemoryFormat::Contiguous) : x.new_empty({0});
+  at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
+  at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
+  if (rows == 0) return {out, sum, mean, rstd};
+  C10_CUDA_CHECK(layer_norm_fwd_launch(norm_dtype(x), x.const_data_ptr(),
+                                       residual.defined() ? residual.const_data_ptr() : nullptr,
+                                       g.const_data_ptr<float>(), b.const_data_ptr<float>(), out.data_ptr(),
+                                       residual.defined() ? sum.data_ptr() : nullptr, mean.data_ptr<float>(),
+                                       rstd.data_ptr<float>(), rows, static_cast<int>(D), static_cast<float>(eps),
+                                       at::cuda::getCurrentCUDAStream()));
+  return {out, sum, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_backward_cuda(const at::Tensor& dout_in,
+                                                                        const std::optional<at::Tensor>& dsum_in,
+                                                                        const at::Tensor& x_in, const at::Tensor& weight,
+                                                                        const at::Tensor& mean, const at::Tensor& rstd) {
+  layer_norm_backward_check(dout_in, dsum_in, x_in, weight, mean, rstd);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const int64_t D = x_in.size(-1), rows = x_in.numel() / D;
+  const at::Tensor dout = dense(dout_in), x = dense(x_in), m = mean.contiguous(), r = rstd.contiguous();
+  const at::Tensor dsum = dsum_in.has_value() ? dense(*dsum_in) : at::Tensor();
+  const at::Tensor g = dense(weight.to(at::kFloat));
+  at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>((rows + 63) / 64, 256));
+  at::Tensor part = at::zeros({2, splits, D}, x.options().dtype(at::kFloat));
+  if (rows > 0) {
+    C10_CUDA_CHECK(layer_norm_bwd_launch(norm_dtype(x), dout.const_data_ptr(),
+                                         dsum.defined() ? dsum.const_data_ptr() : nullptr, x.const_data_ptr(),
+                                         g.const_data_ptr<float>(), m.const_data_ptr<float>(), r.const_data_ptr<float>(),
+                                         dx.data_ptr(), part.data_ptr<float>(), rows, static_cast<int>(D),
+                                         static_cast<int>(splits), at::cuda::getCurrentCUDAStream()));
+  }
+  const at::Tensor sums = part.sum(1);
+  return {dx.view(x_in.sizes()), sums[0].to(weight.scalar_type()), sums[1].to(weight.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(vitfast, CUDA, m) {
+  m.impl("layer_norm", &layer_norm_cuda);
+  m.impl("layer_norm_backward", &layer_norm_backward_cuda);
+}
+
+}  // namespace vitfast
