@@ -10,8 +10,27 @@
 
 namespace vitfast::gemm {
 
-// operand: at::kHalf or at::kBFloat16; accumulate_fp16 (kHalf only): HMMA.F16, an fp16 accumulator.
-void launch_mma_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16);
+inline Operand operand_of(at::ScalarType t) {
+  return t == at::kHalf ? Operand::kHalf : t == at::kBFloat16 ? Operand::kBFloat16 : Operand::kOther;
+}
+
+// The case gemm_path.h decides on, for a device of compute capability major.minor.
+inline GemmCase gemm_case(int major, int minor, at::ScalarType dtype, int64_t M, int64_t N, int64_t K,
+                          bool accumulate_fp16, bool out_f32, bool sm90_built, bool fused) {
+  GemmCase c;
+  c.major = major;
+  c.minor = minor;
+  c.operand = operand_of(dtype);
+  c.M = M;
+  c.N = N;
+  c.K = K;
+  c.accumulate_fp16 = accumulate_fp16;
+  c.out_f32 = out_f32;
+  c.sm90_built = sm90_built;
+  c.fused = fused;
+  return c;
+}
+
 // gemm_path.h's choice for x's device and dtype, and the launch of the chosen kernel (sm90 or mma.sync).
 GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, bool accumulate_fp16, bool out_f32,
                        bool fused);

@@ -12,41 +12,22 @@
 
 namespace vitfast::gemm {
 
-namespace {
-
-Operand operand_of(at::ScalarType t) {
-  return t == at::kHalf ? Operand::kHalf : t == at::kBFloat16 ? Operand::kBFloat16 : Operand::kOther;
+GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, bool accumulate_fp16, bool out_f32,
+                       bool fused) {
+  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(x.device().index());
+  return choose_gemm_path(
+      gemm_case(prop->major, prop->minor, x.scalar_type(), M, N, K, accumulate_fp16, out_f32, kSm90Built, fused));
 }
 
-}  // namespace
+namespace {
 
 void launch_mma_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16) {
-  if (p.M == 0 || p.N == 0) return;
   TORCH_CHECK(p.K % 8 == 0, "mma_gemm: K (", p.K, ") must be a multiple of 8");
   TORCH_CHECK((p.M + kBM - 1) / kBM <= 65535, "mma_gemm: M (", p.M, ") exceeds ", 65535 * kBM, " rows");
   TORCH_CHECK(operand == at::kHalf || (operand == at::kBFloat16 && !accumulate_fp16),
               "mma_gemm: fp16 or bf16 operands, fp16 accumulation with fp16 only; got ", operand);
   C10_CUDA_CHECK(mma_gemm(p, operand_of(operand), accumulate_fp16, at::cuda::getCurrentCUDAStream()));
 }
-
-GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, bool accumulate_fp16, bool out_f32,
-                       bool fused) {
-  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(x.device().index());
-  GemmCase c;
-  c.major = prop->major;
-  c.minor = prop->minor;
-  c.operand = operand_of(x.scalar_type());
-  c.M = M;
-  c.N = N;
-  c.K = K;
-  c.accumulate_fp16 = accumulate_fp16;
-  c.out_f32 = out_f32;
-  c.sm90_built = kSm90Built;
-  c.fused = fused;
-  return choose_gemm_path(c);
-}
-
-namespace {
 
 // The sm90 kernel for p; false, after one warning, where CUTLASS declines the case (the caller then
 // runs the mma.sync kernel, so no user sees the difference but the time).

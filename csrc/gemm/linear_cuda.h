@@ -1,17 +1,14 @@
 #pragma once
-// What linear_gelu and linear_residual share on the GPU: operands made GEMM-ready.
+// What linear_gelu, linear_residual and lp_matmul share on the GPU: operands made GEMM-ready.
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cstdlib>
 #include <string>
 
+#include "dense.h"
 #include "gemm/gemm.h"
 
 namespace vitfast::gemm {
-
-inline bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
-// Contiguous and 16-byte aligned (cp.async); a fresh allocation is both.
-inline at::Tensor dense(const at::Tensor& t) { return !t.is_contiguous() ? t.contiguous() : aligned16(t) ? t : t.clone(); }
 
 // VITFAST_FUSED_GEMM=0 (read once) sends linear_gelu / linear_residual to ATen's ops: the same op on
 // cuBLAS plus separate elementwise kernels, to compare the two on a GPU without rebuilding.

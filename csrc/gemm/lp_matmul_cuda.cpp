@@ -9,7 +9,6 @@
 namespace vitfast::gemm {
 namespace {
 
-
 at::Tensor lp_matmul_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                           c10::string_view epilogue, const std::optional<at::Tensor>& residual, bool accumulate_fp16,
                           at::ScalarType out_dtype) {
@@ -20,15 +19,8 @@ at::Tensor lp_matmul_cuda(const at::Tensor& x, const at::Tensor& weight, const s
   const at::Tensor bf = bias.has_value() ? dense(bias->to(at::kFloat)) : at::Tensor();
   const at::Tensor r = residual.has_value() ? dense(residual->reshape({M, N})) : at::Tensor();
   at::Tensor out = at::empty({M, N}, x.options().dtype(out_dtype));
-  GemmParams p;
-  p.a = a.data_ptr();
-  p.b = b.data_ptr();
-  p.bias = bf.defined() ? bf.data_ptr<float>() : nullptr;
+  GemmParams p = linear_params(a, b, bf, out, M, N, K);
   p.residual = r.defined() ? r.data_ptr() : nullptr;
-  p.out = out.data_ptr();
-  p.M = M;
-  p.N = static_cast<int>(N);
-  p.K = static_cast<int>(K);
   p.epilogue = epi;
   p.out_f32 = out_dtype == at::kFloat;
   if (K == 0) {

@@ -5,15 +5,12 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "dense.h"
 #include "norm/layer_norm.h"
 #include "norm/layer_norm_kernels.h"
 
 namespace vitfast {
 namespace {
-
-bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
-// Contiguous and 16-byte aligned (the kernels' vector loads); a fresh allocation is both.
-at::Tensor dense(const at::Tensor& t) { return !t.is_contiguous() ? t.contiguous() : aligned16(t) ? t : t.clone(); }
 
 NormDtype norm_dtype(const at::Tensor& t) {
   return t.scalar_type() == at::kHalf ? NormDtype::kHalf : t.scalar_type() == at::kBFloat16 ? NormDtype::kBFloat16

@@ -8,9 +8,10 @@ would need many processes of PIL work per GPU to keep up.
 
 RandAugment (device_randaug.py) and random erasing (timm's RandomErasing, "pixel" mode) are drawn per
 image as well. What it does not do, against create_transform's CPU pipeline: colour jitter and
-policies other than RandAugment (refused by the training configuration), antialiasing when a crop is shrunk (crops of images
-stored at the training size are only ever enlarged), and integer crop boxes (the boxes are continuous;
-the sampling of scale and log-ratio, ten tries and the fallback follow torchvision's)."""
+policies other than RandAugment (refused by the training configuration), antialiasing when a crop is
+shrunk (crops of images stored at the training size are only ever enlarged), and integer crop boxes
+(the boxes are continuous; the sampling of scale and log-ratio, ten tries and the fallback follow
+torchvision's)."""
 import math
 
 import torch
