@@ -15,6 +15,7 @@ TORCH_LIBRARY(vitfast, m) {
   m.def("fixed_point_quantize(Tensor x, int wl, int fl, bool clamp, bool symmetric, str rounding, "
         "Tensor? seed) -> Tensor");
   m.def("block_quantize(Tensor x, int wl, int? dim, int? block_size, str rounding, Tensor? seed) -> Tensor");
+  m.def("scaled_cast(Tensor x, Tensor scale, ScalarType dtype) -> Tensor");
   m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? bias, float scale, bool return_logits, "
         "bool fp16_accumulate) -> (Tensor out, Tensor lse, Tensor logits)");
   m.def("attention_bwd(Tensor grad_out, Tensor? grad_logits, Tensor q, Tensor k, Tensor v, Tensor? bias, "
@@ -34,7 +35,7 @@ TORCH_LIBRARY(vitfast, m) {
 // (an fp32 log-sum-exp coming out bf16, an fp32-accumulated emulation computed in bf16). Autocast
 // passes the ops' inputs through unchanged, like PyTorch's own fused ops with explicit dtypes.
 namespace {
-constexpr const char* kOps[] = {"float_quantize", "fixed_point_quantize", "block_quantize",
+constexpr const char* kOps[] = {"float_quantize", "fixed_point_quantize", "block_quantize", "scaled_cast",
                                 "attention_fwd", "attention_bwd", "layer_norm", "layer_norm_backward",
                                 "linear_gelu", "linear_residual", "lp_matmul"};
 

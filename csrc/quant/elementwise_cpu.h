@@ -8,6 +8,8 @@
 
 #include "quant/philox.h"
 #include "quant/rounding.h"
+#include "quant/scaled_cast.h"
+#include "quant/quantize.h"
 
 namespace vitfast {
 
@@ -62,6 +64,16 @@ void elementwise_cpu(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed
   });
 }
 
+template <typename scalar_t, Cast8 K>
+void scaled_cast_cpu(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out, int64_t n,
+                     const ScaledCastSpec& spec) {
+  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      out[i] = scaled_cast_one<K>(static_cast<float>(in[i]), scale[per_row ? i / cols : 0], spec);
+    }
+  });
+}
+
 }  // namespace vitfast
 
 namespace vitfast {
@@ -74,6 +86,15 @@ struct CpuLauncher {
   template <typename scalar_t, bool kStochastic, typename Op>
   static void run(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op) {
     elementwise_cpu<scalar_t, kStochastic>(in, out, n, seed, op);
+  }
+  template <typename scalar_t>
+  static void cast(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out, int64_t n,
+                   const ScaledCastSpec& spec, at::ScalarType dtype) {
+    switch (cast8_of(dtype)) {
+      case Cast8::kE4M3: return scaled_cast_cpu<scalar_t, Cast8::kE4M3>(in, scale, per_row, cols, out, n, spec);
+      case Cast8::kE5M2: return scaled_cast_cpu<scalar_t, Cast8::kE5M2>(in, scale, per_row, cols, out, n, spec);
+      case Cast8::kInt8: return scaled_cast_cpu<scalar_t, Cast8::kInt8>(in, scale, per_row, cols, out, n, spec);
+    }
   }
 };
 

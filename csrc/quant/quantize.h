@@ -1,6 +1,6 @@
 #pragma once
-// The three quantizers' entry points, written once and instantiated per device with a Launcher
-// (CpuLauncher in elementwise_cpu.h, CudaLauncher in quantize_cuda.cpp).
+// The quantizers' entry points (float, fixed point, block; scaled_cast), written once and instantiated
+// per device with a Launcher (CpuLauncher in elementwise_cpu.h, CudaLauncher in quantize_cuda.cpp).
 #include <ATen/ATen.h>
 
 #include <optional>
@@ -93,6 +93,37 @@ at::Tensor block_quantize_impl(const at::Tensor& x, int64_t wl, std::optional<in
   BlockLayout layout;
   const at::Tensor maxima = block_maxima(xc.dim() == 0 ? xc.reshape({1}) : xc, dim, block_size, layout);
   return apply_quant<Launcher, BlockOp>(xc, mode, key, maxima.const_data_ptr<float>(), layout, static_cast<int>(wl));
+}
+
+// x / scale rounded and saturated into an 8-bit format (see scaled_cast.h): `scale` holds one fp32 value
+// for the tensor, or one per slice along dim 0 (a weight's output channels), read on the device.
+template <typename Launcher>
+at::Tensor scaled_cast_impl(const at::Tensor& x, const at::Tensor& scale, at::ScalarType dtype) {
+  check_quant_input(x);
+  const ScaledCastSpec spec = make_scaled_cast_spec(dtype);
+  TORCH_CHECK(scale.scalar_type() == at::kFloat, "scale must be a float32 tensor, got ", scale.scalar_type());
+  TORCH_CHECK(scale.device() == x.device(), "scale must be on x's device (", x.device(), "), got ", scale.device());
+  const bool per_row = scale.numel() != 1;
+  TORCH_CHECK(!per_row || (x.dim() >= 1 && scale.numel() == x.size(0)),
+              "scale must hold 1 value or x.size(0) values (one per row), got ", scale.numel());
+  typename Launcher::Guard guard(x.device());
+  const at::Tensor xc = x.contiguous(), sc = scale.contiguous();
+  at::Tensor out = at::empty(x.sizes(), xc.options().dtype(dtype));
+  const int64_t n = xc.numel();
+  if (n == 0) return out;
+  const int64_t cols = per_row ? n / x.size(0) : n;
+  auto* o = static_cast<uint8_t*>(out.mutable_data_ptr());
+  const float* s = sc.const_data_ptr<float>();
+  AT_DISPATCH_SWITCH(xc.scalar_type(), "vitfast_scaled_cast",
+    AT_DISPATCH_CASE(at::kFloat, [&] { Launcher::cast(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); })
+    AT_DISPATCH_CASE(at::kHalf, [&] { Launcher::cast(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); })
+    AT_DISPATCH_CASE(at::kBFloat16, [&] { Launcher::cast(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); }));
+  return out;
+}
+
+// The Cast8 target of an 8-bit dtype (make_scaled_cast_spec has checked it).
+inline Cast8 cast8_of(at::ScalarType dtype) {
+  return dtype == at::kFloat8_e4m3fn ? Cast8::kE4M3 : dtype == at::kFloat8_e5m2 ? Cast8::kE5M2 : Cast8::kInt8;
 }
 
 }  // namespace vitfast

@@ -1,11 +1,12 @@
-// The three quantizers on CUDA: quantize.h's entry points with the CUDA launcher, which supplies the
-// stream and the grid cap to the kernels of <op>_cuda.cu (compiled without torch's headers).
+// The quantizers on CUDA: quantize.h's entry points with the CUDA launcher, which supplies the stream
+// and the grid cap to the kernels of <op>_cuda.cu (compiled without torch's headers).
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "quant/elementwise_cuda.h"
+#include "quant/scaled_cast_cuda.h"
 #include "quant/quantize.h"
 
 namespace vitfast {
@@ -16,9 +17,27 @@ struct CudaLauncher {
   using Guard = c10::cuda::CUDAGuard;
   template <typename scalar_t, bool kStochastic, typename Op>
   static void run(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op) {
-    const int64_t max_blocks = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
-    C10_CUDA_CHECK((elementwise_cuda<scalar_t, kStochastic>(in, out, n, seed, op, max_blocks,
+    C10_CUDA_CHECK((elementwise_cuda<scalar_t, kStochastic>(in, out, n, seed, op, max_blocks(),
                                                             at::cuda::getCurrentCUDAStream())));
+  }
+  template <typename scalar_t>
+  static void cast(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out, int64_t n,
+                   const ScaledCastSpec& spec, at::ScalarType dtype) {
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    switch (cast8_of(dtype)) {
+      case Cast8::kE4M3:
+        C10_CUDA_CHECK((scaled_cast_cuda<scalar_t, Cast8::kE4M3>(in, scale, per_row, cols, out, n, spec, max_blocks(), stream)));
+        return;
+      case Cast8::kE5M2:
+        C10_CUDA_CHECK((scaled_cast_cuda<scalar_t, Cast8::kE5M2>(in, scale, per_row, cols, out, n, spec, max_blocks(), stream)));
+        return;
+      case Cast8::kInt8:
+        C10_CUDA_CHECK((scaled_cast_cuda<scalar_t, Cast8::kInt8>(in, scale, per_row, cols, out, n, spec, max_blocks(), stream)));
+        return;
+    }
+  }
+  static int64_t max_blocks() {
+    return static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
   }
 };
 
@@ -28,6 +47,7 @@ TORCH_LIBRARY_IMPL(vitfast, CUDA, m) {
   m.impl("float_quantize", &float_quantize_impl<CudaLauncher>);
   m.impl("fixed_point_quantize", &fixed_point_quantize_impl<CudaLauncher>);
   m.impl("block_quantize", &block_quantize_impl<CudaLauncher>);
+  m.impl("scaled_cast", &scaled_cast_impl<CudaLauncher>);
 }
 
 }  // namespace vitfast

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vitfast
-from vitfast.quant import FloatingPoint, convert_ptq, model_size_bytes, parse_recipe, prepare_qat, quantize, strip_qat
+from vitfast.quant import FloatingPoint, Linear8, convert_ptq, model_size_bytes, parse_recipe, prepare_qat, quantize, strip_qat
 from vitfast.quant.scaled import SCALED_RECIPES, ScaledRounding, calibrate_scaled
 
 SCALED = list(SCALED_RECIPES)
@@ -39,7 +39,7 @@ def test_weights_are_stored_on_a_per_channel_grid(name):
     recipe = SCALED_RECIPES[name]
     model = make_model()
     model.head.weight.data[3] = 0.0  # an all-zero channel: scale 1, no 0/0
-    ptq = convert_ptq(model, name)
+    ptq = convert_ptq(model, name, emulate=True)  # the emulation stores the rounded weights in fp32
     for src, q in zip(matmuls(model), matmuls(ptq)):
         w, qw = src.weight.detach(), q.weight.detach()
         amax = w.reshape(w.shape[0], -1).abs().amax(1)
@@ -92,7 +92,8 @@ def test_calibration_uses_only_calib_steps_batches():
     first = ptq.patch_embed.proj.qat.input  # its input is the image itself
     assert first.mode == "static"
     assert first.amax == torch.stack([b.abs().max() for b in data[:2]]).max()
-    assert all(m.qat.input.mode == "static" for m in matmuls(ptq))
+    assert all(m.qat.input.mode == "static" for m in matmuls(ptq))  # the emulated patch embedding
+    assert all(m.input_scale is not None for m in ptq.modules() if isinstance(m, Linear8))
     # calibrated on unit-scale inputs: a 100x input saturates instead of rescaling
     big = data[2][:1]
     assert not torch.allclose(ptq(big), convert_ptq(model, "INT8")(big), rtol=0.1)
@@ -123,7 +124,7 @@ def test_static_and_dynamic_both_track_fp32():
 
 def test_only_the_matrix_products_are_quantized_and_state_dicts_are_unchanged():
     model = make_model()
-    ptq = convert_ptq(model, "INT8")
+    ptq = convert_ptq(model, "INT8", emulate=True)
     assert list(ptq.state_dict()) == list(model.state_dict())
     assert torch.equal(ptq.norm.weight, model.norm.weight)
     assert type(ptq.norm) is nn.LayerNorm and all(b.attn.act_quant is None for b in ptq.blocks)
@@ -155,8 +156,18 @@ def test_qat_with_dynamic_scales_trains_through():
 
 def test_calibration_errors_are_clear():
     model = make_model()
-    with pytest.raises(ValueError, match="calib_steps"):
+    with pytest.raises(ValueError, match="calib_steps=0 asks for dynamic"):
         convert_ptq(model, "INT8", calib_data=batches(1), calib_steps=0)
+    with pytest.raises(ValueError, match="calib_steps=4: static activation scales need calib_data"):
+        convert_ptq(model, "INT8", calib_steps=4)
+    with pytest.raises(ValueError, match="calib_steps must be a non-negative integer"):
+        convert_ptq(model, "INT8", calib_steps=-1)
+    bad = batches(2)
+    bad[1][0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="batch 1 holds inf or NaN"):
+        convert_ptq(model, "FP8_E4M3_SCALED", calib_data=bad)
+    with pytest.raises(ValueError, match="inf or NaN input"):  # finite images, a layer overflows
+        convert_ptq(model, "INT8", calib_data=batches(1, scale=1e37))
     with pytest.raises(ValueError, match="no batches"):
         convert_ptq(model, "INT8", calib_data=[])
     with pytest.raises(ValueError, match="scaled recipe"):

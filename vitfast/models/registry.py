@@ -79,11 +79,21 @@ def _check_name(name):
 def create_model(name, pretrained=False, checkpoint_path=None, backend=None, strict=True, **overrides):
     """Build a registered model. overrides go to the model's constructor (img_size, num_classes,
     drop_path_rate, ...); backend ("eager" | "sdpa" | "vitfast") pins its attention implementation;
-    checkpoint_path loads a timm / official / Google .npz / safetensors checkpoint."""
+    checkpoint_path loads a timm / official / Google .npz / safetensors checkpoint, or rebuilds an 8-bit
+    model written by vitfast.quant.save_quantized (without its fp32 weights; a file of another model is
+    an error)."""
     _check_name(name)
     if pretrained:
         raise ValueError("vitfast downloads no weights: pass checkpoint_path=FILE (a timm or official .pth, "
                          "a Google .npz or a .safetensors file) instead of pretrained=True")
+    if checkpoint_path is not None:
+        from ..quant.saved import is_quantized_file, load_quantized
+
+        if is_quantized_file(checkpoint_path):  # an 8-bit model: rebuilt as such, without fp32 weights
+            model = load_quantized(checkpoint_path, architecture=name, create_kwargs=overrides)
+            if backend is not None:
+                set_model_backend(model, backend)
+            return model
     model = _entrypoints[name](**overrides)
     model.default_cfg = model.pretrained_cfg = {**_configs[name], "architecture": name}
     model.create_kwargs = dict(overrides)  # with the architecture: what rebuilds it (save_checkpoint records both)

@@ -8,6 +8,7 @@ from .layer_norm import layer_norm, layer_norm_ref
 from .linear_gelu import linear_gelu, linear_gelu_ref
 from .linear_residual import linear_residual, linear_residual_ref
 from .lp_matmul import lp_linear, lp_matmul, lp_matmul_ref
+from .scaled_cast import scaled_cast, scaled_cast_ref
 
 __all__ = [
     "attention", "attention_ref", "attention_support",
@@ -18,4 +19,5 @@ __all__ = [
     "linear_gelu", "linear_gelu_ref",
     "linear_residual", "linear_residual_ref",
     "lp_linear", "lp_matmul", "lp_matmul_ref",
+    "scaled_cast", "scaled_cast_ref",
 ]

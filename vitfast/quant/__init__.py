@@ -5,6 +5,8 @@ from .number import FORMATS, BlockFloatingPoint, FixedPoint, FloatingPoint, as_n
 from .optim import OptimLP
 from .qat import QATModule, convert_ptq, is_quantized, model_size_bytes, prepare_qat, strip_qat
 from .lowp import route_lowp, unroute_lowp
+from .linear8 import Linear8, quantized_paths
+from .saved import load_quantized, save_quantized
 from .quantizer import Quantizer, quantizer
 from .recipes import RECIPES, Recipe, parse_format, parse_recipe
 
@@ -14,5 +16,6 @@ __all__ = [
     "Quantizer", "quantizer", "OptimLP",
     "prepare_qat", "strip_qat", "is_quantized", "convert_ptq", "model_size_bytes", "QATModule",
     "route_lowp", "unroute_lowp",
+    "Linear8", "quantized_paths", "save_quantized", "load_quantized",
     "Recipe", "RECIPES", "parse_recipe", "parse_format",
 ]

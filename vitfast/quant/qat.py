@@ -58,7 +58,8 @@ from ..ops._quant_args import check_rounding
 from .functional import quantize
 from .quantizer import _StraightThrough
 from .recipes import FP32, format_name, parse_format, parse_recipe
-from .scaled import calibrate_scaled, scaled_roundings
+from .linear8 import Linear8
+from .scaled import calibrate_scaled, replace_module, scaled_roundings, to_linear8
 
 __all__ = ["prepare_qat", "strip_qat", "is_quantized", "convert_ptq", "model_size_bytes", "QATModule",
            "QATLinear", "QATConv1d", "QATConv2d", "QATConv3d", "QATLayerNorm", "QATGroupNorm", "QATGELU"]
@@ -270,15 +271,22 @@ def _is_matmul(module):
     return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
 
 
-def _prepare_scaled(model, recipe, rounding, exclude, prequantized, observe=False):
+def scale_layer(module, recipe, rounding, prequantized):
+    """Make one Linear / Conv a scaled-recipe QAT layer (in place): its own input scale, per-channel
+    weight scales, output left alone. Returns whether it was one."""
+    kind = _kind(module)
+    if kind is None or not _is_matmul(module):
+        return False
+    module.__class__ = kind[0]
+    x, w = scaled_roundings(recipe, rounding)
+    module.qat = _LayerRounding(x, w, _Round(None), prequantized and not issubclass(kind[0], _FunctionalQAT))
+    return True
+
+
+def _prepare_scaled(model, recipe, rounding, exclude, prequantized):
     # Only the matrix products: each Linear / Conv gets its own input scale and per-channel weight scales.
-    output = _Round(None)
     for name, module in list(_selected(model, exclude)):
-        kind = _kind(module)
-        if kind is not None and _is_matmul(module):
-            module.__class__ = kind[0]
-            x, w = scaled_roundings(recipe, rounding, observe)
-            module.qat = _LayerRounding(x, w, output, prequantized and not issubclass(kind[0], _FunctionalQAT))
+        scale_layer(module, recipe, rounding, prequantized)
     model.qat_recipe = recipe
     return model
 
@@ -349,15 +357,21 @@ def prepare_qat(model, recipe, grad=None, rounding="nearest", *, grad_rounding=N
 
 
 def is_quantized(model):
-    """Whether prepare_qat / convert_ptq left rounding in `model` (a QAT layer or an act_quant hook)."""
-    return any(isinstance(m, QATModule) or isinstance(getattr(m, "act_quant", None), _Round)
+    """Whether prepare_qat / convert_ptq left rounding in `model` (a QAT layer, a Linear8 or an act_quant hook)."""
+    return any(isinstance(m, (QATModule, Linear8)) or isinstance(getattr(m, "act_quant", None), _Round)
                for m in model.modules())
 
 
 def strip_qat(model):
     """Undo prepare_qat in place (returns the model): the original layer classes, no act_quant hooks.
-    Parameters keep their current values (after convert_ptq: the rounded weights)."""
+    Parameters keep their current values (after convert_ptq: the rounded weights; a Linear8 becomes an
+    nn.Linear with its dequantized weight: a model that is one Linear8 comes back as a new module)."""
     _check_model(model)
+    if isinstance(model, Linear8):
+        return model.to_linear()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, Linear8):
+            replace_module(model, name, module.to_linear())
     for module in model.modules():
         if isinstance(module, QATModule):
             module.__class__ = type(module)._qat_base
@@ -369,8 +383,19 @@ def strip_qat(model):
     return model
 
 
+def _check_calibration(calib_data, calib_steps):
+    if calib_steps is not None and (not isinstance(calib_steps, int) or isinstance(calib_steps, bool) or calib_steps < 0):
+        raise ValueError(f"calib_steps must be a non-negative integer or None, got {calib_steps!r}")
+    if calib_data is None and calib_steps:
+        raise ValueError(f"calib_steps={calib_steps}: static activation scales need calib_data (batches to "
+                         "calibrate on); pass calib_data, or calib_steps=0 / None for dynamic scales")
+    if calib_data is not None and calib_steps == 0:
+        raise ValueError("calib_steps=0 asks for dynamic activation scales, but calib_data was given: pass "
+                         "calib_steps=None (all of it) or N > 0 to calibrate, or no calib_data")
+
+
 @torch.no_grad()
-def convert_ptq(model, recipe, rounding="nearest", *, exclude=(), calib_data=None, calib_steps=None):
+def convert_ptq(model, recipe, rounding="nearest", *, exclude=(), calib_data=None, calib_steps=None, emulate=False):
     """Post-training quantization for evaluation: a deep copy of `model` (left untouched; a QAT model is
     stripped first) in eval mode, parameters frozen (requires_grad False), with the weights and biases
     of every rounded layer stored rounded to the recipe's operand format once (layers whose forward
@@ -381,30 +406,44 @@ def convert_ptq(model, recipe, rounding="nearest", *, exclude=(), calib_data=Non
     vitfast.ops.lp_matmul (a real fp16 / fp32 accumulator; see vitfast.quant.lowp). The FP32 recipe
     gives a plain frozen eval copy.
 
-    Scaled recipes (INT8, FP8_E4M3_SCALED, FP8_E5M2_SCALED): weights stored rounded with per-channel
-    scales; activation scales static, calibrated on up to `calib_steps` batches of `calib_data` (inputs
-    or (input, target) pairs, run through the copy in eval mode), or dynamic per batch when no
-    calib_data is given. Other recipes need no calibration and ignore calib_data."""
+    Scaled recipes (INT8, FP8_E4M3_SCALED, FP8_E5M2_SCALED): weights with per-channel scales;
+    activation scales static, calibrated on up to `calib_steps` batches of `calib_data` (inputs or
+    (input, target) pairs, run through the copy in eval mode), or dynamic per batch when no calib_data
+    is given (calib_steps None or 0). Every nn.Linear becomes a vitfast.quant.Linear8: 8-bit weights
+    (no fp32 copy) and a real FP8 / INT8 product (torch._scaled_mm / torch._int_mm) where the device
+    runs one, the emulation elsewhere (warned); emulate=True keeps the emulation everywhere (QAT layers
+    with the weights stored rounded in fp32), and so does rounding other than "nearest". Convolutions
+    (the patch embedding) keep the emulation. Other recipes need no calibration and ignore calib_data,
+    calib_steps and emulate."""
     _check_model(model)
     recipe = parse_recipe(recipe, "recipe")
     check_rounding(rounding, "rounding")
+    if recipe.is_scaled:
+        _check_calibration(calib_data, calib_steps)
     ptq = copy.deepcopy(model)
     if is_quantized(ptq):
-        strip_qat(ptq)
+        ptq = strip_qat(ptq)
     ptq.eval().requires_grad_(False)
     if recipe.is_fp32:
         return ptq
     _prepare(ptq, recipe, None, rounding, rounding, exclude, prequantized=True)
+    real = recipe.is_scaled and not emulate and rounding == "nearest"
+    weight_scales = {}
     for module in ptq.modules():
         # Layers on the primitive-interception path (their forward transforms the parameters first, e.g. a
         # weight-standardised conv) keep their parameters: the rounding applies to what reaches the primitive.
         if isinstance(module, QATModule) and not isinstance(module, _FunctionalQAT):
+            if real and type(module) is QATLinear:
+                weight_scales[module] = module.qat.weight.scale_of(module.weight)
             for p in module._parameters.values():
                 if p is not None and p.is_floating_point():
                     p.copy_(module.qat.weight(p))
     if recipe.is_scaled:
         if calib_data is not None:
             calibrate_scaled(ptq, calib_data, calib_steps)
+        if real:
+            ptq = to_linear8(ptq, recipe, weight_scales)
+            ptq.qat_recipe = recipe
         return ptq
     from .lowp import route_lowp  # (lowp builds on this module's QATLinear)
 

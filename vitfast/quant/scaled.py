@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import torch
 
 from .functional import quantize
+from .linear8 import RECIPE_DTYPES, Linear8
 from .number import FixedPoint, FloatingPoint
 
-__all__ = ["ScaledRecipe", "SCALED_RECIPES", "ScaledRounding", "calibrate_scaled", "scaled_roundings"]
+__all__ = ["ScaledRecipe", "SCALED_RECIPES", "ScaledRounding", "calibrate_scaled", "scaled_roundings", "to_linear8"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class ScaledRecipe:
 
     def __str__(self):
         return self.name
+
+    @property
+    def dtype(self):
+        """The torch dtype its codes are stored in (Linear8's weights, scaled_cast's output)."""
+        return RECIPE_DTYPES[self.name]
 
 
 SCALED_RECIPES = {
@@ -90,10 +96,14 @@ class ScaledRounding:
             return x
         if self.mode == "observe" and not self.per_channel:
             amax = x.detach().abs().amax().float().cpu()
+            if not torch.isfinite(amax):
+                raise ValueError("calib_data: a calibration batch gives a layer an inf or NaN input: static "
+                                 "scales need finite activations")
             self.amax = amax if self.amax is None else torch.maximum(self.amax, amax)
             return x
         s = self.scale_of(x)
-        return (quantize(x / s, self.recipe.element, self.rounding) * s).to(x.dtype)
+        # The division in fp32 (a 0-d scale would leave it in x's dtype): scaled_cast's rounding.
+        return (quantize(x.float() / s, self.recipe.element, self.rounding) * s).to(x.dtype)
 
     def freeze(self):
         """End calibration: "static" with the observed amax (or "dynamic", with a warning, if nothing
@@ -154,6 +164,8 @@ def calibrate_scaled(model, calib_data, calib_steps=None):
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"calib_data must yield tensors or (tensor, target) pairs, got {type(x).__name__}")
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                raise ValueError(f"calib_data: batch {used} holds inf or NaN; static scales need finite inputs")
             model(x.to(device))
             used += 1
     finally:
@@ -165,3 +177,25 @@ def calibrate_scaled(model, calib_data, calib_steps=None):
     for r in roundings:
         r.freeze()
     return used
+
+
+def to_linear8(model, recipe, weight_scales):
+    """Replace (in place) each QATLinear in `weight_scales` (layer -> its per-channel weight scales,
+    taken from the unrounded weight) by a Linear8 holding its 8-bit codes; its activation scale is
+    the input rounding's static one, or dynamic. Returns the model (the new layer, if it was one)."""
+    for name, module in list(model.named_modules()):
+        if module not in weight_scales:
+            continue
+        r = module.qat.input
+        static = None if r.mode != "static" else _scale(r.amax, recipe.qmax).to(module.weight.device)
+        layer = Linear8.from_weights(module.weight, weight_scales[module], module.bias, recipe.dtype, static)
+        if not name:
+            return layer
+        replace_module(model, name, layer)
+    return model
+
+
+def replace_module(model, name, new):
+    """Set the submodule called `name` (dotted) of `model` to `new`."""
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, new)

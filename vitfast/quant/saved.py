@@ -1,0 +1,166 @@
+"""8-bit models on disk: save_quantized writes a scaled-recipe convert_ptq model (INT8, FP8_*_SCALED)
+as safetensors at 8-bit size; load_quantized rebuilds it without ever holding fp32 weights.
+
+The file holds the model's state dict as it is: each Linear8's 8-bit `weight` (safetensors' I8 / F8_E4M3
+/ F8_E5M2), its fp32 `weight_scale`, `input_scale` (static scales) and `bias`, and everything left in
+fp32 (embeddings, norms, the emulated patch-embedding convolution); beside it, the static activation
+amax of each emulated layer and the model's non-persistent buffers. The metadata names the recipe, the
+architecture and the create_model arguments that rebuild it, and which layers are Linear8 or emulated:
+
+    vitfast.format      "quantized-model/1"
+    recipe, rounding    e.g. "FP8_E4M3_SCALED", "nearest"
+    architecture        the registered model name;  create_kwargs: its create_model overrides (JSON)
+    linear8, emulated   JSON lists of module names
+
+Loading builds the architecture on the meta device (no memory, no initialisation), swaps in the same
+layers and assigns the file's tensors, so an fp32 weight is never materialised.
+"""
+import json
+import os
+
+import torch
+from torch import nn
+
+from .linear8 import Linear8
+from .recipes import parse_recipe
+
+__all__ = ["save_quantized", "load_quantized", "is_quantized_file"]
+
+FORMAT = "quantized-model/1"
+_AMAX = "_vitfast.input_amax."
+_BUFFER = "_vitfast.buffer."
+
+
+def _scaled_layers(model):
+    """(Linear8 names, names of emulated scaled layers) of a convert_ptq model."""
+    from .qat import QATModule
+    from .scaled import ScaledRounding
+
+    linear8, emulated = [], []
+    for name, m in model.named_modules():
+        if isinstance(m, Linear8):
+            linear8.append(name)
+        elif isinstance(m, QATModule) and isinstance(getattr(m.qat, "input", None), ScaledRounding):
+            emulated.append(name)
+    return linear8, emulated
+
+
+def save_quantized(model, path, *, overwrite=False):
+    """Write `model` (from convert_ptq with INT8 / FP8_E4M3_SCALED / FP8_E5M2_SCALED, built by
+    vitfast.create_model) to the safetensors file `path` at 8-bit size; atomically, and never over an
+    existing file unless overwrite=True. Returns the file's size in bytes."""
+    from safetensors.torch import save_file
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    recipe = getattr(model, "qat_recipe", None)
+    if recipe is None or not recipe.is_scaled:
+        raise ValueError("model: save_quantized takes a model from convert_ptq(model, 'INT8' | 'FP8_E4M3_SCALED' | "
+                         f"'FP8_E5M2_SCALED'), got one quantized with {recipe or 'nothing'}")
+    cfg = getattr(model, "default_cfg", None) or {}
+    if "architecture" not in cfg or not hasattr(model, "create_kwargs"):
+        raise ValueError("model: save_quantized needs a model built by vitfast.create_model (the file records its "
+                         "architecture and arguments to rebuild it)")
+    try:
+        create_kwargs = json.dumps(model.create_kwargs, sort_keys=True)
+    except TypeError as e:
+        raise ValueError(f"model: its create_model arguments cannot be recorded as JSON ({e})") from None
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"path: {path} exists; pass overwrite=True to replace it")
+    linear8, emulated = _scaled_layers(model)
+    state = model.state_dict()
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    for name in emulated:
+        r = model.get_submodule(name).qat.input
+        if r.mode == "static":
+            tensors[_AMAX + name] = r.amax.detach().float().reshape(())
+    for name, buf in model.named_buffers():
+        if name not in state and buf is not None:
+            tensors[_BUFFER + name] = buf.detach().to("cpu", copy=True).contiguous()
+    meta = {"vitfast.format": FORMAT, "recipe": recipe.name, "rounding": _rounding_of(model, emulated),
+            "architecture": cfg["architecture"], "create_kwargs": create_kwargs,
+            "linear8": json.dumps(linear8), "emulated": json.dumps(emulated)}
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return os.path.getsize(path)
+
+
+def _rounding_of(model, emulated):
+    return model.get_submodule(emulated[0]).qat.input.rounding if emulated else "nearest"
+
+
+def _metadata(path):
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), "pt") as f:
+            return f.metadata() or {}
+    except Exception:  # not a safetensors file
+        return {}
+
+
+def is_quantized_file(path):
+    """Whether `path` is a file written by save_quantized."""
+    return os.path.isfile(path) and _metadata(path).get("vitfast.format") == FORMAT
+
+
+def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None):
+    """The model save_quantized wrote to `path`, on `device`, in eval mode with its 8-bit layers; the
+    fp32 weights are never built. `architecture` / `create_kwargs`: what the caller expects (create_model's
+    name and overrides); a file of another model, or built with other arguments, is an error."""
+    from safetensors.torch import load_file
+
+    from ..models import create_model
+    from .qat import scale_layer
+    from .scaled import replace_module
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path: no such file: {path}")
+    meta = _metadata(path)
+    if meta.get("vitfast.format") != FORMAT:
+        raise ValueError(f"path: {path} is not an 8-bit model written by vitfast.quant.save_quantized")
+    arch = meta["architecture"]
+    if architecture is not None and architecture != arch:
+        raise ValueError(f"checkpoint_path: {path} holds an 8-bit {arch}, not a {architecture}")
+    kwargs = {**json.loads(meta["create_kwargs"]), **(create_kwargs or {})}
+    recipe = parse_recipe(meta["recipe"], "recipe")
+    with torch.device("meta"):
+        model = create_model(arch, **kwargs)
+    model.eval().requires_grad_(False)
+    tensors = load_file(path, device=str(device))
+    for name in json.loads(meta["emulated"]):
+        scale_layer(model.get_submodule(name), recipe, meta["rounding"], prequantized=True)
+    for name in json.loads(meta["linear8"]):
+        old, w = model.get_submodule(name), tensors.get(f"{name}.weight")
+        if not isinstance(old, nn.Linear) or w is None:
+            raise ValueError(f"path: {path} does not match {arch}: no 8-bit linear layer {name!r} there")
+        replace_module(model, name, Linear8(old.in_features, old.out_features, old.bias is not None, w.dtype,
+                                            f"{name}.input_scale" in tensors, device="meta"))
+    extra = {k: tensors.pop(k) for k in list(tensors) if k.startswith((_AMAX, _BUFFER))}
+    try:
+        result = model.load_state_dict(tensors, strict=False, assign=True)
+    except RuntimeError as e:  # shapes: the file's model was built with other arguments
+        detail = str(e).strip().splitlines()[-1].strip()
+        raise ValueError(f"path: {path} does not match {arch} built with {kwargs}: {detail}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"path: {path} does not match {arch}: missing {result.missing_keys[:5]}, unexpected "
+                         f"{result.unexpected_keys[:5]}")
+    for key, t in extra.items():
+        if key.startswith(_AMAX):
+            r = model.get_submodule(key[len(_AMAX):]).qat.input
+            r.amax, r.mode = t.cpu(), "static"
+        else:
+            parent, _, attr = key[len(_BUFFER):].rpartition(".")
+            model.get_submodule(parent)._buffers[attr] = t
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ValueError(f"path: {path} does not hold {', '.join(left[:5])} of {arch}")
+    model.qat_recipe = recipe
+    return model
