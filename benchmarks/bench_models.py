@@ -1,9 +1,10 @@
 """End-to-end images/s of the models: vitfast's fused backend against timm eager (SDPA) and
 torch.compile(timm), training and inference in bf16; FP16_16 / FP16_32 inference on lp_matmul against
-plain fp16 and against the fake-quantized emulation; peak memory per image. One process, one GPU.
+plain fp16 and against the fake-quantized emulation; FP8 / INT8 inference (Linear8: torch._scaled_mm,
+torch._int_mm) against bf16 and against the emulation; peak memory per image. One process, one GPU.
 
     python benchmarks/bench_models.py [--models M ...] [--batch-sizes 256 512 1024] [--max-autotune]
-                                      [--no-train] [--no-lowp] [--repeats R] [--out FILE]
+                                      [--no-train] [--no-lowp] [--no-8bit] [--repeats R] [--out FILE]
     python benchmarks/bench_models.py --device cpu --quick     # a smoke run of every code path (seconds)
     VITFAST_FUSED_GEMM=0 python benchmarks/bench_models.py ...  # linear_gelu/_residual on cuBLAS + ATen instead
 
@@ -40,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--no-train", action="store_true")
     p.add_argument("--no-lowp", action="store_true")
+    p.add_argument("--no-8bit", action="store_true", help="skip the FP8 / INT8 (Linear8) inference rows")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--out", default=None, help="write the markdown table here as well")
@@ -167,6 +169,34 @@ def lowp_variants(name, kw):
     return out
 
 
+def eight_bit_variants(name, kw, device):
+    """Real FP8 / INT8 inference (convert_ptq: Linear8 layers on torch._scaled_mm / torch._int_mm, static
+    scales calibrated on one random batch, or dynamic) against the bf16 vitfast backend (the first row) and
+    against the same recipe's emulation (convert_ptq(..., emulate=True)); every model in bf16. The label
+    names the path its linear layers took (vitfast.quant.quantized_paths)."""
+    from vitfast.quant import convert_ptq, quantized_paths
+
+    size = kw.get("img_size", 224)
+
+    def fp32():
+        return build(name, "vitfast", kw).to(device).eval()
+
+    def ptq(recipe, **options):
+        def make():
+            m = convert_ptq(fp32(), recipe, **options).to(torch.bfloat16)
+            paths = ", ".join(f"{n}x {p}" for p, n in quantized_paths(m, device, torch.bfloat16).items())
+            return m, paths
+        return make
+
+    out = [("bf16 (vitfast backend)", lambda: (fp32().to(torch.bfloat16), ""))]
+    for recipe in ("FP8_E4M3_SCALED", "INT8"):
+        calib = [images(8, size, device)]
+        out.append((f"{recipe} Linear8, static scales", ptq(recipe, calib_data=calib)))
+        out.append((f"{recipe} Linear8, dynamic scales", ptq(recipe)))
+        out.append((f"{recipe} emulation", ptq(recipe, calib_data=calib, emulate=True)))
+    return out
+
+
 def format_row(row, rows):
     model, batch, mode, label, ips, lo, hi, ms, mem = row
     if ips is None:
@@ -225,6 +255,13 @@ def main(argv=None):
                     model = factory().to(device).eval()
                     x = images(batch, size, device, dtype)
                     measure(rows, timer, name, batch, "inference fp16 formats", label,
+                            lambda: bench_inference(model, x), device)
+                    model = None
+            if not args.no_8bit:
+                for label, factory in eight_bit_variants(name, model_kw, device):
+                    model, paths = factory()
+                    x = images(batch, size, device, torch.bfloat16)
+                    measure(rows, timer, name, batch, "inference 8-bit formats", label + (f" [{paths}]" if paths else ""),
                             lambda: bench_inference(model, x), device)
                     model = None
     table = ["| model | batch | mode | variant | img/s (median) | img/s (min-max) | vs first | peak MiB/img |",

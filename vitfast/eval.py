@@ -172,7 +172,7 @@ def main(argv=None):
                          "weights: --model-kwargs num_classes=N)")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
 
-    from vitfast.quant import convert_ptq, model_size_bytes
+    from vitfast.quant import convert_ptq, model_size_bytes, quantized_paths
 
     calib_steps = DEFAULT_CALIB_STEPS if args.calib_steps is None else args.calib_steps
     results, reference = {}, None
@@ -196,6 +196,7 @@ def main(argv=None):
              "count": len(labels)}
         if scaled:
             r["calibration"] = calibration
+            r["linear_layers"] = quantized_paths(m, device)  # which product ran: real 8-bit or emulated
         if reference is not None:
             r["agreement_with_fp32"] = 100.0 * (pred == reference).float().mean().item()
         if len(exits) > 1:
@@ -217,6 +218,8 @@ def main(argv=None):
               f"{r['images_per_second']:>10.1f}")
         if "calibration" in r:
             print(f"{'':<{w}}activation scales: {r['calibration']}")
+            paths = ", ".join(f"{n} on {p}" for p, n in r["linear_layers"].items())
+            print(f"{'':<{w}}linear layers: {paths or 'none'}")
         if "exit_acc1" in r:
             print(f"{'':<{w}}per exit top-1: {', '.join(f'{a:.2f}' for a in r['exit_acc1'])}")
         for row in r.get("per_class", []):

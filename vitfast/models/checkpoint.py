@@ -88,6 +88,12 @@ def load_checkpoint(model, path, strict=True):
         from .npz import load_npz
 
         return load_npz(model, path, strict=strict)
+    from ..quant.saved import is_quantized_file
+
+    if is_quantized_file(path):
+        raise ValueError(f"checkpoint {os.fspath(path)!r} is an 8-bit model (vitfast.quant.save_quantized): it "
+                         "loads as one, with vitfast.quant.load_quantized(path) or create_model(name, "
+                         "checkpoint_path=path), not into an fp32 model")
     state_dict = read_state_dict(path)
     filter_fn = getattr(model, "checkpoint_filter_fn", None)
     if filter_fn is not None:

@@ -145,6 +145,15 @@ class Linear8(nn.Module):
                 layer.input_scale.copy_(input_scale)
         return layer
 
+    def _apply(self, fn, recurse=True):
+        # model.to(device) moves the buffers; model.half() / .to(torch.bfloat16) must not recast the 8-bit
+        # codes or the fp32 scales and bias: each buffer keeps its dtype and follows fn's device.
+        for key, buf in self._buffers.items():
+            if buf is not None:
+                new = fn(buf)
+                self._buffers[key] = new if new.dtype == buf.dtype else buf.to(new.device)
+        return self
+
     def path(self, device=None, dtype=torch.float32):
         """What runs for an input of `dtype` on `device` (default: the weight's): "fp8 torch._scaled_mm",
         "int8 torch._int_mm" or "emulated"."""
@@ -161,7 +170,8 @@ class Linear8(nn.Module):
                                 str(x.dtype).removeprefix("torch."), self.in_features, self.out_features)
         if path == EMULATED:
             w = self.weight.float() * self.weight_scale[:, None]
-            y = F.linear((x8.float() * sx).to(x.dtype), w.to(x.dtype), self.bias)
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            y = F.linear((x8.float() * sx).to(x.dtype), w.to(x.dtype), bias)
         elif self.weight.dtype == torch.int8:
             y = _int_mm(x8, self.weight, sx, self.weight_scale, self.bias)
         else:

@@ -9,7 +9,8 @@ architecture and the create_model arguments that rebuild it, and which layers ar
 
     vitfast.format      "quantized-model/1"
     recipe, rounding    e.g. "FP8_E4M3_SCALED", "nearest"
-    architecture        the registered model name;  create_kwargs: its create_model overrides (JSON)
+    architecture        the registered model name;  model_kwargs: its create_model overrides (JSON),
+                        as in vitfast's fp32 .safetensors checkpoints
     linear8, emulated   JSON lists of module names
 
 Loading builds the architecture on the meta device (no memory, no initialisation), swaps in the same
@@ -21,6 +22,7 @@ import os
 import torch
 from torch import nn
 
+from ..models.checkpoint import atomic_write, model_recipe
 from .linear8 import Linear8
 from .recipes import parse_recipe
 
@@ -57,14 +59,10 @@ def save_quantized(model, path, *, overwrite=False):
     if recipe is None or not recipe.is_scaled:
         raise ValueError("model: save_quantized takes a model from convert_ptq(model, 'INT8' | 'FP8_E4M3_SCALED' | "
                          f"'FP8_E5M2_SCALED'), got one quantized with {recipe or 'nothing'}")
-    cfg = getattr(model, "default_cfg", None) or {}
-    if "architecture" not in cfg or not hasattr(model, "create_kwargs"):
-        raise ValueError("model: save_quantized needs a model built by vitfast.create_model (the file records its "
-                         "architecture and arguments to rebuild it)")
-    try:
-        create_kwargs = json.dumps(model.create_kwargs, sort_keys=True)
-    except TypeError as e:
-        raise ValueError(f"model: its create_model arguments cannot be recorded as JSON ({e})") from None
+    rebuild = model_recipe(model)
+    if rebuild is None:
+        raise ValueError("model: save_quantized needs a model built by vitfast.create_model with JSON-representable "
+                         "arguments (the file records its architecture and arguments to rebuild it)")
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"path: {path} exists; pass overwrite=True to replace it")
@@ -78,16 +76,9 @@ def save_quantized(model, path, *, overwrite=False):
     for name, buf in model.named_buffers():
         if name not in state and buf is not None:
             tensors[_BUFFER + name] = buf.detach().to("cpu", copy=True).contiguous()
-    meta = {"vitfast.format": FORMAT, "recipe": recipe.name, "rounding": _rounding_of(model, emulated),
-            "architecture": cfg["architecture"], "create_kwargs": create_kwargs,
+    meta = {"vitfast.format": FORMAT, "recipe": recipe.name, "rounding": _rounding_of(model, emulated), **rebuild,
             "linear8": json.dumps(linear8), "emulated": json.dumps(emulated)}
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return os.path.getsize(path)
 
 
@@ -129,7 +120,7 @@ def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None)
     arch = meta["architecture"]
     if architecture is not None and architecture != arch:
         raise ValueError(f"checkpoint_path: {path} holds an 8-bit {arch}, not a {architecture}")
-    kwargs = {**json.loads(meta["create_kwargs"]), **(create_kwargs or {})}
+    kwargs = {**json.loads(meta["model_kwargs"]), **(create_kwargs or {})}
     recipe = parse_recipe(meta["recipe"], "recipe")
     with torch.device("meta"):
         model = create_model(arch, **kwargs)

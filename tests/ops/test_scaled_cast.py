@@ -1,0 +1,126 @@
+"""scaled_cast against torch's own fp8 casts (every fp16 value), its twin, the emulation's rounding
+(float_quantize / fixed_point_quantize of x / scale), per-row scales, bad input, opcheck,
+torch.compile, CUDA == CPU and no host synchronisation."""
+import pytest
+import torch
+
+from vitfast.ops import fixed_point_quantize, float_quantize, scaled_cast, scaled_cast_ref
+from tests.values import adversarial_fp32, needs_cuda
+
+DTYPES = [torch.float8_e4m3fn, torch.float8_e5m2, torch.int8]
+QMAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0, torch.int8: 127.0}
+
+
+def codes(t):
+    return t.view(torch.uint8) if t.dtype != torch.int8 else t
+
+
+def emulation(x, scale, dtype):
+    """What vitfast.quant.scaled computes: the 8-bit grid value of x / scale, in fp32."""
+    v = x.float() / scale
+    if dtype == torch.int8:
+        return fixed_point_quantize(v, 8, 0, clamp=True, symmetric=True)
+    exp, man = (4, 3) if dtype == torch.float8_e4m3fn else (5, 2)
+    return float_quantize(v, exp, man, saturate=True, finite=dtype == torch.float8_e4m3fn)
+
+
+def sample():
+    g = torch.Generator().manual_seed(3)
+    x = adversarial_fp32(4000, generator=g)
+    ties = torch.arange(-300, 300) + 0.5  # integer ties (int8) at scale 1
+    return torch.cat([x, ties, torch.tensor([448.0, 464.0, 480.0, -57344.0, 61440.0, 2.0**-10, 2.0**-17])])
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_every_fp16_value_casts_as_torch_does_within_range(dtype):
+    """At scale 1, in range, scaled_cast is the IEEE round-to-nearest-even cast torch implements."""
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+    inside = x.float().abs() <= QMAX[dtype]
+    got = scaled_cast(x, torch.ones(()), dtype)
+    ref = x[inside].to(dtype)
+    assert torch.equal(codes(got[inside]), codes(ref))
+    over = ~inside & ~torch.isnan(x)
+    assert torch.equal(got[over].float(), torch.sign(x[over].float()) * QMAX[dtype]), "saturates"
+    assert torch.isnan(got[torch.isnan(x)].float()).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xdtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_equals_its_twin_and_the_emulation(dtype, xdtype):
+    x = sample().to(xdtype)
+    for scale in (torch.tensor(1.0), torch.tensor(0.037), torch.tensor(3.0e4)):
+        got = scaled_cast(x, scale, dtype)
+        assert got.dtype == dtype and got.shape == x.shape
+        assert torch.equal(codes(got), codes(scaled_cast_ref(x, scale, dtype)))
+        emu = emulation(x, scale, dtype)
+        finite = ~torch.isnan(emu)
+        assert torch.equal(got.float()[finite], emu[finite]), "the value of the code is the emulation's"
+        assert torch.isnan(got.float()[~finite]).all() if dtype != torch.int8 else (got[~finite] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_per_row_scales(dtype):
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(37, 5, 3, generator=g) * torch.logspace(-3, 3, 37)[:, None, None]
+    s = w.reshape(37, -1).abs().amax(1) / QMAX[dtype]
+    got = scaled_cast(w, s, dtype)
+    assert torch.equal(codes(got), codes(scaled_cast_ref(w, s, dtype)))
+    row_max = got.float().reshape(37, -1).abs().amax(1)
+    assert torch.equal(row_max, torch.full_like(row_max, QMAX[dtype])), "each row's amax maps to qmax"
+
+
+def test_bad_input_names_the_argument():
+    x = torch.randn(4, 3)
+    with pytest.raises(TypeError, match="dtype must be one of"):
+        scaled_cast(x, torch.ones(()), torch.float16)
+    with pytest.raises(TypeError, match="scale must be a float32 tensor"):
+        scaled_cast(x, 0.5, torch.int8)
+    with pytest.raises(TypeError, match="scale must be a float32 tensor"):
+        scaled_cast(x, torch.ones((), dtype=torch.float64), torch.int8)
+    with pytest.raises(ValueError, match="scale must hold 1 value or x.size\\(0\\)"):
+        scaled_cast(x, torch.ones(3), torch.int8)
+    with pytest.raises(TypeError, match="x must be a float32, float16 or bfloat16"):
+        scaled_cast(x.double(), torch.ones(()), torch.int8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_opcheck(dtype):
+    x = torch.randn(6, 10) * 50
+    torch.library.opcheck(torch.ops.vitfast.scaled_cast.default, (x, torch.tensor(0.1), dtype))
+    torch.library.opcheck(torch.ops.vitfast.scaled_cast.default, (x, torch.rand(6) + 0.01, dtype))
+
+
+def test_torch_compile_matches_eager():
+    def f(t):
+        s = t.abs().amax() / 448.0
+        return scaled_cast(t, s, torch.float8_e4m3fn).float() * s
+
+    x = torch.randn(33, 17)
+    assert torch.equal(torch.compile(f, fullgraph=True)(x), f(x))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xdtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_equals_cpu(dtype, xdtype):
+    x = sample().to(xdtype)
+    for scale in (torch.tensor(0.037), torch.tensor(1.0)):
+        assert torch.equal(codes(scaled_cast(x.cuda(), scale.cuda(), dtype)).cpu(), codes(scaled_cast(x, scale, dtype)))
+    w = torch.randn(65, 33) * 4  # per row, odd row length: the unaligned tail path
+    s = torch.rand(65) + 0.01
+    assert torch.equal(codes(scaled_cast(w.cuda(), s.cuda(), dtype)).cpu(), codes(scaled_cast(w, s, dtype)))
+    odd = x.cuda()[1:]  # misaligned start
+    assert torch.equal(codes(scaled_cast(odd, scale.cuda(), dtype)).cpu(), codes(scaled_cast(x[1:], scale, dtype)))
+
+
+@needs_cuda
+def test_cuda_dynamic_scale_needs_no_host_synchronisation():
+    x = torch.randn(197 * 8, 768, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        s = x.abs().amax() / 448.0
+        y = scaled_cast(x, s, torch.float8_e4m3fn)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(codes(y).cpu(), codes(scaled_cast(x.cpu(), s.cpu(), torch.float8_e4m3fn)))

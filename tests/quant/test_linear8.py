@@ -1,0 +1,211 @@
+"""Real 8-bit inference (Linear8 on torch._scaled_mm / torch._int_mm) against the emulation it replaces:
+per-layer error, top-1 agreement on a trained model, the warned fallback, dtype moves, torch.compile;
+and 8-bit files: size, round trip, create_model, and the errors."""
+import os
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import vitfast
+import vitfast.quant.linear8 as linear8
+from vitfast.data import generate_builtin
+from vitfast.quant import (Linear8, convert_ptq, is_quantized, load_quantized, quantized_paths, save_quantized,
+                           strip_qat)
+from vitfast.quant.scaled import SCALED_RECIPES
+from tests.values import needs_cuda
+
+SCALED = list(SCALED_RECIPES)
+KW = dict(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=2, num_classes=10)
+
+
+def images(n, seed=0):
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def small_model(seed=0, name="vit_tiny_patch16_224", **kw):
+    torch.manual_seed(seed)
+    return vitfast.create_model(name, **{**KW, **kw}).eval()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small ViT trained for 300 steps on the built-in textures (~66% validation top-1: many close
+    calls, which is what an agreement test needs), with the validation images."""
+    def prep(a):
+        return (torch.as_tensor(a).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
+
+    xt, yt = generate_builtin("train", n=6000)
+    xv, _ = generate_builtin("val", n=1000)
+    xt, yt, xv = prep(xt), torch.as_tensor(yt), prep(xv)
+    model = small_model().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=300, pct_start=0.1)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        i = torch.randint(0, len(xt), (64,), generator=g)
+        loss = F.cross_entropy(model(xt[i]), yt[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval(), xt[:128].split(64), xv
+
+
+@pytest.mark.parametrize("name", SCALED)
+@pytest.mark.parametrize("shape", [(192, 576), (768, 192), (64, 10)])
+def test_each_layer_matches_the_emulation_up_to_accumulation_order(name, shape):
+    torch.manual_seed(0)
+    lin = nn.Linear(*shape)
+    x = torch.randn(2, 197, shape[0]) * 3
+    calib = [torch.randn(4, 197, shape[0]) * 3]
+    for options in ({}, {"calib_data": calib}):
+        real, emu = convert_ptq(lin, name, **options), convert_ptq(lin, name, emulate=True, **options)
+        assert isinstance(real, Linear8) and real.weight.dtype == SCALED_RECIPES[name].dtype
+        assert real.path() != "emulated"
+        y, ref = real(x), emu(x)
+        assert y.shape == ref.shape == (2, 197, shape[1])
+        # Measured on this layer set: <= 3e-7 (fp32 sums in another order); the bound leaves 30x room.
+        assert ((y - ref).norm() / ref.norm()).item() < 1e-5
+
+
+def test_top1_agreement_with_the_emulation_on_a_trained_model(trained):
+    model, calib, val = trained
+    with torch.no_grad():
+        fp32 = model(val).argmax(-1)
+        for name, options in [(n, {"calib_data": calib}) for n in SCALED] + [("INT8", {})]:
+            real = convert_ptq(model, name, **options)
+            assert set(quantized_paths(real)) == {"fp8 torch._scaled_mm" if "FP8" in name else "int8 torch._int_mm"}
+            emu = convert_ptq(model, name, emulate=True, **options)
+            pred = real(val).argmax(-1)
+            agree = (pred == emu(val).argmax(-1)).float().mean().item()
+            assert agree >= 0.995, (name, options.keys(), agree)
+            assert (pred == fp32).float().mean().item() > 0.9, name
+
+
+def test_a_device_that_cannot_run_the_format_gets_the_emulation_bit_for_bit(monkeypatch):
+    model, x = small_model(), images(4)
+    emu = convert_ptq(model, "FP8_E4M3_SCALED", emulate=True)
+    real = convert_ptq(model, "FP8_E4M3_SCALED")
+    monkeypatch.setattr(linear8, "_trials", {(torch.float8_e4m3fn, "cpu", torch.float32): "no FP8 units here"})
+    monkeypatch.setattr(linear8, "_warned", set())
+    with pytest.warns(UserWarning, match=r"float8_e4m3fn products cannot run on cpu \(no FP8 units here\)") as w:
+        y = real(x)
+        real(x)
+    assert len([m for m in w if "cannot run" in str(m.message)]) == 1, "warned once"
+    assert quantized_paths(real) == {"emulated": 9}
+    assert torch.equal(y, emu(x)), "the fallback is the emulation, bit for bit"
+
+
+def test_linear8_keeps_no_fp32_weight_and_exclude_keeps_the_head():
+    model = small_model()
+    q = convert_ptq(model, "INT8")
+    assert not any(type(m) is nn.Linear for m in q.modules())
+    assert all(m.weight.dtype == torch.int8 and m.weight_scale.dtype == torch.float32
+               for m in q.modules() if isinstance(m, Linear8))
+    kept = convert_ptq(model, "INT8", exclude=["head"])
+    assert type(kept.head) is nn.Linear and torch.equal(kept.head.weight, model.head.weight)
+    assert quantized_paths(kept) == {"int8 torch._int_mm": 8}
+
+
+def test_dtype_moves_keep_the_codes_and_scales():
+    q = convert_ptq(small_model(), "FP8_E4M3_SCALED", calib_data=[images(8)])
+    before = {k: v.clone() for k, v in q.state_dict().items() if k.startswith("blocks.0.attn.qkv")}
+    q = q.to(torch.bfloat16)
+    for k, v in before.items():
+        after = q.state_dict()[k]
+        assert after.dtype == v.dtype and torch.equal(after.float(), v.float()), k
+    y = q(images(2).bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+
+
+def test_torch_compile_matches_eager():
+    q = convert_ptq(small_model(), "FP8_E4M3_SCALED", calib_data=[images(8)])
+    x = images(3, seed=1)
+    with torch.no_grad():
+        assert torch.allclose(torch.compile(q)(x), q(x), rtol=1e-5, atol=1e-5)
+
+
+def test_strip_qat_gives_back_the_dequantized_linear():
+    model = small_model()
+    q = convert_ptq(model, "INT8")
+    emu = convert_ptq(model, "INT8", emulate=True)
+    assert is_quantized(q)
+    plain = strip_qat(q)
+    assert type(plain.head) is nn.Linear and not is_quantized(plain)
+    assert torch.equal(plain.head.weight, emu.head.weight), "codes x scales = the emulation's stored weight"
+
+
+@pytest.mark.parametrize("name,static", [("FP8_E4M3_SCALED", True), ("INT8", False), ("FP8_E5M2_SCALED", True)])
+def test_saved_file_is_a_quarter_of_fp32_and_round_trips(tmp_path, name, static):
+    model = small_model()
+    q = convert_ptq(model, name, calib_data=[images(8)] if static else None)
+    path = tmp_path / "q8.safetensors"
+    size = save_quantized(q, path)
+    vitfast.models.save_checkpoint(model, tmp_path / "fp32.safetensors")
+    ratio = size / os.path.getsize(tmp_path / "fp32.safetensors")
+    # 8-bit Linear weights; the embeddings, norms, patch convolution, biases and scales stay fp32, which in
+    # this 64-wide model is a third of the file (ViT-B/16: 26%, see README)
+    assert 0.2 < ratio < 0.35, ratio
+    payload = sum(t.numel() * t.element_size() for t in q.state_dict().values())
+    assert payload <= size < payload + 2**16, "the file is its tensors and a header"
+    loaded = load_quantized(path)
+    again = vitfast.create_model("vit_tiny_patch16_224", checkpoint_path=str(path))
+    x = images(4, seed=2)
+    for m in (loaded, again):
+        assert not any(t.dtype == torch.float32 and t.dim() == 2 for n, t in m.named_parameters() if "blocks" in n)
+        assert torch.equal(m(x), q(x))
+    assert [p.dtype for p in loaded.state_dict().values()] == [p.dtype for p in q.state_dict().values()]
+    assert sorted(os.listdir(tmp_path)) == ["fp32.safetensors", "q8.safetensors"], "no temporary file left"
+
+
+def test_non_persistent_buffers_travel_with_the_file(tmp_path):
+    model = vitfast.create_model("convit_tiny", img_size=32, patch_size=8, num_classes=10).eval()
+    q = convert_ptq(model, "INT8")
+    save_quantized(q, tmp_path / "c.safetensors")
+    loaded = load_quantized(tmp_path / "c.safetensors")
+    x = images(2)
+    assert torch.equal(loaded(x), q(x))
+
+
+def test_file_errors_are_clear_and_nothing_is_overwritten(tmp_path):
+    q = convert_ptq(small_model(), "INT8")
+    path = tmp_path / "q8.safetensors"
+    save_quantized(q, path)
+    stamp = path.read_bytes()
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+        save_quantized(convert_ptq(small_model(seed=1), "INT8"), path)
+    assert path.read_bytes() == stamp
+    with pytest.raises(ValueError, match="holds an 8-bit vit_tiny_patch16_224, not a deit_tiny_patch16_224"):
+        vitfast.create_model("deit_tiny_patch16_224", checkpoint_path=str(path))
+    with pytest.raises(ValueError, match="does not match vit_tiny_patch16_224 built with"):
+        vitfast.create_model("vit_tiny_patch16_224", checkpoint_path=str(path), embed_dim=96)
+    with pytest.raises(ValueError, match="is an 8-bit model .* not into an fp32 model"):
+        vitfast.models.load_checkpoint(small_model(), path)
+    with pytest.raises(ValueError, match="save_quantized takes a model from convert_ptq"):
+        save_quantized(convert_ptq(small_model(), "FP16_16"), tmp_path / "x.safetensors")
+    with pytest.raises(ValueError, match="built by vitfast.create_model"):
+        save_quantized(convert_ptq(nn.Sequential(nn.Linear(8, 8)), "INT8"), tmp_path / "y.safetensors")
+    vitfast.models.save_checkpoint(small_model(), tmp_path / "fp32.safetensors")
+    with pytest.raises(ValueError, match="not an 8-bit model written by"):
+        load_quantized(tmp_path / "fp32.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.safetensors", "q8.safetensors"]
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", SCALED)
+def test_cuda_real_path_matches_the_emulation(name):
+    """On a GPU: Linear8 runs the real product where the device takes it (FP8: compute capability >= 8.9)
+    and agrees with the emulation; elsewhere it says why and runs the emulation."""
+    model = small_model().cuda()
+    x = images(16).cuda()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        real = convert_ptq(model, name, calib_data=[x])
+        emu = convert_ptq(model, name, calib_data=[x], emulate=True)
+        y, ref = real(x), emu(x)
+    print(name, quantized_paths(real, "cuda"))
+    assert ((y - ref).norm() / ref.norm()).item() < 2e-2  # bf16 outputs where cuBLAS wants them
+    assert (y.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.9
