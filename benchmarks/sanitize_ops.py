@@ -12,7 +12,7 @@ import torch
 
 import vitfast
 from vitfast.ops import (attention, block_quantize, fixed_point_quantize, float_quantize, layer_norm, linear_gelu,
-                         linear_residual, lp_matmul)
+                         linear_residual, lp_matmul, scaled_cast)
 
 
 def grads(out, *leaves):
@@ -27,6 +27,10 @@ def quantizers():
         fixed_point_quantize(x, 8, 4, rounding=rounding)
         block_quantize(x[:999999].view(333, 3003), 8, dim=0, rounding=rounding)
         block_quantize(x, 8, rounding=rounding)
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2, torch.int8):  # per tensor, per row, unaligned tail
+        scaled_cast(x, x.abs().amax() / 448, dtype)
+        scaled_cast(x[1:].half(), torch.tensor(0.01, device="cuda"), dtype)
+        scaled_cast(x[:999999].view(333, 3003), torch.rand(333, device="cuda") + 0.01, dtype)
 
 
 def attentions():

@@ -19,7 +19,9 @@ def test_cpu_quick_smoke_run(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     text = out.read_text()
     for what in ("vitfast backend", "timm eager (SDPA)", "vitfast sdpa (eager baseline)", "FP16_16 convert_ptq (lp_matmul)", "FP16_16 route_lowp (fp16 model)",
-                 "FP16_32 fake-quant emulation", "plain fp16", "training bf16 autocast", "commit:", "torch:"):
+                 "FP16_32 fake-quant emulation", "plain fp16", "training bf16 autocast", "commit:", "torch:",
+                 "FP8_E4M3_SCALED Linear8, static scales [5x fp8 torch._scaled_mm]",
+                 "INT8 Linear8, dynamic scales [5x int8 torch._int_mm]", "INT8 emulation"):
         assert what in text, what
     rows = [line for line in text.splitlines() if line.startswith("| vit") or line.startswith("| dvt")]
     assert rows and not any("Error" in r for r in rows), text

@@ -45,7 +45,10 @@ def test_scaled_formats_calibrate_on_the_training_split(trained, tmp_path, capsy
     assert data["int8"]["calibration"] == "static, 2 batches of train"
     assert data["int8"]["agreement_with_fp32"] > 90.0
     assert data["int8"]["model_bytes"] < data["fp32"]["model_bytes"] / 3
-    assert "activation scales: static" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "activation scales: static" in out
+    assert data["int8"]["linear_layers"] == {"int8 torch._int_mm": 9}  # 2 blocks x 4 + the head, all real
+    assert "linear layers: 9 on fp8 torch._scaled_mm" in out
     dynamic = eval_main(["--checkpoint", str(trained / "checkpoint-best.pt"), "--quant", "int8", "--calib-steps", "0"])
     assert dynamic["int8"]["calibration"] == "dynamic"
     with pytest.raises(ConfigError, match="--calib-steps"):
