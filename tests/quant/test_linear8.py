@@ -156,6 +156,7 @@ def test_saved_file_is_a_quarter_of_fp32_and_round_trips(tmp_path, name, static)
     x = images(4, seed=2)
     for m in (loaded, again):
         assert not any(t.dtype == torch.float32 and t.dim() == 2 for n, t in m.named_parameters() if "blocks" in n)
+        assert not m.training and not any(p.requires_grad for p in m.parameters())
         assert torch.equal(m(x), q(x))
     assert [p.dtype for p in loaded.state_dict().values()] == [p.dtype for p in q.state_dict().values()]
     assert sorted(os.listdir(tmp_path)) == ["fp32.safetensors", "q8.safetensors"], "no temporary file left"
@@ -186,6 +187,8 @@ def test_file_errors_are_clear_and_nothing_is_overwritten(tmp_path):
         vitfast.models.load_checkpoint(small_model(), path)
     with pytest.raises(ValueError, match="save_quantized takes a model from convert_ptq"):
         save_quantized(convert_ptq(small_model(), "FP16_16"), tmp_path / "x.safetensors")
+    with pytest.raises(ValueError, match="hold the emulation's fp32 weights"):
+        save_quantized(convert_ptq(small_model(), "INT8", emulate=True), tmp_path / "e.safetensors")
     with pytest.raises(ValueError, match="built by vitfast.create_model"):
         save_quantized(convert_ptq(nn.Sequential(nn.Linear(8, 8)), "INT8"), tmp_path / "y.safetensors")
     vitfast.models.save_checkpoint(small_model(), tmp_path / "fp32.safetensors")

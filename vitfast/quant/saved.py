@@ -67,6 +67,11 @@ def save_quantized(model, path, *, overwrite=False):
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"path: {path} exists; pass overwrite=True to replace it")
     linear8, emulated = _scaled_layers(model)
+    fp32_linear = [n for n in emulated if isinstance(model.get_submodule(n), nn.Linear)]
+    if fp32_linear:
+        raise ValueError(f"model: its linear layers ({fp32_linear[0]}, ...) hold the emulation's fp32 weights "
+                         "(convert_ptq(..., emulate=True) or rounding other than 'nearest'); save_quantized stores "
+                         "Linear8 layers: convert with emulate=False")
     state = model.state_dict()
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
     for name in emulated:
