@@ -11,7 +11,9 @@ from torch import nn
 
 import vitfast
 import vitfast.quant.linear8 as linear8
+from vitfast.cli import UsageError
 from vitfast.data import generate_builtin
+from vitfast.eval import main as eval_main
 from vitfast.quant import (Linear8, convert_ptq, is_quantized, load_quantized, quantized_paths, save_quantized,
                            strip_qat)
 from vitfast.quant.scaled import SCALED_RECIPES
@@ -191,6 +193,8 @@ def test_file_errors_are_clear_and_nothing_is_overwritten(tmp_path):
         save_quantized(convert_ptq(small_model(), "INT8", emulate=True), tmp_path / "e.safetensors")
     with pytest.raises(ValueError, match="built by vitfast.create_model"):
         save_quantized(convert_ptq(nn.Sequential(nn.Linear(8, 8)), "INT8"), tmp_path / "y.safetensors")
+    with pytest.raises(UsageError, match="is an 8-bit INT8 model .*--quant int8"):
+        eval_main(["--checkpoint", str(path), "--quant", "fp32"])
     vitfast.models.save_checkpoint(small_model(), tmp_path / "fp32.safetensors")
     with pytest.raises(ValueError, match="not an 8-bit model written by"):
         load_quantized(tmp_path / "fp32.safetensors")

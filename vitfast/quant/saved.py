@@ -7,11 +7,11 @@ fp32 (embeddings, norms, the emulated patch-embedding convolution); beside it, t
 amax of each emulated layer and the model's non-persistent buffers. The metadata names the recipe, the
 architecture and the create_model arguments that rebuild it, and which layers are Linear8 or emulated:
 
-    vitfast.format      "quantized-model/1"
-    recipe, rounding    e.g. "FP8_E4M3_SCALED", "nearest"
-    architecture        the registered model name;  model_kwargs: its create_model overrides (JSON),
-                        as in vitfast's fp32 .safetensors checkpoints
-    linear8, emulated   JSON lists of module names
+    vitfast.format              "quantized-model/1"
+    vitfast.recipe, .rounding   e.g. "FP8_E4M3_SCALED", "nearest"
+    vitfast.architecture        the registered model name; vitfast.model_kwargs its create_model
+                                overrides (JSON), as in save_checkpoint's .safetensors files
+    vitfast.linear8, .emulated  JSON lists of module names
 
 Loading builds the architecture on the meta device (no memory, no initialisation), swaps in the same
 layers and assigns the file's tensors, so an fp32 weight is never materialised.
@@ -81,8 +81,9 @@ def save_quantized(model, path, *, overwrite=False):
     for name, buf in model.named_buffers():
         if name not in state and buf is not None:
             tensors[_BUFFER + name] = buf.detach().to("cpu", copy=True).contiguous()
-    meta = {"vitfast.format": FORMAT, "recipe": recipe.name, "rounding": _rounding_of(model, emulated), **rebuild,
+    meta = {"format": FORMAT, "recipe": recipe.name, "rounding": _rounding_of(model, emulated), **rebuild,
             "linear8": json.dumps(linear8), "emulated": json.dumps(emulated)}
+    meta = {f"vitfast.{k}": v for k, v in meta.items()}  # the prefix of save_checkpoint's metadata
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return os.path.getsize(path)
 
@@ -96,14 +97,15 @@ def _metadata(path):
 
     try:
         with safe_open(os.fspath(path), "pt") as f:
-            return f.metadata() or {}
+            meta = f.metadata() or {}
     except Exception:  # not a safetensors file
         return {}
+    return {k.removeprefix("vitfast."): v for k, v in meta.items() if k.startswith("vitfast.")}
 
 
 def is_quantized_file(path):
     """Whether `path` is a file written by save_quantized."""
-    return os.path.isfile(path) and _metadata(path).get("vitfast.format") == FORMAT
+    return os.path.isfile(path) and _metadata(path).get("format") == FORMAT
 
 
 def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None):
@@ -120,7 +122,7 @@ def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: no such file: {path}")
     meta = _metadata(path)
-    if meta.get("vitfast.format") != FORMAT:
+    if meta.get("format") != FORMAT:
         raise ValueError(f"path: {path} is not an 8-bit model written by vitfast.quant.save_quantized")
     arch = meta["architecture"]
     if architecture is not None and architecture != arch:

@@ -70,6 +70,10 @@ def model_from_file(path, argument, weights="model"):
             state_dict = load_file(path)
         except Exception as e:  # safetensors raises its own SafetensorError on a foreign or truncated file
             raise UsageError(f"{argument}: {path!r} is not a readable .safetensors file ({one_line(e)})") from e
+        if meta.get("vitfast.format", "").startswith("quantized-model"):
+            raise UsageError(f"{argument}: {path!r} is an 8-bit {meta.get('vitfast.recipe')} model (vitfast.quant."
+                             "save_quantized): evaluate its fp32 checkpoint with --quant "
+                             f"{str(meta.get('vitfast.recipe')).lower()}, or load it with vitfast.quant.load_quantized")
         if "vitfast.architecture" not in meta:
             raise UsageError(f"{argument}: {path!r} does not say which model it holds (no vitfast metadata); "
                              "give the model by name (--model NAME with the weights file)")
