@@ -87,13 +87,15 @@ def test_top1_agreement_with_the_emulation_on_a_trained_model(trained):
             assert (pred == fp32).float().mean().item() > 0.9, name
 
 
-def test_a_device_that_cannot_run_the_format_gets_the_emulation_bit_for_bit(monkeypatch):
+@pytest.mark.parametrize("name,trial", [("FP8_E4M3_SCALED", (torch.float8_e4m3fn, "cpu", torch.float32)),
+                                        ("INT8", (torch.int8, "cpu", None))])
+def test_a_device_that_cannot_run_the_format_gets_the_emulation_bit_for_bit(monkeypatch, name, trial):
     model, x = small_model(), images(4)
-    emu = convert_ptq(model, "FP8_E4M3_SCALED", emulate=True)
-    real = convert_ptq(model, "FP8_E4M3_SCALED")
-    monkeypatch.setattr(linear8, "_trials", {(torch.float8_e4m3fn, "cpu", torch.float32): "no FP8 units here"})
+    emu = convert_ptq(model, name, emulate=True)
+    real = convert_ptq(model, name)
+    monkeypatch.setattr(linear8, "_trials", {trial: "no 8-bit units here"})
     monkeypatch.setattr(linear8, "_warned", set())
-    with pytest.warns(UserWarning, match=r"float8_e4m3fn products cannot run on cpu \(no FP8 units here\)") as w:
+    with pytest.warns(UserWarning, match=rf"{trial[0]} products cannot run on cpu \(no 8-bit units here\)") as w:
         y = real(x)
         real(x)
     assert len([m for m in w if "cannot run" in str(m.message)]) == 1, "warned once"

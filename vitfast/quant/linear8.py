@@ -97,13 +97,13 @@ def _path(dtype_name, device_str, x_dtype_name, in_features, out_features):
         multiple = 8 if dtype == torch.int8 else 16
         if in_features % multiple or out_features % multiple:
             return EMULATED, torch.float32
-    out = _out_dtype(getattr(torch, x_dtype_name))
     if dtype == torch.int8:
-        return (_REAL[dtype], torch.float32) if _trial(dtype, device, None) is None else (EMULATED, torch.float32)
-    reason = _trial(dtype, device, out)
-    if reason is not None and device.type == "cuda" and out != torch.bfloat16:
+        out, reason = torch.float32, _trial(dtype, device, None)  # int32 sums, scaled in fp32
+    else:
+        out = _out_dtype(getattr(torch, x_dtype_name))
+        reason = _trial(dtype, device, out)
         # Older cuBLAS / CUTLASS kernels take rowwise scales with a bf16 output only.
-        if _trial(dtype, device, torch.bfloat16) is None:
+        if reason is not None and device.type == "cuda" and _trial(dtype, device, torch.bfloat16) is None:
             return _REAL[dtype], torch.bfloat16
     if reason is None:
         return _REAL[dtype], out
