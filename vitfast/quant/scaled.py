@@ -12,9 +12,11 @@ is divided by a scale first, rounded, and multiplied back (fake quantization, co
     biases       left in fp32: 8-bit GEMM kernels add them in the wide accumulator's epilogue
 
 Only the matrix products are quantized (the inputs and weights of nn.Linear and nn.Conv*): LayerNorm,
-softmax, GELU and the residual stream stay fp32, as in FP8 inference engines. Products are computed in
-fp32 from the dequantized operands, which equals an int32 / fp32 accumulator up to fp32's rounding of
-the sum. An all-zero tensor (or channel) gets scale 1, never 0/0.
+softmax, GELU and the residual stream stay fp32, as in FP8 inference engines. Here (prepare_qat, and
+convert_ptq(..., emulate=True)) products are computed in fp32 from the dequantized operands, which
+equals an int32 / fp32 accumulator up to fp32's rounding of the sum; convert_ptq by default runs them
+for real on 8-bit codes (vitfast.quant.linear8.Linear8). An all-zero tensor (or channel) gets scale 1,
+never 0/0.
 
     name             element format              qmax
     INT8             fixed(wl=8, fl=0), symmetric  127   (integers -127..127, ties to even)
