@@ -41,6 +41,28 @@ void bias_strides(const at::Tensor& bias, Strides3& s, int64_t& col) {
   col = bias.stride(3);
 }
 
+// What the forward and backward parameter structs share: q, k, v and the bias (pointers and strides),
+// the shape (B * H checked to fit in int32 by the caller) and the scale.
+template <typename Params>
+void fill_inputs(Params& p, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                 const std::optional<at::Tensor>& bias, double scale) {
+  p.q = q.const_data_ptr();
+  p.k = k.const_data_ptr();
+  p.v = v.const_data_ptr();
+  p.qs = strides_of(q);
+  p.ks = strides_of(k);
+  p.vs = strides_of(v);
+  if (bias.has_value() && bias->defined()) {
+    p.bias = bias->const_data_ptr();
+    bias_strides(*bias, p.bias_s, p.bias_col);
+  }
+  p.B = static_cast<int>(q.size(0));
+  p.H = static_cast<int>(q.size(1));
+  p.N = static_cast<int>(q.size(2));
+  p.d = static_cast<int>(q.size(3));
+  p.scale = static_cast<float>(scale);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tensor& q, const at::Tensor& k,
                                                                   const at::Tensor& v,
                                                                   const std::optional<at::Tensor>& bias,
@@ -59,24 +81,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
   TORCH_CHECK(B * H <= std::numeric_limits<int>::max(), "q's B * H must fit in int32, got ", B * H);
 
   AttnFwdParams p{};
-  p.q = qa.const_data_ptr();
-  p.k = ka.const_data_ptr();
-  p.v = va.const_data_ptr();
-  p.qs = strides_of(qa);
-  p.ks = strides_of(ka);
-  p.vs = strides_of(va);
-  if (bias.has_value() && bias->defined()) {
-    p.bias = bias->const_data_ptr();
-    bias_strides(*bias, p.bias_s, p.bias_col);
-  }
+  fill_inputs(p, qa, ka, va, bias, scale);
   p.out = out.mutable_data_ptr();
   p.lse = lse.mutable_data_ptr<float>();
   p.logits = return_logits ? logits.mutable_data_ptr() : nullptr;
-  p.B = static_cast<int>(B);
-  p.H = static_cast<int>(H);
-  p.N = static_cast<int>(N);
-  p.d = static_cast<int>(d);
-  p.scale = static_cast<float>(scale);
   launch_attention_fwd(p, q.scalar_type() == at::kBFloat16, fp16_accumulate, at::cuda::getCurrentCUDAStream());
   return {out, lse, logits};
 }
@@ -109,18 +117,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(
   if (grad_logits.has_value() && grad_logits->defined()) dlogits = grad_logits->contiguous();
 
   AttnBwdParams p{};
-  p.q = qa.const_data_ptr();
-  p.k = ka.const_data_ptr();
-  p.v = va.const_data_ptr();
+  fill_inputs(p, qa, ka, va, bias, scale);
   p.dout = doa.const_data_ptr();
-  p.qs = strides_of(qa);
-  p.ks = strides_of(ka);
-  p.vs = strides_of(va);
   p.dos = strides_of(doa);
-  if (bias.has_value() && bias->defined()) {
-    p.bias = bias->const_data_ptr();
-    bias_strides(*bias, p.bias_s, p.bias_col);
-  }
   if (bias_grad) {
     p.dbias_accum = dbias_accum.mutable_data_ptr<float>();
     p.dbias_s = {bias->size(0) == 1 ? 0 : dbias_accum.stride(0), bias->size(1) == 1 ? 0 : dbias_accum.stride(1),
@@ -132,11 +131,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(
   p.dq_accum = dq_accum.mutable_data_ptr<float>();
   p.dk = dk.mutable_data_ptr();
   p.dv = dv.mutable_data_ptr();
-  p.B = static_cast<int>(B);
-  p.H = static_cast<int>(H);
-  p.N = static_cast<int>(N);
-  p.d = static_cast<int>(d);
-  p.scale = static_cast<float>(scale);
   p.fp16_accumulate = fp16_accumulate;
   launch_attention_bwd(p, outc.const_data_ptr(), q.scalar_type() == at::kBFloat16, at::cuda::getCurrentCUDAStream());
   at::Tensor dbias = bias_grad ? dbias_accum.to(q.scalar_type()) : at::empty({0}, q.options());

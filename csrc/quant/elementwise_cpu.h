@@ -9,7 +9,6 @@
 #include "quant/philox.h"
 #include "quant/rounding.h"
 #include "quant/scaled_cast.h"
-#include "quant/quantize.h"
 
 namespace vitfast {
 
@@ -87,14 +86,10 @@ struct CpuLauncher {
   static void run(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op) {
     elementwise_cpu<scalar_t, kStochastic>(in, out, n, seed, op);
   }
-  template <typename scalar_t>
+  template <typename scalar_t, Cast8 K>
   static void cast(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out, int64_t n,
-                   const ScaledCastSpec& spec, at::ScalarType dtype) {
-    switch (cast8_of(dtype)) {
-      case Cast8::kE4M3: return scaled_cast_cpu<scalar_t, Cast8::kE4M3>(in, scale, per_row, cols, out, n, spec);
-      case Cast8::kE5M2: return scaled_cast_cpu<scalar_t, Cast8::kE5M2>(in, scale, per_row, cols, out, n, spec);
-      case Cast8::kInt8: return scaled_cast_cpu<scalar_t, Cast8::kInt8>(in, scale, per_row, cols, out, n, spec);
-    }
+                   const ScaledCastSpec& spec) {
+    scaled_cast_cpu<scalar_t, K>(in, scale, per_row, cols, out, n, spec);
   }
 };
 

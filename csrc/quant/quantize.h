@@ -95,6 +95,15 @@ at::Tensor block_quantize_impl(const at::Tensor& x, int64_t wl, std::optional<in
   return apply_quant<Launcher, BlockOp>(xc, mode, key, maxima.const_data_ptr<float>(), layout, static_cast<int>(wl));
 }
 
+// Launcher::cast for the Cast8 target of `dtype` (make_scaled_cast_spec has checked it is one of three).
+template <typename Launcher, typename scalar_t>
+void launch_scaled_cast(const scalar_t* in, const float* s, bool per_row, int64_t cols, uint8_t* o, int64_t n,
+                        const ScaledCastSpec& spec, at::ScalarType dtype) {
+  if (dtype == at::kFloat8_e4m3fn) return Launcher::template cast<scalar_t, Cast8::kE4M3>(in, s, per_row, cols, o, n, spec);
+  if (dtype == at::kFloat8_e5m2) return Launcher::template cast<scalar_t, Cast8::kE5M2>(in, s, per_row, cols, o, n, spec);
+  Launcher::template cast<scalar_t, Cast8::kInt8>(in, s, per_row, cols, o, n, spec);
+}
+
 // x / scale rounded and saturated into an 8-bit format (see scaled_cast.h): `scale` holds one fp32 value
 // for the tensor, or one per slice along dim 0 (a weight's output channels), read on the device.
 template <typename Launcher>
@@ -115,15 +124,10 @@ at::Tensor scaled_cast_impl(const at::Tensor& x, const at::Tensor& scale, at::Sc
   auto* o = static_cast<uint8_t*>(out.mutable_data_ptr());
   const float* s = sc.const_data_ptr<float>();
   AT_DISPATCH_SWITCH(xc.scalar_type(), "vitfast_scaled_cast",
-    AT_DISPATCH_CASE(at::kFloat, [&] { Launcher::cast(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); })
-    AT_DISPATCH_CASE(at::kHalf, [&] { Launcher::cast(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); })
-    AT_DISPATCH_CASE(at::kBFloat16, [&] { Launcher::cast(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); }));
+    AT_DISPATCH_CASE(at::kFloat, [&] { launch_scaled_cast<Launcher>(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); })
+    AT_DISPATCH_CASE(at::kHalf, [&] { launch_scaled_cast<Launcher>(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); })
+    AT_DISPATCH_CASE(at::kBFloat16, [&] { launch_scaled_cast<Launcher>(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); }));
   return out;
-}
-
-// The Cast8 target of an 8-bit dtype (make_scaled_cast_spec has checked it).
-inline Cast8 cast8_of(at::ScalarType dtype) {
-  return dtype == at::kFloat8_e4m3fn ? Cast8::kE4M3 : dtype == at::kFloat8_e5m2 ? Cast8::kE5M2 : Cast8::kInt8;
 }
 
 }  // namespace vitfast

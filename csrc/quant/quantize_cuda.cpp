@@ -20,21 +20,11 @@ struct CudaLauncher {
     C10_CUDA_CHECK((elementwise_cuda<scalar_t, kStochastic>(in, out, n, seed, op, max_blocks(),
                                                             at::cuda::getCurrentCUDAStream())));
   }
-  template <typename scalar_t>
+  template <typename scalar_t, Cast8 K>
   static void cast(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out, int64_t n,
-                   const ScaledCastSpec& spec, at::ScalarType dtype) {
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    switch (cast8_of(dtype)) {
-      case Cast8::kE4M3:
-        C10_CUDA_CHECK((scaled_cast_cuda<scalar_t, Cast8::kE4M3>(in, scale, per_row, cols, out, n, spec, max_blocks(), stream)));
-        return;
-      case Cast8::kE5M2:
-        C10_CUDA_CHECK((scaled_cast_cuda<scalar_t, Cast8::kE5M2>(in, scale, per_row, cols, out, n, spec, max_blocks(), stream)));
-        return;
-      case Cast8::kInt8:
-        C10_CUDA_CHECK((scaled_cast_cuda<scalar_t, Cast8::kInt8>(in, scale, per_row, cols, out, n, spec, max_blocks(), stream)));
-        return;
-    }
+                   const ScaledCastSpec& spec) {
+    C10_CUDA_CHECK((scaled_cast_cuda<scalar_t, K>(in, scale, per_row, cols, out, n, spec, max_blocks(),
+                                                  at::cuda::getCurrentCUDAStream())));
   }
   static int64_t max_blocks() {
     return static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..ops.scaled_cast import CAST8_DTYPES, scaled_cast
 
-__all__ = ["Linear8", "RECIPE_DTYPES", "quantized_paths", "dynamic_scale"]
+__all__ = ["Linear8", "RECIPE_DTYPES", "quantized_paths", "dynamic_scale", "scale_of_amax"]
 
 RECIPE_DTYPES = {"INT8": torch.int8, "FP8_E4M3_SCALED": torch.float8_e4m3fn, "FP8_E5M2_SCALED": torch.float8_e5m2}
 EMULATED = "emulated"
@@ -35,10 +35,14 @@ _REAL = {torch.int8: "int8 torch._int_mm", torch.float8_e4m3fn: "fp8 torch._scal
          torch.float8_e5m2: "fp8 torch._scaled_mm"}
 
 
-def dynamic_scale(x, qmax):
-    """max |x| / qmax as a 0-d fp32 tensor on x's device (1 for an all-zero x): no host synchronisation."""
-    amax = x.detach().abs().amax().float()
+def scale_of_amax(amax, qmax):
+    """amax / qmax, elementwise; 1 where amax is 0 (an all-zero tensor or channel: never 0/0)."""
     return torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+
+
+def dynamic_scale(x, qmax):
+    """max |x| / qmax as a 0-d fp32 tensor on x's device: no host synchronisation."""
+    return scale_of_amax(x.detach().abs().amax().float(), qmax)
 
 
 def _out_dtype(x_dtype):
@@ -124,7 +128,6 @@ class Linear8(nn.Module):
         if dtype not in CAST8_DTYPES:
             raise TypeError(f"dtype must be one of {', '.join(map(str, CAST8_DTYPES))}, got {dtype}")
         self.in_features, self.out_features = in_features, out_features
-        self.qmax = CAST8_DTYPES[dtype][0]
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=dtype, device=device))
         self.register_buffer("weight_scale", torch.ones(out_features, device=device))
         self.register_buffer("input_scale", torch.ones((), device=device) if static else None)
@@ -157,17 +160,24 @@ class Linear8(nn.Module):
     def path(self, device=None, dtype=torch.float32):
         """What runs for an input of `dtype` on `device` (default: the weight's): "fp8 torch._scaled_mm",
         "int8 torch._int_mm" or "emulated"."""
-        device = torch.device(device) if device is not None else self.weight.device
-        return _path(str(self.weight.dtype).removeprefix("torch."), str(device), str(dtype).removeprefix("torch."),
-                     self.in_features, self.out_features)[0]
+        return self._route(device if device is not None else self.weight.device, dtype)[0]
+
+    def _route(self, device, dtype):
+        """(path, out dtype) for an input of `dtype` on `device` (_path takes names: compile constants)."""
+        return _path(str(self.weight.dtype).removeprefix("torch."), str(torch.device(device)),
+                     str(dtype).removeprefix("torch."), self.in_features, self.out_features)
+
+    @property
+    def qmax(self):
+        """The largest magnitude of the weight's format: what a scale's amax maps to."""
+        return CAST8_DTYPES[self.weight.dtype][0]
 
     def forward(self, x):
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
         sx = self.input_scale if self.input_scale is not None else dynamic_scale(x2, self.qmax)
         x8 = scaled_cast(x2, sx, self.weight.dtype)
-        path, out_dtype = _path(str(self.weight.dtype).removeprefix("torch."), str(x.device),
-                                str(x.dtype).removeprefix("torch."), self.in_features, self.out_features)
+        path, out_dtype = self._route(x.device, x.dtype)
         if path == EMULATED:
             w = self.weight.float() * self.weight_scale[:, None]
             bias = None if self.bias is None else self.bias.to(x.dtype)

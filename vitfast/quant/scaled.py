@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .functional import quantize
-from .linear8 import RECIPE_DTYPES, Linear8
+from .linear8 import RECIPE_DTYPES, Linear8, scale_of_amax
 from .number import FixedPoint, FloatingPoint
 
 __all__ = ["ScaledRecipe", "SCALED_RECIPES", "ScaledRounding", "calibrate_scaled", "scaled_roundings", "to_linear8"]
@@ -66,10 +66,6 @@ SCALED_RECIPES = {
 MODES = ("dynamic", "observe", "static")
 
 
-def _scale(amax, qmax):
-    return torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
-
-
 class ScaledRounding:
     """x -> round(x / s) * s into `recipe`'s element format, the gradient straight through (s is
     constant). per_channel=True: one s per slice along dim 0 (weights; 1-D tensors, the biases, pass
@@ -91,7 +87,7 @@ class ScaledRounding:
             amax = self.amax.to(x.device)
         else:
             amax = a.amax()
-        return _scale(amax, self.recipe.qmax)
+        return scale_of_amax(amax, self.recipe.qmax)
 
     def __call__(self, x):
         if x is None or (self.per_channel and x.dim() < 2):
@@ -189,7 +185,7 @@ def to_linear8(model, recipe, weight_scales):
         if module not in weight_scales:
             continue
         r = module.qat.input
-        static = None if r.mode != "static" else _scale(r.amax, recipe.qmax).to(module.weight.device)
+        static = None if r.mode != "static" else scale_of_amax(r.amax, recipe.qmax).to(module.weight.device)
         layer = Linear8.from_weights(module.weight, weight_scales[module], module.bias, recipe.dtype, static)
         if not name:
             return layer
