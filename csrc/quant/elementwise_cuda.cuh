@@ -4,18 +4,12 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
-#include <algorithm>
-
 #include "quant/elementwise_cuda.h"
+#include "quant/pack4.cuh"
 #include "quant/philox.h"
 #include "quant/quant_ops.h"
 
 namespace vitfast {
-
-template <typename scalar_t>
-struct alignas(4 * sizeof(scalar_t)) Pack4 {
-  scalar_t v[4];
-};
 
 template <typename scalar_t, bool kStochastic, typename Op>
 __global__ void elementwise_kernel(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, int64_t n,
@@ -47,12 +41,8 @@ template <typename scalar_t, bool kStochastic, typename Op>
 cudaError_t elementwise_cuda(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op,
                              int64_t max_blocks, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  constexpr int kThreads = 256;
-  const int64_t groups = (n + 3) / 4;
-  const int blocks = static_cast<int>(std::min<int64_t>((groups + kThreads - 1) / kThreads, max_blocks));
-  const bool aligned = reinterpret_cast<uintptr_t>(in) % sizeof(Pack4<scalar_t>) == 0 &&
-                       reinterpret_cast<uintptr_t>(out) % sizeof(Pack4<scalar_t>) == 0;
-  elementwise_kernel<scalar_t, kStochastic><<<blocks, kThreads, 0, stream>>>(in, out, n, seed, op, aligned);
+  elementwise_kernel<scalar_t, kStochastic><<<pack4_blocks(n, max_blocks), kPack4Threads, 0, stream>>>(
+      in, out, n, seed, op, pack4_aligned(in, out));
   return cudaGetLastError();
 }
 

@@ -3,17 +3,11 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
-#include <algorithm>
-
+#include "quant/pack4.cuh"
 #include "quant/scaled_cast_cuda.h"
 
 namespace vitfast {
 namespace {
-
-template <typename scalar_t>
-struct alignas(4 * sizeof(scalar_t)) In4 {
-  scalar_t v[4];
-};
 
 template <typename scalar_t, Cast8 K>
 __global__ void scaled_cast_kernel(const scalar_t* __restrict__ in, const float* __restrict__ scale, bool per_row,
@@ -25,14 +19,14 @@ __global__ void scaled_cast_kernel(const scalar_t* __restrict__ in, const float*
   for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; g < groups; g += stride) {
     const int64_t base = 4 * g;
     if (aligned && base + 4 <= n) {
-      const In4<scalar_t> x = *reinterpret_cast<const In4<scalar_t>*>(in + base);
-      uint32_t word = 0;
+      const Pack4<scalar_t> x = *reinterpret_cast<const Pack4<scalar_t>*>(in + base);
+      Pack4<uint8_t> y;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const float s = per_row ? scale[(base + j) / cols] : tensor_scale;
-        word |= static_cast<uint32_t>(scaled_cast_one<K>(static_cast<float>(x.v[j]), s, spec)) << (8 * j);
+        y.v[j] = scaled_cast_one<K>(static_cast<float>(x.v[j]), s, spec);
       }
-      *reinterpret_cast<uint32_t*>(out + base) = word;  // little-endian: element base + j in byte j
+      *reinterpret_cast<Pack4<uint8_t>*>(out + base) = y;
     } else {
       for (int j = 0; j < 4 && base + j < n; ++j) {
         const float s = per_row ? scale[(base + j) / cols] : tensor_scale;
@@ -48,12 +42,8 @@ template <typename scalar_t, Cast8 K>
 cudaError_t scaled_cast_cuda(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out,
                              int64_t n, const ScaledCastSpec& spec, int64_t max_blocks, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  constexpr int kThreads = 256;
-  const int64_t groups = (n + 3) / 4;
-  const int blocks = static_cast<int>(std::min<int64_t>((groups + kThreads - 1) / kThreads, max_blocks));
-  const bool aligned = reinterpret_cast<uintptr_t>(in) % sizeof(In4<scalar_t>) == 0 &&
-                       reinterpret_cast<uintptr_t>(out) % 4 == 0;
-  scaled_cast_kernel<scalar_t, K><<<blocks, kThreads, 0, stream>>>(in, scale, per_row, cols, out, n, spec, aligned);
+  scaled_cast_kernel<scalar_t, K><<<pack4_blocks(n, max_blocks), kPack4Threads, 0, stream>>>(
+      in, scale, per_row, cols, out, n, spec, pack4_aligned(in, out));
   return cudaGetLastError();
 }
 

@@ -27,9 +27,8 @@ from torch import nn
 
 from ..ops.scaled_cast import CAST8_DTYPES, scaled_cast
 
-__all__ = ["Linear8", "RECIPE_DTYPES", "quantized_paths", "dynamic_scale", "scale_of_amax"]
+__all__ = ["Linear8", "quantized_paths", "dynamic_scale", "scale_of_amax"]
 
-RECIPE_DTYPES = {"INT8": torch.int8, "FP8_E4M3_SCALED": torch.float8_e4m3fn, "FP8_E5M2_SCALED": torch.float8_e5m2}
 EMULATED = "emulated"
 _REAL = {torch.int8: "int8 torch._int_mm", torch.float8_e4m3fn: "fp8 torch._scaled_mm",
          torch.float8_e5m2: "fp8 torch._scaled_mm"}

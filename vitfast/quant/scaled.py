@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..ops.scaled_cast import CAST8_DTYPES
 from .functional import quantize
-from .linear8 import RECIPE_DTYPES, Linear8, scale_of_amax
+from .linear8 import Linear8, scale_of_amax
 from .number import FixedPoint, FloatingPoint
 
 __all__ = ["ScaledRecipe", "SCALED_RECIPES", "ScaledRounding", "calibrate_scaled", "scaled_roundings", "to_linear8"]
@@ -37,12 +38,12 @@ __all__ = ["ScaledRecipe", "SCALED_RECIPES", "ScaledRounding", "calibrate_scaled
 
 @dataclass(frozen=True)
 class ScaledRecipe:
-    """An 8-bit recipe with scales: `element` is the format x / scale is rounded to, `qmax` its
-    largest magnitude (the value amax maps to)."""
+    """An 8-bit recipe with scales: `element` is the format x / scale is rounded to, `dtype` the torch
+    dtype its codes are stored in (Linear8's weights, scaled_cast's output)."""
 
     name: str
     element: object
-    qmax: float
+    dtype: torch.dtype
 
     is_fp32 = False
     is_scaled = True
@@ -52,15 +53,16 @@ class ScaledRecipe:
         return self.name
 
     @property
-    def dtype(self):
-        """The torch dtype its codes are stored in (Linear8's weights, scaled_cast's output)."""
-        return RECIPE_DTYPES[self.name]
+    def qmax(self):
+        """The element format's largest magnitude: the value amax maps to."""
+        return CAST8_DTYPES[self.dtype][0]
 
 
 SCALED_RECIPES = {
-    "INT8": ScaledRecipe("INT8", FixedPoint(8, 0, clamp=True, symmetric=True), 127.0),
-    "FP8_E4M3_SCALED": ScaledRecipe("FP8_E4M3_SCALED", FloatingPoint(4, 3, saturate=True, finite=True), 448.0),
-    "FP8_E5M2_SCALED": ScaledRecipe("FP8_E5M2_SCALED", FloatingPoint(5, 2, saturate=True), 57344.0),
+    "INT8": ScaledRecipe("INT8", FixedPoint(8, 0, clamp=True, symmetric=True), torch.int8),
+    "FP8_E4M3_SCALED": ScaledRecipe("FP8_E4M3_SCALED", FloatingPoint(4, 3, saturate=True, finite=True),
+                                        torch.float8_e4m3fn),
+    "FP8_E5M2_SCALED": ScaledRecipe("FP8_E5M2_SCALED", FloatingPoint(5, 2, saturate=True), torch.float8_e5m2),
 }
 
 MODES = ("dynamic", "observe", "static")

@@ -64,13 +64,15 @@ def model_from_file(path, argument, weights="model"):
         from safetensors import safe_open
         from safetensors.torch import load_file
 
+        from ..quant.saved import FORMAT as QUANTIZED_FORMAT
+
         try:
             with safe_open(path, "pt") as f:
                 meta = f.metadata() or {}
             state_dict = load_file(path)
         except Exception as e:  # safetensors raises its own SafetensorError on a foreign or truncated file
             raise UsageError(f"{argument}: {path!r} is not a readable .safetensors file ({one_line(e)})") from e
-        if meta.get("vitfast.format", "").startswith("quantized-model"):
+        if meta.get("vitfast.format") == QUANTIZED_FORMAT:
             raise UsageError(f"{argument}: {path!r} is an 8-bit {meta.get('vitfast.recipe')} model (vitfast.quant."
                              "save_quantized): evaluate its fp32 checkpoint with --quant "
                              f"{str(meta.get('vitfast.recipe')).lower()}, or load it with vitfast.quant.load_quantized")
