@@ -61,7 +61,7 @@ class ScaledRecipe:
 SCALED_RECIPES = {
     "INT8": ScaledRecipe("INT8", FixedPoint(8, 0, clamp=True, symmetric=True), torch.int8),
     "FP8_E4M3_SCALED": ScaledRecipe("FP8_E4M3_SCALED", FloatingPoint(4, 3, saturate=True, finite=True),
-                                        torch.float8_e4m3fn),
+                                    torch.float8_e4m3fn),
     "FP8_E5M2_SCALED": ScaledRecipe("FP8_E5M2_SCALED", FloatingPoint(5, 2, saturate=True), torch.float8_e5m2),
 }
 
@@ -122,11 +122,10 @@ class ScaledRounding:
         return f"{self.recipe.name} per-tensor {self.mode}{amax}"
 
 
-def scaled_roundings(recipe, rounding="nearest", observe=False):
+def scaled_roundings(recipe, rounding="nearest"):
     """(input rounding, weight rounding) for one layer: a fresh per-tensor rounding of its input
-    ("observe" when calibrating, else "dynamic") and a per-channel rounding of its weight."""
-    mode = "observe" if observe else "dynamic"
-    return ScaledRounding(recipe, False, mode, rounding), ScaledRounding(recipe, True, rounding=rounding)
+    ("dynamic" until calibrate_scaled observes batches) and a per-channel rounding of its weight."""
+    return ScaledRounding(recipe, False, "dynamic", rounding), ScaledRounding(recipe, True, rounding=rounding)
 
 
 def _input_roundings(model):

@@ -62,17 +62,17 @@ def model_from_file(path, argument, weights="model"):
         if not os.path.isfile(path):
             raise UsageError(f"{argument}: no file at {path!r}")
         from safetensors import safe_open
-        from safetensors.torch import load_file
 
         from ..quant.saved import FORMAT as QUANTIZED_FORMAT
 
-        try:
+        try:  # one open: the metadata first, and no tensor read from an 8-bit file that is refused below
             with safe_open(path, "pt") as f:
                 meta = f.metadata() or {}
-            state_dict = load_file(path)
+                quantized = meta.get("vitfast.format") == QUANTIZED_FORMAT
+                state_dict = {} if quantized else {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:  # safetensors raises its own SafetensorError on a foreign or truncated file
             raise UsageError(f"{argument}: {path!r} is not a readable .safetensors file ({one_line(e)})") from e
-        if meta.get("vitfast.format") == QUANTIZED_FORMAT:
+        if quantized:
             raise UsageError(f"{argument}: {path!r} is an 8-bit {meta.get('vitfast.recipe')} model (vitfast.quant."
                              "save_quantized): evaluate its fp32 checkpoint with --quant "
                              f"{str(meta.get('vitfast.recipe')).lower()}, or load it with vitfast.quant.load_quantized")
