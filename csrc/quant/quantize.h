@@ -2,6 +2,7 @@
 // The quantizers' entry points (float, fixed point, block; scaled_cast), written once and instantiated
 // per device with a Launcher (CpuLauncher in elementwise_cpu.h, CudaLauncher in quantize_cuda.cpp).
 #include <ATen/ATen.h>
+#include <ATen/Dispatch_v2.h>
 
 #include <optional>
 #include <string_view>
@@ -33,10 +34,9 @@ at::Tensor apply_quant(const at::Tensor& xc, Rounding mode, uint64_t seed, const
   typename Launcher::Guard guard(xc.device());
   at::Tensor out = at::empty(xc.sizes(), xc.options().memory_format(at::MemoryFormat::Contiguous));
   if (xc.numel() == 0) return out;
-  AT_DISPATCH_SWITCH(xc.scalar_type(), "vitfast_quantize",
-    AT_DISPATCH_CASE(at::kFloat, [&] { run_with_rounding<Launcher, OpT, scalar_t>(xc, out, mode, seed, args...); })
-    AT_DISPATCH_CASE(at::kHalf, [&] { run_with_rounding<Launcher, OpT, scalar_t>(xc, out, mode, seed, args...); })
-    AT_DISPATCH_CASE(at::kBFloat16, [&] { run_with_rounding<Launcher, OpT, scalar_t>(xc, out, mode, seed, args...); }));
+  AT_DISPATCH_V2(xc.scalar_type(), "vitfast_quantize",
+                 AT_WRAP([&] { run_with_rounding<Launcher, OpT, scalar_t>(xc, out, mode, seed, args...); }),
+                 at::kFloat, at::kHalf, at::kBFloat16);  // check_quant_input's dtypes
   return out;
 }
 
@@ -123,10 +123,9 @@ at::Tensor scaled_cast_impl(const at::Tensor& x, const at::Tensor& scale, at::Sc
   const int64_t cols = per_row ? n / x.size(0) : n;
   auto* o = static_cast<uint8_t*>(out.mutable_data_ptr());
   const float* s = sc.const_data_ptr<float>();
-  AT_DISPATCH_SWITCH(xc.scalar_type(), "vitfast_scaled_cast",
-    AT_DISPATCH_CASE(at::kFloat, [&] { launch_scaled_cast<Launcher>(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); })
-    AT_DISPATCH_CASE(at::kHalf, [&] { launch_scaled_cast<Launcher>(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); })
-    AT_DISPATCH_CASE(at::kBFloat16, [&] { launch_scaled_cast<Launcher>(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); }));
+  AT_DISPATCH_V2(xc.scalar_type(), "vitfast_scaled_cast",
+                 AT_WRAP([&] { launch_scaled_cast<Launcher>(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); }),
+                 at::kFloat, at::kHalf, at::kBFloat16);
   return out;
 }
 
