@@ -9,7 +9,7 @@ from collections import namedtuple
 import torch
 
 __all__ = ["CheckpointMismatchError", "LoadResult", "load_state_dict", "load_checkpoint", "save_checkpoint",
-           "read_state_dict", "atomic_write", "model_recipe",
+           "read_state_dict", "atomic_write", "model_recipe", "to_file_metadata", "from_file_metadata",
            "load_for_finetune", "is_head_key"]
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys", "mismatched_keys"])
@@ -159,6 +159,17 @@ def model_recipe(model):
         return None
 
 
+def to_file_metadata(fields):
+    """fields as a .safetensors file's metadata: every key under the "vitfast." prefix (ours, beside
+    whatever other writers put there)."""
+    return {f"vitfast.{k}": v for k, v in fields.items()}
+
+
+def from_file_metadata(meta):
+    """The "vitfast." entries of a .safetensors file's metadata (None: none at all), without the prefix."""
+    return {k.removeprefix("vitfast."): v for k, v in (meta or {}).items() if k.startswith("vitfast.")}
+
+
 def save_checkpoint(model, path):
     """Save the model's weights, atomically: .safetensors by extension (with model_recipe() in its
     metadata), else torch.save of the plain state dict (what timm writes and reads)."""
@@ -167,7 +178,7 @@ def save_checkpoint(model, path):
         from safetensors.torch import save_file
 
         recipe = model_recipe(model)
-        meta = {f"vitfast.{k}": v for k, v in recipe.items()} if recipe else None
+        meta = to_file_metadata(recipe) if recipe else None
         atomic_write(path, lambda tmp: save_file(state_dict, tmp, metadata=meta))
     else:
         atomic_write(path, lambda tmp: torch.save(state_dict, tmp))

@@ -22,7 +22,7 @@ import os
 import torch
 from torch import nn
 
-from ..models.checkpoint import atomic_write, model_recipe
+from ..models.checkpoint import atomic_write, from_file_metadata, model_recipe, to_file_metadata
 from .linear8 import Linear8
 from .recipes import parse_recipe
 
@@ -81,9 +81,8 @@ def save_quantized(model, path, *, overwrite=False):
     for name, buf in model.named_buffers():
         if name not in state and buf is not None:
             tensors[_BUFFER + name] = buf.detach().to("cpu", copy=True).contiguous()
-    meta = {"format": FORMAT, "recipe": recipe.name, "rounding": _rounding_of(model, emulated), **rebuild,
-            "linear8": json.dumps(linear8), "emulated": json.dumps(emulated)}
-    meta = {f"vitfast.{k}": v for k, v in meta.items()}  # the prefix of save_checkpoint's metadata
+    meta = to_file_metadata({"format": FORMAT, "recipe": recipe.name, "rounding": _rounding_of(model, emulated),
+                             **rebuild, "linear8": json.dumps(linear8), "emulated": json.dumps(emulated)})
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return os.path.getsize(path)
 
@@ -97,10 +96,9 @@ def _metadata(path):
 
     try:
         with safe_open(os.fspath(path), "pt") as f:
-            meta = f.metadata() or {}
+            return from_file_metadata(f.metadata())
     except Exception:  # not a safetensors file
         return {}
-    return {k.removeprefix("vitfast."): v for k, v in meta.items() if k.startswith("vitfast.")}
 
 
 def is_quantized_file(path):

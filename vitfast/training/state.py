@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..cli import UsageError, one_line
-from ..models.checkpoint import atomic_write
+from ..models.checkpoint import atomic_write, from_file_metadata
 
 __all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "read_training_checkpoint", "model_from_file"]
 
@@ -67,19 +67,19 @@ def model_from_file(path, argument, weights="model"):
 
         try:  # one open: the metadata first, and no tensor read from an 8-bit file that is refused below
             with safe_open(path, "pt") as f:
-                meta = f.metadata() or {}
-                quantized = meta.get("vitfast.format") == QUANTIZED_FORMAT
+                meta = from_file_metadata(f.metadata())
+                quantized = meta.get("format") == QUANTIZED_FORMAT
                 state_dict = {} if quantized else {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:  # safetensors raises its own SafetensorError on a foreign or truncated file
             raise UsageError(f"{argument}: {path!r} is not a readable .safetensors file ({one_line(e)})") from e
         if quantized:
-            raise UsageError(f"{argument}: {path!r} is an 8-bit {meta.get('vitfast.recipe')} model (vitfast.quant."
+            raise UsageError(f"{argument}: {path!r} is an 8-bit {meta.get('recipe')} model (vitfast.quant."
                              "save_quantized): evaluate its fp32 checkpoint with --quant "
-                             f"{str(meta.get('vitfast.recipe')).lower()}, or load it with vitfast.quant.load_quantized")
-        if "vitfast.architecture" not in meta:
+                             f"{str(meta.get('recipe')).lower()}, or load it with vitfast.quant.load_quantized")
+        if "architecture" not in meta:
             raise UsageError(f"{argument}: {path!r} does not say which model it holds (no vitfast metadata); "
                              "give the model by name (--model NAME with the weights file)")
-        name, kwargs, config = meta["vitfast.architecture"], json.loads(meta["vitfast.model_kwargs"]), {}
+        name, kwargs, config = meta["architecture"], json.loads(meta["model_kwargs"]), {}
     else:
         state = read_training_checkpoint(path, argument)
         config = state["config"]
