@@ -101,9 +101,14 @@ def _metadata(path):
         return {}
 
 
+def is_quantized_metadata(meta):
+    """Whether a file's vitfast metadata (from_file_metadata's dict) says save_quantized wrote it."""
+    return meta.get("format") == FORMAT
+
+
 def is_quantized_file(path):
     """Whether `path` is a file written by save_quantized."""
-    return os.path.isfile(path) and _metadata(path).get("format") == FORMAT
+    return os.path.isfile(path) and is_quantized_metadata(_metadata(path))
 
 
 def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None):
@@ -120,7 +125,7 @@ def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: no such file: {path}")
     meta = _metadata(path)
-    if meta.get("format") != FORMAT:
+    if not is_quantized_metadata(meta):
         raise ValueError(f"path: {path} is not an 8-bit model written by vitfast.quant.save_quantized")
     arch = meta["architecture"]
     if architecture is not None and architecture != arch:

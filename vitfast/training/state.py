@@ -63,12 +63,12 @@ def model_from_file(path, argument, weights="model"):
             raise UsageError(f"{argument}: no file at {path!r}")
         from safetensors import safe_open
 
-        from ..quant.saved import FORMAT as QUANTIZED_FORMAT
+        from ..quant.saved import is_quantized_metadata
 
         try:  # one open: the metadata first, and no tensor read from an 8-bit file that is refused below
             with safe_open(path, "pt") as f:
                 meta = from_file_metadata(f.metadata())
-                quantized = meta.get("format") == QUANTIZED_FORMAT
+                quantized = is_quantized_metadata(meta)
                 state_dict = {} if quantized else {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:  # safetensors raises its own SafetensorError on a foreign or truncated file
             raise UsageError(f"{argument}: {path!r} is not a readable .safetensors file ({one_line(e)})") from e
