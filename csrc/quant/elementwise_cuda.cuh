@@ -14,27 +14,14 @@ namespace vitfast {
 template <typename scalar_t, bool kStochastic, typename Op>
 __global__ void elementwise_kernel(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, int64_t n,
                                    uint64_t seed, Op op, bool aligned) {
-  const int64_t groups = (n + 3) / 4;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; g < groups; g += stride) {
+  pack4_map(in, out, n, aligned, [&](int64_t g) {
     uint32_t r[4] = {0u, 0u, 0u, 0u};
     if (kStochastic) {
       const Philox4 p = philox4x32_10(static_cast<uint64_t>(g), seed);
       r[0] = p.v[0]; r[1] = p.v[1]; r[2] = p.v[2]; r[3] = p.v[3];
     }
-    const int64_t base = 4 * g;
-    if (aligned && base + 4 <= n) {
-      const Pack4<scalar_t> x = *reinterpret_cast<const Pack4<scalar_t>*>(in + base);
-      Pack4<scalar_t> y;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) y.v[j] = static_cast<scalar_t>(op(static_cast<float>(x.v[j]), r[j], base + j));
-      *reinterpret_cast<Pack4<scalar_t>*>(out + base) = y;
-    } else {
-      for (int j = 0; j < 4 && base + j < n; ++j) {
-        out[base + j] = static_cast<scalar_t>(op(static_cast<float>(in[base + j]), r[j], base + j));
-      }
-    }
-  }
+    return [&op, r, g](float x, int j) { return static_cast<scalar_t>(op(x, r[j], 4 * g + j)); };
+  });
 }
 
 template <typename scalar_t, bool kStochastic, typename Op>

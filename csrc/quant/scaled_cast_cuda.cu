@@ -14,26 +14,11 @@ __global__ void scaled_cast_kernel(const scalar_t* __restrict__ in, const float*
                                    int64_t cols, uint8_t* __restrict__ out, int64_t n, ScaledCastSpec spec,
                                    bool aligned) {
   const float tensor_scale = per_row ? 0.0f : *scale;
-  const int64_t groups = (n + 3) / 4;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; g < groups; g += stride) {
-    const int64_t base = 4 * g;
-    if (aligned && base + 4 <= n) {
-      const Pack4<scalar_t> x = *reinterpret_cast<const Pack4<scalar_t>*>(in + base);
-      Pack4<uint8_t> y;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float s = per_row ? scale[(base + j) / cols] : tensor_scale;
-        y.v[j] = scaled_cast_one<K>(static_cast<float>(x.v[j]), s, spec);
-      }
-      *reinterpret_cast<Pack4<uint8_t>*>(out + base) = y;
-    } else {
-      for (int j = 0; j < 4 && base + j < n; ++j) {
-        const float s = per_row ? scale[(base + j) / cols] : tensor_scale;
-        out[base + j] = scaled_cast_one<K>(static_cast<float>(in[base + j]), s, spec);
-      }
-    }
-  }
+  pack4_map(in, out, n, aligned, [&](int64_t g) {
+    return [&, g](float x, int j) {
+      return scaled_cast_one<K>(x, per_row ? scale[(4 * g + j) / cols] : tensor_scale, spec);
+    };
+  });
 }
 
 }  // namespace
