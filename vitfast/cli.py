@@ -11,7 +11,7 @@ import os
 import re
 import sys
 
-__all__ = ["UsageError", "ArgumentParser", "blame", "run", "one_line", "nearest", "parse_device"]
+__all__ = ["UsageError", "ArgumentParser", "blame", "run", "one_line", "first_line", "nearest", "parse_device"]
 
 
 class UsageError(ValueError):
@@ -27,6 +27,12 @@ def one_line(error):
     """An exception's message on one line (multi-line library messages joined with '; ')."""
     text = str(error).strip() or type(error).__name__
     return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def first_line(error):
+    """An exception's message cut to its first line (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextlib.contextmanager

@@ -8,6 +8,8 @@ from collections import namedtuple
 
 import torch
 
+from ..cli import first_line
+
 __all__ = ["CheckpointMismatchError", "LoadResult", "load_state_dict", "load_checkpoint", "save_checkpoint",
            "read_state_dict", "atomic_write", "model_recipe", "to_file_metadata", "from_file_metadata",
            "load_for_finetune", "is_head_key"]
@@ -70,8 +72,7 @@ def read_state_dict(path):
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign, truncated or unsafe file: UnpicklingError, RuntimeError, SafetensorError...
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path!r} cannot be read as weights ({type(e).__name__}: {text})") from e
+        raise ValueError(f"{path!r} cannot be read as weights ({type(e).__name__}: {first_line(e)})") from e
     for key in ("model", "state_dict", "model_state_dict", "model_state", "model_ema"):  # training checkpoints
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

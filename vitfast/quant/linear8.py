@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cli import first_line
 from ..ops.scaled_cast import CAST8_DTYPES, scaled_cast
 
 __all__ = ["Linear8", "quantized_paths", "dynamic_scale", "scale_of_amax"]
@@ -88,7 +89,7 @@ def _trial(dtype, device, out_dtype):
             if not bool((y == (32 if dtype == torch.int8 else 33)).all()):
                 reason = "a trial product gave a wrong result"
         except (RuntimeError, ValueError, NotImplementedError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
     _trials[key] = reason
     return reason
 
