@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import vitfast  # noqa: E402
+from vitfast.cli import first_line  # noqa: E402
 from vitfast.ops import attention, attention_ref  # noqa: E402
 from common import environment, sample_ms  # noqa: E402  (benchmarks/common.py)
 
@@ -116,7 +117,7 @@ def time_mode(fns, measure, mode, qkvb):
             run()
             times[name] = measure(run)
         except (RuntimeError, ValueError, NotImplementedError) as e:
-            times[name] = f"n/a: {str(e).splitlines()[0][:60]}"
+            times[name] = f"n/a: {first_line(e)[:60]}"
     return times
 
 

@@ -20,6 +20,7 @@ from unittest import mock
 import torch
 
 from common import git_commit, gpu_driver, sample_ms  # benchmarks/common.py
+from vitfast.cli import first_line
 from vitfast.ops import float_quantize
 
 FORMATS = [((5, 10), "fp16", lambda x: x.half().float()), ((8, 7), "bf16", lambda x: x.bfloat16().float())]
@@ -42,8 +43,7 @@ def load_qtorch(want_cuda):
         except ModuleNotFoundError as e:
             return None, set(), f"qtorch: not measured ({e})"
         except Exception as e:  # its extension did not build; Python drops the half-imported module
-            why = str(e).splitlines()[0] if str(e) else ""
-            note = f"qtorch{' on CUDA' if cuda else ''}: not measured ({type(e).__name__}: {why})"
+            note = f"qtorch{' on CUDA' if cuda else ''}: not measured ({type(e).__name__}: {first_line(e)})"
     return None, set(), note
 
 
@@ -86,7 +86,7 @@ def bench_device(device, n, repeats, q):
                 try:
                     row["qtorch_ms"] = time_ms(lambda: q.float_quantize(x, exp, man, rounding), device, repeats)
                 except Exception as e:  # e.g. qtorch built without its CUDA kernels
-                    print(f"  qtorch {device} {rounding}: {type(e).__name__}: {str(e).splitlines()[0]}")
+                    print(f"  qtorch {device} {rounding}: {type(e).__name__}: {first_line(e)}")
             rows.append(row)
             print(f"  {device} ({exp},{man}) {rounding}: {row['ms']:.4g} ms", flush=True)
     return rows, copy_ms
@@ -166,7 +166,7 @@ def main():
         try:
             r, copy_ms = bench_device(device, args.size, args.repeats, q if device in q_devices else None)
         except (RuntimeError, NotImplementedError) as e:  # e.g. vitfast built without its CUDA kernels
-            notes.append(f"{device}: not measured ({type(e).__name__}: {str(e).splitlines()[0]})")
+            notes.append(f"{device}: not measured ({type(e).__name__}: {first_line(e)})")
             print(notes[-1])
             continue
         rows += r
