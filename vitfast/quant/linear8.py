@@ -18,6 +18,9 @@ F.linear(x8·s_x, w8·s_w, bias) in fp32: bit for bit prepare_qat's / convert_pt
 result, so the real path differs from it only in the order of the accumulation (and, for FP8 on
 CUDA when out_dtype falls back to bf16, in the output's rounding). `path(device, dtype)` says which
 runs; vitfast.quant.quantized_paths(model) sums it over a model.
+
+A device given by the caller (path, quantized_paths, load_quantized) goes through usable_device first,
+so one this process cannot run is one ValueError naming the argument, not a driver error from torch.
 """
 import warnings
 
@@ -33,6 +36,29 @@ __all__ = ["Linear8", "quantized_paths", "dynamic_scale", "scale_of_amax"]
 EMULATED = "emulated"
 _REAL = {torch.int8: "int8 torch._int_mm", torch.float8_e4m3fn: "fp8 torch._scaled_mm",
          torch.float8_e5m2: "fp8 torch._scaled_mm"}
+
+
+def usable_device(device, argument="device"):
+    """`device` (a string or torch.device) as a torch.device this process can run on; otherwise a
+    ValueError naming `argument`: a string torch cannot read, a backend torch says is unavailable here
+    (CUDA without a driver or GPU), or an index beyond the device count."""
+    text = str(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{argument} must be 'cpu', 'cuda' or 'cuda:N' (or a torch.device), got {device!r}") from None
+    if dev.type == "cpu":
+        return dev
+    backend = getattr(torch, dev.type, None)  # torch.cuda, torch.xpu, torch.mps: each says whether it runs here
+    if not hasattr(backend, "is_available"):
+        raise ValueError(f"{argument}: {text!r} is not a device vitfast.quant runs on; use 'cpu' or 'cuda'")
+    if not backend.is_available():
+        raise ValueError(f"{argument}: {text!r} is not usable here (torch.{dev.type}.is_available() is False); "
+                         "use 'cpu'")
+    count = backend.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"{argument}: {text!r}: this machine has {count} {dev.type} device(s), numbered from 0")
+    return dev
 
 
 def scale_of_amax(amax, qmax):
@@ -161,7 +187,7 @@ class Linear8(nn.Module):
     def path(self, device=None, dtype=torch.float32):
         """What runs for an input of `dtype` on `device` (default: the weight's): "fp8 torch._scaled_mm",
         "int8 torch._int_mm" or "emulated"."""
-        return self._route(device if device is not None else self.weight.device, dtype)[0]
+        return self._route(self.weight.device if device is None else usable_device(device), dtype)[0]
 
     def _route(self, device, dtype):
         """(path, out dtype) for an input of `dtype` on `device` (_path takes names: compile constants)."""
@@ -217,6 +243,8 @@ class Linear8(nn.Module):
 
 def quantized_paths(model, device=None, dtype=torch.float32):
     """{path: number of Linear8 layers} for an input of `dtype` on `device` (default: each layer's own)."""
+    if device is not None:
+        device = usable_device(device)  # refused even for a model without Linear8 layers
     counts = {}
     for m in model.modules():
         if isinstance(m, Linear8):

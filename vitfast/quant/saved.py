@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..models.checkpoint import atomic_write, from_file_metadata, model_recipe, to_file_metadata
-from .linear8 import Linear8
+from .linear8 import Linear8, usable_device
 from .recipes import parse_recipe
 
 __all__ = ["save_quantized", "load_quantized", "is_quantized_file"]
@@ -121,6 +121,7 @@ def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None)
     from .qat import scale_layer
     from .scaled import replace_module
 
+    device = usable_device(device)
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: no such file: {path}")
