@@ -182,6 +182,14 @@ class Build(BuildExtension.with_options(use_ninja=True)):
     builds the rest, so both cores stay busy to the end (one after the other left one idle for a
     minute of the sm90 step); the link waits for them."""
 
+    def run(self):
+        super().run()
+        # `pip install .` from a clone builds in the clone: put vitfast._C beside the sources too (as an
+        # editable install does), because Python run from the clone's root imports ./vitfast before the
+        # installed copy: `python -m vitfast.train` there, and the benchmark scripts, need it.
+        if not self.inplace:
+            self.copy_extensions_to_source()
+
     def build_extensions(self):
         if not cutlass_dirs:
             return super().build_extensions()

@@ -23,15 +23,26 @@ def nearest(word, choices, cutoff=0.4):
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+# Terminal colour/style codes (ESC [ ... m and kin): some libraries (torch.load's weights_only error)
+# put them in exception messages, where a log or a non-terminal stderr shows them as garbage.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def _message(error):
+    return _ANSI.sub("", str(error)).strip()
+
+
 def one_line(error):
-    """An exception's message on one line (multi-line library messages joined with '; ')."""
-    text = str(error).strip() or type(error).__name__
+    """An exception's message on one line (multi-line library messages joined with '; '), without
+    terminal escape codes."""
+    text = _message(error) or type(error).__name__
     return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def first_line(error):
-    """An exception's message cut to its first line (its type's name when it has none)."""
-    text = str(error).strip()
+    """An exception's message cut to its first line (its type's name when it has none), without terminal
+    escape codes."""
+    text = _message(error)
     return text.splitlines()[0] if text else type(error).__name__
 
 

@@ -14,15 +14,22 @@ import torch
 from torch.utils.data import DataLoader
 
 import vitfast
-from vitfast.cli import ArgumentParser, UsageError, blame, parse_device, run
+from vitfast import progress
+from vitfast.cli import ArgumentParser, UsageError, blame, one_line, parse_device, run
 from vitfast.data import create_dataset, create_transform
 from vitfast.models import CheckpointMismatchError, get_model_config, load_checkpoint
 from vitfast.models.checkpoint import atomic_write
 from vitfast.training.config import parse_kv, split_top_level
 from vitfast.training.evaluate import accuracy, collect_logits
-from vitfast.training.state import model_from_file
+from vitfast.training.state import is_training_checkpoint, model_from_file
+from vitfast.visualize import rollout_path
 
 DEFAULT_CALIB_STEPS = 8
+DEFAULT_MAPS_DIR = "attention_maps"
+# What a file name says it holds, for an output flag given the name of another kind of file.
+KINDS = {".pt": "a checkpoint", ".pth": "a checkpoint", ".bin": "a checkpoint", ".ckpt": "a checkpoint",
+         ".safetensors": "a checkpoint", ".npz": "a checkpoint", ".json": "a JSON file", ".jsonl": "a JSON lines log",
+         ".yaml": "a config", ".yml": "a config", ".png": "a PNG image", ".jpg": "an image", ".jpeg": "an image"}
 
 
 def build_parser():
@@ -60,7 +67,10 @@ def build_parser():
     out.add_argument("--dvt-plot", help="DVT: write the budgeted accuracy-vs-GMACs curve to this PNG")
     out.add_argument("--attention-maps", type=int, default=0, metavar="N",
                      help="write attention rollout PNGs of N images (default: 0)")
-    out.add_argument("--maps-dir", default=None, help="where --attention-maps writes (default: attention_maps)")
+    out.add_argument("--maps-dir", default=None, help=f"where --attention-maps writes (default: {DEFAULT_MAPS_DIR})")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace existing output files (--json, --dvt-plot, the --attention-maps PNGs)")
+    out.add_argument("--quiet", action="store_true", help="no progress bars or progress lines; results still print")
     out.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     return p
 
@@ -82,10 +92,14 @@ def check_args(args):
     for flag, value, needs in (("--checkpoint-path", args.checkpoint_path, args.model),
                                ("--model-kwargs", args.model_kwargs, args.model),
                                ("--ema", args.ema, args.checkpoint),
-                               ("--maps-dir", args.maps_dir, args.attention_maps)):
+                               ("--maps-dir", args.maps_dir, args.attention_maps),
+                               ("--overwrite", args.overwrite, args.json or args.dvt_plot or args.attention_maps)):
         if value and not needs:
-            what = {"--ema": "--checkpoint", "--maps-dir": "--attention-maps N"}.get(flag, "--model NAME")
+            what = {"--ema": "--checkpoint", "--maps-dir": "--attention-maps N",
+                    "--overwrite": "an output file (--json, --dvt-plot, --attention-maps)"}.get(flag, "--model NAME")
             raise UsageError(f"{flag} has no effect without {what}")
+    if args.model and not args.data:
+        raise UsageError(f"--data is required with --model {args.model} (weights by name record no training data)")
     if args.checkpoint_path and not os.path.isfile(args.checkpoint_path):
         raise UsageError(f"--checkpoint-path: no file at {args.checkpoint_path!r}")
     formats = split_top_level(args.quant)
@@ -104,12 +118,61 @@ def check_args(args):
     return formats, recipes
 
 
+def check_outputs(args):
+    """Before any work, so a refused run writes nothing: each file this run writes is new, or --overwrite
+    allows replacing it. A name of another kind of file (a checkpoint given to --json), a folder, or
+    the file this run reads is refused even with --overwrite: replacing it is never what was meant."""
+    reads = {os.path.realpath(p): flag for flag, p in (("--checkpoint", args.checkpoint),
+                                                       ("--checkpoint-path", args.checkpoint_path)) if p}
+    maps = []
+    if args.attention_maps:
+        folder = args.maps_dir or DEFAULT_MAPS_DIR
+        label = f"--maps-dir {folder}" + ("" if args.maps_dir else " (the default)")
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise UsageError(f"{label} is a file; expected a folder for the maps (made when missing)")
+        _check_parent(label, folder)
+        maps = [rollout_path(folder, i) for i in range(args.attention_maps)]
+        folders = [p for p in maps if os.path.isdir(p)]
+        if folders:
+            raise UsageError(f"{label} holds a folder named {os.path.basename(folders[0])}, a map's file name; "
+                             "move it, or give another --maps-dir")
+        existing = [os.path.basename(p) for p in maps if os.path.exists(p)]
+        if existing and not args.overwrite:
+            names = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+            raise UsageError(f"{label} already holds {names}; give --overwrite to replace "
+                             f"{'them' if len(existing) > 1 else 'it'}, or another --maps-dir")
+    for flag, path, suffix in (("--json", args.json, ".json"), ("--dvt-plot", args.dvt_plot, ".png")):
+        if not path:
+            continue
+        what = {".json": "a JSON file", ".png": "a PNG image"}[suffix]
+        if os.path.isdir(path):
+            raise UsageError(f"{flag} {path} is a folder; expected the name of {what} (ending in {suffix})")
+        if not path.lower().endswith(suffix):
+            ext = os.path.splitext(path)[1].lower()
+            kind = f" names {KINDS[ext]} ({ext}), not {what}:" if ext in KINDS else ":"
+            raise UsageError(f"{flag} {path}{kind} expected a file name ending in {suffix}")
+        if os.path.realpath(path) in reads:
+            raise UsageError(f"{flag} {path} is the file {reads[os.path.realpath(path)]} reads; give another name")
+        if os.path.realpath(path) in {os.path.realpath(p) for p in maps}:
+            raise UsageError(f"{flag} {path} is also the file of an attention map; give another name")
+        _check_parent(f"{flag} {path}", path)
+        if os.path.exists(path) and not args.overwrite:
+            raise UsageError(f"{flag} {path} exists; give --overwrite to replace it, or another file name")
+
+
+def _check_parent(label, path):
+    """The folder `path` goes into exists or can be made: its nearest existing ancestor is a folder."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{label}: {parent} is a file, not a folder")
+
+
 def load_model(args):
     """(model, config of its training run or {})."""
     if args.checkpoint:
         model, info = model_from_file(args.checkpoint, "--checkpoint", weights="ema" if args.ema else "model")
-        if args.ema and not info["config"]:
-            raise UsageError("--ema: a .safetensors file holds one set of weights; give the run's checkpoint-*.pt")
         return model, info["config"]
     with blame(f"--model {args.model}"):
         model = vitfast.create_model(args.model, **dict(parse_kv(args.model_kwargs or "", "--model-kwargs")))
@@ -120,7 +183,14 @@ def load_model(args):
             raise UsageError(f"--checkpoint-path {args.checkpoint_path} does not fit --model {args.model} "
                              f"({e.brief()}); check --model and --model-kwargs") from e
         except (ValueError, TypeError, OSError, RuntimeError) as e:
-            raise UsageError(f"--checkpoint-path {args.checkpoint_path}: cannot read it as weights ({e})") from e
+            # A run's checkpoint-*.pt holds more than weights (its RNG state), which the safe loader refuses
+            # with a long torch message; the user only needs to give it where it belongs.
+            if is_training_checkpoint(args.checkpoint_path):
+                raise UsageError(f"--checkpoint-path {args.checkpoint_path} is a vitfast training checkpoint, "
+                                 f"which records its model: give it as --checkpoint {args.checkpoint_path}, without "
+                                 "--model and --checkpoint-path") from e
+            raise UsageError(f"--checkpoint-path {args.checkpoint_path}: cannot read it as weights "
+                             f"({one_line(e)})") from e
     return model, {}
 
 
@@ -149,7 +219,9 @@ def per_class_report(pred, labels, classes):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    progress.set_quiet(args.quiet)
     formats, recipes = check_args(args)
+    check_outputs(args)
     device = parse_device(args.device)
     model, cfg = load_model(args)
     model.to(device).eval()
@@ -158,12 +230,13 @@ def main(argv=None):
         raise UsageError(f"--dvt-plot: {name} is not a DVT model (it has one exit)")
     defaults = get_model_config(name)
     spec = args.data or cfg.get("data")
-    if not spec:
-        raise UsageError("--data is required for weights that carry no training config")
+    if not spec:  # (--model without --data is refused with the arguments)
+        raise UsageError(f"--checkpoint {args.checkpoint} records no training data (saved without its run's "
+                         "config); give --data SPEC")
     img_size = args.img_size or model.default_cfg["input_size"][-1]
     crop_pct = args.crop_pct or cfg.get("crop_pct") or (1.0 if img_size < 64 else defaults["crop_pct"])
-    tf = create_transform(img_size, train=False, crop_pct=crop_pct, mean=cfg.get("mean") or defaults["mean"],
-                          std=cfg.get("std") or defaults["std"])
+    mean, std = cfg.get("mean") or defaults["mean"], cfg.get("std") or defaults["std"]
+    tf = create_transform(img_size, train=False, crop_pct=crop_pct, mean=mean, std=std)
     with blame("--data"):
         dataset = create_dataset(spec, args.split, transform=tf)
     classes = model.default_cfg.get("num_classes")
@@ -186,8 +259,10 @@ def main(argv=None):
                   f"batch{'es' if used != 1 else ''} of {args.batch_size}; calibrating on {used}", file=sys.stderr)
     for fmt, recipe in zip(formats, recipes):
         scaled = recipe.is_scaled
+        if calib is not None and recipe.is_scaled and not progress.bars_on() and not progress.is_quiet():
+            print(f"calibrate {fmt} ({calibration}) ...", flush=True)  # on a terminal: convert_ptq's bar
         m = model if fmt.lower() == "fp32" else convert_ptq(model, recipe, calib_data=calib, calib_steps=calib_steps)
-        exits, labels, ips = collect_logits(m, loader, device)
+        exits, labels, ips = collect_logits(m, loader, device, desc=f"eval {fmt}")
         logits = exits[-1]
         pred = logits.argmax(-1)
         reference = pred if reference is None and fmt.lower() == "fp32" else reference
@@ -228,7 +303,11 @@ def main(argv=None):
     if args.attention_maps:
         from vitfast.visualize import save_attention_rollouts
 
-        paths = save_attention_rollouts(model, dataset, args.attention_maps, args.maps_dir or "attention_maps", device)
+        if args.attention_maps > len(dataset):
+            print(f"vitfast.eval: warning: --attention-maps {args.attention_maps}: the {args.split} split holds "
+                  f"only {len(dataset)} images; writing {len(dataset)}", file=sys.stderr)
+        paths = save_attention_rollouts(model, dataset, args.attention_maps, args.maps_dir or DEFAULT_MAPS_DIR,
+                                        device, mean=mean, std=std, desc="attention maps")
         print(f"attention rollout maps: {', '.join(paths)}")
     if args.json:
         atomic_write(args.json, lambda tmp: open(tmp, "w").write(json.dumps(results, indent=2)))
@@ -276,7 +355,7 @@ def plot_curve(xs, ys, path, size=(480, 360), margin=48):
     draw.text((4, margin), f"{y1:.1f}%", fill="black")
     draw.text((4, margin + h - 10), f"{y0:.1f}%", fill="black")
     draw.text((margin, 12), "DVT budgeted classification: top-1 vs cost", fill="black")
-    img.save(path)
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 import vitfast
+from vitfast import progress
 from vitfast.cli import UsageError, blame, one_line, run
 from vitfast.data import (Mixup, RepeatAugSampler, ShardSampler, ShuffleSampler, UnreadableImagesError, create_dataset,
                           create_transform)
@@ -27,6 +28,7 @@ from vitfast.training import config as config_lib
 from vitfast.training.distributed import Dist
 from vitfast.training.ema import ModelEma
 from vitfast.training.evaluate import evaluate
+from vitfast.training.interrupt import StopRequest, ignore_sigint
 from vitfast.training.logger import RunLogger
 from vitfast.training.losses import NonFiniteWatch, distillation_loss, training_loss
 from vitfast.training.optim import create_optimizer, lr_at
@@ -36,10 +38,9 @@ from vitfast.training.teacher import build_teacher
 
 # The default run (no arguments): a small ViT with 4x4 patches on the built-in 32x32 data; it reaches
 # >= 90% validation accuracy in about 300 steps (see the README for the measured time).
-DEFAULT_RUN = dict(model="vit_tiny_patch16_224", data="builtin", epochs=4, batch_size=128, lr=2e-3,
+DEFAULT_RUN = dict(model="vit_pico_patch4_32", data="builtin", epochs=4, batch_size=128, lr=2e-3,
                    warmup=0.4, weight_decay=0.05, smoothing=0.0, scale=[1.0, 1.0], crop_pct=1.0,
-                   mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5],
-                   model_kwargs=dict(img_size=32, patch_size=4, embed_dim=96, depth=4, num_heads=3))
+                   mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
 
 
 class SeededSamples(Dataset):
@@ -84,22 +85,9 @@ def make_sampler(dataset, cfg, dist, train):
 def loader_for(dataset, sampler, batch_size, cfg, epoch, train):
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg["workers"], drop_last=train,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                      worker_init_fn=ignore_sigint if cfg["workers"] else None,  # Ctrl-C is the main process's
                       # its own generator: creating the iterator must not draw from the global RNG
                       generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch))
-
-
-# What a resumed run must share with the run that wrote its checkpoint (the weights and the optimizer
-# state have to fit).
-RESUME_KEYS = ("model", "model_kwargs", "img_size", "opt", "quant")
-
-
-def check_resumable(state, cfg, path):
-    then = state["config"]
-    changed = [k for k in RESUME_KEYS if then.get(k) != cfg[k]]
-    if changed:
-        diff = ", ".join(f"{k} {then.get(k)!r} -> {cfg[k]!r}" for k in changed)
-        raise UsageError(f"--resume {path}: this run changes what the checkpoint was trained with ({diff}); resume "
-                         "with the same settings, or start a new run in another --output")
 
 
 def unwrap(model):
@@ -115,18 +103,26 @@ def main(argv=None):
     def where(key):
         return origin.get(key, config_lib.flag_of(key))
 
-    for key in ("init_checkpoint", "teacher_checkpoint"):  # before minutes of data loading, not after
-        if cfg[key] and not os.path.isfile(cfg[key]):
-            raise UsageError(f"{where(key)}: no file at {cfg[key]!r}")
     dist = Dist(cfg["device"])
     device = dist.device
+    say = progress.echo if dist.is_main else (lambda *a: None)
+    out, resume = plan_output(cfg, dist)  # decided and checked now; created only once everything is built
+    state = None
+    if resume:  # the run goes on as it was configured: only where and how it runs may change
+        state = read_training_checkpoint(resume, "--resume")
+        cfg = config_lib.for_resume(state["config"], cfg, origin, resume)
+        if state.get("total_steps") is not None and state["step"] >= state["total_steps"]:
+            return finished_run(out, state, say, dist)
+    # before minutes of data loading, not after (a resumed run's weights come from its checkpoint)
+    for key in ("teacher_checkpoint",) + (() if resume else ("init_checkpoint",)):
+        if cfg[key] and not os.path.isfile(cfg[key]):
+            raise UsageError(f"{where(key)}: no file at {cfg[key]!r}")
     if cfg["deterministic"]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    progress.set_quiet(cfg["quiet"] or not dist.is_main)
     torch.manual_seed(cfg["seed"])
-    say = print if dist.is_main else (lambda *a: None)
-    out, resume = plan_output(cfg, dist)  # decided and checked now; created only once everything is built
 
     # ---- data
     model_defaults = get_model_config(cfg["model"])
@@ -178,7 +174,7 @@ def main(argv=None):
         kwargs["drop_path_rate"] = cfg["drop_path"]
     with blame(f"--model {cfg['model']} (with --model-kwargs / --img-size)"):
         model = vitfast.create_model(cfg["model"], backend=cfg["backend"], **kwargs)
-    if cfg["init_checkpoint"]:
+    if cfg["init_checkpoint"] and not resume:
         path = cfg["init_checkpoint"]
         try:
             result = load_for_finetune(model, path)
@@ -210,8 +206,6 @@ def main(argv=None):
     last_path, best_path = os.path.join(out, "checkpoint-last.pt"), os.path.join(out, "checkpoint-best.pt")
     resumed_rng = None
     if resume:
-        state = read_training_checkpoint(resume, "--resume")
-        check_resumable(state, cfg, resume)
         with blame(f"--resume {resume}", (ValueError, RuntimeError, KeyError)):
             unwrap(model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -220,12 +214,8 @@ def main(argv=None):
                 ema.load_state_dict(state["ema"])
         step, epoch, done_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]
         resumed_rng = state["rng"]
-        if step >= total_steps:  # a finished run: nothing to train, and nothing of it is rewritten
-            say(f"{out}: the run is finished (step {step} of {total_steps}); nothing to do. Raise --steps or "
-                "--epochs to train it further.")
-            dist.close()
-            summary_path = os.path.join(out, "summary.json")
-            return json.load(open(summary_path)) if os.path.isfile(summary_path) else {"steps": step}
+        if step >= total_steps:  # a checkpoint of an earlier release, without its total: the same answer
+            return finished_run(out, dict(state, total_steps=total_steps), say, dist)
     elif cfg["resume"] == "auto":
         say(f"--resume auto: no checkpoint in {out} yet; starting a new run")
 
@@ -263,18 +253,23 @@ def main(argv=None):
             save_state(path, {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                               "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema else None,
                               "rng": rng_state(), "step": step, "epoch": epoch, "batch_in_epoch": done_in_epoch,
-                              "best": best, "config": cfg, "vitfast_version": vitfast.__version__})
+                              "total_steps": total_steps, "best": best, "config": cfg,
+                              "vitfast_version": vitfast.__version__})
 
     # ---- train
+    epochs = -(-total_steps // steps_per_epoch)
+    length = "" if cfg["steps"] or cfg["epochs"] else " (300 epochs: no --epochs or --steps was given)"
     log.print(f"{cfg['model']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
               f"{len(train_set)} training / {len(val_set)} validation images, {num_classes} classes, "
-              f"{total_steps} steps of {cfg['batch_size']} on {dist.world_size} x {device}; output {out}")
-    log.progress(total_steps, initial=step)
+              f"{plural(total_steps, 'step')} of {cfg['batch_size']} ({plural(epochs, 'epoch')}){length} on "
+              f"{dist.world_size} x {device}; output {out}")
     start, seen, stop_reason, val = time.perf_counter(), 0, None, None
     last_log = (start, 0)  # (time, images) at the previous log line: each line reports its interval's rate
     accum = cfg["grad_accum_steps"]
     first_step = step
+    stop = StopRequest(enabled=not dist.enabled)  # torchrun's ranks would each stop at another step
     try:
+        stop.install()
         while step < total_steps and stop_reason is None:
             seeded.epoch = epoch
             train_sampler.set_epoch(epoch)
@@ -284,6 +279,7 @@ def main(argv=None):
                 loader = loader_for(seeded, EpochSampler(train_sampler, skip=done_in_epoch * micro), micro, cfg, epoch,
                                     True)
             train_model.train()
+            log.epoch_bar(epoch, epochs, steps_per_epoch, done_in_epoch // accum)
             for x, y in loader:
                 if done_in_epoch // accum >= steps_per_epoch or step >= total_steps:
                     break
@@ -331,30 +327,49 @@ def main(argv=None):
                 if cfg["max_time"] and time.perf_counter() - start > cfg["max_time"]:
                     stop_reason = f"--max-time {cfg['max_time']} s reached"
                     break
+                if stop.requested:  # Ctrl-C: this step is done; save where the next run picks up
+                    break
+            log.end_epoch()
+            if stop.requested:
+                checkpoint(last_path)
+                stop.saved = True
+                raise KeyboardInterrupt
             epoch_done = done_in_epoch // accum >= steps_per_epoch
             if epoch_done:
                 epoch, done_in_epoch = epoch + 1, 0
             if (epoch_done and epoch % cfg["eval_every"] == 0) or step >= total_steps or stop_reason:
-                val = evaluate(ema.module if ema else model, val_loader, device, amp_dtype, dist)
+                stop.safe = True  # no training state moves while validating: Ctrl-C can stop here at once
+                val = evaluate(ema.module if ema else model, val_loader, device, amp_dtype, dist, desc="validation")
+                stop.safe = False
                 log.log({"step": step, "epoch": epoch, **val}, kind="val")
                 if val["acc1"] > best["acc1"]:
                     best = {"acc1": val["acc1"], "step": step}
                     checkpoint(best_path)
                 checkpoint(last_path)  # with each evaluation: a short epoch need not wait for a write
     except BaseException as e:
+        log.end_epoch()
+        if isinstance(e, KeyboardInterrupt) and stop.at_boundary:  # Ctrl-C while validating
+            checkpoint(last_path)
+            stop.saved = True
+        log.close()
         if dist.is_main and not resume and step == first_step:  # a failed start leaves no half-made run
-            log.close()
             discard_failed_start(out, created)
+        elif isinstance(e, KeyboardInterrupt) and stop.requested:
+            say(f"stopped at step {step} of {total_steps}; " + (
+                f"{last_path} holds it" if stop.saved else "no checkpoint of it was written (Ctrl-C twice)") +
+                f". Continue from the last checkpoint with: python -m vitfast.train --output {out} --resume auto")
         if isinstance(e, UnreadableImagesError):  # the data, not vitfast: one line, like a missing dataset
             raise UsageError(f"--data {cfg['data']}: {one_line(e)}") from e
         raise
+    finally:
+        stop.restore()
     check_loss()
     train_seconds = time.perf_counter() - start
 
     # ---- summary and post-training quantization
     final = ema.module if ema else model
     if val is None:
-        val = evaluate(final, val_loader, device, amp_dtype, dist)
+        val = evaluate(final, val_loader, device, amp_dtype, dist, desc="validation")
     summary = {"val_acc1": val["acc1"], "val_acc5": val["acc5"], "val_loss": val["loss"],
                "images_per_second": seen / max(train_seconds, 1e-9), "train_seconds": train_seconds,
                "steps": step, "best_acc1": best["acc1"], "stopped": stop_reason}
@@ -363,15 +378,33 @@ def main(argv=None):
     if cfg["ptq_report"]:
         summary["ptq"] = ptq_report(final, cfg["ptq_report"], val_loader, device, dist, log, val)
     if dist.is_main:
-        save_checkpoint(final, os.path.join(out, "model.safetensors"))
+        save_checkpoint(final, os.path.join(out, "model.safetensors"), config=cfg)  # eval needs no --data
         from vitfast.models.checkpoint import atomic_write
 
         atomic_write(os.path.join(out, "summary.json"),
                      lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=2)))
         log.print(json.dumps({k: v for k, v in summary.items() if k != "ptq"}))
+        log.print(f"\ndone: {out}  (best validation top-1 {best['acc1']:.2f}% at step {best.get('step')}; "
+                  f"summary.json, checkpoints, model.safetensors)\n"
+                  f"  curves:   tensorboard --logdir {out}\n"
+                  f"  evaluate: python -m vitfast.eval --checkpoint {os.path.join(out, 'model.safetensors')} "
+                  "--quant fp32,bf16,int8")
     log.close()
     dist.close()
     return summary
+
+
+def finished_run(out, state, say, dist):
+    """A resumed run that has nothing left to train: said so, and not one of its files is touched."""
+    say(f"{out}: the run is finished (step {state['step']} of {state['total_steps']}); nothing to do. Its results: "
+        f"{os.path.join(out, 'summary.json')}. To train on from its weights, start a new run: --init-checkpoint "
+        f"{os.path.join(out, 'checkpoint-last.pt')} --output NEW_FOLDER")
+    dist.close()
+    summary_path = os.path.join(out, "summary.json")
+    if not os.path.isfile(summary_path):
+        return {"steps": state["step"]}
+    with open(summary_path) as f:
+        return json.load(f)
 
 
 def ptq_report(model, formats, loader, device, dist, log, fp32):
@@ -381,13 +414,17 @@ def ptq_report(model, formats, loader, device, dist, log, fp32):
 
     rows = {"fp32": {"acc1": fp32["acc1"], "acc5": fp32["acc5"]}}
     for fmt in formats:
-        res = evaluate(convert_ptq(model, parse_recipe(fmt)), loader, device, None, dist)
+        res = evaluate(convert_ptq(model, parse_recipe(fmt)), loader, device, None, dist, desc=f"PTQ {fmt}")
         rows[fmt.lower()] = {"acc1": res["acc1"], "acc5": res["acc5"]}
     log.print("\npost-training quantization of the trained model (validation split):")
     log.print(f"{'format':<10}{'top-1 %':>9}{'top-5 %':>9}")
     for fmt, r in rows.items():
         log.print(f"{fmt:<10}{r['acc1']:>9.2f}{r['acc5']:>9.2f}")
     return rows
+
+
+def plural(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def uses_default_run(argv):

@@ -128,7 +128,7 @@ MISTAKES = [
     ("--resume auto after changing the model", "vitfast.train",
      swap(TINY, "--model-kwargs", "patch_size=8,embed_dim=32,depth=2,num_heads=2") + ["--steps", "6", "--resume",
                                                                                       "auto", "--output", "{RUN}"],
-     r"--resume .*checkpoint-last.pt: this run changes what the checkpoint was trained with \(model_kwargs"),
+     r"--resume .*checkpoint-last.pt: --model-kwargs .*\(the run has .*would change what the run trains"),
     ("--resume into another run", "vitfast.train",
      TINY + ["--steps", "6", "--resume", "{R}/teacher/checkpoint-last.pt", "--output", "{RUN}"],
      r"--output .*run holds another run"),

@@ -31,7 +31,7 @@ def test_default_run_shortened(tmp_path):
     assert set(os.listdir(out)) >= {"config.yaml", "metrics.jsonl", "summary.json", "checkpoint-last.pt",
                                     "checkpoint-best.pt", "model.safetensors"}
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["data"] == "builtin" and cfg["model_kwargs"]["patch_size"] == 4 and cfg["steps"] == 6
+    assert cfg["data"] == "builtin" and cfg["model"] == "vit_pico_patch4_32" and cfg["steps"] == 6
     saved = json.loads((out / "summary.json").read_text())
     assert saved["steps"] == 6 and 0 <= saved["val_acc1"] <= 100 and saved["images_per_second"] > 0
     assert set(saved["ptq"]) == {"fp32", "fp16_16", "bf16"}

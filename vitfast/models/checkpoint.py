@@ -3,7 +3,7 @@ that list every missing key, unexpected key and shape mismatch."""
 import argparse
 import json
 import os
-import tempfile
+import secrets
 from collections import namedtuple
 
 import torch
@@ -129,8 +129,13 @@ def atomic_write(path, write):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
+    while True:  # not mkstemp: its 0600 would stay on the file; this one gets open()'s mode (umask applied)
+        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(4)}{os.path.basename(path)}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -171,15 +176,24 @@ def from_file_metadata(meta):
     return {k.removeprefix("vitfast."): v for k, v in (meta or {}).items() if k.startswith("vitfast.")}
 
 
-def save_checkpoint(model, path):
+def save_checkpoint(model, path, config=None):
     """Save the model's weights, atomically: .safetensors by extension (with model_recipe() in its
-    metadata), else torch.save of the plain state dict (what timm writes and reads)."""
+    metadata), else torch.save of the plain state dict (what timm writes and reads). config: the
+    training run's config (a JSON-able dict), stored in the .safetensors metadata so the file alone says
+    what the model was trained on (data, normalisation, crop; read back by training.state.model_from_file)."""
     state_dict = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if os.fspath(path).endswith(".safetensors"):
         from safetensors.torch import save_file
 
-        recipe = model_recipe(model)
-        meta = to_file_metadata(recipe) if recipe else None
+        fields = dict(model_recipe(model) or {})
+        if config is not None:
+            try:
+                fields["config"] = json.dumps(config)
+            except TypeError as e:
+                raise ValueError(f"config: cannot be stored as JSON ({e})") from e
+        meta = to_file_metadata(fields) if fields else None
         atomic_write(path, lambda tmp: save_file(state_dict, tmp, metadata=meta))
+    elif config is not None:  # a plain state dict has no place for it; dropping it would be silent
+        raise ValueError(f"config: only a .safetensors file stores it, not {os.fspath(path)!r}")
     else:
         atomic_write(path, lambda tmp: torch.save(state_dict, tmp))

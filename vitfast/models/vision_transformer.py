@@ -133,6 +133,8 @@ _VIT = {
     "vit_large_patch16_224": (16, 1024, 24, 16, 224), "vit_large_patch16_384": (16, 1024, 24, 16, 384),
     "vit_large_patch32_224": (32, 1024, 24, 16, 224), "vit_large_patch32_384": (32, 1024, 24, 16, 384),
     "vit_huge_patch14_224": (14, 1280, 32, 16, 224),
+    # not timm's: the model of vitfast.train's built-in default run, 32x32 images in 4x4 patches (64 tokens)
+    "vit_pico_patch4_32": (4, 96, 4, 3, 32),
 }
 
 

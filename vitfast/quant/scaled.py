@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import progress
 from ..ops.scaled_cast import CAST8_DTYPES
 from .functional import quantize
 from .linear8 import Linear8, scale_of_amax
@@ -156,6 +157,10 @@ def calibrate_scaled(model, calib_data, calib_steps=None):
     was_training = model.training
     model.eval()
     used = 0
+    total = len(calib_data) if hasattr(calib_data, "__len__") else None
+    if calib_steps is not None:
+        total = calib_steps if total is None else min(total, calib_steps)
+    bar = progress.bar(total=total, desc="calibration", unit="batch")  # drawn on a terminal only
     try:
         for batch in calib_data:
             if calib_steps is not None and used >= calib_steps:
@@ -167,7 +172,9 @@ def calibrate_scaled(model, calib_data, calib_steps=None):
                 raise ValueError(f"calib_data: batch {used} holds inf or NaN; static scales need finite inputs")
             model(x.to(device))
             used += 1
+            bar.update()
     finally:
+        bar.close()
         model.train(was_training)
     if used == 0:
         for r in roundings:

@@ -102,6 +102,8 @@ OPTIONS = [
     ("run", "--wandb", bool, False, None, "log to Weights & Biases when installed (offline works)"),
     ("run", "--max-time", float, None, POSITIVE, "stop training after this many seconds, then evaluate "
                                                  "(default: no limit)"),
+    ("run", "--quiet", bool, False, None, "no progress bars or per-step lines (results, validation and errors "
+                                          "still print); bars are drawn only on a terminal anyway"),
 ]
 KEYS = {flag[2:].replace("-", "_"): (group, kind, default, check) for group, flag, kind, default, check, _ in OPTIONS}
 DEFAULTS = {k: default for k, (_, _, default, _) in KEYS.items()}
@@ -286,6 +288,30 @@ def resolve(argv=None, base=None, origins=None):
     if origins is not None:
         origins.update(origin)
     return check_config(config, origin, flag_of)
+
+
+# What a resumed run may do differently from the run that wrote its checkpoint: where and how it runs and
+# reports, not what it trains (every other key is taken from the checkpoint's config).
+RUN_CONTROL = ("output", "resume", "overwrite", "device", "workers", "eval_batch_size", "log_every", "save_every",
+               "eval_every", "max_time", "ptq_report", "compile", "grad_checkpointing", "download", "strict_data",
+               "wandb", "quiet")
+
+
+def for_resume(saved, config, origins, path):
+    """The configuration a resumed run goes on with: the checkpoint's own (`saved`), with the run-control
+    keys the user gave now. A key given now that would change what the run trains (model, data,
+    schedule, optimizer, ...) is refused, naming each: the run's config.yaml says what it was."""
+    changed = [k for k in origins if k not in RUN_CONTROL and k in saved and saved[k] != config[k]]
+    if changed:
+        diff = "; ".join(f"{origins[k]} {config[k]!r} (the run has {saved[k]!r})" for k in changed)
+        raise UsageError(f"--resume {path}: {diff} would change what the run trains. Resume without "
+                         f"{'them' if len(changed) > 1 else 'it'} (the run goes on with its own config.yaml), or "
+                         f"start a new run in another --output, from these weights with --init-checkpoint {path}")
+    resumed = dict(config)
+    resumed.update({k: v for k, v in saved.items() if k in KEYS and k not in origins})
+    for key in ("output", "resume", "overwrite", "device"):  # this invocation's, given or not
+        resumed[key] = config[key]
+    return resumed
 
 
 def typed_model_kwargs(kwargs, where):

@@ -1,8 +1,11 @@
 """Evaluation: top-1/top-5 accuracy (per exit for multi-exit models such as DVT), loss and images/s."""
+import itertools
 import time
 
 import torch
 import torch.nn.functional as F
+
+from .. import progress
 
 
 def final_logits(output):
@@ -14,21 +17,38 @@ def final_logits(output):
     return output
 
 
+def _batches(loader, max_batches, desc):
+    """The loader's first max_batches batches (all: None), shown as a progress bar named desc (None:
+    none). Cut with islice rather than a break, so a bar ends at its full count and closes."""
+    try:
+        total = len(loader)
+    except TypeError:  # a loader over an iterable dataset has no length
+        total = None
+    if max_batches is not None:
+        loader = itertools.islice(loader, max_batches)
+        total = max_batches if total is None else min(total, max_batches)
+    return loader if desc is None else progress.bar(loader, total=total, desc=desc, unit="batch", announce=True)
+
+
 @torch.no_grad()
-def collect_logits(model, loader, device, amp_dtype=None, max_batches=None):
-    """Run the model over a loader: (list of per-exit logits tensors on CPU, labels, images/s)."""
+def collect_logits(model, loader, device, amp_dtype=None, max_batches=None, desc=None):
+    """Run the model over a loader: (list of per-exit logits tensors on CPU, labels, images/s).
+    desc: show the pass as a progress bar of that name (vitfast.progress; a start line off a terminal)."""
     model.eval()
     outs, labels, n, start = [], [], 0, time.perf_counter()
-    for i, (x, y) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        x = x.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = model(x)
-        exits = out if isinstance(out, list) else [final_logits(out)]
-        outs.append([e.float().cpu() for e in exits])
-        labels.append(y.cpu())
-        n += x.shape[0]
+    batches = _batches(loader, max_batches, desc)
+    try:
+        for x, y in batches:
+            x = x.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = model(x)
+            exits = out if isinstance(out, list) else [final_logits(out)]
+            outs.append([e.float().cpu() for e in exits])
+            labels.append(y.cpu())
+            n += x.shape[0]
+    finally:
+        if desc is not None:  # an error mid-pass: take the bar off the terminal before its message prints
+            batches.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -45,10 +65,10 @@ def accuracy(logits, labels, topk=(1, 5)):
     return [100.0 * hits[:, :min(t, k)].any(dim=-1).float().mean().item() for t in topk]
 
 
-def evaluate(model, loader, device, amp_dtype=None, dist=None):
+def evaluate(model, loader, device, amp_dtype=None, dist=None, desc=None):
     """{"acc1", "acc5", "loss", "images_per_second", "count"} (+ "exit_acc1": [...] for several exits),
-    summed over ranks when distributed."""
-    exits, labels, ips = collect_logits(model, loader, device, amp_dtype)
+    summed over ranks when distributed. desc: a progress bar's name, as for collect_logits."""
+    exits, labels, ips = collect_logits(model, loader, device, amp_dtype, desc=desc)
     stats = torch.tensor([[*(accuracy(e, labels)), F.cross_entropy(e, labels).item()] for e in exits],
                          dtype=torch.float64) * len(labels)
     count = torch.tensor(float(len(labels)), dtype=torch.float64)

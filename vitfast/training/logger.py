@@ -1,10 +1,13 @@
 """Run logging: metrics.jsonl (one JSON object per logged step and per evaluation), TensorBoard event
-files and wandb when installed, a tqdm bar on a terminal and plain lines otherwise. Rank 0 only."""
+files and wandb when installed; on the screen a tqdm bar per epoch on a terminal (the step's numbers in
+it), plain lines otherwise, neither with --quiet. Rank 0 only."""
 import json
 import math
 import os
 import sys
 import time
+
+from .. import progress
 
 
 class RunLogger:
@@ -29,16 +32,17 @@ class RunLogger:
                                         mode=os.environ.get("WANDB_MODE", "offline"))
             except ImportError:
                 print("wandb is not installed: --wandb ignored", file=sys.stderr)
-        self.tty = sys.stderr.isatty()
 
-    def progress(self, total, initial=0):
-        if self.enabled and self.tty:
-            try:
-                from tqdm import tqdm
+    def epoch_bar(self, epoch, epochs, total, initial=0):
+        """A bar over this epoch's optimizer steps (epochs counted from 1, as people count them)."""
+        self.end_epoch()
+        if self.enabled and progress.bars_on():
+            self.bar = progress.bar(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", unit="step")
 
-                self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-            except ImportError:
-                pass
+    def end_epoch(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def log(self, record, kind="train"):
         """Write one record everywhere; print it (or update the bar) on rank 0."""
@@ -56,9 +60,9 @@ class RunLogger:
             self.wandb.log({f"{kind}/{k}": v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
         text = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
                          if k != "kind")
-        if self.bar is not None and kind == "train":
+        if kind == "train" and self.bar is not None:
             self.bar.set_postfix_str(text, refresh=False)
-        else:
+        elif kind != "train" or not progress.is_quiet():
             self.print(f"[{kind}] {text}")
 
     def advance(self, n=1):
@@ -67,13 +71,13 @@ class RunLogger:
 
     def print(self, text):
         if self.enabled:
-            (self.bar.write if self.bar is not None else print)(text)
+            progress.echo(text)
 
     def close(self):
         if not self.enabled:
             return
-        if self.bar is not None:
-            self.bar.close()
+        self.enabled = False  # closed once, whichever way the run ends
+        self.end_epoch()
         self.metrics.close()
         if self.tb is not None:
             self.tb.close()

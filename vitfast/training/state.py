@@ -10,7 +10,8 @@ import torch
 from ..cli import UsageError, one_line
 from ..models.checkpoint import atomic_write, from_file_metadata
 
-__all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "read_training_checkpoint", "model_from_file"]
+__all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "read_training_checkpoint",
+           "is_training_checkpoint", "model_from_file"]
 
 
 def rng_state():
@@ -52,15 +53,35 @@ def read_training_checkpoint(path, argument):
     return state
 
 
+def is_training_checkpoint(path):
+    """Whether `path` is a vitfast training checkpoint (what save_state writes), told without running
+    arbitrary pickled code: torch.load's weights-only unpickler, allowed the numpy array types of the
+    stored random generator state (they rebuild arrays and nothing else). False for any other file."""
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy 2
+    except ImportError:
+        from numpy.core.multiarray import _reconstruct
+    try:
+        with torch.serialization.safe_globals([_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not torch.save's, or it needs more than weights and arrays: not ours
+        return False
+    return isinstance(state, dict) and {"model", "config", "rng"} <= set(state)
+
+
 def model_from_file(path, argument, weights="model"):
     """(model, info) rebuilt from a file that says how: a vitfast training checkpoint (its config) or a
     .safetensors file written by save_checkpoint (its metadata). info: architecture, model_kwargs (with
-    num_classes and img_size) and the training config when there is one. weights: "model" or "ema"."""
+    num_classes and img_size) and the training config ({} when the file records none: a .safetensors
+    file saved without one). weights: "model" or "ema" (a training checkpoint's only)."""
     import vitfast
 
     if str(path).endswith(".safetensors"):
         if not os.path.isfile(path):
             raise UsageError(f"{argument}: no file at {path!r}")
+        if weights == "ema":
+            raise UsageError(f"{argument}: {path!r} holds one set of weights, no EMA weights (--ema needs the "
+                             "run's checkpoint-*.pt)")
         from safetensors import safe_open
 
         from ..quant.saved import is_quantized_metadata
@@ -79,7 +100,8 @@ def model_from_file(path, argument, weights="model"):
         if "architecture" not in meta:
             raise UsageError(f"{argument}: {path!r} does not say which model it holds (no vitfast metadata); "
                              "give the model by name (--model NAME with the weights file)")
-        name, kwargs, config = meta["architecture"], json.loads(meta["model_kwargs"]), {}
+        name, kwargs = meta["architecture"], json.loads(meta["model_kwargs"])
+        config = json.loads(meta.get("config", "{}"))  # the run's, when the writer stored it (save_checkpoint)
     else:
         state = read_training_checkpoint(path, argument)
         config = state["config"]

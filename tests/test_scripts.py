@@ -1,0 +1,34 @@
+"""The benchmark scripts run as a user runs them, `python benchmarks/<script>.py` from the clone's root,
+where Python imports the clone's ./vitfast (so its compiled extension must be there after either
+install: setup.py leaves it in the clone). Tiny CPU sizes: this checks that they run and write their
+tables, not their speed."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("script,args", [
+    ("bench_quant.py", ["--size", "4096", "--repeats", "1", "--device", "cpu"]),
+    ("bench_attention.py", ["--device", "cpu", "--quick"]),
+    ("bench_train_loop.py", ["--device", "cpu", "--quick", "--models", "vit_pico_patch4_32", "--batch-size", "8",
+                             "--steps", "2", "--train-steps", "2", "--log-every", "1"]),
+])
+def test_benchmark_script_runs_from_the_clone(script, args, tmp_path):
+    out = tmp_path / "table.md"
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args, "--out", str(out)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.read_text().count("|") > 10, out.read_text()
+
+
+def test_write_dispatch_imports_the_clone():
+    # it imports vitfast at the top, before reading its arguments: --help runs that import
+    proc = subprocess.run([sys.executable, "benchmarks/write_dispatch.py", "--help"], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "kernels" in proc.stdout, proc.stderr[-3000:]
