@@ -17,6 +17,7 @@ import vitfast
 from vitfast import progress
 from vitfast.cli import ArgumentParser, UsageError, blame, one_line, parse_device, run
 from vitfast.data import create_dataset, create_transform
+from vitfast.data.holdout import hold_out
 from vitfast.models import CheckpointMismatchError, get_model_config, load_checkpoint
 from vitfast.models.checkpoint import atomic_write
 from vitfast.training.config import parse_kv, split_top_level
@@ -194,11 +195,12 @@ def load_model(args):
     return model, {}
 
 
-def calibration_loader(spec, transform, args):
-    """Batches for static activation scales: the training split (never the evaluated one) through the
-    evaluation transform, in a fixed shuffled order so the same N batches are drawn on every run."""
+def calibration_loader(spec, transform, args, dataset=None):
+    """Batches for static activation scales: the training split (never the evaluated one; `dataset` when
+    the caller has it) through the evaluation transform, in a fixed shuffled order so the same N batches
+    are drawn on every run."""
     try:
-        dataset = create_dataset(spec, "train", transform=transform)
+        dataset = dataset if dataset is not None else create_dataset(spec, "train", transform=transform)
     except (ValueError, OSError) as e:
         raise UsageError(f"--calib-steps {args.calib_steps}: calibration reads the training split of {spec!r}, "
                          f"which cannot be loaded ({e}); use --calib-steps 0 for dynamic scales") from None
@@ -230,6 +232,7 @@ def main(argv=None):
         raise UsageError(f"--dvt-plot: {name} is not a DVT model (it has one exit)")
     defaults = get_model_config(name)
     spec = args.data or cfg.get("data")
+    holdout = cfg.get("holdout") if spec == cfg.get("data") else None  # the run's own validation images
     if not spec:  # (--model without --data is refused with the arguments)
         raise UsageError(f"--checkpoint {args.checkpoint} records no training data (saved without its run's "
                          "config); give --data SPEC")
@@ -238,7 +241,10 @@ def main(argv=None):
     mean, std = cfg.get("mean") or defaults["mean"], cfg.get("std") or defaults["std"]
     tf = create_transform(img_size, train=False, crop_pct=crop_pct, mean=mean, std=std)
     with blame("--data"):
-        dataset = create_dataset(spec, args.split, transform=tf)
+        if holdout and args.split == "val":  # the run validated on the last images of its training split
+            train_part, dataset = hold_out(*2 * [create_dataset(spec, "train", transform=tf)], holdout)
+        else:
+            train_part, dataset = None, create_dataset(spec, args.split, transform=tf)
     classes = model.default_cfg.get("num_classes")
     if classes != dataset.num_classes:
         raise UsageError(f"--data {spec}: {dataset.num_classes} classes, but {name} predicts {classes} (for other "
@@ -251,7 +257,7 @@ def main(argv=None):
     results, reference = {}, None
     calib, calibration = None, "dynamic"
     if calib_steps and any(r.is_scaled for r in recipes):
-        calib = calibration_loader(spec, tf, args)
+        calib = calibration_loader(spec, tf, args, train_part)
         used = min(calib_steps, len(calib))
         calibration = f"static, {used} batch{'es' if used != 1 else ''} of train"
         if used < calib_steps:
@@ -282,7 +288,8 @@ def main(argv=None):
         if len(exits) > 1 and fmt == formats[0]:
             results["dvt_budget_curve"] = dvt_curve(m, exits, labels, img_size, args.dvt_plot)
 
-    print(f"{name} on {spec} ({args.split}, {len(dataset)} images)")
+    split = f"{args.split}: held out of train by the run" if train_part is not None else args.split
+    print(f"{name} on {spec} ({split}, {len(dataset)} images)")
     w = max([12] + [len(f) + 2 for f in results])
     print(f"{'format':<{w}}{'top-1 %':>9}{'top-5 %':>9}{'agree %':>9}{'size MB':>10}{'img/s':>10}")
     for fmt, r in results.items():

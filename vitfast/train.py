@@ -258,10 +258,10 @@ def main(argv=None):
 
     # ---- train
     epochs = -(-total_steps // steps_per_epoch)
-    length = "" if cfg["steps"] or cfg["epochs"] else " (300 epochs: no --epochs or --steps was given)"
+    length = "" if cfg["steps"] or cfg["epochs"] else ", the default length: no --epochs or --steps was given"
     log.print(f"{cfg['model']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
               f"{len(train_set)} training / {len(val_set)} validation images, {num_classes} classes, "
-              f"{plural(total_steps, 'step')} of {cfg['batch_size']} ({plural(epochs, 'epoch')}){length} on "
+              f"{plural(total_steps, 'step')} of {cfg['batch_size']} ({plural(epochs, 'epoch')}{length}) on "
               f"{dist.world_size} x {device}; output {out}")
     start, seen, stop_reason, val = time.perf_counter(), 0, None, None
     last_log = (start, 0)  # (time, images) at the previous log line: each line reports its interval's rate
@@ -279,7 +279,8 @@ def main(argv=None):
                 loader = loader_for(seeded, EpochSampler(train_sampler, skip=done_in_epoch * micro), micro, cfg, epoch,
                                     True)
             train_model.train()
-            log.epoch_bar(epoch, epochs, steps_per_epoch, done_in_epoch // accum)
+            done = done_in_epoch // accum  # steps of this epoch already taken (a resumed run)
+            log.epoch_bar(epoch, epochs, min(steps_per_epoch, done + total_steps - step), done)
             for x, y in loader:
                 if done_in_epoch // accum >= steps_per_epoch or step >= total_steps:
                     break
@@ -396,11 +397,12 @@ def main(argv=None):
 
 def finished_run(out, state, say, dist):
     """A resumed run that has nothing left to train: said so, and not one of its files is touched."""
-    say(f"{out}: the run is finished (step {state['step']} of {state['total_steps']}); nothing to do. Its results: "
-        f"{os.path.join(out, 'summary.json')}. To train on from its weights, start a new run: --init-checkpoint "
-        f"{os.path.join(out, 'checkpoint-last.pt')} --output NEW_FOLDER")
+    summary_path, last = os.path.join(out, "summary.json"), os.path.join(out, "checkpoint-last.pt")
+    results = (f"Its results: {summary_path}" if os.path.isfile(summary_path) else
+               f"It stopped before its summary was written: python -m vitfast.eval --checkpoint {last} evaluates it")
+    say(f"{out}: the run is finished (step {state['step']} of {state['total_steps']}); nothing to do. {results}. "
+        f"To train on from its weights, start a new run: --init-checkpoint {last} --output NEW_FOLDER")
     dist.close()
-    summary_path = os.path.join(out, "summary.json")
     if not os.path.isfile(summary_path):
         return {"steps": state["step"]}
     with open(summary_path) as f:

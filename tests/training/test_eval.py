@@ -91,3 +91,17 @@ def test_errors():
     with pytest.raises(ValueError, match="recipe"):
         eval_main(["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,depth=1",
                    "--data", "builtin", "--quant", "fp12"])
+
+
+def test_a_run_with_holdout_is_evaluated_on_the_images_it_held_out(tmp_path, capsys):
+    """--holdout: the run validated on the last images of its training split (a dataset without a val
+    split, such as the CIFAR-10 JPEG folder); eval of its checkpoint takes the same images, by default."""
+    out = tmp_path / "run"
+    summary = train_main(["--model", "vit_tiny_patch16_224", "--data", "builtin", "--holdout", "100", "--steps", "2",
+                          "--batch-size", "32", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,"
+                          "num_heads=2", "--output", str(out), "--ptq-report", ""])
+    capsys.readouterr()
+    res = eval_main(["--checkpoint", str(out / "model.safetensors"), "--quant", "fp32,int8", "--calib-steps", "2"])
+    assert res["fp32"]["count"] == 100
+    assert res["fp32"]["acc1"] == pytest.approx(summary["val_acc1"], abs=1e-4)
+    assert "(val: held out of train by the run, 100 images)" in capsys.readouterr().out

@@ -60,8 +60,8 @@ class RunLogger:
             self.wandb.log({f"{kind}/{k}": v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
         text = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
                          if k != "kind")
-        if kind == "train" and self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
+        if kind == "train" and self.bar is not None:  # the bar has its own step count and time: the rest, short
+            self.bar.set_postfix_str(bar_text(record), refresh=False)
         elif kind != "train" or not progress.is_quiet():
             self.print(f"[{kind}] {text}")
 
@@ -83,3 +83,10 @@ class RunLogger:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def bar_text(record):
+    """A training record as a progress bar's postfix: loss, learning rate, images/s, the run's ETA."""
+    eta = int(record.get("eta_s", 0))
+    return (f"loss {record['loss']:.4g}  lr {record['lr']:.3g}  {record['images_per_second']:.0f} img/s  "
+            f"run ETA {eta // 3600}:{eta % 3600 // 60:02d}:{eta % 60:02d}")
