@@ -25,34 +25,19 @@ def bars_on():
 
 
 class _Silent:
-    """A bar's interface that draws nothing: iterating passes the items through."""
+    """What a bar offers its callers (iterate, update, set_postfix_str, close), drawing nothing."""
 
-    def __init__(self, iterable=None, total=None):
-        self.iterable, self.total, self.n = iterable, total, 0
+    def __init__(self, iterable=None):
+        self.iterable = iterable
 
     def __iter__(self):
         return iter(self.iterable)
 
-    def __len__(self):
-        return len(self.iterable) if self.total is None else self.total
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def update(self, n=1):
-        self.n += n
+        pass
 
     def set_postfix_str(self, *args, **kwargs):
         pass
-
-    def set_description_str(self, *args, **kwargs):
-        pass
-
-    def write(self, text):
-        echo(text)
 
     def close(self):
         pass
@@ -64,26 +49,20 @@ def bar(iterable=None, total=None, desc=None, unit="batch", leave=False, announc
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)
     if bars_on():
-        try:
-            from tqdm import tqdm
-        except ImportError:  # tqdm is a dependency; a stripped environment still runs, without bars
-            pass
-        else:
-            return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True,
-                        file=sys.stderr, **kwargs)
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True, file=sys.stderr,
+                    **kwargs)
     if announce and desc and not _quiet:
         count = f" ({total} {unit if total == 1 else unit + ('es' if unit.endswith('ch') else 's')})" if total else ""
         print(f"{desc}{count} ...", flush=True)
-    return _Silent(iterable, total)
+    return _Silent(iterable)
 
 
 def echo(text, file=None):
     """print(), above any bar being drawn (tqdm.write), so lines and bars do not tear each other."""
     if bars_on():
-        try:
-            from tqdm import tqdm
+        from tqdm import tqdm
 
-            return tqdm.write(text, file=file or sys.stdout)
-        except ImportError:
-            pass
+        return tqdm.write(text, file=file or sys.stdout)
     print(text, file=file or sys.stdout, flush=True)
