@@ -22,7 +22,7 @@ from vitfast.models import CheckpointMismatchError, get_model_config, load_check
 from vitfast.models.checkpoint import atomic_write
 from vitfast.training.config import parse_kv, split_top_level
 from vitfast.training.evaluate import accuracy, collect_logits
-from vitfast.training.state import is_training_checkpoint, model_from_file
+from vitfast.training.state import model_from_file
 from vitfast.visualize import rollout_path
 
 DEFAULT_CALIB_STEPS = 8
@@ -184,12 +184,6 @@ def load_model(args):
             raise UsageError(f"--checkpoint-path {args.checkpoint_path} does not fit --model {args.model} "
                              f"({e.brief()}); check --model and --model-kwargs") from e
         except (ValueError, TypeError, OSError, RuntimeError) as e:
-            # A run's checkpoint-*.pt holds more than weights (its RNG state), which the safe loader refuses
-            # with a long torch message; the user only needs to give it where it belongs.
-            if is_training_checkpoint(args.checkpoint_path):
-                raise UsageError(f"--checkpoint-path {args.checkpoint_path} is a vitfast training checkpoint, "
-                                 f"which records its model: give it as --checkpoint {args.checkpoint_path}, without "
-                                 "--model and --checkpoint-path") from e
             raise UsageError(f"--checkpoint-path {args.checkpoint_path}: cannot read it as weights "
                              f"({one_line(e)})") from e
     return model, {}

@@ -105,3 +105,18 @@ def test_a_run_with_holdout_is_evaluated_on_the_images_it_held_out(tmp_path, cap
     assert res["fp32"]["count"] == 100
     assert res["fp32"]["acc1"] == pytest.approx(summary["val_acc1"], abs=1e-4)
     assert "(val: held out of train by the run, 100 images)" in capsys.readouterr().out
+
+
+def test_a_training_checkpoint_serves_as_weights(trained, tmp_path, capsys):
+    """A run's checkpoint-*.pt given where weights go (eval's --checkpoint-path, train's --init-checkpoint):
+    the safe loader reads it (its numpy random state included) and takes its model's tensors."""
+    kwargs = "img_size=32,patch_size=8,embed_dim=48,depth=2,num_heads=2,num_classes=10"
+    by_path = eval_main(["--model", "vit_tiny_patch16_224", "--model-kwargs", kwargs, "--checkpoint-path",
+                         str(trained / "checkpoint-best.pt"), "--data", "builtin"])
+    by_checkpoint = eval_main(["--checkpoint", str(trained / "checkpoint-best.pt")])
+    assert by_path["fp32"]["acc1"] == by_checkpoint["fp32"]["acc1"]
+    summary = train_main(["--model", "vit_tiny_patch16_224", "--data", "builtin", "--steps", "1", "--batch-size", "64",
+                          "--model-kwargs", kwargs.rsplit(",", 1)[0], "--init-checkpoint",
+                          str(trained / "checkpoint-last.pt"), "--output", str(tmp_path / "tuned"), "--ptq-report", ""])
+    assert summary["steps"] == 1
+    assert f"initialised from {trained / 'checkpoint-last.pt'}" in capsys.readouterr().out

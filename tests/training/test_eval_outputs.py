@@ -1,7 +1,6 @@
 """vitfast.eval's files and lines as a user meets them (subprocess, tiny model, CPU): no file is replaced
 unless --overwrite asks, a file name of another kind (a checkpoint given to --json) is refused even then,
-and every refusal is one line, status 2, before any work; a training checkpoint given as weights says
-where it belongs; a model.safetensors that records its run's config evaluates alone; attention maps
+and every refusal is one line, status 2, before any work; a model.safetensors that records its run's config evaluates alone; attention maps
 are big enough to read; --quiet leaves the results only."""
 import hashlib
 import json
@@ -58,11 +57,6 @@ REFUSALS = [
      ["--checkpoint", "{RUN}/checkpoint-last.pt", "--attention-maps", "3", "--maps-dir", "{R}/maps"],
      r"--maps-dir .*maps already holds rollout_0000.png, rollout_0001.png; give --overwrite to replace them, or "
      r"another --maps-dir$"),
-    ("--checkpoint-path a training checkpoint",
-     ["--model", "vit_tiny_patch16_224", "--model-kwargs", KWARGS, "--checkpoint-path", "{RUN}/checkpoint-best.pt",
-      "--data", "builtin"],
-     r"--checkpoint-path .*checkpoint-best.pt is a vitfast training checkpoint, which records its model: give it "
-     r"as --checkpoint .*checkpoint-best.pt, without --model and --checkpoint-path$"),
     (".safetensors without its run's config", ["--checkpoint", "{R}/bare.safetensors"],
      r"--checkpoint .*bare.safetensors records no training data \(saved without its run's config\); give --data "
      r"SPEC$"),

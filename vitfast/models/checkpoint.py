@@ -56,9 +56,23 @@ def load_state_dict(model, state_dict, strict=True, source="checkpoint"):
     return result
 
 
+def _weights_only_extras():
+    """What torch.load's weights-only unpickler may rebuild besides tensors, and nothing else: timm's
+    checkpoint saver (T2T-ViT, DVT) stores its argparse.Namespace beside the weights, and a vitfast
+    training checkpoint numpy's random state (these rebuild arrays, no other objects)."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy 2
+    except ImportError:
+        from numpy.core.multiarray import _reconstruct
+    return [argparse.Namespace, _reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def read_state_dict(path):
-    """A flat {name: tensor} from a .pth/.pt/.bin (torch.save) or .safetensors file; .npz files go
-    through vitfast.models.load_npz instead."""
+    """A flat {name: tensor} from a .pth/.pt/.bin (torch.save: plain weights, or a training checkpoint's
+    model, vitfast's checkpoint-*.pt included) or .safetensors file; .npz files go through
+    vitfast.models.load_npz instead."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint_path {path!r} does not exist")
@@ -67,9 +81,7 @@ def read_state_dict(path):
             from safetensors.torch import load_file
 
             return load_file(path)
-        # timm's checkpoint saver (used by the T2T-ViT and DVT code) stores its argparse.Namespace beside the
-        # weights; allow that one type through the safe unpickler, nothing else.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals(_weights_only_extras()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign, truncated or unsafe file: UnpicklingError, RuntimeError, SafetensorError...
         raise ValueError(f"{path!r} cannot be read as weights ({type(e).__name__}: {first_line(e)})") from e

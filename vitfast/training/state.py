@@ -10,8 +10,7 @@ import torch
 from ..cli import UsageError, one_line
 from ..models.checkpoint import atomic_write, from_file_metadata
 
-__all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "read_training_checkpoint",
-           "is_training_checkpoint", "model_from_file"]
+__all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "read_training_checkpoint", "model_from_file"]
 
 
 def rng_state():
@@ -51,22 +50,6 @@ def read_training_checkpoint(path, argument):
     if not isinstance(state, dict) or not {"model", "config"} <= set(state):
         raise UsageError(f"{argument}: {path!r} is not a vitfast training checkpoint (it holds no model and config)")
     return state
-
-
-def is_training_checkpoint(path):
-    """Whether `path` is a vitfast training checkpoint (what save_state writes), told without running
-    arbitrary pickled code: torch.load's weights-only unpickler, allowed the numpy array types of the
-    stored random generator state (they rebuild arrays and nothing else). False for any other file."""
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy 2
-    except ImportError:
-        from numpy.core.multiarray import _reconstruct
-    try:
-        with torch.serialization.safe_globals([_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not torch.save's, or it needs more than weights and arrays: not ours
-        return False
-    return isinstance(state, dict) and {"model", "config", "rng"} <= set(state)
 
 
 def model_from_file(path, argument, weights="model"):
