@@ -236,7 +236,8 @@ def main(argv=None):
     tf = create_transform(img_size, train=False, crop_pct=crop_pct, mean=mean, std=std)
     with blame("--data"):
         if holdout and args.split == "val":  # the run validated on the last images of its training split
-            train_part, dataset = hold_out(*2 * [create_dataset(spec, "train", transform=tf)], holdout)
+            images = create_dataset(spec, "train", transform=tf)
+            train_part, dataset = hold_out(images, images, holdout)
         else:
             train_part, dataset = None, create_dataset(spec, args.split, transform=tf)
     classes = model.default_cfg.get("num_classes")
@@ -259,8 +260,8 @@ def main(argv=None):
                   f"batch{'es' if used != 1 else ''} of {args.batch_size}; calibrating on {used}", file=sys.stderr)
     for fmt, recipe in zip(formats, recipes):
         scaled = recipe.is_scaled
-        if calib is not None and recipe.is_scaled and not progress.bars_on() and not progress.is_quiet():
-            print(f"calibrate {fmt} ({calibration}) ...", flush=True)  # on a terminal: convert_ptq's bar
+        if calib is not None and recipe.is_scaled:
+            progress.start_line(f"calibrate {fmt} ({calibration})")  # on a terminal: convert_ptq's bar
         m = model if fmt.lower() == "fp32" else convert_ptq(model, recipe, calib_data=calib, calib_steps=calib_steps)
         exits, labels, ips = collect_logits(m, loader, device, desc=f"eval {fmt}")
         logits = exits[-1]

@@ -5,7 +5,7 @@ a piece that announces itself prints one line when it starts instead, so a log n
 minutes. `set_quiet(True)` (the commands' --quiet) turns both off; results and errors still print."""
 import sys
 
-__all__ = ["set_quiet", "is_quiet", "bars_on", "bar", "echo"]
+__all__ = ["set_quiet", "is_quiet", "bars_on", "bar", "start_line", "echo"]
 
 _quiet = False
 
@@ -53,10 +53,16 @@ def bar(iterable=None, total=None, desc=None, unit="batch", leave=False, announc
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True, file=sys.stderr,
                     **kwargs)
-    if announce and desc and not _quiet:
+    if announce and desc:
         count = f" ({total} {unit if total == 1 else unit + ('es' if unit.endswith('ch') else 's')})" if total else ""
-        print(f"{desc}{count} ...", flush=True)
+        start_line(f"{desc}{count}")
     return _Silent(iterable)
+
+
+def start_line(what):
+    """`what ...` as a line when work starts off a terminal (on one, its bar says it), unless --quiet."""
+    if not _quiet and not bars_on():
+        print(f"{what} ...", flush=True)
 
 
 def echo(text, file=None):

@@ -19,8 +19,9 @@ def ignore_sigint(_worker_id=None):
 
 
 class StopRequest:
-    """install() puts the handler in place while the training loop runs, restore() the one before (main thread only; elsewhere, or not enabled:
-    torchrun's ranks, which would each stop at a different step, it does nothing)."""
+    """install() puts the handler in place while the training loop runs, restore() the one before. In the
+    main thread only; elsewhere, or not enabled (torchrun's ranks, which would each stop at a different
+    step), it does nothing."""
 
     def __init__(self, enabled=True):
         self.enabled, self.requested, self.safe, self.at_boundary = enabled, False, False, False
