@@ -95,7 +95,8 @@ def compile_sm90(build_temp, cuda_home, cutlass_dirs, pool):
     (object file, future) pairs; an object newer than its sources is reused."""
     out_dir = os.path.join(build_temp, "sm90")
     os.makedirs(out_dir, exist_ok=True)
-    headers = glob.glob(os.path.join(SM90_DIR, "*.h*")) + [os.path.join("csrc", "gemm", "gemm_params.h")]
+    headers = glob.glob(os.path.join(SM90_DIR, "*.h*")) + [os.path.join("csrc", "gemm", h) for h in
+                                                             ("gemm_params.h", "gemm_path.h", "sm90_config.h")]
     newest_header = max(os.path.getmtime(h) for h in headers)
     nvcc = os.path.join(cuda_home, "bin", "nvcc")
     flags = ["-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", "-lineinfo",

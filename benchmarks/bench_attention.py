@@ -5,15 +5,13 @@ p v), forward and forward+backward, with and without an additive (B, H, N, N) bi
     python benchmarks/bench_attention.py --out benchmarks/results/attention_h200.md
     python benchmarks/bench_attention.py --device cpu --quick      # smoke run, seconds, no GPU
 
-Times: CUDA events via triton.testing.do_bench (median, after warm-up) when triton is installed,
-else a CUDA-event loop (median of --rep runs). TFLOP/s counts 4 B H N² d per forward and 2.5 times
+Times: benchmarks/common.py's measure() (common.METHOD, named in the table's header). TFLOP/s counts 4 B H N² d per forward and 2.5 times
 that for the backward (FlashAttention's convention); bandwidth counts the bytes of q, k, v and o
 (and the bias) read or written once (forward+backward: also dO, dq, dk, dv and dbias), over the
 measured time. "vs best SDPA" is the best SDPA backend's time over this row's (above 1: faster).
 """
 import argparse
 import os
-import statistics
 import sys
 
 import torch
@@ -23,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import vitfast  # noqa: E402
 from vitfast.cli import first_line  # noqa: E402
 from vitfast.ops import attention, attention_ref  # noqa: E402
-from common import environment, sample_ms  # noqa: E402  (benchmarks/common.py)
+from common import METHOD, environment, input_sets, measure  # noqa: E402  (benchmarks/common.py)
 
 SHAPES = [  # (label, B, H, N, d)
     ("ViT-B/16", 256, 12, 197, 64),
@@ -61,17 +59,6 @@ def make_fns(device):
     return fns
 
 
-def timer(device, warmup, rep):
-    if device == "cuda":
-        try:
-            from triton.testing import do_bench
-
-            return lambda fn: do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
-        except ImportError:
-            return lambda fn: statistics.median(sample_ms(fn, device, max(10, rep // 5), warmup=5))
-    return lambda fn: statistics.median(sample_ms(fn, device, 3, warmup=1))
-
-
 def inputs(B, H, N, d, dtype, device, with_bias, grad):
     """q, k, v as strided views of one fused qkv projection (the layout the models hand over)."""
     qkv = torch.randn(B, N, 3, H, d, device=device, dtype=dtype)
@@ -80,13 +67,14 @@ def inputs(B, H, N, d, dtype, device, with_bias, grad):
     return q, k, v, bias
 
 
-def bench_case(fns, measure, B, H, N, d, dtype, device, with_bias):
+def bench_case(fns, repeats, B, H, N, d, dtype, device, with_bias):
     rows = {}
     esize = torch.finfo(dtype).bits // 8
     flops = 4 * B * H * N * N * d
     io = 4 * B * H * N * d * esize + (B * H * N * N * esize if with_bias else 0)
     for mode in ("fwd", "fwd+bwd"):
-        times = time_mode(fns, measure, mode, inputs(B, H, N, d, dtype, device, with_bias, grad=mode != "fwd"))
+        sets = input_sets(lambda: inputs(B, H, N, d, dtype, device, with_bias, grad=mode != "fwd"), device)
+        times = time_mode(fns, repeats, mode, sets, device)
         for name, ms in times.items():
             if isinstance(ms, str):
                 rows[(mode, name)] = ms
@@ -99,23 +87,22 @@ def bench_case(fns, measure, B, H, N, d, dtype, device, with_bias):
     return rows
 
 
-def time_mode(fns, measure, mode, qkvb):
-    """name -> median ms of the forward ("fwd") or forward+backward, or "n/a: why"."""
-    q, k, v, bias = qkvb
-    dout = torch.randn_like(q)
-    leaves = [t for t in (q, k, v, bias) if t is not None]
+def time_mode(fns, repeats, mode, sets, device):
+    """name -> median ms of the forward ("fwd") or forward+backward over the input sets, or "n/a: why"."""
+    dout = torch.randn_like(sets[0][0])
     times = {}
     for name, f in fns.items():
         if mode == "fwd":
-            def run(f=f):
+            def run(q, k, v, bias, f=f):
                 with torch.no_grad():
                     f(q, k, v, bias)
         else:
-            def run(f=f):
+            def run(q, k, v, bias, f=f):
+                leaves = [t for t in (q, k, v, bias) if t is not None]
                 torch.autograd.grad(f(q, k, v, bias), leaves, dout)
         try:
-            run()
-            times[name] = measure(run)
+            run(*sets[0])
+            times[name] = measure(run, device, sets, repeats).median
         except (RuntimeError, ValueError, NotImplementedError) as e:
             times[name] = f"n/a: {first_line(e)[:60]}"
     return times
@@ -126,8 +113,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
     parser.add_argument("--quick", action="store_true", help="one tiny shape (a smoke run)")
-    parser.add_argument("--warmup", type=int, default=100, help="warm-up, ms (do_bench)")
-    parser.add_argument("--rep", type=int, default=500, help="repetitions, ms (do_bench)")
+    parser.add_argument("--repeats", type=int, default=10, help="samples per case (at least 10; the median is reported)")
     parser.add_argument("--out", help="also write the markdown table to this file")
     args = parser.parse_args(argv)
 
@@ -143,17 +129,17 @@ def main(argv=None):
         dtype = torch.float32
     torch.manual_seed(0)
     fns = make_fns(args.device)
-    measure = timer(args.device, args.warmup, args.rep)
     env = environment(args.device)
 
     lines = ["# Attention: vitfast vs SDPA backends vs plain PyTorch", "",
              " | ".join(f"{k}: {v}" for k, v in env.items()) + f" | dtype: {dtype}", "",
+             f"Timing: {METHOD}; inputs rotated over more than twice the L2 cache.", "",
              "| shape | B | H | N | d | bias | pass | impl | ms | TFLOP/s | GB/s | vs best SDPA |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    print("\n".join(lines[:3]))
+    print("\n".join(lines[:5]))
     for label, B, H, N, d in (QUICK_SHAPES if args.quick else SHAPES):
         for with_bias in (False, True):
-            rows = bench_case(fns, measure, B, H, N, d, dtype, args.device, with_bias)
+            rows = bench_case(fns, args.repeats, B, H, N, d, dtype, args.device, with_bias)
             for mode in ("fwd", "fwd+bwd"):
                 sdpa = [r[0] for (m, n), r in rows.items() if m == mode and n.startswith("sdpa") and isinstance(r, tuple)]
                 best = min(sdpa) if sdpa else None

@@ -7,36 +7,28 @@ linear_residual (fc2, proj) against F.linear(...) + residual and both against cu
 F.linear(x, w) (the epilogue's cost), lp_matmul FP16_16 / FP16_32 against
 torch's fp16 matmul with and without allow_fp16_accumulation, layer_norm (+ residual) against
 F.layer_norm (and x + r first); forward and, for the training ops, forward + backward. Reports the
-median time (CUDA events, after warm-up, inputs rotated over more than the L2 size), TFLOP/s for the
+median time (benchmarks/common.py's measure(): common.METHOD, in the table's header), TFLOP/s for the
 products and GB/s (bytes each op must move) for layer_norm, and the ratio to the PyTorch peer.
 """
 import argparse
-import itertools
-import statistics
 
 import torch
 import torch.nn.functional as F
 
-from common import environment, sample_ms  # benchmarks/common.py
+from common import METHOD, environment, input_sets, measure  # benchmarks/common.py
 
 WIDTHS = {"vit_tiny": 192, "vit_small": 384, "vit_base": 768, "vit_large": 1024}
 
 
-def bench(fn, inputs, repeats, warmup=5):
-    """(median, min, max) ms of fn(*inputs[i % len(inputs)]) over the calls."""
-    rotation = itertools.cycle(inputs)
-    times = sample_ms(lambda: fn(*next(rotation)), "cuda", repeats, warmup)
-    return statistics.median(times), min(times), max(times)
-
-
-def rotated(make, bytes_each, l2=60 * 2**20):
-    return [make() for _ in range(max(2, min(8, 3 * l2 // max(bytes_each, 1) + 1)))]
+def bench(fn, inputs, repeats):
+    """(median, min, max) ms of fn(*inputs[i % len(inputs)])."""
+    return tuple(measure(fn, "cuda", inputs, repeats))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=10, help="samples per case (at least 10)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -46,6 +38,7 @@ def main(argv=None):
     dev, bf = "cuda", torch.bfloat16
     M = args.batch * 197
     lines = [f"# bench_kernels.py, M = {M}", ""] + [f"- {k}: {v}" for k, v in environment(dev).items()] + [
+        f"- timing: {METHOD}; inputs rotated over more than twice the L2 cache",
         "", "| op | shape | ours ms | peer ms | ours/peer speed | ours TFLOP/s or GB/s |", "|---|---|---|---|---|---|"]
     # The bandwidth roof the memory-bound ops are held to: a device-to-device copy (bytes read + written).
     src = [torch.randn(2**28 // 2, device=dev, dtype=bf) for _ in range(2)]
@@ -68,8 +61,8 @@ def main(argv=None):
         for K, N, what in ((D, H, "fc1"), (H, D, "fc2"), (D, D, "proj")):
             w = torch.randn(N, K, device=dev, dtype=bf) / K**0.5
             b = torch.randn(N, device=dev, dtype=bf)
-            xs = rotated(lambda: (torch.randn(M, K, device=dev, dtype=bf), torch.randn(M, N, device=dev, dtype=bf)),
-                         M * (K + N) * 2)
+            xs = input_sets(lambda: (torch.randn(M, K, device=dev, dtype=bf), torch.randn(M, N, device=dev, dtype=bf)),
+                            dev)
             flops = 2 * M * N * K
             if what == "fc1":
                 ours = bench(lambda x, r: linear_gelu(x, w, b), xs, args.repeats)
@@ -94,7 +87,7 @@ def main(argv=None):
                     torch.backends.cuda.matmul.allow_fp16_accumulation = old
                 row(f"{name} lp_matmul {acc} acc ({what})", f"{M}x{K}->{N}", ours, peer, flops, "TFLOP/s")
         g, be = torch.rand(D, device=dev) + 0.5, torch.randn(D, device=dev)
-        xs = rotated(lambda: (torch.randn(M, D, device=dev, dtype=bf), torch.randn(M, D, device=dev, dtype=bf)), M * D * 6)
+        xs = input_sets(lambda: (torch.randn(M, D, device=dev, dtype=bf), torch.randn(M, D, device=dev, dtype=bf)), dev)
         ours = bench(lambda x, r: layer_norm(x, g, be, 1e-6, residual=r), xs, args.repeats)
         peer = bench(lambda x, r: F.layer_norm(x + r, (D,), g.to(bf), be.to(bf), 1e-6), xs, args.repeats)
         row(f"{name} layer_norm + residual fwd", f"{M}x{D}", ours, peer, M * D * 2 * 4, "GB/s")

@@ -8,8 +8,9 @@ torch._int_mm) against bf16 and against the emulation; peak memory per image. On
     python benchmarks/bench_models.py --device cpu --quick     # a smoke run of every code path (seconds)
     VITFAST_FUSED_GEMM=0 python benchmarks/bench_models.py ...  # linear_gelu/_residual on cuBLAS + ATen instead
 
-Timing: CUDA events around each call after warm-up calls, the median of --repeats (the spread, min to
-max, is printed beside it); inputs are random (never zeros) and drawn afresh per case. Training = one
+Timing: benchmarks/common.py's measure(launch="host"): CUDA events around whole calls launched from an
+idle GPU (the host's share of a step counts, as in a user's loop), after warm-up calls, the median of
+at least 10 samples (the spread, min to max, is printed beside it); inputs are random (never zeros) and drawn afresh per case. Training = one
 forward, backward and AdamW step under bf16 autocast (fp32 master weights), for every variant alike.
 Inference runs the model in bf16 (its parameters cast), eval mode, no_grad. Models timm lacks
 (dvt_t2t_vit_14) use vitfast's own model with the "sdpa" backend as the eager baseline. torch.compile
@@ -18,13 +19,12 @@ over the timed calls, less what was allocated before, per image.
 """
 import argparse
 import os
-import statistics
 import sys
 import warnings
 
 import torch
 
-from common import environment, sample_ms  # benchmarks/common.py
+from common import environment, measure  # benchmarks/common.py
 
 MODELS = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224",
           "deit_small_patch16_224", "dvt_t2t_vit_14"]
@@ -61,9 +61,9 @@ class Timer:
             torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
-        times = sample_ms(fn, self.device, self.repeats, warmup=0)
+        t = measure(fn, self.device, repeats=self.repeats, warmup=0, launch="host")
         peak = torch.cuda.max_memory_allocated() - base if cuda else 0
-        return statistics.median(times), min(times), max(times), peak
+        return t.median, t.low, t.high, peak
 
 
 def build(name, source, kw):
@@ -208,7 +208,9 @@ def format_row(row, rows):
 
 
 def header(device):
-    return [f"{k}: {v}" for k, v in environment(device).items()]
+    return [f"{k}: {v}" for k, v in environment(device).items()] + [
+        "timing: CUDA events around whole calls launched from an idle GPU (host time included), median and "
+        "min-max of >= 10 samples after warm-up"]
 
 
 def main(argv=None):

@@ -13,13 +13,12 @@ import datetime
 import importlib.metadata
 import os
 import platform
-import statistics
 from pathlib import Path
 from unittest import mock
 
 import torch
 
-from common import git_commit, gpu_driver, sample_ms  # benchmarks/common.py
+from common import METHOD, git_commit, gpu_driver, measure  # benchmarks/common.py
 from vitfast.cli import first_line
 from vitfast.ops import float_quantize
 
@@ -56,7 +55,7 @@ def fresh_input(n, device):
 
 def time_ms(fn, device, repeats):
     """Median milliseconds of fn() over `repeats` calls after WARMUP calls."""
-    return statistics.median(sample_ms(fn, device, repeats, WARMUP))
+    return measure(fn, device, repeats=repeats, warmup=WARMUP).median
 
 
 def gbps(n, ms):
@@ -175,8 +174,8 @@ def main():
     for device, ms in copies.items():
         notes.append(f"{device} copy (x.clone()): {ms:.4g} ms, {gbps(args.size, ms):.0f} GB/s")
 
-    header = [f"# float_quantize throughput: {args.size} fp32 elements, "
-              f"median of {args.repeats} after {WARMUP} warm-up",
+    header = [f"# float_quantize throughput: {args.size} fp32 elements",
+              f"- timing: {METHOD} (on a GPU; the host clock on the CPU)",
               "", *(f"- {line}" for line in machine_info(load_before)),
               f"- torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}, qtorch {qver}",
               f"- vitfast commit {git_commit()}",

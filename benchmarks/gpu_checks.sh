@@ -44,7 +44,7 @@ for stage in $stages; do
       done ;;
     bench)
       timeout 120 $py benchmarks/bench_quant.py --device cuda --out "$out/quant.md" 2>&1 | tail -12
-      timeout 200 $py benchmarks/bench_attention.py --warmup 25 --rep 100 --out "$out/attention.md" 2>&1 \
+      timeout 200 $py benchmarks/bench_attention.py --out "$out/attention.md" 2>&1 \
         | grep -v "^smoke" | tail -90
       timeout 150 $py benchmarks/bench_kernels.py --repeats 30 --out "$out/kernels.md" 2>&1 | tail -60 ;;
     models-quick)

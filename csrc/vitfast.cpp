@@ -24,8 +24,9 @@ TORCH_LIBRARY(vitfast, m) {
         "-> (Tensor out, Tensor sum, Tensor mean, Tensor rstd)");
   m.def("layer_norm_backward(Tensor dout, Tensor? dsum, Tensor x, Tensor weight, Tensor mean, Tensor rstd) "
         "-> (Tensor dx, Tensor dweight, Tensor dbias)");
-  m.def("linear_gelu(Tensor x, Tensor weight, Tensor? bias, str approximate, bool save_pre) -> (Tensor out, Tensor pre)");
-  m.def("linear_residual(Tensor x, Tensor weight, Tensor? bias, Tensor residual) -> Tensor");
+  m.def("linear_gelu(Tensor x, Tensor weight, Tensor? bias, str approximate, bool save_pre, str config='auto') "
+        "-> (Tensor out, Tensor pre)");
+  m.def("linear_residual(Tensor x, Tensor weight, Tensor? bias, Tensor residual, str config='auto') -> Tensor");
   m.def("lp_matmul(Tensor x, Tensor weight, Tensor? bias, str epilogue, Tensor? residual, bool accumulate_fp16, "
         "ScalarType out_dtype) -> Tensor");
 }

@@ -32,9 +32,31 @@ inline GemmCase gemm_case(int major, int minor, at::ScalarType dtype, int64_t M,
 }
 
 // gemm_path.h's choice for x's device and dtype, and the launch of the chosen kernel (sm90 or mma.sync).
+// launch_gemm goes on to the next path where a kernel cannot take p's tensors (sm90_refusal,
+// mma_sync_refusal), warning once; false when none could: the caller then runs ATen's ops.
 GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, bool accumulate_fp16, bool out_f32,
                        bool fused);
-void launch_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16, GemmPath path);
+bool launch_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16, GemmPath path);
+
+// "'auto', 'coop_128x128', ...": the configurations built for a kernel kind, for messages.
+inline std::string sm90_config_list(Sm90Kind kind) {
+  std::string out = "'auto'";
+  for (int i = 1; i < static_cast<int>(Sm90Config::kCount); ++i) {
+    if (sm90_config_built(kind, static_cast<Sm90Config>(i))) out += std::string(", '") + kSm90ConfigNames[i] + "'";
+  }
+  return out;
+}
+
+// The op's `config` argument (sm90_config.h's names) for the kernel kind that will run; a name that is
+// not one, or a configuration this build does not hold for the kind, is refused in one line.
+inline int sm90_config_arg(const char* op, c10::string_view name, Sm90Kind kind) {
+  const Sm90Config c = sm90_config_named(std::string(name).c_str());
+  TORCH_CHECK(c != Sm90Config::kCount, op, ": config must be one of ", sm90_config_list(Sm90Kind::kAct), ", got '",
+              name, "'");
+  TORCH_CHECK(c == Sm90Config::kAuto || sm90_config_built(kind, c), op, ": config '", name, "' is not built for ",
+              sm90_kind_name(kind), "; built: ", sm90_config_list(kind));
+  return static_cast<int>(c);
+}
 
 // Host-side argument checks shared by the CPU and CUDA ops. Returns (M, N, K).
 inline std::tuple<int64_t, int64_t, int64_t> check_linear(const char* op, const at::Tensor& x, const at::Tensor& weight,

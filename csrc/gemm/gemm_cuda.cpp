@@ -22,28 +22,34 @@ GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, boo
 namespace {
 
 void launch_mma_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16) {
-  TORCH_CHECK(p.K % 8 == 0, "mma_gemm: K (", p.K, ") must be a multiple of 8");
   TORCH_CHECK((p.M + kBM - 1) / kBM <= 65535, "mma_gemm: M (", p.M, ") exceeds ", 65535 * kBM, " rows");
   TORCH_CHECK(operand == at::kHalf || (operand == at::kBFloat16 && !accumulate_fp16),
               "mma_gemm: fp16 or bf16 operands, fp16 accumulation with fp16 only; got ", operand);
   C10_CUDA_CHECK(mma_gemm(p, operand_of(operand), accumulate_fp16, at::cuda::getCurrentCUDAStream()));
 }
 
-// The sm90 kernel for p; false, after one warning, where CUTLASS declines the case (the caller then
-// runs the mma.sync kernel, so no user sees the difference but the time).
+// The sm90 kernel for p; false, after one warning, where it cannot take the case (the caller then runs
+// the next path, so no user sees the difference but the time).
 bool launch_sm90(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16) {
 #ifdef VITFAST_WITH_SM90
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const bool bf16 = operand == at::kBFloat16;
   const int status = accumulate_fp16            ? sm90::lp_matmul_fp16_accumulate(p, stream)
-                     : p.epilogue == kResidual ? sm90::linear_residual(p, bf16, stream)
+                     : p.epilogue == kResidual ? (bf16 ? sm90::linear_residual_bf16(p, stream)
+                                                       : sm90::linear_residual_fp16(p, stream))
                      : p.out_f32               ? sm90::lp_matmul_fp32_output(p, stream)
-                                               : sm90::linear_gelu(p, bf16, stream);
-  TORCH_CHECK(status != sm90::kLaunchFailed, "vitfast: the sm90 GEMM failed (M=", p.M, ", N=", p.N, ", K=", p.K,
-              "): ", cudaGetErrorString(cudaGetLastError()));
+                     : bf16                    ? sm90::linear_gelu_bf16(p, stream)
+                                               : sm90::linear_gelu_fp16(p, stream);
+  const char* config = kSm90ConfigNames[p.config];
+  TORCH_CHECK(status != sm90::kLaunchFailed, "vitfast: CUTLASS's launch of the sm90 GEMM (", config, ") failed at M=",
+              p.M, ", N=", p.N, ", K=", p.K);
+  TORCH_CHECK(status != sm90::kNotBuilt, "vitfast: no sm90 GEMM is built in the configuration ", config,
+              " for this epilogue (the op's wrapper checks this; please report it)");
   if (status == sm90::kOk) return true;
-  TORCH_WARN_ONCE("vitfast: CUTLASS's sm90 GEMM declined M=", p.M, ", N=", p.N, ", K=", p.K, " (",
-                  status == sm90::kNeedsWorkspace ? "it asks for a workspace" : "can_implement failed",
+  const char* why = status == sm90::kRefused          ? sm90_refusal(p, 2)
+                    : status == sm90::kNeedsWorkspace ? "CUTLASS asks for a workspace"
+                                                      : "CUTLASS's can_implement declined it";
+  TORCH_WARN_ONCE("vitfast: the sm90 GEMM cannot take M=", p.M, ", N=", p.N, ", K=", p.K, " (", why,
                   "); the mma.sync kernel runs such cases instead");
 #else
   (void)p, (void)operand, (void)accumulate_fp16;
@@ -53,11 +59,21 @@ bool launch_sm90(const GemmParams& p, at::ScalarType operand, bool accumulate_fp
 
 }  // namespace
 
-void launch_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16, GemmPath path) {
+bool launch_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16, GemmPath path) {
   TORCH_CHECK(path != GemmPath::kAten, "launch_gemm: the ATen path has no GEMM kernel to launch");
-  if (p.M == 0 || p.N == 0) return;
-  if (path == GemmPath::kSm90 && launch_sm90(p, operand, accumulate_fp16)) return;
+  if (p.M == 0 || p.N == 0) return true;
+  // An error still pending from earlier work is reported as such, not as this launch's.
+  const cudaError_t earlier = cudaGetLastError();
+  TORCH_CHECK(earlier == cudaSuccess, "vitfast: a CUDA error from earlier work was pending when the GEMM was "
+              "called: ", cudaGetErrorString(earlier));
+  if (path == GemmPath::kSm90 && launch_sm90(p, operand, accumulate_fp16)) return true;
+  if (const char* why = mma_sync_refusal(p, 2)) {
+    TORCH_WARN_ONCE("vitfast: the mma.sync GEMM cannot take M=", p.M, ", N=", p.N, ", K=", p.K, " (", why,
+                    "); ATen's ops run such cases instead");
+    return false;
+  }
   launch_mma_gemm(p, operand, accumulate_fp16);
+  return true;
 }
 
 }  // namespace vitfast::gemm

@@ -19,6 +19,7 @@ struct GemmParams {
   int epilogue = kNone;
   bool round_pre = false;  // GELU of the pre-activation rounded to the operand dtype (as F.gelu(F.linear()))
   bool out_f32 = false;    // out and residual are float32, else the operand dtype
+  int config = 0;          // sm90_config.h's Sm90Config for the Hopper kernels (0: the default for the shape)
 };
 
 }  // namespace vitfast::gemm

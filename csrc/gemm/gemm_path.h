@@ -8,8 +8,10 @@
 //   mma_sync our mma.sync kernel (mma_gemm.cuh): any other fp16/bf16 case with K % 8 == 0;
 //   aten     linear_gelu / linear_residual on other dtypes or K, or with VITFAST_FUSED_GEMM=0: ATen's ops.
 #include <cstdint>
+#include <cstring>
 
 #include "gemm/gemm_params.h"
+#include "gemm/sm90_config.h"
 
 namespace vitfast::gemm {
 
@@ -34,6 +36,57 @@ inline GemmPath choose_gemm_path(const GemmCase& c) {
   const bool sm90 = c.sm90_built && c.major == 9 && c.minor == 0 && !(c.out_f32 && c.accumulate_fp16) &&
                     c.N % 8 == 0 && c.K >= kSm90MinK && c.M <= INT32_MAX && c.N <= INT32_MAX;
   return sm90 ? GemmPath::kSm90 : GemmPath::kMmaSync;
+}
+
+// The sm90 kernel kind that runs p (sm90_config.h).
+inline Sm90Kind sm90_kind(const GemmParams& p, bool accumulate_fp16) {
+  if (accumulate_fp16) return p.epilogue == kResidual ? Sm90Kind::kFp16AccResidual : Sm90Kind::kFp16AccAct;
+  if (p.epilogue == kResidual) return p.out_f32 ? Sm90Kind::kResidualF32 : Sm90Kind::kResidual;
+  if (p.out_f32) return Sm90Kind::kFp32Output;
+  return p.pre ? Sm90Kind::kActAux : Sm90Kind::kAct;
+}
+
+// "auto", "coop_128x128", ... -> the configuration; kCount for a name that is none of them.
+inline Sm90Config sm90_config_named(const char* name) {
+  for (int i = 0; i < static_cast<int>(Sm90Config::kCount); ++i) {
+    if (std::strcmp(name, kSm90ConfigNames[i]) == 0) return static_cast<Sm90Config>(i);
+  }
+  return Sm90Config::kCount;
+}
+
+inline bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+// Why the sm90 kernels cannot take p's tensors (null when they can). TMA moves a, b, the residual, the
+// output and the stored pre-activation through descriptors that need a 16-byte aligned base, row
+// strides in multiples of 16 bytes below 2^40 and sizes below 2^32; CUTLASS's can_implement checks the
+// shape's alignment, not the pointers', and under NDEBUG a descriptor it fails to encode is only
+// printed, and the kernel launched with it. The epilogue reads the bias in 16-byte vectors.
+inline const char* sm90_refusal(const GemmParams& p, int operand_bytes) {
+  const int64_t out_bytes = p.out_f32 ? 4 : operand_bytes;
+  if (p.M < 1 || p.N < 1 || p.K < 1 || p.M > INT32_MAX) return "M, N and K must lie in [1, 2^31)";
+  if (int64_t(p.K) * operand_bytes % 16 != 0) return "rows of a and b are not a multiple of 16 bytes (K)";
+  if (int64_t(p.N) * out_bytes % 16 != 0 || int64_t(p.N) * operand_bytes % 16 != 0) {
+    return "rows of the output are not a multiple of 16 bytes (N)";
+  }
+  if (!aligned16(p.a)) return "a is not 16-byte aligned";
+  if (!aligned16(p.b)) return "b (the weight) is not 16-byte aligned";
+  if (!aligned16(p.out)) return "the output is not 16-byte aligned";
+  if (p.epilogue == kResidual && !aligned16(p.residual)) return "the residual is not 16-byte aligned";
+  if (p.pre && !aligned16(p.pre)) return "the pre-activation output is not 16-byte aligned";
+  if (p.bias && !aligned16(p.bias)) return "the bias is not 16-byte aligned";
+  return nullptr;
+}
+
+// Why the mma.sync kernel cannot take p's tensors (null when it can): a and b are read in 16-byte
+// cp.async chunks, the output written in pairs.
+inline const char* mma_sync_refusal(const GemmParams& p, int operand_bytes) {
+  if (p.K % 8 != 0) return "K is not a multiple of 8";
+  if (!aligned16(p.a)) return "a is not 16-byte aligned";
+  if (!aligned16(p.b)) return "b (the weight) is not 16-byte aligned";
+  if (reinterpret_cast<uintptr_t>(p.out) % (2 * (p.out_f32 ? 4 : operand_bytes)) != 0) {
+    return "the output is not aligned to a pair of elements";
+  }
+  return nullptr;
 }
 
 inline const char* gemm_path_name(GemmPath p) {

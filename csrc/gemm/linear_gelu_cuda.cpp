@@ -10,15 +10,17 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> linear_gelu_cuda(const at::Tensor& x, const at::Tensor& weight,
                                                     const std::optional<at::Tensor>& bias, c10::string_view approximate,
-                                                    bool save_pre) {
+                                                    bool save_pre, c10::string_view config) {
   const auto [M, N, K] = check_linear("linear_gelu", x, weight, bias);
   TORCH_CHECK(approximate == "none" || approximate == "tanh", "linear_gelu: approximate must be 'none' or 'tanh', got '",
               approximate, "'");
-  const GemmPath path = gemm_path_for(x, M, N, K, false, false, fused_gemm_enabled());
-  if (path == GemmPath::kAten) {
+  const int sm90_config = sm90_config_arg("linear_gelu", config, save_pre ? Sm90Kind::kActAux : Sm90Kind::kAct);
+  auto aten = [&]() -> std::tuple<at::Tensor, at::Tensor> {
     const at::Tensor pre = at::linear(x, weight, bias);
     return {at::gelu(pre, approximate), save_pre ? pre : x.new_empty({0})};
-  }
+  };
+  const GemmPath path = gemm_path_for(x, M, N, K, false, false, fused_gemm_enabled());
+  if (path == GemmPath::kAten) return aten();
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor a = dense(x.reshape({M, K})), w = dense(weight);
   const at::Tensor bf = bias.has_value() ? dense(bias->to(at::kFloat)) : at::Tensor();
@@ -28,7 +30,8 @@ std::tuple<at::Tensor, at::Tensor> linear_gelu_cuda(const at::Tensor& x, const a
   p.epilogue = approximate == "tanh" ? kGeluTanh : kGeluErf;
   p.round_pre = true;
   p.pre = save_pre ? pre.data_ptr() : nullptr;
-  launch_gemm(p, x.scalar_type(), false, path);
+  p.config = sm90_config;
+  if (!launch_gemm(p, x.scalar_type(), false, path)) return aten();
   const auto shape = out_shape(x, N);
   return {out.view(shape), save_pre ? pre.view(shape) : pre};
 }

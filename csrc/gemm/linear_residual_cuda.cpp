@@ -8,7 +8,7 @@ namespace vitfast::gemm {
 namespace {
 
 at::Tensor linear_residual_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                                const at::Tensor& residual) {
+                                const at::Tensor& residual, c10::string_view config) {
   const auto [M, N, K] = check_linear("linear_residual", x, weight, bias);
   const auto shape = out_shape(x, N);
   TORCH_CHECK(residual.sizes() == at::IntArrayRef(shape), "linear_residual: residual must have the output's shape ",
@@ -17,8 +17,11 @@ at::Tensor linear_residual_cuda(const at::Tensor& x, const at::Tensor& weight, c
               "linear_residual: residual must have x's dtype ", x.scalar_type(), " or float32, got ", residual.scalar_type());
   TORCH_CHECK(residual.device() == x.device(), "linear_residual: residual must be on x's device");
   const bool out_f32 = residual.scalar_type() == at::kFloat;
+  const int sm90_config =
+      sm90_config_arg("linear_residual", config, out_f32 ? Sm90Kind::kResidualF32 : Sm90Kind::kResidual);
+  auto aten = [&] { return at::linear(x, weight, bias).to(residual.scalar_type()).add_(residual); };
   const GemmPath path = gemm_path_for(x, M, N, K, false, out_f32, fused_gemm_enabled());
-  if (path == GemmPath::kAten) return at::linear(x, weight, bias).to(residual.scalar_type()).add_(residual);
+  if (path == GemmPath::kAten) return aten();
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor a = dense(x.reshape({M, K})), w = dense(weight), r = dense(residual.reshape({M, N}));
   const at::Tensor bf = bias.has_value() ? dense(bias->to(at::kFloat)) : at::Tensor();
@@ -27,7 +30,8 @@ at::Tensor linear_residual_cuda(const at::Tensor& x, const at::Tensor& weight, c
   p.epilogue = kResidual;
   p.out_f32 = out_f32;
   p.residual = r.data_ptr();
-  launch_gemm(p, x.scalar_type(), false, path);
+  p.config = sm90_config;
+  if (!launch_gemm(p, x.scalar_type(), false, path)) return aten();
   return out.view(shape);
 }
 

@@ -32,8 +32,10 @@ at::Tensor lp_matmul_cuda(const at::Tensor& x, const at::Tensor& weight, const s
     if (epi == kResidual) v = v + r.to(at::kFloat);
     return v.to(out_dtype).reshape(out_shape(x, N));
   }
-  launch_gemm(p, at::kHalf, accumulate_fp16,
-              gemm_path_for(x, M, N, K, accumulate_fp16, out_dtype == at::kFloat, /*fused=*/true));
+  // Its operands are dense() and its output fresh, which both kernels take: no ATen op sums in fp16.
+  TORCH_CHECK(launch_gemm(p, at::kHalf, accumulate_fp16,
+                          gemm_path_for(x, M, N, K, accumulate_fp16, out_dtype == at::kFloat, /*fused=*/true)),
+              "lp_matmul: no GEMM kernel takes these operands");
   return out.reshape(out_shape(x, N));
 }
 

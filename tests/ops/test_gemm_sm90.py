@@ -1,7 +1,9 @@
 """The Hopper GEMMs (csrc/gemm/sm90/, CUTLASS TMA + wgmma) behind linear_gelu, linear_residual and
-lp_matmul: which path each case takes (gemm_path.h, asked on any machine), the HGMMA instructions in
-the built binary (cuobjdump, no GPU needed), and on an H100/H200 the results against float64 within
-2x PyTorch's error, with the kernels seen running in the profiler."""
+lp_matmul: which path each case takes (gemm_path.h, asked on any machine), which configuration (tile,
+cluster, schedule: sm90_config.h) runs a shape, what each kernel refuses before its launch, the HGMMA
+instructions of every configuration in the built binary (cuobjdump, no GPU needed), and on an H100/H200
+the results of every configuration against float64 within 2x PyTorch's error, with the kernels seen
+running in the profiler."""
 import re
 import subprocess
 
@@ -53,6 +55,119 @@ def test_edge_cases_go_where_the_kernels_take_them(case, expected):
                 args.pop("K"), **args) == expected
 
 
+# ---- configurations (sm90_config.h): the default per shape class, explicit requests, what is built
+
+config = torch.ops.vitfast.sm90_config
+KINDS = ["act", "act_aux", "residual", "residual_f32", "fp16_acc_act", "fp16_acc_residual", "fp32_output"]
+M_B256 = 256 * 197  # ViT at batch 256
+
+
+@pytest.mark.parametrize("kind,M,N,gelu,expected", [
+    ("act", M_B256, 3072, True, "pingpong_128x128_2x1"),  # fc1 + GELU: the epilogue behind the other mainloop
+    ("act_aux", M_B256, 3072, True, "pingpong_128x128_2x1"),
+    ("act", M_B256, 2304, False, "coop_128x256_2x1"),  # no epilogue, N a multiple of 256
+    ("act", M_B256, 576, False, "coop_128x192"),  # 4.5 tiles of 128, 3 of 192
+    ("act", M_B256, 1152, False, "coop_128x128"),  # 9 tiles of 128 exactly
+    ("residual", M_B256, 768, False, "coop_128x256_2x1"),  # fc2 / proj at ViT-B
+    ("residual", M_B256, 1280, False, "coop_128x256_2x1"),  # ViT-H
+    ("residual", M_B256, 192, False, "coop_128x192"),  # ViT-Ti
+    ("residual", M_B256, 384, False, "coop_128x128"),  # ViT-S: 3 tiles of 128
+    ("residual_f32", M_B256, 192, False, "coop_128x192"),
+    ("residual", 8 * 197, 768, False, "pingpong_64x128"),  # batch 8: 78 tiles of 128x128 for 132 SMs
+    ("act", 8 * 197, 3072, True, "pingpong_128x128_2x1"),  # 312 tiles: enough
+    ("act", 2 * 197, 3072, True, "pingpong_64x128"),  # 96 tiles
+    ("act_aux", 2 * 197, 3072, True, "pingpong_128x128_2x1"),  # no small-M kernel stores the pre-activation
+    ("residual_f32", 8 * 197, 768, False, "coop_128x256_2x1"),
+    ("fp16_acc_act", M_B256, 3072, True, "coop_128x128"),  # FP16_16 / FP16_32 into float32: one configuration
+    ("fp16_acc_residual", 8, 768, False, "coop_128x128"),
+    ("fp32_output", M_B256, 2304, False, "coop_128x128"),
+])
+def test_the_default_configuration_per_shape_class(kind, M, N, gelu, expected):
+    assert config(kind, M, N, gelu) == expected
+
+
+def test_the_small_m_rule_follows_the_sm_count():
+    assert config("residual", 8 * 197, 768, sms=132) == "pingpong_64x128"
+    assert config("residual", 8 * 197, 768, sms=64) == "coop_128x256_2x1"  # 78 tiles fill 64 SMs
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_explicit_configuration_is_taken_as_asked(kind):
+    for name in torch.ops.vitfast.sm90_configs(kind):
+        assert config(kind, M_B256, 768, True, name) == name
+
+
+def test_the_built_configurations():
+    built = {k: torch.ops.vitfast.sm90_configs(k) for k in KINDS}
+    assert built["act"] == ["coop_128x128", "pingpong_128x128_2x1", "coop_128x256_2x1", "coop_128x192",
+                            "pingpong_64x128"]
+    assert built["act_aux"] == ["coop_128x128", "pingpong_128x128_2x1"]
+    assert built["residual"] == ["coop_128x128", "coop_128x256_2x1", "coop_128x192", "pingpong_64x128"]
+    assert built["residual_f32"] == ["coop_128x128", "coop_128x256_2x1", "coop_128x192"]
+    assert built["fp16_acc_act"] == built["fp16_acc_residual"] == built["fp32_output"] == ["coop_128x128"]
+
+
+@pytest.mark.parametrize("kind,name,message", [
+    ("act", "coop_256x128", "config must be one of 'auto', 'coop_128x128'"),
+    ("act_aux", "coop_128x256_2x1", "config 'coop_128x256_2x1' is not built for GELU storing the pre-activation; "
+                                    "built: 'auto', 'coop_128x128', 'pingpong_128x128_2x1'"),
+    ("residual_f32", "pingpong_64x128", "is not built for the residual epilogue into float32"),
+    ("gelu", "auto", "kind must be one of act, act_aux"),
+])
+def test_a_configuration_that_is_not_built_is_refused_in_one_line(kind, name, message):
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        config(kind, M_B256, 768, True, name)
+
+
+# ---- what each kernel refuses before its launch (gemm_path.h: sm90_refusal, mma_sync_refusal)
+
+refusal = torch.ops.vitfast.gemm_refusal
+A, B, OUT, RES, PRE, BIAS = 0x10000, 0x20000, 0x30000, 0x40000, 0x50000, 0x60000  # 16-byte aligned addresses
+
+
+def test_aligned_tensors_are_taken_by_both_kernels():
+    for path in ("sm90", "mma_sync"):
+        assert refusal(path, M_B256, 768, 3072, A, B, OUT, residual=RES, bias=BIAS) is None
+        assert refusal(path, M_B256, 3072, 768, A, B, OUT, pre=PRE, bias=BIAS) is None
+        assert refusal(path, M_B256, 768, 3072, A, B, OUT, residual=RES, out_f32=True) is None
+
+
+@pytest.mark.parametrize("case,reason", [
+    (dict(a=A + 8), "a is not 16-byte aligned"),  # a view 4 bf16 elements into its storage
+    (dict(b=B + 2), "b (the weight) is not 16-byte aligned"),
+    (dict(out=OUT + 8), "the output is not 16-byte aligned"),
+    (dict(residual=RES + 4), "the residual is not 16-byte aligned"),
+    (dict(pre=PRE + 8), "the pre-activation output is not 16-byte aligned"),
+    (dict(bias=BIAS + 4), "the bias is not 16-byte aligned"),  # read in 16-byte vectors by the epilogue
+    (dict(K=100), "rows of a and b are not a multiple of 16 bytes (K)"),  # a TMA stride of 200 bytes
+    (dict(N=1001), "rows of the output are not a multiple of 16 bytes (N)"),
+    (dict(M=0), "M, N and K must lie in [1, 2^31)"),
+    (dict(M=2**31), "M, N and K must lie in [1, 2^31)"),  # TMA's sizes and CUTLASS's int problem shape
+])
+def test_each_sm90_refusal(case, reason):
+    args = dict(M=M_B256, N=768, K=3072, a=A, b=B, out=OUT, residual=RES, pre=None, bias=BIAS) | case
+    if "pre" in case:
+        args["residual"] = None
+    assert refusal("sm90", **args) == reason
+
+
+@pytest.mark.parametrize("case,reason", [
+    (dict(a=A + 8), "a is not 16-byte aligned"),  # cp.async moves 16-byte chunks
+    (dict(b=B + 8), "b (the weight) is not 16-byte aligned"),
+    (dict(K=100), "K is not a multiple of 8"),
+    (dict(out=OUT + 2), "the output is not aligned to a pair of elements"),
+])
+def test_each_mma_sync_refusal(case, reason):
+    args = dict(M=1000, N=768, K=3072, a=A, b=B, out=OUT) | case
+    assert refusal("mma_sync", **args) == reason
+
+
+def test_mma_sync_takes_what_only_tma_refuses():
+    # the mma.sync kernel reads the residual and bias per element and writes pairs: 4-byte alignment is enough
+    assert refusal("mma_sync", 1000, 768, 3072, A, B, OUT + 4, residual=RES + 2, bias=BIAS + 4) is None
+    assert refusal("sm90", 1000, 768, 3072, A, B, OUT + 4, residual=RES + 2, bias=BIAS + 4) is not None
+
+
 def test_the_build_default_is_this_build():
     built = torch.ops.vitfast.sm90_kernels_built()
     assert path(9, 0, BF16, 4096, 768, 768) == ("sm90" if built else "mma_sync")
@@ -80,13 +195,40 @@ def hgmma(body):
 
 
 def test_the_sm90_kernels_issue_hgmma(sm90_sass):
-    # linear_gelu: 2 per dtype (with and without the stored pre-activation); linear_residual: 2 per
-    # dtype (into the operands' dtype or float32); lp_matmul: FP16_16's two, FP16_32's into float32
-    assert len(sm90_sass) == 11, list(sm90_sass)
+    # linear_gelu and linear_residual: each configuration built for their four kinds, in bf16 and fp16;
+    # lp_matmul: FP16_16's two, FP16_32's into float32 (one configuration each)
+    two_dtypes = sum(len(torch.ops.vitfast.sm90_configs(k)) for k in KINDS[:4])
+    assert two_dtypes == 14 and len(sm90_sass) == 2 * two_dtypes + 3, list(sm90_sass)
     for name, body in sm90_sass.items():
         assert hgmma(body), f"no HGMMA in {name[:120]}"
         assert "HMMA" not in body.replace("HGMMA", ""), "an mma.sync instruction in a wgmma kernel"
         assert "UTMALDG" in body, "the operands are not loaded by TMA"
+
+
+def signature(name, body):
+    """(schedule, HGMMA shapes, TMA loads multicast?): what tells the configurations apart in the SASS."""
+    schedule = "pingpong" if "Pingpong" in name else "coop" if "Cooperative" in name else "?"
+    return schedule, tuple(sorted({s for s, _, _ in hgmma(body)})), "UTMALDG.3D.MULTICAST" in body
+
+
+SIGNATURES = {  # a 2x1 cluster multicasts each weight tile to both CTAs; a warpgroup's wgmma is 64 rows high
+    "coop_128x128": ("coop", ("64x128x16",), False),
+    "pingpong_128x128_2x1": ("pingpong", ("64x128x16",), True),
+    "coop_128x256_2x1": ("coop", ("64x256x16",), True),
+    "coop_128x192": ("coop", ("64x192x16",), False),
+    "pingpong_64x128": ("pingpong", ("64x128x16",), False),
+}
+
+
+def test_each_configuration_is_built_as_named(sm90_sass):
+    expected = {}
+    for kind in KINDS:
+        for name in torch.ops.vitfast.sm90_configs(kind):
+            expected[SIGNATURES[name]] = expected.get(SIGNATURES[name], 0) + (2 if kind in KINDS[:4] else 1)
+    found = {}
+    for name, body in sm90_sass.items():
+        found[signature(name, body)] = found.get(signature(name, body), 0) + 1
+    assert found == expected
 
 
 def test_fp16_16_kernels_accumulate_in_fp16_and_the_others_in_fp32(sm90_sass):
@@ -181,3 +323,47 @@ def test_sm90_lp_matmul_epilogues_match_the_cpu_emulation(accumulate):
         bound = (a.double().abs() @ b.double().abs()) * (768 * u16 if accumulate == "fp16" else 1e-5)
         lim = 2 * bound + 4 * u16 * cpu.abs() + 1e-3
         assert bool(((y.cpu().double() - cpu).abs() <= lim).all()), kw
+
+
+def ran_schedules(fn):
+    """fn()'s result and the schedules ("pingpong" / "coop") of the CUTLASS kernels it ran."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out = fn()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA and "GemmUniversal" in e.name]
+    return out, {"pingpong" if "Pingpong" in n else "coop" for n in names}
+
+
+@hopper
+@pytest.mark.parametrize("dtype", [H16, BF16], ids=str)
+@pytest.mark.parametrize("kind", ["act", "act_aux", "residual", "residual_f32"])
+@pytest.mark.parametrize("M,K,N", [(1576, 768, 768), (333, 192, 576), (1000, 64, 1000), (4100, 384, 1152)])
+def test_every_configuration_within_2x_torch(kind, M, K, N, dtype):
+    # ragged last tiles in M (333, 1000, 4100 rows) and in N for every tile width (576 / 128, 1000 / 192 and / 256)
+    x, w, b, r = operands(M, K, N, dtype)
+    for name in torch.ops.vitfast.sm90_configs(kind):
+        if kind in ("act", "act_aux"):
+            (out, pre), ran = ran_schedules(
+                lambda: torch.ops.vitfast.linear_gelu(x, w, b, "tanh", kind == "act_aux", name))
+            assert_2x_torch(out, F.gelu(F.linear(x, w, b), approximate="tanh"),
+                            linear_gelu_ref(x.double(), w.double(), b.double(), "tanh"), what=name)
+            if kind == "act_aux":  # the stored pre-activation: the linear within one rounding of the largest
+                lin = F.linear(x.float(), w.float(), b.float())
+                assert (pre.float() - lin).abs().max() <= 2**-7 * lin.abs().max(), name
+        else:
+            res = r.float() if kind == "residual_f32" else r
+            out, ran = ran_schedules(lambda: linear_residual(x, w, b, res, config=name))
+            assert out.dtype == res.dtype
+            assert_2x_torch(out, F.linear(x, w, b).to(res.dtype) + res,
+                            linear_residual_ref(x.double(), w.double(), b.double(), res.double()), what=name)
+        assert ran == {name.split("_")[0]}, (name, ran)
+
+
+@hopper
+def test_the_default_configuration_is_the_one_that_runs():
+    x, w, b, r = operands(8 * 197, 768, 768, BF16)  # batch 8: pingpong_64x128 by default
+    _, ran = ran_schedules(lambda: linear_residual(x, w, b, r))
+    assert ran == {"pingpong"}
+    x, w, b, r = operands(4096, 768, 768, BF16)  # 192 tiles: coop_128x256_2x1
+    _, ran = ran_schedules(lambda: linear_residual(x, w, b, r))
+    assert ran == {"coop"}

@@ -116,6 +116,34 @@ def test_bad_arguments_name_the_argument():
         torch.ops.vitfast.linear_residual(x, w, b, r[:2])
 
 
+def test_config_names_a_built_hopper_configuration_and_changes_no_result():
+    x, w, b, r = make(20, 16, 24, torch.float32, "cpu")
+    with torch.no_grad():
+        want_gelu, want_res = linear_gelu(x, w, b), linear_residual(x, w, b, r)
+        for name in ("auto", "coop_128x128", "pingpong_128x128_2x1", "coop_128x256_2x1", "coop_128x192",
+                     "pingpong_64x128"):
+            assert torch.equal(linear_gelu(x, w, b, config=name), want_gelu)
+        xb, wb, bb, rb = (t.bfloat16() for t in (x, w, b, r))  # a residual in the operands' dtype
+        for name in ("coop_128x256_2x1", "coop_128x192", "pingpong_64x128"):
+            assert torch.equal(linear_residual(xb, wb, bb, rb, config=name), linear_residual(xb, wb, bb, rb))
+        assert torch.equal(linear_residual(x, w, b, r, config="coop_128x192"), want_res)
+    with pytest.raises(ValueError, match=r"^config must be one of 'auto', 'coop_128x128', 'pingpong_128x128_2x1', "
+                                         r"'coop_128x256_2x1', 'coop_128x192', 'pingpong_64x128' for linear_gelu, "
+                                         r"got 'fast'$"):
+        linear_gelu(x.detach(), w.detach(), b.detach(), config="fast")
+    # the kernels that store the pre-activation (a gradient is wanted) come in two configurations
+    with pytest.raises(ValueError, match="for linear_gelu with a gradient, got 'pingpong_64x128'"):
+        linear_gelu(x, w, b, config="pingpong_64x128")
+    with pytest.raises(ValueError, match="for linear_residual into float32, got 'pingpong_64x128'"):
+        linear_residual(x, w, b, r, config="pingpong_64x128")
+    with pytest.raises(RuntimeError, match="linear_residual: config must be one of"):
+        torch.ops.vitfast.linear_residual(x, w, b, r, "fast")
+    with pytest.raises(RuntimeError, match="linear_gelu: config 'coop_128x192' is not built for GELU storing"):
+        torch.ops.vitfast.linear_gelu(x, w, b, "none", True, "coop_128x192")
+    torch.library.opcheck(torch.ops.vitfast.linear_gelu.default, (x, w, b, "none", True, "pingpong_128x128_2x1"))
+    torch.library.opcheck(torch.ops.vitfast.linear_residual.default, (x, w, b, r, "coop_128x192"))
+
+
 CUDA_CASES = [(1, 8, 8), (7, 24, 9), (197, 192, 768), (394, 768, 3072), (130, 3072, 768), (257, 1024, 1000),
               (128, 128, 128), (1000, 40, 130)]
 

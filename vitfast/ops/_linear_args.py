@@ -1,4 +1,6 @@
 """Argument checks shared by the matrix-product operators' wrappers (linear_gelu, linear_residual, lp_matmul)."""
+import functools
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -26,6 +28,21 @@ def check_linear(x, weight, bias, x_name="x", weight_name="weight"):
         raise ValueError(f"{weight_name}.shape[1] ({weight.shape[1]}) must equal {x_name}'s last dimension ({x.shape[-1]})")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+
+
+@functools.lru_cache(maxsize=None)
+def sm90_configs(kind):
+    """The Hopper GEMM configurations built for a kernel kind (csrc/gemm/sm90_config.h)."""
+    return ("auto", *torch.ops.vitfast.sm90_configs(kind))
+
+
+def check_config(config, kind, what):
+    """`config` names a Hopper GEMM configuration built for `kind` ("act", "act_aux", "residual", ...)."""
+    if config == "auto":
+        return
+    built = sm90_configs(kind)
+    if config not in built:
+        raise ValueError(f"config must be one of {', '.join(map(repr, built))} for {what}, got {config!r}")
 
 
 def autocast_dtype(x):

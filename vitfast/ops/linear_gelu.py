@@ -7,33 +7,37 @@ fused gelu_backward elementwise kernel on the saved pre-activation.
 """
 import torch
 
-from ._linear_args import check_linear, linear_backward, linear_operands
+from ._linear_args import check_config, check_linear, linear_backward, linear_operands
 
 __all__ = ["linear_gelu", "linear_gelu_ref"]
 
 APPROXIMATE = ("none", "tanh")
 
 
-def linear_gelu(x, weight, bias=None, approximate="none"):
+def linear_gelu(x, weight, bias=None, approximate="none", *, config="auto"):
     """GELU(x @ weight.T + bias); x (..., K), weight (N, K), bias (N) or None -> (..., N). Under autocast
-    the operands are cast to the autocast dtype, as F.linear's are."""
+    the operands are cast to the autocast dtype, as F.linear's are. `config` picks the Hopper kernel's
+    tile, cluster and schedule (csrc/gemm/sm90_config.h; "auto": the default for the shape); it changes
+    the time, never the result, and has nothing to pick where the Hopper kernels do not run."""
     check_linear(x, weight, bias)
     if approximate not in APPROXIMATE:
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
     x, weight, bias = linear_operands(x, weight, bias)
     save_pre = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    out, _ = torch.ops.vitfast.linear_gelu.default(x, weight, bias, approximate, save_pre)
+    check_config(config, "act_aux" if save_pre else "act",
+                 "linear_gelu with a gradient" if save_pre else "linear_gelu")
+    out, _ = torch.ops.vitfast.linear_gelu.default(x, weight, bias, approximate, save_pre, config)
     return out
 
 
 @torch.library.register_fake("vitfast::linear_gelu")
-def _(x, weight, bias, approximate, save_pre):
+def _(x, weight, bias, approximate, save_pre, config="auto"):
     shape = (*x.shape[:-1], weight.shape[0])
     return x.new_empty(shape), x.new_empty(shape if save_pre else (0,))
 
 
 def _setup(ctx, inputs, output):
-    x, weight, bias, approximate, _ = inputs
+    x, weight, bias, approximate, _, _ = inputs
     ctx.approximate = approximate
     ctx.has_bias = bias is not None
     ctx.save_for_backward(x, weight, bias, output[1])
@@ -45,7 +49,7 @@ def _backward(ctx, dout, _dpre):
         pre = torch.nn.functional.linear(x, weight, bias)
     dpre = torch.ops.aten.gelu_backward(dout, pre, approximate=ctx.approximate)
     dx, dweight, dbias = linear_backward(dpre, x, weight, ctx.has_bias)
-    return dx, dweight, dbias, None, None
+    return dx, dweight, dbias, None, None, None
 
 
 torch.library.register_autograd("vitfast::linear_gelu", _backward, setup_context=_setup)

@@ -6,13 +6,14 @@ residual's dtype, which may be x's or float32 (autocast's fp32 residual stream w
 """
 import torch
 
-from ._linear_args import check_float_tensor, check_linear, linear_backward, linear_operands
+from ._linear_args import check_config, check_float_tensor, check_linear, linear_backward, linear_operands
 
 __all__ = ["linear_residual", "linear_residual_ref"]
 
 
-def linear_residual(x, weight, bias, residual):
-    """residual + x @ weight.T + bias; x (..., K), weight (N, K), bias (N) or None, residual (..., N)."""
+def linear_residual(x, weight, bias, residual, *, config="auto"):
+    """residual + x @ weight.T + bias; x (..., K), weight (N, K), bias (N) or None, residual (..., N).
+    `config` picks the Hopper kernel's configuration, as linear_gelu's does."""
     check_linear(x, weight, bias)
     check_float_tensor("residual", residual)
     shape = (*x.shape[:-1], weight.shape[0])
@@ -21,16 +22,19 @@ def linear_residual(x, weight, bias, residual):
     x, weight, bias = linear_operands(x, weight, bias)
     if residual.dtype not in (x.dtype, torch.float32):
         residual = residual.to(torch.promote_types(residual.dtype, x.dtype))
-    return torch.ops.vitfast.linear_residual.default(x, weight, bias, residual)
+    f32 = residual.dtype == torch.float32
+    check_config(config, "residual_f32" if f32 else "residual",
+                 "linear_residual into float32" if f32 else "linear_residual")
+    return torch.ops.vitfast.linear_residual.default(x, weight, bias, residual, config)
 
 
 @torch.library.register_fake("vitfast::linear_residual")
-def _(x, weight, bias, residual):
+def _(x, weight, bias, residual, config="auto"):
     return residual.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
 def _setup(ctx, inputs, output):
-    x, weight, bias, residual = inputs
+    x, weight, bias, residual, _ = inputs
     ctx.has_bias = bias is not None
     ctx.residual_dtype = residual.dtype
     ctx.save_for_backward(x, weight)
@@ -39,7 +43,7 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, dout):
     x, weight = ctx.saved_tensors
     dx, dweight, dbias = linear_backward(dout.to(x.dtype), x, weight, ctx.has_bias)
-    return dx, dweight, dbias, dout
+    return dx, dweight, dbias, dout, None
 
 
 torch.library.register_autograd("vitfast::linear_residual", _backward, setup_context=_setup)
