@@ -3,8 +3,10 @@
     python benchmarks/bench_kernels.py [--batch 256] [--repeats 50] [--out FILE]
 
 For ViT-Ti/S/B/L token matrices (M = batch * 197): linear_gelu (fc1) against F.gelu(F.linear(...)),
-linear_residual (fc2, proj) against F.linear(...) + residual and both against cuBLAS's bare product
-F.linear(x, w) (the epilogue's cost), lp_matmul FP16_16 / FP16_32 against
+linear_residual (fc2, proj) against F.linear(...) + residual, in every Hopper configuration built for
+the case on an H100/H200 (a row each, "[config]"; elsewhere the one kernel there is), inference
+(forward) and training (forward + backward: the pre-activation stored, the residual stream in float32),
+the fastest against cuBLAS's bare product F.linear(x, w) (the epilogue's cost); lp_matmul FP16_16 / FP16_32 against
 torch's fp16 matmul with and without allow_fp16_accumulation, layer_norm (+ residual) against
 F.layer_norm (and x + r first); forward and, for the training ops, forward + backward. Reports the
 median time (benchmarks/common.py's measure(): common.METHOD, in the table's header), TFLOP/s for the
@@ -56,6 +58,11 @@ def main(argv=None):
         lines.append(line)
         print(line, flush=True)
 
+    hopper = torch.cuda.get_device_capability() == (9, 0) and torch.ops.vitfast.sm90_kernels_built()
+
+    def configs(kind):
+        return torch.ops.vitfast.sm90_configs(kind) if hopper else ["auto"]
+
     for name, D in WIDTHS.items():
         H = 4 * D
         for K, N, what in ((D, H, "fc1"), (H, D, "fc2"), (D, D, "proj")):
@@ -63,19 +70,42 @@ def main(argv=None):
             b = torch.randn(N, device=dev, dtype=bf)
             xs = input_sets(lambda: (torch.randn(M, K, device=dev, dtype=bf), torch.randn(M, N, device=dev, dtype=bf)),
                             dev)
-            flops = 2 * M * N * K
+            flops, shape = 2 * M * N * K, f"{M}x{K}->{N}"
+            op = "linear_gelu" if what == "fc1" else "linear_residual"
             if what == "fc1":
-                ours = bench(lambda x, r: linear_gelu(x, w, b), xs, args.repeats)
                 peer = bench(lambda x, r: F.gelu(F.linear(x, w, b)), xs, args.repeats)
-                row(f"{name} linear_gelu fwd", f"{M}x{K}->{N}", ours, peer, flops, "TFLOP/s")
+                times = {c: bench(lambda x, r: linear_gelu(x, w, b, config=c), xs, args.repeats) for c in configs("act")}
             else:
-                ours = bench(lambda x, r: linear_residual(x, w, b, r), xs, args.repeats)
                 peer = bench(lambda x, r: F.linear(x, w, b) + r, xs, args.repeats)
-                row(f"{name} linear_residual fwd ({what})", f"{M}x{K}->{N}", ours, peer, flops, "TFLOP/s")
-            # the fused op against cuBLAS's bare product of the same shape: what the epilogue costs
+                times = {c: bench(lambda x, r: linear_residual(x, w, b, r, config=c), xs, args.repeats)
+                         for c in configs("residual")}
+            for c, ours in times.items():
+                row(f"{name} {op} fwd" + ("" if what == "fc1" else f" ({what})") + f" [{c}]", shape, ours, peer, flops,
+                    "TFLOP/s")
+            # the fastest against cuBLAS's bare product of the same shape: what the epilogue costs
             bare = bench(lambda x, r: F.linear(x, w), xs, args.repeats)
-            row(f"{name} {'linear_gelu' if what == 'fc1' else 'linear_residual'} vs bare cuBLAS GEMM ({what})",
-                f"{M}x{K}->{N}", ours, bare, flops, "TFLOP/s")
+            best = min(times, key=lambda c: times[c][0])
+            row(f"{name} {op} vs bare cuBLAS GEMM ({what}) [{best}]", shape, times[best], bare, flops, "TFLOP/s")
+            # training: the forward stores GELU's input; the residual stream is float32 (autocast's)
+            wg, bg = w.clone().requires_grad_(), b.clone().requires_grad_()
+            train = [(x.clone().requires_grad_(), r.float().requires_grad_()) for x, r in xs]
+            dy = torch.randn(M, N, device=dev, dtype=bf)
+            if what == "fc1":
+                def fwd_bwd(f):
+                    return lambda x, r: torch.autograd.grad(f(x), (x, wg, bg), dy)
+                peer = bench(fwd_bwd(lambda x: F.gelu(F.linear(x, wg, bg))), train, args.repeats)
+                times = {c: bench(fwd_bwd(lambda x, c=c: linear_gelu(x, wg, bg, config=c)), train, args.repeats)
+                         for c in configs("act_aux")}
+            else:
+                def fwd_bwd(f):
+                    return lambda x, r: torch.autograd.grad(f(x, r), (x, wg, bg, r), dy.float())
+                peer = bench(fwd_bwd(lambda x, r: F.linear(x, wg, bg).float() + r), train, args.repeats)
+                times = {c: bench(fwd_bwd(lambda x, r, c=c: linear_residual(x, wg, bg, r, config=c)), train,
+                                  args.repeats) for c in configs("residual_f32")}
+            for c, ours in times.items():
+                row(f"{name} {op} fwd+bwd" + ("" if what == "fc1" else f" ({what})") + f" [{c}]", shape, ours, peer,
+                    3 * flops, "TFLOP/s")
+            del train, wg, bg
             wh, xh = w.half(), [(x.half(), r) for x, r in xs]
             for acc in ("fp16", "fp32"):
                 ours = bench(lambda x, r: lp_matmul(x, wh.t(), accumulate=acc), xh, args.repeats)

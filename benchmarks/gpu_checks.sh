@@ -33,6 +33,7 @@ for stage in $stages; do
       # xdist spreads the CPU halves of these files; the GPU tests share the one card.
       timeout ${TESTS_LIMIT:-330} $py -m pytest -q -p no:cacheprovider -n ${WORKERS:-8} --timeout 240 -rfE \
         $kernels tests/models/test_vitfast_backend.py tests/models/test_dispatch.py tests/quant tests/test_build.py \
+        tests/test_bench_timing.py \
         > "$out/cuda_tests.log" 2>&1
       grep -E "^(FAILED|ERROR)|passed|failed" "$out/cuda_tests.log" | tail -40 ;;
     sanitize)
@@ -46,7 +47,7 @@ for stage in $stages; do
       timeout 120 $py benchmarks/bench_quant.py --device cuda --out "$out/quant.md" 2>&1 | tail -12
       timeout 200 $py benchmarks/bench_attention.py --out "$out/attention.md" 2>&1 \
         | grep -v "^smoke" | tail -90
-      timeout 150 $py benchmarks/bench_kernels.py --repeats 30 --out "$out/kernels.md" 2>&1 | tail -60 ;;
+      timeout 150 $py benchmarks/bench_kernels.py --out "$out/kernels.md" 2>&1 | tail -60 ;;
     models-quick)
       timeout 300 $py benchmarks/bench_models.py --models vit_base_patch16_224 --batch-sizes 256 --no-compile \
         --out "$out/models_quick.md" 2>&1 | tail -20 ;;

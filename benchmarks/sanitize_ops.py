@@ -67,6 +67,15 @@ def products():
             r = torch.randn(M, N, device="cuda", dtype=dtype, requires_grad=True)
             grads(linear_gelu(x, w, b), x, w, b)
             grads(linear_residual(x, w, b, r), x, w, b, r)
+            if M > 100:  # every Hopper configuration (the others take "auto" alone), forward only
+                with torch.no_grad():
+                    for kind, run in (("act", lambda c: linear_gelu(x, w, b, config=c)),
+                                      ("residual", lambda c: linear_residual(x, w, b, r, config=c)),
+                                      ("residual_f32", lambda c: linear_residual(x, w, b, r.float(), config=c))):
+                        for c in torch.ops.vitfast.sm90_configs(kind):
+                            run(c)
+                for c in torch.ops.vitfast.sm90_configs("act_aux"):
+                    linear_gelu(x, w, b, config=c)
         a = torch.randn(M, K, device="cuda").half()
         bm = torch.randn(K, N, device="cuda").half() / K**0.5
         for acc in ("fp16", "fp32"):

@@ -4,9 +4,11 @@
 
 Reads bench_kernels.py's and bench_attention.py's markdown tables (the GPU's name is in their headers;
 both must come from one GPU) and writes vitfast/layers/dispatch_data/<gpu>.json: per fused op and
-measured shape, our kernel's median time, the best library path's, and which one the backend runs.
-Ours is chosen only where it measured at least MARGIN faster: a smaller difference is within the
-spread of repeated timings, and the library path is the one users already trust.
+measured shape, our kernel's median time (for the matrix products, that of the fastest configuration
+measured, named, with every configuration's time beside it), the best library path's, and which one
+the backend runs. Ours is chosen only where it measured at least MARGIN faster: a smaller difference is
+within the spread of repeated timings, and the library path is the one users already trust. Prints
+what changed against the file it replaces.
 """
 import argparse
 import json
@@ -40,34 +42,44 @@ def gpu_name(text):
     return value.split(" (")[0]
 
 
-def entry(shape, ours_ms, library_ms, library, dtype="bfloat16"):
+def entry(shape, ours_ms, library_ms, library, dtype="bfloat16", **extra):
     use = "vitfast" if ours_ms * MARGIN <= library_ms else "library"
-    return dict(shape, dtype=dtype, ours_ms=ours_ms, library_ms=library_ms, library=library, use=use)
+    return dict(shape, dtype=dtype, ours_ms=ours_ms, library_ms=library_ms, library=library, use=use, **extra)
+
+
+# "vit_base layer_norm + residual fwd", "vit_base linear_residual fwd+bwd (fc2) [coop_128x192]": the rows
+# write_dispatch reads (not the "vs bare cuBLAS GEMM" or lp_matmul rows, whose peers are other ops)
+ROW = re.compile(r"(?P<model>\w+) (?P<op>layer_norm|linear_gelu|linear_residual)(?P<residual> \+ residual)? "
+                 r"(?P<mode>fwd\+bwd|fwd)(?: \((?:fc1|fc2|proj)\))?(?: \[(?P<config>\w+)\])?")
+LIBRARY = {"linear_gelu": "F.gelu(F.linear)", "linear_residual": "F.linear + r"}
 
 
 def kernel_entries(text):
-    """bench_kernels.py rows -> {op: [entry]} for layer_norm, linear_gelu and linear_residual."""
+    """bench_kernels.py rows -> {op: [entry]} for layer_norm, linear_gelu and linear_residual; a matrix
+    product measured in several configurations gets the fastest one's entry."""
     ops = {"layer_norm": [], "linear_gelu": [], "linear_residual": []}
+    products = {}  # (op, K, N, grad) -> {config: ours ms}, library ms
     for cells in table_rows(text):
-        if len(cells) < 4 or cells[0].split(" ")[0] not in WIDTHS:
+        m = ROW.fullmatch(cells[0]) if len(cells) >= 4 else None
+        if not m or m["model"] not in WIDTHS:
             continue
-        model, what = cells[0].split(" ", 1)
-        D = WIDTHS[model]
         try:
             ours, peer = float(cells[2]), float(cells[3])
         except ValueError:
             continue
-        grad = what.endswith("fwd+bwd")
-        rest = cells[1].split("x", 1)[1]  # "MxK->N"
-        if what.startswith("layer_norm"):
-            ops["layer_norm"].append(entry(dict(D=D, residual="residual" in what, grad=grad), ours, peer,
-                                           "F.layer_norm" + (" after x + r" if "residual" in what else "")))
-        elif what.startswith("linear_gelu"):
-            K, N = (int(v) for v in rest.split("->"))
-            ops["linear_gelu"].append(entry(dict(K=K, N=N, grad=grad), ours, peer, "F.gelu(F.linear)"))
-        elif what.startswith("linear_residual"):
-            K, N = (int(v) for v in rest.split("->"))
-            ops["linear_residual"].append(entry(dict(K=K, N=N, grad=grad), ours, peer, "F.linear + r"))
+        grad = m["mode"] == "fwd+bwd"
+        if m["op"] == "layer_norm":
+            residual = m["residual"] is not None
+            ops["layer_norm"].append(entry(dict(D=WIDTHS[m["model"]], residual=residual, grad=grad), ours, peer,
+                                           "F.layer_norm" + (" after x + r" if residual else "")))
+            continue
+        K, N = (int(v) for v in cells[1].split("x", 1)[1].split("->"))  # "MxK->N"
+        times, _ = products.setdefault((m["op"], K, N, grad), ({}, peer))
+        times[m["config"] or "auto"] = ours
+    for (op, K, N, grad), (times, peer) in products.items():
+        best = min(times, key=times.get)
+        extra = dict(config=best, configs=times) if len(times) > 1 or best != "auto" else {}
+        ops[op].append(entry(dict(K=K, N=N, grad=grad), times[best], peer, LIBRARY[op], **extra))
     return ops
 
 
@@ -114,12 +126,44 @@ def main(argv=None):
             "ops": {**kernel_entries(kernels), "attention": attention_entries(attention)}}
     os.makedirs(args.out_dir, exist_ok=True)
     path = os.path.join(args.out_dir, gpu_slug(gpu) + ".json")
+    old = None
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
     with open(path, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
     for op, rows in data["ops"].items():
         print(f"{op}: ours on {sum(r['use'] == 'vitfast' for r in rows)} of {len(rows)} measured shapes")
+    for line in changes(old, data):
+        print(line)
     print(f"wrote {os.path.relpath(path, ROOT)}")
+
+
+RESULT_KEYS = ("dtype", "ours_ms", "library_ms", "library", "use", "config", "configs")
+
+
+def choice_text(row):
+    return row["use"] if row["use"] == "library" else f"vitfast {row.get('config', 'auto')}"
+
+
+def changes(old, new):
+    """One line per measured shape whose choice differs from the replaced file's (or that is new)."""
+    if old is None:
+        return ["(no earlier file for this GPU)"]
+    lines = []
+    for op, rows in new["ops"].items():
+        before = {tuple((k, v) for k, v in r.items() if k not in RESULT_KEYS): r for r in old["ops"].get(op, [])}
+        for r in rows:
+            shape = tuple((k, v) for k, v in r.items() if k not in RESULT_KEYS)
+            was = before.get(shape)
+            text = ", ".join(f"{k}={v}" for k, v in shape)
+            if was is None:
+                lines.append(f"new: {op} {text}: {choice_text(r)}")
+            elif choice_text(was) != choice_text(r):
+                lines.append(f"changed: {op} {text}: {choice_text(was)} ({was['ours_ms']} vs {was['library_ms']} ms) "
+                             f"-> {choice_text(r)} ({r['ours_ms']} vs {r['library_ms']} ms)")
+    return lines or ["no choice changed"]
 
 
 if __name__ == "__main__":

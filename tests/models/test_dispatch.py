@@ -100,6 +100,7 @@ def test_library_branches_compute_the_same_model(monkeypatch, name, kw, train):
             monkeypatch.setattr(mod, op, lambda *a, _op=op, _real=real, **k: calls.append(_op) or _real(*a, **k))
     for mod in (fused, attention_layer):
         monkeypatch.setattr(mod, "use_kernel", lambda *a, **k: False)
+    monkeypatch.setattr(fused, "kernel_config", lambda *a, **k: None)  # the products' choice (None: library)
 
     def run(backend):
         m = set_model_backend(copy.deepcopy(model), backend)
@@ -118,3 +119,83 @@ def test_library_branches_compute_the_same_model(monkeypatch, name, kw, train):
     assert len(grads) == len(ref_grads)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+
+
+# A bench_kernels.py table in the format it writes on an H100 since the configurations came (times made
+# up for the test: no GPU has run it yet). fc1 at ViT-B: ping-pong fastest, 1.3x the library; fc2: the
+# best configuration within the 5% margin, so the library path; the "vs bare" row is not a choice.
+CONFIG_TABLE = """# bench_kernels.py, M = 50432
+
+- GPU: NVIDIA H100 80GB HBM3 (132 SMs, 79 GiB)
+- date: 2026-11-24 00:00 UTC
+- commit: test
+
+| op | shape | ours ms | peer ms | ours/peer speed | ours TFLOP/s or GB/s |
+|---|---|---|---|---|---|
+| vit_base linear_gelu fwd [coop_128x128] | 50432x768->3072 | 0.520 | 0.610 | 1.17x | 457 TFLOP/s |
+| vit_base linear_gelu fwd [pingpong_128x128_2x1] | 50432x768->3072 | 0.470 | 0.610 | 1.30x | 506 TFLOP/s |
+| vit_base linear_gelu fwd [coop_128x256_2x1] | 50432x768->3072 | 0.500 | 0.610 | 1.22x | 476 TFLOP/s |
+| vit_base linear_gelu vs bare cuBLAS GEMM (fc1) [pingpong_128x128_2x1] | 50432x768->3072 | 0.470 | 0.450 | 0.96x | 506 TFLOP/s |
+| vit_base linear_gelu fwd+bwd [coop_128x128] | 50432x768->3072 | 1.700 | 1.900 | 1.12x | 420 TFLOP/s |
+| vit_base linear_gelu fwd+bwd [pingpong_128x128_2x1] | 50432x768->3072 | 1.650 | 1.900 | 1.15x | 432 TFLOP/s |
+| vit_base linear_residual fwd (fc2) [coop_128x128] | 50432x3072->768 | 0.540 | 0.560 | 1.04x | 440 TFLOP/s |
+| vit_base linear_residual fwd (fc2) [coop_128x256_2x1] | 50432x3072->768 | 0.535 | 0.560 | 1.05x | 444 TFLOP/s |
+| vit_base layer_norm fwd | 50432x768 | 0.070 | 0.110 | 1.57x | 2,213 GB/s |
+"""
+
+
+def write(tmp_path, table, out_dir):
+    kernels, attention = tmp_path / "kernels.md", tmp_path / "attention.md"
+    kernels.write_text(table)
+    attention.write_text(open(TABLES[1]).read())
+    return subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "write_dispatch.py"), str(kernels),
+                           str(attention), "--out-dir", str(out_dir)], check=True, capture_output=True, text=True,
+                          cwd=ROOT).stdout
+
+
+def test_the_fastest_configuration_is_chosen_and_the_changes_printed(tmp_path, monkeypatch):
+    out_dir = tmp_path / "data"
+    out_dir.mkdir()
+    name = dispatch.gpu_slug(H100) + ".json"
+    (out_dir / name).write_text(open(os.path.join(dispatch.DATA_DIR, name)).read())  # the committed choices
+    printed = write(tmp_path, CONFIG_TABLE, out_dir)
+    data = json.loads((out_dir / name).read_text())
+    gelu = {(r["K"], r["N"], r["grad"]): r for r in data["ops"]["linear_gelu"]}
+    fc1 = gelu[(768, 3072, False)]
+    assert (fc1["use"], fc1["config"], fc1["ours_ms"], fc1["library_ms"]) == ("vitfast", "pingpong_128x128_2x1",
+                                                                              0.47, 0.61)
+    assert fc1["configs"] == {"coop_128x128": 0.52, "pingpong_128x128_2x1": 0.47, "coop_128x256_2x1": 0.5}
+    assert gelu[(768, 3072, True)]["config"] == "pingpong_128x128_2x1" and gelu[(768, 3072, True)]["use"] == "vitfast"
+    (fc2,) = data["ops"]["linear_residual"]
+    assert (fc2["use"], fc2["config"]) == ("library", "coop_128x256_2x1")  # 0.535 x 1.05 > 0.560
+    assert len(data["ops"]["layer_norm"]) == 1
+    assert ("changed: linear_gelu K=768, N=3072, grad=False: library (1.287 vs 0.61 ms) -> "
+            "vitfast pingpong_128x128_2x1 (0.47 vs 0.61 ms)") in printed
+    assert "new: linear_gelu K=768, N=3072, grad=True: vitfast pingpong_128x128_2x1" in printed
+    # the backend then asks for that configuration at that shape
+    monkeypatch.setattr(dispatch, "DATA_DIR", str(out_dir))
+    monkeypatch.setattr(dispatch, "_data", {})
+    monkeypatch.setattr(dispatch, "_choices", {})
+    bf16 = dict(dtype="bfloat16")
+    assert dispatch.choice("linear_gelu", H100, K=768, N=3072, grad=False, **bf16) == "pingpong_128x128_2x1"
+    assert dispatch.choice("linear_residual", H100, K=3072, N=768, grad=False, **bf16) is None
+    assert dispatch.choice("layer_norm", H100, D=768, residual=False, grad=False, **bf16) == "auto"
+
+
+def test_a_configuration_this_build_lacks_falls_back_to_auto_with_one_warning(monkeypatch):
+    monkeypatch.setattr(fused, "kernel_config", lambda *a, **k: "coop_128x192")
+    monkeypatch.setattr(fused, "_stale", set())
+    lin = torch.nn.Linear(16, 24).requires_grad_(False)
+    x = torch.randn(3, 16)
+    assert fused.fused_linear("linear_gelu", lin, x) == "coop_128x192"  # no gradient: built for "act"
+    with pytest.warns(UserWarning, match="configuration 'coop_128x192', which this build does not hold"):
+        assert fused.fused_linear("linear_gelu", lin, x.requires_grad_()) == "auto"  # "act_aux" has no 128x192
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fused.fused_linear("linear_gelu", lin, x) == "auto"  # once
+    monkeypatch.setattr(fused, "kernel_config", lambda *a, **k: "pingpong_64x128")
+    with pytest.warns(UserWarning):
+        assert fused.fused_linear("linear_residual", lin, x, residual=torch.randn(3, 24)) == "auto"  # float32
+    assert fused.fused_linear("linear_residual", lin, x.bfloat16(), residual=torch.randn(3, 24).bfloat16()) == \
+        "pingpong_64x128"

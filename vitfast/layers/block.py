@@ -44,9 +44,11 @@ class Block(nn.Module):
         allows; norm2 is returned only when it was fused with the residual add (fuse_norm2)."""
         h = fused.norm(self.norm1, x)
         plain = fused.inactive(self.drop_path1, self.training) and isinstance(self.ls1, nn.Identity)
-        if plain and fused.attention_fusable(self.attn) and fused.fused_linear("linear_residual", self.attn.proj, h):
-            x = fused.attention_residual(self.attn, h, x, attn_bias)
-            return x, None
+        config = None
+        if plain and fused.attention_fusable(self.attn):
+            config = fused.fused_linear("linear_residual", self.attn.proj, h, residual=x)
+        if config is not None:
+            return fused.attention_residual(self.attn, h, x, attn_bias, config), None
         y = self.attn(h, attn_bias=attn_bias)
         if plain and fuse_norm2 and fused.fused_norm(self.norm2, y, residual=x):
             return fused.layer_norm(y, self.norm2.weight, self.norm2.bias, self.norm2.eps, residual=x)

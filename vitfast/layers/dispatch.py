@@ -3,7 +3,8 @@ F.layer_norm) that timm runs: decided per GPU kind from measurements kept in the
 
 dispatch_data/<gpu>.json is written by benchmarks/write_dispatch.py from bench_kernels.py and
 bench_attention.py tables measured on that GPU; it lists, per op and measured shape, which path was
-faster. A shape takes the choice of the nearest measured shape of its kind (same flags: bias, residual,
+faster and, for the matrix products, which of the Hopper kernel's configurations (tile, cluster,
+schedule) was the fastest there. A shape takes the choice of the nearest measured shape of its kind (same flags: bias, residual,
 gradient; sizes within a factor NEAR); a GPU with no data, or a shape far from every measured one, takes
 the library path, the safe default. On the CPU our ops are the reference implementations and always run.
 The ops called directly (vitfast.ops.*) always run our kernels: this only steers the model backend."""
@@ -20,7 +21,7 @@ NEAR = 2.0  # a measured size stands for sizes within this factor of it
 
 _data = {}  # gpu name -> its table, or None
 _names = {}  # device index -> gpu name
-_choices = {}  # (op, gpu, shape) -> choose()'s answer: a model asks the same few questions every step
+_choices = {}  # (op, gpu, shape) -> choice()'s answer: a model asks the same few questions every step
 
 
 def gpu_slug(name):
@@ -53,25 +54,36 @@ def nearest(rows, shape):
     return best
 
 
-def choose(op, gpu, **shape):
-    """True when the vitfast backend runs our kernel for `op` at `shape` on the GPU named `gpu`."""
+def choice(op, gpu, **shape):
+    """None when the vitfast backend runs the library path for `op` at `shape` on the GPU named `gpu`;
+    else the kernel configuration measured fastest there ("auto" where the data names none)."""
     key = (op, gpu, tuple(sorted(shape.items())))
     if key not in _choices:
         data = load(gpu)
         row = nearest(data["ops"].get(op, []), shape) if data else None
-        _choices[key] = row is not None and row["use"] == "vitfast"
+        _choices[key] = row.get("config", "auto") if row is not None and row["use"] == "vitfast" else None
     return _choices[key]
 
 
-def use_kernel(op, t, dtype=None, **shape):
-    """choose() for the device of tensor t and the dtype the op computes in (default t's; the tables were
-    measured in bfloat16: another dtype finds no row and takes the library path); True on the CPU."""
+def choose(op, gpu, **shape):
+    """True when the vitfast backend runs our kernel for `op` at `shape` on the GPU named `gpu`."""
+    return choice(op, gpu, **shape) is not None
+
+
+def kernel_config(op, t, dtype=None, **shape):
+    """choice() for the device of tensor t and the dtype the op computes in (default t's; the tables were
+    measured in bfloat16: another dtype finds no row and takes the library path); "auto" on the CPU."""
     if t.device.type != "cuda":
-        return True
+        return "auto"
     index = t.device.index if t.device.index is not None else torch.cuda.current_device()
     if index not in _names:
         _names[index] = torch.cuda.get_device_name(index)
-    return choose(op, _names[index], dtype=str(dtype or t.dtype).replace("torch.", ""), **shape)
+    return choice(op, _names[index], dtype=str(dtype or t.dtype).replace("torch.", ""), **shape)
+
+
+def use_kernel(op, t, dtype=None, **shape):
+    """Whether our kernel runs `op` on t (kernel_config is not None); True on the CPU."""
+    return kernel_config(op, t, dtype, **shape) is not None
 
 
 def needs_grad(*tensors):

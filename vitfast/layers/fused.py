@@ -4,13 +4,16 @@ active drop path or dropout, a QAT rounding hook, a subclassed or quantizing lay
 MLP or after attention) sends that piece back to the module's own forward, so the eager path and the
 state dict are untouched. On a GPU, a piece the fused op could compute still runs the library path
 where that measured faster on this GPU kind (vitfast.layers.dispatch)."""
+import warnings
+
+import torch
 from torch import nn
 
 from ..ops import layer_norm, linear_gelu, linear_residual
-from ..ops._linear_args import autocast_dtype
+from ..ops._linear_args import autocast_dtype, sm90_configs
 from . import backend as backends
 from .attention import Attention, attention_core
-from .dispatch import needs_grad, use_kernel
+from .dispatch import kernel_config, needs_grad, use_kernel
 
 
 def plain_linear(m):
@@ -43,17 +46,33 @@ def norm(m, x):
     return layer_norm(x, m.weight, m.bias, m.eps) if fused_norm(m, x) else m(x)
 
 
-def fused_linear(op, linear, x):
-    """Whether our kernel runs `op` ("linear_gelu", "linear_residual") for nn.Linear `linear` on x, in
-    the dtype the product runs in (autocast's, when on: x may be the fp32 residual stream)."""
-    return use_kernel(op, x, autocast_dtype(x), K=linear.in_features, N=linear.out_features,
-                      grad=needs_grad(x, linear.weight))
+_stale = set()  # configurations named by dispatch data that this build does not hold, warned once each
+
+
+def fused_linear(op, linear, x, residual=None):
+    """The Hopper configuration to run `op` ("linear_gelu", "linear_residual") with for nn.Linear
+    `linear` on x, in the dtype the product runs in (autocast's, when on: x may be the fp32 residual
+    stream); None where the library path measured faster."""
+    grad = needs_grad(x, linear.weight)
+    config = kernel_config(op, x, autocast_dtype(x), K=linear.in_features, N=linear.out_features, grad=grad)
+    if config in (None, "auto"):
+        return config
+    kind = (("residual_f32" if residual.dtype == torch.float32 else "residual") if op == "linear_residual"
+            else "act_aux" if grad else "act")
+    if config not in sm90_configs(kind):  # data measured on another build: the shape's default instead
+        if (op, kind, config) not in _stale:
+            _stale.add((op, kind, config))
+            warnings.warn(f"vitfast: the dispatch data names {op} configuration {config!r}, which this build does "
+                          f"not hold for it ({', '.join(sm90_configs(kind))}); using 'auto'", stacklevel=2)
+        return "auto"
+    return config
 
 
 def residual_linear(linear, x, residual):
     """residual + linear(x): bias and residual in linear_residual's epilogue, or the library's two ops."""
-    if fused_linear("linear_residual", linear, x):
-        return linear_residual(x, linear.weight, linear.bias, residual)
+    config = fused_linear("linear_residual", linear, x, residual)
+    if config is not None:
+        return linear_residual(x, linear.weight, linear.bias, residual, config=config)
     return residual + linear(x)
 
 
@@ -63,7 +82,7 @@ def attention_fusable(attn):
             and plain_linear(attn.proj) and inactive(attn.proj_drop, attn.training))
 
 
-def attention_residual(attn, h, residual, attn_bias=None):
+def attention_residual(attn, h, residual, attn_bias=None, config="auto"):
     """residual + attn(h), the projection's bias and the residual add fused (linear_residual). The lines
     before the projection are Attention.forward's, unchanged."""
     B, N, C = h.shape
@@ -71,7 +90,8 @@ def attention_residual(attn, h, residual, attn_bias=None):
     q, k = attn.q_norm(q), attn.k_norm(k)
     out, _ = attention_core(q, k, v, attn.scale, attn_bias, attn.attn_drop.p if attn.training else 0.0,
                             backends.resolve(attn.backend), None, None)
-    return linear_residual(out.transpose(1, 2).reshape(B, N, C), attn.proj.weight, attn.proj.bias, residual)
+    return linear_residual(out.transpose(1, 2).reshape(B, N, C), attn.proj.weight, attn.proj.bias, residual,
+                           config=config)
 
 
 def mlp_fusable(mlp):
@@ -85,8 +105,9 @@ def mlp_fusable(mlp):
 
 def mlp_hidden(mlp, h):
     """GELU(fc1(h)): linear_gelu, or the library's two ops where those measured faster."""
-    if fused_linear("linear_gelu", mlp.fc1, h):
-        return linear_gelu(h, mlp.fc1.weight, mlp.fc1.bias, mlp.act.approximate)
+    config = fused_linear("linear_gelu", mlp.fc1, h)
+    if config is not None:
+        return linear_gelu(h, mlp.fc1.weight, mlp.fc1.bias, mlp.act.approximate, config=config)
     return mlp.act(mlp.fc1(h))
 
 
