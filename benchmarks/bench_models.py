@@ -24,7 +24,7 @@ import warnings
 
 import torch
 
-from common import environment, measure  # benchmarks/common.py
+import common  # benchmarks/common.py
 
 MODELS = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224",
           "deit_small_patch16_224", "dvt_t2t_vit_14"]
@@ -61,7 +61,7 @@ class Timer:
             torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
-        t = measure(fn, self.device, repeats=self.repeats, warmup=0, launch="host")
+        t = common.measure(fn, self.device, repeats=self.repeats, warmup=0, launch="host")
         peak = torch.cuda.max_memory_allocated() - base if cuda else 0
         return t.median, t.low, t.high, peak
 
@@ -208,7 +208,7 @@ def format_row(row, rows):
 
 
 def header(device):
-    return [f"{k}: {v}" for k, v in environment(device).items()] + [
+    return [f"{k}: {v}" for k, v in common.environment(device).items()] + [
         "timing: CUDA events around whole calls launched from an idle GPU (host time included), median and "
         "min-max of >= 10 samples after warm-up"]
 

@@ -20,7 +20,7 @@ TORCH_LIBRARY(vitfast, m) {
         "bool fp16_accumulate) -> (Tensor out, Tensor lse, Tensor logits)");
   m.def("attention_bwd(Tensor grad_out, Tensor? grad_logits, Tensor q, Tensor k, Tensor v, Tensor? bias, "
         "Tensor out, Tensor lse, float scale, bool fp16_accumulate, bool bias_grad) -> (Tensor dq, Tensor dk, Tensor dv, Tensor dbias)");
-  m.def("layer_norm(Tensor x, Tensor? residual, Tensor weight, Tensor bias, float eps) "
+  m.def("layer_norm(Tensor x, Tensor? residual, Tensor weight, Tensor bias, float eps, bool stats=True) "
         "-> (Tensor out, Tensor sum, Tensor mean, Tensor rstd)");
   m.def("layer_norm_backward(Tensor dout, Tensor? dsum, Tensor x, Tensor weight, Tensor mean, Tensor rstd) "
         "-> (Tensor dx, Tensor dweight, Tensor dbias)");

@@ -1,5 +1,5 @@
 // layer_norm on the GPU: the checks, allocations and streams around the kernels of
-// layer_norm_kernels.cu (one warp per row; see there).
+// layer_norm_kernels.cu and layer_norm_fixed.cuh (see there).
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -20,7 +20,8 @@ NormDtype norm_dtype(const at::Tensor& t) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_cuda(const at::Tensor& x_in,
                                                                            const std::optional<at::Tensor>& residual_in,
                                                                            const at::Tensor& weight,
-                                                                           const at::Tensor& bias, double eps) {
+                                                                           const at::Tensor& bias, double eps,
+                                                                           bool stats) {
   const int64_t D = layer_norm_check(x_in, residual_in, weight, bias);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = dense(x_in);
@@ -29,14 +30,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_cuda(const
   const int64_t rows = x.numel() / D;
   at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
   at::Tensor sum = residual.defined() ? at::empty_like(x, at::MemoryFormat::Contiguous) : x.new_empty({0});
-  at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
-  at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
+  // mean and rstd only for a backward to read
+  at::Tensor mean = at::empty({stats ? rows : 0}, x.options().dtype(at::kFloat));
+  at::Tensor rstd = at::empty({stats ? rows : 0}, x.options().dtype(at::kFloat));
   if (rows == 0) return {out, sum, mean, rstd};
   C10_CUDA_CHECK(layer_norm_fwd_launch(norm_dtype(x), x.const_data_ptr(),
                                        residual.defined() ? residual.const_data_ptr() : nullptr,
                                        g.const_data_ptr<float>(), b.const_data_ptr<float>(), out.data_ptr(),
-                                       residual.defined() ? sum.data_ptr() : nullptr, mean.data_ptr<float>(),
-                                       rstd.data_ptr<float>(), rows, static_cast<int>(D), static_cast<float>(eps),
+                                       residual.defined() ? sum.data_ptr() : nullptr,
+                                       stats ? mean.data_ptr<float>() : nullptr, stats ? rstd.data_ptr<float>() : nullptr, rows, static_cast<int>(D), static_cast<float>(eps),
                                        at::cuda::getCurrentCUDAStream()));
   return {out, sum, mean, rstd};
 }
@@ -52,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_backward_cuda(const at
   const at::Tensor dsum = dsum_in.has_value() ? dense(*dsum_in) : at::Tensor();
   const at::Tensor g = dense(weight.to(at::kFloat));
   at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
-  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>((rows + 63) / 64, 256));
+  const int64_t splits = layer_norm_bwd_splits(norm_dtype(x), rows, static_cast<int>(D), dsum.defined());
   at::Tensor part = at::zeros({2, splits, D}, x.options().dtype(at::kFloat));
   if (rows > 0) {
     C10_CUDA_CHECK(layer_norm_bwd_launch(norm_dtype(x), dout.const_data_ptr(),

@@ -1,5 +1,6 @@
-// layer_norm on the GPU. Forward and dx: one warp per row, 8 elements (one 16-byte load for 16-bit
-// types) per lane per step; rows up to kMaxVec*256 elements stay in registers (every ViT width up to
+// layer_norm on the GPU. The widths models use run layer_norm_fixed.cuh's kernels (D a template
+// parameter); any other multiple of 8 the kernels here. Forward and dx: one warp per row, 8 elements
+// (one 16-byte load for 16-bit types) per lane per step; rows up to kMaxVec*256 elements stay in registers (every ViT width up to
 // 1536), wider rows are re-read from memory (L1/L2) instead. Statistics in fp32, the variance in a
 // second pass over the centred values. dweight/dbias: per-block column partial sums in fp32, summed
 // over blocks by ATen (deterministic: no atomics).
@@ -8,9 +9,13 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <type_traits>
+#include <utility>
 
 #include "fp_convert.cuh"
+#include "norm/layer_norm_fixed.cuh"
 #include "norm/layer_norm_kernels.h"
 
 namespace vitfast {
@@ -143,7 +148,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32) layer_norm_fwd_kernel(
       normalise_store(out, gamma, beta, base + i * 8, i * 8, mean, rstd, v);
     }
   }
-  if (lane == 0) {
+  if (lane == 0 && mean_out != nullptr) {
     mean_out[row] = mean;
     rstd_out[row] = rstd;
   }
@@ -268,13 +273,85 @@ void with_type(NormDtype dtype, F&& f) {
   }
 }
 
+// Calls f(std::integral_constant<int, D>) when D is one of norm::kFixedWidths; false otherwise.
+template <typename F>
+bool with_fixed_width(int D, F&& f) {
+  switch (D) {
+    case 192: return f(std::integral_constant<int, 192>{}), true;
+    case 256: return f(std::integral_constant<int, 256>{}), true;
+    case 384: return f(std::integral_constant<int, 384>{}), true;
+    case 512: return f(std::integral_constant<int, 512>{}), true;
+    case 768: return f(std::integral_constant<int, 768>{}), true;
+    case 1024: return f(std::integral_constant<int, 1024>{}), true;
+    case 1280: return f(std::integral_constant<int, 1280>{}), true;
+    default: return false;
+  }
+}
+
+// Persistent blocks: as many as fit on the device at once (the kernel's occupancy, asked once per kernel
+// and device), or fewer when the rows run out first.
+template <typename Kernel>
+int persistent_blocks(Kernel kernel, int threads, int rows_per_warp, int64_t rows) {
+  static std::mutex lock;
+  static std::map<std::pair<const void*, int>, int> resident;  // (kernel, device) -> blocks on the device
+  int device = 0;
+  cudaGetDevice(&device);
+  int blocks = 0;
+  {
+    const std::lock_guard<std::mutex> guard(lock);
+    auto it = resident.find({reinterpret_cast<const void*>(kernel), device});
+    if (it == resident.end()) {
+      int sms = 0, per_sm = 0;
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
+      it = resident.emplace(std::make_pair(reinterpret_cast<const void*>(kernel), device), std::max(per_sm, 1) * sms)
+               .first;
+    }
+    blocks = it->second;
+  }
+  const int64_t rows_per_block = threads / 32 * rows_per_warp;
+  const int64_t needed = (rows + rows_per_block - 1) / rows_per_block;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(needed, blocks)));
+}
+
 }  // namespace
+
+int layer_norm_bwd_splits(NormDtype dtype, int64_t rows, int D, bool dsum) {
+  int splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((rows + 63) / 64, 256)));
+  with_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, float>) {
+      with_fixed_width(D, [&](auto width) {
+        constexpr int kD = decltype(width)::value;
+        splits = persistent_blocks(dsum ? norm::layer_norm_bwd_fixed<T, kD, true> : norm::layer_norm_bwd_fixed<T, kD, false>,
+                                   norm::kFixedBwdThreads, norm::RowShape<kD>::kRows, rows);
+      });
+    }
+  });
+  return splits;
+}
 
 cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* res, const float* gamma,
                                   const float* beta, void* out, void* sum, float* mean, float* rstd, int64_t rows,
                                   int D, float eps, cudaStream_t stream) {
   with_type(dtype, [&](auto tag) {
     using T = decltype(tag);
+    const bool fixed = with_fixed_width(D, [&](auto width) {
+      constexpr int kD = decltype(width)::value;
+      auto launch = [&](auto kernel) {
+        const int blocks = persistent_blocks(kernel, norm::kFixedThreads, norm::RowShape<kD>::kRows, rows);
+        kernel<<<blocks, norm::kFixedThreads, 0, stream>>>(
+            static_cast<const T*>(x), static_cast<const T*>(res), gamma, beta, static_cast<T*>(out),
+            static_cast<T*>(sum), mean, rstd, rows, eps);
+      };
+      if (res != nullptr) {
+        mean ? launch(norm::layer_norm_fwd_fixed<T, kD, true, true>) : launch(norm::layer_norm_fwd_fixed<T, kD, true, false>);
+      } else {
+        mean ? launch(norm::layer_norm_fwd_fixed<T, kD, false, true>)
+             : launch(norm::layer_norm_fwd_fixed<T, kD, false, false>);
+      }
+    });
+    if (fixed) return;
     auto kernel = D <= kMaxVec * 256 ? layer_norm_fwd_kernel<T, true> : layer_norm_fwd_kernel<T, false>;
     kernel<<<(rows + kRowsPerBlock - 1) / kRowsPerBlock, kRowsPerBlock * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(res), gamma, beta, static_cast<T*>(out), static_cast<T*>(sum),
@@ -288,6 +365,16 @@ cudaError_t layer_norm_bwd_launch(NormDtype dtype, const void* dy, const void* d
                                   int64_t rows, int D, int splits, cudaStream_t stream) {
   with_type(dtype, [&](auto tag) {
     using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, float>) {
+      const bool fixed = with_fixed_width(D, [&](auto width) {
+        constexpr int kD = decltype(width)::value;
+        auto kernel = dsum ? norm::layer_norm_bwd_fixed<T, kD, true> : norm::layer_norm_bwd_fixed<T, kD, false>;
+        kernel<<<splits, norm::kFixedBwdThreads, 0, stream>>>(static_cast<const T*>(dy), static_cast<const T*>(dsum),
+                                                             static_cast<const T*>(x), gamma, mean, rstd,
+                                                             static_cast<T*>(dx), part, rows);
+      });
+      if (fixed) return;
+    }
     auto kernel = D <= kMaxVec * 256 ? layer_norm_bwd_dx_kernel<T, true> : layer_norm_bwd_dx_kernel<T, false>;
     kernel<<<(rows + kRowsPerBlock - 1) / kRowsPerBlock, kRowsPerBlock * 32, 0, stream>>>(
         static_cast<const T*>(dy), static_cast<const T*>(dsum), static_cast<const T*>(x), gamma, mean, rstd,

@@ -11,12 +11,13 @@ namespace vitfast {
 enum class NormDtype { kFloat, kHalf, kBFloat16 };
 
 // out = (x [+ res] - mean) * rstd * gamma + beta; with res, sum = x + res rounded to dtype (res and
-// sum null without one); mean and rstd of every row stored.
+// sum null without one); mean and rstd of every row stored unless they are null (no backward).
 cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* res, const float* gamma,
                                   const float* beta, void* out, void* sum, float* mean, float* rstd, int64_t rows,
                                   int D, float eps, cudaStream_t stream);
 // dx (+ dsum, where given) and, in part (2, splits, D), per-slice column sums of dy * xhat (dweight)
-// and dy (dbias), summed over the slices by the caller.
+// and dy (dbias), summed over the slices by the caller; splits from layer_norm_bwd_splits.
+int layer_norm_bwd_splits(NormDtype dtype, int64_t rows, int D, bool dsum);
 cudaError_t layer_norm_bwd_launch(NormDtype dtype, const void* dy, const void* dsum, const void* x,
                                   const float* gamma, const float* mean, const float* rstd, void* dx, float* part,
                                   int64_t rows, int D, int splits, cudaStream_t stream);

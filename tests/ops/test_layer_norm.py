@@ -8,7 +8,7 @@ from vitfast.ops import layer_norm, layer_norm_ref
 from tests.ops.precision import assert_2x_torch
 from tests.values import needs_cuda
 
-WIDTHS = [8, 40, 192, 256, 384, 768, 1024, 1280]
+WIDTHS = [8, 40, 192, 256, 384, 512, 768, 1024, 1280]  # 192-1280: layer_norm_fixed.cuh's widths, the others
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
@@ -90,6 +90,7 @@ def test_opcheck():
     x, r, w, b = inputs((3, 4, 64), torch.float32, "cpu", requires_grad=True)
     torch.library.opcheck(torch.ops.vitfast.layer_norm.default, (x, r, w, b, 1e-5))
     torch.library.opcheck(torch.ops.vitfast.layer_norm.default, (x, None, w, b, 1e-6))
+    torch.library.opcheck(torch.ops.vitfast.layer_norm.default, (x, r, w, b, 1e-5, False))
 
 
 def test_compiles():
@@ -123,6 +124,32 @@ def test_bad_arguments_name_the_argument():
 @pytest.mark.parametrize("D", WIDTHS + [1536, 2048, 4104])  # above 1536: the uncached kernel
 def test_cuda_matches_float64_within_2x_torch(D, dtype, residual):
     run_case((2, 197, D), dtype, "cuda", residual)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("D", [192, 384, 768, 1280])
+def test_cuda_fixed_widths_over_many_rows(D, dtype):
+    # More rows than the persistent blocks take in one round (each warp walks several, the next one
+    # prefetched), and a ragged last round: 4,099 rows split over warps of 4, 2 or 1 rows at a time.
+    for rows in (64 * 197 * 2 + 3, 4099):
+        run_case((rows, D), dtype, "cuda", residual=True)
+
+
+@needs_cuda
+def test_cuda_without_a_backward_writes_no_statistics():
+    x, r, w, b = inputs((197, 768), torch.bfloat16, "cuda")
+    out, s, mean, rstd = torch.ops.vitfast.layer_norm(x, r, w, b, 1e-5, False)
+    assert mean.numel() == rstd.numel() == 0
+    out2, s2, mean2, rstd2 = torch.ops.vitfast.layer_norm(x, r, w, b, 1e-5, True)
+    assert torch.equal(out, out2) and torch.equal(s, s2) and mean2.shape == (197,)
+
+
+def test_the_cpu_skips_the_statistics_too():
+    x, r, w, b = inputs((5, 64), torch.float32, "cpu")
+    out, s, mean, rstd = torch.ops.vitfast.layer_norm(x, r, w, b, 1e-5, False)
+    assert mean.numel() == rstd.numel() == 0
+    assert torch.equal(out, torch.ops.vitfast.layer_norm(x, r, w, b, 1e-5, True)[0])
 
 
 @needs_cuda

@@ -46,13 +46,14 @@ def layer_norm(x, weight, bias, eps=1e-5, residual=None):
         weight = weight.float()
     if bias.dtype not in (x.dtype, torch.float32):
         bias = bias.float()
-    out, s, _, _ = torch.ops.vitfast.layer_norm.default(x, residual, weight, bias, float(eps))
+    stats = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight, bias))
+    out, s, _, _ = torch.ops.vitfast.layer_norm.default(x, residual, weight, bias, float(eps), stats)
     return out if residual is None else (s, out)
 
 
 @torch.library.register_fake("vitfast::layer_norm")
-def _(x, residual, weight, bias, eps):
-    rows = x.numel() // x.shape[-1]
+def _(x, residual, weight, bias, eps, stats=True):
+    rows = x.numel() // x.shape[-1] if stats else 0
     s = x.new_empty(x.shape) if residual is not None else x.new_empty((0,))
     return (x.new_empty(x.shape), s, x.new_empty((rows,), dtype=torch.float32),
             x.new_empty((rows,), dtype=torch.float32))
@@ -64,8 +65,9 @@ def _(dout, dsum, x, weight, mean, rstd):
 
 
 def _setup(ctx, inputs, output):
-    x, residual, weight, bias, _ = inputs
+    x, residual, weight, bias, eps, _ = inputs
     _, s, mean, rstd = output
+    ctx.eps = eps
     ctx.has_residual = residual is not None
     ctx.bias_dtype = bias.dtype
     ctx.save_for_backward(s if residual is not None else x, weight, mean, rstd)
@@ -73,11 +75,13 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, dout, dsum, _dmean, _drstd):
     s, weight, mean, rstd = ctx.saved_tensors
+    if mean.numel() == 0 and s.numel() > 0:  # called with stats=False (e.g. by opcheck): recompute them
+        _, _, mean, rstd = torch.ops.vitfast.layer_norm.default(s, None, weight, torch.zeros_like(weight), ctx.eps, True)
     if dout is None:
         dout = torch.zeros_like(s)
     dsum = dsum if ctx.has_residual else None
     dx, dweight, dbias = torch.ops.vitfast.layer_norm_backward.default(dout, dsum, s, weight, mean, rstd)
-    return dx, (dx if ctx.has_residual else None), dweight, dbias.to(ctx.bias_dtype), None
+    return dx, (dx if ctx.has_residual else None), dweight, dbias.to(ctx.bias_dtype), None, None
 
 
 torch.library.register_autograd("vitfast::layer_norm", _backward, setup_context=_setup)
