@@ -93,6 +93,8 @@ def variants(name, kw, args):
         if args.max_autotune:
             out.append((f"torch.compile({base[0].split(' ')[0]}, max-autotune)", base[1], base[2], "max-autotune"))
     out.append(("vitfast backend", lambda: build(name, "vitfast", kw), "vitfast", None))
+    if not args.no_compile:  # our ops are custom ops: compile traces them with no graph break
+        out.append(("torch.compile(vitfast backend)", lambda: build(name, "vitfast", kw), "vitfast", "default"))
     return out
 
 

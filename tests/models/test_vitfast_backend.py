@@ -126,6 +126,33 @@ def test_cuda_vitfast_backend_within_2x_of_eager_at_16bit(name, dtype):
     assert_2x_torch(ours_grads, eager_grads, ref_grads, what="gradients")
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_torch_compile_traces_every_fused_op_without_a_graph_break(train):
+    """fullgraph=True fails on any graph break; the graph holds each block's custom ops: two
+    layer_norm (the second fused with the residual add), attention, the projection's and fc2's
+    linear_residual, fc1's linear_gelu. In training the ops' backward formulas are traced too."""
+    torch.manual_seed(0)
+    model = vitfast.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=5)
+    set_model_backend(model, "vitfast").train(train)
+    seen = []
+
+    def count(gm, example_inputs):
+        seen.extend(str(n.target).split(".")[1] for n in gm.graph.nodes
+                    if n.op == "call_function" and str(n.target).startswith("vitfast."))
+        return gm
+
+    x = torch.randn(2, 3, 32, 32)
+    with torch.set_grad_enabled(train):
+        out = torch.compile(model, backend=count, fullgraph=True)(x)
+        ref = model(x)
+    torch.testing.assert_close(out, ref)
+    per_block = {"layer_norm": 2, "attention_fwd": 1, "linear_residual": 2, "linear_gelu": 1}
+    assert {op: seen.count(op) for op in set(seen)} == {op: 2 * n for op, n in per_block.items()}, seen
+    if train:
+        out.float().square().sum().backward()  # through the traced autograd formulas
+        assert model.blocks[0].mlp.fc1.weight.grad is not None
+
+
 def test_vitfast_backend_compiles_with_its_gradients():
     """The custom ops' shape functions and autograd formulas carry a whole model through torch.compile."""
     torch.manual_seed(0)
