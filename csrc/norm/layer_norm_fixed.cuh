@@ -70,6 +70,29 @@ __device__ __forceinline__ float group_sum(float s) {
   return s;
 }
 
+// The first column of a lane's vector i (vectors interleaved over the row's lanes: coalesced loads).
+template <int D>
+__device__ __forceinline__ int column(int i, int sub) {
+  return (i * RowShape<D>::kLanes + sub) * 8;
+}
+
+// A lane's vectors of `row` from a and, with kSecond, b; zeros past the last row (they add nothing).
+template <int D, bool kSecond, typename T, int kB>
+__device__ __forceinline__ void fetch_row(Pack8<T> (&pa)[RowShape<D>::kPer], const T* a, Pack8<T> (&pb)[kB],
+                                          const T* b, int64_t row, int64_t rows, int sub) {
+#pragma unroll
+  for (int i = 0; i < RowShape<D>::kPer; ++i) {
+    const int64_t off = row * D + column<D>(i, sub);
+    if (row < rows) {
+      pa[i].load(a + off);
+      if constexpr (kSecond) pb[i].load(b + off);
+    } else {
+      pa[i].clear();
+      if constexpr (kSecond) pb[i].clear();
+    }
+  }
+}
+
 // gamma (and beta) for the columns of one lane: in registers, or read from the block's shared copy.
 template <int D, int kCount>
 struct Params {
@@ -83,7 +106,7 @@ struct Params {
 #pragma unroll
         for (int i = 0; i < R::kPer; ++i) {
 #pragma unroll
-          for (int j = 0; j < 8; ++j) reg[t * R::kPer + i][j] = src[t][(i * R::kLanes + sub) * 8 + j];
+          for (int j = 0; j < 8; ++j) reg[t * R::kPer + i][j] = src[t][column<D>(i, sub) + j];
         }
       }
     } else {
@@ -97,7 +120,7 @@ struct Params {
   }
   __device__ __forceinline__ float get(int t, int i, int j, int sub) const {
     if constexpr (R::kParamsInRegisters) return reg[t * R::kPer + i][j];
-    return shared[t * D + (i * R::kLanes + sub) * 8 + j];
+    return shared[t * D + column<D>(i, sub) + j];
   }
 };
 
@@ -116,20 +139,7 @@ __global__ void __launch_bounds__(kFixedThreads) layer_norm_fwd_fixed(
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int64_t stride = (static_cast<int64_t>(gridDim.x) * blockDim.x >> 5) * R::kRows;
   Pack8<T> px[R::kPer], pr[kResidual ? R::kPer : 1];
-  auto fetch = [&](int64_t first) {
-    const int64_t row = first + group;
-#pragma unroll
-    for (int i = 0; i < R::kPer; ++i) {
-      const int64_t off = row * D + (i * R::kLanes + sub) * 8;
-      if (row < rows) {
-        px[i].load(x + off);
-        if constexpr (kResidual) pr[i].load(res + off);
-      } else {
-        px[i].clear();
-        if constexpr (kResidual) pr[i].clear();
-      }
-    }
-  };
+  auto fetch = [&](int64_t first) { fetch_row<D, kResidual>(px, x, pr, res, first + group, rows, sub); };
   fetch(warp * R::kRows);
   // The loop bound is the warp's (not the group's) so every lane reaches every shuffle.
   for (int64_t first = warp * R::kRows; first < rows; first += stride) {
@@ -155,7 +165,7 @@ __global__ void __launch_bounds__(kFixedThreads) layer_norm_fwd_fixed(
       for (int i = 0; i < R::kPer; ++i) {
         Pack8<T> p;
         p.pack(v[i]);
-        p.store(sum + row * D + (i * R::kLanes + sub) * 8);
+        p.store(sum + row * D + column<D>(i, sub));
       }
     }
     const float mean = group_sum<R::kLanes>(s) / D;
@@ -174,7 +184,7 @@ __global__ void __launch_bounds__(kFixedThreads) layer_norm_fwd_fixed(
         for (int j = 0; j < 8; ++j) y[j] = (v[i][j] - mean) * rstd * params.get(0, i, j, sub) + params.get(1, i, j, sub);
         Pack8<T> p;
         p.pack(y);
-        p.store(out + row * D + (i * R::kLanes + sub) * 8);
+        p.store(out + row * D + column<D>(i, sub));
       }
       if (kStats && sub == 0) {
         mean_out[row] = mean;
@@ -203,20 +213,7 @@ __global__ void __launch_bounds__(kFixedBwdThreads) layer_norm_bwd_fixed(
   // This row's dy and x stay packed (16-bit) while the next row's arrive; each pass unpacks them again.
   Pack8<T> dy_now[R::kPer], x_now[R::kPer], dy_next[R::kPer], x_next[R::kPer];
   float dw[R::kPer][8] = {}, db[R::kPer][8] = {};
-  auto fetch = [&](int64_t first) {
-    const int64_t row = first + group;
-#pragma unroll
-    for (int i = 0; i < R::kPer; ++i) {
-      const int64_t off = row * D + (i * R::kLanes + sub) * 8;
-      if (row < rows) {
-        dy_next[i].load(dy + off);
-        x_next[i].load(x + off);
-      } else {  // zeros: nothing added to the column sums
-        dy_next[i].clear();
-        x_next[i].clear();
-      }
-    }
-  };
+  auto fetch = [&](int64_t first) { fetch_row<D, true>(dy_next, dy, x_next, x, first + group, rows, sub); };
   fetch(warp * R::kRows);
   for (int64_t first = warp * R::kRows; first < rows; first += stride) {
     const int64_t row = first + group;
@@ -249,7 +246,7 @@ __global__ void __launch_bounds__(kFixedBwdThreads) layer_norm_bwd_fixed(
     if (valid) {
 #pragma unroll
       for (int i = 0; i < R::kPer; ++i) {
-        const int64_t off = row * D + (i * R::kLanes + sub) * 8;
+        const int64_t off = row * D + column<D>(i, sub);
         float d[8], h[8];
         dy_now[i].unpack(d);
         x_now[i].unpack(h);
@@ -288,7 +285,7 @@ __global__ void __launch_bounds__(kFixedBwdThreads) layer_norm_bwd_fixed(
       for (int i = 0; i < R::kPer; ++i) {
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          const int c = (i * R::kLanes + sub) * 8 + j;
+          const int c = column<D>(i, sub) + j;
           sums[c] = w == 0 ? dw[i][j] : sums[c] + dw[i][j];
           sums[D + c] = w == 0 ? db[i][j] : sums[D + c] + db[i][j];
         }
