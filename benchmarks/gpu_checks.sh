@@ -2,8 +2,11 @@
 # One call on a GPU machine: the CUDA tests, compute-sanitizer over the kernels' tests, the benchmarks.
 # Logs and tables go to ${OUT:-benchmarks/results/gpu}. Stages run in the order given (default: all):
 #
-#   bash benchmarks/gpu_checks.sh [build] [tests] [sanitize] [bench] [models] [models-quick] [train-tests]
-#                                 [train-loop] [cifar10]   (CIFAR_ARGS=... adds flags to the recipe's run)
+#   bash benchmarks/gpu_checks.sh [build] [tests] [sanitize] [tune] [bench] [models] [models-quick]
+#                                 [train-tests] [train-loop] [cifar10]   (CIFAR_ARGS=... adds flags to the recipe's run)
+#
+# tune: benchmarks/tune.py, the kernel and attention tables and the dispatch data measured from them,
+# all under $out (copy them into benchmarks/results/ and vitfast/layers/dispatch_data/ after the call).
 #
 # build compiles the extension in place (MAX_JOBS=$(nproc)); without it a prebuilt vitfast/_C*.so
 # (../shared/tools/prebuild.sh) is used as it is. Each stage has its own time limit, so one hung kernel
@@ -14,7 +17,7 @@ out=${OUT:-benchmarks/results/gpu}
 mkdir -p "$out"
 py=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-stages=${*:-build tests sanitize bench models}
+stages=${*:-build tests sanitize tune bench models}
 # prebuild.sh builds for sm_90 alone; tests/test_build.py reads the archs asked for from here.
 [[ " $stages " == *" build "* ]] || export VITFAST_CUDA_ARCHS=${VITFAST_CUDA_ARCHS:-90}
 kernels="tests/ops/test_float_quantize.py tests/ops/test_fixed_point_quantize.py tests/ops/test_block_quantize.py
@@ -43,11 +46,12 @@ for stage in $stages; do
           $py benchmarks/sanitize_ops.py > "$out/sanitizer_$tool.log" 2>&1
         echo "$tool: exit $?"; grep -E "ERROR SUMMARY|: ran|Error|error" "$out/sanitizer_$tool.log" | head -12
       done ;;
+    tune)
+      timeout ${TUNE_LIMIT:-540} $py benchmarks/tune.py --out-dir "$out" --data-dir "$out/dispatch_data" 2>&1 \
+        | grep -v "^smoke" | tail -60 ;;
     bench)
-      timeout 120 $py benchmarks/bench_quant.py --device cuda --out "$out/quant.md" 2>&1 | tail -12
-      timeout 200 $py benchmarks/bench_attention.py --out "$out/attention.md" 2>&1 \
-        | grep -v "^smoke" | tail -90
-      timeout 150 $py benchmarks/bench_kernels.py --out "$out/kernels.md" 2>&1 | tail -60 ;;
+      # the quantizers (the kernels and attention tables come from the tune stage)
+      timeout 120 $py benchmarks/bench_quant.py --device cuda --out "$out/quant.md" 2>&1 | tail -12 ;;
     models-quick)
       timeout 300 $py benchmarks/bench_models.py --models vit_base_patch16_224 --batch-sizes 256 --no-compile \
         --out "$out/models_quick.md" 2>&1 | tail -20 ;;
@@ -68,7 +72,7 @@ for stage in $stages; do
       timeout ${CIFAR_LIMIT:-590} $py -m vitfast.train -c cifar10_vit --output "$out/cifar10_vit" --overwrite \
         ${CIFAR_ARGS:-} > "$out/cifar10_vit.log" 2>&1
       echo "exit $?"; grep -v "^\[train\]" "$out/cifar10_vit.log" | tail -25 ;;
-    *) echo "unknown stage $stage (build, tests, sanitize, bench, models, models-quick, train-tests, train-loop, cifar10)"
+    *) echo "unknown stage $stage (build, tests, sanitize, tune, bench, models, models-quick, train-tests, train-loop, cifar10)"
        exit 2 ;;
   esac
 done

@@ -56,6 +56,14 @@ def norms():
             grads(layer_norm(x, w, b, 1e-6), x, w, b)
             s, y = layer_norm(x, w, b, 1e-6, residual=r)
             grads(s.float().sum() + y.float().sum(), x, r, w, b)
+    # more rows than the persistent fixed-width kernels take in one round (H100): their row loops and prefetch
+    for D, rows in ((192, 20011), (768, 8003)):
+        x = torch.randn(rows, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        r = torch.randn_like(x, requires_grad=True)
+        w = (torch.rand(D, device="cuda") + 0.5).requires_grad_()
+        b = torch.randn(D, device="cuda", requires_grad=True)
+        s, y = layer_norm(x, w, b, 1e-6, residual=r)
+        grads(s.float().sum() + y.float().sum(), x, r, w, b)
 
 
 def products():

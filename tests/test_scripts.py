@@ -27,6 +27,25 @@ def test_benchmark_script_runs_from_the_clone(script, args, tmp_path):
     assert out.read_text().count("|") > 10, out.read_text()
 
 
+def test_tune_says_it_needs_a_gpu():
+    if __import__("torch").cuda.is_available():
+        pytest.skip("a GPU is present: tune.py would run")
+    proc = subprocess.run([sys.executable, "benchmarks/tune.py"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "tune.py needs a CUDA GPU (an H100 or H200): it times the kernels it decides between"], proc.stderr
+
+
+def test_tune_names_the_tables_by_gpu_kind():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tune import gpu_kind
+
+    assert gpu_kind("NVIDIA H100 80GB HBM3") == "h100"
+    assert gpu_kind("NVIDIA H200") == "h200"
+    assert gpu_kind("NVIDIA A100-SXM4-80GB") == "a100"
+    assert gpu_kind("NVIDIA L40S") == "l40s"
+
+
 def test_write_dispatch_imports_the_clone():
     # it imports vitfast at the top, before reading its arguments: --help runs that import
     proc = subprocess.run([sys.executable, "benchmarks/write_dispatch.py", "--help"], cwd=ROOT, env=ENV,
