@@ -32,12 +32,25 @@ VF_HD uint8_t fp8_code(float q) {
   return sign | static_cast<uint8_t>(bits_float(a) * static_cast<float>(1u << (M - kEmin)));
 }
 
+// The int8 code of v: round to nearest even, saturate to [-127, 127], NaN -> 0. The same value as
+// quantize_fixed<kNearest> into fixed(8, 0) symmetric with clamp (s.int8), computed in fp32 instead of
+// double: rounding an fp32 value to an integer is exact in either, and so is the clamp.
+VF_HD uint8_t int8_code(float v) {
+#if defined(__CUDA_ARCH__)
+  float q = rintf(v);
+#else
+  float q = std::nearbyint(v);  // the default mode: ties to even
+#endif
+  q = q < -127.0f ? -127.0f : (q > 127.0f ? 127.0f : q);  // NaN compares false and stays NaN
+  return static_cast<uint8_t>(static_cast<int8_t>(q == q ? q : 0.0f));  // int8 has no NaN: 0
+}
+
 template <Cast8 K>
 VF_HD uint8_t scaled_cast_one(float x, float scale, const ScaledCastSpec& s) {
   const float v = x / scale;
   if constexpr (K == Cast8::kInt8) {
-    const float q = quantize_fixed<Rounding::kNearest>(v, s.int8, 0u);
-    return static_cast<uint8_t>(static_cast<int8_t>(q == q ? q : 0.0f));  // int8 has no NaN: 0
+    (void)s;
+    return int8_code(v);
   } else if constexpr (K == Cast8::kE4M3) {
     return fp8_code<4, 3>(quantize_float<Rounding::kNearest>(v, s.fp8, 0u));
   } else {

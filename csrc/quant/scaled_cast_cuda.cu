@@ -9,15 +9,35 @@
 namespace vitfast {
 namespace {
 
+// The four scales of group g: one row division per group (32-bit where the indices fit) and a step at
+// each row boundary inside it, not a 64-bit division per element. Elements past n get no scale read.
+template <typename Index>
+__device__ __forceinline__ void row_scales(const float* __restrict__ scale, int64_t cols, int64_t n, int64_t g,
+                                           float (&s)[4]) {
+  const Index first = static_cast<Index>(4 * g), c = static_cast<Index>(cols);
+  Index row = first / c, next = (row + 1) * c;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const Index i = first + j;
+    if (static_cast<int64_t>(i) >= n) break;
+    if (i >= next) {  // cols < 4 can cross more than one boundary
+      row = i / c;
+      next = (row + 1) * c;
+    }
+    s[j] = scale[row];
+  }
+}
+
 template <typename scalar_t, Cast8 K>
 __global__ void scaled_cast_kernel(const scalar_t* __restrict__ in, const float* __restrict__ scale, bool per_row,
                                    int64_t cols, uint8_t* __restrict__ out, int64_t n, ScaledCastSpec spec,
                                    bool aligned) {
   const float tensor_scale = per_row ? 0.0f : *scale;
+  const bool small = n <= static_cast<int64_t>(UINT32_MAX) - 4;
   pack4_map(in, out, n, aligned, [&](int64_t g) {
-    return [&, g](float x, int j) {
-      return scaled_cast_one<K>(x, per_row ? scale[(4 * g + j) / cols] : tensor_scale, spec);
-    };
+    float s[4] = {tensor_scale, tensor_scale, tensor_scale, tensor_scale};
+    if (per_row) small ? row_scales<uint32_t>(scale, cols, n, g, s) : row_scales<int64_t>(scale, cols, n, g, s);
+    return [&spec, s](float x, int j) { return scaled_cast_one<K>(x, s[j], spec); };
   });
 }
 

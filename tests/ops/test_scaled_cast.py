@@ -114,6 +114,18 @@ def test_cuda_equals_cpu(dtype, xdtype):
 
 
 @needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cols", [1, 2, 3, 4, 5, 7])
+def test_cuda_per_row_scales_across_rows_inside_a_group_of_four(cols, dtype):
+    # The kernel finds each group of four's rows with one division and a step per boundary: rows
+    # shorter than four cross one or more boundaries inside a group.
+    g = torch.Generator().manual_seed(cols)
+    w = torch.randn(41, cols, generator=g) * 8
+    s = torch.rand(41, generator=g) + 0.05
+    assert torch.equal(codes(scaled_cast(w.cuda(), s.cuda(), dtype)).cpu(), codes(scaled_cast(w, s, dtype)))
+
+
+@needs_cuda
 def test_cuda_dynamic_scale_needs_no_host_synchronisation():
     x = torch.randn(197 * 8, 768, device="cuda")
     torch.cuda.synchronize()
