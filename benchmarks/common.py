@@ -4,8 +4,9 @@ Timing (measure): a sample is one pair of CUDA events around many calls of the o
 sample to last `sample_ms`, so neither the launch of one call nor the event's own cost is counted
 against it. The calls are replayed from one CUDA graph where the op can be captured; otherwise they
 are launched back to back while the GPU waits on a sleep kernel, so the host is ahead of the GPU when
-the first event is recorded. The inputs are rotated over enough sets to exceed twice the L2 cache, so
-no call finds its operands in L2 from the previous one. Median and spread (min-max) over >= 10 samples;
+the first event is recorded. The calls rotate over the input sets they are given: input_sets() makes
+enough to exceed twice the L2 cache, so no call finds its operands in L2 from the previous one (the
+scripts whose single input set is larger than that pass one). Median and spread (min-max) over >= 10 samples;
 Timing.method says which of these ran, for the table's header. On the CPU: the host clock, the same
 loop. Provenance: date, commit (flagged when the tree has uncommitted changes), torch and CUDA
 versions, GPU and driver."""

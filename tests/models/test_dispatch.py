@@ -182,20 +182,32 @@ def test_the_fastest_configuration_is_chosen_and_the_changes_printed(tmp_path, m
     assert dispatch.choice("layer_norm", H100, D=768, residual=False, grad=False, **bf16) == "auto"
 
 
-def test_a_configuration_this_build_lacks_falls_back_to_auto_with_one_warning(monkeypatch):
+def test_a_configuration_not_built_for_the_case_takes_the_default(monkeypatch):
+    import warnings
+
     monkeypatch.setattr(fused, "kernel_config", lambda *a, **k: "coop_128x192")
+    lin = torch.nn.Linear(16, 24).requires_grad_(False)
+    x = torch.randn(3, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a kind without that configuration is no error: no warning
+        assert fused.fused_linear("linear_gelu", lin, x) == "coop_128x192"  # no gradient: built for "act"
+        assert fused.fused_linear("linear_gelu", lin, x.requires_grad_()) == "auto"  # "act_aux" has no 128x192
+        monkeypatch.setattr(fused, "kernel_config", lambda *a, **k: "pingpong_64x128")
+        # measured with a bf16 residual; autocast's float32 residual stream has no small-M kernel
+        assert fused.fused_linear("linear_residual", lin, x, residual=torch.randn(3, 24)) == "auto"
+        assert fused.fused_linear("linear_residual", lin, x.bfloat16(), residual=torch.randn(3, 24).bfloat16()) == \
+            "pingpong_64x128"
+
+
+def test_a_configuration_this_build_lacks_falls_back_to_auto_with_one_warning(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(fused, "kernel_config", lambda *a, **k: "coop_256x256_4x1")  # from another build
     monkeypatch.setattr(fused, "_stale", set())
     lin = torch.nn.Linear(16, 24).requires_grad_(False)
     x = torch.randn(3, 16)
-    assert fused.fused_linear("linear_gelu", lin, x) == "coop_128x192"  # no gradient: built for "act"
-    with pytest.warns(UserWarning, match="configuration 'coop_128x192', which this build does not hold"):
-        assert fused.fused_linear("linear_gelu", lin, x.requires_grad_()) == "auto"  # "act_aux" has no 128x192
-    import warnings
+    with pytest.warns(UserWarning, match="configuration 'coop_256x256_4x1', which this build does not have"):
+        assert fused.fused_linear("linear_gelu", lin, x) == "auto"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fused.fused_linear("linear_gelu", lin, x) == "auto"  # once
-    monkeypatch.setattr(fused, "kernel_config", lambda *a, **k: "pingpong_64x128")
-    with pytest.warns(UserWarning):
-        assert fused.fused_linear("linear_residual", lin, x, residual=torch.randn(3, 24)) == "auto"  # float32
-    assert fused.fused_linear("linear_residual", lin, x.bfloat16(), residual=torch.randn(3, 24).bfloat16()) == \
-        "pingpong_64x128"
+        assert fused.fused_linear("linear_residual", lin, x, residual=torch.randn(3, 24)) == "auto"  # once

@@ -4,9 +4,9 @@ F.layer_norm) that timm runs: decided per GPU kind from measurements kept in the
 dispatch_data/<gpu>.json is written by benchmarks/write_dispatch.py from bench_kernels.py and
 bench_attention.py tables measured on that GPU; it lists, per op and measured shape, which path was
 faster and, for the matrix products, which of the Hopper kernel's configurations (tile, cluster,
-schedule) was the fastest there. A shape takes the choice of the nearest measured shape of its kind (same flags: bias, residual,
-gradient; sizes within a factor NEAR); a GPU with no data, or a shape far from every measured one, takes
-the library path, the safe default. On the CPU our ops are the reference implementations and always run.
+schedule) was the fastest there. A shape takes the choice of the nearest measured shape of its kind
+(same flags: bias, residual, gradient; sizes within a factor NEAR); a GPU with no data, or a shape far
+from every measured one, takes the library path, the safe default. On the CPU our ops are the reference implementations and always run.
 The ops called directly (vitfast.ops.*) always run our kernels: this only steers the model backend."""
 import json
 import math

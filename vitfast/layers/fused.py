@@ -46,7 +46,8 @@ def norm(m, x):
     return layer_norm(x, m.weight, m.bias, m.eps) if fused_norm(m, x) else m(x)
 
 
-_stale = set()  # configurations named by dispatch data that this build does not hold, warned once each
+SM90_KINDS = ("act", "act_aux", "residual", "residual_f32")
+_stale = set()  # configurations named by dispatch data that this build does not have, warned once each
 
 
 def fused_linear(op, linear, x, residual=None):
@@ -59,13 +60,15 @@ def fused_linear(op, linear, x, residual=None):
         return config
     kind = (("residual_f32" if residual.dtype == torch.float32 else "residual") if op == "linear_residual"
             else "act_aux" if grad else "act")
-    if config not in sm90_configs(kind):  # data measured on another build: the shape's default instead
-        if (op, kind, config) not in _stale:
-            _stale.add((op, kind, config))
-            warnings.warn(f"vitfast: the dispatch data names {op} configuration {config!r}, which this build does "
-                          f"not hold for it ({', '.join(sm90_configs(kind))}); using 'auto'", stacklevel=2)
-        return "auto"
-    return config
+    if config in sm90_configs(kind):
+        return config
+    # A configuration not built for this kind (the row was measured with a bf16 residual, this one is
+    # float32, say) takes the shape's default quietly; one this build lacks altogether is stale data.
+    if config not in set().union(*(sm90_configs(k) for k in SM90_KINDS)) and config not in _stale:
+        _stale.add(config)
+        warnings.warn(f"vitfast: the dispatch data names the GEMM configuration {config!r}, which this build does "
+                      f"not have; using the shape's default", stacklevel=2)
+    return "auto"
 
 
 def residual_linear(linear, x, residual):
