@@ -30,6 +30,9 @@ struct RowShape {
   static constexpr int kPer = kVecs / kLanes;  // 16-byte vectors per lane (of 16-bit elements)
   static constexpr int kRows = 32 / kLanes;    // rows per warp at a time
   static constexpr bool kParamsInRegisters = false;
+  // The backward's resident blocks asked of ptxas: 3 fit at <= 3 vectors per lane (168 registers, no
+  // spill; left alone, ptxas picked 128 and spilled in one fp16 variant); wider rows need all 255.
+  static constexpr int kBwdBlocksPerSm = kPer <= 3 ? 3 : 1;
   static_assert(D % 8 == 0 && kVecs % kLanes == 0 && kPer <= 5, "not a fixed layer_norm width");
 };
 
@@ -197,7 +200,7 @@ __global__ void __launch_bounds__(kFixedThreads) layer_norm_fwd_fixed(
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) (+ dsum), g = dy * gamma; and the block's column
 // sums of dy * xhat and dy into part (2, gridDim.x, D).
 template <typename T, int D, bool kDsum>
-__global__ void __launch_bounds__(kFixedBwdThreads) layer_norm_bwd_fixed(
+__global__ void __launch_bounds__(kFixedBwdThreads, RowShape<D>::kBwdBlocksPerSm) layer_norm_bwd_fixed(
     const T* __restrict__ dy, const T* __restrict__ dsum, const T* __restrict__ x, const float* __restrict__ gamma,
     const float* __restrict__ mean_in, const float* __restrict__ rstd_in, T* __restrict__ dx, float* __restrict__ part,
     int64_t rows) {
