@@ -5,6 +5,10 @@
 // accumulator: + bias[n], then GELU or + residual[m, n], one rounding into out's dtype.
 #include <ATen/ATen.h>
 
+#include <iterator>
+#include <string>
+#include <vector>
+
 #include "gemm/gemm_params.h"
 #include "gemm/gemm_path.h"
 
@@ -38,12 +42,19 @@ GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, boo
                        bool fused);
 bool launch_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16, GemmPath path);
 
-// "'auto', 'coop_128x128', ...": the configurations built for a kernel kind, for messages.
-inline std::string sm90_config_list(Sm90Kind kind) {
-  std::string out = "'auto'";
+// The names of the configurations built for a kernel kind ("coop_128x128", ...), without "auto".
+inline std::vector<std::string> sm90_built_names(Sm90Kind kind) {
+  std::vector<std::string> out;
   for (int i = 1; i < static_cast<int>(Sm90Config::kCount); ++i) {
-    if (sm90_config_built(kind, static_cast<Sm90Config>(i))) out += std::string(", '") + kSm90ConfigNames[i] + "'";
+    if (sm90_config_built(kind, static_cast<Sm90Config>(i))) out.emplace_back(kSm90ConfigNames[i]);
   }
+  return out;
+}
+
+// "'auto', 'coop_128x128', ...": names for a message, "auto" first.
+inline std::string quoted_names(const std::vector<std::string>& names) {
+  std::string out = "'auto'";
+  for (const auto& n : names) out += ", '" + n + "'";
   return out;
 }
 
@@ -51,10 +62,10 @@ inline std::string sm90_config_list(Sm90Kind kind) {
 // not one, or a configuration this build does not hold for the kind, is refused in one line.
 inline int sm90_config_arg(const char* op, c10::string_view name, Sm90Kind kind) {
   const Sm90Config c = sm90_config_named(std::string(name).c_str());
-  TORCH_CHECK(c != Sm90Config::kCount, op, ": config must be one of ", sm90_config_list(Sm90Kind::kAct), ", got '",
-              name, "'");
+  TORCH_CHECK(c != Sm90Config::kCount, op, ": config must be one of ",
+              quoted_names({std::begin(kSm90ConfigNames) + 1, std::end(kSm90ConfigNames)}), ", got '", name, "'");
   TORCH_CHECK(c == Sm90Config::kAuto || sm90_config_built(kind, c), op, ": config '", name, "' is not built for ",
-              sm90_kind_name(kind), "; built: ", sm90_config_list(kind));
+              sm90_kind_name(kind), "; built: ", quoted_names(sm90_built_names(kind)));
   return static_cast<int>(c);
 }
 

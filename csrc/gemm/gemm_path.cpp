@@ -6,7 +6,6 @@
 #include <iterator>
 #include <optional>
 #include <string>
-#include <vector>
 
 #include "gemm/gemm.h"
 
@@ -24,8 +23,9 @@ Sm90Kind kind_named(c10::string_view key) {
   for (int i = 0; i < static_cast<int>(std::size(kSm90KindKeys)); ++i) {
     if (key == kSm90KindKeys[i]) return static_cast<Sm90Kind>(i);
   }
-  TORCH_CHECK(false, "sm90_config: kind must be one of act, act_aux, residual, residual_f32, fp16_acc_act, "
-              "fp16_acc_residual, fp32_output; got '", key, "'");
+  std::string keys;
+  for (const char* k : kSm90KindKeys) keys += (keys.empty() ? "" : ", ") + std::string(k);
+  TORCH_CHECK(false, "sm90_config: kind must be one of ", keys, "; got '", key, "'");
 }
 
 // The configuration an sm90 kernel of `kind` runs at (M, N) when asked for `config` on a GPU of `sms` SMs.
@@ -37,14 +37,7 @@ std::string sm90_config_op(c10::string_view kind, int64_t M, int64_t N, bool gel
       c == Sm90Config::kAuto ? default_sm90_config(k, M, N, gelu, static_cast<int>(sms)) : c)];
 }
 
-std::vector<std::string> sm90_configs_op(c10::string_view kind) {
-  const Sm90Kind k = kind_named(kind);
-  std::vector<std::string> out;
-  for (int i = 1; i < static_cast<int>(Sm90Config::kCount); ++i) {
-    if (sm90_config_built(k, static_cast<Sm90Config>(i))) out.emplace_back(kSm90ConfigNames[i]);
-  }
-  return out;
-}
+std::vector<std::string> sm90_configs_op(c10::string_view kind) { return sm90_built_names(kind_named(kind)); }
 
 // Why a kernel ("sm90", "mma_sync") would refuse tensors at these addresses (None: it takes them).
 std::optional<std::string> gemm_refusal_op(c10::string_view path, int64_t M, int64_t N, int64_t K, int64_t a,

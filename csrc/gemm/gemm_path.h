@@ -38,14 +38,6 @@ inline GemmPath choose_gemm_path(const GemmCase& c) {
   return sm90 ? GemmPath::kSm90 : GemmPath::kMmaSync;
 }
 
-// The sm90 kernel kind that runs p (sm90_config.h).
-inline Sm90Kind sm90_kind(const GemmParams& p, bool accumulate_fp16) {
-  if (accumulate_fp16) return p.epilogue == kResidual ? Sm90Kind::kFp16AccResidual : Sm90Kind::kFp16AccAct;
-  if (p.epilogue == kResidual) return p.out_f32 ? Sm90Kind::kResidualF32 : Sm90Kind::kResidual;
-  if (p.out_f32) return Sm90Kind::kFp32Output;
-  return p.pre ? Sm90Kind::kActAux : Sm90Kind::kAct;
-}
-
 // "auto", "coop_128x128", ... -> the configuration; kCount for a name that is none of them.
 inline Sm90Config sm90_config_named(const char* name) {
   for (int i = 0; i < static_cast<int>(Sm90Config::kCount); ++i) {

@@ -63,11 +63,6 @@ constexpr bool sm90_config_built(Sm90Kind kind, Sm90Config c) {
   }
 }
 
-constexpr int sm90_tile_m(Sm90Config c) { return c == Sm90Config::kPingpong64x128 ? 64 : 128; }
-constexpr int sm90_tile_n(Sm90Config c) {
-  return c == Sm90Config::kCoop128x256C2 ? 256 : c == Sm90Config::kCoop128x192 ? 192 : 128;
-}
-
 // The configuration for `kAuto`: a prediction from the tile arithmetic, until a GPU run's dispatch data
 // names the measured best (which the model backend passes instead).
 constexpr Sm90Config default_sm90_config(Sm90Kind kind, int64_t M, int64_t N, bool gelu, int sms) {

@@ -38,7 +38,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_cuda(const
                                        residual.defined() ? residual.const_data_ptr() : nullptr,
                                        g.const_data_ptr<float>(), b.const_data_ptr<float>(), out.data_ptr(),
                                        residual.defined() ? sum.data_ptr() : nullptr,
-                                       stats ? mean.data_ptr<float>() : nullptr, stats ? rstd.data_ptr<float>() : nullptr, rows, static_cast<int>(D), static_cast<float>(eps),
+                                       stats ? mean.data_ptr<float>() : nullptr, stats ? rstd.data_ptr<float>() : nullptr,
+                                       rows, static_cast<int>(D), static_cast<float>(eps),
                                        at::cuda::getCurrentCUDAStream()));
   return {out, sum, mean, rstd};
 }

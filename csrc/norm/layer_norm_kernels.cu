@@ -1,7 +1,7 @@
 // layer_norm on the GPU. The widths models use run layer_norm_fixed.cuh's kernels (D a template
 // parameter); any other multiple of 8 the kernels here. Forward and dx: one warp per row, 8 elements
-// (one 16-byte load for 16-bit types) per lane per step; rows up to kMaxVec*256 elements stay in registers (every ViT width up to
-// 1536), wider rows are re-read from memory (L1/L2) instead. Statistics in fp32, the variance in a
+// (one 16-byte load for 16-bit types) per lane per step; rows up to kMaxVec*256 elements stay in
+// registers (every ViT width up to 1536), wider rows are re-read from memory (L1/L2) instead. Statistics in fp32, the variance in a
 // second pass over the centred values. dweight/dbias: per-block column partial sums in fp32, summed
 // over blocks by ATen (deterministic: no atomics).
 // No torch headers here: layer_norm_cuda.cpp checks, allocates and calls the two launchers below.
@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <type_traits>
@@ -274,18 +275,19 @@ void with_type(NormDtype dtype, F&& f) {
 }
 
 // Calls f(std::integral_constant<int, D>) when D is one of norm::kFixedWidths; false otherwise.
+template <typename F, size_t... I>
+bool with_fixed_width(int D, F&& f, std::index_sequence<I...>) {
+  return ((D == norm::kFixedWidths[I] ? (f(std::integral_constant<int, norm::kFixedWidths[I]>{}), true) : false) || ...);
+}
 template <typename F>
 bool with_fixed_width(int D, F&& f) {
-  switch (D) {
-    case 192: return f(std::integral_constant<int, 192>{}), true;
-    case 256: return f(std::integral_constant<int, 256>{}), true;
-    case 384: return f(std::integral_constant<int, 384>{}), true;
-    case 512: return f(std::integral_constant<int, 512>{}), true;
-    case 768: return f(std::integral_constant<int, 768>{}), true;
-    case 1024: return f(std::integral_constant<int, 1024>{}), true;
-    case 1280: return f(std::integral_constant<int, 1280>{}), true;
-    default: return false;
-  }
+  return with_fixed_width(D, f, std::make_index_sequence<std::size(norm::kFixedWidths)>{});
+}
+
+// The fixed-width backward for T and D, with or without dsum: its launch and its grid size agree.
+template <typename T, int kD>
+auto bwd_fixed_kernel(bool dsum) {
+  return dsum ? norm::layer_norm_bwd_fixed<T, kD, true> : norm::layer_norm_bwd_fixed<T, kD, false>;
 }
 
 // Persistent blocks: as many as fit on the device at once (the kernel's occupancy, asked once per kernel
@@ -323,8 +325,8 @@ int layer_norm_bwd_splits(NormDtype dtype, int64_t rows, int D, bool dsum) {
     if constexpr (!std::is_same_v<T, float>) {
       with_fixed_width(D, [&](auto width) {
         constexpr int kD = decltype(width)::value;
-        splits = persistent_blocks(dsum ? norm::layer_norm_bwd_fixed<T, kD, true> : norm::layer_norm_bwd_fixed<T, kD, false>,
-                                   norm::kFixedBwdThreads, norm::RowShape<kD>::kRows, rows);
+        splits = persistent_blocks(bwd_fixed_kernel<T, kD>(dsum), norm::kFixedBwdThreads, norm::RowShape<kD>::kRows,
+                                   rows);
       });
     }
   });
@@ -345,7 +347,8 @@ cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* re
             static_cast<T*>(sum), mean, rstd, rows, eps);
       };
       if (res != nullptr) {
-        mean ? launch(norm::layer_norm_fwd_fixed<T, kD, true, true>) : launch(norm::layer_norm_fwd_fixed<T, kD, true, false>);
+        mean ? launch(norm::layer_norm_fwd_fixed<T, kD, true, true>)
+             : launch(norm::layer_norm_fwd_fixed<T, kD, true, false>);
       } else {
         mean ? launch(norm::layer_norm_fwd_fixed<T, kD, false, true>)
              : launch(norm::layer_norm_fwd_fixed<T, kD, false, false>);
@@ -368,7 +371,7 @@ cudaError_t layer_norm_bwd_launch(NormDtype dtype, const void* dy, const void* d
     if constexpr (!std::is_same_v<T, float>) {
       const bool fixed = with_fixed_width(D, [&](auto width) {
         constexpr int kD = decltype(width)::value;
-        auto kernel = dsum ? norm::layer_norm_bwd_fixed<T, kD, true> : norm::layer_norm_bwd_fixed<T, kD, false>;
+        const auto kernel = bwd_fixed_kernel<T, kD>(dsum != nullptr);
         kernel<<<splits, norm::kFixedBwdThreads, 0, stream>>>(static_cast<const T*>(dy), static_cast<const T*>(dsum),
                                                              static_cast<const T*>(x), gamma, mean, rstd,
                                                              static_cast<T*>(dx), part, rows);

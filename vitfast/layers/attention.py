@@ -3,10 +3,11 @@ norm, proj, proj_drop), an optional additive logit bias and optional attention m
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops._grad import needs_grad
 from ..ops.attention import attention as fused_attention
 from ..ops.attention import attention_support
 from . import backend as backends
-from .dispatch import needs_grad, use_kernel
+from .dispatch import use_kernel
 
 RETURN_ATTN = (None, "logits", "probs")
 

@@ -6,8 +6,9 @@ bench_attention.py tables measured on that GPU; it lists, per op and measured sh
 faster and, for the matrix products, which of the Hopper kernel's configurations (tile, cluster,
 schedule) was the fastest there. A shape takes the choice of the nearest measured shape of its kind
 (same flags: bias, residual, gradient; sizes within a factor NEAR); a GPU with no data, or a shape far
-from every measured one, takes the library path, the safe default. On the CPU our ops are the reference implementations and always run.
-The ops called directly (vitfast.ops.*) always run our kernels: this only steers the model backend."""
+from every measured one, takes the library path, the safe default. On the CPU our ops are the reference
+implementations and always run. The ops called directly (vitfast.ops.*) always run our kernels: this
+only steers the model backend."""
 import json
 import math
 import os
@@ -84,8 +85,3 @@ def kernel_config(op, t, dtype=None, **shape):
 def use_kernel(op, t, dtype=None, **shape):
     """Whether our kernel runs `op` on t (kernel_config is not None); True on the CPU."""
     return kernel_config(op, t, dtype, **shape) is not None
-
-
-def needs_grad(*tensors):
-    """Whether this call records a backward (the shapes were timed forward-only and forward+backward)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

@@ -13,7 +13,8 @@ from ..ops import layer_norm, linear_gelu, linear_residual
 from ..ops._linear_args import autocast_dtype, sm90_configs
 from . import backend as backends
 from .attention import Attention, attention_core
-from .dispatch import kernel_config, needs_grad, use_kernel
+from ..ops._grad import needs_grad
+from .dispatch import kernel_config, use_kernel
 
 
 def plain_linear(m):
@@ -46,7 +47,6 @@ def norm(m, x):
     return layer_norm(x, m.weight, m.bias, m.eps) if fused_norm(m, x) else m(x)
 
 
-SM90_KINDS = ("act", "act_aux", "residual", "residual_f32")
 _stale = set()  # configurations named by dispatch data that this build does not have, warned once each
 
 
@@ -64,7 +64,7 @@ def fused_linear(op, linear, x, residual=None):
         return config
     # A configuration not built for this kind (the row was measured with a bf16 residual, this one is
     # float32, say) takes the shape's default quietly; one this build lacks altogether is stale data.
-    if config not in set().union(*(sm90_configs(k) for k in SM90_KINDS)) and config not in _stale:
+    if config not in sm90_configs() and config not in _stale:
         _stale.add(config)
         warnings.warn(f"vitfast: the dispatch data names the GEMM configuration {config!r}, which this build does "
                       f"not have; using the shape's default", stacklevel=2)

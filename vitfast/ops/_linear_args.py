@@ -30,9 +30,15 @@ def check_linear(x, weight, bias, x_name="x", weight_name="weight"):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
 
 
+SM90_KINDS = ("act", "act_aux", "residual", "residual_f32")  # linear_gelu's and linear_residual's kernels
+
+
 @functools.lru_cache(maxsize=None)
-def sm90_configs(kind):
-    """The Hopper GEMM configurations built for a kernel kind (csrc/gemm/sm90_config.h)."""
+def sm90_configs(kind=None):
+    """The Hopper GEMM configurations built for a kernel kind (csrc/gemm/sm90_config.h); without one,
+    those built for any of linear_gelu's and linear_residual's kinds."""
+    if kind is None:
+        return tuple(dict.fromkeys(c for k in SM90_KINDS for c in sm90_configs(k)))
     return ("auto", *torch.ops.vitfast.sm90_configs(kind))
 
 

@@ -9,6 +9,8 @@ import numbers
 
 import torch
 
+from ._grad import needs_grad
+
 __all__ = ["layer_norm", "layer_norm_ref"]
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -46,8 +48,8 @@ def layer_norm(x, weight, bias, eps=1e-5, residual=None):
         weight = weight.float()
     if bias.dtype not in (x.dtype, torch.float32):
         bias = bias.float()
-    stats = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight, bias))
-    out, s, _, _ = torch.ops.vitfast.layer_norm.default(x, residual, weight, bias, float(eps), stats)
+    out, s, _, _ = torch.ops.vitfast.layer_norm.default(x, residual, weight, bias, float(eps),
+                                                        needs_grad(x, residual, weight, bias))
     return out if residual is None else (s, out)
 
 
@@ -76,7 +78,8 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, dout, dsum, _dmean, _drstd):
     s, weight, mean, rstd = ctx.saved_tensors
     if mean.numel() == 0 and s.numel() > 0:  # called with stats=False (e.g. by opcheck): recompute them
-        _, _, mean, rstd = torch.ops.vitfast.layer_norm.default(s, None, weight, torch.zeros_like(weight), ctx.eps, True)
+        zero = torch.zeros_like(weight)
+        _, _, mean, rstd = torch.ops.vitfast.layer_norm.default(s, None, weight, zero, ctx.eps, True)
     if dout is None:
         dout = torch.zeros_like(s)
     dsum = dsum if ctx.has_residual else None

@@ -7,6 +7,7 @@ fused gelu_backward elementwise kernel on the saved pre-activation.
 """
 import torch
 
+from ._grad import needs_grad
 from ._linear_args import check_config, check_linear, linear_backward, linear_operands
 
 __all__ = ["linear_gelu", "linear_gelu_ref"]
@@ -23,7 +24,7 @@ def linear_gelu(x, weight, bias=None, approximate="none", *, config="auto"):
     if approximate not in APPROXIMATE:
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
     x, weight, bias = linear_operands(x, weight, bias)
-    save_pre = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    save_pre = needs_grad(x, weight, bias)
     check_config(config, "act_aux" if save_pre else "act",
                  "linear_gelu with a gradient" if save_pre else "linear_gelu")
     out, _ = torch.ops.vitfast.linear_gelu.default(x, weight, bias, approximate, save_pre, config)

@@ -118,7 +118,7 @@ inline int sm_count() {
 // One configuration's launch. The tensors passed gemm_path.h's sm90_refusal (run), and the launcher
 // (gemm_cuda.cpp) reported any error pending from earlier work, so a failure here is this launch's own.
 template <class Operand, class Accumulator, Sm90Kind kKind, class Out, Sm90Config kConfig>
-int launch(const GemmParams& p, cudaStream_t stream) {
+int launch(const GemmParams& p, int sms, cudaStream_t stream) {
   using K = Kernel<Operand, Accumulator, kKind, Out, kConfig>;
   using Gemm = typename K::Gemm;
   using GK = typename Gemm::GemmKernel;
@@ -134,7 +134,6 @@ int launch(const GemmParams& p, cudaStream_t stream) {
        cutlass::make_cute_packed_stride(typename GK::StrideB{}, {N, Kd, 1})},
       {{}, c, cutlass::make_cute_packed_stride(typename GK::StrideC{}, {M, N, 1}), d,
        cutlass::make_cute_packed_stride(typename GK::StrideD{}, {M, N, 1})}};
-  static const int sms = sm_count();
   args.hw_info.sm_count = sms;
   auto& fusion = args.epilogue.thread;
   fusion.alpha = 1.f;
@@ -169,7 +168,7 @@ int run(const GemmParams& p, cudaStream_t stream) {
   auto one = [&](auto c) {
     constexpr Sm90Config kC = decltype(c)::value;
     if constexpr (sm90_config_built(kKind, kC)) {
-      if (config == kC) status = launch<Operand, Accumulator, kKind, Out, kC>(p, stream);
+      if (config == kC) status = launch<Operand, Accumulator, kKind, Out, kC>(p, sms, stream);
     }
   };
   using C = Sm90Config;
