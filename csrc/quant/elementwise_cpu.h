@@ -7,15 +7,10 @@
 #include <type_traits>
 
 #include "quant/philox.h"
-#include "quant/rounding.h"
+#include "quant/quant_ops.h"
 #include "quant/scaled_cast.h"
 
 namespace vitfast {
-
-template <typename Op, typename = void>
-struct HasFastPath : std::false_type {};
-template <typename Op>
-struct HasFastPath<Op, std::void_t<decltype(Op::kHasFastPath)>> : std::bool_constant<Op::kHasFastPath> {};
 
 // Runs op.fast_bits over blocks of float32 with a loop the compiler vectorises, and redoes with op()
 // any block holding an element op.slow flags (rare: values in a narrow format's subnormal range).
@@ -38,37 +33,36 @@ void fast_path_cpu(const float* in, float* out, int64_t n, const Op& op) {
   });
 }
 
-// op(float x, uint32_t random_word, int64_t index) -> float
+// op(float x, uint32_t random_word, int64_t index) -> float. Deterministic float32 with a fast path
+// takes the vectorised loop above; the rest goes group by group through quantize_group, as on CUDA.
 template <typename scalar_t, bool kStochastic, typename Op>
 void elementwise_cpu(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op) {
   if constexpr (!kStochastic && std::is_same_v<scalar_t, float> && HasFastPath<Op>::value) {
     fast_path_cpu(in, out, n, op);
     return;
   }
-  if (!kStochastic) {
-    at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) out[i] = static_cast<scalar_t>(op(static_cast<float>(in[i]), 0u, i));
-    });
-    return;
-  }
   at::parallel_for(0, (n + 3) / 4, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t g = begin; g < end; ++g) {
-      const Philox4 r = philox4x32_10(static_cast<uint64_t>(g), seed);
+      uint32_t r[4] = {0u, 0u, 0u, 0u};
+      if constexpr (kStochastic) {
+        const Philox4 p = philox4x32_10(static_cast<uint64_t>(g), seed);
+        for (int j = 0; j < 4; ++j) r[j] = p.v[j];
+      }
       const int64_t base = 4 * g;
       const int count = static_cast<int>(std::min<int64_t>(4, n - base));
-      for (int j = 0; j < count; ++j) {
-        out[base + j] = static_cast<scalar_t>(op(static_cast<float>(in[base + j]), r.v[j], base + j));
-      }
+      float x[4] = {0.0f, 0.0f, 0.0f, 0.0f}, y[4];
+      for (int j = 0; j < count; ++j) x[j] = static_cast<float>(in[base + j]);
+      quantize_group(op, x, r, g, count, y);
+      for (int j = 0; j < count; ++j) out[base + j] = static_cast<scalar_t>(y[j]);
     }
   });
 }
 
 template <typename scalar_t, Cast8 K>
-void scaled_cast_cpu(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out, int64_t n,
-                     const ScaledCastSpec& spec) {
+void scaled_cast_cpu(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out, int64_t n) {
   at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      out[i] = scaled_cast_one<K>(static_cast<float>(in[i]), scale[per_row ? i / cols : 0], spec);
+      out[i] = scaled_cast_one<K>(static_cast<float>(in[i]), scale[per_row ? i / cols : 0]);
     }
   });
 }
@@ -87,9 +81,8 @@ struct CpuLauncher {
     elementwise_cpu<scalar_t, kStochastic>(in, out, n, seed, op);
   }
   template <typename scalar_t, Cast8 K>
-  static void cast(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out, int64_t n,
-                   const ScaledCastSpec& spec) {
-    scaled_cast_cpu<scalar_t, K>(in, scale, per_row, cols, out, n, spec);
+  static void cast(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out, int64_t n) {
+    scaled_cast_cpu<scalar_t, K>(in, scale, per_row, cols, out, n);
   }
 };
 

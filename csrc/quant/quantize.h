@@ -95,13 +95,13 @@ at::Tensor block_quantize_impl(const at::Tensor& x, int64_t wl, std::optional<in
   return apply_quant<Launcher, BlockOp>(xc, mode, key, maxima.const_data_ptr<float>(), layout, static_cast<int>(wl));
 }
 
-// Launcher::cast for the Cast8 target of `dtype` (make_scaled_cast_spec has checked it is one of three).
+// Launcher::cast for `target`.
 template <typename Launcher, typename scalar_t>
 void launch_scaled_cast(const scalar_t* in, const float* s, bool per_row, int64_t cols, uint8_t* o, int64_t n,
-                        const ScaledCastSpec& spec, at::ScalarType dtype) {
-  if (dtype == at::kFloat8_e4m3fn) return Launcher::template cast<scalar_t, Cast8::kE4M3>(in, s, per_row, cols, o, n, spec);
-  if (dtype == at::kFloat8_e5m2) return Launcher::template cast<scalar_t, Cast8::kE5M2>(in, s, per_row, cols, o, n, spec);
-  Launcher::template cast<scalar_t, Cast8::kInt8>(in, s, per_row, cols, o, n, spec);
+                        Cast8 target) {
+  if (target == Cast8::kE4M3) return Launcher::template cast<scalar_t, Cast8::kE4M3>(in, s, per_row, cols, o, n);
+  if (target == Cast8::kE5M2) return Launcher::template cast<scalar_t, Cast8::kE5M2>(in, s, per_row, cols, o, n);
+  Launcher::template cast<scalar_t, Cast8::kInt8>(in, s, per_row, cols, o, n);
 }
 
 // x / scale rounded and saturated into an 8-bit format (see scaled_cast.h): `scale` holds one fp32 value
@@ -109,7 +109,7 @@ void launch_scaled_cast(const scalar_t* in, const float* s, bool per_row, int64_
 template <typename Launcher>
 at::Tensor scaled_cast_impl(const at::Tensor& x, const at::Tensor& scale, at::ScalarType dtype) {
   check_quant_input(x);
-  const ScaledCastSpec spec = make_scaled_cast_spec(dtype);
+  const Cast8 target = cast8_target(dtype);
   TORCH_CHECK(scale.scalar_type() == at::kFloat, "scale must be a float32 tensor, got ", scale.scalar_type());
   TORCH_CHECK(scale.device() == x.device(), "scale must be on x's device (", x.device(), "), got ", scale.device());
   const bool per_row = scale.numel() != 1;
@@ -124,7 +124,7 @@ at::Tensor scaled_cast_impl(const at::Tensor& x, const at::Tensor& scale, at::Sc
   auto* o = static_cast<uint8_t*>(out.mutable_data_ptr());
   const float* s = sc.const_data_ptr<float>();
   AT_DISPATCH_V2(xc.scalar_type(), "vitfast_scaled_cast",
-                 AT_WRAP([&] { launch_scaled_cast<Launcher>(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, spec, dtype); }),
+                 AT_WRAP([&] { launch_scaled_cast<Launcher>(xc.const_data_ptr<scalar_t>(), s, per_row, cols, o, n, target); }),
                  at::kFloat, at::kHalf, at::kBFloat16);
   return out;
 }

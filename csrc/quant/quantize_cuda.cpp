@@ -21,9 +21,8 @@ struct CudaLauncher {
                                                             at::cuda::getCurrentCUDAStream())));
   }
   template <typename scalar_t, Cast8 K>
-  static void cast(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out, int64_t n,
-                   const ScaledCastSpec& spec) {
-    C10_CUDA_CHECK((scaled_cast_cuda<scalar_t, K>(in, scale, per_row, cols, out, n, spec, max_blocks(),
+  static void cast(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out, int64_t n) {
+    C10_CUDA_CHECK((scaled_cast_cuda<scalar_t, K>(in, scale, per_row, cols, out, n, max_blocks(),
                                                   at::cuda::getCurrentCUDAStream())));
   }
   static int64_t max_blocks() {

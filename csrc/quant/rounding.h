@@ -116,15 +116,23 @@ VF_HD float quantize_float(float x, const FloatSpec& s, uint32_t rnd) {
   return bits_float(r | sign);
 }
 
-// quantize_float for deterministic rounding as selects only, so the CPU loop vectorises (even on
-// plain SSE2). Exact except for 0 < |x| < slow_below (the target's subnormal range when exp < 8),
-// which float_slow_path flags for quantize_float.
+// quantize_float as selects only, so the CPU loop vectorises (even on plain SSE2) and a GPU thread
+// runs it without divergent branches. Exact except for 0 < |x| < slow_below (the target's subnormal
+// range when exp < 8), which float_slow_path flags for quantize_float. `rnd` is read only by
+// stochastic rounding.
 template <Rounding R>
-VF_HD uint32_t quantize_float_fast_bits(uint32_t u, const FloatSpec& s) {
+VF_HD uint32_t quantize_float_fast_bits(uint32_t u, const FloatSpec& s, uint32_t rnd = 0u) {
   // Conditions become all-ones/all-zero masks: no branches for the vectoriser to give up on.
   const uint32_t a = u & 0x7fffffffu, sign = u & 0x80000000u;
-  const uint32_t tie_bit = R == Rounding::kNearest ? (a >> s.shift) & s.lsb : s.lsb;
-  uint32_t r = (a + (s.mask >> 1) + tie_bit) & ~s.mask;
+  uint32_t inc;  // round_low_bits's increment; shift == 0 (mask and lsb 0) adds nothing
+  if (R == Rounding::kNearest) {
+    inc = (s.mask >> 1) + ((a >> s.shift) & s.lsb);
+  } else if (R == Rounding::kNearestAway) {
+    inc = (s.mask >> 1) + s.lsb;
+  } else {
+    inc = rnd & s.mask;
+  }
+  uint32_t r = (a + inc) & ~s.mask;
   const uint32_t over = 0u - static_cast<uint32_t>(r > s.max_bits);
   r = (r & ~over) | (s.overflow_bits & over);
   r &= ~(0u - static_cast<uint32_t>(r < s.flush_below));

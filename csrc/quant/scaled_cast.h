@@ -11,25 +11,32 @@ namespace vitfast {
 
 enum class Cast8 : int { kE4M3 = 0, kE5M2 = 1, kInt8 = 2 };
 
-// The targets' specs, built on the host by specs.h (make_scaled_cast_spec).
-struct ScaledCastSpec {
-  FloatSpec fp8;   // e4m3fn or e5m2, saturating
-  FixedSpec int8;  // fixed(8, 0), symmetric, clamped: -127..127
-};
-
-// The code of a value on the FloatingPoint(E, M) grid (or NaN): sign, biased exponent and the top M
-// mantissa bits of its fp32 pattern, or a subnormal's multiple of the smallest step. Saturation has
-// already removed infinities.
+// The FloatingPoint(E, M) code of v rounded to nearest even and saturated (e4m3fn: E = 4, M = 3, the
+// all-ones code is NaN; e5m2: M = 2), the code of quantize_float with the saturating spec (e4m3fn: finite)
+// read off its fields, in selects only (no branch: a GPU warp never diverges on it).
+//   normal results: rounding the fp32 pattern at bit 23 - M carries into the exponent as it should,
+//     and subtracting the bias difference leaves sign-less E.M fields;
+//   subnormal results (|v| below the smallest normal): |v| + 2^(emin - M + 23) rounds |v| to a
+//     multiple of the subnormal step (the sum's ulp), ties to even, and the sum's low bits count the
+//     steps: the code itself, 2^M (the smallest normal's) included.
 template <int E, int M>
-VF_HD uint8_t fp8_code(float q) {
-  const uint32_t u = float_bits(q), a = u & 0x7fffffffu;
-  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80u);
-  if (a > 0x7f800000u) return sign | 0x7fu;  // NaN: all-ones exponent and mantissa, as torch's casts give
-  constexpr int kBias = (1 << (E - 1)) - 1, kEmin = 1 - kBias;
-  const int e = static_cast<int>(a >> 23) - 127;
-  if (e >= kEmin) return sign | static_cast<uint8_t>(((e + kBias) << M) | ((a & 0x007fffffu) >> (23 - M)));
-  // Subnormal (or zero): an exact multiple of 2^(kEmin - M), scaled to an integer exactly.
-  return sign | static_cast<uint8_t>(bits_float(a) * static_cast<float>(1u << (M - kEmin)));
+VF_HD uint8_t fp8_encode(float v) {
+  constexpr int kBias = (1 << (E - 1)) - 1, kEmin = 1 - kBias, kShift = 23 - M;
+  constexpr uint32_t kMaxCode = E == 4 ? 0x7eu : 0x7bu;  // 448 (0x7f is NaN) / 57344 (0x7c is inf)
+  constexpr uint32_t kMinNormal = static_cast<uint32_t>(kEmin + 127) << 23;
+  constexpr uint32_t kMagic = static_cast<uint32_t>(kEmin - M + 23 + 127) << 23;
+  constexpr uint32_t kRebias = static_cast<uint32_t>(127 - kBias) << M;
+  const uint32_t u = float_bits(v), a = u & 0x7fffffffu;
+  const uint32_t rounded = (a + ((1u << (kShift - 1)) - 1u) + ((a >> kShift) & 1u)) >> kShift;  // a < 2^31: no wrap
+  uint32_t code = rounded > kMaxCode + kRebias ? kMaxCode : rounded - kRebias;  // overflow and inf saturate
+#if defined(__CUDA_ARCH__)
+  const float sum = __fadd_rn(bits_float(a), bits_float(kMagic));  // never contracted into an FMA
+#else
+  const float sum = bits_float(a) + bits_float(kMagic);
+#endif
+  code = a < kMinNormal ? float_bits(sum) - kMagic : code;
+  code = a > 0x7f800000u ? 0x7fu : code;  // NaN: all-ones exponent and mantissa, as torch's casts give
+  return static_cast<uint8_t>(((u >> 24) & 0x80u) | code);
 }
 
 // The int8 code of v: round to nearest even, saturate to [-127, 127], NaN -> 0. The same value as
@@ -46,15 +53,14 @@ VF_HD uint8_t int8_code(float v) {
 }
 
 template <Cast8 K>
-VF_HD uint8_t scaled_cast_one(float x, float scale, const ScaledCastSpec& s) {
+VF_HD uint8_t scaled_cast_one(float x, float scale) {
   const float v = x / scale;
   if constexpr (K == Cast8::kInt8) {
-    (void)s;
     return int8_code(v);
   } else if constexpr (K == Cast8::kE4M3) {
-    return fp8_code<4, 3>(quantize_float<Rounding::kNearest>(v, s.fp8, 0u));
+    return fp8_encode<4, 3>(v);
   } else {
-    return fp8_code<5, 2>(quantize_float<Rounding::kNearest>(v, s.fp8, 0u));
+    return fp8_encode<5, 2>(v);
   }
 }
 

@@ -13,6 +13,6 @@ namespace vitfast {
 // blocks of 256 threads. Returns the launch's error.
 template <typename scalar_t, Cast8 K>
 cudaError_t scaled_cast_cuda(const scalar_t* in, const float* scale, bool per_row, int64_t cols, uint8_t* out,
-                             int64_t n, const ScaledCastSpec& spec, int64_t max_blocks, cudaStream_t stream);
+                             int64_t n, int64_t max_blocks, cudaStream_t stream);
 
 }  // namespace vitfast

@@ -79,19 +79,13 @@ inline FixedSpec make_fixed_spec(int64_t wl, int64_t fl, bool clamp, bool symmet
                    symmetric ? -(top - 1.0) : -top, top - 1.0, clamp};
 }
 
-// The targets of scaled_cast: e4m3fn and e5m2 saturating (overflow and +-inf to +-max), int8 as the
-// symmetric fixed(8, 0) word.
-inline ScaledCastSpec make_scaled_cast_spec(at::ScalarType dtype) {
-  ScaledCastSpec s{};
-  if (dtype == at::kFloat8_e4m3fn) {
-    s.fp8 = make_float_spec(4, 3, /*saturate=*/true, /*subnormals=*/true, /*finite=*/true);
-  } else if (dtype == at::kFloat8_e5m2) {
-    s.fp8 = make_float_spec(5, 2, /*saturate=*/true, /*subnormals=*/true, /*finite=*/false);
-  } else {
-    TORCH_CHECK(dtype == at::kChar, "dtype must be torch.float8_e4m3fn, torch.float8_e5m2 or torch.int8, got ", dtype);
-    s.int8 = make_fixed_spec(8, 0, /*clamp=*/true, /*symmetric=*/true);
-  }
-  return s;
+// scaled_cast's target for `dtype`: e4m3fn and e5m2 saturating (overflow and +-inf to +-max), int8
+// the symmetric fixed(8, 0) word.
+inline Cast8 cast8_target(at::ScalarType dtype) {
+  if (dtype == at::kFloat8_e4m3fn) return Cast8::kE4M3;
+  if (dtype == at::kFloat8_e5m2) return Cast8::kE5M2;
+  TORCH_CHECK(dtype == at::kChar, "dtype must be torch.float8_e4m3fn, torch.float8_e5m2 or torch.int8, got ", dtype);
+  return Cast8::kInt8;
 }
 
 inline void check_block_args(int64_t wl, std::optional<int64_t> block_size, std::optional<int64_t> dim) {
