@@ -1,4 +1,5 @@
-"""Throughput of vitfast.ops.float_quantize against torch's own casts and qtorch 0.3.0.
+"""Throughput of vitfast.ops.float_quantize against torch's own casts and qtorch 0.3.0, and of
+every quantizer kernel against the GPU's copy.
 
     python benchmarks/bench_quant.py [--size N] [--repeats R] [--device cpu|cuda|all] [--threads T] [--out FILE]
 
@@ -7,6 +8,10 @@ vitfast's time against `x.half().float()` / `x.bfloat16().float()` (the same nea
 torch's native, vectorised casts: the speed to match) and against qtorch.float_quantize with the same
 rounding (the library vitfast replaces). On CUDA also against a device copy, the bandwidth roof.
 GB/s counts the bytes the operation must move, 4 read + 4 written per element, for every row alike.
+
+On CUDA a second table sweeps fp32 and bf16 inputs: float_quantize in four formats and every
+rounding, scaled_cast to e4m3fn, e5m2 and int8 with a per-tensor and a per-row scale; each row's
+bytes (input read, output written) per second against a copy of the same input (`x.clone()`).
 """
 import argparse
 import datetime
@@ -18,12 +23,18 @@ from unittest import mock
 
 import torch
 
-from common import METHOD, git_commit, gpu_driver, measure  # benchmarks/common.py
+from common import METHOD, git_commit, gpu_driver, input_sets, measure  # benchmarks/common.py
 from vitfast.cli import first_line
-from vitfast.ops import float_quantize
+from vitfast.ops import float_quantize, scaled_cast
 
 FORMATS = [((5, 10), "fp16", lambda x: x.half().float()), ((8, 7), "bf16", lambda x: x.bfloat16().float())]
 ROUNDINGS = ["nearest", "stochastic"]
+# The GPU sweep: input dtypes, float_quantize formats and roundings, scaled_cast targets.
+SWEEP_DTYPES = [torch.float32, torch.bfloat16]
+SWEEP_FORMATS = [((5, 10), "fp16"), ((8, 7), "bf16"), ((4, 3), "e4m3"), ((5, 2), "e5m2")]
+SWEEP_ROUNDINGS = ["nearest", "nearest_away", "stochastic"]
+SWEEP_TARGETS = [torch.float8_e4m3fn, torch.float8_e5m2, torch.int8]
+SWEEP_ROW = 768  # the per-row scale's row length (ViT-B's width)
 WARMUP = 2
 # Targets, checked by goals(): CPU speedup over qtorch, CPU time over torch's cast, GPU share of copy bandwidth.
 GOAL_QTORCH, GOAL_CAST, GOAL_COPY = 5.0, 1.5, 0.80
@@ -89,6 +100,50 @@ def bench_device(device, n, repeats, q):
             rows.append(row)
             print(f"  {device} ({exp},{man}) {rounding}: {row['ms']:.4g} ms", flush=True)
     return rows, copy_ms
+
+
+def bench_sweep(n, repeats, device="cuda"):
+    """Rows of the GPU sweep: each quantizer kernel against a copy of its input, inputs rotated past L2
+    (`device` is "cuda" but for the script's own test)."""
+    rows = []
+    n -= n % SWEEP_ROW
+    for dtype in SWEEP_DTYPES:
+        sets = input_sets(lambda: (fresh_input(n, device).to(dtype),), device)
+        size = sets[0][0].element_size()
+        copy_ms = measure(lambda x: x.clone(), device, inputs=sets, repeats=repeats).median
+        copy_gbps = 2 * size * n / (copy_ms * 1e-3) / 1e9
+        name = str(dtype).removeprefix("torch.")
+
+        def add(op, what, how, fn, out_size):
+            ms = measure(fn, device, inputs=sets, repeats=repeats).median
+            rate = (size + out_size) * n / (ms * 1e-3) / 1e9
+            rows.append(dict(op=op, dtype=name, what=what, how=how, ms=ms, gbps=rate, copy_gbps=copy_gbps))
+            print(f"  {op} {name} {what} {how}: {ms:.4g} ms, {rate / copy_gbps:.0%} of copy", flush=True)
+
+        for (exp, man), fmt in SWEEP_FORMATS:
+            for rounding in SWEEP_ROUNDINGS:
+                add("float_quantize", f"({exp},{man}) {fmt}", rounding,
+                    lambda x, e=exp, m=man, r=rounding: float_quantize(x, e, m, r), size)
+        tensor_scale = torch.tensor(0.05, device=device)
+        row_scales = torch.rand(n // SWEEP_ROW, device=device) + 0.01
+        for target in SWEEP_TARGETS:
+            what = str(target).removeprefix("torch.")
+            add("scaled_cast", what, "per tensor", lambda x, t=target: scaled_cast(x, tensor_scale, t), 1)
+            add("scaled_cast", what, f"per row of {SWEEP_ROW}",
+                lambda x, t=target: scaled_cast(x.view(-1, SWEEP_ROW), row_scales, t), 1)
+    return rows
+
+
+def sweep_table(rows):
+    head = ["op", "input", "format / target", "rounding / scale", "ms", "GB/s", "copy GB/s", "% of copy",
+            f"≥{GOAL_COPY:.0%}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        share = r["gbps"] / r["copy_gbps"]
+        lines.append("| " + " | ".join([r["op"], r["dtype"], r["what"], r["how"], f"{r['ms']:.4g}",
+                                         f"{r['gbps']:.0f}", f"{r['copy_gbps']:.0f}", f"{share:.0%}",
+                                         mark(share >= GOAL_COPY)]) + " |")
+    return "\n".join(lines)
 
 
 def goals(row):
@@ -159,7 +214,7 @@ def main():
         print(note)
     qver = importlib.metadata.version("qtorch") if q is not None else "absent"
 
-    rows, copies = [], {}
+    rows, copies, sweep = [], {}, []
     for device in devices:
         # Without its CUDA build, qtorch would run its CPU loop on device pointers: never call it there.
         try:
@@ -171,6 +226,8 @@ def main():
         rows += r
         if copy_ms is not None:
             copies[device] = copy_ms
+        if device == "cuda":
+            sweep = bench_sweep(args.size, args.repeats)
     for device, ms in copies.items():
         notes.append(f"{device} copy (x.clone()): {ms:.4g} ms, {gbps(args.size, ms):.0f} GB/s")
 
@@ -185,6 +242,10 @@ def main():
               f"GPU ≥{GOAL_COPY:.0%} of copy bandwidth.",
               *(f"- {n}" for n in notes), ""]
     text = "\n".join(header) + "\n" + table(rows, args.size) + "\n"
+    if sweep:
+        text += ("\n## Every quantizer kernel on the GPU against a copy of its input\n\n"
+                 f"{args.size - args.size % SWEEP_ROW} elements; GB/s = (input + output bytes) per element / time; "
+                 "inputs rotated over sets larger than twice the L2 cache.\n\n" + sweep_table(sweep) + "\n")
     print("\n" + text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ def quantizers():
     x = torch.randn(1000003, device="cuda")
     for rounding in ("nearest", "stochastic"):
         float_quantize(x, 4, 3, rounding, saturate=True, finite=True)
-        float_quantize(x.half(), 5, 2, rounding)
+        float_quantize(x.half(), 5, 2, rounding)  # 16-byte vectors of 8, then a tail of 3
+        float_quantize(x.bfloat16()[4:], 8, 7, rounding)  # 8-byte aligned only: element by element
         fixed_point_quantize(x, 8, 4, rounding=rounding)
         block_quantize(x[:999999].view(333, 3003), 8, dim=0, rounding=rounding)
         block_quantize(x, 8, rounding=rounding)
@@ -31,6 +32,7 @@ def quantizers():
         scaled_cast(x, x.abs().amax() / 448, dtype)
         scaled_cast(x[1:].half(), torch.tensor(0.01, device="cuda"), dtype)
         scaled_cast(x[:999999].view(333, 3003), torch.rand(333, device="cuda") + 0.01, dtype)
+        scaled_cast(x[:999999].bfloat16().view(333, 3003), torch.rand(333, device="cuda") + 0.01, dtype)
 
 
 def attentions():

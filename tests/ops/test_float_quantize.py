@@ -232,6 +232,28 @@ def test_cuda_matches_cpu(rounding, dtype, exp, man, saturate, finite):
 
 
 @needs_cuda
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_cuda_every_length_and_offset_of_the_vector_loop(rounding, dtype):
+    """The kernels' loop (csrc/quant/group_map.cuh) reads 16 bytes at a time (4 fp32 or 8 fp16/bf16
+    elements), two vectors per thread per step, and goes element by element through a misaligned
+    view and the tail. Lengths on either side of each boundary, every start offset within a vector
+    (an 8-byte-aligned bf16 view included), and a length past one whole grid stride, CUDA == CPU."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.cat([adversarial_fp32(2000, generator=g), torch.randn(6000, generator=g)]).to(dtype)
+    seed = torch.tensor(99) if rounding == "stochastic" else None
+    xc = x.cuda()
+    for offset in range(8):
+        for n in (1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 65, 4095, 4097, 7777):
+            a = torch.ops.vitfast.float_quantize(x[offset:offset + n], 8, 3, rounding, False, True, False, seed)
+            b = torch.ops.vitfast.float_quantize(xc[offset:offset + n], 8, 3, rounding, False, True, False, seed)
+            assert_same_bits(b.cpu(), a)
+    big = torch.randn(5_000_003, generator=g).to(dtype)  # > 132 SMs x 8 blocks x 256 threads x 2 x 8 elements
+    a = torch.ops.vitfast.float_quantize(big, 5, 2, rounding, False, True, False, seed)
+    assert_same_bits(torch.ops.vitfast.float_quantize(big.cuda(), 5, 2, rounding, False, True, False, seed).cpu(), a)
+
+
+@needs_cuda
 def test_cuda_every_fp32_input_matches_torch_cast():
     chunk = 1 << 22
     base = torch.arange(chunk, dtype=torch.int64, device="cuda")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vitfast.ops import fixed_point_quantize, float_quantize, scaled_cast, scaled_cast_ref
-from tests.values import adversarial_fp32, needs_cuda
+from tests.values import adversarial_fp32, assert_same_bits, needs_cuda
 
 DTYPES = [torch.float8_e4m3fn, torch.float8_e5m2, torch.int8]
 QMAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0, torch.int8: 127.0}
@@ -56,6 +56,26 @@ def test_equals_its_twin_and_the_emulation(dtype, xdtype):
         finite = ~torch.isnan(emu)
         assert torch.equal(got.float()[finite], emu[finite]), "the value of the code is the emulation's"
         assert torch.isnan(got.float()[~finite]).all() if dtype != torch.int8 else (got[~finite] == 0).all()
+
+
+# fp32 exponent fields where the fp8 encoder's cases meet: fp32 subnormals and the smallest normals,
+# the target's subnormal range with a binade either side, 1.0's, the binade holding the largest
+# finite value and the one that saturates, inf/NaN.
+BOUNDARY_FIELDS = {torch.float8_e4m3fn: [0, 1, *range(116, 123), 127, 135, 136, 255],
+                   torch.float8_e5m2: [0, 1, *range(109, 115), 127, 142, 143, 255]}
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_every_mantissa_where_the_fp8_cases_meet(dtype):
+    """The fp8 encoder (selects on the fp32 pattern, subnormals by an add) against the emulation's
+    rounding (float_quantize), for all 2^23 mantissas of each boundary binade, random signs."""
+    g = torch.Generator().manual_seed(5)
+    mantissas = torch.arange(1 << 23, dtype=torch.int32)
+    for field in BOUNDARY_FIELDS[dtype]:
+        signs = torch.randint(0, 2, mantissas.shape, generator=g, dtype=torch.int32) << 31
+        x = ((field << 23) | mantissas | signs).view(torch.float32)
+        got = scaled_cast(x, torch.ones(()), dtype).float()
+        assert_same_bits(got, emulation(x, 1.0, dtype), x)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -123,6 +143,26 @@ def test_cuda_per_row_scales_across_rows_inside_a_group_of_four(cols, dtype):
     w = torch.randn(41, cols, generator=g) * 8
     s = torch.rand(41, generator=g) + 0.05
     assert torch.equal(codes(scaled_cast(w.cuda(), s.cuda(), dtype)).cpu(), codes(scaled_cast(w, s, dtype)))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xdtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_every_length_and_offset_of_the_vector_loop(dtype, xdtype):
+    """As float_quantize's test of the shared loop: lengths around each vector boundary, every start
+    offset within a vector, per-tensor and per-row scales (rows of 5 cross groups and vectors)."""
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(8000, generator=g) * 50).to(xdtype)
+    xc, scale = x.cuda(), torch.tensor(0.37)
+    for offset in range(8):
+        for n in (1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 65, 4095, 4097, 7775):
+            v = x[offset:offset + n]
+            assert torch.equal(codes(scaled_cast(xc[offset:offset + n], scale.cuda(), dtype)).cpu(),
+                               codes(scaled_cast(v, scale, dtype)))
+            if n % 5 == 0:
+                rows = torch.rand(n // 5, generator=g) + 0.1
+                w, wc = v.reshape(-1, 5), xc[offset:offset + n].reshape(-1, 5)
+                assert torch.equal(codes(scaled_cast(wc, rows.cuda(), dtype)).cpu(), codes(scaled_cast(w, rows, dtype)))
 
 
 @needs_cuda
