@@ -7,8 +7,9 @@ linear_residual (fc2, proj) against F.linear(...) + residual, in every Hopper co
 the case on an H100/H200 (a row each, "[config]"; elsewhere the one kernel there is), inference
 (forward) and training (forward + backward: the pre-activation stored, the residual stream in float32),
 the fastest against cuBLAS's bare product F.linear(x, w) (the epilogue's cost); lp_matmul FP16_16 / FP16_32 against
-torch's fp16 matmul with and without allow_fp16_accumulation, layer_norm (+ residual) against
-F.layer_norm (and x + r first); forward and, for the training ops, forward + backward. Reports the
+cuBLAS's fp16 product with an fp16 accumulator (allow_fp16_accumulation) / into fp32 (torch.mm's out_dtype), layer_norm (+ residual) against
+F.layer_norm (and x + r first); forward and, for the training ops, forward + backward, in bf16 and
+as autocast training meets them (a float32 residual stream: "fp32" rows and the residual's). Reports the
 median time (benchmarks/common.py's measure(): common.METHOD, in the table's header), TFLOP/s for the
 products and GB/s (bytes each op must move) for layer_norm, and the ratio to the PyTorch peer.
 """
@@ -36,6 +37,7 @@ def main(argv=None):
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py needs a CUDA GPU")
     from vitfast.ops import layer_norm, linear_gelu, linear_residual, lp_matmul
+    from vitfast.quant.lowp import cublas_lowp_linear
 
     dev, bf = "cuda", torch.bfloat16
     M = args.batch * 197
@@ -107,14 +109,10 @@ def main(argv=None):
                     3 * flops, "TFLOP/s")
             del train, wg, bg
             wh, xh = w.half(), [(x.half(), r) for x, r in xs]
-            for acc in ("fp16", "fp32"):
-                ours = bench(lambda x, r: lp_matmul(x, wh.t(), accumulate=acc), xh, args.repeats)
-                old = torch.backends.cuda.matmul.allow_fp16_accumulation
-                torch.backends.cuda.matmul.allow_fp16_accumulation = acc == "fp16"
-                try:
-                    peer = bench(lambda x, r: x @ wh.t(), xh, args.repeats)
-                finally:
-                    torch.backends.cuda.matmul.allow_fp16_accumulation = old
+            for acc in ("fp16", "fp32"):  # against vitfast.quant.lowp's library path for each
+                out = torch.float16 if acc == "fp16" else torch.float32
+                ours = bench(lambda x, r: lp_matmul(x, wh.t(), accumulate=acc, out_dtype=out), xh, args.repeats)
+                peer = bench(lambda x, r: cublas_lowp_linear(x, wh, None, acc), xh, args.repeats)
                 row(f"{name} lp_matmul {acc} acc ({what})", f"{M}x{K}->{N}", ours, peer, flops, "TFLOP/s")
         g, be = torch.rand(D, device=dev) + 0.5, torch.randn(D, device=dev)
         xs = input_sets(lambda: (torch.randn(M, D, device=dev, dtype=bf), torch.randn(M, D, device=dev, dtype=bf)), dev)
@@ -132,6 +130,28 @@ def main(argv=None):
         peer = bench(lambda x, r: torch.autograd.grad(F.layer_norm(x, (D,), gb, bbb, 1e-6), (x, gb, bbb), dy), xg,
                      args.repeats)
         row(f"{name} layer_norm fwd+bwd", f"{M}x{D}", ours, peer, M * D * 2 * 5, "GB/s")
+        # Training under autocast: the residual stream is float32, so norm1 normalises float32 and norm2
+        # meets a bf16 branch with a float32 residual (both then run in float32, ours and F.layer_norm's).
+        # Bytes per element: forward x (2), r (4) read, s, y (4 + 4) written; backward dy, ds, s (3 x 4)
+        # read, dx (2) and dr (4) written: 32.
+        del xg, xs
+        xs = input_sets(lambda: (torch.randn(M, D, device=dev, dtype=bf).requires_grad_(),
+                                 torch.randn(M, D, device=dev).requires_grad_()), dev)
+        dyf = dy.float()
+        ours = bench(lambda x, r: torch.autograd.grad(layer_norm(x, gg, bb, 1e-6, residual=r), (x, r, gg, bb),
+                                                      (dyf, dyf)), xs, args.repeats)
+        gf, bf32 = g.clone().requires_grad_(), be.clone().requires_grad_()
+
+        def peer_residual(x, r):
+            s = x + r
+            return torch.autograd.grad((s, F.layer_norm(s, (D,), gf, bf32, 1e-6)), (x, r, gf, bf32), (dyf, dyf))
+        peer = bench(peer_residual, xs, args.repeats)
+        row(f"{name} layer_norm + residual fwd+bwd", f"{M}x{D}", ours, peer, M * D * 32, "GB/s")
+        ours = bench(lambda x, r: torch.autograd.grad(layer_norm(r, gg, bb, 1e-6), (r, gg, bb), dyf), xs, args.repeats)
+        peer = bench(lambda x, r: torch.autograd.grad(F.layer_norm(r, (D,), gf, bf32, 1e-6), (r, gf, bf32), dyf), xs,
+                     args.repeats)
+        row(f"{name} layer_norm fwd+bwd fp32", f"{M}x{D}", ours, peer, M * D * 4 * 5, "GB/s")
+        del xs
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -3,8 +3,8 @@
     python benchmarks/write_dispatch.py benchmarks/results/kernels_h100.md benchmarks/results/attention_h100.md
 
 Reads bench_kernels.py's and bench_attention.py's markdown tables (the GPU's name is in their headers;
-both must come from one GPU) and writes vitfast/layers/dispatch_data/<gpu>.json: per fused op and
-measured shape, our kernel's median time (for the matrix products, that of the fastest configuration
+both must come from one GPU) and writes vitfast/layers/dispatch_data/<gpu>.json: per fused op (and
+lp_matmul, FP16_16 / FP16_32's product) and measured shape, our kernel's median time (for the matrix products, that of the fastest configuration
 measured, named, with every configuration's time beside it), the best library path's, and which one
 the backend runs. Ours is chosen only where it measured at least MARGIN faster: a smaller difference is
 within the spread of repeated timings, and the library path is the one users already trust. Prints
@@ -49,17 +49,27 @@ def entry(shape, ours_ms, library_ms, library, dtype="bfloat16", **extra):
 
 # "vit_base layer_norm + residual fwd", "vit_base linear_residual fwd+bwd (fc2) [coop_128x192]": the rows
 # write_dispatch reads (not the "vs bare cuBLAS GEMM" or lp_matmul rows, whose peers are other ops)
+# "vit_base layer_norm fwd+bwd fp32": float32 input (the residual stream under autocast), else bf16
 ROW = re.compile(r"(?P<model>\w+) (?P<op>layer_norm|linear_gelu|linear_residual)(?P<residual> \+ residual)? "
-                 r"(?P<mode>fwd\+bwd|fwd)(?: \((?:fc1|fc2|proj)\))?(?: \[(?P<config>\w+)\])?")
+                 r"(?P<mode>fwd\+bwd|fwd)(?P<fp32> fp32)?(?: \((?:fc1|fc2|proj)\))?(?: \[(?P<config>\w+)\])?")
 LIBRARY = {"linear_gelu": "F.gelu(F.linear)", "linear_residual": "F.linear + r"}
+# "vit_base lp_matmul fp16 acc (fc1)": FP16_16 / FP16_32's product against cuBLAS's of the same kind
+LP_ROW = re.compile(r"(?P<model>\w+) lp_matmul (?P<acc>fp16|fp32) acc \((?:fc1|fc2|proj)\)")
+LP_LIBRARY = {"fp16": "cuBLAS fp16 accumulation", "fp32": "torch.mm(out_dtype=float32)"}
 
 
 def kernel_entries(text):
     """bench_kernels.py rows -> {op: [entry]} for layer_norm, linear_gelu and linear_residual; a matrix
     product measured in several configurations gets the fastest one's entry."""
-    ops = {"layer_norm": [], "linear_gelu": [], "linear_residual": []}
+    ops = {"layer_norm": [], "linear_gelu": [], "linear_residual": [], "lp_matmul": []}
     products = {}  # (op, K, N, grad) -> {config: ours ms}, library ms
     for cells in table_rows(text):
+        lp = LP_ROW.fullmatch(cells[0]) if len(cells) >= 4 else None
+        if lp and lp["model"] in WIDTHS:
+            K, N = (int(v) for v in cells[1].split("x", 1)[1].split("->"))
+            ops["lp_matmul"].append(entry(dict(K=K, N=N, accumulate=lp["acc"]), float(cells[2]), float(cells[3]),
+                                          LP_LIBRARY[lp["acc"]], "float16"))
+            continue
         m = ROW.fullmatch(cells[0]) if len(cells) >= 4 else None
         if not m or m["model"] not in WIDTHS:
             continue
@@ -71,7 +81,8 @@ def kernel_entries(text):
         if m["op"] == "layer_norm":
             residual = m["residual"] is not None
             ops["layer_norm"].append(entry(dict(D=WIDTHS[m["model"]], residual=residual, grad=grad), ours, peer,
-                                           "F.layer_norm" + (" after x + r" if residual else "")))
+                                           "F.layer_norm" + (" after x + r" if residual else ""),
+                                           "float32" if m["fp32"] else "bfloat16"))
             continue
         K, N = (int(v) for v in cells[1].split("x", 1)[1].split("->"))  # "MxK->N"
         times, _ = products.setdefault((m["op"], K, N, grad), ({}, peer))

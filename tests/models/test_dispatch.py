@@ -35,10 +35,11 @@ def rows(op):
 def test_every_measured_shape_gets_the_faster_path():
     data = dispatch.load(H100)
     assert data["gpu"] == H100 and data["source"]["torch"].startswith("2.11")
-    for op in ("layer_norm", "linear_gelu", "linear_residual", "attention"):
+    for op in ("layer_norm", "linear_gelu", "linear_residual", "attention", "lp_matmul"):
         assert rows(op), op
         for row in rows(op):
-            shape = {k: row[k] for k in ("D", "K", "N", "d", "residual", "bias", "grad", "dtype") if k in row}
+            shape = {k: row[k] for k in ("D", "K", "N", "d", "residual", "bias", "grad", "dtype", "accumulate")
+                     if k in row}
             faster = row["ours_ms"] * dispatch.MARGIN <= row["library_ms"]
             assert dispatch.choose(op, H100, **shape) == faster, (op, row)
 
@@ -56,6 +57,11 @@ def test_h100_choices_as_measured():
     # Attention: cuDNN / flash SDPA were faster except with a bias at N = 257, d = 80, forward+backward.
     assert not dispatch.choose("attention", H100, N=197, d=64, bias=False, grad=False, **bf16)
     assert dispatch.choose("attention", H100, N=257, d=80, bias=True, grad=True, **bf16)
+    # FP16_16 / FP16_32: lp_matmul (mma.sync) beat cuBLAS's fp16-accumulating product only at ViT-Ti's fc2.
+    fp16 = dict(dtype="float16")
+    assert dispatch.choose("lp_matmul", H100, K=768, N=192, accumulate="fp16", **fp16)
+    assert not dispatch.choose("lp_matmul", H100, K=768, N=192, accumulate="fp32", **fp16)
+    assert not dispatch.choose("lp_matmul", H100, K=768, N=3072, accumulate="fp16", **fp16)
 
 
 def test_unknown_gpu_far_shapes_and_unmeasured_flags_take_the_library_path():
@@ -141,6 +147,10 @@ CONFIG_TABLE = """# bench_kernels.py, M = 50432
 | vit_base linear_residual fwd (fc2) [coop_128x128] | 50432x3072->768 | 0.540 | 0.560 | 1.04x | 440 TFLOP/s |
 | vit_base linear_residual fwd (fc2) [coop_128x256_2x1] | 50432x3072->768 | 0.535 | 0.560 | 1.05x | 444 TFLOP/s |
 | vit_base layer_norm fwd | 50432x768 | 0.070 | 0.110 | 1.57x | 2,213 GB/s |
+| vit_base layer_norm + residual fwd+bwd | 50432x768 | 0.500 | 0.700 | 1.40x | 2,480 GB/s |
+| vit_base layer_norm fwd+bwd fp32 | 50432x768 | 0.400 | 0.410 | 1.03x | 1,937 GB/s |
+| vit_base lp_matmul fp16 acc (fc1) | 50432x768->3072 | 0.400 | 0.450 | 1.13x | 595 TFLOP/s |
+| vit_base lp_matmul fp32 acc (fc1) | 50432x768->3072 | 0.500 | 0.450 | 0.90x | 476 TFLOP/s |
 """
 
 
@@ -168,7 +178,12 @@ def test_the_fastest_configuration_is_chosen_and_the_changes_printed(tmp_path, m
     assert gelu[(768, 3072, True)]["config"] == "pingpong_128x128_2x1" and gelu[(768, 3072, True)]["use"] == "vitfast"
     (fc2,) = data["ops"]["linear_residual"]
     assert (fc2["use"], fc2["config"]) == ("library", "coop_128x256_2x1")  # 0.535 x 1.05 > 0.560
-    assert len(data["ops"]["layer_norm"]) == 1
+    norms = {(r["residual"], r["grad"], r["dtype"]): r["use"] for r in data["ops"]["layer_norm"]}
+    assert norms == {(False, False, "bfloat16"): "vitfast", (True, True, "bfloat16"): "vitfast",
+                     (False, True, "float32"): "library"}  # 0.400 x 1.05 > 0.410
+    lp = {(r["K"], r["N"], r["accumulate"], r["dtype"]): (r["use"], r["library"]) for r in data["ops"]["lp_matmul"]}
+    assert lp == {(768, 3072, "fp16", "float16"): ("vitfast", "cuBLAS fp16 accumulation"),
+                  (768, 3072, "fp32", "float16"): ("library", "torch.mm(out_dtype=float32)")}
     assert ("changed: linear_gelu K=768, N=3072, grad=False: library (1.287 vs 0.61 ms) -> "
             "vitfast pingpong_128x128_2x1 (0.47 vs 0.61 ms)") in printed
     assert "new: linear_gelu K=768, N=3072, grad=True: vitfast pingpong_128x128_2x1" in printed
@@ -180,6 +195,10 @@ def test_the_fastest_configuration_is_chosen_and_the_changes_printed(tmp_path, m
     assert dispatch.choice("linear_gelu", H100, K=768, N=3072, grad=False, **bf16) == "pingpong_128x128_2x1"
     assert dispatch.choice("linear_residual", H100, K=3072, N=768, grad=False, **bf16) is None
     assert dispatch.choice("layer_norm", H100, D=768, residual=False, grad=False, **bf16) == "auto"
+    # training under autocast: norm2 with the float32 residual (keyed by the bf16 branch), norm1 on float32
+    assert dispatch.choice("layer_norm", H100, D=768, residual=True, grad=True, **bf16) == "auto"
+    assert dispatch.choice("layer_norm", H100, D=768, residual=False, grad=True, dtype="float32") is None
+    assert dispatch.choice("lp_matmul", H100, K=768, N=3072, accumulate="fp16", dtype="float16") == "auto"
 
 
 def test_a_configuration_not_built_for_the_case_takes_the_default(monkeypatch):

@@ -75,3 +75,26 @@ def test_cuda_convert_ptq_runs_lp_matmul_and_stays_accurate(recipe):
     # Real fp16 accumulation loses a little more than output-only rounding, within the same order.
     assert rel_err(ours, ref) <= 4 * rel_err(emulated, ref) + 1e-3
     assert rel_err(routed, ref) <= 2 * rel_err(cpu, ref) + 1e-3
+
+
+@needs_cuda
+@pytest.mark.parametrize("accumulate", ["fp16", "fp32"])
+def test_cuda_the_dispatch_picks_lp_matmul_or_cublas_of_the_same_kind(accumulate, monkeypatch):
+    """lowp_linear asks the dispatch data per (K, N, accumulator); cuBLAS's branch has lp_matmul's
+    output dtype and accuracy, and leaves torch's fp16-accumulation flag as it found it."""
+    from vitfast.quant import lowp
+
+    asked = []
+    x = torch.randn(2, 197, 384, device="cuda")
+    w, b = torch.randn(1536, 384, device="cuda") / 384**0.5, torch.randn(1536, device="cuda")
+    ref = torch.nn.functional.linear(x.double(), w.double(), b.double())
+    outs = {}
+    for ours in (True, False):
+        monkeypatch.setattr(lowp, "use_kernel", lambda op, t, dtype, **shape: asked.append((op, dtype, shape)) or ours)
+        flag = torch.backends.cuda.matmul.allow_fp16_accumulation
+        outs[ours] = lowp.lowp_linear(x, w, b, accumulate)
+        assert torch.backends.cuda.matmul.allow_fp16_accumulation == flag
+    assert asked[0] == ("lp_matmul", "float16", dict(K=384, N=1536, accumulate=accumulate))
+    assert outs[True].dtype == outs[False].dtype == torch.float32  # the wider of the product's and x's
+    assert outs[True].shape == outs[False].shape == (2, 197, 1536)
+    assert rel_err(outs[False], ref) <= 2 * rel_err(outs[True], ref) + 1e-4

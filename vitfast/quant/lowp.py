@@ -1,4 +1,6 @@
-"""Low-precision inference at hardware speed: every nn.Linear through vitfast.ops.lp_matmul.
+"""Low-precision inference at hardware speed: every nn.Linear through vitfast.ops.lp_matmul (on a GPU,
+cuBLAS's fp16 product with the same accumulator wherever the GPU kind's dispatch data does not show
+lp_matmul faster: vitfast.layers.dispatch).
 
     route_lowp(model, "FP16_16")   fp16 operands, a real fp16 accumulator (HMMA.16816.F16), fp16 outputs
     route_lowp(model, "FP16_32")   fp16 operands, fp32 accumulation and outputs
@@ -16,8 +18,10 @@ once), while on the CPU they keep the emulation bit for bit (convert_ptq == prep
 which the CPU emulation of an fp16 accumulator would not preserve.
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..layers.dispatch import use_kernel
 from ..ops.lp_matmul import lp_linear
 from .qat import QATLinear
 from .recipes import parse_recipe
@@ -28,10 +32,35 @@ LOWP_RECIPES = {"FP16_16": "fp16", "FP16_32": "fp32"}
 
 
 def lowp_linear(x, weight, bias, accumulate):
-    """F.linear on lp_matmul: out_dtype fp16 (accumulate="fp16") or fp32, then the wider of it and x's dtype."""
-    y = lp_linear(x, weight, bias, "bias" if bias is not None else None, accumulate,
-                  torch.float16 if accumulate == "fp16" else torch.float32)
+    """F.linear on lp_matmul: out_dtype fp16 (accumulate="fp16") or fp32, then the wider of it and x's dtype.
+    On a GPU, cuBLAS's product of the same kind runs instead wherever this GPU kind's dispatch data does
+    not show lp_matmul faster at the shape (vitfast.layers.dispatch; no data: cuBLAS)."""
+    if x.is_cuda and not use_kernel("lp_matmul", x, "float16", K=weight.shape[1], N=weight.shape[0],
+                                    accumulate=accumulate):
+        y = cublas_lowp_linear(x, weight, bias, accumulate)
+    else:
+        y = lp_linear(x, weight, bias, "bias" if bias is not None else None, accumulate,
+                      torch.float16 if accumulate == "fp16" else torch.float32)
     return y.to(torch.promote_types(y.dtype, x.dtype))
+
+
+def cublas_lowp_linear(x, weight, bias, accumulate):
+    """The library path of lowp_linear, same operands and accumulator: fp16 x, weight and bias; an fp16
+    accumulator and output (cuBLAS with allow_fp16_accumulation, for the call only) or fp32 accumulation
+    into an fp32 output (torch.mm's out_dtype)."""
+    x16, w16 = x.detach().half(), weight.detach().half()
+    b16 = None if bias is None else bias.detach().half()
+    if accumulate == "fp32":
+        y = torch.mm(x16.reshape(-1, x16.shape[-1]), w16.t(), out_dtype=torch.float32)
+        y = y.reshape(*x.shape[:-1], w16.shape[0])
+        return y if b16 is None else y + b16.float()
+    flags = torch.backends.cuda.matmul
+    old = flags.allow_fp16_accumulation
+    flags.allow_fp16_accumulation = True
+    try:
+        return F.linear(x16, w16, b16)
+    finally:
+        flags.allow_fp16_accumulation = old
 
 
 def _applies(module, x, on):
