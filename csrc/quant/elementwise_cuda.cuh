@@ -12,8 +12,9 @@
 namespace vitfast {
 
 template <typename scalar_t, bool kStochastic, typename Op>
-__global__ void __launch_bounds__(kMapThreads, kMapBlocksPerSm) elementwise_kernel(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, int64_t n,
-                                   uint64_t seed, Op op, bool aligned) {
+__global__ void __launch_bounds__(kMapThreads, kMapBlocksPerSm)
+    elementwise_kernel(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, int64_t n, uint64_t seed, Op op,
+                       bool aligned) {
   group_map(in, out, n, aligned, [&](int64_t g, const float (&x)[4], int count, scalar_t (&y)[4]) {
     uint32_t r[4] = {0u, 0u, 0u, 0u};
     if (kStochastic) {

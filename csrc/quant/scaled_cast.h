@@ -1,8 +1,9 @@
 #pragma once
 // scaled_cast's per-element operation, shared by the CPU and CUDA kernels and free of torch's headers:
 // x / scale (an IEEE fp32 division), rounded to nearest even and saturated into an 8-bit format, stored
-// as that format's code. The rounding is quantize_float / quantize_fixed's, so the code's value equals
-// what the emulation (float_quantize / fixed_point_quantize of x / scale) computes, bit for bit.
+// as that format's code. The rounding is quantize_float / quantize_fixed's (computed here in selects),
+// so the code's value equals what the emulation (float_quantize / fixed_point_quantize of x / scale)
+// computes, bit for bit (the tests hold it to that).
 #include <cstdint>
 
 #include "quant/rounding.h"
@@ -12,8 +13,8 @@ namespace vitfast {
 enum class Cast8 : int { kE4M3 = 0, kE5M2 = 1, kInt8 = 2 };
 
 // The FloatingPoint(E, M) code of v rounded to nearest even and saturated (e4m3fn: E = 4, M = 3, the
-// all-ones code is NaN; e5m2: M = 2), the code of quantize_float with the saturating spec (e4m3fn: finite)
-// read off its fields, in selects only (no branch: a GPU warp never diverges on it).
+// all-ones code is NaN; e5m2: M = 2): the fields of quantize_float's saturating result, computed in
+// selects only (no branch: a GPU warp never diverges on it).
 //   normal results: rounding the fp32 pattern at bit 23 - M carries into the exponent as it should,
 //     and subtracting the bias difference leaves sign-less E.M fields;
 //   subnormal results (|v| below the smallest normal): |v| + 2^(emin - M + 23) rounds |v| to a
@@ -40,7 +41,7 @@ VF_HD uint8_t fp8_encode(float v) {
 }
 
 // The int8 code of v: round to nearest even, saturate to [-127, 127], NaN -> 0. The same value as
-// quantize_fixed<kNearest> into fixed(8, 0) symmetric with clamp (s.int8), computed in fp32 instead of
+// quantize_fixed<kNearest> into fixed(8, 0) symmetric with clamp, computed in fp32 instead of
 // double: rounding an fp32 value to an integer is exact in either, and so is the clamp.
 VF_HD uint8_t int8_code(float v) {
 #if defined(__CUDA_ARCH__)

@@ -29,8 +29,9 @@ __device__ __forceinline__ void row_scales(const float* __restrict__ scale, int6
 }
 
 template <typename scalar_t, Cast8 K>
-__global__ void __launch_bounds__(kMapThreads, kMapBlocksPerSm) scaled_cast_kernel(const scalar_t* __restrict__ in, const float* __restrict__ scale, bool per_row,
-                                   int64_t cols, uint8_t* __restrict__ out, int64_t n, bool aligned) {
+__global__ void __launch_bounds__(kMapThreads, kMapBlocksPerSm)
+    scaled_cast_kernel(const scalar_t* __restrict__ in, const float* __restrict__ scale, bool per_row, int64_t cols,
+                       uint8_t* __restrict__ out, int64_t n, bool aligned) {
   const float tensor_scale = per_row ? 0.0f : *scale;
   const bool small = n <= static_cast<int64_t>(UINT32_MAX) - 4;
   group_map(in, out, n, aligned, [&](int64_t g, const float (&x)[4], int, uint8_t (&y)[4]) {
