@@ -12,50 +12,61 @@
 
 namespace vitfast {
 
-// Runs op.fast_bits over blocks of float32 with a loop the compiler vectorises, and redoes with op()
-// any block holding an element op.slow flags (rare: values in a narrow format's subnormal range).
-template <typename Op>
-void fast_path_cpu(const float* in, float* out, int64_t n, const Op& op) {
-  constexpr int64_t kBlock = 256;
+// Runs op.fast_bits over blocks of kBlock elements with a loop the compiler vectorises (stochastic
+// rounding draws the block's Philox words first), then redoes with op() the elements op.slow flags
+// (values in a narrow format's subnormal range). The same three functions as the
+// CUDA kernels' quantize_group, so the CPU's tests check the bits the GPU computes.
+template <typename scalar_t, bool kStochastic, typename Op>
+void fast_path_cpu(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op) {
+  constexpr int64_t kBlock = 256;  // a multiple of 4: each block holds whole Philox groups
   at::parallel_for(0, (n + kBlock - 1) / kBlock, 64, [&](int64_t b0, int64_t b1) {
+    uint32_t rnd[kBlock] = {};
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
+      if constexpr (kStochastic) {
+        for (int64_t g = begin / 4; 4 * g < end; ++g) {
+          const Philox4 p = philox4x32_10(static_cast<uint64_t>(g), seed);
+          for (int j = 0; j < 4; ++j) rnd[4 * g - begin + j] = p.v[j];
+        }
+      }
       uint32_t slow = 0;
       for (int64_t i = begin; i < end; ++i) {
-        const uint32_t u = float_bits(in[i]);
-        out[i] = bits_float(op.fast_bits(u));
+        const uint32_t u = float_bits(static_cast<float>(in[i]));
+        out[i] = static_cast<scalar_t>(bits_float(op.fast_bits(u, rnd[i - begin])));
         slow |= op.slow(u);
       }
-      if (slow) {
-        for (int64_t i = begin; i < end; ++i) out[i] = op(in[i], 0u, i);
+      if (slow) {  // only the flagged elements: a narrow format's subnormals can be in most blocks
+        for (int64_t i = begin; i < end; ++i) {
+          const float x = static_cast<float>(in[i]);
+          if (op.slow(float_bits(x))) out[i] = static_cast<scalar_t>(op(x, rnd[i - begin], i));
+        }
       }
     }
   });
 }
 
-// op(float x, uint32_t random_word, int64_t index) -> float. Deterministic float32 with a fast path
-// takes the vectorised loop above; the rest goes group by group through quantize_group, as on CUDA.
+// op(float x, uint32_t random_word, int64_t index) -> float: element i draws word i % 4 of Philox
+// call i / 4, as on CUDA. Ops with a fast path take the blocks above.
 template <typename scalar_t, bool kStochastic, typename Op>
 void elementwise_cpu(const scalar_t* in, scalar_t* out, int64_t n, uint64_t seed, const Op& op) {
-  if constexpr (!kStochastic && std::is_same_v<scalar_t, float> && HasFastPath<Op>::value) {
-    fast_path_cpu(in, out, n, op);
-    return;
-  }
-  at::parallel_for(0, (n + 3) / 4, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) {
-      uint32_t r[4] = {0u, 0u, 0u, 0u};
-      if constexpr (kStochastic) {
-        const Philox4 p = philox4x32_10(static_cast<uint64_t>(g), seed);
-        for (int j = 0; j < 4; ++j) r[j] = p.v[j];
+  if constexpr (HasFastPath<Op>::value) {
+    fast_path_cpu<scalar_t, kStochastic>(in, out, n, seed, op);
+  } else if constexpr (!kStochastic) {
+    at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) out[i] = static_cast<scalar_t>(op(static_cast<float>(in[i]), 0u, i));
+    });
+  } else {
+    at::parallel_for(0, (n + 3) / 4, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t g = begin; g < end; ++g) {
+        const Philox4 r = philox4x32_10(static_cast<uint64_t>(g), seed);
+        const int64_t base = 4 * g;
+        const int count = static_cast<int>(std::min<int64_t>(4, n - base));
+        for (int j = 0; j < count; ++j) {
+          out[base + j] = static_cast<scalar_t>(op(static_cast<float>(in[base + j]), r.v[j], base + j));
+        }
       }
-      const int64_t base = 4 * g;
-      const int count = static_cast<int>(std::min<int64_t>(4, n - base));
-      float x[4] = {0.0f, 0.0f, 0.0f, 0.0f}, y[4];
-      for (int j = 0; j < count; ++j) x[j] = static_cast<float>(in[base + j]);
-      quantize_group(op, x, r, g, count, y);
-      for (int j = 0; j < count; ++j) out[base + j] = static_cast<scalar_t>(y[j]);
-    }
-  });
+    });
+  }
 }
 
 template <typename scalar_t, Cast8 K>

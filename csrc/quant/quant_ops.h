@@ -43,8 +43,8 @@ struct HasFastPath<Op, std::void_t<decltype(Op::kHasFastPath)>> : std::bool_cons
 // Elements 4g..4g+3 of a quantizer (x in, random words r; the first `count` are real, the rest of x
 // zero padding): op.fast_bits for the four, the real ones redone by op() when op.slow flags one
 // (values in a narrow format's subnormal range: rare), so the common case has no divergent branch.
-// The CPU and CUDA drivers both take this path for every dtype and rounding, so the CPU's tests
-// check the bits the GPU computes.
+// The CUDA kernels' path for every dtype and rounding; the CPU driver runs the same three functions
+// over blocks (elementwise_cpu.h), so the CPU's tests check the bits the GPU computes.
 template <typename Op>
 VF_HD void quantize_group(const Op& op, const float (&x)[4], const uint32_t (&r)[4], int64_t g, int count,
                           float (&y)[4]) {
