@@ -4,9 +4,9 @@
 
 Reads bench_kernels.py's and bench_attention.py's markdown tables (the GPU's name is in their headers;
 both must come from one GPU) and writes vitfast/layers/dispatch_data/<gpu>.json: per fused op (and
-lp_matmul, FP16_16 / FP16_32's product) and measured shape, our kernel's median time (for the matrix products, that of the fastest configuration
-measured, named, with every configuration's time beside it), the best library path's, and which one
-the backend runs. Ours is chosen only where it measured at least MARGIN faster: a smaller difference is
+lp_matmul, FP16_16 / FP16_32's product) and measured shape, our kernel's median time (for the matrix
+products, that of the fastest configuration measured, named, with every configuration's time beside
+it), the best library path's, and which one the backend runs. Ours is chosen only where it measured at least MARGIN faster: a smaller difference is
 within the spread of repeated timings, and the library path is the one users already trust. Prints
 what changed against the file it replaces.
 """
@@ -48,7 +48,7 @@ def entry(shape, ours_ms, library_ms, library, dtype="bfloat16", **extra):
 
 
 # "vit_base layer_norm + residual fwd", "vit_base linear_residual fwd+bwd (fc2) [coop_128x192]": the rows
-# write_dispatch reads (not the "vs bare cuBLAS GEMM" or lp_matmul rows, whose peers are other ops)
+# write_dispatch reads (not the "vs bare cuBLAS GEMM" rows, whose peer is another op)
 # "vit_base layer_norm fwd+bwd fp32": float32 input (the residual stream under autocast), else bf16
 ROW = re.compile(r"(?P<model>\w+) (?P<op>layer_norm|linear_gelu|linear_residual)(?P<residual> \+ residual)? "
                  r"(?P<mode>fwd\+bwd|fwd)(?P<fp32> fp32)?(?: \((?:fc1|fc2|proj)\))?(?: \[(?P<config>\w+)\])?")
@@ -59,8 +59,8 @@ LP_LIBRARY = {"fp16": "cuBLAS fp16 accumulation", "fp32": "torch.mm(out_dtype=fl
 
 
 def kernel_entries(text):
-    """bench_kernels.py rows -> {op: [entry]} for layer_norm, linear_gelu and linear_residual; a matrix
-    product measured in several configurations gets the fastest one's entry."""
+    """bench_kernels.py rows -> {op: [entry]} for layer_norm, linear_gelu, linear_residual and lp_matmul;
+    a matrix product measured in several configurations gets the fastest one's entry."""
     ops = {"layer_norm": [], "linear_gelu": [], "linear_residual": [], "lp_matmul": []}
     products = {}  # (op, K, N, grad) -> {config: ours ms}, library ms
     for cells in table_rows(text):
