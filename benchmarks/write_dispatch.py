@@ -64,28 +64,28 @@ def kernel_entries(text):
     ops = {"layer_norm": [], "linear_gelu": [], "linear_residual": [], "lp_matmul": []}
     products = {}  # (op, K, N, grad) -> {config: ours ms}, library ms
     for cells in table_rows(text):
-        lp = LP_ROW.fullmatch(cells[0]) if len(cells) >= 4 else None
-        if lp and lp["model"] in WIDTHS:
-            K, N = (int(v) for v in cells[1].split("x", 1)[1].split("->"))
-            ops["lp_matmul"].append(entry(dict(K=K, N=N, accumulate=lp["acc"]), float(cells[2]), float(cells[3]),
-                                          LP_LIBRARY[lp["acc"]], "float16"))
+        if len(cells) < 4:
             continue
-        m = ROW.fullmatch(cells[0]) if len(cells) >= 4 else None
-        if not m or m["model"] not in WIDTHS:
+        lp, m = LP_ROW.fullmatch(cells[0]), ROW.fullmatch(cells[0])
+        row = lp or m
+        if not row or row["model"] not in WIDTHS:
             continue
         try:
             ours, peer = float(cells[2]), float(cells[3])
         except ValueError:
             continue
-        grad = m["mode"] == "fwd+bwd"
-        if m["op"] == "layer_norm":
-            residual = m["residual"] is not None
+        if m and m["op"] == "layer_norm":
+            residual, grad = m["residual"] is not None, m["mode"] == "fwd+bwd"
             ops["layer_norm"].append(entry(dict(D=WIDTHS[m["model"]], residual=residual, grad=grad), ours, peer,
                                            "F.layer_norm" + (" after x + r" if residual else ""),
                                            "float32" if m["fp32"] else "bfloat16"))
             continue
         K, N = (int(v) for v in cells[1].split("x", 1)[1].split("->"))  # "MxK->N"
-        times, _ = products.setdefault((m["op"], K, N, grad), ({}, peer))
+        if lp:
+            ops["lp_matmul"].append(entry(dict(K=K, N=N, accumulate=lp["acc"]), ours, peer, LP_LIBRARY[lp["acc"]],
+                                          "float16"))
+            continue
+        times, _ = products.setdefault((m["op"], K, N, m["mode"] == "fwd+bwd"), ({}, peer))
         times[m["config"] or "auto"] = ours
     for (op, K, N, grad), (times, peer) in products.items():
         best = min(times, key=times.get)
