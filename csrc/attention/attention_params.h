@@ -17,8 +17,9 @@ struct AttnFwdParams {
   const void* k;
   const void* v;
   const void* bias;  // nullptr when there is none
-  void* out;         // (B, H, N, d) contiguous
-  float* lse;        // (B, H, N)
+  void* out;         // (B, H, N, d) contiguous for the mma.sync kernel; strides os for the sm90 kernel
+  Strides3 os;
+  float* lse;        // (B, H, N); the sm90 kernel skips it when null
   void* logits;      // (B, H, N, N) contiguous, or nullptr
   Strides3 qs, ks, vs;
   Strides3 bias_s;

@@ -1,0 +1,411 @@
+#pragma once
+// Hopper forward attention for ViT lengths (N <= 256): a whole head's K and V in shared memory, one
+// S = q kᵀ tile as wide as N rounded up to 8, an exact-max softmax in one pass, P kept in registers
+// as the A operand of O = P V. sm_90a only (wgmma, TMA, setmaxnreg).
+//
+// A persistent CTA of three warpgroups walks tiles of (batch·head, 128 query rows):
+//   warpgroup 0, one thread: the producer. TMA loads of the tile's two 64-row Q halves and the head's
+//     K (one barrier) and V (a second barrier, so q kᵀ starts before V lands) into a stage; with two
+//     stages the next tile streams in while this one computes.
+//   warpgroups 1 and 2: 64 query rows each. S = Q Kᵀ by register-operand wgmma (Q by ldmatrix; W = N
+//     rounded up to 8 keys, in 64- and 8-key chunks), softmax in fp32 with ex2.approx, O = P V by register-operand wgmma over ceil(N / 16) key steps, O / l staged
+//     in the Q half it came from and written by a TMA store, which clips rows past N.
+// TMA's zero fill past N keeps padded keys finite (their probabilities are masked to 0), so no
+// element of any tile is bounds-checked except the softmax's column mask.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <utility>
+
+#ifndef CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
+#define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED  // wgmma widths that are multiples of 8, not only of 16
+#endif
+#include "attention/attention_params.h"
+#include "attention/mma.cuh"
+#include "cute/arch/cluster_sm90.hpp"
+#include "cute/tensor.hpp"
+#include "cutlass/arch/barrier.h"
+#include "cutlass/arch/reg_reconfig.h"
+#include "cutlass/numeric_types.h"
+
+namespace vitfast::attention::sm90 {
+
+using namespace cute;
+
+// The widest head a CTA holds whole; longer sequences take the mma.sync kernel (attention_path.h).
+constexpr int kMaxKeys = 256;
+
+// Shared-memory swizzle atom for rows of D 2-byte elements: the widest of 128/64/32 bytes that divides
+// a row, so wgmma and TMA agree on one canonical layout (d = 80 rows are five 32-byte atoms).
+template <class T, int D>
+auto k_major_atom() {
+  if constexpr (D % 64 == 0) return GMMA::Layout_K_SW128_Atom<T>{};
+  else if constexpr (D % 32 == 0) return GMMA::Layout_K_SW64_Atom<T>{};
+  else return GMMA::Layout_K_SW32_Atom<T>{};
+}
+template <class T, int D>
+auto mn_major_atom() {
+  if constexpr (D % 64 == 0) return GMMA::Layout_MN_SW128_Atom<T>{};
+  else if constexpr (D % 32 == 0) return GMMA::Layout_MN_SW64_Atom<T>{};
+  else return GMMA::Layout_MN_SW32_Atom<T>{};
+}
+
+// T: cutlass::bfloat16_t or cutlass::half_t. kKeys: the widest S tile this instantiation holds (64,
+// 128, 192 or 256); N in (kKeys - 64, kKeys] runs it, so the S registers are sized to the work.
+template <class T, int D, int kKeys>
+struct FwdTraits {
+  static constexpr int kRows = 64;  // query rows per consumer warpgroup (wgmma's M)
+  static constexpr int kConsumers = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumers);
+  static constexpr int kTileRows = kRows * kConsumers;
+
+  using SmemLayoutQ = decltype(tile_to_shape(k_major_atom<T, D>(), Shape<Int<kRows>, Int<D>>{}));
+  using SmemLayoutK = decltype(tile_to_shape(k_major_atom<T, D>(), Shape<Int<kKeys>, Int<D>>{}));
+  // V as (d, keys) with d contiguous: the MN-major B operand of O = P V.
+  using SmemLayoutVt = decltype(tile_to_shape(mn_major_atom<T, D>(), Shape<Int<D>, Int<kKeys>>{}));
+
+  // S's wgmmas (64- and 8-key chunks, s_mma below) and O's; here for their operand partitions.
+  using MmaS64 = decltype(SM90::GMMA::rs_op_selector<T, T, float, Shape<_64, _64, _16>>());
+  using MmaS8 = decltype(SM90::GMMA::rs_op_selector<T, T, float, Shape<_64, _8, _16>>());
+  using MmaO = decltype(SM90::GMMA::rs_op_selector<T, T, float, Shape<_64, Int<D>, _16>, GMMA::Major::K,
+                                                   GMMA::Major::MN>());
+  using TiledMmaS64 = decltype(make_tiled_mma(MmaS64{}));
+  using TiledMmaS8 = decltype(make_tiled_mma(MmaS8{}));
+  using TiledMmaO = decltype(make_tiled_mma(MmaO{}));
+
+  // q, k, out as (N, d, H, B); v as (d, N, H, B). Strides in elements, d's unit.
+  using GmemLayoutRows = Layout<Shape<int, int, int, int>, Stride<int64_t, _1, int64_t, int64_t>>;
+  using GmemLayoutCols = Layout<Shape<int, int, int, int>, Stride<_1, int64_t, int64_t, int64_t>>;
+  using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, make_tensor(make_gmem_ptr(static_cast<T const*>(nullptr)),
+                                                                   GmemLayoutRows{}),
+                                      SmemLayoutQ{}));
+  using TmaK = decltype(make_tma_copy(SM90_TMA_LOAD{}, make_tensor(make_gmem_ptr(static_cast<T const*>(nullptr)),
+                                                                   GmemLayoutRows{}),
+                                      SmemLayoutK{}));
+  using TmaV = decltype(make_tma_copy(SM90_TMA_LOAD{}, make_tensor(make_gmem_ptr(static_cast<T const*>(nullptr)),
+                                                                   GmemLayoutCols{}),
+                                      SmemLayoutVt{}));
+  using TmaO = decltype(make_tma_copy(SM90_TMA_STORE{}, make_tensor(make_gmem_ptr(static_cast<T*>(nullptr)),
+                                                                    GmemLayoutRows{}),
+                                      SmemLayoutQ{}));
+
+  static constexpr int kQBytes = kRows * D * 2;
+  static constexpr int kKVBytes = kKeys * D * 2;
+  static constexpr int kStageBytes = kConsumers * kQBytes + 2 * kKVBytes;
+  // Two stages where they fit in the 227 KiB a CTA may hold (all but d = 96, 128 at 256 keys).
+  static constexpr int kStages = 2 * kStageBytes + 1024 <= 227 * 1024 ? 2 : 1;
+
+  struct Stage {
+    alignas(1024) T q[kConsumers][kRows * D];  // each half also stages its rows of O for the store
+    alignas(1024) T k[kKeys * D];
+    alignas(1024) T v[kKeys * D];
+  };
+  struct Shared {
+    Stage stage[kStages];
+    alignas(8) uint64_t full_qk[kStages];  // Q and K landed (TMA transaction bytes)
+    uint64_t full_v[kStages];              // V landed
+    uint64_t empty[kStages];               // both consumers done, O's stores have read their staging
+  };
+  static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base
+};
+
+template <class T, int D, int kKeys>
+struct FwdParams90 {
+  using Tr = FwdTraits<T, D, kKeys>;
+  typename Tr::TmaQ tma_q;
+  typename Tr::TmaK tma_k;
+  typename Tr::TmaV tma_v;
+  typename Tr::TmaO tma_o;
+  const T* bias;        // nullptr when there is none
+  Strides3 bias_s;      // 0 along broadcast dims
+  int64_t bias_col;
+  float* lse;           // (B, H, N) or nullptr when no backward will read it
+  int B, H, N;
+  int m_blocks;         // ceil(N / 128)
+  int tiles;            // B · H · m_blocks
+  float scale_log2;     // scale · log2(e)
+};
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, cutlass::bfloat16_t*) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, cutlass::half_t*) {
+  uint32_t r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+// One wgmma over accumulator registers acc[0 .. Op's count): expands the array into the atom's
+// operand list, so the accumulators stay in named registers.
+template <class Op, class A, int kN, size_t... I>
+__device__ __forceinline__ void wgmma_call(const A& a, uint64_t b, float (&acc)[kN], GMMA::ScaleOut sc,
+                                           std::index_sequence<I...>) {
+  if constexpr (std::is_same_v<A, uint64_t>) {
+    Op::fma(a, b, acc[I]..., sc);
+  } else {
+    Op::fma(a[0], a[1], a[2], a[3], b, acc[I]..., sc);
+  }
+}
+
+// S (64 x W) = Q Kᵀ for W = 8 · w8 in (kKeys - 64, kKeys], Q from registers (only K is read from
+// shared memory, so narrow products cost no bandwidth): the first kKeys - 64 keys by n64 wgmmas, the
+// last 64 by n8 ones up to W. Each accumulator register has one wgmma shape: where one register set
+// served both an n64 and an n8 product, ptxas serialised every wgmma of the kernel (C7511).
+template <class T, int D, int kKeys, class Desc64, class Desc8>
+__device__ __forceinline__ void s_mma(float (&s)[kKeys / 2], const uint32_t (&qf)[D / 16][4], const Desc64& dk64,
+                                      const Desc8& dk8, int w8) {
+  using Op64 = decltype(SM90::GMMA::rs_op_selector<T, T, float, Shape<_64, _64, _16>>());
+  using Op8 = decltype(SM90::GMMA::rs_op_selector<T, T, float, Shape<_64, _8, _16>>());
+#pragma unroll
+  for (int c = 0; c < kKeys / 64 - 1; ++c) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      float(&acc)[32] = *reinterpret_cast<float(*)[32]>(&s[32 * c]);
+      wgmma_call<Op64>(qf[kk], uint64_t(dk64(_0{}, c, kk)), acc,
+                       kk == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One, std::make_index_sequence<32>{});
+    }
+  }
+#pragma unroll
+  for (int j = kKeys / 8 - 8; j < kKeys / 8; ++j) {
+    if (j < w8) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        float(&acc)[4] = *reinterpret_cast<float(*)[4]>(&s[4 * j]);
+        wgmma_call<Op8>(qf[kk], uint64_t(dk8(_0{}, j, kk)), acc,
+                        kk == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One, std::make_index_sequence<4>{});
+      }
+    }
+  }
+}
+
+template <class T, int D, int kKeys>
+__global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
+    attention_fwd_sm90_kernel(const __grid_constant__ FwdParams90<T, D, kKeys> p) {
+  using Tr = FwdTraits<T, D, kKeys>;
+  constexpr int kStages = Tr::kStages;
+  extern __shared__ char smem_raw[];
+  auto& sh = *reinterpret_cast<typename Tr::Shared*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+
+  const int wg = threadIdx.x / 128;
+  const int lane_wg = threadIdx.x % 128;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      cutlass::arch::ClusterTransactionBarrier::init(&sh.full_qk[s], 1);
+      cutlass::arch::ClusterTransactionBarrier::init(&sh.full_v[s], 1);
+      cutlass::arch::ClusterBarrier::init(&sh.empty[s], Tr::kConsumers);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  const int N = p.N;
+  if (wg == 0) {  // ---- producer
+    cutlass::arch::warpgroup_reg_dealloc<24>();
+    if (lane_wg != 0) return;
+    cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.tma_k.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
+    Tensor mQ = p.tma_q.get_tma_tensor(make_shape(N, D, p.H, p.B));
+    Tensor mK = p.tma_k.get_tma_tensor(make_shape(N, D, p.H, p.B));
+    Tensor mVt = p.tma_v.get_tma_tensor(make_shape(D, N, p.H, p.B));
+    int it = 0;
+    for (int tile = blockIdx.x; tile < p.tiles; tile += gridDim.x, ++it) {
+      const int st = it % kStages, phase = (it / kStages) & 1;
+      const int bh = tile / p.m_blocks, mb = tile % p.m_blocks;
+      const int b = bh / p.H, h = bh % p.H;
+      cutlass::arch::ClusterBarrier::wait(&sh.empty[st], phase ^ 1);
+      auto& stage = sh.stage[st];
+      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full_qk[st],
+                                                                     Tr::kConsumers * Tr::kQBytes + Tr::kKVBytes);
+      for (int half = 0; half < Tr::kConsumers; ++half) {
+        Tensor gQ = local_tile(mQ(_, _, h, b), Shape<Int<Tr::kRows>, Int<D>>{}, make_coord(mb * Tr::kConsumers + half, 0));
+        Tensor sQ = make_tensor(make_smem_ptr(stage.q[half]), typename Tr::SmemLayoutQ{});
+        auto [tg, ts] = tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+        copy(p.tma_q.with(sh.full_qk[st]), tg, ts);
+      }
+      {
+        Tensor gK = local_tile(mK(_, _, h, b), Shape<Int<kKeys>, Int<D>>{}, make_coord(0, 0));
+        Tensor sK = make_tensor(make_smem_ptr(stage.k), typename Tr::SmemLayoutK{});
+        auto [tg, ts] = tma_partition(p.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+        copy(p.tma_k.with(sh.full_qk[st]), tg, ts);
+      }
+      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full_v[st], Tr::kKVBytes);
+      {
+        Tensor gV = local_tile(mVt(_, _, h, b), Shape<Int<D>, Int<kKeys>>{}, make_coord(0, 0));
+        Tensor sV = make_tensor(make_smem_ptr(stage.v), typename Tr::SmemLayoutVt{});
+        auto [tg, ts] = tma_partition(p.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+        copy(p.tma_v.with(sh.full_v[st]), tg, ts);
+      }
+    }
+    return;
+  }
+
+  // ---- consumers
+  cutlass::arch::warpgroup_reg_alloc<240>();
+  const int cw = wg - 1;                      // which 64-row half of the tile
+  const int warp = lane_wg / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;       // accumulator element (g, 2t): rows g and g + 8
+  const int w8 = (N + 7) / 8;                 // S's width in 8s
+  const int k16 = (N + 15) / 16;              // O = P V's key steps
+  typename Tr::TiledMmaS64 mma_s64;
+  typename Tr::TiledMmaS8 mma_s8;
+  typename Tr::TiledMmaO mma_o;
+  auto thr_s64 = mma_s64.get_thread_slice(lane_wg);
+  auto thr_s8 = mma_s8.get_thread_slice(lane_wg);
+  auto thr_o = mma_o.get_thread_slice(lane_wg);
+  Tensor mO = p.tma_o.get_tma_tensor(make_shape(N, D, p.H, p.B));
+
+  // S, then P: element (g + 8 (e / 2), 8 j + 2 t + e % 2) at s[4 j + e]; O the same way. Both are
+  // zeroed before their first wgmma (which ignores them): the asm reads its accumulators, and without
+  // this the previous tile's values would be live through the whole tile.
+  float s[kKeys / 2];
+  float o[D / 2];
+  int it = 0;
+  for (int tile = blockIdx.x; tile < p.tiles; tile += gridDim.x, ++it) {
+    const int st = it % kStages, phase = (it / kStages) & 1;
+    const int bh = tile / p.m_blocks, mb = tile % p.m_blocks;
+    const int row0 = (mb * Tr::kConsumers + cw) * Tr::kRows;  // first query row of this warpgroup
+    auto& stage = sh.stage[st];
+    if (row0 >= N) {  // the tile's second half lies past N: nothing to compute or store
+      if (lane_wg == 0) cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
+      continue;
+    }
+    Tensor sQ = make_tensor(make_smem_ptr(stage.q[cw]), typename Tr::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(stage.k), typename Tr::SmemLayoutK{});
+    Tensor sV = make_tensor(make_smem_ptr(stage.v), typename Tr::SmemLayoutVt{});
+    Tensor dk64 = thr_s64.partition_fragment_B(sK);  // descriptors, (1, kKeys / 64, D / 16)
+    Tensor dk8 = thr_s8.partition_fragment_B(sK);    // (1, kKeys / 8, D / 16)
+    Tensor dv = thr_o.partition_fragment_B(sV);      // (1, 1, kKeys / 16)
+
+    cutlass::arch::ClusterTransactionBarrier::wait(&sh.full_qk[st], phase);
+    // This warp's 16 rows of Q as wgmma A fragments (the mma.sync m16n8k16 A layout), by ldmatrix.
+    uint32_t qf[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      mma::ldmatrix_x4(qf[kk], mma::smem_addr(&sQ(warp * 16 + (lane & 15), kk * 16 + (lane >> 4) * 8)));
+    }
+#pragma unroll
+    for (int i = 0; i < kKeys / 2; ++i) s[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < kKeys / 2; ++i) warpgroup_fence_operand(s[i]);
+    warpgroup_arrive();
+    s_mma<T, D, kKeys>(s, qf, dk64, dk8, w8);
+    warpgroup_commit_batch();
+    warpgroup_wait<0>();
+#pragma unroll
+    for (int i = 0; i < kKeys / 2; ++i) warpgroup_fence_operand(s[i]);
+
+    // Logits in log2 units: y = s · scale · log2(e) + bias · log2(e); columns past N -> -inf.
+    const int row_a = row0 + warp * 16 + g;  // this thread's rows: row_a and row_a + 8
+    const T* bias_row[2] = {nullptr, nullptr};
+    if (p.bias != nullptr) {
+      const int b = bh / p.H, h = bh % p.H;
+      const T* base = p.bias + b * p.bias_s.b + h * p.bias_s.h;
+      bias_row[0] = base + int64_t(min(row_a, N - 1)) * p.bias_s.n;
+      bias_row[1] = base + int64_t(min(row_a + 8, N - 1)) * p.bias_s.n;
+    }
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < kKeys / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = j * 8 + 2 * t + (e & 1);
+        float y = s[j * 4 + e] * p.scale_log2;
+        if (p.bias != nullptr && col < N) {
+          y = fmaf(float(bias_row[e >> 1][col * p.bias_col]), 1.4426950408889634f, y);
+        }
+        y = col < N ? y : -INFINITY;
+        s[j * 4 + e] = y;
+        mx[e >> 1] = fmaxf(mx[e >> 1], y);
+      }
+    }
+    float m_use[2], l[2] = {0.f, 0.f};
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      m_use[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row of -inf logits: p = 0, out = 0/0 as eager's
+    }
+#pragma unroll
+    for (int i = 0; i < kKeys / 2; ++i) {
+      const float pe = ex2(s[i] - m_use[(i >> 1) & 1]);
+      s[i] = pe;
+      l[(i >> 1) & 1] += pe;
+    }
+
+    // O = P V: the S accumulators of two adjacent 8-key blocks are one k16 A fragment. All of P is
+    // packed before the first wgmma, so no register a wgmma in flight reads is written under it.
+    uint32_t pf[kKeys / 16][4];
+#pragma unroll
+    for (int kb = 0; kb < kKeys / 16; ++kb) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) pf[kb][i] = pack2(s[kb * 8 + 2 * i], s[kb * 8 + 2 * i + 1], static_cast<T*>(nullptr));
+    }
+    cutlass::arch::ClusterTransactionBarrier::wait(&sh.full_v[st], phase);
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) warpgroup_fence_operand(o[i]);
+    warpgroup_arrive();
+#pragma unroll
+    for (int kb = 0; kb < kKeys / 16; ++kb) {
+      if (kb < k16) {
+        wgmma_call<typename Tr::MmaO>(pf[kb], uint64_t(dv(_0{}, _0{}, kb)), o,
+                                      kb == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One,
+                                      std::make_index_sequence<D / 2>{});
+      }
+    }
+    warpgroup_commit_batch();
+    warpgroup_wait<0>();
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) warpgroup_fence_operand(o[i]);
+
+    // O / l into this half's Q buffer (its wgmma reads are done), then one TMA store of 64 rows.
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+      inv[r] = 1.f / l[r];
+    }
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = warp * 16 + g + 8 * r, col = j * 8 + 2 * t;
+        *reinterpret_cast<uint32_t*>(&sQ(row, col)) =
+            pack2(o[j * 4 + 2 * r] * inv[r], o[j * 4 + 2 * r + 1] * inv[r], static_cast<T*>(nullptr));
+      }
+    }
+    if (p.lse != nullptr && t == 0) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = row_a + 8 * r;
+        // lse in natural-log units of the scaled, biased logits: (m + log2 l) / log2(e).
+        if (row < N) p.lse[int64_t(bh) * N + row] = (m_use[r] + __log2f(l[r])) * 0.6931471805599453f;
+      }
+    }
+    tma_store_fence();  // the generic-proxy writes above, seen by the TMA unit
+    cutlass::arch::NamedBarrier::sync(128, 1 + cw);
+    if (lane_wg == 0) {
+      const int b = bh / p.H, h = bh % p.H;
+      Tensor gO = local_tile(mO(_, _, h, b), Shape<Int<Tr::kRows>, Int<D>>{}, make_coord(row0 / Tr::kRows, 0));
+      auto [tg, ts] = tma_partition(p.tma_o, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gO));
+      copy(p.tma_o, ts, tg);
+      tma_store_arrive();
+      tma_store_wait<0>();  // the staging is read before the producer may refill this stage
+      cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
+    }
+  }
+  if (lane_wg == 0) tma_store_wait<0>();
+}
+
+}  // namespace vitfast::attention::sm90

@@ -1,0 +1,76 @@
+#pragma once
+// Host half of the sm90 forward: TMA descriptors over q, k, v and out as their strides lie (a view of
+// one qkv projection, (B, N, 3, H, d), needs no copy), the persistent grid, the launch. Included by
+// one .cu file per dtype.
+#include "attention/sm90/attention_fwd_sm90.cuh"
+#include "attention/sm90/attention_sm90.h"
+
+namespace vitfast::attention::sm90 {
+
+// A TMA stride must be a multiple of 16 bytes even along a dim of size 1, where it is never used.
+inline int64_t tma_stride(int64_t stride, int size) { return size == 1 ? 8 : stride; }
+
+template <class T, int D, int kKeys>
+int launch_fwd(const AttnFwdParams& p, cudaStream_t stream) {
+  using Tr = FwdTraits<T, D, kKeys>;
+  FwdParams90<T, D, kKeys> k{};
+  auto rows = [&](auto* ptr, const Strides3& s) {  // (N, d, H, B), d unit-stride
+    return make_tensor(make_gmem_ptr(ptr), make_layout(make_shape(p.N, int(D), p.H, p.B),
+                                                       make_stride(tma_stride(s.n, p.N), _1{}, tma_stride(s.h, p.H),
+                                                                   tma_stride(s.b, p.B))));
+  };
+  const Strides3 vs = p.vs;
+  k.tma_q = make_tma_copy(SM90_TMA_LOAD{}, rows(static_cast<const T*>(p.q), p.qs), typename Tr::SmemLayoutQ{});
+  k.tma_k = make_tma_copy(SM90_TMA_LOAD{}, rows(static_cast<const T*>(p.k), p.ks), typename Tr::SmemLayoutK{});
+  k.tma_v = make_tma_copy(
+      SM90_TMA_LOAD{},
+      make_tensor(make_gmem_ptr(static_cast<const T*>(p.v)),
+                  make_layout(make_shape(int(D), p.N, p.H, p.B),
+                              make_stride(_1{}, tma_stride(vs.n, p.N), tma_stride(vs.h, p.H), tma_stride(vs.b, p.B)))),
+      typename Tr::SmemLayoutVt{});
+  k.tma_o = make_tma_copy(SM90_TMA_STORE{}, rows(static_cast<T*>(p.out), p.os), typename Tr::SmemLayoutQ{});
+  k.bias = static_cast<const T*>(p.bias);
+  k.bias_s = p.bias_s;
+  k.bias_col = p.bias_col;
+  k.lse = p.lse;
+  k.B = p.B;
+  k.H = p.H;
+  k.N = p.N;
+  k.m_blocks = (p.N + Tr::kTileRows - 1) / Tr::kTileRows;
+  k.tiles = p.B * p.H * k.m_blocks;
+  k.scale_log2 = p.scale * 1.4426950408889634f;
+
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    return kLaunchFailed;
+  }
+  auto kernel = attention_fwd_sm90_kernel<T, D, kKeys>;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes) != cudaSuccess) {
+    return kLaunchFailed;
+  }
+  const int grid = k.tiles < sms ? k.tiles : sms;
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(k);
+  return cudaGetLastError() == cudaSuccess ? kOk : kLaunchFailed;
+}
+
+// The key-tile width by N: the S registers sized to the work.
+template <class T, int D>
+int launch_fwd_keys(const AttnFwdParams& p, cudaStream_t stream) {
+  if (p.N <= 64) return launch_fwd<T, D, 64>(p, stream);
+  if (p.N <= 128) return launch_fwd<T, D, 128>(p, stream);
+  if (p.N <= 192) return launch_fwd<T, D, 192>(p, stream);
+  if (p.N <= kMaxKeys) return launch_fwd<T, D, 256>(p, stream);
+  return kNotBuilt;
+}
+
+template <class T>
+int launch_fwd_typed(const AttnFwdParams& p, cudaStream_t stream) {
+  switch (p.d) {
+    case 64: return launch_fwd_keys<T, 64>(p, stream);
+    case 80: return launch_fwd_keys<T, 80>(p, stream);
+    default: return kNotBuilt;
+  }
+}
+
+}  // namespace vitfast::attention::sm90

@@ -1,0 +1,20 @@
+#pragma once
+// The Hopper (sm_90a) attention kernels as plain host functions: their files are compiled apart from
+// torch (setup.py, gencode sm_90a only) and called by attention_cuda.cpp when attention_path.h chooses
+// them. Each returns a Status; only kOk means the outputs were written.
+#include <cuda_runtime.h>
+
+#include "attention/attention_params.h"
+
+namespace vitfast::attention::sm90 {
+
+// kNotBuilt: no instantiation for p.d or p.N (attention_path.h keeps such cases away); kLaunchFailed:
+// the launch returned an error (the caller raises it).
+enum Status : int { kOk = 0, kNotBuilt = 1, kLaunchFailed = 2 };
+
+// attention_fwd_sm90_{bf16,fp16}.cu: softmax(q kᵀ · scale + bias) v for N <= 256 and the head dims of
+// attention_path.h; out and lse written (lse skipped when p.lse is null), fp32 accumulators.
+int attention_fwd_bf16(const AttnFwdParams& p, cudaStream_t stream);
+int attention_fwd_fp16(const AttnFwdParams& p, cudaStream_t stream);
+
+}  // namespace vitfast::attention::sm90
