@@ -86,24 +86,27 @@ def cutlass_include_dirs():
     return None
 
 
-SM90_DIR = os.path.join("csrc", "gemm", "sm90")
+# The Hopper kernels, each folder with the headers outside it that its files include.
+SM90_DIRS = {
+    os.path.join("csrc", "gemm", "sm90"): [os.path.join("csrc", "gemm", h)
+                                           for h in ("gemm_params.h", "gemm_path.h", "sm90_config.h")],
+    os.path.join("csrc", "attention", "sm90"): [os.path.join("csrc", "attention", h)
+                                                for h in ("attention_params.h", "mma.cuh")],
+}
 
 
 def compile_sm90(build_temp, cuda_home, cutlass_dirs, pool):
-    """nvcc each csrc/gemm/sm90/*.cu for sm_90a alone (wgmma and TMA need the arch-specific target; the
+    """nvcc each .cu of SM90_DIRS for sm_90a alone (wgmma and TMA need the arch-specific target; the
     rest of the extension keeps its portable gencodes), on `pool`, without torch's headers. Returns
     (object file, future) pairs; an object newer than its sources is reused."""
     out_dir = os.path.join(build_temp, "sm90")
     os.makedirs(out_dir, exist_ok=True)
-    headers = glob.glob(os.path.join(SM90_DIR, "*.h*")) + [os.path.join("csrc", "gemm", h) for h in
-                                                             ("gemm_params.h", "gemm_path.h", "sm90_config.h")]
-    newest_header = max(os.path.getmtime(h) for h in headers)
     nvcc = os.path.join(cuda_home, "bin", "nvcc")
     flags = ["-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", "-lineinfo",
              "-gencode=arch=compute_90a,code=sm_90a", f"-I{os.path.join(ROOT, 'csrc')}"]
     flags += [f"-I{d}" for d in cutlass_dirs]
 
-    def build(src, obj):
+    def build(src, obj, newest_header):
         if os.path.exists(obj) and os.path.getmtime(obj) > max(os.path.getmtime(src), newest_header):
             return
         cmd = [nvcc, "-c", src, "-o", obj] + flags
@@ -111,9 +114,12 @@ def compile_sm90(build_temp, cuda_home, cutlass_dirs, pool):
         subprocess.run(cmd, check=True)
 
     jobs = []
-    for src in sorted(glob.glob(os.path.join(SM90_DIR, "*.cu"))):
-        obj = os.path.join(out_dir, os.path.basename(src).replace(".cu", ".o"))
-        jobs.append((obj, pool.submit(build, src, obj)))
+    for folder, outside in SM90_DIRS.items():
+        headers = [h for h in glob.glob(os.path.join(folder, "*")) if h.endswith((".h", ".cuh", ".hpp"))] + outside
+        newest_header = max(os.path.getmtime(h) for h in headers)
+        for src in sorted(glob.glob(os.path.join(folder, "*.cu"))):
+            obj = os.path.join(out_dir, os.path.basename(src).replace(".cu", ".o"))
+            jobs.append((obj, pool.submit(build, src, obj, newest_header)))
     return jobs
 
 
@@ -153,7 +159,7 @@ cutlass_dirs = None
 if with_cuda:
     sources += [s for s in cpp_sources if s.endswith("_cuda.cpp")]
     sources += sorted(s for s in glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True)
-                      if not s.startswith(SM90_DIR + os.sep))
+                      if not any(s.startswith(d + os.sep) for d in SM90_DIRS))
     define_macros.append(("VITFAST_WITH_CUDA", None))
     if "90" in cuda_archs():
         cutlass_dirs = cutlass_include_dirs()

@@ -6,8 +6,15 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "attention/attention.h"
 #include "attention/attention_params.h"
+#include "attention/attention_path.h"
+#ifdef VITFAST_WITH_SM90
+#include "attention/sm90/attention_sm90.h"
+#endif
 
 namespace vitfast {
 namespace {
@@ -34,6 +41,46 @@ at::Tensor rows_aligned(const at::Tensor& t) {
 }
 
 Strides3 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
+
+// VITFAST_ATTENTION_SM90=0 (read once) keeps the forward on the mma.sync kernel on an H100/H200 too.
+bool sm90_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("VITFAST_ATTENTION_SM90");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return enabled;
+}
+
+AttnPath forward_path(const at::Tensor& q, bool return_logits, bool fp16_accumulate) {
+  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(q.device().index());
+  AttnCase c;
+  c.major = prop->major;
+  c.minor = prop->minor;
+  c.half_or_bf16 = fused_dtype(q);
+  c.N = q.size(2);
+  c.d = q.size(3);
+  c.logits = return_logits;
+  c.accumulate_fp16 = fp16_accumulate;
+  c.sm90_built = kAttnSm90Built;
+  c.sm90_enabled = sm90_enabled();
+  return choose_attention_path(c);
+}
+
+// The sm90 forward for p; false, after one warning, where it did not run (the caller then runs the
+// mma.sync kernel: the same result, slower).
+bool launch_sm90_fwd(const AttnFwdParams& p, bool is_bf16, cudaStream_t stream) {
+#ifdef VITFAST_WITH_SM90
+  const int status = is_bf16 ? attention::sm90::attention_fwd_bf16(p, stream) : attention::sm90::attention_fwd_fp16(p, stream);
+  if (status == attention::sm90::kOk) return true;
+  TORCH_CHECK(status != attention::sm90::kLaunchFailed, "attention: the sm90 kernel failed to launch: ",
+              cudaGetErrorString(cudaGetLastError()));
+  TORCH_WARN_ONCE("attention: the sm90 kernel has no instantiation for N = ", p.N, ", d = ", p.d,
+                  "; running the mma.sync kernel");
+#else
+  (void)p, (void)is_bf16, (void)stream;
+#endif
+  return false;
+}
 
 // Bias strides with broadcast (size-1) batch/head dims read as stride 0.
 void bias_strides(const at::Tensor& bias, Strides3& s, int64_t& col) {
@@ -85,7 +132,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
   p.out = out.mutable_data_ptr();
   p.lse = lse.mutable_data_ptr<float>();
   p.logits = return_logits ? logits.mutable_data_ptr() : nullptr;
-  launch_attention_fwd(p, q.scalar_type() == at::kBFloat16, fp16_accumulate, at::cuda::getCurrentCUDAStream());
+  p.os = strides_of(out);
+  const bool is_bf16 = q.scalar_type() == at::kBFloat16;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (forward_path(q, return_logits, fp16_accumulate) == AttnPath::kSm90 && launch_sm90_fwd(p, is_bf16, stream)) {
+    return {out, lse, logits};
+  }
+  launch_attention_fwd(p, is_bf16, fp16_accumulate, stream);
   return {out, lse, logits};
 }
 

@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #ifndef CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
@@ -61,8 +62,11 @@ struct FwdTraits {
 
   using SmemLayoutQ = decltype(tile_to_shape(k_major_atom<T, D>(), Shape<Int<kRows>, Int<D>>{}));
   using SmemLayoutK = decltype(tile_to_shape(k_major_atom<T, D>(), Shape<Int<kKeys>, Int<D>>{}));
-  // V as (d, keys) with d contiguous: the MN-major B operand of O = P V.
-  using SmemLayoutVt = decltype(tile_to_shape(mn_major_atom<T, D>(), Shape<Int<D>, Int<kKeys>>{}));
+  // V as (d, keys) with d contiguous: the MN-major B operand of O = P V. Atoms run along the keys
+  // first, so where an atom is narrower than d (d = 80: 16 wide) each strip of d is one TMA box of
+  // all the keys, not one box per 8 keys (5 copies instead of 160).
+  using SmemLayoutVt =
+      decltype(tile_to_shape(mn_major_atom<T, D>(), Shape<Int<D>, Int<kKeys>>{}, Step<_2, _1>{}));
 
   // S's wgmmas (64- and 8-key chunks, s_mma below) and O's; here for their operand partitions.
   using MmaS64 = decltype(SM90::GMMA::rs_op_selector<T, T, float, Shape<_64, _64, _16>>());
@@ -303,29 +307,40 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
 #pragma unroll
     for (int i = 0; i < kKeys / 2; ++i) warpgroup_fence_operand(s[i]);
 
-    // Logits in log2 units: y = s · scale · log2(e) + bias · log2(e); columns past N -> -inf.
+    // Logits in log2 units: y = s · scale · log2(e) + bias · log2(e). Only the n8 tail's blocks can
+    // hold columns past N (-inf there), and its blocks past W are skipped: still 0 from the zeroing,
+    // they are P's zeros.
+    constexpr int kTail = kKeys / 8 - 8;
     const int row_a = row0 + warp * 16 + g;  // this thread's rows: row_a and row_a + 8
-    const T* bias_row[2] = {nullptr, nullptr};
-    if (p.bias != nullptr) {
-      const int b = bh / p.H, h = bh % p.H;
-      const T* base = p.bias + b * p.bias_s.b + h * p.bias_s.h;
-      bias_row[0] = base + int64_t(min(row_a, N - 1)) * p.bias_s.n;
-      bias_row[1] = base + int64_t(min(row_a + 8, N - 1)) * p.bias_s.n;
-    }
     float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int j = 0; j < kKeys / 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = j * 8 + 2 * t + (e & 1);
-        float y = s[j * 4 + e] * p.scale_log2;
-        if (p.bias != nullptr && col < N) {
-          y = fmaf(float(bias_row[e >> 1][col * p.bias_col]), 1.4426950408889634f, y);
-        }
-        y = col < N ? y : -INFINITY;
-        s[j * 4 + e] = y;
-        mx[e >> 1] = fmaxf(mx[e >> 1], y);
+    auto logits = [&](auto with_bias) {
+      const T* bias_row[2] = {nullptr, nullptr};
+      if constexpr (decltype(with_bias)::value) {
+        const int b = bh / p.H, h = bh % p.H;
+        const T* base = p.bias + b * p.bias_s.b + h * p.bias_s.h;
+        bias_row[0] = base + int64_t(min(row_a, N - 1)) * p.bias_s.n;  // rows past N: clipped by the store
+        bias_row[1] = base + int64_t(min(row_a + 8, N - 1)) * p.bias_s.n;
       }
+#pragma unroll
+      for (int j = 0; j < kKeys / 8; ++j) {
+        if (j >= kTail && j >= w8) continue;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = j * 8 + 2 * t + (e & 1);
+          float y = s[j * 4 + e] * p.scale_log2;
+          if constexpr (decltype(with_bias)::value) {
+            if (j < kTail || col < N) y = fmaf(float(bias_row[e >> 1][col * p.bias_col]), 1.4426950408889634f, y);
+          }
+          if (j >= kTail) y = col < N ? y : -INFINITY;
+          s[j * 4 + e] = y;
+          mx[e >> 1] = fmaxf(mx[e >> 1], y);
+        }
+      }
+    };
+    if (p.bias != nullptr) {
+      logits(std::true_type{});
+    } else {
+      logits(std::false_type{});
     }
     float m_use[2], l[2] = {0.f, 0.f};
 #pragma unroll
@@ -335,10 +350,14 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
       m_use[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row of -inf logits: p = 0, out = 0/0 as eager's
     }
 #pragma unroll
-    for (int i = 0; i < kKeys / 2; ++i) {
-      const float pe = ex2(s[i] - m_use[(i >> 1) & 1]);
-      s[i] = pe;
-      l[(i >> 1) & 1] += pe;
+    for (int j = 0; j < kKeys / 8; ++j) {
+      if (j >= kTail && j >= w8) continue;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float pe = ex2(s[j * 4 + e] - m_use[e >> 1]);
+        s[j * 4 + e] = pe;
+        l[e >> 1] += pe;
+      }
     }
 
     // O = P V: the S accumulators of two adjacent 8-key blocks are one k16 A fragment. All of P is

@@ -1,0 +1,52 @@
+#pragma once
+// Which kernel runs a fused attention forward on a GPU. Plain host code, so CPU builds answer it too
+// (torch.ops.vitfast.attention_path, which the tests ask for every capability, dtype and shape):
+//   sm90      the Hopper kernel (csrc/attention/sm90/): compute capability 9.0 exactly (sm_90a code runs
+//             nowhere else), N <= 256 (a head's K and V held whole), d in kSm90HeadDims, fp32
+//             accumulation, no logits output, and not switched off by VITFAST_ATTENTION_SM90=0;
+//   mma_sync  the FlashAttention-2-style kernel (attention_fwd_kernel.cuh): every other fp16/bf16 case;
+//   aten      float32/float64: the ATen composite (attention_cpu.cpp).
+#include <cstdint>
+
+namespace vitfast {
+
+enum class AttnPath { kAten, kMmaSync, kSm90 };
+
+constexpr int kSm90MaxKeys = 256;
+constexpr int kSm90HeadDims[] = {64, 80};
+
+struct AttnCase {
+  int major = 0, minor = 0;  // the device's compute capability
+  bool half_or_bf16 = false;
+  int64_t N = 0, d = 0;
+  bool logits = false;           // return_logits: only the mma.sync kernel writes them
+  bool accumulate_fp16 = false;  // FP16_16: the mma.sync kernel's f16 accumulators
+  bool sm90_built = false;       // this build holds the sm90a kernels
+  bool sm90_enabled = true;      // VITFAST_ATTENTION_SM90 is not "0"
+};
+
+inline bool sm90_head_dim(int64_t d) {
+  for (int h : kSm90HeadDims) {
+    if (d == h) return true;
+  }
+  return false;
+}
+
+inline AttnPath choose_attention_path(const AttnCase& c) {
+  if (!c.half_or_bf16) return AttnPath::kAten;
+  const bool sm90 = c.sm90_built && c.sm90_enabled && c.major == 9 && c.minor == 0 && c.N >= 1 &&
+                    c.N <= kSm90MaxKeys && sm90_head_dim(c.d) && !c.logits && !c.accumulate_fp16;
+  return sm90 ? AttnPath::kSm90 : AttnPath::kMmaSync;
+}
+
+inline const char* attention_path_name(AttnPath p) {
+  return p == AttnPath::kSm90 ? "sm90" : p == AttnPath::kMmaSync ? "mma_sync" : "aten";
+}
+
+#ifdef VITFAST_WITH_SM90
+constexpr bool kAttnSm90Built = true;
+#else
+constexpr bool kAttnSm90Built = false;
+#endif
+
+}  // namespace vitfast

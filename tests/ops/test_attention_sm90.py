@@ -1,0 +1,169 @@
+"""The Hopper attention forward (csrc/attention/sm90/): which cases take it (attention_path.h, asked on
+any machine), and on an H100/H200 its output and log-sum-exp against the fp64 reference with the
+FlashAttention rule, for every N it takes and the lengths around it, both head dims, both dtypes, with
+and without a bias of either shape, on views of one qkv projection and on contiguous tensors, and the
+gradients the backward computes from its log-sum-exp. The CUDA tests skip without a GPU; the
+sm90-only ones skip on other GPUs, where the same tests run the mma.sync kernel."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vitfast.ops import attention
+from tests.ops.test_attention import assert_flash_rule, check_against_reference, make_inputs, poison, SLACK
+from tests.values import needs_cuda
+
+path = torch.ops.vitfast.attention_path
+SM90_HEAD_DIMS = (64, 80)
+
+
+# ---- the choice, on any machine ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_hopper_takes_every_length_up_to_256_at_its_head_dims(dtype):
+    for N in range(1, 257):
+        for d in SM90_HEAD_DIMS:
+            assert path(9, 0, dtype, N, d, sm90_built=True) == "sm90", (N, d)
+    for N in (257, 300, 577, 4096):
+        assert path(9, 0, dtype, N, 64, sm90_built=True) == "mma_sync", N
+    for d in (32, 96, 128):
+        assert path(9, 0, dtype, 197, d, sm90_built=True) == "mma_sync", d
+
+
+def test_everything_else_takes_the_mma_sync_kernel_or_aten():
+    bf16, fp16 = torch.bfloat16, torch.float16
+    assert path(8, 0, bf16, 197, 64, sm90_built=True) == "mma_sync"  # A100: no sm_90a code runs there
+    assert path(8, 9, bf16, 197, 64, sm90_built=True) == "mma_sync"
+    assert path(10, 0, bf16, 197, 64, sm90_built=True) == "mma_sync"  # sm_90a code is Hopper's alone
+    assert path(9, 0, bf16, 197, 64, sm90_built=False) == "mma_sync"
+    assert path(9, 0, bf16, 197, 64, logits=True, sm90_built=True) == "mma_sync"
+    assert path(9, 0, fp16, 197, 64, accumulate_fp16=True, sm90_built=True) == "mma_sync"
+    for dtype in (torch.float32, torch.float64):
+        assert path(9, 0, dtype, 197, 64, sm90_built=True) == "aten"
+
+
+def test_default_answer_follows_the_build():
+    expected = "sm90" if torch.ops.vitfast.sm90_kernels_built() else "mma_sync"
+    assert path(9, 0, torch.bfloat16, 197, 64) == expected
+
+
+# ---- on the GPU ----------------------------------------------------------------------------------------
+
+
+def on_hopper():
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0) and \
+        torch.ops.vitfast.sm90_kernels_built()
+
+
+needs_hopper = pytest.mark.skipif(not on_hopper(), reason="needs an H100/H200 and the sm90 kernels")
+
+
+def lse_ref(q, k, bias, scale):
+    s = (q.double() @ k.double().transpose(-2, -1)) * scale
+    if bias is not None:
+        s = s + bias.double()
+    return torch.logsumexp(s, dim=-1)
+
+
+def check_forward(B, H, N, d, dtype, bias_shape=None, fused=True, seed=0):
+    """out (FlashAttention rule) and lse (fp32 rounding of a sum of N exponentials) of one call."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v, bias = make_inputs(B, H, N, d, dtype, "cuda", bias_shape, fused=fused, generator=g)
+    scale = d**-0.5
+    poison("cuda")
+    out, lse, _ = torch.ops.vitfast.attention_fwd(q, k, v, bias, scale, False, False)
+    from vitfast.ops import attention_ref
+    ref = attention_ref(q.double(), k.double(), v.double(), None if bias is None else bias.double(), scale)
+    pt = attention_ref(q, k, v, bias, scale, upcast=False)
+    assert_flash_rule(out, pt, ref, f"out N={N} d={d}", SLACK[dtype])
+    want = lse_ref(q, k, bias, scale)
+    # fp32 logits, ex2.approx and an fp32 sum of N terms: ~1e-5 at these sizes; a wrong base, scale or
+    # row is off by O(1).
+    tol = 1e-4 * (1 + want.abs())
+    bad = (lse.double() - want).abs() > tol
+    assert not bad.any(), f"lse N={N} d={d}: {bad.sum().item()} rows off, worst {(lse.double() - want).abs().max()}"
+
+
+@needs_hopper
+@pytest.mark.parametrize("d", SM90_HEAD_DIMS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_sm90_every_length_to_300(d, dtype):
+    """Every N from 1 to 300: the four key-tile sizes, every width of the 8-key tail, and past 256 the
+    mma.sync kernel the path hands over to."""
+    for N in range(1, 301):
+        check_forward(2, 3, N, d, dtype, seed=N)
+
+
+@needs_hopper
+@pytest.mark.parametrize("N", (1, 7, 50, 64, 65, 128, 129, 192, 193, 197, 256))
+@pytest.mark.parametrize("bias_shape", ["full", "heads"])
+@pytest.mark.parametrize("d", SM90_HEAD_DIMS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_sm90_bias_both_shapes(N, bias_shape, d, dtype):
+    B, H = 2, 3
+    shape = {"full": (B, H, N, N), "heads": (1, H, N, N)}[bias_shape]
+    check_forward(B, H, N, d, dtype, bias_shape=shape, seed=N + d)
+
+
+@needs_hopper
+@pytest.mark.parametrize("N", (1, 50, 65, 197, 256))
+@pytest.mark.parametrize("d", SM90_HEAD_DIMS)
+def test_sm90_contiguous_and_qkv_view_layouts_agree_bitwise(N, d):
+    q, k, v, bias = make_inputs(2, 3, N, d, torch.bfloat16, "cuda", (1, 3, N, N))
+    a = attention(q, k, v, bias)
+    b = attention(q.contiguous(), k.contiguous(), v.contiguous(), bias)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    check_forward(2, 3, N, d, torch.bfloat16, fused=False, seed=N)
+
+
+@needs_hopper
+@pytest.mark.parametrize("N", (1, 50, 197, 256))
+@pytest.mark.parametrize("d", SM90_HEAD_DIMS)
+@pytest.mark.parametrize("bias_shape", [None, "full", "heads"])
+def test_sm90_gradients_from_its_lse(N, d, bias_shape):
+    """The backward rebuilds P from the forward's lse: every gradient checks it once more."""
+    B, H = 2, 3
+    shape = {None: None, "full": (B, H, N, N), "heads": (1, H, N, N)}[bias_shape]
+    check_against_reference(B, H, N, d, torch.bfloat16, "cuda", bias_shape=shape, seed=N)
+
+
+@needs_hopper
+def test_sm90_many_tiles_per_cta():
+    """More tiles than SMs: each persistent CTA walks both stages' barriers through many phases."""
+    for B, H, N in ((64, 12, 197), (256, 3, 50), (8, 16, 256), (33, 5, 129)):
+        check_forward(B, H, N, 64, torch.bfloat16, seed=B)
+        check_forward(B, H, N, 80, torch.float16, seed=H)
+
+
+@needs_hopper
+def test_sm90_rows_of_minus_inf_give_nan_like_eager():
+    q, k, v, _ = make_inputs(1, 2, 197, 64, torch.bfloat16, "cuda")
+    bias = torch.zeros(1, 2, 197, 197, device="cuda", dtype=torch.bfloat16)
+    bias[0, 1, 5] = float("-inf")
+    out, lse, _ = torch.ops.vitfast.attention_fwd(q, k, v, bias, 0.125, False, False)
+    assert torch.isnan(out[0, 1, 5]).all() and torch.isfinite(out[0, 0]).all()
+    assert lse[0, 1, 5].item() == float("-inf")
+    assert torch.isfinite(out[0, 1, :5]).all() and torch.isfinite(out[0, 1, 6:]).all()
+
+
+@needs_hopper
+def test_sm90_and_mma_sync_kernels_agree():
+    """VITFAST_ATTENTION_SM90=0 (read once per process) runs the mma.sync kernel on the same inputs."""
+    script = (
+        "import torch, vitfast\n"
+        "from vitfast.ops import attention\n"
+        "torch.manual_seed(0)\n"
+        "x = torch.randn(4, 197, 3, 12, 64, device='cuda').bfloat16()\n"
+        "q, k, v = x.permute(2, 0, 3, 1, 4).unbind(0)\n"
+        "torch.save(attention(q, k, v).cpu(), __import__('sys').argv[1])\n")
+    outs = []
+    for flag in ("1", "0"):
+        target = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vitfast_sm90_{flag}_{os.getpid()}.pt")
+        env = dict(os.environ, VITFAST_ATTENTION_SM90=flag)
+        subprocess.run([sys.executable, "-c", script, target], check=True, env=env)
+        outs.append(torch.load(target))
+        os.remove(target)
+    torch.testing.assert_close(outs[0].float(), outs[1].float(), rtol=1e-2, atol=1e-2)
