@@ -45,6 +45,7 @@ def attentions():
             bias = torch.randn(1, 3, N, N, device="cuda", dtype=dtype, requires_grad=True)
             grads(attention(q, k, v), q, k, v)
             grads(attention(q, k, v, bias), q, k, v, bias)
+            grads(attention(q, k, v, out_layout="bnhd"), q, k, v)  # written through (B, N, H, d) strides
             out, logits = attention(q, k, v, bias, return_logits=True)
             grads(out.float().sum() + logits.float().sum(), q, k, v, bias)
             if dtype == torch.float16:

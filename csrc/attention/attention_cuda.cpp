@@ -114,14 +114,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
                                                                   const at::Tensor& v,
                                                                   const std::optional<at::Tensor>& bias,
                                                                   double scale, bool return_logits,
-                                                                  bool fp16_accumulate) {
+                                                                  bool fp16_accumulate, bool out_bnhd) {
   check_attention_inputs(q, k, v, bias);
-  if (!fused_dtype(q)) return attention_fwd_aten(q, k, v, bias, scale, return_logits, fp16_accumulate);
+  if (!fused_dtype(q)) return attention_fwd_aten(q, k, v, bias, scale, return_logits, fp16_accumulate, out_bnhd);
   check_fused(q, fp16_accumulate);
   const c10::cuda::CUDAGuard guard(q.device());
   const at::Tensor qa = rows_aligned(q), ka = rows_aligned(k), va = rows_aligned(v);
   const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
-  at::Tensor out = at::empty({B, H, N, d}, q.options());
+  // out_bnhd: (B, N, H, d) memory, which the output projection reads as (B, N, H·d) without a copy.
+  at::Tensor out = out_bnhd ? at::empty({B, N, H, d}, q.options()) : at::empty({B, H, N, d}, q.options());
+  const at::Tensor out_bhnd = out_bnhd ? out.transpose(1, 2) : out;  // the kernels write through its strides
   at::Tensor lse = at::empty({B, H, N}, q.options().dtype(at::kFloat));
   at::Tensor logits = return_logits ? at::empty({B, H, N, N}, q.options()) : at::empty({0}, q.options());
   if (B * H == 0) return {out, lse, logits};
@@ -132,7 +134,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
   p.out = out.mutable_data_ptr();
   p.lse = lse.mutable_data_ptr<float>();
   p.logits = return_logits ? logits.mutable_data_ptr() : nullptr;
-  p.os = strides_of(out);
+  p.os = strides_of(out_bhnd);
   const bool is_bf16 = q.scalar_type() == at::kBFloat16;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (forward_path(q, return_logits, fp16_accumulate) == AttnPath::kSm90 && launch_sm90_fwd(p, is_bf16, stream)) {

@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
   if (!active) return;
   // O / l, and lse = m + log l (natural log of the scaled, biased logits). A row whose logits are
   // all -inf has l = 0: its output is 0/0 = NaN, as the eager softmax gives.
-  T* out = static_cast<T*>(p.out) + static_cast<int64_t>(bh) * N * D;
+  T* out = static_cast<T*>(p.out) + b * p.os.b + h * p.os.h;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float l = quad_sum(l_run[r]);
@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
 #pragma unroll
     for (int db = 0; db < kDB; ++db) {
       const uint32_t packed = E::pack(o[db].get(2 * r) * inv, o[db].get(2 * r + 1) * inv);
-      *reinterpret_cast<uint32_t*>(out + static_cast<int64_t>(row) * D + db * 8 + 2 * t) = packed;
+      *reinterpret_cast<uint32_t*>(out + row * p.os.n + db * 8 + 2 * t) = packed;
     }
     if (t == 0) {
       const float m_use = m_run[r] == -INFINITY ? 0.f : m_run[r];

@@ -17,7 +17,7 @@ struct AttnFwdParams {
   const void* k;
   const void* v;
   const void* bias;  // nullptr when there is none
-  void* out;         // (B, H, N, d) contiguous for the mma.sync kernel; strides os for the sm90 kernel
+  void* out;         // (B, H, N, d) with strides os: contiguous, or a view of (B, N, H, d)
   Strides3 os;
   float* lse;        // (B, H, N); the sm90 kernel skips it when null
   void* logits;      // (B, H, N, N) contiguous, or nullptr

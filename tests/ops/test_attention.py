@@ -151,6 +151,28 @@ def test_strided_views_are_not_copied_and_match_contiguous():
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_out_layout_bnhd_is_the_same_tensor_laid_out_for_the_projection(dtype):
+    """out_layout="bnhd": a contiguous (B, N, H, d) holding exactly the (B, H, N, d) result, with the
+    same gradients (the backward reads it through a transposed view)."""
+    q, k, v, bias = make_inputs(2, 3, 50, 32, dtype, "cpu", (1, 3, 50, 50))
+    q, k, v, bias = leaves(q, k, v, bias)
+    a = attention(q, k, v, bias, out_layout="bnhd")
+    b = attention(q, k, v, bias)
+    assert a.shape == (2, 50, 3, 32) and a.is_contiguous()
+    torch.testing.assert_close(a, b.transpose(1, 2), rtol=0, atol=0)
+    g = torch.randn_like(a)
+    ga = torch.autograd.grad(a, (q, k, v, bias), g)
+    gb = torch.autograd.grad(b, (q, k, v, bias), g.transpose(1, 2))
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    out, logits = attention(q, k, v, bias, return_logits=True, out_layout="bnhd")
+    assert out.shape == (2, 50, 3, 32) and logits.shape == (2, 3, 50, 50)
+    torch.testing.assert_close(attention_ref(q, k, v, bias, out_layout="bnhd"), a, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="out_layout"):
+        attention(q, k, v, out_layout="bshd")
+
+
 def test_scale_and_masking_bias():
     """A -inf bias masks keys; scale defaults to d**-0.5; SDPA agrees."""
     q, k, v, _ = make_inputs(2, 2, 33, 32, torch.float32, "cpu")
@@ -324,6 +346,18 @@ def test_vit_vitfast_backend_matches_eager_forward_and_gradients():
     torch.testing.assert_close(yb, ya, rtol=1e-5, atol=1e-5)
     for n in ga:
         torch.testing.assert_close(gb[n], ga[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_vitfast_backend_output_reaches_the_projection_without_a_copy():
+    from vitfast.layers import attention_core
+
+    q, k, v, bias = make_inputs(2, 3, 50, 32, torch.float32, "cpu", (1, 3, 50, 50))
+    for return_attn in (None, "logits"):
+        out, _ = attention_core(q, k, v, 32**-0.5, bias, backend="vitfast", return_attn=return_attn)
+        assert out.shape == (2, 3, 50, 32)
+        flat = out.transpose(1, 2).reshape(2, 50, 96)
+        assert flat.data_ptr() == out.data_ptr() and flat.is_contiguous()  # a view: no copy for the projection
+        torch.testing.assert_close(out, attention(q, k, v, bias), rtol=0, atol=0)
 
 
 def test_vitfast_backend_logits_bias_and_fallbacks():

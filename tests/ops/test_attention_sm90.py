@@ -167,3 +167,22 @@ def test_sm90_and_mma_sync_kernels_agree():
         outs.append(torch.load(target))
         os.remove(target)
     torch.testing.assert_close(outs[0].float(), outs[1].float(), rtol=1e-2, atol=1e-2)
+
+
+@needs_cuda
+@pytest.mark.parametrize("N, d", [(1, 64), (50, 64), (197, 64), (256, 80), (257, 64), (577, 64), (197, 32), (65, 128)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cuda_out_layout_bnhd_every_kernel(N, d, dtype):
+    """(B, N, H, d) output from whichever kernel runs (sm90 or mma.sync): the same values and gradients
+    as the (B, H, N, d) output."""
+    q, k, v, bias = make_inputs(2, 3, N, d, dtype, "cuda", (1, 3, N, N))
+    q, k, v, bias = (t.detach().requires_grad_() for t in (q, k, v, bias))
+    a = attention(q, k, v, bias, out_layout="bnhd")
+    b = attention(q, k, v, bias)
+    assert a.shape == (2, N, 3, d) and a.is_contiguous()
+    torch.testing.assert_close(a, b.transpose(1, 2), rtol=0, atol=0)
+    g = torch.randn_like(a)
+    ga = torch.autograd.grad(a, (q, k, v, bias), g)
+    gb = torch.autograd.grad(b, (q, k, v, bias), g.transpose(1, 2).contiguous())
+    for x, y in zip(ga, gb):  # dq and dbias sum with atomics: the order may change the last bit
+        torch.testing.assert_close(x, y, rtol=1e-2, atol=1e-3)

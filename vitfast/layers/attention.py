@@ -19,7 +19,9 @@ def attention_core(q, k, v, scale, bias=None, dropout_p=0.0, backend="sdpa", ret
     probabilities and the output: the whole attention core in the low-precision format.
     backend "vitfast" runs vitfast.ops.attention (logits too) and falls back to SDPA/eager, saying so
     once, for what it does not fuse: attention dropout, return_attn="probs", unsupported inputs; on a
-    GPU it runs SDPA, silently, where SDPA measured faster there (vitfast.layers.dispatch)."""
+    GPU it runs SDPA, silently, where SDPA measured faster there (vitfast.layers.dispatch). Its output
+    is a (B, H, N, d) view of (B, N, H, d) memory, so the caller's transpose(1, 2).reshape(B, N, C)
+    for the output projection is free (SDPA's output needs a copy there)."""
     if act_quant is not None:
         q, k, v = act_quant(q), act_quant(k), act_quant(v)
         backend = "eager"
@@ -29,10 +31,11 @@ def attention_core(q, k, v, scale, bias=None, dropout_p=0.0, backend="sdpa", ret
         reason = attention_support(q, k, v, bias, dropout_p, return_attn)
         if reason is None:
             if return_attn == "logits":  # no library op returns them: ours, or the explicit matrix
-                return fused_attention(q, k, v, bias, scale, return_logits=True)
+                out, logits = fused_attention(q, k, v, bias, scale, return_logits=True, out_layout="bnhd")
+                return out.transpose(1, 2), logits
             if use_kernel("attention", q, N=q.shape[-2], d=q.shape[-1], bias=bias is not None,
                           grad=needs_grad(q, k, v, bias)):
-                return fused_attention(q, k, v, bias, scale), None
+                return fused_attention(q, k, v, bias, scale, out_layout="bnhd").transpose(1, 2), None
         else:
             backends.fallback_once("attention", reason)
         backend = "sdpa"

@@ -7,17 +7,20 @@ the per-row log-sum-exp of the logits the backward needs to rebuild the probabil
 """
 import torch
 
-__all__ = ["attention", "attention_ref", "attention_support", "CUDA_HEAD_DIMS", "ACCUMULATE"]
+__all__ = ["attention", "attention_ref", "attention_support", "CUDA_HEAD_DIMS", "ACCUMULATE", "OUT_LAYOUTS"]
 
 CUDA_HEAD_DIMS = (32, 64, 80, 96, 128)
 CUDA_DTYPES = (torch.float16, torch.bfloat16)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 ACCUMULATE = (None, "fp32", "fp16")
+OUT_LAYOUTS = ("bhnd", "bnhd")
 
 
-def attention(q, k, v, bias=None, scale=None, return_logits=False, accumulate=None):
+def attention(q, k, v, bias=None, scale=None, return_logits=False, accumulate=None, out_layout="bhnd"):
     """softmax(q kᵀ · scale + bias) v for q, k, v of shape (B, H, N, d); returns out (B, H, N, d),
     and with return_logits=True (out, logits) where logits = q kᵀ · scale + bias, (B, H, N, N).
+    out_layout="bnhd" returns out as a contiguous (B, N, H, d) instead: the output projection's
+    (B, N, H·d) input by a free reshape, where (B, H, N, d) would need a transposing copy.
 
     q, k, v may be strided views (e.g. of one fused qkv projection); no copies are made.
     bias: additive logits broadcastable from (B or 1, H or 1, N, N) (also 2-D or 3-D); its gradient
@@ -30,10 +33,12 @@ def attention(q, k, v, bias=None, scale=None, return_logits=False, accumulate=No
     products (dq, dk, dv, dbias) in fp32.
     """
     bias = _check(q, k, v, bias, scale, return_logits, accumulate)
+    if out_layout not in OUT_LAYOUTS:
+        raise ValueError(f"out_layout must be one of {OUT_LAYOUTS}, got {out_layout!r}")
     if scale is None:
         scale = q.shape[-1] ** -0.5
     out, _, logits = torch.ops.vitfast.attention_fwd.default(q, k, v, bias, float(scale), bool(return_logits),
-                                                            accumulate == "fp16")
+                                                            accumulate == "fp16", out_layout == "bnhd")
     return (out, logits) if return_logits else out
 
 
@@ -103,11 +108,12 @@ def _check(q, k, v, bias, scale, return_logits, accumulate):
 
 
 @torch.library.register_fake("vitfast::attention_fwd")
-def _attention_fwd_fake(q, k, v, bias, scale, return_logits, fp16_accumulate):
+def _attention_fwd_fake(q, k, v, bias, scale, return_logits, fp16_accumulate, out_bnhd=False):
     B, H, N, d = q.shape
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     logits = q.new_empty(B, H, N, N) if return_logits else q.new_empty(0)
-    return q.new_empty(B, H, N, d), q.new_empty(B, H, N, dtype=lse_dtype), logits
+    out = q.new_empty(B, N, H, d) if out_bnhd else q.new_empty(B, H, N, d)
+    return out, q.new_empty(B, H, N, dtype=lse_dtype), logits
 
 
 @torch.library.register_fake("vitfast::attention_bwd")
@@ -117,8 +123,9 @@ def _attention_bwd_fake(grad_out, grad_logits, q, k, v, bias, out, lse, scale, f
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, bias, scale, return_logits, fp16_accumulate = inputs
+    q, k, v, bias, scale, return_logits, fp16_accumulate = inputs[:7]
     out, lse, _ = output
+    ctx.out_bnhd = len(inputs) > 7 and inputs[7]
     ctx.save_for_backward(q, k, v, bias, out, lse)
     ctx.scale = scale
     ctx.fp16_accumulate = fp16_accumulate
@@ -129,11 +136,13 @@ def _backward(ctx, grad_out, grad_lse, grad_logits):
     bias_grad = bias is not None and ctx.needs_input_grad[3]
     if grad_out is None:
         grad_out = torch.zeros_like(out)
+    if ctx.out_bnhd:  # the backward reads both as (B, H, N, d) views
+        out, grad_out = out.transpose(1, 2), grad_out.transpose(1, 2)
     if grad_logits is not None and grad_logits.numel() == 0:
         grad_logits = None  # logits were not requested
     dq, dk, dv, dbias = torch.ops.vitfast.attention_bwd.default(grad_out, grad_logits, q, k, v, bias, out, lse,
                                                                ctx.scale, ctx.fp16_accumulate, bias_grad)
-    return dq, dk, dv, dbias if bias_grad else None, None, None, None
+    return dq, dk, dv, dbias if bias_grad else None, None, None, None, None
 
 
 torch.library.register_autograd("vitfast::attention_fwd", _backward, setup_context=_setup_context)
@@ -152,7 +161,8 @@ def _matmul_fp16_accumulate(a, b):
     return acc.float()
 
 
-def attention_ref(q, k, v, bias=None, scale=None, return_logits=False, accumulate=None, upcast=True):
+def attention_ref(q, k, v, bias=None, scale=None, return_logits=False, accumulate=None, upcast=True,
+                  out_layout="bhnd"):
     """Pure-PyTorch twin (differentiable through autograd). upcast=True computes in fp32 (fp64 for
     fp64 inputs) like the op; upcast=False stays in the inputs' dtype, i.e. "plain PyTorch at the same
     precision" of the FlashAttention error rule. accumulate="fp16" follows the kernels' FP16_16
@@ -174,4 +184,6 @@ def attention_ref(q, k, v, bias=None, scale=None, return_logits=False, accumulat
     else:
         out = s.softmax(-1) @ v.to(s.dtype)
     out = out.to(q.dtype)
+    if out_layout == "bnhd":
+        out = out.transpose(1, 2).contiguous()
     return (out, s.to(q.dtype)) if return_logits else out
