@@ -115,8 +115,8 @@ __global__ void __launch_bounds__(BwdConfig::kThreads) attention_bwd_kernel(cons
   const float* delta = p.delta + static_cast<int64_t>(bh) * N;
   float* dq = p.dq_accum + static_cast<int64_t>(bh) * N * D;
 
-  load_tile_async<D, C::kBlockN, C::kThreads>(sK, k, p.ks.n, n0, N, tid);
-  load_tile_async<D, C::kBlockN, C::kThreads>(sV, v, p.vs.n, n0, N, tid);
+  load_tile_async<D, C::kBlockN, C::kThreads, false>(sK, k, p.ks.n, n0, N, tid);
+  load_tile_async<D, C::kBlockN, C::kThreads, false>(sV, v, p.vs.n, n0, N, tid);
   mma::cp_async_commit();
 
   float dk[kDB][4], dv[kDB][4];
@@ -130,8 +130,8 @@ __global__ void __launch_bounds__(BwdConfig::kThreads) attention_bwd_kernel(cons
   const int m_blocks = (N + M - 1) / M;
   for (int i = 0; i < m_blocks; ++i) {
     const int q0 = i * M;
-    load_tile_async<D, M, C::kThreads>(sQ, q, p.qs.n, q0, N, tid);
-    load_tile_async<D, M, C::kThreads>(sdO, dout, p.dos.n, q0, N, tid);
+    load_tile_async<D, M, C::kThreads, false>(sQ, q, p.qs.n, q0, N, tid);
+    load_tile_async<D, M, C::kThreads, false>(sdO, dout, p.dos.n, q0, N, tid);
     mma::cp_async_commit();
     if (tid < M) {
       sLse[tid] = q0 + tid < N ? lse[q0 + tid] : 0.f;

@@ -7,6 +7,7 @@
 // skipped, so N = 197 costs 208 rows of work, not 256. K and V tiles come by cp.async in two groups,
 // so V's copy overlaps q kᵀ and the softmax, and the next K's overlaps p v.
 #include <cmath>
+#include <type_traits>
 
 #include "attention/attention_params.h"
 #include "attention/attention_tile.cuh"
@@ -34,7 +35,17 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-template <typename T, int D, bool kF16Acc>
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// kExtras: a bias, the logits output, or a scale <= 0 (the host decides). Without them the logits
+// never leave registers: the row maximum is taken over the raw q kᵀ (scale > 0 keeps its order) and
+// each probability is one FFMA, s · scale · log2(e) - m · scale · log2(e), then ex2. Only the last
+// key tile masks columns past N.
+template <typename T, int D, bool kF16Acc, bool kExtras>
 __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(const AttnFwdParams p) {
   using C = FwdConfig;
   using E = mma::Elem<T>;
@@ -58,8 +69,10 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
   const T* q = static_cast<const T*>(p.q) + b * p.qs.b + h * p.qs.h;
   const T* k = static_cast<const T*>(p.k) + b * p.ks.b + h * p.ks.h;
   const T* v = static_cast<const T*>(p.v) + b * p.vs.b + h * p.vs.h;
-  const T* bias = p.bias ? static_cast<const T*>(p.bias) + b * p.bias_s.b + h * p.bias_s.h : nullptr;
-  T* logits = p.logits ? static_cast<T*>(p.logits) + static_cast<int64_t>(bh) * N * N : nullptr;
+  const T* bias = kExtras && p.bias ? static_cast<const T*>(p.bias) + b * p.bias_s.b + h * p.bias_s.h : nullptr;
+  T* logits = kExtras && p.logits ? static_cast<T*>(p.logits) + static_cast<int64_t>(bh) * N * N : nullptr;
+  // The factor from the row's logits to log2 units: scale · log2(e) on raw q kᵀ, log2(e) on scaled ones.
+  const float to_log2 = kExtras ? kLog2e : p.scale * kLog2e;
 
   load_tile_async<D, C::kBlockM, C::kThreads>(sQ, q, p.qs.n, m0, N, tid);
   load_tile_async<D, C::kBlockN, C::kThreads>(sK, k, p.ks.n, 0, N, tid);
@@ -74,12 +87,15 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
   mma::Acc<T, kF16Acc> o[kDB];
 #pragma unroll
   for (int i = 0; i < kDB; ++i) o[i].zero();
+  // Running max (in the units of the tile's logits: raw without extras) and sum per row.
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
 
   const int n_tiles = (N + C::kBlockN - 1) / C::kBlockN;
-  for (int j = 0; j < n_tiles; ++j) {
+  // One key tile; kLast: the only one that can hold columns past N.
+  auto tile = [&](const int j, auto last) {
+    constexpr bool kLast = decltype(last)::value;
     const int n0 = j * C::kBlockN;
-    const int valid = min(C::kBlockN, N - n0);
+    const int valid = kLast ? N - n0 : C::kBlockN;
     mma::cp_async_wait<1>();  // Q and this K tile are in; V may still be on its way
     __syncthreads();
     float s[kNB][4];
@@ -95,7 +111,7 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
       for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
         for (int nb = 0; nb < kNB; nb += 2) {
-          if (nb * 8 < valid) {  // skip 16-key blocks wholly past N
+          if (!kLast || nb * 8 < valid) {  // skip 16-key blocks wholly past N
             uint32_t bf[4];
             mma::ldmatrix_x4(bf, frag_b_nk_addr<S>(sK_u, nb * 8, kk * 16, lane));
             acc[nb].mma(qf[kk], bf[0], bf[1]);
@@ -103,30 +119,34 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
           }
         }
       }
-      // Scale, bias, logits out, mask keys past N; row maxima.
+      // The tile's logits (raw, or scaled + bias and stored with extras), masked past N; row maxima.
       float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
       for (int nb = 0; nb < kNB; ++nb) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int row = row_g + (e >> 1) * 8;
-          const int col = n0 + nb * 8 + 2 * t + (e & 1);
-          float x = acc[nb].get(e) * p.scale;
-          const bool in = row < N && col < N;
-          if (bias != nullptr && in) x += E::to_float(bias[row * p.bias_s.n + col * p.bias_col]);
-          if (logits != nullptr && in) logits[static_cast<int64_t>(row) * N + col] = E::from_float(x);
-          x = col < N ? x : -INFINITY;
+          const int col = nb * 8 + 2 * t + (e & 1);  // within the tile
+          float x = acc[nb].get(e);
+          if constexpr (kExtras) {
+            const int row = row_g + (e >> 1) * 8;
+            const bool in = row < N && (!kLast || col < valid);
+            x *= p.scale;
+            if (bias != nullptr && in) x += E::to_float(bias[row * p.bias_s.n + (n0 + col) * p.bias_col]);
+            if (logits != nullptr && in) logits[static_cast<int64_t>(row) * N + n0 + col] = E::from_float(x);
+          }
+          if (kLast) x = col < valid ? x : -INFINITY;
           s[nb][e] = x;
           mx[e >> 1] = fmaxf(mx[e >> 1], x);
         }
       }
       // Online softmax: rescale what was summed so far to the new running max.
-      float alpha[2], m_use[2];
+      float alpha[2], m_log2[2];
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const float m_new = fmaxf(m_run[r], quad_max(mx[r]));
-        m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // a row masked so far: exp(-inf - 0) = 0, no NaN
-        alpha[r] = exp2f((m_run[r] - m_use[r]) * kLog2e);
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row masked so far: exp(-inf - 0) = 0, no NaN
+        m_log2[r] = m_use * to_log2;
+        alpha[r] = ex2_ftz(fmaf(m_run[r], to_log2, -m_log2[r]));
         m_run[r] = m_new;
         l_run[r] *= alpha[r];
       }
@@ -136,7 +156,7 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
       for (int nb = 0; nb < kNB; ++nb) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float pe = exp2f(s[nb][e] * kLog2e - m_use[e >> 1] * kLog2e);
+          const float pe = ex2_ftz(fmaf(s[nb][e], to_log2, -m_log2[e >> 1]));
           s[nb][e] = pe;
           l_run[e >> 1] += pe;  // this thread's part of the row sum; the quad adds up at the end
         }
@@ -144,7 +164,7 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
     }
     mma::cp_async_wait<0>();  // V is in
     __syncthreads();          // and every warp is done with K
-    if (j + 1 < n_tiles) {
+    if (!kLast) {
       load_tile_async<D, C::kBlockN, C::kThreads>(sK, k, p.ks.n, n0 + C::kBlockN, N, tid);
       mma::cp_async_commit();
     }
@@ -152,7 +172,7 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
       // O += P V: the logits' C fragments of two adjacent n8 blocks are the A fragment of one k16 step.
 #pragma unroll
       for (int kb = 0; kb < kNB / 2; ++kb) {
-        if (kb * 16 < valid) {
+        if (!kLast || kb * 16 < valid) {
           uint32_t a[4];
           a[0] = E::pack(s[2 * kb][0], s[2 * kb][1]);
           a[1] = E::pack(s[2 * kb][2], s[2 * kb][3]);
@@ -169,11 +189,13 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
       }
     }
     __syncthreads();  // every warp is done with V
-    if (j + 1 < n_tiles) {
+    if (!kLast) {
       load_tile_async<D, C::kBlockN, C::kThreads>(sV, v, p.vs.n, n0 + C::kBlockN, N, tid);
       mma::cp_async_commit();
     }
-  }
+  };
+  for (int j = 0; j + 1 < n_tiles; ++j) tile(j, std::false_type{});
+  tile(n_tiles - 1, std::true_type{});
 
   if (!active) return;
   // O / l, and lse = m + log l (natural log of the scaled, biased logits). A row whose logits are
@@ -190,8 +212,8 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
       const uint32_t packed = E::pack(o[db].get(2 * r) * inv, o[db].get(2 * r + 1) * inv);
       *reinterpret_cast<uint32_t*>(out + row * p.os.n + db * 8 + 2 * t) = packed;
     }
-    if (t == 0) {
-      const float m_use = m_run[r] == -INFINITY ? 0.f : m_run[r];
+    if (t == 0) {  // m_run is in raw q kᵀ units without extras
+      const float m_use = m_run[r] == -INFINITY ? 0.f : (kExtras ? m_run[r] : m_run[r] * p.scale);
       p.lse[static_cast<int64_t>(bh) * N + row] = m_use + logf(l);
     }
   }

@@ -13,16 +13,37 @@ struct TileRow {
 
 // rows x D tile starting at token row0 of a (N, D) matrix with row stride `stride` (elements):
 // one cp.async per 16-byte chunk; rows at or past N are zero-filled, so masked products stay finite.
-template <int D, int kRows, int kThreads, typename T>
+// kRowWalk: each thread keeps one column chunk and walks rows kThreads / kChunks apart, its row and
+// column found once (no div/mod per chunk; at d = 80 and 96 the last kThreads % kChunks threads copy
+// nothing). Otherwise chunk c = tid + i · kThreads is row c / kChunks (a multiply-high at d = 80,
+// 96): the backward keeps that, because at d = 80 the walk costs it 16 bytes of spill on sm_90.
+template <int D, int kRows, int kThreads, bool kRowWalk = true, typename T>
 __device__ __forceinline__ void load_tile_async(T* dst, const T* src, int64_t stride, int row0, int N, int tid) {
   constexpr int kChunks = TileRow<D>::kChunks;
+  if constexpr (kRowWalk) {
+    constexpr int kRowsPerPass = kThreads / kChunks;
+    const int r0 = tid / kChunks, col = (tid % kChunks) * 8;
+    if (r0 >= kRowsPerPass) return;
+    const T* s = src + static_cast<int64_t>(row0 + r0) * stride + col;
+    const int64_t pass = kRowsPerPass * stride;
+    T* d = dst + r0 * TileRow<D>::kStride + col;
 #pragma unroll
-  for (int c = tid; c < kRows * kChunks; c += kThreads) {
-    const int r = c / kChunks;
-    const int col = (c % kChunks) * 8;
-    const bool valid = row0 + r < N;
-    const T* s = valid ? src + static_cast<int64_t>(row0 + r) * stride + col : src;
-    mma::cp_async_16(dst + r * TileRow<D>::kStride + col, s, valid);
+    for (int i = 0; i < (kRows + kRowsPerPass - 1) / kRowsPerPass; ++i) {
+      const int r = r0 + i * kRowsPerPass;
+      if (kRows % kRowsPerPass == 0 || r < kRows) {
+        const bool valid = row0 + r < N;
+        mma::cp_async_16(d + i * kRowsPerPass * TileRow<D>::kStride, valid ? s + i * pass : src, valid);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int c = tid; c < kRows * kChunks; c += kThreads) {
+      const int r = c / kChunks;
+      const int col = (c % kChunks) * 8;
+      const bool valid = row0 + r < N;
+      const T* s = valid ? src + static_cast<int64_t>(row0 + r) * stride + col : src;
+      mma::cp_async_16(dst + r * TileRow<D>::kStride + col, s, valid);
+    }
   }
 }
 

@@ -186,3 +186,18 @@ def test_cuda_out_layout_bnhd_every_kernel(N, d, dtype):
     gb = torch.autograd.grad(b, (q, k, v, bias), g.transpose(1, 2).contiguous())
     for x, y in zip(ga, gb):  # dq and dbias sum with atomics: the order may change the last bit
         torch.testing.assert_close(x, y, rtol=1e-2, atol=1e-3)
+
+
+@needs_cuda
+@pytest.mark.parametrize("scale", [0.125, 0.0, -0.3, 2.0])
+@pytest.mark.parametrize("N", [50, 197, 577])
+def test_cuda_every_scale_sign(N, scale):
+    """The mma.sync kernel's plain path takes row maxima over raw q kᵀ, valid for scale > 0 only; 0
+    and negative scales take the general one. The sm90 kernel scales before its max."""
+    from vitfast.ops import attention_ref
+
+    q, k, v, _ = make_inputs(2, 3, N, 64, torch.bfloat16, "cuda")
+    out = attention(q, k, v, scale=scale)
+    ref = attention_ref(q.double(), k.double(), v.double(), scale=scale)
+    pt = attention_ref(q, k, v, scale=scale, upcast=False)
+    assert_flash_rule(out, pt, ref, f"out scale={scale}", SLACK[torch.bfloat16])
