@@ -13,7 +13,7 @@ namespace vitfast {
 enum class AttnPath { kAten, kMmaSync, kSm90 };
 
 constexpr int kSm90MaxKeys = 256;
-constexpr int kSm90HeadDims[] = {64, 80};
+constexpr int kSm90HeadDims[] = {32, 64, 80, 96, 128};
 
 struct AttnCase {
   int major = 0, minor = 0;  // the device's compute capability

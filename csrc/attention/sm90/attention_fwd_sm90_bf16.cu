@@ -1,4 +1,4 @@
-// The sm90 forward for bfloat16: d in {64, 80} x key tiles of 64, 128, 256.
+// The sm90 forward for bfloat16: d in {32, 64, 80, 96, 128} x key tiles of 64, 128, 192, 256.
 #include "attention/sm90/attention_fwd_sm90_launch.cuh"
 
 namespace vitfast::attention::sm90 {

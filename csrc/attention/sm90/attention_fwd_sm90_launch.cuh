@@ -67,8 +67,11 @@ int launch_fwd_keys(const AttnFwdParams& p, cudaStream_t stream) {
 template <class T>
 int launch_fwd_typed(const AttnFwdParams& p, cudaStream_t stream) {
   switch (p.d) {
+    case 32: return launch_fwd_keys<T, 32>(p, stream);
     case 64: return launch_fwd_keys<T, 64>(p, stream);
     case 80: return launch_fwd_keys<T, 80>(p, stream);
+    case 96: return launch_fwd_keys<T, 96>(p, stream);
+    case 128: return launch_fwd_keys<T, 128>(p, stream);
     default: return kNotBuilt;
   }
 }
