@@ -61,7 +61,7 @@ AttnPath forward_path(const at::Tensor& q, bool return_logits, bool fp16_accumul
   c.d = q.size(3);
   c.logits = return_logits;
   c.accumulate_fp16 = fp16_accumulate;
-  c.sm90_built = kAttnSm90Built;
+  c.sm90_built = kSm90Built;
   c.sm90_enabled = sm90_enabled();
   return choose_attention_path(c);
 }
@@ -74,7 +74,8 @@ bool launch_sm90_fwd(const AttnFwdParams& p, bool is_bf16, cudaStream_t stream) 
   if (status == attention::sm90::kOk) return true;
   TORCH_CHECK(status != attention::sm90::kLaunchFailed, "attention: the sm90 kernel failed to launch: ",
               cudaGetErrorString(cudaGetLastError()));
-  TORCH_WARN_ONCE("attention: the sm90 kernel has no instantiation for N = ", p.N, ", d = ", p.d,
+  TORCH_WARN_ONCE("attention: the sm90 kernel cannot take N = ", p.N, ", d = ", p.d, ", B * H = ",
+                  int64_t(p.B) * p.H, status == attention::sm90::kRefused ? " (over 2^31 tiles)" : " (not built)",
                   "; running the mma.sync kernel");
 #else
   (void)p, (void)is_bf16, (void)stream;

@@ -20,8 +20,8 @@ std::string attention_path_op(int64_t major, int64_t minor, at::ScalarType dtype
   c.d = d;
   c.logits = logits;
   c.accumulate_fp16 = accumulate_fp16;
-  c.sm90_built = sm90_built.value_or(kAttnSm90Built);
-  return attention_path_name(choose_attention_path(c));
+  c.sm90_built = sm90_built.value_or(kSm90Built);
+  return kernel_path_name(choose_attention_path(c));
 }
 
 }  // namespace

@@ -8,9 +8,11 @@
 //   aten      float32/float64: the ATen composite (attention_cpu.cpp).
 #include <cstdint>
 
+#include "kernel_path.h"
+
 namespace vitfast {
 
-enum class AttnPath { kAten, kMmaSync, kSm90 };
+using AttnPath = KernelPath;
 
 constexpr int kSm90MaxKeys = 256;
 constexpr int kSm90HeadDims[] = {32, 64, 80, 96, 128};
@@ -38,15 +40,5 @@ inline AttnPath choose_attention_path(const AttnCase& c) {
                     c.N <= kSm90MaxKeys && sm90_head_dim(c.d) && !c.logits && !c.accumulate_fp16;
   return sm90 ? AttnPath::kSm90 : AttnPath::kMmaSync;
 }
-
-inline const char* attention_path_name(AttnPath p) {
-  return p == AttnPath::kSm90 ? "sm90" : p == AttnPath::kMmaSync ? "mma_sync" : "aten";
-}
-
-#ifdef VITFAST_WITH_SM90
-constexpr bool kAttnSm90Built = true;
-#else
-constexpr bool kAttnSm90Built = false;
-#endif
 
 }  // namespace vitfast

@@ -12,10 +12,11 @@
 
 #include "gemm/gemm_params.h"
 #include "gemm/sm90_config.h"
+#include "kernel_path.h"
 
 namespace vitfast::gemm {
 
-enum class GemmPath { kAten, kMmaSync, kSm90 };
+using GemmPath = KernelPath;
 enum class Operand { kOther, kHalf, kBFloat16 };
 
 struct GemmCase {
@@ -81,14 +82,6 @@ inline const char* mma_sync_refusal(const GemmParams& p, int operand_bytes) {
   return nullptr;
 }
 
-inline const char* gemm_path_name(GemmPath p) {
-  return p == GemmPath::kSm90 ? "sm90" : p == GemmPath::kMmaSync ? "mma_sync" : "aten";
-}
-
-#ifdef VITFAST_WITH_SM90
-constexpr bool kSm90Built = true;
-#else
-constexpr bool kSm90Built = false;
-#endif
+inline const char* gemm_path_name(GemmPath p) { return kernel_path_name(p); }
 
 }  // namespace vitfast::gemm

@@ -37,7 +37,9 @@ int launch_fwd(const AttnFwdParams& p, cudaStream_t stream) {
   k.H = p.H;
   k.N = p.N;
   k.m_blocks = (p.N + Tr::kTileRows - 1) / Tr::kTileRows;
-  k.tiles = p.B * p.H * k.m_blocks;
+  const int64_t tiles = int64_t(p.B) * p.H * k.m_blocks;
+  if (tiles > INT32_MAX) return kRefused;
+  k.tiles = static_cast<int>(tiles);
   k.scale_log2 = p.scale * 1.4426950408889634f;
 
   int device = 0, sms = 0;

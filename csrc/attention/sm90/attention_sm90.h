@@ -9,8 +9,8 @@
 namespace vitfast::attention::sm90 {
 
 // kNotBuilt: no instantiation for p.d or p.N (attention_path.h keeps such cases away); kLaunchFailed:
-// the launch returned an error (the caller raises it).
-enum Status : int { kOk = 0, kNotBuilt = 1, kLaunchFailed = 2 };
+// the launch returned an error (the caller raises it); kRefused: more than 2^31 - 1 tiles.
+enum Status : int { kOk = 0, kNotBuilt = 1, kLaunchFailed = 2, kRefused = 3 };
 
 // attention_fwd_sm90_{bf16,fp16}.cu: softmax(q kᵀ · scale + bias) v for N <= 256 and the head dims of
 // attention_path.h; out and lse written (lse skipped when p.lse is null), fp32 accumulators.
