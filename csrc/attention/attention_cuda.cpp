@@ -70,7 +70,8 @@ AttnPath forward_path(const at::Tensor& q, bool return_logits, bool fp16_accumul
 // mma.sync kernel: the same result, slower).
 bool launch_sm90_fwd(const AttnFwdParams& p, bool is_bf16, cudaStream_t stream) {
 #ifdef VITFAST_WITH_SM90
-  const int status = is_bf16 ? attention::sm90::attention_fwd_bf16(p, stream) : attention::sm90::attention_fwd_fp16(p, stream);
+  const int status =
+      is_bf16 ? attention::sm90::attention_fwd_bf16(p, stream) : attention::sm90::attention_fwd_fp16(p, stream);
   if (status == attention::sm90::kOk) return true;
   TORCH_CHECK(status != attention::sm90::kLaunchFailed, "attention: the sm90 kernel failed to launch: ",
               cudaGetErrorString(cudaGetLastError()));

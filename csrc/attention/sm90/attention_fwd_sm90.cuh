@@ -8,8 +8,9 @@
 //     K (one barrier) and V (a second barrier, so q kᵀ starts before V lands) into a stage; with two
 //     stages the next tile streams in while this one computes.
 //   warpgroups 1 and 2: 64 query rows each. S = Q Kᵀ by register-operand wgmma (Q by ldmatrix; W = N
-//     rounded up to 8 keys, in 64- and 8-key chunks), softmax in fp32 with ex2.approx, O = P V by register-operand wgmma over ceil(N / 16) key steps, O / l staged
-//     in the Q half it came from and written by a TMA store, which clips rows past N.
+//     rounded up to 8 keys, in 64- and 8-key chunks), softmax in fp32 with ex2.approx, O = P V by
+//     register-operand wgmma over ceil(N / 16) key steps, O / l staged in the Q half it came from and
+//     written by a TMA store, which clips rows past N.
 // TMA's zero fill past N keeps padded keys finite (their probabilities are masked to 0), so no
 // element of any tile is bounds-checked except the softmax's column mask.
 #include <cuda_runtime.h>
@@ -230,7 +231,8 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
       cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full_qk[st],
                                                                      Tr::kConsumers * Tr::kQBytes + Tr::kKVBytes);
       for (int half = 0; half < Tr::kConsumers; ++half) {
-        Tensor gQ = local_tile(mQ(_, _, h, b), Shape<Int<Tr::kRows>, Int<D>>{}, make_coord(mb * Tr::kConsumers + half, 0));
+        Tensor gQ = local_tile(mQ(_, _, h, b), Shape<Int<Tr::kRows>, Int<D>>{},
+                               make_coord(mb * Tr::kConsumers + half, 0));
         Tensor sQ = make_tensor(make_smem_ptr(stage.q[half]), typename Tr::SmemLayoutQ{});
         auto [tg, ts] = tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
         copy(p.tma_q.with(sh.full_qk[st]), tg, ts);
