@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from vitfast.ops import attention
+from vitfast.ops import attention, attention_ref
 from tests.ops.test_attention import assert_flash_rule, check_against_reference, make_inputs, poison, SLACK
 from tests.values import needs_cuda
 
@@ -73,7 +73,6 @@ def check_forward(B, H, N, d, dtype, bias_shape=None, fused=True, seed=0):
     scale = d**-0.5
     poison("cuda")
     out, lse, _ = torch.ops.vitfast.attention_fwd(q, k, v, bias, scale, False, False)
-    from vitfast.ops import attention_ref
     ref = attention_ref(q.double(), k.double(), v.double(), None if bias is None else bias.double(), scale)
     pt = attention_ref(q, k, v, bias, scale, upcast=False)
     assert_flash_rule(out, pt, ref, f"out N={N} d={d}", SLACK[dtype])
@@ -192,8 +191,6 @@ def test_cuda_out_layout_bnhd_every_kernel(N, d, dtype):
 def test_cuda_every_scale_sign(N, scale):
     """The mma.sync kernel's plain path takes row maxima over raw q kᵀ, valid for scale > 0 only; 0
     and negative scales take the general one. The sm90 kernel scales before its max."""
-    from vitfast.ops import attention_ref
-
     q, k, v, _ = make_inputs(2, 3, N, 64, torch.bfloat16, "cuda")
     out = attention(q, k, v, scale=scale)
     ref = attention_ref(q.double(), k.double(), v.double(), scale=scale)

@@ -123,9 +123,9 @@ def _attention_bwd_fake(grad_out, grad_logits, q, k, v, bias, out, lse, scale, f
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, bias, scale, return_logits, fp16_accumulate = inputs[:7]
+    q, k, v, bias, scale, return_logits, fp16_accumulate, out_bnhd = inputs  # defaults come filled in
     out, lse, _ = output
-    ctx.out_bnhd = len(inputs) > 7 and inputs[7]
+    ctx.out_bnhd = out_bnhd
     ctx.save_for_backward(q, k, v, bias, out, lse)
     ctx.scale = scale
     ctx.fp16_accumulate = fp16_accumulate

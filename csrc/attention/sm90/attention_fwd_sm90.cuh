@@ -278,6 +278,7 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
   for (int tile = blockIdx.x; tile < p.tiles; tile += gridDim.x, ++it) {
     const int st = it % kStages, phase = (it / kStages) & 1;
     const int bh = tile / p.m_blocks, mb = tile % p.m_blocks;
+    const int b = bh / p.H, h = bh % p.H;
     const int row0 = (mb * Tr::kConsumers + cw) * Tr::kRows;  // first query row of this warpgroup
     auto& stage = sh.stage[st];
     if (row0 >= N) {  // the tile's second half lies past N: nothing to compute or store
@@ -318,7 +319,6 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     auto logits = [&](auto with_bias) {
       const T* bias_row[2] = {nullptr, nullptr};
       if constexpr (decltype(with_bias)::value) {
-        const int b = bh / p.H, h = bh % p.H;
         const T* base = p.bias + b * p.bias_s.b + h * p.bias_s.h;
         bias_row[0] = base + int64_t(min(row_a, N - 1)) * p.bias_s.n;  // rows past N: clipped by the store
         bias_row[1] = base + int64_t(min(row_a + 8, N - 1)) * p.bias_s.n;
@@ -417,7 +417,6 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     tma_store_fence();  // the generic-proxy writes above, seen by the TMA unit
     cutlass::arch::NamedBarrier::sync(128, 1 + cw);
     if (lane_wg == 0) {
-      const int b = bh / p.H, h = bh % p.H;
       Tensor gO = local_tile(mO(_, _, h, b), Shape<Int<Tr::kRows>, Int<D>>{}, make_coord(row0 / Tr::kRows, 0));
       auto [tg, ts] = tma_partition(p.tma_o, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gO));
       copy(p.tma_o, ts, tg);
