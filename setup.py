@@ -92,7 +92,8 @@ SM90_DIRS = {
                                            for h in ("gemm_params.h", "gemm_path.h", "sm90_config.h")]
                                           + [os.path.join("csrc", "kernel_path.h")],
     os.path.join("csrc", "attention", "sm90"): [os.path.join("csrc", "attention", h)
-                                                for h in ("attention_params.h", "mma.cuh")],
+                                                for h in ("attention_params.h", "attention_path.h", "mma.cuh")]
+                                               + [os.path.join("csrc", "kernel_path.h")],
 }
 
 

@@ -37,14 +37,15 @@ constexpr int bwd_smem_bytes() {
 
 template <typename T>
 __global__ void __launch_bounds__(128) attention_bwd_delta_kernel(const T* dout, Strides3 dos, const T* out,
-                                                                  float* delta, int H, int N, int d, int64_t rows) {
+                                                                  Strides3 os, float* delta, int H, int N, int d,
+                                                                  int64_t rows) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * 4 + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
   const int64_t bh = row / N;
   const int n = static_cast<int>(row % N);
   const T* a = dout + (bh / H) * dos.b + (bh % H) * dos.h + n * dos.n;
-  const T* o = out + row * d;
+  const T* o = out + (bh / H) * os.b + (bh % H) * os.h + n * os.n;
   float s = 0.f;
   for (int c = lane; c < d; c += 32) s += mma::Elem<T>::to_float(a[c]) * mma::Elem<T>::to_float(o[c]);
 #pragma unroll

@@ -2,6 +2,7 @@
 // the argument), q/k/v kept in place when their rows are 16-byte aligned (strided views of a fused
 // qkv projection are), outputs allocated, then the fused kernels for fp16/bf16; fp32 and fp64 take
 // the ATen composite of attention_cpu.cpp.
+#include <ATen/ExpandUtils.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -51,7 +52,7 @@ bool sm90_enabled() {
   return enabled;
 }
 
-AttnPath forward_path(const at::Tensor& q, bool return_logits, bool fp16_accumulate) {
+AttnPath kernel_path(const at::Tensor& q, bool backward, bool logits, bool fp16_accumulate) {
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(q.device().index());
   AttnCase c;
   c.major = prop->major;
@@ -59,29 +60,50 @@ AttnPath forward_path(const at::Tensor& q, bool return_logits, bool fp16_accumul
   c.half_or_bf16 = fused_dtype(q);
   c.N = q.size(2);
   c.d = q.size(3);
-  c.logits = return_logits;
+  c.backward = backward;
+  c.logits = logits;
   c.accumulate_fp16 = fp16_accumulate;
   c.sm90_built = kSm90Built;
   c.sm90_enabled = sm90_enabled();
   return choose_attention_path(c);
 }
 
-// The sm90 forward for p; false, after one warning, where it did not run (the caller then runs the
-// mma.sync kernel: the same result, slower).
+// True where an sm90 kernel ran (kOk); false, after one warning, where it did not (the caller then
+// runs the mma.sync kernel: the same result, slower); a failed launch raises.
+bool sm90_ran(int status, const char* which, int N, int d, int64_t BH) {
+#ifdef VITFAST_WITH_SM90
+  if (status == attention::sm90::kOk) return true;
+  TORCH_CHECK(status != attention::sm90::kLaunchFailed, "attention: the sm90 ", which, " kernel failed to launch: ",
+              cudaGetErrorString(cudaGetLastError()));
+  TORCH_WARN_ONCE("attention: the sm90 ", which, " kernel cannot take N = ", N, ", d = ", d, ", B * H = ", BH,
+                  status == attention::sm90::kRefused ? " (over 2^31 tiles)" : " (not built)",
+                  "; running the mma.sync kernel");
+#else
+  (void)status, (void)which, (void)N, (void)d, (void)BH;
+#endif
+  return false;
+}
+
 bool launch_sm90_fwd(const AttnFwdParams& p, bool is_bf16, cudaStream_t stream) {
 #ifdef VITFAST_WITH_SM90
   const int status =
       is_bf16 ? attention::sm90::attention_fwd_bf16(p, stream) : attention::sm90::attention_fwd_fp16(p, stream);
-  if (status == attention::sm90::kOk) return true;
-  TORCH_CHECK(status != attention::sm90::kLaunchFailed, "attention: the sm90 kernel failed to launch: ",
-              cudaGetErrorString(cudaGetLastError()));
-  TORCH_WARN_ONCE("attention: the sm90 kernel cannot take N = ", p.N, ", d = ", p.d, ", B * H = ",
-                  int64_t(p.B) * p.H, status == attention::sm90::kRefused ? " (over 2^31 tiles)" : " (not built)",
-                  "; running the mma.sync kernel");
+  return sm90_ran(status, "forward", p.N, p.d, int64_t(p.B) * p.H);
 #else
   (void)p, (void)is_bf16, (void)stream;
-#endif
   return false;
+#endif
+}
+
+bool launch_sm90_bwd(const AttnBwdParams& p, bool is_bf16, cudaStream_t stream) {
+#ifdef VITFAST_WITH_SM90
+  const int status =
+      is_bf16 ? attention::sm90::attention_bwd_bf16(p, stream) : attention::sm90::attention_bwd_fp16(p, stream);
+  return sm90_ran(status, "backward", p.N, p.d, int64_t(p.B) * p.H);
+#else
+  (void)p, (void)is_bf16, (void)stream;
+  return false;
+#endif
 }
 
 // Bias strides with broadcast (size-1) batch/head dims read as stride 0.
@@ -139,7 +161,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
   p.os = strides_of(out_bhnd);
   const bool is_bf16 = q.scalar_type() == at::kBFloat16;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  if (forward_path(q, return_logits, fp16_accumulate) == AttnPath::kSm90 && launch_sm90_fwd(p, is_bf16, stream)) {
+  if (kernel_path(q, false, return_logits, fp16_accumulate) == AttnPath::kSm90 && launch_sm90_fwd(p, is_bf16, stream)) {
     return {out, lse, logits};
   }
   launch_attention_fwd(p, is_bf16, fp16_accumulate, stream);
@@ -156,40 +178,65 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(
   }
   check_fused(q, fp16_accumulate);
   const c10::cuda::CUDAGuard guard(q.device());
-  const at::Tensor qa = rows_aligned(q), ka = rows_aligned(k), va = rows_aligned(v), doa = rows_aligned(grad_out);
-  const at::Tensor outc = out.contiguous(), lsec = lse.contiguous();
+  // out as it lies (the "bnhd" layout is a view): both kernels read it through its strides.
+  const at::Tensor qa = rows_aligned(q), ka = rows_aligned(k), va = rows_aligned(v), doa = rows_aligned(grad_out),
+                   oa = rows_aligned(out);
+  const at::Tensor lsec = lse.contiguous();
   const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
   const auto f32 = q.options().dtype(at::kFloat);
-  at::Tensor dq_accum = at::zeros({B, H, N, d}, f32);
   at::Tensor dk = at::empty({B, H, N, d}, q.options());
   at::Tensor dv = at::empty({B, H, N, d}, q.options());
-  at::Tensor dbias_accum = bias_grad ? at::zeros(bias->sizes(), f32) : at::Tensor();
+  const bool with_dlogits = grad_logits.has_value() && grad_logits->defined();
   if (B * H == 0) {
-    return {dq_accum.to(q.scalar_type()), dk, dv,
-            bias_grad ? dbias_accum.to(q.scalar_type()) : at::empty({0}, q.options())};
+    return {at::zeros({B, H, N, d}, q.options()), dk, dv,
+            bias_grad ? at::zeros(bias->sizes(), q.options()) : at::empty({0}, q.options())};
   }
   TORCH_CHECK(B * H <= std::numeric_limits<int>::max(), "q's B * H must fit in int32, got ", B * H);
-  at::Tensor delta = at::empty({B, H, N}, f32);
-  at::Tensor dlogits;
-  if (grad_logits.has_value() && grad_logits->defined()) dlogits = grad_logits->contiguous();
 
   AttnBwdParams p{};
   fill_inputs(p, qa, ka, va, bias, scale);
   p.dout = doa.const_data_ptr();
   p.dos = strides_of(doa);
+  p.out = oa.const_data_ptr();
+  p.os = strides_of(oa);
+  p.lse = lsec.const_data_ptr<float>();
+  p.dk = dk.mutable_data_ptr();
+  p.dv = dv.mutable_data_ptr();
+  p.fp16_accumulate = fp16_accumulate;
+  const bool is_bf16 = q.scalar_type() == at::kBFloat16;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+
+  if (kernel_path(q, true, with_dlogits, fp16_accumulate) == AttnPath::kSm90) {
+    // dQ finished in the kernel. The bias gradient is dS per (b, h): written in q's dtype where the
+    // bias has that shape, else in fp32 and summed over the bias's broadcast dims here.
+    at::Tensor dq = at::empty({B, H, N, d}, q.options());
+    const bool full_bias = bias_grad && bias->size(0) == B && bias->size(1) == H;
+    at::Tensor ds = bias_grad ? at::empty({B, H, N, N}, full_bias ? q.options() : f32) : at::Tensor();
+    p.dq = dq.mutable_data_ptr();
+    p.dbias = bias_grad ? ds.mutable_data_ptr() : nullptr;
+    p.dbias_f32 = bias_grad && !full_bias;
+    if (launch_sm90_bwd(p, is_bf16, stream)) {
+      at::Tensor dbias = !bias_grad ? at::empty({0}, q.options())
+                         : full_bias ? ds
+                                     : at::sum_to(ds, bias->sizes()).to(q.scalar_type());
+      return {dq, dk, dv, dbias};
+    }
+  }
+
+  at::Tensor dq_accum = at::zeros({B, H, N, d}, f32);
+  at::Tensor dbias_accum = bias_grad ? at::zeros(bias->sizes(), f32) : at::Tensor();
+  at::Tensor delta = at::empty({B, H, N}, f32);
+  at::Tensor dlogits;
+  if (with_dlogits) dlogits = grad_logits->contiguous();
   if (bias_grad) {
     p.dbias_accum = dbias_accum.mutable_data_ptr<float>();
     p.dbias_s = {bias->size(0) == 1 ? 0 : dbias_accum.stride(0), bias->size(1) == 1 ? 0 : dbias_accum.stride(1),
                  dbias_accum.stride(2)};
   }
   p.dlogits = dlogits.defined() ? dlogits.const_data_ptr() : nullptr;
-  p.lse = lsec.const_data_ptr<float>();
   p.delta = delta.mutable_data_ptr<float>();
   p.dq_accum = dq_accum.mutable_data_ptr<float>();
-  p.dk = dk.mutable_data_ptr();
-  p.dv = dv.mutable_data_ptr();
-  p.fp16_accumulate = fp16_accumulate;
-  launch_attention_bwd(p, outc.const_data_ptr(), q.scalar_type() == at::kBFloat16, at::cuda::getCurrentCUDAStream());
+  launch_attention_bwd(p, is_bf16, stream);
   at::Tensor dbias = bias_grad ? dbias_accum.to(q.scalar_type()) : at::empty({0}, q.options());
   return {dq_accum.to(q.scalar_type()), dk, dv, dbias};
 }

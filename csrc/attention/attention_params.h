@@ -36,12 +36,17 @@ struct AttnBwdParams {
   const void* bias;       // nullptr when there is none
   const void* dout;       // (B, H, N, d), strides in dos
   const void* dlogits;    // (B, H, N, N) contiguous, or nullptr
+  const void* out;        // the forward's output, (B, H, N, d) with strides os
+  Strides3 os;
   const float* lse;       // (B, H, N)
-  const float* delta;     // (B, H, N): rowsum(dout * out)
-  float* dq_accum;        // (B, H, N, d) fp32, zeroed: summed over key blocks with atomics
+  const float* delta;     // (B, H, N): rowsum(dout * out) (mma.sync; the sm90 kernel takes its own)
+  float* dq_accum;        // (B, H, N, d) fp32, zeroed: summed over key blocks with atomics (mma.sync)
+  void* dq;               // (B, H, N, d) contiguous: written whole by the sm90 kernel
   void* dk;               // (B, H, N, d) contiguous
   void* dv;               // (B, H, N, d) contiguous
   float* dbias_accum;     // (Bb, Hb, N, N) fp32, zeroed, or nullptr; dbias_s: strides, 0 where broadcast
+  void* dbias;            // sm90: (B, H, N, N) contiguous dS, T or fp32 (dbias_f32), or nullptr
+  bool dbias_f32;
   Strides3 qs, ks, vs, dos;
   Strides3 bias_s;
   int64_t bias_col;
@@ -55,6 +60,6 @@ struct AttnBwdParams {
 // Launchers (attention_fwd_cuda.cu / attention_bwd_cuda.cu): dispatch on dtype (is_bf16), d and the
 // accumulator; every argument already checked by the caller.
 void launch_attention_fwd(const AttnFwdParams& p, bool is_bf16, bool fp16_accumulate, cudaStream_t stream);
-void launch_attention_bwd(const AttnBwdParams& p, const void* out, bool is_bf16, cudaStream_t stream);
+void launch_attention_bwd(const AttnBwdParams& p, bool is_bf16, cudaStream_t stream);
 
 }  // namespace vitfast

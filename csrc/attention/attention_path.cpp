@@ -1,4 +1,5 @@
-// torch.ops.vitfast.attention_path: attention_path.h's choice, asked from Python without a GPU.
+// torch.ops.vitfast.attention_path: attention_path.h's choice for the forward or (backward=True) the
+// backward, asked from Python without a GPU.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -11,13 +12,14 @@ namespace vitfast {
 namespace {
 
 std::string attention_path_op(int64_t major, int64_t minor, at::ScalarType dtype, int64_t N, int64_t d, bool logits,
-                              bool accumulate_fp16, std::optional<bool> sm90_built) {
+                              bool accumulate_fp16, std::optional<bool> sm90_built, bool backward) {
   AttnCase c;
   c.major = static_cast<int>(major);
   c.minor = static_cast<int>(minor);
   c.half_or_bf16 = dtype == at::kHalf || dtype == at::kBFloat16;
   c.N = N;
   c.d = d;
+  c.backward = backward;
   c.logits = logits;
   c.accumulate_fp16 = accumulate_fp16;
   c.sm90_built = sm90_built.value_or(kSm90Built);
@@ -28,7 +30,7 @@ std::string attention_path_op(int64_t major, int64_t minor, at::ScalarType dtype
 
 TORCH_LIBRARY_FRAGMENT(vitfast, m) {
   m.def("attention_path(int major, int minor, ScalarType dtype, int N, int d, bool logits=False, "
-        "bool accumulate_fp16=False, bool? sm90_built=None) -> str",
+        "bool accumulate_fp16=False, bool? sm90_built=None, bool backward=False) -> str",
         &attention_path_op);
 }
 

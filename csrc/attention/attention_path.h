@@ -1,10 +1,13 @@
 #pragma once
-// Which kernel runs a fused attention forward on a GPU. Plain host code, so CPU builds answer it too
-// (torch.ops.vitfast.attention_path, which the tests ask for every capability, dtype and shape):
-//   sm90      the Hopper kernel (csrc/attention/sm90/): compute capability 9.0 exactly (sm_90a code runs
-//             nowhere else), N <= 256 (a head's K and V held whole), d in kSm90HeadDims, fp32
-//             accumulation, no logits output, and not switched off by VITFAST_ATTENTION_SM90=0;
-//   mma_sync  the FlashAttention-2-style kernel (attention_fwd_kernel.cuh): every other fp16/bf16 case;
+// Which kernel runs a fused attention forward or backward on a GPU. Plain host code, so CPU builds
+// answer it too (torch.ops.vitfast.attention_path, which the tests ask for every capability, dtype and
+// shape):
+//   sm90      the Hopper kernels (csrc/attention/sm90/): compute capability 9.0 exactly (sm_90a code
+//             runs nowhere else), N <= 256 (a head's K and V held whole), d in kSm90HeadDims, fp32
+//             accumulation, no logits output (nor their gradient), and not switched off by
+//             VITFAST_ATTENTION_SM90=0; the backward also needs sm90_bwd_fits(d, N);
+//   mma_sync  the FlashAttention-2-style kernels (attention_fwd_kernel.cuh, attention_bwd_kernel.cuh):
+//             every other fp16/bf16 case;
 //   aten      float32/float64: the ATen composite (attention_cpu.cpp).
 #include <cstdint>
 
@@ -17,11 +20,17 @@ using AttnPath = KernelPath;
 constexpr int kSm90MaxKeys = 256;
 constexpr int kSm90HeadDims[] = {32, 64, 80, 96, 128};
 
+// The sm90 backward keeps dK and dV of all of a head's keys in its two consumer warpgroups'
+// registers (csrc/attention/sm90/attention_bwd_sm90.cuh): up to 128 keys every head dim fits, up to
+// 256 only d <= 64. keys: the kernel's key tile, N rounded up to 64.
+constexpr bool sm90_bwd_fits(int d, int keys) { return keys <= 128 || d <= 64; }
+
 struct AttnCase {
   int major = 0, minor = 0;  // the device's compute capability
   bool half_or_bf16 = false;
   int64_t N = 0, d = 0;
-  bool logits = false;           // return_logits: only the mma.sync kernel writes them
+  bool backward = false;         // the backward's choice (attention_bwd), not the forward's
+  bool logits = false;           // return_logits (or, backward, their gradient): mma.sync only
   bool accumulate_fp16 = false;  // FP16_16: the mma.sync kernel's f16 accumulators
   bool sm90_built = false;       // this build holds the sm90a kernels
   bool sm90_enabled = true;      // VITFAST_ATTENTION_SM90 is not "0"
@@ -37,7 +46,8 @@ inline bool sm90_head_dim(int64_t d) {
 inline AttnPath choose_attention_path(const AttnCase& c) {
   if (!c.half_or_bf16) return AttnPath::kAten;
   const bool sm90 = c.sm90_built && c.sm90_enabled && c.major == 9 && c.minor == 0 && c.N >= 1 &&
-                    c.N <= kSm90MaxKeys && sm90_head_dim(c.d) && !c.logits && !c.accumulate_fp16;
+                    c.N <= kSm90MaxKeys && sm90_head_dim(c.d) && !c.logits && !c.accumulate_fp16 &&
+                    (!c.backward || sm90_bwd_fits(static_cast<int>(c.d), static_cast<int>((c.N + 63) / 64 * 64)));
   return sm90 ? AttnPath::kSm90 : AttnPath::kMmaSync;
 }
 

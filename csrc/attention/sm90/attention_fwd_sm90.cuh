@@ -13,44 +13,16 @@
 //     written by a TMA store, which clips rows past N.
 // TMA's zero fill past N keeps padded keys finite (their probabilities are masked to 0), so no
 // element of any tile is bounds-checked except the softmax's column mask.
-#include <cuda_runtime.h>
-
-#include <cstdint>
-#include <type_traits>
-#include <utility>
-
-#ifndef CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
-#define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED  // wgmma widths that are multiples of 8, not only of 16
-#endif
 #include "attention/attention_params.h"
 #include "attention/mma.cuh"
+#include "attention/sm90/sm90_util.cuh"
 #include "cute/arch/cluster_sm90.hpp"
-#include "cute/tensor.hpp"
 #include "cutlass/arch/barrier.h"
 #include "cutlass/arch/reg_reconfig.h"
-#include "cutlass/numeric_types.h"
 
 namespace vitfast::attention::sm90 {
 
 using namespace cute;
-
-// The widest head a CTA holds whole; longer sequences take the mma.sync kernel (attention_path.h).
-constexpr int kMaxKeys = 256;
-
-// Shared-memory swizzle atom for rows of D 2-byte elements: the widest of 128/64/32 bytes that divides
-// a row, so wgmma and TMA agree on one canonical layout (d = 80 rows are five 32-byte atoms).
-template <class T, int D>
-auto k_major_atom() {
-  if constexpr (D % 64 == 0) return GMMA::Layout_K_SW128_Atom<T>{};
-  else if constexpr (D % 32 == 0) return GMMA::Layout_K_SW64_Atom<T>{};
-  else return GMMA::Layout_K_SW32_Atom<T>{};
-}
-template <class T, int D>
-auto mn_major_atom() {
-  if constexpr (D % 64 == 0) return GMMA::Layout_MN_SW128_Atom<T>{};
-  else if constexpr (D % 32 == 0) return GMMA::Layout_MN_SW64_Atom<T>{};
-  else return GMMA::Layout_MN_SW32_Atom<T>{};
-}
 
 // T: cutlass::bfloat16_t or cutlass::half_t. kKeys: the widest S tile this instantiation holds (64,
 // 128, 192 or 256); N in (kKeys - 64, kKeys] runs it, so the S registers are sized to the work.
@@ -130,35 +102,6 @@ struct FwdParams90 {
   int tiles;            // B · H · m_blocks
   float scale_log2;     // scale · log2(e)
 };
-
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ uint32_t pack2(float lo, float hi, cutlass::bfloat16_t*) {
-  uint32_t r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-__device__ __forceinline__ uint32_t pack2(float lo, float hi, cutlass::half_t*) {
-  uint32_t r;
-  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-
-// One wgmma over accumulator registers acc[0 .. Op's count): expands the array into the atom's
-// operand list, so the accumulators stay in named registers.
-template <class Op, class A, int kN, size_t... I>
-__device__ __forceinline__ void wgmma_call(const A& a, uint64_t b, float (&acc)[kN], GMMA::ScaleOut sc,
-                                           std::index_sequence<I...>) {
-  if constexpr (std::is_same_v<A, uint64_t>) {
-    Op::fma(a, b, acc[I]..., sc);
-  } else {
-    Op::fma(a[0], a[1], a[2], a[3], b, acc[I]..., sc);
-  }
-}
 
 // S (64 x W) = Q Kᵀ for W = 8 · w8 in (kKeys - 64, kKeys], Q from registers (only K is read from
 // shared memory, so narrow products cost no bandwidth): the first kKeys - 64 keys by n64 wgmmas, the
@@ -299,16 +242,12 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     for (int kk = 0; kk < D / 16; ++kk) {
       mma::ldmatrix_x4(qf[kk], mma::smem_addr(&sQ(warp * 16 + (lane & 15), kk * 16 + (lane >> 4) * 8)));
     }
-#pragma unroll
-    for (int i = 0; i < kKeys / 2; ++i) s[i] = 0.f;
-#pragma unroll
-    for (int i = 0; i < kKeys / 2; ++i) warpgroup_fence_operand(s[i]);
+    zero_fenced(s);
     warpgroup_arrive();
     s_mma<T, D, kKeys>(s, qf, dk64, dk8, w8);
     warpgroup_commit_batch();
     warpgroup_wait<0>();
-#pragma unroll
-    for (int i = 0; i < kKeys / 2; ++i) warpgroup_fence_operand(s[i]);
+    fence(s);
 
     // Logits in log2 units: y = s · scale · log2(e) + bias · log2(e). Only the n8 tail's blocks can
     // hold columns past N (-inf there), and its blocks past W are skipped: still 0 from the zeroing,
@@ -371,10 +310,7 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
       for (int i = 0; i < 4; ++i) pf[kb][i] = pack2(s[kb * 8 + 2 * i], s[kb * 8 + 2 * i + 1], static_cast<T*>(nullptr));
     }
     cutlass::arch::ClusterTransactionBarrier::wait(&sh.full_v[st], phase);
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) warpgroup_fence_operand(o[i]);
+    zero_fenced(o);
     warpgroup_arrive();
 #pragma unroll
     for (int kb = 0; kb < kKeys / 16; ++kb) {
@@ -386,8 +322,7 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     }
     warpgroup_commit_batch();
     warpgroup_wait<0>();
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) warpgroup_fence_operand(o[i]);
+    fence(o);
 
     // O / l into this half's Q buffer (its wgmma reads are done), then one TMA store of 64 rows.
     float inv[2];

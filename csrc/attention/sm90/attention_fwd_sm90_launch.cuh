@@ -7,9 +7,6 @@
 
 namespace vitfast::attention::sm90 {
 
-// A TMA stride must be a multiple of 16 bytes even along a dim of size 1, where it is never used.
-inline int64_t tma_stride(int64_t stride, int size) { return size == 1 ? 8 : stride; }
-
 template <class T, int D, int kKeys>
 int launch_fwd(const AttnFwdParams& p, cudaStream_t stream) {
   using Tr = FwdTraits<T, D, kKeys>;

@@ -17,4 +17,9 @@ enum Status : int { kOk = 0, kNotBuilt = 1, kLaunchFailed = 2, kRefused = 3 };
 int attention_fwd_bf16(const AttnFwdParams& p, cudaStream_t stream);
 int attention_fwd_fp16(const AttnFwdParams& p, cudaStream_t stream);
 
+// attention_bwd_sm90_{bf16,fp16}.cu: dq, dk, dv (and dS into p.dbias when set) for N <= 256 where
+// sm90_bwd_fits(d, keys) (attention_path.h); fp32 accumulators, the dO·O row sums taken in the kernel.
+int attention_bwd_bf16(const AttnBwdParams& p, cudaStream_t stream);
+int attention_bwd_fp16(const AttnBwdParams& p, cudaStream_t stream);
+
 }  // namespace vitfast::attention::sm90

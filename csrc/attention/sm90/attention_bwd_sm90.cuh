@@ -1,0 +1,488 @@
+#pragma once
+// Hopper backward attention for ViT lengths (N <= 256): one CTA finishes a head. Its K and V stay in
+// shared memory while the queries stream through in chunks of 64 rows (q, dO and O by TMA), so dQ is
+// completed inside the CTA: no fp32 dQ accumulator in global memory, no atomics, no extra pass. The
+// dO·O row sums are taken in the CTA too. sm_90a only (wgmma, TMA, setmaxnreg).
+//
+// A persistent CTA of three warpgroups walks the heads:
+//   warpgroup 0, one thread: the producer. TMA loads of the head's K and V (one barrier), then of
+//     every chunk's q, dO and O into two stages.
+//   warpgroups 1 and 2 (the consumers) each own the 64-key blocks w, w + 2 of the head: per chunk
+//     and block, Sᵀ = K Qᵀ and dPᵀ = V dOᵀ (keys as wgmma rows), Pᵀ = exp(Sᵀ · scale + biasᵀ - lse)
+//     and dSᵀ = Pᵀ ∘ (dPᵀ - delta) in registers, dV += Pᵀ dO and dK += dSᵀ Q by register-operand
+//     wgmma, dSᵀ into shared memory. After both have written the chunk's dS, one of them (by the
+//     chunk's parity) takes dQ = dS K · scale over all keys and writes it by TMA store.
+// The bias gradient, when asked, is dS itself: stored per (b, h) into a (B, H, N, N) buffer (the host
+// sums it over the bias's broadcast dims).
+#include "attention/attention_params.h"
+#include "attention/attention_path.h"
+#include "attention/sm90/sm90_util.cuh"
+#include "cute/arch/cluster_sm90.hpp"
+#include "cutlass/arch/barrier.h"
+#include "cutlass/arch/reg_reconfig.h"
+
+namespace vitfast::attention::sm90 {
+
+using namespace cute;
+
+template <class T, int D, int kKeys>
+struct BwdTraits {
+  static constexpr int kRows = 64;  // queries per chunk, keys per block: wgmma's M
+  static constexpr int kConsumers = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumers);
+  static constexpr int kBlocks = kKeys / kRows;                                  // key blocks in the tile
+  static constexpr int kBlocksPerWg = (kBlocks + kConsumers - 1) / kConsumers;  // consumer w: w, w + 2
+  static_assert(sm90_bwd_fits(D, kKeys), "dK and dV for this head do not fit in registers");
+  // Queries per Sᵀ / dPᵀ product: 32 where dK and dV take more than 64 registers, so the transient
+  // Sᵀ, dPᵀ and packed Pᵀ shrink from 80 to 40 (ptxas spilled at 64 above that).
+  static constexpr int kSub = kBlocksPerWg * D > 64 ? 32 : 64;
+  // dQ's columns per product: at d = 128 two halves (one 128-byte swizzle atom of Kᵀ each), so dQ's
+  // accumulators beside dK and dV take 32 registers, not 64 (ptxas spilled with 64).
+  static constexpr int kDqCols = D >= 128 ? 64 : D;
+
+  // q, dO, O chunks and the head's K, V: rows of d, K-major. Their transposes (d, rows) are the
+  // MN-major B operands of dK += dSᵀ Q, dV += Pᵀ dO and dQ = dS K: the same bytes, another view.
+  using SmemLayoutRows = decltype(tile_to_shape(k_major_atom<T, D>(), Shape<Int<kRows>, Int<D>>{}));
+  using SmemLayoutKeys = decltype(tile_to_shape(k_major_atom<T, D>(), Shape<Int<kKeys>, Int<D>>{}));
+  using SmemLayoutRowsT =
+      decltype(composition(SmemLayoutRows{}, make_layout(Shape<Int<D>, Int<kRows>>{}, GenRowMajor{})));
+  using SmemLayoutKeysT =
+      decltype(composition(SmemLayoutKeys{}, make_layout(Shape<Int<D>, Int<kKeys>>{}, GenRowMajor{})));
+  // dS of a chunk as (queries, keys), queries contiguous: the MN-major A operand of dQ = dS K, which
+  // the consumers write as packed query pairs from their dSᵀ accumulators.
+  using SmemLayoutDS = decltype(tile_to_shape(GMMA::Layout_MN_SW128_Atom<T>{}, Shape<Int<kRows>, Int<kKeys>>{}));
+
+  using MmaSS = decltype(SM90::GMMA::ss_op_selector<T, T, float, Shape<_64, Int<kSub>, _16>>());  // Sᵀ, dPᵀ
+  using MmaKV = decltype(SM90::GMMA::rs_op_selector<T, T, float, Shape<_64, Int<D>, _16>, GMMA::Major::K,
+                                                    GMMA::Major::MN>());  // dV, dK
+  using MmaQ = decltype(SM90::GMMA::ss_op_selector<T, T, float, Shape<_64, Int<kDqCols>, _16>, GMMA::Major::MN,
+                                                   GMMA::Major::MN>());  // dQ
+  using TiledMmaSS = decltype(make_tiled_mma(MmaSS{}));
+  using TiledMmaKV = decltype(make_tiled_mma(MmaKV{}));
+  using TiledMmaQ = decltype(make_tiled_mma(MmaQ{}));
+
+  // q, k, v, dO, O, dQ as (N, d, H, B), d unit-stride; strides in elements.
+  using GmemLayout = Layout<Shape<int, int, int, int>, Stride<int64_t, _1, int64_t, int64_t>>;
+  using GmemIn = decltype(make_tensor(make_gmem_ptr(static_cast<T const*>(nullptr)), GmemLayout{}));
+  using TmaRows = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemIn{}, SmemLayoutRows{}));
+  using TmaKeys = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemIn{}, SmemLayoutKeys{}));
+  using TmaStore = decltype(make_tma_copy(SM90_TMA_STORE{}, make_tensor(make_gmem_ptr(static_cast<T*>(nullptr)),
+                                                                        GmemLayout{}),
+                                          SmemLayoutRows{}));
+
+  static constexpr int kRowsBytes = kRows * D * 2;
+  static constexpr int kKeysBytes = kKeys * D * 2;
+  struct KV {
+    alignas(1024) T k[kKeys * D];
+    alignas(1024) T v[kKeys * D];
+  };
+  struct Chunk {
+    alignas(1024) T q[kRows * D];  // also stages the chunk's dQ for its store
+    alignas(1024) T dout[kRows * D];
+    alignas(1024) T o[kRows * D];
+  };
+  static constexpr int kFixedBytes = 2 * int(sizeof(Chunk)) + 2 * kRows * kKeys * 2 + 2 * 2 * kRows * 4 + 1024 + 64;
+  // The next head's K and V stream in while this one computes where a second copy fits.
+  static constexpr int kKvStages = kFixedBytes + 2 * int(sizeof(KV)) <= 227 * 1024 ? 2 : 1;
+  struct Shared {
+    KV kv[kKvStages];
+    Chunk chunk[2];
+    alignas(1024) T ds[2][kRows * kKeys];  // by chunk parity: one is written while the other feeds dQ
+    float lse[kConsumers][kRows];          // per consumer: the chunk's lse in log2 units, +inf past N
+    float delta[kConsumers][kRows];        // per consumer: the chunk's rowsum(dO ∘ O)
+    alignas(8) uint64_t full_kv[kKvStages];
+    uint64_t empty_kv[kKvStages];
+    uint64_t full[2];
+    uint64_t empty[2];
+  };
+  static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base
+};
+
+__device__ __forceinline__ void st_shared(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+
+// sdS holds (q, key) at byte key · 128 + (2 q ^ (key % 8) · 16): the 128-byte MN-major swizzle, whose
+// XOR touches bits 4-6 only. The kernel writes it through that formula (32-bit shared addresses, one
+// XOR and an immediate per store; CuTe's 64-bit generic addresses were hoisted and spilled). This
+// checks the formula at compile time against what a CuTe smem tensor of the layout addresses (its
+// swizzle applied to the byte offset of its inner layout) for every query and the first and last 16
+// keys (the atoms repeat every 8 keys; all keys exceed the compiler's constexpr budget).
+template <class Layout, int kKeys>
+constexpr bool ds_bytes_match() {
+  using Inner = decltype(Layout{}.layout_b());
+  using Swz = decltype(Layout{}.layout_a());
+  for (int key = 0; key < kKeys; key += key == 15 ? kKeys - 31 : 1) {
+    for (int q = 0; q < 64; ++q) {
+      if (int(Swz{}(2 * int(Inner{}(q, key)))) != key * 128 + ((2 * q) ^ ((key % 8) << 4))) return false;
+    }
+  }
+  return true;
+}
+
+template <class T, int D, int kKeys>
+struct BwdParams90 {
+  using Tr = BwdTraits<T, D, kKeys>;
+  typename Tr::TmaRows tma_q, tma_do, tma_o;
+  typename Tr::TmaKeys tma_k, tma_v;
+  typename Tr::TmaStore tma_dq;
+  const T* bias;    // nullptr when there is none
+  Strides3 bias_s;  // 0 along broadcast dims
+  int64_t bias_col;
+  const float* lse;  // (B, H, N)
+  T* dk;             // (B, H, N, d) contiguous
+  T* dv;
+  void* dbias;       // (B, H, N, N) contiguous, T or float (dbias_f32), or nullptr
+  bool dbias_f32;
+  int B, H, N;
+  int chunks;        // ceil(N / 64)
+  int heads;         // B · H
+  float scale;
+  float scale_log2;  // scale · log2(e)
+};
+
+template <class T, int D, int kKeys>
+__global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
+    attention_bwd_sm90_kernel(const __grid_constant__ BwdParams90<T, D, kKeys> p) {
+  using Tr = BwdTraits<T, D, kKeys>;
+  constexpr int kKvStages = Tr::kKvStages;
+  constexpr int kRows = Tr::kRows;
+  constexpr int kSub = Tr::kSub;
+  constexpr float kLog2e = 1.4426950408889634f;
+  extern __shared__ char smem_raw[];
+  auto& sh = *reinterpret_cast<typename Tr::Shared*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+
+  const int wg = threadIdx.x / 128;
+  const int lane_wg = threadIdx.x % 128;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kKvStages; ++s) {
+      cutlass::arch::ClusterTransactionBarrier::init(&sh.full_kv[s], 1);
+      cutlass::arch::ClusterBarrier::init(&sh.empty_kv[s], Tr::kConsumers);
+    }
+    for (int s = 0; s < 2; ++s) {
+      cutlass::arch::ClusterTransactionBarrier::init(&sh.full[s], 1);
+      cutlass::arch::ClusterBarrier::init(&sh.empty[s], Tr::kConsumers);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  const int N = p.N;
+  if (wg == 0) {  // ---- producer
+    cutlass::arch::warpgroup_reg_dealloc<24>();
+    if (lane_wg != 0) return;
+    Tensor mQ = p.tma_q.get_tma_tensor(make_shape(N, D, p.H, p.B));
+    Tensor mdO = p.tma_do.get_tma_tensor(make_shape(N, D, p.H, p.B));
+    Tensor mO = p.tma_o.get_tma_tensor(make_shape(N, D, p.H, p.B));
+    Tensor mK = p.tma_k.get_tma_tensor(make_shape(N, D, p.H, p.B));
+    Tensor mV = p.tma_v.get_tma_tensor(make_shape(N, D, p.H, p.B));
+    auto load = [&](const auto& tma, const auto& m, auto tile_shape, int row_block, int h, int b, T* dst,
+                    auto layout, uint64_t& bar) {
+      Tensor g = local_tile(m(_, _, h, b), tile_shape, make_coord(row_block, 0));
+      Tensor s = make_tensor(make_smem_ptr(dst), layout);
+      auto [tg, ts] = tma_partition(tma, _0{}, Layout<_1>{}, group_modes<0, 2>(s), group_modes<0, 2>(g));
+      copy(tma.with(bar), tg, ts);
+    };
+    const auto rows = Shape<Int<kRows>, Int<D>>{};
+    const auto keys = Shape<Int<kKeys>, Int<D>>{};
+    int head_it = 0, chunk_it = 0;
+    for (int bh = blockIdx.x; bh < p.heads; bh += gridDim.x, ++head_it) {
+      const int b = bh / p.H, h = bh % p.H;
+      const int kvs = head_it % kKvStages;
+      cutlass::arch::ClusterBarrier::wait(&sh.empty_kv[kvs], ((head_it / kKvStages) & 1) ^ 1);
+      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full_kv[kvs], 2 * Tr::kKeysBytes);
+      load(p.tma_k, mK, keys, 0, h, b, sh.kv[kvs].k, typename Tr::SmemLayoutKeys{}, sh.full_kv[kvs]);
+      load(p.tma_v, mV, keys, 0, h, b, sh.kv[kvs].v, typename Tr::SmemLayoutKeys{}, sh.full_kv[kvs]);
+      for (int c = 0; c < p.chunks; ++c, ++chunk_it) {
+        const int st = chunk_it % 2;
+        cutlass::arch::ClusterBarrier::wait(&sh.empty[st], ((chunk_it / 2) & 1) ^ 1);
+        cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full[st], 3 * Tr::kRowsBytes);
+        auto& ch = sh.chunk[st];
+        load(p.tma_q, mQ, rows, c, h, b, ch.q, typename Tr::SmemLayoutRows{}, sh.full[st]);
+        load(p.tma_do, mdO, rows, c, h, b, ch.dout, typename Tr::SmemLayoutRows{}, sh.full[st]);
+        load(p.tma_o, mO, rows, c, h, b, ch.o, typename Tr::SmemLayoutRows{}, sh.full[st]);
+      }
+    }
+    return;
+  }
+
+  // ---- consumers
+  cutlass::arch::warpgroup_reg_alloc<240>();
+  const int cw = wg - 1;  // owns key blocks cw, cw + 2
+  const int warp = lane_wg / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;  // accumulator element (g, 2t): rows g and g + 8
+  const int k16 = (N + 15) / 16;         // dQ's key steps
+  typename Tr::TiledMmaSS mma_ss;
+  typename Tr::TiledMmaKV mma_kv;
+  typename Tr::TiledMmaQ mma_q;
+  auto thr_ss = mma_ss.get_thread_slice(lane_wg);
+  auto thr_kv = mma_kv.get_thread_slice(lane_wg);
+  auto thr_q = mma_q.get_thread_slice(lane_wg);
+  Tensor mdQ = p.tma_dq.get_tma_tensor(make_shape(N, D, p.H, p.B));
+
+  // Accumulators: element (g + 8 (e / 2), 8 j + 2 t + e % 2) at x[4 j + e]. Sᵀ, dPᵀ: (keys, kSub
+  // queries); dK, dV: (keys, d); dQ: (queries, d).
+  float dk[Tr::kBlocksPerWg][D / 2], dv[Tr::kBlocksPerWg][D / 2];
+  float s[kSub / 2], dp[kSub / 2], dq[Tr::kDqCols / 2];
+  int head_it = 0, chunk_it = 0;
+  for (int bh = blockIdx.x; bh < p.heads; bh += gridDim.x, ++head_it) {
+    const int b = bh / p.H, h = bh % p.H;
+    const int kvs = head_it % kKvStages;
+    auto& kv = sh.kv[kvs];
+    Tensor sK = make_tensor(make_smem_ptr(kv.k), typename Tr::SmemLayoutKeys{});
+    Tensor sV = make_tensor(make_smem_ptr(kv.v), typename Tr::SmemLayoutKeys{});
+    Tensor sKt = make_tensor(make_smem_ptr(kv.k), typename Tr::SmemLayoutKeysT{});
+#pragma unroll
+    for (int i = 0; i < Tr::kBlocksPerWg; ++i) {
+      zero_fenced(dk[i]);
+      zero_fenced(dv[i]);
+    }
+    const T* bias = p.bias != nullptr ? p.bias + b * p.bias_s.b + h * p.bias_s.h : nullptr;
+    cutlass::arch::ClusterTransactionBarrier::wait(&sh.full_kv[kvs], (head_it / kKvStages) & 1);
+
+    for (int c = 0; c < p.chunks; ++c, ++chunk_it) {
+      const int st = chunk_it % 2;
+      const int q0 = c * kRows;
+      auto& ch = sh.chunk[st];
+      float* lse_s = sh.lse[cw];
+      float* delta_s = sh.delta[cw];
+      if (lane_wg < kRows) {
+        const int q = q0 + lane_wg;
+        lse_s[lane_wg] = q < N ? p.lse[int64_t(bh) * N + q] * kLog2e : INFINITY;  // P = 0 past N
+      }
+      cutlass::arch::ClusterTransactionBarrier::wait(&sh.full[st], (chunk_it / 2) & 1);
+      Tensor sQ = make_tensor(make_smem_ptr(ch.q), typename Tr::SmemLayoutRows{});
+      Tensor sdO = make_tensor(make_smem_ptr(ch.dout), typename Tr::SmemLayoutRows{});
+      Tensor sO = make_tensor(make_smem_ptr(ch.o), typename Tr::SmemLayoutRows{});
+      {  // delta = rowsum(dO ∘ O): two threads per row, 16-byte reads (the swizzle moves 16-byte units)
+        const int row = lane_wg / 2, half = lane_wg % 2;
+        float acc = 0.f;
+#pragma unroll
+        for (int c8 = half; c8 < D / 8; c8 += 2) {
+          const uint4 a = *reinterpret_cast<const uint4*>(&sdO(row, c8 * 8));
+          const uint4 o = *reinterpret_cast<const uint4*>(&sO(row, c8 * 8));
+          const T* ae = reinterpret_cast<const T*>(&a);
+          const T* oe = reinterpret_cast<const T*>(&o);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc = fmaf(float(ae[i]), float(oe[i]), acc);
+        }
+        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+        if (half == 0) delta_s[row] = acc;
+      }
+      cutlass::arch::NamedBarrier::sync(128, 1 + cw);  // lse_s, delta_s written
+
+      Tensor sQt = make_tensor(make_smem_ptr(ch.q), typename Tr::SmemLayoutRowsT{});
+      Tensor sdOt = make_tensor(make_smem_ptr(ch.dout), typename Tr::SmemLayoutRowsT{});
+      Tensor sdS = make_tensor(make_smem_ptr(sh.ds[chunk_it % 2]), typename Tr::SmemLayoutDS{});
+      static_assert(ds_bytes_match<typename Tr::SmemLayoutDS, kKeys>(), "sdS's layout is not the formula");
+      // This thread's dS bytes: key rows warp·16 + g (+ 8, + 64 j), so key % 8 = g; the query's
+      // 16-byte column is XORed in per store, the key's row added as an immediate.
+      const uint32_t ds_thread =
+          uint32_t(__cvta_generic_to_shared(sh.ds[chunk_it % 2])) + (warp * 16 + g) * 128 + (g << 4) + 4 * t;
+      Tensor b_qt = thr_kv.partition_fragment_B(sQt);   // (1, 1, 4)
+      Tensor b_dot = thr_kv.partition_fragment_B(sdOt); // (1, 1, 4)
+
+#pragma unroll
+      for (int i = 0; i < Tr::kBlocksPerWg; ++i) {
+        const int j = cw + Tr::kConsumers * i;  // key block
+        if (j >= Tr::kBlocks || j * kRows >= N) continue;
+#pragma unroll
+        for (int sub = 0; sub < kRows / kSub; ++sub) {
+          const int qs = sub * kSub;  // this product's first query in the chunk
+          Tensor b_q = thr_ss.partition_fragment_B(local_tile(sQ, Shape<Int<kSub>, Int<D>>{}, make_coord(sub, 0)));
+          Tensor b_do = thr_ss.partition_fragment_B(local_tile(sdO, Shape<Int<kSub>, Int<D>>{}, make_coord(sub, 0)));
+          Tensor a_k = thr_ss.partition_fragment_A(local_tile(sK, Shape<Int<kRows>, Int<D>>{}, make_coord(j, 0)));
+          Tensor a_v = thr_ss.partition_fragment_A(local_tile(sV, Shape<Int<kRows>, Int<D>>{}, make_coord(j, 0)));
+          // Sᵀ = K_j Qᵀ and dPᵀ = V_j dOᵀ in one batch.
+          zero_fenced(s);
+          zero_fenced(dp);
+          warpgroup_arrive();
+#pragma unroll
+          for (int kk = 0; kk < D / 16; ++kk) {
+            const auto so = kk == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+            wgmma_call<typename Tr::MmaSS>(uint64_t(a_k(_0{}, _0{}, kk)), uint64_t(b_q(_0{}, _0{}, kk)), s, so,
+                                           std::make_index_sequence<kSub / 2>{});
+            wgmma_call<typename Tr::MmaSS>(uint64_t(a_v(_0{}, _0{}, kk)), uint64_t(b_do(_0{}, _0{}, kk)), dp, so,
+                                           std::make_index_sequence<kSub / 2>{});
+          }
+          warpgroup_commit_batch();
+          warpgroup_wait<0>();
+          fence(s);
+          fence(dp);
+
+          // Pᵀ = exp2(Sᵀ · scale · log2 e + biasᵀ · log2 e - lse · log2 e): 0 for keys past N (their
+          // rows of K are TMA's zeros, finite) and for queries past N (lse = +inf there).
+          const int key_a = j * kRows + warp * 16 + g;  // this thread's keys: key_a and key_a + 8
+          const bool key_in[2] = {key_a < N, key_a + 8 < N};
+          auto probs = [&](auto with_bias) {
+#pragma unroll
+            for (int jj = 0; jj < kSub / 8; ++jj) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const int qi = qs + jj * 8 + 2 * t + (e & 1);
+                float x = s[jj * 4 + e] * p.scale_log2 - lse_s[qi];
+                if constexpr (decltype(with_bias)::value) {
+                  const int q = min(q0 + qi, N - 1), key = min(key_a + 8 * (e >> 1), N - 1);
+                  x = fmaf(float(bias[int64_t(q) * p.bias_s.n + int64_t(key) * p.bias_col]), kLog2e, x);
+                }
+                s[jj * 4 + e] = key_in[e >> 1] ? ex2(x) : 0.f;
+              }
+            }
+          };
+          if (bias != nullptr) {
+            probs(std::true_type{});
+          } else {
+            probs(std::false_type{});
+          }
+          // dV_j += Pᵀ dO: Pᵀ packed as the A operand (two 8-query blocks make one k16 step).
+          uint32_t pf[kSub / 16][4];
+#pragma unroll
+          for (int kb = 0; kb < kSub / 16; ++kb) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              pf[kb][r] = pack2(s[kb * 8 + 2 * r], s[kb * 8 + 2 * r + 1], static_cast<T*>(nullptr));
+            }
+          }
+          warpgroup_arrive();
+#pragma unroll
+          for (int kb = 0; kb < kSub / 16; ++kb) {
+            wgmma_call<typename Tr::MmaKV>(pf[kb], uint64_t(b_dot(_0{}, _0{}, qs / 16 + kb)), dv[i],
+                                           GMMA::ScaleOut::One, std::make_index_sequence<D / 2>{});
+          }
+          warpgroup_commit_batch();
+
+          // dSᵀ = Pᵀ ∘ (dPᵀ - delta), the bias gradient's elements.
+#pragma unroll
+          for (int jj = 0; jj < kSub / 8; ++jj) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              dp[jj * 4 + e] = s[jj * 4 + e] * (dp[jj * 4 + e] - delta_s[qs + jj * 8 + 2 * t + (e & 1)]);
+            }
+          }
+          if (p.dbias != nullptr) {
+#pragma unroll
+            for (int jj = 0; jj < kSub / 8; ++jj) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const int q = q0 + qs + jj * 8 + 2 * t + (e & 1), key = key_a + 8 * (e >> 1);
+                if (q < N && key < N) {
+                  const int64_t at = (int64_t(bh) * N + q) * N + key;
+                  if (p.dbias_f32) {
+                    static_cast<float*>(p.dbias)[at] = dp[jj * 4 + e];
+                  } else {
+                    static_cast<T*>(p.dbias)[at] = T(dp[jj * 4 + e]);
+                  }
+                }
+              }
+            }
+          }
+          // dK_j += dSᵀ Q (scaled at the end), and dSᵀ's query pairs into the chunk's dS for dQ.
+          uint32_t dsf[kSub / 16][4];
+#pragma unroll
+          for (int kb = 0; kb < kSub / 16; ++kb) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              dsf[kb][r] = pack2(dp[kb * 8 + 2 * r], dp[kb * 8 + 2 * r + 1], static_cast<T*>(nullptr));
+            }
+          }
+          warpgroup_arrive();
+#pragma unroll
+          for (int kb = 0; kb < kSub / 16; ++kb) {
+            wgmma_call<typename Tr::MmaKV>(dsf[kb], uint64_t(b_qt(_0{}, _0{}, qs / 16 + kb)), dk[i],
+                                           GMMA::ScaleOut::One, std::make_index_sequence<D / 2>{});
+          }
+          warpgroup_commit_batch();
+#pragma unroll
+          for (int kb = 0; kb < kSub / 16; ++kb) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              // dsf[kb][r]: key row g + 8 (r % 2), queries qs + 16 kb + 8 (r / 2) + 2 t and the next one,
+              // in the query's 16-byte column col16.
+              const int col16 = (qs + kb * 16 + 8 * (r >> 1)) / 8;
+              st_shared((ds_thread ^ (col16 << 4)) + (j * kRows + 8 * (r & 1)) * 128, dsf[kb][r]);
+            }
+          }
+          warpgroup_wait<0>();  // pf and dsf are read by the wgmmas until here
+          fence(dv[i]);
+          fence(dk[i]);
+        }
+      }
+
+      // The chunk's dS complete (both consumers), seen by wgmma's async proxy; q, dO, O read.
+      cutlass::arch::fence_view_async_shared();
+      cutlass::arch::NamedBarrier::sync(256, 3);
+      if (c % Tr::kConsumers != cw) {
+        if (lane_wg == 0) cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
+        continue;
+      }
+      // dQ = dS K · scale over the keys up to N (kDqCols columns at a time), staged in the chunk's q
+      // buffer, one TMA store.
+      constexpr int kDqCols = Tr::kDqCols;
+      Tensor a_ds = thr_q.partition_fragment_A(sdS);  // (1, 1, kKeys / 16)
+#pragma unroll
+      for (int part = 0; part < D / kDqCols; ++part) {
+        Tensor b_kt = thr_q.partition_fragment_B(
+            local_tile(sKt, Shape<Int<kDqCols>, Int<kKeys>>{}, make_coord(part, 0)));  // (1, 1, kKeys / 16)
+        zero_fenced(dq);
+        warpgroup_arrive();
+#pragma unroll
+        for (int kb = 0; kb < kKeys / 16; ++kb) {
+          if (kb < k16) {
+            wgmma_call<typename Tr::MmaQ>(uint64_t(a_ds(_0{}, _0{}, kb)), uint64_t(b_kt(_0{}, _0{}, kb)), dq,
+                                          GMMA::ScaleOut::One, std::make_index_sequence<kDqCols / 2>{});
+          }
+        }
+        warpgroup_commit_batch();
+        warpgroup_wait<0>();
+        fence(dq);
+#pragma unroll
+        for (int jj = 0; jj < kDqCols / 8; ++jj) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int row = warp * 16 + g + 8 * r, col = part * kDqCols + jj * 8 + 2 * t;
+            *reinterpret_cast<uint32_t*>(&sQ(row, col)) =
+                pack2(dq[jj * 4 + 2 * r] * p.scale, dq[jj * 4 + 2 * r + 1] * p.scale, static_cast<T*>(nullptr));
+          }
+        }
+      }
+      tma_store_fence();
+      cutlass::arch::NamedBarrier::sync(128, 1 + cw);
+      if (lane_wg == 0) {
+        Tensor gdQ = local_tile(mdQ(_, _, h, b), Shape<Int<kRows>, Int<D>>{}, make_coord(c, 0));
+        auto [tg, ts] = tma_partition(p.tma_dq, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gdQ));
+        copy(p.tma_dq, ts, tg);
+        tma_store_arrive();
+        tma_store_wait<0>();  // the staging is read before the producer may refill this stage
+        cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
+      }
+    }
+
+    // This head's K and V are no longer read by any of this warpgroup's wgmmas.
+    cutlass::arch::NamedBarrier::sync(128, 1 + cw);
+    if (lane_wg == 0) cutlass::arch::ClusterBarrier::arrive(&sh.empty_kv[kvs]);
+    // dK · scale and dV, straight from the accumulators (each key's row is written once).
+#pragma unroll
+    for (int i = 0; i < Tr::kBlocksPerWg; ++i) {
+      const int j = cw + Tr::kConsumers * i;
+      if (j >= Tr::kBlocks || j * kRows >= N) continue;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int key = j * kRows + warp * 16 + g + 8 * r;
+        if (key >= N) continue;
+        // One pointer per row and immediate offsets: column addresses computed apart were hoisted to
+        // the kernel's start as 64-bit values and spilled.
+        uint32_t* dk_row = reinterpret_cast<uint32_t*>(p.dk + (int64_t(bh) * N + key) * D) + t;
+        uint32_t* dv_row = reinterpret_cast<uint32_t*>(p.dv + (int64_t(bh) * N + key) * D) + t;
+#pragma unroll
+        for (int jj = 0; jj < D / 8; ++jj) {
+          dk_row[jj * 4] =
+              pack2(dk[i][jj * 4 + 2 * r] * p.scale, dk[i][jj * 4 + 2 * r + 1] * p.scale, static_cast<T*>(nullptr));
+          dv_row[jj * 4] = pack2(dv[i][jj * 4 + 2 * r], dv[i][jj * 4 + 2 * r + 1], static_cast<T*>(nullptr));
+        }
+      }
+    }
+  }
+  if (lane_wg == 0) tma_store_wait<0>();
+}
+
+}  // namespace vitfast::attention::sm90

@@ -1,0 +1,143 @@
+"""The Hopper attention backward (csrc/attention/sm90/attention_bwd_sm90.cuh): which cases take it
+(attention_path.h, asked on any machine), and on an H100/H200 every gradient against the fp64 reference
+with the FlashAttention rule, for every N it takes and the lengths around it, every head dim, both
+dtypes, both bias shapes (the bias gradient is dS per (b, h), summed on the host for a broadcast bias),
+views of one qkv projection and both output layouts, and against the mma.sync backward. The CUDA tests
+skip without a GPU; the sm90-only ones skip on other GPUs, where the same tests run the mma.sync
+kernel."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vitfast.ops import attention, attention_ref
+from tests.ops.test_attention import assert_flash_rule, check_against_reference, make_inputs, run, SLACK
+from tests.ops.test_attention_sm90 import needs_hopper, SM90_HEAD_DIMS
+
+path = torch.ops.vitfast.attention_path
+
+
+def bwd_fits(d, N):
+    """The kernel holds dK and dV of a whole head in two warpgroups' registers: every head dim up to 128
+    keys, d <= 64 up to 256 (keys: N rounded up to 64)."""
+    return -(-N // 64) * 64 <= 128 or d <= 64
+
+
+# ---- the choice, on any machine ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_backward_takes_sm90_where_dk_and_dv_fit(dtype):
+    for N in range(1, 257):
+        for d in SM90_HEAD_DIMS:
+            want = "sm90" if bwd_fits(d, N) else "mma_sync"
+            assert path(9, 0, dtype, N, d, sm90_built=True, backward=True) == want, (N, d)
+            # the forward's choice does not depend on the backward's
+            assert path(9, 0, dtype, N, d, sm90_built=True) == "sm90", (N, d)
+    assert path(9, 0, dtype, 128, 128, sm90_built=True, backward=True) == "sm90"
+    assert path(9, 0, dtype, 129, 128, sm90_built=True, backward=True) == "mma_sync"
+    assert path(9, 0, dtype, 256, 64, sm90_built=True, backward=True) == "sm90"
+    assert path(9, 0, dtype, 256, 80, sm90_built=True, backward=True) == "mma_sync"
+    for N in (257, 577):
+        assert path(9, 0, dtype, N, 64, sm90_built=True, backward=True) == "mma_sync", N
+
+
+def test_backward_elsewhere_takes_the_mma_sync_kernel_or_aten():
+    bf16, fp16 = torch.bfloat16, torch.float16
+    for cc in ((8, 0), (8, 9), (10, 0)):
+        assert path(*cc, bf16, 197, 64, sm90_built=True, backward=True) == "mma_sync", cc
+    assert path(9, 0, bf16, 197, 64, sm90_built=False, backward=True) == "mma_sync"
+    # the gradient through returned logits and fp16 accumulators are the mma.sync kernel's alone
+    assert path(9, 0, bf16, 197, 64, logits=True, sm90_built=True, backward=True) == "mma_sync"
+    assert path(9, 0, fp16, 197, 64, accumulate_fp16=True, sm90_built=True, backward=True) == "mma_sync"
+    for dtype in (torch.float32, torch.float64):
+        assert path(9, 0, dtype, 197, 64, sm90_built=True, backward=True) == "aten"
+
+
+# ---- on the GPU ----------------------------------------------------------------------------------------
+
+
+@needs_hopper
+@pytest.mark.parametrize("d", SM90_HEAD_DIMS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_sm90_backward_every_length_to_300(d, dtype):
+    """Every N from 1 to 300 (each key tile, every partial last key block and query chunk, and past the
+    kernel's reach the mma.sync backward the path hands over to): out, dq, dk, dv."""
+    for N in range(1, 301):
+        check_against_reference(1, 2, N, d, dtype, "cuda", seed=N)
+
+
+@needs_hopper
+@pytest.mark.parametrize("N", (1, 7, 50, 64, 65, 128, 129, 192, 193, 197, 256))
+@pytest.mark.parametrize("bias_shape", ["full", "heads", "batch"])
+@pytest.mark.parametrize("d", SM90_HEAD_DIMS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_sm90_backward_bias_gradient_every_shape(N, bias_shape, d, dtype):
+    """dS stored per (b, h): in q's dtype for a (B, H, N, N) bias, in fp32 and summed over the batch or
+    the heads for a broadcast one."""
+    B, H = 2, 3
+    shape = {"full": (B, H, N, N), "heads": (1, H, N, N), "batch": (B, 1, N, N)}[bias_shape]
+    check_against_reference(B, H, N, d, dtype, "cuda", bias_shape=shape, seed=N + d)
+
+
+@needs_hopper
+def test_sm90_backward_many_heads_per_cta():
+    """More heads than SMs: each persistent CTA walks the K/V and chunk barriers through many phases,
+    with one or two K/V stages and one or two key blocks per warpgroup."""
+    for B, H, N, d in ((64, 12, 197, 64), (256, 3, 50, 64), (8, 40, 256, 32), (33, 5, 129, 64), (40, 6, 100, 128)):
+        check_against_reference(B, H, N, d, torch.bfloat16, "cuda", seed=B)
+
+
+@needs_hopper
+@pytest.mark.parametrize("N", (50, 197))
+def test_sm90_backward_reads_out_and_grad_out_as_they_lie(N):
+    """out in the (B, N, H, d) layout and dO as its transposed view: both read through TMA strides, the
+    same gradients bit for bit as from contiguous tensors."""
+    q, k, v, bias = make_inputs(2, 3, N, 64, torch.bfloat16, "cuda", (1, 3, N, N))
+    dout = torch.randn(2, 3, N, 64, device="cuda").bfloat16()
+    out, lse, _ = torch.ops.vitfast.attention_fwd(q, k, v, bias, 0.125, False, False, True)  # (B, N, H, d)
+    out_view = out.transpose(1, 2)
+    dout_view = dout.transpose(1, 2).contiguous().transpose(1, 2)
+    a = torch.ops.vitfast.attention_bwd(dout_view, None, q, k, v, bias, out_view, lse, 0.125, False, True)
+    b = torch.ops.vitfast.attention_bwd(dout, None, q.contiguous(), k.contiguous(), v.contiguous(), bias,
+                                        out_view.contiguous(), lse, 0.125, False, True)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+@needs_hopper
+@pytest.mark.parametrize("scale", [0.125, 0.0, -0.3])
+def test_sm90_backward_every_scale_sign(scale):
+    q, k, v, _ = make_inputs(2, 3, 197, 64, torch.bfloat16, "cuda")
+    dout = torch.randn(2, 3, 197, 64, device="cuda").bfloat16()
+    ours = run(attention, q, k, v, None, dout, scale=scale)
+    ref = run(attention_ref, q.double(), k.double(), v.double(), None, dout, scale=scale)
+    pt = run(lambda *a, **kw: attention_ref(*a, upcast=False, **kw), q, k, v, None, dout, scale=scale)
+    for name, a, b, c in zip(("dq", "dk", "dv"), ours[2], pt[2], ref[2]):
+        assert_flash_rule(a, b, c, f"{name} scale={scale}", SLACK[torch.bfloat16] * max(1.0, c.abs().max().item()))
+
+
+@needs_hopper
+def test_sm90_and_mma_sync_backwards_agree():
+    """VITFAST_ATTENTION_SM90=0 (read once per process) runs both mma.sync kernels on the same inputs."""
+    script = (
+        "import sys, torch, vitfast\n"
+        "from vitfast.ops import attention\n"
+        "torch.manual_seed(0)\n"
+        "x = torch.randn(4, 197, 3, 12, 64, device='cuda').bfloat16().requires_grad_()\n"
+        "bias = torch.randn(1, 12, 197, 197, device='cuda').bfloat16().requires_grad_()\n"
+        "q, k, v = x.permute(2, 0, 3, 1, 4).unbind(0)\n"
+        "out = attention(q, k, v, bias)\n"
+        "out.backward(torch.randn_like(out))\n"
+        "torch.save([x.grad.cpu(), bias.grad.cpu()], sys.argv[1])\n")
+    grads = []
+    for flag in ("1", "0"):
+        target = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vitfast_sm90_bwd_{flag}_{os.getpid()}.pt")
+        env = dict(os.environ, VITFAST_ATTENTION_SM90=flag)
+        subprocess.run([sys.executable, "-c", script, target], check=True, env=env)
+        grads.append(torch.load(target))
+        os.remove(target)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
