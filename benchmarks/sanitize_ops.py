@@ -39,9 +39,9 @@ def attentions():
     for dtype in (torch.float16, torch.bfloat16):
         # On an H100/H200 the forwards with N <= 256 and no logits run the sm90 kernel: each of its key
         # tiles (64, 128, 192, 256), a full and a partial 8-key tail, with and without a bias. The
-        # backwards run the sm90 one where attention_path.h's sm90_bwd_fits holds (all here but d = 128
-        # at 130 and d = 80 at 256): every key tile, one and two key blocks per warpgroup, both bias
-        # gradients (q's dtype per (b, h); fp32 summed over the heads-only bias's batch).
+        # backwards run the sm90 one where attention_path.h's sm90_bwd_fits holds (all here but N = 257,
+        # d = 128 at 130 and d = 80 at 256): every key tile, one and two key blocks per warpgroup, both
+        # bias gradients (q's dtype per (b, h); fp32 summed over the heads-only bias's batch).
         for N, d in ((1, 64), (50, 64), (197, 64), (77, 80), (65, 32), (257, 96), (130, 128), (129, 64), (256, 80),
                      (256, 64), (100, 128), (200, 32)):
             qkv = torch.randn(2, N, 3, 3, d, device="cuda", dtype=dtype)

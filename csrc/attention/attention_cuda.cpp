@@ -69,9 +69,12 @@ AttnPath kernel_path(const at::Tensor& q, bool backward, bool logits, bool fp16_
 }
 
 // True where an sm90 kernel ran (kOk); false, after one warning, where it did not (the caller then
-// runs the mma.sync kernel: the same result, slower); a failed launch raises.
-bool sm90_ran(int status, const char* which, int N, int d, int64_t BH) {
+// runs the mma.sync kernel: the same result, slower); a failed launch raises. A template, so that the
+// forward and the backward each warn once.
+template <bool kBackward>
+bool sm90_ran(int status, int N, int d, int64_t BH) {
 #ifdef VITFAST_WITH_SM90
+  const char* which = kBackward ? "backward" : "forward";
   if (status == attention::sm90::kOk) return true;
   TORCH_CHECK(status != attention::sm90::kLaunchFailed, "attention: the sm90 ", which, " kernel failed to launch: ",
               cudaGetErrorString(cudaGetLastError()));
@@ -79,7 +82,7 @@ bool sm90_ran(int status, const char* which, int N, int d, int64_t BH) {
                   status == attention::sm90::kRefused ? " (over 2^31 tiles)" : " (not built)",
                   "; running the mma.sync kernel");
 #else
-  (void)status, (void)which, (void)N, (void)d, (void)BH;
+  (void)status, (void)N, (void)d, (void)BH;
 #endif
   return false;
 }
@@ -88,7 +91,7 @@ bool launch_sm90_fwd(const AttnFwdParams& p, bool is_bf16, cudaStream_t stream) 
 #ifdef VITFAST_WITH_SM90
   const int status =
       is_bf16 ? attention::sm90::attention_fwd_bf16(p, stream) : attention::sm90::attention_fwd_fp16(p, stream);
-  return sm90_ran(status, "forward", p.N, p.d, int64_t(p.B) * p.H);
+  return sm90_ran<false>(status, p.N, p.d, int64_t(p.B) * p.H);
 #else
   (void)p, (void)is_bf16, (void)stream;
   return false;
@@ -99,7 +102,7 @@ bool launch_sm90_bwd(const AttnBwdParams& p, bool is_bf16, cudaStream_t stream) 
 #ifdef VITFAST_WITH_SM90
   const int status =
       is_bf16 ? attention::sm90::attention_bwd_bf16(p, stream) : attention::sm90::attention_bwd_fp16(p, stream);
-  return sm90_ran(status, "backward", p.N, p.d, int64_t(p.B) * p.H);
+  return sm90_ran<true>(status, p.N, p.d, int64_t(p.B) * p.H);
 #else
   (void)p, (void)is_bf16, (void)stream;
   return false;

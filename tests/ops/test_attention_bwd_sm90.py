@@ -5,16 +5,12 @@ dtypes, both bias shapes (the bias gradient is dS per (b, h), summed on the host
 views of one qkv projection and both output layouts, and against the mma.sync backward. The CUDA tests
 skip without a GPU; the sm90-only ones skip on other GPUs, where the same tests run the mma.sync
 kernel."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from vitfast.ops import attention, attention_ref
 from tests.ops.test_attention import assert_flash_rule, check_against_reference, make_inputs, run, SLACK
-from tests.ops.test_attention_sm90 import needs_hopper, SM90_HEAD_DIMS
+from tests.ops.test_attention_sm90 import needs_hopper, SM90_HEAD_DIMS, with_and_without_sm90
 
 path = torch.ops.vitfast.attention_path
 
@@ -132,12 +128,5 @@ def test_sm90_and_mma_sync_backwards_agree():
         "out = attention(q, k, v, bias)\n"
         "out.backward(torch.randn_like(out))\n"
         "torch.save([x.grad.cpu(), bias.grad.cpu()], sys.argv[1])\n")
-    grads = []
-    for flag in ("1", "0"):
-        target = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vitfast_sm90_bwd_{flag}_{os.getpid()}.pt")
-        env = dict(os.environ, VITFAST_ATTENTION_SM90=flag)
-        subprocess.run([sys.executable, "-c", script, target], check=True, env=env)
-        grads.append(torch.load(target))
-        os.remove(target)
-    for a, b in zip(*grads):
+    for a, b in zip(*with_and_without_sm90(script)):
         torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)

@@ -146,6 +146,19 @@ def test_sm90_rows_of_minus_inf_give_nan_like_eager():
     assert torch.isfinite(out[0, 1, :5]).all() and torch.isfinite(out[0, 1, 6:]).all()
 
 
+def with_and_without_sm90(script):
+    """What `script` saves to the path it is given, run in a process with the sm90 kernels and in one
+    with VITFAST_ATTENTION_SM90=0 (read once per process)."""
+    results = []
+    for flag in ("1", "0"):
+        target = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vitfast_sm90_{flag}_{os.getpid()}.pt")
+        env = dict(os.environ, VITFAST_ATTENTION_SM90=flag)
+        subprocess.run([sys.executable, "-c", script, target], check=True, env=env)
+        results.append(torch.load(target))
+        os.remove(target)
+    return results
+
+
 @needs_hopper
 def test_sm90_and_mma_sync_kernels_agree():
     """VITFAST_ATTENTION_SM90=0 (read once per process) runs the mma.sync kernel on the same inputs."""
@@ -156,14 +169,8 @@ def test_sm90_and_mma_sync_kernels_agree():
         "x = torch.randn(4, 197, 3, 12, 64, device='cuda').bfloat16()\n"
         "q, k, v = x.permute(2, 0, 3, 1, 4).unbind(0)\n"
         "torch.save(attention(q, k, v).cpu(), __import__('sys').argv[1])\n")
-    outs = []
-    for flag in ("1", "0"):
-        target = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vitfast_sm90_{flag}_{os.getpid()}.pt")
-        env = dict(os.environ, VITFAST_ATTENTION_SM90=flag)
-        subprocess.run([sys.executable, "-c", script, target], check=True, env=env)
-        outs.append(torch.load(target))
-        os.remove(target)
-    torch.testing.assert_close(outs[0].float(), outs[1].float(), rtol=1e-2, atol=1e-2)
+    with_sm90, without = with_and_without_sm90(script)
+    torch.testing.assert_close(with_sm90.float(), without.float(), rtol=1e-2, atol=1e-2)
 
 
 @needs_cuda

@@ -150,7 +150,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
   constexpr int kSub = Tr::kSub;
   constexpr float kLog2e = 1.4426950408889634f;
   extern __shared__ char smem_raw[];
-  auto& sh = *reinterpret_cast<typename Tr::Shared*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  auto& sh = aligned_shared<typename Tr::Shared>(smem_raw);
 
   const int wg = threadIdx.x / 128;
   const int lane_wg = threadIdx.x % 128;
@@ -171,18 +171,16 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
   if (wg == 0) {  // ---- producer
     cutlass::arch::warpgroup_reg_dealloc<24>();
     if (lane_wg != 0) return;
+    cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.tma_do.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.tma_o.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.tma_k.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
     Tensor mQ = p.tma_q.get_tma_tensor(make_shape(N, D, p.H, p.B));
     Tensor mdO = p.tma_do.get_tma_tensor(make_shape(N, D, p.H, p.B));
     Tensor mO = p.tma_o.get_tma_tensor(make_shape(N, D, p.H, p.B));
     Tensor mK = p.tma_k.get_tma_tensor(make_shape(N, D, p.H, p.B));
     Tensor mV = p.tma_v.get_tma_tensor(make_shape(N, D, p.H, p.B));
-    auto load = [&](const auto& tma, const auto& m, auto tile_shape, int row_block, int h, int b, T* dst,
-                    auto layout, uint64_t& bar) {
-      Tensor g = local_tile(m(_, _, h, b), tile_shape, make_coord(row_block, 0));
-      Tensor s = make_tensor(make_smem_ptr(dst), layout);
-      auto [tg, ts] = tma_partition(tma, _0{}, Layout<_1>{}, group_modes<0, 2>(s), group_modes<0, 2>(g));
-      copy(tma.with(bar), tg, ts);
-    };
     const auto rows = Shape<Int<kRows>, Int<D>>{};
     const auto keys = Shape<Int<kKeys>, Int<D>>{};
     int head_it = 0, chunk_it = 0;
@@ -191,16 +189,16 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
       const int kvs = head_it % kKvStages;
       cutlass::arch::ClusterBarrier::wait(&sh.empty_kv[kvs], ((head_it / kKvStages) & 1) ^ 1);
       cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full_kv[kvs], 2 * Tr::kKeysBytes);
-      load(p.tma_k, mK, keys, 0, h, b, sh.kv[kvs].k, typename Tr::SmemLayoutKeys{}, sh.full_kv[kvs]);
-      load(p.tma_v, mV, keys, 0, h, b, sh.kv[kvs].v, typename Tr::SmemLayoutKeys{}, sh.full_kv[kvs]);
+      tma_load_tile(p.tma_k, mK, keys, 0, h, b, sh.kv[kvs].k, typename Tr::SmemLayoutKeys{}, sh.full_kv[kvs]);
+      tma_load_tile(p.tma_v, mV, keys, 0, h, b, sh.kv[kvs].v, typename Tr::SmemLayoutKeys{}, sh.full_kv[kvs]);
       for (int c = 0; c < p.chunks; ++c, ++chunk_it) {
         const int st = chunk_it % 2;
         cutlass::arch::ClusterBarrier::wait(&sh.empty[st], ((chunk_it / 2) & 1) ^ 1);
         cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full[st], 3 * Tr::kRowsBytes);
         auto& ch = sh.chunk[st];
-        load(p.tma_q, mQ, rows, c, h, b, ch.q, typename Tr::SmemLayoutRows{}, sh.full[st]);
-        load(p.tma_do, mdO, rows, c, h, b, ch.dout, typename Tr::SmemLayoutRows{}, sh.full[st]);
-        load(p.tma_o, mO, rows, c, h, b, ch.o, typename Tr::SmemLayoutRows{}, sh.full[st]);
+        tma_load_tile(p.tma_q, mQ, rows, c, h, b, ch.q, typename Tr::SmemLayoutRows{}, sh.full[st]);
+        tma_load_tile(p.tma_do, mdO, rows, c, h, b, ch.dout, typename Tr::SmemLayoutRows{}, sh.full[st]);
+        tma_load_tile(p.tma_o, mO, rows, c, h, b, ch.o, typename Tr::SmemLayoutRows{}, sh.full[st]);
       }
     }
     return;
@@ -343,13 +341,17 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
               pf[kb][r] = pack2(s[kb * 8 + 2 * r], s[kb * 8 + 2 * r + 1], static_cast<T*>(nullptr));
             }
           }
-          warpgroup_arrive();
+          // acc += frags · B over this product's queries (dV += Pᵀ dO, dK += dSᵀ Q), one batch.
+          auto kv_product = [&](const auto& frags, const auto& b_desc, auto& acc) {
+            warpgroup_arrive();
 #pragma unroll
-          for (int kb = 0; kb < kSub / 16; ++kb) {
-            wgmma_call<typename Tr::MmaKV>(pf[kb], uint64_t(b_dot(_0{}, _0{}, qs / 16 + kb)), dv[i],
-                                           GMMA::ScaleOut::One, std::make_index_sequence<D / 2>{});
-          }
-          warpgroup_commit_batch();
+            for (int kb = 0; kb < kSub / 16; ++kb) {
+              wgmma_call<typename Tr::MmaKV>(frags[kb], uint64_t(b_desc(_0{}, _0{}, qs / 16 + kb)), acc,
+                                             GMMA::ScaleOut::One, std::make_index_sequence<D / 2>{});
+            }
+            warpgroup_commit_batch();
+          };
+          kv_product(pf, b_dot, dv[i]);
 
           // dSᵀ = Pᵀ ∘ (dPᵀ - delta), the bias gradient's elements.
 #pragma unroll
@@ -385,13 +387,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
               dsf[kb][r] = pack2(dp[kb * 8 + 2 * r], dp[kb * 8 + 2 * r + 1], static_cast<T*>(nullptr));
             }
           }
-          warpgroup_arrive();
-#pragma unroll
-          for (int kb = 0; kb < kSub / 16; ++kb) {
-            wgmma_call<typename Tr::MmaKV>(dsf[kb], uint64_t(b_qt(_0{}, _0{}, qs / 16 + kb)), dk[i],
-                                           GMMA::ScaleOut::One, std::make_index_sequence<D / 2>{});
-          }
-          warpgroup_commit_batch();
+          kv_product(dsf, b_qt, dk[i]);
 #pragma unroll
           for (int kb = 0; kb < kSub / 16; ++kb) {
 #pragma unroll

@@ -43,40 +43,15 @@ int launch_bwd(const AttnBwdParams& p, cudaStream_t stream) {
     k.scale = p.scale;
     k.scale_log2 = p.scale * 1.4426950408889634f;
 
-    int device = 0, sms = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-      return kLaunchFailed;
-    }
-    auto kernel = attention_bwd_sm90_kernel<T, D, kKeys>;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes) != cudaSuccess) {
-      return kLaunchFailed;
-    }
-    const int grid = k.heads < sms ? k.heads : sms;
-    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(k);
-    return cudaGetLastError() == cudaSuccess ? kOk : kLaunchFailed;
+    return launch_persistent(attention_bwd_sm90_kernel<T, D, kKeys>, k, k.heads, Tr::kThreads, Tr::kSmemBytes, stream);
   }
-}
-
-template <class T, int D>
-int launch_bwd_keys(const AttnBwdParams& p, cudaStream_t stream) {
-  if (p.N <= 64) return launch_bwd<T, D, 64>(p, stream);
-  if (p.N <= 128) return launch_bwd<T, D, 128>(p, stream);
-  if (p.N <= 192) return launch_bwd<T, D, 192>(p, stream);
-  if (p.N <= kMaxKeys) return launch_bwd<T, D, 256>(p, stream);
-  return kNotBuilt;
 }
 
 template <class T>
 int launch_bwd_typed(const AttnBwdParams& p, cudaStream_t stream) {
-  switch (p.d) {
-    case 32: return launch_bwd_keys<T, 32>(p, stream);
-    case 64: return launch_bwd_keys<T, 64>(p, stream);
-    case 80: return launch_bwd_keys<T, 80>(p, stream);
-    case 96: return launch_bwd_keys<T, 96>(p, stream);
-    case 128: return launch_bwd_keys<T, 128>(p, stream);
-    default: return kNotBuilt;
-  }
+  return with_head_dim_and_keys(p.d, p.N, [&](auto d, auto keys) {
+    return launch_bwd<T, decltype(d)::value, decltype(keys)::value>(p, stream);
+  });
 }
 
 }  // namespace vitfast::attention::sm90

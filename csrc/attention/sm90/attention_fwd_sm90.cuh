@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
   using Tr = FwdTraits<T, D, kKeys>;
   constexpr int kStages = Tr::kStages;
   extern __shared__ char smem_raw[];
-  auto& sh = *reinterpret_cast<typename Tr::Shared*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  auto& sh = aligned_shared<typename Tr::Shared>(smem_raw);
 
   const int wg = threadIdx.x / 128;
   const int lane_wg = threadIdx.x % 128;
@@ -174,25 +174,14 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
       cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full_qk[st],
                                                                      Tr::kConsumers * Tr::kQBytes + Tr::kKVBytes);
       for (int half = 0; half < Tr::kConsumers; ++half) {
-        Tensor gQ = local_tile(mQ(_, _, h, b), Shape<Int<Tr::kRows>, Int<D>>{},
-                               make_coord(mb * Tr::kConsumers + half, 0));
-        Tensor sQ = make_tensor(make_smem_ptr(stage.q[half]), typename Tr::SmemLayoutQ{});
-        auto [tg, ts] = tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-        copy(p.tma_q.with(sh.full_qk[st]), tg, ts);
+        tma_load_tile(p.tma_q, mQ, Shape<Int<Tr::kRows>, Int<D>>{}, mb * Tr::kConsumers + half, h, b, stage.q[half],
+                      typename Tr::SmemLayoutQ{}, sh.full_qk[st]);
       }
-      {
-        Tensor gK = local_tile(mK(_, _, h, b), Shape<Int<kKeys>, Int<D>>{}, make_coord(0, 0));
-        Tensor sK = make_tensor(make_smem_ptr(stage.k), typename Tr::SmemLayoutK{});
-        auto [tg, ts] = tma_partition(p.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
-        copy(p.tma_k.with(sh.full_qk[st]), tg, ts);
-      }
+      tma_load_tile(p.tma_k, mK, Shape<Int<kKeys>, Int<D>>{}, 0, h, b, stage.k, typename Tr::SmemLayoutK{},
+                    sh.full_qk[st]);
       cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full_v[st], Tr::kKVBytes);
-      {
-        Tensor gV = local_tile(mVt(_, _, h, b), Shape<Int<D>, Int<kKeys>>{}, make_coord(0, 0));
-        Tensor sV = make_tensor(make_smem_ptr(stage.v), typename Tr::SmemLayoutVt{});
-        auto [tg, ts] = tma_partition(p.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
-        copy(p.tma_v.with(sh.full_v[st]), tg, ts);
-      }
+      tma_load_tile(p.tma_v, mVt, Shape<Int<D>, Int<kKeys>>{}, 0, h, b, stage.v, typename Tr::SmemLayoutVt{},
+                    sh.full_v[st]);
     }
     return;
   }

@@ -1,6 +1,7 @@
 #pragma once
 // What the Hopper attention kernels share: the shared-memory swizzle atoms for a head dim, ex2, the
-// fp32 -> 16-bit pair packing, and one wgmma over a named register array.
+// fp32 -> 16-bit pair packing, one wgmma over a named register array, a head's TMA tile load, and on
+// the host the persistent launch and the dispatch over head dims and key tiles.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -10,6 +11,7 @@
 #ifndef CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
 #define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED  // wgmma widths that are multiples of 8, not only of 16
 #endif
+#include "attention/sm90/attention_sm90.h"
 #include "cute/tensor.hpp"
 #include "cutlass/numeric_types.h"
 
@@ -81,6 +83,61 @@ template <int kN>
 __device__ __forceinline__ void fence(float (&acc)[kN]) {
 #pragma unroll
   for (int i = 0; i < kN; ++i) warpgroup_fence_operand(acc[i]);
+}
+
+// The dynamic shared memory as S, its base rounded up to 1024 bytes (the 128-byte swizzle repeats
+// every 1 KB, so the atoms must start on such a boundary).
+template <class S>
+__device__ __forceinline__ S& aligned_shared(char* raw) {
+  return *reinterpret_cast<S*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));
+}
+
+// One thread's TMA load of tile `block` (along the first mode) of head (h, b) of the 4-D TMA tensor m
+// into dst, laid out as `layout`, completing on the transaction barrier bar.
+template <class Tma, class M, class TileShape, class T, class SmemLayout>
+__device__ __forceinline__ void tma_load_tile(const Tma& tma, const M& m, TileShape tile, int block, int h, int b,
+                                              T* dst, SmemLayout layout, uint64_t& bar) {
+  Tensor g = local_tile(m(_, _, h, b), tile, make_coord(block, 0));
+  Tensor s = make_tensor(make_smem_ptr(dst), layout);
+  auto [tg, ts] = tma_partition(tma, _0{}, Layout<_1>{}, group_modes<0, 2>(s), group_modes<0, 2>(g));
+  copy(tma.with(bar), tg, ts);
+}
+
+// A persistent launch: one CTA per SM at most (fewer for less work), `threads` each, `smem` bytes of
+// dynamic shared memory. Returns a Status.
+template <class Kernel, class Params>
+int launch_persistent(Kernel kernel, const Params& k, int work, int threads, int smem, cudaStream_t stream) {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    return kLaunchFailed;
+  }
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) {
+    return kLaunchFailed;
+  }
+  kernel<<<work < sms ? work : sms, threads, smem, stream>>>(k);
+  return cudaGetLastError() == cudaSuccess ? kOk : kLaunchFailed;
+}
+
+// f(std::integral_constant<int, d>, std::integral_constant<int, keys>) for the built head dims and the
+// key tile of N (N rounded up to 64, at most kMaxKeys); kNotBuilt for anything else.
+template <class F>
+int with_head_dim_and_keys(int d, int N, F&& f) {
+  auto keys = [&](auto dim) {
+    if (N <= 64) return f(dim, std::integral_constant<int, 64>{});
+    if (N <= 128) return f(dim, std::integral_constant<int, 128>{});
+    if (N <= 192) return f(dim, std::integral_constant<int, 192>{});
+    if (N <= kMaxKeys) return f(dim, std::integral_constant<int, 256>{});
+    return int(kNotBuilt);
+  };
+  switch (d) {
+    case 32: return keys(std::integral_constant<int, 32>{});
+    case 64: return keys(std::integral_constant<int, 64>{});
+    case 80: return keys(std::integral_constant<int, 80>{});
+    case 96: return keys(std::integral_constant<int, 96>{});
+    case 128: return keys(std::integral_constant<int, 128>{});
+    default: return int(kNotBuilt);
+  }
 }
 
 }  // namespace vitfast::attention::sm90
