@@ -95,7 +95,7 @@ struct BwdTraits {
     uint64_t full[2];
     uint64_t empty[2];
   };
-  static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base
+  static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than a CTA may hold");
 };
 
 __device__ __forceinline__ void st_shared(uint32_t addr, uint32_t v) {

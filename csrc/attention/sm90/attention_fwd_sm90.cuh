@@ -83,7 +83,7 @@ struct FwdTraits {
     uint64_t full_v[kStages];              // V landed
     uint64_t empty[kStages];               // both consumers done, O's stores have read their staging
   };
-  static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base
+  static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than a CTA may hold");
 };
 
 template <class T, int D, int kKeys>
