@@ -35,12 +35,6 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-__device__ __forceinline__ float ex2_ftz(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // kExtras: a bias, the logits output, or a scale <= 0 (the host decides). Without them the logits
 // never leave registers: the row maximum is taken over the raw q kᵀ (scale > 0 keeps its order) and
 // each probability is one FFMA, s · scale · log2(e) - m · scale · log2(e), then ex2. Only the last
@@ -146,7 +140,7 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
         const float m_new = fmaxf(m_run[r], quad_max(mx[r]));
         const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row masked so far: exp(-inf - 0) = 0, no NaN
         m_log2[r] = m_use * to_log2;
-        alpha[r] = ex2_ftz(fmaf(m_run[r], to_log2, -m_log2[r]));
+        alpha[r] = mma::ex2_ftz(fmaf(m_run[r], to_log2, -m_log2[r]));
         m_run[r] = m_new;
         l_run[r] *= alpha[r];
       }
@@ -156,7 +150,7 @@ __global__ void __launch_bounds__(FwdConfig::kThreads, 1) attention_fwd_kernel(c
       for (int nb = 0; nb < kNB; ++nb) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float pe = ex2_ftz(fmaf(s[nb][e], to_log2, -m_log2[e >> 1]));
+          const float pe = mma::ex2_ftz(fmaf(s[nb][e], to_log2, -m_log2[e >> 1]));
           s[nb][e] = pe;
           l_run[e >> 1] += pe;  // this thread's part of the row sum; the quad adds up at the end
         }

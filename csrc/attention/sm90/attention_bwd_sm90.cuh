@@ -95,7 +95,8 @@ struct BwdTraits {
     uint64_t full[2];
     uint64_t empty[2];
   };
-  static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than a CTA may hold");
+  static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base
+  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than a CTA may hold");
 };
 
 __device__ __forceinline__ void st_shared(uint32_t addr, uint32_t v) {
@@ -323,7 +324,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
                   const int q = min(q0 + qi, N - 1), key = min(key_a + 8 * (e >> 1), N - 1);
                   x = fmaf(float(bias[int64_t(q) * p.bias_s.n + int64_t(key) * p.bias_col]), kLog2e, x);
                 }
-                s[jj * 4 + e] = key_in[e >> 1] ? ex2(x) : 0.f;
+                s[jj * 4 + e] = key_in[e >> 1] ? mma::ex2_ftz(x) : 0.f;
               }
             }
           };
@@ -334,13 +335,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
           }
           // dV_j += Pᵀ dO: Pᵀ packed as the A operand (two 8-query blocks make one k16 step).
           uint32_t pf[kSub / 16][4];
-#pragma unroll
-          for (int kb = 0; kb < kSub / 16; ++kb) {
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {
-              pf[kb][r] = pack2(s[kb * 8 + 2 * r], s[kb * 8 + 2 * r + 1], static_cast<T*>(nullptr));
-            }
-          }
+          pack_a_frags<T>(s, pf);
           // acc += frags · B over this product's queries (dV += Pᵀ dO, dK += dSᵀ Q), one batch.
           auto kv_product = [&](const auto& frags, const auto& b_desc, auto& acc) {
             warpgroup_arrive();
@@ -380,13 +375,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
           }
           // dK_j += dSᵀ Q (scaled at the end), and dSᵀ's query pairs into the chunk's dS for dQ.
           uint32_t dsf[kSub / 16][4];
-#pragma unroll
-          for (int kb = 0; kb < kSub / 16; ++kb) {
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {
-              dsf[kb][r] = pack2(dp[kb * 8 + 2 * r], dp[kb * 8 + 2 * r + 1], static_cast<T*>(nullptr));
-            }
-          }
+          pack_a_frags<T>(dp, dsf);
           kv_product(dsf, b_qt, dk[i]);
 #pragma unroll
           for (int kb = 0; kb < kSub / 16; ++kb) {

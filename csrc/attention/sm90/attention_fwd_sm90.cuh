@@ -83,7 +83,8 @@ struct FwdTraits {
     uint64_t full_v[kStages];              // V landed
     uint64_t empty[kStages];               // both consumers done, O's stores have read their staging
   };
-  static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than a CTA may hold");
+  static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base
+  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than a CTA may hold");
 };
 
 template <class T, int D, int kKeys>
@@ -284,7 +285,7 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
       if (j >= kTail && j >= w8) continue;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float pe = ex2(s[j * 4 + e] - m_use[e >> 1]);
+        const float pe = mma::ex2_ftz(s[j * 4 + e] - m_use[e >> 1]);
         s[j * 4 + e] = pe;
         l[e >> 1] += pe;
       }
@@ -293,11 +294,7 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     // O = P V: the S accumulators of two adjacent 8-key blocks are one k16 A fragment. All of P is
     // packed before the first wgmma, so no register a wgmma in flight reads is written under it.
     uint32_t pf[kKeys / 16][4];
-#pragma unroll
-    for (int kb = 0; kb < kKeys / 16; ++kb) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) pf[kb][i] = pack2(s[kb * 8 + 2 * i], s[kb * 8 + 2 * i + 1], static_cast<T*>(nullptr));
-    }
+    pack_a_frags<T>(s, pf);
     cutlass::arch::ClusterTransactionBarrier::wait(&sh.full_v[st], phase);
     zero_fenced(o);
     warpgroup_arrive();

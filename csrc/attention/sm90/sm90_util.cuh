@@ -11,6 +11,7 @@
 #ifndef CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
 #define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED  // wgmma widths that are multiples of 8, not only of 16
 #endif
+#include "attention/mma.cuh"
 #include "attention/sm90/attention_sm90.h"
 #include "cute/tensor.hpp"
 #include "cutlass/numeric_types.h"
@@ -40,12 +41,6 @@ auto mn_major_atom() {
   else return GMMA::Layout_MN_SW32_Atom<T>{};
 }
 
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 __device__ __forceinline__ uint32_t pack2(float lo, float hi, cutlass::bfloat16_t*) {
   uint32_t r;
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
@@ -55,6 +50,19 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi, cutlass::half_t*) 
   uint32_t r;
   asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
+}
+
+// An fp32 accumulator array (x[4 j + e], 8-column blocks j) packed as the A operand of a register-operand wgmma: the
+// accumulators of two adjacent 8-column blocks are one k16 step's fragment.
+template <class T, int kN>
+__device__ __forceinline__ void pack_a_frags(const float (&acc)[kN], uint32_t (&frag)[kN / 8][4]) {
+#pragma unroll
+  for (int kb = 0; kb < kN / 8; ++kb) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      frag[kb][r] = pack2(acc[kb * 8 + 2 * r], acc[kb * 8 + 2 * r + 1], static_cast<T*>(nullptr));
+    }
+  }
 }
 
 // One wgmma over accumulator registers acc[0 .. Op's count): expands the array into the atom's
