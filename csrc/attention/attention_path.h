@@ -3,9 +3,10 @@
 // answer it too (torch.ops.vitfast.attention_path, which the tests ask for every capability, dtype and
 // shape):
 //   sm90      the Hopper kernels (csrc/attention/sm90/): compute capability 9.0 exactly (sm_90a code
-//             runs nowhere else), N <= 256 (a head's K and V held whole), d in kSm90HeadDims, fp32
-//             accumulation, no logits output (nor their gradient), and not switched off by
-//             VITFAST_ATTENTION_SM90=0; the backward also needs sm90_bwd_fits(d, N);
+//             runs nowhere else), d in kSm90HeadDims, fp32 accumulation, no logits output (nor their
+//             gradient), and not switched off by VITFAST_ATTENTION_SM90=0. The forward takes N up to
+//             kSm90MaxLongKeys (a head's K and V held whole up to kSm90MaxKeys, streamed beyond); the
+//             backward N up to kSm90MaxKeys where sm90_bwd_fits(d, N);
 //   mma_sync  the FlashAttention-2-style kernels (attention_fwd_kernel.cuh, attention_bwd_kernel.cuh):
 //             every other fp16/bf16 case;
 //   aten      float32/float64: the ATen composite (attention_cpu.cpp).
@@ -17,7 +18,8 @@ namespace vitfast {
 
 using AttnPath = KernelPath;
 
-constexpr int kSm90MaxKeys = 256;
+constexpr int kSm90MaxKeys = 256;       // a head's K and V held whole in shared memory
+constexpr int kSm90MaxLongKeys = 4096;  // the forward's key-tiled kernel (attention_fwd_long_sm90.cuh)
 constexpr int kSm90HeadDims[] = {32, 64, 80, 96, 128};
 
 // The sm90 backward keeps dK and dV of all of a head's keys in its two consumer warpgroups'
@@ -45,9 +47,11 @@ inline bool sm90_head_dim(int64_t d) {
 
 inline AttnPath choose_attention_path(const AttnCase& c) {
   if (!c.half_or_bf16) return AttnPath::kAten;
-  const bool sm90 = c.sm90_built && c.sm90_enabled && c.major == 9 && c.minor == 0 && c.N >= 1 &&
-                    c.N <= kSm90MaxKeys && sm90_head_dim(c.d) && !c.logits && !c.accumulate_fp16 &&
-                    (!c.backward || sm90_bwd_fits(static_cast<int>(c.d), static_cast<int>((c.N + 63) / 64 * 64)));
+  const bool length = c.backward ? c.N <= kSm90MaxKeys &&
+                                       sm90_bwd_fits(static_cast<int>(c.d), static_cast<int>((c.N + 63) / 64 * 64))
+                                 : c.N <= kSm90MaxLongKeys;
+  const bool sm90 = c.sm90_built && c.sm90_enabled && c.major == 9 && c.minor == 0 && c.N >= 1 && length &&
+                    sm90_head_dim(c.d) && !c.logits && !c.accumulate_fp16;
   return sm90 ? AttnPath::kSm90 : AttnPath::kMmaSync;
 }
 

@@ -38,6 +38,7 @@ def test_backward_takes_sm90_where_dk_and_dv_fit(dtype):
     assert path(9, 0, dtype, 256, 80, sm90_built=True, backward=True) == "mma_sync"
     for N in (257, 577):
         assert path(9, 0, dtype, N, 64, sm90_built=True, backward=True) == "mma_sync", N
+        assert path(9, 0, dtype, N, 64, sm90_built=True) == "sm90", N  # the forward streams K and V
 
 
 def test_backward_elsewhere_takes_the_mma_sync_kernel_or_aten():

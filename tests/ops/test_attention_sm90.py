@@ -23,11 +23,12 @@ SM90_HEAD_DIMS = (32, 64, 80, 96, 128)  # every head dim the CUDA kernels take
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_hopper_takes_every_length_up_to_256_at_every_head_dim(dtype):
-    for N in range(1, 257):
+def test_hopper_forward_takes_every_length_up_to_4096_at_every_head_dim(dtype):
+    """A head's K and V whole up to 256 keys, streamed in key tiles beyond (attention_fwd_long_sm90.cuh)."""
+    for N in list(range(1, 601)) + [1024, 1025, 4095, 4096]:
         for d in SM90_HEAD_DIMS:
             assert path(9, 0, dtype, N, d, sm90_built=True) == "sm90", (N, d)
-    for N in (257, 300, 577, 4096):
+    for N in (4097, 8192, 1 << 20):
         assert path(9, 0, dtype, N, 64, sm90_built=True) == "mma_sync", N
 
 
@@ -70,18 +71,21 @@ def check_forward(B, H, N, d, dtype, bias_shape=None, fused=True, seed=0):
     """out (FlashAttention rule) and lse (fp32 rounding of a sum of N exponentials) of one call."""
     g = torch.Generator(device="cuda").manual_seed(seed)
     q, k, v, bias = make_inputs(B, H, N, d, dtype, "cuda", bias_shape, fused=fused, generator=g)
-    scale = d**-0.5
+    check_forward_with(q, k, v, bias, d**-0.5, f"N={N} d={d}")
+
+
+def check_forward_with(q, k, v, bias, scale, what):
     poison("cuda")
     out, lse, _ = torch.ops.vitfast.attention_fwd(q, k, v, bias, scale, False, False)
     ref = attention_ref(q.double(), k.double(), v.double(), None if bias is None else bias.double(), scale)
     pt = attention_ref(q, k, v, bias, scale, upcast=False)
-    assert_flash_rule(out, pt, ref, f"out N={N} d={d}", SLACK[dtype])
+    assert_flash_rule(out, pt, ref, f"out {what}", SLACK[q.dtype])
     want = lse_ref(q, k, bias, scale)
     # fp32 logits, ex2.approx and an fp32 sum of N terms: ~1e-5 at these sizes; a wrong base, scale or
     # row is off by O(1).
     tol = 1e-4 * (1 + want.abs())
     bad = (lse.double() - want).abs() > tol
-    assert not bad.any(), f"lse N={N} d={d}: {bad.sum().item()} rows off, worst {(lse.double() - want).abs().max()}"
+    assert not bad.any(), f"lse {what}: {bad.sum().item()} rows off, worst {(lse.double() - want).abs().max()}"
 
 
 @needs_hopper
@@ -89,9 +93,58 @@ def check_forward(B, H, N, d, dtype, bias_shape=None, fused=True, seed=0):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_sm90_every_length_to_300(d, dtype):
     """Every N from 1 to 300: the four key-tile sizes, every width of the 8-key tail, and past 256 the
-    mma.sync kernel the path hands over to."""
+    key-tiled kernel's two tiles, every width of its last 64-key chunk."""
     for N in range(1, 301):
         check_forward(2, 3, N, d, dtype, seed=N)
+
+
+# N's 64-key chunks over the key-tiled kernel's tiles (at most 4 chunks at d <= 64, 3 at 80/96, 2 at
+# 128): one tile shorter than the rest, all equal, the last chunk one key wide or full, many tiles.
+LONG_LENGTHS = (257, 320, 385, 448, 513, 577, 640, 769, 1025, 2049, 4096)
+
+
+@needs_hopper
+@pytest.mark.parametrize("d", SM90_HEAD_DIMS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_sm90_long_lengths(d, dtype):
+    for N in LONG_LENGTHS:
+        check_forward(2, 3, N, d, dtype, seed=N + d)
+
+
+@needs_hopper
+@pytest.mark.parametrize("N", (257, 577, 1025))
+@pytest.mark.parametrize("bias_shape", ["full", "heads"])
+@pytest.mark.parametrize("d", SM90_HEAD_DIMS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_sm90_long_bias_both_shapes(N, bias_shape, d, dtype):
+    B, H = 2, 3
+    shape = {"full": (B, H, N, N), "heads": (1, H, N, N)}[bias_shape]
+    check_forward(B, H, N, d, dtype, bias_shape=shape, seed=N + d)
+
+
+@needs_hopper
+@pytest.mark.parametrize("d", (64, 128))
+def test_sm90_long_online_softmax_rescales(d):
+    """A bias that makes each row's maximum grow tile by tile (O and the row sum rescaled at every
+    key tile), one that puts the maximum in the first tile, rows whose first key tiles are all -inf
+    (rescaled from nothing) and rows of -inf logits throughout (NaN, as eager's)."""
+    B, H, N = 2, 3, 577
+    q, k, v, _ = make_inputs(B, H, N, d, torch.bfloat16, "cuda")
+    keys = torch.arange(N, device="cuda", dtype=torch.float32)
+    for ramp in (keys / 16, -keys / 16):
+        bias = ramp.expand(1, H, N, N).to(torch.bfloat16)
+        check_forward_with(q, k, v, bias, d**-0.5, f"ramp {ramp[1].item():+}")
+    bias = torch.zeros(1, H, N, N, device="cuda", dtype=torch.bfloat16)
+    bias[0, :, 3:40, :400] = float("-inf")  # the first tiles' keys masked for these rows
+    bias[0, 1, 7] = float("-inf")           # one row masked everywhere
+    out, lse, _ = torch.ops.vitfast.attention_fwd(q, k, v, bias, d**-0.5, False, False)
+    assert torch.isnan(out[:, 1, 7]).all() and (lse[:, 1, 7] == float("-inf")).all()
+    keep = torch.ones(N, dtype=torch.bool, device="cuda")
+    keep[7] = False
+    ref = attention_ref(q.double(), k.double(), v.double(), bias.double(), d**-0.5)
+    pt = attention_ref(q, k, v, bias, d**-0.5, upcast=False)
+    assert_flash_rule(out[:, 1, keep], pt[:, 1, keep], ref[:, 1, keep], "masked first tiles", SLACK[torch.bfloat16])
+    assert_flash_rule(out[:, 0], pt[:, 0], ref[:, 0], "masked first tiles", SLACK[torch.bfloat16])
 
 
 @needs_hopper
@@ -106,7 +159,7 @@ def test_sm90_bias_both_shapes(N, bias_shape, d, dtype):
 
 
 @needs_hopper
-@pytest.mark.parametrize("N", (1, 50, 65, 197, 256))
+@pytest.mark.parametrize("N", (1, 50, 65, 197, 256, 257, 577))
 @pytest.mark.parametrize("d", SM90_HEAD_DIMS)
 def test_sm90_contiguous_and_qkv_view_layouts_agree_bitwise(N, d):
     q, k, v, bias = make_inputs(2, 3, N, d, torch.bfloat16, "cuda", (1, 3, N, N))
@@ -117,7 +170,7 @@ def test_sm90_contiguous_and_qkv_view_layouts_agree_bitwise(N, d):
 
 
 @needs_hopper
-@pytest.mark.parametrize("N", (1, 50, 197, 256))
+@pytest.mark.parametrize("N", (1, 50, 197, 256, 257, 577))
 @pytest.mark.parametrize("d", SM90_HEAD_DIMS)
 @pytest.mark.parametrize("bias_shape", [None, "full", "heads"])
 def test_sm90_gradients_from_its_lse(N, d, bias_shape):
@@ -130,7 +183,7 @@ def test_sm90_gradients_from_its_lse(N, d, bias_shape):
 @needs_hopper
 def test_sm90_many_tiles_per_cta():
     """More tiles than SMs: each persistent CTA walks both stages' barriers through many phases."""
-    for B, H, N in ((64, 12, 197), (256, 3, 50), (8, 16, 256), (33, 5, 129)):
+    for B, H, N in ((64, 12, 197), (256, 3, 50), (8, 16, 256), (33, 5, 129), (16, 12, 577), (7, 5, 300)):
         check_forward(B, H, N, 64, torch.bfloat16, seed=B)
         check_forward(B, H, N, 80, torch.float16, seed=H)
 
@@ -160,13 +213,14 @@ def with_and_without_sm90(script):
 
 
 @needs_hopper
-def test_sm90_and_mma_sync_kernels_agree():
+@pytest.mark.parametrize("N", (197, 577))
+def test_sm90_and_mma_sync_kernels_agree(N):
     """VITFAST_ATTENTION_SM90=0 (read once per process) runs the mma.sync kernel on the same inputs."""
     script = (
         "import torch, vitfast\n"
         "from vitfast.ops import attention\n"
         "torch.manual_seed(0)\n"
-        "x = torch.randn(4, 197, 3, 12, 64, device='cuda').bfloat16()\n"
+        f"x = torch.randn(4, {N}, 3, 12, 64, device='cuda').bfloat16()\n"
         "q, k, v = x.permute(2, 0, 3, 1, 4).unbind(0)\n"
         "torch.save(attention(q, k, v).cpu(), __import__('sys').argv[1])\n")
     with_sm90, without = with_and_without_sm90(script)

@@ -13,11 +13,7 @@ int launch_bwd(const AttnBwdParams& p, cudaStream_t stream) {
   } else {
     using Tr = BwdTraits<T, D, kKeys>;
     BwdParams90<T, D, kKeys> k{};
-    auto rows = [&](auto* ptr, const Strides3& s) {  // (N, d, H, B), d unit-stride
-      return make_tensor(make_gmem_ptr(ptr), make_layout(make_shape(p.N, int(D), p.H, p.B),
-                                                         make_stride(tma_stride(s.n, p.N), _1{}, tma_stride(s.h, p.H),
-                                                                     tma_stride(s.b, p.B))));
-    };
+    auto rows = [&](auto* ptr, const Strides3& s) { return rows_tensor<D>(ptr, s, p.N, p.H, p.B); };
     using RowsL = typename Tr::SmemLayoutRows;
     using KeysL = typename Tr::SmemLayoutKeys;
     k.tma_q = make_tma_copy(SM90_TMA_LOAD{}, rows(static_cast<const T*>(p.q), p.qs), RowsL{});

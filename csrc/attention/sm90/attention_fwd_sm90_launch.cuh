@@ -11,21 +11,14 @@ template <class T, int D, int kKeys>
 int launch_fwd(const AttnFwdParams& p, cudaStream_t stream) {
   using Tr = FwdTraits<T, D, kKeys>;
   FwdParams90<T, D, kKeys> k{};
-  auto rows = [&](auto* ptr, const Strides3& s) {  // (N, d, H, B), d unit-stride
-    return make_tensor(make_gmem_ptr(ptr), make_layout(make_shape(p.N, int(D), p.H, p.B),
-                                                       make_stride(tma_stride(s.n, p.N), _1{}, tma_stride(s.h, p.H),
-                                                                   tma_stride(s.b, p.B))));
-  };
-  const Strides3 vs = p.vs;
-  k.tma_q = make_tma_copy(SM90_TMA_LOAD{}, rows(static_cast<const T*>(p.q), p.qs), typename Tr::SmemLayoutQ{});
-  k.tma_k = make_tma_copy(SM90_TMA_LOAD{}, rows(static_cast<const T*>(p.k), p.ks), typename Tr::SmemLayoutK{});
-  k.tma_v = make_tma_copy(
-      SM90_TMA_LOAD{},
-      make_tensor(make_gmem_ptr(static_cast<const T*>(p.v)),
-                  make_layout(make_shape(int(D), p.N, p.H, p.B),
-                              make_stride(_1{}, tma_stride(vs.n, p.N), tma_stride(vs.h, p.H), tma_stride(vs.b, p.B)))),
-      typename Tr::SmemLayoutVt{});
-  k.tma_o = make_tma_copy(SM90_TMA_STORE{}, rows(static_cast<T*>(p.out), p.os), typename Tr::SmemLayoutQ{});
+  k.tma_q = make_tma_copy(SM90_TMA_LOAD{}, rows_tensor<D>(static_cast<const T*>(p.q), p.qs, p.N, p.H, p.B),
+                          typename Tr::SmemLayoutQ{});
+  k.tma_k = make_tma_copy(SM90_TMA_LOAD{}, rows_tensor<D>(static_cast<const T*>(p.k), p.ks, p.N, p.H, p.B),
+                          typename Tr::SmemLayoutK{});
+  k.tma_v = make_tma_copy(SM90_TMA_LOAD{}, cols_tensor<D>(static_cast<const T*>(p.v), p.vs, p.N, p.H, p.B),
+                          typename Tr::SmemLayoutVt{});
+  k.tma_o = make_tma_copy(SM90_TMA_STORE{}, rows_tensor<D>(static_cast<T*>(p.out), p.os, p.N, p.H, p.B),
+                          typename Tr::SmemLayoutQ{});
   k.bias = static_cast<const T*>(p.bias);
   k.bias_s = p.bias_s;
   k.bias_col = p.bias_col;

@@ -12,10 +12,13 @@ namespace vitfast::attention::sm90 {
 // the launch returned an error (the caller raises it); kRefused: more than 2^31 - 1 tiles.
 enum Status : int { kOk = 0, kNotBuilt = 1, kLaunchFailed = 2, kRefused = 3 };
 
-// attention_fwd_sm90_{bf16,fp16}.cu: softmax(q kᵀ · scale + bias) v for N <= 256 and the head dims of
-// attention_path.h; out and lse written (lse skipped when p.lse is null), fp32 accumulators.
+// attention_fwd_sm90_{bf16,fp16}.cu: softmax(q kᵀ · scale + bias) v for N <= 4096 and the head dims
+// of attention_path.h; out and lse written (lse skipped when p.lse is null), fp32 accumulators. N > 256
+// goes to attention_fwd_long_{bf16,fp16} (attention_fwd_long_sm90_{bf16,fp16}.cu).
 int attention_fwd_bf16(const AttnFwdParams& p, cudaStream_t stream);
 int attention_fwd_fp16(const AttnFwdParams& p, cudaStream_t stream);
+int attention_fwd_long_bf16(const AttnFwdParams& p, cudaStream_t stream);
+int attention_fwd_long_fp16(const AttnFwdParams& p, cudaStream_t stream);
 
 // attention_bwd_sm90_{bf16,fp16}.cu: dq, dk, dv (and dS into p.dbias when set) for N <= 256 where
 // sm90_bwd_fits(d, keys) (attention_path.h); fp32 accumulators, the dO·O row sums taken in the kernel.

@@ -11,6 +11,7 @@
 #ifndef CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
 #define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED  // wgmma widths that are multiples of 8, not only of 16
 #endif
+#include "attention/attention_path.h"
 #include "attention/mma.cuh"
 #include "attention/sm90/attention_sm90.h"
 #include "cute/tensor.hpp"
@@ -20,8 +21,10 @@ namespace vitfast::attention::sm90 {
 
 using namespace cute;
 
-// The widest head a CTA holds whole; longer sequences take the mma.sync kernels (attention_path.h).
-constexpr int kMaxKeys = 256;
+// The widest head a CTA holds whole; longer sequences stream K and V (attention_fwd_long_sm90.cuh) up
+// to kMaxLongKeys, and their backward is the mma.sync kernel's (attention_path.h).
+constexpr int kMaxKeys = kSm90MaxKeys;
+constexpr int kMaxLongKeys = kSm90MaxLongKeys;
 
 // A TMA stride must be a multiple of 16 bytes even along a dim of size 1, where it is never used.
 inline int64_t tma_stride(int64_t stride, int size) { return size == 1 ? 8 : stride; }
@@ -77,6 +80,17 @@ __device__ __forceinline__ void wgmma_call(const A& a, uint64_t b, float (&acc)[
   }
 }
 
+// f(std::integral_constant<int, i>) for i in [0, kN): a loop whose index stays a compile-time constant
+// inside lambdas that are not inlined (a run-time index into a register array moves it to the stack).
+template <class F, int... I>
+__device__ __forceinline__ void static_for(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int kN, class F>
+__device__ __forceinline__ void static_for(F&& f) {
+  static_for(f, std::make_integer_sequence<int, kN>{});
+}
+
 // Zeroes accumulators before their first wgmma (which ignores them): the asm reads its accumulator
 // registers, so without this a previous tile's values stay live across the loop and spill.
 template <int kN>
@@ -100,15 +114,36 @@ __device__ __forceinline__ S& aligned_shared(char* raw) {
   return *reinterpret_cast<S*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));
 }
 
-// One thread's TMA load of tile `block` (along the first mode) of head (h, b) of the 4-D TMA tensor m
-// into dst, laid out as `layout`, completing on the transaction barrier bar.
-template <class Tma, class M, class TileShape, class T, class SmemLayout>
-__device__ __forceinline__ void tma_load_tile(const Tma& tma, const M& m, TileShape tile, int block, int h, int b,
+// One thread's TMA load of the tile at `coord` (in tiles of `tile`) of head (h, b) of the 4-D TMA
+// tensor m into dst, laid out as `layout`, completing on the transaction barrier bar. An int block
+// counts tiles along the first mode.
+template <class Tma, class M, class TileShape, class Coord, class T, class SmemLayout>
+__device__ __forceinline__ void tma_load_tile(const Tma& tma, const M& m, TileShape tile, Coord coord, int h, int b,
                                               T* dst, SmemLayout layout, uint64_t& bar) {
-  Tensor g = local_tile(m(_, _, h, b), tile, make_coord(block, 0));
+  Tensor g = local_tile(m(_, _, h, b), tile, coord);
   Tensor s = make_tensor(make_smem_ptr(dst), layout);
   auto [tg, ts] = tma_partition(tma, _0{}, Layout<_1>{}, group_modes<0, 2>(s), group_modes<0, 2>(g));
   copy(tma.with(bar), tg, ts);
+}
+template <class Tma, class M, class TileShape, class T, class SmemLayout>
+__device__ __forceinline__ void tma_load_tile(const Tma& tma, const M& m, TileShape tile, int block, int h, int b,
+                                              T* dst, SmemLayout layout, uint64_t& bar) {
+  tma_load_tile(tma, m, tile, make_coord(block, 0), h, b, dst, layout, bar);
+}
+
+// On the host: a (N, D, H, B) view of q, k, v, O (or a gradient), d unit-stride, as a TMA source or
+// destination; (D, N, H, B) with cols, V as the MN-major operand of P V.
+template <int D, class P>
+auto rows_tensor(P* ptr, const Strides3& s, int N, int H, int B) {
+  return make_tensor(make_gmem_ptr(ptr), make_layout(make_shape(N, int(D), H, B),
+                                                     make_stride(tma_stride(s.n, N), _1{}, tma_stride(s.h, H),
+                                                                 tma_stride(s.b, B))));
+}
+template <int D, class P>
+auto cols_tensor(P* ptr, const Strides3& s, int N, int H, int B) {
+  return make_tensor(make_gmem_ptr(ptr), make_layout(make_shape(int(D), N, H, B),
+                                                     make_stride(_1{}, tma_stride(s.n, N), tma_stride(s.h, H),
+                                                                 tma_stride(s.b, B))));
 }
 
 // A persistent launch: one CTA per SM at most (fewer for less work), `threads` each, `smem` bytes of
