@@ -40,9 +40,10 @@ def attentions():
         # On an H100/H200 the forwards with no logits run the sm90 kernels: up to N = 256 each key tile
         # (64, 128, 192, 256), a full and a partial 8-key tail, with and without a bias; beyond, the
         # key-tiled kernel (N = 257 at d = 96: two tiles; 577: 3 to 5 tiles, an idle second half). The
-        # backwards run the sm90 one where attention_path.h's sm90_bwd_fits holds (all here but N = 257,
-        # 577, d = 128 at 130 and d = 80 at 256): every key tile, one and two key blocks per warpgroup,
-        # both bias gradients (q's dtype per (b, h); fp32 summed over the heads-only bias's batch).
+        # backwards run the sm90 one: one CTA per head where sm90_bwd_fits holds, else key groups with
+        # dQ added by TMA reduce-add (N = 257, 577, d = 128 at 130, d = 80 at 256); every key tile, one
+        # and two key blocks per warpgroup, both bias gradients (q's dtype per (b, h); fp32 summed over
+        # the heads-only bias's batch).
         for N, d in ((1, 64), (50, 64), (197, 64), (77, 80), (65, 32), (257, 96), (130, 128), (129, 64), (256, 80),
                      (256, 64), (100, 128), (200, 32), (577, 64), (577, 128)):
             qkv = torch.randn(2, N, 3, 3, d, device="cuda", dtype=dtype)

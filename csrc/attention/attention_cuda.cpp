@@ -210,20 +210,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
   if (kernel_path(q, true, with_dlogits, fp16_accumulate) == AttnPath::kSm90) {
-    // dQ finished in the kernel. The bias gradient is dS per (b, h): written in q's dtype where the
+    // dQ finished in the kernel where one CTA holds a head's keys; summed over the key groups in an
+    // fp32 accumulator otherwise. The bias gradient is dS per (b, h): written in q's dtype where the
     // bias has that shape, else in fp32 and summed over the bias's broadcast dims here.
-    at::Tensor dq = at::empty({B, H, N, d}, q.options());
+    const bool dq_whole = sm90_bwd_key_groups(static_cast<int>(d), static_cast<int>(N)) == 1;
+    at::Tensor dq = dq_whole ? at::empty({B, H, N, d}, q.options()) : at::zeros({B, H, N, d}, f32);
     const bool full_bias = bias_grad && bias->size(0) == B && bias->size(1) == H;
     at::Tensor ds = bias_grad ? at::empty({B, H, N, N}, full_bias ? q.options() : f32) : at::Tensor();
-    p.dq = dq.mutable_data_ptr();
+    p.dq = dq_whole ? dq.mutable_data_ptr() : nullptr;
+    p.dq_accum = dq_whole ? nullptr : dq.mutable_data_ptr<float>();
     p.dbias = bias_grad ? ds.mutable_data_ptr() : nullptr;
     p.dbias_f32 = bias_grad && !full_bias;
     if (launch_sm90_bwd(p, is_bf16, stream)) {
       at::Tensor dbias = !bias_grad ? at::empty({0}, q.options())
                          : full_bias ? ds
                                      : at::sum_to(ds, bias->sizes()).to(q.scalar_type());
-      return {dq, dk, dv, dbias};
+      return {dq_whole ? dq : dq.to(q.scalar_type()), dk, dv, dbias};
     }
+    p.dq = nullptr;
+    p.dbias = nullptr;
   }
 
   at::Tensor dq_accum = at::zeros({B, H, N, d}, f32);

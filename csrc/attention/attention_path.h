@@ -4,9 +4,9 @@
 // shape):
 //   sm90      the Hopper kernels (csrc/attention/sm90/): compute capability 9.0 exactly (sm_90a code
 //             runs nowhere else), d in kSm90HeadDims, fp32 accumulation, no logits output (nor their
-//             gradient), and not switched off by VITFAST_ATTENTION_SM90=0. The forward takes N up to
-//             kSm90MaxLongKeys (a head's K and V held whole up to kSm90MaxKeys, streamed beyond); the
-//             backward N up to kSm90MaxKeys where sm90_bwd_fits(d, N);
+//             gradient), and not switched off by VITFAST_ATTENTION_SM90=0; N up to kSm90MaxLongKeys.
+//             The forward holds a head's K and V whole up to kSm90MaxKeys and streams them beyond;
+//             the backward finishes a head in one CTA where sm90_bwd_fits, else splits its keys;
 //   mma_sync  the FlashAttention-2-style kernels (attention_fwd_kernel.cuh, attention_bwd_kernel.cuh):
 //             every other fp16/bf16 case;
 //   aten      float32/float64: the ATen composite (attention_cpu.cpp).
@@ -19,13 +19,19 @@ namespace vitfast {
 using AttnPath = KernelPath;
 
 constexpr int kSm90MaxKeys = 256;       // a head's K and V held whole in shared memory
-constexpr int kSm90MaxLongKeys = 4096;  // the forward's key-tiled kernel (attention_fwd_long_sm90.cuh)
+constexpr int kSm90MaxLongKeys = 4096;  // key-tiled forward, key-grouped backward
 constexpr int kSm90HeadDims[] = {32, 64, 80, 96, 128};
 
-// The sm90 backward keeps dK and dV of all of a head's keys in its two consumer warpgroups'
-// registers (csrc/attention/sm90/attention_bwd_sm90.cuh): up to 128 keys every head dim fits, up to
-// 256 only d <= 64. keys: the kernel's key tile, N rounded up to 64.
+// The sm90 backward keeps dK and dV of the keys a CTA owns in its two consumer warpgroups' registers
+// (csrc/attention/sm90/attention_bwd_sm90.cuh): up to 128 keys every head dim fits, up to 256 only
+// d <= 64. Where a head's keys fit (keys: N rounded up to 64), one CTA finishes the head and dQ;
+// otherwise the keys are split into groups of sm90_bwd_group_keys, one CTA each, and dQ is summed
+// over the groups in fp32.
 constexpr bool sm90_bwd_fits(int d, int keys) { return keys <= 128 || d <= 64; }
+constexpr int sm90_bwd_group_keys(int d) { return d <= 64 ? 256 : 128; }
+constexpr int sm90_bwd_key_groups(int d, int N) {
+  return sm90_bwd_fits(d, (N + 63) / 64 * 64) ? 1 : (N + sm90_bwd_group_keys(d) - 1) / sm90_bwd_group_keys(d);
+}
 
 struct AttnCase {
   int major = 0, minor = 0;  // the device's compute capability
@@ -47,11 +53,8 @@ inline bool sm90_head_dim(int64_t d) {
 
 inline AttnPath choose_attention_path(const AttnCase& c) {
   if (!c.half_or_bf16) return AttnPath::kAten;
-  const bool length = c.backward ? c.N <= kSm90MaxKeys &&
-                                       sm90_bwd_fits(static_cast<int>(c.d), static_cast<int>((c.N + 63) / 64 * 64))
-                                 : c.N <= kSm90MaxLongKeys;
-  const bool sm90 = c.sm90_built && c.sm90_enabled && c.major == 9 && c.minor == 0 && c.N >= 1 && length &&
-                    sm90_head_dim(c.d) && !c.logits && !c.accumulate_fp16;
+  const bool sm90 = c.sm90_built && c.sm90_enabled && c.major == 9 && c.minor == 0 && c.N >= 1 &&
+                    c.N <= kSm90MaxLongKeys && sm90_head_dim(c.d) && !c.logits && !c.accumulate_fp16;
   return sm90 ? AttnPath::kSm90 : AttnPath::kMmaSync;
 }
 

@@ -1,7 +1,8 @@
 """The Hopper attention backward (csrc/attention/sm90/attention_bwd_sm90.cuh): which cases take it
 (attention_path.h, asked on any machine), and on an H100/H200 every gradient against the fp64 reference
-with the FlashAttention rule, for every N it takes and the lengths around it, every head dim, both
-dtypes, both bias shapes (the bias gradient is dS per (b, h), summed on the host for a broadcast bias),
+with the FlashAttention rule, for every N it takes and the lengths around it (one CTA per head, and
+heads split into key groups whose dQ shares are added in fp32), every head dim, both dtypes, both bias
+shapes (the bias gradient is dS per (b, h), summed on the host for a broadcast bias),
 views of one qkv projection and both output layouts, and against the mma.sync backward. The CUDA tests
 skip without a GPU; the sm90-only ones skip on other GPUs, where the same tests run the mma.sync
 kernel."""
@@ -15,30 +16,16 @@ from tests.ops.test_attention_sm90 import needs_hopper, SM90_HEAD_DIMS, with_and
 path = torch.ops.vitfast.attention_path
 
 
-def bwd_fits(d, N):
-    """The kernel holds dK and dV of a whole head in two warpgroups' registers: every head dim up to 128
-    keys, d <= 64 up to 256 (keys: N rounded up to 64)."""
-    return -(-N // 64) * 64 <= 128 or d <= 64
-
-
 # ---- the choice, on any machine ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_backward_takes_sm90_where_dk_and_dv_fit(dtype):
-    for N in range(1, 257):
+def test_backward_takes_sm90_at_every_length_up_to_4096(dtype):
+    for N in list(range(1, 601)) + [1024, 1025, 4096]:
         for d in SM90_HEAD_DIMS:
-            want = "sm90" if bwd_fits(d, N) else "mma_sync"
-            assert path(9, 0, dtype, N, d, sm90_built=True, backward=True) == want, (N, d)
-            # the forward's choice does not depend on the backward's
-            assert path(9, 0, dtype, N, d, sm90_built=True) == "sm90", (N, d)
-    assert path(9, 0, dtype, 128, 128, sm90_built=True, backward=True) == "sm90"
-    assert path(9, 0, dtype, 129, 128, sm90_built=True, backward=True) == "mma_sync"
-    assert path(9, 0, dtype, 256, 64, sm90_built=True, backward=True) == "sm90"
-    assert path(9, 0, dtype, 256, 80, sm90_built=True, backward=True) == "mma_sync"
-    for N in (257, 577):
+            assert path(9, 0, dtype, N, d, sm90_built=True, backward=True) == "sm90", (N, d)
+    for N in (4097, 8192):
         assert path(9, 0, dtype, N, 64, sm90_built=True, backward=True) == "mma_sync", N
-        assert path(9, 0, dtype, N, 64, sm90_built=True) == "sm90", N  # the forward streams K and V
 
 
 def test_backward_elsewhere_takes_the_mma_sync_kernel_or_aten():
@@ -60,10 +47,30 @@ def test_backward_elsewhere_takes_the_mma_sync_kernel_or_aten():
 @pytest.mark.parametrize("d", SM90_HEAD_DIMS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_sm90_backward_every_length_to_300(d, dtype):
-    """Every N from 1 to 300 (each key tile, every partial last key block and query chunk, and past the
-    kernel's reach the mma.sync backward the path hands over to): out, dq, dk, dv."""
+    """Every N from 1 to 300 (each key tile, every partial last key block and query chunk, and the key
+    groups past a CTA's reach, their last group one key to a full group wide): out, dq, dk, dv."""
     for N in range(1, 301):
         check_against_reference(1, 2, N, d, dtype, "cuda", seed=N)
+
+
+@needs_hopper
+@pytest.mark.parametrize("d", SM90_HEAD_DIMS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_sm90_backward_key_groups(d, dtype):
+    """Heads split into 2 to 32 key groups: dQ's shares added by TMA reduce-add into fp32."""
+    for N in (385, 512, 513, 577, 1025, 4096):
+        check_against_reference(1, 2, N, d, dtype, "cuda", seed=N + d)
+
+
+@needs_hopper
+@pytest.mark.parametrize("N", (257, 577))
+@pytest.mark.parametrize("bias_shape", ["full", "heads"])
+@pytest.mark.parametrize("d", (64, 80))
+def test_sm90_backward_key_groups_bias_gradient(N, bias_shape, d):
+    """dS per (b, h) from every key group into its own columns of the bias gradient."""
+    B, H = 2, 3
+    shape = {"full": (B, H, N, N), "heads": (1, H, N, N)}[bias_shape]
+    check_against_reference(B, H, N, d, torch.bfloat16, "cuda", bias_shape=shape, seed=N + d)
 
 
 @needs_hopper
@@ -83,12 +90,13 @@ def test_sm90_backward_bias_gradient_every_shape(N, bias_shape, d, dtype):
 def test_sm90_backward_many_heads_per_cta():
     """More heads than SMs: each persistent CTA walks the K/V and chunk barriers through many phases,
     with one or two K/V stages and one or two key blocks per warpgroup."""
-    for B, H, N, d in ((64, 12, 197, 64), (256, 3, 50, 64), (8, 40, 256, 32), (33, 5, 129, 64), (40, 6, 100, 128)):
+    for B, H, N, d in ((64, 12, 197, 64), (256, 3, 50, 64), (8, 40, 256, 32), (33, 5, 129, 64), (40, 6, 100, 128),
+                       (16, 12, 577, 64), (24, 8, 257, 80)):
         check_against_reference(B, H, N, d, torch.bfloat16, "cuda", seed=B)
 
 
 @needs_hopper
-@pytest.mark.parametrize("N", (50, 197))
+@pytest.mark.parametrize("N", (50, 197, 577))
 def test_sm90_backward_reads_out_and_grad_out_as_they_lie(N):
     """out in the (B, N, H, d) layout and dO as its transposed view: both read through TMA strides, the
     same gradients bit for bit as from contiguous tensors."""
@@ -117,14 +125,15 @@ def test_sm90_backward_every_scale_sign(scale):
 
 
 @needs_hopper
-def test_sm90_and_mma_sync_backwards_agree():
+@pytest.mark.parametrize("N", (197, 577))
+def test_sm90_and_mma_sync_backwards_agree(N):
     """VITFAST_ATTENTION_SM90=0 (read once per process) runs both mma.sync kernels on the same inputs."""
     script = (
         "import sys, torch, vitfast\n"
         "from vitfast.ops import attention\n"
         "torch.manual_seed(0)\n"
-        "x = torch.randn(4, 197, 3, 12, 64, device='cuda').bfloat16().requires_grad_()\n"
-        "bias = torch.randn(1, 12, 197, 197, device='cuda').bfloat16().requires_grad_()\n"
+        f"x = torch.randn(4, {N}, 3, 12, 64, device='cuda').bfloat16().requires_grad_()\n"
+        f"bias = torch.randn(1, 12, {N}, {N}, device='cuda').bfloat16().requires_grad_()\n"
         "q, k, v = x.permute(2, 0, 3, 1, 4).unbind(0)\n"
         "out = attention(q, k, v, bias)\n"
         "out.backward(torch.randn_like(out))\n"

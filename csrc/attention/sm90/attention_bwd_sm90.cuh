@@ -1,17 +1,21 @@
 #pragma once
-// Hopper backward attention for ViT lengths (N <= 256): one CTA finishes a head. Its K and V stay in
-// shared memory while the queries stream through in chunks of 64 rows (q, dO and O by TMA), so dQ is
-// completed inside the CTA: no fp32 dQ accumulator in global memory, no atomics, no extra pass. The
-// dO·O row sums are taken in the CTA too. sm_90a only (wgmma, TMA, setmaxnreg).
+// Hopper backward attention. For ViT lengths (N <= 256; d <= 64, or N <= 128) one CTA finishes a
+// head: its K and V stay in shared memory while the queries stream through in chunks of 64 rows (q,
+// dO and O by TMA), so dQ is completed inside the CTA: no fp32 dQ accumulator in global memory, no
+// atomics, no extra pass. Longer heads are split into groups of kKeys keys, one CTA each (work =
+// head x group); each adds its share of dQ into an fp32 accumulator by TMA reduce-add
+// (attention_path.h: sm90_bwd_key_groups). The dO·O row sums are taken in the CTA too. sm_90a only
+// (wgmma, TMA, setmaxnreg).
 //
-// A persistent CTA of three warpgroups walks the heads:
-//   warpgroup 0, one thread: the producer. TMA loads of the head's K and V (one barrier), then of
+// A persistent CTA of three warpgroups walks the (head, key group) pairs:
+//   warpgroup 0, one thread: the producer. TMA loads of the group's K and V (one barrier), then of
 //     every chunk's q, dO and O into two stages.
 //   warpgroups 1 and 2 (the consumers) each own the 64-key blocks w, w + 2 of the head: per chunk
 //     and block, Sᵀ = K Qᵀ and dPᵀ = V dOᵀ (keys as wgmma rows), Pᵀ = exp(Sᵀ · scale + biasᵀ - lse)
 //     and dSᵀ = Pᵀ ∘ (dPᵀ - delta) in registers, dV += Pᵀ dO and dK += dSᵀ Q by register-operand
 //     wgmma, dSᵀ into shared memory. After both have written the chunk's dS, one of them (by the
-//     chunk's parity) takes dQ = dS K · scale over all keys and writes it by TMA store.
+//     chunk's parity) takes dQ = dS K · scale over the group's keys and writes it by TMA store (one
+//     group) or adds it into the fp32 accumulator by TMA reduce-add (several).
 // The bias gradient, when asked, is dS itself: stored per (b, h) into a (B, H, N, N) buffer (the host
 // sums it over the bias's broadcast dims).
 #include "attention/attention_params.h"
@@ -51,6 +55,9 @@ struct BwdTraits {
   // dS of a chunk as (queries, keys), queries contiguous: the MN-major A operand of dQ = dS K, which
   // the consumers write as packed query pairs from their dSᵀ accumulators.
   using SmemLayoutDS = decltype(tile_to_shape(GMMA::Layout_MN_SW128_Atom<T>{}, Shape<Int<kRows>, Int<kKeys>>{}));
+  // A chunk's share of dQ in fp32 for the reduce-add of a split head, staged over the chunk's q and dO
+  // buffers (adjacent, 2 · 64 · d · 2 bytes): rows of d floats in the widest swizzle that divides them.
+  using SmemLayoutDqAcc = decltype(tile_to_shape(k_major_atom<float, D>(), Shape<Int<kRows>, Int<D>>{}));
 
   using MmaSS = decltype(SM90::GMMA::ss_op_selector<T, T, float, Shape<_64, Int<kSub>, _16>>());  // Sᵀ, dPᵀ
   using MmaKV = decltype(SM90::GMMA::rs_op_selector<T, T, float, Shape<_64, Int<D>, _16>, GMMA::Major::K,
@@ -69,6 +76,9 @@ struct BwdTraits {
   using TmaStore = decltype(make_tma_copy(SM90_TMA_STORE{}, make_tensor(make_gmem_ptr(static_cast<T*>(nullptr)),
                                                                         GmemLayout{}),
                                           SmemLayoutRows{}));
+  using TmaReduceAdd =
+      decltype(make_tma_copy(SM90_TMA_REDUCE_ADD{},
+                             make_tensor(make_gmem_ptr(static_cast<float*>(nullptr)), GmemLayout{}), SmemLayoutDqAcc{}));
 
   static constexpr int kRowsBytes = kRows * D * 2;
   static constexpr int kKeysBytes = kKeys * D * 2;
@@ -77,10 +87,11 @@ struct BwdTraits {
     alignas(1024) T v[kKeys * D];
   };
   struct Chunk {
-    alignas(1024) T q[kRows * D];  // also stages the chunk's dQ for its store
+    alignas(1024) T q[kRows * D];  // also stages the chunk's dQ for its store (with dout, in fp32)
     alignas(1024) T dout[kRows * D];
     alignas(1024) T o[kRows * D];
   };
+  static_assert(offsetof(Chunk, dout) == kRows * D * 2, "dQ's fp32 staging needs q and dout adjacent");
   static constexpr int kFixedBytes = 2 * int(sizeof(Chunk)) + 2 * kRows * kKeys * 2 + 2 * 2 * kRows * 4 + 1024 + 64;
   // The next head's K and V stream in while this one computes where a second copy fits.
   static constexpr int kKvStages = kFixedBytes + 2 * int(sizeof(KV)) <= 227 * 1024 ? 2 : 1;
@@ -126,7 +137,8 @@ struct BwdParams90 {
   using Tr = BwdTraits<T, D, kKeys>;
   typename Tr::TmaRows tma_q, tma_do, tma_o;
   typename Tr::TmaKeys tma_k, tma_v;
-  typename Tr::TmaStore tma_dq;
+  typename Tr::TmaStore tma_dq;             // one key group: dQ in q's dtype
+  typename Tr::TmaReduceAdd tma_dq_accum;   // several: added into the fp32 accumulator
   const T* bias;    // nullptr when there is none
   Strides3 bias_s;  // 0 along broadcast dims
   int64_t bias_col;
@@ -137,7 +149,8 @@ struct BwdParams90 {
   bool dbias_f32;
   int B, H, N;
   int chunks;        // ceil(N / 64)
-  int heads;         // B · H
+  int key_groups;    // ceil(N / kKeys): 1 where a CTA finishes the head
+  int works;         // B · H · key_groups
   float scale;
   float scale_log2;  // scale · log2(e)
 };
@@ -185,13 +198,14 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
     const auto rows = Shape<Int<kRows>, Int<D>>{};
     const auto keys = Shape<Int<kKeys>, Int<D>>{};
     int head_it = 0, chunk_it = 0;
-    for (int bh = blockIdx.x; bh < p.heads; bh += gridDim.x, ++head_it) {
+    for (int work = blockIdx.x; work < p.works; work += gridDim.x, ++head_it) {
+      const int bh = work / p.key_groups, group = work % p.key_groups;
       const int b = bh / p.H, h = bh % p.H;
       const int kvs = head_it % kKvStages;
       cutlass::arch::ClusterBarrier::wait(&sh.empty_kv[kvs], ((head_it / kKvStages) & 1) ^ 1);
       cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full_kv[kvs], 2 * Tr::kKeysBytes);
-      tma_load_tile(p.tma_k, mK, keys, 0, h, b, sh.kv[kvs].k, typename Tr::SmemLayoutKeys{}, sh.full_kv[kvs]);
-      tma_load_tile(p.tma_v, mV, keys, 0, h, b, sh.kv[kvs].v, typename Tr::SmemLayoutKeys{}, sh.full_kv[kvs]);
+      tma_load_tile(p.tma_k, mK, keys, group, h, b, sh.kv[kvs].k, typename Tr::SmemLayoutKeys{}, sh.full_kv[kvs]);
+      tma_load_tile(p.tma_v, mV, keys, group, h, b, sh.kv[kvs].v, typename Tr::SmemLayoutKeys{}, sh.full_kv[kvs]);
       for (int c = 0; c < p.chunks; ++c, ++chunk_it) {
         const int st = chunk_it % 2;
         cutlass::arch::ClusterBarrier::wait(&sh.empty[st], ((chunk_it / 2) & 1) ^ 1);
@@ -210,7 +224,6 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
   const int cw = wg - 1;  // owns key blocks cw, cw + 2
   const int warp = lane_wg / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;  // accumulator element (g, 2t): rows g and g + 8
-  const int k16 = (N + 15) / 16;         // dQ's key steps
   typename Tr::TiledMmaSS mma_ss;
   typename Tr::TiledMmaKV mma_kv;
   typename Tr::TiledMmaQ mma_q;
@@ -218,14 +231,19 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
   auto thr_kv = mma_kv.get_thread_slice(lane_wg);
   auto thr_q = mma_q.get_thread_slice(lane_wg);
   Tensor mdQ = p.tma_dq.get_tma_tensor(make_shape(N, D, p.H, p.B));
+  Tensor mdQacc = p.tma_dq_accum.get_tma_tensor(make_shape(N, D, p.H, p.B));
 
   // Accumulators: element (g + 8 (e / 2), 8 j + 2 t + e % 2) at x[4 j + e]. Sᵀ, dPᵀ: (keys, kSub
   // queries); dK, dV: (keys, d); dQ: (queries, d).
   float dk[Tr::kBlocksPerWg][D / 2], dv[Tr::kBlocksPerWg][D / 2];
   float s[kSub / 2], dp[kSub / 2], dq[Tr::kDqCols / 2];
   int head_it = 0, chunk_it = 0;
-  for (int bh = blockIdx.x; bh < p.heads; bh += gridDim.x, ++head_it) {
+  for (int work = blockIdx.x; work < p.works; work += gridDim.x, ++head_it) {
+    const int bh = work / p.key_groups, group = work % p.key_groups;
     const int b = bh / p.H, h = bh % p.H;
+    const int key0 = group * kKeys;         // the group's first key
+    const int keys = min(kKeys, N - key0);  // and how many of its keys lie before N
+    const int k16 = (keys + 15) / 16;       // dQ's key steps
     const int kvs = head_it % kKvStages;
     auto& kv = sh.kv[kvs];
     Tensor sK = make_tensor(make_smem_ptr(kv.k), typename Tr::SmemLayoutKeys{});
@@ -284,7 +302,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
 #pragma unroll
       for (int i = 0; i < Tr::kBlocksPerWg; ++i) {
         const int j = cw + Tr::kConsumers * i;  // key block
-        if (j >= Tr::kBlocks || j * kRows >= N) continue;
+        if (j >= Tr::kBlocks || j * kRows >= keys) continue;
 #pragma unroll
         for (int sub = 0; sub < kRows / kSub; ++sub) {
           const int qs = sub * kSub;  // this product's first query in the chunk
@@ -311,7 +329,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
 
           // Pᵀ = exp2(Sᵀ · scale · log2 e + biasᵀ · log2 e - lse · log2 e): 0 for keys past N (their
           // rows of K are TMA's zeros, finite) and for queries past N (lse = +inf there).
-          const int key_a = j * kRows + warp * 16 + g;  // this thread's keys: key_a and key_a + 8
+          const int key_a = key0 + j * kRows + warp * 16 + g;  // this thread's keys: key_a and key_a + 8
           const bool key_in[2] = {key_a < N, key_a + 8 < N};
           auto probs = [&](auto with_bias) {
 #pragma unroll
@@ -400,9 +418,12 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
         if (lane_wg == 0) cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
         continue;
       }
-      // dQ = dS K · scale over the keys up to N (kDqCols columns at a time), staged in the chunk's q
-      // buffer, one TMA store.
+      // dQ = dS K · scale over the group's keys up to N (kDqCols columns at a time), staged in the
+      // chunk's q buffer and written by one TMA store; with several groups staged in fp32 over the q
+      // and dO buffers and added into the accumulator by one TMA reduce-add.
       constexpr int kDqCols = Tr::kDqCols;
+      const bool whole = p.key_groups == 1;
+      Tensor sdQacc = make_tensor(make_smem_ptr(reinterpret_cast<float*>(ch.q)), typename Tr::SmemLayoutDqAcc{});
       Tensor a_ds = thr_q.partition_fragment_A(sdS);  // (1, 1, kKeys / 16)
 #pragma unroll
       for (int part = 0; part < D / kDqCols; ++part) {
@@ -425,17 +446,28 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             const int row = warp * 16 + g + 8 * r, col = part * kDqCols + jj * 8 + 2 * t;
-            *reinterpret_cast<uint32_t*>(&sQ(row, col)) =
-                pack2(dq[jj * 4 + 2 * r] * p.scale, dq[jj * 4 + 2 * r + 1] * p.scale, static_cast<T*>(nullptr));
+            const float x = dq[jj * 4 + 2 * r] * p.scale, y = dq[jj * 4 + 2 * r + 1] * p.scale;
+            if (whole) {
+              *reinterpret_cast<uint32_t*>(&sQ(row, col)) = pack2(x, y, static_cast<T*>(nullptr));
+            } else {
+              *reinterpret_cast<float2*>(&sdQacc(row, col)) = make_float2(x, y);
+            }
           }
         }
       }
       tma_store_fence();
       cutlass::arch::NamedBarrier::sync(128, 1 + cw);
       if (lane_wg == 0) {
-        Tensor gdQ = local_tile(mdQ(_, _, h, b), Shape<Int<kRows>, Int<D>>{}, make_coord(c, 0));
-        auto [tg, ts] = tma_partition(p.tma_dq, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gdQ));
-        copy(p.tma_dq, ts, tg);
+        if (whole) {
+          Tensor gdQ = local_tile(mdQ(_, _, h, b), Shape<Int<kRows>, Int<D>>{}, make_coord(c, 0));
+          auto [tg, ts] = tma_partition(p.tma_dq, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gdQ));
+          copy(p.tma_dq, ts, tg);
+        } else {
+          Tensor gdQ = local_tile(mdQacc(_, _, h, b), Shape<Int<kRows>, Int<D>>{}, make_coord(c, 0));
+          auto [tg, ts] = tma_partition(p.tma_dq_accum, _0{}, Layout<_1>{}, group_modes<0, 2>(sdQacc),
+                                        group_modes<0, 2>(gdQ));
+          copy(p.tma_dq_accum, ts, tg);
+        }
         tma_store_arrive();
         tma_store_wait<0>();  // the staging is read before the producer may refill this stage
         cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
@@ -449,10 +481,10 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
 #pragma unroll
     for (int i = 0; i < Tr::kBlocksPerWg; ++i) {
       const int j = cw + Tr::kConsumers * i;
-      if (j >= Tr::kBlocks || j * kRows >= N) continue;
+      if (j >= Tr::kBlocks || j * kRows >= keys) continue;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const int key = j * kRows + warp * 16 + g + 8 * r;
+        const int key = key0 + j * kRows + warp * 16 + g + 8 * r;
         if (key >= N) continue;
         // One pointer per row and immediate offsets: column addresses computed apart were hoisted to
         // the kernel's start as 64-bit values and spilled.

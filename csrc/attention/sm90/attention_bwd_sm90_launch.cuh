@@ -1,13 +1,16 @@
 #pragma once
 // Host half of the sm90 backward: TMA descriptors over q, k, v, dO and O as their strides lie and over
-// the contiguous dQ, the persistent grid, the launch. Included by one .cu file per dtype.
+// the contiguous dQ (or its fp32 accumulator, where the head's keys are split into groups), the
+// persistent grid, the launch. Included by one .cu file per dtype.
 #include "attention/sm90/attention_bwd_sm90.cuh"
 #include "attention/sm90/attention_sm90.h"
 
 namespace vitfast::attention::sm90 {
 
+// groups: the head's keys in groups of kKeys, one CTA each (sm90_bwd_key_groups); above one, dQ is added
+// into p.dq_accum (fp32, zeroed) instead of written to p.dq.
 template <class T, int D, int kKeys>
-int launch_bwd(const AttnBwdParams& p, cudaStream_t stream) {
+int launch_bwd(const AttnBwdParams& p, int groups, cudaStream_t stream) {
   if constexpr (!sm90_bwd_fits(D, kKeys)) {
     return kNotBuilt;
   } else {
@@ -22,7 +25,12 @@ int launch_bwd(const AttnBwdParams& p, cudaStream_t stream) {
     k.tma_k = make_tma_copy(SM90_TMA_LOAD{}, rows(static_cast<const T*>(p.k), p.ks), KeysL{});
     k.tma_v = make_tma_copy(SM90_TMA_LOAD{}, rows(static_cast<const T*>(p.v), p.vs), KeysL{});
     const Strides3 dqs{int64_t(p.H) * p.N * D, int64_t(p.N) * D, D};
-    k.tma_dq = make_tma_copy(SM90_TMA_STORE{}, rows(static_cast<T*>(p.dq), dqs), RowsL{});
+    if (groups == 1) {
+      k.tma_dq = make_tma_copy(SM90_TMA_STORE{}, rows(static_cast<T*>(p.dq), dqs), RowsL{});
+    } else {
+      if (p.dq_accum == nullptr) return kNotBuilt;
+      k.tma_dq_accum = make_tma_copy(SM90_TMA_REDUCE_ADD{}, rows(p.dq_accum, dqs), typename Tr::SmemLayoutDqAcc{});
+    }
     k.bias = static_cast<const T*>(p.bias);
     k.bias_s = p.bias_s;
     k.bias_col = p.bias_col;
@@ -35,18 +43,29 @@ int launch_bwd(const AttnBwdParams& p, cudaStream_t stream) {
     k.H = p.H;
     k.N = p.N;
     k.chunks = (p.N + Tr::kRows - 1) / Tr::kRows;
-    k.heads = p.B * p.H;  // the caller checked that B · H fits in int
+    k.key_groups = groups;
+    const int64_t works = int64_t(p.B) * p.H * groups;
+    if (works > INT32_MAX) return kRefused;
+    k.works = static_cast<int>(works);
     k.scale = p.scale;
     k.scale_log2 = p.scale * 1.4426950408889634f;
 
-    return launch_persistent(attention_bwd_sm90_kernel<T, D, kKeys>, k, k.heads, Tr::kThreads, Tr::kSmemBytes, stream);
+    return launch_persistent(attention_bwd_sm90_kernel<T, D, kKeys>, k, k.works, Tr::kThreads, Tr::kSmemBytes, stream);
   }
 }
 
+// One CTA per head where its keys fit (the key tile by N), else key groups of sm90_bwd_group_keys.
 template <class T>
 int launch_bwd_typed(const AttnBwdParams& p, cudaStream_t stream) {
-  return with_head_dim_and_keys(p.d, p.N, [&](auto d, auto keys) {
-    return launch_bwd<T, decltype(d)::value, decltype(keys)::value>(p, stream);
+  if (p.N > kMaxLongKeys) return kNotBuilt;
+  const int groups = sm90_bwd_key_groups(p.d, p.N);
+  if (groups == 1) {
+    return with_head_dim_and_keys(p.d, p.N, [&](auto d, auto keys) {
+      return launch_bwd<T, decltype(d)::value, decltype(keys)::value>(p, 1, stream);
+    });
+  }
+  return with_head_dim(p.d, [&](auto d) {
+    return launch_bwd<T, decltype(d)::value, sm90_bwd_group_keys(decltype(d)::value)>(p, groups, stream);
   });
 }
 

@@ -39,14 +39,7 @@ int launch_fwd_long(const AttnFwdParams& p, cudaStream_t stream) {
 template <class T>
 int launch_fwd_long_typed(const AttnFwdParams& p, cudaStream_t stream) {
   if (p.N <= kMaxKeys || p.N > kMaxLongKeys) return kNotBuilt;
-  switch (p.d) {
-    case 32: return launch_fwd_long<T, 32>(p, stream);
-    case 64: return launch_fwd_long<T, 64>(p, stream);
-    case 80: return launch_fwd_long<T, 80>(p, stream);
-    case 96: return launch_fwd_long<T, 96>(p, stream);
-    case 128: return launch_fwd_long<T, 128>(p, stream);
-    default: return kNotBuilt;
-  }
+  return with_head_dim(p.d, [&](auto d) { return launch_fwd_long<T, decltype(d)::value>(p, stream); });
 }
 
 }  // namespace vitfast::attention::sm90

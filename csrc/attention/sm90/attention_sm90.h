@@ -20,8 +20,9 @@ int attention_fwd_fp16(const AttnFwdParams& p, cudaStream_t stream);
 int attention_fwd_long_bf16(const AttnFwdParams& p, cudaStream_t stream);
 int attention_fwd_long_fp16(const AttnFwdParams& p, cudaStream_t stream);
 
-// attention_bwd_sm90_{bf16,fp16}.cu: dq, dk, dv (and dS into p.dbias when set) for N <= 256 where
-// sm90_bwd_fits(d, keys) (attention_path.h); fp32 accumulators, the dO·O row sums taken in the kernel.
+// attention_bwd_sm90_{bf16,fp16}.cu: dq, dk, dv (and dS into p.dbias when set) for N <= 4096: dq
+// written whole where sm90_bwd_key_groups(d, N) is 1 (attention_path.h), else added into p.dq_accum
+// (fp32, zeroed); fp32 accumulators, the dO·O row sums taken in the kernel.
 int attention_bwd_bf16(const AttnBwdParams& p, cudaStream_t stream);
 int attention_bwd_fp16(const AttnBwdParams& p, cudaStream_t stream);
 

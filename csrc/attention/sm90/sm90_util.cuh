@@ -29,18 +29,21 @@ constexpr int kMaxLongKeys = kSm90MaxLongKeys;
 // A TMA stride must be a multiple of 16 bytes even along a dim of size 1, where it is never used.
 inline int64_t tma_stride(int64_t stride, int size) { return size == 1 ? 8 : stride; }
 
-// Shared-memory swizzle atom for rows of D 2-byte elements: the widest of 128/64/32 bytes that divides
-// a row, so wgmma and TMA agree on one canonical layout (d = 80 rows are five 32-byte atoms).
+// Shared-memory swizzle atom for rows of D elements of T: the widest of 128/64/32 bytes that divides a
+// row, so wgmma and TMA agree on one canonical layout (d = 80 rows of 16-bit elements are five 32-byte
+// atoms).
 template <class T, int D>
 auto k_major_atom() {
-  if constexpr (D % 64 == 0) return GMMA::Layout_K_SW128_Atom<T>{};
-  else if constexpr (D % 32 == 0) return GMMA::Layout_K_SW64_Atom<T>{};
+  constexpr int kBytes = D * int(sizeof(T));
+  if constexpr (kBytes % 128 == 0) return GMMA::Layout_K_SW128_Atom<T>{};
+  else if constexpr (kBytes % 64 == 0) return GMMA::Layout_K_SW64_Atom<T>{};
   else return GMMA::Layout_K_SW32_Atom<T>{};
 }
 template <class T, int D>
 auto mn_major_atom() {
-  if constexpr (D % 64 == 0) return GMMA::Layout_MN_SW128_Atom<T>{};
-  else if constexpr (D % 32 == 0) return GMMA::Layout_MN_SW64_Atom<T>{};
+  constexpr int kBytes = D * int(sizeof(T));
+  if constexpr (kBytes % 128 == 0) return GMMA::Layout_MN_SW128_Atom<T>{};
+  else if constexpr (kBytes % 64 == 0) return GMMA::Layout_MN_SW64_Atom<T>{};
   else return GMMA::Layout_MN_SW32_Atom<T>{};
 }
 
@@ -162,25 +165,30 @@ int launch_persistent(Kernel kernel, const Params& k, int work, int threads, int
   return cudaGetLastError() == cudaSuccess ? kOk : kLaunchFailed;
 }
 
+// f(std::integral_constant<int, d>) for the built head dims; kNotBuilt for anything else.
+template <class F>
+int with_head_dim(int d, F&& f) {
+  switch (d) {
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    case 80: return f(std::integral_constant<int, 80>{});
+    case 96: return f(std::integral_constant<int, 96>{});
+    case 128: return f(std::integral_constant<int, 128>{});
+    default: return int(kNotBuilt);
+  }
+}
+
 // f(std::integral_constant<int, d>, std::integral_constant<int, keys>) for the built head dims and the
 // key tile of N (N rounded up to 64, at most kMaxKeys); kNotBuilt for anything else.
 template <class F>
 int with_head_dim_and_keys(int d, int N, F&& f) {
-  auto keys = [&](auto dim) {
+  return with_head_dim(d, [&](auto dim) {
     if (N <= 64) return f(dim, std::integral_constant<int, 64>{});
     if (N <= 128) return f(dim, std::integral_constant<int, 128>{});
     if (N <= 192) return f(dim, std::integral_constant<int, 192>{});
     if (N <= kMaxKeys) return f(dim, std::integral_constant<int, 256>{});
     return int(kNotBuilt);
-  };
-  switch (d) {
-    case 32: return keys(std::integral_constant<int, 32>{});
-    case 64: return keys(std::integral_constant<int, 64>{});
-    case 80: return keys(std::integral_constant<int, 80>{});
-    case 96: return keys(std::integral_constant<int, 96>{});
-    case 128: return keys(std::integral_constant<int, 128>{});
-    default: return int(kNotBuilt);
-  }
+  });
 }
 
 }  // namespace vitfast::attention::sm90
