@@ -17,7 +17,7 @@ TORCH_LIBRARY(vitfast, m) {
   m.def("block_quantize(Tensor x, int wl, int? dim, int? block_size, str rounding, Tensor? seed) -> Tensor");
   m.def("scaled_cast(Tensor x, Tensor scale, ScalarType dtype) -> Tensor");
   m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? bias, float scale, bool return_logits, "
-        "bool fp16_accumulate, bool out_bnhd=False) -> (Tensor out, Tensor lse, Tensor logits)");
+        "bool fp16_accumulate, bool out_bnhd=False, bool with_lse=True) -> (Tensor out, Tensor lse, Tensor logits)");
   m.def("attention_bwd(Tensor grad_out, Tensor? grad_logits, Tensor q, Tensor k, Tensor v, Tensor? bias, "
         "Tensor out, Tensor lse, float scale, bool fp16_accumulate, bool bias_grad) -> (Tensor dq, Tensor dk, Tensor dv, Tensor dbias)");
   m.def("layer_norm(Tensor x, Tensor? residual, Tensor weight, Tensor bias, float eps, bool stats=True) "

@@ -40,12 +40,14 @@ inline void check_attention_inputs(const at::Tensor& q, const at::Tensor& k, con
 
 // The ATen composite (attention_cpu.cpp): CPU for every dtype, CUDA for fp32/fp64. Computes in
 // fp32 (fp64 for fp64 inputs). fp16_accumulate emulates fp16 accumulation (see the .cpp). out_bnhd:
-// out comes back as (B, N, H, d), the layout the output projection reads as (B, N, H·d).
+// out comes back as (B, N, H, d), the layout the output projection reads as (B, N, H·d). with_lse
+// false (no backward will run): lse comes back empty, and the Hopper kernels do not write it.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_aten(const at::Tensor& q, const at::Tensor& k,
                                                                   const at::Tensor& v,
                                                                   const std::optional<at::Tensor>& bias,
                                                                   double scale, bool return_logits,
-                                                                  bool fp16_accumulate, bool out_bnhd);
+                                                                  bool fp16_accumulate, bool out_bnhd,
+                                                                  bool with_lse);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_aten(
     const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_logits, const at::Tensor& q,

@@ -48,7 +48,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_aten(const at::Tens
                                                                   const at::Tensor& v,
                                                                   const std::optional<at::Tensor>& bias,
                                                                   double scale, bool return_logits,
-                                                                  bool fp16_accumulate, bool out_bnhd) {
+                                                                  bool fp16_accumulate, bool out_bnhd,
+                                                                  bool with_lse) {
   check_attention_inputs(q, k, v, bias);
   TORCH_CHECK(!fp16_accumulate || q.scalar_type() == at::kHalf,
               "accumulate='fp16' needs float16 q, k, v, got ", q.scalar_type());
@@ -62,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_aten(const at::Tens
   at::Tensor out = fp16_accumulate ? matmul_fp16_accumulate(e.to(at::kHalf), v) : at::matmul(e, v.to(e.scalar_type()));
   out = (out / l).to(q.scalar_type());
   out = out_bnhd ? out.transpose(1, 2).contiguous() : out.contiguous();
-  at::Tensor lse = (m + l.log()).squeeze(-1).contiguous();
+  at::Tensor lse = with_lse ? (m + l.log()).squeeze(-1).contiguous() : at::empty({0}, m.options());
   at::Tensor logits = return_logits ? s.to(q.scalar_type()).contiguous() : at::empty({0}, q.options());
   return {out, lse, logits};
 }

@@ -141,9 +141,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
                                                                   const at::Tensor& v,
                                                                   const std::optional<at::Tensor>& bias,
                                                                   double scale, bool return_logits,
-                                                                  bool fp16_accumulate, bool out_bnhd) {
+                                                                  bool fp16_accumulate, bool out_bnhd,
+                                                                  bool with_lse) {
   check_attention_inputs(q, k, v, bias);
-  if (!fused_dtype(q)) return attention_fwd_aten(q, k, v, bias, scale, return_logits, fp16_accumulate, out_bnhd);
+  if (!fused_dtype(q)) {
+    return attention_fwd_aten(q, k, v, bias, scale, return_logits, fp16_accumulate, out_bnhd, with_lse);
+  }
   check_fused(q, fp16_accumulate);
   const c10::cuda::CUDAGuard guard(q.device());
   const at::Tensor qa = rows_aligned(q), ka = rows_aligned(k), va = rows_aligned(v);
@@ -151,7 +154,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
   // out_bnhd: (B, N, H, d) memory, which the output projection reads as (B, N, H·d) without a copy.
   at::Tensor out = out_bnhd ? at::empty({B, N, H, d}, q.options()) : at::empty({B, H, N, d}, q.options());
   const at::Tensor out_bhnd = out_bnhd ? out.transpose(1, 2) : out;  // the kernels write through its strides
-  at::Tensor lse = at::empty({B, H, N}, q.options().dtype(at::kFloat));
+  // Without a backward to read it, the lse is not written (the sm90 kernels skip it; the mma.sync ones
+  // write a scratch buffer) and comes back empty.
+  const auto f32 = q.options().dtype(at::kFloat);
+  at::Tensor lse = with_lse ? at::empty({B, H, N}, f32) : at::empty({0}, f32);
   at::Tensor logits = return_logits ? at::empty({B, H, N, N}, q.options()) : at::empty({0}, q.options());
   if (B * H == 0) return {out, lse, logits};
   TORCH_CHECK(B * H <= std::numeric_limits<int>::max(), "q's B * H must fit in int32, got ", B * H);
@@ -159,7 +165,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
   AttnFwdParams p{};
   fill_inputs(p, qa, ka, va, bias, scale);
   p.out = out.mutable_data_ptr();
-  p.lse = lse.mutable_data_ptr<float>();
+  p.lse = with_lse ? lse.mutable_data_ptr<float>() : nullptr;
   p.logits = return_logits ? logits.mutable_data_ptr() : nullptr;
   p.os = strides_of(out_bhnd);
   const bool is_bf16 = q.scalar_type() == at::kBFloat16;
@@ -167,6 +173,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
   if (kernel_path(q, false, return_logits, fp16_accumulate) == AttnPath::kSm90 && launch_sm90_fwd(p, is_bf16, stream)) {
     return {out, lse, logits};
   }
+  at::Tensor scratch = with_lse ? at::Tensor() : at::empty({B, H, N}, f32);
+  if (!with_lse) p.lse = scratch.mutable_data_ptr<float>();
   launch_attention_fwd(p, is_bf16, fp16_accumulate, stream);
   return {out, lse, logits};
 }

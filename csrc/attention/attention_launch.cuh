@@ -6,19 +6,16 @@
 
 #include <algorithm>
 
+#include "attention/attention_path.h"
+
 namespace vitfast {
 
 // Calls f(std::integral_constant<int, D>{}) for the head dims the kernels are built for.
 template <typename F>
 void dispatch_head_dim(int d, F&& f) {
-  switch (d) {
-    case 32: return f(std::integral_constant<int, 32>{});
-    case 64: return f(std::integral_constant<int, 64>{});
-    case 80: return f(std::integral_constant<int, 80>{});
-    case 96: return f(std::integral_constant<int, 96>{});
-    case 128: return f(std::integral_constant<int, 128>{});
-    default: TORCH_CHECK(false, "q's head dim must be one of 32, 64, 80, 96, 128 for the CUDA kernels, got ", d);
-  }
+  with_head_dim(d, f, [&] {
+    TORCH_CHECK(false, "q's head dim must be one of 32, 64, 80, 96, 128 for the CUDA kernels, got ", d);
+  });
 }
 
 // Launch kernel over grid (x_blocks, B*H) in slices of at most 65535 (batch, head) pairs.

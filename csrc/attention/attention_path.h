@@ -11,6 +11,7 @@
 //             every other fp16/bf16 case;
 //   aten      float32/float64: the ATen composite (attention_cpu.cpp).
 #include <cstdint>
+#include <type_traits>
 
 #include "kernel_path.h"
 
@@ -43,6 +44,20 @@ struct AttnCase {
   bool sm90_built = false;       // this build holds the sm90a kernels
   bool sm90_enabled = true;      // VITFAST_ATTENTION_SM90 is not "0"
 };
+
+// f(std::integral_constant<int, d>) for the head dims the CUDA kernels are built for (kSm90HeadDims:
+// both kernel families take the same), otherwise() for any other.
+template <class F, class Otherwise>
+auto with_head_dim(int d, F&& f, Otherwise&& otherwise) {
+  switch (d) {
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    case 80: return f(std::integral_constant<int, 80>{});
+    case 96: return f(std::integral_constant<int, 96>{});
+    case 128: return f(std::integral_constant<int, 128>{});
+    default: return otherwise();
+  }
+}
 
 inline bool sm90_head_dim(int64_t d) {
   for (int h : kSm90HeadDims) {

@@ -273,6 +273,39 @@ def test_direct_operator_calls_are_checked_in_cpp():
         torch.ops.vitfast.attention_bwd.default(out, None, q, k, v, None, out, lse, 0.25, False, True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_lse_only_when_a_backward_will_read_it(dtype, monkeypatch):
+    """with_lse=False: the same out, an empty lse, and a backward through it says why it cannot run.
+    attention() asks for the lse exactly when grad mode is on and an input needs a gradient."""
+    q, k, v, bias = make_inputs(2, 3, 17, 16, dtype, "cpu", (1, 3, 17, 17))
+    op = torch.ops.vitfast.attention_fwd.default
+    out, lse, _ = op(q, k, v, bias, 0.25, False, False, False, True)
+    out2, lse2, _ = op(q, k, v, bias, 0.25, False, False, False, False)
+    assert lse.shape == (2, 3, 17) and lse2.numel() == 0
+    torch.testing.assert_close(out, out2, rtol=0, atol=0)
+    torch.library.opcheck(op, (q, k, v, bias, 0.25, False, False, False, False))
+    qg = q.detach().requires_grad_()
+    out3, _, _ = op(qg, k, v, bias, 0.25, False, False, False, False)
+    with pytest.raises(RuntimeError, match="with_lse=False"):
+        out3.sum().backward()
+
+    asked = []
+
+    class Recorded:  # the real operator, its with_lse argument noted
+        @staticmethod
+        def default(*args):
+            asked.append(args[-1])
+            return op(*args)
+
+    monkeypatch.setattr(torch.ops.vitfast, "attention_fwd", Recorded)  # attention() looks it up per call
+    attention(q, k, v)
+    attention(qg, k, v)
+    with torch.no_grad():
+        attention(qg, k, v)
+    attention(q, k, v, bias.detach().requires_grad_())
+    assert asked == [False, True, False, True]
+
+
 def test_support_reasons():
     q, k, v, _ = make_inputs(1, 2, 9, 16, torch.float32, "cpu")
     assert attention_support(q, k, v) is None

@@ -3,7 +3,9 @@
 Kernels: csrc/attention/ (attention_cpu.cpp: the ATen composite, every dtype; attention_fwd_cuda.cu and
 attention_bwd_cuda.cu: FlashAttention-2-style kernels for fp16/bf16 and head dims 32, 64, 80, 96, 128).
 Two operators: attention_fwd -> (out, lse, logits) and attention_bwd -> (dq, dk, dv, dbias); lse is
-the per-row log-sum-exp of the logits the backward needs to rebuild the probabilities.
+the per-row log-sum-exp of the logits the backward needs to rebuild the probabilities, written only
+when a backward will run (with_lse; attention() asks for it when grad mode is on and an input needs
+a gradient).
 """
 import torch
 
@@ -37,8 +39,9 @@ def attention(q, k, v, bias=None, scale=None, return_logits=False, accumulate=No
         raise ValueError(f"out_layout must be one of {OUT_LAYOUTS}, got {out_layout!r}")
     if scale is None:
         scale = q.shape[-1] ** -0.5
+    with_lse = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, bias))
     out, _, logits = torch.ops.vitfast.attention_fwd.default(q, k, v, bias, float(scale), bool(return_logits),
-                                                            accumulate == "fp16", out_layout == "bnhd")
+                                                            accumulate == "fp16", out_layout == "bnhd", with_lse)
     return (out, logits) if return_logits else out
 
 
@@ -108,12 +111,13 @@ def _check(q, k, v, bias, scale, return_logits, accumulate):
 
 
 @torch.library.register_fake("vitfast::attention_fwd")
-def _attention_fwd_fake(q, k, v, bias, scale, return_logits, fp16_accumulate, out_bnhd=False):
+def _attention_fwd_fake(q, k, v, bias, scale, return_logits, fp16_accumulate, out_bnhd=False, with_lse=True):
     B, H, N, d = q.shape
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     logits = q.new_empty(B, H, N, N) if return_logits else q.new_empty(0)
     out = q.new_empty(B, N, H, d) if out_bnhd else q.new_empty(B, H, N, d)
-    return out, q.new_empty(B, H, N, dtype=lse_dtype), logits
+    lse = q.new_empty(B, H, N, dtype=lse_dtype) if with_lse else q.new_empty(0, dtype=lse_dtype)
+    return out, lse, logits
 
 
 @torch.library.register_fake("vitfast::attention_bwd")
@@ -123,7 +127,7 @@ def _attention_bwd_fake(grad_out, grad_logits, q, k, v, bias, out, lse, scale, f
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, bias, scale, return_logits, fp16_accumulate, out_bnhd = inputs  # defaults come filled in
+    q, k, v, bias, scale, return_logits, fp16_accumulate, out_bnhd, _ = inputs  # defaults come filled in
     out, lse, _ = output
     ctx.out_bnhd = out_bnhd
     ctx.save_for_backward(q, k, v, bias, out, lse)
@@ -133,6 +137,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_lse, grad_logits):
     q, k, v, bias, out, lse = ctx.saved_tensors
+    if lse.numel() == 0 and q.numel() > 0:
+        raise RuntimeError("attention_fwd ran with with_lse=False, so its output has no gradient; "
+                           "call it with with_lse=True (attention() does when an input needs a gradient)")
     bias_grad = bias is not None and ctx.needs_input_grad[3]
     if grad_out is None:
         grad_out = torch.zeros_like(out)
@@ -142,7 +149,7 @@ def _backward(ctx, grad_out, grad_lse, grad_logits):
         grad_logits = None  # logits were not requested
     dq, dk, dv, dbias = torch.ops.vitfast.attention_bwd.default(grad_out, grad_logits, q, k, v, bias, out, lse,
                                                                ctx.scale, ctx.fp16_accumulate, bias_grad)
-    return dq, dk, dv, dbias if bias_grad else None, None, None, None, None
+    return dq, dk, dv, dbias if bias_grad else None, None, None, None, None, None
 
 
 torch.library.register_autograd("vitfast::attention_fwd", _backward, setup_context=_setup_context)

@@ -64,9 +64,12 @@ int launch_bwd_typed(const AttnBwdParams& p, cudaStream_t stream) {
       return launch_bwd<T, decltype(d)::value, decltype(keys)::value>(p, 1, stream);
     });
   }
-  return with_head_dim(p.d, [&](auto d) {
-    return launch_bwd<T, decltype(d)::value, sm90_bwd_group_keys(decltype(d)::value)>(p, groups, stream);
-  });
+  return with_head_dim(
+      p.d,
+      [&](auto d) {
+        return launch_bwd<T, decltype(d)::value, sm90_bwd_group_keys(decltype(d)::value)>(p, groups, stream);
+      },
+      NotBuilt{});
 }
 
 }  // namespace vitfast::attention::sm90

@@ -355,43 +355,9 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
       release_kv(st);
     }
 
-    // O / l into this half's Q buffer (only this warp's rows: its own ldmatrix read them), then one
-    // TMA store of 64 rows.
-    float inv[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-      inv[r] = 1.f / l[r];
-    }
-#pragma unroll
-    for (int jd = 0; jd < D / 8; ++jd) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = warp * 16 + g + 8 * r, col = jd * 8 + 2 * t;
-        *reinterpret_cast<uint32_t*>(&sQ(row, col)) =
-            pack2(o[jd * 4 + 2 * r] * inv[r], o[jd * 4 + 2 * r + 1] * inv[r], static_cast<T*>(nullptr));
-      }
-    }
-    if (p.lse != nullptr && t == 0) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = row_a + 8 * r;
-        const float m_use = m[r] == -INFINITY ? 0.f : m[r];
-        // lse in natural-log units of the scaled, biased logits: (m + log2 l) / log2(e).
-        if (row < N) p.lse[int64_t(bh) * N + row] = (m_use + __log2f(l[r])) * 0.6931471805599453f;
-      }
-    }
-    tma_store_fence();  // the generic-proxy writes above, seen by the TMA unit
-    cutlass::arch::NamedBarrier::sync(128, 1 + cw);
-    if (lane_wg == 0) {
-      Tensor gO = local_tile(mO(_, _, h, b), Shape<Int<Tr::kRows>, Int<D>>{}, make_coord(row0 / Tr::kRows, 0));
-      auto [tg, ts] = tma_partition(p.tma_o, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gO));
-      copy(p.tma_o, ts, tg);
-      tma_store_arrive();
-      tma_store_wait<0>();  // the staging is read before the producer may refill this Q stage
-      cutlass::arch::ClusterBarrier::arrive(&sh.empty_q[qs]);
-    }
+    const float m_use[2] = {m[0] == -INFINITY ? 0.f : m[0], m[1] == -INFINITY ? 0.f : m[1]};
+    store_o_rows<T, D>(o, l, m_use, sQ, p.tma_o, mO, p.lse == nullptr ? nullptr : p.lse + int64_t(bh) * N, row0, N, h,
+                       b, cw, sh.empty_q[qs]);
   }
   if (lane_wg == 0) tma_store_wait<0>();
 }

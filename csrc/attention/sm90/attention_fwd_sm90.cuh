@@ -135,6 +135,53 @@ __device__ __forceinline__ void s_mma(float (&s)[kKeys / 2], const uint32_t (&qf
   }
 }
 
+// The end of a consumer warpgroup's 64 query rows (row0 on): O / l into the rows' staging tile sO
+// (their Q half; each warp writes only its own rows, which only its own ldmatrix read), the log-sum-exp
+// where asked (lse: the head's row 0), one TMA store of the 64 rows (it clips rows past N), and the
+// stage released on `empty` once the store has read the staging. l: this thread's share of its two
+// rows' sums; m_use: their maxima in log2 units.
+template <class T, int D, class Tma, class MO, class SO>
+__device__ __forceinline__ void store_o_rows(const float (&o)[D / 2], float (&l)[2], const float (&m_use)[2],
+                                             const SO& sO, const Tma& tma_o, const MO& mO, float* lse, int row0,
+                                             int N, int h, int b, int cw, uint64_t& empty) {
+  const int lane_wg = threadIdx.x % 128, warp = lane_wg / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    inv[r] = 1.f / l[r];
+  }
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = warp * 16 + g + 8 * r, col = j * 8 + 2 * t;
+      *reinterpret_cast<uint32_t*>(&sO(row, col)) =
+          pack2(o[j * 4 + 2 * r] * inv[r], o[j * 4 + 2 * r + 1] * inv[r], static_cast<T*>(nullptr));
+    }
+  }
+  if (lse != nullptr && t == 0) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = row0 + warp * 16 + g + 8 * r;
+      // lse in natural-log units of the scaled, biased logits: (m + log2 l) / log2(e).
+      if (row < N) lse[row] = (m_use[r] + __log2f(l[r])) * 0.6931471805599453f;
+    }
+  }
+  tma_store_fence();  // the generic-proxy writes above, seen by the TMA unit
+  cutlass::arch::NamedBarrier::sync(128, 1 + cw);
+  if (lane_wg == 0) {
+    Tensor gO = local_tile(mO(_, _, h, b), Shape<_64, Int<D>>{}, make_coord(row0 / 64, 0));
+    auto [tg, ts] = tma_partition(tma_o, _0{}, Layout<_1>{}, group_modes<0, 2>(sO), group_modes<0, 2>(gO));
+    copy(tma_o, ts, tg);
+    tma_store_arrive();
+    tma_store_wait<0>();  // the staging is read before the producer may refill this stage
+    cutlass::arch::ClusterBarrier::arrive(&empty);
+  }
+}
+
 template <class T, int D, int kKeys>
 __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     attention_fwd_sm90_kernel(const __grid_constant__ FwdParams90<T, D, kKeys> p) {
@@ -310,41 +357,8 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     warpgroup_wait<0>();
     fence(o);
 
-    // O / l into this half's Q buffer (its wgmma reads are done), then one TMA store of 64 rows.
-    float inv[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-      inv[r] = 1.f / l[r];
-    }
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = warp * 16 + g + 8 * r, col = j * 8 + 2 * t;
-        *reinterpret_cast<uint32_t*>(&sQ(row, col)) =
-            pack2(o[j * 4 + 2 * r] * inv[r], o[j * 4 + 2 * r + 1] * inv[r], static_cast<T*>(nullptr));
-      }
-    }
-    if (p.lse != nullptr && t == 0) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = row_a + 8 * r;
-        // lse in natural-log units of the scaled, biased logits: (m + log2 l) / log2(e).
-        if (row < N) p.lse[int64_t(bh) * N + row] = (m_use[r] + __log2f(l[r])) * 0.6931471805599453f;
-      }
-    }
-    tma_store_fence();  // the generic-proxy writes above, seen by the TMA unit
-    cutlass::arch::NamedBarrier::sync(128, 1 + cw);
-    if (lane_wg == 0) {
-      Tensor gO = local_tile(mO(_, _, h, b), Shape<Int<Tr::kRows>, Int<D>>{}, make_coord(row0 / Tr::kRows, 0));
-      auto [tg, ts] = tma_partition(p.tma_o, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gO));
-      copy(p.tma_o, ts, tg);
-      tma_store_arrive();
-      tma_store_wait<0>();  // the staging is read before the producer may refill this stage
-      cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
-    }
+    store_o_rows<T, D>(o, l, m_use, sQ, p.tma_o, mO, p.lse == nullptr ? nullptr : p.lse + int64_t(bh) * N, row0, N, h,
+                       b, cw, sh.empty[st]);
   }
   if (lane_wg == 0) tma_store_wait<0>();
 }

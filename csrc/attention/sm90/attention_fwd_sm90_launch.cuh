@@ -7,18 +7,15 @@
 
 namespace vitfast::attention::sm90 {
 
-template <class T, int D, int kKeys>
-int launch_fwd(const AttnFwdParams& p, cudaStream_t stream) {
-  using Tr = FwdTraits<T, D, kKeys>;
-  FwdParams90<T, D, kKeys> k{};
-  k.tma_q = make_tma_copy(SM90_TMA_LOAD{}, rows_tensor<D>(static_cast<const T*>(p.q), p.qs, p.N, p.H, p.B),
-                          typename Tr::SmemLayoutQ{});
-  k.tma_k = make_tma_copy(SM90_TMA_LOAD{}, rows_tensor<D>(static_cast<const T*>(p.k), p.ks, p.N, p.H, p.B),
-                          typename Tr::SmemLayoutK{});
-  k.tma_v = make_tma_copy(SM90_TMA_LOAD{}, cols_tensor<D>(static_cast<const T*>(p.v), p.vs, p.N, p.H, p.B),
-                          typename Tr::SmemLayoutVt{});
-  k.tma_o = make_tma_copy(SM90_TMA_STORE{}, rows_tensor<D>(static_cast<T*>(p.out), p.os, p.N, p.H, p.B),
-                          typename Tr::SmemLayoutQ{});
+// What both forwards' parameters hold: TMA descriptors over q and out (rows: a 64-row tile), k (its
+// tile in the kernel, k_tile) and v (v_tile), the bias, the lse, the shape and the grid of tiles of
+// tile_rows queries. kRefused past 2^31 - 1 tiles.
+template <class T, int D, class K, class RowsL, class KL, class VL>
+int fill_fwd(K& k, const AttnFwdParams& p, RowsL rows, KL k_tile, VL v_tile, int tile_rows) {
+  k.tma_q = make_tma_copy(SM90_TMA_LOAD{}, rows_tensor<D>(static_cast<const T*>(p.q), p.qs, p.N, p.H, p.B), rows);
+  k.tma_k = make_tma_copy(SM90_TMA_LOAD{}, rows_tensor<D>(static_cast<const T*>(p.k), p.ks, p.N, p.H, p.B), k_tile);
+  k.tma_v = make_tma_copy(SM90_TMA_LOAD{}, cols_tensor<D>(static_cast<const T*>(p.v), p.vs, p.N, p.H, p.B), v_tile);
+  k.tma_o = make_tma_copy(SM90_TMA_STORE{}, rows_tensor<D>(static_cast<T*>(p.out), p.os, p.N, p.H, p.B), rows);
   k.bias = static_cast<const T*>(p.bias);
   k.bias_s = p.bias_s;
   k.bias_col = p.bias_col;
@@ -26,12 +23,21 @@ int launch_fwd(const AttnFwdParams& p, cudaStream_t stream) {
   k.B = p.B;
   k.H = p.H;
   k.N = p.N;
-  k.m_blocks = (p.N + Tr::kTileRows - 1) / Tr::kTileRows;
+  k.m_blocks = (p.N + tile_rows - 1) / tile_rows;
   const int64_t tiles = int64_t(p.B) * p.H * k.m_blocks;
   if (tiles > INT32_MAX) return kRefused;
   k.tiles = static_cast<int>(tiles);
   k.scale_log2 = p.scale * 1.4426950408889634f;
+  return kOk;
+}
 
+template <class T, int D, int kKeys>
+int launch_fwd(const AttnFwdParams& p, cudaStream_t stream) {
+  using Tr = FwdTraits<T, D, kKeys>;
+  FwdParams90<T, D, kKeys> k{};
+  const int status = fill_fwd<T, D>(k, p, typename Tr::SmemLayoutQ{}, typename Tr::SmemLayoutK{},
+                                    typename Tr::SmemLayoutVt{}, Tr::kTileRows);
+  if (status != kOk) return status;
   return launch_persistent(attention_fwd_sm90_kernel<T, D, kKeys>, k, k.tiles, Tr::kThreads, Tr::kSmemBytes, stream);
 }
 

@@ -165,30 +165,25 @@ int launch_persistent(Kernel kernel, const Params& k, int work, int threads, int
   return cudaGetLastError() == cudaSuccess ? kOk : kLaunchFailed;
 }
 
-// f(std::integral_constant<int, d>) for the built head dims; kNotBuilt for anything else.
-template <class F>
-int with_head_dim(int d, F&& f) {
-  switch (d) {
-    case 32: return f(std::integral_constant<int, 32>{});
-    case 64: return f(std::integral_constant<int, 64>{});
-    case 80: return f(std::integral_constant<int, 80>{});
-    case 96: return f(std::integral_constant<int, 96>{});
-    case 128: return f(std::integral_constant<int, 128>{});
-    default: return int(kNotBuilt);
-  }
-}
+// The answer of a launcher for a shape it has no kernel for (with_head_dim's otherwise).
+struct NotBuilt {
+  int operator()() const { return kNotBuilt; }
+};
 
 // f(std::integral_constant<int, d>, std::integral_constant<int, keys>) for the built head dims and the
 // key tile of N (N rounded up to 64, at most kMaxKeys); kNotBuilt for anything else.
 template <class F>
 int with_head_dim_and_keys(int d, int N, F&& f) {
-  return with_head_dim(d, [&](auto dim) {
-    if (N <= 64) return f(dim, std::integral_constant<int, 64>{});
-    if (N <= 128) return f(dim, std::integral_constant<int, 128>{});
-    if (N <= 192) return f(dim, std::integral_constant<int, 192>{});
-    if (N <= kMaxKeys) return f(dim, std::integral_constant<int, 256>{});
-    return int(kNotBuilt);
-  });
+  return with_head_dim(
+      d,
+      [&](auto dim) {
+        if (N <= 64) return f(dim, std::integral_constant<int, 64>{});
+        if (N <= 128) return f(dim, std::integral_constant<int, 128>{});
+        if (N <= 192) return f(dim, std::integral_constant<int, 192>{});
+        if (N <= kMaxKeys) return f(dim, std::integral_constant<int, 256>{});
+        return int(kNotBuilt);
+      },
+      NotBuilt{});
 }
 
 }  // namespace vitfast::attention::sm90
