@@ -43,7 +43,8 @@ def attentions():
         # backwards run the sm90 one: one CTA per head where sm90_bwd_fits holds, else key groups with
         # dQ added by TMA reduce-add (N = 257, 577, d = 128 at 130, d = 80 at 256); every key tile, one
         # and two key blocks per warpgroup, both bias gradients (q's dtype per (b, h); fp32 summed over
-        # the heads-only bias's batch).
+        # the heads-only bias's batch). fp16 accumulation: the key-tiled forward with wgmma's fp16
+        # accumulators at every N, the mma.sync backward.
         for N, d in ((1, 64), (50, 64), (197, 64), (77, 80), (65, 32), (257, 96), (130, 128), (129, 64), (256, 80),
                      (256, 64), (100, 128), (200, 32), (577, 64), (577, 128)):
             qkv = torch.randn(2, N, 3, 3, d, device="cuda", dtype=dtype)
@@ -58,6 +59,7 @@ def attentions():
             grads(out.float().sum() + logits.float().sum(), q, k, v, bias)
             if dtype == torch.float16:
                 grads(attention(q, k, v, accumulate="fp16"), q, k, v)
+                grads(attention(q, k, v, bias, accumulate="fp16"), q, k, v, bias)
 
 
 def norms():

@@ -95,26 +95,26 @@ def kernel_entries(text):
 
 
 def attention_entries(text):
-    """bench_attention.py rows -> [entry] keyed by (N, d, bias, grad), against the best SDPA backend."""
+    """bench_attention.py rows -> [entry] keyed by (H, N, d, bias, grad), against the best SDPA backend."""
     cases = {}
     for cells in table_rows(text):
         if len(cells) < 9 or cells[1] == "B":
             continue
-        _, _, _, N, d, bias, mode, impl, ms = cells[:9]
+        _, _, H, N, d, bias, mode, impl, ms = cells[:9]
         try:
             ms = float(ms)
         except ValueError:
             continue  # "n/a: ..." (a backend that does not take this input)
-        key = (int(N), int(d), bias == "yes", mode == "fwd+bwd")
+        key = (int(H), int(N), int(d), bias == "yes", mode == "fwd+bwd")
         cases.setdefault(key, {})[impl] = ms
     dtype = (header_value(text, "dtype") or "torch.bfloat16").replace("torch.", "")
     out = []
-    for (N, d, bias, grad), times in sorted(cases.items()):
+    for (H, N, d, bias, grad), times in sorted(cases.items()):
         sdpa = {k: v for k, v in times.items() if k.startswith("sdpa")}
         if "vitfast" not in times or not sdpa:
             continue
         best = min(sdpa, key=sdpa.get)
-        out.append(entry(dict(N=N, d=d, bias=bias, grad=grad), times["vitfast"], sdpa[best], best, dtype))
+        out.append(entry(dict(H=H, N=N, d=d, bias=bias, grad=grad), times["vitfast"], sdpa[best], best, dtype))
     return out
 
 

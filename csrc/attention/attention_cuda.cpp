@@ -87,13 +87,14 @@ bool sm90_ran(int status, int N, int d, int64_t BH) {
   return false;
 }
 
-bool launch_sm90_fwd(const AttnFwdParams& p, bool is_bf16, cudaStream_t stream) {
+bool launch_sm90_fwd(const AttnFwdParams& p, bool is_bf16, bool fp16_accumulate, cudaStream_t stream) {
 #ifdef VITFAST_WITH_SM90
-  const int status =
-      is_bf16 ? attention::sm90::attention_fwd_bf16(p, stream) : attention::sm90::attention_fwd_fp16(p, stream);
+  const int status = fp16_accumulate ? attention::sm90::attention_fwd_fp16acc(p, stream)
+                     : is_bf16       ? attention::sm90::attention_fwd_bf16(p, stream)
+                                     : attention::sm90::attention_fwd_fp16(p, stream);
   return sm90_ran<false>(status, p.N, p.d, int64_t(p.B) * p.H);
 #else
-  (void)p, (void)is_bf16, (void)stream;
+  (void)p, (void)is_bf16, (void)fp16_accumulate, (void)stream;
   return false;
 #endif
 }
@@ -170,7 +171,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
   p.os = strides_of(out_bhnd);
   const bool is_bf16 = q.scalar_type() == at::kBFloat16;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  if (kernel_path(q, false, return_logits, fp16_accumulate) == AttnPath::kSm90 && launch_sm90_fwd(p, is_bf16, stream)) {
+  if (kernel_path(q, false, return_logits, fp16_accumulate) == AttnPath::kSm90 &&
+      launch_sm90_fwd(p, is_bf16, fp16_accumulate, stream)) {
     return {out, lse, logits};
   }
   at::Tensor scratch = with_lse ? at::Tensor() : at::empty({B, H, N}, f32);

@@ -3,10 +3,11 @@
 // answer it too (torch.ops.vitfast.attention_path, which the tests ask for every capability, dtype and
 // shape):
 //   sm90      the Hopper kernels (csrc/attention/sm90/): compute capability 9.0 exactly (sm_90a code
-//             runs nowhere else), d in kSm90HeadDims, fp32 accumulation, no logits output (nor their
-//             gradient), and not switched off by VITFAST_ATTENTION_SM90=0; N up to kSm90MaxLongKeys.
-//             The forward holds a head's K and V whole up to kSm90MaxKeys and streams them beyond;
-//             the backward finishes a head in one CTA where sm90_bwd_fits, else splits its keys;
+//             runs nowhere else), d in kSm90HeadDims, no logits output (nor their gradient), and not
+//             switched off by VITFAST_ATTENTION_SM90=0; N up to kSm90MaxLongKeys. The forward holds a
+//             head's K and V whole up to kSm90MaxKeys and streams them beyond (and at every N with
+//             fp16 accumulators); the backward (fp32 accumulation only) finishes a head in one CTA
+//             where sm90_bwd_fits, else splits its keys;
 //   mma_sync  the FlashAttention-2-style kernels (attention_fwd_kernel.cuh, attention_bwd_kernel.cuh):
 //             every other fp16/bf16 case;
 //   aten      float32/float64: the ATen composite (attention_cpu.cpp).
@@ -40,7 +41,7 @@ struct AttnCase {
   int64_t N = 0, d = 0;
   bool backward = false;         // the backward's choice (attention_bwd), not the forward's
   bool logits = false;           // return_logits (or, backward, their gradient): mma.sync only
-  bool accumulate_fp16 = false;  // FP16_16: the mma.sync kernel's f16 accumulators
+  bool accumulate_fp16 = false;  // FP16_16: fp16 accumulators (the sm90 forward's, the mma.sync kernels')
   bool sm90_built = false;       // this build holds the sm90a kernels
   bool sm90_enabled = true;      // VITFAST_ATTENTION_SM90 is not "0"
 };
@@ -69,7 +70,8 @@ inline bool sm90_head_dim(int64_t d) {
 inline AttnPath choose_attention_path(const AttnCase& c) {
   if (!c.half_or_bf16) return AttnPath::kAten;
   const bool sm90 = c.sm90_built && c.sm90_enabled && c.major == 9 && c.minor == 0 && c.N >= 1 &&
-                    c.N <= kSm90MaxLongKeys && sm90_head_dim(c.d) && !c.logits && !c.accumulate_fp16;
+                    c.N <= kSm90MaxLongKeys && sm90_head_dim(c.d) && !c.logits &&
+                    !(c.accumulate_fp16 && c.backward);
   return sm90 ? AttnPath::kSm90 : AttnPath::kMmaSync;
 }
 

@@ -55,8 +55,10 @@ def test_h100_choices_as_measured():
     assert not dispatch.choose("linear_gelu", H100, K=768, N=3072, grad=False, **bf16)
     assert not dispatch.choose("linear_residual", H100, K=3072, N=768, grad=False, **bf16)
     # Attention: cuDNN / flash SDPA were faster except with a bias at N = 257, d = 80, forward+backward.
-    assert not dispatch.choose("attention", H100, N=197, d=64, bias=False, grad=False, **bf16)
-    assert dispatch.choose("attention", H100, N=257, d=80, bias=True, grad=True, **bf16)
+    assert not dispatch.choose("attention", H100, H=12, N=197, d=64, bias=False, grad=False, **bf16)
+    assert dispatch.choose("attention", H100, H=16, N=257, d=80, bias=True, grad=True, **bf16)
+    # Keyed by the head count too: 64 heads is 4x the 16 measured there, so the library path.
+    assert not dispatch.choose("attention", H100, H=64, N=257, d=80, bias=True, grad=True, **bf16)
     # FP16_16 / FP16_32: lp_matmul (mma.sync) beat cuBLAS's fp16-accumulating product only at ViT-Ti's fc2.
     fp16 = dict(dtype="float16")
     assert dispatch.choose("lp_matmul", H100, K=768, N=192, accumulate="fp16", **fp16)

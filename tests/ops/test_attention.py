@@ -187,7 +187,7 @@ def test_scale_and_masking_bias():
 # ---- accumulate ------------------------------------------------------------------------------------
 
 
-def fp16_accumulation_bound(q, k, v, scale):
+def fp16_accumulation_bound(q, k, v, scale, bias=None):
     """Derived elementwise bound on |out_fp16acc - out_exact| (see attention_cpu.cpp's semantics).
     q kᵀ: ceil(d/16) roundings of a running sum bounded by sum|q||k|, each <= u|partial| with
     u = 2^-11, so |ds| <= ceil(d/16) u scale sum_k|q||k| =: eps_s (per row, max over keys); the softmax
@@ -197,7 +197,8 @@ def fp16_accumulation_bound(q, k, v, scale):
     qd, kd, vd = q.double(), k.double(), v.double()
     d, N = q.shape[-1], q.shape[-2]
     eps_s = math.ceil(d / 16) * u * scale * (qd.abs() @ kd.abs().transpose(-2, -1)).amax(-1, keepdim=True)
-    p = attention_ref(qd, kd, torch.eye(N, dtype=torch.float64, device=q.device).expand(*q.shape[:2], N, N), scale=scale)
+    eye = torch.eye(N, dtype=torch.float64, device=q.device).expand(*q.shape[:2], N, N)
+    p = attention_ref(qd, kd, eye, None if bias is None else bias.double(), scale=scale)
     pv = p @ vd.abs()
     return 2 * eps_s * vd.abs().amax(-2, keepdim=True) + (1 + math.ceil(N / 16)) * u * pv + u * pv + 1e-6
 

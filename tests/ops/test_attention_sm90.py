@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from vitfast.ops import attention, attention_ref
-from tests.ops.test_attention import assert_flash_rule, check_against_reference, make_inputs, poison, SLACK
+from tests.ops.test_attention import (assert_flash_rule, check_against_reference, fp16_accumulation_bound,
+                                      make_inputs, poison, SLACK)
 from tests.values import needs_cuda
 
 path = torch.ops.vitfast.attention_path
@@ -39,9 +40,21 @@ def test_everything_else_takes_the_mma_sync_kernel_or_aten():
     assert path(10, 0, bf16, 197, 64, sm90_built=True) == "mma_sync"  # sm_90a code is Hopper's alone
     assert path(9, 0, bf16, 197, 64, sm90_built=False) == "mma_sync"
     assert path(9, 0, bf16, 197, 64, logits=True, sm90_built=True) == "mma_sync"
-    assert path(9, 0, fp16, 197, 64, accumulate_fp16=True, sm90_built=True) == "mma_sync"
     for dtype in (torch.float32, torch.float64):
         assert path(9, 0, dtype, 197, 64, sm90_built=True) == "aten"
+
+
+def test_fp16_accumulation_forward_on_hopper_backward_on_mma_sync():
+    """wgmma has fp16 accumulators for float16 operands: the key-tiled forward takes accumulate="fp16"
+    at every N; the backward (fp32 accumulators only) leaves it to the mma.sync kernel."""
+    fp16 = torch.float16
+    for N in list(range(1, 300)) + [577, 4096]:
+        for d in SM90_HEAD_DIMS:
+            assert path(9, 0, fp16, N, d, accumulate_fp16=True, sm90_built=True) == "sm90", (N, d)
+            assert path(9, 0, fp16, N, d, accumulate_fp16=True, sm90_built=True, backward=True) == "mma_sync"
+    assert path(9, 0, fp16, 4097, 64, accumulate_fp16=True, sm90_built=True) == "mma_sync"
+    assert path(8, 0, fp16, 197, 64, accumulate_fp16=True, sm90_built=True) == "mma_sync"
+    assert path(9, 0, fp16, 197, 64, accumulate_fp16=True, sm90_built=False) == "mma_sync"
 
 
 def test_default_answer_follows_the_build():
@@ -175,6 +188,62 @@ def test_sm90_many_tiles_per_cta():
     for B, H, N in ((64, 12, 197), (256, 3, 50), (8, 16, 256), (33, 5, 129), (16, 12, 577), (7, 5, 300)):
         check_forward(B, H, N, 64, torch.bfloat16, seed=B)
         check_forward(B, H, N, 80, torch.float16, seed=H)
+
+
+def check_fp16_accumulation(N, d, bias_shape=None, seed=0):
+    """accumulate="fp16" on the sm90 forward: within the derived bound of fp16 accumulation (which
+    fp32 accumulators would meet too: the test of their effect is the next one), finite, and an lse
+    the mma.sync backward rebuilds P from (each column of dv sums to N when dout = 1)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    B, H = 2, 2
+    q, k, v, _ = make_inputs(B, H, N, d, torch.float16, "cuda", generator=g)
+    shape = {None: None, "full": (B, H, N, N), "heads": (1, H, N, N)}[bias_shape]
+    bias = None if shape is None else torch.randn(shape, device="cuda", generator=g).half()
+    q, k, v = q * 3, k * 3, v + 4  # large q kᵀ and p v sums: where fp16 accumulators lose bits
+    scale = d**-0.5
+    ref = attention_ref(q.double(), k.double(), v.double(), None if bias is None else bias.double(), scale)
+    poison("cuda")
+    o16 = attention(q, k, v, bias, accumulate="fp16").double()
+    assert torch.isfinite(o16).all(), f"N={N} d={d}"
+    err, bound = (o16 - ref).abs(), fp16_accumulation_bound(q, k, v, scale, bias)
+    assert (err <= bound).all(), f"N={N} d={d}: over the bound by {(err - bound).max().item()}"
+    q1, k1, v1 = (t.detach().requires_grad_() for t in (q, k, v))
+    attention(q1, k1, v1, bias, accumulate="fp16").float().sum().backward()
+    torch.testing.assert_close(v1.grad.float().sum(-2), torch.full((B, H, d), float(N), device="cuda"),
+                               rtol=1e-2, atol=0)
+
+
+@needs_hopper
+@pytest.mark.parametrize("d", SM90_HEAD_DIMS)
+def test_sm90_fp16_accumulation_every_length(d):
+    """Every N from 1 to 300 (one key tile, then two at d = 128), then 3 to 32 key tiles."""
+    for N in list(range(1, 301)) + [385, 577, 1025, 2049]:
+        check_fp16_accumulation(N, d, seed=N + d)
+
+
+@needs_hopper
+@pytest.mark.parametrize("N", (1, 50, 197, 257, 577))
+@pytest.mark.parametrize("bias_shape", ["full", "heads"])
+@pytest.mark.parametrize("d", (64, 80, 128))
+def test_sm90_fp16_accumulation_with_bias(N, bias_shape, d):
+    check_fp16_accumulation(N, d, bias_shape, seed=N)
+
+
+@needs_hopper
+@pytest.mark.parametrize("N", (197, 577, 1025))
+@pytest.mark.parametrize("d", (64, 128))
+def test_sm90_fp16_accumulators_are_really_used(N, d):
+    """fp16 accumulators lose bits that fp32 ones keep: on these inputs the error is over twice fp32's
+    (the kernel really accumulates in fp16), and it matches the CPU emulation's size of error."""
+    g = torch.Generator(device="cuda").manual_seed(N)
+    q, k, v, _ = make_inputs(2, 2, N, d, torch.float16, "cuda", generator=g)
+    q, k, v = q * 3, k * 3, v + 4
+    ref = attention_ref(q.double(), k.double(), v.double(), scale=d**-0.5)
+    e16 = (attention(q, k, v, accumulate="fp16").double() - ref).abs().max()
+    e32 = (attention(q, k, v).double() - ref).abs().max()
+    emu = (attention_ref(q.cpu(), k.cpu(), v.cpu(), accumulate="fp16").double() - ref.cpu()).abs().max()
+    assert e16 > 2 * e32, (e16.item(), e32.item())
+    assert emu / 4 < e16 < 4 * emu, (e16.item(), emu.item())
 
 
 @needs_hopper

@@ -33,7 +33,7 @@ def attention_core(q, k, v, scale, bias=None, dropout_p=0.0, backend="sdpa", ret
             if return_attn == "logits":  # no library op returns them: ours, or the explicit matrix
                 out, logits = fused_attention(q, k, v, bias, scale, return_logits=True, out_layout="bnhd")
                 return out.transpose(1, 2), logits
-            if use_kernel("attention", q, N=q.shape[-2], d=q.shape[-1], bias=bias is not None,
+            if use_kernel("attention", q, H=q.shape[1], N=q.shape[-2], d=q.shape[-1], bias=bias is not None,
                           grad=needs_grad(q, k, v, bias)):
                 return fused_attention(q, k, v, bias, scale, out_layout="bnhd").transpose(1, 2), None
         else:

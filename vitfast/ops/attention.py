@@ -29,8 +29,9 @@ def attention(q, k, v, bias=None, scale=None, return_logits=False, accumulate=No
     comes back in its own shape. Cast to q's dtype. scale: default d ** -0.5.
     accumulate: None or "fp32" (fp32 accumulation in both products), or "fp16" for float16 inputs:
     fp16 accumulators in q kᵀ and in p v (FP16_16; the CPU emulates it, see attention_cpu.cpp); like
-    the hardware's, they overflow to inf past 65504. On CUDA, fp16/bf16 with d in CUDA_HEAD_DIMS run the fused
-    kernels; fp32/fp64 run the ATen composite.
+    the hardware's, they overflow to inf past 65504. On CUDA, fp16/bf16 with d in CUDA_HEAD_DIMS run
+    the fused kernels (on an H100/H200 the forward's fp16 accumulators are wgmma's); fp32/fp64 run the
+    ATen composite.
     The backward rebuilds the probabilities with the forward's accumulation and accumulates its own
     products (dq, dk, dv, dbias) in fp32.
     """

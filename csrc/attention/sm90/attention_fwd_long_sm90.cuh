@@ -17,6 +17,10 @@
 //     S = Q Kᵀ by n64 register-operand wgmmas, one per chunk, the row maximum and sum updated, O
 //     rescaled, O += P V by register-operand wgmmas; then O / l staged in the Q half it came from and
 //     written by a TMA store, which clips rows past N.
+//
+// kF16Acc (accumulate="fp16", float16 only): S and O accumulate in wgmma's fp16 registers (two
+// columns per register), widened to fp32 for the softmax and the epilogue; O's rescale rounds to
+// fp16. This kernel takes such calls at every N: its key tiles cover N <= 256 in one tile.
 #include "attention/attention_params.h"
 #include "attention/mma.cuh"
 #include "attention/sm90/attention_fwd_sm90.cuh"
@@ -53,8 +57,6 @@ struct FwdLongTraits {
 
   using SmemLayoutRows = typename Chunk::SmemLayoutQ;  // (64, d), K-major: a Q half, a K chunk, an O half
   using SmemLayoutVt = typename Chunk::SmemLayoutVt;   // (d, 64), MN-major: a V chunk
-  using MmaS = typename Chunk::MmaS64;
-  using MmaO = typename Chunk::MmaO;
   using TiledMmaS = typename Chunk::TiledMmaS64;
   using TiledMmaO = typename Chunk::TiledMmaO;
   using TmaRows = typename Chunk::TmaQ;
@@ -105,11 +107,19 @@ __device__ __forceinline__ KeyTile key_tile(int j, int chunks, int key_tiles) {
   return {j * base + min(j, extra), base + (j < extra ? 1 : 0)};
 }
 
-template <class T, int D>
+template <class T, int D, bool kF16Acc>
 __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
     attention_fwd_long_sm90_kernel(const __grid_constant__ FwdLongParams90<T, D> p) {
   using Tr = FwdLongTraits<T, D>;
   constexpr int kChunks = Tr::kChunks;
+  static_assert(!kF16Acc || std::is_same_v<T, cutlass::half_t>, "fp16 accumulators take float16 operands");
+  // The wgmmas' accumulator type, and a register's share of a row: one fp32 or two fp16 columns.
+  using Acc = std::conditional_t<kF16Acc, cutlass::half_t, float>;
+  using R = std::conditional_t<kF16Acc, uint32_t, float>;
+  constexpr int kPer = kF16Acc ? 2 : 1;
+  using MmaS = decltype(SM90::GMMA::rs_op_selector<T, T, Acc, Shape<_64, _64, _16>>());
+  using MmaO = decltype(SM90::GMMA::rs_op_selector<T, T, Acc, Shape<_64, Int<D>, _16>, GMMA::Major::K,
+                                                   GMMA::Major::MN>());
   extern __shared__ char smem_raw[];
   auto& sh = aligned_shared<typename Tr::Shared>(smem_raw);
 
@@ -187,9 +197,13 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
   };
 
   // S, then P: the element (g + 8 (e / 2), 8 j + 2 t + e % 2) of a key tile at s[4 j + e]; O the same
-  // way. Zeroed before their first wgmma (see zero_fenced).
+  // way. The wgmmas accumulate in s_acc and o_acc: s and o themselves, or with fp16 accumulators
+  // s16 and o16 (element i / 2 of register i's pair). Zeroed before their first wgmma (zero_fenced).
   float s[kChunks * 32];
   float o[D / 2];
+  [[maybe_unused]] uint32_t s16[kChunks * 16], o16[D / 4];
+  auto& s_acc = pick<kF16Acc>(s16, s);
+  auto& o_acc = pick<kF16Acc>(o16, o);
   int it = 0, kv_it = 0;
   for (int tile = blockIdx.x; tile < p.tiles; tile += gridDim.x, ++it) {
     const int qs = it % Tr::kQStages, q_phase = (it / Tr::kQStages) & 1;
@@ -222,7 +236,7 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
 
     float m[2] = {-INFINITY, -INFINITY};  // running row maxima of the logits (log2 units)
     float l[2] = {0.f, 0.f};              // this thread's share of the running row sums
-    zero_fenced(o);
+    zero_fenced(o_acc);
     for (int j = 0; j < p.key_tiles; ++j, ++kv_it) {
       const int st = kv_it % Tr::kKvStages, phase = (kv_it / Tr::kKvStages) & 1;
       const KeyTile kt = key_tile(j, p.chunks, p.key_tiles);
@@ -234,7 +248,7 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
       for (int kk = 0; kk < D / 16; ++kk) {
         mma::ldmatrix_x4(qf[kk], mma::smem_addr(&sQ(warp * 16 + (lane & 15), kk * 16 + (lane >> 4) * 8)));
       }
-      zero_fenced(s);
+      zero_fenced(s_acc);
       // One straight batch of wgmmas per chunk count: where a chunk's wgmmas sat behind a run-time
       // branch inside the batch, ptxas injected a warpgroup.arrive on that path and serialised them.
       static_for<kChunks>([&](auto n1) {
@@ -246,17 +260,18 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
                 make_tensor(make_smem_ptr(sh.k[st][c]), typename Tr::SmemLayoutRows{}));  // (1, 1, D / 16)
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk) {
-              float(&acc)[32] = *reinterpret_cast<float(*)[32]>(&s[32 * c]);
-              wgmma_call<typename Tr::MmaS>(qf[kk], uint64_t(dk(_0{}, _0{}, kk)), acc,
-                                            kk == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One,
-                                            std::make_index_sequence<32>{});
+              R(&acc)[32 / kPer] = *reinterpret_cast<R(*)[32 / kPer]>(&s_acc[32 / kPer * c]);
+              wgmma_call<MmaS>(qf[kk], uint64_t(dk(_0{}, _0{}, kk)), acc,
+                               kk == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One,
+                               std::make_index_sequence<32 / kPer>{});
             }
           }
           warpgroup_commit_batch();
         }
       });
       warpgroup_wait<0>();
-      fence(s);
+      fence(s_acc);
+      if constexpr (kF16Acc) unpack_half2(s16, s);
 
       // Logits in log2 units, y = s · scale · log2(e) + bias · log2(e); columns past N (only in the
       // head's last chunk) -inf. Chunks past this tile's width are skipped: still 0, P's zeros.
@@ -264,19 +279,28 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
       const bool last_tile = j == p.key_tiles - 1;
       float mx[2] = {m[0], m[1]};
       auto logits = [&](auto with_bias, auto masked, auto c) {
+        // This thread's column 8 jj + (e & 1) of chunk c is key col0 + 8 jj + (e & 1): the mask a
+        // compare with a constant, the bias read through four pointers (two rows, two parities)
+        // stepped 8 columns at a time, not a 64-bit product per element.
+        const int col0 = key0 + c * 64 + 2 * t;
+        const int lim = N - col0;
+        [[maybe_unused]] const T* bp[2][2];
+        if constexpr (decltype(with_bias)::value) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) bp[e >> 1][e & 1] = bias_row[e >> 1] + int64_t(col0 + (e & 1)) * p.bias_col;
+        }
 #pragma unroll
         for (int jj = 0; jj < 8; ++jj) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int i = c * 32 + jj * 4 + e;
-            const int key = key0 + c * 64 + jj * 8 + 2 * t + (e & 1);
+            const bool in = !decltype(masked)::value || jj * 8 + (e & 1) < lim;
             float y = s[i] * p.scale_log2;
             if constexpr (decltype(with_bias)::value) {
-              if (!decltype(masked)::value || key < N) {
-                y = fmaf(float(bias_row[e >> 1][key * p.bias_col]), 1.4426950408889634f, y);
-              }
+              if (in) y = fmaf(float(*bp[e >> 1][e & 1]), 1.4426950408889634f, y);
+              bp[e >> 1][e & 1] += 8 * p.bias_col;
             }
-            if constexpr (decltype(masked)::value) y = key < N ? y : -INFINITY;
+            if constexpr (decltype(masked)::value) y = in ? y : -INFINITY;
             s[i] = y;
             mx[e >> 1] = fmaxf(mx[e >> 1], y);
           }
@@ -312,8 +336,12 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
         l[r] *= alpha;
 #pragma unroll
         for (int jd = 0; jd < D / 8; ++jd) {
-          o[jd * 4 + 2 * r] *= alpha;
-          o[jd * 4 + 2 * r + 1] *= alpha;
+          if constexpr (kF16Acc) {
+            o16[jd * 2 + r] = scale_half2(o16[jd * 2 + r], alpha);
+          } else {
+            o[jd * 4 + 2 * r] *= alpha;
+            o[jd * 4 + 2 * r + 1] *= alpha;
+          }
         }
       }
 #pragma unroll
@@ -333,7 +361,7 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
       uint32_t pf[kChunks * 4][4];
       pack_a_frags<T>(s, pf);
       cutlass::arch::ClusterTransactionBarrier::wait(&sh.full_v[st], phase);
-      fence(o);
+      fence(o_acc);
       static_for<kChunks>([&](auto n1) {
         if (kt.n == n1 + 1) {
           warpgroup_arrive();
@@ -343,17 +371,18 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
                 make_tensor(make_smem_ptr(sh.v[st][c]), typename Tr::SmemLayoutVt{}));  // (1, 1, 4)
 #pragma unroll
             for (int kb = 0; kb < 4; ++kb) {
-              wgmma_call<typename Tr::MmaO>(pf[c * 4 + kb], uint64_t(dv(_0{}, _0{}, kb)), o, GMMA::ScaleOut::One,
-                                            std::make_index_sequence<D / 2>{});
+              wgmma_call<MmaO>(pf[c * 4 + kb], uint64_t(dv(_0{}, _0{}, kb)), o_acc, GMMA::ScaleOut::One,
+                               std::make_index_sequence<D / 2 / kPer>{});
             }
           }
           warpgroup_commit_batch();
         }
       });
       warpgroup_wait<0>();
-      fence(o);
+      fence(o_acc);
       release_kv(st);
     }
+    if constexpr (kF16Acc) unpack_half2(o16, o);
 
     const float m_use[2] = {m[0] == -INFINITY ? 0.f : m[0], m[1] == -INFINITY ? 0.f : m[1]};
     store_o_rows<T, D>(o, l, m_use, sQ, p.tma_o, mO, p.lse == nullptr ? nullptr : p.lse + int64_t(bh) * N, row0, N, h,

@@ -299,17 +299,26 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
         bias_row[0] = base + int64_t(min(row_a, N - 1)) * p.bias_s.n;  // rows past N: clipped by the store
         bias_row[1] = base + int64_t(min(row_a + 8, N - 1)) * p.bias_s.n;
       }
+      // This thread's column 8 j + (e & 1) is key 2 t + 8 j + (e & 1): the mask a compare with a
+      // constant, the bias read through four pointers (two rows, two parities) stepped 8 columns at
+      // a time, not a 64-bit product per element.
+      const int lim = N - 2 * t;
+      [[maybe_unused]] const T* bp[2][2];
+      if constexpr (decltype(with_bias)::value) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) bp[e >> 1][e & 1] = bias_row[e >> 1] + int64_t(2 * t + (e & 1)) * p.bias_col;
+      }
 #pragma unroll
       for (int j = 0; j < kKeys / 8; ++j) {
         if (j >= kTail && j >= w8) continue;
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int col = j * 8 + 2 * t + (e & 1);
+          const bool in = j < kTail || j * 8 + (e & 1) < lim;
           float y = s[j * 4 + e] * p.scale_log2;
           if constexpr (decltype(with_bias)::value) {
-            if (j < kTail || col < N) y = fmaf(float(bias_row[e >> 1][col * p.bias_col]), 1.4426950408889634f, y);
+            if (in) y = fmaf(float(bp[e >> 1][e & 1][int64_t(j * 8) * p.bias_col]), 1.4426950408889634f, y);
           }
-          if (j >= kTail) y = col < N ? y : -INFINITY;
+          if (j >= kTail) y = in ? y : -INFINITY;
           s[j * 4 + e] = y;
           mx[e >> 1] = fmaxf(mx[e >> 1], y);
         }

@@ -19,6 +19,9 @@ int attention_fwd_bf16(const AttnFwdParams& p, cudaStream_t stream);
 int attention_fwd_fp16(const AttnFwdParams& p, cudaStream_t stream);
 int attention_fwd_long_bf16(const AttnFwdParams& p, cudaStream_t stream);
 int attention_fwd_long_fp16(const AttnFwdParams& p, cudaStream_t stream);
+// attention_fwd_sm90_fp16acc.cu: the same for float16 with fp16 accumulators (accumulate="fp16"), every
+// N up to 4096 by the key-tiled kernel.
+int attention_fwd_fp16acc(const AttnFwdParams& p, cudaStream_t stream);
 
 // attention_bwd_sm90_{bf16,fp16}.cu: dq, dk, dv (and dS into p.dbias when set) for N <= 4096: dq
 // written whole where sm90_bwd_key_groups(d, N) is 1 (attention_path.h), else added into p.dq_accum

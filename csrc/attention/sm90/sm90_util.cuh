@@ -2,6 +2,7 @@
 // What the Hopper attention kernels share: the shared-memory swizzle atoms for a head dim, ex2, the
 // fp32 -> 16-bit pair packing, one wgmma over a named register array, a head's TMA tile load, and on
 // the host the persistent launch and the dispatch over head dims and key tiles.
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -21,8 +22,8 @@ namespace vitfast::attention::sm90 {
 
 using namespace cute;
 
-// The widest head a CTA holds whole; longer sequences stream K and V (attention_fwd_long_sm90.cuh) up
-// to kMaxLongKeys, and their backward is the mma.sync kernel's (attention_path.h).
+// The widest head the forward holds whole; longer sequences stream K and V (attention_fwd_long_sm90.cuh)
+// up to kMaxLongKeys, as far as the backward's key groups go (attention_path.h).
 constexpr int kMaxKeys = kSm90MaxKeys;
 constexpr int kMaxLongKeys = kSm90MaxLongKeys;
 
@@ -72,9 +73,10 @@ __device__ __forceinline__ void pack_a_frags(const float (&acc)[kN], uint32_t (&
 }
 
 // One wgmma over accumulator registers acc[0 .. Op's count): expands the array into the atom's
-// operand list, so the accumulators stay in named registers.
-template <class Op, class A, int kN, size_t... I>
-__device__ __forceinline__ void wgmma_call(const A& a, uint64_t b, float (&acc)[kN], GMMA::ScaleOut sc,
+// operand list, so the accumulators stay in named registers. R: float, or uint32_t for fp16
+// accumulators (two columns per register).
+template <class Op, class A, class R, int kN, size_t... I>
+__device__ __forceinline__ void wgmma_call(const A& a, uint64_t b, R (&acc)[kN], GMMA::ScaleOut sc,
                                            std::index_sequence<I...>) {
   if constexpr (std::is_same_v<A, uint64_t>) {
     Op::fma(a, b, acc[I]..., sc);
@@ -96,18 +98,58 @@ __device__ __forceinline__ void static_for(F&& f) {
 
 // Zeroes accumulators before their first wgmma (which ignores them): the asm reads its accumulator
 // registers, so without this a previous tile's values stay live across the loop and spill.
-template <int kN>
-__device__ __forceinline__ void zero_fenced(float (&acc)[kN]) {
+template <class R, int kN>
+__device__ __forceinline__ void zero_fenced(R (&acc)[kN]) {
 #pragma unroll
-  for (int i = 0; i < kN; ++i) acc[i] = 0.f;
+  for (int i = 0; i < kN; ++i) acc[i] = R(0);
 #pragma unroll
   for (int i = 0; i < kN; ++i) warpgroup_fence_operand(acc[i]);
 }
 
-template <int kN>
-__device__ __forceinline__ void fence(float (&acc)[kN]) {
+template <class R, int kN>
+__device__ __forceinline__ void fence(R (&acc)[kN]) {
 #pragma unroll
   for (int i = 0; i < kN; ++i) warpgroup_fence_operand(acc[i]);
+}
+
+// fp16 accumulators (a wgmma's .f16 D: register i holds the two columns that fp32 accumulators keep
+// at 2i and 2i + 1) as fp32 ones, same indexing.
+template <int kN>
+__device__ __forceinline__ void unpack_half2(const uint32_t (&h)[kN], float (&f)[2 * kN]) {
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+    const float2 x = __half22float2(*reinterpret_cast<const __half2*>(&h[i]));
+    f[2 * i] = x.x;
+    f[2 * i + 1] = x.y;
+  }
+}
+
+// Accumulator element i (fp32 indexing) of fp32 or fp16 accumulators, as fp32.
+template <int kN>
+__device__ __forceinline__ float acc_at(const float (&a)[kN], int i) {
+  return a[i];
+}
+template <int kN>
+__device__ __forceinline__ float acc_at(const uint32_t (&a)[kN], int i) {
+  const float2 x = __half22float2(*reinterpret_cast<const __half2*>(&a[i / 2]));
+  return i % 2 ? x.y : x.x;
+}
+
+// a where kFirst, else b (accumulator arrays of either type, chosen at compile time).
+template <bool kFirst, class A, class B>
+__device__ __forceinline__ auto& pick(A& a, B& b) {
+  if constexpr (kFirst) {
+    return a;
+  } else {
+    return b;
+  }
+}
+
+// fp16 accumulator pair h scaled by a, rounded once (the online softmax's rescale of fp16 O).
+__device__ __forceinline__ uint32_t scale_half2(uint32_t h, float a) {
+  const float2 x = __half22float2(*reinterpret_cast<const __half2*>(&h));
+  const __half2 y = __floats2half2_rn(x.x * a, x.y * a);
+  return *reinterpret_cast<const uint32_t*>(&y);
 }
 
 // The dynamic shared memory as S, its base rounded up to 1024 bytes (the 128-byte swizzle repeats
