@@ -191,6 +191,15 @@ class Build(BuildExtension.with_options(use_ninja=True)):
     builds the rest, so both cores stay busy to the end (one after the other left one idle for a
     minute of the sm90 step); the link waits for them."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        # An editable install (`pip install -e .`) builds in a new temporary folder each time, so it
+        # recompiled every kernel (~10 minutes on 2 cores) even right after `pip install .` from the
+        # same clone: build in the clone's build/ as the normal install does, where ninja and the sm90
+        # step reuse every object that is up to date with its sources and flags.
+        if not os.path.abspath(self.build_temp).startswith(os.path.join(ROOT, "build") + os.sep):
+            self.build_temp = os.path.join(ROOT, "build", f"temp.{self.plat_name}-{sys.implementation.cache_tag}")
+
     def run(self):
         super().run()
         # `pip install .` from a clone builds in the clone: put vitfast._C beside the sources too (as an
