@@ -75,15 +75,23 @@ def test_sm90_backward_key_groups_bias_gradient(N, bias_shape, d):
 
 @needs_hopper
 @pytest.mark.parametrize("N", (1, 7, 50, 64, 65, 128, 129, 192, 193, 197, 256))
-@pytest.mark.parametrize("bias_shape", ["full", "heads", "batch"])
+@pytest.mark.parametrize("bias_shape", ["full", "heads", "batch", "one"])
 @pytest.mark.parametrize("d", SM90_HEAD_DIMS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_sm90_backward_bias_gradient_every_shape(N, bias_shape, d, dtype):
-    """dS stored per (b, h): in q's dtype for a (B, H, N, N) bias, in fp32 and summed over the batch or
-    the heads for a broadcast one."""
+    """dS stored per (b, h): in q's dtype for a (B, H, N, N) bias, in fp32 and summed over the batch,
+    the heads or both for a broadcast one."""
     B, H = 2, 3
-    shape = {"full": (B, H, N, N), "heads": (1, H, N, N), "batch": (B, 1, N, N)}[bias_shape]
+    shape = {"full": (B, H, N, N), "heads": (1, H, N, N), "batch": (B, 1, N, N), "one": (1, 1, N, N)}[bias_shape]
     check_against_reference(B, H, N, d, dtype, "cuda", bias_shape=shape, seed=N + d)
+
+
+@needs_hopper
+@pytest.mark.parametrize("B, H, N, d", [(32, 12, 197, 64), (300, 1, 50, 64), (16, 16, 257, 80), (20, 12, 577, 64)])
+def test_sm90_backward_batch_broadcast_bias_large_batch(B, H, N, d):
+    """A (1, H, N, N) bias's gradient summed over a batch larger than the SMs' share of it (more
+    (b, h) works than CTAs), one head or many, one key group or several."""
+    check_against_reference(B, H, N, d, torch.bfloat16, "cuda", bias_shape=(1, H, N, N), seed=B)
 
 
 @needs_hopper
