@@ -249,24 +249,14 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
         mma::ldmatrix_x4(qf[kk], mma::smem_addr(&sQ(warp * 16 + (lane & 15), kk * 16 + (lane >> 4) * 8)));
       }
       zero_fenced(s_acc);
-      // One straight batch of wgmmas per chunk count: where a chunk's wgmmas sat behind a run-time
-      // branch inside the batch, ptxas injected a warpgroup.arrive on that path and serialised them.
-      static_for<kChunks>([&](auto n1) {
-        if (kt.n == n1 + 1) {
-          warpgroup_arrive();
+      wgmma_batch<kChunks>(kt.n, [&](auto c) {
+        Tensor dk = thr_s.partition_fragment_B(
+            make_tensor(make_smem_ptr(sh.k[st][c]), typename Tr::SmemLayoutRows{}));  // (1, 1, D / 16)
 #pragma unroll
-          for (int c = 0; c <= n1; ++c) {
-            Tensor dk = thr_s.partition_fragment_B(
-                make_tensor(make_smem_ptr(sh.k[st][c]), typename Tr::SmemLayoutRows{}));  // (1, 1, D / 16)
-#pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-              R(&acc)[32 / kPer] = *reinterpret_cast<R(*)[32 / kPer]>(&s_acc[32 / kPer * c]);
-              wgmma_call<MmaS>(qf[kk], uint64_t(dk(_0{}, _0{}, kk)), acc,
-                               kk == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One,
-                               std::make_index_sequence<32 / kPer>{});
-            }
-          }
-          warpgroup_commit_batch();
+        for (int kk = 0; kk < D / 16; ++kk) {
+          R(&acc)[32 / kPer] = *reinterpret_cast<R(*)[32 / kPer]>(&s_acc[32 / kPer * c]);
+          wgmma_call<MmaS>(qf[kk], uint64_t(dk(_0{}, _0{}, kk)), acc,
+                           kk == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One, std::make_index_sequence<32 / kPer>{});
         }
       });
       warpgroup_wait<0>();
@@ -362,20 +352,13 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
       pack_a_frags<T>(s, pf);
       cutlass::arch::ClusterTransactionBarrier::wait(&sh.full_v[st], phase);
       fence(o_acc);
-      static_for<kChunks>([&](auto n1) {
-        if (kt.n == n1 + 1) {
-          warpgroup_arrive();
+      wgmma_batch<kChunks>(kt.n, [&](auto c) {
+        Tensor dv = thr_o.partition_fragment_B(
+            make_tensor(make_smem_ptr(sh.v[st][c]), typename Tr::SmemLayoutVt{}));  // (1, 1, 4)
 #pragma unroll
-          for (int c = 0; c <= n1; ++c) {
-            Tensor dv = thr_o.partition_fragment_B(
-                make_tensor(make_smem_ptr(sh.v[st][c]), typename Tr::SmemLayoutVt{}));  // (1, 1, 4)
-#pragma unroll
-            for (int kb = 0; kb < 4; ++kb) {
-              wgmma_call<MmaO>(pf[c * 4 + kb], uint64_t(dv(_0{}, _0{}, kb)), o_acc, GMMA::ScaleOut::One,
-                               std::make_index_sequence<D / 2 / kPer>{});
-            }
-          }
-          warpgroup_commit_batch();
+        for (int kb = 0; kb < 4; ++kb) {
+          wgmma_call<MmaO>(pf[c * 4 + kb], uint64_t(dv(_0{}, _0{}, kb)), o_acc, GMMA::ScaleOut::One,
+                           std::make_index_sequence<D / 2 / kPer>{});
         }
       });
       warpgroup_wait<0>();

@@ -96,6 +96,21 @@ __device__ __forceinline__ void static_for(F&& f) {
   static_for(f, std::make_integer_sequence<int, kN>{});
 }
 
+// One straight batch of wgmmas for a run-time chunk count n in [1, kMax]: chunk(c) for each
+// std::integral_constant c < n between one warpgroup.arrive and one commit. Where a chunk's wgmmas sat
+// behind a run-time branch inside one batch, ptxas injected a warpgroup.arrive on that path and
+// serialised them (C7520); one branch per count around a whole batch avoids it.
+template <int kMax, class Chunk>
+__device__ __forceinline__ void wgmma_batch(int n, Chunk&& chunk) {
+  static_for<kMax>([&](auto n1) {
+    if (n == n1 + 1) {
+      warpgroup_arrive();
+      static_for<decltype(n1)::value + 1>(chunk);
+      warpgroup_commit_batch();
+    }
+  });
+}
+
 // Zeroes accumulators before their first wgmma (which ignores them): the asm reads its accumulator
 // registers, so without this a previous tile's values stay live across the loop and spill.
 template <class R, int kN>
@@ -122,17 +137,6 @@ __device__ __forceinline__ void unpack_half2(const uint32_t (&h)[kN], float (&f)
     f[2 * i] = x.x;
     f[2 * i + 1] = x.y;
   }
-}
-
-// Accumulator element i (fp32 indexing) of fp32 or fp16 accumulators, as fp32.
-template <int kN>
-__device__ __forceinline__ float acc_at(const float (&a)[kN], int i) {
-  return a[i];
-}
-template <int kN>
-__device__ __forceinline__ float acc_at(const uint32_t (&a)[kN], int i) {
-  const float2 x = __half22float2(*reinterpret_cast<const __half2*>(&a[i / 2]));
-  return i % 2 ? x.y : x.x;
 }
 
 // a where kFirst, else b (accumulator arrays of either type, chosen at compile time).
