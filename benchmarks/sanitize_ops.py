@@ -42,8 +42,9 @@ def attentions():
         # key-tiled kernel (N = 257 at d = 96: two tiles; 577: 3 to 5 tiles, an idle second half). The
         # backwards run the sm90 one: one CTA per head where sm90_bwd_fits holds, else key groups with
         # dQ added by TMA reduce-add (N = 257, 577, d = 128 at 130, d = 80 at 256); every key tile, one
-        # and two key blocks per warpgroup, both bias gradients (q's dtype per (b, h); fp32 summed over
-        # the heads-only bias's batch). fp16 accumulation: the key-tiled forward with wgmma's fp16
+        # and two key blocks per warpgroup, every bias gradient (q's dtype per (b, h); a bias broadcast
+        # over the batch by 16-byte reductions into batch slots; (B, 1, N, N) fp32 per (b, h), summed
+        # over the heads). fp16 accumulation: the key-tiled forward with wgmma's fp16
         # accumulators at every N, the mma.sync backward.
         for N, d in ((1, 64), (50, 64), (197, 64), (77, 80), (65, 32), (257, 96), (130, 128), (129, 64), (256, 80),
                      (256, 64), (100, 128), (200, 32), (577, 64), (577, 128)):
@@ -51,9 +52,11 @@ def attentions():
             q, k, v = (t.requires_grad_() for t in qkv.permute(2, 0, 3, 1, 4).detach().clone().unbind(0))
             bias = torch.randn(1, 3, N, N, device="cuda", dtype=dtype, requires_grad=True)
             full_bias = torch.randn(2, 3, N, N, device="cuda", dtype=dtype, requires_grad=True)
+            batch_bias = torch.randn(2, 1, N, N, device="cuda", dtype=dtype, requires_grad=True)
             grads(attention(q, k, v), q, k, v)
             grads(attention(q, k, v, bias), q, k, v, bias)
             grads(attention(q, k, v, full_bias), q, k, v, full_bias)
+            grads(attention(q, k, v, batch_bias), q, k, v, batch_bias)
             grads(attention(q, k, v, out_layout="bnhd"), q, k, v)  # written through (B, N, H, d) strides
             out, logits = attention(q, k, v, bias, return_logits=True)
             grads(out.float().sum() + logits.float().sum(), q, k, v, bias)

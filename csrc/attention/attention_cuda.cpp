@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -221,24 +222,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(
 
   if (kernel_path(q, true, with_dlogits, fp16_accumulate) == AttnPath::kSm90) {
     // dQ finished in the kernel where one CTA holds a head's keys; summed over the key groups in an
-    // fp32 accumulator otherwise. The bias gradient is dS per (b, h): written in q's dtype where the
-    // bias has that shape, else in fp32 and summed over the bias's broadcast dims here.
-    const bool dq_whole = sm90_bwd_key_groups(static_cast<int>(d), static_cast<int>(N)) == 1;
+    // fp32 accumulator otherwise. The bias gradient is dS per (b, h), in q's dtype, where the bias
+    // has that shape. A bias broadcast over the batch gets dS added into fp32 partial sums, (slots,
+    // H, keys, queries): batch b into slot b % slots, slots enough that the (b, h) works running at
+    // once (one CTA per SM) never share one; summed, transposed and reduced to the bias's shape here.
+    // (B, 1, N, N): dS per (b, h) in fp32, summed over the heads here.
+    const int groups = sm90_bwd_key_groups(static_cast<int>(d), static_cast<int>(N));
+    const bool dq_whole = groups == 1;
     at::Tensor dq = dq_whole ? at::empty({B, H, N, d}, q.options()) : at::zeros({B, H, N, d}, f32);
     const bool full_bias = bias_grad && bias->size(0) == B && bias->size(1) == H;
-    at::Tensor ds = bias_grad ? at::empty({B, H, N, N}, full_bias ? q.options() : f32) : at::Tensor();
+    const bool batch_broadcast = bias_grad && !full_bias && bias->size(0) == 1;
+    at::Tensor ds, part;
+    if (batch_broadcast) {
+      const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+      part = at::zeros({std::min<int64_t>(B, sms / (H * groups) + 2), H, N, (N + 3) / 4 * 4}, f32);
+      p.dbias_part = part.mutable_data_ptr<float>();
+      p.dbias_slots = static_cast<int>(part.size(0));
+      p.dbias_ld = static_cast<int>(part.size(3));
+    } else if (bias_grad) {
+      ds = at::empty({B, H, N, N}, full_bias ? q.options() : f32);
+      p.dbias = ds.mutable_data_ptr();
+      p.dbias_f32 = !full_bias;
+    }
     p.dq = dq_whole ? dq.mutable_data_ptr() : nullptr;
     p.dq_accum = dq_whole ? nullptr : dq.mutable_data_ptr<float>();
-    p.dbias = bias_grad ? ds.mutable_data_ptr() : nullptr;
-    p.dbias_f32 = bias_grad && !full_bias;
     if (launch_sm90_bwd(p, is_bf16, stream)) {
       at::Tensor dbias = !bias_grad ? at::empty({0}, q.options())
                          : full_bias ? ds
-                                     : at::sum_to(ds, bias->sizes()).to(q.scalar_type());
+                         : batch_broadcast
+                             ? at::sum_to(part.sum(0).narrow(2, 0, N).transpose(1, 2).unsqueeze(0), bias->sizes())
+                                   .to(q.scalar_type())
+                             : at::sum_to(ds, bias->sizes()).to(q.scalar_type());
       return {dq_whole ? dq : dq.to(q.scalar_type()), dk, dv, dbias};
     }
     p.dq = nullptr;
     p.dbias = nullptr;
+    p.dbias_part = nullptr;
   }
 
   at::Tensor dq_accum = at::zeros({B, H, N, d}, f32);

@@ -47,6 +47,9 @@ struct AttnBwdParams {
   float* dbias_accum;     // (Bb, Hb, N, N) fp32, zeroed, or nullptr; dbias_s: strides, 0 where broadcast
   void* dbias;            // sm90: (B, H, N, N) contiguous dS, T or fp32 (dbias_f32), or nullptr
   bool dbias_f32;
+  float* dbias_part;      // sm90, a bias broadcast over the batch: (slots, H, N, ld) fp32, zeroed, or nullptr
+  int dbias_slots;        // batch b adds into slot b % dbias_slots
+  int dbias_ld;           // N rounded up to 4: rows of 16-byte reductions
   Strides3 qs, ks, vs, dos;
   Strides3 bias_s;
   int64_t bias_col;

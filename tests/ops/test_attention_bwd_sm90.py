@@ -2,7 +2,8 @@
 (attention_path.h, asked on any machine), and on an H100/H200 every gradient against the fp64 reference
 with the FlashAttention rule, for every N it takes and the lengths around it (one CTA per head, and
 heads split into key groups whose dQ shares are added in fp32), every head dim, both dtypes, both bias
-shapes (the bias gradient is dS per (b, h), summed on the host for a broadcast bias),
+shapes (the bias gradient is dS per (b, h), or for a bias broadcast over the batch dS reduced
+into fp32 partial sums per batch slot),
 views of one qkv projection and both output layouts, and against the mma.sync backward. The CUDA tests
 skip without a GPU; the sm90-only ones skip on other GPUs, where the same tests run the mma.sync
 kernel."""
@@ -79,8 +80,9 @@ def test_sm90_backward_key_groups_bias_gradient(N, bias_shape, d):
 @pytest.mark.parametrize("d", SM90_HEAD_DIMS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_sm90_backward_bias_gradient_every_shape(N, bias_shape, d, dtype):
-    """dS stored per (b, h): in q's dtype for a (B, H, N, N) bias, in fp32 and summed over the batch,
-    the heads or both for a broadcast one."""
+    """dS stored per (b, h) in q's dtype for a (B, H, N, N) bias; for one broadcast over the batch
+    ((1, H, N, N), (1, 1, N, N)) reduced into fp32 partial sums per batch slot, its rows padded to 4
+    queries (N = 1, 7, 197 ...); for (B, 1, N, N) in fp32 and summed over the heads."""
     B, H = 2, 3
     shape = {"full": (B, H, N, N), "heads": (1, H, N, N), "batch": (B, 1, N, N), "one": (1, 1, N, N)}[bias_shape]
     check_against_reference(B, H, N, d, dtype, "cuda", bias_shape=shape, seed=N + d)
@@ -89,8 +91,9 @@ def test_sm90_backward_bias_gradient_every_shape(N, bias_shape, d, dtype):
 @needs_hopper
 @pytest.mark.parametrize("B, H, N, d", [(32, 12, 197, 64), (300, 1, 50, 64), (16, 16, 257, 80), (20, 12, 577, 64)])
 def test_sm90_backward_batch_broadcast_bias_large_batch(B, H, N, d):
-    """A (1, H, N, N) bias's gradient summed over a batch larger than the SMs' share of it (more
-    (b, h) works than CTAs), one head or many, one key group or several."""
+    """A (1, H, N, N) bias's gradient summed over a batch larger than its slots (13 at B 32 x H 12,
+    134 at H 1, 4 and 5 with key groups on an H100): several batch entries add into each slot, one
+    head or many, one key group or several."""
     check_against_reference(B, H, N, d, torch.bfloat16, "cuda", bias_shape=(1, H, N, N), seed=B)
 
 

@@ -16,8 +16,10 @@
 //     wgmma, dSᵀ into shared memory. After both have written the chunk's dS, one of them (by the
 //     chunk's parity) takes dQ = dS K · scale over the group's keys and writes it by TMA store (one
 //     group) or adds it into the fp32 accumulator by TMA reduce-add (several).
-// The bias gradient, when asked, is dS itself: stored per (b, h) into a (B, H, N, N) buffer (the host
-// sums it over the bias's broadcast dims).
+// The bias gradient, when asked, is dS itself: stored per (b, h) into a (B, H, N, N) buffer for a bias
+// of that shape (and in fp32 for (B, 1, N, N), the host summing it over the heads); a bias broadcast
+// over the batch gets 16-byte reductions of dS into a few batch slots of fp32 partial sums, issued by
+// the consumer that does not take the chunk's dQ (the host sums the slots).
 #include "attention/attention_params.h"
 #include "attention/attention_path.h"
 #include "attention/sm90/sm90_util.cuh"
@@ -114,6 +116,18 @@ __device__ __forceinline__ void st_shared(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
 }
 
+__device__ __forceinline__ uint4 ld_shared_v4(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
+
+// *at += (a, b, c, d): one 16-byte reduction (sm_90's vector red), no return value.
+__device__ __forceinline__ void red_add_v4(float* at, float a, float b, float c, float d) {
+  asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(at), "f"(a), "f"(b), "f"(c), "f"(d)
+               : "memory");
+}
+
 // sdS holds (q, key) at byte key · 128 + (2 q ^ (key % 8) · 16): the 128-byte MN-major swizzle, whose
 // XOR touches bits 4-6 only. The kernel writes it through that formula (32-bit shared addresses, one
 // XOR and an immediate per store; CuTe's 64-bit generic addresses were hoisted and spilled). This
@@ -147,6 +161,9 @@ struct BwdParams90 {
   T* dv;
   void* dbias;       // (B, H, N, N) contiguous, T or float (dbias_f32), or nullptr
   bool dbias_f32;
+  float* dbias_part;  // a bias broadcast over the batch: (slots, H, N keys, ld queries) fp32, or nullptr
+  int dbias_slots;    // batch b adds into slot b % slots
+  int dbias_ld;
   int B, H, N;
   int chunks;        // ceil(N / 64)
   int key_groups;    // ceil(N / kKeys): 1 where a CTA finishes the head
@@ -416,6 +433,26 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
       cutlass::arch::NamedBarrier::sync(256, 3);
       if (c % Tr::kConsumers != cw) {
         if (lane_wg == 0) cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
+        // While the other consumer takes dQ, this one adds the chunk's dSᵀ (the group's key rows, 64
+        // queries each) into the batch slot's partial sums of a bias broadcast over the batch: eight
+        // threads per key row, a 16-byte read of the swizzled tile and two 16-byte reductions each. The
+        // tile is rewritten two chunks on, after the next chunk's barrier, which this thread reaches
+        // only when done here.
+        const int qa = q0 + 8 * (lane_wg % 8);  // this thread's 8 queries
+        if (p.dbias_part != nullptr && qa < N) {
+          const int r0 = lane_wg / 8;  // key rows r0, r0 + 16, ...: the same swizzle row (r0 % 8)
+          const uint32_t col = uint32_t(__cvta_generic_to_shared(sh.ds[chunk_it % 2])) +
+                               (((lane_wg % 8) ^ (r0 % 8)) << 4);
+          float* row = p.dbias_part + ((int64_t(b % p.dbias_slots) * p.H + h) * N + key0 + r0) * p.dbias_ld + qa;
+          const bool hi = qa + 4 < N;  // the ld (N rounded to 4) holds the first four in any case
+#pragma unroll 4
+          for (int r = r0; r < keys; r += 16, row += 16 * int64_t(p.dbias_ld)) {
+            const uint4 v = ld_shared_v4(col + r * 128);
+            const T* e = reinterpret_cast<const T*>(&v);
+            red_add_v4(row, float(e[0]), float(e[1]), float(e[2]), float(e[3]));
+            if (hi) red_add_v4(row + 4, float(e[4]), float(e[5]), float(e[6]), float(e[7]));
+          }
+        }
         continue;
       }
       // dQ = dS K · scale over the group's keys up to N (kDqCols columns at a time), staged in the

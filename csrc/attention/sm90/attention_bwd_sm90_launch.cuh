@@ -39,6 +39,9 @@ int launch_bwd(const AttnBwdParams& p, int groups, cudaStream_t stream) {
     k.dv = static_cast<T*>(p.dv);
     k.dbias = p.dbias;
     k.dbias_f32 = p.dbias_f32;
+    k.dbias_part = p.dbias_part;
+    k.dbias_slots = p.dbias_slots;
+    k.dbias_ld = p.dbias_ld;
     k.B = p.B;
     k.H = p.H;
     k.N = p.N;
