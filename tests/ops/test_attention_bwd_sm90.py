@@ -98,6 +98,18 @@ def test_sm90_backward_batch_broadcast_bias_large_batch(B, H, N, d):
 
 
 @needs_hopper
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "heads_bias"])
+@pytest.mark.parametrize("d", SM90_HEAD_DIMS)
+def test_sm90_head_per_warpgroup_at_64_keys(d, bias):
+    """N <= 64: the forward's consumers take alternate heads over four stages, the backward's (d <= 96)
+    every other head whole, its dQ and its bias partial sums included. One head in all, CTAs with an
+    odd and an even count of heads (one consumer taking one more), many phases of each barrier."""
+    for B, H, N in ((1, 1, 50), (133, 1, 64), (97, 5, 1), (300, 3, 50), (41, 7, 33)):
+        shape = (1, H, N, N) if bias else None
+        check_against_reference(B, H, N, d, torch.bfloat16, "cuda", bias_shape=shape, seed=B + N)
+
+
+@needs_hopper
 def test_sm90_backward_many_heads_per_cta():
     """More heads than SMs: each persistent CTA walks the K/V and chunk barriers through many phases,
     with one or two K/V stages and one or two key blocks per warpgroup."""

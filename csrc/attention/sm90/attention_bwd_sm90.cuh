@@ -16,10 +16,11 @@
 //     wgmma, dSᵀ into shared memory. After both have written the chunk's dS, one of them (by the
 //     chunk's parity) takes dQ = dS K · scale over the group's keys and writes it by TMA store (one
 //     group) or adds it into the fp32 accumulator by TMA reduce-add (several).
+//   For N <= 64 (one key block, one chunk) each consumer takes every other head whole, dQ included.
 // The bias gradient, when asked, is dS itself: stored per (b, h) into a (B, H, N, N) buffer for a bias
 // of that shape (and in fp32 for (B, 1, N, N), the host summing it over the heads); a bias broadcast
 // over the batch gets 16-byte reductions of dS into a few batch slots of fp32 partial sums, issued by
-// the consumer that does not take the chunk's dQ (the host sums the slots).
+// the consumer that does not take the chunk's dQ, or by the head's own (the host sums the slots).
 #include "attention/attention_params.h"
 #include "attention/attention_path.h"
 #include "attention/sm90/sm90_util.cuh"
@@ -38,6 +39,11 @@ struct BwdTraits {
   static constexpr int kThreads = 128 * (1 + kConsumers);
   static constexpr int kBlocks = kKeys / kRows;                                  // key blocks in the tile
   static constexpr int kBlocksPerWg = (kBlocks + kConsumers - 1) / kConsumers;  // consumer w: w, w + 2
+  // N <= 64 (one key block, one chunk): a head per consumer, the two taking alternate heads, each
+  // doing its dQ too (with the key blocks split, the second would own none and idle). Not at d = 128,
+  // where ptxas spilled it (60-116 bytes; the split form does not spill).
+  static constexpr bool kHeadPerWg = kKeys == 64 && D < 128;
+  static constexpr int kArrivals = kHeadPerWg ? 1 : kConsumers;  // consumers that release a stage
   static_assert(sm90_bwd_fits(D, kKeys), "dK and dV for this head do not fit in registers");
   // Queries per Sᵀ / dPᵀ product: 32 where dK and dV take more than 64 registers, so the transient
   // Sᵀ, dPᵀ and packed Pᵀ shrink from 80 to 40 (ptxas spilled at 64 above that).
@@ -188,11 +194,11 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kKvStages; ++s) {
       cutlass::arch::ClusterTransactionBarrier::init(&sh.full_kv[s], 1);
-      cutlass::arch::ClusterBarrier::init(&sh.empty_kv[s], Tr::kConsumers);
+      cutlass::arch::ClusterBarrier::init(&sh.empty_kv[s], Tr::kArrivals);
     }
     for (int s = 0; s < 2; ++s) {
       cutlass::arch::ClusterTransactionBarrier::init(&sh.full[s], 1);
-      cutlass::arch::ClusterBarrier::init(&sh.empty[s], Tr::kConsumers);
+      cutlass::arch::ClusterBarrier::init(&sh.empty[s], Tr::kArrivals);
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -238,7 +244,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
 
   // ---- consumers
   cutlass::arch::warpgroup_reg_alloc<240>();
-  const int cw = wg - 1;  // owns key blocks cw, cw + 2
+  const int cw = wg - 1;  // owns key blocks cw, cw + 2 (kHeadPerWg: every other head)
   const int warp = lane_wg / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;  // accumulator element (g, 2t): rows g and g + 8
   typename Tr::TiledMmaSS mma_ss;
@@ -256,11 +262,19 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
   float s[kSub / 2], dp[kSub / 2], dq[Tr::kDqCols / 2];
   int head_it = 0, chunk_it = 0;
   for (int work = blockIdx.x; work < p.works; work += gridDim.x, ++head_it) {
+    if (Tr::kHeadPerWg && head_it % Tr::kConsumers != cw) {  // the other consumer's head
+      chunk_it += p.chunks;
+      continue;
+    }
     const int bh = work / p.key_groups, group = work % p.key_groups;
     const int b = bh / p.H, h = bh % p.H;
     const int key0 = group * kKeys;         // the group's first key
     const int keys = min(kKeys, N - key0);  // and how many of its keys lie before N
-    const int k16 = (keys + 15) / 16;       // dQ's key steps
+    // dQ's key steps, 32 keys each, as one straight batch per count (wgmma_batch): with a branch per
+    // k16 step inside the batch ptxas injected a warpgroup.arrive before each, and where a consumer
+    // takes a head whole, serialised the wgmmas (C7520). Past N, within the key blocks written, dS is
+    // 0 and K's rows are TMA's zeros.
+    const int k32 = (keys + 31) / 32;
     const int kvs = head_it % kKvStages;
     auto& kv = sh.kv[kvs];
     Tensor sK = make_tensor(make_smem_ptr(kv.k), typename Tr::SmemLayoutKeys{});
@@ -318,7 +332,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
 
 #pragma unroll
       for (int i = 0; i < Tr::kBlocksPerWg; ++i) {
-        const int j = cw + Tr::kConsumers * i;  // key block
+        const int j = Tr::kHeadPerWg ? i : cw + Tr::kConsumers * i;  // key block
         if (j >= Tr::kBlocks || j * kRows >= keys) continue;
 #pragma unroll
         for (int sub = 0; sub < kRows / kSub; ++sub) {
@@ -428,31 +442,41 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
         }
       }
 
-      // The chunk's dS complete (both consumers), seen by wgmma's async proxy; q, dO, O read.
+      // The chunk's dS complete (both consumers, or this one with a head each), seen by wgmma's
+      // async proxy; q, dO, O read.
       cutlass::arch::fence_view_async_shared();
-      cutlass::arch::NamedBarrier::sync(256, 3);
-      if (c % Tr::kConsumers != cw) {
-        if (lane_wg == 0) cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
-        // While the other consumer takes dQ, this one adds the chunk's dSᵀ (the group's key rows, 64
-        // queries each) into the batch slot's partial sums of a bias broadcast over the batch: eight
-        // threads per key row, a 16-byte read of the swizzled tile and two 16-byte reductions each. The
-        // tile is rewritten two chunks on, after the next chunk's barrier, which this thread reaches
-        // only when done here.
+      if constexpr (Tr::kHeadPerWg) {
+        cutlass::arch::NamedBarrier::sync(128, 1 + cw);
+      } else {
+        cutlass::arch::NamedBarrier::sync(256, 3);
+      }
+      // The chunk's dSᵀ (the group's key rows, 64 queries each) added into the batch slot's partial
+      // sums of a bias broadcast over the batch: eight threads per key row, a 16-byte read of the
+      // swizzled tile and two 16-byte reductions each. Done by the consumer that does not take the
+      // chunk's dQ, while the other does; the tile is rewritten two chunks on, after the next chunk's
+      // barrier, which this thread reaches only when done here. With a head per consumer, before its
+      // own dQ (whose staging barrier orders these reads before the next head's dS).
+      auto add_bias_partials = [&] {
         const int qa = q0 + 8 * (lane_wg % 8);  // this thread's 8 queries
-        if (p.dbias_part != nullptr && qa < N) {
-          const int r0 = lane_wg / 8;  // key rows r0, r0 + 16, ...: the same swizzle row (r0 % 8)
-          const uint32_t col = uint32_t(__cvta_generic_to_shared(sh.ds[chunk_it % 2])) +
-                               (((lane_wg % 8) ^ (r0 % 8)) << 4);
-          float* row = p.dbias_part + ((int64_t(b % p.dbias_slots) * p.H + h) * N + key0 + r0) * p.dbias_ld + qa;
-          const bool hi = qa + 4 < N;  // the ld (N rounded to 4) holds the first four in any case
+        if (p.dbias_part == nullptr || qa >= N) return;
+        const int r0 = lane_wg / 8;  // key rows r0, r0 + 16, ...: the same swizzle row (r0 % 8)
+        const uint32_t col =
+            uint32_t(__cvta_generic_to_shared(sh.ds[chunk_it % 2])) + (((lane_wg % 8) ^ (r0 % 8)) << 4);
+        float* row = p.dbias_part + ((int64_t(b % p.dbias_slots) * p.H + h) * N + key0 + r0) * p.dbias_ld + qa;
+        const bool hi = qa + 4 < N;  // the ld (N rounded to 4) holds the first four in any case
 #pragma unroll 4
-          for (int r = r0; r < keys; r += 16, row += 16 * int64_t(p.dbias_ld)) {
-            const uint4 v = ld_shared_v4(col + r * 128);
-            const T* e = reinterpret_cast<const T*>(&v);
-            red_add_v4(row, float(e[0]), float(e[1]), float(e[2]), float(e[3]));
-            if (hi) red_add_v4(row + 4, float(e[4]), float(e[5]), float(e[6]), float(e[7]));
-          }
+        for (int r = r0; r < keys; r += 16, row += 16 * int64_t(p.dbias_ld)) {
+          const uint4 v = ld_shared_v4(col + r * 128);
+          const T* e = reinterpret_cast<const T*>(&v);
+          red_add_v4(row, float(e[0]), float(e[1]), float(e[2]), float(e[3]));
+          if (hi) red_add_v4(row + 4, float(e[4]), float(e[5]), float(e[6]), float(e[7]));
         }
+      };
+      if (Tr::kHeadPerWg) {
+        add_bias_partials();
+      } else if (c % Tr::kConsumers != cw) {
+        if (lane_wg == 0) cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
+        add_bias_partials();
         continue;
       }
       // dQ = dS K · scale over the group's keys up to N (kDqCols columns at a time), staged in the
@@ -467,15 +491,13 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
         Tensor b_kt = thr_q.partition_fragment_B(
             local_tile(sKt, Shape<Int<kDqCols>, Int<kKeys>>{}, make_coord(part, 0)));  // (1, 1, kKeys / 16)
         zero_fenced(dq);
-        warpgroup_arrive();
+        wgmma_batch<kKeys / 32>(k32, [&](auto c) {
 #pragma unroll
-        for (int kb = 0; kb < kKeys / 16; ++kb) {
-          if (kb < k16) {
+          for (int kb = 2 * c; kb < 2 * c + 2; ++kb) {
             wgmma_call<typename Tr::MmaQ>(uint64_t(a_ds(_0{}, _0{}, kb)), uint64_t(b_kt(_0{}, _0{}, kb)), dq,
                                           GMMA::ScaleOut::One, std::make_index_sequence<kDqCols / 2>{});
           }
-        }
-        warpgroup_commit_batch();
+        });
         warpgroup_wait<0>();
         fence(dq);
 #pragma unroll
@@ -517,7 +539,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
     // dK · scale and dV, straight from the accumulators (each key's row is written once).
 #pragma unroll
     for (int i = 0; i < Tr::kBlocksPerWg; ++i) {
-      const int j = cw + Tr::kConsumers * i;
+      const int j = Tr::kHeadPerWg ? i : cw + Tr::kConsumers * i;
       if (j >= Tr::kBlocks || j * kRows >= keys) continue;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {

@@ -11,6 +11,8 @@
 //     rounded up to 8 keys, in 64- and 8-key chunks), softmax in fp32 with ex2.approx, O = P V by
 //     register-operand wgmma over ceil(N / 16) key steps, O / l staged in the Q half it came from and
 //     written by a TMA store, which clips rows past N.
+//   For N <= 64 a tile is one head (one Q half) and the two consumers take alternate tiles, over four
+//   stages: each has its next head in flight, and none idles on a half past N.
 // TMA's zero fill past N keeps padded keys finite (their probabilities are masked to 0), so no
 // element of any tile is bounds-checked except the softmax's column mask.
 #include "attention/attention_params.h"
@@ -31,7 +33,11 @@ struct FwdTraits {
   static constexpr int kRows = 64;  // query rows per consumer warpgroup (wgmma's M)
   static constexpr int kConsumers = 2;
   static constexpr int kThreads = 128 * (1 + kConsumers);
-  static constexpr int kTileRows = kRows * kConsumers;
+  // N <= 64: a tile is one head of one warpgroup, the two taking alternate tiles (with two 64-row
+  // halves, the second would lie wholly past N and its warpgroup idle).
+  static constexpr bool kHeadPerWg = kKeys == 64;
+  static constexpr int kQHalves = kHeadPerWg ? 1 : kConsumers;  // Q halves per tile
+  static constexpr int kTileRows = kRows * kQHalves;
 
   using SmemLayoutQ = decltype(tile_to_shape(k_major_atom<T, D>(), Shape<Int<kRows>, Int<D>>{}));
   using SmemLayoutK = decltype(tile_to_shape(k_major_atom<T, D>(), Shape<Int<kKeys>, Int<D>>{}));
@@ -68,12 +74,13 @@ struct FwdTraits {
 
   static constexpr int kQBytes = kRows * D * 2;
   static constexpr int kKVBytes = kKeys * D * 2;
-  static constexpr int kStageBytes = kConsumers * kQBytes + 2 * kKVBytes;
-  // Two stages where they fit in the 227 KiB a CTA may hold (all but d = 96, 128 at 256 keys).
-  static constexpr int kStages = 2 * kStageBytes + 1024 <= 227 * 1024 ? 2 : 1;
+  static constexpr int kStageBytes = kQHalves * kQBytes + 2 * kKVBytes;
+  // Two stages where they fit in the 227 KiB a CTA may hold (all but d = 96, 128 at 256 keys); four
+  // (two per warpgroup) with a head per warpgroup, so each has its next head in flight.
+  static constexpr int kStages = kHeadPerWg ? 4 : 2 * kStageBytes + 1024 <= 227 * 1024 ? 2 : 1;
 
   struct Stage {
-    alignas(1024) T q[kConsumers][kRows * D];  // each half also stages its rows of O for the store
+    alignas(1024) T q[kQHalves][kRows * D];  // each half also stages its rows of O for the store
     alignas(1024) T k[kKeys * D];
     alignas(1024) T v[kKeys * D];
   };
@@ -81,7 +88,7 @@ struct FwdTraits {
     Stage stage[kStages];
     alignas(8) uint64_t full_qk[kStages];  // Q and K landed (TMA transaction bytes)
     uint64_t full_v[kStages];              // V landed
-    uint64_t empty[kStages];               // both consumers done, O's stores have read their staging
+    uint64_t empty[kStages];               // its consumers done, O's stores have read their staging
   };
   static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than a CTA may hold");
@@ -196,7 +203,7 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     for (int s = 0; s < kStages; ++s) {
       cutlass::arch::ClusterTransactionBarrier::init(&sh.full_qk[s], 1);
       cutlass::arch::ClusterTransactionBarrier::init(&sh.full_v[s], 1);
-      cutlass::arch::ClusterBarrier::init(&sh.empty[s], Tr::kConsumers);
+      cutlass::arch::ClusterBarrier::init(&sh.empty[s], Tr::kQHalves);
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -220,9 +227,9 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
       cutlass::arch::ClusterBarrier::wait(&sh.empty[st], phase ^ 1);
       auto& stage = sh.stage[st];
       cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full_qk[st],
-                                                                     Tr::kConsumers * Tr::kQBytes + Tr::kKVBytes);
-      for (int half = 0; half < Tr::kConsumers; ++half) {
-        tma_load_tile(p.tma_q, mQ, Shape<Int<Tr::kRows>, Int<D>>{}, mb * Tr::kConsumers + half, h, b, stage.q[half],
+                                                                     Tr::kQHalves * Tr::kQBytes + Tr::kKVBytes);
+      for (int half = 0; half < Tr::kQHalves; ++half) {
+        tma_load_tile(p.tma_q, mQ, Shape<Int<Tr::kRows>, Int<D>>{}, mb * Tr::kQHalves + half, h, b, stage.q[half],
                       typename Tr::SmemLayoutQ{}, sh.full_qk[st]);
       }
       tma_load_tile(p.tma_k, mK, Shape<Int<kKeys>, Int<D>>{}, 0, h, b, stage.k, typename Tr::SmemLayoutK{},
@@ -236,7 +243,7 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
 
   // ---- consumers
   cutlass::arch::warpgroup_reg_alloc<240>();
-  const int cw = wg - 1;                      // which 64-row half of the tile
+  const int cw = wg - 1;                      // which 64-row half of the tile (or which tiles, kHeadPerWg)
   const int warp = lane_wg / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;       // accumulator element (g, 2t): rows g and g + 8
   const int w8 = (N + 7) / 8;                 // S's width in 8s
@@ -259,13 +266,15 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     const int st = it % kStages, phase = (it / kStages) & 1;
     const int bh = tile / p.m_blocks, mb = tile % p.m_blocks;
     const int b = bh / p.H, h = bh % p.H;
-    const int row0 = (mb * Tr::kConsumers + cw) * Tr::kRows;  // first query row of this warpgroup
+    if (Tr::kHeadPerWg && it % Tr::kConsumers != cw) continue;  // the other warpgroup's head
+    const int half = Tr::kHeadPerWg ? 0 : cw;
+    const int row0 = (mb * Tr::kQHalves + half) * Tr::kRows;  // first query row of this warpgroup
     auto& stage = sh.stage[st];
     if (row0 >= N) {  // the tile's second half lies past N: nothing to compute or store
       if (lane_wg == 0) cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
       continue;
     }
-    Tensor sQ = make_tensor(make_smem_ptr(stage.q[cw]), typename Tr::SmemLayoutQ{});
+    Tensor sQ = make_tensor(make_smem_ptr(stage.q[half]), typename Tr::SmemLayoutQ{});
     Tensor sK = make_tensor(make_smem_ptr(stage.k), typename Tr::SmemLayoutK{});
     Tensor sV = make_tensor(make_smem_ptr(stage.v), typename Tr::SmemLayoutVt{});
     Tensor dk64 = thr_s64.partition_fragment_B(sK);  // descriptors, (1, kKeys / 64, D / 16)
