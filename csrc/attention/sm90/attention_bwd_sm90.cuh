@@ -103,6 +103,9 @@ struct BwdTraits {
   static constexpr int kFixedBytes = 2 * int(sizeof(Chunk)) + 2 * kRows * kKeys * 2 + 2 * 2 * kRows * 4 + 1024 + 64;
   // The next head's K and V stream in while this one computes where a second copy fits.
   static constexpr int kKvStages = kFixedBytes + 2 * int(sizeof(KV)) <= 227 * 1024 ? 2 : 1;
+  // With a head per consumer, consumer w's heads (and, one chunk each, their chunks) use stage w
+  // alone, so each stage's phases follow one consumer's heads in order.
+  static_assert(!kHeadPerWg || kKvStages == 2, "a head per consumer needs a K/V stage each");
   struct Shared {
     KV kv[kKvStages];
     Chunk chunk[2];
@@ -491,9 +494,9 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
         Tensor b_kt = thr_q.partition_fragment_B(
             local_tile(sKt, Shape<Int<kDqCols>, Int<kKeys>>{}, make_coord(part, 0)));  // (1, 1, kKeys / 16)
         zero_fenced(dq);
-        wgmma_batch<kKeys / 32>(k32, [&](auto c) {
+        wgmma_batch<kKeys / 32>(k32, [&](auto pair) {
 #pragma unroll
-          for (int kb = 2 * c; kb < 2 * c + 2; ++kb) {
+          for (int kb = 2 * pair; kb < 2 * pair + 2; ++kb) {
             wgmma_call<typename Tr::MmaQ>(uint64_t(a_ds(_0{}, _0{}, kb)), uint64_t(b_kt(_0{}, _0{}, kb)), dq,
                                           GMMA::ScaleOut::One, std::make_index_sequence<kDqCols / 2>{});
           }
