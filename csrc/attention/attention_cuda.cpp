@@ -247,12 +247,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(
     p.dq = dq_whole ? dq.mutable_data_ptr() : nullptr;
     p.dq_accum = dq_whole ? nullptr : dq.mutable_data_ptr<float>();
     if (launch_sm90_bwd(p, is_bf16, stream)) {
-      at::Tensor dbias = !bias_grad ? at::empty({0}, q.options())
-                         : full_bias ? ds
-                         : batch_broadcast
-                             ? at::sum_to(part.sum(0).narrow(2, 0, N).transpose(1, 2).unsqueeze(0), bias->sizes())
-                                   .to(q.scalar_type())
-                             : at::sum_to(ds, bias->sizes()).to(q.scalar_type());
+      at::Tensor dbias = full_bias ? ds : at::empty({0}, q.options());
+      if (batch_broadcast) ds = part.sum(0).narrow(2, 0, N).transpose(1, 2).unsqueeze(0);  // (1, H, queries, keys)
+      if (bias_grad && !full_bias) {
+        // Contiguous, as the op's fake says (the slots' sum is a transposed view).
+        dbias = at::sum_to(ds, bias->sizes()).to(q.scalar_type(), false, false, at::MemoryFormat::Contiguous);
+      }
       return {dq_whole ? dq : dq.to(q.scalar_type()), dk, dv, dbias};
     }
     p.dq = nullptr;

@@ -1,6 +1,7 @@
 #pragma once
-// Host half of the sm90 forward for N > 256 (and for fp16 accumulators at every N): TMA descriptors over q, k, v and out as their strides
-// lie, the key tiles sized to N, the persistent grid, the launch. Included by one .cu file per dtype.
+// Host half of the sm90 forward for N > 256 (and for fp16 accumulators at every N): TMA descriptors
+// over q, k, v and out as their strides lie, the key tiles sized to N, the persistent grid, the
+// launch. Included by one .cu file per dtype.
 #include "attention/sm90/attention_fwd_long_sm90.cuh"
 #include "attention/sm90/attention_fwd_sm90_launch.cuh"
 #include "attention/sm90/attention_sm90.h"
