@@ -11,8 +11,8 @@ import sys
 import torch
 
 import vitfast
-from vitfast.ops import (attention, block_quantize, fixed_point_quantize, float_quantize, layer_norm, linear_gelu,
-                         linear_residual, lp_matmul, scaled_cast)
+from vitfast.ops import (attention, block_quantize, fixed_point_quantize, float_quantize, fp8_linear, layer_norm,
+                         linear_gelu, linear_residual, lp_matmul, scaled_cast)
 
 
 def grads(out, *leaves):
@@ -112,10 +112,25 @@ def products():
                       residual=torch.randn(M, N, device="cuda").half())
 
 
+def fp8_products():
+    """fp8_linear's kernels: every configuration and output, the amax, ragged M, N and K tails."""
+    e4m3, one = torch.float8_e4m3fn, torch.ones(1, device="cuda")
+    for (M, K, N) in ((197 * 2, 192, 768), (131, 784, 208), (7, 16, 16)):
+        x8 = scaled_cast(torch.randn(M, K, device="cuda"), one, e4m3)
+        w8 = scaled_cast(torch.randn(N, K, device="cuda"), one, e4m3)
+        sb, b = torch.rand(N, device="cuda") / 64, torch.randn(N, device="cuda")
+        r = torch.randn(M, N, device="cuda", dtype=torch.bfloat16)
+        for c in torch.ops.vitfast.sm90_configs("fp8_act"):
+            fp8_linear(x8, w8, one, sb, b, amax=True, config=c)
+            fp8_linear(x8, w8, one, sb, None, activation="gelu", out_dtype=e4m3, out_scale=one / 4, amax=True, config=c)
+            fp8_linear(x8, w8, one, sb, b, residual=r, amax=True, config=c)
+            fp8_linear(x8, w8, one, sb, b, residual=r, config=c)
+
+
 def main():
     if not (torch.cuda.is_available() and vitfast.has_cuda_kernels()):
         sys.exit("sanitize_ops.py needs a GPU and vitfast's CUDA kernels")
-    for part in (quantizers, attentions, norms, products):
+    for part in (quantizers, attentions, norms, products, fp8_products):
         part()
         torch.cuda.synchronize()
         print(f"{part.__name__}: ran", flush=True)

@@ -29,6 +29,9 @@ TORCH_LIBRARY(vitfast, m) {
   m.def("linear_residual(Tensor x, Tensor weight, Tensor? bias, Tensor residual, str config='auto') -> Tensor");
   m.def("lp_matmul(Tensor x, Tensor weight, Tensor? bias, str epilogue, Tensor? residual, bool accumulate_fp16, "
         "ScalarType out_dtype) -> Tensor");
+  m.def("fp8_linear(Tensor x, Tensor weight, Tensor scale_a, Tensor scale_b, Tensor? bias, Tensor? residual, "
+        "str activation, ScalarType out_dtype, Tensor? out_scale, bool amax, str config='auto') "
+        "-> (Tensor out, Tensor amax)");
 }
 
 // Every op picks its own precision, so autocast must not reach inside it: without this, the ATen
@@ -38,7 +41,7 @@ TORCH_LIBRARY(vitfast, m) {
 namespace {
 constexpr const char* kOps[] = {"float_quantize", "fixed_point_quantize", "block_quantize", "scaled_cast",
                                 "attention_fwd", "attention_bwd", "layer_norm", "layer_norm_backward",
-                                "linear_gelu", "linear_residual", "lp_matmul"};
+                                "linear_gelu", "linear_residual", "lp_matmul", "fp8_linear"};
 
 void without_autocast(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);

@@ -2,8 +2,8 @@
 
 Each quantizer runs on fresh adversarial data and is compared, bit for bit, with its pure-PyTorch
 twin (and CUDA with CPU where a GPU is present); the fused operators (attention, layer_norm,
-linear_gelu, linear_residual, lp_matmul) are compared with their twins by relative error, within a tolerance for
-their precision (lp_matmul's CPU emulation bit for bit); then every named format's rounding error on
+linear_gelu, linear_residual, lp_matmul, fp8_linear) are compared with their twins by relative error, within a
+tolerance for their precision (lp_matmul's CPU emulation and fp8_linear's composite bit for bit); then every named format's rounding error on
 Gaussian data is printed. Exits non-zero on any mismatch."""
 import sys
 import time
@@ -98,6 +98,8 @@ def _check_fused(g, cuda):
     x, res, w, b = r(394, 384), r(394, 384), r(384) + 1, r(384)
     W1, b1, W2 = r(1536, 384) / 20, r(1536), r(384, 1536) / 40
     q, k, v, ab = r(2, 6, 197, 64), r(2, 6, 197, 64), r(2, 6, 197, 64), r(2, 6, 197, 197)
+    e4m3, one = torch.float8_e4m3fn, torch.ones(1)
+    x8, w8, sa, sb = ops.scaled_cast(x * 64, one, e4m3), ops.scaled_cast(W1 * 2048, one, e4m3), one / 64, one / 2048
     cases = [
         ("layer_norm", lambda d, t: ops.layer_norm(x.to(d, t), w.to(d), b.to(d), 1e-6, residual=res.to(d, t))[1],
          lambda: ops.layer_norm_ref(x.double(), w.double(), b.double(), 1e-6, residual=res.double())[1]),
@@ -114,14 +116,19 @@ def _check_fused(g, cuda):
          lambda: x.half().double() @ W1.t().half().double()),
         ("lp_matmul fp16 acc", lambda d, t: ops.lp_matmul(x.to(d), W1.t().to(d)),
          lambda: x.half().double() @ W1.t().half().double()),
+        # e4m3 operands (x and W1 as scaled codes), fp32 sums, scales, bias and GELU, a bf16 output
+        ("fp8_linear", lambda d, t: ops.fp8_linear(x8.to(d), w8.to(d), sa.to(d), sb.expand(1536).to(d), b1.to(d),
+                                                   activation="gelu"),
+         lambda: torch.nn.functional.gelu((x8.double() @ w8.double().t()) * sa.double() * sb.double() + b1.double())),
     ]
     tol = {torch.float32: 1e-5, torch.bfloat16: 1.5e-2, torch.float16: 2e-3}
     failures = 0
     print(f"\n{'fused operator':<22}{'dtype':<10}{'rel. err CPU':<14}{'rel. err CUDA':<14}{'tolerance':<10}")
     for name, op, ref in cases:
-        for dtype in ((torch.float32,) if name.startswith("lp_") else (torch.float32, torch.bfloat16)):
+        for dtype in ((torch.float32,) if name.startswith(("lp_", "fp8_")) else (torch.float32, torch.bfloat16)):
             want = ref()
-            limit = {"lp_matmul fp16 acc": 2e-3, "lp_matmul fp32 acc": 1e-5}.get(name, tol[dtype])
+            limit = {"lp_matmul fp16 acc": 2e-3, "lp_matmul fp32 acc": 1e-5, "fp8_linear": tol[torch.bfloat16]}.get(
+                name, tol[dtype])
             e_cpu = _rel(op("cpu", dtype), want)
             e_cuda = _rel(op("cuda", dtype), want) if cuda else None
             bad = e_cpu > limit or (e_cuda is not None and e_cuda > limit)
@@ -131,7 +138,11 @@ def _check_fused(g, cuda):
     a, bm = x[:64].half(), W1.t()[:, :48].half()
     twin = _same(ops.lp_matmul(a, bm).float(), ops.lp_matmul_ref(a, bm).float())
     print(f"{'lp_matmul CPU emulation vs its twin':<46}{'same' if twin else 'DIFFERS'}")
-    return failures + (not twin)
+    args = (x8[:64], w8[:48], sa, sb.expand(48).contiguous(), b1[:48])
+    kw = dict(activation="gelu", out_dtype=e4m3, out_scale=one / 8)
+    twin8 = _same(ops.fp8_linear(*args, **kw).float(), ops.fp8_linear_ref(*args, **kw).float())
+    print(f"{'fp8_linear CPU composite vs its twin':<46}{'same' if twin8 else 'DIFFERS'}")
+    return failures + (not twin) + (not twin8)
 
 
 if __name__ == "__main__":

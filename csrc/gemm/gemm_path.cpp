@@ -1,4 +1,4 @@
-// torch.ops.vitfast.gemm_path, sm90_config, sm90_configs and gemm_refusal: gemm_path.h's and
+// torch.ops.vitfast.gemm_path, fp8_path, sm90_config, sm90_configs and gemm_refusal: gemm_path.h's and
 // sm90_config.h's choices and refusals, asked from Python without a GPU.
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -67,6 +67,11 @@ TORCH_LIBRARY_FRAGMENT(vitfast, m) {
   m.def("gemm_path(int major, int minor, ScalarType dtype, int M, int N, int K, bool accumulate_fp16=False, "
         "bool out_f32=False, bool? sm90_built=None) -> str",
         &gemm_path_op);
+  m.def("fp8_path(int major, int minor, int M, int N, int K, bool? sm90_built=None) -> str",
+        [](int64_t major, int64_t minor, int64_t M, int64_t N, int64_t K, std::optional<bool> sm90_built) {
+          return std::string(gemm_path_name(choose_fp8_path(static_cast<int>(major), static_cast<int>(minor), M, N, K,
+                                                            sm90_built.value_or(kSm90Built))));
+        });
   m.def("sm90_kernels_built() -> bool", [] { return kSm90Built; });
   m.def("sm90_config(str kind, int M, int N, bool gelu=False, str config='auto', int sms=132) -> str", &sm90_config_op);
   m.def("sm90_configs(str kind) -> str[]", &sm90_configs_op);

@@ -39,6 +39,14 @@ inline GemmPath choose_gemm_path(const GemmCase& c) {
   return sm90 ? GemmPath::kSm90 : GemmPath::kMmaSync;
 }
 
+// fp8_linear's kernel: the sm90 one at compute capability 9.0 for rows of 16 bytes (K and N multiples of
+// 16: e4m3 operands and outputs move by TMA); ATen's composite (the emulation) anywhere else.
+inline GemmPath choose_fp8_path(int major, int minor, int64_t M, int64_t N, int64_t K, bool sm90_built) {
+  const bool sm90 = sm90_built && major == 9 && minor == 0 && K > 0 && K % 16 == 0 && N % 16 == 0 &&
+                    M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX;
+  return sm90 ? GemmPath::kSm90 : GemmPath::kAten;
+}
+
 // "auto", "coop_128x128", ... -> the configuration; kCount for a name that is none of them.
 inline Sm90Config sm90_config_named(const char* name) {
   for (int i = 0; i < static_cast<int>(Sm90Config::kCount); ++i) {
@@ -55,7 +63,8 @@ inline bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr)
 // shape's alignment, not the pointers', and under NDEBUG a descriptor it fails to encode is only
 // printed, and the kernel launched with it. The epilogue reads the bias in 16-byte vectors.
 inline const char* sm90_refusal(const GemmParams& p, int operand_bytes) {
-  const int64_t out_bytes = p.out_f32 ? 4 : operand_bytes;
+  // e4m3 operands write bf16 unless out_fp8
+  const int64_t out_bytes = p.out_f32 ? 4 : p.out_fp8 ? 1 : operand_bytes == 1 ? 2 : operand_bytes;
   if (p.M < 1 || p.N < 1 || p.K < 1 || p.M > INT32_MAX) return "M, N and K must lie in [1, 2^31)";
   if (int64_t(p.K) * operand_bytes % 16 != 0) return "rows of a and b are not a multiple of 16 bytes (K)";
   if (int64_t(p.N) * out_bytes % 16 != 0 || int64_t(p.N) * operand_bytes % 16 != 0) {
@@ -67,6 +76,7 @@ inline const char* sm90_refusal(const GemmParams& p, int operand_bytes) {
   if (p.epilogue == kResidual && !aligned16(p.residual)) return "the residual is not 16-byte aligned";
   if (p.pre && !aligned16(p.pre)) return "the pre-activation output is not 16-byte aligned";
   if (p.bias && !aligned16(p.bias)) return "the bias is not 16-byte aligned";
+  if (p.scale_b && !aligned16(p.scale_b)) return "the weight's scales are not 16-byte aligned";
   return nullptr;
 }
 

@@ -24,11 +24,16 @@ inline constexpr const char* kSm90ConfigNames[] = {"auto",         "coop_128x128
                                                    "coop_128x256_2x1", "coop_128x192", "pingpong_64x128"};
 
 // The kernels, by epilogue fusion and output: bf16 or fp16 operands with fp32 accumulators for the
-// first four; FP16_16 (fp16 accumulators) and FP16_32 into float32 for the last three.
-enum class Sm90Kind : int { kAct, kActAux, kResidual, kResidualF32, kFp16AccAct, kFp16AccResidual, kFp32Output };
+// first four; FP16_16 (fp16 accumulators) and FP16_32 into float32 for the next three; e4m3 operands
+// (fp8_linear: scales, bias, then GELU into bf16 or e4m3, or the residual into bf16) for the last three.
+enum class Sm90Kind : int {
+  kAct, kActAux, kResidual, kResidualF32, kFp16AccAct, kFp16AccResidual, kFp32Output,
+  kFp8Act, kFp8ActE4m3, kFp8Residual
+};
 
-inline constexpr const char* kSm90KindKeys[] = {"act",          "act_aux",           "residual",   "residual_f32",
-                                                "fp16_acc_act", "fp16_acc_residual", "fp32_output"};
+inline constexpr const char* kSm90KindKeys[] = {"act",          "act_aux",           "residual",    "residual_f32",
+                                                "fp16_acc_act", "fp16_acc_residual", "fp32_output", "fp8_act",
+                                                "fp8_act_e4m3", "fp8_residual"};
 
 constexpr const char* sm90_kind_name(Sm90Kind k) {
   constexpr const char* names[] = {"GELU or no epilogue",
@@ -37,12 +42,16 @@ constexpr const char* sm90_kind_name(Sm90Kind k) {
                                    "the residual epilogue into float32",
                                    "fp16 accumulation (FP16_16)",
                                    "fp16 accumulation (FP16_16) with the residual",
-                                   "float32 outputs (FP16_32)"};
+                                   "float32 outputs (FP16_32)",
+                                   "FP8 products into bf16",
+                                   "FP8 products into e4m3",
+                                   "FP8 products with the residual"};
   return names[static_cast<int>(k)];
 }
 
 constexpr bool sm90_kind_residual(Sm90Kind k) {
-  return k == Sm90Kind::kResidual || k == Sm90Kind::kResidualF32 || k == Sm90Kind::kFp16AccResidual;
+  return k == Sm90Kind::kResidual || k == Sm90Kind::kResidualF32 || k == Sm90Kind::kFp16AccResidual ||
+         k == Sm90Kind::kFp8Residual;
 }
 
 // Which configurations are built per kind (each one is ~25 s of cicc per operand dtype on the build
@@ -58,6 +67,13 @@ constexpr bool sm90_config_built(Sm90Kind kind, Sm90Config c) {
              c == Sm90Config::kPingpong64x128;
     case Sm90Kind::kResidualF32:  // the fp32 residual stream of autocast training: large M
       return c == Sm90Config::kCoop128x128 || c == Sm90Config::kCoop128x256C2 || c == Sm90Config::kCoop128x192;
+    case Sm90Kind::kFp8Act:       // qkv into bf16
+    case Sm90Kind::kFp8ActE4m3:   // fc1 + GELU into fc2's e4m3 input
+    case Sm90Kind::kFp8Residual:  // proj / fc2 + residual
+      // The FP8 mainloop holds two accumulator sets (the wgmma's and the fp32 sums it is added to each
+      // k-tile): a warpgroup tile of 128x128 (ping-pong) or 64x256 needs 256 registers for them alone
+      // and spilled (ptxas: 272 bytes of stack); 64x128 per warpgroup fits.
+      return c == Sm90Config::kCoop128x128 || c == Sm90Config::kPingpong64x128;
     default:
       return c == Sm90Config::kCoop128x128;
   }
@@ -70,6 +86,9 @@ constexpr Sm90Config default_sm90_config(Sm90Kind kind, int64_t M, int64_t N, bo
   const int64_t tiles = ((M + 127) / 128) * ((N + 127) / 128);
   if (tiles < sms && built(Sm90Config::kPingpong64x128)) return Sm90Config::kPingpong64x128;
   if (gelu && built(Sm90Config::kPingpong128x128C2)) return Sm90Config::kPingpong128x128C2;
+  // FP8 + GELU: erff on each output costs about as long as the 768-deep FP8 mainloop of its tile, so the
+  // ping-pong kernel's overlap matters more than the tile's width (128x128 ping-pong spills in FP8).
+  if (gelu && built(Sm90Config::kPingpong64x128)) return Sm90Config::kPingpong64x128;
   if (!gelu && N % 256 == 0 && built(Sm90Config::kCoop128x256C2)) return Sm90Config::kCoop128x256C2;
   if (!gelu && N % 128 != 0 && N % 192 == 0 && built(Sm90Config::kCoop128x192)) return Sm90Config::kCoop128x192;
   return Sm90Config::kCoop128x128;

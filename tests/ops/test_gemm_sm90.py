@@ -185,7 +185,7 @@ def sm90_sass():
     kernels = {}
     for block in dump.split("Function : ")[1:]:
         name, _, body = block.partition("\n")
-        if "GemmUniversal" in name:
+        if "GemmUniversal" in name and "float_e4m3" not in name:  # fp8_linear's: tests/ops/test_fp8_linear.py
             kernels[name.strip()] = body
     return kernels
 

@@ -2,6 +2,7 @@
 (register_fake), its gradient (register_autograd) and a pure-PyTorch *_ref twin beside it."""
 from .attention import attention, attention_ref, attention_support
 from .block_quantize import block_quantize, block_quantize_ref
+from .fp8_linear import fp8_linear, fp8_linear_ref
 from .fixed_point_quantize import fixed_point_quantize, fixed_point_quantize_ref
 from .float_quantize import float_quantize, float_quantize_ref
 from .layer_norm import layer_norm, layer_norm_ref
@@ -14,6 +15,7 @@ __all__ = [
     "attention", "attention_ref", "attention_support",
     "block_quantize", "block_quantize_ref",
     "fixed_point_quantize", "fixed_point_quantize_ref",
+    "fp8_linear", "fp8_linear_ref",
     "float_quantize", "float_quantize_ref",
     "layer_norm", "layer_norm_ref",
     "linear_gelu", "linear_gelu_ref",

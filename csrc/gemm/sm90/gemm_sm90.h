@@ -25,5 +25,10 @@ int linear_residual_fp16(const GemmParams& p, cudaStream_t stream);
 // epilogues above; and FP16_32's float32 outputs without a residual (fp32 accumulators).
 int lp_matmul_fp16_accumulate(const GemmParams& p, cudaStream_t stream);
 int lp_matmul_fp32_output(const GemmParams& p, cudaStream_t stream);
+// fp8_linear_sm90.cu / fp8_linear_residual_sm90.cu: e4m3 operands, fp32 accumulators (fp8_gemm_sm90.cuh):
+// x's and the weight's scales and the bias, then GELU or nothing into bf16 or e4m3 (p.out_fp8), or the
+// bf16 residual into bf16; the amax of the values before the output's rounding when p.amax is set.
+int fp8_linear(const GemmParams& p, cudaStream_t stream);
+int fp8_linear_residual(const GemmParams& p, cudaStream_t stream);
 
 }  // namespace vitfast::gemm::sm90

@@ -1,0 +1,186 @@
+#pragma once
+// fp8_linear's Hopper GEMMs: e4m3 operands, fp32 accumulation (CUTLASS's FP8 mainloop, which adds the
+// tensor cores' partial sums into fp32 registers once per 128-deep k-tile: the wgmma FP8 accumulator
+// alone keeps fewer mantissa bits than fp32), and an epilogue visitor tree of our own:
+//
+//   v   = (acc * scale_a) * scale_b[n] + bias[n]       x's scale (1 value) and the weight's (per feature)
+//   act: out = Out(activation(v) * out_scale_inv)      GELU or none; Out e4m3 (rounded to nearest even,
+//                                                      saturated: cvt.rn.satfinite) or bf16 (scale 1)
+//   residual: out = bf16(v + residual)
+//   amax = max |activation(v)| (or |v + residual|), NaN if any is NaN: on request (p.amax not null)
+//
+// The mainloop, schedules and configurations are gemm_sm90.cuh's, with a 128-deep k-tile (128 bytes of
+// e4m3 per row: the 128-byte swizzle, as 64 bf16 are for the 16-bit kernels).
+// The amax reduction's initial value is written by the launcher (fp8_linear_cuda.cpp: a zeroed tensor):
+// CUTLASS's own fill calls the driver API (cuMemsetD32Async), which the extension does not link.
+#define CUTLASS_SKIP_REDUCTION_INIT
+#include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
+#include "cutlass/epilogue/thread/activation.h"
+#include "gemm/sm90/gemm_sm90.cuh"
+
+namespace vitfast::gemm::sm90 {
+
+namespace fp8 {
+using namespace cute;
+using cutlass::epilogue::fusion::Sm90AccFetch;
+using cutlass::epilogue::fusion::Sm90Compute;
+using cutlass::epilogue::fusion::Sm90EVT;
+using cutlass::epilogue::fusion::Sm90RowBroadcast;
+using cutlass::epilogue::fusion::Sm90ScalarBroadcast;
+using cutlass::epilogue::fusion::Sm90SrcFetch;
+constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
+
+template <class T>
+using AbsMaxPropagatingNaN = cutlass::maximum_absolute_value_reduction<T, true>;
+
+// max |x| over the output, as CUTLASS's Sm90ScalarReduction computes it per thread, but reduced across
+// the warp before the atomic: one atomic per warp and tile instead of one per thread (CUTLASS's node
+// sends 256 same-address atomics per tile: ~2.4 M for one ViT-B fc1 at batch 256). A null pointer
+// skips it all (the node passes its input through).
+struct Amax : cutlass::epilogue::fusion::Sm90ScalarReduction<AbsMaxPropagatingNaN, cutlass::atomic_maximum, float,
+                                                            float, kRound> {
+  using Base = cutlass::epilogue::fusion::Sm90ScalarReduction<AbsMaxPropagatingNaN, cutlass::atomic_maximum, float,
+                                                              float, kRound>;
+  using Base::Base;
+
+  template <class Callbacks>
+  struct WarpReduced : Callbacks {
+    using Callbacks::Callbacks;
+    CUTLASS_DEVICE void end() {
+      if (this->params.ptr_scalar == nullptr) return;
+      float m = this->scalar;
+      CUTLASS_PRAGMA_UNROLL
+      for (int lane_mask = 16; lane_mask > 0; lane_mask >>= 1) {
+        const float o = __shfl_xor_sync(0xffffffffu, m, lane_mask);
+        m = (o != o || o > m) ? o : m;  // NaN wins, as in the per-thread reduction
+      }
+      if (threadIdx.x % 32 == 0) cutlass::atomic_maximum<float>{}(this->params.ptr_scalar, m);
+    }
+  };
+
+  template <bool kReferenceSrc, class... Args>
+  CUTLASS_DEVICE auto get_consumer_store_callbacks(cutlass::epilogue::fusion::ConsumerStoreArgs<Args...> const& args) {
+    using Callbacks = typename Base::template ConsumerStoreCallbacks<decltype(args.tCcD), decltype(args.residue_tCcD)>;
+    return WarpReduced<Callbacks>(get<3>(args.tile_coord_mnkl), args.tCcD, args.residue_tCcD, this->params);
+  }
+};
+
+template <class TileShape>
+using PerFeature = Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>, 4>;  // (N) fp32 vectors
+using Scalar = Sm90ScalarBroadcast<float>;                                                     // 1 value, from a pointer
+
+// v = (acc * scale_a) * scale_b[n] + bias[n]
+template <class TileShape>
+using Affine = Sm90EVT<Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>,
+                       Sm90EVT<Sm90Compute<cutlass::multiplies, float, float, kRound>, Sm90AccFetch, Scalar>,
+                       PerFeature<TileShape>, PerFeature<TileShape>>;
+
+// Out(activation(v) * out_scale_inv), the amax of activation(v) on the way.
+template <class TileShape, class Out>
+using ActTree = Sm90EVT<Sm90Compute<cutlass::multiplies, Out, float, kRound>,
+                        Sm90EVT<Amax, Sm90EVT<Sm90Compute<Activation, float, float, kRound>, Affine<TileShape>>>,
+                        Scalar>;
+
+// bf16(v + residual), the amax of the sum on the way.
+template <class TileShape>
+using ResidualTree =
+    Sm90EVT<Sm90Compute<cutlass::epilogue::thread::Identity, cutlass::bfloat16_t, float, kRound>,
+             Sm90EVT<Amax, Sm90EVT<Sm90Compute<cutlass::plus, float, float, kRound>, Affine<TileShape>,
+                                   Sm90SrcFetch<cutlass::bfloat16_t>>>>;
+}  // namespace fp8
+
+template <Sm90Kind kKind, Sm90Config kConfig>
+struct Fp8Kernel {
+  static constexpr bool kResidual = kKind == Sm90Kind::kFp8Residual;
+  using Operand = cutlass::float_e4m3_t;
+  using Out = std::conditional_t<kKind == Sm90Kind::kFp8ActE4m3, cutlass::float_e4m3_t, cutlass::bfloat16_t>;
+  using S = ScheduleOf<kConfig>;
+  using TileShape = decltype(cute::make_shape(cute::get<0>(typename S::TileShape{}),
+                                              cute::get<1>(typename S::TileShape{}), cute::_128{}));
+  static constexpr int kAlign = 16;  // 16 bytes of e4m3: TMA's row alignment
+  static constexpr int kAlignOut = 16 / sizeof(Out);
+  using Row = cutlass::layout::RowMajor;
+  using ElementC = std::conditional_t<kResidual, cutlass::bfloat16_t, void>;
+  using Tree = std::conditional_t<kResidual, fp8::ResidualTree<TileShape>, fp8::ActTree<TileShape, Out>>;
+  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, typename S::ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
+      typename S::Epilogue, Tree>::CollectiveOp;
+  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Operand, Row, kAlign, Operand, cutlass::layout::ColumnMajor,
+      kAlign, float, TileShape, typename S::ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename CollectiveEpilogue::SharedStorage))>,
+      typename S::Mainloop>::CollectiveOp;
+  using GemmKernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, CollectiveMainloop,
+                                                          CollectiveEpilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;
+};
+
+template <Sm90Kind kKind, Sm90Config kConfig>
+int launch_fp8(const GemmParams& p, int sms, cudaStream_t stream) {
+  using K = Fp8Kernel<kKind, kConfig>;
+  using Gemm = typename K::Gemm;
+  using GK = typename Gemm::GemmKernel;
+  const int M = static_cast<int>(p.M), N = p.N, Kd = p.K;
+  typename Gemm::Arguments args{
+      cutlass::gemm::GemmUniversalMode::kGemm,
+      {M, N, Kd, 1},
+      {static_cast<const typename K::Operand*>(p.a),
+       cutlass::make_cute_packed_stride(typename GK::StrideA{}, {M, Kd, 1}),
+       static_cast<const typename K::Operand*>(p.b),
+       cutlass::make_cute_packed_stride(typename GK::StrideB{}, {N, Kd, 1})},
+      {{},
+       static_cast<const typename K::ElementC*>(p.residual),
+       cutlass::make_cute_packed_stride(typename GK::StrideC{}, {M, N, 1}),
+       static_cast<typename K::Out*>(p.out),
+       cutlass::make_cute_packed_stride(typename GK::StrideD{}, {M, N, 1})}};
+  args.hw_info.sm_count = sms;
+  // The tree's arguments nest as its nodes do: each node's children first, its own last.
+  const typename fp8::Affine<typename K::TileShape>::Arguments affine{
+      {{}, {{1.f}, {p.scale_a}}, {}},  // acc * scale_a
+      {p.scale_b, 0.f, {}},            // * scale_b[n]
+      {p.bias, 0.f, {}},               // + bias[n] (null: 0)
+      {}};
+  typename fp8::Amax::Arguments amax{p.amax, 0.f, {}};
+  if constexpr (K::kResidual) {
+    args.epilogue.thread = {{{affine, {}, {}}, amax}, {}};
+  } else {
+    typename Activation<float>::Arguments act;
+    act.gelu = p.epilogue == kGeluErf ? 1 : p.epilogue == kGeluTanh ? 2 : 0;
+    args.epilogue.thread = {{{affine, act}, amax}, {{1.f}, {p.out_fp8 ? p.out_scale_inv : nullptr}}, {}};  // bf16: * 1
+  }
+  Gemm gemm;
+  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return kCannotImplement;
+  if (Gemm::get_workspace_size(args) != 0) return kNeedsWorkspace;
+  if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return kCannotImplement;
+  return gemm.run(stream) == cutlass::Status::kSuccess ? kOk : kLaunchFailed;
+}
+
+// p through the configuration it names (kAuto: default_sm90_config's) among those built for kKind.
+template <Sm90Kind kKind>
+int run_fp8(const GemmParams& p, cudaStream_t stream) {
+  if (sm90_refusal(p, 1) != nullptr) return kRefused;
+  static const int sms = sm_count();
+  Sm90Config config = static_cast<Sm90Config>(p.config);
+  if (config == Sm90Config::kAuto) {
+    config = default_sm90_config(kKind, p.M, p.N, p.epilogue == kGeluErf || p.epilogue == kGeluTanh, sms);
+  }
+  int status = kNotBuilt;
+  auto one = [&](auto c) {
+    constexpr Sm90Config kC = decltype(c)::value;
+    if constexpr (sm90_config_built(kKind, kC)) {
+      if (config == kC) status = launch_fp8<kKind, kC>(p, sms, stream);
+    }
+  };
+  using C = Sm90Config;
+  one(std::integral_constant<C, C::kCoop128x128>{});
+  one(std::integral_constant<C, C::kPingpong128x128C2>{});
+  one(std::integral_constant<C, C::kCoop128x256C2>{});
+  one(std::integral_constant<C, C::kCoop128x192>{});
+  one(std::integral_constant<C, C::kPingpong64x128>{});
+  static_assert(static_cast<int>(C::kCount) == 6, "a configuration is missing from run_fp8()'s list");
+  return status;
+}
+
+}  // namespace vitfast::gemm::sm90
