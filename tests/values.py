@@ -1,7 +1,9 @@
 """Adversarial inputs for the quantizer tests: never only randn. (And the tests' shared skips.)"""
 import importlib.util
 import os
+import re
 import shutil
+import subprocess
 
 import torch
 
@@ -20,6 +22,37 @@ def find_cuobjdump():
         if candidate and os.path.isfile(candidate):
             return candidate
     return None
+
+
+def sm90_kernels_sass(keep):
+    """{name: SASS} of the built binary's sm_90a kernels whose mangled name `keep` accepts (cuobjdump,
+    no GPU needed); None without cuobjdump or the sm90 kernels in this build."""
+    tool = find_cuobjdump()
+    if tool is None or not torch.ops.vitfast.sm90_kernels_built():
+        return None
+    dump = subprocess.run([tool, "--dump-sass", "--gpu-architecture", "sm_90a", vitfast._C.__file__],
+                          capture_output=True, text=True, check=True).stdout
+    kernels = {}
+    for block in dump.split("Function : ")[1:]:
+        name, _, body = block.partition("\n")
+        if keep(name.strip()):
+            kernels[name.strip()] = body
+    return kernels
+
+
+def kernel_resources(names):
+    """{name: (registers, stack bytes, local bytes)} from cuobjdump --dump-resource-usage of the binary,
+    for the kernels in `names`."""
+    usage = subprocess.run([find_cuobjdump(), "--dump-resource-usage", vitfast._C.__file__], capture_output=True,
+                           text=True, check=True).stdout
+    resources, function = {}, None
+    for line in usage.splitlines():  # "Function <name>:" then "REG:.. STACK:.. SHARED:.. LOCAL:.." on the next line
+        if line.strip().startswith("Function "):
+            function = line.strip()[len("Function "):].rstrip(":")
+        m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", line)
+        if m and function in names:
+            resources[function] = tuple(int(v) for v in m.groups())
+    return resources
 
 
 def bits(x):

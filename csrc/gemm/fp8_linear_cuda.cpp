@@ -5,9 +5,6 @@
 
 #include "gemm/fp8_linear.h"
 #include "gemm/linear_cuda.h"
-#ifdef VITFAST_WITH_SM90
-#include "gemm/sm90/gemm_sm90.h"
-#endif
 
 namespace vitfast::gemm {
 namespace {
@@ -15,26 +12,17 @@ namespace {
 // The sm90 kernel for p; false, after one warning, where it cannot take the case.
 bool launch_fp8_sm90(const GemmParams& p) {
 #ifdef VITFAST_WITH_SM90
-  const cudaError_t earlier = cudaGetLastError();  // reported as such, not as this launch's
-  TORCH_CHECK(earlier == cudaSuccess, "vitfast: a CUDA error from earlier work was pending when fp8_linear was "
-              "called: ", cudaGetErrorString(earlier));
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const int status = p.epilogue == kResidual ? sm90::fp8_linear_residual(p, stream) : sm90::fp8_linear(p, stream);
-  const char* config = kSm90ConfigNames[p.config];
-  TORCH_CHECK(status != sm90::kLaunchFailed, "vitfast: CUTLASS's launch of the sm90 FP8 GEMM (", config,
-              ") failed at M=", p.M, ", N=", p.N, ", K=", p.K);
-  TORCH_CHECK(status != sm90::kNotBuilt, "vitfast: no sm90 FP8 GEMM is built in the configuration ", config,
-              " (the op checks this; please report it)");
-  if (status == sm90::kOk) return true;
-  const char* why = status == sm90::kRefused          ? sm90_refusal(p, 1)
-                    : status == sm90::kNeedsWorkspace ? "CUTLASS asks for a workspace"
-                                                      : "CUTLASS's can_implement declined it";
+  check_no_pending_error("fp8_linear");
+  const char* why =
+      launch_sm90_kernel(p, 1, "FP8 GEMM", p.epilogue == kResidual ? sm90::fp8_linear_residual : sm90::fp8_linear);
+  if (why == nullptr) return true;
   TORCH_WARN_ONCE("vitfast: the sm90 FP8 GEMM cannot take M=", p.M, ", N=", p.N, ", K=", p.K, " (", why,
                   "); fp8_linear runs its ATen composite (fp32 products of the e4m3 values) for such cases");
+  return false;
 #else
   (void)p;
-#endif
   return false;
+#endif
 }
 
 std::tuple<at::Tensor, at::Tensor> fp8_linear_cuda(const at::Tensor& x, const at::Tensor& weight,

@@ -4,11 +4,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 
-#include "gemm/gemm.h"
+#include "gemm/linear_cuda.h"
 #include "gemm/mma_gemm.h"
-#ifdef VITFAST_WITH_SM90
-#include "gemm/sm90/gemm_sm90.h"
-#endif
 
 namespace vitfast::gemm {
 
@@ -32,29 +29,21 @@ void launch_mma_gemm(const GemmParams& p, at::ScalarType operand, bool accumulat
 // the next path, so no user sees the difference but the time).
 bool launch_sm90(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16) {
 #ifdef VITFAST_WITH_SM90
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const bool bf16 = operand == at::kBFloat16;
-  const int status = accumulate_fp16            ? sm90::lp_matmul_fp16_accumulate(p, stream)
-                     : p.epilogue == kResidual ? (bf16 ? sm90::linear_residual_bf16(p, stream)
-                                                       : sm90::linear_residual_fp16(p, stream))
-                     : p.out_f32               ? sm90::lp_matmul_fp32_output(p, stream)
-                     : bf16                    ? sm90::linear_gelu_bf16(p, stream)
-                                               : sm90::linear_gelu_fp16(p, stream);
-  const char* config = kSm90ConfigNames[p.config];
-  TORCH_CHECK(status != sm90::kLaunchFailed, "vitfast: CUTLASS's launch of the sm90 GEMM (", config, ") failed at M=",
-              p.M, ", N=", p.N, ", K=", p.K);
-  TORCH_CHECK(status != sm90::kNotBuilt, "vitfast: no sm90 GEMM is built in the configuration ", config,
-              " for this epilogue (the op's wrapper checks this; please report it)");
-  if (status == sm90::kOk) return true;
-  const char* why = status == sm90::kRefused          ? sm90_refusal(p, 2)
-                    : status == sm90::kNeedsWorkspace ? "CUTLASS asks for a workspace"
-                                                      : "CUTLASS's can_implement declined it";
+  auto kernel = accumulate_fp16            ? sm90::lp_matmul_fp16_accumulate
+                : p.epilogue == kResidual ? (bf16 ? sm90::linear_residual_bf16 : sm90::linear_residual_fp16)
+                : p.out_f32               ? sm90::lp_matmul_fp32_output
+                : bf16                    ? sm90::linear_gelu_bf16
+                                          : sm90::linear_gelu_fp16;
+  const char* why = launch_sm90_kernel(p, 2, "GEMM", kernel);
+  if (why == nullptr) return true;
   TORCH_WARN_ONCE("vitfast: the sm90 GEMM cannot take M=", p.M, ", N=", p.N, ", K=", p.K, " (", why,
                   "); the mma.sync kernel runs such cases instead");
+  return false;
 #else
   (void)p, (void)operand, (void)accumulate_fp16;
-#endif
   return false;
+#endif
 }
 
 }  // namespace
@@ -62,10 +51,7 @@ bool launch_sm90(const GemmParams& p, at::ScalarType operand, bool accumulate_fp
 bool launch_gemm(const GemmParams& p, at::ScalarType operand, bool accumulate_fp16, GemmPath path) {
   TORCH_CHECK(path != GemmPath::kAten, "launch_gemm: the ATen path has no GEMM kernel to launch");
   if (p.M == 0 || p.N == 0) return true;
-  // An error still pending from earlier work is reported as such, not as this launch's.
-  const cudaError_t earlier = cudaGetLastError();
-  TORCH_CHECK(earlier == cudaSuccess, "vitfast: a CUDA error from earlier work was pending when the GEMM was "
-              "called: ", cudaGetErrorString(earlier));
+  check_no_pending_error("the GEMM");
   if (path == GemmPath::kSm90 && launch_sm90(p, operand, accumulate_fp16)) return true;
   if (const char* why = mma_sync_refusal(p, 2)) {
     TORCH_WARN_ONCE("vitfast: the mma.sync GEMM cannot take M=", p.M, ", N=", p.N, ", K=", p.K, " (", why,

@@ -3,7 +3,6 @@
 argument checks and kernel choice, the SASS of its Hopper kernels (cuobjdump, no GPU needed), and on an
 H100/H200 the kernels against the emulation."""
 import re
-import subprocess
 import warnings
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 
 import vitfast
 from vitfast.ops import fp8_linear, fp8_linear_ref, scaled_cast
-from tests.values import find_cuobjdump
+from tests.values import kernel_resources, sm90_kernels_sass
 
 E4M3 = torch.float8_e4m3fn
 BF16 = torch.bfloat16
@@ -200,26 +199,10 @@ def test_the_built_fp8_configurations_and_defaults():
 
 @pytest.fixture(scope="module")
 def fp8_sass():
-    tool = find_cuobjdump()
-    if tool is None or not torch.ops.vitfast.sm90_kernels_built():
+    kernels = sm90_kernels_sass(lambda name: "GemmUniversal" in name and "float_e4m3" in name)
+    if kernels is None:
         pytest.skip("needs cuobjdump and a build with the sm90 kernels (CUTLASS headers, 90 in VITFAST_CUDA_ARCHS)")
-    dump = subprocess.run([tool, "--dump-sass", "--gpu-architecture", "sm_90a", vitfast._C.__file__],
-                          capture_output=True, text=True, check=True).stdout
-    usage = subprocess.run([tool, "--dump-resource-usage", vitfast._C.__file__], capture_output=True, text=True,
-                           check=True).stdout
-    kernels = {}
-    for block in dump.split("Function : ")[1:]:
-        name, _, body = block.partition("\n")
-        if "GemmUniversal" in name and "float_e4m3" in name:
-            kernels[name.strip()] = body
-    resources, function = {}, None
-    for line in usage.splitlines():  # "Function <name>:" then "REG:.. STACK:.. SHARED:.. LOCAL:.." on the next line
-        if line.strip().startswith("Function "):
-            function = line.strip()[len("Function "):].rstrip(":")
-        m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", line)
-        if m and function in kernels:
-            resources[function] = tuple(int(v) for v in m.groups())
-    return kernels, resources
+    return kernels, kernel_resources(kernels)
 
 
 def test_fp8_kernels_issue_qgmma_on_e4m3_with_fp32_accumulators(fp8_sass):

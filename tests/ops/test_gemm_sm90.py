@@ -5,7 +5,6 @@ instructions of every configuration in the built binary (cuobjdump, no GPU neede
 the results of every configuration against float64 within 2x PyTorch's error, with the kernels seen
 running in the profiler."""
 import re
-import subprocess
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 import vitfast
 from vitfast.ops import linear_gelu, linear_gelu_ref, linear_residual, linear_residual_ref, lp_matmul
 from tests.ops.precision import assert_2x_torch
-from tests.values import find_cuobjdump
+from tests.values import sm90_kernels_sass
 
 path = torch.ops.vitfast.gemm_path
 H16, BF16, F32 = torch.float16, torch.bfloat16, torch.float32
@@ -177,16 +176,10 @@ def test_the_build_default_is_this_build():
 
 @pytest.fixture(scope="module")
 def sm90_sass():
-    tool = find_cuobjdump()
-    if tool is None or not torch.ops.vitfast.sm90_kernels_built():
+    # fp8_linear's kernels (float_e4m3 operands): tests/ops/test_fp8_linear.py
+    kernels = sm90_kernels_sass(lambda name: "GemmUniversal" in name and "float_e4m3" not in name)
+    if kernels is None:
         pytest.skip("needs cuobjdump and a build with the sm90 kernels (CUTLASS headers, 90 in VITFAST_CUDA_ARCHS)")
-    dump = subprocess.run([tool, "--dump-sass", "--gpu-architecture", "sm_90a", vitfast._C.__file__],
-                          capture_output=True, text=True, check=True).stdout
-    kernels = {}
-    for block in dump.split("Function : ")[1:]:
-        name, _, body = block.partition("\n")
-        if "GemmUniversal" in name and "float_e4m3" not in name:  # fp8_linear's: tests/ops/test_fp8_linear.py
-            kernels[name.strip()] = body
     return kernels
 
 

@@ -157,30 +157,11 @@ int launch_fp8(const GemmParams& p, int sms, cudaStream_t stream) {
   return gemm.run(stream) == cutlass::Status::kSuccess ? kOk : kLaunchFailed;
 }
 
-// p through the configuration it names (kAuto: default_sm90_config's) among those built for kKind.
+// p through the configuration it names (kAuto: the shape's default) among those built for kKind.
 template <Sm90Kind kKind>
 int run_fp8(const GemmParams& p, cudaStream_t stream) {
   if (sm90_refusal(p, 1) != nullptr) return kRefused;
-  static const int sms = sm_count();
-  Sm90Config config = static_cast<Sm90Config>(p.config);
-  if (config == Sm90Config::kAuto) {
-    config = default_sm90_config(kKind, p.M, p.N, p.epilogue == kGeluErf || p.epilogue == kGeluTanh, sms);
-  }
-  int status = kNotBuilt;
-  auto one = [&](auto c) {
-    constexpr Sm90Config kC = decltype(c)::value;
-    if constexpr (sm90_config_built(kKind, kC)) {
-      if (config == kC) status = launch_fp8<kKind, kC>(p, sms, stream);
-    }
-  };
-  using C = Sm90Config;
-  one(std::integral_constant<C, C::kCoop128x128>{});
-  one(std::integral_constant<C, C::kPingpong128x128C2>{});
-  one(std::integral_constant<C, C::kCoop128x256C2>{});
-  one(std::integral_constant<C, C::kCoop128x192>{});
-  one(std::integral_constant<C, C::kPingpong64x128>{});
-  static_assert(static_cast<int>(C::kCount) == 6, "a configuration is missing from run_fp8()'s list");
-  return status;
+  return dispatch_config<kKind>(p, [&](auto c, int sms) { return launch_fp8<kKind, decltype(c)::value>(p, sms, stream); });
 }
 
 }  // namespace vitfast::gemm::sm90

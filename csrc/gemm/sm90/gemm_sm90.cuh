@@ -154,11 +154,10 @@ int launch(const GemmParams& p, int sms, cudaStream_t stream) {
   return gemm.run(stream) == cutlass::Status::kSuccess ? kOk : kLaunchFailed;
 }
 
-// p through the configuration it names (kAuto: default_sm90_config's), among those sm90_config.h
-// builds for kKind; kNotBuilt for any other.
-template <class Operand, class Accumulator, Sm90Kind kKind, class Out = Operand>
-int run(const GemmParams& p, cudaStream_t stream) {
-  if (sm90_refusal(p, sizeof(Operand)) != nullptr) return kRefused;
+// launch_one(std::integral_constant<Sm90Config, C>, sms) for the configuration p names (kAuto:
+// default_sm90_config's), among those sm90_config.h builds for kKind; kNotBuilt for any other.
+template <Sm90Kind kKind, class LaunchOne>
+int dispatch_config(const GemmParams& p, LaunchOne&& launch_one) {
   static const int sms = sm_count();
   Sm90Config config = static_cast<Sm90Config>(p.config);
   if (config == Sm90Config::kAuto) {
@@ -166,9 +165,8 @@ int run(const GemmParams& p, cudaStream_t stream) {
   }
   int status = kNotBuilt;
   auto one = [&](auto c) {
-    constexpr Sm90Config kC = decltype(c)::value;
-    if constexpr (sm90_config_built(kKind, kC)) {
-      if (config == kC) status = launch<Operand, Accumulator, kKind, Out, kC>(p, sms, stream);
+    if constexpr (sm90_config_built(kKind, decltype(c)::value)) {
+      if (config == decltype(c)::value) status = launch_one(c, sms);
     }
   };
   using C = Sm90Config;
@@ -177,8 +175,16 @@ int run(const GemmParams& p, cudaStream_t stream) {
   one(std::integral_constant<C, C::kCoop128x256C2>{});
   one(std::integral_constant<C, C::kCoop128x192>{});
   one(std::integral_constant<C, C::kPingpong64x128>{});
-  static_assert(static_cast<int>(C::kCount) == 6, "a configuration is missing from run()'s list");
+  static_assert(static_cast<int>(C::kCount) == 6, "a configuration is missing from dispatch_config()'s list");
   return status;
+}
+
+template <class Operand, class Accumulator, Sm90Kind kKind, class Out = Operand>
+int run(const GemmParams& p, cudaStream_t stream) {
+  if (sm90_refusal(p, sizeof(Operand)) != nullptr) return kRefused;
+  return dispatch_config<kKind>(p, [&](auto c, int sms) {
+    return launch<Operand, Accumulator, kKind, Out, decltype(c)::value>(p, sms, stream);
+  });
 }
 
 }  // namespace vitfast::gemm::sm90
