@@ -150,11 +150,7 @@ int launch_fp8(const GemmParams& p, int sms, cudaStream_t stream) {
     act.gelu = p.epilogue == kGeluErf ? 1 : p.epilogue == kGeluTanh ? 2 : 0;
     args.epilogue.thread = {{{affine, act}, amax}, {{1.f}, {p.out_fp8 ? p.out_scale_inv : nullptr}}, {}};  // bf16: * 1
   }
-  Gemm gemm;
-  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return kCannotImplement;
-  if (Gemm::get_workspace_size(args) != 0) return kNeedsWorkspace;
-  if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return kCannotImplement;
-  return gemm.run(stream) == cutlass::Status::kSuccess ? kOk : kLaunchFailed;
+  return run_adapter<Gemm>(args, stream);
 }
 
 // p through the configuration it names (kAuto: the shape's default) among those built for kKind.

@@ -115,6 +115,16 @@ inline int sm_count() {
   return cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device);
 }
 
+// A CUTLASS device adapter's launch of args, as a Status: none of our kernels takes a workspace.
+template <class Gemm>
+int run_adapter(const typename Gemm::Arguments& args, cudaStream_t stream) {
+  Gemm gemm;
+  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return kCannotImplement;
+  if (Gemm::get_workspace_size(args) != 0) return kNeedsWorkspace;
+  if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return kCannotImplement;
+  return gemm.run(stream) == cutlass::Status::kSuccess ? kOk : kLaunchFailed;
+}
+
 // One configuration's launch. The tensors passed gemm_path.h's sm90_refusal (run), and the launcher
 // (gemm_cuda.cpp) reported any error pending from earlier work, so a failure here is this launch's own.
 template <class Operand, class Accumulator, Sm90Kind kKind, class Out, Sm90Config kConfig>
@@ -147,11 +157,7 @@ int launch(const GemmParams& p, int sms, cudaStream_t stream) {
     fusion.aux_ptr = static_cast<Operand*>(p.pre);
     fusion.dAux = cutlass::make_cute_packed_stride(decltype(fusion.dAux){}, {M, N, 1});
   }
-  Gemm gemm;
-  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return kCannotImplement;
-  if (Gemm::get_workspace_size(args) != 0) return kNeedsWorkspace;
-  if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return kCannotImplement;
-  return gemm.run(stream) == cutlass::Status::kSuccess ? kOk : kLaunchFailed;
+  return run_adapter<Gemm>(args, stream);
 }
 
 // launch_one(std::integral_constant<Sm90Config, C>, sms) for the configuration p names (kAuto:
