@@ -4,6 +4,10 @@
 #
 #   bash benchmarks/gpu_checks.sh [build] [tests] [sanitize] [tune] [bench] [models] [models-quick]
 #                                 [train-tests] [train-loop] [cifar10]   (CIFAR_ARGS=... adds flags to the recipe's run)
+#                                 [sm90-attention]
+#
+# sm90-attention: the Hopper attention kernels' tests with VITFAST_ATTENTION_SM90=1 (opt-in since their
+# first GPU run failed; the tests stage skips them).
 #
 # tune: benchmarks/tune.py, the kernel and attention tables and the dispatch data measured from them,
 # all under $out (copy them into benchmarks/results/ and vitfast/layers/dispatch_data/ after the call).
@@ -34,12 +38,18 @@ for stage in $stages; do
     tests)
       nvidia-smi > "$out/nvidia-smi.txt" 2>&1
       $py -c "import torch, vitfast; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), 'kernels:', vitfast.has_cuda_kernels())" 2>&1 | tee "$out/env.txt"
-      # xdist spreads the CPU halves of these files; the GPU tests share the one card.
-      timeout ${TESTS_LIMIT:-330} $py -m pytest -q -p no:cacheprovider -n ${WORKERS:-8} --timeout 240 -rfE \
+      # xdist spreads the CPU halves of these files; the GPU tests share the one card. -v names every
+      # result as it comes, so a run cut by the time limit still says which tests failed.
+      timeout ${TESTS_LIMIT:-420} $py -m pytest -v -p no:cacheprovider -n ${WORKERS:-8} --timeout 240 -rfE \
         $kernels tests/models/test_vitfast_backend.py tests/models/test_dispatch.py tests/quant tests/test_build.py \
         tests/test_bench_timing.py \
         > "$out/cuda_tests.log" 2>&1
-      grep -E "^(FAILED|ERROR)|passed|failed" "$out/cuda_tests.log" | tail -40 ;;
+      grep -E "^(FAILED|ERROR)|\] (FAILED|ERROR) |passed|failed" "$out/cuda_tests.log" | tail -40 ;;
+    sm90-attention)
+      VITFAST_ATTENTION_SM90=1 timeout ${SM90_ATTENTION_LIMIT:-400} $py -m pytest -v -p no:cacheprovider -n ${WORKERS:-8} \
+        --timeout 240 -rfE tests/ops/test_attention_sm90.py tests/ops/test_attention_bwd_sm90.py \
+        > "$out/sm90_attention_tests.log" 2>&1
+      grep -E "^(FAILED|ERROR)|\] (FAILED|ERROR) |passed|failed" "$out/sm90_attention_tests.log" | tail -40 ;;
     sanitize)
       # benchmarks/sanitize_ops.py reaches every kernel (tails, head dims, backward) at small sizes.
       for tool in memcheck racecheck; do
@@ -73,7 +83,8 @@ for stage in $stages; do
       timeout ${CIFAR_LIMIT:-590} $py -m vitfast.train -c cifar10_vit --output "$out/cifar10_vit" --overwrite \
         ${CIFAR_ARGS:-} > "$out/cifar10_vit.log" 2>&1
       echo "exit $?"; grep -v "^\[train\]" "$out/cifar10_vit.log" | tail -25 ;;
-    *) echo "unknown stage $stage (build, tests, sanitize, tune, bench, models, models-quick, train-tests, train-loop, cifar10)"
+    *) echo "unknown stage $stage (build, tests, sm90-attention, sanitize, tune, bench, models, models-quick, train-tests,"\
+            "train-loop, cifar10)"
        exit 2 ;;
   esac
 done

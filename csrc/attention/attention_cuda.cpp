@@ -44,11 +44,14 @@ at::Tensor rows_aligned(const at::Tensor& t) {
 
 Strides3 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
 
-// VITFAST_ATTENTION_SM90=0 (read once) keeps the forward on the mma.sync kernel on an H100/H200 too.
+// The Hopper kernels run only where VITFAST_ATTENTION_SM90=1 (read once): on their first GPU run (H100,
+// 2026-11-24) a persistent CTA walking more tiles than there are SMs ended in an unspecified launch
+// failure that compute-sanitizer's memcheck does not reproduce (a race until shown otherwise), so
+// every other process keeps the mma.sync kernels, which pass their tests there.
 bool sm90_enabled() {
   static const bool enabled = [] {
     const char* v = std::getenv("VITFAST_ATTENTION_SM90");
-    return v == nullptr || std::strcmp(v, "0") != 0;
+    return v != nullptr && std::strcmp(v, "1") == 0;
   }();
   return enabled;
 }

@@ -5,10 +5,24 @@
 // bf16) and issues kMapUnroll such loads before its first store, so each SM keeps enough bytes in
 // flight to run at the memory's rate. A misaligned tensor, and the tail after the last whole vector,
 // go element by element.
+#include <c10/util/Half.h>
+
 #include <algorithm>
 #include <cstdint>
 
 namespace vitfast {
+
+// In's value as a float with a NaN's sign kept: the GPU's f16 -> f32 conversion returns a positive
+// canonical NaN where the CPU's keeps the sign (scaled_cast's NaN codes carry it).
+template <typename In>
+__device__ __forceinline__ float as_float(In v) {
+  return static_cast<float>(v);
+}
+template <>
+__device__ __forceinline__ float as_float(c10::Half v) {
+  const float f = static_cast<float>(v);
+  return f == f ? f : copysignf(f, (v.x & 0x8000) ? -1.0f : 1.0f);
+}
 
 template <typename T, int N>
 struct alignas(N * sizeof(T)) Vec {
@@ -64,8 +78,8 @@ __device__ __forceinline__ void group_map(const In* __restrict__ in, Out* __rest
       VOut y;
 #pragma unroll
       for (int k = 0; k < kGroups; ++k) {
-        const float xs[4] = {static_cast<float>(x[u].v[4 * k]), static_cast<float>(x[u].v[4 * k + 1]),
-                             static_cast<float>(x[u].v[4 * k + 2]), static_cast<float>(x[u].v[4 * k + 3])};
+        const float xs[4] = {as_float(x[u].v[4 * k]), as_float(x[u].v[4 * k + 1]), as_float(x[u].v[4 * k + 2]),
+                             as_float(x[u].v[4 * k + 3])};
         Out ys[4];
         group_op(v * kGroups + k, xs, 4, ys);
 #pragma unroll
@@ -81,7 +95,7 @@ __device__ __forceinline__ void group_map(const In* __restrict__ in, Out* __rest
     Out ys[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {  // unrolled with constant indices: the arrays stay in registers
-      if (j < count) xs[j] = static_cast<float>(in[4 * g + j]);
+      if (j < count) xs[j] = as_float(in[4 * g + j]);
     }
     group_op(g, xs, count, ys);
 #pragma unroll

@@ -55,7 +55,11 @@ VF_HD uint8_t int8_code(float v) {
 
 template <Cast8 K>
 VF_HD uint8_t scaled_cast_one(float x, float scale) {
-  const float v = x / scale;
+  float v = x / scale;
+  // A NaN's sign, fixed here rather than left to the hardware: an x86 division returns a NaN operand
+  // with its sign (and inf / inf as -NaN), a GPU's a positive canonical NaN. x's NaN keeps its sign on
+  // both (what torch's casts do with it); any other NaN result is positive.
+  if (v != v) v = x != x ? x : bits_float(0x7fc00000u);
   if constexpr (K == Cast8::kInt8) {
     return int8_code(v);
   } else if constexpr (K == Cast8::kE4M3) {

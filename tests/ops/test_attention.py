@@ -97,16 +97,17 @@ def check_against_reference(B, H, N, d, dtype, device, bias_shape=None, return_l
     if return_logits:
         assert ours[1].shape == (B, H, N, N) and ours[1].dtype == dtype
         assert_flash_rule(ours[1], pt[1], ref[1], "logits", slack)
-    # dq and dk pass through dP - rowsum(dO o O): two fp32 sums of the same d products in different
-    # orders. Where they cancel exactly (N = 1: dq = dk = 0) PyTorch may be exact by luck, and we are
-    # held to the typical fp32 rounding of that difference, 4 sqrt(d) u32 |dO||V|, through scale |k|.
-    cancel = 4 * d**0.5 * 2.0**-24 * (dout.double().abs() @ v.double().abs().transpose(-2, -1)).max().item() \
-        * (d**-0.5) * max(q.abs().max().item(), k.abs().max().item())
+    # dS = P o (dP - rowsum(dO o O)): two fp32 sums of the same d products in different orders. Where
+    # they cancel exactly (N = 1: dS = 0, so dq = dk = dbias = 0) PyTorch may be exact by luck, and we
+    # are held to the typical fp32 rounding of that difference, 4 sqrt(d) u32 |dO||V|: through scale
+    # |k| or |q| into dq and dk, summed over the entries a broadcast bias gathers into dbias.
+    cancel_ds = 4 * d**0.5 * 2.0**-24 * (dout.double().abs() @ v.double().abs().transpose(-2, -1)).max().item()
+    cancel = cancel_ds * (d**-0.5) * max(q.abs().max().item(), k.abs().max().item())
     for name, a, b, c in zip(("dq", "dk", "dv", "dbias"), ours[2], pt[2], ref[2]):
         if c is None:
             continue
         assert a.shape == c.shape, (name, a.shape, c.shape)
-        floor = cancel if name in ("dq", "dk") else 0.0
+        floor = {"dq": cancel, "dk": cancel, "dbias": cancel_ds * (B * H * N * N) / c.numel()}.get(name, 0.0)
         assert_flash_rule(a, b, c, name, slack * max(1.0, c.abs().max().item()) + floor)
 
 

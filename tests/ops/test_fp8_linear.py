@@ -2,7 +2,10 @@
 (float64 sums of the decoded e4m3 values), its rounding (nearest even, saturation, NaN), its amax, its
 argument checks and kernel choice, the SASS of its Hopper kernels (cuobjdump, no GPU needed), and on an
 H100/H200 the kernels against the emulation."""
+import os
 import re
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -14,6 +17,7 @@ from tests.values import kernel_resources, sm90_kernels_sass
 
 E4M3 = torch.float8_e4m3fn
 BF16 = torch.bfloat16
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def codes(shape, seed, scale=1.0, device="cpu"):
@@ -234,31 +238,43 @@ hopper = pytest.mark.skipif(
     reason="needs an H100/H200 (compute capability 9.0) and a build with the sm90 kernels")
 
 
-def e4m3_steps(a, b):
-    """How many e4m3 codes apart a and b are (same sign; the codes are ordered like the values)."""
-    ia, ib = a.view(torch.uint8).int(), b.view(torch.uint8).int()
-    sa, sb = ia >> 7, ib >> 7
-    ma, mb = ia & 0x7F, ib & 0x7F
-    apart = torch.where(sa == sb, (ma - mb).abs(), ma + mb)
-    return apart
+# Hopper's FP8 wgmma adds its products into an accumulator narrower than fp32; the kernels promote it
+# into fp32 once per 128-deep k-tile (not "fast accumulation"), so a sum differs from the fp32 twin's by
+# up to a small fraction of the sum of its products' magnitudes: at most 2^-13.8 of it measured on an
+# H100 (2026-11-24; K = 768 and 3072, both configurations), 2^-12 allowed. GELU's slope is at most 1.13.
+ACCUMULATION = 2.0**-12 * 1.2
+
+
+def accumulation_bound(x8, w8, sa, sb):
+    return ACCUMULATION * (x8.float().abs() @ w8.float().abs().t()) * sa * sb
+
+
+def e4m3_step(t):
+    """The spacing of e4m3 codes at |t| (code units): 2^(e - 3), subnormals' 2^-9 below 2^-6."""
+    e = torch.floor(torch.log2(t.abs().clamp_min(2.0**-6)))
+    return torch.exp2(e - 3)
 
 
 def against_emulation(M, K, N, activation, out_dtype, residual, config, seed=0):
     x8, w8, sa, sb, b, r = operands(M, K, N, seed, "cuda")
+    out_scale = 2.0**-3
     kw = dict(residual=r if residual else None, activation=activation, out_dtype=out_dtype,
-              out_scale=torch.tensor([2.0**-3], device="cuda") if out_dtype == E4M3 else None, amax=True)
+              out_scale=torch.tensor([out_scale], device="cuda") if out_dtype == E4M3 else None, amax=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the composite would warn: the kernel must run
         out, m = fp8_linear(x8, w8, sa, sb, b, config=config, **kw)
     ref, mref = fp8_linear_ref(x8, w8, sa, sb, b, **kw)
     torch.cuda.synchronize()
-    if out_dtype == E4M3:
-        steps = e4m3_steps(out, ref)
-        assert steps.max() <= 1 and (steps > 0).float().mean() < 1e-3  # a sum near a rounding boundary
+    acc = accumulation_bound(x8, w8, sa, sb)
+    if out_dtype == E4M3:  # codes: out = act(v) / out_scale, rounded to nearest even
+        o, want = out.float(), ref.float()
+        apart = (o - want).abs()
+        assert (apart <= e4m3_step(torch.maximum(o.abs(), want.abs())) + acc / out_scale).all()
+        assert (apart > 0).float().mean() < 1e-2  # rounding apart only near a boundary (not truncation)
     else:
-        tol = ref.float().abs() * 2**-7 + 1e-3  # one bf16 step where the sums' orders round apart
+        tol = ref.float().abs() * 2**-7 + acc  # one bf16 step where the two sums round apart
         assert ((out.float() - ref.float()).abs() <= tol).all()
-    assert torch.allclose(m, mref, rtol=1e-5, atol=0)
+    assert (m - mref).abs().item() <= acc.max().item()
 
 
 @hopper
@@ -294,7 +310,20 @@ def test_sm90_fp8_saturation_nan_and_amax_on_the_gpu():
 
 @hopper
 def test_sm90_fp8_refused_operands_run_the_composite_with_one_warning():
-    x8, w8, sa, sb, b, _ = operands(64, 48, 40, device="cuda")  # N % 16 != 0
-    with pytest.warns(UserWarning, match="fp8_linear's FP8 kernels need"):
-        out = fp8_linear(x8, w8, sa, sb, b)
-    assert same(out, fp8_linear_ref(x8, w8, sa, sb, b))
+    # In a fresh process: the warning is once per process, and another test may have drawn it. A C++
+    # warning from an op called through torch.ops reached stderr, not Python's warnings, under torch
+    # 2.11 on the H100: both are counted.
+    script = (
+        "import warnings, torch\n"
+        "from vitfast.ops import fp8_linear, fp8_linear_ref\n"
+        "from tests.ops.test_fp8_linear import operands, same\n"
+        "x8, w8, sa, sb, b, _ = operands(64, 48, 40, device='cuda')  # N % 16 != 0\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    out = fp8_linear(x8, w8, sa, sb, b)\n"
+        "    fp8_linear(x8, w8, sa, sb, b)\n"
+        "print(*(str(w.message) for w in caught), sep='\\n')\n"
+        "assert same(out, fp8_linear_ref(x8, w8, sa, sb, b))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout + done.stderr).count("fp8_linear's FP8 kernels need") == 1, done.stdout + done.stderr

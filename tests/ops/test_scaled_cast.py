@@ -131,6 +131,13 @@ def test_cuda_equals_cpu(dtype, xdtype):
     assert torch.equal(codes(scaled_cast(w.cuda(), s.cuda(), dtype)).cpu(), codes(scaled_cast(w, s, dtype)))
     odd = x.cuda()[1:]  # misaligned start
     assert torch.equal(codes(scaled_cast(odd, scale.cuda(), dtype)).cpu(), codes(scaled_cast(x[1:], scale, dtype)))
+    # NaNs of both signs (a GPU's division returns a positive canonical NaN, an x86 one keeps the sign)
+    bits = {torch.float32: [0x7FC00000, -0x00400000, 0x7F800001], torch.float16: [0x7E00, -0x0200, 0x7C01],
+            torch.bfloat16: [0x7FC0, -0x0040, 0x7F81]}[xdtype]
+    int_dtype = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}[xdtype]
+    nans = torch.tensor(bits, dtype=int_dtype).view(xdtype).repeat(4)
+    for s in (torch.tensor(0.5), torch.tensor(-2.0)):
+        assert torch.equal(codes(scaled_cast(nans.cuda(), s.cuda(), dtype)).cpu(), codes(scaled_cast(nans, s, dtype)))
 
 
 @needs_cuda

@@ -56,7 +56,7 @@ def test_a_bad_device_string_names_the_argument(saved, entry, device):
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_a_cuda_index_beyond_the_count_is_refused(saved, entry):
     # Refused on any machine: with no GPU as unusable, with GPUs as beyond the count.
-    with pytest.raises(ValueError, match=r"^device: 'cuda:\d+' "):
+    with pytest.raises(ValueError, match=r"^device: 'cuda:\d+'[: ]"):
         entries(*saved)[entry](f"cuda:{torch.cuda.device_count()}")
 
 
