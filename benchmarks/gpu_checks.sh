@@ -26,7 +26,7 @@ stages=${*:-build tests sanitize tune bench models}
 [[ " $stages " == *" build "* ]] || export VITFAST_CUDA_ARCHS=${VITFAST_CUDA_ARCHS:-90}
 kernels="tests/ops/test_float_quantize.py tests/ops/test_fixed_point_quantize.py tests/ops/test_block_quantize.py
          tests/ops/test_attention.py tests/ops/test_attention_sm90.py tests/ops/test_attention_bwd_sm90.py
-         tests/ops/test_layer_norm.py tests/ops/test_linear_fused.py tests/ops/test_lp_matmul.py
+         tests/ops/test_layer_norm.py tests/ops/test_layer_norm_fp8.py tests/ops/test_linear_fused.py tests/ops/test_lp_matmul.py
          tests/ops/test_gemm_sm90.py tests/ops/test_fp8_linear.py tests/ops/test_scaled_cast.py"
 stamp() { echo "== $1 at $(date -u +%H:%M:%S) (${SECONDS}s)"; }
 

@@ -12,7 +12,7 @@ import torch
 
 import vitfast
 from vitfast.ops import (attention, block_quantize, fixed_point_quantize, float_quantize, fp8_linear, layer_norm,
-                         linear_gelu, linear_residual, lp_matmul, scaled_cast)
+                         layer_norm_fp8, linear_gelu, linear_residual, lp_matmul, scaled_cast)
 
 
 def grads(out, *leaves):
@@ -75,6 +75,12 @@ def norms():
             grads(layer_norm(x, w, b, 1e-6), x, w, b)
             s, y = layer_norm(x, w, b, 1e-6, residual=r)
             grads(s.float().sum() + y.float().sum(), x, r, w, b)
+    # LayerNorm into e4m3 codes: every fixed width in both 16-bit dtypes, and the composite's cases
+    for D in (192, 256, 384, 512, 768, 1024, 1280, 104):
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):
+            x = torch.randn(197 * 3 + 1, D, device="cuda", dtype=dtype)
+            layer_norm_fp8(x, torch.rand(D, device="cuda") + 0.5, torch.randn(D, device="cuda"),
+                           torch.tensor([0.125], device="cuda"))
     # more rows than the persistent fixed-width kernels take in one round (H100): their row loops and prefetch
     for D, rows in ((192, 20011), (768, 8003)):
         x = torch.randn(rows, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)

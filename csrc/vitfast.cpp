@@ -24,6 +24,7 @@ TORCH_LIBRARY(vitfast, m) {
         "-> (Tensor out, Tensor sum, Tensor mean, Tensor rstd)");
   m.def("layer_norm_backward(Tensor dout, Tensor? dsum, Tensor x, Tensor weight, Tensor mean, Tensor rstd) "
         "-> (Tensor dx, Tensor dweight, Tensor dbias)");
+  m.def("layer_norm_fp8(Tensor x, Tensor weight, Tensor bias, Tensor scale, float eps) -> Tensor");
   m.def("linear_gelu(Tensor x, Tensor weight, Tensor? bias, str approximate, bool save_pre, str config='auto') "
         "-> (Tensor out, Tensor pre)");
   m.def("linear_residual(Tensor x, Tensor weight, Tensor? bias, Tensor residual, str config='auto') -> Tensor");
@@ -40,7 +41,7 @@ TORCH_LIBRARY(vitfast, m) {
 // passes the ops' inputs through unchanged, like PyTorch's own fused ops with explicit dtypes.
 namespace {
 constexpr const char* kOps[] = {"float_quantize", "fixed_point_quantize", "block_quantize", "scaled_cast",
-                                "attention_fwd", "attention_bwd", "layer_norm", "layer_norm_backward",
+                                "attention_fwd", "attention_bwd", "layer_norm", "layer_norm_backward", "layer_norm_fp8",
                                 "linear_gelu", "linear_residual", "lp_matmul", "fp8_linear"};
 
 void without_autocast(const c10::OperatorHandle& op, torch::jit::Stack* stack) {

@@ -42,7 +42,8 @@ def sm90_kernels_sass(keep):
 
 def kernel_resources(names):
     """{name: (registers, stack bytes, local bytes)} from cuobjdump --dump-resource-usage of the binary,
-    for the kernels in `names`."""
+    for the kernels in `names` (a collection, or a predicate on the mangled name). A kernel built for
+    several architectures appears once, with the last one's numbers."""
     usage = subprocess.run([find_cuobjdump(), "--dump-resource-usage", vitfast._C.__file__], capture_output=True,
                            text=True, check=True).stdout
     resources, function = {}, None
@@ -50,7 +51,7 @@ def kernel_resources(names):
         if line.strip().startswith("Function "):
             function = line.strip()[len("Function "):].rstrip(":")
         m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", line)
-        if m and function in names:
+        if m and function is not None and (names(function) if callable(names) else function in names):
             resources[function] = tuple(int(v) for v in m.groups())
     return resources
 

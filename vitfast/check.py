@@ -2,8 +2,8 @@
 
 Each quantizer runs on fresh adversarial data and is compared, bit for bit, with its pure-PyTorch
 twin (and CUDA with CPU where a GPU is present); the fused operators (attention, layer_norm,
-linear_gelu, linear_residual, lp_matmul, fp8_linear) are compared with their twins by relative error, within a
-tolerance for their precision (lp_matmul's CPU emulation and fp8_linear's composite bit for bit); then every named format's rounding error on
+linear_gelu, linear_residual, lp_matmul, fp8_linear, layer_norm_fp8) are compared with their twins by relative
+error, within a tolerance for their precision (lp_matmul's CPU emulation and the FP8 ops' composites bit for bit); then every named format's rounding error on
 Gaussian data is printed. Exits non-zero on any mismatch."""
 import sys
 import time
@@ -116,6 +116,9 @@ def _check_fused(g, cuda):
          lambda: x.half().double() @ W1.t().half().double()),
         ("lp_matmul fp16 acc", lambda d, t: ops.lp_matmul(x.to(d), W1.t().to(d)),
          lambda: x.half().double() @ W1.t().half().double()),
+        # LayerNorm into e4m3 codes (scale 1/16), decoded, against float64: e4m3 rounding, RMS 2.65e-2 on N(0, 1)
+        ("layer_norm_fp8", lambda d, t: ops.layer_norm_fp8(x.to(d, t), w.to(d), b.to(d), one.to(d) / 16, 1e-6).float() / 16,
+         lambda: ops.layer_norm_ref(x.double(), w.double(), b.double(), 1e-6)),
         # e4m3 operands (x and W1 as scaled codes), fp32 sums, scales, bias and GELU, a bf16 output
         ("fp8_linear", lambda d, t: ops.fp8_linear(x8.to(d), w8.to(d), sa.to(d), sb.expand(1536).to(d), b1.to(d),
                                                    activation="gelu"),
@@ -127,8 +130,8 @@ def _check_fused(g, cuda):
     for name, op, ref in cases:
         for dtype in ((torch.float32,) if name.startswith(("lp_", "fp8_")) else (torch.float32, torch.bfloat16)):
             want = ref()
-            limit = {"lp_matmul fp16 acc": 2e-3, "lp_matmul fp32 acc": 1e-5, "fp8_linear": tol[torch.bfloat16]}.get(
-                name, tol[dtype])
+            limit = {"lp_matmul fp16 acc": 2e-3, "lp_matmul fp32 acc": 1e-5, "fp8_linear": tol[torch.bfloat16],
+                     "layer_norm_fp8": 4e-2}.get(name, tol[dtype])
             e_cpu = _rel(op("cpu", dtype), want)
             e_cuda = _rel(op("cuda", dtype), want) if cuda else None
             bad = e_cpu > limit or (e_cuda is not None and e_cuda > limit)
@@ -142,7 +145,9 @@ def _check_fused(g, cuda):
     kw = dict(activation="gelu", out_dtype=e4m3, out_scale=one / 8)
     twin8 = _same(ops.fp8_linear(*args, **kw).float(), ops.fp8_linear_ref(*args, **kw).float())
     print(f"{'fp8_linear CPU composite vs its twin':<46}{'same' if twin8 else 'DIFFERS'}")
-    return failures + (not twin) + (not twin8)
+    ln8 = _same(ops.layer_norm_fp8(x, w, b, one / 16).float(), ops.layer_norm_fp8_ref(x, w, b, one / 16).float())
+    print(f"{'layer_norm_fp8 CPU composite vs its twin':<46}{'same' if ln8 else 'DIFFERS'}")
+    return failures + (not twin) + (not twin8) + (not ln8)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@
 // The kernels differ from it in the order of the sum and by fusing (acc * scale_a) * scale_b + bias
 // into one rounding; an out_scale that is a power of two makes * (1 / out_scale) the exact division.
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <optional>
 #include <string>
 #include <tuple>
 
 #include "gemm/gemm.h"
+#include "quant/scaled_cast_op.h"
 
 namespace vitfast::gemm {
 
@@ -92,10 +92,8 @@ inline std::tuple<at::Tensor, at::Tensor> fp8_linear_aten(const at::Tensor& x, c
   at::Tensor out;
   if (f.out_fp8) {
     // scaled_cast's rounding of v * (1 / out_scale), divided by one: the kernel's multiply, exactly.
-    static const auto cast = c10::Dispatcher::singleton()
-                                 .findSchemaOrThrow("vitfast::scaled_cast", "")
-                                 .typed<at::Tensor(const at::Tensor&, const at::Tensor&, at::ScalarType)>();
-    out = cast.call(v.mul_(at::reciprocal(out_scale->reshape({}))), at::ones({1}, v.options()), at::kFloat8_e4m3fn);
+    out = scaled_cast_op(v.mul_(at::reciprocal(out_scale->reshape({}))), at::ones({1}, v.options()),
+                         at::kFloat8_e4m3fn);
   } else {
     out = v.to(at::kBFloat16);
   }

@@ -3,6 +3,8 @@
 // same; weight, bias (D) in x's dtype or float32; mean, rstd (rows) float32.
 #include <ATen/ATen.h>
 
+#include <tuple>
+
 namespace vitfast {
 
 inline int64_t layer_norm_check(const at::Tensor& x, const std::optional<at::Tensor>& residual,
@@ -27,6 +29,18 @@ inline int64_t layer_norm_check(const at::Tensor& x, const std::optional<at::Ten
     TORCH_CHECK(t.device() == x.device(), "layer_norm: ", name, " must be on x's device");
   }
   return D;
+}
+
+// LayerNorm of the rows of s (rows, D) in float32: (y, mean, rstd), the arithmetic of the CPU kernel
+// (the mean, then the mean of the squared centred values, rsqrt(var + eps)) in ATen's ops.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_rows_fp32(const at::Tensor& s, const at::Tensor& weight,
+                                                                         const at::Tensor& bias, double eps) {
+  const at::Tensor f = s.to(at::kFloat);
+  const at::Tensor mean = f.mean(1);
+  const at::Tensor var = (f - mean.unsqueeze(1)).square().mean(1);
+  const at::Tensor rstd = (var + eps).rsqrt();
+  const at::Tensor y = (f - mean.unsqueeze(1)) * rstd.unsqueeze(1) * weight.to(at::kFloat) + bias.to(at::kFloat);
+  return {y, mean, rstd};
 }
 
 inline void layer_norm_backward_check(const at::Tensor& dout, const std::optional<at::Tensor>& dsum, const at::Tensor& x,

@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include "norm/layer_norm.h"
+#include "norm/layer_norm_fp8.h"
 
 namespace vitfast {
 namespace {
@@ -15,11 +16,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_cpu(const 
   const int64_t D = layer_norm_check(x, residual, weight, bias);
   const int64_t rows = x.numel() / D;
   at::Tensor sum = residual.has_value() ? at::add(x, *residual) : x.new_empty({0});
-  const at::Tensor s = (residual.has_value() ? sum : x).reshape({rows, D}).to(at::kFloat);
-  const at::Tensor mean = s.mean(1);
-  const at::Tensor var = (s - mean.unsqueeze(1)).square().mean(1);
-  const at::Tensor rstd = (var + eps).rsqrt();
-  const at::Tensor y = (s - mean.unsqueeze(1)) * rstd.unsqueeze(1) * weight.to(at::kFloat) + bias.to(at::kFloat);
+  const auto [y, mean, rstd] = layer_norm_rows_fp32((residual.has_value() ? sum : x).reshape({rows, D}), weight, bias, eps);
   if (!stats) return {y.to(x.scalar_type()).reshape(x.sizes()), sum, mean.new_empty({0}), rstd.new_empty({0})};
   return {y.to(x.scalar_type()).reshape(x.sizes()), sum, mean, rstd};
 }
@@ -45,6 +42,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_backward_cpu(const at:
 TORCH_LIBRARY_IMPL(vitfast, CPU, m) {
   m.impl("layer_norm", &layer_norm_cpu);
   m.impl("layer_norm_backward", &layer_norm_backward_cpu);
+  m.impl("layer_norm_fp8", &layer_norm_fp8_aten);
 }
 
 }  // namespace vitfast

@@ -7,6 +7,7 @@
 
 #include "dense.h"
 #include "norm/layer_norm.h"
+#include "norm/layer_norm_fp8.h"
 #include "norm/layer_norm_kernels.h"
 
 namespace vitfast {
@@ -68,11 +69,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_backward_cuda(const at
   return {dx.view(x_in.sizes()), sums[0].to(weight.scalar_type()), sums[1].to(weight.scalar_type())};
 }
 
+at::Tensor layer_norm_fp8_cuda(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias,
+                               const at::Tensor& scale, double eps) {
+  const int64_t D = layer_norm_fp8_check(x_in, weight, bias, scale);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  if (x_in.scalar_type() == at::kFloat || !layer_norm_fixed_width(static_cast<int>(D))) {
+    TORCH_WARN_ONCE("vitfast: layer_norm_fp8's kernels take fp16 / bf16 x at the widths 192, 256, 384, 512, 768, ",
+                    "1024 and 1280; ", x_in.scalar_type(), " at D=", D,
+                    " runs its ATen composite (float32 LayerNorm, then scaled_cast)");
+    return layer_norm_fp8_aten(x_in, weight, bias, scale, eps);
+  }
+  const at::Tensor x = dense(x_in);
+  const at::Tensor g = dense(weight.to(at::kFloat)), b = dense(bias.to(at::kFloat));
+  at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kFloat8_e4m3fn));
+  const int64_t rows = x.numel() / D;
+  if (rows == 0) return out;
+  C10_CUDA_CHECK(layer_norm_fp8_fwd_launch(norm_dtype(x), x.const_data_ptr(), g.const_data_ptr<float>(),
+                                           b.const_data_ptr<float>(), scale.contiguous().const_data_ptr<float>(),
+                                           static_cast<uint8_t*>(out.data_ptr()), rows, static_cast<int>(D),
+                                           static_cast<float>(eps), at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(vitfast, CUDA, m) {
   m.impl("layer_norm", &layer_norm_cuda);
   m.impl("layer_norm_backward", &layer_norm_backward_cuda);
+  m.impl("layer_norm_fp8", &layer_norm_fp8_cuda);
 }
 
 }  // namespace vitfast

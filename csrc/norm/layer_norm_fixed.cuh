@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "fp_convert.cuh"
+#include "quant/scaled_cast.h"
 
 namespace vitfast::norm {
 
@@ -127,13 +128,31 @@ struct Params {
   }
 };
 
-// out = (s - mean) * rstd * gamma + beta, s = x or (x + res rounded to T, stored in sum).
-template <typename T, int D, bool kResidual, bool kStats>
+// Eight outputs of a row stored: rounded to T (16 bytes, or 32 for float), or with TOut = uint8_t as the
+// e4m3 codes of y / scale (scaled_cast's rounding; 8 bytes), the FP8 chain's input.
+template <typename T, typename TOut>
+__device__ __forceinline__ void store8(TOut* p, const float (&y)[8], float scale) {
+  if constexpr (std::is_same_v<TOut, uint8_t>) {
+    uint32_t w[2] = {0u, 0u};  // packed by shifts: bytes written through a pointer would go to the stack
+#pragma unroll
+    for (int j = 0; j < 8; ++j) w[j / 4] |= static_cast<uint32_t>(scaled_cast_one<Cast8::kE4M3>(y[j], scale)) << (8 * (j % 4));
+    *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+  } else {
+    Pack8<T> q;
+    q.pack(y);
+    q.store(p);
+  }
+}
+
+// out = (s - mean) * rstd * gamma + beta, s = x or (x + res rounded to T, stored in sum); out in T, or
+// (TOut = uint8_t) e4m3 codes of out / *out_scale.
+template <typename T, int D, bool kResidual, bool kStats, typename TOut = T>
 __global__ void __launch_bounds__(kFixedThreads) layer_norm_fwd_fixed(
     const T* __restrict__ x, const T* __restrict__ res, const float* __restrict__ gamma, const float* __restrict__ beta,
-    T* __restrict__ out, T* __restrict__ sum, float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t rows,
-    float eps) {
+    TOut* __restrict__ out, T* __restrict__ sum, float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t rows,
+    float eps, const float* __restrict__ out_scale) {
   using R = RowShape<D>;
+  const float scale = std::is_same_v<TOut, uint8_t> ? *out_scale : 1.0f;
   __shared__ __align__(16) float smem[R::kParamsInRegisters ? 4 : 2 * D];
   const int lane = threadIdx.x & 31, sub = lane % R::kLanes, group = lane / R::kLanes;
   Params<D, 2> params;
@@ -185,9 +204,7 @@ __global__ void __launch_bounds__(kFixedThreads) layer_norm_fwd_fixed(
         float y[8];
 #pragma unroll
         for (int j = 0; j < 8; ++j) y[j] = (v[i][j] - mean) * rstd * params.get(0, i, j, sub) + params.get(1, i, j, sub);
-        Pack8<T> p;
-        p.pack(y);
-        p.store(out + row * D + column<D>(i, sub));
+        store8<T>(out + row * D + column<D>(i, sub), y, scale);
       }
       if (kStats && sub == 0) {
         mean_out[row] = mean;

@@ -344,7 +344,7 @@ cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* re
         const int blocks = persistent_blocks(kernel, norm::kFixedThreads, norm::RowShape<kD>::kRows, rows);
         kernel<<<blocks, norm::kFixedThreads, 0, stream>>>(
             static_cast<const T*>(x), static_cast<const T*>(res), gamma, beta, static_cast<T*>(out),
-            static_cast<T*>(sum), mean, rstd, rows, eps);
+            static_cast<T*>(sum), mean, rstd, rows, eps, nullptr);
       };
       if (res != nullptr) {
         mean ? launch(norm::layer_norm_fwd_fixed<T, kD, true, true>)
@@ -361,6 +361,29 @@ cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* re
         mean, rstd, rows, D, eps);
   });
   return cudaGetLastError();
+}
+
+bool layer_norm_fixed_width(int D) {
+  return with_fixed_width(D, [](auto) {});
+}
+
+cudaError_t layer_norm_fp8_fwd_launch(NormDtype dtype, const void* x, const float* gamma, const float* beta,
+                                      const float* scale, uint8_t* out, int64_t rows, int D, float eps,
+                                      cudaStream_t stream) {
+  bool fixed = false;
+  with_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, float>) {  // float32 input: the composite (16 bytes of stack at 192 / 384)
+      fixed = with_fixed_width(D, [&](auto width) {
+        constexpr int kD = decltype(width)::value;
+        const auto kernel = norm::layer_norm_fwd_fixed<T, kD, false, false, uint8_t>;
+        const int blocks = persistent_blocks(kernel, norm::kFixedThreads, norm::RowShape<kD>::kRows, rows);
+        kernel<<<blocks, norm::kFixedThreads, 0, stream>>>(static_cast<const T*>(x), nullptr, gamma, beta, out,
+                                                            nullptr, nullptr, nullptr, rows, eps, scale);
+      });
+    }
+  });
+  return fixed ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
 cudaError_t layer_norm_bwd_launch(NormDtype dtype, const void* dy, const void* dsum, const void* x,

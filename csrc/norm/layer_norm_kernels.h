@@ -15,6 +15,13 @@ enum class NormDtype { kFloat, kHalf, kBFloat16 };
 cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* res, const float* gamma,
                                   const float* beta, void* out, void* sum, float* mean, float* rstd, int64_t rows,
                                   int D, float eps, cudaStream_t stream);
+// The widths with fixed-width kernels (layer_norm_fixed.cuh's kFixedWidths: every ViT's).
+bool layer_norm_fixed_width(int D);
+// out = e4m3 codes of LayerNorm(x) / *scale (scaled_cast's rounding), for fp16 / bf16 x at a fixed width
+// only (else cudaErrorInvalidValue, nothing launched).
+cudaError_t layer_norm_fp8_fwd_launch(NormDtype dtype, const void* x, const float* gamma, const float* beta,
+                                      const float* scale, uint8_t* out, int64_t rows, int D, float eps,
+                                      cudaStream_t stream);
 // dx (+ dsum, where given) and, in part (2, splits, D), per-slice column sums of dy * xhat (dweight)
 // and dy (dbias), summed over the slices by the caller; splits from layer_norm_bwd_splits.
 int layer_norm_bwd_splits(NormDtype dtype, int64_t rows, int D, bool dsum);

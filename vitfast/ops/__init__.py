@@ -6,6 +6,7 @@ from .fp8_linear import fp8_linear, fp8_linear_ref
 from .fixed_point_quantize import fixed_point_quantize, fixed_point_quantize_ref
 from .float_quantize import float_quantize, float_quantize_ref
 from .layer_norm import layer_norm, layer_norm_ref
+from .layer_norm_fp8 import layer_norm_fp8, layer_norm_fp8_ref
 from .linear_gelu import linear_gelu, linear_gelu_ref
 from .linear_residual import linear_residual, linear_residual_ref
 from .lp_matmul import lp_linear, lp_matmul, lp_matmul_ref
@@ -18,6 +19,7 @@ __all__ = [
     "fp8_linear", "fp8_linear_ref",
     "float_quantize", "float_quantize_ref",
     "layer_norm", "layer_norm_ref",
+    "layer_norm_fp8", "layer_norm_fp8_ref",
     "linear_gelu", "linear_gelu_ref",
     "linear_residual", "linear_residual_ref",
     "lp_linear", "lp_matmul", "lp_matmul_ref",
