@@ -6,6 +6,7 @@ from .optim import OptimLP
 from .qat import QATModule, convert_ptq, is_quantized, model_size_bytes, prepare_qat, strip_qat
 from .lowp import route_lowp, unroute_lowp
 from .linear8 import Linear8, quantized_paths
+from .fp8_chain import FP8Block, convert_fp8
 from .saved import load_quantized, save_quantized
 from .quantizer import Quantizer, quantizer
 from .recipes import RECIPES, Recipe, parse_format, parse_recipe
@@ -16,6 +17,6 @@ __all__ = [
     "Quantizer", "quantizer", "OptimLP",
     "prepare_qat", "strip_qat", "is_quantized", "convert_ptq", "model_size_bytes", "QATModule",
     "route_lowp", "unroute_lowp",
-    "Linear8", "quantized_paths", "save_quantized", "load_quantized",
+    "Linear8", "quantized_paths", "save_quantized", "load_quantized", "convert_fp8", "FP8Block",
     "Recipe", "RECIPES", "parse_recipe", "parse_format",
 ]
