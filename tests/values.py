@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import torch
 
@@ -96,3 +97,14 @@ def adversarial_fp32(n=20000, generator=None):
     x = torch.cat(parts)
     signs = torch.randint(0, 2, x.shape, generator=g).bool()
     return torch.where(signs, -x, x)
+
+
+def said_in_a_fresh_process(script, message):
+    """How many times `message` appears in what `script` prints and warns (stdout and stderr) when run
+    by a new Python at the repository's root: a warning that is once per process, counted where no
+    other test drew it first. A C++ warning from an op called through torch.ops went to stderr, not to
+    Python's warnings, under torch 2.11: both are counted."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return (done.stdout + done.stderr).count(message)

@@ -2,10 +2,7 @@
 (float64 sums of the decoded e4m3 values), its rounding (nearest even, saturation, NaN), its amax, its
 argument checks and kernel choice, the SASS of its Hopper kernels (cuobjdump, no GPU needed), and on an
 H100/H200 the kernels against the emulation."""
-import os
 import re
-import subprocess
-import sys
 import warnings
 
 import pytest
@@ -13,11 +10,10 @@ import torch
 
 import vitfast
 from vitfast.ops import fp8_linear, fp8_linear_ref, scaled_cast
-from tests.values import kernel_resources, sm90_kernels_sass
+from tests.values import kernel_resources, said_in_a_fresh_process, sm90_kernels_sass
 
 E4M3 = torch.float8_e4m3fn
 BF16 = torch.bfloat16
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def codes(shape, seed, scale=1.0, device="cpu"):
@@ -310,9 +306,6 @@ def test_sm90_fp8_saturation_nan_and_amax_on_the_gpu():
 
 @hopper
 def test_sm90_fp8_refused_operands_run_the_composite_with_one_warning():
-    # In a fresh process: the warning is once per process, and another test may have drawn it. A C++
-    # warning from an op called through torch.ops reached stderr, not Python's warnings, under torch
-    # 2.11 on the H100: both are counted.
     script = (
         "import warnings, torch\n"
         "from vitfast.ops import fp8_linear, fp8_linear_ref\n"
@@ -324,6 +317,4 @@ def test_sm90_fp8_refused_operands_run_the_composite_with_one_warning():
         "    fp8_linear(x8, w8, sa, sb, b)\n"
         "print(*(str(w.message) for w in caught), sep='\\n')\n"
         "assert same(out, fp8_linear_ref(x8, w8, sa, sb, b))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert (done.stdout + done.stderr).count("fp8_linear's FP8 kernels need") == 1, done.stdout + done.stderr
+    assert said_in_a_fresh_process(script, "fp8_linear's FP8 kernels need") == 1

@@ -2,18 +2,14 @@
 LayerNorm (each code within half an e4m3 step of y / scale), its rounding (saturation, NaN), shapes and
 argument checks, the fake, the registers of its CUDA kernels (cuobjdump, no GPU needed), and on a GPU
 the kernels against the twin."""
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from vitfast.ops import layer_norm_fp8, layer_norm_fp8_ref, scaled_cast
-from tests.values import find_cuobjdump, kernel_resources, needs_cuda
+from vitfast.ops import layer_norm_fp8, layer_norm_fp8_ref
+from tests.values import find_cuobjdump, kernel_resources, needs_cuda, said_in_a_fresh_process
 
 E4M3 = torch.float8_e4m3fn
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXED_WIDTHS = (192, 256, 384, 512, 768, 1024, 1280)
 
 
@@ -150,6 +146,4 @@ def test_cuda_other_widths_and_float32_run_the_composite_with_one_warning():
         "for D, dtype in ((104, torch.bfloat16), (768, torch.float32)):\n"
         "    x, w, b = inputs(40, D, dtype, 'cuda')\n"
         "    assert torch.equal(layer_norm_fp8(x, w, b, s).view(torch.uint8), layer_norm_fp8_ref(x, w, b, s).view(torch.uint8))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert (done.stdout + done.stderr).count("layer_norm_fp8's kernels take") == 1, done.stdout + done.stderr
+    assert said_in_a_fresh_process(script, "layer_norm_fp8's kernels take") == 1

@@ -27,6 +27,7 @@ from ..layers.backend import resolve, use_backend
 from ..layers.block import Block
 from ..layers.mlp import Mlp
 from ..ops import fp8_linear, layer_norm_fp8, scaled_cast
+from .scaled import calibration_inputs
 
 __all__ = ["FP8Block", "FP8Product", "convert_fp8", "power_of_two_scale"]
 
@@ -139,14 +140,7 @@ def _calibrate(model, blocks, calib_data, calib_steps):
     used = 0
     try:
         with use_backend("eager"):  # the modules' own forwards, so the hooks see every tensor
-            for batch in calib_data:
-                if calib_steps is not None and used >= calib_steps:
-                    break
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                if not isinstance(x, torch.Tensor):
-                    raise TypeError(f"calib_data must yield tensors or (tensor, target) pairs, got {type(x).__name__}")
-                if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-                    raise ValueError(f"calib_data: batch {used} holds inf or NaN; static scales need finite inputs")
+            for x in calibration_inputs(calib_data, calib_steps):
                 model(x.to(device))
                 used += 1
     finally:

@@ -162,14 +162,7 @@ def calibrate_scaled(model, calib_data, calib_steps=None):
         total = calib_steps if total is None else min(total, calib_steps)
     bar = progress.bar(total=total, desc="calibration", unit="batch")  # drawn on a terminal only
     try:
-        for batch in calib_data:
-            if calib_steps is not None and used >= calib_steps:
-                break
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            if not isinstance(x, torch.Tensor):
-                raise TypeError(f"calib_data must yield tensors or (tensor, target) pairs, got {type(x).__name__}")
-            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-                raise ValueError(f"calib_data: batch {used} holds inf or NaN; static scales need finite inputs")
+        for x in calibration_inputs(calib_data, calib_steps):
             model(x.to(device))
             used += 1
             bar.update()
@@ -183,6 +176,20 @@ def calibrate_scaled(model, calib_data, calib_steps=None):
     for r in roundings:
         r.freeze()
     return used
+
+
+def calibration_inputs(calib_data, calib_steps=None):
+    """The input tensors of the first `calib_steps` batches of calib_data (all when None): tensors or
+    (input, target) pairs, checked finite (static scales from inf or NaN would be meaningless)."""
+    for used, batch in enumerate(calib_data):
+        if calib_steps is not None and used >= calib_steps:
+            return
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"calib_data must yield tensors or (tensor, target) pairs, got {type(x).__name__}")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"calib_data: batch {used} holds inf or NaN; static scales need finite inputs")
+        yield x
 
 
 def to_linear8(model, recipe, weight_scales):
