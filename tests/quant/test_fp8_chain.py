@@ -89,7 +89,7 @@ def test_the_rest_is_bf16_and_the_original_untouched(trained):  # noqa: F811
     model, calib, val = trained
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fp8 = convert_fp8(model, calib, calib_steps=1)
-    assert fp8.fp8_blocks == len(model.blocks)
+    assert fp8.fp8_blocks == [f"blocks.{i}" for i in range(len(model.blocks))]
     assert fp8.head.weight.dtype == torch.bfloat16 and fp8.patch_embed.proj.weight.dtype == torch.bfloat16
     assert all(torch.equal(before[k], v) and v.dtype == before[k].dtype for k, v in model.state_dict().items())
     out = fp8(val[:4])  # fp32 images in, cast on entry
@@ -130,3 +130,20 @@ def test_cuda_chain_within_the_bound_of_the_cpu_emulation(trained):  # noqa: F81
         a, b = cpu(val).float(), gpu(val.cuda()).float().cpu()
     assert ((a - b).norm() / a.norm()).item() < 3e-2
     assert (a.argmax(-1) == b.argmax(-1)).float().mean().item() >= 0.99
+
+
+def test_saved_and_loaded_at_a_quarter_of_fp32(trained, tmp_path):  # noqa: F811
+    from vitfast.quant import load_quantized, save_quantized
+    model, calib, val = trained
+    fp8 = convert_fp8(model, calib)
+    path = tmp_path / "fp8.safetensors"
+    size = save_quantized(fp8, path)
+    fp32 = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    # e4m3 blocks with fp32 scales and biases; the patch embedding, tokens and head in bf16
+    assert size < 0.32 * fp32, (size, fp32)
+    back = load_quantized(path)
+    assert back.fp8_blocks == fp8.fp8_blocks and all(isinstance(b, FP8Block) for b in back.blocks)
+    with torch.no_grad():
+        assert torch.equal(back(val[:64]), fp8(val[:64]))
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+        save_quantized(fp8, path)

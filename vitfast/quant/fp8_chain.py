@@ -29,7 +29,7 @@ from ..layers.mlp import Mlp
 from ..ops import fp8_linear, layer_norm_fp8, scaled_cast
 from .scaled import calibration_inputs
 
-__all__ = ["FP8Block", "FP8Product", "convert_fp8", "power_of_two_scale"]
+__all__ = ["FP8Block", "FP8Product", "convert_fp8", "install_fp8_blocks", "power_of_two_scale"]
 
 E4M3 = torch.float8_e4m3fn
 QMAX = 448.0
@@ -179,18 +179,23 @@ def convert_fp8(model, calib_data, calib_steps=None):
         raise ValueError(f"model: convert_fp8 found no plain pre-norm Block to convert ({detail})")
     amax = _calibrate(fp8.float(), [b for _, b in blocks], calib_data, calib_steps)
     scales = {name: {k: power_of_two_scale(v) for k, v in amax[id(b)].items()} for name, b in blocks}
-    replaced = {name: FP8Block(b, scales[name]) for name, b in blocks}
-    fp8.to(torch.bfloat16)  # the patch embedding, tokens, final norm and head; then the FP8 blocks go in
-    for name, new in replaced.items():
+    return install_fp8_blocks(fp8, {name: FP8Block(b, scales[name]) for name, b in blocks})
+
+
+def install_fp8_blocks(model, fp8_blocks):
+    """`model` (in place) in bf16 with `fp8_blocks` (name -> FP8Block) in place of its blocks, its float
+    inputs cast on entry; what convert_fp8 returns and load_quantized rebuilds."""
+    model.to(torch.bfloat16)  # the patch embedding, tokens, final norm and head; then the FP8 blocks go in
+    for name, new in fp8_blocks.items():
         parent, _, attr = name.rpartition(".")
-        owner = fp8.get_submodule(parent) if parent else fp8
+        owner = model.get_submodule(parent) if parent else model
         if isinstance(owner, (nn.ModuleList, nn.Sequential)):
             owner[int(attr)] = new
         else:
             setattr(owner, attr, new)
-    fp8.register_forward_pre_hook(_inputs_to_bf16)
-    fp8.fp8_blocks = len(replaced)
-    return fp8
+    model.register_forward_pre_hook(_inputs_to_bf16)
+    model.fp8_blocks = list(fp8_blocks)
+    return model
 
 
 def _inputs_to_bf16(module, args):

@@ -1,5 +1,6 @@
-"""8-bit models on disk: save_quantized writes a scaled-recipe convert_ptq model (INT8, FP8_*_SCALED)
-as safetensors at 8-bit size; load_quantized rebuilds it without ever holding fp32 weights.
+"""8-bit models on disk: save_quantized writes a scaled-recipe convert_ptq model (INT8, FP8_*_SCALED), or
+a convert_fp8 chain, as safetensors at 8-bit size; load_quantized rebuilds it without ever holding fp32
+weights.
 
 The file holds the model's state dict as it is: each Linear8's 8-bit `weight` (safetensors' I8 / F8_E4M3
 / F8_E5M2), its fp32 `weight_scale`, `input_scale` (static scales) and `bias`, and everything left in
@@ -12,6 +13,7 @@ architecture and the create_model arguments that rebuild it, and which layers ar
     vitfast.architecture        the registered model name; vitfast.model_kwargs its create_model
                                 overrides (JSON), as in save_checkpoint's .safetensors files
     vitfast.linear8, .emulated  JSON lists of module names
+    vitfast.fp8_blocks          JSON list of convert_fp8's FP8Block names (the rest of that model bf16)
 
 Loading builds the architecture on the meta device (no memory, no initialisation), swaps in the same
 layers and assigns the file's tensors, so an fp32 weight is never materialised.
@@ -56,9 +58,12 @@ def save_quantized(model, path, *, overwrite=False):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     recipe = getattr(model, "qat_recipe", None)
+    chain = getattr(model, "fp8_blocks", None)  # a convert_fp8 model: its FP8 blocks' names
+    if chain is not None:
+        recipe = parse_recipe("FP8_E4M3_SCALED", "recipe")
     if recipe is None or not recipe.is_scaled:
         raise ValueError("model: save_quantized takes a model from convert_ptq(model, 'INT8' | 'FP8_E4M3_SCALED' | "
-                         f"'FP8_E5M2_SCALED'), got one quantized with {recipe or 'nothing'}")
+                         f"'FP8_E5M2_SCALED') or convert_fp8, got one quantized with {recipe or 'nothing'}")
     rebuild = model_recipe(model)
     if rebuild is None:
         raise ValueError("model: save_quantized needs a model built by vitfast.create_model with JSON-representable "
@@ -82,9 +87,19 @@ def save_quantized(model, path, *, overwrite=False):
         if name not in state and buf is not None:
             tensors[_BUFFER + name] = buf.detach().to("cpu", copy=True).contiguous()
     meta = to_file_metadata({"format": FORMAT, "recipe": recipe.name, "rounding": _rounding_of(model, emulated),
-                             **rebuild, "linear8": json.dumps(linear8), "emulated": json.dumps(emulated)})
+                             **rebuild, "linear8": json.dumps(linear8), "emulated": json.dumps(emulated),
+                             "fp8_blocks": json.dumps(chain or [])})
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return os.path.getsize(path)
+
+
+def _plain_block_there(model, name):
+    from .fp8_chain import _plain_block
+
+    try:
+        return _plain_block(model.get_submodule(name)) is None
+    except AttributeError:  # no such submodule
+        return False
 
 
 def _rounding_of(model, emulated):
@@ -137,6 +152,14 @@ def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None)
         model = create_model(arch, **kwargs)
     model.eval().requires_grad_(False)
     tensors = load_file(path, device=str(device))
+    blocks = json.loads(meta.get("fp8_blocks", "[]"))
+    if blocks:  # convert_fp8's chain: its blocks rebuilt on the meta device, the rest in bf16
+        from .fp8_chain import FP8Block, install_fp8_blocks
+
+        if not all(_plain_block_there(model, n) for n in blocks):
+            raise ValueError(f"path: {path} does not match {arch}: its FP8 blocks {blocks[:3]} are not plain blocks there")
+        scales = {k: torch.ones(1, device="meta") for k in ("qkv", "proj", "fc1", "fc2")}
+        install_fp8_blocks(model, {n: FP8Block(model.get_submodule(n), scales) for n in blocks})
     for name in json.loads(meta["emulated"]):
         scale_layer(model.get_submodule(name), recipe, meta["rounding"], prequantized=True)
     for name in json.loads(meta["linear8"]):
