@@ -247,6 +247,7 @@ def main(argv=None):
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
 
     from vitfast.quant import convert_ptq, model_size_bytes, quantized_paths
+    from vitfast.quant.fp8_chain import chain_path, convert_fp8, convertible_blocks
 
     calib_steps = DEFAULT_CALIB_STEPS if args.calib_steps is None else args.calib_steps
     results, reference = {}, None
@@ -262,7 +263,16 @@ def main(argv=None):
         scaled = recipe.is_scaled
         if calib is not None and recipe.is_scaled:
             progress.start_line(f"calibrate {fmt} ({calibration})")  # on a terminal: convert_ptq's bar
-        m = model if fmt.lower() == "fp32" else convert_ptq(model, recipe, calib_data=calib, calib_steps=calib_steps)
+        # FP8_E4M3_SCALED with static scales: the FP8 chain where the model has plain blocks and the device
+        # does not multiply FP8 better through Linear8 (compute capability 8.9)
+        chain = (recipe.name == "FP8_E4M3_SCALED" and calib is not None and chain_path(device) is not None
+                 and bool(convertible_blocks(model)[0]))
+        if fmt.lower() == "fp32":
+            m = model
+        elif chain:
+            m = convert_fp8(model, calib, calib_steps)
+        else:
+            m = convert_ptq(model, recipe, calib_data=calib, calib_steps=calib_steps)
         exits, labels, ips = collect_logits(m, loader, device, desc=f"eval {fmt}")
         logits = exits[-1]
         pred = logits.argmax(-1)
@@ -273,6 +283,8 @@ def main(argv=None):
         if scaled:
             r["calibration"] = calibration
             r["linear_layers"] = quantized_paths(m, device)  # which product ran: real 8-bit or emulated
+            if chain:
+                r["fp8_chain"] = {"blocks": len(m.fp8_blocks), "path": chain_path(device)}
         if reference is not None:
             r["agreement_with_fp32"] = 100.0 * (pred == reference).float().mean().item()
         if len(exits) > 1:
@@ -297,6 +309,9 @@ def main(argv=None):
             print(f"{'':<{w}}activation scales: {r['calibration']}")
             paths = ", ".join(f"{n} on {p}" for p, n in r["linear_layers"].items())
             print(f"{'':<{w}}linear layers: {paths or 'none'}")
+            if "fp8_chain" in r:
+                c = r["fp8_chain"]
+                print(f"{'':<{w}}FP8 chain: {c['blocks']} blocks on {c['path']} (the rest bf16)")
         if "exit_acc1" in r:
             print(f"{'':<{w}}per exit top-1: {', '.join(f'{a:.2f}' for a in r['exit_acc1'])}")
         for row in r.get("per_class", []):

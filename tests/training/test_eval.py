@@ -48,7 +48,10 @@ def test_scaled_formats_calibrate_on_the_training_split(trained, tmp_path, capsy
     out = capsys.readouterr().out
     assert "activation scales: static" in out
     assert data["int8"]["linear_layers"] == {"int8 torch._int_mm": 9}  # 2 blocks x 4 + the head, all real
-    assert "linear layers: 9 on fp8 torch._scaled_mm" in out
+    # FP8_E4M3_SCALED with static scales: the FP8 chain (here its composites), its head in bf16
+    assert data["fp8_e4m3_scaled"]["fp8_chain"] == {"blocks": 2, "path": "ATen composites (emulation)"}
+    assert data["fp8_e4m3_scaled"]["agreement_with_fp32"] > 90.0
+    assert "FP8 chain: 2 blocks on ATen composites (emulation) (the rest bf16)" in out
     dynamic = eval_main(["--checkpoint", str(trained / "checkpoint-best.pt"), "--quant", "int8", "--calib-steps", "0"])
     assert dynamic["int8"]["calibration"] == "dynamic"
     with pytest.raises(ConfigError, match="--calib-steps"):

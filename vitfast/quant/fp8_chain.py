@@ -29,7 +29,8 @@ from ..layers.mlp import Mlp
 from ..ops import fp8_linear, layer_norm_fp8, scaled_cast
 from .scaled import calibration_inputs
 
-__all__ = ["FP8Block", "FP8Product", "convert_fp8", "install_fp8_blocks", "power_of_two_scale"]
+__all__ = ["FP8Block", "FP8Product", "chain_path", "convert_fp8", "convertible_blocks", "install_fp8_blocks",
+           "power_of_two_scale"]
 
 E4M3 = torch.float8_e4m3fn
 QMAX = 448.0
@@ -118,6 +119,32 @@ def _plain_block(block):
     return None
 
 
+def convertible_blocks(model):
+    """([(name, block)] that convert_fp8 turns into FP8Blocks, {name: why not} for the other blocks)."""
+    blocks, reasons = [], {}
+    for name, module in model.named_modules():
+        if isinstance(module, Block) or type(module).__name__.endswith("Block"):
+            why = _plain_block(module)
+            if why:
+                reasons[name] = why
+            else:
+                blocks.append((name, module))
+    return blocks, reasons
+
+
+def chain_path(device):
+    """What runs convert_fp8's chain on `device`: "Hopper FP8 kernels" on compute capability 9.0 with the
+    sm90 kernels built, else "ATen composites (emulation)"; None on 8.9, where Linear8's
+    torch._scaled_mm multiplies in FP8 for real and the chain would only emulate."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "ATen composites (emulation)"
+    cc = torch.cuda.get_device_capability(device)
+    if cc == (9, 0) and torch.ops.vitfast.sm90_kernels_built():
+        return "Hopper FP8 kernels"
+    return None if cc == (8, 9) else "ATen composites (emulation)"
+
+
 @torch.no_grad()
 def _calibrate(model, blocks, calib_data, calib_steps):
     """amax of each FP8 tensor (norm1's and norm2's outputs, the projection's and fc2's inputs) per block,
@@ -169,11 +196,7 @@ def convert_fp8(model, calib_data, calib_steps=None):
                                     or calib_steps < 1):
         raise ValueError(f"calib_steps must be a positive integer or None, got {calib_steps!r}")
     fp8 = copy.deepcopy(model).eval().requires_grad_(False)
-    blocks, reasons = [], {}
-    for name, module in fp8.named_modules():
-        if isinstance(module, Block) or type(module).__name__.endswith("Block"):
-            why = _plain_block(module)
-            (reasons.__setitem__(name, why) if why else blocks.append((name, module)))
+    blocks, reasons = convertible_blocks(fp8)
     if not blocks:
         detail = "; ".join(f"{n}: {w}" for n, w in list(reasons.items())[:3]) or "it has no transformer blocks"
         raise ValueError(f"model: convert_fp8 found no plain pre-norm Block to convert ({detail})")
