@@ -1,6 +1,6 @@
 """End-to-end images/s of the models: vitfast's fused backend against timm eager (SDPA) and
 torch.compile(timm), training and inference in bf16; FP16_16 / FP16_32 inference on lp_matmul against
-plain fp16 and against the fake-quantized emulation; FP8 / INT8 inference (Linear8: torch._scaled_mm,
+plain fp16 and against the fake-quantized emulation; FP8 / INT8 inference (the FP8 chain; Linear8: torch._scaled_mm,
 torch._int_mm) against bf16 and against the emulation; peak memory per image. One process, one GPU.
 
     python benchmarks/bench_models.py [--models M ...] [--batch-sizes 256 512 1024] [--max-autotune]
@@ -172,11 +172,13 @@ def lowp_variants(name, kw):
 
 
 def eight_bit_variants(name, kw, device):
-    """Real FP8 / INT8 inference (convert_ptq: Linear8 layers on torch._scaled_mm / torch._int_mm, static
-    scales calibrated on one random batch, or dynamic) against the bf16 vitfast backend (the first row) and
-    against the same recipe's emulation (convert_ptq(..., emulate=True)); every model in bf16. The label
-    names the path its linear layers took (vitfast.quant.quantized_paths)."""
+    """Real FP8 / INT8 inference against the bf16 vitfast backend (the first row): the FP8 chain
+    (convert_fp8: e4m3 between the layers, fp8_linear and layer_norm_fp8), and Linear8 layers
+    (convert_ptq: torch._scaled_mm / torch._int_mm, static scales calibrated on one random batch, or
+    dynamic) beside the same recipe's emulation (convert_ptq(..., emulate=True)); every model in bf16.
+    The label names the path that ran (the chain's, vitfast.quant.quantized_paths)."""
     from vitfast.quant import convert_ptq, quantized_paths
+    from vitfast.quant.fp8_chain import chain_path, convert_fp8, convertible_blocks
 
     size = kw.get("img_size", 224)
 
@@ -190,7 +192,13 @@ def eight_bit_variants(name, kw, device):
             return m, paths
         return make
 
+    def chain():
+        m = convert_fp8(fp32(), [images(8, size, device)])
+        return m, f"{len(m.fp8_blocks)} blocks on {chain_path(device) or 'ATen composites (emulation)'}"
+
     out = [("bf16 (vitfast backend)", lambda: (fp32().to(torch.bfloat16), ""))]
+    if convertible_blocks(build(name, "vitfast", kw))[0]:  # plain pre-norm blocks (not DVT's, T2T's)
+        out.append(("FP8 chain (convert_fp8)", chain))
     for recipe in ("FP8_E4M3_SCALED", "INT8"):
         calib = [images(8, size, device)]
         out.append((f"{recipe} Linear8, static scales", ptq(recipe, calib_data=calib)))

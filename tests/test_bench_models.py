@@ -21,6 +21,7 @@ def test_cpu_quick_smoke_run(tmp_path):
     for what in ("vitfast backend", "timm eager (SDPA)", "vitfast sdpa (eager baseline)", "FP16_16 convert_ptq (lp_matmul)", "FP16_16 route_lowp (fp16 model)",
                  "FP16_32 fake-quant emulation", "plain fp16", "training bf16 autocast", "commit:", "torch:",
                  "FP8_E4M3_SCALED Linear8, static scales [5x fp8 torch._scaled_mm]",
+                 "FP8 chain (convert_fp8) [1 blocks on ATen composites (emulation)]",
                  "INT8 Linear8, dynamic scales [5x int8 torch._int_mm]", "INT8 emulation"):
         assert what in text, what
     rows = [line for line in text.splitlines() if line.startswith("| vit") or line.startswith("| dvt")]
