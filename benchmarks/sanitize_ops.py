@@ -133,10 +133,22 @@ def fp8_products():
             fp8_linear(x8, w8, one, sb, b, residual=r, config=c)
 
 
+def fp8_chain():
+    """convert_fp8's chain end to end: layer_norm_fp8, the four products, the cast after attention."""
+    from vitfast.quant import convert_fp8
+
+    torch.manual_seed(0)
+    model = vitfast.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=2,
+                                 num_classes=16).cuda().eval()
+    x = torch.randn(3, 3, 32, 32, device="cuda")
+    with torch.no_grad():
+        convert_fp8(model, [x])(x)
+
+
 def main():
     if not (torch.cuda.is_available() and vitfast.has_cuda_kernels()):
         sys.exit("sanitize_ops.py needs a GPU and vitfast's CUDA kernels")
-    for part in (quantizers, attentions, norms, products, fp8_products):
+    for part in (quantizers, attentions, norms, products, fp8_products, fp8_chain):
         part()
         torch.cuda.synchronize()
         print(f"{part.__name__}: ran", flush=True)
