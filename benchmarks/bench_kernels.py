@@ -8,7 +8,9 @@ the case on an H100/H200 (a row each, "[config]"; elsewhere the one kernel there
 (forward) and training (forward + backward: the pre-activation stored, the residual stream in float32),
 the fastest against cuBLAS's bare product F.linear(x, w) (the epilogue's cost); lp_matmul FP16_16 / FP16_32 against
 cuBLAS's fp16 product with an fp16 accumulator (allow_fp16_accumulation) / into fp32 (torch.mm's out_dtype), layer_norm (+ residual) against
-F.layer_norm (and x + r first); forward and, for the training ops, forward + backward, in bf16 and
+F.layer_norm (and x + r first); on an H100/H200 fp8_linear as the FP8 chain calls it (qkv into bf16, fc1 +
+GELU into e4m3, fc2 / proj + residual) in every configuration, against the same bf16 peers; forward
+and, for the training ops, forward + backward, in bf16 and
 as autocast training meets them (a float32 residual stream: "fp32" rows and the residual's). Reports the
 median time (benchmarks/common.py's measure(): common.METHOD, in the table's header), TFLOP/s for the
 products and GB/s (bytes each op must move) for layer_norm, and the ratio to the PyTorch peer.
@@ -36,7 +38,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py needs a CUDA GPU")
-    from vitfast.ops import layer_norm, linear_gelu, linear_residual, lp_matmul
+    from vitfast.ops import fp8_linear, layer_norm, linear_gelu, linear_residual, lp_matmul, scaled_cast
     from vitfast.quant.lowp import cublas_lowp_linear
 
     dev, bf = "cuda", torch.bfloat16
@@ -65,8 +67,32 @@ def main(argv=None):
     def configs(kind):
         return torch.ops.vitfast.sm90_configs(kind) if hopper else ["auto"]
 
+    def fp8_rows(label, what, w, b, xs, peer, flops, shape):
+        """fp8_linear as convert_fp8's chain calls it (fc1: GELU into e4m3; fc2, proj: + residual; qkv: into
+        bf16) in every configuration built for the kind; the peer is cuBLAS bf16 with the same epilogue."""
+        e4m3, one = torch.float8_e4m3fn, torch.ones(1, device=dev)
+        kind = {"fc1": "fp8_act_e4m3", "qkv": "fp8_act"}.get(what, "fp8_residual")
+        w8, sb, bias = fp8(w.float(), one), torch.rand(w.shape[0], device=dev) / 64, b.float()
+        x8s = [(fp8(x.float(), one), r) for x, r in xs]
+        kw = dict(activation="gelu", out_dtype=e4m3, out_scale=one / 8) if what == "fc1" else {}
+        for c in torch.ops.vitfast.sm90_configs(kind):
+            if what in ("fc2", "proj"):
+                ours = bench(lambda x8, r: fp8_linear(x8, w8, one, sb, bias, residual=r, config=c), x8s, args.repeats)
+            else:
+                ours = bench(lambda x8, r: fp8_linear(x8, w8, one, sb, bias, config=c, **kw), x8s, args.repeats)
+            row(f"{label} [{c}]", shape, ours, peer, flops, "TFLOP/s")
+
+    def fp8(t, one):
+        return scaled_cast(t, one, torch.float8_e4m3fn)
+
     for name, D in WIDTHS.items():
         H = 4 * D
+        if hopper:  # qkv's product, which the bf16 ops leave to cuBLAS
+            w = torch.randn(3 * D, D, device=dev, dtype=bf) / D**0.5
+            b = torch.randn(3 * D, device=dev, dtype=bf)
+            xs = input_sets(lambda: (torch.randn(M, D, device=dev, dtype=bf), None), dev)
+            peer = bench(lambda x, r: F.linear(x, w, b), xs, args.repeats)
+            fp8_rows(f"{name} fp8_linear (qkv)", "qkv", w, b, xs, peer, 2 * M * 3 * D * D, f"{M}x{D}->{3 * D}")
         for K, N, what in ((D, H, "fc1"), (H, D, "fc2"), (D, D, "proj")):
             w = torch.randn(N, K, device=dev, dtype=bf) / K**0.5
             b = torch.randn(N, device=dev, dtype=bf)
@@ -84,6 +110,8 @@ def main(argv=None):
             for c, ours in times.items():
                 row(f"{name} {op} fwd" + ("" if what == "fc1" else f" ({what})") + f" [{c}]", shape, ours, peer, flops,
                     "TFLOP/s")
+            if hopper:  # the FP8 chain's product at this shape, each configuration, against the bf16 peer
+                fp8_rows(f"{name} fp8_linear ({what})", what, w, b, xs, peer, flops, shape)
             # the fastest against cuBLAS's bare product of the same shape: what the epilogue costs
             bare = bench(lambda x, r: F.linear(x, w), xs, args.repeats)
             best = min(times, key=lambda c: times[c][0])

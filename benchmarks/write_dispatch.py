@@ -58,6 +58,38 @@ LP_ROW = re.compile(r"(?P<model>\w+) lp_matmul (?P<acc>fp16|fp32) acc \((?:fc1|f
 LP_LIBRARY = {"fp16": "cuBLAS fp16 accumulation", "fp32": "torch.mm(out_dtype=float32)"}
 
 
+# "vit_base fp8_linear (fc1) [coop_128x128]": the FP8 chain's product in one configuration
+FP8_ROW = re.compile(r"(?P<model>\w+) fp8_linear \((?P<what>qkv|fc1|fc2|proj)\) \[(?P<config>\w+)\]")
+FP8_EPILOGUE = {"qkv": "none", "fc1": "gelu_e4m3", "fc2": "residual", "proj": "residual"}
+FP8_LIBRARY = {"qkv": "F.linear (bf16)", "fc1": "F.gelu(F.linear) (bf16)", "fc2": "F.linear + r (bf16)",
+               "proj": "F.linear + r (bf16)"}
+
+
+def fp8_entries(text):
+    """bench_kernels.py's fp8_linear rows -> [entry] keyed by (K, N, epilogue): the fastest configuration.
+    The chain has no library path for its e4m3 products ("use" is always ours); the bf16 peer's time is
+    kept beside it, for the record."""
+    cases = {}
+    for cells in table_rows(text):
+        m = FP8_ROW.fullmatch(cells[0]) if len(cells) >= 4 else None
+        if not m or m["model"] not in WIDTHS:
+            continue
+        try:
+            ours, peer = float(cells[2]), float(cells[3])
+        except ValueError:
+            continue
+        K, N = (int(v) for v in cells[1].split("x", 1)[1].split("->"))
+        times, _ = cases.setdefault((K, N, m["what"]), ({}, peer))
+        times[m["config"]] = ours
+    out = []
+    for (K, N, what), (times, peer) in cases.items():
+        best = min(times, key=times.get)
+        row = entry(dict(K=K, N=N, epilogue=FP8_EPILOGUE[what]), times[best], peer, FP8_LIBRARY[what], "float8_e4m3fn",
+                    config=best, configs=times)
+        out.append({**row, "use": "vitfast"})
+    return out
+
+
 def kernel_entries(text):
     """bench_kernels.py rows -> {op: [entry]} for layer_norm, linear_gelu, linear_residual and lp_matmul;
     a matrix product measured in several configurations gets the fastest one's entry."""
@@ -135,6 +167,9 @@ def main(argv=None):
                        **{k: header_value(kernels, k) for k in ("date", "commit", "torch", "CUDA", "driver")}},
             "rule": f"ours where its median time x {MARGIN} <= the best library path's",
             "ops": {**kernel_entries(kernels), "attention": attention_entries(attention)}}
+    fp8 = fp8_entries(kernels)
+    if fp8:  # the FP8 chain's configurations (Hopper tables only)
+        data["ops"]["fp8_linear"] = fp8
     os.makedirs(args.out_dir, exist_ok=True)
     path = os.path.join(args.out_dir, gpu_slug(gpu) + ".json")
     old = None

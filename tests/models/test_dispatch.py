@@ -232,3 +232,30 @@ def test_a_configuration_this_build_lacks_falls_back_to_auto_with_one_warning(mo
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fused.fused_linear("linear_residual", lin, x, residual=torch.randn(3, 24)) == "auto"  # once
+
+
+FP8_TABLE = CONFIG_TABLE + """| vit_base fp8_linear (qkv) [coop_128x128] | 50432x768->2304 | 0.466 | 0.264 | 0.57x | 383 TFLOP/s |
+| vit_base fp8_linear (qkv) [pingpong_64x128] | 50432x768->2304 | 0.684 | 0.264 | 0.39x | 261 TFLOP/s |
+| vit_base fp8_linear (fc1) [coop_128x128] | 50432x768->3072 | 0.753 | 0.563 | 0.75x | 316 TFLOP/s |
+| vit_base fp8_linear (fc1) [pingpong_64x128] | 50432x768->3072 | 1.130 | 0.563 | 0.50x | 210 TFLOP/s |
+| vit_base fp8_linear (fc2) [coop_128x128] | 50432x3072->768 | 0.217 | 0.382 | 1.76x | 1,096 TFLOP/s |
+| vit_base fp8_linear (fc2) [pingpong_64x128] | 50432x3072->768 | 0.288 | 0.382 | 1.33x | 826 TFLOP/s |
+"""
+
+
+def test_the_fp8_chain_takes_its_fastest_configurations(tmp_path, monkeypatch):
+    out_dir = tmp_path / "data"
+    write(tmp_path, FP8_TABLE, out_dir)
+    data = json.loads((out_dir / (dispatch.gpu_slug(H100) + ".json")).read_text())
+    rows = {(r["K"], r["N"], r["epilogue"]): r for r in data["ops"]["fp8_linear"]}
+    assert set(rows) == {(768, 2304, "none"), (768, 3072, "gelu_e4m3"), (3072, 768, "residual")}
+    fc1 = rows[(768, 3072, "gelu_e4m3")]
+    assert (fc1["config"], fc1["use"], fc1["dtype"]) == ("coop_128x128", "vitfast", "float8_e4m3fn")
+    assert fc1["configs"] == {"coop_128x128": 0.753, "pingpong_64x128": 1.13}
+    assert rows[(768, 2304, "none")]["use"] == "vitfast"  # slower than bf16, but the chain has no library product
+    monkeypatch.setattr(dispatch, "DATA_DIR", str(out_dir))
+    monkeypatch.setattr(dispatch, "_data", {})
+    monkeypatch.setattr(dispatch, "_choices", {})
+    e4m3 = dict(dtype="float8_e4m3fn")
+    assert dispatch.choice("fp8_linear", H100, K=3072, N=768, epilogue="residual", **e4m3) == "coop_128x128"
+    assert dispatch.choice("fp8_linear", H100, K=768, N=768, epilogue="residual", **e4m3) is None  # 4x from fc2's K

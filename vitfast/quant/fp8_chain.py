@@ -25,6 +25,7 @@ from torch import nn
 from ..layers.attention import Attention, attention_core
 from ..layers.backend import resolve, use_backend
 from ..layers.block import Block
+from ..layers.dispatch import kernel_config
 from ..layers.mlp import Mlp
 from ..ops import fp8_linear, layer_norm_fp8, scaled_cast
 from .scaled import calibration_inputs
@@ -57,8 +58,11 @@ class FP8Product(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
         self.register_buffer("input_scale", input_scale.float().reshape(1).to(w.device))
 
-    def forward(self, x8, **kw):
-        return fp8_linear(x8, self.weight, self.input_scale, self.weight_scale, self.bias, **kw)
+    def forward(self, x8, epilogue, **kw):
+        """epilogue "none", "gelu_e4m3" or "residual": what the dispatch data's configuration is keyed by."""
+        N, K = self.weight.shape
+        config = kernel_config("fp8_linear", x8, K=K, N=N, epilogue=epilogue) or "auto"
+        return fp8_linear(x8, self.weight, self.input_scale, self.weight_scale, self.bias, config=config, **kw)
 
     def extra_repr(self):
         return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}, e4m3"
@@ -89,14 +93,14 @@ class FP8Block(nn.Module):
         B, N, C = x.shape
         x = x.to(torch.bfloat16)
         h8 = layer_norm_fp8(x, self.norm1_weight, self.norm1_bias, self.qkv.input_scale, self.eps1)
-        qkv = self.qkv(h8).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(h8, "none").reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         o, _ = attention_core(q, k, v, self.attn_scale, backend=resolve(self.backend))
         o8 = scaled_cast(o.transpose(1, 2).reshape(B, N, C), self.proj.input_scale, E4M3)
-        x = self.proj(o8, residual=x)
+        x = self.proj(o8, "residual", residual=x)
         h8 = layer_norm_fp8(x, self.norm2_weight, self.norm2_bias, self.fc1.input_scale, self.eps2)
-        g8 = self.fc1(h8, activation=self.gelu, out_dtype=E4M3, out_scale=self.fc2.input_scale)
-        return self.fc2(g8, residual=x)
+        g8 = self.fc1(h8, "gelu_e4m3", activation=self.gelu, out_dtype=E4M3, out_scale=self.fc2.input_scale)
+        return self.fc2(g8, "residual", residual=x)
 
 
 def _plain_block(block):
