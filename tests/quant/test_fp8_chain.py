@@ -147,3 +147,16 @@ def test_saved_and_loaded_at_a_quarter_of_fp32(trained, tmp_path):  # noqa: F811
         assert torch.equal(back(val[:64]), fp8(val[:64]))
     with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
         save_quantized(fp8, path)
+
+
+def test_the_cpu_emulation_says_so_once(trained, monkeypatch):  # noqa: F811
+    import vitfast.quant.fp8_chain as chain
+    model, calib, val = trained
+    fp8 = convert_fp8(model, calib)
+    monkeypatch.setattr(chain, "_warned", set())
+    with pytest.warns(UserWarning, match="the FP8 chain runs its ATen composites on the CPU") as caught:
+        with torch.no_grad():
+            fp8(val[:2])
+            fp8(val[:2])
+    assert sum("FP8 chain" in str(w.message) for w in caught) == 1
+

@@ -18,6 +18,7 @@ every step (vitfast.ops' twins), and warns once on a GPU. Inference only.
 """
 import copy
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -35,6 +36,7 @@ __all__ = ["FP8Block", "FP8Product", "chain_path", "convert_fp8", "convertible_b
 
 E4M3 = torch.float8_e4m3fn
 QMAX = 448.0
+_warned = set()
 
 
 def power_of_two_scale(amax):
@@ -90,6 +92,10 @@ class FP8Block(nn.Module):
     def forward(self, x, attn_bias=None, return_attn=None):
         if attn_bias is not None or return_attn is not None:
             raise ValueError("FP8Block takes no attention bias and returns no attention maps")
+        if x.device.type == "cpu" and "cpu" not in _warned:  # a GPU's composites warn in the ops themselves
+            _warned.add("cpu")
+            warnings.warn("vitfast.quant: the FP8 chain runs its ATen composites on the CPU (the emulation: the "
+                          "kernels' rounding, fp32 products)", stacklevel=2)
         B, N, C = x.shape
         x = x.to(torch.bfloat16)
         h8 = layer_norm_fp8(x, self.norm1_weight, self.norm1_bias, self.qkv.input_scale, self.eps1)
