@@ -117,7 +117,8 @@ def _plain_block(block):
     checks = [
         (type(attn) is Attention and isinstance(attn.q_norm, nn.Identity) and isinstance(attn.norm, nn.Identity),
          "its attention is not the plain Attention (qk-norm or a norm before the projection)"),
-        (type(mlp) is Mlp and type(mlp.act) is nn.GELU and isinstance(mlp.norm, nn.Identity), "its MLP is not Linear-GELU-Linear"),
+        (type(mlp) is Mlp and type(mlp.act) is nn.GELU and isinstance(mlp.norm, nn.Identity),
+         "its MLP is not Linear-GELU-Linear"),
         (isinstance(block.ls1, nn.Identity) and isinstance(block.ls2, nn.Identity), "it has LayerScale"),
         (all(isinstance(n, nn.LayerNorm) and n.weight is not None and n.bias is not None
              for n in (block.norm1, block.norm2)), "its norms are not LayerNorms with a weight and a bias"),
