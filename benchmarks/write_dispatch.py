@@ -65,27 +65,44 @@ FP8_LIBRARY = {"qkv": "F.linear (bf16)", "fc1": "F.gelu(F.linear) (bf16)", "fc2"
                "proj": "F.linear + r (bf16)"}
 
 
+def measured(text, pattern):
+    """(match, shape cell, ours ms, peer ms) for each bench_kernels.py row whose name `pattern` matches in
+    full, for a model of WIDTHS, with both times measured."""
+    for cells in table_rows(text):
+        m = pattern.fullmatch(cells[0]) if len(cells) >= 4 else None
+        if not m or m["model"] not in WIDTHS:
+            continue
+        try:
+            yield m, cells[1], float(cells[2]), float(cells[3])
+        except ValueError:
+            continue
+
+
+def product_shape(cell):
+    """(K, N) of a product's "MxK->N" shape cell."""
+    K, N = (int(v) for v in cell.split("x", 1)[1].split("->"))
+    return K, N
+
+
+def fastest(times):
+    """(the fastest configuration, the entry's config fields) of {config: ms}."""
+    best = min(times, key=times.get)
+    return best, (dict(config=best, configs=times) if len(times) > 1 or best != "auto" else {})
+
+
 def fp8_entries(text):
     """bench_kernels.py's fp8_linear rows -> [entry] keyed by (K, N, epilogue): the fastest configuration.
     The chain has no library path for its e4m3 products ("use" is always ours); the bf16 peer's time is
     kept beside it, for the record."""
     cases = {}
-    for cells in table_rows(text):
-        m = FP8_ROW.fullmatch(cells[0]) if len(cells) >= 4 else None
-        if not m or m["model"] not in WIDTHS:
-            continue
-        try:
-            ours, peer = float(cells[2]), float(cells[3])
-        except ValueError:
-            continue
-        K, N = (int(v) for v in cells[1].split("x", 1)[1].split("->"))
-        times, _ = cases.setdefault((K, N, m["what"]), ({}, peer))
+    for m, shape, ours, peer in measured(text, FP8_ROW):
+        times, _ = cases.setdefault((*product_shape(shape), m["what"]), ({}, peer))
         times[m["config"]] = ours
     out = []
     for (K, N, what), (times, peer) in cases.items():
-        best = min(times, key=times.get)
+        best, extra = fastest(times)
         row = entry(dict(K=K, N=N, epilogue=FP8_EPILOGUE[what]), times[best], peer, FP8_LIBRARY[what], "float8_e4m3fn",
-                    config=best, configs=times)
+                    **extra)
         out.append({**row, "use": "vitfast"})
     return out
 
@@ -95,33 +112,21 @@ def kernel_entries(text):
     a matrix product measured in several configurations gets the fastest one's entry."""
     ops = {"layer_norm": [], "linear_gelu": [], "linear_residual": [], "lp_matmul": []}
     products = {}  # (op, K, N, grad) -> {config: ours ms}, library ms
-    for cells in table_rows(text):
-        if len(cells) < 4:
-            continue
-        lp, m = LP_ROW.fullmatch(cells[0]), ROW.fullmatch(cells[0])
-        row = lp or m
-        if not row or row["model"] not in WIDTHS:
-            continue
-        try:
-            ours, peer = float(cells[2]), float(cells[3])
-        except ValueError:
-            continue
-        if m and m["op"] == "layer_norm":
+    for m, shape, ours, peer in measured(text, ROW):
+        if m["op"] == "layer_norm":
             residual, grad = m["residual"] is not None, m["mode"] == "fwd+bwd"
             ops["layer_norm"].append(entry(dict(D=WIDTHS[m["model"]], residual=residual, grad=grad), ours, peer,
                                            "F.layer_norm" + (" after x + r" if residual else ""),
                                            "float32" if m["fp32"] else "bfloat16"))
-            continue
-        K, N = (int(v) for v in cells[1].split("x", 1)[1].split("->"))  # "MxK->N"
-        if lp:
-            ops["lp_matmul"].append(entry(dict(K=K, N=N, accumulate=lp["acc"]), ours, peer, LP_LIBRARY[lp["acc"]],
-                                          "float16"))
-            continue
-        times, _ = products.setdefault((m["op"], K, N, m["mode"] == "fwd+bwd"), ({}, peer))
-        times[m["config"] or "auto"] = ours
+        else:
+            times, _ = products.setdefault((m["op"], *product_shape(shape), m["mode"] == "fwd+bwd"), ({}, peer))
+            times[m["config"] or "auto"] = ours
+    for lp, shape, ours, peer in measured(text, LP_ROW):
+        K, N = product_shape(shape)
+        ops["lp_matmul"].append(entry(dict(K=K, N=N, accumulate=lp["acc"]), ours, peer, LP_LIBRARY[lp["acc"]],
+                                      "float16"))
     for (op, K, N, grad), (times, peer) in products.items():
-        best = min(times, key=times.get)
-        extra = dict(config=best, configs=times) if len(times) > 1 or best != "auto" else {}
+        best, extra = fastest(times)
         ops[op].append(entry(dict(K=K, N=N, grad=grad), times[best], peer, LIBRARY[op], **extra))
     return ops
 

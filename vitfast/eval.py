@@ -249,6 +249,9 @@ def main(argv=None):
     from vitfast.quant import convert_ptq, model_size_bytes, quantized_paths
     from vitfast.quant.fp8_chain import chain_path, convert_fp8, convertible_blocks
 
+    # where FP8_E4M3_SCALED with static scales runs the FP8 chain: a model with plain blocks, on a device
+    # that does not multiply FP8 better through Linear8 (compute capability 8.9)
+    fp8_chain = chain_path(device) if convertible_blocks(model)[0] else None
     calib_steps = DEFAULT_CALIB_STEPS if args.calib_steps is None else args.calib_steps
     results, reference = {}, None
     calib, calibration = None, "dynamic"
@@ -263,10 +266,7 @@ def main(argv=None):
         scaled = recipe.is_scaled
         if calib is not None and recipe.is_scaled:
             progress.start_line(f"calibrate {fmt} ({calibration})")  # on a terminal: convert_ptq's bar
-        # FP8_E4M3_SCALED with static scales: the FP8 chain where the model has plain blocks and the device
-        # does not multiply FP8 better through Linear8 (compute capability 8.9)
-        chain = (recipe.name == "FP8_E4M3_SCALED" and calib is not None and chain_path(device) is not None
-                 and bool(convertible_blocks(model)[0]))
+        chain = recipe.name == "FP8_E4M3_SCALED" and calib is not None and fp8_chain is not None
         if fmt.lower() == "fp32":
             m = model
         elif chain:
@@ -284,7 +284,7 @@ def main(argv=None):
             r["calibration"] = calibration
             r["linear_layers"] = quantized_paths(m, device)  # which product ran: real 8-bit or emulated
             if chain:
-                r["fp8_chain"] = {"blocks": len(m.fp8_blocks), "path": chain_path(device)}
+                r["fp8_chain"] = {"blocks": len(m.fp8_blocks), "path": fp8_chain}
         if reference is not None:
             r["agreement_with_fp32"] = 100.0 * (pred == reference).float().mean().item()
         if len(exits) > 1:

@@ -363,8 +363,8 @@ cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* re
   return cudaGetLastError();
 }
 
-bool layer_norm_fixed_width(int D) {
-  return with_fixed_width(D, [](auto) {});
+bool layer_norm_fp8_has_kernel(NormDtype dtype, int D) {
+  return dtype != NormDtype::kFloat && with_fixed_width(D, [](auto) {});  // the launcher's cases below
 }
 
 cudaError_t layer_norm_fp8_fwd_launch(NormDtype dtype, const void* x, const float* gamma, const float* beta,

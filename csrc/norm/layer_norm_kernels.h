@@ -15,10 +15,11 @@ enum class NormDtype { kFloat, kHalf, kBFloat16 };
 cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* res, const float* gamma,
                                   const float* beta, void* out, void* sum, float* mean, float* rstd, int64_t rows,
                                   int D, float eps, cudaStream_t stream);
-// The widths with fixed-width kernels (layer_norm_fixed.cuh's kFixedWidths: every ViT's).
-bool layer_norm_fixed_width(int D);
-// out = e4m3 codes of LayerNorm(x) / *scale (scaled_cast's rounding), for fp16 / bf16 x at a fixed width
-// only (else cudaErrorInvalidValue, nothing launched).
+// Whether layer_norm_fp8_fwd_launch has a kernel for x of dtype and width D: fp16 / bf16 at the fixed
+// widths (layer_norm_fixed.cuh's kFixedWidths: every ViT's).
+bool layer_norm_fp8_has_kernel(NormDtype dtype, int D);
+// out = e4m3 codes of LayerNorm(x) / *scale (scaled_cast's rounding) where layer_norm_fp8_has_kernel
+// (else cudaErrorInvalidValue, nothing launched).
 cudaError_t layer_norm_fp8_fwd_launch(NormDtype dtype, const void* x, const float* gamma, const float* beta,
                                       const float* scale, uint8_t* out, int64_t rows, int D, float eps,
                                       cudaStream_t stream);

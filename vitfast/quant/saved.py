@@ -93,15 +93,6 @@ def save_quantized(model, path, *, overwrite=False):
     return os.path.getsize(path)
 
 
-def _plain_block_there(model, name):
-    from .fp8_chain import _plain_block
-
-    try:
-        return _plain_block(model.get_submodule(name)) is None
-    except AttributeError:  # no such submodule
-        return False
-
-
 def _rounding_of(model, emulated):
     return model.get_submodule(emulated[0]).qat.input.rounding if emulated else "nearest"
 
@@ -154,9 +145,9 @@ def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None)
     tensors = load_file(path, device=str(device))
     blocks = json.loads(meta.get("fp8_blocks", "[]"))
     if blocks:  # convert_fp8's chain: its blocks rebuilt on the meta device, the rest in bf16
-        from .fp8_chain import FP8Block, install_fp8_blocks
+        from .fp8_chain import FP8Block, convertible_blocks, install_fp8_blocks
 
-        if not all(_plain_block_there(model, n) for n in blocks):
+        if not set(blocks) <= {n for n, _ in convertible_blocks(model)[0]}:
             raise ValueError(f"path: {path} does not match {arch}: its FP8 blocks {blocks[:3]} are not plain blocks there")
         scales = {k: torch.ones(1, device="meta") for k in ("qkv", "proj", "fc1", "fc2")}
         install_fp8_blocks(model, {n: FP8Block(model.get_submodule(n), scales) for n in blocks})
