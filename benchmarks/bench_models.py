@@ -197,7 +197,9 @@ def eight_bit_variants(name, kw, device):
         return m, f"{len(m.fp8_blocks)} blocks on {chain_path(device) or 'ATen composites (emulation)'}"
 
     out = [("bf16 (vitfast backend)", lambda: (fp32().to(torch.bfloat16), ""))]
-    if convertible_blocks(build(name, "vitfast", kw))[0]:  # plain pre-norm blocks (not DVT's, T2T's)
+    with torch.device("meta"):  # the architecture only, to ask whether it has plain pre-norm blocks
+        plain = convertible_blocks(build(name, "vitfast", kw))[0]
+    if plain:  # not DVT's, T2T's
         out.append(("FP8 chain (convert_fp8)", chain))
     for recipe in ("FP8_E4M3_SCALED", "INT8"):
         calib = [images(8, size, device)]

@@ -29,7 +29,7 @@ from ..layers.block import Block
 from ..layers.dispatch import kernel_config
 from ..layers.mlp import Mlp
 from ..ops import fp8_linear, layer_norm_fp8, scaled_cast
-from .scaled import calibration_inputs
+from .scaled import check_calib_steps, run_calibration
 
 __all__ = ["FP8Block", "FP8Product", "chain_path", "convert_fp8", "convertible_blocks", "install_fp8_blocks",
            "power_of_two_scale"]
@@ -178,13 +178,9 @@ def _calibrate(model, blocks, calib_data, calib_steps):
                   b.attn.proj.register_forward_pre_hook(record(b, "proj", True)),
                   b.norm2.register_forward_hook(record(b, "fc1", False)),
                   b.mlp.fc2.register_forward_pre_hook(record(b, "fc2", True))]
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    used = 0
     try:
         with use_backend("eager"):  # the modules' own forwards, so the hooks see every tensor
-            for x in calibration_inputs(calib_data, calib_steps):
-                model(x.to(device))
-                used += 1
+            used = run_calibration(model, calib_data, calib_steps)
     finally:
         for h in hooks:
             h.remove()
@@ -207,9 +203,7 @@ def convert_fp8(model, calib_data, calib_steps=None):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if calib_data is None:
         raise ValueError("calib_data is required: convert_fp8 calibrates static FP8 scales on it")
-    if calib_steps is not None and (not isinstance(calib_steps, int) or isinstance(calib_steps, bool)
-                                    or calib_steps < 1):
-        raise ValueError(f"calib_steps must be a positive integer or None, got {calib_steps!r}")
+    check_calib_steps(calib_steps)
     fp8 = copy.deepcopy(model).eval().requires_grad_(False)
     blocks, reasons = convertible_blocks(fp8)
     if not blocks:

@@ -148,26 +148,14 @@ def calibrate_scaled(model, calib_data, calib_steps=None):
     if not roundings:
         raise ValueError("model: calibrate_scaled needs a model quantized with a scaled recipe "
                          f"({', '.join(SCALED_RECIPES)})")
-    if calib_steps is not None and (not isinstance(calib_steps, int) or isinstance(calib_steps, bool)
-                                    or calib_steps < 1):
-        raise ValueError(f"calib_steps must be a positive integer or None, got {calib_steps!r}")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    check_calib_steps(calib_steps)
     for r in roundings:
         r.mode, r.amax = "observe", None
     was_training = model.training
     model.eval()
-    used = 0
-    total = len(calib_data) if hasattr(calib_data, "__len__") else None
-    if calib_steps is not None:
-        total = calib_steps if total is None else min(total, calib_steps)
-    bar = progress.bar(total=total, desc="calibration", unit="batch")  # drawn on a terminal only
     try:
-        for x in calibration_inputs(calib_data, calib_steps):
-            model(x.to(device))
-            used += 1
-            bar.update()
+        used = run_calibration(model, calib_data, calib_steps)
     finally:
-        bar.close()
         model.train(was_training)
     if used == 0:
         for r in roundings:
@@ -175,6 +163,33 @@ def calibrate_scaled(model, calib_data, calib_steps=None):
         raise ValueError("calib_data yielded no batches: static scales need at least one")
     for r in roundings:
         r.freeze()
+    return used
+
+
+def check_calib_steps(calib_steps):
+    """calib_steps as the calibrating functions take it: a positive integer, or None (all batches)."""
+    if calib_steps is not None and (not isinstance(calib_steps, int) or isinstance(calib_steps, bool)
+                                    or calib_steps < 1):
+        raise ValueError(f"calib_steps must be a positive integer or None, got {calib_steps!r}")
+
+
+def run_calibration(model, calib_data, calib_steps=None):
+    """model (as it is: the caller sets eval mode and what observes) run on calibration_inputs, each
+    moved to the model's device, under a progress bar drawn on a terminal only. Returns the number of
+    batches run."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    total = len(calib_data) if hasattr(calib_data, "__len__") else None
+    if calib_steps is not None:
+        total = calib_steps if total is None else min(total, calib_steps)
+    bar = progress.bar(total=total, desc="calibration", unit="batch")
+    used = 0
+    try:
+        for x in calibration_inputs(calib_data, calib_steps):
+            model(x.to(device))
+            used += 1
+            bar.update()
+    finally:
+        bar.close()
     return used
 
 
