@@ -72,18 +72,13 @@ def main(argv=None):
         bf16) in every configuration built for the kind; the peer is cuBLAS bf16 with the same epilogue."""
         e4m3, one = torch.float8_e4m3fn, torch.ones(1, device=dev)
         kind = {"fc1": "fp8_act_e4m3", "qkv": "fp8_act"}.get(what, "fp8_residual")
-        w8, sb, bias = fp8(w.float(), one), torch.rand(w.shape[0], device=dev) / 64, b.float()
-        x8s = [(fp8(x.float(), one), r) for x, r in xs]
+        w8, sb, bias = scaled_cast(w.float(), one, e4m3), torch.rand(w.shape[0], device=dev) / 64, b.float()
+        residual = kind == "fp8_residual"  # the others' input sets carry no residual into the product
+        x8s = [(scaled_cast(x.float(), one, e4m3), r if residual else None) for x, r in xs]
         kw = dict(activation="gelu", out_dtype=e4m3, out_scale=one / 8) if what == "fc1" else {}
         for c in torch.ops.vitfast.sm90_configs(kind):
-            if what in ("fc2", "proj"):
-                ours = bench(lambda x8, r: fp8_linear(x8, w8, one, sb, bias, residual=r, config=c), x8s, args.repeats)
-            else:
-                ours = bench(lambda x8, r: fp8_linear(x8, w8, one, sb, bias, config=c, **kw), x8s, args.repeats)
+            ours = bench(lambda x8, r: fp8_linear(x8, w8, one, sb, bias, residual=r, config=c, **kw), x8s, args.repeats)
             row(f"{label} [{c}]", shape, ours, peer, flops, "TFLOP/s")
-
-    def fp8(t, one):
-        return scaled_cast(t, one, torch.float8_e4m3fn)
 
     for name, D in WIDTHS.items():
         H = 4 * D

@@ -29,6 +29,8 @@ kernels="tests/ops/test_float_quantize.py tests/ops/test_fixed_point_quantize.py
          tests/ops/test_layer_norm.py tests/ops/test_layer_norm_fp8.py tests/ops/test_linear_fused.py tests/ops/test_lp_matmul.py
          tests/ops/test_gemm_sm90.py tests/ops/test_fp8_linear.py tests/ops/test_scaled_cast.py"
 stamp() { echo "== $1 at $(date -u +%H:%M:%S) (${SECONDS}s)"; }
+# A pytest log's failures and errors (-v's inline results too) and its totals.
+outcomes() { grep -E "^(FAILED|ERROR)|\] (FAILED|ERROR) |passed|failed" "$1" | tail -40; }
 
 for stage in $stages; do
   stamp "$stage"
@@ -44,12 +46,12 @@ for stage in $stages; do
         $kernels tests/models/test_vitfast_backend.py tests/models/test_dispatch.py tests/quant tests/test_build.py \
         tests/test_bench_timing.py \
         > "$out/cuda_tests.log" 2>&1
-      grep -E "^(FAILED|ERROR)|\] (FAILED|ERROR) |passed|failed" "$out/cuda_tests.log" | tail -40 ;;
+      outcomes "$out/cuda_tests.log" ;;
     sm90-attention)
       VITFAST_ATTENTION_SM90=1 timeout ${SM90_ATTENTION_LIMIT:-400} $py -m pytest -v -p no:cacheprovider -n ${WORKERS:-8} \
         --timeout 240 -rfE tests/ops/test_attention_sm90.py tests/ops/test_attention_bwd_sm90.py \
         > "$out/sm90_attention_tests.log" 2>&1
-      grep -E "^(FAILED|ERROR)|\] (FAILED|ERROR) |passed|failed" "$out/sm90_attention_tests.log" | tail -40 ;;
+      outcomes "$out/sm90_attention_tests.log" ;;
     sanitize)
       # benchmarks/sanitize_ops.py reaches every kernel (tails, head dims, backward) at small sizes.
       for tool in memcheck racecheck; do
@@ -73,7 +75,7 @@ for stage in $stages; do
       # the training loop and data paths on the GPU (the device defaults to cuda there)
       timeout ${TRAIN_TESTS_LIMIT:-240} $py -m pytest -q -p no:cacheprovider -n ${WORKERS:-8} --timeout 200 -rfE \
         tests/training/test_train.py tests/data tests/models/test_dispatch.py > "$out/train_tests.log" 2>&1
-      grep -E "^(FAILED|ERROR)|passed|failed" "$out/train_tests.log" | tail -20 ;;
+      outcomes "$out/train_tests.log" ;;
     train-loop)
       timeout ${TRAIN_LOOP_LIMIT:-240} $py benchmarks/bench_train_loop.py --loader-workers 12 \
         --out "$out/train_loop.md" 2>&1 | grep -v Warning | tail -12 ;;

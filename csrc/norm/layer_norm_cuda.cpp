@@ -74,8 +74,8 @@ at::Tensor layer_norm_fp8_cuda(const at::Tensor& x_in, const at::Tensor& weight,
   const int64_t D = layer_norm_fp8_check(x_in, weight, bias, scale);
   const c10::cuda::CUDAGuard guard(x_in.device());
   if (!layer_norm_fp8_has_kernel(norm_dtype(x_in), static_cast<int>(D))) {
-    TORCH_WARN_ONCE("vitfast: layer_norm_fp8's kernels take fp16 / bf16 x at the widths 192, 256, 384, 512, 768, ",
-                    "1024 and 1280; ", x_in.scalar_type(), " at D=", D,
+    TORCH_WARN_ONCE("vitfast: layer_norm_fp8's kernels take fp16 / bf16 x at the widths ", layer_norm_fixed_widths(),
+                    "; ", x_in.scalar_type(), " at D=", D,
                     " runs its ATen composite (float32 LayerNorm, then scaled_cast)");
     return layer_norm_fp8_aten(x_in, weight, bias, scale, eps);
   }

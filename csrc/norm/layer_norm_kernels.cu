@@ -12,6 +12,7 @@
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -365,6 +366,15 @@ cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* re
 
 bool layer_norm_fp8_has_kernel(NormDtype dtype, int D) {
   return dtype != NormDtype::kFloat && with_fixed_width(D, [](auto) {});  // the launcher's cases below
+}
+
+const char* layer_norm_fixed_widths() {
+  static const std::string text = [] {
+    std::string s;
+    for (const int D : norm::kFixedWidths) s += (s.empty() ? "" : ", ") + std::to_string(D);
+    return s;
+  }();
+  return text.c_str();
 }
 
 cudaError_t layer_norm_fp8_fwd_launch(NormDtype dtype, const void* x, const float* gamma, const float* beta,

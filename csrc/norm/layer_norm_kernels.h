@@ -18,6 +18,8 @@ cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* re
 // Whether layer_norm_fp8_fwd_launch has a kernel for x of dtype and width D: fp16 / bf16 at the fixed
 // widths (layer_norm_fixed.cuh's kFixedWidths: every ViT's).
 bool layer_norm_fp8_has_kernel(NormDtype dtype, int D);
+// The fixed widths as text ("192, 256, ..."), for messages that name them.
+const char* layer_norm_fixed_widths();
 // out = e4m3 codes of LayerNorm(x) / *scale (scaled_cast's rounding) where layer_norm_fp8_has_kernel
 // (else cudaErrorInvalidValue, nothing launched).
 cudaError_t layer_norm_fp8_fwd_launch(NormDtype dtype, const void* x, const float* gamma, const float* beta,
