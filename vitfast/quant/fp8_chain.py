@@ -29,13 +29,15 @@ from ..layers.block import Block
 from ..layers.dispatch import kernel_config
 from ..layers.mlp import Mlp
 from ..ops import fp8_linear, layer_norm_fp8, scaled_cast
-from .scaled import check_calib_steps, run_calibration
+from ..ops.scaled_cast import CAST8_DTYPES
+from .linear8 import scale_of_amax
+from .scaled import check_calib_steps, replace_module, run_calibration
 
 __all__ = ["FP8Block", "FP8Product", "chain_path", "convert_fp8", "convertible_blocks", "install_fp8_blocks",
            "power_of_two_scale"]
 
 E4M3 = torch.float8_e4m3fn
-QMAX = 448.0
+QMAX = CAST8_DTYPES[E4M3][0]  # 448
 _warned = set()
 
 
@@ -53,8 +55,7 @@ class FP8Product(nn.Module):
     def __init__(self, linear, input_scale):
         super().__init__()
         w = linear.weight.detach().float()
-        amax = w.abs().amax(dim=1)
-        scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
+        scale = scale_of_amax(w.abs().amax(dim=1), QMAX)
         self.register_buffer("weight", scaled_cast(w, scale, E4M3))
         self.register_buffer("weight_scale", scale)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
@@ -219,12 +220,7 @@ def install_fp8_blocks(model, fp8_blocks):
     inputs cast on entry; what convert_fp8 returns and load_quantized rebuilds."""
     model.to(torch.bfloat16)  # the patch embedding, tokens, final norm and head; then the FP8 blocks go in
     for name, new in fp8_blocks.items():
-        parent, _, attr = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        if isinstance(owner, (nn.ModuleList, nn.Sequential)):
-            owner[int(attr)] = new
-        else:
-            setattr(owner, attr, new)
+        replace_module(model, name, new)  # a ModuleList's "3" too: its items are attributes named so
     model.register_forward_pre_hook(_inputs_to_bf16)
     model.fp8_blocks = list(fp8_blocks)
     return model
