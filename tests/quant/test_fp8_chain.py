@@ -96,6 +96,22 @@ def test_the_rest_is_bf16_and_the_original_untouched(trained):  # noqa: F811
     assert out.dtype == torch.bfloat16 and out.shape == (4, 10)
 
 
+def test_a_dtype_cast_leaves_the_codes_and_scales_as_they_are(trained):  # noqa: F811
+    """model.to(torch.bfloat16) (the converted model's own dtype) or .float() must not recast the e4m3
+    codes, fp32 scales and biases of its FP8 blocks: the same outputs after the cast."""
+    model, calib, val = trained
+    fp8 = convert_fp8(model, calib)
+    with torch.no_grad():
+        want = fp8(val[:8])
+        fp8.to(torch.bfloat16)
+        product = fp8.blocks[0].qkv
+        assert product.weight.dtype == E4M3 and product.input_scale.dtype == torch.float32
+        assert fp8.blocks[0].norm1_weight.dtype == torch.float32
+        assert torch.equal(fp8(val[:8]), want)
+        fp8.float().to(torch.bfloat16)  # the rest of the model round-trips exactly (bf16 -> fp32 -> bf16)
+        assert torch.equal(fp8(val[:8]), want)
+
+
 def test_bad_input_gets_one_clear_line():
     model = small_model()
     with pytest.raises(ValueError, match="calib_data is required"):

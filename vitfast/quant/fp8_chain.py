@@ -30,7 +30,7 @@ from ..layers.dispatch import kernel_config
 from ..layers.mlp import Mlp
 from ..ops import fp8_linear, layer_norm_fp8, scaled_cast
 from ..ops.scaled_cast import CAST8_DTYPES
-from .linear8 import scale_of_amax
+from .linear8 import CodeBuffers, scale_of_amax
 from .scaled import check_calib_steps, replace_module, run_calibration
 
 __all__ = ["FP8Block", "FP8Product", "chain_path", "convert_fp8", "convertible_blocks", "install_fp8_blocks",
@@ -48,7 +48,7 @@ def power_of_two_scale(amax):
     return torch.tensor([2.0 ** math.ceil(math.log2(amax / QMAX)) if amax > 0 else 1.0])
 
 
-class FP8Product(nn.Module):
+class FP8Product(CodeBuffers):
     """One e4m3 matrix product: the weight's codes and per-feature scales, an fp32 bias, and the static
     scale of its input's codes (buffers only: nothing here trains)."""
 
@@ -75,7 +75,7 @@ class FP8Product(nn.Module):
         return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}, e4m3"
 
 
-class FP8Block(nn.Module):
+class FP8Block(CodeBuffers):
     """A pre-norm transformer block (vitfast.layers.Block without LayerScale, drop path, qk-norm or an
     attention bias) as the module docstring's chain."""
 

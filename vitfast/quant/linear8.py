@@ -31,7 +31,7 @@ from torch import nn
 from ..cli import first_line
 from ..ops.scaled_cast import CAST8_DTYPES, scaled_cast
 
-__all__ = ["Linear8", "quantized_paths", "dynamic_scale", "scale_of_amax"]
+__all__ = ["Linear8", "CodeBuffers", "quantized_paths", "dynamic_scale", "scale_of_amax"]
 
 EMULATED = "emulated"
 _REAL = {torch.int8: "int8 torch._int_mm", torch.float8_e4m3fn: "fp8 torch._scaled_mm",
@@ -145,7 +145,23 @@ def _path(dtype_name, device_str, x_dtype_name, in_features, out_features):
     return EMULATED, torch.float32
 
 
-class Linear8(nn.Module):
+class CodeBuffers(nn.Module):
+    """A module whose state is buffers (no parameters) of exact dtypes (8-bit codes, fp32 scales, biases):
+    model.to(device) moves them, but model.half() / .to(torch.bfloat16) must not recast them, so each
+    keeps its dtype and follows fn's device. Its children (if any) get fn as usual."""
+
+    def _apply(self, fn, recurse=True):
+        if recurse:
+            for child in self.children():
+                child._apply(fn)
+        for key, buf in self._buffers.items():
+            if buf is not None:
+                new = fn(buf)
+                self._buffers[key] = new if new.dtype == buf.dtype else buf.to(new.device)
+        return self
+
+
+class Linear8(CodeBuffers):
     """nn.Linear with 8-bit weights and a real 8-bit product (see the module docstring); for inference
     only (its buffers take no gradient)."""
 
@@ -174,15 +190,6 @@ class Linear8(nn.Module):
             if input_scale is not None:
                 layer.input_scale.copy_(input_scale)
         return layer
-
-    def _apply(self, fn, recurse=True):
-        # model.to(device) moves the buffers; model.half() / .to(torch.bfloat16) must not recast the 8-bit
-        # codes or the fp32 scales and bias: each buffer keeps its dtype and follows fn's device.
-        for key, buf in self._buffers.items():
-            if buf is not None:
-                new = fn(buf)
-                self._buffers[key] = new if new.dtype == buf.dtype else buf.to(new.device)
-        return self
 
     def path(self, device=None, dtype=torch.float32):
         """What runs for an input of `dtype` on `device` (default: the weight's): "fp8 torch._scaled_mm",
