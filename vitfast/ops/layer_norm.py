@@ -34,6 +34,11 @@ def _check(x, weight, bias, eps, residual):
         raise ValueError(f"eps must be a non-negative number, got {eps!r}")
 
 
+def kernel_params(x, weight, bias):
+    """weight and bias as the kernels take them: in x's dtype or float32 (any other dtype cast to float32)."""
+    return tuple(t if t.dtype in (x.dtype, torch.float32) else t.float() for t in (weight, bias))
+
+
 def layer_norm(x, weight, bias, eps=1e-5, residual=None):
     """LayerNorm(x) over the last dimension, or with `residual`: s = x + residual, returns (s, LayerNorm(s)).
 
@@ -44,10 +49,7 @@ def layer_norm(x, weight, bias, eps=1e-5, residual=None):
     if residual is not None and residual.dtype != x.dtype:
         common = torch.promote_types(x.dtype, residual.dtype)
         x, residual = x.to(common), residual.to(common)
-    if weight.dtype not in (x.dtype, torch.float32):
-        weight = weight.float()
-    if bias.dtype not in (x.dtype, torch.float32):
-        bias = bias.float()
+    weight, bias = kernel_params(x, weight, bias)
     out, s, _, _ = torch.ops.vitfast.layer_norm.default(x, residual, weight, bias, float(eps),
                                                         needs_grad(x, residual, weight, bias))
     return out if residual is None else (s, out)

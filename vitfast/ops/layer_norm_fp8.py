@@ -10,7 +10,7 @@ Inference only: no gradient.
 """
 import torch
 
-from .layer_norm import _check as _check_layer_norm
+from .layer_norm import _check as _check_layer_norm, kernel_params
 
 __all__ = ["layer_norm_fp8", "layer_norm_fp8_ref"]
 
@@ -30,10 +30,7 @@ def layer_norm_fp8(x, weight, bias, scale, eps=1e-5):
     """e4m3 codes of LayerNorm(x) / scale (x: (..., D), D a multiple of 8; weight and bias (D) in x's
     dtype or float32; scale: one float32 value on x's device, read by the kernel)."""
     _check(x, weight, bias, scale, eps)
-    if weight.dtype not in (x.dtype, torch.float32):
-        weight = weight.float()
-    if bias.dtype not in (x.dtype, torch.float32):
-        bias = bias.float()
+    weight, bias = kernel_params(x, weight, bias)
     return torch.ops.vitfast.layer_norm_fp8.default(x, weight, bias, scale, float(eps))
 
 
