@@ -155,9 +155,9 @@ class CodeBuffers(nn.Module):
             for child in self.children():
                 child._apply(fn)
         for key, buf in self._buffers.items():
-            if buf is not None:
-                new = fn(buf)
-                self._buffers[key] = new if new.dtype == buf.dtype else buf.to(new.device)
+            if buf is not None:  # fn asked on an empty tensor first: a recast copy is never made to be thrown away
+                probe = fn(buf.new_empty(0))
+                self._buffers[key] = fn(buf) if probe.dtype == buf.dtype else buf.to(probe.device)
         return self
 
 
