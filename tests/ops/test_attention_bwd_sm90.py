@@ -110,12 +110,14 @@ def test_sm90_head_per_warpgroup_at_64_keys(d, bias):
 
 
 @needs_hopper
-def test_sm90_backward_many_heads_per_cta():
+@pytest.mark.parametrize("B, H, N, d", [(33, 5, 129, 64), (40, 4, 160, 80), (64, 12, 197, 64), (256, 3, 50, 64),
+                                        (8, 40, 256, 32), (40, 6, 100, 128), (16, 12, 577, 64), (24, 8, 257, 80)],
+                         ids=lambda x: str(x))
+def test_sm90_backward_many_heads_per_cta(B, H, N, d):
     """More heads than SMs: each persistent CTA walks the K/V and chunk barriers through many phases,
-    with one or two K/V stages and one or two key blocks per warpgroup."""
-    for B, H, N, d in ((64, 12, 197, 64), (256, 3, 50, 64), (8, 40, 256, 32), (33, 5, 129, 64), (40, 6, 100, 128),
-                       (16, 12, 577, 64), (24, 8, 257, 80)):
-        check_against_reference(B, H, N, d, torch.bfloat16, "cuda", seed=B)
+    with one or two K/V stages and one or two key blocks per warpgroup. Its forward runs first (the
+    first GPU run's failure at (33, 5, 129) was the forward's), each shape named."""
+    check_against_reference(B, H, N, d, torch.bfloat16, "cuda", seed=B)
 
 
 @needs_hopper

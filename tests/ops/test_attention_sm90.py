@@ -185,12 +185,20 @@ def test_sm90_gradients_from_its_lse(N, d, bias_shape):
     check_against_reference(B, H, N, d, torch.bfloat16, "cuda", bias_shape=shape, seed=N)
 
 
+# More tiles than SMs, each shape named: (33, 5, 129) and the other 129..192 lengths give CTAs three
+# tiles whose second Q halves all lie past N on 132 SMs (H100 SXM, H200) and on 114 (H100 PCIe) -
+# the case of the first GPU run's launch failure (csrc/attention/NOTES.md); the rest walk every
+# other kernel's stages through many phases.
+MANY_TILES = [(33, 5, 129), (40, 4, 160), (67, 2, 192), (64, 12, 197), (256, 3, 50), (8, 16, 256), (16, 12, 577),
+              (7, 5, 300)]
+
+
 @needs_hopper
-def test_sm90_many_tiles_per_cta():
+@pytest.mark.parametrize("B, H, N", MANY_TILES, ids=lambda x: str(x))
+def test_sm90_many_tiles_per_cta(B, H, N):
     """More tiles than SMs: each persistent CTA walks both stages' barriers through many phases."""
-    for B, H, N in ((64, 12, 197), (256, 3, 50), (8, 16, 256), (33, 5, 129), (16, 12, 577), (7, 5, 300)):
-        check_forward(B, H, N, 64, torch.bfloat16, seed=B)
-        check_forward(B, H, N, 80, torch.float16, seed=H)
+    check_forward(B, H, N, 64, torch.bfloat16, seed=B)
+    check_forward(B, H, N, 80, torch.float16, seed=H)
 
 
 def check_fp16_accumulation(N, d, bias_shape=None, seed=0):

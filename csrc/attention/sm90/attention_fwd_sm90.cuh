@@ -17,6 +17,8 @@
 // element of any tile is bounds-checked except the softmax's column mask.
 #include "attention/attention_params.h"
 #include "attention/mma.cuh"
+#include "attention/sm90/attention_protocol.h"
+#include "attention/sm90/sm90_sync.cuh"
 #include "attention/sm90/sm90_util.cuh"
 #include "cute/arch/cluster_sm90.hpp"
 #include "cutlass/arch/barrier.h"
@@ -34,9 +36,10 @@ struct FwdTraits {
   static constexpr int kConsumers = 2;
   static constexpr int kThreads = 128 * (1 + kConsumers);
   // N <= 64: a tile is one head of one warpgroup, the two taking alternate tiles (with two 64-row
-  // halves, the second would lie wholly past N and its warpgroup idle).
-  static constexpr bool kHeadPerWg = kKeys == 64;
-  static constexpr int kQHalves = kHeadPerWg ? 1 : kConsumers;  // Q halves per tile
+  // halves, the second would lie wholly past N and its warpgroup idle). Stages and boxes: Config.
+  using Config = protocol::FwdConfig<D, kKeys>;
+  static constexpr bool kHeadPerWg = Config::kHeadPerWg;
+  static constexpr int kQHalves = Config::kQHalves;  // Q halves per tile
   static constexpr int kTileRows = kRows * kQHalves;
 
   using SmemLayoutQ = decltype(tile_to_shape(k_major_atom<T, D>(), Shape<Int<kRows>, Int<D>>{}));
@@ -72,12 +75,17 @@ struct FwdTraits {
                                                                     GmemLayoutRows{}),
                                       SmemLayoutQ{}));
 
-  static constexpr int kQBytes = kRows * D * 2;
-  static constexpr int kKVBytes = kKeys * D * 2;
-  static constexpr int kStageBytes = kQHalves * kQBytes + 2 * kKVBytes;
-  // Two stages where they fit in the 227 KiB a CTA may hold (all but d = 96, 128 at 256 keys); four
-  // (two per warpgroup) with a head per warpgroup, so each has its next head in flight.
-  static constexpr int kStages = kHeadPerWg ? 4 : 2 * kStageBytes + 1024 <= 227 * 1024 ? 2 : 1;
+  static constexpr int kQBytes = Config::kQBox;
+  static constexpr int kKVBytes = Config::kKVBox;
+  static constexpr int kStages = Config::kStages;
+
+  // The stages' barriers and who waits, arrives and fills (attention_protocol.h). A TMA box is its
+  // shared-memory tile, so the boxes' bytes are the tiles' sizes.
+  using Protocol = typename Config::Protocol;
+  static_assert(sizeof(T) == 2, "16-bit elements");
+  static_assert(int(cosize_v<SmemLayoutQ>) * 2 == kQBytes && int(cosize_v<SmemLayoutK>) * 2 == kKVBytes &&
+                    int(cosize_v<SmemLayoutVt>) * 2 == kKVBytes,
+                "the protocol's transaction bytes are not the TMA boxes'");
 
   struct Stage {
     alignas(1024) T q[kQHalves][kRows * D];  // each half also stages its rows of O for the store
@@ -86,9 +94,7 @@ struct FwdTraits {
   };
   struct Shared {
     Stage stage[kStages];
-    alignas(8) uint64_t full_qk[kStages];  // Q and K landed (TMA transaction bytes)
-    uint64_t full_v[kStages];              // V landed
-    uint64_t empty[kStages];               // its consumers done, O's stores have read their staging
+    alignas(8) typename Protocol::template Bars<uint64_t> bars;
   };
   static constexpr int kSmemBytes = int(sizeof(Shared)) + 1024;  // + the alignment of the dynamic base
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than a CTA may hold");
@@ -144,13 +150,13 @@ __device__ __forceinline__ void s_mma(float (&s)[kKeys / 2], const uint32_t (&qf
 
 // The end of a consumer warpgroup's 64 query rows (row0 on): O / l into the rows' staging tile sO
 // (their Q half; each warp writes only its own rows, which only its own ldmatrix read), the log-sum-exp
-// where asked (lse: the head's row 0), one TMA store of the 64 rows (it clips rows past N), and the
-// stage released on `empty` once the store has read the staging. l: this thread's share of its two
-// rows' sums; m_use: their maxima in log2 units.
+// where asked (lse: the head's row 0), and one TMA store of the 64 rows issued (it clips rows past N);
+// the protocol waits for it before releasing the stage. l: this thread's share of its two rows' sums;
+// m_use: their maxima in log2 units.
 template <class T, int D, class Tma, class MO, class SO>
 __device__ __forceinline__ void store_o_rows(const float (&o)[D / 2], float (&l)[2], const float (&m_use)[2],
                                              const SO& sO, const Tma& tma_o, const MO& mO, float* lse, int row0,
-                                             int N, int h, int b, int cw, uint64_t& empty) {
+                                             int N, int h, int b, int cw) {
   const int lane_wg = threadIdx.x % 128, warp = lane_wg / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   float inv[2];
@@ -184,32 +190,30 @@ __device__ __forceinline__ void store_o_rows(const float (&o)[D / 2], float (&l)
     auto [tg, ts] = tma_partition(tma_o, _0{}, Layout<_1>{}, group_modes<0, 2>(sO), group_modes<0, 2>(gO));
     copy(tma_o, ts, tg);
     tma_store_arrive();
-    tma_store_wait<0>();  // the staging is read before the producer may refill this stage
-    cutlass::arch::ClusterBarrier::arrive(&empty);
   }
+  __syncwarp();
 }
 
 template <class T, int D, int kKeys>
 __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     attention_fwd_sm90_kernel(const __grid_constant__ FwdParams90<T, D, kKeys> p) {
   using Tr = FwdTraits<T, D, kKeys>;
-  constexpr int kStages = Tr::kStages;
+  using Protocol = typename Tr::Protocol;
   extern __shared__ char smem_raw[];
   auto& sh = aligned_shared<typename Tr::Shared>(smem_raw);
 
   const int wg = threadIdx.x / 128;
   const int lane_wg = threadIdx.x % 128;
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      cutlass::arch::ClusterTransactionBarrier::init(&sh.full_qk[s], 1);
-      cutlass::arch::ClusterTransactionBarrier::init(&sh.full_v[s], 1);
-      cutlass::arch::ClusterBarrier::init(&sh.empty[s], Tr::kQHalves);
-    }
+    ProducerSync sync;
+    Protocol::init(sync, sh.bars);
     cutlass::arch::fence_barrier_init();
   }
   __syncthreads();
 
   const int N = p.N;
+  const GridWalk walk{p.tiles};
+  const typename Protocol::template ShapeOf<const int&> shape{p.N, p.m_blocks};
   if (wg == 0) {  // ---- producer
     cutlass::arch::warpgroup_reg_dealloc<24>();
     if (lane_wg != 0) return;
@@ -219,25 +223,34 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     Tensor mQ = p.tma_q.get_tma_tensor(make_shape(N, D, p.H, p.B));
     Tensor mK = p.tma_k.get_tma_tensor(make_shape(N, D, p.H, p.B));
     Tensor mVt = p.tma_v.get_tma_tensor(make_shape(D, N, p.H, p.B));
-    int it = 0;
-    for (int tile = blockIdx.x; tile < p.tiles; tile += gridDim.x, ++it) {
-      const int st = it % kStages, phase = (it / kStages) & 1;
-      const int bh = tile / p.m_blocks, mb = tile % p.m_blocks;
-      const int b = bh / p.H, h = bh % p.H;
-      cutlass::arch::ClusterBarrier::wait(&sh.empty[st], phase ^ 1);
-      auto& stage = sh.stage[st];
-      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full_qk[st],
-                                                                     Tr::kQHalves * Tr::kQBytes + Tr::kKVBytes);
-      for (int half = 0; half < Tr::kQHalves; ++half) {
-        tma_load_tile(p.tma_q, mQ, Shape<Int<Tr::kRows>, Int<D>>{}, mb * Tr::kQHalves + half, h, b, stage.q[half],
-                      typename Tr::SmemLayoutQ{}, sh.full_qk[st]);
-      }
-      tma_load_tile(p.tma_k, mK, Shape<Int<kKeys>, Int<D>>{}, 0, h, b, stage.k, typename Tr::SmemLayoutK{},
-                    sh.full_qk[st]);
-      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&sh.full_v[st], Tr::kKVBytes);
-      tma_load_tile(p.tma_v, mVt, Shape<Int<D>, Int<kKeys>>{}, 0, h, b, stage.v, typename Tr::SmemLayoutVt{},
-                    sh.full_v[st]);
-    }
+    // The tile's head (h, b) and its 128-row block.
+    auto head = [&](int tile, int& h, int& b) {
+      const int bh = tile / p.m_blocks;
+      b = bh / p.H;
+      h = bh % p.H;
+      return tile % p.m_blocks;
+    };
+    ProducerSync sync;
+    Protocol::producer(sync, sh.bars, walk, shape,
+                       protocol::LoadQKV{
+                           [&](uint64_t& bar, int tile, int st, int half) {
+                             int h, b;
+                             const int mb = head(tile, h, b);
+                             tma_load_tile(p.tma_q, mQ, Shape<Int<Tr::kRows>, Int<D>>{}, mb * Tr::kQHalves + half, h,
+                                           b, sh.stage[st].q[half], typename Tr::SmemLayoutQ{}, bar);
+                           },
+                           [&](uint64_t& bar, int tile, int st) {
+                             int h, b;
+                             head(tile, h, b);
+                             tma_load_tile(p.tma_k, mK, Shape<Int<kKeys>, Int<D>>{}, 0, h, b, sh.stage[st].k,
+                                           typename Tr::SmemLayoutK{}, bar);
+                           },
+                           [&](uint64_t& bar, int tile, int st) {
+                             int h, b;
+                             head(tile, h, b);
+                             tma_load_tile(p.tma_v, mVt, Shape<Int<D>, Int<kKeys>>{}, 0, h, b, sh.stage[st].v,
+                                           typename Tr::SmemLayoutVt{}, bar);
+                           }});
     return;
   }
 
@@ -258,30 +271,21 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
 
   // S, then P: element (g + 8 (e / 2), 8 j + 2 t + e % 2) at s[4 j + e]; O the same way. Both are
   // zeroed before their first wgmma (which ignores them): the asm reads its accumulators, and without
-  // this the previous tile's values would be live through the whole tile.
+  // this the previous tile's values would be live through the whole tile. This thread's share of its
+  // rows' sums (l) and their maxima in log2 units (m_use).
   float s[kKeys / 2];
   float o[D / 2];
-  int it = 0;
-  for (int tile = blockIdx.x; tile < p.tiles; tile += gridDim.x, ++it) {
-    const int st = it % kStages, phase = (it / kStages) & 1;
-    const int bh = tile / p.m_blocks, mb = tile % p.m_blocks;
-    const int b = bh / p.H, h = bh % p.H;
-    if (Tr::kHeadPerWg && it % Tr::kConsumers != cw) continue;  // the other warpgroup's head
-    const int half = Tr::kHeadPerWg ? 0 : cw;
-    const int row0 = (mb * Tr::kQHalves + half) * Tr::kRows;  // first query row of this warpgroup
+  uint32_t pf[kKeys / 16][4];  // P packed as O = P V's A operand
+  float m_use[2], l[2];
+
+  // S = Q Kᵀ and the softmax of the warpgroup's 64 rows (row0 on) of the tile in stage st.
+  auto scores = [&](int tile, int st, int half, int row0) {
     auto& stage = sh.stage[st];
-    if (row0 >= N) {  // the tile's second half lies past N: nothing to compute or store
-      if (lane_wg == 0) cutlass::arch::ClusterBarrier::arrive(&sh.empty[st]);
-      continue;
-    }
     Tensor sQ = make_tensor(make_smem_ptr(stage.q[half]), typename Tr::SmemLayoutQ{});
     Tensor sK = make_tensor(make_smem_ptr(stage.k), typename Tr::SmemLayoutK{});
-    Tensor sV = make_tensor(make_smem_ptr(stage.v), typename Tr::SmemLayoutVt{});
     Tensor dk64 = thr_s64.partition_fragment_B(sK);  // descriptors, (1, kKeys / 64, D / 16)
     Tensor dk8 = thr_s8.partition_fragment_B(sK);    // (1, kKeys / 8, D / 16)
-    Tensor dv = thr_o.partition_fragment_B(sV);      // (1, 1, kKeys / 16)
 
-    cutlass::arch::ClusterTransactionBarrier::wait(&sh.full_qk[st], phase);
     // This warp's 16 rows of Q as wgmma A fragments (the mma.sync m16n8k16 A layout), by ldmatrix.
     uint32_t qf[D / 16][4];
 #pragma unroll
@@ -304,7 +308,8 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     auto logits = [&](auto with_bias) {
       const T* bias_row[2] = {nullptr, nullptr};
       if constexpr (decltype(with_bias)::value) {
-        const T* base = p.bias + b * p.bias_s.b + h * p.bias_s.h;
+        const int bh = tile / p.m_blocks;
+        const T* base = p.bias + (bh / p.H) * p.bias_s.b + (bh % p.H) * p.bias_s.h;
         bias_row[0] = base + int64_t(min(row_a, N - 1)) * p.bias_s.n;  // rows past N: clipped by the store
         bias_row[1] = base + int64_t(min(row_a + 8, N - 1)) * p.bias_s.n;
       }
@@ -338,12 +343,12 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     } else {
       logits(std::false_type{});
     }
-    float m_use[2], l[2] = {0.f, 0.f};
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
       m_use[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row of -inf logits: p = 0, out = 0/0 as eager's
+      l[r] = 0.f;
     }
 #pragma unroll
     for (int j = 0; j < kKeys / 8; ++j) {
@@ -355,12 +360,15 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
         l[e >> 1] += pe;
       }
     }
-
-    // O = P V: the S accumulators of two adjacent 8-key blocks are one k16 A fragment. All of P is
+    // The S accumulators of two adjacent 8-key blocks are one k16 A fragment of O = P V. All of P is
     // packed before the first wgmma, so no register a wgmma in flight reads is written under it.
-    uint32_t pf[kKeys / 16][4];
     pack_a_frags<T>(s, pf);
-    cutlass::arch::ClusterTransactionBarrier::wait(&sh.full_v[st], phase);
+  };
+
+  // O = P V over the ceil(N / 16) key steps of stage st's V.
+  auto values = [&](int st) {
+    Tensor sV = make_tensor(make_smem_ptr(sh.stage[st].v), typename Tr::SmemLayoutVt{});
+    Tensor dv = thr_o.partition_fragment_B(sV);  // (1, 1, kKeys / 16)
     zero_fenced(o);
     warpgroup_arrive();
 #pragma unroll
@@ -374,11 +382,18 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
     warpgroup_commit_batch();
     warpgroup_wait<0>();
     fence(o);
+  };
 
-    store_o_rows<T, D>(o, l, m_use, sQ, p.tma_o, mO, p.lse == nullptr ? nullptr : p.lse + int64_t(bh) * N, row0, N, h,
-                       b, cw, sh.empty[st]);
-  }
-  if (lane_wg == 0) tma_store_wait<0>();
+  auto store = [&](int tile, int st, int half, int row0) {
+    const int bh = tile / p.m_blocks;
+    Tensor sQ = make_tensor(make_smem_ptr(sh.stage[st].q[half]), typename Tr::SmemLayoutQ{});
+    store_o_rows<T, D>(o, l, m_use, sQ, p.tma_o, mO, p.lse == nullptr ? nullptr : p.lse + int64_t(bh) * N, row0, N,
+                       bh % p.H, bh / p.H, cw);
+  };
+
+  ConsumerSync sync{{}, cw};
+  Protocol::consumer(sync, sh.bars, walk, shape, cw,
+                     protocol::FwdBody{scores, values, store});
 }
 
 }  // namespace vitfast::attention::sm90

@@ -217,17 +217,19 @@ struct NotBuilt {
 };
 
 // f(std::integral_constant<int, d>, std::integral_constant<int, keys>) for the built head dims and the
-// key tile of N (N rounded up to 64, at most kMaxKeys); kNotBuilt for anything else.
+// key tile of N (sm90_fwd_keys: N rounded up to 64, at most kMaxKeys); kNotBuilt for anything else.
 template <class F>
 int with_head_dim_and_keys(int d, int N, F&& f) {
   return with_head_dim(
       d,
       [&](auto dim) {
-        if (N <= 64) return f(dim, std::integral_constant<int, 64>{});
-        if (N <= 128) return f(dim, std::integral_constant<int, 128>{});
-        if (N <= 192) return f(dim, std::integral_constant<int, 192>{});
-        if (N <= kMaxKeys) return f(dim, std::integral_constant<int, 256>{});
-        return int(kNotBuilt);
+        switch (sm90_fwd_keys(N)) {
+          case 64: return f(dim, std::integral_constant<int, 64>{});
+          case 128: return f(dim, std::integral_constant<int, 128>{});
+          case 192: return f(dim, std::integral_constant<int, 192>{});
+          case 256: return f(dim, std::integral_constant<int, 256>{});
+          default: return int(kNotBuilt);
+        }
       },
       NotBuilt{});
 }
