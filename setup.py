@@ -6,6 +6,9 @@ Environment:
   VITFAST_CUDA_ARCHS="80;90" compute capabilities to compile for (PTX is added for the newest); with 90
                              among them and CUTLASS's headers installed (pip install --no-deps
                              nvidia-cutlass==4.2.0.0), csrc/gemm/sm90/ adds the Hopper (sm_90a) GEMMs
+  VITFAST_DEBUG_SYNC=1       the Hopper attention kernels with bounded barrier waits and phase checks that
+                             trap naming block, role, barrier, stage, phase and work item
+                             (csrc/attention/sm90/sm90_sync.cuh): a GPU sitting's first run of them
   MAX_JOBS, NVCC_THREADS     parallelism of ninja and of each nvcc
   CUDA_HOME                  the toolkit, when nvcc on PATH is not enough to find it
 """
@@ -101,11 +104,14 @@ def compile_sm90(build_temp, cuda_home, cutlass_dirs, pool):
     """nvcc each .cu of SM90_DIRS for sm_90a alone (wgmma and TMA need the arch-specific target; the
     rest of the extension keeps its portable gencodes), on `pool`, without torch's headers. Returns
     (object file, future) pairs; an object newer than its sources is reused."""
-    out_dir = os.path.join(build_temp, "sm90")
+    debug_sync = os.environ.get("VITFAST_DEBUG_SYNC", "0") in ("1", "true", "yes")
+    # Objects of the debug-sync build in a folder of their own: an object is reused by its age alone.
+    out_dir = os.path.join(build_temp, "sm90_debug_sync" if debug_sync else "sm90")
     os.makedirs(out_dir, exist_ok=True)
     nvcc = os.path.join(cuda_home, "bin", "nvcc")
     flags = ["-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", "-lineinfo",
              "-gencode=arch=compute_90a,code=sm_90a", f"-I{os.path.join(ROOT, 'csrc')}"]
+    flags += ["-DVITFAST_DEBUG_SYNC"] if debug_sync else []
     flags += [f"-I{d}" for d in cutlass_dirs]
 
     def build(src, obj, newest_header):

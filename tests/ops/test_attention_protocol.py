@@ -103,3 +103,38 @@ def test_bad_arguments_get_one_line(checker):
                        (["--seeds"], "--seeds: a value is expected")):
         r = run(checker, *args)
         assert r.returncode == 2 and r.stderr.strip() == text, (args, r.stderr)
+
+
+def cutlass_include():
+    import importlib.util
+    spec = importlib.util.find_spec("cutlass_library")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        include = os.path.join(root, "source", "include")
+        if os.path.isfile(os.path.join(include, "cutlass", "cutlass.h")):
+            return include
+    return None
+
+
+NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.isfile("/usr/local/cuda/bin/nvcc") else None)
+
+
+@pytest.mark.skipif(NVCC is None or cutlass_include() is None, reason="needs nvcc and CUTLASS's headers")
+def test_kernel_policies_drive_every_skeleton_and_only_the_debug_build_traps(tmp_path):
+    """sm90_sync.cuh's policies compiled with the three skeletons for sm_90a (tests/ops/protocol/
+    sync_probe.cu): without VITFAST_DEBUG_SYNC no trap or printf call is left in the code; with it each
+    protocol has its bounded waits' trap."""
+    from tests.values import find_cuobjdump
+    tool = find_cuobjdump()
+    if tool is None:
+        pytest.skip("needs cuobjdump (the toolkit's or triton's)")
+    sass = {}
+    for name, defines in (("release", []), ("debug", ["-DVITFAST_DEBUG_SYNC"])):
+        cubin = str(tmp_path / f"{name}.cubin")
+        subprocess.run([NVCC, "-cubin", os.path.join(os.path.dirname(SOURCE), "sync_probe.cu"), "-o", cubin,
+                        "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-gencode=arch=compute_90a,code=sm_90a",
+                        f"-I{os.path.join(ROOT, 'csrc')}", f"-I{cutlass_include()}", *defines],
+                       check=True, capture_output=True, text=True)
+        sass[name] = subprocess.run([tool, "-sass", cubin], check=True, capture_output=True, text=True).stdout
+    assert sass["release"].count("Function : ") == 3
+    assert "TRAP" not in sass["release"] and "CALL.ABS" not in sass["release"]
+    assert sass["debug"].count("TRAP") >= 3 and "CALL.ABS" in sass["debug"]  # the trap and vprintf

@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
   const int wg = threadIdx.x / 128;
   const int lane_wg = threadIdx.x % 128;
   if (threadIdx.x == 0) {
-    ProducerSync sync;
+    ProducerSync<typename Tr::Protocol> sync{{-1, &sh.bars}};
     Tr::Protocol::init(sync, sh.bars);
     cutlass::arch::fence_barrier_init();
   }
@@ -226,7 +226,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
     Tensor mV = p.tma_v.get_tma_tensor(make_shape(N, D, p.H, p.B));
     const auto rows = Shape<Int<kRows>, Int<D>>{};
     const auto keys = Shape<Int<kKeys>, Int<D>>{};
-    ProducerSync sync;
+    ProducerSync<typename Tr::Protocol> sync{{-1, &sh.bars}};
     Tr::Protocol::producer(
         sync, sh.bars, walk, shape,
         protocol::BwdLoad{
@@ -569,7 +569,7 @@ __global__ void __launch_bounds__(BwdTraits<T, D, kKeys>::kThreads, 1)
     }
   };
 
-  ConsumerSync sync{{}, cw};
+  ConsumerSync<typename Tr::Protocol> sync{{cw, &sh.bars}};
   Tr::Protocol::consumer(sync, sh.bars, walk, shape, cw,
                          protocol::BwdBody{begin, chunk_start, products, bias_partials, dq_store, end});
 }

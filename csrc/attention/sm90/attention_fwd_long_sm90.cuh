@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
   const int wg = threadIdx.x / 128;
   const int lane_wg = threadIdx.x % 128;
   if (threadIdx.x == 0) {
-    ProducerSync sync;
+    ProducerSync<Protocol> sync{{-1, &sh.bars}};
     Protocol::init(sync, sh.bars);
     cutlass::arch::fence_barrier_init();
   }
@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
     Tensor mVt = p.tma_v.get_tma_tensor(make_shape(D, N, p.H, p.B));
     const auto rows = Shape<Int<64>, Int<D>>{};
     const auto cols = Shape<Int<D>, Int<64>>{};
-    ProducerSync sync;
+    ProducerSync<Protocol> sync{{-1, &sh.bars}};
     Protocol::producer(sync, sh.bars, walk, shape,
                        protocol::LoadQKV{
                            [&](uint64_t& bar, int tile, int qs, int half) {
@@ -334,7 +334,7 @@ __global__ void __launch_bounds__(FwdLongTraits<T, D>::kThreads, 1)
                        bh % p.H, bh / p.H, cw);
   };
 
-  ConsumerSync sync{{}, cw};
+  ConsumerSync<Protocol> sync{{cw, &sh.bars}};
   Protocol::consumer(sync, sh.bars, walk, shape, cw, protocol::FwdLongBody{begin, scores, values, store});
 }
 

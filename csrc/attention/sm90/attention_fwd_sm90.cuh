@@ -205,7 +205,7 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
   const int wg = threadIdx.x / 128;
   const int lane_wg = threadIdx.x % 128;
   if (threadIdx.x == 0) {
-    ProducerSync sync;
+    ProducerSync<Protocol> sync{{-1, &sh.bars}};
     Protocol::init(sync, sh.bars);
     cutlass::arch::fence_barrier_init();
   }
@@ -230,7 +230,7 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
       h = bh % p.H;
       return tile % p.m_blocks;
     };
-    ProducerSync sync;
+    ProducerSync<Protocol> sync{{-1, &sh.bars}};
     Protocol::producer(sync, sh.bars, walk, shape,
                        protocol::LoadQKV{
                            [&](uint64_t& bar, int tile, int st, int half) {
@@ -391,7 +391,7 @@ __global__ void __launch_bounds__(FwdTraits<T, D, kKeys>::kThreads, 1)
                        bh % p.H, bh / p.H, cw);
   };
 
-  ConsumerSync sync{{}, cw};
+  ConsumerSync<Protocol> sync{{cw, &sh.bars}};
   Protocol::consumer(sync, sh.bars, walk, shape, cw,
                      protocol::FwdBody{scores, values, store});
 }

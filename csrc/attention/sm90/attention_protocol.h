@@ -19,6 +19,8 @@
 //   write(buf)                       a consumer writes buf in shared memory (model only)
 //   store(buf), store_wait()         a TMA store reads buf; the consumer waits for its stores
 //   sync_role(), sync_consumers()    a named barrier of one consumer warpgroup / of both
+//   item(i)                          the role starts work item i (named by the debug build's traps)
+// Each protocol's bar_name(index, stage) names the index-th barrier of its Bars for those traps.
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -105,6 +107,10 @@ struct FwdProtocol {
   };
   using Shape = ShapeOf<>;
   static constexpr int kQBytes = kQHalves * kQBox + kKVBox;  // full_qk's transaction bytes
+  static VF_PROTOCOL const char* bar_name(int index, int& stage) {
+    stage = index % kStages;
+    return index < kStages ? "full_qk" : index < 2 * kStages ? "full_v" : "empty";
+  }
 
   template <class Sync, class Bar>
   static VF_PROTOCOL void init(Sync& sync, Bars<Bar>& b) {
@@ -124,6 +130,7 @@ struct FwdProtocol {
     int it = 0;
     for (int tile = w.first(); tile < w.count(); tile += w.stride(), ++it) {
       const int st = it % kStages, use = it / kStages;
+      sync.item(tile);
       sync.wait(b.empty[st], use - 1);
       sync.expect(b.full_qk[st], use, kQBytes);
       for (int half = 0; half < kQHalves; ++half) {
@@ -144,6 +151,7 @@ struct FwdProtocol {
     for (int tile = w.first(); tile < w.count(); tile += w.stride(), ++it) {
       const int st = it % kStages, use = it / kStages;
       if (kHeadPerWg && it % kConsumers != cw) continue;  // the other consumer's head
+      sync.item(tile);
       const int half = kHeadPerWg ? 0 : cw;
       const int row0 = ((tile % shape.m_blocks) * kQHalves + half) * kRows;
       if (kIdleHalf && row0 >= shape.N) {  // the tile's second half lies past N
@@ -188,6 +196,11 @@ FwdLongBody(Begin, Scores, Values, Store) -> FwdLongBody<Begin, Scores, Values, 
 template <int kChunks, int kChunkBox>
 struct FwdLongProtocol {
   static constexpr int kQStages = 2, kKvStages = 2;
+  static VF_PROTOCOL const char* bar_name(int index, int& stage) {
+    const char* names[] = {"full_q", "empty_q", "full_k", "full_v", "empty_kv"};
+    stage = index % 2;
+    return names[index / 2];
+  }
   template <class Bar>
   struct Bars {
     Bar full_q[kQStages];     // both Q halves landed
@@ -226,6 +239,7 @@ struct FwdLongProtocol {
     int it = 0, kv_it = 0;
     for (int tile = w.first(); tile < w.count(); tile += w.stride(), ++it) {
       const int qs = it % kQStages, q_use = it / kQStages;
+      sync.item(tile);
       sync.wait(b.empty_q[qs], q_use - 1);
       sync.expect(b.full_q[qs], q_use, kConsumers * kChunkBox);
       for (int half = 0; half < kConsumers; ++half) {
@@ -256,6 +270,7 @@ struct FwdLongProtocol {
     int it = 0, kv_it = 0;
     for (int tile = w.first(); tile < w.count(); tile += w.stride(), ++it) {
       const int qs = it % kQStages, q_use = it / kQStages;
+      sync.item(tile);
       const int row0 = ((tile % shape.m_blocks) * kConsumers + cw) * kRows;
       if (row0 >= shape.N) {  // the tile's second half lies past N: follow the fills, release them
         for (int j = 0; j < shape.key_tiles; ++j, ++kv_it) {
@@ -322,6 +337,14 @@ template <int kKvStages, bool kHeadPerWg, int kRowsBox, int kKeysBox>
 struct BwdProtocol {
   static constexpr int kArrivals = kHeadPerWg ? 1 : kConsumers;
   static constexpr int kDsWriters = kHeadPerWg ? 1 : kConsumers;  // consumers writing a chunk's dS
+  static VF_PROTOCOL const char* bar_name(int index, int& stage) {
+    if (index < 2 * kKvStages) {
+      stage = index % kKvStages;
+      return index < kKvStages ? "full_kv" : "empty_kv";
+    }
+    stage = (index - 2 * kKvStages) % 2;
+    return index < 2 * kKvStages + 2 ? "full" : "empty";
+  }
   template <class Bar>
   struct Bars {
     Bar full_kv[kKvStages];
@@ -360,6 +383,7 @@ struct BwdProtocol {
     int head_it = 0, chunk_it = 0;
     for (int work = w.first(); work < w.count(); work += w.stride(), ++head_it) {
       const int kvs = head_it % kKvStages, kv_use = head_it / kKvStages;
+      sync.item(work);
       sync.wait(b.empty_kv[kvs], kv_use - 1);
       sync.expect(b.full_kv[kvs], kv_use, 2 * kKeysBox);
       sync.fill(b.full_kv[kvs], Buf{kK, kvs, 0}, kKeysBox, [&](auto& bar) { load.k(bar, work, kvs); });
@@ -389,6 +413,7 @@ struct BwdProtocol {
         continue;
       }
       const int kvs = head_it % kKvStages, kv_use = head_it / kKvStages;
+      sync.item(work);
       body.begin(work, kvs);
       sync.wait(b.full_kv[kvs], kv_use);
       sync.read(Buf{kK, kvs, 0});

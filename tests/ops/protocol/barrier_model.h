@@ -112,12 +112,14 @@ struct Sync {
   void fill_box(Barrier& bar, Buf buf, int bytes);
   void arrive(Barrier& bar, int phase, Arrivals who);
   void read(Buf buf);
+  bool fill_seen(Buf buf, const char* verb);
   void done(Buf buf);
   void write(Buf buf);
   void store(Buf buf);
   void store_wait();
   void sync_role();
   void sync_consumers();
+  void item(int i);
 };
 
 // Chooses the next event among n: at random, or replaying a prefix then taking the first (with the
@@ -481,34 +483,42 @@ inline void Sync::arrive(Barrier& bar, int phase, Arrivals who) {
   }
 }
 
+// Whether this role may touch buf (verb: "reads", "writes"): a TMA-filled buffer only after its fill
+// landed and after this role waited, in that use, for the phase the fill completes on. Fails if not.
+inline bool Sync::fill_seen(Buf buf, const char* verb) {
+  BufState& b = w->buf(buf);
+  const std::string who = w->role_name(role) + " " + verb + " " + buf_name(buf);
+  if (b.bar == nullptr) {
+    if (buf.kind == vitfast::attention::sm90::protocol::kDs) return true;  // written by the consumers
+    w->fail(who + " before any fill of it");
+    return false;
+  }
+  auto it = w->role(role).waited.find(b.bar);
+  if (it == w->role(role).waited.end() || it->second != b.phase) {
+    w->fail(who + ", filled on " + b.bar->name + " phase " + std::to_string(b.phase) +
+            ", without having waited for that phase (its last wait: " +
+            (it == w->role(role).waited.end() ? std::string("none") : std::to_string(it->second)) + ")");
+    return false;
+  }
+  if (!b.landed) {
+    w->fail(who + " before its fill landed");
+    return false;
+  }
+  return true;
+}
+
 inline void Sync::read(Buf buf) {
   w->yield(role);
   BufState& b = w->buf(buf);
   w->note(role, "reads " + buf_name(buf));
-  if (b.bar == nullptr && buf.kind != vitfast::attention::sm90::protocol::kDs) {
-    w->fail(w->role_name(role) + " reads " + buf_name(buf) + " before any fill of it");
-    return;
-  }
-  if (b.bar != nullptr) {
-    auto it = w->role(role).waited.find(b.bar);
-    if (it == w->role(role).waited.end() || it->second != b.phase) {
-      w->fail(w->role_name(role) + " reads " + buf_name(buf) + ", filled on " + b.bar->name + " phase " +
-              std::to_string(b.phase) + ", without having waited for that phase (its last wait: " +
-              (it == w->role(role).waited.end() ? std::string("none") : std::to_string(it->second)) + ")");
-      return;
-    }
-    if (!b.landed) {
-      w->fail(w->role_name(role) + " reads " + buf_name(buf) + " before its fill landed");
-      return;
-    }
-  }
+  if (!fill_seen(buf, "reads")) return;
   for (auto& [r, writing] : b.holders) {
     if (r != role && writing) {
       w->fail(w->role_name(role) + " reads " + buf_name(buf) + " while " + w->role_name(r) + " writes it");
       return;
     }
   }
-  b.holders[role] = b.holders.count(role) ? b.holders[role] : false;
+  b.holders.emplace(role, false);  // a role that writes it keeps writing
 }
 
 inline void Sync::done(Buf buf) {
@@ -521,17 +531,7 @@ inline void Sync::write(Buf buf) {
   w->yield(role);
   BufState& b = w->buf(buf);
   w->note(role, "writes " + buf_name(buf));
-  if (b.bar == nullptr && buf.kind != vitfast::attention::sm90::protocol::kDs) {
-    w->fail(w->role_name(role) + " writes " + buf_name(buf) + " before any fill of it");
-    return;
-  }
-  if (b.bar != nullptr) {
-    auto it = w->role(role).waited.find(b.bar);
-    if (it == w->role(role).waited.end() || it->second != b.phase || !b.landed) {
-      w->fail(w->role_name(role) + " writes " + buf_name(buf) + " without having waited for its fill");
-      return;
-    }
-  }
+  if (!fill_seen(buf, "writes")) return;
   for (auto& [r, writing] : b.holders) {
     if (r != role) {
       w->fail(w->role_name(role) + " writes " + buf_name(buf) + " while " + w->role_name(r) +
@@ -574,6 +574,8 @@ inline void Sync::sync_consumers() {
   w->note(role, "arrives at the consumers' named barrier");
   w->named_barrier(role);
 }
+
+inline void Sync::item(int i) { w->note(role, "starts work item " + std::to_string(i)); }
 
 // ---- choosers ----
 

@@ -63,21 +63,23 @@ Faults faults(const std::string& name) {
 
 auto noop = [](auto&&...) {};
 
-template <class Bar, size_t kN>
-void name_all(Bar (&bars)[kN], World& w, const char* name) {
-  for (size_t i = 0; i < kN; ++i) w.name(bars[i], std::string(name) + "[" + std::to_string(i) + "]");
-}
-
-// One CTA's run of Protocol over walk w under chooser c; the barriers named as the kernels name them.
-template <class Protocol, class Shape, class Load, class Body, class Namer>
+// One CTA's run of Protocol over walk w under chooser c; the barriers named by the protocol's bar_name
+// (as the debug build's traps name them).
+template <class Protocol, class Shape, class Load, class Body>
 bool run_cta(const proto::Walk& w, const Shape& shape, model::Chooser& c, const Faults& f, Load load, Body body,
-             Namer namer, std::string& error, int& steps) {
+             std::string& error, int& steps) {
   World world(c);
   world.faults = f;
   typename Protocol::template Bars<Barrier> bars;
   Sync init{&world, -1};
   Protocol::init(init, bars);
-  namer(bars, world);
+  Barrier* all = reinterpret_cast<Barrier*>(&bars);
+  static_assert(sizeof(bars) % sizeof(Barrier) == 0, "Bars holds barriers alone");
+  for (size_t i = 0; i < sizeof(bars) / sizeof(Barrier); ++i) {
+    int stage = 0;
+    const char* name = Protocol::bar_name(int(i), stage);
+    world.name(all[i], std::string(name) + "[" + std::to_string(stage) + "]");
+  }
   world.add_role("producer", [&](Sync& s) { Protocol::producer(s, bars, w, shape, load); });
   for (int cw = 0; cw < proto::kConsumers; ++cw) {
     world.add_role("consumer " + std::to_string(cw),
@@ -114,9 +116,9 @@ struct Tally {
 };
 
 // Random schedules and the bounded search for each walk; stops at a configuration's first failure.
-template <class Protocol, class Shape, class Load, class Body, class Namer>
+template <class Protocol, class Shape, class Load, class Body>
 bool check(const std::string& label, const std::vector<proto::Walk>& ws, const Shape& shape, const Options& o,
-           Load load, Body body, Namer namer, Tally& tally) {
+           Load load, Body body, Tally& tally) {
   Faults f = faults(o.fault);
   f.hardware_only = o.hardware_only;
   int runs = 0;
@@ -127,29 +129,26 @@ bool check(const std::string& label, const std::vector<proto::Walk>& ws, const S
     ++tally.failures;
     return false;
   };
+  // One schedule of walk w; false (after the failure's report) when a check fails.
+  auto attempt = [&](const proto::Walk& w, model::Chooser& c, const std::string& how) {
+    std::string error;
+    int n = 0;
+    ++runs;
+    if (!run_cta<Protocol>(w, shape, c, f, load, body, error, n)) return fail(w, how, error);
+    steps += n;
+    return true;
+  };
   for (const proto::Walk& w : ws) {
     for (int seed = 0; seed < o.seeds; ++seed) {
       model::RandomChooser c(uint64_t(seed) * 0x9E3779B97F4A7C15ull + uint64_t(w.first()) * 131 + uint64_t(w.count()));
-      std::string error;
-      int n = 0;
-      ++runs;
-      if (!run_cta<Protocol>(w, shape, c, f, load, body, namer, error, n)) {
-        return fail(w, "seed " + std::to_string(seed), error);
-      }
-      steps += n;
+      if (!attempt(w, c, "seed " + std::to_string(seed))) return false;
     }
     const int items = (w.count() - w.first() + w.stride() - 1) / w.stride();
     if (o.bound >= 0 && (o.max_items < 0 || items <= o.max_items)) {
       std::vector<int> prefix;
       for (;;) {
         model::SearchChooser c(prefix, o.bound);
-        std::string error;
-        int n = 0;
-        ++runs;
-        if (!run_cta<Protocol>(w, shape, c, f, load, body, namer, error, n)) {
-          return fail(w, "search schedule " + std::to_string(runs), error);
-        }
-        steps += n;
+        if (!attempt(w, c, "search schedule " + std::to_string(runs + 1))) return false;
         if (!c.next(prefix)) break;
       }
     }
@@ -166,11 +165,6 @@ template <int D, int kKeys>
 void fwd_config(const Options& o, Tally& t) {
   using C = proto::FwdConfig<D, kKeys>;
   using P = typename C::Protocol;
-  auto namer = [](auto& b, World& w) {
-    name_all(b.full_qk, w, "full_qk");
-    name_all(b.full_v, w, "full_v");
-    name_all(b.empty, w, "empty");
-  };
   // kIdleHalf is what the key tile's lengths make of a tile's second half: past N for some tile
   // exactly where the configuration compiles the idle consumer's branch.
   for (int N = kKeys - 63; N <= kKeys && !C::kHeadPerWg; ++N) {
@@ -191,7 +185,7 @@ void fwd_config(const Options& o, Tally& t) {
                           [&](int tile) { return ((tile % m_blocks + 1) * C::kQHalves - 1) * 64 >= N ? 1 : 0; });
     check<P>("fwd d=" + std::to_string(D) + " keys=" + std::to_string(kKeys) + " N=" + std::to_string(N) +
                  " stages=" + std::to_string(C::kStages),
-             ws, shape, o, proto::LoadQKV{noop, noop, noop}, proto::FwdBody{noop, noop, noop}, namer, t);
+             ws, shape, o, proto::LoadQKV{noop, noop, noop}, proto::FwdBody{noop, noop, noop}, t);
   }
 }
 
@@ -200,13 +194,6 @@ template <int D>
 void fwd_long_config(const Options& o, Tally& t) {
   using C = proto::FwdLongConfig<D>;
   using P = typename C::Protocol;
-  auto namer = [](auto& b, World& w) {
-    name_all(b.full_q, w, "full_q");
-    name_all(b.empty_q, w, "empty_q");
-    name_all(b.full_k, w, "full_k");
-    name_all(b.full_v, w, "full_v");
-    name_all(b.empty_kv, w, "empty_kv");
-  };
   for (int N : {1, 64, 65, 128, 129, 192, 256, 257, 300, 320, 577, 1025, 4096}) {
     const int chunks = (N + 63) / 64, key_tiles = (chunks + C::kChunks - 1) / C::kChunks;
     const int m_blocks = (N + 127) / 128;
@@ -217,7 +204,7 @@ void fwd_long_config(const Options& o, Tally& t) {
     const auto ws = walks(o.sms, m_blocks, [&](int tile) { return ((tile % m_blocks) * 2 + 1) * 64 >= N ? 1 : 0; });
     check<P>("fwd_long d=" + std::to_string(D) + " chunks=" + std::to_string(C::kChunks) + " N=" + std::to_string(N) +
                  " key_tiles=" + std::to_string(key_tiles),
-             ws, shape, oo, proto::LoadQKV{noop, noop, noop}, proto::FwdLongBody{noop, noop, noop, noop}, namer, t);
+             ws, shape, oo, proto::LoadQKV{noop, noop, noop}, proto::FwdLongBody{noop, noop, noop, noop}, t);
   }
 }
 
@@ -226,12 +213,6 @@ template <int D, int kKeys>
 void bwd_config(const Options& o, Tally& t, int N, int groups) {
   using C = proto::BwdConfig<D, kKeys>;
   using P = typename C::Protocol;
-  auto namer = [](auto& b, World& w) {
-    name_all(b.full_kv, w, "full_kv");
-    name_all(b.empty_kv, w, "empty_kv");
-    name_all(b.full, w, "full");
-    name_all(b.empty, w, "empty");
-  };
   const typename P::Shape shape{(N + 63) / 64, groups};
   Options oo = o;
   if (shape.chunks > 4) {
@@ -244,7 +225,7 @@ void bwd_config(const Options& o, Tally& t, int N, int groups) {
                " groups=" + std::to_string(groups) + " kv_stages=" + std::to_string(C::kKvStages) +
                (C::kHeadPerWg ? " head-per-consumer" : ""),
            ws, shape, oo, proto::BwdLoad{noop, noop, noop},
-           proto::BwdBody{noop, noop, noop, noop, noop, noop}, namer, t);
+           proto::BwdBody{noop, noop, noop, noop, noop, noop}, t);
 }
 
 template <int D>
@@ -274,8 +255,10 @@ void dim(const Options& o, Tally& t) {
     fwd_config<D, 192>(o, t);
     fwd_config<D, 256>(o, t);
   }
+#ifndef VITFAST_PROTOCOL_OLD_IDLE_RELEASE  // the old protocol differs in the whole-head forward alone
   if (o.kernel == "fwd_long" || o.kernel == "all") fwd_long_config<D>(o, t);
   if (o.kernel == "bwd" || o.kernel == "all") bwd_dim<D>(o, t);
+#endif
 }
 
 }  // namespace
