@@ -131,6 +131,24 @@ def compile_sm90(build_temp, cuda_home, cutlass_dirs, pool):
     return jobs
 
 
+def write_fingerprints():
+    """csrc/generated/kernel_fingerprints.h from vitfast/fingerprints.py (loaded by its path: the package
+    itself imports the extension being built), rewritten only when it changes so nothing rebuilds
+    without cause."""
+    spec = importlib.util.spec_from_file_location("vitfast_fingerprints", os.path.join(ROOT, "vitfast", "fingerprints.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    csrc = os.path.join(ROOT, "csrc")
+    text = module.header(module.fingerprints(csrc))
+    path = os.path.join(csrc, "generated", "kernel_fingerprints.h")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not os.path.isfile(path) or open(path).read() != text:
+        with open(path, "w") as f:
+            f.write(text)
+
+
+write_fingerprints()
+
 cuda_home = None
 if os.environ.get("VITFAST_SKIP_CUDA", "0") not in ("1", "true", "yes") and torch.version.cuda:
     cuda_home = find_cuda_home()

@@ -23,5 +23,12 @@ def has_cuda_kernels() -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("vitfast::float_quantize", "CUDA")
 
 
-__all__ = ["has_cuda_kernels", "create_model", "list_models", "set_backend", "get_backend", "layers", "models",
+def kernel_fingerprints() -> dict:
+    """{family: fingerprint} of the sources each CUDA kernel family of this build was compiled from
+    (vitfast/fingerprints.py): a GPU sitting records the ones whose tests passed there."""
+    text = torch.ops.vitfast.kernel_fingerprints()
+    return dict(item.split("=", 1) for item in text.split(";") if item)
+
+
+__all__ = ["has_cuda_kernels", "kernel_fingerprints", "create_model", "list_models", "set_backend", "get_backend", "layers", "models",
            "ops", "quant", "__version__"]
