@@ -58,20 +58,15 @@ def test_sm90_gemms_built_where_cutlass_headers_are():
 CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
 
 
-def quoted_includes(path, seen):
-    """The files path includes, transitively, through "..." includes under csrc/; and its <...> ones."""
-    system = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith('#include "'):
-                local = os.path.join(CSRC, line.split('"')[1])
-                if local not in seen and os.path.isfile(local):
-                    seen.add(local)
-                    system += quoted_includes(local, seen)
-            elif line.startswith("#include <"):
-                system.append(line.split("<")[1].split(">")[0])
-    return system
+def system_includes(path):
+    """The <...> headers of path and of every file under csrc/ it includes (vitfast.fingerprints.includes,
+    the closure the kernel fingerprints hash)."""
+    from vitfast import fingerprints
+    found = []
+    for local in sorted(fingerprints.includes(path, CSRC, set())):
+        with open(local) as f:
+            found += [line.split("<")[1].split(">")[0] for line in map(str.strip, f) if line.startswith("#include <")]
+    return found
 
 
 def test_no_cuda_source_parses_torch_headers():
@@ -80,7 +75,7 @@ def test_no_cuda_source_parses_torch_headers():
     cu = [os.path.join(d, f) for d, _, files in os.walk(CSRC) for f in files if f.endswith(".cu")]
     assert len(cu) >= 9, cu
     for path in cu:
-        heavy = [h for h in quoted_includes(path, {path}) if h.startswith(("ATen/", "torch/"))]
+        heavy = [h for h in system_includes(path) if h.startswith(("ATen/", "torch/"))]
         assert not heavy, f"{os.path.relpath(path, CSRC)} includes {heavy}"
 
 
