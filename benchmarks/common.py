@@ -196,8 +196,15 @@ def gpu_driver():
     return (_run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).splitlines() or ["unknown"])[0]
 
 
+def kernel_fingerprints():
+    """The built extension's kernel source fingerprints, "family=hex;..." (vitfast.kernel_fingerprints):
+    what a table measured, so the dispatch data knows when its kernels change."""
+    import vitfast  # noqa: F401  (loads the extension)
+    return torch.ops.vitfast.kernel_fingerprints()
+
+
 def environment(device):
-    """{date, commit, torch, CUDA, GPU[, driver]} for a result table's header."""
+    """{date, commit, torch, CUDA, GPU[, driver], kernels} for a result table's header."""
     env = {"date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}", "commit": git_commit(),
            "torch": torch.__version__, "CUDA": torch.version.cuda or "none"}
     if str(device).startswith("cuda"):
@@ -206,4 +213,5 @@ def environment(device):
         env["driver"] = gpu_driver()
     else:
         env["GPU"] = f"none (CPU: {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    env["kernels"] = kernel_fingerprints()
     return env

@@ -7,8 +7,10 @@ both must come from one GPU) and writes vitfast/layers/dispatch_data/<gpu>.json:
 lp_matmul, FP16_16 / FP16_32's product) and measured shape, our kernel's median time (for the matrix
 products, that of the fastest configuration measured, named, with every configuration's time beside
 it), the best library path's, and which one the backend runs. Ours is chosen only where it measured at least MARGIN faster: a smaller difference is
-within the spread of repeated timings, and the library path is the one users already trust. Prints
-what changed against the file it replaces.
+within the spread of repeated timings, and the library path is the one users already trust. It also
+writes the source fingerprints of the kernel families each table measured (their headers' "kernels:"
+line: the backend takes ours only while they are this build's) and keeps the file's "verified"
+records (vitfast.verified). Prints what changed against the file it replaces.
 """
 import argparse
 import json
@@ -18,7 +20,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from vitfast.layers.dispatch import DATA_DIR, MARGIN, gpu_slug  # noqa: E402
+from vitfast.layers.dispatch import DATA_DIR, MARGIN, OP_FAMILIES, gpu_slug  # noqa: E402
 from bench_kernels import WIDTHS  # noqa: E402  (the model names its rows start with)
 
 
@@ -40,6 +42,16 @@ def gpu_name(text):
     if not value:
         raise SystemExit("write_dispatch.py: a table has no 'GPU:' line in its header")
     return value.split(" (")[0]
+
+
+def table_fingerprints(text, ops):
+    """{family: fingerprint} of the kernel families of `ops` that a table measured: its header's
+    "kernels:" line (common.environment writes it), {} where it has none."""
+    value = header_value(text, "kernels")
+    if not value:
+        return {}
+    prints = dict(item.split("=", 1) for item in value.split(" (")[0].split(";") if item)
+    return {f: prints[f] for op in ops for f in OP_FAMILIES[op] if f in prints}
 
 
 def entry(shape, ours_ms, library_ms, library, dtype="bfloat16", **extra):
@@ -167,20 +179,26 @@ def main(argv=None):
         raise SystemExit(f"write_dispatch.py: the tables come from different GPUs: {sorted(names)}")
     gpu = names.pop()
     kernels, attention = texts[args.kernels], texts[args.attention]
-    data = {"gpu": gpu,
-            "source": {"tables": [os.path.relpath(p, ROOT) for p in texts],
-                       **{k: header_value(kernels, k) for k in ("date", "commit", "torch", "CUDA", "driver")}},
-            "rule": f"ours where its median time x {MARGIN} <= the best library path's",
-            "ops": {**kernel_entries(kernels), "attention": attention_entries(attention)}}
+    ops = {**kernel_entries(kernels), "attention": attention_entries(attention)}
     fp8 = fp8_entries(kernels)
     if fp8:  # the FP8 chain's configurations (Hopper tables only)
-        data["ops"]["fp8_linear"] = fp8
+        ops["fp8_linear"] = fp8
+    fingerprints = {**table_fingerprints(kernels, [op for op in ops if op != "attention"]),
+                    **table_fingerprints(attention, ["attention"])}
+    data = {"gpu": gpu,
+            "source": {"tables": [os.path.relpath(p, ROOT) for p in texts],
+                       **{k: header_value(kernels, k) for k in ("date", "commit", "torch", "CUDA", "driver")},
+                       "fingerprints": fingerprints},
+            "rule": f"ours where its median time x {MARGIN} <= the best library path's",
+            "ops": ops}
     os.makedirs(args.out_dir, exist_ok=True)
     path = os.path.join(args.out_dir, gpu_slug(gpu) + ".json")
     old = None
     if os.path.isfile(path):
         with open(path) as f:
             old = json.load(f)
+        if "verified" in old:  # the GPU sittings' records (vitfast.verified), not this script's
+            data["verified"] = old["verified"]
     with open(path, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")

@@ -9,7 +9,7 @@ import glob
 import hashlib
 import os
 
-# family -> its .cu files (globs under csrc/)
+# family -> its .cu files (globs under csrc/); csrc/kernel_gate.h names the same families
 FAMILIES = {
     "quantizers": ["quant/block_quantize_cuda.cu", "quant/fixed_point_quantize_cuda.cu",
                    "quant/float_quantize_cuda.cu"],
@@ -17,6 +17,7 @@ FAMILIES = {
     "attention_mma": ["attention/attention_fwd_cuda.cu", "attention/attention_bwd_cuda.cu"],
     "attention_sm90": ["attention/sm90/*.cu"],
     "layer_norm": ["norm/layer_norm_kernels.cu"],
+    "layer_norm_fp8": ["norm/layer_norm_kernels.cu"],  # its kernel shares layer_norm's sources, not its record
     "gemm_mma": ["gemm/mma_gemm.cu"],
     "gemm_sm90": ["gemm/sm90/linear_*_sm90_*.cu", "gemm/sm90/lp_matmul_sm90.cu"],
     "fp8_gemm_sm90": ["gemm/sm90/fp8_*_sm90.cu"],

@@ -14,6 +14,7 @@
 #include "attention/attention.h"
 #include "attention/attention_params.h"
 #include "attention/attention_path.h"
+#include "kernel_gate_cuda.h"
 #ifdef VITFAST_WITH_SM90
 #include "attention/sm90/attention_sm90.h"
 #endif
@@ -44,18 +45,18 @@ at::Tensor rows_aligned(const at::Tensor& t) {
 
 Strides3 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
 
-// The Hopper kernels run only where VITFAST_ATTENTION_SM90=1 (read once): on their first GPU run (H100,
-// 2026-11-24) a persistent CTA walking more tiles than there are SMs ended in an unspecified launch
-// failure that compute-sanitizer's memcheck does not reproduce (a race until shown otherwise), so
-// every other process keeps the mma.sync kernels, which pass their tests there.
-bool sm90_enabled() {
-  static const bool enabled = [] {
+// VITFAST_ATTENTION_SM90=0 (read once) keeps the mma.sync kernels where the Hopper ones may run, to
+// compare the two in one build.
+bool sm90_switched_off() {
+  static const bool off = [] {
     const char* v = std::getenv("VITFAST_ATTENTION_SM90");
-    return v != nullptr && std::strcmp(v, "1") == 0;
+    return v != nullptr && std::strcmp(v, "0") == 0;
   }();
-  return enabled;
+  return off;
 }
 
+// attention_path.h's choice, then kernel_gate.h's: a family not verified on this GPU kind gives way to
+// the next path (sm90 -> mma.sync -> the ATen composite), warning once.
 AttnPath kernel_path(const at::Tensor& q, bool backward, bool logits, bool fp16_accumulate) {
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(q.device().index());
   AttnCase c;
@@ -68,8 +69,8 @@ AttnPath kernel_path(const at::Tensor& q, bool backward, bool logits, bool fp16_
   c.logits = logits;
   c.accumulate_fp16 = fp16_accumulate;
   c.sm90_built = kSm90Built;
-  c.sm90_enabled = sm90_enabled();
-  return choose_attention_path(c);
+  c.sm90_enabled = !sm90_switched_off();
+  return gated_path(choose_attention_path(c), family::kAttentionSm90, family::kAttentionMma, q);
 }
 
 // True where an sm90 kernel ran (kOk); false, after one warning, where it did not (the caller then
@@ -149,10 +150,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
                                                                   bool fp16_accumulate, bool out_bnhd,
                                                                   bool with_lse) {
   check_attention_inputs(q, k, v, bias);
-  if (!fused_dtype(q)) {
+  if (fused_dtype(q)) check_fused(q, fp16_accumulate);
+  const AttnPath path = fused_dtype(q) ? kernel_path(q, false, return_logits, fp16_accumulate) : AttnPath::kAten;
+  if (path == AttnPath::kAten) {
     return attention_fwd_aten(q, k, v, bias, scale, return_logits, fp16_accumulate, out_bnhd, with_lse);
   }
-  check_fused(q, fp16_accumulate);
   const c10::cuda::CUDAGuard guard(q.device());
   const at::Tensor qa = rows_aligned(q), ka = rows_aligned(k), va = rows_aligned(v);
   const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
@@ -175,7 +177,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tens
   p.os = strides_of(out_bhnd);
   const bool is_bf16 = q.scalar_type() == at::kBFloat16;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  if (kernel_path(q, false, return_logits, fp16_accumulate) == AttnPath::kSm90 &&
+  if (path == AttnPath::kSm90 &&
       launch_sm90_fwd(p, is_bf16, fp16_accumulate, stream)) {
     return {out, lse, logits};
   }
@@ -190,10 +192,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(
     const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& bias, const at::Tensor& out,
     const at::Tensor& lse, double scale, bool fp16_accumulate, bool bias_grad) {
   check_attention_bwd_inputs(grad_out, grad_logits, q, k, v, bias, out, lse, fp16_accumulate, bias_grad);
-  if (!fused_dtype(q)) {
+  const bool with_dlogits = grad_logits.has_value() && grad_logits->defined();
+  if (fused_dtype(q)) check_fused(q, fp16_accumulate);
+  const AttnPath path = fused_dtype(q) ? kernel_path(q, true, with_dlogits, fp16_accumulate) : AttnPath::kAten;
+  if (path == AttnPath::kAten) {
     return attention_bwd_aten(grad_out, grad_logits, q, k, v, bias, out, lse, scale, fp16_accumulate, bias_grad);
   }
-  check_fused(q, fp16_accumulate);
   const c10::cuda::CUDAGuard guard(q.device());
   // out as it lies (the "bnhd" layout is a view): both kernels read it through its strides.
   const at::Tensor qa = rows_aligned(q), ka = rows_aligned(k), va = rows_aligned(v), doa = rows_aligned(grad_out),
@@ -203,7 +207,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(
   const auto f32 = q.options().dtype(at::kFloat);
   at::Tensor dk = at::empty({B, H, N, d}, q.options());
   at::Tensor dv = at::empty({B, H, N, d}, q.options());
-  const bool with_dlogits = grad_logits.has_value() && grad_logits->defined();
   if (B * H == 0) {
     return {at::zeros({B, H, N, d}, q.options()), dk, dv,
             bias_grad ? at::zeros(bias->sizes(), q.options()) : at::empty({0}, q.options())};
@@ -223,7 +226,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(
   const bool is_bf16 = q.scalar_type() == at::kBFloat16;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
-  if (kernel_path(q, true, with_dlogits, fp16_accumulate) == AttnPath::kSm90) {
+  if (path == AttnPath::kSm90) {
     // dQ finished in the kernel where one CTA holds a head's keys; summed over the key groups in an
     // fp32 accumulator otherwise. The bias gradient is dS per (b, h), in q's dtype, where the bias
     // has that shape. A bias broadcast over the batch gets dS added into fp32 partial sums, (slots,

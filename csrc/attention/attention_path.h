@@ -24,10 +24,6 @@ constexpr int kSm90MaxKeys = 256;       // a head's K and V held whole in shared
 constexpr int kSm90MaxLongKeys = 4096;  // key-tiled forward, key-grouped backward
 constexpr int kSm90HeadDims[] = {32, 64, 80, 96, 128};
 
-// The whole-head sm90 forward's key tile for N (and the one-CTA-per-head backward's): N rounded up to
-// 64, so its S registers are sized to the work; 0 past kSm90MaxKeys.
-constexpr int sm90_fwd_keys(int N) { return N <= 64 ? 64 : N <= kSm90MaxKeys ? (N + 63) / 64 * 64 : 0; }
-
 // The sm90 backward keeps dK and dV of the keys a CTA owns in its two consumer warpgroups' registers
 // (csrc/attention/sm90/attention_bwd_sm90.cuh): up to 128 keys every head dim fits, up to 256 only
 // d <= 64. Where a head's keys fit (keys: N rounded up to 64), one CTA finishes the head and dQ;

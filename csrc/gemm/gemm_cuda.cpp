@@ -6,14 +6,17 @@
 
 #include "gemm/linear_cuda.h"
 #include "gemm/mma_gemm.h"
+#include "kernel_gate_cuda.h"
 
 namespace vitfast::gemm {
 
 GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, bool accumulate_fp16, bool out_f32,
                        bool fused) {
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(x.device().index());
-  return choose_gemm_path(
-      gemm_case(prop->major, prop->minor, x.scalar_type(), M, N, K, accumulate_fp16, out_f32, kSm90Built, fused));
+  // kernel_gate.h: a family not verified on this GPU kind gives way to the next path, warning once.
+  return gated_path(choose_gemm_path(gemm_case(prop->major, prop->minor, x.scalar_type(), M, N, K, accumulate_fp16,
+                                               out_f32, kSm90Built, fused)),
+                    family::kGemmSm90, family::kGemmMma, x);
 }
 
 namespace {

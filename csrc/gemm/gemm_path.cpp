@@ -1,5 +1,6 @@
 // torch.ops.vitfast.gemm_path, fp8_path, sm90_config, sm90_configs and gemm_refusal: gemm_path.h's and
-// sm90_config.h's choices and refusals, asked from Python without a GPU.
+// sm90_config.h's choices and refusals (and kernel_gate.h's, given a GPU's name), asked from Python
+// without a GPU.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -8,15 +9,20 @@
 #include <string>
 
 #include "gemm/gemm.h"
+#include "kernel_gate.h"
 
 namespace vitfast::gemm {
 namespace {
 
+// gpu: also kernel_gate.h's verdict for a GPU of that name, as the CUDA entry points apply it.
 std::string gemm_path_op(int64_t major, int64_t minor, at::ScalarType dtype, int64_t M, int64_t N, int64_t K,
-                         bool accumulate_fp16, bool out_f32, std::optional<bool> sm90_built) {
-  return gemm_path_name(choose_gemm_path(gemm_case(static_cast<int>(major), static_cast<int>(minor), dtype, M, N, K,
+                         bool accumulate_fp16, bool out_f32, std::optional<bool> sm90_built,
+                         std::optional<std::string> gpu) {
+  const GemmPath path = choose_gemm_path(gemm_case(static_cast<int>(major), static_cast<int>(minor), dtype, M, N, K,
                                                    accumulate_fp16, out_f32, sm90_built.value_or(kSm90Built),
-                                                   /*fused=*/true)));
+                                                   /*fused=*/true));
+  const bool hopper = major == 9 && minor == 0;
+  return gemm_path_name(gpu ? gated_path(path, family::kGemmSm90, family::kGemmMma, *gpu, hopper) : path);
 }
 
 Sm90Kind kind_named(c10::string_view key) {
@@ -65,12 +71,15 @@ std::optional<std::string> gemm_refusal_op(c10::string_view path, int64_t M, int
 
 TORCH_LIBRARY_FRAGMENT(vitfast, m) {
   m.def("gemm_path(int major, int minor, ScalarType dtype, int M, int N, int K, bool accumulate_fp16=False, "
-        "bool out_f32=False, bool? sm90_built=None) -> str",
+        "bool out_f32=False, bool? sm90_built=None, str? gpu=None) -> str",
         &gemm_path_op);
-  m.def("fp8_path(int major, int minor, int M, int N, int K, bool? sm90_built=None) -> str",
-        [](int64_t major, int64_t minor, int64_t M, int64_t N, int64_t K, std::optional<bool> sm90_built) {
-          return std::string(gemm_path_name(choose_fp8_path(static_cast<int>(major), static_cast<int>(minor), M, N, K,
-                                                            sm90_built.value_or(kSm90Built))));
+  m.def("fp8_path(int major, int minor, int M, int N, int K, bool? sm90_built=None, str? gpu=None) -> str",
+        [](int64_t major, int64_t minor, int64_t M, int64_t N, int64_t K, std::optional<bool> sm90_built,
+           std::optional<std::string> gpu) {
+          const GemmPath path = choose_fp8_path(static_cast<int>(major), static_cast<int>(minor), M, N, K,
+                                                sm90_built.value_or(kSm90Built));
+          const bool refused = gpu && path == GemmPath::kSm90 && !kernel_allowed(family::kFp8GemmSm90, *gpu, true);
+          return std::string(gemm_path_name(refused ? GemmPath::kAten : path));
         });
   m.def("sm90_kernels_built() -> bool", [] { return kSm90Built; });
   m.def("sm90_config(str kind, int M, int N, bool gelu=False, str config='auto', int sms=132) -> str", &sm90_config_op);

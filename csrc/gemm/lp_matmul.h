@@ -42,4 +42,10 @@ inline std::tuple<int64_t, int64_t, int64_t, int> check_lp_matmul(const at::Tens
   return {M, N, K, epi};
 }
 
+// The CPU emulation (lp_matmul_cpu.cpp): the CPU kernel, and the GPU's where no GEMM kernel family may
+// run there (kernel_gate.h).
+at::Tensor lp_matmul_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                         c10::string_view epilogue, const std::optional<at::Tensor>& residual, bool accumulate_fp16,
+                         at::ScalarType out_dtype);
+
 }  // namespace vitfast::gemm

@@ -37,6 +37,8 @@ at::Tensor fp16_accumulate(const at::Tensor& x2, const at::Tensor& w) {
   return acc;
 }
 
+}  // namespace
+
 at::Tensor lp_matmul_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                          c10::string_view epilogue, const std::optional<at::Tensor>& residual, bool accumulate_fp16,
                          at::ScalarType out_dtype) {
@@ -50,8 +52,6 @@ at::Tensor lp_matmul_cpu(const at::Tensor& x, const at::Tensor& weight, const st
   if (epi == kResidual) v = v + residual->reshape({M, N}).to(at::kFloat);
   return v.to(out_dtype).reshape(out_shape(x, N));
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(vitfast, CPU, m) { m.impl("lp_matmul", &lp_matmul_cpu); }
 

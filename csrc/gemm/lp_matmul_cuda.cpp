@@ -5,6 +5,7 @@
 
 #include "gemm/linear_cuda.h"
 #include "gemm/lp_matmul.h"
+#include "kernel_gate_cuda.h"
 
 namespace vitfast::gemm {
 namespace {
@@ -32,10 +33,14 @@ at::Tensor lp_matmul_cuda(const at::Tensor& x, const at::Tensor& weight, const s
     if (epi == kResidual) v = v + r.to(at::kFloat);
     return v.to(out_dtype).reshape(out_shape(x, N));
   }
-  // Its operands are dense() and its output fresh, which both kernels take: no ATen op sums in fp16.
-  TORCH_CHECK(launch_gemm(p, at::kHalf, accumulate_fp16,
-                          gemm_path_for(x, M, N, K, accumulate_fp16, out_dtype == at::kFloat, /*fused=*/true)),
-              "lp_matmul: no GEMM kernel takes these operands");
+  // Its operands are dense() and its output fresh, which both kernels take. No ATen op sums in fp16: where
+  // neither kernel family may run here (kernel_gate.h), the CPU twin does, on copies.
+  const GemmPath path = gemm_path_for(x, M, N, K, accumulate_fp16, out_dtype == at::kFloat, /*fused=*/true);
+  if (path == GemmPath::kAten) {
+    return lp_matmul_cpu(x.cpu(), weight.cpu(), to_host(bias), epilogue, to_host(residual), accumulate_fp16, out_dtype)
+        .to(x.device());
+  }
+  TORCH_CHECK(launch_gemm(p, at::kHalf, accumulate_fp16, path), "lp_matmul: no GEMM kernel takes these operands");
   return out.reshape(out_shape(x, N));
 }
 

@@ -60,4 +60,15 @@ inline void layer_norm_backward_check(const at::Tensor& dout, const std::optiona
               x.size(-1), ")");
 }
 
+// The ATen composites (layer_norm_cpu.cpp): the CPU kernels, and the GPU's where kernel_gate.h refuses
+// the CUDA ones.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_aten(const at::Tensor& x,
+                                                                          const std::optional<at::Tensor>& residual,
+                                                                          const at::Tensor& weight,
+                                                                          const at::Tensor& bias, double eps, bool stats);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_backward_aten(const at::Tensor& dout,
+                                                                       const std::optional<at::Tensor>& dsum,
+                                                                       const at::Tensor& x, const at::Tensor& weight,
+                                                                       const at::Tensor& mean, const at::Tensor& rstd);
+
 }  // namespace vitfast

@@ -1,14 +1,14 @@
-// layer_norm on the CPU: the same arithmetic as the CUDA kernels (fp32 statistics, the residual sum
-// rounded to x's dtype before it is normalised), written with ATen ops in float32.
+// layer_norm on the CPU, and on a GPU where its kernels may not run (kernel_gate.h): the same arithmetic
+// as the CUDA kernels (fp32 statistics, the residual sum rounded to x's dtype before it is normalised),
+// written with ATen ops in float32.
 #include <torch/library.h>
 
 #include "norm/layer_norm.h"
 #include "norm/layer_norm_fp8.h"
 
 namespace vitfast {
-namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_cpu(const at::Tensor& x,
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_aten(const at::Tensor& x,
                                                                           const std::optional<at::Tensor>& residual,
                                                                           const at::Tensor& weight,
                                                                           const at::Tensor& bias, double eps,
@@ -21,7 +21,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_cpu(const 
   return {y.to(x.scalar_type()).reshape(x.sizes()), sum, mean, rstd};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_backward_cpu(const at::Tensor& dout,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_backward_aten(const at::Tensor& dout,
                                                                        const std::optional<at::Tensor>& dsum,
                                                                        const at::Tensor& x, const at::Tensor& weight,
                                                                        const at::Tensor& mean, const at::Tensor& rstd) {
@@ -37,11 +37,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_backward_cpu(const at:
           dy.sum(0).to(weight.scalar_type())};
 }
 
-}  // namespace
-
 TORCH_LIBRARY_IMPL(vitfast, CPU, m) {
-  m.impl("layer_norm", &layer_norm_cpu);
-  m.impl("layer_norm_backward", &layer_norm_backward_cpu);
+  m.impl("layer_norm", &layer_norm_aten);
+  m.impl("layer_norm_backward", &layer_norm_backward_aten);
   m.impl("layer_norm_fp8", &layer_norm_fp8_aten);
 }
 

@@ -1,5 +1,6 @@
 // layer_norm on the GPU: the checks, allocations and streams around the kernels of
-// layer_norm_kernels.cu and layer_norm_fixed.cuh (see there).
+// layer_norm_kernels.cu and layer_norm_fixed.cuh (see there); their ATen composites (layer_norm_cpu.cpp)
+// where kernel_gate.h says the kernels may not run on this GPU kind.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -9,6 +10,7 @@
 #include "norm/layer_norm.h"
 #include "norm/layer_norm_fp8.h"
 #include "norm/layer_norm_kernels.h"
+#include "kernel_gate_cuda.h"
 
 namespace vitfast {
 namespace {
@@ -25,6 +27,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_cuda(const
                                                                            bool stats) {
   const int64_t D = layer_norm_check(x_in, residual_in, weight, bias);
   const c10::cuda::CUDAGuard guard(x_in.device());
+  if (!kernel_allowed(family::kLayerNorm, x_in)) return layer_norm_aten(x_in, residual_in, weight, bias, eps, stats);
   const at::Tensor x = dense(x_in);
   const at::Tensor residual = residual_in.has_value() ? dense(*residual_in) : at::Tensor();
   const at::Tensor g = dense(weight.to(at::kFloat)), b = dense(bias.to(at::kFloat));
@@ -51,6 +54,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_backward_cuda(const at
                                                                         const at::Tensor& mean, const at::Tensor& rstd) {
   layer_norm_backward_check(dout_in, dsum_in, x_in, weight, mean, rstd);
   const c10::cuda::CUDAGuard guard(x_in.device());
+  if (!kernel_allowed(family::kLayerNorm, x_in)) return layer_norm_backward_aten(dout_in, dsum_in, x_in, weight, mean, rstd);
   const int64_t D = x_in.size(-1), rows = x_in.numel() / D;
   const at::Tensor dout = dense(dout_in), x = dense(x_in), m = mean.contiguous(), r = rstd.contiguous();
   const at::Tensor dsum = dsum_in.has_value() ? dense(*dsum_in) : at::Tensor();
@@ -73,6 +77,7 @@ at::Tensor layer_norm_fp8_cuda(const at::Tensor& x_in, const at::Tensor& weight,
                                const at::Tensor& scale, double eps) {
   const int64_t D = layer_norm_fp8_check(x_in, weight, bias, scale);
   const c10::cuda::CUDAGuard guard(x_in.device());
+  if (!kernel_allowed(family::kLayerNormFp8, x_in)) return layer_norm_fp8_aten(x_in, weight, bias, scale, eps);
   if (!layer_norm_fp8_has_kernel(norm_dtype(x_in), static_cast<int>(D))) {
     TORCH_WARN_ONCE("vitfast: layer_norm_fp8's kernels take fp16 / bf16 x at the widths ", layer_norm_fixed_widths(),
                     "; ", x_in.scalar_type(), " at D=", D,

@@ -6,6 +6,7 @@ import copy
 import filecmp
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import vitfast
+from vitfast import verified
 from vitfast.layers import dispatch, fused, set_model_backend
 from vitfast.layers import attention as attention_layer
 
@@ -22,14 +24,26 @@ TABLES = [os.path.join(ROOT, "benchmarks", "results", f) for f in ("kernels_h100
 
 
 def test_data_file_is_what_the_script_writes_from_the_tables(tmp_path):
+    """... keeping the file's records of verified kernels (vitfast.verified: the GPU sittings', not the
+    tables')."""
+    name = dispatch.gpu_slug(H100) + ".json"
+    committed = os.path.join(dispatch.DATA_DIR, name)
+    shutil.copy(committed, tmp_path / name)
     subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "write_dispatch.py"), *TABLES,
                     "--out-dir", str(tmp_path)], check=True, capture_output=True, cwd=ROOT)
-    name = dispatch.gpu_slug(H100) + ".json"
-    assert filecmp.cmp(tmp_path / name, os.path.join(dispatch.DATA_DIR, name), shallow=False)
+    assert filecmp.cmp(tmp_path / name, committed, shallow=False)
+    data = json.loads((tmp_path / name).read_text())
+    assert data["verified"] and data["source"]["fingerprints"]["gemm_sm90"] == data["verified"]["gemm_sm90"]["fingerprint"]
 
 
 def rows(op):
     return dispatch.load(H100)["ops"][op]
+
+
+def ours(op, gpu, **shape):
+    """Whether the data measured ours faster (dispatch.measured); whether the backend takes it also
+    depends on the kernels being current (test_h100_backend_takes_ours_only_where_current)."""
+    return dispatch.measured(op, gpu, **shape) is not None
 
 
 def test_every_measured_shape_gets_the_faster_path():
@@ -41,41 +55,56 @@ def test_every_measured_shape_gets_the_faster_path():
             shape = {k: row[k] for k in ("D", "K", "N", "d", "residual", "bias", "grad", "dtype", "accumulate")
                      if k in row}
             faster = row["ours_ms"] * dispatch.MARGIN <= row["library_ms"]
-            assert dispatch.choose(op, H100, **shape) == faster, (op, row)
+            assert ours(op, H100, **shape) == faster, (op, row)
 
 
 def test_h100_choices_as_measured():
     bf16 = dict(dtype="bfloat16")
     # layer_norm beat F.layer_norm at every width, forward and forward+backward (2026-11-24 table).
-    assert dispatch.choose("layer_norm", H100, D=768, residual=False, grad=False, **bf16)
-    assert dispatch.choose("layer_norm", H100, D=768, residual=True, grad=False, **bf16)
-    assert dispatch.choose("layer_norm", H100, D=768, residual=False, grad=True, **bf16)
+    assert ours("layer_norm", H100, D=768, residual=False, grad=False, **bf16)
+    assert ours("layer_norm", H100, D=768, residual=True, grad=False, **bf16)
+    assert ours("layer_norm", H100, D=768, residual=False, grad=True, **bf16)
     # The sm90 GEMMs: the residual products beat cuBLAS + the add (1.06-1.45x); fc1 + GELU did not (0.68x).
-    assert not dispatch.choose("linear_gelu", H100, K=768, N=3072, grad=False, **bf16)
-    assert dispatch.choose("linear_residual", H100, K=3072, N=768, grad=False, **bf16)
-    assert dispatch.choose("linear_residual", H100, K=768, N=768, grad=True, **bf16)
+    assert not ours("linear_gelu", H100, K=768, N=3072, grad=False, **bf16)
+    assert ours("linear_residual", H100, K=3072, N=768, grad=False, **bf16)
+    assert ours("linear_residual", H100, K=768, N=768, grad=True, **bf16)
     # Attention: cuDNN / flash SDPA were faster except with a bias at N = 257, d = 80, forward+backward.
-    assert not dispatch.choose("attention", H100, H=12, N=197, d=64, bias=False, grad=False, **bf16)
-    assert dispatch.choose("attention", H100, H=16, N=257, d=80, bias=True, grad=True, **bf16)
+    assert not ours("attention", H100, H=12, N=197, d=64, bias=False, grad=False, **bf16)
+    assert ours("attention", H100, H=16, N=257, d=80, bias=True, grad=True, **bf16)
     # Keyed by the head count too: 64 heads is 4x the 16 measured there, so the library path.
-    assert not dispatch.choose("attention", H100, H=64, N=257, d=80, bias=True, grad=True, **bf16)
+    assert not ours("attention", H100, H=64, N=257, d=80, bias=True, grad=True, **bf16)
     # FP16_16 / FP16_32: cuBLAS's product beat lp_matmul at every shape.
     fp16 = dict(dtype="float16")
-    assert not dispatch.choose("lp_matmul", H100, K=768, N=192, accumulate="fp16", **fp16)
-    assert not dispatch.choose("lp_matmul", H100, K=768, N=192, accumulate="fp32", **fp16)
-    assert not dispatch.choose("lp_matmul", H100, K=768, N=3072, accumulate="fp16", **fp16)
+    assert not ours("lp_matmul", H100, K=768, N=192, accumulate="fp16", **fp16)
+    assert not ours("lp_matmul", H100, K=768, N=192, accumulate="fp32", **fp16)
+    assert not ours("lp_matmul", H100, K=768, N=3072, accumulate="fp16", **fp16)
 
 
 def test_unknown_gpu_far_shapes_and_unmeasured_flags_take_the_library_path():
     assert dispatch.load("NVIDIA Imaginary 9000") is None
-    assert not dispatch.choose("layer_norm", "NVIDIA Imaginary 9000", D=768, residual=False, grad=False)
-    assert not dispatch.choose("layer_norm", H100, D=4096, residual=False, grad=False)  # 4x the widest measured
-    assert dispatch.choose("layer_norm", H100, D=1280, residual=False, grad=False)  # within 2x of 1024
-    assert not dispatch.choose("layer_norm", H100, D=768, residual=True, grad=True, dtype="float16")  # never measured
-    assert not dispatch.choose("no_such_op", H100, D=768)
+    assert not ours("layer_norm", "NVIDIA Imaginary 9000", D=768, residual=False, grad=False)
+    assert not ours("layer_norm", H100, D=4096, residual=False, grad=False)  # 4x the widest measured
+    assert ours("layer_norm", H100, D=1280, residual=False, grad=False)  # within 2x of 1024
+    assert not ours("layer_norm", H100, D=768, residual=True, grad=True, dtype="float16")  # never measured
+    assert not ours("no_such_op", H100, D=768)
     # Measured in bfloat16 and (autocast training's residual stream) float32: float16 is another class.
-    assert dispatch.choose("layer_norm", H100, D=384, residual=False, grad=True, dtype="bfloat16")
-    assert not dispatch.choose("layer_norm", H100, D=384, residual=False, grad=True, dtype="float16")
+    assert ours("layer_norm", H100, D=384, residual=False, grad=True, dtype="bfloat16")
+    assert not ours("layer_norm", H100, D=384, residual=False, grad=True, dtype="float16")
+
+
+def test_h100_backend_takes_ours_only_where_current():
+    """The backend takes a measured win only while its kernels are this build's and verified on the H100
+    (vitfast.verified): layer_norm changed since its table (the FP8 epilogue), the attention table is from
+    d7fc17f's mma.sync kernels; the residual products' sources are the ones the table measured."""
+    bf16 = dict(dtype="bfloat16")
+    now = set(verified.verified_families(verified.records(), vitfast.kernel_fingerprints()).get(H100, []))
+    measured_at = dispatch.load(H100)["source"]["fingerprints"]
+    built = vitfast.kernel_fingerprints()
+    gemm_current = all(f in now and measured_at[f] == built[f] for f in ("gemm_sm90", "gemm_mma"))
+    assert not dispatch.choose("layer_norm", H100, D=768, residual=False, grad=False, **bf16)
+    assert not dispatch.choose("attention", H100, H=16, N=257, d=80, bias=True, grad=True, **bf16)
+    assert dispatch.choose("linear_residual", H100, K=3072, N=768, grad=False, **bf16) == gemm_current
+    assert not dispatch.choose("linear_gelu", H100, K=768, N=3072, grad=False, **bf16)  # measured slower
 
 
 def test_cpu_always_runs_our_ops():
@@ -194,13 +223,13 @@ def test_the_fastest_configuration_is_chosen_and_the_changes_printed(tmp_path, m
     monkeypatch.setattr(dispatch, "_data", {})
     monkeypatch.setattr(dispatch, "_choices", {})
     bf16 = dict(dtype="bfloat16")
-    assert dispatch.choice("linear_gelu", H100, K=768, N=3072, grad=False, **bf16) == "pingpong_128x128_2x1"
-    assert dispatch.choice("linear_residual", H100, K=3072, N=768, grad=False, **bf16) is None
-    assert dispatch.choice("layer_norm", H100, D=768, residual=False, grad=False, **bf16) == "auto"
+    assert dispatch.measured("linear_gelu", H100, K=768, N=3072, grad=False, **bf16) == "pingpong_128x128_2x1"
+    assert dispatch.measured("linear_residual", H100, K=3072, N=768, grad=False, **bf16) is None
+    assert dispatch.measured("layer_norm", H100, D=768, residual=False, grad=False, **bf16) == "auto"
     # training under autocast: norm2 with the float32 residual (keyed by the bf16 branch), norm1 on float32
-    assert dispatch.choice("layer_norm", H100, D=768, residual=True, grad=True, **bf16) == "auto"
-    assert dispatch.choice("layer_norm", H100, D=768, residual=False, grad=True, dtype="float32") is None
-    assert dispatch.choice("lp_matmul", H100, K=768, N=3072, accumulate="fp16", dtype="float16") == "auto"
+    assert dispatch.measured("layer_norm", H100, D=768, residual=True, grad=True, **bf16) == "auto"
+    assert dispatch.measured("layer_norm", H100, D=768, residual=False, grad=True, dtype="float32") is None
+    assert dispatch.measured("lp_matmul", H100, K=768, N=3072, accumulate="fp16", dtype="float16") == "auto"
 
 
 def test_a_configuration_not_built_for_the_case_takes_the_default(monkeypatch):
@@ -257,5 +286,5 @@ def test_the_fp8_chain_takes_its_fastest_configurations(tmp_path, monkeypatch):
     monkeypatch.setattr(dispatch, "_data", {})
     monkeypatch.setattr(dispatch, "_choices", {})
     e4m3 = dict(dtype="float8_e4m3fn")
-    assert dispatch.choice("fp8_linear", H100, K=3072, N=768, epilogue="residual", **e4m3) == "coop_128x128"
-    assert dispatch.choice("fp8_linear", H100, K=768, N=768, epilogue="residual", **e4m3) is None  # 4x from fc2's K
+    assert dispatch.measured("fp8_linear", H100, K=3072, N=768, epilogue="residual", **e4m3) == "coop_128x128"
+    assert dispatch.measured("fp8_linear", H100, K=768, N=768, epilogue="residual", **e4m3) is None  # 4x from fc2's K

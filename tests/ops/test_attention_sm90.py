@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from vitfast import verified
 from vitfast.ops import attention, attention_ref
 from tests.ops.test_attention import (assert_flash_rule, check_against_reference, fp16_accumulation_bound,
                                       make_inputs, poison, SLACK)
@@ -70,10 +71,14 @@ def on_hopper():
         torch.ops.vitfast.sm90_kernels_built()
 
 
-# The Hopper kernels are opt-in (VITFAST_ATTENTION_SM90=1, read once per process) since their first GPU
-# run: benchmarks/gpu_checks.sh's sm90-attention stage runs these tests with it.
-needs_hopper = pytest.mark.skipif(not (on_hopper() and os.environ.get("VITFAST_ATTENTION_SM90") == "1"),
-                                  reason="needs an H100/H200, the sm90 kernels and VITFAST_ATTENTION_SM90=1")
+def sm90_may_run():
+    """The Hopper kernels run where a sitting recorded them at these sources, or under
+    VITFAST_UNVERIFIED_KERNELS=1 (vitfast.verified), which benchmarks/gpu_checks.sh sets to test them."""
+    return on_hopper() and verified.allowed("attention_sm90", torch.cuda.get_device_name(), warn=False)
+
+
+needs_hopper = pytest.mark.skipif(not sm90_may_run(), reason="needs an H100/H200, the sm90 kernels, and a record "
+                                  "of them on this GPU kind at these sources or VITFAST_UNVERIFIED_KERNELS=1")
 
 
 def lse_ref(q, k, bias, scale):
@@ -281,12 +286,12 @@ def test_sm90_rows_of_minus_inf_give_nan_like_eager():
 
 
 def with_and_without_sm90(script):
-    """What `script` saves to the path it is given, run in a process with the sm90 kernels
-    (VITFAST_ATTENTION_SM90=1) and in one without (=0; read once per process)."""
+    """What `script` saves to the path it is given, run in a process with the sm90 kernels and in one
+    with VITFAST_ATTENTION_SM90=0 (read once per process), both with every kernel allowed to run."""
     results = []
     for flag in ("1", "0"):
         target = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vitfast_sm90_{flag}_{os.getpid()}.pt")
-        env = dict(os.environ, VITFAST_ATTENTION_SM90=flag)
+        env = dict(os.environ, VITFAST_ATTENTION_SM90=flag, VITFAST_UNVERIFIED_KERNELS="1")
         subprocess.run([sys.executable, "-c", script, target], check=True, env=env)
         results.append(torch.load(target))
         os.remove(target)

@@ -4,17 +4,21 @@ F.layer_norm) that timm runs: decided per GPU kind from measurements kept in the
 dispatch_data/<gpu>.json is written by benchmarks/write_dispatch.py from bench_kernels.py and
 bench_attention.py tables measured on that GPU; it lists, per op and measured shape, which path was
 faster and, for the matrix products, which of the Hopper kernel's configurations (tile, cluster,
-schedule) was the fastest there. A shape takes the choice of the nearest measured shape of its kind
-(same flags: bias, residual, gradient; sizes within a factor NEAR); a GPU with no data, or a shape far
-from every measured one, takes the library path, the safe default. On the CPU our ops are the reference
-implementations and always run. The ops called directly (vitfast.ops.*) always run our kernels: this
-only steers the model backend."""
+schedule) was the fastest there, and the source fingerprints of the kernels measured. A shape takes the
+choice of the nearest measured shape of its kind (same flags: bias, residual, gradient; sizes within a
+factor NEAR); a GPU with no data, a shape far from every measured one, or an op whose kernels' sources
+changed since they were measured or are not verified on that GPU kind (vitfast.verified) takes the
+library path, the safe default. On the CPU our ops are the reference implementations and always run.
+The ops called directly (vitfast.ops.*) run our kernels wherever vitfast.verified allows: this only
+steers the model backend."""
 import json
 import math
 import os
 import re
 
 import torch
+
+from .. import verified
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dispatch_data")
 MARGIN = 1.05  # ours must be at least 5% faster: smaller differences are within the timings' spread
@@ -23,6 +27,18 @@ NEAR = 2.0  # a measured size stands for sizes within this factor of it
 _data = {}  # gpu name -> its table, or None
 _names = {}  # device index -> gpu name
 _choices = {}  # (op, gpu, shape) -> choice()'s answer: a model asks the same few questions every step
+
+# The kernel families an op's measured "ours" may have run (vitfast/fingerprints.py): its rows count only
+# where each of them that the data's GPU has (the data's fingerprints name them) is unchanged since the
+# measurement and verified there.
+OP_FAMILIES = {
+    "layer_norm": ("layer_norm",),
+    "linear_gelu": ("gemm_sm90", "gemm_mma"),
+    "linear_residual": ("gemm_sm90", "gemm_mma"),
+    "lp_matmul": ("gemm_sm90", "gemm_mma"),
+    "attention": ("attention_sm90", "attention_mma"),
+    "fp8_linear": ("fp8_gemm_sm90",),
+}
 
 
 def gpu_slug(name):
@@ -55,15 +71,43 @@ def nearest(rows, shape):
     return best
 
 
+def current(op, gpu, data):
+    """Whether data's measurements of op still describe the kernels that would run on the GPU named
+    `gpu`: each family of OP_FAMILIES[op] that the data measured has this build's fingerprint, and the
+    gate lets it run there (warning once per GPU kind where it does not)."""
+    measured = data.get("source", {}).get("fingerprints", {})
+    families = [f for f in OP_FAMILIES[op] if f in measured]
+    if not families:
+        return False
+    built = verified.built_fingerprints()
+    hopper = any(f.endswith("_sm90") for f in measured)
+    return (all(measured[f] == built.get(f) for f in families)
+            and all(verified.allowed(f, gpu, hopper) for f in families))
+
+
+def measured(op, gpu, **shape):
+    """What the data measured for `op` at `shape` on the GPU named `gpu`: None where the library path was
+    faster (or nothing near was measured), else our kernel's fastest configuration ("auto" where the
+    data names none)."""
+    data = load(gpu)
+    row = nearest(data["ops"].get(op, []), shape) if data else None
+    return row.get("config", "auto") if row is not None and row["use"] == "vitfast" else None
+
+
 def choice(op, gpu, **shape):
     """None when the vitfast backend runs the library path for `op` at `shape` on the GPU named `gpu`;
-    else the kernel configuration measured fastest there ("auto" where the data names none)."""
+    else the kernel configuration measured fastest there: measured()'s answer where the measurement is
+    current() (this build's kernels, verified on that GPU kind)."""
     key = (op, gpu, tuple(sorted(shape.items())))
     if key not in _choices:
-        data = load(gpu)
-        row = nearest(data["ops"].get(op, []), shape) if data else None
-        _choices[key] = row.get("config", "auto") if row is not None and row["use"] == "vitfast" else None
+        config = measured(op, gpu, **shape)
+        _choices[key] = config if config is not None and current(op, gpu, load(gpu)) else None
     return _choices[key]
+
+
+def forget_choices():
+    """Drops choice()'s cached answers (vitfast.verified.install() changed the gate's)."""
+    _choices.clear()
 
 
 def choose(op, gpu, **shape):

@@ -23,6 +23,8 @@
 // Each protocol's bar_name(index, stage) names the index-th barrier of its Bars for those traps.
 #include <cstdint>
 
+#include "attention/attention_path.h"
+
 #if defined(__CUDACC__)
 #define VF_PROTOCOL __device__ __forceinline__
 #else
@@ -464,6 +466,10 @@ struct BwdProtocol {
 
 // ---- the configurations the kernels instantiate -----------------------------------------------------
 // Their traits take these (16-bit elements), so the model checks the protocols the kernels run.
+
+// The whole-head forward's key tile for N (and the one-CTA-per-head backward's): N rounded up to 64, so
+// its S registers are sized to the work; 0 past kSm90MaxKeys.
+constexpr int fwd_keys(int N) { return N <= 64 ? 64 : N <= kSm90MaxKeys ? (N + 63) / 64 * 64 : 0; }
 
 // The whole-head forward at head dim D and key tile kKeys: two stages where they fit in the 227 KiB a
 // CTA may hold (all but d = 96, 128 at 256 keys); four, two per consumer, with a head per consumer.

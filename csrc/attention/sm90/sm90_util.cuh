@@ -14,6 +14,7 @@
 #endif
 #include "attention/attention_path.h"
 #include "attention/mma.cuh"
+#include "attention/sm90/attention_protocol.h"
 #include "attention/sm90/attention_sm90.h"
 #include "cute/tensor.hpp"
 #include "cutlass/numeric_types.h"
@@ -217,13 +218,13 @@ struct NotBuilt {
 };
 
 // f(std::integral_constant<int, d>, std::integral_constant<int, keys>) for the built head dims and the
-// key tile of N (sm90_fwd_keys: N rounded up to 64, at most kMaxKeys); kNotBuilt for anything else.
+// key tile of N (protocol::fwd_keys: N rounded up to 64, at most kMaxKeys); kNotBuilt for anything else.
 template <class F>
 int with_head_dim_and_keys(int d, int N, F&& f) {
   return with_head_dim(
       d,
       [&](auto dim) {
-        switch (sm90_fwd_keys(N)) {
+        switch (protocol::fwd_keys(N)) {
           case 64: return f(dim, std::integral_constant<int, 64>{});
           case 128: return f(dim, std::integral_constant<int, 128>{});
           case 192: return f(dim, std::integral_constant<int, 192>{});

@@ -234,7 +234,7 @@ void bwd_dim(const Options& o, Tally& t) {
   for (int N : {1, 64, 65, 128, 129, 192, 193, 256, 257, 577, 1025, 4096}) {
     const int groups = sm90_bwd_key_groups(D, N);
     if (groups == 1) {
-      switch (vitfast::sm90_fwd_keys(N)) {
+      switch (proto::fwd_keys(N)) {
         case 64: bwd_config<D, 64>(o, t, N, 1); break;
         case 128: bwd_config<D, 128>(o, t, N, 1); break;
         case 192: if constexpr (vitfast::sm90_bwd_fits(D, 192)) bwd_config<D, 192>(o, t, N, 1); break;

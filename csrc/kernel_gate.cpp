@@ -1,0 +1,127 @@
+// kernel_gate.h's gate, and the questions Python asks of it: torch.ops.vitfast.kernel_fingerprints()
+// ("family=hex;...", this build's sources), set_kernel_records(records) (vitfast/verified.py, at
+// import: "gpu name\tfamily,family\n..." for the families whose record matches this build) and
+// kernel_verdict(family, gpu, hopper, warn).
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "generated/kernel_fingerprints.h"
+#include "kernel_gate.h"
+
+namespace vitfast {
+namespace {
+
+const std::vector<std::string>& built_families() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    std::stringstream text(VITFAST_KERNEL_FINGERPRINTS);
+    for (std::string item; std::getline(text, item, ';');) out.push_back(item.substr(0, item.find('=')));
+    return out;
+  }();
+  return names;
+}
+
+bool opted_in() {
+  const char* v = std::getenv("VITFAST_UNVERIFIED_KERNELS");
+  return v != nullptr && std::strcmp(v, "1") == 0;
+}
+
+struct Gate {
+  std::mutex mutex;
+  std::map<std::string, std::set<std::string>> verified;  // gpu name -> families recorded at these sources
+  std::set<std::string> warned;                           // gpu names
+  bool opt_in = opted_in();
+};
+
+Gate& gate() {
+  static Gate g;
+  return g;
+}
+
+bool is_sm90(const std::string& family) { return family.size() > 5 && family.substr(family.size() - 5) == "_sm90"; }
+
+std::string refusal(const std::string& gpu, const std::set<std::string>& verified, bool hopper) {
+  std::string names;
+  for (const std::string& f : built_families()) {
+    if (!verified.count(f) && (hopper || !is_sm90(f))) names += (names.empty() ? "" : ", ") + f;
+  }
+  return "vitfast: no record shows these CUDA kernels passing their tests on " + gpu +
+         " at the sources this build compiled: " + names +
+         ". Their ops run the library path, the ATen composite or the CPU twin instead (same results, slower). "
+         "`bash benchmarks/gpu_checks.sh` on this GPU tests them and records those that pass; "
+         "VITFAST_UNVERIFIED_KERNELS=1 runs them unverified.";
+}
+
+void set_kernel_records(const std::string& records) {
+  Gate& g = gate();
+  const std::lock_guard<std::mutex> lock(g.mutex);
+  g.verified.clear();
+  g.warned.clear();
+  g.opt_in = opted_in();
+  std::stringstream lines(records);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t tab = line.find('\t');
+    TORCH_CHECK(tab != std::string::npos, "set_kernel_records: expected 'gpu name<TAB>family,...', got '", line, "'");
+    std::set<std::string>& families = g.verified[line.substr(0, tab)];
+    std::stringstream list(line.substr(tab + 1));
+    for (std::string f; std::getline(list, f, ',');) {
+      if (!f.empty()) families.insert(f);
+    }
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// Whether family may run on gpu; where not (and warn), *message is the refusal's warning if it is the
+// GPU kind's first.
+bool decide(const std::string& family, const std::string& gpu, bool hopper, bool warn, std::string* message) {
+  const auto& names = built_families();
+  TORCH_CHECK(std::find(names.begin(), names.end(), family) != names.end(), "kernel_allowed: no kernel family '",
+              family, "' in this build (vitfast/fingerprints.py names them)");
+  Gate& g = gate();
+  const std::lock_guard<std::mutex> lock(g.mutex);
+  if (g.opt_in) return true;
+  static const std::set<std::string> none;
+  const auto it = g.verified.find(gpu);
+  const std::set<std::string>& verified = it == g.verified.end() ? none : it->second;
+  if (verified.count(family)) return true;
+  if (warn && g.warned.insert(gpu).second) *message = refusal(gpu, verified, hopper);
+  return false;
+}
+
+}  // namespace
+
+bool kernel_allowed(const std::string& family, const std::string& gpu, bool hopper, bool warn) {
+  std::string message;
+  const bool allowed = decide(family, gpu, hopper, warn, &message);
+  if (!message.empty()) TORCH_WARN(message);
+  return allowed;
+}
+
+// Python's question (vitfast.verified.allowed): the verdict, and the warning for Python to raise (a C++
+// warning from an op called through torch.ops reaches stderr, not Python's warnings).
+TORCH_LIBRARY_FRAGMENT(vitfast, m) {
+  m.def("kernel_fingerprints() -> str", [] { return std::string(VITFAST_KERNEL_FINGERPRINTS); });
+  m.def("set_kernel_records(str records) -> ()", [](std::string records) { set_kernel_records(records); });
+  m.def("kernel_verdict(str family, str gpu, bool hopper=True, bool warn=True) -> (bool, str?)",
+        [](std::string family, std::string gpu, bool hopper, bool warn) {
+          std::string message;
+          const bool allowed = decide(family, gpu, hopper, warn, &message);
+          return std::make_tuple(allowed, message.empty() ? std::nullopt : std::optional<std::string>(message));
+        });
+}
+
+}  // namespace vitfast
