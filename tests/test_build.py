@@ -15,8 +15,8 @@ OPS = ["float_quantize", "fixed_point_quantize", "block_quantize", "attention_fw
        "layer_norm_backward", "layer_norm_fp8", "linear_gelu", "linear_residual", "lp_matmul", "scaled_cast",
        "fp8_linear"]
 # tensor-free questions about the build, answered anywhere
-QUERIES = ["gemm_path", "fp8_path", "sm90_kernels_built", "sm90_config", "sm90_configs", "gemm_refusal",
-           "attention_path", "kernel_fingerprints", "set_kernel_records", "kernel_verdict"]
+QUERIES = ["gemm_path", "fp8_path", "sm90_kernels_built", "fp8_promotion_interval", "sm90_config", "sm90_configs",
+           "gemm_refusal", "attention_path", "kernel_fingerprints", "set_kernel_records", "kernel_verdict"]
 
 
 def toolkit_present():

@@ -3,12 +3,12 @@
 // runs it where no FP8 kernel takes the case). The composite is the definition the Hopper kernels are
 // tested against: the e4m3 values multiplied and summed in fp32 (exact products, fp32 sums in ATen's
 // order), then the epilogue's steps in fp32:
-//   v = (acc * scale_a) * scale_b[n] + bias[n]
+//   v = acc * (scale_b[n] * scale_a) + bias[n]     (x's scale folded into the weight's, as the kernels do)
 //   activation "gelu" / "gelu_tanh" / "none": out = Out(act(v) * (1 / out_scale)) (e4m3: rounded to
 //     nearest even and saturated, scaled_cast's rounding; bf16: scale 1), amax = max |act(v)|
 //   a residual: out = bf16(v + residual), amax = max |v + residual|
-// The kernels differ from it in the order of the sum and by fusing (acc * scale_a) * scale_b + bias
-// into one rounding; an out_scale that is a power of two makes * (1 / out_scale) the exact division.
+// The kernels differ from it in the order of the sum and by fusing acc * scale + bias into one rounding;
+// an out_scale that is a power of two makes * (1 / out_scale) the exact division.
 #include <ATen/ATen.h>
 
 #include <optional>
@@ -27,7 +27,17 @@ struct Fp8Linear {
 };
 
 inline Sm90Kind fp8_kind(const Fp8Linear& f) {
-  return f.epilogue == kResidual ? Sm90Kind::kFp8Residual : f.out_fp8 ? Sm90Kind::kFp8ActE4m3 : Sm90Kind::kFp8Act;
+  return f.epilogue == kResidual ? Sm90Kind::kFp8Residual
+         : !f.out_fp8            ? Sm90Kind::kFp8Act
+         : f.epilogue == kGeluTanh ? Sm90Kind::kFp8ActE4m3Tanh
+                                   : Sm90Kind::kFp8ActE4m3;
+}
+
+// Whether the Hopper kernels are built for f's epilogue (fp8_gemm_sm90.cuh): the FP8 chain's three, qkv
+// (none into bf16), fc1 (GELU into e4m3) and the residual; the composite runs any other.
+inline bool fp8_sm90_epilogue_built(const Fp8Linear& f) {
+  return f.epilogue == kResidual || (f.out_fp8 ? f.epilogue == kGeluErf || f.epilogue == kGeluTanh
+                                               : f.epilogue == kNone);
 }
 
 inline void check_scalar_f32(const char* what, const at::Tensor& t, const at::Tensor& x) {
@@ -82,7 +92,7 @@ inline std::tuple<at::Tensor, at::Tensor> fp8_linear_aten(const at::Tensor& x, c
                                                          const Fp8Linear& f, const std::optional<at::Tensor>& out_scale,
                                                          bool want_amax) {
   at::Tensor v = at::matmul(x.reshape({f.M, f.K}).to(at::kFloat), weight.to(at::kFloat).t());
-  v = v.mul_(scale_a.reshape({})).mul_(scale_b);
+  v = v.mul_(scale_b * scale_a.reshape({}));
   if (bias.has_value()) v = v.add_(bias->to(at::kFloat));
   if (f.epilogue == kGeluErf) v = at::gelu(v, "none");
   if (f.epilogue == kGeluTanh) v = at::gelu(v, "tanh");

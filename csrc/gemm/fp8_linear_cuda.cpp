@@ -38,14 +38,15 @@ std::tuple<at::Tensor, at::Tensor> fp8_linear_cuda(const at::Tensor& x, const at
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(x.device().index());
   const GemmPath path = choose_fp8_path(prop->major, prop->minor, f.M, f.N, f.K, kSm90Built);
-  // kernel_gate.h: unverified on this GPU kind, the composite runs (warned once by the gate).
-  if (path == GemmPath::kSm90 && !kernel_allowed(family::kFp8GemmSm90, x)) {
-    return fp8_linear_aten(x, weight, scale_a, scale_b, bias, residual, f, out_scale, want_amax);
-  }
-  if (path == GemmPath::kSm90 && f.M > 0 && f.N > 0) {
+  if (path == GemmPath::kSm90 && !fp8_sm90_epilogue_built(f)) {
+    TORCH_WARN_ONCE("vitfast: fp8_linear's Hopper kernels are built for the FP8 chain's epilogues (no activation into "
+                    "bfloat16, GELU into float8_e4m3fn, the residual); this one runs the ATen composite");
+  } else if (path == GemmPath::kSm90 && !kernel_allowed(family::kFp8GemmSm90, x)) {
+    // kernel_gate.h: not verified on this GPU kind (the gate warned once); the composite runs
+  } else if (path == GemmPath::kSm90 && f.M > 0 && f.N > 0) {
     const at::Tensor a = dense(x.reshape({f.M, f.K})), w = dense(weight);
     const at::Tensor bf = bias.has_value() ? dense(bias->to(at::kFloat)) : at::Tensor();
-    const at::Tensor sb = dense(scale_b), sa = scale_a.reshape({1});
+    const at::Tensor scale = dense(scale_b * scale_a.reshape({}));  // x's scale folded in: one FMA per output
     const at::Tensor r = residual.has_value() ? dense(residual->reshape({f.M, f.N})) : at::Tensor();
     const at::Tensor inv = f.out_fp8 ? at::reciprocal(out_scale->reshape({1})) : at::Tensor();
     at::Tensor out = at::empty({f.M, f.N}, x.options().dtype(out_dtype));
@@ -53,8 +54,7 @@ std::tuple<at::Tensor, at::Tensor> fp8_linear_cuda(const at::Tensor& x, const at
     GemmParams p = linear_params(a, w, bf, out, f.M, f.N, f.K);
     p.epilogue = f.epilogue;
     p.residual = r.defined() ? r.data_ptr() : nullptr;
-    p.scale_a = sa.data_ptr<float>();
-    p.scale_b = sb.data_ptr<float>();
+    p.scale_b = scale.data_ptr<float>();
     p.out_scale_inv = inv.defined() ? inv.data_ptr<float>() : nullptr;
     p.amax = want_amax ? amax.data_ptr<float>() : nullptr;
     p.out_fp8 = f.out_fp8;

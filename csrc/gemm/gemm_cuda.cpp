@@ -36,6 +36,7 @@ bool launch_sm90(const GemmParams& p, at::ScalarType operand, bool accumulate_fp
   auto kernel = accumulate_fp16            ? sm90::lp_matmul_fp16_accumulate
                 : p.epilogue == kResidual ? (bf16 ? sm90::linear_residual_bf16 : sm90::linear_residual_fp16)
                 : p.out_f32               ? sm90::lp_matmul_fp32_output
+                : !p.round_pre            ? sm90::lp_matmul_fp32_accumulate  // FP16_32 into fp16: no rounding
                 : bf16                    ? sm90::linear_gelu_bf16
                                           : sm90::linear_gelu_fp16;
   const char* why = launch_sm90_kernel(p, 2, "GEMM", kernel);

@@ -20,10 +20,9 @@ struct GemmParams {
   bool round_pre = false;  // GELU of the pre-activation rounded to the operand dtype (as F.gelu(F.linear()))
   bool out_f32 = false;    // out and residual are float32, else the operand dtype
   int config = 0;          // sm90_config.h's Sm90Config for the Hopper kernels (0: the default for the shape)
-  // fp8_linear (e4m3 operands): out = (acc * scale_a * scale_b[n] + bias[n]) then the activation or
-  // + residual; into e4m3 (out_fp8) as value * out_scale_inv, rounded to nearest even, saturated.
-  const float* scale_a = nullptr;        // 1 value: x's dequantisation scale
-  const float* scale_b = nullptr;        // (N): the weight's, per output feature
+  // fp8_linear (e4m3 operands): out = (acc * scale_b[n] + bias[n]) then the activation or + residual;
+  // into e4m3 (out_fp8) as value * out_scale_inv, rounded to nearest even, saturated.
+  const float* scale_b = nullptr;        // (N): x's dequantisation scale times the weight's, per feature
   const float* out_scale_inv = nullptr;  // 1 value: 1 / the output's scale (e4m3 outputs)
   float* amax = nullptr;                 // 1 value: max |value| before the output's rounding, or null
   bool out_fp8 = false;                  // out is e4m3, else bf16

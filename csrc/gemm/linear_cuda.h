@@ -58,10 +58,11 @@ inline const char* launch_sm90_kernel(const GemmParams& p, int operand_bytes, co
               ") failed at M=", p.M, ", N=", p.N, ", K=", p.K);
   TORCH_CHECK(status != sm90::kNotBuilt, "vitfast: no sm90 ", what, " is built in the configuration ", config,
               " for this epilogue (the op's wrapper checks this; please report it)");
-  return status == sm90::kOk               ? nullptr
-         : status == sm90::kRefused        ? sm90_refusal(p, operand_bytes)
-         : status == sm90::kNeedsWorkspace ? "CUTLASS asks for a workspace"
-                                           : "CUTLASS's can_implement declined it";
+  return status == sm90::kOk                  ? nullptr
+         : status == sm90::kRefused           ? sm90_refusal(p, operand_bytes)
+         : status == sm90::kEpilogueNotBuilt  ? "no sm90 kernel is built for this epilogue"
+         : status == sm90::kNeedsWorkspace    ? "CUTLASS asks for a workspace"
+                                              : "CUTLASS's can_implement declined it";
 }
 #endif
 

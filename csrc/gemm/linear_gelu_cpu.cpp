@@ -11,7 +11,7 @@ std::tuple<at::Tensor, at::Tensor> linear_gelu_cpu(const at::Tensor& x, const at
                                                    const std::optional<at::Tensor>& bias, c10::string_view approximate,
                                                    bool save_pre, c10::string_view config) {
   check_linear("linear_gelu", x, weight, bias);
-  sm90_config_arg("linear_gelu", config, save_pre ? Sm90Kind::kActAux : Sm90Kind::kAct);  // no tiles to choose here
+  sm90_config_arg("linear_gelu", config, sm90_gelu_kind(approximate == "tanh", save_pre));  // no tiles to choose here
   TORCH_CHECK(approximate == "none" || approximate == "tanh", "linear_gelu: approximate must be 'none' or 'tanh', got '",
               approximate, "'");
   const at::Tensor pre = at::linear(x, weight, bias);

@@ -14,7 +14,7 @@ std::tuple<at::Tensor, at::Tensor> linear_gelu_cuda(const at::Tensor& x, const a
   const auto [M, N, K] = check_linear("linear_gelu", x, weight, bias);
   TORCH_CHECK(approximate == "none" || approximate == "tanh", "linear_gelu: approximate must be 'none' or 'tanh', got '",
               approximate, "'");
-  const int sm90_config = sm90_config_arg("linear_gelu", config, save_pre ? Sm90Kind::kActAux : Sm90Kind::kAct);
+  const int sm90_config = sm90_config_arg("linear_gelu", config, sm90_gelu_kind(approximate == "tanh", save_pre));
   auto aten = [&]() -> std::tuple<at::Tensor, at::Tensor> {
     const at::Tensor pre = at::linear(x, weight, bias);
     return {at::gelu(pre, approximate), save_pre ? pre : x.new_empty({0})};

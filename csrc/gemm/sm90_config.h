@@ -23,28 +23,39 @@ enum class Sm90Config : int {
 inline constexpr const char* kSm90ConfigNames[] = {"auto",         "coop_128x128",   "pingpong_128x128_2x1",
                                                    "coop_128x256_2x1", "coop_128x192", "pingpong_64x128"};
 
-// The kernels, by epilogue fusion and output: bf16 or fp16 operands with fp32 accumulators for the
-// first four; FP16_16 (fp16 accumulators) and FP16_32 into float32 for the next three; e4m3 operands
-// (fp8_linear: scales, bias, then GELU into bf16 or e4m3, or the residual into bf16) for the last three.
+// The kernels, by epilogue and output. The epilogue is compiled in (gemm_sm90.cuh): + bias, then exact
+// (erf) GELU, tanh GELU (tanh.approx, only where a model asks for approximate="tanh"), nothing, or + the
+// residual (C). bf16 or fp16 operands with fp32 accumulators for linear_gelu (GELU of the pre-activation
+// rounded to the operand dtype, as F.gelu(F.linear(x)); "aux": the pre-activation stored for the
+// backward) and linear_residual; lp_matmul's FP16_16 (fp16 accumulators) and FP16_32 (fp32 accumulators,
+// into fp16 or float32) with no activation or exact GELU (tanh GELU and FP16_32's residual into fp16:
+// the mma.sync kernel / linear_residual's); e4m3 operands (fp8_linear: the weight's scales with x's
+// folded in, bias, then nothing into bf16 (qkv), GELU into e4m3 (fc1), or the residual into bf16).
 enum class Sm90Kind : int {
-  kAct, kActAux, kResidual, kResidualF32, kFp16AccAct, kFp16AccResidual, kFp32Output,
-  kFp8Act, kFp8ActE4m3, kFp8Residual
+  kAct, kActTanh, kActAux, kActAuxTanh, kResidual, kResidualF32,
+  kFp16AccAct, kFp16AccResidual, kFp32AccAct, kFp32Output,
+  kFp8Act, kFp8ActE4m3, kFp8ActE4m3Tanh, kFp8Residual
 };
 
-inline constexpr const char* kSm90KindKeys[] = {"act",          "act_aux",           "residual",    "residual_f32",
-                                                "fp16_acc_act", "fp16_acc_residual", "fp32_output", "fp8_act",
-                                                "fp8_act_e4m3", "fp8_residual"};
+inline constexpr const char* kSm90KindKeys[] = {
+    "act",          "act_tanh",          "act_aux",      "act_aux_tanh", "residual", "residual_f32", "fp16_acc_act",
+    "fp16_acc_residual", "fp32_acc_act", "fp32_output", "fp8_act",      "fp8_act_e4m3", "fp8_act_e4m3_tanh",
+    "fp8_residual"};
 
 constexpr const char* sm90_kind_name(Sm90Kind k) {
-  constexpr const char* names[] = {"GELU or no epilogue",
+  constexpr const char* names[] = {"GELU",
+                                   "tanh GELU",
                                    "GELU storing the pre-activation",
+                                   "tanh GELU storing the pre-activation",
                                    "the residual epilogue",
                                    "the residual epilogue into float32",
                                    "fp16 accumulation (FP16_16)",
                                    "fp16 accumulation (FP16_16) with the residual",
+                                   "fp32 accumulation into fp16 (FP16_32)",
                                    "float32 outputs (FP16_32)",
                                    "FP8 products into bf16",
-                                   "FP8 products into e4m3",
+                                   "FP8 products with GELU into e4m3",
+                                   "FP8 products with tanh GELU into e4m3",
                                    "FP8 products with the residual"};
   return names[static_cast<int>(k)];
 }
@@ -54,12 +65,20 @@ constexpr bool sm90_kind_residual(Sm90Kind k) {
          k == Sm90Kind::kFp8Residual;
 }
 
-// Which configurations are built per kind (each one is ~25 s of cicc per operand dtype on the build
-// machine, so only those a ViT shape class needs).
+// The kind of linear_gelu's kernel: tanh or exact GELU, with or without the stored pre-activation.
+constexpr Sm90Kind sm90_gelu_kind(bool tanh, bool aux) {
+  return aux ? (tanh ? Sm90Kind::kActAuxTanh : Sm90Kind::kActAux) : (tanh ? Sm90Kind::kActTanh : Sm90Kind::kAct);
+}
+
+// Which configurations are built per kind: each is ~25 s of cicc per operand dtype on the build machine,
+// so only those the dispatch can choose for a ViT shape class (the H100 tables: ping-pong 128x128 and
+// the 128x256 cluster lost to the cooperative tiles with GELU, 0.37-0.39x; ping-pong 128x128 stays for
+// GELU, to be re-timed now that its epilogue is compiled for it).
 constexpr bool sm90_config_built(Sm90Kind kind, Sm90Config c) {
   switch (kind) {
-    case Sm90Kind::kAct:  // fc1 + GELU, and "none" (lp_matmul FP16_32 into fp16)
-      return c != Sm90Config::kAuto && c != Sm90Config::kCount;
+    case Sm90Kind::kAct:  // fc1 + GELU
+      return c == Sm90Config::kCoop128x128 || c == Sm90Config::kCoop128x192 || c == Sm90Config::kPingpong128x128C2 ||
+             c == Sm90Config::kPingpong64x128;
     case Sm90Kind::kActAux:  // fc1 + GELU in training: large M
       return c == Sm90Config::kCoop128x128 || c == Sm90Config::kPingpong128x128C2;
     case Sm90Kind::kResidual:  // fc2 / proj + residual
@@ -74,24 +93,27 @@ constexpr bool sm90_config_built(Sm90Kind kind, Sm90Config c) {
       // k-tile): a warpgroup tile of 128x128 (ping-pong) or 64x256 needs 256 registers for them alone
       // and spilled (ptxas: 272 bytes of stack); 64x128 per warpgroup fits.
       return c == Sm90Config::kCoop128x128 || c == Sm90Config::kPingpong64x128;
-    default:
+    default:  // tanh GELU (only where a model asks for it) and lp_matmul's: the general tile
       return c == Sm90Config::kCoop128x128;
   }
 }
 
-// The configuration for `kAuto`: a prediction from the tile arithmetic, until a GPU run's dispatch data
-// names the measured best (which the model backend passes instead).
+// The configuration for `kAuto`: the H100 tables' best where they measured the kind (2026-11-24:
+// cooperative tiles for GELU, 128x192 where N is a multiple of 192), else a prediction from the tile
+// arithmetic, until a GPU run's dispatch data names the measured best (which the model backend passes).
 constexpr Sm90Config default_sm90_config(Sm90Kind kind, int64_t M, int64_t N, bool gelu, int sms) {
   auto built = [kind](Sm90Config c) { return sm90_config_built(kind, c); };
   const int64_t tiles = ((M + 127) / 128) * ((N + 127) / 128);
   if (tiles < sms && built(Sm90Config::kPingpong64x128)) return Sm90Config::kPingpong64x128;
-  if (gelu && built(Sm90Config::kPingpong128x128C2)) return Sm90Config::kPingpong128x128C2;
-  // FP8 + GELU: erff on each output costs about as long as the 768-deep FP8 mainloop of its tile, so the
-  // ping-pong kernel's overlap matters more than the tile's width (128x128 ping-pong spills in FP8).
-  if (gelu && built(Sm90Config::kPingpong64x128)) return Sm90Config::kPingpong64x128;
-  if (!gelu && N % 256 == 0 && built(Sm90Config::kCoop128x256C2)) return Sm90Config::kCoop128x256C2;
-  if (!gelu && N % 128 != 0 && N % 192 == 0 && built(Sm90Config::kCoop128x192)) return Sm90Config::kCoop128x192;
+  if (N % 256 == 0 && !gelu && built(Sm90Config::kCoop128x256C2)) return Sm90Config::kCoop128x256C2;
+  if (N % 192 == 0 && (gelu || N % 128 != 0) && built(Sm90Config::kCoop128x192)) return Sm90Config::kCoop128x192;
   return Sm90Config::kCoop128x128;
 }
+
+// fp8_linear's FP8 wgmma instructions (k = 32) between promotions of their accumulator into fp32 (the
+// mainloop's mma_promotion_interval): one 128-deep k-tile. Hopper's FP8 tensor cores keep fewer bits
+// than fp32 in the accumulator, so the error of a product grows with the products summed between
+// promotions; tests/ops/test_fp8_linear.py derives its bound from this value.
+constexpr int kFp8PromotionInterval = 4;
 
 }  // namespace vitfast::gemm

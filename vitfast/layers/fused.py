@@ -50,16 +50,16 @@ def norm(m, x):
 _stale = set()  # configurations named by dispatch data that this build does not have, warned once each
 
 
-def fused_linear(op, linear, x, residual=None):
+def fused_linear(op, linear, x, residual=None, approximate="none"):
     """The Hopper configuration to run `op` ("linear_gelu", "linear_residual") with for nn.Linear
     `linear` on x, in the dtype the product runs in (autocast's, when on: x may be the fp32 residual
-    stream); None where the library path measured faster."""
+    stream), with GELU's `approximate` for linear_gelu; None where the library path measured faster."""
     grad = needs_grad(x, linear.weight)
     config = kernel_config(op, x, autocast_dtype(x), K=linear.in_features, N=linear.out_features, grad=grad)
     if config in (None, "auto"):
         return config
     kind = (("residual_f32" if residual.dtype == torch.float32 else "residual") if op == "linear_residual"
-            else "act_aux" if grad else "act")
+            else ("act_aux" if grad else "act") + ("_tanh" if approximate == "tanh" else ""))
     if config in sm90_configs(kind):
         return config
     # A configuration not built for this kind (the row was measured with a bf16 residual, this one is
@@ -108,7 +108,7 @@ def mlp_fusable(mlp):
 
 def mlp_hidden(mlp, h):
     """GELU(fc1(h)): linear_gelu, or the library's two ops where those measured faster."""
-    config = fused_linear("linear_gelu", mlp.fc1, h)
+    config = fused_linear("linear_gelu", mlp.fc1, h, approximate=mlp.act.approximate)
     if config is not None:
         return linear_gelu(h, mlp.fc1.weight, mlp.fc1.bias, mlp.act.approximate, config=config)
     return mlp.act(mlp.fc1(h))

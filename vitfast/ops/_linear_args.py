@@ -30,7 +30,8 @@ def check_linear(x, weight, bias, x_name="x", weight_name="weight"):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
 
 
-SM90_KINDS = ("act", "act_aux", "residual", "residual_f32")  # linear_gelu's and linear_residual's kernels
+# linear_gelu's and linear_residual's kernels
+SM90_KINDS = ("act", "act_tanh", "act_aux", "act_aux_tanh", "residual", "residual_f32")
 
 
 @functools.lru_cache(maxsize=None)

@@ -2,13 +2,14 @@
 add, and writes bf16 or the next product's e4m3 input: one link of the FP8 inference chain.
 
 Kernels: csrc/gemm/fp8_linear_cpu.cpp (the ATen composite of fp8_linear.h) and _cuda.cpp (CUTLASS sm90
-kernels, csrc/gemm/sm90/fp8_gemm_sm90.cuh: QGMMA with e4m3 operands, fp32 accumulation; the composite
-on other GPUs and shapes, warned once). No gradient: an inference operator.
+kernels, csrc/gemm/sm90/fp8_gemm_sm90.cuh: QGMMA with e4m3 operands, fp32 accumulation, built for the
+FP8 chain's epilogues: no activation into bf16, GELU into e4m3, the residual; the composite for other
+epilogues and on other GPUs and shapes, warned once). No gradient: an inference operator.
 
 Semantics. x (..., K) and weight (N, K) hold e4m3 codes; their values are code * scale_a (one fp32
 value) and code * scale_b[n] (one per output feature). In fp32:
 
-    v   = (x8 @ w8ᵀ) * scale_a * scale_b[n] + bias[n]       the e4m3 products are exact in fp32
+    v   = (x8 @ w8ᵀ) * (scale_b[n] * scale_a) + bias[n]     the e4m3 products are exact in fp32
     activation "none" / "gelu" (erf) / "gelu_tanh":
         out = act(v) in bf16, or in e4m3 with out_scale: act(v) * (1 / out_scale) rounded to nearest
               even and saturated to ±448 (NaN stays NaN): scaled_cast's rounding
@@ -78,7 +79,8 @@ def fp8_linear(x, weight, scale_a, scale_b, bias=None, *, residual=None, activat
     from ._linear_args import check_config
 
     _check(x, weight, scale_a, scale_b, bias, residual, activation, out_dtype, out_scale)
-    kind = "fp8_residual" if residual is not None else "fp8_act_e4m3" if out_dtype == E4M3 else "fp8_act"
+    kind = ("fp8_residual" if residual is not None else "fp8_act" if out_dtype != E4M3
+            else "fp8_act_e4m3_tanh" if activation == "gelu_tanh" else "fp8_act_e4m3")
     check_config(config, kind, "fp8_linear")
     out, m = torch.ops.vitfast.fp8_linear.default(x, weight, scale_a, scale_b, bias, residual, activation, out_dtype,
                                                   out_scale, bool(amax), config)
@@ -98,7 +100,7 @@ def fp8_linear_ref(x, weight, scale_a, scale_b, bias=None, *, residual=None, act
 
     _check(x, weight, scale_a, scale_b, bias, residual, activation, out_dtype, out_scale)
     v = x.reshape(-1, x.shape[-1]).float() @ weight.float().t()
-    v = v * scale_a.reshape(()) * scale_b
+    v = v * (scale_b * scale_a.reshape(()))  # x's scale folded into the weight's, as the kernels do
     if bias is not None:
         v = v + bias.float()
     if activation != "none":

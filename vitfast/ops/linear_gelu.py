@@ -25,8 +25,9 @@ def linear_gelu(x, weight, bias=None, approximate="none", *, config="auto"):
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
     x, weight, bias = linear_operands(x, weight, bias)
     save_pre = needs_grad(x, weight, bias)
-    check_config(config, "act_aux" if save_pre else "act",
-                 "linear_gelu with a gradient" if save_pre else "linear_gelu")
+    tanh = "_tanh" if approximate == "tanh" else ""
+    check_config(config, ("act_aux" if save_pre else "act") + tanh,
+                 f"linear_gelu{' with a gradient' if save_pre else ''}{', approximate=tanh' if tanh else ''}")
     out, _ = torch.ops.vitfast.linear_gelu.default(x, weight, bias, approximate, save_pre, config)
     return out
 

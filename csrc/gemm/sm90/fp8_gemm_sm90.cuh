@@ -1,13 +1,16 @@
 #pragma once
 // fp8_linear's Hopper GEMMs: e4m3 operands, fp32 accumulation (CUTLASS's FP8 mainloop, which adds the
-// tensor cores' partial sums into fp32 registers once per 128-deep k-tile: the wgmma FP8 accumulator
-// alone keeps fewer mantissa bits than fp32), and an epilogue visitor tree of our own:
+// tensor cores' partial sums into fp32 registers every kFp8PromotionInterval wgmma instructions: the
+// wgmma FP8 accumulator alone keeps fewer mantissa bits than fp32), and an epilogue visitor tree of our
+// own, compiled for what it does:
 //
-//   v   = (acc * scale_a) * scale_b[n] + bias[n]       x's scale (1 value) and the weight's (per feature)
-//   act: out = Out(activation(v) * out_scale_inv)      GELU or none; Out e4m3 (rounded to nearest even,
-//                                                      saturated: cvt.rn.satfinite) or bf16 (scale 1)
+//   v   = acc * scale[n] + bias[n]         scale = x's scale * the weight's per feature (the launcher
+//                                          folds them: one FMA per element)
+//   qkv: out = bf16(v)                     no activation node
+//   fc1: out = e4m3(gelu(v) * out_scale_inv)   exact or tanh GELU; rounded to nearest even, saturated
+//                                          (cvt.rn.satfinite)
 //   residual: out = bf16(v + residual)
-//   amax = max |activation(v)| (or |v + residual|), NaN if any is NaN: on request (p.amax not null)
+//   amax = max |out's value before rounding|, NaN if any is NaN: on request (p.amax not null)
 //
 // The mainloop, schedules and configurations are gemm_sm90.cuh's, with a 128-deep k-tile (128 bytes of
 // e4m3 per row: the 128-byte swizzle, as 64 bf16 are for the 16-bit kernels).
@@ -66,46 +69,61 @@ struct Amax : cutlass::epilogue::fusion::Sm90ScalarReduction<AbsMaxPropagatingNa
 };
 
 template <class TileShape>
-using PerFeature = Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>, 4>;  // (N) fp32 vectors
-using Scalar = Sm90ScalarBroadcast<float>;                                                     // 1 value, from a pointer
+using PerFeature = tree::PerFeature<TileShape>;  // (N) fp32 vectors
+using Scalar = Sm90ScalarBroadcast<float>;       // 1 value, from a pointer
 
-// v = (acc * scale_a) * scale_b[n] + bias[n]
+// v = acc * scale[n] + bias[n]
 template <class TileShape>
-using Affine = Sm90EVT<Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>,
-                       Sm90EVT<Sm90Compute<cutlass::multiplies, float, float, kRound>, Sm90AccFetch, Scalar>,
+using Affine = Sm90EVT<Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>, Sm90AccFetch,
                        PerFeature<TileShape>, PerFeature<TileShape>>;
 
-// Out(activation(v) * out_scale_inv), the amax of activation(v) on the way.
-template <class TileShape, class Out>
-using ActTree = Sm90EVT<Sm90Compute<cutlass::multiplies, Out, float, kRound>,
-                        Sm90EVT<Amax, Sm90EVT<Sm90Compute<Activation, float, float, kRound>, Affine<TileShape>>>,
-                        Scalar>;
-
-// bf16(v + residual), the amax of the sum on the way.
+// The tree for epilogue kEpi: bf16(v) (kNone), e4m3(gelu(v) * out_scale_inv) (GELU), bf16(v + C)
+// (kResidual); the amax of the value before the output's rounding on the way.
+template <int kEpi, class TileShape>
+struct Tree {
+  using type = Sm90EVT<Sm90Compute<cutlass::epilogue::thread::Identity, cutlass::bfloat16_t, float, kRound>,
+                       Sm90EVT<Amax, Affine<TileShape>>>;
+};
 template <class TileShape>
-using ResidualTree =
-    Sm90EVT<Sm90Compute<cutlass::epilogue::thread::Identity, cutlass::bfloat16_t, float, kRound>,
-             Sm90EVT<Amax, Sm90EVT<Sm90Compute<cutlass::plus, float, float, kRound>, Affine<TileShape>,
-                                   Sm90SrcFetch<cutlass::bfloat16_t>>>>;
+struct Tree<kResidual, TileShape> {
+  using type = Sm90EVT<Sm90Compute<cutlass::epilogue::thread::Identity, cutlass::bfloat16_t, float, kRound>,
+                       Sm90EVT<Amax, Sm90EVT<Sm90Compute<cutlass::plus, float, float, kRound>, Affine<TileShape>,
+                                             Sm90SrcFetch<cutlass::bfloat16_t>>>>;
+};
+template <bool kTanh, class TileShape>
+using GeluTree =
+    Sm90EVT<Sm90Compute<cutlass::multiplies, cutlass::float_e4m3_t, float, kRound>,
+            Sm90EVT<Amax, Sm90EVT<Sm90Compute<Gelu<kTanh, float>::template Fn, float, float, kRound>, Affine<TileShape>>>,
+            Scalar>;
+template <class TileShape>
+struct Tree<kGeluErf, TileShape> {
+  using type = GeluTree<false, TileShape>;
+};
+template <class TileShape>
+struct Tree<kGeluTanh, TileShape> {
+  using type = GeluTree<true, TileShape>;
+};
 }  // namespace fp8
 
-template <Sm90Kind kKind, Sm90Config kConfig>
+template <Sm90Kind kKind, int kEpi, Sm90Config kConfig>
 struct Fp8Kernel {
-  static constexpr bool kResidual = kKind == Sm90Kind::kFp8Residual;
+  static constexpr bool kWithC = kKind == Sm90Kind::kFp8Residual;
+  static constexpr bool kE4m3 = kKind == Sm90Kind::kFp8ActE4m3 || kKind == Sm90Kind::kFp8ActE4m3Tanh;
+  static_assert(kWithC == (kEpi == gemm::kResidual) && kE4m3 == (kEpi == kGeluErf || kEpi == kGeluTanh),
+                "the FP8 kinds: qkv without activation, GELU into e4m3, the residual");
   using Operand = cutlass::float_e4m3_t;
-  using Out = std::conditional_t<kKind == Sm90Kind::kFp8ActE4m3, cutlass::float_e4m3_t, cutlass::bfloat16_t>;
+  using Out = std::conditional_t<kE4m3, cutlass::float_e4m3_t, cutlass::bfloat16_t>;
   using S = ScheduleOf<kConfig>;
   using TileShape = decltype(cute::make_shape(cute::get<0>(typename S::TileShape{}),
                                               cute::get<1>(typename S::TileShape{}), cute::_128{}));
   static constexpr int kAlign = 16;  // 16 bytes of e4m3: TMA's row alignment
   static constexpr int kAlignOut = 16 / sizeof(Out);
   using Row = cutlass::layout::RowMajor;
-  using ElementC = std::conditional_t<kResidual, cutlass::bfloat16_t, void>;
-  using Tree = std::conditional_t<kResidual, fp8::ResidualTree<TileShape>, fp8::ActTree<TileShape, Out>>;
+  using ElementC = std::conditional_t<kWithC, cutlass::bfloat16_t, void>;
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, typename S::ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
-      typename S::Epilogue, Tree>::CollectiveOp;
+      typename S::Epilogue, typename fp8::Tree<kEpi, TileShape>::type>::CollectiveOp;
   using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Operand, Row, kAlign, Operand, cutlass::layout::ColumnMajor,
       kAlign, float, TileShape, typename S::ClusterShape,
@@ -117,9 +135,9 @@ struct Fp8Kernel {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;
 };
 
-template <Sm90Kind kKind, Sm90Config kConfig>
+template <Sm90Kind kKind, int kEpi, Sm90Config kConfig>
 int launch_fp8(const GemmParams& p, int sms, cudaStream_t stream) {
-  using K = Fp8Kernel<kKind, kConfig>;
+  using K = Fp8Kernel<kKind, kEpi, kConfig>;
   using Gemm = typename K::Gemm;
   using GK = typename Gemm::GemmKernel;
   const int M = static_cast<int>(p.M), N = p.N, Kd = p.K;
@@ -136,28 +154,31 @@ int launch_fp8(const GemmParams& p, int sms, cudaStream_t stream) {
        static_cast<typename K::Out*>(p.out),
        cutlass::make_cute_packed_stride(typename GK::StrideD{}, {M, N, 1})}};
   args.hw_info.sm_count = sms;
+  args.mainloop.mma_promotion_interval = kFp8PromotionInterval;
   // The tree's arguments nest as its nodes do: each node's children first, its own last.
   const typename fp8::Affine<typename K::TileShape>::Arguments affine{
-      {{}, {{1.f}, {p.scale_a}}, {}},  // acc * scale_a
-      {p.scale_b, 0.f, {}},            // * scale_b[n]
-      {p.bias, 0.f, {}},               // + bias[n] (null: 0)
+      {},                      // acc
+      {p.scale_b, 0.f, {}},    // * scale[n] (x's folded in)
+      {p.bias, 0.f, {}},       // + bias[n] (null: 0)
       {}};
-  typename fp8::Amax::Arguments amax{p.amax, 0.f, {}};
-  if constexpr (K::kResidual) {
+  const typename fp8::Amax::Arguments amax{p.amax, 0.f, {}};
+  if constexpr (kEpi == kNone) {
+    args.epilogue.thread = {{affine, amax}, {}};
+  } else if constexpr (kEpi == kResidual) {
     args.epilogue.thread = {{{affine, {}, {}}, amax}, {}};
   } else {
-    typename Activation<float>::Arguments act;
-    act.gelu = p.epilogue == kGeluErf ? 1 : p.epilogue == kGeluTanh ? 2 : 0;
-    args.epilogue.thread = {{{affine, act}, amax}, {{1.f}, {p.out_fp8 ? p.out_scale_inv : nullptr}}, {}};  // bf16: * 1
+    args.epilogue.thread = {{{affine, {}}, amax}, {{1.f}, {p.out_scale_inv}}, {}};
   }
   return run_adapter<Gemm>(args, stream);
 }
 
 // p through the configuration it names (kAuto: the shape's default) among those built for kKind.
-template <Sm90Kind kKind>
+template <Sm90Kind kKind, int kEpi>
 int run_fp8(const GemmParams& p, cudaStream_t stream) {
   if (sm90_refusal(p, 1) != nullptr) return kRefused;
-  return dispatch_config<kKind>(p, [&](auto c, int sms) { return launch_fp8<kKind, decltype(c)::value>(p, sms, stream); });
+  return dispatch_config<kKind>(p, [&](auto c, int sms) {
+    return launch_fp8<kKind, kEpi, decltype(c)::value>(p, sms, stream);
+  });
 }
 
 }  // namespace vitfast::gemm::sm90

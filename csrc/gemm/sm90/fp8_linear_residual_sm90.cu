@@ -4,6 +4,8 @@
 
 namespace vitfast::gemm::sm90 {
 
-int fp8_linear_residual(const GemmParams& p, cudaStream_t stream) { return run_fp8<Sm90Kind::kFp8Residual>(p, stream); }
+int fp8_linear_residual(const GemmParams& p, cudaStream_t stream) {
+  return run_fp8<Sm90Kind::kFp8Residual, kResidual>(p, stream);
+}
 
 }  // namespace vitfast::gemm::sm90

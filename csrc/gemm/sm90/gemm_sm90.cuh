@@ -1,12 +1,13 @@
 #pragma once
-// One CUTLASS 3.x Hopper GEMM, specialised per operand, accumulator, epilogue fusion and configuration:
+// One CUTLASS 3.x Hopper GEMM, specialised per operand, accumulator, epilogue and configuration:
 //   out (M, N) = epilogue(a (M, K) @ b (N, K)^T)   a row-major, b an nn.Linear weight (K-major)
 // built as CUTLASS's own sm90 examples build theirs (49_hopper_gemm_with_collective_builder): the
 // CollectiveBuilder picks the TMA + wgmma mainloop of a warp-specialized persistent kernel (cooperative
-// or ping-pong, tile and cluster per sm90_config.h), and the epilogue is one of CUTLASS's fusion
-// operations, which the epilogue builder turns into a visitor tree (EVT): + bias per output feature,
-// then our activation, or + residual (C, read by the epilogue's TMA, one rounding into out). The
-// pre-activation can be stored on the way (aux).
+// or ping-pong, tile and cluster per sm90_config.h), and the epilogue is a visitor tree (EVT) compiled
+// for what it does: acc + bias per output feature, then GELU (exact or tanh), nothing, or + the
+// residual (C, read by the epilogue's TMA, one rounding into out). No alpha or beta: none of our ops
+// scales its product, and a kernel without C has no C term. The kernels that store the pre-activation
+// (aux) use CUTLASS's LinCombPerColBiasEltActAux (alpha = 1, beta = 0 there: two FMAs per element).
 #include <cuda_runtime.h>
 
 #include <type_traits>
@@ -15,6 +16,7 @@
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
 #include "cutlass/epilogue/fusion/operations.hpp"
+#include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
 #include "cutlass/gemm/collective/collective_builder.hpp"
 #include "cutlass/gemm/device/gemm_universal_adapter.h"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
@@ -24,37 +26,81 @@
 
 namespace vitfast::gemm::sm90 {
 
-// The epilogue's activation on the fp32 value acc + bias. Its mode is a kernel argument, so one
-// kernel serves GELU erf, GELU tanh and none; GELU reads the value rounded to the operand dtype where
-// the op's reference does (F.gelu(F.linear(x)) rounds the linear's output first).
-template <class T>
-struct Activation;
+// GELU of the fp32 value v, after rounding it to Round (the operand dtype where the op's reference does:
+// F.gelu(F.linear(x)) rounds the linear's output first; float: no rounding). Exact (erf), or the tanh
+// form on tanh.approx.f32 (max relative error 2^-10.99, PTX ISA): only where a model asks for
+// approximate="tanh" (nn.GELU()'s default stays exact).
+template <bool kTanh, class Round>
+CUTLASS_HOST_DEVICE float gelu(float v) {
+  v = float(Round(v));
+  if constexpr (kTanh) {
+    const float u = 0.79788456080286536f * (v + 0.044715f * v * v * v);
+#if defined(__CUDA_ARCH__)
+    float t;
+    asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(u));
+#else
+    const float t = tanhf(u);
+#endif
+    return 0.5f * v * (1.f + t);
+  } else {
+    return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+  }
+}
 
-template <>
-struct Activation<float> {
-  struct Arguments {
-    int gelu = 0;   // 0 none, 1 erf, 2 tanh (gemm_params.h's kNone / kGeluErf / kGeluTanh)
-    int round = 0;  // 0 none, 1 to fp16, 2 to bf16, before GELU
+// gelu as CUTLASS's epilogue nodes call an activation: on a value or on a fragment.
+template <bool kTanh, class Round>
+struct Gelu {
+  template <class T>
+  struct Fn {
+    CUTLASS_HOST_DEVICE float operator()(float v) const { return gelu<kTanh, Round>(v); }
   };
-  CUTLASS_HOST_DEVICE float operator()(float v, Arguments const& a) const {
-    if (a.round == 1) v = float(cutlass::half_t(v));
-    if (a.round == 2) v = float(cutlass::bfloat16_t(v));
-    if (a.gelu == 1) return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
-    if (a.gelu == 2) return 0.5f * v * (1.f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
-    return v;
-  }
+  template <int N>
+  struct Fn<cutlass::Array<float, N>> {
+    CUTLASS_HOST_DEVICE cutlass::Array<float, N> operator()(cutlass::Array<float, N> const& v) const {
+      cutlass::Array<float, N> out;
+      CUTLASS_PRAGMA_UNROLL
+      for (int i = 0; i < N; ++i) out[i] = gelu<kTanh, Round>(v[i]);
+      return out;
+    }
+  };
 };
 
-template <int N>
-struct Activation<cutlass::Array<float, N>> {
-  using Arguments = Activation<float>::Arguments;
-  CUTLASS_HOST_DEVICE cutlass::Array<float, N> operator()(cutlass::Array<float, N> const& v, Arguments const& a) const {
-    cutlass::Array<float, N> out;
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < N; ++i) out[i] = Activation<float>{}(v[i], a);
-    return out;
-  }
+// The epilogue trees (children before the node that combines them, as CUTLASS's Sm90EVT nests them).
+namespace tree {
+using namespace cute;
+using cutlass::epilogue::fusion::Sm90AccFetch;
+using cutlass::epilogue::fusion::Sm90Compute;
+using cutlass::epilogue::fusion::Sm90EVT;
+using cutlass::epilogue::fusion::Sm90RowBroadcast;
+using cutlass::epilogue::fusion::Sm90SrcFetch;
+constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
+
+template <class TileShape>
+using PerFeature = Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>, 4>;  // (N) fp32; null: 0
+
+// V(acc + bias[n])
+template <class V, class TileShape>
+using PlusBias = Sm90EVT<Sm90Compute<cutlass::plus, V, float, kRound>, Sm90AccFetch, PerFeature<TileShape>>;
+
+// out for epilogue kEpi (gemm_params.h's kNone, kGeluErf, kGeluTanh, kResidual), GELU after rounding to Round.
+template <int kEpi, class Round, class Out, class TileShape>
+struct Of {
+  using type = PlusBias<Out, TileShape>;  // kNone: one add, one rounding
 };
+template <class Round, class Out, class TileShape>
+struct Of<kGeluErf, Round, Out, TileShape> {
+  using type = Sm90EVT<Sm90Compute<Gelu<false, Round>::template Fn, Out, float, kRound>, PlusBias<float, TileShape>>;
+};
+template <class Round, class Out, class TileShape>
+struct Of<kGeluTanh, Round, Out, TileShape> {
+  using type = Sm90EVT<Sm90Compute<Gelu<true, Round>::template Fn, Out, float, kRound>, PlusBias<float, TileShape>>;
+};
+template <class Round, class Out, class TileShape>
+struct Of<kResidual, Round, Out, TileShape> {  // (acc + bias[n]) + C, one rounding into out
+  using type = Sm90EVT<Sm90Compute<cutlass::plus, Out, float, kRound>, PlusBias<float, TileShape>, Sm90SrcFetch<Out>>;
+};
+
+}  // namespace tree
 
 // A configuration's CUTLASS types (sm90_config.h says what each is for).
 template <int kTileM, int kTileN, int kClusterM, bool kPingpong>
@@ -80,20 +126,28 @@ struct ScheduleOf<Sm90Config::kCoop128x192> : Schedule<128, 192, 1, false> {};
 template <>
 struct ScheduleOf<Sm90Config::kPingpong64x128> : Schedule<64, 128, 1, true> {};
 
-template <class Operand, class Accumulator, Sm90Kind kKind, class Out, Sm90Config kConfig>
+// linear_gelu's kinds round the pre-activation to the operand dtype before GELU; lp_matmul's do not.
+constexpr bool sm90_kind_rounds(Sm90Kind k) {
+  return k == Sm90Kind::kAct || k == Sm90Kind::kActTanh || k == Sm90Kind::kActAux || k == Sm90Kind::kActAuxTanh;
+}
+
+template <class Operand, class Accumulator, Sm90Kind kKind, int kEpi, class Out, Sm90Config kConfig>
 struct Kernel {
-  static constexpr bool kResidual = sm90_kind_residual(kKind);
+  static constexpr bool kWithC = sm90_kind_residual(kKind);
+  static constexpr bool kAux = kKind == Sm90Kind::kActAux || kKind == Sm90Kind::kActAuxTanh;
+  static_assert(kWithC == (kEpi == gemm::kResidual), "a residual kind takes the residual epilogue, and only it");
+  static_assert(!kAux || kEpi == kGeluErf || kEpi == kGeluTanh, "the pre-activation is stored for GELU only");
   using S = ScheduleOf<kConfig>;
   static constexpr int kAlign = 8;  // 16 bytes of fp16 / bf16: TMA's row alignment
   static constexpr int kAlignOut = 16 / sizeof(Out);
   using Row = cutlass::layout::RowMajor;
-  using ElementC = std::conditional_t<kResidual, Out, void>;  // the residual, in out's dtype
+  using ElementC = std::conditional_t<kWithC, Out, void>;  // the residual, in out's dtype
+  using Round = std::conditional_t<sm90_kind_rounds(kKind), Operand, float>;
   using FusionOp = std::conditional_t<
-      kResidual, cutlass::epilogue::fusion::LinCombPerColBias<Out, float, float, Out, float>,
-      std::conditional_t<kKind != Sm90Kind::kActAux,
-                         cutlass::epilogue::fusion::LinCombPerColBiasEltAct<Activation, Out, float, float, Out, float>,
-                         cutlass::epilogue::fusion::LinCombPerColBiasEltActAux<Row, Activation, Out, float, Operand,
-                                                                              float, Out, float>>>;
+      kAux,
+      cutlass::epilogue::fusion::LinCombPerColBiasEltActAux<Row, Gelu<kEpi == kGeluTanh, Round>::template Fn, Out,
+                                                           float, Operand, float, Out, float>,
+      typename tree::Of<kEpi, Round, Out, typename S::TileShape>::type>;
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, typename S::TileShape, typename S::ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, Accumulator, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
@@ -127,9 +181,9 @@ int run_adapter(const typename Gemm::Arguments& args, cudaStream_t stream) {
 
 // One configuration's launch. The tensors passed gemm_path.h's sm90_refusal (run), and the launcher
 // (gemm_cuda.cpp) reported any error pending from earlier work, so a failure here is this launch's own.
-template <class Operand, class Accumulator, Sm90Kind kKind, class Out, Sm90Config kConfig>
+template <class Operand, class Accumulator, Sm90Kind kKind, int kEpi, class Out, Sm90Config kConfig>
 int launch(const GemmParams& p, int sms, cudaStream_t stream) {
-  using K = Kernel<Operand, Accumulator, kKind, Out, kConfig>;
+  using K = Kernel<Operand, Accumulator, kKind, kEpi, Out, kConfig>;
   using Gemm = typename K::Gemm;
   using GK = typename Gemm::GemmKernel;
   const int M = static_cast<int>(p.M), N = p.N, Kd = p.K;
@@ -146,16 +200,23 @@ int launch(const GemmParams& p, int sms, cudaStream_t stream) {
        cutlass::make_cute_packed_stride(typename GK::StrideD{}, {M, N, 1})}};
   args.hw_info.sm_count = sms;
   auto& fusion = args.epilogue.thread;
-  fusion.alpha = 1.f;
-  fusion.beta = K::kResidual ? 1.f : 0.f;
-  fusion.bias_ptr = p.bias;  // null: no bias (the broadcast reads 0)
-  if constexpr (!K::kResidual) {
-    fusion.activation.gelu = p.epilogue == kGeluErf ? 1 : p.epilogue == kGeluTanh ? 2 : 0;
-    fusion.activation.round = !p.round_pre ? 0 : std::is_same_v<Operand, cutlass::bfloat16_t> ? 2 : 1;
-  }
-  if constexpr (kKind == Sm90Kind::kActAux) {
+  if constexpr (K::kAux) {
+    fusion.alpha = 1.f;
+    fusion.beta = 0.f;
+    fusion.bias_ptr = p.bias;  // null: no bias (the broadcast reads 0)
     fusion.aux_ptr = static_cast<Operand*>(p.pre);
     fusion.dAux = cutlass::make_cute_packed_stride(decltype(fusion.dAux){}, {M, N, 1});
+  } else {
+    // tree::Of's arguments nest as its nodes do, each node's children first (AccFetch, then the bias
+    // vector: null reads 0), the node's own last.
+    using Plus = typename tree::PlusBias<float, typename K::S::TileShape>::Arguments;
+    if constexpr (kEpi == kNone) {
+      fusion = {{}, {p.bias, 0.f, {}}, {}};
+    } else if constexpr (kEpi == kResidual) {
+      fusion = {Plus{{}, {p.bias, 0.f, {}}, {}}, {}, {}};  // + C
+    } else {
+      fusion = {Plus{{}, {p.bias, 0.f, {}}, {}}, {}};  // GELU
+    }
   }
   return run_adapter<Gemm>(args, stream);
 }
@@ -185,12 +246,27 @@ int dispatch_config(const GemmParams& p, LaunchOne&& launch_one) {
   return status;
 }
 
-template <class Operand, class Accumulator, Sm90Kind kKind, class Out = Operand>
+// p through kernel kKind with epilogue kEpi (gemm_params.h's), in the configuration p names.
+template <class Operand, class Accumulator, Sm90Kind kKind, int kEpi, class Out = Operand>
 int run(const GemmParams& p, cudaStream_t stream) {
   if (sm90_refusal(p, sizeof(Operand)) != nullptr) return kRefused;
   return dispatch_config<kKind>(p, [&](auto c, int sms) {
-    return launch<Operand, Accumulator, kKind, Out, decltype(c)::value>(p, sms, stream);
+    return launch<Operand, Accumulator, kKind, kEpi, Out, decltype(c)::value>(p, sms, stream);
   });
+}
+
+// run for the epilogue p asks for among those built (kNone, kGeluErf, and kGeluTanh where kTanh);
+// kEpilogueNotBuilt for another.
+template <class Operand, class Accumulator, Sm90Kind kKind, Sm90Kind kTanhKind, bool kNoneBuilt, class Out = Operand>
+int run_act(const GemmParams& p, cudaStream_t stream) {
+  if (p.epilogue == kGeluErf) return run<Operand, Accumulator, kKind, kGeluErf, Out>(p, stream);
+  if constexpr (kTanhKind != kKind) {
+    if (p.epilogue == kGeluTanh) return run<Operand, Accumulator, kTanhKind, kGeluTanh, Out>(p, stream);
+  }
+  if constexpr (kNoneBuilt) {
+    if (p.epilogue == kNone) return run<Operand, Accumulator, kKind, kNone, Out>(p, stream);
+  }
+  return kEpilogueNotBuilt;
 }
 
 }  // namespace vitfast::gemm::sm90

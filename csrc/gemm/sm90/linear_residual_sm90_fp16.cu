@@ -6,8 +6,8 @@
 namespace vitfast::gemm::sm90 {
 
 int linear_residual_fp16(const GemmParams& p, cudaStream_t stream) {
-  return p.out_f32 ? run<cutlass::half_t, float, Sm90Kind::kResidualF32, float>(p, stream)
-                   : run<cutlass::half_t, float, Sm90Kind::kResidual>(p, stream);
+  return p.out_f32 ? run<cutlass::half_t, float, Sm90Kind::kResidualF32, kResidual, float>(p, stream)
+                   : run<cutlass::half_t, float, Sm90Kind::kResidual, kResidual>(p, stream);
 }
 
 }  // namespace vitfast::gemm::sm90
