@@ -100,18 +100,20 @@ SM90_DIRS = {
 }
 
 
+DEBUG_SYNC = os.environ.get("VITFAST_DEBUG_SYNC", "0") in ("1", "true", "yes")
+
+
 def compile_sm90(build_temp, cuda_home, cutlass_dirs, pool):
     """nvcc each .cu of SM90_DIRS for sm_90a alone (wgmma and TMA need the arch-specific target; the
     rest of the extension keeps its portable gencodes), on `pool`, without torch's headers. Returns
     (object file, future) pairs; an object newer than its sources is reused."""
-    debug_sync = os.environ.get("VITFAST_DEBUG_SYNC", "0") in ("1", "true", "yes")
     # Objects of the debug-sync build in a folder of their own: an object is reused by its age alone.
-    out_dir = os.path.join(build_temp, "sm90_debug_sync" if debug_sync else "sm90")
+    out_dir = os.path.join(build_temp, "sm90_debug_sync" if DEBUG_SYNC else "sm90")
     os.makedirs(out_dir, exist_ok=True)
     nvcc = os.path.join(cuda_home, "bin", "nvcc")
     flags = ["-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", "-lineinfo",
              "-gencode=arch=compute_90a,code=sm_90a", f"-I{os.path.join(ROOT, 'csrc')}"]
-    flags += ["-DVITFAST_DEBUG_SYNC"] if debug_sync else []
+    flags += ["-DVITFAST_DEBUG_SYNC"] if DEBUG_SYNC else []
     flags += [f"-I{d}" for d in cutlass_dirs]
 
     def build(src, obj, newest_header):
@@ -179,6 +181,8 @@ cpp_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=Tr
 sources = [s for s in cpp_sources if not s.endswith("_cuda.cpp")]
 # -g0: Python's CFLAGS ask for debug info, which makes each torch-including file ~40% slower to build.
 cxx_flags = ["-O3", "-g0", f"-std={STD}", "-fopenmp", "-fno-math-errno", "-fvisibility=hidden"]
+if DEBUG_SYNC:
+    cxx_flags.append("-DVITFAST_DEBUG_SYNC")  # torch.ops.vitfast.build_flavor() says so
 extra = {"cxx": cxx_flags}
 define_macros = [("Py_LIMITED_API", "0x030A0000")]
 cutlass_dirs = None

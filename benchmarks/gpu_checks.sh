@@ -1,6 +1,17 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: the CUDA tests, compute-sanitizer over the kernels' tests, the benchmarks.
-# Logs and tables go to ${OUT:-benchmarks/results/gpu}. Stages run in the order given (default: all):
+# A GPU sitting. The sitting is two device calls of at most 9 minutes each (benchmarks/sitting.py):
+#
+#   bash benchmarks/gpu_checks.sh call1 [--dry-run]   # the attention shapes, every family's tests, the records
+#   bash benchmarks/gpu_checks.sh call2 [--dry-run]   # sanitizers, tune.py, bench_models
+#
+# each writing at most 8 files into $OUT; then here: python benchmarks/write_records.py <files>/results.json
+# (the records: vitfast.verified), and the tune tables into benchmarks/results/ and dispatch_data/.
+# --dry-run prints the plan with each stage's budget and runs the plumbing with the CUDA parts skipped.
+# A debug-sync build carried beside the release one (VITFAST_DEBUG_SYNC_SO=path/to/_C.abi3.so, made by
+# VITFAST_DEBUG_SYNC=1 bash ../shared/tools/prebuild.sh) reruns a shape that hangs or crashes.
+#
+# The single stages of earlier sittings stay for runs by hand. Logs and tables go to
+# ${OUT:-benchmarks/results/gpu}. Stages run in the order given:
 #
 #   bash benchmarks/gpu_checks.sh [build] [tests] [sanitize] [tune] [bench] [models] [models-quick]
 #                                 [train-tests] [train-loop] [cifar10]   (CIFAR_ARGS=... adds flags to the recipe's run)
@@ -19,6 +30,9 @@
 # costs that stage, not the call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" == call1 || "${1:-}" == call2 ]]; then
+  exec env PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} ${PYTHON:-python3} benchmarks/sitting.py "$@"
+fi
 out=${OUT:-benchmarks/results/gpu}
 mkdir -p "$out"
 py=${PYTHON:-python3}

@@ -1,7 +1,8 @@
 // kernel_gate.h's gate, and the questions Python asks of it: torch.ops.vitfast.kernel_fingerprints()
 // ("family=hex;...", this build's sources), set_kernel_records(records) (vitfast/verified.py, at
-// import: "gpu name\tfamily,family\n..." for the families whose record matches this build) and
-// kernel_verdict(family, gpu, hopper, warn).
+// import: "gpu name\tfamily,family\n..." for the families whose record matches this build),
+// kernel_verdict(family, gpu, hopper, warn) and build_flavor() ("release", or "debug_sync": the sm90
+// attention's bounded, phase-checked barrier waits).
 #include <torch/library.h>
 
 #include <algorithm>
@@ -115,6 +116,11 @@ bool kernel_allowed(const std::string& family, const std::string& gpu, bool hopp
 // warning from an op called through torch.ops reaches stderr, not Python's warnings).
 TORCH_LIBRARY_FRAGMENT(vitfast, m) {
   m.def("kernel_fingerprints() -> str", [] { return std::string(VITFAST_KERNEL_FINGERPRINTS); });
+#ifdef VITFAST_DEBUG_SYNC
+  m.def("build_flavor() -> str", [] { return std::string("debug_sync"); });  // setup.py, VITFAST_DEBUG_SYNC=1
+#else
+  m.def("build_flavor() -> str", [] { return std::string("release"); });
+#endif
   m.def("set_kernel_records(str records) -> ()", [](std::string records) { set_kernel_records(records); });
   m.def("kernel_verdict(str family, str gpu, bool hopper=True, bool warn=True) -> (bool, str?)",
         [](std::string family, std::string gpu, bool hopper, bool warn) {

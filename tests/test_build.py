@@ -16,7 +16,8 @@ OPS = ["float_quantize", "fixed_point_quantize", "block_quantize", "attention_fw
        "fp8_linear"]
 # tensor-free questions about the build, answered anywhere
 QUERIES = ["gemm_path", "fp8_path", "sm90_kernels_built", "fp8_promotion_interval", "sm90_config", "sm90_configs",
-           "gemm_refusal", "attention_path", "kernel_fingerprints", "set_kernel_records", "kernel_verdict"]
+           "gemm_refusal", "attention_path", "kernel_fingerprints", "set_kernel_records", "kernel_verdict",
+           "build_flavor"]
 
 
 def toolkit_present():
@@ -133,3 +134,16 @@ def test_a_change_to_any_file_a_family_includes_changes_its_fingerprint_alone(tm
         f.write("// one more line\n")
     again = fingerprints.fingerprints(str(csrc))
     assert {k for k in after if after[k] != again[k]} == {"attention_sm90", "attention_mma"}
+
+
+def test_another_build_loads_by_its_path_and_says_which_it_is():
+    """VITFAST_EXTENSION loads a build of the extension from a path (a GPU sitting's debug-sync .so, made
+    with VITFAST_DEBUG_SYNC=1), and build_flavor() says which build answers; a path that is no build is
+    the one-line ImportError, not a traceback deep in torch."""
+    code = "import vitfast, torch; print(torch.ops.vitfast.build_flavor(), vitfast.ops.float_quantize(torch.ones(2), 4, 3).tolist())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "VITFAST_EXTENSION": vitfast._C.__file__})
+    assert out.stdout.split() == ["release", "[1.0,", "1.0]"]
+    bad = subprocess.run([sys.executable, "-c", "import vitfast"], capture_output=True, text=True,
+                         env={**os.environ, "VITFAST_EXTENSION": os.path.join(CSRC, "kernel_gate.h")})
+    assert bad.returncode != 0 and "vitfast's compiled extension (vitfast._C) is missing" in bad.stderr

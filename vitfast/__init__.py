@@ -1,9 +1,14 @@
 """vitfast: Vision Transformers on fused kernels, with exact low-precision number formats."""
+import os
+
 import torch
 
 try:
-    from . import _C  # noqa: F401  (registers the torch.ops.vitfast operators)
-except ImportError as e:  # pragma: no cover - only when the package was not built
+    if os.environ.get("VITFAST_EXTENSION"):  # another build of the extension, e.g. a GPU sitting's debug-sync one
+        torch.ops.load_library(os.environ["VITFAST_EXTENSION"])
+    else:
+        from . import _C  # noqa: F401  (registers the torch.ops.vitfast operators)
+except (ImportError, OSError) as e:  # pragma: no cover - only when the package was not built
     raise ImportError(
         "vitfast's compiled extension (vitfast._C) is missing or does not match the installed torch "
         f"({torch.__version__}). Rebuild it against this torch: pip install --no-build-isolation ."

@@ -4,18 +4,32 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "gemm/linear_cuda.h"
 #include "gemm/mma_gemm.h"
 #include "kernel_gate_cuda.h"
 
 namespace vitfast::gemm {
 
+// VITFAST_GEMM_SM90=0 (read once) keeps the mma.sync kernel where the Hopper ones would run: a GPU
+// sitting tests that family on an H100 / H200 this way (benchmarks/sitting.py).
+bool sm90_gemm_switched_off() {
+  static const bool off = [] {
+    const char* v = std::getenv("VITFAST_GEMM_SM90");
+    return v != nullptr && std::string(v) == "0";
+  }();
+  return off;
+}
+
 GemmPath gemm_path_for(const at::Tensor& x, int64_t M, int64_t N, int64_t K, bool accumulate_fp16, bool out_f32,
                        bool fused) {
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(x.device().index());
+  const bool sm90 = kSm90Built && !sm90_gemm_switched_off();
   // kernel_gate.h: a family not verified on this GPU kind gives way to the next path, warning once.
   return gated_path(choose_gemm_path(gemm_case(prop->major, prop->minor, x.scalar_type(), M, N, K, accumulate_fp16,
-                                               out_f32, kSm90Built, fused)),
+                                               out_f32, sm90, fused)),
                     family::kGemmSm90, family::kGemmMma, x);
 }
 

@@ -1,0 +1,323 @@
+"""A GPU sitting in two device calls of at most 9 minutes each (benchmarks/gpu_checks.sh call1 / call2).
+
+    python benchmarks/sitting.py call1 --out $OUT     # shapes, every family's tests, the records
+    python benchmarks/sitting.py call2 --out $OUT     # sanitizers, tune.py, bench_models
+    python benchmarks/sitting.py call1 --dry-run      # the plan and the plumbing, CUDA parts skipped
+
+call1: (a) the Hopper attention's many-tile shapes first, each test case in a process of its own with a
+time limit: ok, wrong (a failed comparison), hang (the limit) or crash; a hang or crash is run again
+under the debug-sync build where one is carried (VITFAST_DEBUG_SYNC_SO: its trap names block, role,
+barrier, stage, phase and work item). (b) every kernel family's test files (FAMILY_TESTS), and the
+tests that cross families, each file in a process of its own with a time limit, VITFAST_UNVERIFIED_KERNELS=1
+(the kernels under test run whether or not a record verifies them), so a crash poisons nothing and a
+cut run still names every result. (c) the records: a family whose every file passed with tests run
+and none failed, at this build's fingerprint (results.json's "verified"; benchmarks/write_records.py
+merges them into vitfast/layers/dispatch_data/<gpu>.json here).
+call2: (e) compute-sanitizer memcheck, racecheck and synccheck over benchmarks/sanitize_ops.py; (d)
+tune.py (the kernel and attention tables and the dispatch data measured from them) and bench_models
+(bf16, torch.compile, the FP8 chain) with the time left.
+
+Each call writes at most 8 files into --out (what the device tool brings back): summary.md, and
+results.json, tests.log and shapes.log (call1), or call2.log, the tune tables and models.md (call2)."""
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CALL_LIMIT_S = 540  # a device call's 10 minutes less the start and the transfers
+
+# family -> (its test files, the environment that makes them run that family's kernels)
+FAMILY_TESTS = {
+    "quantizers": (["tests/ops/test_float_quantize.py", "tests/ops/test_fixed_point_quantize.py",
+                    "tests/ops/test_block_quantize.py"], {}),
+    "scaled_cast": (["tests/ops/test_scaled_cast.py"], {}),
+    "attention_mma": (["tests/ops/test_attention.py"], {"VITFAST_ATTENTION_SM90": "0"}),
+    "attention_sm90": (["tests/ops/test_attention_sm90.py", "tests/ops/test_attention_bwd_sm90.py"], {}),
+    "layer_norm": (["tests/ops/test_layer_norm.py"], {}),
+    "layer_norm_fp8": (["tests/ops/test_layer_norm_fp8.py"], {}),
+    "gemm_mma": (["tests/ops/test_linear_fused.py", "tests/ops/test_lp_matmul.py"], {"VITFAST_GEMM_SM90": "0"}),
+    "gemm_sm90": (["tests/ops/test_gemm_sm90.py", "tests/ops/test_linear_fused.py", "tests/ops/test_lp_matmul.py"],
+                  {}),
+    "fp8_gemm_sm90": (["tests/ops/test_fp8_linear.py"], {}),
+}
+# Tests across families (models on the vitfast backend, the quantized paths, the build): reported, and
+# any failure among them named in the summary, but they make no record.
+CROSS_TESTS = ["tests/models/test_vitfast_backend.py", "tests/models/test_dispatch.py", "tests/quant/test_fp8_chain.py",
+               "tests/quant/test_linear8.py", "tests/quant/test_lowp.py", "tests/quant/test_qat.py",
+               "tests/test_build.py", "tests/test_verified.py"]
+DRY_RUN_PROBE = "tests/test_verified.py"  # CPU tests, seconds: the dry run's one real run of stage (b)
+SHAPE_FILES = ["tests/ops/test_attention_sm90.py", "tests/ops/test_attention_bwd_sm90.py"]
+SHAPE_FILTER = "many_tiles or many_heads"
+
+# (stage, budget in seconds, what it runs): each call's budgets sum to at most CALL_LIMIT_S
+PLAN = {
+    "call1": [("shapes", 90, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
+              ("tests", 420, "every family's test files and the cross-family ones, a process each, 6 at once"),
+              ("records", 5, "families whose files all passed, at this build's fingerprints")],
+    "call2": [("sanitize", 180, "compute-sanitizer memcheck, racecheck, synccheck over sanitize_ops.py"),
+              ("tune", 230, "tune.py: kernel and attention tables, the dispatch data"),
+              ("models", 120, "bench_models.py at ViT-B/16 batch 256: bf16, torch.compile, the FP8 chain")],
+}
+FILES = {"call1": ["summary.md", "results.json", "tests.log", "shapes.log"],
+         "call2": ["summary.md", "call2.log", "kernels_<gpu>.md", "attention_<gpu>.md", "<gpu>.json", "models.md"]}
+
+
+def python():
+    return os.environ.get("PYTHON", sys.executable)
+
+
+def environment(dry_run):
+    """{gpu, driver, torch, cuda, date, commit, flavor, fingerprints} of this machine and build."""
+    import torch
+    import vitfast
+    env = {"date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+           "commit": os.environ.get("VITFAST_COMMIT") or subprocess.run(
+               ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+           "torch": torch.__version__, "cuda": torch.version.cuda,
+           "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+           "flavor": torch.ops.vitfast.build_flavor(), "fingerprints": vitfast.kernel_fingerprints(),
+           "dry_run": dry_run}
+    if torch.cuda.is_available():
+        env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                       capture_output=True, text=True).stdout.strip()
+    return env
+
+
+def child_env(**extra):
+    """A stage's process environment: this checkout first on the path (no pip install on the GPU machine)
+    and every kernel allowed to run, verified or not (the sitting is what verifies them)."""
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, VITFAST_UNVERIFIED_KERNELS="1", PYTHONUNBUFFERED="1",
+                PYTHONPATH=ROOT + (os.pathsep + path if path else ""), **extra)
+
+
+def run_pytest(target, env_extra, limit_s, log, junit=None):
+    """One pytest process on `target` with a time limit: (verdict, counts, seconds). verdict: ok, failed,
+    hang (the limit), crash (any other exit), empty (nothing ran)."""
+    env = child_env(**env_extra)
+    cmd = [python(), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", target]
+    if junit:
+        cmd += ["--junitxml", junit]
+    start = time.time()
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit_s)
+        rc, text = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, text = None, (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+    seconds = time.time() - start
+    counts = junit_counts(junit) if junit and rc is not None else {}
+    verdict = ("hang" if rc is None else "ok" if rc == 0 else "failed" if rc == 1
+               else "empty" if rc == 5 else f"crash (exit {rc})")
+    if verdict == "ok" and counts and counts["passed"] == 0:
+        verdict = "empty"  # every test skipped: nothing was verified
+    log.append(f"==== {target} {' '.join(f'{k}={v}' for k, v in env_extra.items())}: {verdict} in {seconds:.0f} s "
+               f"{counts}\n" + "\n".join(text.splitlines()[-40:]))
+    return verdict, counts, seconds
+
+
+def junit_counts(path):
+    if not os.path.isfile(path):
+        return {}
+    suite = ET.parse(path).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    n = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    n["passed"] = n["tests"] - n["failures"] - n["errors"] - n["skipped"]
+    return n
+
+
+def shape_nodes():
+    out = subprocess.run([python(), "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-k",
+                          SHAPE_FILTER, *SHAPE_FILES], cwd=ROOT, capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines() if "::" in line]
+
+
+def stage_shapes(args, budget, results, log):
+    nodes = shape_nodes()
+    results["shapes"] = {}
+    if args.dry_run:
+        results["shapes"] = {node: "skipped (dry run)" for node in nodes}
+        return
+    deadline = time.time() + budget
+    debug_so = os.environ.get("VITFAST_DEBUG_SYNC_SO")
+
+    def one(node):  # a process per case (4 at once: each has its own CUDA context, a crash stays its own)
+        left = deadline - time.time()
+        if left < 10:
+            return "not run (budget)"
+        entries = []
+        verdict, _, _ = run_pytest(node, {}, min(45, left), entries)
+        verdict = "wrong" if verdict == "failed" else verdict  # a comparison failed
+        if verdict.startswith(("hang", "crash")) and debug_so and os.path.isfile(debug_so):
+            again, _, _ = run_pytest(node, {"VITFAST_EXTENSION": os.path.abspath(debug_so)}, 45, entries)
+            verdict += f"; debug-sync build: {again} (its trap line is in shapes.log)"
+        log.extend(entries)
+        return verdict
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results["shapes"] = dict(zip(nodes, pool.map(one, nodes)))
+
+
+def test_jobs():
+    """(family or None, file, env) for every run of stage (b), the family files first."""
+    jobs = [(family, f, env) for family, (files, env) in FAMILY_TESTS.items() for f in files]
+    return jobs + [(None, f, {}) for f in CROSS_TESTS]
+
+
+def stage_tests(args, budget, results, log):
+    jobs = test_jobs()
+    results["files"] = []
+    deadline = time.time() + budget
+    junit_dir = tempfile.mkdtemp(prefix="vitfast_junit_")  # not under --out: only the results come back
+    if args.dry_run:  # every file named and present; one CPU file through the whole path (process, junit)
+        for family, f, env in jobs:
+            assert os.path.isfile(os.path.join(ROOT, f)), f
+            results["files"].append(dict(family=family, file=f, env=env, verdict="skipped (dry run)", counts={}))
+        verdict, counts, seconds = run_pytest(DRY_RUN_PROBE, {}, 120, log, os.path.join(junit_dir, "probe.xml"))
+        results["files"].append(dict(family=None, file=DRY_RUN_PROBE, env={}, verdict=verdict, counts=counts,
+                                     seconds=round(seconds)))
+        return
+
+    def one(i, job):
+        family, f, env = job
+        left = deadline - time.time()
+        if left < 15:
+            return dict(family=family, file=f, env=env, verdict="not run (budget)", counts={})
+        entries = []
+        verdict, counts, seconds = run_pytest(f, env, left, entries, os.path.join(junit_dir, f"{i}.xml"))
+        log.extend(entries)
+        return dict(family=family, file=f, env=env, verdict=verdict, counts=counts, seconds=round(seconds))
+
+    with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
+        results["files"] = list(pool.map(lambda ij: one(*ij), enumerate(jobs)))
+
+
+def family_verdicts(files):
+    """{family: (passed?, why)} from the per-file results."""
+    out = {}
+    for family in FAMILY_TESTS:
+        mine = [r for r in files if r["family"] == family]
+        bad = [f"{r['file']}: {r['verdict']}" for r in mine if r["verdict"] != "ok"]
+        out[family] = (not bad and bool(mine), "; ".join(bad) or
+                       f"{sum(r['counts'].get('passed', 0) for r in mine)} passed in {len(mine)} file(s)")
+    return out
+
+
+def stage_records(args, budget, results, log):
+    env, verdicts = results["environment"], family_verdicts(results.get("files", []))
+    results["families"] = {f: {"passed": ok, "detail": why} for f, (ok, why) in verdicts.items()}
+    results["verified"] = {} if args.dry_run else {
+        f: {"fingerprint": env["fingerprints"][f], "commit": env["commit"], "date": env["date"][:10],
+            "tests": f"benchmarks/sitting.py call1 on {env['gpu']} (driver {env.get('driver')}, torch {env['torch']}): "
+                     f"{why}"}
+        for f, (ok, why) in verdicts.items() if ok}
+
+
+def stage_sanitize(args, budget, results, log):
+    results["sanitize"] = {}
+    for tool in ("memcheck", "racecheck", "synccheck"):
+        if args.dry_run:
+            results["sanitize"][tool] = "skipped (dry run)"
+            continue
+        cmd = ["compute-sanitizer", "--tool", tool, "--error-exitcode", "9", python(), "benchmarks/sanitize_ops.py"]
+        try:
+            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=budget / 3, env=child_env())
+            text, verdict = done.stdout + done.stderr, "clean" if done.returncode == 0 else f"exit {done.returncode}"
+        except subprocess.TimeoutExpired:
+            text, verdict = "", "cut by its time limit"
+        summary = [line for line in text.splitlines() if "SUMMARY" in line or "Error" in line][:20]
+        log.append(f"==== {tool}: {verdict}\n" + "\n".join(summary + text.splitlines()[-20:]))
+        results["sanitize"][tool] = verdict
+
+
+def run_script(args, budget, cmd, key, results, log):
+    if args.dry_run:
+        results[key] = "skipped (dry run)"
+        return
+    try:
+        done = subprocess.run([python(), *cmd], cwd=ROOT, capture_output=True, text=True, timeout=budget,
+                              env=child_env())
+        results[key] = "ok" if done.returncode == 0 else f"exit {done.returncode}"
+        log.append(f"==== {' '.join(cmd)}: {results[key]}\n" + "\n".join((done.stdout + done.stderr).splitlines()[-60:]))
+    except subprocess.TimeoutExpired:
+        results[key] = "cut by its time limit"
+
+
+def stage_tune(args, budget, results, log):
+    run_script(args, budget, ["benchmarks/tune.py", "--out-dir", args.out, "--data-dir", args.out], "tune", results, log)
+
+
+def stage_models(args, budget, results, log):
+    run_script(args, budget, ["benchmarks/bench_models.py", "--models", "vit_base_patch16_224", "--batch-sizes", "256",
+                              "--repeats", "10", "--no-train", "--out", os.path.join(args.out, "models.md")],
+               "models", results, log)
+
+
+STAGES = {"shapes": stage_shapes, "tests": stage_tests, "records": stage_records, "sanitize": stage_sanitize,
+          "tune": stage_tune, "models": stage_models}
+LOGS = {"shapes": "shapes.log", "tests": "tests.log", "records": "tests.log"}  # call2's stages: call2.log
+
+
+def summary(call, results):
+    env = results["environment"]
+    lines = [f"# GPU sitting, {call}{' (dry run: CUDA parts skipped)' if env['dry_run'] else ''}", "",
+             *(f"- {k}: {v}" for k, v in env.items() if k != "fingerprints"),
+             f"- kernels: {';'.join(f'{k}={v}' for k, v in env['fingerprints'].items())}", "",
+             "| stage | budget s | used s | what |", "|---|---|---|---|"]
+    lines += [f"| {s} | {b} | {results['used'].get(s, 0)} | {what} |" for s, b, what in PLAN[call]]
+    if "shapes" in results:
+        lines += ["", "## Attention shapes", *(f"- {v}: `{k}`" for k, v in results["shapes"].items())]
+    if "files" in results:
+        lines += ["", "## Test files", "| family | file | verdict | passed | failed | skipped | s |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['family'] or '(cross)'} | {r['file']} | {r['verdict']} | {r['counts'].get('passed', '')} | "
+                  f"{r['counts'].get('failures', 0) + r['counts'].get('errors', 0) if r['counts'] else ''} | "
+                  f"{r['counts'].get('skipped', '')} | {r.get('seconds', '')} |" for r in results["files"]]
+    if "families" in results:
+        lines += ["", "## Records", *(f"- {f}: {'recorded' if v['passed'] else 'not recorded'} ({v['detail']})"
+                                      for f, v in results["families"].items())]
+    for key in ("sanitize", "tune", "models"):
+        if key in results:
+            lines += ["", f"## {key}", str(results[key])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("call", choices=sorted(PLAN))
+    p.add_argument("--out", default=os.environ.get("OUT") or os.path.join(ROOT, "benchmarks", "results", "gpu"))
+    p.add_argument("--dry-run", action="store_true", help="print the plan and run the plumbing, CUDA parts skipped")
+    p.add_argument("--workers", type=int, default=6, help="test files run at once (stage tests)")
+    args = p.parse_args(argv)
+    assert sum(b for _, b, _ in PLAN[args.call]) <= CALL_LIMIT_S and len(FILES[args.call]) <= 8
+    print(f"plan for {args.call} (limit {CALL_LIMIT_S} s; files into {args.out}: {', '.join(FILES[args.call])}):")
+    for stage, budget, what in PLAN[args.call]:
+        print(f"  {stage:<9} {budget:>4} s  {what}")
+    os.makedirs(args.out, exist_ok=True)
+    results = {"environment": environment(args.dry_run), "used": {}}
+    logs = {}
+    for stage, budget, _ in PLAN[args.call]:
+        start = time.time()
+        STAGES[stage](args, budget, results, logs.setdefault(LOGS.get(stage, "call2.log"), []))
+        results["used"][stage] = round(time.time() - start)
+        print(f"  {stage} done in {results['used'][stage]} s")
+    for name, entries in logs.items():
+        if entries or name in FILES[args.call]:
+            with open(os.path.join(args.out, name), "w") as f:
+                f.write("\n".join(entries) + "\n")
+    if args.call == "call1":
+        with open(os.path.join(args.out, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+    text = summary(args.call, results)
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The GPU sitting's plumbing (benchmarks/sitting.py, gpu_checks.sh call1 / call2, write_records.py), run
+here with the CUDA parts skipped: the plan and its budgets, the files each call leaves, which families a
+set of results records, and the records' way into the dispatch data."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import vitfast
+from vitfast import fingerprints
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import sitting  # noqa: E402
+import write_records  # noqa: E402
+
+
+def test_every_kernel_family_has_its_tests_and_each_call_fits_its_limit():
+    assert set(sitting.FAMILY_TESTS) == set(fingerprints.FAMILIES)
+    for files, _ in sitting.FAMILY_TESTS.values():
+        assert files and all(os.path.isfile(os.path.join(ROOT, f)) for f in files)
+    for call, stages in sitting.PLAN.items():
+        assert sum(budget for _, budget, _ in stages) <= sitting.CALL_LIMIT_S <= 9 * 60
+        assert len(sitting.FILES[call]) <= 8
+
+
+@pytest.mark.parametrize("call", ["call1", "call2"])
+def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", "benchmarks/gpu_checks.sh", call, "--dry-run", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for stage, budget, _ in sitting.PLAN[call]:
+        assert f"{stage}" in done.stdout and f"{budget} s" in done.stdout
+    written = sorted(os.listdir(out))
+    assert len(written) <= 8 and "summary.md" in written
+    summary = (out / "summary.md").read_text()
+    assert "dry run" in summary and vitfast.kernel_fingerprints()["attention_sm90"] in summary
+    if call == "call1":
+        results = json.loads((out / "results.json").read_text())
+        shapes = results["shapes"]
+        assert any("33-5-129" in node for node in shapes), list(shapes)  # the first GPU run's failing shape
+        assert set(shapes.values()) == {"skipped (dry run)"}
+        assert {r["file"] for r in results["files"]} >= {f for files, _ in sitting.FAMILY_TESTS.values() for f in files}
+        probe = results["files"][-1]  # one CPU file through the real path: its own process, its junit counts
+        assert probe["file"] == sitting.DRY_RUN_PROBE and probe["verdict"] == "ok" and probe["counts"]["passed"] > 0
+        assert results["verified"] == {} and not any(v["passed"] for v in results["families"].values())
+        with pytest.raises(SystemExit, match="dry run"):
+            write_records.merge(results, str(tmp_path))
+
+
+def file_result(family, file, verdict, passed=3):
+    return dict(family=family, file=file, env={}, verdict=verdict,
+                counts=dict(tests=passed, failures=0, errors=0, skipped=0, passed=passed))
+
+
+def results_with(files):
+    built = vitfast.kernel_fingerprints()
+    results = {"environment": dict(gpu="NVIDIA H100 80GB HBM3", driver="580", torch="2.11.0+cu130",
+                                   date="2026-11-26 10:00 UTC", commit="abc1234", fingerprints=built, dry_run=False),
+               "files": files}
+    sitting.stage_records(type("Args", (), {"dry_run": False})(), 5, results, [])
+    return results
+
+
+def test_a_family_is_recorded_only_when_every_file_of_it_passed():
+    files = [file_result("quantizers", f, "ok") for f in sitting.FAMILY_TESTS["quantizers"][0]]
+    files += [file_result("layer_norm", "tests/ops/test_layer_norm.py", "crash (exit -11)")]
+    files += [file_result("scaled_cast", "tests/ops/test_scaled_cast.py", "empty", passed=0)]  # every test skipped
+    files += [file_result("gemm_mma", f, v) for f, v in zip(sitting.FAMILY_TESTS["gemm_mma"][0], ("ok", "hang"))]
+    results = results_with(files)
+    assert set(results["verified"]) == {"quantizers"}
+    record = results["verified"]["quantizers"]
+    assert record["fingerprint"] == vitfast.kernel_fingerprints()["quantizers"] and record["commit"] == "abc1234"
+    assert "9 passed in 3 file(s)" in record["tests"]
+    assert "test_layer_norm.py: crash" in results["families"]["layer_norm"]["detail"]
+    assert not results["families"]["attention_sm90"]["passed"]  # no file ran: no record
+
+
+def test_the_records_go_into_the_dispatch_data_keeping_the_rest(tmp_path):
+    data = {"gpu": "NVIDIA H100 80GB HBM3", "source": {"x": 1}, "ops": {"layer_norm": []},
+            "verified": {"gemm_mma": {"fingerprint": "0" * 16, "commit": "50dff3b"},
+                         "quantizers": {"fingerprint": "1" * 16, "commit": "50dff3b"}}}
+    (tmp_path / "nvidia_h100_80gb_hbm3.json").write_text(json.dumps(data))
+    results = results_with([file_result("quantizers", f, "ok") for f in sitting.FAMILY_TESTS["quantizers"][0]])
+    assert write_records.merge(results, str(tmp_path)) == [("quantizers", "50dff3b", "abc1234")]
+    merged = json.loads((tmp_path / "nvidia_h100_80gb_hbm3.json").read_text())
+    assert merged["source"] == {"x": 1} and merged["ops"] == {"layer_norm": []}
+    assert merged["verified"]["gemm_mma"]["commit"] == "50dff3b"  # not re-tested: kept as it was
+    assert merged["verified"]["quantizers"]["fingerprint"] == vitfast.kernel_fingerprints()["quantizers"]
+    # a GPU kind with no data file yet gets one with its records alone
+    results["environment"]["gpu"] = "NVIDIA H200"
+    write_records.merge(results, str(tmp_path))
+    assert set(json.loads((tmp_path / "nvidia_h200.json").read_text())["verified"]) == {"quantizers"}
