@@ -89,7 +89,7 @@ def test_a_stale_fingerprint_runs_the_library_path_and_warns_once(records, capfd
     messages = refusals(capfd)
     assert len(messages) == 1
     message = messages[0]
-    assert GPU in message and "bash benchmarks/gpu_checks.sh" in message and verified.OPT_IN + "=1" in message
+    assert GPU in message and verified.VERIFY_COMMAND in message and verified.OPT_IN + "=1" in message
     for family in ("attention_sm90", "attention_mma", "gemm_sm90", "fp8_gemm_sm90", "quantizers", "layer_norm_fp8"):
         assert family in message  # every family refused on this GPU kind, in the one warning
     assert "gemm_mma" not in message

@@ -24,14 +24,8 @@
 namespace vitfast::gemm::sm90 {
 
 namespace fp8 {
-using namespace cute;
-using cutlass::epilogue::fusion::Sm90AccFetch;
-using cutlass::epilogue::fusion::Sm90Compute;
-using cutlass::epilogue::fusion::Sm90EVT;
-using cutlass::epilogue::fusion::Sm90RowBroadcast;
+using namespace tree;  // the nodes, kRound and PerFeature of the 16-bit kernels' trees
 using cutlass::epilogue::fusion::Sm90ScalarBroadcast;
-using cutlass::epilogue::fusion::Sm90SrcFetch;
-constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
 
 template <class T>
 using AbsMaxPropagatingNaN = cutlass::maximum_absolute_value_reduction<T, true>;
@@ -68,9 +62,7 @@ struct Amax : cutlass::epilogue::fusion::Sm90ScalarReduction<AbsMaxPropagatingNa
   }
 };
 
-template <class TileShape>
-using PerFeature = tree::PerFeature<TileShape>;  // (N) fp32 vectors
-using Scalar = Sm90ScalarBroadcast<float>;       // 1 value, from a pointer
+using Scalar = Sm90ScalarBroadcast<float>;  // 1 value, from a pointer
 
 // v = acc * scale[n] + bias[n]
 template <class TileShape>

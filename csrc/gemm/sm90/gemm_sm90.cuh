@@ -5,9 +5,9 @@
 // CollectiveBuilder picks the TMA + wgmma mainloop of a warp-specialized persistent kernel (cooperative
 // or ping-pong, tile and cluster per sm90_config.h), and the epilogue is a visitor tree (EVT) compiled
 // for what it does: acc + bias per output feature, then GELU (exact or tanh), nothing, or + the
-// residual (C, read by the epilogue's TMA, one rounding into out). No alpha or beta: none of our ops
-// scales its product, and a kernel without C has no C term. The kernels that store the pre-activation
-// (aux) use CUTLASS's LinCombPerColBiasEltActAux (alpha = 1, beta = 0 there: two FMAs per element).
+// residual (C, read by the epilogue's TMA, one rounding into out), the pre-activation stored on the way
+// where the backward needs it (aux). No alpha or beta: none of our ops scales its product, and a kernel
+// without C has no C term.
 #include <cuda_runtime.h>
 
 #include <type_traits>
@@ -100,6 +100,21 @@ struct Of<kResidual, Round, Out, TileShape> {  // (acc + bias[n]) + C, one round
   using type = Sm90EVT<Sm90Compute<cutlass::plus, Out, float, kRound>, PlusBias<float, TileShape>, Sm90SrcFetch<Out>>;
 };
 
+// linear_gelu with the pre-activation stored for the backward: V = acc + bias[n] stored (rounded to the
+// operand dtype) by an aux TMA store, then GELU. An operation of our own (CUTLASS's LinCombPerColBias-
+// EltActAux with its alpha and beta dropped): the aux store's shared-memory layout comes from the
+// epilogue builder, so the tree is written where the builder instantiates it (FusionCallbacks below).
+template <bool kTanh, class Round, class Out, class Aux>
+struct BiasGeluAux : cutlass::epilogue::fusion::LinCombPerColBiasEltActAux<
+                         cutlass::layout::RowMajor, Gelu<kTanh, Round>::template Fn, Out, float, Aux, float, Out, float> {};
+
+template <bool kTanh, class Round, class Out, class Aux, int kStages, class TileShape, class EpilogueTile,
+          class SmemLayoutAtom, class CopyOpR2S>
+using GeluAux = Sm90EVT<
+    Sm90Compute<Gelu<kTanh, Round>::template Fn, Out, float, kRound>,
+    Sm90EVT<cutlass::epilogue::fusion::Sm90AuxStore<kStages, EpilogueTile, Aux, kRound, Stride<int64_t, _1, int64_t>,
+                                                    SmemLayoutAtom, CopyOpR2S, 128 / sizeof_bits_v<Aux>>,
+            PlusBias<float, TileShape>>>;
 }  // namespace tree
 
 // A configuration's CUTLASS types (sm90_config.h says what each is for).
@@ -143,11 +158,8 @@ struct Kernel {
   using Row = cutlass::layout::RowMajor;
   using ElementC = std::conditional_t<kWithC, Out, void>;  // the residual, in out's dtype
   using Round = std::conditional_t<sm90_kind_rounds(kKind), Operand, float>;
-  using FusionOp = std::conditional_t<
-      kAux,
-      cutlass::epilogue::fusion::LinCombPerColBiasEltActAux<Row, Gelu<kEpi == kGeluTanh, Round>::template Fn, Out,
-                                                           float, Operand, float, Out, float>,
-      typename tree::Of<kEpi, Round, Out, typename S::TileShape>::type>;
+  using FusionOp = std::conditional_t<kAux, tree::BiasGeluAux<kEpi == kGeluTanh, Round, Out, Operand>,
+                                      typename tree::Of<kEpi, Round, Out, typename S::TileShape>::type>;
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, typename S::TileShape, typename S::ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, Accumulator, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
@@ -201,8 +213,6 @@ int launch(const GemmParams& p, int sms, cudaStream_t stream) {
   args.hw_info.sm_count = sms;
   auto& fusion = args.epilogue.thread;
   if constexpr (K::kAux) {
-    fusion.alpha = 1.f;
-    fusion.beta = 0.f;
     fusion.bias_ptr = p.bias;  // null: no bias (the broadcast reads 0)
     fusion.aux_ptr = static_cast<Operand*>(p.pre);
     fusion.dAux = cutlass::make_cute_packed_stride(decltype(fusion.dAux){}, {M, N, 1});
@@ -270,3 +280,30 @@ int run_act(const GemmParams& p, cudaStream_t stream) {
 }
 
 }  // namespace vitfast::gemm::sm90
+
+namespace cutlass::epilogue::fusion {
+
+// tree::BiasGeluAux's tree: GELU(store(acc + bias[n])), as CUTLASS builds its own aux operations.
+template <int StagesC, int StagesD, int FragmentSize, bool ReuseSmemC, bool DelayTmaStore, bool kTanh, class Round,
+          class Out, class Aux, class CtaTileShapeMNK, class EpilogueTile, class SmemLayoutAtom, class CopyOpR2S>
+struct FusionCallbacks<epilogue::Sm90TmaWarpSpecialized<StagesC, StagesD, FragmentSize, ReuseSmemC, DelayTmaStore>,
+                       vitfast::gemm::sm90::tree::BiasGeluAux<kTanh, Round, Out, Aux>, CtaTileShapeMNK, EpilogueTile,
+                       SmemLayoutAtom, CopyOpR2S>
+    : vitfast::gemm::sm90::tree::GeluAux<kTanh, Round, Out, Aux, StagesD, CtaTileShapeMNK, EpilogueTile, SmemLayoutAtom,
+                                         CopyOpR2S> {
+  using Impl = vitfast::gemm::sm90::tree::GeluAux<kTanh, Round, Out, Aux, StagesD, CtaTileShapeMNK, EpilogueTile,
+                                                  SmemLayoutAtom, CopyOpR2S>;
+  using Operation = vitfast::gemm::sm90::tree::BiasGeluAux<kTanh, Round, Out, Aux>;
+
+  struct Arguments {
+    const float* bias_ptr = nullptr;  // null: no bias
+    Aux* aux_ptr = nullptr;
+    cute::Stride<int64_t, cute::_1, int64_t> dAux = {};
+    operator typename Impl::Arguments() const {
+      return {{{{}, {bias_ptr, 0.f, {}}, {}}, {aux_ptr, dAux}}, {}};  // children first: acc + bias, the store, GELU
+    }
+  };
+  using Impl::Impl;
+};
+
+}  // namespace cutlass::epilogue::fusion
