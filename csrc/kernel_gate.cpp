@@ -59,7 +59,7 @@ std::string refusal(const std::string& gpu, const std::set<std::string>& verifie
   }
   return "vitfast: no record shows these CUDA kernels passing their tests on " + gpu +
          " at the sources this build compiled: " + names +
-         ". Their ops run the library path, the ATen composite or the CPU twin instead (same results, slower). "
+         ". Their ops run the library path, the ATen composite or the CPU twin instead (the same ops, slower). "
          "`bash benchmarks/gpu_checks.sh call1` on this GPU tests them and records those that pass; "
          "VITFAST_UNVERIFIED_KERNELS=1 runs them unverified.";
 }
