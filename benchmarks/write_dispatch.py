@@ -21,6 +21,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from vitfast.layers.dispatch import DATA_DIR, MARGIN, OP_FAMILIES, gpu_slug  # noqa: E402
+from vitfast.verified import parse_fingerprints  # noqa: E402
 from bench_kernels import WIDTHS  # noqa: E402  (the model names its rows start with)
 
 
@@ -50,7 +51,7 @@ def table_fingerprints(text, ops):
     value = header_value(text, "kernels")
     if not value:
         return {}
-    prints = dict(item.split("=", 1) for item in value.split(" (")[0].split(";") if item)
+    prints = parse_fingerprints(value.split(" (")[0])  # a table annotated afterwards says how, in parentheses
     return {f: prints[f] for op in ops for f in OP_FAMILIES[op] if f in prints}
 
 

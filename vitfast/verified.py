@@ -25,10 +25,14 @@ OPT_IN = "VITFAST_UNVERIFIED_KERNELS"
 VERIFY_COMMAND = "bash benchmarks/gpu_checks.sh call1"  # named by the gate's warning
 
 
+def parse_fingerprints(text):
+    """"family=hex;family=hex" (the build's answer, a bench table's "kernels:" line) -> {family: hex}."""
+    return dict(item.split("=", 1) for item in text.split(";") if item)
+
+
 def built_fingerprints():
     """{family: fingerprint} of this build's CUDA kernel families (vitfast/fingerprints.py)."""
-    text = torch.ops.vitfast.kernel_fingerprints()
-    return dict(item.split("=", 1) for item in text.split(";") if item)
+    return parse_fingerprints(torch.ops.vitfast.kernel_fingerprints())
 
 
 def records(data_dir=DATA_DIR):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..ops import layer_norm, linear_gelu, linear_residual
-from ..ops._linear_args import autocast_dtype, sm90_configs
+from ..ops._linear_args import autocast_dtype, gelu_kind, sm90_configs
 from . import backend as backends
 from .attention import Attention, attention_core
 from ..ops._grad import needs_grad
@@ -59,7 +59,7 @@ def fused_linear(op, linear, x, residual=None, approximate="none"):
     if config in (None, "auto"):
         return config
     kind = (("residual_f32" if residual.dtype == torch.float32 else "residual") if op == "linear_residual"
-            else ("act_aux" if grad else "act") + ("_tanh" if approximate == "tanh" else ""))
+            else gelu_kind(approximate, grad))
     if config in sm90_configs(kind):
         return config
     # A configuration not built for this kind (the row was measured with a bf16 residual, this one is

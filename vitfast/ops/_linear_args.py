@@ -34,6 +34,12 @@ def check_linear(x, weight, bias, x_name="x", weight_name="weight"):
 SM90_KINDS = ("act", "act_tanh", "act_aux", "act_aux_tanh", "residual", "residual_f32")
 
 
+def gelu_kind(approximate, aux):
+    """linear_gelu's kernel kind (sm90_config.h's sm90_gelu_kind): exact or tanh GELU, the pre-activation
+    stored (aux) or not."""
+    return ("act_aux" if aux else "act") + ("_tanh" if approximate == "tanh" else "")
+
+
 @functools.lru_cache(maxsize=None)
 def sm90_configs(kind=None):
     """The Hopper GEMM configurations built for a kernel kind (csrc/gemm/sm90_config.h); without one,

@@ -8,7 +8,7 @@ fused gelu_backward elementwise kernel on the saved pre-activation.
 import torch
 
 from ._grad import needs_grad
-from ._linear_args import check_config, check_linear, linear_backward, linear_operands
+from ._linear_args import check_config, check_linear, gelu_kind, linear_backward, linear_operands
 
 __all__ = ["linear_gelu", "linear_gelu_ref"]
 
@@ -25,9 +25,9 @@ def linear_gelu(x, weight, bias=None, approximate="none", *, config="auto"):
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
     x, weight, bias = linear_operands(x, weight, bias)
     save_pre = needs_grad(x, weight, bias)
-    tanh = "_tanh" if approximate == "tanh" else ""
-    check_config(config, ("act_aux" if save_pre else "act") + tanh,
-                 f"linear_gelu{' with a gradient' if save_pre else ''}{', approximate=tanh' if tanh else ''}")
+    check_config(config, gelu_kind(approximate, save_pre),
+                 f"linear_gelu{' with a gradient' if save_pre else ''}"
+                 f"{', approximate=tanh' if approximate == 'tanh' else ''}")
     out, _ = torch.ops.vitfast.linear_gelu.default(x, weight, bias, approximate, save_pre, config)
     return out
 
