@@ -97,7 +97,7 @@ def train_entry(name, args, workers):
     with tempfile.TemporaryDirectory() as out:
         argv = ["--model", name, "--backend", args.backend, "--data", "builtin", "--img-size", str(args.img_size),
                 "--batch-size", str(args.batch_size), "--steps", str(args.train_steps), "--amp", "bf16",
-                "--lr", "1e-4", "--warmup", "0", "--scale", "0.5,1", "--log-every", str(args.log_every),
+                "--lr", "1e-4", "--warmup-steps", "0", "--scale", "0.5,1", "--log-every", str(args.log_every),
                 "--eval-every", "100000",
                 "--ptq-report", "", "--output", os.path.join(out, "run"), "--device", args.device]
         if args.model_kwargs:

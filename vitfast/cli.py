@@ -10,8 +10,10 @@ import difflib
 import os
 import re
 import sys
+import warnings
 
-__all__ = ["UsageError", "ArgumentParser", "blame", "run", "one_line", "first_line", "nearest", "parse_device"]
+__all__ = ["UsageError", "ArgumentParser", "blame", "run", "one_line", "first_line", "nearest", "parse_device",
+           "is_out_of_memory", "out_of_memory"]
 
 
 class UsageError(ValueError):
@@ -44,6 +46,27 @@ def first_line(error):
     escape codes."""
     text = _message(error)
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def is_out_of_memory(error):
+    """Python's MemoryError, CUDA's torch.OutOfMemoryError, or the CPU allocator's RuntimeError
+    ("DefaultCPUAllocator: can't allocate memory")."""
+    torch = sys.modules.get("torch")
+    if isinstance(error, MemoryError) or (torch is not None and isinstance(error, torch.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and re.search(r"can't allocate memory|out of memory", str(error)) is not None
+
+
+@contextlib.contextmanager
+def out_of_memory(what, way_out):
+    """Inside this block running out of memory is a UsageError, one line: `what` ran out of memory (name the
+    batch size), then `way_out` (the flags that take less)."""
+    try:
+        yield
+    except BaseException as e:
+        if not is_out_of_memory(e):
+            raise
+        raise UsageError(f"out of memory {what}: {way_out}") from e
 
 
 @contextlib.contextmanager
@@ -105,10 +128,27 @@ def debug_requested(argv):
     return "--debug" in argv or os.environ.get("VITFAST_DEBUG", "") not in ("", "0")
 
 
+def _warning_line(prog):
+    """showwarning for a command line: one line, `<prog>: warning: <message>`, naming the library that warned
+    when it is not vitfast (Python's default shows a source path and line a CLI user has no use for)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        parts = os.path.normpath(filename).split(os.sep)
+        source = next((p for p in reversed(parts[:-1]) if p in ("torch", "torchvision", "timm", "PIL", "numpy")),
+                      None)
+        ours = category.__module__.startswith("vitfast") or "vitfast" in parts
+        where = f"{source}: " if source and not ours else ""
+        from . import progress  # above a progress bar being drawn, not through it
+
+        progress.echo(f"{prog}: warning: {where}{one_line(message)}", file=file or sys.stderr)
+    return show
+
+
 def run(prog, main, argv=None):
     """Run main(argv) as the command `prog`: a UsageError becomes one line on stderr and exit status 2,
     Ctrl-C a line and status 130; any other exception keeps its traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not debug_requested(argv):
+        warnings.showwarning = _warning_line(prog)
     try:
         result = main(argv)
     except UsageError as e:

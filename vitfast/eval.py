@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 import vitfast
 from vitfast import progress
-from vitfast.cli import ArgumentParser, UsageError, blame, one_line, parse_device, run
+from vitfast.cli import ArgumentParser, UsageError, blame, one_line, out_of_memory, parse_device, run
 from vitfast.data import create_dataset, create_transform
 from vitfast.data.holdout import hold_out
 from vitfast.models import CheckpointMismatchError, get_model_config, load_checkpoint
@@ -47,7 +47,10 @@ def build_parser():
     src.add_argument("--checkpoint-path", help="weights for --model: timm/official .pth, Google .npz, .safetensors")
     src.add_argument("--model-kwargs", default=None, metavar="K=V,...",
                      help="create_model overrides for --model, e.g. img_size=384,num_classes=10")
-    src.add_argument("--ema", action="store_true", help="evaluate the training checkpoint's EMA weights")
+    which = src.add_mutually_exclusive_group()
+    which.add_argument("--ema", action="store_true", help="a run's EMA weights (default: the weights the run "
+                                                           "validated and reported, its EMA's where it kept one)")
+    which.add_argument("--raw", action="store_true", help="a run's trained weights, not its EMA's")
     data = p.add_argument_group("data")
     data.add_argument("--data", help="dataset spec (default: the checkpoint's training data)")
     data.add_argument("--split", default="val", choices=["val", "test"], help="split to evaluate (default: val)")
@@ -93,10 +96,11 @@ def check_args(args):
     for flag, value, needs in (("--checkpoint-path", args.checkpoint_path, args.model),
                                ("--model-kwargs", args.model_kwargs, args.model),
                                ("--ema", args.ema, args.checkpoint),
+                               ("--raw", args.raw, args.checkpoint),
                                ("--maps-dir", args.maps_dir, args.attention_maps),
                                ("--overwrite", args.overwrite, args.json or args.dvt_plot or args.attention_maps)):
         if value and not needs:
-            what = {"--ema": "--checkpoint", "--maps-dir": "--attention-maps N",
+            what = {"--ema": "--checkpoint", "--raw": "--checkpoint", "--maps-dir": "--attention-maps N",
                     "--overwrite": "an output file (--json, --dvt-plot, --attention-maps)"}.get(flag, "--model NAME")
             raise UsageError(f"{flag} has no effect without {what}")
     if args.model and not args.data:
@@ -171,10 +175,11 @@ def _check_parent(label, path):
 
 
 def load_model(args):
-    """(model, config of its training run or {})."""
+    """(model, config of its training run or {}, which weights: None where the file does not say)."""
     if args.checkpoint:
-        model, info = model_from_file(args.checkpoint, "--checkpoint", weights="ema" if args.ema else "model")
-        return model, info["config"]
+        weights = "ema" if args.ema else "raw" if args.raw else "reported"
+        model, info = model_from_file(args.checkpoint, "--checkpoint", weights=weights)
+        return model, info["config"], info["weights"]
     with blame(f"--model {args.model}"):
         model = vitfast.create_model(args.model, **dict(parse_kv(args.model_kwargs or "", "--model-kwargs")))
     if args.checkpoint_path:
@@ -186,7 +191,7 @@ def load_model(args):
         except (ValueError, TypeError, OSError, RuntimeError) as e:
             raise UsageError(f"--checkpoint-path {args.checkpoint_path}: cannot read it as weights "
                              f"({one_line(e)})") from e
-    return model, {}
+    return model, {}, None
 
 
 def calibration_loader(spec, transform, args, dataset=None):
@@ -219,7 +224,7 @@ def main(argv=None):
     formats, recipes = check_args(args)
     check_outputs(args)
     device = parse_device(args.device)
-    model, cfg = load_model(args)
+    model, cfg, weights = load_model(args)
     model.to(device).eval()
     name = cfg.get("model") or args.model or model.default_cfg["architecture"]
     if args.dvt_plot and not hasattr(model, "exit_macs"):
@@ -236,10 +241,10 @@ def main(argv=None):
     tf = create_transform(img_size, train=False, crop_pct=crop_pct, mean=mean, std=std)
     with blame("--data"):
         if holdout and args.split == "val":  # the run validated on the last images of its training split
-            images = create_dataset(spec, "train", transform=tf)
+            images = create_dataset(spec, "train", transform=tf, evaluation=True)
             train_part, dataset = hold_out(images, images, holdout)
         else:
-            train_part, dataset = None, create_dataset(spec, args.split, transform=tf)
+            train_part, dataset = None, create_dataset(spec, args.split, transform=tf, evaluation=True)
     classes = model.default_cfg.get("num_classes")
     if classes != dataset.num_classes:
         raise UsageError(f"--data {spec}: {dataset.num_classes} classes, but {name} predicts {classes} (for other "
@@ -267,13 +272,18 @@ def main(argv=None):
         if calib is not None and recipe.is_scaled:
             progress.start_line(f"calibrate {fmt} ({calibration})")  # on a terminal: convert_ptq's bar
         chain = recipe.name == "FP8_E4M3_SCALED" and calib is not None and fp8_chain is not None
-        if fmt.lower() == "fp32":
-            m = model
-        elif chain:
-            m = convert_fp8(model, calib, calib_steps)
-        else:
-            m = convert_ptq(model, recipe, calib_data=calib, calib_steps=calib_steps)
-        exits, labels, ips = collect_logits(m, loader, device, desc=f"eval {fmt}")
+        at = f"on {device} at --batch-size {args.batch_size}"
+        doing = f"calibrating {fmt} {at}" if calib is not None and scaled else f"converting the model to {fmt}"
+        with out_of_memory(doing, "lower --batch-size, or --calib-steps 0 (dynamic scales)" if calib is not None and
+                           scaled else "the model and its converted copy do not fit; use a device with more memory"):
+            if fmt.lower() == "fp32":
+                m = model
+            elif chain:
+                m = convert_fp8(model, calib, calib_steps)
+            else:
+                m = convert_ptq(model, recipe, calib_data=calib, calib_steps=calib_steps)
+        with out_of_memory(f"evaluating {fmt} {at}", "lower --batch-size"):
+            exits, labels, ips = collect_logits(m, loader, device, desc=f"eval {fmt}")
         logits = exits[-1]
         pred = logits.argmax(-1)
         reference = pred if reference is None and fmt.lower() == "fp32" else reference
@@ -297,6 +307,9 @@ def main(argv=None):
 
     split = f"{args.split}: held out of train by the run" if train_part is not None else args.split
     print(f"{name} on {spec} ({split}, {len(dataset)} images)")
+    if weights:
+        other = "; --raw: the trained ones" if weights.startswith("EMA") and not args.ema else ""
+        print(f"weights: {weights}{other}")
     w = max([12] + [len(f) + 2 for f in results])
     print(f"{'format':<{w}}{'top-1 %':>9}{'top-5 %':>9}{'agree %':>9}{'size MB':>10}{'img/s':>10}")
     for fmt, r in results.items():
@@ -349,15 +362,17 @@ def dvt_curve(model, exits, labels, img_size, plot_path=None, points=12):
                       "thresholds": list(fitted.thresholds), "exit_fractions": list(fractions)})
     if plot_path:
         plot_curve([c["gmacs"] for c in curve], [c["acc1"] for c in curve], plot_path)
+        print(f"DVT budget curve (top-1 against GMACs per image, {points} budgets): {plot_path}")
     return curve
 
 
 def plot_curve(xs, ys, path, size=(480, 360), margin=48):
     """Accuracy against GMACs as a PNG, drawn with PIL (no plotting library needed)."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
+    draw.font = ImageFont.load_default(size=13)  # the 10 px default closes up spaces ("vs cost" read "vscost")
     w, h = size[0] - 2 * margin, size[1] - 2 * margin
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
@@ -368,10 +383,10 @@ def plot_curve(xs, ys, path, size=(480, 360), margin=48):
         draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill="navy")
     draw.text((margin, size[1] - margin + 8), f"{x0:.3g}", fill="black")
     draw.text((margin + w - 30, size[1] - margin + 8), f"{x1:.3g}", fill="black")
-    draw.text((size[0] // 2 - 70, size[1] - 20), "average GMACs per image", fill="black")
+    draw.text((size[0] // 2 - 80, size[1] - 22), "average GMACs per image", fill="black")
     draw.text((4, margin), f"{y1:.1f}%", fill="black")
     draw.text((4, margin + h - 10), f"{y0:.1f}%", fill="black")
-    draw.text((margin, 12), "DVT budgeted classification: top-1 vs cost", fill="black")
+    draw.text((margin, 14), "DVT budgeted classification: top-1 % against cost", fill="black")
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 import vitfast
 from vitfast import progress
-from vitfast.cli import UsageError, blame, one_line, run
+from vitfast.cli import UsageError, blame, is_out_of_memory, one_line, run
 from vitfast.data import (Mixup, RepeatAugSampler, ShardSampler, ShuffleSampler, UnreadableImagesError, create_dataset,
                           create_transform)
 from vitfast.data.device import DeviceImages, decode_transform
@@ -31,17 +31,10 @@ from vitfast.training.evaluate import evaluate
 from vitfast.training.interrupt import StopRequest, ignore_sigint
 from vitfast.training.logger import RunLogger
 from vitfast.training.losses import NonFiniteWatch, distillation_loss, training_loss
-from vitfast.training.optim import create_optimizer, lr_at
+from vitfast.training.optim import create_optimizer, lr_at, warmup_length
 from vitfast.training.rundir import discard_failed_start, open_output, plan_output
-from vitfast.training.state import read_training_checkpoint, rng_state, save_state, set_rng_state
+from vitfast.training.state import load_state, read_training_checkpoint, rng_state, save_state, set_rng_state
 from vitfast.training.teacher import build_teacher
-
-# The default run (no arguments): a small ViT with 4x4 patches on the built-in 32x32 data; it reaches
-# >= 90% validation accuracy in about 300 steps (see the README for the measured time).
-DEFAULT_RUN = dict(model="vit_pico_patch4_32", data="builtin", epochs=4, batch_size=128, lr=2e-3,
-                   warmup=0.4, weight_decay=0.05, smoothing=0.0, scale=[1.0, 1.0], crop_pct=1.0,
-                   mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
-
 
 class SeededSamples(Dataset):
     """Seeds the random transforms per (seed, epoch, index): augmentation is then the same whatever the
@@ -98,7 +91,7 @@ def unwrap(model):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     origin = {}
-    cfg = config_lib.resolve(argv, base=DEFAULT_RUN if uses_default_run(argv) else None, origins=origin)
+    cfg = config_lib.resolve(argv, origins=origin)
 
     def where(key):
         return origin.get(key, config_lib.flag_of(key))
@@ -111,8 +104,11 @@ def main(argv=None):
     if resume:  # the run goes on as it was configured: only where and how it runs may change
         state = read_training_checkpoint(resume, "--resume")
         cfg = config_lib.for_resume(state["config"], cfg, origin, resume)
-        if state.get("total_steps") is not None and state["step"] >= state["total_steps"]:
-            return finished_run(out, state, say, dist)
+        run_dir = os.path.dirname(os.path.abspath(resume))
+        extension = lengthen(cfg, state, run_dir, out, resume)
+        if extension is None and state.get("total_steps") is not None and state["step"] >= state["total_steps"] and \
+                finished(run_dir, state):
+            return finished_run(run_dir, state, say, dist)
     # before minutes of data loading, not after (a resumed run's weights come from its checkpoint)
     for key in ("teacher_checkpoint",) + (() if resume else ("init_checkpoint",)):
         if cfg[key] and not os.path.isfile(cfg[key]):
@@ -136,8 +132,21 @@ def main(argv=None):
         # on the device, the images are decoded once at img_size and augmented there
         train_set = create_dataset(cfg["data"], "train", download=cfg["download"], strict=cfg["strict_data"],
                                    transform=decode_transform(img_size) if cfg["data_on_device"] else train_tf)
-        val_set = create_dataset(cfg["data"], "train" if cfg["holdout"] else "val", transform=eval_tf,
-                                 download=cfg["download"], strict=cfg["strict_data"])
+        try:
+            val_set = create_dataset(cfg["data"], "train" if cfg["holdout"] else "val", transform=eval_tf,
+                                     download=cfg["download"], strict=cfg["strict_data"], evaluation=True)
+        except FileNotFoundError as e:  # training images only (the CIFAR-10 JPEG folder, most in-house data)
+            if "no val split" not in str(e):
+                raise
+            raise UsageError(f"{where('data')} {cfg['data']} has training images but no val/ folder: validate on "
+                             "the last N of them with --holdout N (or add val/<class>/<image>)") from e
+    if cfg["strict_data"]:  # at once, not when the loader reaches the bad file hours later
+        for dataset in (train_set, val_set) if not cfg["holdout"] else (train_set,):
+            progress.start_line(f"--strict-data: reading every image of {dataset.root} ({dataset.split})")
+            try:
+                dataset.verify()
+            except UnreadableImagesError as e:
+                raise UsageError(f"--data {cfg['data']}: {one_line(e)}") from e
     if cfg["holdout"]:
         with blame(where("holdout")):
             train_set, val_set = hold_out(train_set, val_set, cfg["holdout"])
@@ -162,7 +171,7 @@ def main(argv=None):
     val_loader = loader_for(val_set, make_sampler(val_set, cfg, dist, train=False),
                             cfg["eval_batch_size"] or micro, cfg, 0, train=False)
     total_steps = cfg["steps"] or (cfg["epochs"] or 300) * steps_per_epoch
-    warmup_steps = int(cfg["warmup"] if cfg["steps"] else cfg["warmup"] * steps_per_epoch)
+    warmup_steps, warmup_note = plan_warmup(cfg, origin, where, steps_per_epoch, total_steps)
     mixup = Mixup(mixup_alpha=cfg["mixup"], cutmix_alpha=cfg["cutmix"], label_smoothing=cfg["smoothing"],
                   num_classes=num_classes) if cfg["mixup"] > 0 or cfg["cutmix"] > 0 else None
 
@@ -177,7 +186,7 @@ def main(argv=None):
     if cfg["init_checkpoint"] and not resume:
         path = cfg["init_checkpoint"]
         try:
-            result = load_for_finetune(model, path)
+            result = load_for_finetune(model, path, cfg["init_weights"])
         except CheckpointMismatchError as e:
             raise UsageError(f"--init-checkpoint {path} does not fit {cfg['model']} ({e.brief()}); "
                              "only the classifier head may differ") from e
@@ -185,7 +194,8 @@ def main(argv=None):
             raise UsageError(f"--init-checkpoint {path}: cannot read it as weights ({one_line(e)})") from e
         fresh = sorted(set(result.missing_keys) | {k for k, _, _ in result.mismatched_keys} |
                        set(getattr(result, "fresh_keys", ())))
-        say(f"initialised from {path}" + (f"; freshly initialised for {num_classes} classes: {', '.join(fresh)}"
+        which = f": {result.weights}" if getattr(result, "weights", None) else ""
+        say(f"initialised from {path}{which}" + (f"; freshly initialised for {num_classes} classes: {', '.join(fresh)}"
                                           if fresh else ""))
     if cfg["grad_checkpointing"]:
         set_grad_checkpointing(model)
@@ -199,10 +209,15 @@ def main(argv=None):
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg["amp"]]
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16")
     ema = ModelEma(model, cfg["ema"]) if cfg["ema"] > 0 else None
-    teacher = build_teacher(cfg, num_classes, img_size, device) if cfg["teacher"] else None
+    teacher = None
+    if cfg["teacher"]:
+        teacher, which = build_teacher(cfg, num_classes, img_size, device)
+        if which:
+            say(f"teacher {cfg['teacher']}: {which}")
 
     # ---- resume
-    step, epoch, done_in_epoch, best = 0, 0, 0, {"acc1": -1.0}
+    step, epoch, done_in_epoch, best, val, kept, schedule_changes = 0, 0, 0, {"acc1": -1.0}, None, [], []
+    seen_before, seconds_before = 0, 0.0  # images and seconds of training before this resume
     last_path, best_path = os.path.join(out, "checkpoint-last.pt"), os.path.join(out, "checkpoint-best.pt")
     resumed_rng = None
     if resume:
@@ -213,19 +228,31 @@ def main(argv=None):
             if ema is not None and state.get("ema") is not None:
                 ema.load_state_dict(state["ema"])
         step, epoch, done_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]
-        resumed_rng = state["rng"]
-        if step >= total_steps:  # a checkpoint of an earlier release, without its total: the same answer
-            return finished_run(out, dict(state, total_steps=total_steps), say, dist)
+        resumed_rng, val, kept = state["rng"], state.get("val"), state.get("kept", [])
+        seen_before, seconds_before = state.get("seen", 0), state.get("train_seconds", 0.0)
+        if step >= total_steps and finished(run_dir, state):  # a checkpoint of an earlier release, without its total
+            return finished_run(run_dir, dict(state, total_steps=total_steps), say, dist)
+        schedule_changes = state.get("schedule_changes", [])
+        if extension is not None:
+            schedule_changes.append(dict(extension, step=step, from_steps=state.get("total_steps"),
+                                         to_steps=total_steps))
     elif cfg["resume"] == "auto":
         say(f"--resume auto: no checkpoint in {out} yet; starting a new run")
 
     # ---- the output directory: everything above could still refuse the run
     created = open_output(out, cfg["overwrite"], say) if dist.is_main else False
     log = RunLogger(out, cfg, enabled=dist.is_main, use_wandb=cfg["wandb"])
+    if resume and extension is not None:
+        change = schedule_changes[-1]
+        log.print(f"schedule lengthened ({change['flag']} {change['by']}): {change['from_steps']} -> "
+                  f"{change['to_steps']} steps at step {step}; the learning rate follows the longer schedule from here")
+        log.log({"step": step, **change}, kind="schedule")
     if resume:
-        log.print(f"resumed from {resume} at step {step} (epoch {epoch}, batch {done_in_epoch})")
+        left = ("; its training is done, its outputs are not: writing them" if step >= total_steps else "") + \
+            ("; first the validation it was stopped in" if state.get("pending_val") else "")
+        log.print(f"resumed from {resume} at step {step} (epoch {epoch}, batch {done_in_epoch}){left}")
     if dist.is_main:
-        config_lib.dump(cfg, os.path.join(out, "config.yaml"))
+        config_lib.dump(config_lib.recorded(cfg), os.path.join(out, "config.yaml"))
     train_model = model
     if dist.enabled:
         train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -244,7 +271,12 @@ def main(argv=None):
             raise SystemExit(f"vitfast.train: the loss is {bad[1]} at step {bad[0]}; stopping. The last good checkpoint, "
                              f"if any, is intact: {last_path}")
 
-    def checkpoint(path):
+    rng_before_val = None  # the random state a validation started from: a resumed run repeats it from there
+    val_step = None  # the step of the last validation
+
+    def checkpoint(path, pending_val=False):
+        """pending_val: saved while validating (Ctrl-C), so that a resumed run validates first, from the
+        random state the validation started from (a DataLoader draws its seed from it)."""
         check_loss()
         if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():
             raise SystemExit(f"vitfast.train: the weights became inf/NaN at step {step} (epoch {epoch}); stopping "
@@ -252,9 +284,37 @@ def main(argv=None):
         if dist.is_main:
             save_state(path, {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                               "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema else None,
-                              "rng": rng_state(), "step": step, "epoch": epoch, "batch_in_epoch": done_in_epoch,
-                              "total_steps": total_steps, "best": best, "config": cfg,
+                              "rng": rng_before_val if pending_val else rng_state(), "step": step, "epoch": epoch,
+                              "batch_in_epoch": done_in_epoch,
+                              "total_steps": total_steps, "best": best, "config": config_lib.recorded(cfg), "val": val,
+                              "pending_val": pending_val, "kept": kept, "schedule_changes": schedule_changes,
+                              "seen": seen_before + seen,
+                              "train_seconds": seconds_before + time.perf_counter() - start,
                               "vitfast_version": vitfast.__version__})
+
+    def keep_best(acc1):
+        """checkpoint-step<S>.pt for each of the best --keep-checkpoints validations (timm's --checkpoint-hist)."""
+        ranked = sorted(kept + [{"acc1": acc1, "step": step}], key=lambda k: (-k["acc1"], k["step"]))
+        kept[:] = ranked[:cfg["keep_checkpoints"]]
+        if any(k["step"] == step for k in kept):
+            checkpoint(os.path.join(out, f"checkpoint-step{step}.pt"))
+        for k in ranked[cfg["keep_checkpoints"]:]:
+            if dist.is_main and os.path.exists(os.path.join(out, f"checkpoint-step{k['step']}.pt")):
+                os.remove(os.path.join(out, f"checkpoint-step{k['step']}.pt"))
+
+    def validate():
+        nonlocal val, best, rng_before_val, val_step
+        rng_before_val, val_step = rng_state(), step
+        stop.safe = True  # no training state moves while validating: Ctrl-C can stop here at once
+        val = evaluate(ema.module if ema else model, val_loader, device, amp_dtype, dist, desc="validation")
+        stop.safe = False
+        log.log({"step": step, "epoch": epoch, **val}, kind="val")
+        if val["acc1"] > best["acc1"]:
+            best = {"acc1": val["acc1"], "step": step}
+            checkpoint(best_path)
+        if cfg["keep_checkpoints"] > 1:
+            keep_best(val["acc1"])
+        checkpoint(last_path)  # with each evaluation: a short epoch need not wait for a write
 
     # ---- train
     epochs = -(-total_steps // steps_per_epoch)
@@ -263,13 +323,26 @@ def main(argv=None):
               f"{len(train_set)} training / {len(val_set)} validation images, {num_classes} classes, "
               f"{plural(total_steps, 'step')} of {cfg['batch_size']} ({plural(epochs, 'epoch')}{length}) on "
               f"{dist.world_size} x {device}; output {out}")
-    start, seen, stop_reason, val = time.perf_counter(), 0, None, None
+    if device.type == "cpu" and cfg["amp"] == "bf16" and cpu_has_bf16() is False:
+        log.print("note: this CPU has no bf16 arithmetic (AVX512-BF16 / AMX): --amp bf16 is emulated here and runs "
+                  "several times slower than --amp none")
+    own = config_lib.from_model_defaults(cfg, origin)
+    if own:
+        settings = ", ".join(f"{config_lib.flag_of(k)} {config_lib.show(v)}" for k, v in own.items())
+        log.print(f"{cfg['model']}'s own defaults: {settings} (a flag or config key overrides each)")
+    if warmup_steps:
+        log.print(f"warmup: {plural(warmup_steps, 'step')}{warmup_note}, from lr {cfg['warmup_lr']:g}")
+    elif warmup_note.startswith("none"):
+        log.print(f"warmup: {warmup_note}")
+    start, seen, stop_reason = time.perf_counter(), 0, None
     last_log = (start, 0)  # (time, images) at the previous log line: each line reports its interval's rate
     accum = cfg["grad_accum_steps"]
     first_step = step
     stop = StopRequest(enabled=not dist.enabled)  # torchrun's ranks would each stop at another step
     try:
         stop.install()
+        if resume and state.get("pending_val"):
+            validate()
         while step < total_steps and stop_reason is None:
             seeded.epoch = epoch
             train_sampler.set_epoch(epoch)
@@ -330,6 +403,9 @@ def main(argv=None):
                     break
                 if stop.requested:  # Ctrl-C: this step is done; save where the next run picks up
                     break
+                if cfg["eval_every_steps"] and step % cfg["eval_every_steps"] == 0 and step < total_steps:
+                    validate()
+                    train_model.train()
             log.end_epoch()
             if stop.requested:
                 checkpoint(last_path)
@@ -338,48 +414,79 @@ def main(argv=None):
             epoch_done = done_in_epoch // accum >= steps_per_epoch
             if epoch_done:
                 epoch, done_in_epoch = epoch + 1, 0
-            if (epoch_done and epoch % cfg["eval_every"] == 0) or step >= total_steps or stop_reason:
-                stop.safe = True  # no training state moves while validating: Ctrl-C can stop here at once
-                val = evaluate(ema.module if ema else model, val_loader, device, amp_dtype, dist, desc="validation")
-                stop.safe = False
-                log.log({"step": step, "epoch": epoch, **val}, kind="val")
-                if val["acc1"] > best["acc1"]:
-                    best = {"acc1": val["acc1"], "step": step}
-                    checkpoint(best_path)
-                checkpoint(last_path)  # with each evaluation: a short epoch need not wait for a write
+            if ((epoch_done and epoch % cfg["eval_every"] == 0) or step >= total_steps or stop_reason) and \
+                    not (val is not None and val_step == step):  # not twice at one step (--eval-every-steps)
+                validate()
     except BaseException as e:
+        stop.quiet()  # on the way out: a further Ctrl-C would only break the cleanup
+        validating = stop.safe
         log.end_epoch()
-        if isinstance(e, KeyboardInterrupt) and stop.at_boundary:  # Ctrl-C while validating
-            checkpoint(last_path)
+        interrupted = isinstance(e, KeyboardInterrupt) and stop.requested
+        if interrupted and stop.at_boundary:  # Ctrl-C while validating: the resumed run validates first
+            checkpoint(last_path, pending_val=True)
             stop.saved = True
         log.close()
-        if dist.is_main and not resume and step == first_step:  # a failed start leaves no half-made run
+        # a new run with nothing to continue from leaves no half-made run (a NaN stop keeps its metrics)
+        if dist.is_main and not resume and not os.path.isfile(last_path) and not isinstance(e, SystemExit):
             discard_failed_start(out, created)
-        elif isinstance(e, KeyboardInterrupt) and stop.requested:
-            say(f"stopped at step {step} of {total_steps}; " + (
-                f"{last_path} holds it" if stop.saved else "no checkpoint of it was written (Ctrl-C twice)") +
-                f". Continue from the last checkpoint with: python -m vitfast.train --output {out} --resume auto")
+            if interrupted:
+                say(f"stopped at step {step} of {total_steps} before any checkpoint was written (Ctrl-C twice); "
+                    f"{out} is removed: the same command starts the run again")
+        elif interrupted:
+            saved = (f"{last_path} holds it" if stop.saved else
+                     f"not saved (Ctrl-C twice): {last_path} holds step {read_step(last_path)}")
+            say(f"stopped at step {step} of {total_steps}; {saved}. Continue with: python -m vitfast.train "
+                f"--output {out} --resume auto")
         if isinstance(e, UnreadableImagesError):  # the data, not vitfast: one line, like a missing dataset
             raise UsageError(f"--data {cfg['data']}: {one_line(e)}") from e
+        if is_out_of_memory(e):
+            raise UsageError(oom_in_training(cfg, validating, micro, device)) from e
         raise
     finally:
         stop.restore()
     check_loss()
-    train_seconds = time.perf_counter() - start
+    # ---- outputs: summary.json last, so that it marks a finished run; a stop before it is finished on resume
+    outputs = StopRequest(enabled=not dist.enabled)
+    outputs.safe = True  # training is done and saved: Ctrl-C stops at once
+    try:
+        outputs.install()
+        summary = write_outputs(cfg, out, ema.module if ema else model, val, val_loader, device, amp_dtype, dist, log,
+                                best, dict(steps=step, stopped=stop_reason, seen=seen_before + seen,
+                                           train_seconds=seconds_before + time.perf_counter() - start))
+    except BaseException as e:
+        outputs.quiet()
+        log.close()
+        if isinstance(e, KeyboardInterrupt):
+            say(f"stopped while writing the run's outputs; its training is done and saved in {last_path}. Write "
+                f"them with: python -m vitfast.train --output {out} --resume auto")
+        if is_out_of_memory(e):
+            raise UsageError(f"out of memory evaluating the trained model on {device} at "
+                             f"{cfg['eval_batch_size'] or micro} images per batch (its training is done and saved): "
+                             f"--resume auto --eval-batch-size N with a lower N writes its outputs") from e
+        raise
+    finally:
+        outputs.restore()
+    log.close()
+    dist.close()
+    return summary
 
-    # ---- summary and post-training quantization
-    final = ema.module if ema else model
+
+def write_outputs(cfg, out, final, val, val_loader, device, amp_dtype, dist, log, best, totals):
+    """The finished run's outputs: its final validation (unless the loop's last one is on hand), the PTQ
+    table, model.safetensors, then summary.json; the summary."""
     if val is None:
         val = evaluate(final, val_loader, device, amp_dtype, dist, desc="validation")
+    seconds = totals["train_seconds"]
     summary = {"val_acc1": val["acc1"], "val_acc5": val["acc5"], "val_loss": val["loss"],
-               "images_per_second": seen / max(train_seconds, 1e-9), "train_seconds": train_seconds,
-               "steps": step, "best_acc1": best["acc1"], "stopped": stop_reason}
+               "images_per_second": totals["seen"] / max(seconds, 1e-9), "train_seconds": seconds,
+               "steps": totals["steps"], "best_acc1": best["acc1"], "stopped": totals["stopped"]}
     if "exit_acc1" in val:
         summary["val_exit_acc1"] = val["exit_acc1"]
     if cfg["ptq_report"]:
-        summary["ptq"] = ptq_report(final, cfg["ptq_report"], val_loader, device, dist, log, val)
+        summary["ptq"] = ptq_report(final, cfg["ptq_report"], val_loader, device, dist, log, val, cfg["quant"])
     if dist.is_main:
-        save_checkpoint(final, os.path.join(out, "model.safetensors"), config=cfg)  # eval needs no --data
+        save_checkpoint(final, os.path.join(out, "model.safetensors"), config=config_lib.recorded(cfg),
+                        weights="ema" if cfg["ema"] > 0 else "raw")
         from vitfast.models.checkpoint import atomic_write
 
         atomic_write(os.path.join(out, "summary.json"),
@@ -390,49 +497,118 @@ def main(argv=None):
                   f"  curves:   tensorboard --logdir {out}\n"
                   f"  evaluate: python -m vitfast.eval --checkpoint {os.path.join(out, 'model.safetensors')} "
                   "--quant fp32,bf16,int8")
-    log.close()
-    dist.close()
     return summary
 
 
+def lengthen(cfg, state, run_dir, out, resume):
+    """--extend-epochs / --extend-steps on a resumed run: its length in cfg made longer, and
+    {"flag", "by"} to record; None without them. A finished run is never overwritten: lengthening one
+    continues it into a new --output."""
+    key = "extend_epochs" if cfg["extend_epochs"] else "extend_steps" if cfg["extend_steps"] else None
+    if key is None:
+        return None
+    flag, by = config_lib.flag_of(key), cfg[key]
+    unit = "steps" if cfg["steps"] else "epochs"
+    if key != f"extend_{unit}":
+        raise UsageError(f"{flag} {by}: the run's length is in {unit} (--{unit}); lengthen it with --extend-{unit}")
+    if finished(run_dir, state) and os.path.abspath(out) == run_dir:
+        raise UsageError(f"{flag} {by}: {run_dir} is a finished run, and a finished run is never overwritten: "
+                         f"continue it into a new folder with --resume {resume} --output NEW_FOLDER {flag} {by}")
+    cfg[unit] = (cfg[unit] or 300) + by  # (an epochs run without --epochs had the default 300)
+    cfg[key] = None  # applied once: a later resume of the longer run must not lengthen it again
+    return {"flag": flag, "by": by}
+
+
+def finished(out, state):
+    """A checkpoint at the run's last step whose outputs are written (summary.json, the last of them, of
+    this step: a --max-time stop writes one too) and that was not saved in the middle of a validation."""
+    try:
+        with open(os.path.join(out, "summary.json")) as f:
+            steps = json.load(f).get("steps")
+    except (OSError, ValueError):
+        return False
+    return steps == state["step"] and not state.get("pending_val")
+
+
 def finished_run(out, state, say, dist):
-    """A resumed run that has nothing left to train: said so, and not one of its files is touched."""
+    """A resumed run that has nothing left to do: said so, and not one of its files is touched."""
     summary_path, last = os.path.join(out, "summary.json"), os.path.join(out, "checkpoint-last.pt")
-    results = (f"Its results: {summary_path}" if os.path.isfile(summary_path) else
-               f"It stopped before its summary was written: python -m vitfast.eval --checkpoint {last} evaluates it")
-    say(f"{out}: the run is finished (step {state['step']} of {state['total_steps']}); nothing to do. {results}. "
-        f"To train on from its weights, start a new run: --init-checkpoint {last} --output NEW_FOLDER")
+    say(f"{out}: the run is finished (step {state['step']} of {state['total_steps']}); nothing to do. Its results: "
+        f"{summary_path}. To train on from its weights, start a new run: --init-checkpoint {last} --output NEW_FOLDER")
     dist.close()
-    if not os.path.isfile(summary_path):
-        return {"steps": state["step"]}
     with open(summary_path) as f:
         return json.load(f)
 
 
-def ptq_report(model, formats, loader, device, dist, log, fp32):
+def ptq_report(model, formats, loader, device, dist, log, fp32, qat=None):
     """Post-training quantization of the trained model into each format, evaluated side by side (scaled
-    formats such as INT8 with dynamic activation scales; vitfast.eval --calib-steps calibrates static ones)."""
+    formats such as INT8 with dynamic activation scales; vitfast.eval --calib-steps calibrates static ones).
+    fp32: the validation of `model` as trained, in its QAT format `qat` if any."""
     from vitfast.quant import convert_ptq, parse_recipe
 
-    rows = {"fp32": {"acc1": fp32["acc1"], "acc5": fp32["acc5"]}}
+    rows = {}
+    if qat:  # the validated model computes in its QAT format; fp32 is the same weights without the rounding
+        rows[f"{qat.lower()} (qat)"] = {"acc1": fp32["acc1"], "acc5": fp32["acc5"]}
+        formats = ["fp32"] + [f for f in formats if f.lower() != "fp32"]
+    else:
+        rows["fp32"] = {"acc1": fp32["acc1"], "acc5": fp32["acc5"]}
     for fmt in formats:
         res = evaluate(convert_ptq(model, parse_recipe(fmt)), loader, device, None, dist, desc=f"PTQ {fmt}")
         rows[fmt.lower()] = {"acc1": res["acc1"], "acc5": res["acc5"]}
     log.print("\npost-training quantization of the trained model (validation split):")
-    log.print(f"{'format':<10}{'top-1 %':>9}{'top-5 %':>9}")
+    w = max(10, *(len(f) + 2 for f in rows))
+    log.print(f"{'format':<{w}}{'top-1 %':>9}{'top-5 %':>9}")
     for fmt, r in rows.items():
-        log.print(f"{fmt:<10}{r['acc1']:>9.2f}{r['acc5']:>9.2f}")
+        log.print(f"{fmt:<{w}}{r['acc1']:>9.2f}{r['acc5']:>9.2f}")
     return rows
+
+
+def plan_warmup(cfg, origin, where, steps_per_epoch, total_steps):
+    """(warmup steps, what the header says of them). A warmup the user set at or past the run's length is
+    refused; a model's default one (meant for its default length) is dropped, and the header says so."""
+    steps = warmup_length(cfg["warmup_epochs"], cfg["warmup_steps"], steps_per_epoch)
+    key = "warmup_steps" if cfg["warmup_steps"] is not None else "warmup_epochs"
+    note = "" if key == "warmup_steps" else f" ({cfg['warmup_epochs']:g} epochs of {plural(steps_per_epoch, 'step')})"
+    if steps < total_steps:
+        return steps, note
+    in_steps = "" if key == "warmup_steps" else f" (= {plural(steps, 'step')})"
+    too_long = f"{cfg[key]:g}{in_steps} is at or past the run's {plural(total_steps, 'step')}"
+    if key in origin:
+        raise UsageError(f"{where(key)} {too_long}: give a shorter warmup, or {config_lib.flag_of(key)} 0 for none")
+    return 0, f"none: {cfg['model']}'s default {config_lib.flag_of(key)} {too_long}"
+
+
+def oom_in_training(cfg, validating, micro, device):
+    """The one line for running out of memory in the training loop: the batch that did, and the way out."""
+    if validating:
+        return (f"out of memory validating on {device} at {cfg['eval_batch_size'] or micro} images per batch: lower "
+                f"--eval-batch-size")
+    accum = "" if cfg["grad_accum_steps"] == 1 else f" in {cfg['grad_accum_steps']} micro-batches"
+    return (f"out of memory training on {device} at --batch-size {cfg['batch_size']}{accum} ({micro} images per "
+            f"forward and backward): lower --batch-size, or keep it and split each step with --grad-accum-steps N "
+            f"(--grad-checkpointing also takes less)")
+
+
+def read_step(path):
+    """The step a training checkpoint holds ('none' when there is no readable one)."""
+    try:
+        return load_state(path)["step"]
+    except Exception:  # no file, or one cut short: the message says so rather than failing
+        return "none"
+
+
+def cpu_has_bf16():
+    """Whether this CPU multiplies bf16 in hardware (x86 AVX512-BF16 or AMX, Arm BF16); None: cannot tell."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def plural(n, noun):
     return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def uses_default_run(argv):
-    """The built-in run is the base unless a config file, a model or a dataset is given."""
-    chosen = {"-c", "--config", "--model", "--data"}
-    return not any(a.split("=")[0] in chosen for a in argv)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def test_foreign_weights_by_model_name(tmp_path):
     assert 0 <= res["fp32"]["acc1"] <= 100
 
 
-def test_dvt_budget_curve(tmp_path):
+def test_dvt_budget_curve(tmp_path, capsys):
     from tests.training.test_train import write_folder
 
     write_folder(tmp_path / "data", per_class=6, size=64)
@@ -86,6 +86,8 @@ def test_dvt_budget_curve(tmp_path):
     assert curve[0]["gmacs"] <= curve[-1]["gmacs"]
     assert all(c["fit_gmacs"] <= c["budget_gmacs"] * (1 + 1e-9) for c in curve)  # on the split it was fit to
     assert (tmp_path / "curve.png").stat().st_size > 0
+    assert f"DVT budget curve (top-1 against GMACs per image, 12 budgets): {tmp_path / 'curve.png'}" in \
+        capsys.readouterr().out
 
 
 def test_errors():

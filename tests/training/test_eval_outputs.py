@@ -205,7 +205,7 @@ def test_saved_config_round_trips_and_is_never_dropped(files, tmp_path):
     assert info["config"] == model_from_file(str(files / "run" / "checkpoint-last.pt"), "test")[1]["config"]
     assert info["config"]["data"] == "builtin"
     assert model_from_file(str(files / "bare.safetensors"), "test")[1]["config"] == {}
-    with pytest.raises(ValueError, match="config: only a .safetensors file stores it"):
+    with pytest.raises(ValueError, match="config, weights: only a .safetensors file stores them"):
         save_checkpoint(model, tmp_path / "m.pth", config=info["config"])
     assert not (tmp_path / "m.pth").exists()
 

@@ -67,8 +67,11 @@ def test_config_errors_name_the_nearest_valid_choice(argv, match):
 
 def test_unknown_key_in_a_config_file(tmp_path):
     conf = tmp_path / "c.yaml"
-    conf.write_text("warmup_epochs: 5\n")
-    with pytest.raises(ConfigError, match="unknown key 'warmup_epochs' \\(did you mean 'warmup"):
+    conf.write_text("warmup_epoch: 5\n")
+    with pytest.raises(ConfigError, match="unknown key 'warmup_epoch' \\(did you mean 'warmup_epochs'"):
+        resolve(["-c", str(conf)])
+    conf.write_text("warmup: 5\n")  # an earlier release's key: its new names
+    with pytest.raises(ConfigError, match="unknown key 'warmup' \\(renamed: warmup_epochs or warmup_steps"):
         resolve(["-c", str(conf)])
 
 
@@ -90,7 +93,7 @@ def test_myrtle_json_config_is_accepted(tmp_path):
                        "mlp_dim": 768, "dropout": 0.0, "emb_dropout": 0.0, "q_format": "FP16_32"}}))
     cfg = resolve(["-c", str(conf)])
     assert cfg["model"] == "vit_tiny_patch16_224" and cfg["batch_size"] == 64 and cfg["grad_accum_steps"] == 2
-    assert cfg["model_kwargs"]["mlp_ratio"] == 4.0 and cfg["quant"] == "FP16_32" and cfg["warmup"] == 5
+    assert cfg["model_kwargs"]["mlp_ratio"] == 4.0 and cfg["quant"] == "FP16_32" and cfg["warmup_epochs"] == 5
     data = json.loads(conf.read_text())
     data["vit_config"]["q_format"] = "PyTorchINT8"  # myrtle's post-training int8: our INT8 PTQ report
     conf.write_text(json.dumps(data))
@@ -252,7 +255,7 @@ def test_dvt_trains_on_the_summed_exit_loss_and_reports_every_exit(tmp_path):
 def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, tiny_args):
     out = tmp_path / "nan"
     with pytest.raises(SystemExit, match="(the loss is (nan|inf)|the weights became inf/NaN).*last good checkpoint.*intact"):
-        main(tiny_args + ["--steps", "50", "--opt", "sgd", "--lr", "1e30", "--warmup", "0", "--save-every", "1",
+        main(tiny_args + ["--steps", "50", "--opt", "sgd", "--lr", "1e30", "--warmup-steps", "0", "--save-every", "1",
                           "--output", str(out)])
     state = load_state(out / "checkpoint-last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.dtype.is_floating_point)

@@ -12,10 +12,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["ArrayDataset", "ImageFileDataset", "IMG_EXTENSIONS", "UnreadableImagesError", "create_dataset"]
+from ..cli import first_line
+
+__all__ = ["ArrayDataset", "ImageFileDataset", "IMG_EXTENSIONS", "UnreadableImagesError", "UnreadableImageWarning",
+           "create_dataset"]
 
 class UnreadableImagesError(RuntimeError):
     """The dataset's files cannot be read: one image under strict=True, or too many in a row."""
+
+
+class UnreadableImageWarning(UserWarning):
+    """An image was skipped (strict=False)."""
 
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -50,16 +57,19 @@ class ArrayDataset(torch.utils.data.Dataset):
 class ImageFileDataset(torch.utils.data.Dataset):
     """Images read from files with PIL (converted to RGB) on access.
 
-    An unreadable or corrupt image is skipped: it is recorded (.skipped, .skipped_paths, a warning) and
-    the next readable sample is returned in its place, so one bad file never stops a run. The record lives
-    in shared memory, so failures in DataLoader worker processes are counted too. strict=True raises
-    instead. verify() reads every image once, to count the bad ones up front."""
+    An unreadable or corrupt image is skipped: it is recorded (.skipped, .skipped_paths, a warning) and,
+    for training (fill=True), the next readable sample is returned in its place, so one bad file never
+    stops a run; for evaluation (fill=False) a blank image labelled -1, which evaluation leaves out of its
+    counts (a duplicate would be scored twice). The record lives in shared memory, so failures in
+    DataLoader worker processes are counted too. strict=True raises instead. verify() reads every image
+    once, to find the bad ones up front."""
 
     def __init__(self, samples, classes, transform=None, strict=False, root=None, split=None):
         self.samples = list(samples)  # [(path, class index)]
         self.targets = [label for _, label in self.samples]
         self.classes, self.num_classes = list(classes), len(classes)
         self.transform, self.strict, self.root, self.split = transform, strict, root, split
+        self.fill = True
         self._bad = torch.zeros(len(self.samples), dtype=torch.uint8).share_memory_()
 
     @property
@@ -80,19 +90,29 @@ class ImageFileDataset(torch.utils.data.Dataset):
     def _fail(self, index, err):
         path = self.samples[index][0]
         if self.strict:
-            raise UnreadableImagesError(f"unreadable image {path}: {type(err).__name__}: {err} (strict=True; "
-                                        "strict=False skips and counts such files)") from err
+            raise UnreadableImagesError(f"unreadable image {path} ({type(err).__name__}: {first_line(err)}); strict "
+                                        "mode stops at the first (without it, such images are skipped and counted)"
+                                        ) from err
         self._bad[index] = 1
         count = self.skipped
         if count <= _MAX_WARNINGS:
             more = " (further ones are not reported one by one)" if count == _MAX_WARNINGS else ""
-            warnings.warn(f"skipped unreadable image {path}: {type(err).__name__}: {err}; {count} skipped so far "
-                          f"in {self.root}, see dataset.skipped_paths{more}", stacklevel=3)
+            warnings.warn(f"skipped unreadable image {path} ({type(err).__name__}: {first_line(err)}); {count} "
+                          f"so far in {self.root}{more}", UnreadableImageWarning, stacklevel=3)
 
     def __getitem__(self, index):
         n, fresh = len(self.samples), 0
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {n} images")
+        if not self.fill:  # evaluation: an unreadable image is left out of its counts (label -1)
+            index %= n
+            if not self._bad[index]:
+                try:
+                    img = self.load(index)
+                    return (img if self.transform is None else self.transform(img)), self.targets[index]
+                except Exception as err:
+                    self._fail(index, err)
+            return self._blank(), -1
         for step in range(n):
             i = (index + step) % n
             if self._bad[i]:
@@ -108,6 +128,10 @@ class ImageFileDataset(torch.utils.data.Dataset):
             return (img if self.transform is None else self.transform(img)), self.targets[i]
         raise UnreadableImagesError(f"{self.skipped} of {n} images in {self.root} are unreadable, {fresh} of them in "
                                     f"a row here (e.g. {self.skipped_paths[:3]}): is this the right dataset root?")
+
+    def _blank(self):
+        img = Image.new("RGB", (32, 32))
+        return img if self.transform is None else self.transform(img)
 
     def verify(self):
         """Read every image once (marking the bad ones as skipped); returns the number skipped."""
@@ -346,14 +370,17 @@ _SPECS = ("builtin", "cifar10:DIR", "cifar100:DIR", "folder:DIR (ImageNet layout
           "paths:DIR (myrtle-vision: DIR/label_map.json, DIR/<split>_imagepaths.txt)")
 
 
-def create_dataset(spec, split="train", transform=None, download=False, strict=False, root_for_builtin=None):
+def create_dataset(spec, split="train", transform=None, download=False, strict=False, root_for_builtin=None,
+                   evaluation=False):
     """A dataset from a spec string: "builtin" | "cifar10:DIR" | "cifar100:DIR" | "folder:DIR" | "paths:DIR".
 
     split: "train", "val" or "test" (CIFAR: val and test are both the test batch; builtin: test = val).
     A missing or malformed dataset raises FileNotFoundError / ValueError at once, naming the path and the
     expected layout. download=True lets torchvision fetch CIFAR into DIR when it is absent (nothing else is
     ever downloaded). strict=True raises on the first unreadable image instead of skipping it.
-    root_for_builtin: a folder where the generated builtin arrays are cached as .npz (default: memory only)."""
+    root_for_builtin: a folder where the generated builtin arrays are cached as .npz (default: memory only).
+    evaluation: images read for scoring, where an unreadable one is left out rather than replaced
+    (ImageFileDataset.fill = False)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not isinstance(spec, str) or not spec.strip():
@@ -373,4 +400,6 @@ def create_dataset(spec, split="train", transform=None, download=False, strict=F
     root = os.path.expanduser(root)
     if kind in _CIFAR:
         return cifar_dataset(kind, root, split, transform, download)
-    return (folder_dataset if kind == "folder" else paths_dataset)(root, split, transform, strict)
+    dataset = (folder_dataset if kind == "folder" else paths_dataset)(root, split, transform, strict)
+    dataset.fill = not evaluation
+    return dataset

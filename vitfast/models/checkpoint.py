@@ -12,9 +12,50 @@ from ..cli import first_line
 
 __all__ = ["CheckpointMismatchError", "LoadResult", "load_state_dict", "load_checkpoint", "save_checkpoint",
            "read_state_dict", "atomic_write", "model_recipe", "to_file_metadata", "from_file_metadata",
-           "load_for_finetune", "is_head_key"]
+           "load_for_finetune", "is_head_key", "RUN_WEIGHTS", "run_weights", "stored_weights"]
 
-LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys", "mismatched_keys"])
+# weights: for a vitfast run's file, whose weights were taken (run_weights' description); None for others
+LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys", "mismatched_keys", "weights"],
+                        defaults=(None,))
+
+# Which weights of a vitfast run's file to take: "reported" are the ones the run validated, chose
+# checkpoint-best by and saved as model.safetensors (the EMA's where it kept one); "ema" / "raw" ask.
+RUN_WEIGHTS = ("reported", "ema", "raw")
+_REPORTED = {"ema": "EMA weights (the ones the run validated and reported)",
+             "raw": "trained weights (the ones the run validated and reported; it kept no EMA)"}
+
+
+def run_weights(state, weights, source):
+    """(state dict, description) of a vitfast training checkpoint's {"model", "ema", ...}; ValueError
+    naming `source` when the weights asked for are not there."""
+    if weights not in RUN_WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(RUN_WEIGHTS)}, got {weights!r}")
+    has_ema = state.get("ema") is not None
+    if weights == "ema" and not has_ema:
+        raise ValueError(f"{source} holds no EMA weights (its run had --ema 0)")
+    if weights == "raw":
+        return state["model"], "raw trained weights (as asked" + ("; the run reported its EMA's)" if has_ema else ")")
+    if has_ema:
+        return state["ema"], "EMA weights (as asked)" if weights == "ema" else _REPORTED["ema"]
+    return state["model"], _REPORTED["raw"]
+
+
+def stored_weights(meta, weights, source):
+    """The description of a .safetensors file's one set of weights (meta: from_file_metadata's), checked
+    against `weights`: a run's model.safetensors holds what the run reported; ValueError when another set
+    is asked for."""
+    if weights not in RUN_WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(RUN_WEIGHTS)}, got {weights!r}")
+    held = meta.get("weights")
+    if held is None and "config" in meta:  # written by an earlier release: its run saved the EMA's if it kept one
+        held = "ema" if (json.loads(meta["config"]).get("ema") or 0) > 0 else "raw"
+    if weights != "reported" and weights != held:
+        has = {"ema": "the run's EMA weights", "raw": "the run's trained weights (it kept no EMA)"}.get(
+            held, "one set of weights, not a run's EMA")
+        raise ValueError(f"{source} holds only {has}: the run's checkpoint-*.pt holds both")
+    if held is None:
+        return None
+    return _REPORTED[held]
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -69,34 +110,49 @@ def _weights_only_extras():
     return [argparse.Namespace, _reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
-def read_state_dict(path):
+def read_state_dict(path, weights="reported"):
     """A flat {name: tensor} from a .pth/.pt/.bin (torch.save: plain weights, or a training checkpoint's
     model, vitfast's checkpoint-*.pt included) or .safetensors file; .npz files go through
-    vitfast.models.load_npz instead."""
+    vitfast.models.load_npz instead. weights: which of a vitfast run's file (RUN_WEIGHTS)."""
+    return read_weights(path, weights)[0]
+
+
+def read_weights(path, weights="reported"):
+    """(read_state_dict's, run_weights' or stored_weights' description: None for a file not of a vitfast run)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint_path {path!r} does not exist")
     try:
         if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
+            from safetensors import safe_open
 
-            return load_file(path)
-        with torch.serialization.safe_globals(_weights_only_extras()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with safe_open(path, "pt") as f:
+                meta, obj = from_file_metadata(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+        else:
+            meta = None
+            with torch.serialization.safe_globals(_weights_only_extras()):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign, truncated or unsafe file: UnpicklingError, RuntimeError, SafetensorError...
         raise ValueError(f"{path!r} cannot be read as weights ({type(e).__name__}: {first_line(e)})") from e
+    if meta is not None:
+        return obj, stored_weights(meta, weights, f"{path!r}")
+    if isinstance(obj, dict) and {"model", "ema", "config"} <= set(obj):  # a vitfast training checkpoint
+        return run_weights(obj, weights, f"{path!r}")
+    if weights != "reported":
+        raise ValueError(f"{path!r} is not a vitfast run's file: it holds one set of weights, not {weights!r}")
     for key in ("model", "state_dict", "model_state_dict", "model_state", "model_ema"):  # training checkpoints
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict):
         raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict")
-    return obj
+    return obj, None
 
 
-def load_checkpoint(model, path, strict=True):
+def load_checkpoint(model, path, strict=True, weights="reported"):
     """Load a checkpoint in any layout vitfast knows: the model's checkpoint_filter_fn converts foreign
-    layouts (timm, official DeiT / T2T-ViT / DVT, resized position embeddings); .npz goes to load_npz."""
+    layouts (timm, official DeiT / T2T-ViT / DVT, resized position embeddings); .npz goes to load_npz.
+    weights: which of a vitfast run's file (RUN_WEIGHTS); the result's .weights describes them."""
     if os.fspath(path).endswith(".npz"):
         from .npz import load_npz
 
@@ -107,11 +163,12 @@ def load_checkpoint(model, path, strict=True):
         raise ValueError(f"checkpoint {os.fspath(path)!r} is an 8-bit model (vitfast.quant.save_quantized): it "
                          "loads as one, with vitfast.quant.load_quantized(path) or create_model(name, "
                          "checkpoint_path=path), not into an fp32 model")
-    state_dict = read_state_dict(path)
+    state_dict, which = read_weights(path, weights)
     filter_fn = getattr(model, "checkpoint_filter_fn", None)
     if filter_fn is not None:
         state_dict = filter_fn(state_dict, model)
-    return load_state_dict(model, state_dict, strict=strict, source=f"checkpoint {os.fspath(path)!r}")
+    result = load_state_dict(model, state_dict, strict=strict, source=f"checkpoint {os.fspath(path)!r}")
+    return result._replace(weights=which)
 
 
 def is_head_key(key):
@@ -119,20 +176,26 @@ def is_head_key(key):
     return key.split(".")[-2:-1] in (["head"], ["head_dist"])
 
 
-def load_for_finetune(model, path):
+def load_for_finetune(model, path, weights="reported"):
     """Start a fine-tune from `path`: every tensor must fit the model except the classifier heads, which
     stay freshly initialised when the class count differs. Returns the LoadResult (its entries are head
     tensors only); raises CheckpointMismatchError listing every other tensor that does not fit (the
-    model is then partly loaded: discard it)."""
+    model is then partly loaded: discard it). weights: as load_checkpoint's."""
     if os.fspath(path).endswith(".npz"):  # load_npz itself leaves a head of another class count fresh
         return load_checkpoint(model, path, strict=True)
-    result = load_checkpoint(model, path, strict=False)
+    result = load_checkpoint(model, path, strict=False, weights=weights)
     foreign = LoadResult([k for k in result.missing_keys if not is_head_key(k)],
                          [k for k in result.unexpected_keys if not is_head_key(k)],
                          [m for m in result.mismatched_keys if not is_head_key(m[0])])
     if any(foreign):
         raise CheckpointMismatchError(foreign, f"checkpoint {os.fspath(path)!r}")
     return result
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path, write):
@@ -152,6 +215,7 @@ def atomic_write(path, write):
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # a writer that made its own file (0600 temp files) gets the run's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -188,11 +252,12 @@ def from_file_metadata(meta):
     return {k.removeprefix("vitfast."): v for k, v in (meta or {}).items() if k.startswith("vitfast.")}
 
 
-def save_checkpoint(model, path, config=None):
+def save_checkpoint(model, path, config=None, weights=None):
     """Save the model's weights, atomically: .safetensors by extension (with model_recipe() in its
     metadata), else torch.save of the plain state dict (what timm writes and reads). config: the
     training run's config (a JSON-able dict), stored in the .safetensors metadata so the file alone says
-    what the model was trained on (data, normalisation, crop; read back by training.state.model_from_file)."""
+    what the model was trained on (data, normalisation, crop; read back by training.state.model_from_file).
+    weights: "ema" or "raw", which of the run's these are (stored with config; see stored_weights)."""
     state_dict = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if os.fspath(path).endswith(".safetensors"):
         from safetensors.torch import save_file
@@ -203,9 +268,11 @@ def save_checkpoint(model, path, config=None):
                 fields["config"] = json.dumps(config)
             except TypeError as e:
                 raise ValueError(f"config: cannot be stored as JSON ({e})") from e
+        if weights is not None:
+            fields["weights"] = weights
         meta = to_file_metadata(fields) if fields else None
         atomic_write(path, lambda tmp: save_file(state_dict, tmp, metadata=meta))
-    elif config is not None:  # a plain state dict has no place for it; dropping it would be silent
-        raise ValueError(f"config: only a .safetensors file stores it, not {os.fspath(path)!r}")
+    elif config is not None or weights is not None:  # a plain state dict has no place: dropping would be silent
+        raise ValueError(f"config, weights: only a .safetensors file stores them, not {os.fspath(path)!r}")
     else:
         atomic_write(path, lambda tmp: torch.save(state_dict, tmp))

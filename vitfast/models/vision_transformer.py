@@ -139,9 +139,10 @@ _VIT = {
 
 
 def _register_vit(name, patch, dim, depth, heads, img):
+    # timm evaluates at crop 0.9 at 224 px and 1.0 at 384; the 32 px model sees its whole image
     return register_variant(name, VisionTransformer,
                             dict(img_size=img, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads),
-                            model_config(img, INCEPTION_MEAN, INCEPTION_STD, crop_pct=1.0 if img == 384 else 0.9),
+                            model_config(img, INCEPTION_MEAN, INCEPTION_STD, crop_pct=0.9 if img == 224 else 1.0),
                             f"ViT: patch {patch}, width {dim}, depth {depth}, {heads} heads, {img}x{img} input.")
 
 

@@ -109,6 +109,10 @@ _NEEDS = [
     ("quant_grad", "--quant (gradients are rounded only in quantization-aware training)", lambda c: c["quant"]),
     ("teacher_checkpoint", "--teacher NAME", lambda c: c["teacher"]),
     ("teacher_random_init", "--teacher NAME", lambda c: c["teacher"]),
+    ("teacher_weights", "--teacher", lambda c: c["teacher"]),
+    ("init_weights", "--init-checkpoint", lambda c: c["init_checkpoint"]),
+    ("extend_epochs", "--resume (it lengthens a run that exists)", lambda c: c["resume"]),
+    ("extend_steps", "--resume (it lengthens a run that exists)", lambda c: c["resume"]),
     ("distill_type", "--teacher", lambda c: c["teacher"]),
     ("distill_alpha", "--teacher", lambda c: c["teacher"]),
     ("distill_tau", "--teacher", lambda c: c["teacher"]),
@@ -134,8 +138,9 @@ def check_config(c, origin, flag_of):
         # asked for on the command line (a recipe file may carry settings for its variants) and read by nothing
         if origin.get(key, "").startswith("--") and c[key] not in (None, False) and not ok(c):
             raise UsageError(f"{where(key)} has no effect without {needs}; remove it or add what it needs")
-    if c["epochs"] is not None and c["steps"] is not None:
-        raise UsageError("give --epochs or --steps, not both")
+    for a, b in (("epochs", "steps"), ("warmup_epochs", "warmup_steps"), ("extend_epochs", "extend_steps")):
+        if c[a] is not None and c[b] is not None:
+            raise UsageError(f"give {flag_of(a)} or {flag_of(b)}, not both")
     if c["batch_size"] % c["grad_accum_steps"]:
         raise UsageError(f"batch_size ({c['batch_size']}) must be divisible by grad_accum_steps "
                          f"({c['grad_accum_steps']})")

@@ -15,12 +15,14 @@ from .checks import AT_LEAST_1, FRACTION, NON_NEGATIVE, OPEN_UNIT, POSITIVE, PRO
 # "model_kwargs". check: a Range (each element, for lists) or a tuple of the allowed names. An option
 # whose default is None may be null ("none" on the command line).
 OPTIONS = [
-    ("model", "--model", str, "vit_tiny_patch16_224", None, "registered model name (vitfast.list_models())"),
+    ("model", "--model", str, "vit_pico_patch4_32", None, "registered model name (python -m vitfast.list)"),
     ("model", "--model-kwargs", "kv", {}, None, "create_model overrides, e.g. patch_size=4,depth=6"),
     ("model", "--img-size", int, None, AT_LEAST_1, "input resolution (default: the model's)"),
     ("model", "--drop-path", float, None, FRACTION, "stochastic depth rate, drop_path_rate (default: the model's)"),
     ("model", "--init-checkpoint", str, None, None, "initial weights: timm/official .pth, Google .npz, .safetensors; "
                                                     "every tensor must fit the model but the classifier head"),
+    ("model", "--init-weights", str, "reported", ("reported", "ema", "raw"),
+     "which weights of a vitfast run's --init-checkpoint: reported (the EMA's where the run kept one), ema, raw"),
     ("model", "--backend", str, None, ("eager", "sdpa", "vitfast"), "eager | sdpa | vitfast (default: sdpa)"),
     ("data", "--data", str, "builtin", None, "builtin | cifar10:DIR | cifar100:DIR | folder:DIR | paths:DIR"),
     ("data", "--download", bool, False, None, "allow downloading CIFAR (never otherwise)"),
@@ -55,9 +57,17 @@ OPTIONS = [
     ("optim", "--grad-accum-steps", int, 1, AT_LEAST_1, "micro-batches per optimizer step"),
     ("schedule", "--sched", str, "cosine", ("cosine", "linear", "step", "constant"),
      "cosine | linear | step | constant (per step)"),
-    ("schedule", "--epochs", int, None, AT_LEAST_1, "training length in epochs (default: 300, unless --steps)"),
+    ("schedule", "--epochs", int, None, AT_LEAST_1, "training length in epochs, unless --steps"),
     ("schedule", "--steps", int, None, AT_LEAST_1, "training length in optimizer steps, instead of --epochs"),
-    ("schedule", "--warmup", float, 0, NON_NEGATIVE, "linear warmup: epochs with --epochs, steps with --steps"),
+    ("schedule", "--extend-epochs", int, None, AT_LEAST_1, "with --resume: lengthen the run's schedule by N epochs "
+                                                          "(recorded in the run; the learning rate follows the "
+                                                          "longer schedule from the step resumed)"),
+    ("schedule", "--extend-steps", int, None, AT_LEAST_1, "with --resume: lengthen a --steps run's schedule by N "
+                                                         "optimizer steps (as --extend-epochs)"),
+    ("schedule", "--warmup-epochs", float, 0.0, NON_NEGATIVE, "linear warmup in epochs, rounded to whole steps "
+                                                              "(also with --steps)"),
+    ("schedule", "--warmup-steps", int, None, NON_NEGATIVE, "linear warmup in optimizer steps, instead of "
+                                                            "--warmup-epochs"),
     ("schedule", "--warmup-lr", float, 1e-6, NON_NEGATIVE, "learning rate at the start of warmup"),
     ("schedule", "--min-lr", float, 1e-5, NON_NEGATIVE, "final learning rate of cosine/linear decay"),
     ("schedule", "--decay-milestones", "floats", [0.5, 0.75], Range(0, 1, True, True),
@@ -76,6 +86,9 @@ OPTIONS = [
     ("distill", "--teacher", str, None, None, "torchvision/timm model name (with --teacher-checkpoint), or a "
                                               "vitfast checkpoint or model.safetensors"),
     ("distill", "--teacher-checkpoint", str, None, None, "weights for a --teacher given by name"),
+    ("distill", "--teacher-weights", str, "reported", ("reported", "ema", "raw"),
+     "which weights of a vitfast run's checkpoint as --teacher: reported (the EMA's where the run kept one), "
+     "ema, raw"),
     ("distill", "--teacher-random-init", bool, False, None, "accept a --teacher given by name with random weights "
                                                             "(no --teacher-checkpoint): for smoke tests only"),
     ("distill", "--distill-type", str, "hard", ("hard", "soft"), "hard | soft"),
@@ -93,6 +106,10 @@ OPTIONS = [
     ("run", "--save-every", int, 0, NON_NEGATIVE, "also checkpoint every N optimizer steps (0: at evaluations "
                                                   "only)"),
     ("run", "--eval-every", int, 1, AT_LEAST_1, "evaluate (and checkpoint) every N epochs"),
+    ("run", "--keep-checkpoints", int, 1, AT_LEAST_1, "keep the N best validated checkpoints (above 1: as "
+                                                       "checkpoint-step<S>.pt), besides checkpoint-last.pt"),
+    ("run", "--eval-every-steps", int, None, AT_LEAST_1, "also evaluate (and checkpoint) every N optimizer steps "
+                                                         "(default: off)"),
     ("run", "--log-every", int, 20, AT_LEAST_1, "log every N optimizer steps"),
     ("run", "--device", str, None, None, "cpu | cuda | cuda:N (default: cuda when available)"),
     ("run", "--seed", int, 0, NON_NEGATIVE, "seed of every random generator"),
@@ -107,6 +124,31 @@ OPTIONS = [
 ]
 KEYS = {flag[2:].replace("-", "_"): (group, kind, default, check) for group, flag, kind, default, check, _ in OPTIONS}
 DEFAULTS = {k: default for k, (_, _, default, _) in KEYS.items()}
+# What a default of None means where the run decides it.
+_SHOWN = {"epochs": "300"}
+
+# A model's own training defaults: the layer just above DEFAULTS, under config files and flags, whenever
+# the run trains that model, named or not. The default model's make the plain `python -m vitfast.train`
+# reach >= 90% on the built-in 32 px data in ~300 steps: no random-resized crop of a 32 px image, no
+# smoothing, a short warmup.
+MODEL_DEFAULTS = {
+    "vit_pico_patch4_32": dict(epochs=4, lr=2e-3, warmup_epochs=0.4, smoothing=0.0, scale=[1.0, 1.0]),
+}
+# Keys of earlier releases: a config file or flag naming one is told the new name.
+RENAMED = {"warmup": ("warmup_epochs", "warmup_steps")}
+# What timm's train.py and PyTorch Lightning's Trainer call our options (dashes or underscores): a flag or
+# key of theirs is told ours, where edit distance would point elsewhere (--model-ema to --model).
+FOREIGN = {
+    "model_ema": "--ema DECAY", "model_ema_decay": "--ema DECAY", "initial_checkpoint": "--init-checkpoint",
+    "pretrained": "--init-checkpoint FILE (vitfast downloads nothing)", "num_classes": "the dataset's class count "
+    "(--model-kwargs num_classes=N for weights of another)", "input_size": "--img-size", "log_interval": "--log-every",
+    "torchcompile": "--compile", "checkpoint_hist": "--keep-checkpoints", "save_top_k": "--keep-checkpoints", "amp_dtype": "--amp bf16|fp16", "b": "--batch-size", "j": "--workers",
+    "lr_base": "--lr with --lr-base-size", "decay_epochs": "--decay-milestones (fractions of the run)",
+    "max_epochs": "--epochs", "max_steps": "--steps", "accumulate_grad_batches": "--grad-accum-steps",
+    "precision": "--amp bf16|fp16 (QAT formats: --quant)", "gradient_clip_val": "--clip-grad",
+    "check_val_every_n_epoch": "--eval-every", "val_check_interval": "--eval-every-steps", "log_every_n_steps": "--log-every", "default_root_dir": "--output",
+    "ckpt_path": "--resume FILE", "devices": "--device (torchrun for several)", "accelerator": "--device",
+}
 ConfigError = UsageError  # the name earlier releases used
 
 
@@ -198,19 +240,40 @@ def read_config_file(name):
     return data
 
 
+def unknown_key(key):
+    """' (did you mean ...)' for a key that is not one: its new names if it was renamed, ours if it is timm's
+    or Lightning's, else the nearest."""
+    key = str(key)
+    if key in RENAMED:
+        return f" (renamed: {' or '.join(RENAMED[key])}, one unit each)"
+    if key.replace("-", "_") in FOREIGN:
+        return f" (vitfast's: {FOREIGN[key.replace('-', '_')]})"
+    return nearest(key, KEYS)
+
+
+def unknown_flag(flag, flags):
+    """unknown_key for a command-line flag."""
+    key = flag.split("=")[0].lstrip("-").replace("-", "_")
+    if key in RENAMED:
+        return f" (renamed: {' or '.join(flag_of(k) for k in RENAMED[key])}, one unit each)"
+    if key in FOREIGN:
+        return f" (vitfast's: {FOREIGN[key]})"
+    return nearest(flag.split("=")[0].replace("_", "-"), flags)
+
+
 def typed(data, source):
     """A config file's {key: value}, each key known and each value of its option's type."""
     out = {}
     for key, value in data.items():
         if key not in KEYS:
-            raise UsageError(f"{source}: unknown key {key!r}{nearest(key, KEYS)}")
+            raise UsageError(f"{source}: unknown key {key!r}{unknown_key(key)}")
         _, kind, default, _ = KEYS[key]
         out[key] = coerce(kind, value, default is None, f"{source}, key {key}")
     return out
 
 
 # Keys that are alternatives: setting one at a later layer (file < flag < --set) clears the other.
-_EXCLUSIVE = {"epochs": "steps", "steps": "epochs"}
+_EXCLUSIVE = {"epochs": "steps", "steps": "epochs", "warmup_epochs": "warmup_steps", "warmup_steps": "warmup_epochs"}
 
 
 def _layer(config, origin, updates, where):
@@ -227,44 +290,48 @@ def _layer(config, origin, updates, where):
 
 def build_parser():
     parser = ArgumentParser(prog="python -m vitfast.train",
-                            description="Train a vitfast model. With no arguments: a small ViT on the built-in "
-                                        "dataset, then a post-training quantization table. Without --epochs or "
-                                        "--steps a run lasts 300 epochs.")
+                            description="Train a vitfast model. With no arguments: vit_pico_patch4_32 on the "
+                                        "built-in dataset for 4 epochs, then a post-training quantization table. "
+                                        "A model may bring its own defaults (shown with each flag); config files, "
+                                        "flags and --set override them.")
     parser.add_argument("-c", "--config", action="append", default=[],
                         help="YAML/JSON config file or packaged config name; sets defaults (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key (dots allowed: model_kwargs.depth=6)")
-    groups = {}
+    groups, model = {}, DEFAULTS["model"]
     for group, flag, kind, default, _, help_text in OPTIONS:
         g = groups.setdefault(group, parser.add_argument_group(group))
         if kind is bool:
             g.add_argument(flag, nargs="?", const="true", default=None, metavar="true|false", help=help_text)
+            continue
+        key = flag[2:].replace("-", "_")
+        shown = show(_SHOWN.get(key, default))
+        if key in MODEL_DEFAULTS[model]:  # what a plain run uses first
+            suffix = f" (default: {show(MODEL_DEFAULTS[model][key])} for {model}, {shown} for other models)"
         else:
-            shown = ",".join(map(str, default)) if isinstance(default, list) else default
-            suffix = "" if default in (None, {}) or "default" in help_text else f" (default: {shown})"
-            g.add_argument(flag, default=None, metavar=_METAVARS.get(kind, None), help=help_text + suffix)
+            suffix = "" if shown in ("None", "{}") or "default" in help_text else f" (default: {shown})"
+        g.add_argument(flag, default=None, metavar=_METAVARS.get(kind, None), help=help_text + suffix)
     return parser
+
+
+def show(value):
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 _METAVARS = {int: "N", float: "X", "floats": "X,Y", "strs": "A,B", "kv": "K=V,..."}
 
 
-def resolve(argv=None, base=None, origins=None):
-    """argv -> the resolved flat config dict: defaults < base < config files < flags < --set. origins, a dict
-    if given, receives key -> where the user set it ("--lr", "config 'x.yaml', key lr"), for messages."""
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        raise UsageError(f"unknown argument {unknown[0]!r}{nearest(unknown[0].split('=')[0], parser.flags())}")
+def _layers(args, files, model_defaults):
+    """(config, origin) from the parsed arguments: DEFAULTS < model_defaults < files < flags < --set."""
     config, origin = dict(DEFAULTS), {}
-    if base:
-        _layer(config, origin, typed(base, "the built-in default run"), None)
-    for name in args.config:
-        _layer(config, origin, typed(read_config_file(name), f"config {name!r}"),
-               lambda key, name=name: f"config {name!r}, key {key}")
+    if model_defaults:
+        _layer(config, origin, model_defaults, None)
+    for name, data in files:
+        _layer(config, origin, data, lambda key, name=name: f"config {name!r}, key {key}")
     flags = {key: parse_value(key, getattr(args, key)) for key in KEYS if getattr(args, key) is not None}
-    if "epochs" in flags and "steps" in flags:
-        raise UsageError("give --epochs or --steps, not both")
+    for key, other in _EXCLUSIVE.items():
+        if key in flags and other in flags:
+            raise UsageError(f"give {flag_of(key)} or {flag_of(other)}, not both")
     _layer(config, origin, flags, flag_of)
     for item in args.set:
         if "=" not in item:
@@ -272,7 +339,7 @@ def resolve(argv=None, base=None, origins=None):
         dotted, value = item.split("=", 1)
         key, *sub = dotted.strip().split(".")
         if key not in KEYS:
-            raise UsageError(f"--set: unknown key {key!r}{nearest(key, KEYS)}")
+            raise UsageError(f"--set: unknown key {key!r}{unknown_key(key)}")
         where = f"--set {dotted.strip()}"
         if sub:
             if not isinstance(config.get(key), dict):
@@ -284,6 +351,27 @@ def resolve(argv=None, base=None, origins=None):
             _layer(config, origin, {key: {**config[key], ".".join(sub): sub_value}}, where)
         else:
             _layer(config, origin, {key: parse_value(key, value, where)}, where)
+    return config, origin
+
+
+def from_model_defaults(config, origin):
+    """{key: value} of the config that the model's own defaults set (no file or flag gave them)."""
+    own = MODEL_DEFAULTS.get(config["model"], {})
+    return {k: v for k, v in own.items() if k not in origin and config[k] == v}
+
+
+def resolve(argv=None, origins=None):
+    """argv -> the resolved flat config dict: defaults < the model's defaults (MODEL_DEFAULTS, for the model
+    the layers above choose) < config files < flags < --set. origins, a dict if given, receives key -> where
+    the user set it ("--lr", "config 'x.yaml', key lr"), for messages."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise UsageError(f"unknown argument {unknown[0]!r}{unknown_flag(unknown[0], parser.flags())}")
+    files = [(name, typed(read_config_file(name), f"config {name!r}")) for name in args.config]
+    config, origin = _layers(args, files, None)
+    if config["model"] in MODEL_DEFAULTS:
+        config, origin = _layers(args, files, MODEL_DEFAULTS[config["model"]])
     config["model_kwargs"] = typed_model_kwargs(config["model_kwargs"], origin.get("model_kwargs", "--model-kwargs"))
     if origins is not None:
         origins.update(origin)
@@ -293,7 +381,7 @@ def resolve(argv=None, base=None, origins=None):
 # What a resumed run may do differently from the run that wrote its checkpoint: where and how it runs and
 # reports, not what it trains (every other key is taken from the checkpoint's config).
 RUN_CONTROL = ("output", "resume", "overwrite", "device", "workers", "eval_batch_size", "log_every", "save_every",
-               "eval_every", "max_time", "ptq_report", "compile", "grad_checkpointing", "download", "strict_data",
+               "eval_every", "eval_every_steps", "keep_checkpoints", "extend_epochs", "extend_steps", "max_time", "ptq_report", "compile", "grad_checkpointing", "download", "strict_data",
                "wandb", "quiet")
 
 
@@ -301,7 +389,8 @@ def for_resume(saved, config, origins, path):
     """The configuration a resumed run goes on with: the checkpoint's own (`saved`), with the run-control
     keys the user gave now. A key given now that would change what the run trains (model, data,
     schedule, optimizer, ...) is refused, naming each: the run's config.yaml says what it was."""
-    changed = [k for k in origins if k not in RUN_CONTROL and k in saved and saved[k] != config[k]]
+    saved, given = upgraded(saved), recorded(config)
+    changed = [k for k in origins if k not in RUN_CONTROL and k in saved and saved[k] != given[k]]
     if changed:
         diff = "; ".join(f"{origins[k]} {config[k]!r} (the run has {saved[k]!r})" for k in changed)
         raise UsageError(f"--resume {path}: {diff} would change what the run trains. Resume without "
@@ -312,6 +401,32 @@ def for_resume(saved, config, origins, path):
     for key in ("output", "resume", "overwrite", "device"):  # this invocation's, given or not
         resumed[key] = config[key]
     return resumed
+
+
+def recorded(config):
+    """The config as a run records it (config.yaml, checkpoints, model.safetensors): every path absolute, so
+    that eval, --teacher and --resume read the same files from any working directory."""
+    out = dict(config)
+    kind, sep, root = str(out["data"]).partition(":")
+    if sep and root:
+        out["data"] = f"{kind}:{os.path.abspath(os.path.expanduser(root))}"
+    for key in ("init_checkpoint", "teacher_checkpoint", "output"):
+        if out.get(key):
+            out[key] = os.path.abspath(os.path.expanduser(out[key]))
+    if out.get("teacher") and os.path.isfile(out["teacher"]):  # a file, not a model name
+        out["teacher"] = os.path.abspath(out["teacher"])
+    return out
+
+
+def upgraded(saved):
+    """A run's config as written by an earlier release, in today's keys: its warmup ("warmup": epochs under
+    epochs, steps under steps) in the key of that unit."""
+    saved = dict(saved)
+    if "warmup" in saved and "warmup_epochs" not in saved:
+        warmup = saved.pop("warmup")
+        saved.update(warmup_steps=int(warmup), warmup_epochs=None) if saved.get("steps") else \
+            saved.update(warmup_epochs=warmup, warmup_steps=None)
+    return saved
 
 
 def typed_model_kwargs(kwargs, where):

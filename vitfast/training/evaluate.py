@@ -32,7 +32,8 @@ def _batches(loader, max_batches, desc):
 
 @torch.no_grad()
 def collect_logits(model, loader, device, amp_dtype=None, max_batches=None, desc=None):
-    """Run the model over a loader: (list of per-exit logits tensors on CPU, labels, images/s).
+    """Run the model over a loader: (list of per-exit logits tensors on CPU, labels, images/s), without the
+    images a dataset could not read (label -1).
     desc: show the pass as a progress bar of that name (vitfast.progress; a start line off a terminal)."""
     model.eval()
     outs, labels, n, start = [], [], 0, time.perf_counter()
@@ -54,8 +55,11 @@ def collect_logits(model, loader, device, amp_dtype=None, max_batches=None, desc
     seconds = time.perf_counter() - start
     if not outs:
         raise ValueError("the evaluation split is empty")
-    exits = [torch.cat([o[j] for o in outs]) for j in range(len(outs[0]))]
-    return exits, torch.cat(labels), n / max(seconds, 1e-9)
+    exits, labels = [torch.cat([o[j] for o in outs]) for j in range(len(outs[0]))], torch.cat(labels)
+    readable = labels >= 0  # an unreadable image's place holder (label -1) counts for nothing
+    if not readable.all():
+        exits, labels = [e[readable] for e in exits], labels[readable]
+    return exits, labels, n / max(seconds, 1e-9)
 
 
 def accuracy(logits, labels, topk=(1, 5)):

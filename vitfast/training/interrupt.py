@@ -4,9 +4,12 @@ A step interrupted half-way (a forward done, its backward not; some micro-batche
 step summed, not applied) cannot be saved and resumed exactly, so the first SIGINT only asks: the
 loop finishes the step it is in, writes checkpoint-last.pt and stops. Between steps (while `safe`:
 validation, where no training state moves) there is nothing to finish and it stops at once. A second
-Ctrl-C raises KeyboardInterrupt wherever the loop is."""
+Ctrl-C raises KeyboardInterrupt wherever the loop is; after it, and while the run cleans up on its
+way out (quiet()), Ctrl-C is ignored: a KeyboardInterrupt raised inside a destructor (a DataLoader's
+worker shutdown) would only print Python's "Exception ignored" traceback and be lost."""
 import os
 import signal
+import sys
 import threading
 
 __all__ = ["StopRequest", "ignore_sigint"]
@@ -26,21 +29,34 @@ class StopRequest:
     def __init__(self, enabled=True):
         self.enabled, self.requested, self.safe, self.at_boundary = enabled, False, False, False
         self.saved = False  # set by the loop once it has written the checkpoint to resume from
-        self._previous = None
+        self._previous, self._unraisable = None, None
 
     def install(self):
         if self.enabled and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._unraisable, sys.unraisablehook = sys.unraisablehook, self._hook
         return self
 
     def restore(self):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            sys.unraisablehook = self._unraisable
             self._previous = None
+
+    def quiet(self):
+        """Ignore Ctrl-C from now until restore(): the run is on its way out."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def _hook(self, unraisable):
+        # our KeyboardInterrupt, raised while a destructor ran: the stop it asked for goes on without it
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            self._unraisable(unraisable)
 
     def _handle(self, signum, frame):
         if self.requested:  # the second Ctrl-C: no checkpoint, out now
             self.at_boundary = False
+            self.quiet()
             raise KeyboardInterrupt
         self.requested = True
         if self.safe:  # between steps: the state on hand is a step boundary's

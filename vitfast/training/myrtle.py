@@ -11,7 +11,7 @@ _SIZES = {192: "tiny", 384: "small", 768: "base"}
 # train_config key -> vitfast key
 _TRAIN = {"output_directory": "output", "epochs": "epochs", "seed": "seed", "optimizer": "opt",
           "clip_grad": "clip_grad", "momentum": "momentum", "weight_decay": "weight_decay", "scheduler": "sched",
-          "lr": "lr", "warmup_lr": "warmup_lr", "min_lr": "min_lr", "warmup_epochs": "warmup",
+          "lr": "lr", "warmup_lr": "warmup_lr", "min_lr": "min_lr", "warmup_epochs": "warmup_epochs",
           "decay_rate": "decay_rate", "iters_per_checkpoint": "save_every"}
 _IGNORED = {"drop_last_batch", "opt_eps", "lr_noise", "lr_noise_pct", "lr_noise_std", "decay_epochs",
             "cooldown_epochs", "patience_epochs", "distributed", "sam", "sam_rho", "iters_per_val",

@@ -68,6 +68,16 @@ def create_optimizer(model, name, lr, weight_decay, momentum=0.9, betas=(0.9, 0.
     raise ValueError(f"opt must be one of adamw, sgd, lamb, got {name!r}")
 
 
+def warmup_length(warmup_epochs, warmup_steps, steps_per_epoch):
+    """Optimizer steps of warmup: warmup_steps as given, else warmup_epochs x steps_per_epoch rounded to the
+    nearest step (at least one when any warmup was asked for)."""
+    if warmup_steps is not None:
+        return warmup_steps
+    if not warmup_epochs:
+        return 0
+    return max(1, round(warmup_epochs * steps_per_epoch))
+
+
 def lr_at(step, total, warmup, lr, warmup_lr, min_lr, sched="cosine", milestones=(0.5, 0.75), decay_rate=0.1):
     """Learning rate for optimizer step `step` of `total`: linear warmup from warmup_lr over `warmup`
     steps, then cosine / linear decay to min_lr, step decay at fractions of training, or constant."""

@@ -22,6 +22,7 @@ def run_files(out):
         return []
     names = set(os.listdir(out))
     found = [n for n in RUN_FILES if n in names]
+    found += sorted(n for n in names if n.startswith("checkpoint-step") and n.endswith(".pt"))  # --keep-checkpoints
     found += sorted(n for n in names if n.startswith("events.out.tfevents."))
     return found + (["wandb"] if "wandb" in names and found else [])
 

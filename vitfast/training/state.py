@@ -7,8 +7,8 @@ import random
 import numpy as np
 import torch
 
-from ..cli import UsageError, one_line
-from ..models.checkpoint import atomic_write, from_file_metadata
+from ..cli import UsageError, blame, one_line
+from ..models.checkpoint import atomic_write, from_file_metadata, run_weights, stored_weights
 
 __all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "read_training_checkpoint", "model_from_file"]
 
@@ -52,19 +52,21 @@ def read_training_checkpoint(path, argument):
     return state
 
 
-def model_from_file(path, argument, weights="model"):
+# how each command line loads weights that do not say their model
+_BY_NAME = {"--checkpoint": "--model NAME --checkpoint-path FILE", "--teacher": "--teacher NAME --teacher-checkpoint FILE"}
+
+
+def model_from_file(path, argument, weights="reported"):
     """(model, info) rebuilt from a file that says how: a vitfast training checkpoint (its config) or a
     .safetensors file written by save_checkpoint (its metadata). info: architecture, model_kwargs (with
-    num_classes and img_size) and the training config ({} when the file records none: a .safetensors
-    file saved without one). weights: "model" or "ema" (a training checkpoint's only)."""
+    num_classes and img_size), the training config ({} when the file records none: a .safetensors file
+    saved without one) and weights, which of the run's these are (None: not said). weights: which to
+    take of a run's file, vitfast.models.checkpoint.RUN_WEIGHTS."""
     import vitfast
 
     if str(path).endswith(".safetensors"):
         if not os.path.isfile(path):
             raise UsageError(f"{argument}: no file at {path!r}")
-        if weights == "ema":
-            raise UsageError(f"{argument}: {path!r} holds one set of weights, no EMA weights (--ema needs the "
-                             "run's checkpoint-*.pt)")
         from safetensors import safe_open
 
         from ..quant.saved import is_quantized_metadata
@@ -81,19 +83,22 @@ def model_from_file(path, argument, weights="model"):
                              "save_quantized): evaluate its fp32 checkpoint with --quant "
                              f"{str(meta.get('recipe')).lower()}, or load it with vitfast.quant.load_quantized")
         if "architecture" not in meta:
-            raise UsageError(f"{argument}: {path!r} does not say which model it holds (no vitfast metadata); "
-                             "give the model by name (--model NAME with the weights file)")
+            raise UsageError(f"{argument}: {path!r} does not say which model it holds (no vitfast metadata); weights "
+                             f"of a model by name load with {_BY_NAME.get(argument, 'create_model(NAME, checkpoint_path=FILE)')}")
+        with blame(argument, ValueError):
+            which = stored_weights(meta, weights, repr(path))
         name, kwargs = meta["architecture"], json.loads(meta["model_kwargs"])
         config = json.loads(meta.get("config", "{}"))  # the run's, when the writer stored it (save_checkpoint)
     else:
-        state = read_training_checkpoint(path, argument)
+        try:
+            state = read_training_checkpoint(path, argument)
+        except UsageError as e:  # weights without a run's record: they load by name
+            if os.path.isfile(path) and argument in _BY_NAME:
+                raise UsageError(f"{e}; weights of a model by name load with {_BY_NAME[argument]}") from e
+            raise
         config = state["config"]
-        if weights == "ema":
-            if state.get("ema") is None:
-                raise UsageError(f"{argument}: {path!r} holds no EMA weights (its run had --ema 0)")
-            state_dict = state["ema"]
-        else:
-            state_dict = state["model"]
+        with blame(argument, ValueError):
+            state_dict, which = run_weights(state, weights, repr(path))
         name, kwargs = config["model"], dict(config["model_kwargs"])
         if config.get("img_size"):
             kwargs["img_size"] = config["img_size"]
@@ -107,4 +112,4 @@ def model_from_file(path, argument, weights="model"):
         model.load_state_dict(state_dict)
     except (ValueError, TypeError, RuntimeError) as e:
         raise UsageError(f"{argument}: {path!r} does not rebuild as {name} ({one_line(e)})") from e
-    return model, {"architecture": name, "model_kwargs": kwargs, "config": config}
+    return model, {"architecture": name, "model_kwargs": kwargs, "config": config, "weights": which}

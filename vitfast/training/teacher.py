@@ -13,12 +13,15 @@ _FILE_ERRORS = (ValueError, TypeError, OSError, RuntimeError)  # CheckpointMisma
 
 
 def build_teacher(cfg, num_classes, img_size, device):
-    """The teacher in eval mode without gradients, checked against the student's classes and input size."""
-    name, path = cfg["teacher"], cfg["teacher_checkpoint"]
+    """(the teacher in eval mode without gradients, checked against the student's classes and input size;
+    which weights of a vitfast run's file it holds, None for other weights)."""
+    name, path, weights = cfg["teacher"], cfg["teacher_checkpoint"], cfg["teacher_weights"]
+    which = None
     if os.path.isfile(name):
         if path:
             raise UsageError(f"--teacher-checkpoint has no effect with --teacher {name} (a file: it holds the weights)")
-        teacher, info = model_from_file(name, "--teacher")
+        teacher, info = model_from_file(name, "--teacher", weights)
+        which = info["weights"]
         kwargs = info["model_kwargs"]
         classes = kwargs.get("num_classes", teacher.default_cfg.get("num_classes"))
         size = teacher.default_cfg["input_size"][-1]
@@ -35,9 +38,9 @@ def build_teacher(cfg, num_classes, img_size, device):
         teacher = _by_name(name, num_classes)
         if path:
             with blame("--teacher-checkpoint", _FILE_ERRORS):
-                load_checkpoint(teacher, path)
+                which = load_checkpoint(teacher, path, weights=weights).weights
         _try_one_image(teacher, name, img_size)
-    return teacher.to(device).eval().requires_grad_(False)
+    return teacher.to(device).eval().requires_grad_(False), which
 
 
 def _try_one_image(teacher, name, img_size):

@@ -1,0 +1,94 @@
+"""Defaults that do not move (issue 62, item 4), through the real command line: naming the default model or
+data leaves the recipe as it was, --help states what a plain run uses, and warmup has one unit per flag."""
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from vitfast.training.config import resolve, upgraded
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV.pop("VITFAST_DEBUG", None)
+TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
+        "--batch-size", "32", "--ptq-report", ""]
+
+
+def train(args, cwd):
+    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_naming_the_default_model_or_data_changes_nothing(tmp_path):
+    configs, headers = {}, {}
+    for name, extra in [("plain", []), ("model", ["--model", "vit_pico_patch4_32"]), ("data", ["--data", "builtin"])]:
+        proc = train(extra + ["--steps", "2", "--ptq-report", "", "--output", name], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        configs[name] = yaml.safe_load((tmp_path / name / "config.yaml").read_text())
+        configs[name].pop("output")
+        headers[name] = [line for line in proc.stdout.splitlines() if "default" in line]
+    assert configs["plain"] == configs["model"] == configs["data"]
+    assert configs["plain"]["lr"] == 2e-3 and configs["plain"]["smoothing"] == 0.0
+    assert configs["plain"]["scale"] == [1.0, 1.0] and configs["plain"]["model"] == "vit_pico_patch4_32"
+    # the header names each setting the model's own defaults made, and the default warmup this short run drops
+    header = "\n".join(headers["plain"])
+    assert "vit_pico_patch4_32's own defaults: --lr 0.002, --warmup-epochs 0.4, --smoothing 0.0, --scale 1.0,1.0" \
+        in header, header
+    assert "warmup: none: vit_pico_patch4_32's default --warmup-epochs 0.4 (= 31 steps) is at or past the run's " \
+           "2 steps" in header, header
+    assert headers["plain"] == headers["model"] == headers["data"]
+
+
+def test_a_flag_overrides_a_model_default_and_another_model_has_none():
+    cfg, origin = {}, {}
+    cfg = resolve(["--lr", "0.01"], origins=origin)
+    assert cfg["lr"] == 0.01 and cfg["epochs"] == 4 and origin == {"lr": "--lr"}
+    other = resolve(["--model", "vit_tiny_patch16_224"])
+    assert other["lr"] == 1e-3 and other["epochs"] is None and other["warmup_epochs"] == 0.0 and other["smoothing"] == 0.1
+    assert resolve(["--steps", "10"])["epochs"] is None  # steps replace the model's epochs
+
+
+def test_help_shows_what_a_plain_run_uses(tmp_path):
+    proc = train(["--help"], tmp_path)
+    text = " ".join(proc.stdout.split())  # argparse wraps lines
+    assert proc.returncode == 0
+    assert "--epochs N training length in epochs, unless --steps (default: 4 for vit_pico_patch4_32, 300 for " \
+           "other models)" in text
+    assert "--lr X peak learning rate (for the --lr-base-size batch, if set) (default: 0.002 for " \
+           "vit_pico_patch4_32, 0.001 for other models)" in text
+    assert "--model MODEL registered model name (python -m vitfast.list) (default: vit_pico_patch4_32)" in text
+
+
+def test_warmup_in_epochs_is_rounded_to_steps_and_said(tmp_path):
+    # 10,000 built-in images in batches of 32: 312 steps per epoch; 0.01 epochs = 3.12 -> 3 steps
+    proc = train(TINY + ["--steps", "4", "--warmup-epochs", "0.01", "--output", "run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "warmup: 3 steps (0.01 epochs of 312 steps), from lr 1e-06" in proc.stdout
+    proc = train(TINY + ["--steps", "4", "--warmup-steps", "2", "--output", "run2"], tmp_path)
+    assert proc.returncode == 0 and "warmup: 2 steps, from lr 1e-06" in proc.stdout
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--steps", "5", "--warmup-steps", "5"], "--warmup-steps 5 is at or past the run's 5 steps: give a shorter "
+                                              "warmup, or --warmup-steps 0 for none"),
+    (["--steps", "100", "--warmup-epochs", "0.5"], "--warmup-epochs 0.5 (= 156 steps) is at or past the run's 100 "
+                                                   "steps"),
+    (["--steps", "5", "-c", "recipe.yaml"], "config 'recipe.yaml', key warmup_epochs 2 (= 624 steps) is at or past"),
+    (["--warmup-epochs", "1", "--warmup-steps", "3"], "give --warmup-epochs or --warmup-steps, not both"),
+    (["--warmup", "3"], "unknown argument '--warmup' (renamed: --warmup-epochs or --warmup-steps, one unit each)"),
+])
+def test_warmup_mistakes_are_one_line_and_leave_nothing(tmp_path, extra, message):
+    (tmp_path / "recipe.yaml").write_text("warmup_epochs: 2\n")
+    proc = train(TINY + extra + ["--output", "run"], tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_earlier_release_run_config_reads_in_todays_keys():
+    # "warmup" was epochs under --epochs and steps under --steps
+    assert upgraded({"warmup": 5, "epochs": 10, "steps": None}) == \
+        {"epochs": 10, "steps": None, "warmup_epochs": 5, "warmup_steps": None}
+    assert upgraded({"warmup": 20.0, "epochs": None, "steps": 300}) == \
+        {"epochs": None, "steps": 300, "warmup_epochs": None, "warmup_steps": 20}

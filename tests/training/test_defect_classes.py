@@ -1,0 +1,123 @@
+"""The classes of smaller defects of issue 62 (item 5), each through the real command lines: a run's
+recorded paths work from any working directory; every file of a run has one mode; a warning is one line
+in our words; an unreadable image is not scored twice and --strict-data finds it at once; hints name the
+fix, timm's and Lightning's names included; labels say what was measured."""
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.training.test_train import write_folder
+from vitfast.train import cpu_has_bf16
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV.pop("VITFAST_DEBUG", None)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ["--model", "vit_tiny_patch16_224", "--img-size", "32",
+        "--model-kwargs", "patch_size=8,embed_dim=32,depth=1,num_heads=2", "--batch-size", "8", "--ptq-report", ""]
+
+
+def cli(module, args, cwd, umask=None):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=600, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A run on a relative folder dataset with one unreadable image in train and one in val."""
+    root = tmp_path_factory.mktemp("defects")
+    write_folder(root / "data", classes=("cat", "dog"), per_class=5, size=32, corrupt=True)
+    (root / "data" / "val" / "dog" / "broken.png").write_bytes(b"not a png")
+    proc = cli("vitfast.train", TINY + ["--data", "folder:data", "--steps", "2", "--output", "run"], root, umask=0o022)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, proc
+
+
+def test_recorded_paths_work_from_any_directory(folder_run, tmp_path):
+    root, _ = folder_run
+    cfg = yaml.safe_load((root / "run" / "config.yaml").read_text())
+    assert cfg["data"] == f"folder:{root / 'data'}"
+    proc = cli("vitfast.eval", ["--checkpoint", str(root / "run" / "model.safetensors")], tmp_path)  # elsewhere
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_every_file_of_a_run_has_the_runs_mode(folder_run):
+    root, _ = folder_run
+    modes = {name: stat.S_IMODE(os.stat(root / "run" / name).st_mode) for name in os.listdir(root / "run")}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_an_unreadable_image_is_one_line_in_our_words_and_not_scored_twice(folder_run):
+    root, proc = folder_run
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
+    assert len(warnings) == 2, proc.stderr  # one per unreadable file
+    for line in warnings:
+        assert line.startswith("vitfast.train: warning: skipped unreadable image ") and "broken." in line, line
+    assert "fetch.py" not in proc.stderr and "UserWarning" not in proc.stderr and "skipped_paths" not in proc.stderr
+    val = [json.loads(line) for line in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["count"] for r in val if r["kind"] == "val"] == [10]  # 11 files in val/, one unreadable
+
+
+def test_strict_data_finds_the_bad_file_before_training(folder_run):
+    root, _ = folder_run
+    proc = cli("vitfast.train", TINY + ["--data", "folder:data", "--steps", "2", "--strict-data", "--output", "strict"],
+               root)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "broken.jpg" in proc.stderr and "strict mode stops at the first" in proc.stderr
+    assert "--strict-data: reading every image" in proc.stdout and "loss" not in proc.stdout
+    assert not (root / "strict").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model-ema", "0.99"], "unknown argument '--model-ema' (vitfast's: --ema DECAY)"),
+    (["--max_epochs", "3"], "unknown argument '--max_epochs' (vitfast's: --epochs)"),
+    (["--checkpoint-hist", "3"], "unknown argument '--checkpoint-hist' (vitfast's: --keep-checkpoints)"),
+    (["--accumulate_grad_batches", "2"], "(vitfast's: --grad-accum-steps)"),
+    (["--set", "initial_checkpoint=x.pth"], "--set: unknown key 'initial_checkpoint' (vitfast's: --init-checkpoint)"),
+    (["--data", "folder:trainonly"], "--data folder:trainonly has training images but no val/ folder: validate on "
+                                     "the last N of them with --holdout N"),
+])
+def test_hints_name_the_fix(tmp_path, args, message):
+    write_folder(tmp_path / "trainonly", classes=("a", "b"), per_class=3, size=16)
+    shutil.rmtree(tmp_path / "trainonly" / "val")
+    proc = cli("vitfast.train", TINY + ["--steps", "1", "--output", "run"] + args, tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_weights_without_a_run_record_point_to_loading_by_name(tmp_path):
+    import torch
+
+    torch.save({"head.weight": torch.zeros(2, 2)}, tmp_path / "timm_model.pth")
+    proc = cli("vitfast.eval", ["--checkpoint", "timm_model.pth"], tmp_path)
+    assert proc.returncode == 2 and "weights of a model by name load with --model NAME --checkpoint-path FILE" in \
+        proc.stderr, proc.stderr
+
+
+def test_a_qat_runs_table_labels_its_rows_by_what_they_measured(tmp_path):
+    proc = cli("vitfast.train", TINY + ["--data", "builtin", "--steps", "2", "--quant", "FP16_16", "--ptq-report",
+                                        "bf16", "--output", "run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert list(summary["ptq"]) == ["fp16_16 (qat)", "fp32", "bf16"]
+    assert summary["ptq"]["fp16_16 (qat)"]["acc1"] == summary["val_acc1"]
+
+
+def test_bf16_on_a_cpu_without_it_says_so(tmp_path):
+    proc = cli("vitfast.train", TINY + ["--data", "builtin", "--steps", "1", "--amp", "bf16", "--output", "run"],
+               tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    note = "note: this CPU has no bf16 arithmetic (AVX512-BF16 / AMX): --amp bf16 is emulated here"
+    assert (note in proc.stdout) == (cpu_has_bf16() is False)
+
+
+def test_license_matches_pyproject():
+    with open(os.path.join(ROOT, "LICENSE")) as f:
+        text = f.read()
+    assert text.startswith("Apache License\nVersion 2.0, January 2004") and "END OF TERMS AND CONDITIONS" in text
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        assert 'license = {text = "Apache-2.0"}' in f.read()

@@ -1,0 +1,69 @@
+"""Running out of memory is one line (issue 62, item 3): in training, validation, eval and calibration the
+commands exit with status 2 naming the batch that did not fit and the flags that take less, and a new run
+that dies so removes what it wrote. The memory runs out for real: each command runs under an address-space
+limit (resource.setrlimit) that the interpreter with torch fits in and the batch asked for does not."""
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from vitfast.train import main as train_main
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV.pop("VITFAST_DEBUG", None)
+LIMIT = 6 << 30  # torch and torchvision imported take ~4 GiB of address space
+# 128 px images in 4 px patches: 1,025 tokens; 512 images of them need far more than the limit leaves
+BIG = ["--model", "vit_pico_patch4_32", "--img-size", "128", "--ptq-report", ""]
+
+
+def limited():
+    resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
+
+
+def cli(module, args, cwd):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=600, preexec_fn=limited)
+
+
+def one_line(proc, message):
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-3000:]
+
+
+def test_training_out_of_memory(tmp_path):
+    proc = cli("vitfast.train", BIG + ["--batch-size", "512", "--steps", "2", "--output", "run"], tmp_path)
+    one_line(proc, "vitfast.train: out of memory training on cpu at --batch-size 512 (512 images per forward and "
+                   "backward): lower --batch-size, or keep it and split each step with --grad-accum-steps N")
+    assert not (tmp_path / "run").exists()  # a failed start leaves nothing
+    proc = cli("vitfast.train", BIG + ["--batch-size", "512", "--grad-accum-steps", "2", "--steps", "2", "--output",
+                                       "run"], tmp_path)
+    one_line(proc, "at --batch-size 512 in 2 micro-batches (256 images per forward and backward)")
+
+
+def test_validation_out_of_memory(tmp_path):
+    proc = cli("vitfast.train", BIG + ["--batch-size", "8", "--eval-batch-size", "1000", "--steps", "1", "--output",
+                                       "run"], tmp_path)
+    one_line(proc, "vitfast.train: out of memory validating on cpu at 1000 images per batch: lower --eval-batch-size")
+    assert not (tmp_path / "run").exists()  # nothing to continue from
+
+
+@pytest.fixture(scope="module")
+def run128(tmp_path_factory):
+    root = tmp_path_factory.mktemp("oom")
+    train_main(BIG + ["--model-kwargs", "depth=1", "--batch-size", "8", "--steps", "1", "--eval-batch-size", "50",
+                      "--output", str(root / "run")])
+    return root
+
+
+def test_eval_out_of_memory(run128):
+    proc = cli("vitfast.eval", ["--checkpoint", "run/model.safetensors", "--batch-size", "1000"], run128)
+    one_line(proc, "vitfast.eval: out of memory evaluating fp32 on cpu at --batch-size 1000: lower --batch-size")
+
+
+def test_calibration_out_of_memory(run128):
+    proc = cli("vitfast.eval", ["--checkpoint", "run/model.safetensors", "--batch-size", "1000", "--quant", "int8",
+                                "--calib-steps", "1"], run128)
+    one_line(proc, "vitfast.eval: out of memory calibrating int8 on cpu at --batch-size 1000: lower --batch-size, "
+                   "or --calib-steps 0 (dynamic scales)")

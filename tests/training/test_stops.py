@@ -1,0 +1,97 @@
+"""No stop loses a run's outputs (issue 62, item 2), through the real command line: Ctrl-C in a validation,
+mid-run or the last one, is followed on resume by that validation; a stop after the last step but before
+the outputs has them written on resume; a double Ctrl-C says what is true and prints no traceback."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from vitfast.training.state import load_state
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV.pop("VITFAST_DEBUG", None)
+# validation one image at a time (2,000 built-in images): long enough for a Ctrl-C to land in it
+TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
+        "--batch-size", "32", "--eval-batch-size", "1", "--deterministic", "--log-every", "1"]
+
+
+def train(args, cwd):
+    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+
+
+def interrupt(args, cwd, after, times=1):
+    """Run vitfast.train, send Ctrl-C `times` when a line holding `after` has printed (the n-th such line for
+    a tuple (text, n)); (return code, stdout, stderr)."""
+    line, nth = after if isinstance(after, tuple) else (after, 1)
+    proc = subprocess.Popen([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    for text in proc.stdout:
+        lines.append(text)
+        if line in text:
+            nth -= 1
+            if nth == 0:
+                for i in range(times):
+                    time.sleep(0.3 * i)  # two signals at once would reach Python's handler as one
+                    proc.send_signal(signal.SIGINT)
+                break
+    stdout, stderr = proc.communicate(timeout=300)
+    return proc.returncode, "".join(lines) + stdout, stderr
+
+
+def val_records(path):
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == "val"]
+
+
+def test_ctrl_c_in_a_mid_run_validation_runs_it_on_resume(tmp_path):
+    # 10,000 images in batches of 32: 312 steps an epoch; a validation every epoch, the first after step 312
+    args = TINY + ["--steps", "320", "--ptq-report", ""]
+    assert train(args + ["--output", "straight"], tmp_path).returncode == 0
+    code, out, err = interrupt(args + ["--output", "run"], tmp_path, "validation ...")
+    assert code == 130 and "Traceback" not in err, err
+    state = load_state(tmp_path / "run" / "checkpoint-last.pt")
+    assert state["step"] == 312 and state["pending_val"]
+    assert "stopped at step 312 of 320; run/checkpoint-last.pt holds it" in out
+    resumed = train(["--output", "run", "--resume", "auto"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "first the validation it was stopped in" in resumed.stdout
+    got, want = val_records(tmp_path / "run" / "metrics.jsonl"), val_records(tmp_path / "straight" / "metrics.jsonl")
+    assert [(r["step"], r["acc1"], r["loss"]) for r in got] == [(r["step"], r["acc1"], r["loss"]) for r in want]
+    a, b = (load_state(tmp_path / name / "checkpoint-last.pt")["model"] for name in ("straight", "run"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("after", ["validation ...", "PTQ fp16_16 ..."])
+def test_a_stop_after_the_last_step_has_the_outputs_written_on_resume(tmp_path, after):
+    args = TINY + ["--steps", "3", "--ptq-report", "fp16_16"]
+    code, out, err = interrupt(args + ["--output", "run"], tmp_path, after)
+    assert code == 130 and "Traceback" not in err, err
+    assert not (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "model.safetensors").exists()
+    if after.startswith("PTQ"):
+        assert "stopped while writing the run's outputs; its training is done and saved in run/checkpoint-last.pt" in out
+    else:
+        assert "stopped at step 3 of 3; run/checkpoint-last.pt holds it" in out
+    resumed = train(["--output", "run", "--resume", "auto"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "its training is done, its outputs are not: writing them" in resumed.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 3 and set(summary["ptq"]) == {"fp32", "fp16_16"} and summary["images_per_second"] > 0
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    again = train(["--output", "run", "--resume", "auto"], tmp_path)  # now it is finished
+    assert again.returncode == 0 and "the run is finished (step 3 of 3); nothing to do" in again.stdout
+
+
+def test_a_double_ctrl_c_before_any_checkpoint_removes_the_run_and_says_so(tmp_path):
+    code, out, err = interrupt(TINY + ["--steps", "300", "--workers", "2", "--output", "run"], tmp_path,
+                               "  step 3  ", times=2)
+    assert code == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert "before any checkpoint was written (Ctrl-C twice); run is removed: the same command starts the run " \
+           "again" in out
+    assert not (tmp_path / "run").exists()
