@@ -9,7 +9,9 @@ import contextlib
 import difflib
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 
 __all__ = ["UsageError", "ArgumentParser", "blame", "run", "one_line", "first_line", "nearest", "parse_device",
@@ -156,7 +158,12 @@ def run(prog, main, argv=None):
             raise
         print(f"{prog}: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:  # output piped into `head` and the like, which stopped reading: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():  # one more Ctrl-C on the way out: not a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(result if isinstance(result, int) else 0)

@@ -1,6 +1,7 @@
 """python -m vitfast.list: the models `--model` takes and the recipes `-c` takes, with what each is.
 
 Models are counted on the meta device (no memory, no weights), so the largest list in a second."""
+import re
 import sys
 from importlib import resources
 
@@ -18,13 +19,13 @@ def _first_line(doc):
 
 def model_rows(patterns=("*",)):
     """[(name, input size, parameters, description)] of the registered models matching the patterns."""
-    from vitfast.models.registry import _entrypoints
+    from vitfast.models.registry import _entrypoints, get_model_config
 
     rows = []
     for name in vitfast.list_models(list(patterns)):
         with torch.device("meta"):
             params = sum(p.numel() for p in vitfast.create_model(name).parameters())
-        size = vitfast.get_model_config(name)["input_size"][-1]
+        size = get_model_config(name)["input_size"][-1]
         rows.append((name, size, params, _first_line(_entrypoints[name].__doc__)))
     return rows
 
@@ -40,7 +41,7 @@ def recipe_rows():
         files = [resources.files("vitfast.configs") / f"{name}{ext}" for ext in (".yaml", ".yml", ".json")]
         text = next((f.read_text() for f in files if f.is_file()), "")
         comment = " ".join(line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#"))
-        rows.append((name, data.get("model", "-"), data.get("data", "-"), comment.split(": ")[0].split(". ")[0]))
+        rows.append((name, data.get("model", "-"), data.get("data", "-"), re.split(r": |\. (?=[A-Z])", comment)[0]))
     return rows
 
 
