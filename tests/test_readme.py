@@ -154,6 +154,18 @@ def test_the_readme_has_what_this_module_checks():
     assert any(b.marker in CI_RUNS for b in BLOCKS)
 
 
+def test_the_readme_states_the_suites_test_count():
+    # one count, said once: what pytest collects from tests/ (a new test file means a README edit)
+    stated = re.findall(r"the suite's ([\d,]+) tests", README.read_text(encoding="utf-8"))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           str(README.parent / "tests")], cwd=README.parent, capture_output=True, text=True, timeout=600)
+    collected = re.search(r"^(\d+) tests? collected", proc.stdout, re.M)
+    assert collected, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert stated == [f"{int(collected.group(1)):,}"], f"README says {stated}, pytest collects {collected.group(1)}"
+    assert not re.search(r"\b[\d,]{3,} tests\b(?! collected)", README.read_text(encoding="utf-8").replace(
+        f"the suite's {stated[0]} tests", "")), "another test count in the README"
+
+
 @pytest.mark.parametrize("block,at,line,module,argv", COMMANDS)
 def test_bash_command_parses(block, at, line, module, argv, tmp_path, monkeypatch):
     from vitfast.cli import UsageError, one_line

@@ -7,6 +7,8 @@ import sys
 import pytest
 import yaml
 
+from vitfast.cli import UsageError
+from vitfast.train import main as train_main
 from vitfast.training.config import resolve, upgraded
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -20,14 +22,23 @@ def train(args, cwd):
                           text=True, timeout=600)
 
 
-def test_naming_the_default_model_or_data_changes_nothing(tmp_path):
+def said(out):
+    """The header lines about defaults."""
+    return [line for line in out.splitlines() if "'s own defaults:" in line or line.startswith("warmup:")]
+
+
+def test_naming_the_default_model_or_data_changes_nothing(tmp_path, capsys):
     configs, headers = {}, {}
-    for name, extra in [("plain", []), ("model", ["--model", "vit_pico_patch4_32"]), ("data", ["--data", "builtin"])]:
-        proc = train(extra + ["--steps", "2", "--ptq-report", "", "--output", name], tmp_path)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = train(["--steps", "2", "--ptq-report", "", "--output", "plain"], tmp_path)  # the command line itself
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    headers["plain"] = said(proc.stdout)
+    capsys.readouterr()
+    for name, extra in [("model", ["--model", "vit_pico_patch4_32"]), ("data", ["--data", "builtin"])]:
+        train_main(extra + ["--steps", "2", "--ptq-report", "", "--output", str(tmp_path / name)])
+        headers[name] = said(capsys.readouterr().out)
+    for name in headers:
         configs[name] = yaml.safe_load((tmp_path / name / "config.yaml").read_text())
         configs[name].pop("output")
-        headers[name] = [line for line in proc.stdout.splitlines() if "default" in line]
     assert configs["plain"] == configs["model"] == configs["data"]
     assert configs["plain"]["lr"] == 2e-3 and configs["plain"]["smoothing"] == 0.0
     assert configs["plain"]["scale"] == [1.0, 1.0] and configs["plain"]["model"] == "vit_pico_patch4_32"
@@ -60,29 +71,35 @@ def test_help_shows_what_a_plain_run_uses(tmp_path):
     assert "--model MODEL registered model name (python -m vitfast.list) (default: vit_pico_patch4_32)" in text
 
 
-def test_warmup_in_epochs_is_rounded_to_steps_and_said(tmp_path):
+def test_warmup_in_epochs_is_rounded_to_steps_and_said(tmp_path, capsys):
     # 10,000 built-in images in batches of 32: 312 steps per epoch; 0.01 epochs = 3.12 -> 3 steps
     proc = train(TINY + ["--steps", "4", "--warmup-epochs", "0.01", "--output", "run"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "warmup: 3 steps (0.01 epochs of 312 steps), from lr 1e-06" in proc.stdout
-    proc = train(TINY + ["--steps", "4", "--warmup-steps", "2", "--output", "run2"], tmp_path)
-    assert proc.returncode == 0 and "warmup: 2 steps, from lr 1e-06" in proc.stdout
+    train_main(TINY + ["--steps", "4", "--warmup-steps", "2", "--output", str(tmp_path / "run2")])
+    assert "warmup: 2 steps, from lr 1e-06" in capsys.readouterr().out
+
+
+def test_a_warmup_past_the_run_is_one_line_and_leaves_nothing(tmp_path):
+    proc = train(TINY + ["--steps", "5", "--warmup-steps", "5", "--output", "run"], tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--warmup-steps 5 is at or past the run's 5 steps: give a shorter warmup, or --warmup-steps 0 for none" \
+        in proc.stderr and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--steps", "5", "--warmup-steps", "5"], "--warmup-steps 5 is at or past the run's 5 steps: give a shorter "
-                                              "warmup, or --warmup-steps 0 for none"),
     (["--steps", "100", "--warmup-epochs", "0.5"], "--warmup-epochs 0.5 (= 156 steps) is at or past the run's 100 "
                                                    "steps"),
     (["--steps", "5", "-c", "recipe.yaml"], "config 'recipe.yaml', key warmup_epochs 2 (= 624 steps) is at or past"),
     (["--warmup-epochs", "1", "--warmup-steps", "3"], "give --warmup-epochs or --warmup-steps, not both"),
     (["--warmup", "3"], "unknown argument '--warmup' (renamed: --warmup-epochs or --warmup-steps, one unit each)"),
 ])
-def test_warmup_mistakes_are_one_line_and_leave_nothing(tmp_path, extra, message):
+def test_warmup_mistakes(tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "recipe.yaml").write_text("warmup_epochs: 2\n")
-    proc = train(TINY + extra + ["--output", "run"], tmp_path)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    with pytest.raises(UsageError) as e:
+        train_main(TINY + extra + ["--output", "run"])
+    assert message in str(e.value)
     assert not (tmp_path / "run").exists()
 
 

@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from tests.training.test_train import write_folder
+from vitfast.cli import UsageError
 from vitfast.train import cpu_has_bf16
+from vitfast.train import main as train_main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ENV.pop("VITFAST_DEBUG", None)
@@ -83,11 +85,19 @@ def test_strict_data_finds_the_bad_file_before_training(folder_run):
     (["--data", "folder:trainonly"], "--data folder:trainonly has training images but no val/ folder: validate on "
                                      "the last N of them with --holdout N"),
 ])
-def test_hints_name_the_fix(tmp_path, args, message):
+def test_hints_name_the_fix(tmp_path, monkeypatch, args, message):
     write_folder(tmp_path / "trainonly", classes=("a", "b"), per_class=3, size=16)
     shutil.rmtree(tmp_path / "trainonly" / "val")
-    proc = cli("vitfast.train", TINY + ["--steps", "1", "--output", "run"] + args, tmp_path)
-    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as e:
+        train_main(TINY + ["--steps", "1", "--output", "run"] + args)
+    assert message in str(e.value)
+
+
+def test_a_hint_through_the_command_line(tmp_path):
+    proc = cli("vitfast.train", ["--model-ema", "0.99"], tmp_path)
+    assert proc.returncode == 2 and proc.stderr == "vitfast.train: unknown argument '--model-ema' (vitfast's: --ema " \
+                                                  "DECAY)\n", proc.stderr
 
 
 def test_weights_without_a_run_record_point_to_loading_by_name(tmp_path):

@@ -87,7 +87,8 @@ IN_PROCESS = [
     ("--model without --data", ["--model", "vit_tiny_patch16_224", "--model-kwargs", KWARGS],
      r"--data is required with --model vit_tiny_patch16_224"),
     ("--ema of a .safetensors file", ["--checkpoint", "{R}/with_config.safetensors", "--ema"],
-     r"--checkpoint: .*with_config.safetensors' holds one set of weights, no EMA weights"),
+     r"--checkpoint: .*with_config.safetensors' holds only the run's trained weights \(it kept no EMA\): the "
+     r"run's checkpoint-\*.pt holds both"),
 ]
 
 

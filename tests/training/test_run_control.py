@@ -6,8 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
+from vitfast.cli import UsageError
+from vitfast.list import main as list_main
+from vitfast.train import main as train_main
 from vitfast.training.state import load_state
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -37,18 +41,20 @@ def test_validation_every_n_steps_and_the_best_n_checkpoints_kept(tmp_path):
     for r in best_two:
         assert load_state(tmp_path / "run" / f"checkpoint-step{r['step']}.pt")["step"] == r["step"]
     # --overwrite deletes them with the rest of the run
-    proc = cli("vitfast.train", TINY + ["--steps", "1", "--output", "run", "--overwrite"], tmp_path)
-    assert proc.returncode == 0 and not [f for f in os.listdir(tmp_path / "run") if f.startswith("checkpoint-step")]
+    train_main(TINY + ["--steps", "1", "--output", str(tmp_path / "run"), "--overwrite"])
+    assert not [f for f in os.listdir(tmp_path / "run") if f.startswith("checkpoint-step")]
 
 
-def test_a_schedule_is_lengthened_on_purpose_into_a_new_folder_and_recorded(tmp_path):
-    assert cli("vitfast.train", TINY + ["--steps", "4", "--output", "run"], tmp_path).returncode == 0
-    proc = cli("vitfast.train", ["--output", "run", "--resume", "auto", "--extend-steps", "2"], tmp_path)
-    assert proc.returncode == 2 and "run is a finished run, and a finished run is never overwritten: continue it " \
-        "into a new folder with --resume" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    proc = cli("vitfast.train", ["--output", "run", "--resume", "auto", "--extend-epochs", "2"], tmp_path)
-    assert proc.returncode == 2 and "the run's length is in steps (--steps); lengthen it with --extend-steps" \
-        in proc.stderr, proc.stderr
+def test_a_schedule_is_lengthened_on_purpose_into_a_new_folder_and_recorded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train_main(TINY + ["--steps", "4", "--output", "run"])
+    with pytest.raises(UsageError, match="run is a finished run, and a finished run is never overwritten: continue it "
+                                         "into a new folder with --resume"):
+        train_main(["--output", "run", "--resume", "auto", "--extend-steps", "2"])
+    with pytest.raises(UsageError, match="the run's length is in steps \\(--steps\\); lengthen it with --extend-steps"):
+        train_main(["--output", "run", "--resume", "auto", "--extend-epochs", "2"])
+    with pytest.raises(UsageError, match="--extend-steps has no effect without --resume"):
+        train_main(TINY + ["--steps", "2", "--extend-steps", "2", "--output", "new"])
     proc = cli("vitfast.train", ["--resume", "run/checkpoint-last.pt", "--output", "longer", "--extend-steps", "2"],
                tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -58,21 +64,20 @@ def test_a_schedule_is_lengthened_on_purpose_into_a_new_folder_and_recorded(tmp_
     assert [{k: v for k, v in r.items() if k != "time"} for r in records(tmp_path / "longer", "schedule")] == [
         {"kind": "schedule", "step": 4, "flag": "--extend-steps", "by": 2, "from_steps": 4, "to_steps": 6}]
     assert load_state(tmp_path / "longer" / "checkpoint-last.pt")["schedule_changes"][0]["to_steps"] == 6
-    again = cli("vitfast.train", ["--output", "longer", "--resume", "auto"], tmp_path)  # not lengthened twice
-    assert again.returncode == 0 and "the run is finished (step 6 of 6)" in again.stdout
-    proc = cli("vitfast.train", TINY + ["--steps", "2", "--extend-steps", "2", "--output", "new"], tmp_path)
-    assert proc.returncode == 2 and "--extend-steps has no effect without --resume" in proc.stderr
+    assert train_main(["--output", "longer", "--resume", "auto"])["steps"] == 6  # finished: not lengthened twice
 
 
-def test_list_shows_models_and_recipes(tmp_path):
+def test_list_shows_models_and_recipes(tmp_path, capsys):
     proc = cli("vitfast.list", [], tmp_path)
     assert proc.returncode == 0, proc.stderr
     line = next(line for line in proc.stdout.splitlines() if line.startswith("vit_pico_patch4_32 "))
-    assert line.split()[1:3] == ["32", "0.46M"]
+    assert line.split()[1:3] == ["32", "0.56M"]  # with timm's default 1,000 classes
     assert any(line.startswith("vit_base_patch16_224 ") and " 86.57M " in line for line in proc.stdout.splitlines())
     assert any(line.startswith("cifar10_vit ") for line in proc.stdout.splitlines())
-    proc = cli("vitfast.list", ["deit_*"], tmp_path)
-    names = [line.split()[0] for line in proc.stdout.splitlines()[1:] if line.strip()]
-    assert names and all(n.startswith("deit_") for n in names) and "cifar10_vit" not in proc.stdout
-    proc = cli("vitfast.list", ["nothing_*"], tmp_path)
-    assert proc.returncode == 2 and "no model matches nothing_*" in proc.stderr
+    capsys.readouterr()
+    list_main(["deit_*"])
+    out = capsys.readouterr().out
+    names = [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
+    assert names and all(n.startswith("deit_") for n in names) and "cifar10_vit" not in out
+    with pytest.raises(UsageError, match="no model matches nothing_"):
+        list_main(["nothing_*"])

@@ -11,6 +11,8 @@ import torch
 
 import vitfast
 from vitfast.models import load_for_finetune
+from vitfast.cli import UsageError
+from vitfast.eval import main as eval_main
 from vitfast.train import main as train_main
 from vitfast.training.state import load_state, model_from_file
 
@@ -35,18 +37,22 @@ def runs(tmp_path_factory):
     return root
 
 
-def test_eval_scores_what_training_reported_and_says_so(runs):
+def test_eval_scores_what_training_reported_and_says_so(runs, capsys, monkeypatch):
     summary = json.loads((runs / "ema" / "summary.json").read_text())
-    for name in ("checkpoint-last.pt", "model.safetensors"):
-        proc = cli("vitfast.eval", ["--checkpoint", str(runs / "ema" / name), "--json", "r.json"], runs)
-        assert proc.returncode == 0, proc.stderr
-        assert "weights: EMA weights (the ones the run validated and reported); --raw: the trained ones" in proc.stdout
-        assert json.loads((runs / "r.json").read_text())["fp32"]["acc1"] == pytest.approx(summary["val_acc1"], abs=1e-6)
-        os.remove(runs / "r.json")
-    proc = cli("vitfast.eval", ["--checkpoint", str(runs / "ema" / "checkpoint-last.pt"), "--raw"], runs)
-    assert proc.returncode == 0 and "weights: raw trained weights (as asked; the run reported its EMA's)" in proc.stdout
-    proc = cli("vitfast.eval", ["--checkpoint", str(runs / "plain" / "checkpoint-last.pt")], runs)
-    assert "weights: trained weights (the ones the run validated and reported; it kept no EMA)" in proc.stdout
+    proc = cli("vitfast.eval", ["--checkpoint", "ema/checkpoint-last.pt", "--json", "r.json"], runs)  # the CLI
+    assert proc.returncode == 0, proc.stderr
+    assert "weights: EMA weights (the ones the run validated and reported); --raw: the trained ones" in proc.stdout
+    assert json.loads((runs / "r.json").read_text())["fp32"]["acc1"] == pytest.approx(summary["val_acc1"], abs=1e-6)
+    monkeypatch.chdir(runs)
+    capsys.readouterr()
+    result = eval_main(["--checkpoint", "ema/model.safetensors"])
+    assert "weights: EMA weights (the ones the run validated and reported); --raw" in capsys.readouterr().out
+    assert result["fp32"]["acc1"] == pytest.approx(summary["val_acc1"], abs=1e-6)
+    eval_main(["--checkpoint", "ema/checkpoint-last.pt", "--raw"])
+    assert "weights: raw trained weights (as asked; the run reported its EMA's)" in capsys.readouterr().out
+    eval_main(["--checkpoint", "plain/checkpoint-last.pt"])
+    assert "weights: trained weights (the ones the run validated and reported; it kept no EMA)" in \
+        capsys.readouterr().out
     # what each choice loads
     state = load_state(runs / "ema" / "checkpoint-last.pt")
     for weights, key in (("reported", "ema"), ("ema", "ema"), ("raw", "model")):
@@ -63,24 +69,27 @@ def test_eval_scores_what_training_reported_and_says_so(runs):
                                                          "EMA weights: the run's checkpoint-*.pt holds both"),
     (["--model", "vit_tiny_patch16_224", "--data", "builtin", "--raw"], "--raw has no effect without --checkpoint"),
 ])
-def test_eval_weight_choices_that_cannot_be_met(runs, args, message):
-    proc = cli("vitfast.eval", args, runs)
-    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+def test_eval_weight_choices_that_cannot_be_met(runs, monkeypatch, args, message):
+    monkeypatch.chdir(runs)
+    with pytest.raises(UsageError) as e:
+        eval_main(args)
+    assert message in str(e.value)
 
 
-def test_init_checkpoint_and_teacher_take_the_reported_weights(runs):
+def test_init_checkpoint_and_teacher_take_the_reported_weights(runs, capsys, monkeypatch):
     proc = cli("vitfast.train", TINY + ["--steps", "1", "--init-checkpoint", "ema/checkpoint-best.pt",
                                         "--output", "init"], runs)
     assert proc.returncode == 0, proc.stderr
     assert "initialised from ema/checkpoint-best.pt: EMA weights (the ones the run validated and reported)" \
         in proc.stdout
-    proc = cli("vitfast.train", TINY + ["--steps", "1", "--init-checkpoint", "ema/checkpoint-best.pt",
-                                        "--init-weights", "raw", "--output", "init_raw"], runs)
-    assert proc.returncode == 0 and "raw trained weights (as asked; the run reported its EMA's)" in proc.stdout
-    proc = cli("vitfast.train", TINY + ["--steps", "1", "--teacher", "ema/checkpoint-last.pt", "--output", "student"],
-               runs)
-    assert proc.returncode == 0, proc.stderr
-    assert "teacher ema/checkpoint-last.pt: EMA weights (the ones the run validated and reported)" in proc.stdout
+    monkeypatch.chdir(runs)
+    capsys.readouterr()
+    train_main(TINY + ["--steps", "1", "--init-checkpoint", "ema/checkpoint-best.pt", "--init-weights", "raw",
+                       "--output", "init_raw"])
+    assert "raw trained weights (as asked; the run reported its EMA's)" in capsys.readouterr().out
+    train_main(TINY + ["--steps", "1", "--teacher", "ema/checkpoint-last.pt", "--output", "student"])
+    assert "teacher ema/checkpoint-last.pt: EMA weights (the ones the run validated and reported)" in \
+        capsys.readouterr().out
     # what --init-checkpoint loads
     state = load_state(runs / "ema" / "checkpoint-best.pt")
     for weights, key in (("reported", "ema"), ("raw", "model")):
@@ -101,10 +110,12 @@ def test_init_checkpoint_and_teacher_take_the_reported_weights(runs):
     (["--init-weights", "raw"], "--init-weights has no effect without --init-checkpoint"),
     (["--teacher-weights", "emaa"], "--teacher-weights must be one of reported, ema, raw, got 'emaa'"),
 ])
-def test_train_weight_choices_that_cannot_be_met(runs, extra, message):
+def test_train_weight_choices_that_cannot_be_met(runs, monkeypatch, extra, message):
+    monkeypatch.chdir(runs)
     model = vitfast.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=1,
                                  num_heads=2, num_classes=10)
     torch.save(model.state_dict(), runs / "weights.pth")
-    proc = cli("vitfast.train", TINY + ["--steps", "1", "--output", "refused"] + extra, runs)
-    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    with pytest.raises(UsageError) as e:
+        train_main(TINY + ["--steps", "1", "--output", "refused"] + extra)
+    assert message in str(e.value)
     assert not (runs / "refused").exists()
