@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from vitfast.train import main as train_main
+import vitfast
+from vitfast.models import save_checkpoint
+from vitfast.training.config import recorded, resolve
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ENV.pop("VITFAST_DEBUG", None)
@@ -51,9 +53,11 @@ def test_validation_out_of_memory(tmp_path):
 
 @pytest.fixture(scope="module")
 def run128(tmp_path_factory):
+    """A run's model.safetensors at 128 px, as train.py writes it (untrained: memory is the point)."""
     root = tmp_path_factory.mktemp("oom")
-    train_main(BIG + ["--model-kwargs", "depth=1", "--batch-size", "8", "--steps", "1", "--eval-batch-size", "50",
-                      "--output", str(root / "run")])
+    cfg = resolve(BIG + ["--model-kwargs", "depth=1", "--output", str(root / "run")])
+    model = vitfast.create_model(cfg["model"], img_size=128, depth=1, num_classes=10)
+    save_checkpoint(model, root / "run" / "model.safetensors", config=recorded(cfg), weights="raw")
     return root
 
 
@@ -67,3 +71,18 @@ def test_calibration_out_of_memory(run128):
                                 "--calib-steps", "1"], run128)
     one_line(proc, "vitfast.eval: out of memory calibrating int8 on cpu at --batch-size 1000: lower --batch-size, "
                    "or --calib-steps 0 (dynamic scales)")
+
+
+def test_cuda_and_python_out_of_memory_are_recognised_too():
+    # CUDA's own error class (no GPU here to raise it for real) and Python's MemoryError take the same path
+    import torch
+
+    from vitfast.cli import UsageError, is_out_of_memory, out_of_memory
+
+    for error in (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), MemoryError(),
+                  RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes")):
+        assert is_out_of_memory(error)
+        with pytest.raises(UsageError, match="^out of memory evaluating x at --batch-size 9: lower --batch-size$"):
+            with out_of_memory("evaluating x at --batch-size 9", "lower --batch-size"):
+                raise error
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
