@@ -251,8 +251,9 @@ def main(argv=None):
         left = ("; its training is done, its outputs are not: writing them" if step >= total_steps else "") + \
             ("; first the validation it was stopped in" if state.get("pending_val") else "")
         log.print(f"resumed from {resume} at step {step} (epoch {epoch}, batch {done_in_epoch}){left}")
+    record = config_lib.recorded(cfg)  # as config.yaml, the checkpoints and model.safetensors keep it
     if dist.is_main:
-        config_lib.dump(config_lib.recorded(cfg), os.path.join(out, "config.yaml"))
+        config_lib.dump(record, os.path.join(out, "config.yaml"))
     train_model = model
     if dist.enabled:
         train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -286,7 +287,7 @@ def main(argv=None):
                               "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema else None,
                               "rng": rng_before_val if pending_val else rng_state(), "step": step, "epoch": epoch,
                               "batch_in_epoch": done_in_epoch,
-                              "total_steps": total_steps, "best": best, "config": config_lib.recorded(cfg), "val": val,
+                              "total_steps": total_steps, "best": best, "config": record, "val": val,
                               "pending_val": pending_val, "kept": kept, "schedule_changes": schedule_changes,
                               "seen": seen_before + seen,
                               "train_seconds": seconds_before + time.perf_counter() - start,
@@ -294,13 +295,16 @@ def main(argv=None):
 
     def keep_best(acc1):
         """checkpoint-step<S>.pt for each of the best --keep-checkpoints validations (timm's --checkpoint-hist)."""
+        def path(s):
+            return os.path.join(out, f"checkpoint-step{s}.pt")
+
         ranked = sorted(kept + [{"acc1": acc1, "step": step}], key=lambda k: (-k["acc1"], k["step"]))
         kept[:] = ranked[:cfg["keep_checkpoints"]]
         if any(k["step"] == step for k in kept):
-            checkpoint(os.path.join(out, f"checkpoint-step{step}.pt"))
+            checkpoint(path(step))
         for k in ranked[cfg["keep_checkpoints"]:]:
-            if dist.is_main and os.path.exists(os.path.join(out, f"checkpoint-step{k['step']}.pt")):
-                os.remove(os.path.join(out, f"checkpoint-step{k['step']}.pt"))
+            if dist.is_main and os.path.exists(path(k["step"])):
+                os.remove(path(k["step"]))
 
     def validate():
         nonlocal val, best, rng_before_val, val_step
@@ -415,7 +419,7 @@ def main(argv=None):
             if epoch_done:
                 epoch, done_in_epoch = epoch + 1, 0
             if ((epoch_done and epoch % cfg["eval_every"] == 0) or step >= total_steps or stop_reason) and \
-                    not (val is not None and val_step == step):  # not twice at one step (--eval-every-steps)
+                    val_step != step:  # not twice at one step (--eval-every-steps)
                 validate()
     except BaseException as e:
         stop.quiet()  # on the way out: a further Ctrl-C would only break the cleanup
@@ -450,9 +454,10 @@ def main(argv=None):
     outputs.safe = True  # training is done and saved: Ctrl-C stops at once
     try:
         outputs.install()
-        summary = write_outputs(cfg, out, ema.module if ema else model, val, val_loader, device, amp_dtype, dist, log,
-                                best, dict(steps=step, stopped=stop_reason, seen=seen_before + seen,
-                                           train_seconds=seconds_before + time.perf_counter() - start))
+        totals = dict(steps=step, stopped=stop_reason, seen=seen_before + seen,
+                      train_seconds=seconds_before + time.perf_counter() - start)
+        summary = write_outputs(cfg, record, out, ema.module if ema else model, val, val_loader, device, amp_dtype,
+                                dist, log, best, totals)
     except BaseException as e:
         outputs.quiet()
         log.close()
@@ -471,7 +476,7 @@ def main(argv=None):
     return summary
 
 
-def write_outputs(cfg, out, final, val, val_loader, device, amp_dtype, dist, log, best, totals):
+def write_outputs(cfg, record, out, final, val, val_loader, device, amp_dtype, dist, log, best, totals):
     """The finished run's outputs: its final validation (unless the loop's last one is on hand), the PTQ
     table, model.safetensors, then summary.json; the summary."""
     if val is None:
@@ -485,7 +490,7 @@ def write_outputs(cfg, out, final, val, val_loader, device, amp_dtype, dist, log
     if cfg["ptq_report"]:
         summary["ptq"] = ptq_report(final, cfg["ptq_report"], val_loader, device, dist, log, val, cfg["quant"])
     if dist.is_main:
-        save_checkpoint(final, os.path.join(out, "model.safetensors"), config=config_lib.recorded(cfg),
+        save_checkpoint(final, os.path.join(out, "model.safetensors"), config=record,
                         weights="ema" if cfg["ema"] > 0 else "raw")
         from vitfast.models.checkpoint import atomic_write
 

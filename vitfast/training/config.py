@@ -140,13 +140,16 @@ RENAMED = {"warmup": ("warmup_epochs", "warmup_steps")}
 # key of theirs is told ours, where edit distance would point elsewhere (--model-ema to --model).
 FOREIGN = {
     "model_ema": "--ema DECAY", "model_ema_decay": "--ema DECAY", "initial_checkpoint": "--init-checkpoint",
-    "pretrained": "--init-checkpoint FILE (vitfast downloads nothing)", "num_classes": "the dataset's class count "
-    "(--model-kwargs num_classes=N for weights of another)", "input_size": "--img-size", "log_interval": "--log-every",
-    "torchcompile": "--compile", "checkpoint_hist": "--keep-checkpoints", "save_top_k": "--keep-checkpoints", "amp_dtype": "--amp bf16|fp16", "b": "--batch-size", "j": "--workers",
-    "lr_base": "--lr with --lr-base-size", "decay_epochs": "--decay-milestones (fractions of the run)",
+    "pretrained": "--init-checkpoint FILE (vitfast downloads nothing)",
+    "num_classes": "the dataset's class count (--model-kwargs num_classes=N for weights of another)",
+    "input_size": "--img-size", "log_interval": "--log-every", "torchcompile": "--compile",
+    "checkpoint_hist": "--keep-checkpoints", "save_top_k": "--keep-checkpoints", "amp_dtype": "--amp bf16|fp16",
+    "b": "--batch-size", "j": "--workers", "lr_base": "--lr with --lr-base-size",
+    "decay_epochs": "--decay-milestones (fractions of the run)",
     "max_epochs": "--epochs", "max_steps": "--steps", "accumulate_grad_batches": "--grad-accum-steps",
     "precision": "--amp bf16|fp16 (QAT formats: --quant)", "gradient_clip_val": "--clip-grad",
-    "check_val_every_n_epoch": "--eval-every", "val_check_interval": "--eval-every-steps", "log_every_n_steps": "--log-every", "default_root_dir": "--output",
+    "check_val_every_n_epoch": "--eval-every", "val_check_interval": "--eval-every-steps",
+    "log_every_n_steps": "--log-every", "default_root_dir": "--output",
     "ckpt_path": "--resume FILE", "devices": "--device (torchrun for several)", "accelerator": "--device",
 }
 ConfigError = UsageError  # the name earlier releases used
@@ -240,25 +243,26 @@ def read_config_file(name):
     return data
 
 
-def unknown_key(key):
-    """' (did you mean ...)' for a key that is not one: its new names if it was renamed, ours if it is timm's
-    or Lightning's, else the nearest."""
-    key = str(key)
+def _named_elsewhere(key, spell):
+    """' (renamed: ...)' for a key of an earlier release, ' (vitfast's: ...)' for timm's or Lightning's name
+    of one of ours, else None. spell: how this source writes one of our keys (its flag, or the key)."""
+    key = str(key).replace("-", "_")
     if key in RENAMED:
-        return f" (renamed: {' or '.join(RENAMED[key])}, one unit each)"
-    if key.replace("-", "_") in FOREIGN:
-        return f" (vitfast's: {FOREIGN[key.replace('-', '_')]})"
-    return nearest(key, KEYS)
+        return f" (renamed: {' or '.join(spell(k) for k in RENAMED[key])}, one unit each)"
+    if key in FOREIGN:
+        return f" (vitfast's: {FOREIGN[key]})"
+    return None
+
+
+def unknown_key(key):
+    """' (did you mean ...)' for a config key that is not one: named elsewhere, else the nearest."""
+    return _named_elsewhere(key, str) or nearest(key, KEYS)
 
 
 def unknown_flag(flag, flags):
     """unknown_key for a command-line flag."""
-    key = flag.split("=")[0].lstrip("-").replace("-", "_")
-    if key in RENAMED:
-        return f" (renamed: {' or '.join(flag_of(k) for k in RENAMED[key])}, one unit each)"
-    if key in FOREIGN:
-        return f" (vitfast's: {FOREIGN[key]})"
-    return nearest(flag.split("=")[0].replace("_", "-"), flags)
+    name = flag.split("=")[0]
+    return _named_elsewhere(name.lstrip("-"), flag_of) or nearest(name.replace("_", "-"), flags)
 
 
 def typed(data, source):
@@ -381,7 +385,8 @@ def resolve(argv=None, origins=None):
 # What a resumed run may do differently from the run that wrote its checkpoint: where and how it runs and
 # reports, not what it trains (every other key is taken from the checkpoint's config).
 RUN_CONTROL = ("output", "resume", "overwrite", "device", "workers", "eval_batch_size", "log_every", "save_every",
-               "eval_every", "eval_every_steps", "keep_checkpoints", "extend_epochs", "extend_steps", "max_time", "ptq_report", "compile", "grad_checkpointing", "download", "strict_data",
+               "eval_every", "eval_every_steps", "keep_checkpoints", "extend_epochs", "extend_steps", "max_time",
+               "ptq_report", "compile", "grad_checkpointing", "download", "strict_data",
                "wandb", "quiet")
 
 

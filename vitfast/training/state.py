@@ -53,7 +53,8 @@ def read_training_checkpoint(path, argument):
 
 
 # how each command line loads weights that do not say their model
-_BY_NAME = {"--checkpoint": "--model NAME --checkpoint-path FILE", "--teacher": "--teacher NAME --teacher-checkpoint FILE"}
+_BY_NAME = {"--checkpoint": "--model NAME --checkpoint-path FILE",
+            "--teacher": "--teacher NAME --teacher-checkpoint FILE"}
 
 
 def model_from_file(path, argument, weights="reported"):
@@ -83,8 +84,9 @@ def model_from_file(path, argument, weights="reported"):
                              "save_quantized): evaluate its fp32 checkpoint with --quant "
                              f"{str(meta.get('recipe')).lower()}, or load it with vitfast.quant.load_quantized")
         if "architecture" not in meta:
+            by_name = _BY_NAME.get(argument, "create_model(NAME, checkpoint_path=FILE)")
             raise UsageError(f"{argument}: {path!r} does not say which model it holds (no vitfast metadata); weights "
-                             f"of a model by name load with {_BY_NAME.get(argument, 'create_model(NAME, checkpoint_path=FILE)')}")
+                             f"of a model by name load with {by_name}")
         with blame(argument, ValueError):
             which = stored_weights(meta, weights, repr(path))
         name, kwargs = meta["architecture"], json.loads(meta["model_kwargs"])
