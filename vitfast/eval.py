@@ -66,6 +66,13 @@ def build_parser():
     out.add_argument("--calib-steps", type=int, default=None, metavar="N",
                      help="scaled formats (int8, fp8_*_scaled): calibrate static activation scales on N batches of "
                           f"the training split, 0: dynamic per-batch scales (default: {DEFAULT_CALIB_STEPS})")
+    out.add_argument("--knn", action="store_true",
+                     help="score by weighted k-NN on the model's features (DINO's protocol) with the training split "
+                          "as memory bank, instead of its classifier: for self-supervised runs")
+    out.add_argument("--knn-k", type=int, default=None, metavar="N",
+                     help="--knn neighbours (default: the run's --knn-k, else 20)")
+    out.add_argument("--knn-t", type=float, default=None, metavar="X",
+                     help="--knn temperature of the votes (default: the run's --knn-t, else 0.07)")
     out.add_argument("--per-class", action="store_true", help="print precision/recall/F1 per class")
     out.add_argument("--json", help="write the results to this JSON file")
     out.add_argument("--dvt-plot", help="DVT: write the budgeted accuracy-vs-GMACs curve to this PNG")
@@ -83,9 +90,13 @@ def check_args(args):
     """What argparse cannot tell: ranges, and options that would do nothing in this combination."""
     for name, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
                              ("--calib-steps", args.calib_steps, 0), ("--attention-maps", args.attention_maps, 0),
-                             ("--img-size", args.img_size, 1)):
+                             ("--img-size", args.img_size, 1), ("--knn-k", args.knn_k, 1)):
         if value is not None and value < low:
             raise UsageError(f"{name} must be >= {low}, got {value}")
+    if args.knn_t is not None and not args.knn_t > 0:
+        raise UsageError(f"--knn-t must be > 0, got {args.knn_t}")
+    if args.knn and args.dvt_plot:
+        raise UsageError("--dvt-plot needs the model's exits' predictions; --knn scores features: give one")
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise UsageError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
     if args.checkpoint and args.model:
@@ -98,9 +109,12 @@ def check_args(args):
                                ("--ema", args.ema, args.checkpoint),
                                ("--raw", args.raw, args.checkpoint),
                                ("--maps-dir", args.maps_dir, args.attention_maps),
+                               ("--knn-k", args.knn_k is not None, args.knn),
+                               ("--knn-t", args.knn_t is not None, args.knn),
                                ("--overwrite", args.overwrite, args.json or args.dvt_plot or args.attention_maps)):
         if value and not needs:
             what = {"--ema": "--checkpoint", "--raw": "--checkpoint", "--maps-dir": "--attention-maps N",
+                    "--knn-k": "--knn", "--knn-t": "--knn",
                     "--overwrite": "an output file (--json, --dvt-plot, --attention-maps)"}.get(flag, "--model NAME")
             raise UsageError(f"{flag} has no effect without {what}")
     if args.model and not args.data:
@@ -246,7 +260,17 @@ def main(argv=None):
         else:
             train_part, dataset = None, create_dataset(spec, args.split, transform=tf, evaluation=True)
     classes = model.default_cfg.get("num_classes")
-    if classes != dataset.num_classes:
+    if getattr(model, "num_classes", None) == 0 and not args.knn:
+        raise UsageError(f"--checkpoint {args.checkpoint or args.checkpoint_path}: {name} has no classifier (a "
+                         "self-supervised run's backbone): score its features with --knn, or fine-tune it with "
+                         "python -m vitfast.train --init-checkpoint FILE")
+    if args.knn:
+        k, t = args.knn_k or cfg.get("knn_k") or 20, args.knn_t or cfg.get("knn_t") or 0.07
+        with blame("--data"):  # the memory bank: the training images the run did not hold out
+            bank = train_part if train_part is not None else create_dataset(spec, "train", transform=tf,
+                                                                            evaluation=True)
+        bank_loader = DataLoader(bank, batch_size=args.batch_size, num_workers=args.workers)
+    elif classes != dataset.num_classes:
         raise UsageError(f"--data {spec}: {dataset.num_classes} classes, but {name} predicts {classes} (for other "
                          "weights: --model-kwargs num_classes=N)")
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
@@ -283,7 +307,10 @@ def main(argv=None):
             else:
                 m = convert_ptq(model, recipe, calib_data=calib, calib_steps=calib_steps)
         with out_of_memory(f"evaluating {fmt} {at}", "lower --batch-size"):
-            exits, labels, ips = collect_logits(m, loader, device, desc=f"eval {fmt}")
+            if args.knn:
+                exits, labels, ips = knn_scores(m, bank_loader, loader, device, dataset.num_classes, k, t, fmt)
+            else:
+                exits, labels, ips = collect_logits(m, loader, device, desc=f"eval {fmt}")
         logits = exits[-1]
         pred = logits.argmax(-1)
         reference = pred if reference is None and fmt.lower() == "fp32" else reference
@@ -307,6 +334,8 @@ def main(argv=None):
 
     split = f"{args.split}: held out of train by the run" if train_part is not None else args.split
     print(f"{name} on {spec} ({split}, {len(dataset)} images)")
+    if args.knn:
+        print(f"k-NN (k {k}, T {t:g}) on the features, memory bank: the {len(bank)} training images")
     if weights:
         other = "; --raw: the trained ones" if weights.startswith("EMA") and not args.ema else ""
         print(f"weights: {weights}{other}")
@@ -342,6 +371,19 @@ def main(argv=None):
     if args.json:
         atomic_write(args.json, lambda tmp: open(tmp, "w").write(json.dumps(results, indent=2)))
     return results
+
+
+def knn_scores(model, bank_loader, loader, device, num_classes, k, t, fmt):
+    """([k-NN vote scores (N, classes)], labels, images/s of the evaluated split's features)."""
+    import time
+
+    from vitfast.training.knn import extract_features, knn_classify
+
+    bank, bank_labels = extract_features(model, bank_loader, device, desc=f"features {fmt}: memory bank")
+    start = time.perf_counter()
+    feats, labels = extract_features(model, loader, device, desc=f"eval {fmt}")
+    ips = len(labels) / max(time.perf_counter() - start, 1e-9)
+    return [knn_classify(bank, bank_labels, feats, num_classes, k, t)], labels, ips
 
 
 def dvt_curve(model, exits, labels, img_size, plot_path=None, points=12):

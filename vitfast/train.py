@@ -3,89 +3,79 @@
 With no arguments it trains a small ViT on the built-in dataset and prints the trained model's
 post-training-quantized accuracy. Configuration: `-c FILE|NAME` sets defaults, flags override them,
 `--set key=value` overrides anything (see vitfast/training/config.py). The loop below reads top to
-bottom: build, resume, train (warmup-cosine per step, accumulation, autocast, clipping, EMA),
-evaluate, checkpoint, summarise.
+bottom: build, resume, train (warmup-cosine per step, accumulation, autocast, clipping), evaluate,
+checkpoint, summarise. What the objective changes (views, loss, EMA or teacher, what is validated and
+reported) is the method object's (vitfast/training/methods): one loop drives every method.
 """
 import json
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
 
 import vitfast
 from vitfast import progress
 from vitfast.cli import UsageError, blame, is_out_of_memory, one_line, run
-from vitfast.data import (Mixup, RepeatAugSampler, ShardSampler, ShuffleSampler, UnreadableImagesError, create_dataset,
-                          create_transform)
-from vitfast.data.device import DeviceImages, decode_transform
-from vitfast.data.device_randaug import DeviceRandAugment
-from vitfast.data.holdout import hold_out
-from vitfast.models import CheckpointMismatchError, get_model_config, load_for_finetune, save_checkpoint
+from vitfast.data import UnreadableImagesError
 from vitfast.layers import set_grad_checkpointing
+from vitfast.models import CheckpointMismatchError, load_for_finetune, save_checkpoint
 from vitfast.training import config as config_lib
 from vitfast.training.distributed import Dist
-from vitfast.training.ema import ModelEma
-from vitfast.training.evaluate import evaluate
-from vitfast.training.interrupt import StopRequest, ignore_sigint
+from vitfast.training.interrupt import StopRequest
 from vitfast.training.logger import RunLogger
-from vitfast.training.losses import NonFiniteWatch, distillation_loss, training_loss
+from vitfast.training.losses import NonFiniteWatch
+from vitfast.training.methods import create_method
 from vitfast.training.optim import create_optimizer, lr_at, warmup_length
 from vitfast.training.rundir import discard_failed_start, open_output, plan_output
+from vitfast.training.run_data import build_data
 from vitfast.training.state import load_state, read_training_checkpoint, rng_state, save_state, set_rng_state
-from vitfast.training.teacher import build_teacher
-
-class SeededSamples(Dataset):
-    """Seeds the random transforms per (seed, epoch, index): augmentation is then the same whatever the
-    worker count, and a resumed run sees exactly the images the uninterrupted one did."""
-
-    def __init__(self, dataset, seed):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i)
-            return self.dataset[i]
 
 
-class EpochSampler(Sampler):
-    """This rank's indices for one epoch (shuffled from seed and epoch), after skipping `skip` of them."""
-
-    def __init__(self, base, skip=0):
-        self.base, self.skip = base, skip
-
-    def __iter__(self):
-        return iter(list(self.base)[self.skip:])
-
-    def __len__(self):
-        return max(0, len(self.base) - self.skip)
+def to_device(x, device):
+    """A batch's images (a tensor, or a list of them: a method's views) on the device."""
+    if isinstance(x, (list, tuple)):
+        return [v.to(device, non_blocking=True) for v in x]
+    return x.to(device, non_blocking=True)
 
 
-def make_sampler(dataset, cfg, dist, train):
-    """This rank's share: one seeded shuffle per epoch split over ranks (with DeiT's repeated
-    augmentation when asked) for training; every sample exactly once, unpadded, for evaluation."""
-    if not train:
-        return ShardSampler(dataset, dist.world_size, dist.rank)
-    if cfg["repeated_aug"] > 1:
-        return RepeatAugSampler(dataset, dist.world_size, dist.rank, cfg["seed"], num_repeats=cfg["repeated_aug"])
-    return ShuffleSampler(dataset, dist.world_size, dist.rank, cfg["seed"])
+def build_model(cfg, num_classes, resume, device, say):
+    """The model the config names, for num_classes, on the run's device: initialised from
+    --init-checkpoint (a new run), with activation checkpointing and QAT when asked."""
+    kwargs = dict(cfg["model_kwargs"], num_classes=num_classes)
+    if cfg["img_size"]:
+        kwargs["img_size"] = cfg["img_size"]
+    if cfg["drop_path"] is not None:
+        kwargs["drop_path_rate"] = cfg["drop_path"]
+    with blame(f"--model {cfg['model']} (with --model-kwargs / --img-size)"):
+        model = vitfast.create_model(cfg["model"], backend=cfg["backend"], **kwargs)
+    if cfg["init_checkpoint"] and not resume:
+        initialise(model, cfg, num_classes, say)
+    if cfg["grad_checkpointing"]:
+        set_grad_checkpointing(model)
+    if cfg["quant"]:
+        from vitfast.quant import parse_recipe, prepare_qat
+
+        prepare_qat(model, parse_recipe(cfg["quant"]), grad=cfg["quant_grad"])
+    return model.to(device)
 
 
-def loader_for(dataset, sampler, batch_size, cfg, epoch, train):
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg["workers"], drop_last=train,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False,
-                      worker_init_fn=ignore_sigint if cfg["workers"] else None,  # Ctrl-C is the main process's
-                      # its own generator: creating the iterator must not draw from the global RNG
-                      generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch))
-
-
-def unwrap(model):
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DDP
+def initialise(model, cfg, num_classes, say):
+    """--init-checkpoint: the file's weights into model, all but the classifier head, said in one line."""
+    path = cfg["init_checkpoint"]
+    try:
+        result = load_for_finetune(model, path, cfg["init_weights"])
+    except CheckpointMismatchError as e:
+        raise UsageError(f"--init-checkpoint {path} does not fit {cfg['model']} ({e.brief()}); "
+                         "only the classifier head may differ") from e
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        raise UsageError(f"--init-checkpoint {path}: cannot read it as weights ({one_line(e)})") from e
+    fresh = sorted(set(result.missing_keys) | {k for k, _, _ in result.mismatched_keys} |
+                   set(getattr(result, "fresh_keys", ())))
+    which = f": {result.weights}" if getattr(result, "weights", None) else ""
+    say(f"initialised from {path}{which}" + (f"; freshly initialised for {num_classes} classes: {', '.join(fresh)}"
+                                             if fresh else ""))
 
 
 def main(argv=None):
@@ -120,100 +110,20 @@ def main(argv=None):
     progress.set_quiet(cfg["quiet"] or not dist.is_main)
     torch.manual_seed(cfg["seed"])
 
-    # ---- data
-    model_defaults = get_model_config(cfg["model"])
-    img_size = cfg["img_size"] or cfg["model_kwargs"].get("img_size") or model_defaults["input_size"][-1]
-    norm = dict(mean=cfg["mean"] or model_defaults["mean"], std=cfg["std"] or model_defaults["std"])
-    crop_pct = cfg["crop_pct"] or (1.0 if img_size < 64 else model_defaults["crop_pct"])
-    train_tf = create_transform(img_size, train=True, crop_pct=crop_pct, hflip=cfg["hflip"], auto_augment=cfg["aa"],
-                                color_jitter=cfg["color_jitter"], re_prob=cfg["reprob"], scale=tuple(cfg["scale"]), **norm)
-    eval_tf = create_transform(img_size, train=False, crop_pct=crop_pct, **norm)
-    with blame(where("data")):
-        # on the device, the images are decoded once at img_size and augmented there
-        train_set = create_dataset(cfg["data"], "train", download=cfg["download"], strict=cfg["strict_data"],
-                                   transform=decode_transform(img_size) if cfg["data_on_device"] else train_tf)
-        try:
-            val_set = create_dataset(cfg["data"], "train" if cfg["holdout"] else "val", transform=eval_tf,
-                                     download=cfg["download"], strict=cfg["strict_data"], evaluation=True)
-        except FileNotFoundError as e:  # training images only (the CIFAR-10 JPEG folder, most in-house data)
-            if "no val split" not in str(e):
-                raise
-            raise UsageError(f"{where('data')} {cfg['data']} has training images but no val/ folder: validate on "
-                             "the last N of them with --holdout N (or add val/<class>/<image>)") from e
-    if cfg["strict_data"]:  # at once, not when the loader reaches the bad file hours later
-        for dataset in (train_set, val_set) if not cfg["holdout"] else (train_set,):
-            progress.start_line(f"--strict-data: reading every image of {dataset.root} ({dataset.split})")
-            try:
-                dataset.verify()
-            except UnreadableImagesError as e:
-                raise UsageError(f"--data {cfg['data']}: {one_line(e)}") from e
-    if cfg["holdout"]:
-        with blame(where("holdout")):
-            train_set, val_set = hold_out(train_set, val_set, cfg["holdout"])
-    num_classes = train_set.num_classes
-    seeded = SeededSamples(train_set, cfg["seed"])
-    micro = cfg["batch_size"] // (dist.world_size * cfg["grad_accum_steps"])
-    if micro < 1 or micro * dist.world_size * cfg["grad_accum_steps"] != cfg["batch_size"]:
-        raise UsageError(f"--batch-size {cfg['batch_size']} must split evenly over {dist.world_size} "
-                         f"rank(s) x {cfg['grad_accum_steps']} accumulation step(s)")
-    train_sampler = make_sampler(train_set, cfg, dist, train=True)
-    device_images = None
-    if cfg["data_on_device"]:
-        with blame(where("data_on_device")):
-            randaug = DeviceRandAugment.from_spec(cfg["aa"]) if cfg["aa"] else None
-            device_images = DeviceImages(train_set, device, norm["mean"], norm["std"], tuple(cfg["scale"]),
-                                         hflip=cfg["hflip"], re_prob=cfg["reprob"], randaug=randaug,
-                                         workers=cfg["workers"])
-    steps_per_epoch = len(train_sampler) // (micro * cfg["grad_accum_steps"])
-    if steps_per_epoch < 1:
-        raise UsageError(f"--batch-size {cfg['batch_size']}: the training split of {cfg['data']} holds only "
-                         f"{len(train_set)} images, fewer than one global batch")
-    val_loader = loader_for(val_set, make_sampler(val_set, cfg, dist, train=False),
-                            cfg["eval_batch_size"] or micro, cfg, 0, train=False)
+    # ---- data, method, model
+    method = create_method(cfg)
+    data = build_data(cfg, dist, where, method.train_transform)
+    num_classes, micro, steps_per_epoch = data.num_classes, data.micro, data.steps_per_epoch
     total_steps = cfg["steps"] or (cfg["epochs"] or 300) * steps_per_epoch
     warmup_steps, warmup_note = plan_warmup(cfg, origin, where, steps_per_epoch, total_steps)
-    mixup = Mixup(mixup_alpha=cfg["mixup"], cutmix_alpha=cfg["cutmix"], label_smoothing=cfg["smoothing"],
-                  num_classes=num_classes) if cfg["mixup"] > 0 or cfg["cutmix"] > 0 else None
-
-    # ---- model
-    kwargs = dict(cfg["model_kwargs"], num_classes=num_classes)
-    if cfg["img_size"]:
-        kwargs["img_size"] = cfg["img_size"]
-    if cfg["drop_path"] is not None:
-        kwargs["drop_path_rate"] = cfg["drop_path"]
-    with blame(f"--model {cfg['model']} (with --model-kwargs / --img-size)"):
-        model = vitfast.create_model(cfg["model"], backend=cfg["backend"], **kwargs)
-    if cfg["init_checkpoint"] and not resume:
-        path = cfg["init_checkpoint"]
-        try:
-            result = load_for_finetune(model, path, cfg["init_weights"])
-        except CheckpointMismatchError as e:
-            raise UsageError(f"--init-checkpoint {path} does not fit {cfg['model']} ({e.brief()}); "
-                             "only the classifier head may differ") from e
-        except (ValueError, TypeError, OSError, RuntimeError) as e:
-            raise UsageError(f"--init-checkpoint {path}: cannot read it as weights ({one_line(e)})") from e
-        fresh = sorted(set(result.missing_keys) | {k for k, _, _ in result.mismatched_keys} |
-                       set(getattr(result, "fresh_keys", ())))
-        which = f": {result.weights}" if getattr(result, "weights", None) else ""
-        say(f"initialised from {path}{which}" + (f"; freshly initialised for {num_classes} classes: {', '.join(fresh)}"
-                                          if fresh else ""))
-    if cfg["grad_checkpointing"]:
-        set_grad_checkpointing(model)
-    if cfg["quant"]:
-        from vitfast.quant import parse_recipe, prepare_qat
-
-        prepare_qat(model, parse_recipe(cfg["quant"]), grad=cfg["quant_grad"])
-    model.to(device)
+    model = build_model(cfg, num_classes, resume, device, say)
+    trained = method.prepare(model, SimpleNamespace(  # what the optimizer trains
+        num_classes=num_classes, img_size=data.img_size, device=device, dist=dist, data=data, say=say,
+        total_steps=total_steps, steps_per_epoch=steps_per_epoch))
     lr = cfg["lr"] * (cfg["batch_size"] / cfg["lr_base_size"] if cfg["lr_base_size"] else 1.0)
-    optimizer = create_optimizer(model, cfg["opt"], lr, cfg["weight_decay"], cfg["momentum"], cfg["betas"])
+    optimizer = create_optimizer(trained, cfg["opt"], lr, cfg["weight_decay"], cfg["momentum"], cfg["betas"])
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg["amp"]]
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16")
-    ema = ModelEma(model, cfg["ema"]) if cfg["ema"] > 0 else None
-    teacher = None
-    if cfg["teacher"]:
-        teacher, which = build_teacher(cfg, num_classes, img_size, device)
-        if which:
-            say(f"teacher {cfg['teacher']}: {which}")
 
     # ---- resume
     step, epoch, done_in_epoch, best, val, kept, schedule_changes = 0, 0, 0, {"acc1": -1.0}, None, [], []
@@ -222,11 +132,10 @@ def main(argv=None):
     resumed_rng = None
     if resume:
         with blame(f"--resume {resume}", (ValueError, RuntimeError, KeyError)):
-            unwrap(model).load_state_dict(state["model"])
+            model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
-            if ema is not None and state.get("ema") is not None:
-                ema.load_state_dict(state["ema"])
+            method.load_state(state)
         step, epoch, done_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]
         resumed_rng, val, kept = state["rng"], state.get("val"), state.get("kept", [])
         seen_before, seconds_before = state.get("seen", 0), state.get("train_seconds", 0.0)
@@ -254,9 +163,9 @@ def main(argv=None):
     record = config_lib.recorded(cfg)  # as config.yaml, the checkpoints and model.safetensors keep it
     if dist.is_main:
         config_lib.dump(record, os.path.join(out, "config.yaml"))
-    train_model = model
+    train_model = trained
     if dist.enabled:
-        train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trained)
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg["compile"]:
@@ -279,12 +188,12 @@ def main(argv=None):
         """pending_val: saved while validating (Ctrl-C), so that a resumed run validates first, from the
         random state the validation started from (a DataLoader draws its seed from it)."""
         check_loss()
-        if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():
+        if not torch.stack([torch.isfinite(p).all() for p in trained.parameters()]).all():
             raise SystemExit(f"vitfast.train: the weights became inf/NaN at step {step} (epoch {epoch}); stopping "
                              f"without saving them. The last good checkpoint, if any, is intact: {last_path}")
         if dist.is_main:
-            save_state(path, {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                              "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema else None,
+            save_state(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scaler": scaler.state_dict(), **method.state(),
                               "rng": rng_before_val if pending_val else rng_state(), "step": step, "epoch": epoch,
                               "batch_in_epoch": done_in_epoch,
                               "total_steps": total_steps, "best": best, "config": record, "val": val,
@@ -310,7 +219,7 @@ def main(argv=None):
         nonlocal val, best, rng_before_val, val_step
         rng_before_val, val_step = rng_state(), step
         stop.safe = True  # no training state moves while validating: Ctrl-C can stop here at once
-        val = evaluate(ema.module if ema else model, val_loader, device, amp_dtype, dist, desc="validation")
+        val = method.validate(data.val_loader, device, amp_dtype, dist, desc="validation")
         stop.safe = False
         log.log({"step": step, "epoch": epoch, **val}, kind="val")
         if val["acc1"] > best["acc1"]:
@@ -324,7 +233,7 @@ def main(argv=None):
     epochs = -(-total_steps // steps_per_epoch)
     length = "" if cfg["steps"] or cfg["epochs"] else ", the default length: no --epochs or --steps was given"
     log.print(f"{cfg['model']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-              f"{len(train_set)} training / {len(val_set)} validation images, {num_classes} classes, "
+              f"{len(data.train_set)} training / {len(data.val_set)} validation images, {num_classes} classes, "
               f"{plural(total_steps, 'step')} of {cfg['batch_size']} ({plural(epochs, 'epoch')}{length}) on "
               f"{dist.world_size} x {device}; output {out}")
     if device.type == "cpu" and cfg["amp"] == "bf16" and cpu_has_bf16() is False:
@@ -333,7 +242,8 @@ def main(argv=None):
     own = config_lib.from_model_defaults(cfg, origin)
     if own:
         settings = ", ".join(f"{config_lib.flag_of(k)} {config_lib.show(v)}" for k, v in own.items())
-        log.print(f"{cfg['model']}'s own defaults: {settings} (a flag or config key overrides each)")
+        owner = cfg["model"] + (f" and --ssl {cfg['ssl']}" if cfg["ssl"] else "")
+        log.print(f"{owner}'s own defaults: {settings} (a flag or config key overrides each)")
     if warmup_steps:
         log.print(f"warmup: {plural(warmup_steps, 'step')}{warmup_note}, from lr {cfg['warmup_lr']:g}")
     elif warmup_note.startswith("none"):
@@ -348,35 +258,20 @@ def main(argv=None):
         if resume and state.get("pending_val"):
             validate()
         while step < total_steps and stop_reason is None:
-            seeded.epoch = epoch
-            train_sampler.set_epoch(epoch)
-            if device_images is not None:
-                loader = device_images.batches(train_sampler, micro, cfg["seed"], epoch, skip=done_in_epoch)
-            else:
-                loader = loader_for(seeded, EpochSampler(train_sampler, skip=done_in_epoch * micro), micro, cfg, epoch,
-                                    True)
+            loader = data.epoch_batches(epoch, done_in_epoch)
             train_model.train()
             done = done_in_epoch // accum  # steps of this epoch already taken (a resumed run)
             log.epoch_bar(epoch, epochs, min(steps_per_epoch, done + total_steps - step), done)
             for x, y in loader:
                 if done_in_epoch // accum >= steps_per_epoch or step >= total_steps:
                     break
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if mixup is not None:
-                    x, y = mixup(x, y)
+                seen += len(y) * dist.world_size
+                x, y = method.views(to_device(x, device), y.to(device, non_blocking=True))
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    output = train_model(x)
-                    if teacher is not None:
-                        with torch.no_grad():
-                            teacher_logits = teacher(x)
-                        loss = distillation_loss(output, teacher_logits, y, cfg["distill_type"], cfg["distill_alpha"],
-                                                 cfg["distill_tau"], cfg["smoothing"])
-                    else:
-                        loss = training_loss(output, y, cfg["smoothing"])
+                    loss = method.loss(train_model, x, y, step)
                 watch.update(loss, step)  # read at log steps and checkpoints: no wait for the GPU per step
                 scaler.scale(loss / accum).backward()
                 done_in_epoch += 1
-                seen += x.shape[0] * dist.world_size
                 if done_in_epoch % accum:
                     continue
                 for group in optimizer.param_groups:
@@ -384,12 +279,12 @@ def main(argv=None):
                                         cfg["decay_milestones"], cfg["decay_rate"])
                 if cfg["clip_grad"]:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad"])
+                    torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg["clip_grad"])
+                method.before_step(step, optimizer)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-                if ema is not None:
-                    ema.update(unwrap(model))
+                method.after_step(step)
                 step += 1
                 log.advance()
                 if step % cfg["log_every"] == 0 or step == total_steps:
@@ -456,8 +351,8 @@ def main(argv=None):
         outputs.install()
         totals = dict(steps=step, stopped=stop_reason, seen=seen_before + seen,
                       train_seconds=seconds_before + time.perf_counter() - start)
-        summary = write_outputs(cfg, record, out, ema.module if ema else model, val, val_loader, device, amp_dtype,
-                                dist, log, best, totals)
+        summary = write_outputs(cfg, record, out, method, val, data.val_loader, device, amp_dtype, dist, log, best,
+                                totals)
     except BaseException as e:
         outputs.quiet()
         log.close()
@@ -476,11 +371,12 @@ def main(argv=None):
     return summary
 
 
-def write_outputs(cfg, record, out, final, val, val_loader, device, amp_dtype, dist, log, best, totals):
+def write_outputs(cfg, record, out, method, val, val_loader, device, amp_dtype, dist, log, best, totals):
     """The finished run's outputs: its final validation (unless the loop's last one is on hand), the PTQ
     table, model.safetensors, then summary.json; the summary."""
+    final = method.reported
     if val is None:
-        val = evaluate(final, val_loader, device, amp_dtype, dist, desc="validation")
+        val = method.validate(val_loader, device, amp_dtype, dist, desc="validation")
     seconds = totals["train_seconds"]
     summary = {"val_acc1": val["acc1"], "val_acc5": val["acc5"], "val_loss": val["loss"],
                "images_per_second": totals["seen"] / max(seconds, 1e-9), "train_seconds": seconds,
@@ -488,10 +384,10 @@ def write_outputs(cfg, record, out, final, val, val_loader, device, amp_dtype, d
     if "exit_acc1" in val:
         summary["val_exit_acc1"] = val["exit_acc1"]
     if cfg["ptq_report"]:
-        summary["ptq"] = ptq_report(final, cfg["ptq_report"], val_loader, device, dist, log, val, cfg["quant"])
+        summary["ptq"] = ptq_report(method, cfg["ptq_report"], val_loader, device, dist, log, val, cfg["quant"])
     if dist.is_main:
         save_checkpoint(final, os.path.join(out, "model.safetensors"), config=record,
-                        weights="ema" if cfg["ema"] > 0 else "raw")
+                        weights=method.weights)
         from vitfast.models.checkpoint import atomic_write
 
         atomic_write(os.path.join(out, "summary.json"),
@@ -545,10 +441,10 @@ def finished_run(out, state, say, dist):
         return json.load(f)
 
 
-def ptq_report(model, formats, loader, device, dist, log, fp32, qat=None):
+def ptq_report(method, formats, loader, device, dist, log, fp32, qat=None):
     """Post-training quantization of the trained model into each format, evaluated side by side (scaled
     formats such as INT8 with dynamic activation scales; vitfast.eval --calib-steps calibrates static ones).
-    fp32: the validation of `model` as trained, in its QAT format `qat` if any."""
+    fp32: the validation of the method's reported model as trained, in its QAT format `qat` if any."""
     from vitfast.quant import convert_ptq, parse_recipe
 
     rows = {}
@@ -558,7 +454,8 @@ def ptq_report(model, formats, loader, device, dist, log, fp32, qat=None):
     else:
         rows["fp32"] = {"acc1": fp32["acc1"], "acc5": fp32["acc5"]}
     for fmt in formats:
-        res = evaluate(convert_ptq(model, parse_recipe(fmt)), loader, device, None, dist, desc=f"PTQ {fmt}")
+        res = method.validate(loader, device, None, dist, desc=f"PTQ {fmt}",
+                              model=convert_ptq(method.reported, parse_recipe(fmt)))
         rows[fmt.lower()] = {"acc1": res["acc1"], "acc5": res["acc5"]}
     log.print("\npost-training quantization of the trained model (validation split):")
     w = max(10, *(len(f) + 2 for f in rows))
@@ -580,7 +477,9 @@ def plan_warmup(cfg, origin, where, steps_per_epoch, total_steps):
     too_long = f"{cfg[key]:g}{in_steps} is at or past the run's {plural(total_steps, 'step')}"
     if key in origin:
         raise UsageError(f"{where(key)} {too_long}: give a shorter warmup, or {config_lib.flag_of(key)} 0 for none")
-    return 0, f"none: {cfg['model']}'s default {config_lib.flag_of(key)} {too_long}"
+    owner = cfg["model"] if key in config_lib.MODEL_DEFAULTS.get(cfg["model"], {}) else \
+        f"--ssl {cfg['ssl']}" if key in config_lib.METHOD_DEFAULTS.get(cfg["ssl"], {}) else "the"
+    return 0, f"none: {owner}'s default {config_lib.flag_of(key)} {too_long}".replace("the's", "the")
 
 
 def oom_in_training(cfg, validating, micro, device):

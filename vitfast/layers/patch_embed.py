@@ -33,9 +33,17 @@ class PatchEmbed(nn.Module):
         self.flatten = flatten
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=bias)
         self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+        self.strict_img_size = True  # False: any size divisible by the patch (multi-crop; the model resamples)
+
+    def grid_of(self, x):
+        """The (rows, columns) of patches an image batch x makes."""
+        return x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1]
 
     def forward(self, x):
-        check_image(x, self.in_chans, self.img_size, who=type(self).__name__)
+        if self.strict_img_size:
+            check_image(x, self.in_chans, self.img_size, who=type(self).__name__)
+        else:
+            check_image(x, self.in_chans, multiple_of=self.patch_size, who=type(self).__name__)
         x = self.proj(x)
         if self.flatten:
             x = x.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, HW, C)

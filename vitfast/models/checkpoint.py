@@ -25,6 +25,13 @@ _REPORTED = {"ema": "EMA weights (the ones the run validated and reported)",
              "raw": "trained weights (the ones the run validated and reported; it kept no EMA)"}
 
 
+def _ssl_teacher(config):
+    """What a self-supervised run reports, or None for another run."""
+    method = (config or {}).get("ssl")
+    return f"the teacher backbone of a --ssl {method} run (the one it validated and reported; no head)" if method \
+        else None
+
+
 def run_weights(state, weights, source):
     """(state dict, description) of a vitfast training checkpoint's {"model", "ema", ...}; ValueError
     naming `source` when the weights asked for are not there."""
@@ -36,7 +43,8 @@ def run_weights(state, weights, source):
     if weights == "raw":
         return state["model"], "raw trained weights (as asked" + ("; the run reported its EMA's)" if has_ema else ")")
     if has_ema:
-        return state["ema"], "EMA weights (as asked)" if weights == "ema" else _REPORTED["ema"]
+        return state["ema"], "EMA weights (as asked)" if weights == "ema" else \
+            _ssl_teacher(state.get("config")) or _REPORTED["ema"]
     return state["model"], _REPORTED["raw"]
 
 
@@ -55,7 +63,7 @@ def stored_weights(meta, weights, source):
         raise ValueError(f"{source} holds only {has}: the run's checkpoint-*.pt holds both")
     if held is None:
         return None
-    return _REPORTED[held]
+    return (held == "ema" and _ssl_teacher(json.loads(meta.get("config", "{}")))) or _REPORTED[held]
 
 
 class CheckpointMismatchError(RuntimeError):

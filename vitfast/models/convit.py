@@ -121,6 +121,9 @@ class GPSA(nn.Module):
 
     def _rel_indices(self, n):
         if self.rel_indices is not None:
+            grid = getattr(self, "input_grid", None)  # another image size (the model's dynamic_img_size)
+            if self.rel_indices.shape[1] != n and grid is not None and grid[0] * grid[1] == n:
+                return relative_positions(grid, self.qk.weight.dtype, self.qk.weight.device)
             if self.rel_indices.shape[1] != n:
                 raise ValueError(f"GPSA was built for a {self.grid_size[0]}x{self.grid_size[1]} patch grid "
                                  f"({self.rel_indices.shape[1]} tokens), got {n} tokens")
@@ -334,15 +337,34 @@ class ConVit(nn.Module):
                      else nn.Identity())
         self.head.train(self.training)
 
+    @property
+    def patch_stride(self):
+        """Pixels per token along a side: crop sizes for this model are multiples of it."""
+        return self.patch_embed.patch_size[0]
+
+    def set_dynamic_img_size(self, enable=True):
+        """Take any image size divisible by the patch (multi-crop): the position embedding is resampled
+        bicubically and each GPSA layer's relative positions are those of the input's grid."""
+        self.patch_embed.strict_img_size = not enable
+
     def forward_features(self, x, return_attn=None):
         """(B, 1 + N, C) tokens after the final norm (class token first). With return_attn="probs" also the
         list of each block's attention probabilities: (B, H, N, N) for GPSA blocks, (B, H, N+1, N+1) after."""
-        check_image(x, self.in_chans, self.patch_embed.img_size, who=type(self).__name__)
+        native = self.patch_embed.strict_img_size
+        if native:
+            check_image(x, self.in_chans, self.patch_embed.img_size, who=type(self).__name__)
         _check_return_attn(return_attn, type(self).__name__)
         r = self.act_quant or _identity
+        grid = self.patch_embed.grid_of(x)
         x = self.patch_embed(x)
+        for blk in self.blocks:
+            if isinstance(blk.attn, GPSA):
+                blk.attn.input_grid = None if native else grid
         if self.pos_embed is not None:
-            x = x + self.pos_embed
+            pos_embed = self.pos_embed
+            if not native and grid != tuple(self.patch_embed.grid_size):
+                pos_embed = resample_abs_pos_embed(pos_embed, grid, 0, old_grid=self.patch_embed.grid_size)
+            x = x + pos_embed
         x = self.pos_drop(r(x))
 
         def join_cls_token(i, x):  # the class token enters after the GPSA layers

@@ -233,11 +233,33 @@ class T2TViT(nn.Module):
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
+    @property
+    def patch_stride(self):
+        """Pixels per token along a side (the soft splits' strides multiplied): crop sizes are multiples."""
+        return math.prod(stride for _, stride, _ in self.splits_of_tokens())
+
+    def splits_of_tokens(self):
+        return self.tokens_to_token.splits
+
+    def set_dynamic_img_size(self, enable=True):
+        """Take any image size the soft splits divide (multi-crop): the sinusoidal position table is
+        resampled bicubically to each input's token grid, as a learned one is for ViT."""
+        self.dynamic_img_size = enable
+
     def embed_tokens(self, x):
         """Images -> (B, 1 + h*w, embed_dim) trunk input: T2T tokens, class token, position embedding."""
-        check_image(x, self.in_chans, self.img_size, who=type(self).__name__)
+        pos_embed = self.pos_embed
+        if getattr(self, "dynamic_img_size", False):
+            check_image(x, self.in_chans, multiple_of=(self.patch_stride,) * 2, who=type(self).__name__)
+            grid = tuple(x.shape[-2:])
+            for split in self.splits_of_tokens():
+                grid = split_grid(grid, *split)
+            if grid != tuple(self.grid_size):
+                pos_embed = resample_abs_pos_embed(pos_embed, grid, 1, old_grid=self.grid_size)
+        else:
+            check_image(x, self.in_chans, self.img_size, who=type(self).__name__)
         x = self.tokens_to_token(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + pos_embed
         if self.act_quant is not None:
             x = self.act_quant(x)
         return self.pos_drop(x)

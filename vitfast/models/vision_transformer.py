@@ -76,12 +76,31 @@ class VisionTransformer(nn.Module):
     def prefix_tokens(self, x):
         return [self.cls_token.expand(x.shape[0], -1, -1)] if self.cls_token is not None else []
 
-    def _pos_embed(self, x):
-        prefix = self.prefix_tokens(x)
+    @property
+    def patch_stride(self):
+        """Pixels per token along a side: crop sizes for this model are multiples of it."""
+        return self.patch_embed.patch_size[0]
+
+    def set_dynamic_img_size(self, enable=True):
+        """Take any image size divisible by the patch (multi-crop), the position embedding resampled
+        bicubically to each input's grid, as DINO's interpolate_pos_encoding and timm's dynamic_img_size."""
+        if not hasattr(self.patch_embed, "strict_img_size"):
+            raise ValueError(f"{type(self.patch_embed).__name__} takes one image size only")
+        self.patch_embed.strict_img_size = not enable
+
+    def pos_embed_for(self, grid):
+        """The position embedding for a grid of patches: the learned one, resampled to another grid."""
+        if grid is None or tuple(grid) == tuple(self.patch_embed.grid_size):
+            return self.pos_embed
+        prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+        return resample_abs_pos_embed(self.pos_embed, grid, prefix, old_grid=self.patch_embed.grid_size)
+
+    def _pos_embed(self, x, grid=None):
+        prefix, pos_embed = self.prefix_tokens(x), self.pos_embed_for(grid)
         if self.no_embed_class:
-            x = torch.cat(prefix + [x + self.pos_embed], dim=1)
+            x = torch.cat(prefix + [x + pos_embed], dim=1)
         else:
-            x = torch.cat(prefix + [x], dim=1) + self.pos_embed
+            x = torch.cat(prefix + [x], dim=1) + pos_embed
         if self.act_quant is not None:
             x = self.act_quant(x)
         return self.pos_drop(x)
@@ -89,7 +108,8 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x, return_attn=None):
         """Token features after the final norm; with return_attn ("logits" | "probs") also the list of
         every block's (B, H, N, N) attention, from the same forward pass."""
-        x = self.norm_pre(self._pos_embed(self.patch_embed(x)))
+        grid = None if getattr(self.patch_embed, "strict_img_size", True) else self.patch_embed.grid_of(x)
+        x = self.norm_pre(self._pos_embed(self.patch_embed(x), grid))
         x, attns = run_blocks(self.blocks, x, return_attn)
         x = self.norm(x)
         return (x, attns) if return_attn else x

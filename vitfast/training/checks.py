@@ -28,7 +28,9 @@ POSITIVE, NON_NEGATIVE, AT_LEAST_1 = Range(0, lo_open=True), Range(0), Range(1)
 PROBABILITY, FRACTION, OPEN_UNIT = Range(0, 1), Range(0, 1, hi_open=True), Range(0, 1, lo_open=True)
 
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-               "floats": "a list of numbers", "strs": "a list of names", "kv": "a mapping of key: value"}
+               "floats": "a list of numbers", "ints": "a list of integers", "strs": "a list of names",
+               "pairs": "pairs of numbers ([[lo, hi], ...], or lo,hi,lo,hi,... on the command line)",
+               "kv": "a mapping of key: value"}
 
 
 def _is_number(v):
@@ -76,6 +78,15 @@ def coerce(kind, value, nullable, where):
             except ValueError:
                 raise bad from None
         return out
+    if kind == "ints":
+        return [coerce(int, v, False, where) for v in coerce("floats", value, False, where)]
+    if kind == "pairs":  # VISSL's crop_scales: [[0.14, 1], [0.05, 0.14]]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (list, tuple)) for v in value):
+            value = [x for v in value for x in v] if all(len(v) == 2 for v in value) else None
+        flat = coerce("floats", value, False, where) if value is not None else []
+        if not flat or len(flat) % 2:
+            raise bad
+        return [flat[i:i + 2] for i in range(0, len(flat), 2)]
     if kind == "strs":
         if isinstance(value, str):
             from .config import split_top_level
@@ -113,6 +124,11 @@ _NEEDS = [
     ("init_weights", "--init-checkpoint", lambda c: c["init_checkpoint"]),
     ("extend_epochs", "--resume (it lengthens a run that exists)", lambda c: c["resume"]),
     ("extend_steps", "--resume (it lengthens a run that exists)", lambda c: c["resume"]),
+    *((key, "--ssl dino", lambda c: c["ssl"]) for key in (
+        "num_crops", "size_crops", "crop_scales", "total_num_crops", "head_hidden_dim", "head_bottleneck_dim",
+        "head_out_dim", "norm_last_layer", "freeze_last_layer_epochs", "student_temp", "teacher_temp",
+        "warmup_teacher_temp", "warmup_teacher_temp_epochs", "center_momentum", "teacher_momentum", "knn_k",
+        "knn_t")),
     ("distill_type", "--teacher", lambda c: c["teacher"]),
     ("distill_alpha", "--teacher", lambda c: c["teacher"]),
     ("distill_tau", "--teacher", lambda c: c["teacher"]),
@@ -160,6 +176,8 @@ def check_config(c, origin, flag_of):
     if c["data_on_device"] and c["color_jitter"]:
         raise UsageError(f"{where('data_on_device')} has no colour jitter; {where('color_jitter')} needs the host "
                          "pipeline: drop one or the other (RandAugment, --aa rand-..., runs on the device)")
+    if c["ssl"]:
+        _check_ssl(c, where)
     if c["overwrite"] and c["resume"]:
         raise UsageError("--overwrite starts the run over and --resume continues it: give one")
 
@@ -206,3 +224,27 @@ def _check_data_spec(spec, where):
                          f"{spec!r}{nearest(kind, kinds)}")
     if kind.lower() != "builtin" and not root.strip():
         raise UsageError(f"{where} {spec!r}: {kind} needs a directory, as in {kind}:DIR")
+
+
+# Options that act on labels: a self-supervised run has none to act on.
+_LABELS_ONLY = {"mixup": "mixup", "cutmix": "cutmix", "smoothing": "label smoothing", "teacher": "distillation",
+                "repeated_aug": "repeated augmentation", "aa": "RandAugment (multi-crop has its own augmentation)",
+                "color_jitter": "--color-jitter (multi-crop jitters every crop)", "reprob": "random erasing"}
+
+
+def _check_ssl(c, where):
+    """--ssl: no option that needs labels or the supervised pipeline, and crop groups that agree."""
+    for key, what in _LABELS_ONLY.items():
+        if c[key]:  # all off by default under --ssl (METHOD_DEFAULTS turns smoothing off)
+            raise UsageError(f"{where(key)}: {what} needs labels or the supervised pipeline; --ssl {c['ssl']} trains "
+                             "without them: remove it")
+    if c["data_on_device"]:
+        raise UsageError(f"{where('data_on_device')}: multi-crop augmentation (--ssl) runs on the host for now; "
+                         "remove --data-on-device")
+    groups = [c[k] for k in ("num_crops", "size_crops", "crop_scales") if c[k] is not None]
+    if len({len(g) for g in groups}) > 1:
+        raise UsageError(f"{where('num_crops')} {c['num_crops']}, {where('size_crops')} {c['size_crops']} and "
+                         f"{where('crop_scales')} {c['crop_scales']} must have one entry per crop group")
+    if c["total_num_crops"] is not None and sum(c["num_crops"] or [2, 8]) != c["total_num_crops"]:
+        raise UsageError(f"{where('total_num_crops')} {c['total_num_crops']} is not the sum of "
+                         f"{where('num_crops')} {c['num_crops'] or [2, 8]}")

@@ -94,6 +94,38 @@ OPTIONS = [
     ("distill", "--distill-type", str, "hard", ("hard", "soft"), "hard | soft"),
     ("distill", "--distill-alpha", float, 0.5, PROBABILITY, "weight of the distillation loss"),
     ("distill", "--distill-tau", float, 1.0, POSITIVE, "soft distillation temperature"),
+    ("ssl", "--ssl", str, None, ("dino",), "self-supervised pretraining instead of supervised: dino (no labels "
+                                           "used; validated by k-NN on the training split)"),
+    ("ssl", "--num-crops", "ints", None, AT_LEAST_1, "crops per image in each group, global first (VISSL's "
+                                                     "num_crops; DINO: 2,8)"),
+    ("ssl", "--size-crops", "ints", None, AT_LEAST_1, "crop size of each group in px (VISSL's size_crops; default: "
+                                                      "the image size and 96/224 of it, in whole patches)"),
+    ("ssl", "--crop-scales", "pairs", None, None, "area range of each group, lo,hi,lo,hi (VISSL's crop_scales; "
+                                                  "DINO: 0.4,1,0.05,0.4)"),
+    ("ssl", "--total-num-crops", int, None, AT_LEAST_1, "VISSL's total_num_crops: checked against --num-crops"),
+    ("ssl", "--head-hidden-dim", int, None, AT_LEAST_1, "DINO head's hidden width (default: 2048, scaled down "
+                                                        "for models narrower than 384)"),
+    ("ssl", "--head-bottleneck-dim", int, None, AT_LEAST_1, "DINO head's bottleneck (default: 256, scaled as "
+                                                            "the hidden width)"),
+    ("ssl", "--head-out-dim", int, None, AT_LEAST_1, "DINO head's output dimension (default: 65536, scaled "
+                                                     "with the square of the model's width below 384)"),
+    ("ssl", "--norm-last-layer", bool, True, None, "DINO: fix the weight norm of the head's last layer"),
+    ("ssl", "--freeze-last-layer-epochs", float, 1.0, NON_NEGATIVE, "DINO: keep the head's last layer fixed for "
+                                                                    "the first N epochs"),
+    ("ssl", "--student-temp", float, 0.1, POSITIVE, "DINO: student softmax temperature"),
+    ("ssl", "--teacher-temp", float, 0.07, POSITIVE, "DINO: teacher temperature after its warmup"),
+    ("ssl", "--warmup-teacher-temp", float, 0.04, POSITIVE, "DINO: teacher temperature at the start"),
+    ("ssl", "--warmup-teacher-temp-epochs", float, None, NON_NEGATIVE, "DINO: epochs of linear teacher "
+                                                                       "temperature warmup (default: 10% of the "
+                                                                       "run, DINO's 30 of 300)"),
+    ("ssl", "--center-momentum", float, 0.9, FRACTION, "DINO: momentum of the teacher output's centre"),
+    ("ssl", "--teacher-momentum", float, 0.996, FRACTION, "DINO: teacher EMA momentum at the start, raised to 1 "
+                                                          "on a cosine"),
+    ("ssl", "--weight-decay-end", float, None, NON_NEGATIVE, "weight decay at the end of a cosine from "
+                                                             "--weight-decay (DINO: 0.04 -> 0.4; default: "
+                                                             "constant)"),
+    ("ssl", "--knn-k", int, 20, AT_LEAST_1, "k-NN validation of --ssl runs: neighbours"),
+    ("ssl", "--knn-t", float, 0.07, POSITIVE, "k-NN validation of --ssl runs: temperature of the votes"),
     ("run", "--batch-size", int, 128, AT_LEAST_1, "global batch size (all ranks, one optimizer step)"),
     ("run", "--eval-batch-size", int, None, AT_LEAST_1, "evaluation batch size per rank (default: the training "
                                                         "micro-batch)"),
@@ -133,6 +165,12 @@ _SHOWN = {"epochs": "300"}
 # smoothing, a short warmup.
 MODEL_DEFAULTS = {
     "vit_pico_patch4_32": dict(epochs=4, lr=2e-3, warmup_epochs=0.4, smoothing=0.0, scale=[1.0, 1.0]),
+}
+# A self-supervised method's own defaults (DINO's for ViT-S/16: main_dino.py and its README), the layer
+# under the model's: whenever the run uses that method, under config files and flags.
+METHOD_DEFAULTS = {
+    "dino": dict(lr=5e-4, lr_base_size=256, weight_decay=0.04, weight_decay_end=0.4, clip_grad=3.0,
+                 warmup_epochs=10.0, min_lr=1e-6, smoothing=0.0, epochs=100),
 }
 # Keys of earlier releases: a config file or flag naming one is told the new name.
 RENAMED = {"warmup": ("warmup_epochs", "warmup_steps")}
@@ -183,7 +221,7 @@ def parse_value(key, text, where=None):
         return dict(parse_kv(text, where))
     if default is None and text.strip().lower() in ("none", "null"):
         return None
-    if kind in ("floats", "strs"):
+    if kind in ("floats", "ints", "pairs", "strs"):
         return coerce(kind, text, False, where)
     if kind is bool:
         if text.lower() in ("1", "true", "yes", "on"):
@@ -322,7 +360,8 @@ def show(value):
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-_METAVARS = {int: "N", float: "X", "floats": "X,Y", "strs": "A,B", "kv": "K=V,..."}
+_METAVARS = {int: "N", float: "X", "floats": "X,Y", "ints": "N,M", "pairs": "LO,HI,...", "strs": "A,B",
+             "kv": "K=V,..."}
 
 
 def _layers(args, files, model_defaults):
@@ -358,10 +397,15 @@ def _layers(args, files, model_defaults):
     return config, origin
 
 
+def own_defaults(config):
+    """The defaults layer of the model and method a config names: the method's (METHOD_DEFAULTS) under the
+    model's (MODEL_DEFAULTS)."""
+    return {**METHOD_DEFAULTS.get(config.get("ssl"), {}), **MODEL_DEFAULTS.get(config["model"], {})}
+
+
 def from_model_defaults(config, origin):
-    """{key: value} of the config that the model's own defaults set (no file or flag gave them)."""
-    own = MODEL_DEFAULTS.get(config["model"], {})
-    return {k: v for k, v in own.items() if k not in origin and config[k] == v}
+    """{key: value} of the config that the model's or method's own defaults set (no file or flag gave them)."""
+    return {k: v for k, v in own_defaults(config).items() if k not in origin and config[k] == v}
 
 
 def resolve(argv=None, origins=None):
@@ -374,8 +418,9 @@ def resolve(argv=None, origins=None):
         raise UsageError(f"unknown argument {unknown[0]!r}{unknown_flag(unknown[0], parser.flags())}")
     files = [(name, typed(read_config_file(name), f"config {name!r}")) for name in args.config]
     config, origin = _layers(args, files, None)
-    if config["model"] in MODEL_DEFAULTS:
-        config, origin = _layers(args, files, MODEL_DEFAULTS[config["model"]])
+    own = own_defaults(config)
+    if own:
+        config, origin = _layers(args, files, own)
     config["model_kwargs"] = typed_model_kwargs(config["model_kwargs"], origin.get("model_kwargs", "--model-kwargs"))
     if origins is not None:
         origins.update(origin)

@@ -109,6 +109,8 @@ def model_from_file(path, argument, weights="reported"):
         heads = [v for k, v in state_dict.items() if k.split(".")[-2:] == ["head", "weight"]]
         if heads:
             kwargs["num_classes"] = heads[0].shape[0]
+        elif config.get("ssl"):  # a self-supervised run's backbone: no classifier
+            kwargs["num_classes"] = 0
     try:
         model = vitfast.create_model(name, **kwargs)
         model.load_state_dict(state_dict)

@@ -1,0 +1,83 @@
+"""Self-supervised heads and the multi-crop network: DINO's projection head (an MLP, L2 normalisation,
+a weight-normalised last layer) and a backbone + head that runs each resolution group of crops in one
+forward (DINO's MultiCropWrapper; VISSL's multi-crop trunk)."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DINOHead", "MultiCropNet", "dino_head_dims", "features"]
+
+
+def dino_head_dims(embed_dim):
+    """(hidden, bottleneck, out_dim) of DINO's head for a backbone of this width: DINO's 2048 / 256 /
+    65,536 at ViT-S's 384 and above; narrower backbones get a head scaled with them (powers of two; out_dim
+    with the square of the width), so a 96-wide model's head is not fifty times the model."""
+    r = min(1.0, embed_dim / 384)
+
+    def pow2(x, lo):
+        return max(lo, 1 << max(0, round(x).bit_length() - 1))
+
+    return pow2(2048 * r, 64), pow2(256 * r, 32), pow2(65536 * r * r, 256)
+
+
+class DINOHead(nn.Module):
+    """in_dim -> hidden (GELU) -> hidden (GELU) -> bottleneck, L2-normalised, -> out_dim through a
+    weight-normalised linear layer without bias (weight = g * v / ||v|| per output row). norm_last_layer
+    fixes g at 1 (DINO's default for ViT: training is more stable)."""
+
+    def __init__(self, in_dim, out_dim, hidden_dim=2048, bottleneck_dim=256, nlayers=3, norm_last_layer=True):
+        super().__init__()
+        if nlayers < 1:
+            raise ValueError(f"nlayers must be >= 1, got {nlayers}")
+        dims = [in_dim] + [hidden_dim] * (nlayers - 1) + [bottleneck_dim]
+        layers = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < nlayers - 1:
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        v = torch.empty(out_dim, bottleneck_dim)
+        nn.init.trunc_normal_(v, std=0.02)
+        self.last_v = nn.Parameter(v)
+        self.last_g = nn.Parameter(torch.ones(out_dim, 1), requires_grad=not norm_last_layer)
+        self.norm_last_layer = norm_last_layer
+
+    def last_layer_parameters(self):
+        return [p for p in (self.last_v, self.last_g) if p.requires_grad]
+
+    def forward(self, x):
+        x = F.normalize(self.mlp(x), dim=-1)
+        weight = self.last_g * F.normalize(self.last_v, dim=-1)
+        return F.linear(x, weight)
+
+
+def features(backbone, x):
+    """The backbone's pooled image features (the class token after the final norm, or the pooled tokens):
+    what a head, k-NN and a linear probe take."""
+    return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+
+
+class MultiCropNet(nn.Module):
+    """backbone + head over a list of crops: consecutive crops of one size are concatenated and run
+    through the backbone together (one forward per resolution group), the head runs once on all the
+    features. Output rows: crop 0's batch, then crop 1's, ..."""
+
+    def __init__(self, backbone, head):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, crops):
+        if torch.is_tensor(crops):
+            crops = [crops]
+        feats, start = [], 0
+        while start < len(crops):
+            end = start + 1
+            while end < len(crops) and crops[end].shape[-2:] == crops[start].shape[-2:]:
+                end += 1
+            feats.append(features(self.backbone, torch.cat(crops[start:end])))
+            start = end
+        return self.head(torch.cat(feats))
