@@ -239,7 +239,8 @@ def main(argv=None):
     if device.type == "cpu" and cfg["amp"] == "bf16" and cpu_has_bf16() is False:
         log.print("note: this CPU has no bf16 arithmetic (AVX512-BF16 / AMX): --amp bf16 is emulated here and runs "
                   "several times slower than --amp none")
-    own = config_lib.from_model_defaults(cfg, origin)
+    own = {k: v for k, v in config_lib.from_model_defaults(cfg, origin).items()
+           if not (cfg["ssl"] and k in config_lib.SUPERVISED_ONLY)}  # (not what a --ssl run reads)
     if own:
         settings = ", ".join(f"{config_lib.flag_of(k)} {config_lib.show(v)}" for k, v in own.items())
         owner = cfg["model"] + (f" and --ssl {cfg['ssl']}" if cfg["ssl"] else "")

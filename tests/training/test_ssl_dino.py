@@ -213,3 +213,10 @@ def test_dino_trains_validates_by_knn_and_resumes_bit_exactly(tmp_path):
     with safe_open(str(tmp_path / "full" / "model.safetensors"), "pt") as f:  # the teacher backbone, headless
         assert f.metadata()["vitfast.weights"] == "ema"
         assert "pos_embed" in f.keys() and not any(k.startswith("head.") for k in f.keys())
+
+
+def test_dino_with_the_crops_drawn_on_the_device(tmp_path):
+    summary = train_main(TINY + ["--steps", "2", "--data-on-device", "--output", str(tmp_path / "run")])
+    assert summary["steps"] == 2 and 0 <= summary["val_acc1"] <= 100
+    train = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in train if r["kind"] == "train")

@@ -140,4 +140,5 @@ class DeviceImages:
             index = order[first * batch_size:(first + count) * batch_size]
             images, labels = self.augment(self.images[index]), self.labels[index]
             for b in range(max(skip - first, 0), count):
-                yield images[b * batch_size:(b + 1) * batch_size], labels[b * batch_size:(b + 1) * batch_size]
+                at = slice(b * batch_size, (b + 1) * batch_size)
+                yield [v[at] for v in images] if isinstance(images, list) else images[at], labels[at]

@@ -52,11 +52,12 @@ class MultiCrop:
 
     def __init__(self, num_crops, size_crops, crop_scales, mean, std, blur=None, solarize=0.2, jitter=0.8,
                  grayscale=0.2):
-        self.num_crops = list(num_crops)
+        self.num_crops, self.size_crops, self.crop_scales = list(num_crops), list(size_crops), list(crop_scales)
         total = sum(self.num_crops)
         blur = list(blur) if blur is not None else [1.0, 0.1] + [0.5] * (total - 2)
         if len(blur) != total:
             raise ValueError(f"blur: one probability per crop ({total}), got {len(blur)}")
+        self.blur, self.solarize, self.jitter, self.grayscale = blur, solarize, jitter, grayscale
         colour = [v2.RandomHorizontalFlip(0.5),
                   v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=jitter),
                   v2.RandomGrayscale(grayscale)]

@@ -238,9 +238,6 @@ def _check_ssl(c, where):
         if c[key]:  # all off by default under --ssl (METHOD_DEFAULTS turns smoothing off)
             raise UsageError(f"{where(key)}: {what} needs labels or the supervised pipeline; --ssl {c['ssl']} trains "
                              "without them: remove it")
-    if c["data_on_device"]:
-        raise UsageError(f"{where('data_on_device')}: multi-crop augmentation (--ssl) runs on the host for now; "
-                         "remove --data-on-device")
     groups = [c[k] for k in ("num_crops", "size_crops", "crop_scales") if c[k] is not None]
     if len({len(g) for g in groups}) > 1:
         raise UsageError(f"{where('num_crops')} {c['num_crops']}, {where('size_crops')} {c['size_crops']} and "

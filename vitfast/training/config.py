@@ -32,7 +32,8 @@ OPTIONS = [
                                                  "class) instead of the dataset's own validation split"),
     ("data", "--data-on-device", bool, False, None, "decode the training images once, keep them on the device and "
                                                     "crop/flip/RandAugment/erase them there in batches (small "
-                                                    "datasets; no --color-jitter)"),
+                                                    "datasets; no --color-jitter); with --ssl, the multi-crop "
+                                                    "augmentation in batches"),
     ("data", "--crop-pct", float, None, OPEN_UNIT, "eval resize = img_size / crop_pct (default: the model's)"),
     ("data", "--mean", "floats", None, None, "normalisation mean, R,G,B (default: the model's)"),
     ("data", "--std", "floats", None, POSITIVE, "normalisation std, R,G,B (default: the model's)"),
@@ -172,6 +173,8 @@ METHOD_DEFAULTS = {
     "dino": dict(lr=5e-4, lr_base_size=256, weight_decay=0.04, weight_decay_end=0.4, clip_grad=3.0,
                  warmup_epochs=10.0, min_lr=1e-6, smoothing=0.0, epochs=100),
 }
+# Keys only the supervised pipeline reads (a --ssl run crops with --crop-scales and has no labels).
+SUPERVISED_ONLY = ("scale", "smoothing", "hflip")
 # Keys of earlier releases: a config file or flag naming one is told the new name.
 RENAMED = {"warmup": ("warmup_epochs", "warmup_steps")}
 # What timm's train.py and PyTorch Lightning's Trainer call our options (dashes or underscores): a flag or

@@ -11,7 +11,9 @@ from ..cli import UsageError, blame, one_line
 from ..data import RepeatAugSampler, ShardSampler, ShuffleSampler, UnreadableImagesError, create_dataset, \
     create_transform
 from ..data.device import DeviceImages, decode_transform
+from ..data.device_multicrop import DeviceMultiCrop
 from ..data.device_randaug import DeviceRandAugment
+from ..data.multicrop import MultiCrop
 from ..data.holdout import hold_out
 from ..models import get_model_config
 from .interrupt import ignore_sigint
@@ -114,10 +116,14 @@ def build_data(cfg, dist, where, train_transform=None):
     device_images = None
     if cfg["data_on_device"]:
         with blame(where("data_on_device")):
-            randaug = DeviceRandAugment.from_spec(cfg["aa"]) if cfg["aa"] else None
-            device_images = DeviceImages(train_set, dist.device, norm["mean"], norm["std"], tuple(cfg["scale"]),
-                                         hflip=cfg["hflip"], re_prob=cfg["reprob"], randaug=randaug,
-                                         workers=cfg["workers"])
+            if isinstance(train_tf, MultiCrop):  # a self-supervised method's crops, drawn for whole batches
+                device_images = DeviceMultiCrop(train_set, dist.device, norm["mean"], norm["std"], train_tf,
+                                                workers=cfg["workers"])
+            else:
+                randaug = DeviceRandAugment.from_spec(cfg["aa"]) if cfg["aa"] else None
+                device_images = DeviceImages(train_set, dist.device, norm["mean"], norm["std"], tuple(cfg["scale"]),
+                                             hflip=cfg["hflip"], re_prob=cfg["reprob"], randaug=randaug,
+                                             workers=cfg["workers"])
     steps_per_epoch = len(train_sampler) // (micro * accum)
     if steps_per_epoch < 1:
         raise UsageError(f"--batch-size {cfg['batch_size']}: the training split of {cfg['data']} holds only "

@@ -1,0 +1,126 @@
+"""What self-supervised pretraining buys: weighted k-NN accuracy (DINO's protocol: k 20, T 0.07, the
+training split as memory bank) of
+
+  raw pixels        the normalised images themselves, flattened (no model);
+  random init       the model as created, before any training;
+  --ssl dino        the teacher backbone of `python -m vitfast.train --ssl dino` (run in this process);
+  supervised        the same model trained with labels for about the same training time (its length in
+                    steps set from a short timed run of it), as k-NN of its features and as its
+                    classifier's top-1;
+
+on the same data and validation images, one table with the machine, time and commit.
+
+    python benchmarks/ssl_knn.py [--model vit_pico_patch4_32] [--data builtin] [--epochs 20]
+                                 [--set key=value ...] [--out benchmarks/results/ssl_knn_cpu.md]
+    python benchmarks/ssl_knn.py --quick          # every row on a tiny model, no useful numbers
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+from common import environment  # benchmarks/common.py
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import vitfast  # noqa: E402
+from vitfast.models import get_model_config  # noqa: E402
+from vitfast.train import main as train_main  # noqa: E402
+from vitfast.training.config import resolve  # noqa: E402
+from vitfast.training.distributed import Dist  # noqa: E402
+from vitfast.training.knn import extract_features, knn_accuracy  # noqa: E402
+from vitfast.training.run_data import build_data  # noqa: E402
+from vitfast.training.state import model_from_file  # noqa: E402
+
+QUICK = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
+         "--head-out-dim", "256", "--num-crops", "2,2", "--batch-size", "32"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="vit_pico_patch4_32")
+    p.add_argument("--data", default="builtin")
+    p.add_argument("--holdout", type=int, default=None, help="validate on the last N training images")
+    p.add_argument("--epochs", type=int, default=20, help="the DINO run's length")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more vitfast.train flags' keys for "
+                   "the DINO run (e.g. batch_size=256 num_crops=2,6)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out")
+    return p.parse_args(argv)
+
+
+@torch.no_grad()
+def pixel_features(loader):
+    feats, labels = [], []
+    for x, y in loader:
+        feats.append(torch.nn.functional.normalize(x.flatten(1).float(), dim=-1))
+        labels.append(y)
+    feats, labels = torch.cat(feats), torch.cat(labels)
+    return feats[labels >= 0], labels[labels >= 0]
+
+
+def knn_row(backbone, bank_loader, val_loader, classes):
+    device = torch.device("cpu")
+    bank, bank_labels = extract_features(backbone, bank_loader, device)
+    feats, labels = extract_features(backbone, val_loader, device)
+    return knn_accuracy(bank, bank_labels, feats, labels, classes)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    common = ["--data", args.data, "--ptq-report", "", "--quiet", "--device", "cpu"] + \
+        (["--holdout", str(args.holdout)] if args.holdout else [])
+    common += QUICK[:4] if args.quick else ["--model", args.model]
+    dino_args = common + ["--ssl", "dino", "--data-on-device"] + \
+        (QUICK[4:] + ["--steps", "4"] if args.quick else ["--epochs", str(args.epochs), "--eval-every",
+                                                            str(args.epochs)])
+    for item in args.set:
+        key, _, value = item.partition("=")
+        dino_args += ["--" + key.replace("_", "-"), value]
+    cfg = resolve(dino_args + ["--output", "unused"])
+    data = build_data(cfg, Dist("cpu"), lambda key: "--" + key)
+    classes, bank_loader, val_loader = data.num_classes, data.bank_loader(), data.val_loader
+    rows = {}
+    rows["raw pixels"] = (*knn_accuracy(*pixel_features(bank_loader), *pixel_features(val_loader), classes), None, 0)
+    torch.manual_seed(cfg["seed"])
+    kwargs = dict(cfg["model_kwargs"])
+    random_init = vitfast.create_model(cfg["model"], num_classes=0, **kwargs)
+    rows["random init"] = (*knn_row(random_init, bank_loader, val_loader, classes), None, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        dino = train_main(dino_args + ["--output", os.path.join(tmp, "dino")])
+        teacher, _ = model_from_file(os.path.join(tmp, "dino", "model.safetensors"), "--checkpoint")
+        rows["--ssl dino"] = (*knn_row(teacher, bank_loader, val_loader, classes), None, dino["train_seconds"])
+        dino_seconds = time.perf_counter() - start
+        sup_args = common + ["--batch-size", str(cfg["batch_size"])]
+        train_main(sup_args + ["--steps", "30", "--log-every", "5", "--output", os.path.join(tmp, "probe")])
+        with open(os.path.join(tmp, "probe", "metrics.jsonl")) as f:  # its steps' own rate, not its validation
+            rates = sorted(r["images_per_second"] for r in map(json.loads, f) if r["kind"] == "train")
+        step_seconds = cfg["batch_size"] / rates[len(rates) // 2] if not args.quick else 0.01
+        steps = max(10, round(dino["train_seconds"] / step_seconds))
+        sup = train_main(sup_args + ["--steps", str(steps), "--output", os.path.join(tmp, "sup")])
+        model, _ = model_from_file(os.path.join(tmp, "sup", "model.safetensors"), "--checkpoint")
+        model.reset_classifier(0)
+        rows["supervised"] = (*knn_row(model, bank_loader, val_loader, classes), sup["val_acc1"], sup["train_seconds"])
+        config = json.loads(json.dumps({k: cfg[k] for k in ("model", "batch_size", "num_crops", "lr")}))
+    env = environment("cpu")
+    lines = [f"# k-NN accuracy after self-supervised pretraining ({'quick: no useful numbers' if args.quick else 'CPU'})",
+             "", f"{cfg['model']} on `{args.data}` ({len(data.train_set)} training images as memory bank, "
+             f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07. DINO run: "
+             f"{' '.join(dino_args)} ({dino['steps']} steps, {dino_seconds:.0f} s with its validations).", "",
+             "| features | k-NN top-1 % | k-NN top-5 % | classifier top-1 % | training s |", "|---|---|---|---|---|"]
+    for name, (acc1, acc5, top1, secs) in rows.items():
+        lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
+    lines += ["", " · ".join(f"{k}: {v}" for k, v in env.items() if k != "kernels"), f"config: {config}", ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
