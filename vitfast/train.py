@@ -191,9 +191,10 @@ def main(argv=None):
         if not torch.stack([torch.isfinite(p).all() for p in trained.parameters()]).all():
             raise SystemExit(f"vitfast.train: the weights became inf/NaN at step {step} (epoch {epoch}); stopping "
                              f"without saving them. The last good checkpoint, if any, is intact: {last_path}")
+        extra = method.state()  # on every rank: a method may gather per-rank state (SwAV's queues)
         if dist.is_main:
             save_state(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scaler": scaler.state_dict(), **method.state(),
+                              "scaler": scaler.state_dict(), **extra,
                               "rng": rng_before_val if pending_val else rng_state(), "step": step, "epoch": epoch,
                               "batch_in_epoch": done_in_epoch,
                               "total_steps": total_steps, "best": best, "config": record, "val": val,

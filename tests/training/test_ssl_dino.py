@@ -15,7 +15,8 @@ from vitfast.layers import resample_abs_pos_embed
 from vitfast.models.ssl_heads import DINOHead, MultiCropNet, dino_head_dims, features
 from vitfast.train import main as train_main
 from vitfast.training.knn import knn_accuracy
-from vitfast.training.methods.dino import cosine, dino_loss
+from vitfast.training.methods.dino import dino_loss
+from vitfast.training.methods.self_supervised import cosine
 from vitfast.training.state import load_state
 
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
@@ -171,8 +172,10 @@ def test_knn_against_brute_force():
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--mixup", "0.8"], "--mixup: mixup needs labels"),
-    (["--smoothing", "0.1"], "--smoothing: label smoothing needs labels"),
+    (["--mixup", "0.8"], "--mixup: mixup is for supervised training"),
+    (["--smoothing", "0.1"], "--smoothing: label smoothing is for supervised training"),
+    (["--ema", "0.99"], "DINO's teacher is the student's EMA already"),
+    (["--num-clusters", "30"], "--num-clusters has no effect without --ssl swav"),
     (["--num-crops", "2,4", "--size-crops", "32"], "one entry per crop group"),
     (["--total-num-crops", "5"], "--total-num-crops 5 is not the sum of --num-crops"),
     (["--size-crops", "32,4"], "is not a whole number of the model's 8-px patches"),

@@ -67,12 +67,14 @@ class DeviceMultiCrop(DeviceImages):
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _colour(self, x):
-        """ColorJitter(0.4, 0.4, 0.2, 0.1) with probability `jitter`, then grayscale with probability
-        `grayscale`, on [0, 1] images."""
+        """ColorJitter(*plan.colour) with probability `jitter`, then grayscale with probability `grayscale`,
+        on [0, 1] images."""
         n, plan = x.shape[0], self.plan
         on = self._chance(n, plan.jitter).view(n, 1, 1, 1)
-        factors = {"brightness": self._uniform(n, 0.6, 1.4), "contrast": self._uniform(n, 0.6, 1.4),
-                   "saturation": self._uniform(n, 0.8, 1.2), "hue": self._uniform(n, -0.1, 0.1)}
+        b, c, s, h = plan.colour
+        factors = {"brightness": self._uniform(n, max(0, 1 - b), 1 + b),
+                   "contrast": self._uniform(n, max(0, 1 - c), 1 + c),
+                   "saturation": self._uniform(n, max(0, 1 - s), 1 + s), "hue": self._uniform(n, -h, h)}
         jittered = x
         for which in torch.randperm(4, generator=self.generator, device=self.device).tolist():
             name = ("brightness", "contrast", "saturation", "hue")[which]

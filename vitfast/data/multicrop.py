@@ -47,19 +47,22 @@ class MultiCrop:
     """image (PIL or uint8 CHW tensor) -> list of normalised float32 crops, group by group.
 
     blur: blur probability of each crop (default DINO's: 1.0 and 0.1 for the two global crops, 0.5 for
-    the rest); solarize: probability for the second crop (DINO: 0.2; VISSL's SwAV: 0). Blur radii are
-    DINO's 0.1-2 px at 224 px, scaled with the crop."""
+    the rest); solarize: probability for the second crop (DINO: 0.2; VISSL's SwAV: 0); colour: the
+    jitter's (brightness, contrast, saturation, hue) (DINO: 0.4, 0.4, 0.2, 0.1; SwAV's colour distortion
+    at strength 1: 0.8, 0.8, 0.8, 0.2), applied with probability `jitter`. Blur radii are DINO's 0.1-2 px
+    at 224 px, scaled with the crop."""
 
     def __init__(self, num_crops, size_crops, crop_scales, mean, std, blur=None, solarize=0.2, jitter=0.8,
-                 grayscale=0.2):
+                 grayscale=0.2, colour=(0.4, 0.4, 0.2, 0.1)):
         self.num_crops, self.size_crops, self.crop_scales = list(num_crops), list(size_crops), list(crop_scales)
         total = sum(self.num_crops)
         blur = list(blur) if blur is not None else [1.0, 0.1] + [0.5] * (total - 2)
         if len(blur) != total:
             raise ValueError(f"blur: one probability per crop ({total}), got {len(blur)}")
         self.blur, self.solarize, self.jitter, self.grayscale = blur, solarize, jitter, grayscale
+        self.colour = tuple(colour)
         colour = [v2.RandomHorizontalFlip(0.5),
-                  v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=jitter),
+                  v2.RandomApply([v2.ColorJitter(*self.colour)], p=jitter),
                   v2.RandomGrayscale(grayscale)]
         to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)),
                     v2.ToPureTensor()]

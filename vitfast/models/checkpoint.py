@@ -25,11 +25,12 @@ _REPORTED = {"ema": "EMA weights (the ones the run validated and reported)",
              "raw": "trained weights (the ones the run validated and reported; it kept no EMA)"}
 
 
-def _ssl_teacher(config):
-    """What a self-supervised run reports, or None for another run."""
+def _ssl_backbone(config, held):
+    """What a self-supervised run reports (held: "ema", a teacher; "raw", the trained backbone), or None
+    for another run."""
     method = (config or {}).get("ssl")
-    return f"the teacher backbone of a --ssl {method} run (the one it validated and reported; no head)" if method \
-        else None
+    which = "teacher backbone" if held == "ema" else "backbone"
+    return f"the {which} of a --ssl {method} run (the one it validated and reported; no head)" if method else None
 
 
 def run_weights(state, weights, source):
@@ -44,8 +45,8 @@ def run_weights(state, weights, source):
         return state["model"], "raw trained weights (as asked" + ("; the run reported its EMA's)" if has_ema else ")")
     if has_ema:
         return state["ema"], "EMA weights (as asked)" if weights == "ema" else \
-            _ssl_teacher(state.get("config")) or _REPORTED["ema"]
-    return state["model"], _REPORTED["raw"]
+            _ssl_backbone(state.get("config"), "ema") or _REPORTED["ema"]
+    return state["model"], _ssl_backbone(state.get("config"), "raw") or _REPORTED["raw"]
 
 
 def stored_weights(meta, weights, source):
@@ -63,7 +64,7 @@ def stored_weights(meta, weights, source):
         raise ValueError(f"{source} holds only {has}: the run's checkpoint-*.pt holds both")
     if held is None:
         return None
-    return (held == "ema" and _ssl_teacher(json.loads(meta.get("config", "{}")))) or _REPORTED[held]
+    return _ssl_backbone(json.loads(meta.get("config", "{}")), held) or _REPORTED[held]
 
 
 class CheckpointMismatchError(RuntimeError):

@@ -1,11 +1,11 @@
 """Self-supervised heads and the multi-crop network: DINO's projection head (an MLP, L2 normalisation,
-a weight-normalised last layer) and a backbone + head that runs each resolution group of crops in one
-forward (DINO's MultiCropWrapper; VISSL's multi-crop trunk)."""
+a weight-normalised last layer), VISSL's swav_head (an MLP and prototypes), and a backbone + head that
+runs each resolution group of crops in one forward (DINO's MultiCropWrapper; VISSL's multi-crop trunk)."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DINOHead", "MultiCropNet", "dino_head_dims", "features"]
+__all__ = ["DINOHead", "SwAVHead", "MultiCropNet", "dino_head_dims", "swav_head_dims", "features"]
 
 
 def dino_head_dims(embed_dim):
@@ -81,3 +81,38 @@ class MultiCropNet(nn.Module):
             feats.append(features(self.backbone, torch.cat(crops[start:end])))
             start = end
         return self.head(torch.cat(feats))
+
+
+def swav_head_dims(embed_dim):
+    """VISSL's swav_head dims for a backbone of this width: SwAV's 2-layer MLP (hidden 2048, output 128),
+    the hidden width scaled down with backbones narrower than 384 (as DINO's head)."""
+    return [embed_dim, dino_head_dims(embed_dim)[0], 128]
+
+
+class SwAVHead(nn.Module):
+    """VISSL's swav_head: an MLP over `dims` (Linear, BatchNorm1d when use_bn, ReLU between layers), the
+    embedding L2-normalised, then one bias-free linear layer of prototypes per entry of num_clusters.
+    forward -> (embedding (N, dims[-1]), [scores (N, K) for each prototype set])."""
+
+    def __init__(self, dims, use_bn=True, num_clusters=(3000,)):
+        super().__init__()
+        if len(dims) < 2:
+            raise ValueError(f"dims needs the input width and at least one layer's, got {list(dims)}")
+        layers = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(dims) - 2:
+                layers += [nn.BatchNorm1d(b)] if use_bn else []
+                layers.append(nn.ReLU(inplace=True))
+        self.projection = nn.Sequential(*layers)
+        self.prototypes = nn.ModuleList(nn.Linear(dims[-1], k, bias=False) for k in num_clusters)
+
+    @torch.no_grad()
+    def normalize_prototypes(self):
+        """SwAV keeps each prototype on the unit sphere: renormalised before every step."""
+        for p in self.prototypes:
+            p.weight.copy_(F.normalize(p.weight, dim=1))
+
+    def forward(self, x):
+        z = F.normalize(self.projection(x), dim=-1)
+        return z, [p(z) for p in self.prototypes]

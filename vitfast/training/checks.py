@@ -124,11 +124,15 @@ _NEEDS = [
     ("init_weights", "--init-checkpoint", lambda c: c["init_checkpoint"]),
     ("extend_epochs", "--resume (it lengthens a run that exists)", lambda c: c["resume"]),
     ("extend_steps", "--resume (it lengthens a run that exists)", lambda c: c["resume"]),
-    *((key, "--ssl dino", lambda c: c["ssl"]) for key in (
-        "num_crops", "size_crops", "crop_scales", "total_num_crops", "head_hidden_dim", "head_bottleneck_dim",
-        "head_out_dim", "norm_last_layer", "freeze_last_layer_epochs", "student_temp", "teacher_temp",
-        "warmup_teacher_temp", "warmup_teacher_temp_epochs", "center_momentum", "teacher_momentum", "knn_k",
-        "knn_t")),
+    *((key, "--ssl dino or swav", lambda c: c["ssl"]) for key in (
+        "num_crops", "size_crops", "crop_scales", "total_num_crops", "knn_k", "knn_t")),
+    *((key, "--ssl dino", lambda c: c["ssl"] == "dino") for key in (
+        "head_hidden_dim", "head_bottleneck_dim", "head_out_dim", "norm_last_layer", "freeze_last_layer_epochs",
+        "student_temp", "teacher_temp", "warmup_teacher_temp", "warmup_teacher_temp_epochs", "center_momentum",
+        "teacher_momentum")),
+    *((key, "--ssl swav", lambda c: c["ssl"] == "swav") for key in (
+        "head_dims", "head_use_bn", "num_clusters", "swav_temp", "sinkhorn_epsilon", "sinkhorn_iterations",
+        "crops_for_assign", "queue_length", "queue_start_epoch", "freeze_prototypes_epochs")),
     ("distill_type", "--teacher", lambda c: c["teacher"]),
     ("distill_alpha", "--teacher", lambda c: c["teacher"]),
     ("distill_tau", "--teacher", lambda c: c["teacher"]),
@@ -229,15 +233,16 @@ def _check_data_spec(spec, where):
 # Options that act on labels: a self-supervised run has none to act on.
 _LABELS_ONLY = {"mixup": "mixup", "cutmix": "cutmix", "smoothing": "label smoothing", "teacher": "distillation",
                 "repeated_aug": "repeated augmentation", "aa": "RandAugment (multi-crop has its own augmentation)",
-                "color_jitter": "--color-jitter (multi-crop jitters every crop)", "reprob": "random erasing"}
+                "color_jitter": "--color-jitter (multi-crop jitters every crop)", "reprob": "random erasing",
+                "ema": "--ema (DINO's teacher is the student's EMA already; SwAV keeps none)"}
 
 
 def _check_ssl(c, where):
     """--ssl: no option that needs labels or the supervised pipeline, and crop groups that agree."""
     for key, what in _LABELS_ONLY.items():
         if c[key]:  # all off by default under --ssl (METHOD_DEFAULTS turns smoothing off)
-            raise UsageError(f"{where(key)}: {what} needs labels or the supervised pipeline; --ssl {c['ssl']} trains "
-                             "without them: remove it")
+            raise UsageError(f"{where(key)}: {what} is for supervised training; --ssl {c['ssl']} trains without "
+                             "labels: remove it")
     groups = [c[k] for k in ("num_crops", "size_crops", "crop_scales") if c[k] is not None]
     if len({len(g) for g in groups}) > 1:
         raise UsageError(f"{where('num_crops')} {c['num_crops']}, {where('size_crops')} {c['size_crops']} and "

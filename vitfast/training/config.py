@@ -95,14 +95,15 @@ OPTIONS = [
     ("distill", "--distill-type", str, "hard", ("hard", "soft"), "hard | soft"),
     ("distill", "--distill-alpha", float, 0.5, PROBABILITY, "weight of the distillation loss"),
     ("distill", "--distill-tau", float, 1.0, POSITIVE, "soft distillation temperature"),
-    ("ssl", "--ssl", str, None, ("dino",), "self-supervised pretraining instead of supervised: dino (no labels "
-                                           "used; validated by k-NN on the training split)"),
+    ("ssl", "--ssl", str, None, ("dino", "swav"), "self-supervised pretraining instead of supervised: dino | swav "
+                                                   "(no labels used; validated by k-NN on the training split)"),
     ("ssl", "--num-crops", "ints", None, AT_LEAST_1, "crops per image in each group, global first (VISSL's "
-                                                     "num_crops; DINO: 2,8)"),
+                                                     "num_crops; DINO: 2,8; SwAV: 2,4)"),
     ("ssl", "--size-crops", "ints", None, AT_LEAST_1, "crop size of each group in px (VISSL's size_crops; default: "
-                                                      "the image size and 96/224 of it, in whole patches)"),
+                                                      "DINO's 224,96 / SwAV's 160,96 as fractions of 224 of the "
+                                                      "image size, in whole patches)"),
     ("ssl", "--crop-scales", "pairs", None, None, "area range of each group, lo,hi,lo,hi (VISSL's crop_scales; "
-                                                  "DINO: 0.4,1,0.05,0.4)"),
+                                                  "DINO: 0.4,1,0.05,0.4; SwAV: 0.08,1,0.05,0.14)"),
     ("ssl", "--total-num-crops", int, None, AT_LEAST_1, "VISSL's total_num_crops: checked against --num-crops"),
     ("ssl", "--head-hidden-dim", int, None, AT_LEAST_1, "DINO head's hidden width (default: 2048, scaled down "
                                                         "for models narrower than 384)"),
@@ -125,6 +126,20 @@ OPTIONS = [
     ("ssl", "--weight-decay-end", float, None, NON_NEGATIVE, "weight decay at the end of a cosine from "
                                                              "--weight-decay (DINO: 0.04 -> 0.4; default: "
                                                              "constant)"),
+    ("ssl", "--head-dims", "ints", None, AT_LEAST_1, "SwAV: VISSL's swav_head dims, the model's width first "
+                                                     "(default: width,2048,128, the hidden scaled down below 384)"),
+    ("ssl", "--head-use-bn", bool, True, None, "SwAV: BatchNorm between the head's layers (VISSL's use_bn)"),
+    ("ssl", "--num-clusters", "ints", [3000], AT_LEAST_1, "SwAV: prototypes of each set (VISSL's num_clusters; "
+                                                          "several sets: 3000,3000)"),
+    ("ssl", "--swav-temp", float, 0.1, POSITIVE, "SwAV: softmax temperature of the predictions"),
+    ("ssl", "--sinkhorn-epsilon", float, 0.05, POSITIVE, "SwAV: Sinkhorn-Knopp regularisation"),
+    ("ssl", "--sinkhorn-iterations", int, 3, AT_LEAST_1, "SwAV: Sinkhorn-Knopp iterations"),
+    ("ssl", "--crops-for-assign", "ints", [0, 1], NON_NEGATIVE, "SwAV: the crops whose codes the others predict"),
+    ("ssl", "--queue-length", int, 0, NON_NEGATIVE, "SwAV: embeddings queued for the assignment (all ranks; 0: "
+                                                    "none; SwAV: 3840 for batches under 256)"),
+    ("ssl", "--queue-start-epoch", float, 15.0, NON_NEGATIVE, "SwAV: epoch from which the queue fills"),
+    ("ssl", "--freeze-prototypes-epochs", float, 1.0, NON_NEGATIVE, "SwAV: keep the prototypes fixed for the "
+                                                                    "first N epochs"),
     ("ssl", "--knn-k", int, 20, AT_LEAST_1, "k-NN validation of --ssl runs: neighbours"),
     ("ssl", "--knn-t", float, 0.07, POSITIVE, "k-NN validation of --ssl runs: temperature of the votes"),
     ("run", "--batch-size", int, 128, AT_LEAST_1, "global batch size (all ranks, one optimizer step)"),
@@ -171,6 +186,9 @@ MODEL_DEFAULTS = {
 # under the model's: whenever the run uses that method, under config files and flags.
 METHOD_DEFAULTS = {
     "dino": dict(lr=5e-4, lr_base_size=256, weight_decay=0.04, weight_decay_end=0.4, clip_grad=3.0,
+                 warmup_epochs=10.0, min_lr=1e-6, smoothing=0.0, epochs=100),
+    # VISSL's ViT recipes train with AdamW as DINO's (SwAV's LARS settings are a ResNet's)
+    "swav": dict(lr=5e-4, lr_base_size=256, weight_decay=0.04, weight_decay_end=0.4, clip_grad=3.0,
                  warmup_epochs=10.0, min_lr=1e-6, smoothing=0.0, epochs=100),
 }
 # Keys only the supervised pipeline reads (a --ssl run crops with --crop-scales and has no labels).

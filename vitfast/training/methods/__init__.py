@@ -2,14 +2,15 @@
 from .base import Method
 from .dino import DINO
 from .supervised import Distillation, Supervised
+from .swav import SwAV
 
-__all__ = ["Method", "Supervised", "Distillation", "DINO", "create_method"]
+__all__ = ["Method", "Supervised", "Distillation", "DINO", "SwAV", "create_method"]
 
 
 def create_method(cfg):
     """The method a resolved run config asks for."""
-    if cfg.get("ssl") == "dino":
-        return DINO(cfg)
+    if cfg.get("ssl"):
+        return {"dino": DINO, "swav": SwAV}[cfg["ssl"]](cfg)
     if cfg["teacher"]:
         return Distillation(cfg)
     return Supervised(cfg)

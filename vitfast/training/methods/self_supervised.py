@@ -1,0 +1,116 @@
+"""What every self-supervised method shares: multi-crop views of each image, a backbone without its
+classifier that takes crops of several sizes, weight decay on a cosine, and k-NN validation of the
+backbone's features against the training split (labels are read only there)."""
+import torch
+
+import vitfast
+from ...cli import UsageError
+from ...data.multicrop import MultiCrop, plan_crops
+from ..knn import extract_features, knn_accuracy
+from .base import Method
+
+__all__ = ["SelfSupervised", "cosine", "patch_of", "gathered"]
+
+FAMILIES = "a ViT, DeiT, T2T-ViT or ConViT model"
+
+
+def cosine(start, end, step, total):
+    """DINO's cosine schedule: start at step 0, end at step total."""
+    import math
+
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def patch_of(cfg):
+    """The patch stride of the model a config names, None when it takes one image size only (built on the
+    meta device: no memory, no random draws)."""
+    with torch.device("meta"):
+        model = vitfast.create_model(cfg["model"], num_classes=0, **cfg["model_kwargs"],
+                                     **({"img_size": cfg["img_size"]} if cfg["img_size"] else {}))
+    return getattr(model, "patch_stride", None) if hasattr(model, "set_dynamic_img_size") else None
+
+
+def gathered(tensor):
+    """Every rank's rows of a CPU tensor, in rank order (all_gather_object: shards may differ in length)."""
+    import torch.distributed as tdist
+
+    parts = [None] * tdist.get_world_size()
+    tdist.all_gather_object(parts, tensor)
+    return torch.cat(parts)
+
+
+class SelfSupervised(Method):
+    """Subclasses set `name`, crop defaults (`default_sizes`: global and local size as fractions of the
+    image, `default_scales`, `solarize`, `colour`, `blur`), and build their modules in setup(backbone, run)."""
+
+    default_sizes = (1.0, 96 / 224)
+    default_scales = ([0.4, 1.0], [0.05, 0.4])
+    default_crops = (2, 8)
+    solarize, colour, blur = 0.2, (0.4, 0.4, 0.2, 0.1), None
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def train_transform(self, img_size, norm):
+        cfg = self.cfg
+        self.patch = patch_of(cfg)
+        if self.patch is None:
+            raise UsageError(f"--ssl {self.name}: {cfg['model']} takes one image size only (no patch embedding to "
+                             f"resample); use {FAMILIES}")
+        num = cfg["num_crops"] or list(self.default_crops)
+        sizes = cfg["size_crops"]
+        if sizes is None:
+            sizes = [max(2 * self.patch, self.patch * round(img_size * f / self.patch)) for f in self.default_sizes]
+            sizes = sizes[:len(num)]
+        scales = cfg["crop_scales"] or [list(s) for s in self.default_scales][:len(num)]
+        try:
+            self.crops = plan_crops(img_size, self.patch, num, sizes, scales)
+        except ValueError as e:
+            raise UsageError(f"--ssl {self.name}: {e}") from None
+        blur = self.blur(sum(self.crops[0])) if self.blur else None
+        return MultiCrop(*self.crops, norm["mean"], norm["std"], solarize=self.solarize, colour=self.colour,
+                         blur=blur)
+
+    def prepare(self, model, run):
+        if not hasattr(model, "set_dynamic_img_size"):
+            raise UsageError(f"--ssl {self.name}: {self.cfg['model']} cannot take crops of several sizes yet; use "
+                             f"{FAMILIES}")
+        model.reset_classifier(0)  # the backbone's features feed the head; saved, it rebuilds without one
+        if getattr(model, "create_kwargs", None) is not None:
+            model.create_kwargs = dict(model.create_kwargs, num_classes=0)
+        model.set_dynamic_img_size()
+        self.run, self.model = run, model
+        trained, summary = self.setup(model, run)
+        n, sizes, scales = self.crops
+        crops = " + ".join(f"{k} x {s} px {lo:g}-{hi:g}" for k, s, (lo, hi) in zip(n, sizes, scales))
+        cfg = self.cfg
+        wd = f"{cfg['weight_decay']:g}" + (f" -> {cfg['weight_decay_end']:g}" if cfg["weight_decay_end"] is not None
+                                           else "")
+        run.say(f"--ssl {self.name}: crops {crops} (patch {self.patch}); {summary}; weight decay {wd}; k-NN "
+                f"validation (k {cfg['knn_k']}, T {cfg['knn_t']:g})")
+        return trained
+
+    def setup(self, backbone, run):
+        """(the module the optimizer trains, what the header says of the method's own settings)."""
+        raise NotImplementedError
+
+    def before_step(self, step, optimizer):
+        cfg = self.cfg
+        if cfg["weight_decay_end"] is not None:
+            wd = cosine(cfg["weight_decay"], cfg["weight_decay_end"], step, self.run.total_steps)
+            for group in optimizer.param_groups:
+                if group.setdefault("decayed", group["weight_decay"] > 0):
+                    group["weight_decay"] = wd
+
+    def validate(self, loader, device, amp_dtype, dist, desc="validation", model=None):
+        """Weighted k-NN of the validation images among the training images, on the features of the
+        reported backbone (or `model`)."""
+        backbone = self.reported if model is None else model
+        bank, bank_labels = extract_features(backbone, self.run.data.bank_loader(), device, amp_dtype,
+                                             desc=f"{desc}: k-NN memory bank" if desc else None)
+        feats, labels = extract_features(backbone, loader, device, amp_dtype, desc=desc)
+        if dist is not None and dist.enabled:
+            bank, bank_labels, feats, labels = (gathered(t) for t in (bank, bank_labels, feats, labels))
+        acc1, acc5 = knn_accuracy(bank, bank_labels, feats, labels, self.run.num_classes, self.cfg["knn_k"],
+                                  self.cfg["knn_t"])
+        return {"acc1": acc1, "acc5": acc5, "loss": None, "count": len(labels), "knn": True}

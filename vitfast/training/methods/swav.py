@@ -1,0 +1,134 @@
+"""SwAV (Caron et al. 2020), as VISSL trains it: the crops' embeddings are scored against learned
+prototypes; each global crop's scores are turned into balanced soft cluster assignments by Sinkhorn-Knopp
+(3 iterations, epsilon 0.05, every prototype an equal share of the global batch across ranks), and every
+other crop is trained to predict them (softmax at temperature 0.1). Prototypes are renormalised before
+each step and frozen in the first epoch; an optional queue of earlier embeddings fills the assignment
+when batches are small. Validated by k-NN on the backbone's features, which the run reports."""
+import torch
+import torch.distributed as tdist
+import torch.nn.functional as F
+
+from ...cli import UsageError
+from ...models.ssl_heads import MultiCropNet, SwAVHead, swav_head_dims
+from .self_supervised import SelfSupervised, gathered
+
+__all__ = ["SwAV", "sinkhorn", "swav_loss"]
+
+
+@torch.no_grad()
+def sinkhorn(scores, epsilon=0.05, iterations=3, distributed=False):
+    """(B, K) scores -> (B, K) soft assignments: exp(scores / epsilon) scaled alternately so that each
+    prototype holds 1/K of the global batch and each sample sums to 1 (rows of the result)."""
+    logits = scores.float() / epsilon
+    top = logits.max()
+    if distributed:
+        tdist.all_reduce(top, op=tdist.ReduceOp.MAX)
+    q = torch.exp(logits - top).t()  # (K, B); a shared shift cancels in the normalisations
+    k, b = q.shape[0], q.shape[1] * (tdist.get_world_size() if distributed else 1)
+    total = q.sum()
+    if distributed:
+        tdist.all_reduce(total)
+    q /= total
+    for _ in range(iterations):
+        rows = q.sum(dim=1, keepdim=True)
+        if distributed:
+            tdist.all_reduce(rows)
+        q /= rows * k
+        q /= q.sum(dim=0, keepdim=True) * b
+    return (q * b).t()
+
+
+def swav_loss(scores, assignments, crops, temperature=0.1):
+    """The swapped prediction for one prototype set: for each assigned crop i with codes q_i, the mean over
+    the other crops v of -sum q_i log softmax(scores_v / T), averaged over the assigned crops.
+    scores: (crops x B, K) rows crop by crop; assignments: {crop index: (B, K) codes}."""
+    batch = scores.shape[0] // crops
+    log_p = F.log_softmax(scores.float() / temperature, dim=-1).view(crops, batch, -1)
+    total = 0.0
+    for i, q in assignments.items():
+        total = total + sum(-(q * log_p[v]).sum(dim=-1).mean() for v in range(crops) if v != i) / (crops - 1)
+    return total / len(assignments)
+
+
+class SwAV(SelfSupervised):
+    name = "swav"
+    default_crops = (2, 4)
+    default_sizes = (160 / 224, 96 / 224)
+    default_scales = ([0.08, 1.0], [0.05, 0.14])
+    solarize, colour = 0.0, (0.8, 0.8, 0.8, 0.2)  # VISSL's ImgPilColorDistortion at strength 1
+
+    @staticmethod
+    def blur(total):
+        return [0.5] * total  # VISSL's ImgPilGaussianBlur p 0.5 on every crop
+
+    def setup(self, backbone, run):
+        cfg = self.cfg
+        dims = cfg["head_dims"] or swav_head_dims(backbone.num_features)
+        if dims[0] != backbone.num_features:
+            raise UsageError(f"--head-dims {','.join(map(str, dims))}: the first is the input width, "
+                             f"{cfg['model']}'s {backbone.num_features}")
+        self.head = SwAVHead(dims, cfg["head_use_bn"], cfg["num_clusters"])
+        self.student = MultiCropNet(backbone, self.head).to(run.device)
+        self.n_crops = sum(self.crops[0])
+        self.assign = cfg["crops_for_assign"]
+        if max(self.assign) >= self.n_crops:
+            raise UsageError(f"--crops-for-assign {','.join(map(str, self.assign))}: there are {self.n_crops} crops")
+        self.freeze_steps = round(cfg["freeze_prototypes_epochs"] * run.steps_per_epoch)
+        self.queue_start = round(cfg["queue_start_epoch"] * run.steps_per_epoch)
+        length = cfg["queue_length"] // run.dist.world_size if cfg["queue_length"] else 0
+        self.queue = torch.zeros(len(self.assign), length, dims[-1], device=run.device) if length else None
+        queue = (f"queue {cfg['queue_length']} from step {self.queue_start}" if self.queue is not None else "no queue")
+        return self.student, (
+            f"head {' -> '.join(map(str, dims))}{' (BN)' if cfg['head_use_bn'] else ''}, prototypes "
+            f"{','.join(map(str, cfg['num_clusters']))}; Sinkhorn {cfg['sinkhorn_iterations']} iterations, epsilon "
+            f"{cfg['sinkhorn_epsilon']:g}, temperature {cfg['swav_temp']:g}, codes of crops "
+            f"{','.join(map(str, self.assign))}; {queue}; prototypes frozen {self.freeze_steps} steps")
+
+    def loss(self, trained, x, y, step):
+        self.head.normalize_prototypes()
+        z, scores = trained(x)
+        batch = z.shape[0] // self.n_crops
+        use_queue = self.queue is not None and step >= self.queue_start and bool(self.queue[:, -1].any())
+        total = 0.0
+        for s, prototypes in zip(scores, self.head.prototypes):
+            codes = {}
+            for j, i in enumerate(self.assign):
+                out = s[i * batch:(i + 1) * batch].detach()
+                if use_queue:
+                    out = torch.cat([self.queue[j] @ prototypes.weight.detach().t(), out])
+                codes[i] = sinkhorn(out, self.cfg["sinkhorn_epsilon"], self.cfg["sinkhorn_iterations"],
+                                    self.run.dist.enabled)[-batch:]
+            total = total + swav_loss(s, codes, self.n_crops, self.cfg["swav_temp"])
+        if self.queue is not None and step >= self.queue_start:
+            with torch.no_grad():  # newest first; filled for a while before it is used
+                for j, i in enumerate(self.assign):
+                    self.queue[j] = torch.cat([z[i * batch:(i + 1) * batch].detach(), self.queue[j, :-batch]])
+        return total / len(scores)
+
+    def before_step(self, step, optimizer):
+        super().before_step(step, optimizer)
+        if step < self.freeze_steps:  # SwAV: the prototypes move only after the first epoch
+            for p in self.head.prototypes.parameters():
+                p.grad = None
+
+    def state(self):
+        queue = self.queue
+        if queue is not None and self.run.dist.enabled:  # every rank's queue, in rank order
+            queue = gathered(queue.cpu().unsqueeze(0))
+        return {"ema": None, "ssl": {"method": "swav", "head": self.head.state_dict(),
+                                     "queue": None if queue is None else queue.cpu()}}
+
+    def load_state(self, checkpoint):
+        ssl = checkpoint.get("ssl") or {}
+        if ssl.get("method") != "swav":
+            raise ValueError(f"the checkpoint holds no SwAV state (method {ssl.get('method')!r})")
+        self.head.load_state_dict(ssl["head"])
+        if self.queue is not None and ssl.get("queue") is not None:
+            queue = ssl["queue"]
+            if self.run.dist.enabled:
+                queue = queue[self.run.dist.rank]
+            self.queue.copy_(queue)
+
+    @property
+    def reported(self):
+        return self.model
