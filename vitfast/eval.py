@@ -73,6 +73,13 @@ def build_parser():
                      help="--knn neighbours (default: the run's --knn-k, else 20)")
     out.add_argument("--knn-t", type=float, default=None, metavar="X",
                      help="--knn temperature of the votes (default: the run's --knn-t, else 0.07)")
+    out.add_argument("--linear-probe", action="store_true",
+                     help="score by a linear classifier trained on the model's frozen features of the training "
+                          "split (DINO's linear evaluation on features computed once): for self-supervised runs")
+    out.add_argument("--probe-epochs", type=int, default=None, metavar="N",
+                     help="--linear-probe epochs over the training features (default: 100)")
+    out.add_argument("--probe-lr", type=float, default=None, metavar="X",
+                     help="--linear-probe SGD learning rate, on a cosine to 0 (default: DINO's 0.001)")
     out.add_argument("--per-class", action="store_true", help="print precision/recall/F1 per class")
     out.add_argument("--json", help="write the results to this JSON file")
     out.add_argument("--dvt-plot", help="DVT: write the budgeted accuracy-vs-GMACs curve to this PNG")
@@ -90,13 +97,19 @@ def check_args(args):
     """What argparse cannot tell: ranges, and options that would do nothing in this combination."""
     for name, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
                              ("--calib-steps", args.calib_steps, 0), ("--attention-maps", args.attention_maps, 0),
-                             ("--img-size", args.img_size, 1), ("--knn-k", args.knn_k, 1)):
+                             ("--img-size", args.img_size, 1), ("--knn-k", args.knn_k, 1),
+                             ("--probe-epochs", args.probe_epochs, 1)):
         if value is not None and value < low:
             raise UsageError(f"{name} must be >= {low}, got {value}")
     if args.knn_t is not None and not args.knn_t > 0:
         raise UsageError(f"--knn-t must be > 0, got {args.knn_t}")
-    if args.knn and args.dvt_plot:
-        raise UsageError("--dvt-plot needs the model's exits' predictions; --knn scores features: give one")
+    if args.probe_lr is not None and not args.probe_lr > 0:
+        raise UsageError(f"--probe-lr must be > 0, got {args.probe_lr}")
+    if args.knn and args.linear_probe:
+        raise UsageError("--knn and --linear-probe each fill the table's top-1: give one per evaluation")
+    for flag, given in (("--knn", args.knn), ("--linear-probe", args.linear_probe)):
+        if given and args.dvt_plot:
+            raise UsageError(f"--dvt-plot needs the model's exits' predictions; {flag} scores features: give one")
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise UsageError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
     if args.checkpoint and args.model:
@@ -111,10 +124,13 @@ def check_args(args):
                                ("--maps-dir", args.maps_dir, args.attention_maps),
                                ("--knn-k", args.knn_k is not None, args.knn),
                                ("--knn-t", args.knn_t is not None, args.knn),
+                               ("--probe-epochs", args.probe_epochs is not None, args.linear_probe),
+                               ("--probe-lr", args.probe_lr is not None, args.linear_probe),
                                ("--overwrite", args.overwrite, args.json or args.dvt_plot or args.attention_maps)):
         if value and not needs:
             what = {"--ema": "--checkpoint", "--raw": "--checkpoint", "--maps-dir": "--attention-maps N",
-                    "--knn-k": "--knn", "--knn-t": "--knn",
+                    "--knn-k": "--knn", "--knn-t": "--knn", "--probe-epochs": "--linear-probe",
+                    "--probe-lr": "--linear-probe",
                     "--overwrite": "an output file (--json, --dvt-plot, --attention-maps)"}.get(flag, "--model NAME")
             raise UsageError(f"{flag} has no effect without {what}")
     if args.model and not args.data:
@@ -260,11 +276,12 @@ def main(argv=None):
         else:
             train_part, dataset = None, create_dataset(spec, args.split, transform=tf, evaluation=True)
     classes = model.default_cfg.get("num_classes")
-    if getattr(model, "num_classes", None) == 0 and not args.knn:
+    features = args.knn or args.linear_probe  # scored by its features, not its classifier
+    if getattr(model, "num_classes", None) == 0 and not features:
         raise UsageError(f"--checkpoint {args.checkpoint or args.checkpoint_path}: {name} has no classifier (a "
-                         "self-supervised run's backbone): score its features with --knn, or fine-tune it with "
-                         "python -m vitfast.train --init-checkpoint FILE")
-    if args.knn:
+                         "self-supervised run's backbone): score its features with --knn or --linear-probe, or "
+                         "fine-tune it with python -m vitfast.train --init-checkpoint FILE")
+    if features:
         k, t = args.knn_k or cfg.get("knn_k") or 20, args.knn_t or cfg.get("knn_t") or 0.07
         with blame("--data"):  # the memory bank: the training images the run did not hold out
             bank = train_part if train_part is not None else create_dataset(spec, "train", transform=tf,
@@ -307,8 +324,10 @@ def main(argv=None):
             else:
                 m = convert_ptq(model, recipe, calib_data=calib, calib_steps=calib_steps)
         with out_of_memory(f"evaluating {fmt} {at}", "lower --batch-size"):
-            if args.knn:
-                exits, labels, ips = knn_scores(m, bank_loader, loader, device, dataset.num_classes, k, t, fmt)
+            if features:
+                probe = dict(epochs=args.probe_epochs or 100, lr=args.probe_lr or 1e-3) if args.linear_probe else None
+                exits, labels, ips = feature_scores(m, bank_loader, loader, device, dataset.num_classes, k, t, fmt,
+                                                    probe)
             else:
                 exits, labels, ips = collect_logits(m, loader, device, desc=f"eval {fmt}")
         logits = exits[-1]
@@ -336,6 +355,9 @@ def main(argv=None):
     print(f"{name} on {spec} ({split}, {len(dataset)} images)")
     if args.knn:
         print(f"k-NN (k {k}, T {t:g}) on the features, memory bank: the {len(bank)} training images")
+    elif args.linear_probe:
+        print(f"linear probe on the frozen features of the {len(bank)} training images ({args.probe_epochs or 100} "
+              f"epochs of SGD, lr {args.probe_lr or 1e-3:g} on a cosine)")
     if weights:
         other = "; --raw: the trained ones" if weights.startswith("EMA") and not args.ema else ""
         print(f"weights: {weights}{other}")
@@ -373,16 +395,21 @@ def main(argv=None):
     return results
 
 
-def knn_scores(model, bank_loader, loader, device, num_classes, k, t, fmt):
-    """([k-NN vote scores (N, classes)], labels, images/s of the evaluated split's features)."""
+def feature_scores(model, bank_loader, loader, device, num_classes, k, t, fmt, probe=None):
+    """([scores (N, classes)], labels, images/s of the evaluated split's features): k-NN votes among the
+    training features, or (probe: {"epochs", "lr"}) a linear classifier's logits trained on them."""
     import time
 
     from vitfast.training.knn import extract_features, knn_classify
+    from vitfast.training.linear_probe import linear_probe
 
-    bank, bank_labels = extract_features(model, bank_loader, device, desc=f"features {fmt}: memory bank")
+    bank, bank_labels = extract_features(model, bank_loader, device, desc=f"features {fmt}: training split",
+                                         normalize=probe is None)
     start = time.perf_counter()
-    feats, labels = extract_features(model, loader, device, desc=f"eval {fmt}")
+    feats, labels = extract_features(model, loader, device, desc=f"eval {fmt}", normalize=probe is None)
     ips = len(labels) / max(time.perf_counter() - start, 1e-9)
+    if probe is not None:
+        return [linear_probe(bank, bank_labels, feats, num_classes, probe["epochs"], probe["lr"])[0]], labels, ips
     return [knn_classify(bank, bank_labels, feats, num_classes, k, t)], labels, ips
 
 

@@ -11,9 +11,9 @@ __all__ = ["extract_features", "knn_classify", "knn_accuracy"]
 
 
 @torch.no_grad()
-def extract_features(backbone, loader, device, amp_dtype=None, desc=None):
-    """(L2-normalised float32 features (N, D) on the CPU, labels (N,)) of the loader's images, without the
-    images a dataset could not read (label -1)."""
+def extract_features(backbone, loader, device, amp_dtype=None, desc=None, normalize=True):
+    """(float32 features (N, D) on the CPU, L2-normalised unless normalize=False; labels (N,)) of the
+    loader's images, without the images a dataset could not read (label -1)."""
     backbone.eval()
     feats, labels = [], []
     batches = loader if desc is None else progress.bar(loader, total=len(loader), desc=desc, unit="batch",
@@ -22,7 +22,7 @@ def extract_features(backbone, loader, device, amp_dtype=None, desc=None):
         for x, y in batches:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 f = features(backbone, x.to(device, non_blocking=True))
-            feats.append(F.normalize(f.float(), dim=-1).cpu())
+            feats.append((F.normalize(f.float(), dim=-1) if normalize else f.float()).cpu())
             labels.append(y.cpu())
     finally:
         if desc is not None:

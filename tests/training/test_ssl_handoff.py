@@ -1,0 +1,71 @@
+"""From a self-supervised run onwards (issue 63, item 5): vitfast.eval scores its backbone by k-NN and by
+a linear probe (its classifier-less backbone refused otherwise, in one line), and vitfast.train
+fine-tunes from it (the teacher backbone, a fresh classifier, said in one line; another architecture
+refused), the fine-tuned model then quantized like any other."""
+import json
+
+import pytest
+import torch
+
+from vitfast.cli import UsageError
+from vitfast.eval import main as eval_main
+from vitfast.train import main as train_main
+from vitfast.training.linear_probe import linear_probe
+
+MODEL = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ssl") / "run"
+    summary = train_main(MODEL + ["--batch-size", "32", "--ptq-report", "", "--ssl", "dino", "--num-crops", "2,2",
+                                  "--head-out-dim", "256", "--steps", "2", "--data-on-device", "--quiet",
+                                  "--output", str(out)])
+    return out, summary
+
+
+def test_knn_in_eval_repeats_the_runs_validation(run, capsys):
+    out, summary = run
+    for name in ("model.safetensors", "checkpoint-last.pt"):
+        results = eval_main(["--checkpoint", str(out / name), "--knn", "--quiet"])
+        assert results["fp32"]["acc1"] == pytest.approx(summary["val_acc1"])
+    printed = capsys.readouterr().out
+    assert "k-NN (k 20, T 0.07) on the features, memory bank: the 10000 training images" in printed
+    assert "weights: the teacher backbone of a --ssl dino run" in printed
+
+
+def test_a_backbone_without_a_classifier_is_refused_without_knn_or_probe(run):
+    with pytest.raises(UsageError, match="has no classifier .* --knn or --linear-probe"):
+        eval_main(["--checkpoint", str(run[0] / "model.safetensors")])
+    with pytest.raises(UsageError, match="give one per evaluation"):
+        eval_main(["--checkpoint", str(run[0] / "model.safetensors"), "--knn", "--linear-probe"])
+
+
+def test_the_linear_probe_in_eval_and_on_separable_features(run):
+    results = eval_main(["--checkpoint", str(run[0] / "model.safetensors"), "--linear-probe", "--probe-epochs", "2",
+                         "--quant", "fp32,bf16", "--quiet"])
+    assert set(results) == {"fp32", "bf16"} and all(0 <= r["acc1"] <= 100 for r in results.values())
+    g = torch.Generator().manual_seed(0)  # the probe itself learns what a linear layer can
+    centres = torch.randn(4, 16, generator=g) * 3
+    labels = torch.randint(0, 4, (400,), generator=g)
+    feats = centres[labels] + torch.randn(400, 16, generator=g) * 0.5
+    logits, _ = linear_probe(feats[:300], labels[:300], feats[300:], 4, epochs=20, lr=0.05)
+    assert (logits.argmax(1) == labels[300:]).float().mean() > 0.95
+
+
+def test_fine_tuning_takes_the_teacher_backbone_with_a_fresh_head(run, tmp_path, capsys):
+    summary = train_main(MODEL + ["--batch-size", "32", "--steps", "2", "--quiet", "--ptq-report", "fp16_16",
+                                  "--init-checkpoint", str(run[0] / "checkpoint-last.pt"),
+                                  "--output", str(tmp_path / "tuned")])
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("initialised from"))
+    assert "the teacher backbone of a --ssl dino run" in line and "freshly initialised for 10 classes: head.bias, " \
+        "head.weight" in line
+    assert set(summary["ptq"]) == {"fp32", "fp16_16"}
+    assert json.loads((tmp_path / "tuned" / "summary.json").read_text())["steps"] == 2
+
+
+def test_fine_tuning_another_architecture_is_refused(run, tmp_path):
+    with pytest.raises(UsageError, match="does not fit vit_tiny_patch16_224"):
+        train_main(["--model", "vit_tiny_patch16_224", "--model-kwargs",
+                    "img_size=32,patch_size=8,embed_dim=48,depth=1,num_heads=2", "--steps", "1",
+                    "--init-checkpoint", str(run[0] / "checkpoint-last.pt"), "--output", str(tmp_path / "x")])
