@@ -296,9 +296,12 @@ def read_config_file(name):
     if not isinstance(data, dict):
         raise UsageError(f"config {name!r} must hold a mapping of keys to values")
     from .myrtle import is_myrtle_config, translate_myrtle
+    from .vissl import is_vissl_config, translate_vissl
 
     if is_myrtle_config(data):
         data = translate_myrtle(data, os.path.dirname(os.path.abspath(name)), source=f"myrtle config {name!r}")
+    elif is_vissl_config(data):
+        data = translate_vissl(data, source=f"VISSL config {name!r}")
     return data
 
 

@@ -1,0 +1,104 @@
+"""A VISSL YAML read as a vitfast config (issue 63, item 2): its multi-crop transform, trunk, swav_head or
+dino_head, loss and epochs become our keys; what those sections hold that we do not do is named in one
+warning."""
+import pytest
+
+from vitfast.cli import UsageError
+from vitfast.training.config import resolve
+
+SWAV = """# @package _global_
+config:
+  DATA:
+    NUM_DATALOADER_WORKERS: 5
+    TRAIN:
+      DATA_SOURCES: [disk_folder]
+      DATA_PATHS: [/data/imagenet/train]
+      BATCHSIZE_PER_REPLICA: 64
+      TRANSFORMS:
+        - name: ImgPilToMultiCrop
+          total_num_crops: 6
+          num_crops: [2, 4]
+          size_crops: [160, 96]
+          crop_scales: [[0.08, 1], [0.05, 0.14]]
+        - name: RandomHorizontalFlip
+          p: 0.5
+        - name: ImgPilColorDistortion
+          strength: 1.0
+        - name: ImgPilGaussianBlur
+          p: 0.5
+          radius_min: 0.1
+          radius_max: 2.0
+        - name: ToTensor
+        - name: Normalize
+          mean: [0.485, 0.456, 0.406]
+          std: [0.229, 0.224, 0.225]
+        - name: ImgPilRandomPosterize
+  MODEL:
+    TRUNK:
+      NAME: vision_transformer
+      VISION_TRANSFORMERS:
+        IMAGE_SIZE: 224
+        PATCH_SIZE: 16
+        HIDDEN_DIM: 384
+        NUM_LAYERS: 12
+        NUM_HEADS: 6
+        MLP_DIM: 1536
+        CLASSIFIER: token
+        DROP_PATH_RATE: 0.1
+        QKV_BIAS: true
+    HEAD:
+      PARAMS: [
+        ["swav_head", {"dims": [384, 2048, 128], "use_bn": True, "num_clusters": [3000, 3000]}],
+      ]
+  LOSS:
+    name: swav_loss
+    swav_loss:
+      temperature: 0.1
+      epsilon: 0.05
+      num_iters: 3
+      crops_for_assign: [0, 1]
+      queue:
+        queue_length: 3840
+        start_iter: 0
+  OPTIMIZER:
+    name: adamw
+    num_epochs: 100
+  DISTRIBUTED:
+    NUM_NODES: 2
+    NUM_PROC_PER_NODE: 8
+"""
+
+
+def test_a_vissl_swav_config_trains_what_it_describes(tmp_path):
+    path = tmp_path / "swav_vit.yaml"
+    path.write_text(SWAV)
+    with pytest.warns(UserWarning, match=r"no vitfast equivalent for transform ImgPilRandomPosterize; ignored"):
+        cfg = resolve(["-c", str(path)])
+    assert cfg["ssl"] == "swav" and cfg["data"] == "folder:/data/imagenet/train" and cfg["batch_size"] == 64 * 16
+    assert (cfg["total_num_crops"], cfg["num_crops"], cfg["size_crops"]) == (6, [2, 4], [160, 96])
+    assert cfg["crop_scales"] == [[0.08, 1.0], [0.05, 0.14]]
+    assert cfg["model"] == "vit_small_patch16_224" and cfg["model_kwargs"]["mlp_ratio"] == 4.0
+    assert cfg["drop_path"] == 0.1 and cfg["epochs"] == 100
+    assert (cfg["head_dims"], cfg["head_use_bn"], cfg["num_clusters"]) == ([384, 2048, 128], True, [3000, 3000])
+    assert (cfg["swav_temp"], cfg["sinkhorn_epsilon"], cfg["sinkhorn_iterations"]) == (0.1, 0.05, 3)
+    assert cfg["queue_length"] == 3840 and cfg["mean"] == [0.485, 0.456, 0.406]
+
+
+def test_a_vissl_dino_head_and_loss(tmp_path):
+    path = tmp_path / "dino.yaml"
+    path.write_text("config:\n  DATA: {TRAIN: {TRANSFORMS: [{name: ImgPilToMultiCrop, total_num_crops: 10, "
+                    "num_crops: [2, 8], size_crops: [224, 96], crop_scales: [[0.4, 1], [0.05, 0.4]]}]}}\n"
+                    "  MODEL:\n    HEAD:\n      PARAMS: [[dino_head, {in_dim: 384, num_clusters: [65536], "
+                    "normalize_last_layer: true, hidden_dim: 2048, bottleneck_dim: 256}]]\n"
+                    "  LOSS: {name: dino_loss, dino_loss: {momentum: 0.996, teacher_temp_min: 0.04, "
+                    "teacher_temp_max: 0.07, ema_center: 0.9}}\n")
+    cfg = resolve(["-c", str(path), "--model", "deit_small_patch16_224"])
+    assert cfg["ssl"] == "dino" and cfg["head_out_dim"] == 65536 and cfg["teacher_momentum"] == 0.996
+    assert (cfg["warmup_teacher_temp"], cfg["teacher_temp"], cfg["center_momentum"]) == (0.04, 0.07, 0.9)
+
+
+def test_a_mistyped_vissl_field_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("config:\n  DATA: {TRAIN: {}}\n  MODEL:\n    HEAD:\n      PARAMS: [[swav_head, {use_bn: true}]]\n")
+    with pytest.raises(UsageError, match=r"VISSL config .*: missing field 'dims'"):
+        resolve(["-c", str(path)])

@@ -1,0 +1,106 @@
+"""VISSL's YAML configs read as vitfast configs where our options cover them, so that
+`python -m vitfast.train -c vissl_config.yaml` trains what it describes: the multi-crop transform and
+normalisation (DATA.TRAIN.TRANSFORMS), the data path and global batch, the ViT trunk
+(MODEL.TRUNK.VISION_TRANSFORMERS), the SwAV or DINO head (MODEL.HEAD.PARAMS) and loss (LOSS), and the
+epochs. What those sections hold that we do not do is reported in one warning, never silently dropped;
+the rest of a VISSL file (hooks, machine, checkpointing) is VISSL's own and not read."""
+import warnings
+
+from ..cli import UsageError
+
+_SIZES = {192: "tiny", 384: "small", 768: "base", 1024: "large"}
+# transforms whose effect our multi-crop pipeline has (at its settings: DINO's / SwAV's)
+_COVERED = {"RandomHorizontalFlip", "ToTensor", "ImgPilColorDistortion", "ImgPilGaussianBlur",
+            "ImgPilRandomSolarize", "RandomResizedCrop"}
+
+
+def is_vissl_config(data):
+    root = data.get("config", data)
+    return isinstance(root, dict) and isinstance(root.get("DATA"), dict) and isinstance(root.get("MODEL"), dict)
+
+
+def translate_vissl(data, source="VISSL config"):
+    try:
+        out, ignored = _translate(data.get("config", data))
+    except KeyError as e:
+        raise UsageError(f"{source}: missing field {e.args[0]!r}") from None
+    except (TypeError, AttributeError, ValueError, IndexError) as e:
+        raise UsageError(f"{source}: a field has the wrong type ({e})") from None
+    if ignored:
+        warnings.warn(f"{source}: no vitfast equivalent for {'; '.join(ignored)}; ignored", stacklevel=2)
+    return out
+
+
+def _translate(c):
+    out, ignored = {}, []
+    train = c["DATA"].get("TRAIN", {})
+    for t in train.get("TRANSFORMS", []):
+        name = t.get("name")
+        if name == "ImgPilToMultiCrop":
+            for key in ("total_num_crops", "num_crops", "size_crops", "crop_scales"):
+                if key in t:
+                    out[key] = t[key]
+        elif name == "Normalize":
+            out["mean"], out["std"] = list(t["mean"]), list(t["std"])
+        elif name not in _COVERED:
+            ignored.append(f"transform {name}")
+    paths = train.get("DATA_PATHS") or []
+    if len(paths) == 1:
+        out["data"] = f"folder:{paths[0]}"
+    dist = c.get("DISTRIBUTED", {})
+    if "BATCHSIZE_PER_REPLICA" in train:
+        out["batch_size"] = train["BATCHSIZE_PER_REPLICA"] * dist.get("NUM_NODES", 1) * \
+            dist.get("NUM_PROC_PER_NODE", 1)
+    trunk = c["MODEL"].get("TRUNK", {})
+    vit = trunk.get("VISION_TRANSFORMERS")
+    if trunk.get("NAME") == "vision_transformer" and vit:
+        dim = vit["HIDDEN_DIM"]
+        out["model"] = f"vit_{_SIZES.get(dim, 'base')}_patch16_224"
+        out["model_kwargs"] = {"img_size": vit["IMAGE_SIZE"], "patch_size": vit["PATCH_SIZE"], "embed_dim": dim,
+                               "depth": vit["NUM_LAYERS"], "num_heads": vit["NUM_HEADS"],
+                               "mlp_ratio": vit["MLP_DIM"] / dim, "qkv_bias": vit.get("QKV_BIAS", True)}
+        if vit.get("DROP_PATH_RATE"):
+            out["drop_path"] = vit["DROP_PATH_RATE"]
+    elif trunk.get("NAME"):
+        ignored.append(f"trunk {trunk['NAME']} (give --model)")
+    for name, params in c["MODEL"].get("HEAD", {}).get("PARAMS", []):
+        if name == "swav_head":
+            out.update(ssl="swav", head_dims=list(params["dims"]), head_use_bn=params.get("use_bn", True),
+                       num_clusters=list(params.get("num_clusters", [3000])))
+        elif name == "dino_head":
+            out.update(ssl="dino", head_out_dim=params["num_clusters"][0],
+                       head_hidden_dim=params.get("hidden_dim", 2048),
+                       head_bottleneck_dim=params.get("bottleneck_dim", 256),
+                       norm_last_layer=params.get("normalize_last_layer", True))
+            if params.get("use_bn"):
+                ignored.append("dino_head use_bn")
+        else:
+            ignored.append(f"head {name}")
+    loss = c.get("LOSS", {})
+    if loss.get("name") == "swav_loss":
+        p = loss.get("swav_loss", {})
+        for theirs, ours in (("temperature", "swav_temp"), ("epsilon", "sinkhorn_epsilon"),
+                             ("num_iters", "sinkhorn_iterations"), ("crops_for_assign", "crops_for_assign")):
+            if theirs in p:
+                out[ours] = p[theirs]
+        queue = p.get("queue", {})
+        if queue.get("queue_length"):
+            out["queue_length"] = queue["queue_length"]
+            if queue.get("start_iter"):
+                ignored.append(f"swav_loss queue start_iter {queue['start_iter']} (iterations: give "
+                               "--queue-start-epoch)")
+    elif loss.get("name") == "dino_loss":
+        p = loss.get("dino_loss", {})
+        for theirs, ours in (("momentum", "teacher_momentum"), ("teacher_temp_min", "warmup_teacher_temp"),
+                             ("teacher_temp_max", "teacher_temp"), ("ema_center", "center_momentum")):
+            if theirs in p:
+                out[ours] = p[theirs]
+        if p.get("teacher_temp_warmup_iters"):
+            ignored.append(f"dino_loss teacher_temp_warmup_iters {p['teacher_temp_warmup_iters']} (iterations: "
+                           "give --warmup-teacher-temp-epochs)")
+    elif loss.get("name"):
+        ignored.append(f"loss {loss['name']}")
+    epochs = c.get("OPTIMIZER", {}).get("num_epochs")
+    if epochs:
+        out["epochs"] = epochs
+    return out, ignored
