@@ -4,7 +4,8 @@ jitter, grayscale, Gaussian blur and solarisation with per-crop random parameter
 Per image on the host the same pipeline costs ~20 ms of PIL/torchvision calls (ten crops): a CPU
 spends seconds per batch there, a GPU waits. Differences from the host pipeline: bilinear sampling
 without antialiasing (a shrunk crop aliases a little), continuous crop boxes, and the four colour
-jitters applied in one random order per batch rather than per image."""
+jitters applied in one fixed order (torchvision draws one per image; drawing one here would make the
+host wait for the device)."""
 import torch
 import torch.nn.functional as F
 
@@ -76,8 +77,7 @@ class DeviceMultiCrop(DeviceImages):
                    "contrast": self._uniform(n, max(0, 1 - c), 1 + c),
                    "saturation": self._uniform(n, max(0, 1 - s), 1 + s), "hue": self._uniform(n, -h, h)}
         jittered = x
-        for which in torch.randperm(4, generator=self.generator, device=self.device).tolist():
-            name = ("brightness", "contrast", "saturation", "hue")[which]
+        for name in ("brightness", "contrast", "saturation", "hue"):  # fixed: no host sync to draw an order
             f = factors[name].view(n, 1, 1, 1)
             if name == "brightness":
                 jittered = (jittered * f).clamp(0, 1)

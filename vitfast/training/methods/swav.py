@@ -76,7 +76,11 @@ class SwAV(SelfSupervised):
         self.freeze_steps = round(cfg["freeze_prototypes_epochs"] * run.steps_per_epoch)
         self.queue_start = round(cfg["queue_start_epoch"] * run.steps_per_epoch)
         length = cfg["queue_length"] // run.dist.world_size if cfg["queue_length"] else 0
+        if length % run.data.micro or (cfg["queue_length"] and not length):
+            raise UsageError(f"--queue-length {cfg['queue_length']}: a multiple of the images per rank and step, "
+                             f"{run.data.micro} x {run.dist.world_size} rank(s)")
         self.queue = torch.zeros(len(self.assign), length, dims[-1], device=run.device) if length else None
+        self.queued = 0  # embeddings in the queue, counted on the host: no device read per step
         queue = (f"queue {cfg['queue_length']} from step {self.queue_start}" if self.queue is not None else "no queue")
         return self.student, (
             f"head {' -> '.join(map(str, dims))}{' (BN)' if cfg['head_use_bn'] else ''}, prototypes "
@@ -88,7 +92,7 @@ class SwAV(SelfSupervised):
         self.head.normalize_prototypes()
         z, scores = trained(x)
         batch = z.shape[0] // self.n_crops
-        use_queue = self.queue is not None and step >= self.queue_start and bool(self.queue[:, -1].any())
+        use_queue = self.queue is not None and step >= self.queue_start and self.queued >= self.queue.shape[1]
         total = 0.0
         for s, prototypes in zip(scores, self.head.prototypes):
             codes = {}
@@ -103,6 +107,7 @@ class SwAV(SelfSupervised):
             with torch.no_grad():  # newest first; filled for a while before it is used
                 for j, i in enumerate(self.assign):
                     self.queue[j] = torch.cat([z[i * batch:(i + 1) * batch].detach(), self.queue[j, :-batch]])
+                self.queued += batch
         return total / len(scores)
 
     def before_step(self, step, optimizer):
@@ -115,7 +120,7 @@ class SwAV(SelfSupervised):
         queue = self.queue
         if queue is not None and self.run.dist.enabled:  # every rank's queue, in rank order
             queue = gathered(queue.cpu().unsqueeze(0))
-        return {"ema": None, "ssl": {"method": "swav", "head": self.head.state_dict(),
+        return {"ema": None, "ssl": {"method": "swav", "head": self.head.state_dict(), "queued": self.queued,
                                      "queue": None if queue is None else queue.cpu()}}
 
     def load_state(self, checkpoint):
@@ -128,6 +133,7 @@ class SwAV(SelfSupervised):
             if self.run.dist.enabled:
                 queue = queue[self.run.dist.rank]
             self.queue.copy_(queue)
+            self.queued = ssl.get("queued", 0)
 
     @property
     def reported(self):
