@@ -63,6 +63,14 @@ def test_schedules_at_their_end_points():
     assert cosine(0.04, 0.4, 50, 100) == pytest.approx(0.22)
 
 
+def test_teacher_temperature_warms_linearly_then_holds():
+    from vitfast.training.methods.dino import DINO
+
+    dino = DINO({"warmup_teacher_temp": 0.04, "teacher_temp": 0.07})
+    dino.temp_warmup = 30
+    assert [dino.teacher_temp(s) for s in (0, 15, 30, 1000)] == pytest.approx([0.04, 0.055, 0.07, 0.07])
+
+
 def test_head_dims_follow_the_model_and_the_head_normalises():
     assert dino_head_dims(384) == (2048, 256, 65536) == dino_head_dims(768)  # DINO's for ViT-S and up
     assert dino_head_dims(96) == (512, 64, 4096)
