@@ -69,3 +69,8 @@ def test_fine_tuning_another_architecture_is_refused(run, tmp_path):
         train_main(["--model", "vit_tiny_patch16_224", "--model-kwargs",
                     "img_size=32,patch_size=8,embed_dim=48,depth=1,num_heads=2", "--steps", "1",
                     "--init-checkpoint", str(run[0] / "checkpoint-last.pt"), "--output", str(tmp_path / "x")])
+
+
+def test_knn_of_a_model_without_pooled_features_is_one_line():
+    with pytest.raises(UsageError, match="dvt_t2t_vit_12 has no pooled features"):
+        eval_main(["--model", "dvt_t2t_vit_12", "--model-kwargs", "num_classes=10", "--data", "builtin", "--knn"])
