@@ -118,7 +118,7 @@ OPTIONS = [
     ("ssl", "--teacher-temp", float, 0.07, POSITIVE, "DINO: teacher temperature after its warmup"),
     ("ssl", "--warmup-teacher-temp", float, 0.04, POSITIVE, "DINO: teacher temperature at the start"),
     ("ssl", "--warmup-teacher-temp-epochs", float, None, NON_NEGATIVE, "DINO: epochs of linear teacher "
-                                                                       "temperature warmup (default: 10% of the "
+                                                                       "temperature warmup (default: 10%% of the "
                                                                        "run, DINO's 30 of 300)"),
     ("ssl", "--center-momentum", float, 0.9, FRACTION, "DINO: momentum of the teacher output's centre"),
     ("ssl", "--teacher-momentum", float, 0.996, FRACTION, "DINO: teacher EMA momentum at the start, raised to 1 "
