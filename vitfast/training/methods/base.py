@@ -13,7 +13,8 @@ class Method:
     views(x, y)           a micro-batch as the loader gives it -> what loss() takes (mixup; crops).
     loss(trained, x, y, step)  the scalar loss, under the loop's autocast; `trained` is prepare's module
                           as the loop runs it (wrapped in DDP or compiled).
-    before_step(step, optimizer)  gradients ready (unscaled, clipped), before the optimizer step.
+    before_step(step, optimizer)  gradients ready (clipped, and unscaled where clipping is on), before
+                          the optimizer step.
     after_step(step)      after each optimizer step (an EMA, a teacher's momentum update).
     state()               what a checkpoint carries besides the model, optimizer and scaler, as top-level
                           keys; load_state(checkpoint) restores it.
