@@ -27,7 +27,7 @@ import tempfile
 
 import torch
 
-from common import environment  # benchmarks/common.py
+from common import environment, write_table  # benchmarks/common.py
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vitfast  # noqa: E402
@@ -135,11 +135,7 @@ def main(argv=None):
             row += f" {fed:,.0f} / {fed_whole:,.0f} | {fed / bare:.2f}x |"
         lines.append(row)
         print(row, flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    write_table("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -215,3 +215,11 @@ def environment(device):
         env["GPU"] = f"none (CPU: {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     env["kernels"] = kernel_fingerprints()
     return env
+
+
+def write_table(text, path=None):
+    """Print a result table and, when a path is given, write it there."""
+    print(text)
+    if path:
+        with open(path, "w") as f:
+            f.write(text)

@@ -23,11 +23,10 @@ import time
 
 import torch
 
-from common import environment  # benchmarks/common.py
+from common import environment, write_table  # benchmarks/common.py
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vitfast  # noqa: E402
-from vitfast.models import get_model_config  # noqa: E402
 from vitfast.train import main as train_main  # noqa: E402
 from vitfast.training.config import resolve  # noqa: E402
 from vitfast.training.distributed import Dist  # noqa: E402
@@ -115,11 +114,7 @@ def main(argv=None):
     for name, (acc1, acc5, top1, secs) in rows.items():
         lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
     lines += ["", " · ".join(f"{k}: {v}" for k, v in env.items() if k != "kernels"), f"config: {config}", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    write_table("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":
