@@ -165,10 +165,10 @@ def main(argv=None):
         config_lib.dump(record, os.path.join(out, "config.yaml"))
     train_model = trained
     if dist.enabled:
-        has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in trained.modules())
         if device.type == "cuda":
             train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trained)
-        elif has_bn:  # PyTorch's SyncBatchNorm runs on GPUs only
+        elif any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in trained.modules()):
+            # PyTorch's SyncBatchNorm runs on GPUs only
             log.print("note: BatchNorm statistics are each rank's own on the CPU (SyncBatchNorm needs GPUs)")
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None)

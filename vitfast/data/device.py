@@ -76,11 +76,12 @@ class DeviceImages:
         pick = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first try that fits (0 when none)
         return w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1), fits.any(dim=1)
 
-    def crop_boxes(self, n):
+    def crop_boxes(self, n, scale=None):
         """(n, 4) crops as (x0, y0, w, h), fractions of a square image: torchvision's RandomResizedCrop
         draws (area fraction ~ U(scale), log aspect ~ U(log ratio)) up to ten times and keeps the first
-        box that fits, else the whole image at the nearest allowed aspect."""
-        w, h, fits = self._fitting_boxes(n, self.scale, self.log_ratio)
+        box that fits, else the whole image at the nearest allowed aspect. scale: this call's area range
+        (default: the one given at construction)."""
+        w, h, fits = self._fitting_boxes(n, tuple(map(float, scale)) if scale else self.scale, self.log_ratio)
         lo, hi = math.exp(self.log_ratio[0]), math.exp(self.log_ratio[1])
         fw, fh = (1.0, 1.0 / lo) if lo > 1 else ((hi, 1.0) if hi < 1 else (1.0, 1.0))  # torchvision's fallback
         w, h = torch.where(fits, w, fw), torch.where(fits, h, fh)

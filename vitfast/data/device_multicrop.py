@@ -47,10 +47,6 @@ class DeviceMultiCrop(DeviceImages):
         super().__init__(dataset, device, mean, std, workers=workers)
         self.plan = multicrop
 
-    def _boxes(self, n, scale):
-        self.scale = tuple(map(float, scale))
-        return self.crop_boxes(n)
-
     def _uniform(self, n, lo, hi):
         return torch.empty(n, device=self.device).uniform_(lo, hi, generator=self.generator)
 
@@ -59,7 +55,7 @@ class DeviceMultiCrop(DeviceImages):
 
     def _crop(self, images, size, scale):
         n = images.shape[0]
-        x0, y0, w, h = self._boxes(n, scale).unbind(1)
+        x0, y0, w, h = self.crop_boxes(n, scale).unbind(1)
         flip = torch.where(self._chance(n, 0.5), -1.0, 1.0)
         zero = torch.zeros_like(w)
         theta = torch.stack([torch.stack([w * flip, zero, 2 * x0 + w - 1], 1),

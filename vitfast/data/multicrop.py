@@ -11,17 +11,17 @@ from torchvision.transforms import InterpolationMode, v2
 __all__ = ["MultiCrop", "plan_crops"]
 
 
-def plan_crops(img_size, patch, num_crops=None, size_crops=None, crop_scales=None):
-    """(num_crops, size_crops, crop_scales as pairs) with DINO's defaults where not given, the sizes
-    following the image: the global crop is the training image size and the local one 96/224 of it,
-    rounded to a whole number of patches (at least 2 x 2). ValueError names what does not fit."""
-    num_crops = list(num_crops or [2, 8])
+def plan_crops(img_size, patch, num_crops=None, size_crops=None, crop_scales=None, default_crops=(2, 8),
+               fractions=(1.0, 96 / 224), default_scales=((0.4, 1.0), (0.05, 0.4))):
+    """(num_crops, size_crops, crop_scales as pairs), the defaults (DINO's unless given) where not set,
+    the sizes following the image: each group `fractions` of the training image size, rounded to a
+    whole number of patches (at least 2 x 2). ValueError names what does not fit."""
+    num_crops = list(num_crops or default_crops)
     if size_crops is None:
-        local = max(2 * patch, patch * round(img_size * 96 / 224 / patch))
-        size_crops = [img_size, local][:len(num_crops)]
+        size_crops = [max(2 * patch, patch * round(img_size * f / patch)) for f in fractions][:len(num_crops)]
     size_crops = list(size_crops)
     if crop_scales is None:
-        crop_scales = [[0.4, 1.0], [0.05, 0.4]][:len(num_crops)]
+        crop_scales = [list(s) for s in default_scales][:len(num_crops)]
     elif crop_scales and not isinstance(crop_scales[0], (list, tuple)):  # flat: lo,hi,lo,hi,...
         if len(crop_scales) % 2:
             raise ValueError(f"crop_scales: pairs of lo,hi expected, got {len(crop_scales)} numbers")

@@ -1,6 +1,8 @@
 """What every self-supervised method shares: multi-crop views of each image, a backbone without its
 classifier that takes crops of several sizes, weight decay on a cosine, and k-NN validation of the
 backbone's features against the training split (labels are read only there)."""
+import math
+
 import torch
 
 import vitfast
@@ -16,8 +18,6 @@ FAMILIES = "a ViT, DeiT, T2T-ViT or ConViT model"
 
 def cosine(start, end, step, total):
     """DINO's cosine schedule: start at step 0, end at step total."""
-    import math
-
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
@@ -57,14 +57,9 @@ class SelfSupervised(Method):
         if self.patch is None:
             raise UsageError(f"--ssl {self.name}: {cfg['model']} takes one image size only (no patch embedding to "
                              f"resample); use {FAMILIES}")
-        num = cfg["num_crops"] or list(self.default_crops)
-        sizes = cfg["size_crops"]
-        if sizes is None:
-            sizes = [max(2 * self.patch, self.patch * round(img_size * f / self.patch)) for f in self.default_sizes]
-            sizes = sizes[:len(num)]
-        scales = cfg["crop_scales"] or [list(s) for s in self.default_scales][:len(num)]
         try:
-            self.crops = plan_crops(img_size, self.patch, num, sizes, scales)
+            self.crops = plan_crops(img_size, self.patch, cfg["num_crops"], cfg["size_crops"], cfg["crop_scales"],
+                                    self.default_crops, self.default_sizes, self.default_scales)
         except ValueError as e:
             raise UsageError(f"--ssl {self.name}: {e}") from None
         blur = self.blur(sum(self.crops[0])) if self.blur else None
