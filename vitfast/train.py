@@ -43,11 +43,7 @@ def to_device(x, device):
 def build_model(cfg, num_classes, resume, device, say):
     """The model the config names, for num_classes, on the run's device: initialised from
     --init-checkpoint (a new run), with activation checkpointing and QAT when asked."""
-    kwargs = dict(cfg["model_kwargs"], num_classes=num_classes)
-    if cfg["img_size"]:
-        kwargs["img_size"] = cfg["img_size"]
-    if cfg["drop_path"] is not None:
-        kwargs["drop_path_rate"] = cfg["drop_path"]
+    kwargs = dict(config_lib.creation_kwargs(cfg), num_classes=num_classes)
     with blame(f"--model {cfg['model']} (with --model-kwargs / --img-size)"):
         model = vitfast.create_model(cfg["model"], backend=cfg["backend"], **kwargs)
     if cfg["init_checkpoint"] and not resume:
@@ -182,8 +178,8 @@ def main(argv=None):
     def check_loss():
         bad = watch.check()
         if bad is not None:
-            raise SystemExit(f"vitfast.train: the loss is {bad[1]} at step {bad[0]}; stopping. The last good checkpoint, "
-                             f"if any, is intact: {last_path}")
+            raise SystemExit(f"vitfast.train: the loss is {bad[1]} at step {bad[0]}; stopping{method.diverged()}. The "
+                             f"last good checkpoint, if any, is intact: {last_path}")
 
     rng_before_val = None  # the random state a validation started from: a resumed run repeats it from there
     val_step = None  # the step of the last validation

@@ -19,7 +19,7 @@ TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_
 METHODS = {"dino": ["--ssl", "dino", "--head-out-dim", "256", "--freeze-last-layer-epochs", "0"],
            # the head without BatchNorm: SyncBatchNorm, which would make it global, runs on GPUs only
            "swav": ["--ssl", "swav", "--num-clusters", "30", "--freeze-prototypes-epochs", "0", "--head-use-bn",
-                    "false"]}
+                    "false", "--queue-length", "64", "--queue-start-epoch", "0"]}
 
 
 def close(a, b, what):
@@ -28,8 +28,10 @@ def close(a, b, what):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_two_processes_equal_one(tmp_path, method):
-    args = TINY + METHODS[method]
+def test_two_processes_equal_one(tmp_path, small_builtin, method):
+    """SwAV with its queue: each rank queues its own embeddings (half the length), so the Sinkhorn of the
+    last step runs over the same embeddings as one process's whole queue."""
+    args = TINY + METHODS[method] + ["--data", small_builtin]
     one = subprocess.run([sys.executable, "-m", "vitfast.train", *args, "--output", str(tmp_path / "one")], env=ENV,
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -44,7 +46,9 @@ def test_two_processes_equal_one(tmp_path, method):
         torch.testing.assert_close(a["ssl"]["center"], b["ssl"]["center"], rtol=1e-4, atol=1e-6)
     else:
         close(a["ssl"]["head"], b["ssl"]["head"], "head")
-    assert a["val"]["count"] == b["val"]["count"] == 2000  # every validation image once, over both ranks
+        assert a["ssl"]["queue"].shape == (2, 64, 128) and b["ssl"]["queue"].shape == (2, 2, 32, 128)
+        assert a["ssl"]["queued"] == 3 * 32 and b["ssl"]["queued"] == 3 * 16
+    assert a["val"]["count"] == b["val"]["count"] == 40  # every validation image once, over both ranks
 
 
 def test_a_batchnorm_head_trains_on_two_cpu_processes_and_says_its_statistics_are_per_rank(tmp_path):

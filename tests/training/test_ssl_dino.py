@@ -199,8 +199,9 @@ def test_ssl_options_without_ssl_are_refused(tmp_path):
         train_main(["--teacher-temp", "0.05", "--steps", "1", "--output", str(tmp_path / "run")])
 
 
-def test_dino_trains_validates_by_knn_and_resumes_bit_exactly(tmp_path):
-    args = TINY + ["--steps", "6", "--deterministic", "--eval-every-steps", "3", "--keep-checkpoints", "2"]
+def test_dino_trains_validates_by_knn_and_resumes_bit_exactly(tmp_path, small_builtin):
+    args = TINY + ["--data", small_builtin, "--steps", "6", "--deterministic", "--eval-every", "100",
+                   "--eval-every-steps", "3", "--keep-checkpoints", "2"]
     full = train_main(args + ["--output", str(tmp_path / "full")])
     assert 0 <= full["val_acc1"] <= 100 and full["steps"] == 6
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
@@ -226,8 +227,9 @@ def test_dino_trains_validates_by_knn_and_resumes_bit_exactly(tmp_path):
         assert "pos_embed" in f.keys() and not any(k.startswith("head.") for k in f.keys())
 
 
-def test_dino_with_the_crops_drawn_on_the_device(tmp_path):
-    summary = train_main(TINY + ["--steps", "2", "--data-on-device", "--output", str(tmp_path / "run")])
+def test_dino_with_the_crops_drawn_on_the_device(tmp_path, small_builtin):
+    summary = train_main(TINY + ["--data", small_builtin, "--steps", "2", "--data-on-device", "--output",
+                                 str(tmp_path / "run")])
     assert summary["steps"] == 2 and 0 <= summary["val_acc1"] <= 100
     train = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) for r in train if r["kind"] == "train")

@@ -16,11 +16,11 @@ MODEL = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, small_builtin):
     out = tmp_path_factory.mktemp("ssl") / "run"
-    summary = train_main(MODEL + ["--batch-size", "32", "--ptq-report", "", "--ssl", "dino", "--num-crops", "2,2",
-                                  "--head-out-dim", "256", "--steps", "2", "--data-on-device", "--quiet",
-                                  "--output", str(out)])
+    summary = train_main(MODEL + ["--data", small_builtin, "--batch-size", "32", "--ptq-report", "", "--ssl",
+                                  "dino", "--num-crops", "2,2", "--head-out-dim", "256", "--steps", "2",
+                                  "--data-on-device", "--quiet", "--output", str(out)])
     return out, summary
 
 
@@ -30,7 +30,7 @@ def test_knn_in_eval_repeats_the_runs_validation(run, capsys):
         results = eval_main(["--checkpoint", str(out / name), "--knn", "--quiet"])
         assert results["fp32"]["acc1"] == pytest.approx(summary["val_acc1"])
     printed = capsys.readouterr().out
-    assert "k-NN (k 20, T 0.07) on the features, memory bank: the 10000 training images" in printed
+    assert "k-NN (k 20, T 0.07) on the features, memory bank: the 160 training images" in printed
     assert "weights: the teacher backbone of a --ssl dino run" in printed
 
 

@@ -86,8 +86,9 @@ def test_bad_head_dims_are_one_line(tmp_path):
         train_main(TINY + ["--steps", "1", "--head-dims", "48,64", "--output", str(tmp_path / "run")])
 
 
-def test_swav_trains_with_a_queue_and_resumes_bit_exactly(tmp_path):
-    args = TINY + ["--steps", "6", "--deterministic", "--eval-every-steps", "3", "--keep-checkpoints", "2",
+def test_swav_trains_with_a_queue_and_resumes_bit_exactly(tmp_path, small_builtin):
+    args = TINY + ["--data", small_builtin, "--steps", "6", "--deterministic", "--eval-every", "100",
+                   "--eval-every-steps", "3", "--keep-checkpoints", "2",
                    "--queue-length", "64", "--queue-start-epoch", "0", "--freeze-prototypes-epochs", "0"]
     full = train_main(args + ["--output", str(tmp_path / "full")])
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]

@@ -64,7 +64,9 @@ def features(backbone, x):
 class MultiCropNet(nn.Module):
     """backbone + head over a list of crops: consecutive crops of one size are concatenated and run
     through the backbone together (one forward per resolution group), the head runs once on all the
-    features. Output rows: crop 0's batch, then crop 1's, ..."""
+    features, in fp32 under autocast: its L2 normalisation, weight-normalised layer and the losses'
+    sharp softmaxes are where fp16 overflows (DINO's fp16 NaNs, facebookresearch/dino #58, #104), and it
+    costs ~1% of a ViT-S step. Output rows: crop 0's batch, then crop 1's, ..."""
 
     def __init__(self, backbone, head):
         super().__init__()
@@ -80,7 +82,9 @@ class MultiCropNet(nn.Module):
                 end += 1
             feats.append(features(self.backbone, torch.cat(crops[start:end])))
             start = end
-        return self.head(torch.cat(feats))
+        feats = torch.cat(feats)
+        with torch.autocast(feats.device.type, enabled=False):
+            return self.head(feats.float())
 
 
 def swav_head_dims(embed_dim):

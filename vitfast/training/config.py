@@ -511,6 +511,17 @@ def typed_model_kwargs(kwargs, where):
     return kwargs
 
 
+def creation_kwargs(config):
+    """create_model's keyword arguments for the model a run's config names (without num_classes): its
+    --model-kwargs, --img-size and --drop-path."""
+    kwargs = dict(config["model_kwargs"])
+    if config.get("img_size"):
+        kwargs["img_size"] = config["img_size"]
+    if config.get("drop_path") is not None:
+        kwargs["drop_path_rate"] = config["drop_path"]
+    return kwargs
+
+
 def dump(config, path):
     from ..models.checkpoint import atomic_write
 

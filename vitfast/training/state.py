@@ -9,6 +9,7 @@ import torch
 
 from ..cli import UsageError, blame, one_line
 from ..models.checkpoint import atomic_write, from_file_metadata, run_weights, stored_weights
+from .config import creation_kwargs
 
 __all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "read_training_checkpoint", "model_from_file"]
 
@@ -101,11 +102,7 @@ def model_from_file(path, argument, weights="reported"):
         config = state["config"]
         with blame(argument, ValueError):
             state_dict, which = run_weights(state, weights, repr(path))
-        name, kwargs = config["model"], dict(config["model_kwargs"])
-        if config.get("img_size"):
-            kwargs["img_size"] = config["img_size"]
-        if config.get("drop_path") is not None:
-            kwargs["drop_path_rate"] = config["drop_path"]
+        name, kwargs = config["model"], creation_kwargs(config)
         heads = [v for k, v in state_dict.items() if k.split(".")[-2:] == ["head", "weight"]]
         if heads:
             kwargs["num_classes"] = heads[0].shape[0]

@@ -18,6 +18,7 @@ class Method:
     after_step(step)      after each optimizer step (an EMA, a teacher's momentum update).
     state()               what a checkpoint carries besides the model, optimizer and scaler, as top-level
                           keys; load_state(checkpoint) restores it.
+    diverged()            what the stop on an inf/NaN loss adds to its line: the method's known remedies.
     reported / weights    the module that is validated, saved as model.safetensors and quantized after
                           training, and which weights it holds ("ema" or "raw").
     validate(loader, ..., model=None)  {"acc1", "acc5", ...} of `reported` (or `model`, e.g. a quantized
@@ -43,6 +44,9 @@ class Method:
 
     def after_step(self, step):
         pass
+
+    def diverged(self):
+        return ""
 
     def state(self):
         return {}

@@ -92,6 +92,12 @@ class DINO(SelfSupervised):
         student = [p.detach() for p in self.student.parameters()]
         torch._foreach_lerp_(teacher, student, 1 - m)
 
+    def diverged(self):
+        if self.cfg["amp"] == "fp16":  # the head and loss already run in fp32: the backbone's range is left
+            return ("; DINO is known to diverge in fp16 (facebookresearch/dino #58, #104): --amp bf16 keeps fp32's "
+                    "range, or lower --lr and --clip-grad")
+        return "; DINO's remedies: a lower --lr, a smaller --clip-grad, a longer --freeze-last-layer-epochs"
+
     def state(self):
         return {"ema": self.teacher.backbone.state_dict(),
                 "ssl": {"method": "dino", "student_head": self.student.head.state_dict(),

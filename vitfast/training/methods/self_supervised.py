@@ -8,6 +8,7 @@ import torch
 import vitfast
 from ...cli import UsageError
 from ...data.multicrop import MultiCrop, plan_crops
+from ..config import creation_kwargs
 from ..knn import extract_features, knn_accuracy
 from .base import Method
 
@@ -25,8 +26,7 @@ def patch_of(cfg):
     """The patch stride of the model a config names, None when it takes one image size only (built on the
     meta device: no memory, no random draws)."""
     with torch.device("meta"):
-        model = vitfast.create_model(cfg["model"], num_classes=0, **cfg["model_kwargs"],
-                                     **({"img_size": cfg["img_size"]} if cfg["img_size"] else {}))
+        model = vitfast.create_model(cfg["model"], num_classes=0, **creation_kwargs(cfg))
     return getattr(model, "patch_stride", None) if hasattr(model, "set_dynamic_img_size") else None
 
 
