@@ -187,6 +187,8 @@ def test_knn_against_brute_force():
     (["--num-crops", "2,4", "--size-crops", "32"], "one entry per crop group"),
     (["--total-num-crops", "5"], "--total-num-crops 5 is not the sum of --num-crops"),
     (["--size-crops", "32,4"], "is not a whole number of the model's 8-px patches"),
+    (["--crop-color-jitter", "0.4,0.4,0.2"], "--crop-color-jitter 0.4,0.4,0.2: four strengths"),
+    (["--crop-grayscale", "1.5"], "--crop-grayscale"),
 ])
 def test_bad_ssl_input_is_one_line(tmp_path, extra, message):
     with pytest.raises(UsageError, match=message):
@@ -233,3 +235,17 @@ def test_dino_with_the_crops_drawn_on_the_device(tmp_path, small_builtin):
     assert summary["steps"] == 2 and 0 <= summary["val_acc1"] <= 100
     train = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) for r in train if r["kind"] == "train")
+
+
+def test_the_crop_colour_flags_reach_the_multicrop_plan():
+    from vitfast.training.config import resolve
+    from vitfast.training.methods.dino import DINO
+    from vitfast.training.methods.swav import SwAV
+
+    norm = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
+    plan = DINO(resolve(TINY + ["--crop-grayscale", "1", "--crop-color-jitter", "0.8,0.8,0.8,0.2"])) \
+        .train_transform(32, norm)
+    assert plan.grayscale == 1.0 and plan.colour == (0.8, 0.8, 0.8, 0.2)
+    assert DINO(resolve(TINY)).train_transform(32, norm).colour == (0.4, 0.4, 0.2, 0.1)
+    swav = resolve([a if a != "dino" else "swav" for a in TINY if a != "--head-out-dim" and a != "256"])
+    assert SwAV(swav).train_transform(32, norm).colour == (0.8, 0.8, 0.8, 0.2)

@@ -82,12 +82,14 @@ def test_a_vissl_swav_config_trains_what_it_describes(tmp_path):
     assert (cfg["head_dims"], cfg["head_use_bn"], cfg["num_clusters"]) == ([384, 2048, 128], True, [3000, 3000])
     assert (cfg["swav_temp"], cfg["sinkhorn_epsilon"], cfg["sinkhorn_iterations"]) == (0.1, 0.05, 3)
     assert cfg["queue_length"] == 3840 and cfg["mean"] == [0.485, 0.456, 0.406]
+    assert cfg["crop_color_jitter"] == [0.8, 0.8, 0.8, 0.2] and cfg["crop_grayscale"] == 0.2
 
 
 def test_a_vissl_dino_head_and_loss(tmp_path):
     path = tmp_path / "dino.yaml"
     path.write_text("config:\n  DATA: {TRAIN: {TRANSFORMS: [{name: ImgPilToMultiCrop, total_num_crops: 10, "
-                    "num_crops: [2, 8], size_crops: [224, 96], crop_scales: [[0.4, 1], [0.05, 0.4]]}]}}\n"
+                    "num_crops: [2, 8], size_crops: [224, 96], crop_scales: [[0.4, 1], [0.05, 0.4]]}, "
+                    "{name: ImgPilColorDistortion, strength: 0.5}, {name: RandomGrayscale, p: 0.3}]}}\n"
                     "  MODEL:\n    HEAD:\n      PARAMS: [[dino_head, {in_dim: 384, num_clusters: [65536], "
                     "normalize_last_layer: true, hidden_dim: 2048, bottleneck_dim: 256}]]\n"
                     "  LOSS: {name: dino_loss, dino_loss: {momentum: 0.996, teacher_temp_min: 0.04, "
@@ -95,6 +97,7 @@ def test_a_vissl_dino_head_and_loss(tmp_path):
     cfg = resolve(["-c", str(path), "--model", "deit_small_patch16_224"])
     assert cfg["ssl"] == "dino" and cfg["head_out_dim"] == 65536 and cfg["teacher_momentum"] == 0.996
     assert (cfg["warmup_teacher_temp"], cfg["teacher_temp"], cfg["center_momentum"]) == (0.04, 0.07, 0.9)
+    assert cfg["crop_color_jitter"] == [0.4, 0.4, 0.4, 0.1] and cfg["crop_grayscale"] == 0.3
 
 
 def test_a_mistyped_vissl_field_is_one_line(tmp_path):

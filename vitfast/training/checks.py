@@ -125,7 +125,8 @@ _NEEDS = [
     ("extend_epochs", "--resume (it lengthens a run that exists)", lambda c: c["resume"]),
     ("extend_steps", "--resume (it lengthens a run that exists)", lambda c: c["resume"]),
     *((key, "--ssl dino or swav", lambda c: c["ssl"]) for key in (
-        "num_crops", "size_crops", "crop_scales", "total_num_crops", "knn_k", "knn_t")),
+        "num_crops", "size_crops", "crop_scales", "crop_color_jitter", "crop_grayscale", "total_num_crops", "knn_k",
+        "knn_t")),
     *((key, "--ssl dino", lambda c: c["ssl"] == "dino") for key in (
         "head_hidden_dim", "head_bottleneck_dim", "head_out_dim", "norm_last_layer", "freeze_last_layer_epochs",
         "student_temp", "teacher_temp", "warmup_teacher_temp", "warmup_teacher_temp_epochs", "center_momentum",
@@ -247,6 +248,10 @@ def _check_ssl(c, where):
     if len({len(g) for g in groups}) > 1:
         raise UsageError(f"{where('num_crops')} {c['num_crops']}, {where('size_crops')} {c['size_crops']} and "
                          f"{where('crop_scales')} {c['crop_scales']} must have one entry per crop group")
+    jitter = c["crop_color_jitter"]
+    if jitter is not None and (len(jitter) != 4 or jitter[3] > 0.5):
+        raise UsageError(f"{where('crop_color_jitter')} {','.join(f'{v:g}' for v in jitter)}: four strengths, "
+                         "brightness,contrast,saturation,hue, the hue at most 0.5")
     if c["total_num_crops"] is not None and sum(c["num_crops"] or [2, 8]) != c["total_num_crops"]:
         raise UsageError(f"{where('total_num_crops')} {c['total_num_crops']} is not the sum of "
                          f"{where('num_crops')} {c['num_crops'] or [2, 8]}")

@@ -104,6 +104,11 @@ OPTIONS = [
                                                       "image size, in whole patches)"),
     ("ssl", "--crop-scales", "pairs", None, None, "area range of each group, lo,hi,lo,hi (VISSL's crop_scales; "
                                                   "DINO: 0.4,1,0.05,0.4; SwAV: 0.08,1,0.05,0.14)"),
+    ("ssl", "--crop-color-jitter", "floats", None, NON_NEGATIVE, "brightness,contrast,saturation,hue of the crops' "
+                                                                 "colour jitter, applied with p 0.8 (DINO: "
+                                                                 "0.4,0.4,0.2,0.1; SwAV: 0.8,0.8,0.8,0.2)"),
+    ("ssl", "--crop-grayscale", float, 0.2, PROBABILITY, "probability that a crop is made grayscale (DINO, SwAV: "
+                                                         "0.2)"),
     ("ssl", "--total-num-crops", int, None, AT_LEAST_1, "VISSL's total_num_crops: checked against --num-crops"),
     ("ssl", "--head-hidden-dim", int, None, AT_LEAST_1, "DINO head's hidden width (default: 2048, scaled down "
                                                         "for models narrower than 384)"),
@@ -183,7 +188,7 @@ MODEL_DEFAULTS = {
     "vit_pico_patch4_32": dict(epochs=4, lr=2e-3, warmup_epochs=0.4, smoothing=0.0, scale=[1.0, 1.0]),
 }
 # A self-supervised method's own defaults (DINO's for ViT-S/16: main_dino.py and its README), the layer
-# under the model's: whenever the run uses that method, under config files and flags.
+# over the model's: whenever the run uses that method, under config files and flags.
 METHOD_DEFAULTS = {
     "dino": dict(lr=5e-4, lr_base_size=256, weight_decay=0.04, weight_decay_end=0.4, clip_grad=3.0,
                  warmup_epochs=10.0, min_lr=1e-6, smoothing=0.0, epochs=100),
@@ -422,9 +427,10 @@ def _layers(args, files, model_defaults):
 
 
 def own_defaults(config):
-    """The defaults layer of the model and method a config names: the method's (METHOD_DEFAULTS) under the
-    model's (MODEL_DEFAULTS)."""
-    return {**METHOD_DEFAULTS.get(config.get("ssl"), {}), **MODEL_DEFAULTS.get(config["model"], {})}
+    """The defaults layer of the model and method a config names: the model's (MODEL_DEFAULTS, a supervised
+    recipe) under the method's (METHOD_DEFAULTS): the optimisation recipe is the method's (DINO's learning
+    rate is a quarter of vit_pico's supervised one)."""
+    return {**MODEL_DEFAULTS.get(config["model"], {}), **METHOD_DEFAULTS.get(config.get("ssl"), {})}
 
 
 def from_model_defaults(config, origin):

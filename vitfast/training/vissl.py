@@ -10,7 +10,7 @@ from ..cli import UsageError
 
 _SIZES = {192: "tiny", 384: "small", 768: "base", 1024: "large"}
 # transforms whose effect our multi-crop pipeline has (at its settings: DINO's / SwAV's)
-_COVERED = {"RandomHorizontalFlip", "ToTensor", "ImgPilColorDistortion", "ImgPilGaussianBlur",
+_COVERED = {"RandomHorizontalFlip", "ToTensor", "ImgPilGaussianBlur",
             "ImgPilRandomSolarize", "RandomResizedCrop"}
 
 
@@ -40,6 +40,11 @@ def _translate(c):
             for key in ("total_num_crops", "num_crops", "size_crops", "crop_scales"):
                 if key in t:
                     out[key] = t[key]
+        elif name == "ImgPilColorDistortion":  # VISSL: ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) p 0.8, grayscale 0.2
+            s = t.get("strength", 1.0)
+            out["crop_color_jitter"], out["crop_grayscale"] = [0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s], 0.2
+        elif name == "RandomGrayscale":
+            out["crop_grayscale"] = t.get("p", 0.1)  # torchvision's default
         elif name == "Normalize":
             out["mean"], out["std"] = list(t["mean"]), list(t["std"])
         elif name not in _COVERED:

@@ -63,8 +63,9 @@ class SelfSupervised(Method):
         except ValueError as e:
             raise UsageError(f"--ssl {self.name}: {e}") from None
         blur = self.blur(sum(self.crops[0])) if self.blur else None
+        self.colour = tuple(cfg["crop_color_jitter"] or self.colour)
         return MultiCrop(*self.crops, norm["mean"], norm["std"], solarize=self.solarize, colour=self.colour,
-                         blur=blur)
+                         grayscale=cfg["crop_grayscale"], blur=blur)
 
     def prepare(self, model, run):
         if not hasattr(model, "set_dynamic_img_size"):
@@ -81,8 +82,10 @@ class SelfSupervised(Method):
         cfg = self.cfg
         wd = f"{cfg['weight_decay']:g}" + (f" -> {cfg['weight_decay_end']:g}" if cfg["weight_decay_end"] is not None
                                            else "")
-        run.say(f"--ssl {self.name}: crops {crops} (patch {self.patch}); {summary}; weight decay {wd}; k-NN "
-                f"validation (k {cfg['knn_k']}, T {cfg['knn_t']:g})")
+        colour = ",".join(f"{v:g}" for v in self.colour)
+        run.say(f"--ssl {self.name}: crops {crops} (patch {self.patch}), colour jitter {colour}, grayscale "
+                f"{cfg['crop_grayscale']:g}; {summary}; weight decay {wd}; k-NN validation (k {cfg['knn_k']}, T "
+                f"{cfg['knn_t']:g})")
         return trained
 
     def setup(self, backbone, run):
