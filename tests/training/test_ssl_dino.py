@@ -249,3 +249,20 @@ def test_the_crop_colour_flags_reach_the_multicrop_plan():
     assert DINO(resolve(TINY)).train_transform(32, norm).colour == (0.4, 0.4, 0.2, 0.1)
     swav = resolve([a if a != "dino" else "swav" for a in TINY if a != "--head-out-dim" and a != "256"])
     assert SwAV(swav).train_transform(32, norm).colour == (0.8, 0.8, 0.8, 0.2)
+
+
+def test_the_knn_bank_is_transformed_once_when_small(small_builtin, monkeypatch):
+    from vitfast.training import run_data
+    from vitfast.training.config import resolve
+    from vitfast.training.distributed import Dist
+
+    cfg = resolve(TINY + ["--data", small_builtin, "--output", "unused"])
+    data = run_data.build_data(cfg, Dist("cpu"), lambda key: "--" + key)
+    first = list(data.bank_loader())
+    again = data.bank_loader()
+    assert isinstance(again, list) and len(again) == len(first) == 5
+    assert all(a[0] is b[0] and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    monkeypatch.setattr(run_data, "BANK_CACHE_BYTES", 0)
+    data = run_data.build_data(cfg, Dist("cpu"), lambda key: "--" + key)
+    list(data.bank_loader())
+    assert not isinstance(data.bank_loader(), list)

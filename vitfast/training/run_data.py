@@ -20,6 +20,25 @@ from .interrupt import ignore_sigint
 
 __all__ = ["SeededSamples", "EpochSampler", "make_sampler", "loader_for", "build_data"]
 
+BANK_CACHE_BYTES = 1 << 30  # k-NN's memory bank kept in host memory up to this size (float32 images)
+
+
+class _Kept:
+    """Iterates a loader once, appending its batches to `kept`: a later call reads the list instead."""
+
+    def __init__(self, loader, kept):
+        self.loader, self.kept = loader, kept
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        batches = []
+        for batch in self.loader:
+            batches.append(batch)
+            yield batch
+        self.kept[:] = batches  # only a pass that ran to its end
+
 
 class SeededSamples(Dataset):
     """Seeds the random transforms per (seed, epoch, index): augmentation is then the same whatever the
@@ -139,13 +158,21 @@ def build_data(cfg, dist, where, train_transform=None):
             return device_images.batches(train_sampler, micro, cfg["seed"], epoch, skip=done_in_epoch)
         return loader_for(seeded, EpochSampler(train_sampler, skip=done_in_epoch * micro), micro, cfg, epoch, True)
 
+    banked = []  # the memory bank's batches, kept after the first validation when they are small
+
     def bank_loader():
-        """The training images (this rank's share) under the evaluation transform: k-NN's memory bank."""
+        """The training images (this rank's share) under the evaluation transform: k-NN's memory bank. Up to
+        BANK_CACHE_BYTES of them are transformed once and kept: every validation reads the same tensors."""
+        if banked:
+            return banked
         bank = create_dataset(cfg["data"], "train", transform=eval_tf, download=cfg["download"], evaluation=True)
         if cfg["holdout"]:
             bank = hold_out(bank, bank, cfg["holdout"])[0]
-        return loader_for(bank, make_sampler(bank, cfg, dist, train=False), cfg["eval_batch_size"] or micro, cfg, 0,
-                          train=False)
+        loader = loader_for(bank, make_sampler(bank, cfg, dist, train=False), cfg["eval_batch_size"] or micro, cfg,
+                            0, train=False)
+        if len(bank) * 3 * img_size ** 2 * 4 > BANK_CACHE_BYTES:
+            return loader
+        return _Kept(loader, banked)
 
     return SimpleNamespace(img_size=img_size, norm=norm, train_set=train_set, val_set=val_set,
                            num_classes=train_set.num_classes, micro=micro, train_sampler=train_sampler,
