@@ -1,6 +1,7 @@
-"""What the supervised path guarantees, held under --ssl (issue 63, item 4): bit-exact resume after SIGKILL,
-the switches that must not change the arithmetic (activation checkpointing, the vitfast backend), fp16
-autocast with the heads in fp32 and DINO's remedies named when a loss diverges, and QAT formats."""
+"""What the supervised path guarantees, held under --ssl (issue 63, item 4): bit-exact resume after SIGKILL
+and Ctrl-C, the switches that must not change the arithmetic (activation checkpointing, the vitfast
+backend), fp16 autocast with the heads in fp32 and DINO's remedies named when a loss diverges, and QAT
+formats."""
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 import pytest
 import torch
 
+from tests.training.test_stops import interrupt, train as train_cli
 from vitfast.models.ssl_heads import DINOHead, MultiCropNet
 from vitfast.train import main as train_main
 from vitfast.training.config import resolve
@@ -75,6 +77,19 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny, method):
     assert_states_equal(a, b)
     if method == "swav":
         assert a["ssl"]["queued"] == b["ssl"]["queued"] > 0
+
+
+def test_ctrl_c_saves_the_step_and_the_run_resumes_bit_identically(tmp_path, tiny):
+    args = tiny + METHOD["dino"] + ["--steps", "16", "--deterministic", "--device", "cpu"]
+    args.remove("--quiet")  # the log lines tell when to press Ctrl-C
+    assert train_cli(args + ["--output", "straight"], tmp_path).returncode == 0
+    code, out, err = interrupt(args + ["--output", "run"], tmp_path, "[train]")
+    assert code == 130 and "Traceback" not in err, err
+    stopped = load_state(tmp_path / "run" / "checkpoint-last.pt")["step"]
+    assert 0 < stopped < 16 and f"stopped at step {stopped} of 16; run/checkpoint-last.pt holds it" in out
+    assert train_cli(["--output", "run", "--resume", "auto"], tmp_path).returncode == 0
+    assert_states_equal(load_state(tmp_path / "straight" / "checkpoint-last.pt"),
+                        load_state(tmp_path / "run" / "checkpoint-last.pt"))
 
 
 @pytest.mark.parametrize("switch", ["--grad-checkpointing", "--backend vitfast"])
