@@ -3,15 +3,14 @@ and Ctrl-C, the switches that must not change the arithmetic (activation checkpo
 backend), fp16 autocast with the heads in fp32 and DINO's remedies named when a loss diverges, and QAT
 formats."""
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from tests.training.test_stops import interrupt, train as train_cli
+from tests.training.test_train import kill_at_first_checkpoint
 from vitfast.models.ssl_heads import DINOHead, MultiCropNet
 from vitfast.train import main as train_main
 from vitfast.training.config import resolve
@@ -59,14 +58,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny, method):
                               capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr[-3000:]
     out = tmp_path / "b"
-    proc = subprocess.Popen([sys.executable, "-m", "vitfast.train", *args, "--output", str(out)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last, deadline = out / "checkpoint-last.pt", time.time() + 180
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = load_state(last)["step"]
+    last, killed_at = kill_at_first_checkpoint(args, out)
     assert 0 < killed_at < 16, "the kill must land mid-run"
     resumed = subprocess.run([sys.executable, "-m", "vitfast.train", *args, "--output", str(out), "--resume", "auto"],
                              env=ENV, capture_output=True, text=True)

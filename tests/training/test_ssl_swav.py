@@ -90,7 +90,7 @@ def test_swav_trains_with_a_queue_and_resumes_bit_exactly(tmp_path, small_builti
     args = TINY + ["--data", small_builtin, "--steps", "6", "--deterministic", "--eval-every", "100",
                    "--eval-every-steps", "3", "--keep-checkpoints", "2",
                    "--queue-length", "64", "--queue-start-epoch", "0", "--freeze-prototypes-epochs", "0"]
-    full = train_main(args + ["--output", str(tmp_path / "full")])
+    train_main(args + ["--output", str(tmp_path / "full")])
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in records if r["kind"] == "train")
     assert [r["step"] for r in records if r["kind"] == "val"] == [3, 6]

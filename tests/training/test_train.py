@@ -135,21 +135,26 @@ def weights(path):
     return load_state(path)["model"]
 
 
+def kill_at_first_checkpoint(args, out, timeout=180):
+    """Start `vitfast.train *args --output out` and SIGKILL it as soon as its checkpoint-last.pt appears:
+    (that path, the step the checkpoint holds)."""
+    proc = subprocess.Popen([sys.executable, "-m", "vitfast.train", *args, "--output", str(out)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, deadline = out / "checkpoint-last.pt", time.time() + timeout
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return last, load_state(last)["step"]
+
+
 def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny_args):
     args = tiny_args + ["--steps", "30", "--save-every", "3", "--deterministic", "--reprob", "0.25", "--mixup", "0.2",
                         "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2,drop_path_rate=0.1"]
     straight = run_cli(args + ["--output", str(tmp_path / "a")])
     assert straight.returncode == 0, straight.stderr
     out = tmp_path / "b"
-    proc = subprocess.Popen([sys.executable, "-m", "vitfast.train", *args, "--output", str(out)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = out / "checkpoint-last.pt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = load_state(last)["step"]
+    last, killed_at = kill_at_first_checkpoint(args, out)
     assert 0 < killed_at < 30, "the kill must land mid-run"
     resumed = run_cli(args + ["--output", str(out), "--resume", "auto"])
     assert resumed.returncode == 0, resumed.stderr
