@@ -8,7 +8,9 @@ training split as memory bank) of
                     steps set from a short timed run of it), as k-NN of its features and as its
                     classifier's top-1;
 
-on the same data and validation images, one table with the machine, time and commit.
+on the same data and validation images, one table with the machine, time and commit; each row also
+gives the spread of its validation features (mean cosine, effective dimensions), which tells a collapsed
+self-supervised model (all images alike) from one that learned other features than the classes.
 
     python benchmarks/ssl_knn.py [--model vit_pico_patch4_32] [--data builtin] [--epochs 20]
                                  [--set key=value ...] [--out benchmarks/results/ssl_knn_cpu.md]
@@ -28,7 +30,7 @@ from common import environment, write_table  # benchmarks/common.py
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vitfast  # noqa: E402
 from vitfast.train import main as train_main  # noqa: E402
-from vitfast.training.config import resolve  # noqa: E402
+from vitfast.training.config import creation_kwargs, resolve  # noqa: E402
 from vitfast.training.distributed import Dist  # noqa: E402
 from vitfast.training.knn import extract_features, knn_accuracy  # noqa: E402
 from vitfast.training.run_data import build_data  # noqa: E402
@@ -61,11 +63,26 @@ def pixel_features(loader):
     return feats[labels >= 0], labels[labels >= 0]
 
 
-def knn_row(backbone, bank_loader, val_loader, classes):
+def spread(feats):
+    """(mean cosine between two different images' features, effective dimensions: the participation ratio
+    (sum of the covariance's eigenvalues)^2 / sum of their squares) of L2-normalised features; a collapsed
+    model has a mean cosine near 1 and about one effective dimension."""
+    f = feats[:2000].double()
+    sim = f @ f.T
+    mean_cos = (sim.sum() - sim.diagonal().sum()) / (len(f) * (len(f) - 1))
+    ev = torch.linalg.eigvalsh(torch.cov(f.T)).clamp(min=0)
+    return mean_cos.item(), (ev.sum() ** 2 / (ev ** 2).sum()).item()
+
+
+def knn_row(feature_pairs, classes):
+    """(k-NN top-1, top-5, mean cosine, effective dimensions) of ((bank, labels), (validation, labels))."""
+    (bank, bank_labels), (feats, labels) = feature_pairs
+    return (*knn_accuracy(bank, bank_labels, feats, labels, classes), *spread(feats))
+
+
+def model_features(backbone, bank_loader, val_loader):
     device = torch.device("cpu")
-    bank, bank_labels = extract_features(backbone, bank_loader, device)
-    feats, labels = extract_features(backbone, val_loader, device)
-    return knn_accuracy(bank, bank_labels, feats, labels, classes)
+    return extract_features(backbone, bank_loader, device), extract_features(backbone, val_loader, device)
 
 
 def main(argv=None):
@@ -83,36 +100,39 @@ def main(argv=None):
     data = build_data(cfg, Dist("cpu"), lambda key: "--" + key)
     classes, bank_loader, val_loader = data.num_classes, data.bank_loader(), data.val_loader
     rows = {}
-    rows["raw pixels"] = (*knn_accuracy(*pixel_features(bank_loader), *pixel_features(val_loader), classes), None, 0)
+    rows["raw pixels"] = (*knn_row((pixel_features(bank_loader), pixel_features(val_loader)), classes), None, 0)
     torch.manual_seed(cfg["seed"])
-    kwargs = dict(cfg["model_kwargs"])
-    random_init = vitfast.create_model(cfg["model"], num_classes=0, **kwargs)
-    rows["random init"] = (*knn_row(random_init, bank_loader, val_loader, classes), None, 0)
+    random_init = vitfast.create_model(cfg["model"], num_classes=0, **creation_kwargs(cfg))
+    rows["random init"] = (*knn_row(model_features(random_init, bank_loader, val_loader), classes), None, 0)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         dino = train_main(dino_args + ["--output", os.path.join(tmp, "dino")])
         teacher, _ = model_from_file(os.path.join(tmp, "dino", "model.safetensors"), "--checkpoint")
-        rows["--ssl dino"] = (*knn_row(teacher, bank_loader, val_loader, classes), None, dino["train_seconds"])
+        rows["--ssl dino"] = (*knn_row(model_features(teacher, bank_loader, val_loader), classes), None,
+                              dino["train_seconds"])
         dino_seconds = time.perf_counter() - start
         sup_args = common + ["--batch-size", str(cfg["batch_size"])]
         train_main(sup_args + ["--steps", "30", "--log-every", "5", "--output", os.path.join(tmp, "probe")])
         with open(os.path.join(tmp, "probe", "metrics.jsonl")) as f:  # its steps' own rate, not its validation
             rates = sorted(r["images_per_second"] for r in map(json.loads, f) if r["kind"] == "train")
-        step_seconds = cfg["batch_size"] / rates[len(rates) // 2] if not args.quick else 0.01
-        steps = max(10, round(dino["train_seconds"] / step_seconds))
+        step_seconds = cfg["batch_size"] / rates[len(rates) // 2]
+        steps = 10 if args.quick else max(10, round(dino["train_seconds"] / step_seconds))
         sup = train_main(sup_args + ["--steps", str(steps), "--output", os.path.join(tmp, "sup")])
         model, _ = model_from_file(os.path.join(tmp, "sup", "model.safetensors"), "--checkpoint")
         model.reset_classifier(0)
-        rows["supervised"] = (*knn_row(model, bank_loader, val_loader, classes), sup["val_acc1"], sup["train_seconds"])
+        rows["supervised"] = (*knn_row(model_features(model, bank_loader, val_loader), classes), sup["val_acc1"],
+                              sup["train_seconds"])
         config = json.loads(json.dumps({k: cfg[k] for k in ("model", "batch_size", "num_crops", "lr")}))
     env = environment("cpu")
     lines = [f"# k-NN accuracy after self-supervised pretraining ({'quick: no useful numbers' if args.quick else 'CPU'})",
              "", f"{cfg['model']} on `{args.data}` ({len(data.train_set)} training images as memory bank, "
              f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07. DINO run: "
              f"{' '.join(dino_args)} ({dino['steps']} steps, {dino_seconds:.0f} s with its validations).", "",
-             "| features | k-NN top-1 % | k-NN top-5 % | classifier top-1 % | training s |", "|---|---|---|---|---|"]
-    for name, (acc1, acc5, top1, secs) in rows.items():
-        lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
+             "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | classifier top-1 % | "
+             "training s |", "|---|---|---|---|---|---|---|"]
+    for name, (acc1, acc5, cos, dims, top1, secs) in rows.items():
+        lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {cos:.3f} | {dims:.1f} | "
+                     f"{'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
     lines += ["", " · ".join(f"{k}: {v}" for k, v in env.items() if k != "kernels"), f"config: {config}", ""]
     write_table("\n".join(lines), args.out)
 
