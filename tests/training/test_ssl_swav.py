@@ -105,3 +105,11 @@ def test_swav_trains_with_a_queue_and_resumes_bit_exactly(tmp_path, small_builti
         assert torch.equal(a["ssl"]["head"][name], b["ssl"]["head"][name]), name
     assert torch.equal(a["ssl"]["queue"], b["ssl"]["queue"])
     assert os.path.exists(tmp_path / "full" / "model.safetensors")
+
+
+def test_fewer_prototypes_than_embedding_dims_are_noted(tmp_path, small_builtin, capsys):
+    args = [a for a in TINY if a != "--quiet"] + ["--data", small_builtin, "--steps", "1", "--head-dims", "32,64,24"]
+    train_main(args + ["--output", str(tmp_path / "few")])
+    assert "note: --num-clusters 30,20 is not above the embedding's 24 dimensions" in capsys.readouterr().out
+    train_main(args + ["--num-clusters", "25", "--output", str(tmp_path / "enough")])
+    assert "note: --num-clusters" not in capsys.readouterr().out

@@ -81,6 +81,10 @@ class SwAV(SelfSupervised):
                              f"{run.data.micro} x {run.dist.world_size} rank(s)")
         self.queue = torch.zeros(len(self.assign), length, dims[-1], device=run.device) if length else None
         self.queued = 0  # embeddings in the queue, counted on the host: no device read per step
+        if min(cfg["num_clusters"]) <= dims[-1]:  # measured: loss pinned at log K (ssl_knn_cpu.md, run H)
+            run.say(f"note: --num-clusters {','.join(map(str, cfg['num_clusters']))} is not above the embedding's "
+                    f"{dims[-1]} dimensions: the embedding can move where every prototype scores it alike and "
+                    f"every prediction is uniform (VISSL: 3000 prototypes for 128 dimensions)")
         queue = (f"queue {cfg['queue_length']} from step {self.queue_start}" if self.queue is not None else "no queue")
         return self.student, (
             f"head {' -> '.join(map(str, dims))}{' (BN)' if cfg['head_use_bn'] else ''}, prototypes "
