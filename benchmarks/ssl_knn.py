@@ -85,6 +85,14 @@ def model_features(backbone, bank_loader, val_loader):
     return extract_features(backbone, bank_loader, device), extract_features(backbone, val_loader, device)
 
 
+def supervised_steps(sup_args, seconds, batch_size, tmp):
+    """The supervised steps that take `seconds`, from a short timed run's own step rate (not its validation)."""
+    train_main(sup_args + ["--steps", "30", "--log-every", "5", "--output", os.path.join(tmp, "probe")])
+    with open(os.path.join(tmp, "probe", "metrics.jsonl")) as f:
+        rates = sorted(r["images_per_second"] for r in map(json.loads, f) if r["kind"] == "train")
+    return max(10, round(seconds * rates[len(rates) // 2] / batch_size))
+
+
 def main(argv=None):
     args = parse_args(argv)
     common = ["--data", args.data, "--ptq-report", "", "--quiet", "--device", "cpu"] + \
@@ -112,11 +120,7 @@ def main(argv=None):
                               dino["train_seconds"])
         dino_seconds = time.perf_counter() - start
         sup_args = common + ["--batch-size", str(cfg["batch_size"])]
-        train_main(sup_args + ["--steps", "30", "--log-every", "5", "--output", os.path.join(tmp, "probe")])
-        with open(os.path.join(tmp, "probe", "metrics.jsonl")) as f:  # its steps' own rate, not its validation
-            rates = sorted(r["images_per_second"] for r in map(json.loads, f) if r["kind"] == "train")
-        step_seconds = cfg["batch_size"] / rates[len(rates) // 2]
-        steps = 10 if args.quick else max(10, round(dino["train_seconds"] / step_seconds))
+        steps = 10 if args.quick else supervised_steps(sup_args, dino["train_seconds"], cfg["batch_size"], tmp)
         sup = train_main(sup_args + ["--steps", str(steps), "--output", os.path.join(tmp, "sup")])
         model, _ = model_from_file(os.path.join(tmp, "sup", "model.safetensors"), "--checkpoint")
         model.reset_classifier(0)
