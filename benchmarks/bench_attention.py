@@ -3,6 +3,7 @@ each SDPA backend that runs (flash, efficient, cuDNN, each named) and plain PyTo
 p v), forward and forward+backward, with and without an additive (B, H, N, N) bias, in one process.
 
     python benchmarks/bench_attention.py --out benchmarks/results/attention_h200.md
+    python benchmarks/bench_attention.py --shapes ViT-B/16         # one shape of SHAPES
     python benchmarks/bench_attention.py --device cpu --quick      # smoke run, seconds, no GPU
 
 Times: benchmarks/common.py's measure() (common.METHOD, named in the table's header). TFLOP/s counts 4 B H N² d per forward and 2.5 times
@@ -113,6 +114,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
     parser.add_argument("--quick", action="store_true", help="one tiny shape (a smoke run)")
+    parser.add_argument("--shapes", help="comma-separated labels of SHAPES to time (default: all), e.g. ViT-B/16")
     parser.add_argument("--repeats", type=int, default=10, help="samples per case (at least 10; the median is reported)")
     parser.add_argument("--out", help="also write the markdown table to this file")
     args = parser.parse_args(argv)
@@ -124,6 +126,15 @@ def main(argv=None):
     if args.device == "cuda" and not vitfast.has_cuda_kernels():
         print("bench_attention: this vitfast build has no CUDA kernels (built without nvcc).", file=sys.stderr)
         return 2
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.shapes:
+        wanted = args.shapes.split(",")
+        unknown = sorted(set(wanted) - {s[0] for s in shapes})
+        if unknown:
+            print(f"bench_attention: --shapes: unknown label(s) {', '.join(unknown)}; expected some of "
+                  f"{', '.join(s[0] for s in shapes)}", file=sys.stderr)
+            return 2
+        shapes = [s for s in shapes if s[0] in wanted]
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     if args.device == "cpu":
         dtype = torch.float32
@@ -137,7 +148,7 @@ def main(argv=None):
              "| shape | B | H | N | d | bias | pass | impl | ms | TFLOP/s | GB/s | vs best SDPA |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines[:5]))
-    for label, B, H, N, d in (QUICK_SHAPES if args.quick else SHAPES):
+    for label, B, H, N, d in shapes:
         for with_bias in (False, True):
             rows = bench_case(fns, args.repeats, B, H, N, d, dtype, args.device, with_bias)
             for mode in ("fwd", "fwd+bwd"):

@@ -15,7 +15,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 @pytest.mark.parametrize("script,args", [
     ("bench_quant.py", ["--size", "4096", "--repeats", "1", "--device", "cpu"]),
-    ("bench_attention.py", ["--device", "cpu", "--quick"]),
+    ("bench_attention.py", ["--device", "cpu", "--quick", "--shapes", "smoke"]),
     ("bench_train_loop.py", ["--device", "cpu", "--quick", "--models", "vit_pico_patch4_32", "--batch-size", "8",
                              "--steps", "2", "--train-steps", "2", "--log-every", "1"]),
 ])
@@ -25,6 +25,13 @@ def test_benchmark_script_runs_from_the_clone(script, args, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.read_text().count("|") > 10, out.read_text()
+
+
+def test_bench_attention_names_an_unknown_shape():
+    proc = subprocess.run([sys.executable, "benchmarks/bench_attention.py", "--device", "cpu", "--quick", "--shapes",
+                           "smoke,ViT-Q/7"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "bench_attention: --shapes: unknown label(s) ViT-Q/7; expected some of smoke"], proc.stderr
 
 
 def test_tune_says_it_needs_a_gpu():
