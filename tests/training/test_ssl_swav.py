@@ -86,6 +86,12 @@ def test_bad_head_dims_are_one_line(tmp_path):
         train_main(TINY + ["--steps", "1", "--head-dims", "48,64", "--output", str(tmp_path / "run")])
 
 
+def test_total_num_crops_is_checked_against_swavs_own_default_groups(tmp_path):
+    # SwAV's default crop groups are VISSL's 2 + 4, not DINO's 2 + 8
+    with pytest.raises(UsageError, match=r"--total-num-crops 10 is not the sum of --num-crops \[2, 4\]"):
+        train_main(TINY + ["--steps", "1", "--total-num-crops", "10", "--output", str(tmp_path / "run")])
+
+
 def test_swav_trains_with_a_queue_and_resumes_bit_exactly(tmp_path, small_builtin):
     args = TINY + ["--data", small_builtin, "--steps", "6", "--deterministic", "--eval-every", "100",
                    "--eval-every-steps", "3", "--keep-checkpoints", "2",

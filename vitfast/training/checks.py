@@ -252,6 +252,10 @@ def _check_ssl(c, where):
     if jitter is not None and (len(jitter) != 4 or jitter[3] > 0.5):
         raise UsageError(f"{where('crop_color_jitter')} {','.join(f'{v:g}' for v in jitter)}: four strengths, "
                          "brightness,contrast,saturation,hue, the hue at most 0.5")
-    if c["total_num_crops"] is not None and sum(c["num_crops"] or [2, 8]) != c["total_num_crops"]:
-        raise UsageError(f"{where('total_num_crops')} {c['total_num_crops']} is not the sum of "
-                         f"{where('num_crops')} {c['num_crops'] or [2, 8]}")
+    if c["total_num_crops"] is not None:
+        from .methods import SSL_METHODS  # the methods import the training modules that import this one
+
+        num_crops = list(c["num_crops"] or SSL_METHODS[c["ssl"]].default_crops)
+        if sum(num_crops) != c["total_num_crops"]:
+            raise UsageError(f"{where('total_num_crops')} {c['total_num_crops']} is not the sum of "
+                             f"{where('num_crops')} {num_crops}")

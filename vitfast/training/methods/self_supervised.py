@@ -63,9 +63,12 @@ class SelfSupervised(Method):
         except ValueError as e:
             raise UsageError(f"--ssl {self.name}: {e}") from None
         blur = self.blur(sum(self.crops[0])) if self.blur else None
-        self.colour = tuple(cfg["crop_color_jitter"] or self.colour)
-        return MultiCrop(*self.crops, norm["mean"], norm["std"], solarize=self.solarize, colour=self.colour,
+        return MultiCrop(*self.crops, norm["mean"], norm["std"], solarize=self.solarize, colour=self.jitter(),
                          grayscale=cfg["crop_grayscale"], blur=blur)
+
+    def jitter(self):
+        """The crops' colour jitter strengths: --crop-color-jitter, else the method's own."""
+        return tuple(self.cfg["crop_color_jitter"] or self.colour)
 
     def prepare(self, model, run):
         if not hasattr(model, "set_dynamic_img_size"):
@@ -82,7 +85,7 @@ class SelfSupervised(Method):
         cfg = self.cfg
         wd = f"{cfg['weight_decay']:g}" + (f" -> {cfg['weight_decay_end']:g}" if cfg["weight_decay_end"] is not None
                                            else "")
-        colour = ",".join(f"{v:g}" for v in self.colour)
+        colour = ",".join(f"{v:g}" for v in self.jitter())
         run.say(f"--ssl {self.name}: crops {crops} (patch {self.patch}), colour jitter {colour}, grayscale "
                 f"{cfg['crop_grayscale']:g}; {summary}; weight decay {wd}; k-NN validation (k {cfg['knn_k']}, T "
                 f"{cfg['knn_t']:g})")
