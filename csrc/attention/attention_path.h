@@ -25,15 +25,27 @@ constexpr int kSm90MaxLongKeys = 4096;  // key-tiled forward, key-grouped backwa
 constexpr int kSm90HeadDims[] = {32, 64, 80, 96, 128};
 
 // The sm90 backward keeps dK and dV of the keys a CTA owns in its two consumer warpgroups' registers
-// (csrc/attention/sm90/attention_bwd_sm90.cuh): up to 128 keys every head dim fits, up to 256 only
-// d <= 64. Where a head's keys fit (keys: N rounded up to 64), one CTA finishes the head and dQ;
-// otherwise the keys are split into groups of sm90_bwd_group_keys, one CTA each, and dQ is summed
-// over the groups in fp32.
-constexpr bool sm90_bwd_fits(int d, int keys) { return keys <= 128 || d <= 64; }
+// (csrc/attention/sm90/attention_bwd_sm90.cuh): up to 128 keys every head dim fits, up to 256
+// (kSm90MaxKeys, the whole-head kernels' largest key tile) only d <= 64. Where a head's keys fit (keys:
+// N rounded up to 64), one CTA finishes the head and dQ; otherwise the keys are split into groups of
+// sm90_bwd_group_keys, one CTA each, and dQ is summed over the groups in fp32.
+constexpr bool sm90_bwd_fits(int d, int keys) { return keys <= 128 || (d <= 64 && keys <= kSm90MaxKeys); }
 constexpr int sm90_bwd_group_keys(int d) { return d <= 64 ? 256 : 128; }
 constexpr int sm90_bwd_key_groups(int d, int N) {
   return sm90_bwd_fits(d, (N + 63) / 64 * 64) ? 1 : (N + sm90_bwd_group_keys(d) - 1) / sm90_bwd_group_keys(d);
 }
+// A head taken whole has a key tile that is built; longer ones split (the first H200 sitting found
+// d <= 64 above 256 keys taken "whole", refused as not built, and run by the mma.sync kernel).
+constexpr bool sm90_bwd_groups_cover_every_length() {
+  for (int d : kSm90HeadDims)
+    for (int N = 1; N <= kSm90MaxLongKeys; ++N)
+      if (sm90_bwd_key_groups(d, N) == 1 ? N > kSm90MaxKeys : sm90_bwd_key_groups(d, N) * sm90_bwd_group_keys(d) < N)
+        return false;
+  return true;
+}
+static_assert(sm90_bwd_groups_cover_every_length(), "a backward length the sm90 kernels cannot take whole or in groups");
+static_assert(sm90_bwd_key_groups(64, 577) == 3 && sm90_bwd_key_groups(32, 257) == 2 &&
+              sm90_bwd_key_groups(80, 257) == 3 && sm90_bwd_key_groups(64, 256) == 1, "NOTES.md's examples");
 
 struct AttnCase {
   int major = 0, minor = 0;  // the device's compute capability

@@ -93,10 +93,11 @@ def check_against_reference(B, H, N, d, dtype, device, bias_shape=None, return_l
     pt = run(lambda *a, **kw: attention_ref(*a, upcast=False, **kw), q, k, v, bias, dout, dlogits)
     assert ours[0].shape == (B, H, N, d) and ours[0].dtype == dtype
     slack = SLACK[dtype]
-    assert_flash_rule(ours[0], pt[0], ref[0], "out", slack)
+    case = f" at B={B} H={H} N={N} d={d} {str(dtype).removeprefix('torch.')}"  # loops over N name the failing one
+    assert_flash_rule(ours[0], pt[0], ref[0], "out" + case, slack)
     if return_logits:
         assert ours[1].shape == (B, H, N, N) and ours[1].dtype == dtype
-        assert_flash_rule(ours[1], pt[1], ref[1], "logits", slack)
+        assert_flash_rule(ours[1], pt[1], ref[1], "logits" + case, slack)
     # dS = P o (dP - rowsum(dO o O)): two fp32 sums of the same d products in different orders. Where
     # they cancel exactly (N = 1: dS = 0, so dq = dk = dbias = 0) PyTorch may be exact by luck, and we
     # are held to the typical fp32 rounding of that difference, 4 sqrt(d) u32 |dO||V|: through scale
@@ -108,7 +109,7 @@ def check_against_reference(B, H, N, d, dtype, device, bias_shape=None, return_l
             continue
         assert a.shape == c.shape, (name, a.shape, c.shape)
         floor = {"dq": cancel, "dk": cancel, "dbias": cancel_ds * (B * H * N * N) / c.numel()}.get(name, 0.0)
-        assert_flash_rule(a, b, c, name, slack * max(1.0, c.abs().max().item()) + floor)
+        assert_flash_rule(a, b, c, name + case, slack * max(1.0, c.abs().max().item()) + floor)
 
 
 # ---- CPU: correctness ----------------------------------------------------------------------------

@@ -124,7 +124,9 @@ def test_sm90_backward_many_heads_per_cta(B, H, N, d):
 @pytest.mark.parametrize("N", (50, 197, 577))
 def test_sm90_backward_reads_out_and_grad_out_as_they_lie(N):
     """out in the (B, N, H, d) layout and dO as its transposed view: both read through TMA strides, the
-    same gradients bit for bit as from contiguous tensors."""
+    same gradients bit for bit as from contiguous tensors; dQ too where one CTA finishes a head (N <= 256
+    at d = 64), else within a rounding (its key groups' fp32 shares are added by TMA reduce-add in no
+    fixed order)."""
     q, k, v, bias = make_inputs(2, 3, N, 64, torch.bfloat16, "cuda", (1, 3, N, N))
     dout = torch.randn(2, 3, N, 64, device="cuda").bfloat16()
     out, lse, _ = torch.ops.vitfast.attention_fwd(q, k, v, bias, 0.125, False, False, True)  # (B, N, H, d)
@@ -133,8 +135,11 @@ def test_sm90_backward_reads_out_and_grad_out_as_they_lie(N):
     a = torch.ops.vitfast.attention_bwd(dout_view, None, q, k, v, bias, out_view, lse, 0.125, False, True)
     b = torch.ops.vitfast.attention_bwd(dout, None, q.contiguous(), k.contiguous(), v.contiguous(), bias,
                                         out_view.contiguous(), lse, 0.125, False, True)
-    for x, y in zip(a, b):
-        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    for name, x, y in zip(("dq", "dk", "dv", "dbias"), a, b):
+        if name == "dq" and N > 256:
+            torch.testing.assert_close(x, y, rtol=2**-7, atol=1e-6, msg=lambda m: f"dq: {m}")
+        else:
+            torch.testing.assert_close(x, y, rtol=0, atol=0, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @needs_hopper
