@@ -60,10 +60,13 @@ def test_write_dispatch_imports_the_clone():
     assert proc.returncode == 0 and "kernels" in proc.stdout, proc.stderr[-3000:]
 
 
-def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--no-supervised"]])
+def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
     out = tmp_path / "table.md"
     proc = subprocess.run([sys.executable, "benchmarks/ssl_knn.py", "--quick", "--data", small_builtin, "--out",
-                           str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+                           str(out), *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
-    assert all(f"| {row} |" in table for row in ("raw pixels", "random init", "--ssl dino", "supervised")), table
+    assert all(f"| {row} |" in table for row in ("raw pixels", "random init", "--ssl dino")), table
+    assert ("| supervised |" in table) == (not extra), table
+    assert "DINO's k-NN top-1 during pretraining (step: %): 4: " in table, table
