@@ -2,6 +2,7 @@
 
     python benchmarks/sitting.py call1 --out $OUT     # shapes, every family's tests, the records
     python benchmarks/sitting.py call2 --out $OUT     # sanitizers, tune.py, bench_models
+    python benchmarks/sitting.py short --out $OUT     # one call: shapes, the unrecorded families, tune.py
     python benchmarks/sitting.py call1 --dry-run      # the plan and the plumbing, CUDA parts skipped
 
 call1: (a) the Hopper attention's many-tile shapes first, each test case in a process of its own with a
@@ -16,6 +17,9 @@ merges them into vitfast/layers/dispatch_data/<gpu>.json here).
 call2: (e) compute-sanitizer memcheck, racecheck and synccheck over benchmarks/sanitize_ops.py; (d)
 tune.py (the kernel and attention tables and the dispatch data measured from them) and bench_models
 (bf16, torch.compile, the FP8 chain) with the time left.
+short: for a session lent 900 s of device time (one start and one full call): call1's stages for the
+families with no record at this build's fingerprints on this GPU kind (the others keep theirs), then
+tune.py.
 
 Each call writes at most 8 files into --out (what the device tool brings back): summary.md, and
 results.json, tests.log and shapes.log (call1), or call2.log, the tune tables and models.md (call2)."""
@@ -66,9 +70,16 @@ PLAN = {
     "call2": [("sanitize", 180, "compute-sanitizer memcheck, racecheck, synccheck over sanitize_ops.py"),
               ("tune", 230, "tune.py: kernel and attention tables, the dispatch data"),
               ("models", 120, "bench_models.py at ViT-B/16 batch 256: bf16, torch.compile, the FP8 chain")],
+    "short": [("shapes", 50, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
+              ("tests", 190, "the test files of the families not recorded at this build, and the cross-family ones"),
+              ("records", 5, "families whose files all passed, at this build's fingerprints"),
+              ("tune", 295, "tune.py: kernel and attention tables, the dispatch data")],
 }
 FILES = {"call1": ["summary.md", "results.json", "tests.log", "shapes.log"],
-         "call2": ["summary.md", "call2.log", "kernels_<gpu>.md", "attention_<gpu>.md", "<gpu>.json", "models.md"]}
+         "call2": ["summary.md", "call2.log", "kernels_<gpu>.md", "attention_<gpu>.md", "<gpu>.json", "models.md"],
+         "short": ["summary.md", "results.json", "tests.log", "shapes.log", "call2.log", "kernels_<gpu>.md",
+                   "attention_<gpu>.md", "<gpu>.json"]}
+SKIPS_RECORDED = {"short"}  # plans that leave out the families recorded at this build's fingerprints
 
 
 def python():
@@ -181,14 +192,23 @@ def stage_shapes(args, budget, results, log):
         results["shapes"] = dict(zip(nodes, pool.map(one, nodes)))
 
 
-def test_jobs():
-    """(family or None, file, env) for every run of stage (b), the family files first."""
-    jobs = [(family, f, env) for family, (files, env) in FAMILY_TESTS.items() for f in files]
+def recorded_here(env, data_dir=None):
+    """The families this GPU kind's records verify at this build's fingerprints (vitfast.verified)."""
+    from vitfast.verified import DATA_DIR, records, verified_families
+    return set(verified_families(records(data_dir or DATA_DIR), env["fingerprints"]).get(env["gpu"], []))
+
+
+def test_jobs(skip=()):
+    """(family or None, file, env) for every run of stage (b), the family files first; the families
+    in `skip` left out."""
+    jobs = [(family, f, env) for family, (files, env) in FAMILY_TESTS.items() if family not in skip for f in files]
     return jobs + [(None, f, {}) for f in CROSS_TESTS]
 
 
 def stage_tests(args, budget, results, log):
-    jobs = test_jobs()
+    skip = recorded_here(results["environment"]) if args.call in SKIPS_RECORDED else set()
+    results["recorded_before"] = sorted(skip)
+    jobs = test_jobs(skip)
     results["files"] = []
     deadline = time.time() + budget
     junit_dir = tempfile.mkdtemp(prefix="vitfast_junit_")  # not under --out: only the results come back
@@ -215,10 +235,13 @@ def stage_tests(args, budget, results, log):
         results["files"] = list(pool.map(lambda ij: one(*ij), enumerate(jobs)))
 
 
-def family_verdicts(files):
-    """{family: (passed?, why)} from the per-file results."""
+def family_verdicts(files, skipped=()):
+    """{family: (passed?, why)} from the per-file results, the `skipped` families (recorded before at
+    this build) left out."""
     out = {}
     for family in FAMILY_TESTS:
+        if family in skipped:
+            continue
         mine = [r for r in files if r["family"] == family]
         bad = [f"{r['file']}: {r['verdict']}" for r in mine if r["verdict"] != "ok"]
         out[family] = (not bad and bool(mine), "; ".join(bad) or
@@ -227,7 +250,8 @@ def family_verdicts(files):
 
 
 def stage_records(args, budget, results, log):
-    env, verdicts = results["environment"], family_verdicts(results.get("files", []))
+    env = results["environment"]
+    verdicts = family_verdicts(results.get("files", []), results.get("recorded_before", ()))
     results["families"] = {f: {"passed": ok, "detail": why} for f, (ok, why) in verdicts.items()}
     results["verified"] = {} if args.dry_run else {
         f: {"fingerprint": env["fingerprints"][f], "commit": env["commit"], "date": env["date"][:10],
@@ -298,6 +322,7 @@ def summary(call, results):
     if "families" in results:
         lines += ["", "## Records", *(f"- {f}: {'recorded' if v['passed'] else 'not recorded'} ({v['detail']})"
                                       for f, v in results["families"].items())]
+        lines += [f"- {f}: recorded before at this build's fingerprint (not run)" for f in results.get("recorded_before", [])]
     for key in ("sanitize", "tune", "models"):
         if key in results:
             lines += ["", f"## {key}", str(results[key])]
@@ -328,7 +353,7 @@ def main(argv=None):
         if entries or name in FILES[args.call]:
             with open(os.path.join(args.out, name), "w") as f:
                 f.write("\n".join(entries) + "\n")
-    if args.call == "call1":
+    if any(stage == "records" for stage, _, _ in PLAN[args.call]):
         with open(os.path.join(args.out, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
     text = summary(args.call, results)

@@ -26,7 +26,7 @@ def test_every_kernel_family_has_its_tests_and_each_call_fits_its_limit():
         assert len(sitting.FILES[call]) <= 8
 
 
-@pytest.mark.parametrize("call", ["call1", "call2"])
+@pytest.mark.parametrize("call", ["call1", "call2", "short"])
 def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(["bash", "benchmarks/gpu_checks.sh", call, "--dry-run", "--out", str(out)], cwd=ROOT,
@@ -38,7 +38,7 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
     assert len(written) <= 8 and "summary.md" in written
     summary = (out / "summary.md").read_text()
     assert "dry run" in summary and vitfast.kernel_fingerprints()["attention_sm90"] in summary
-    if call == "call1":
+    if call in ("call1", "short"):
         results = json.loads((out / "results.json").read_text())
         shapes = results["shapes"]
         assert any("33-5-129" in node for node in shapes), list(shapes)  # the first GPU run's failing shape
@@ -49,6 +49,26 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
         assert results["verified"] == {} and not any(v["passed"] for v in results["families"].values())
         with pytest.raises(SystemExit, match="dry run"):
             write_records.merge(results, str(tmp_path))
+
+
+def test_the_short_sitting_leaves_out_the_families_recorded_at_this_build(tmp_path):
+    built = vitfast.kernel_fingerprints()
+    data = {"gpu": "NVIDIA H200", "ops": {},
+            "verified": {"quantizers": {"fingerprint": built["quantizers"], "commit": "75250e7"},
+                         "layer_norm": {"fingerprint": "0" * 16, "commit": "75250e7"}}}  # other sources
+    (tmp_path / "nvidia_h200.json").write_text(json.dumps(data))
+    env = dict(gpu="NVIDIA H200", fingerprints=built, driver="580", torch="2.11.0+cu130", dry_run=False)
+    skip = sitting.recorded_here(env, str(tmp_path))
+    assert skip == {"quantizers"} and sitting.recorded_here(dict(env, gpu="NVIDIA H100 80GB HBM3"), str(tmp_path)) == set()
+    files = {f for family, f, _ in sitting.test_jobs(skip) if family}
+    assert not files & set(sitting.FAMILY_TESTS["quantizers"][0])
+    assert "tests/ops/test_layer_norm.py" in files
+    assert "short" in sitting.SKIPS_RECORDED and "call1" not in sitting.SKIPS_RECORDED
+    results = {"environment": dict(env, date="2026-11-26 10:00 UTC", commit="abc1234"), "recorded_before": sorted(skip),
+               "files": [file_result("layer_norm", "tests/ops/test_layer_norm.py", "ok")]}
+    sitting.stage_records(type("Args", (), {"dry_run": False})(), 5, results, [])
+    assert set(results["verified"]) == {"layer_norm"} and "quantizers" not in results["families"]
+    assert "quantizers: recorded before" in sitting.summary("short", dict(results, used={}))
 
 
 def file_result(family, file, verdict, passed=3):
