@@ -281,9 +281,6 @@ def main(argv=None):
         raise UsageError(f"--checkpoint {args.checkpoint or args.checkpoint_path}: {name} has no classifier (a "
                          "self-supervised run's backbone): score its features with --knn or --linear-probe, or "
                          "fine-tune it with python -m vitfast.train --init-checkpoint FILE")
-    if features and not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
-        raise UsageError(f"--{'knn' if args.knn else 'linear-probe'}: {name} has no pooled features to score "
-                         "(no forward_features / forward_head, as DVT's cascade); evaluate its classifier instead")
     if features:
         k, t = args.knn_k or cfg.get("knn_k") or 20, args.knn_t or cfg.get("knn_t") or 0.07
         with blame("--data"):  # the memory bank: the training images the run did not hold out

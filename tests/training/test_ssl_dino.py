@@ -117,6 +117,8 @@ def test_a_vit_takes_other_sizes_with_its_position_embedding_resampled():
     ("deit_tiny_distilled_patch16_224", dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)),
     ("t2t_vit_7", dict(img_size=64, depth=1)),
     ("convit_tiny", dict(img_size=32, patch_size=4, depth=2, local_up_to_layer=1)),
+    ("dvt_t2t_vit_12", dict(img_size=64, depth=1, embed_dim=32, num_heads=2, token_dim=16)),
+    ("dvt_deit_small", dict(img_size=64, depth=1, embed_dim=32, num_heads=2)),
 ])
 def test_every_family_takes_local_crops(name, kwargs):
     """Each family at its native size is unchanged by dynamic sizes, and takes a half-size crop: DeiT's two
@@ -135,6 +137,35 @@ def test_every_family_takes_local_crops(name, kwargs):
         gpsa = model.blocks[0].attn
         assert gpsa.input_grid == (half // 4, half // 4)
         assert gpsa.positional_attention((half // 4) ** 2).shape[-1] == (half // 4) ** 2
+
+
+@pytest.mark.parametrize("backbone", ["t2t", "deit"])
+def test_dvt_at_a_crop_size_is_dvt_built_for_that_size(backbone):
+    """DVT under dynamic sizes: each stage's grid follows the crop (stride-24 and padded stages included),
+    the reused features and relations are resampled between the crop's grids, and every exit equals a DVT
+    built at the crop's size with the position tables resampled (checkpoint_filter_fn's way)."""
+    from vitfast.models.dvt import DynamicVisionTransformer, checkpoint_filter_fn
+
+    kw = dict(backbone=backbone, embed_dim=32, depth=2, num_heads=2, token_dim=16, num_classes=5)
+    torch.manual_seed(0)
+    model = DynamicVisionTransformer(img_size=64, **kw).eval()
+    model.set_dynamic_img_size()
+    crop = torch.randn(2, 3, 48, 48)
+    fixed = DynamicVisionTransformer(img_size=48, **kw).eval()
+    fixed.load_state_dict(checkpoint_filter_fn(model.state_dict(), fixed))
+    assert [s.grid_of(crop) for s in model.stages] == [s.grid_size for s in fixed.stages]
+    assert [s.grid_of(crop) for s in model.stages] != [s.grid_size for s in model.stages]
+    with torch.no_grad():
+        for ours, theirs in zip(model(crop), fixed(crop)):
+            torch.testing.assert_close(ours, theirs)
+        torch.testing.assert_close(features(model, crop), features(fixed, crop))
+    assert model.patch_stride == 16
+    with pytest.raises(ValueError, match="divisible by the patch"):
+        model(torch.randn(1, 3, 40, 40))
+    if backbone == "deit":  # its 32-px first stage makes no token of a 16-px crop
+        assert model.min_img_size() == 32
+        with pytest.raises(ValueError, match="at least 32 px"):
+            model(torch.randn(1, 3, 16, 16))
 
 
 def test_one_forward_per_resolution_group():
@@ -187,6 +218,8 @@ def test_knn_against_brute_force():
     (["--num-crops", "2,4", "--size-crops", "32"], "one entry per crop group"),
     (["--total-num-crops", "5"], "--total-num-crops 5 is not the sum of --num-crops"),
     (["--size-crops", "32,4"], "is not a whole number of the model's 8-px patches"),
+    (["--model", "dvt_deit_small", "--model-kwargs", "img_size=64,embed_dim=32,depth=1,num_heads=2", "--size-crops",
+      "64,16"], "dvt_deit_small takes crops of at least 32 px"),
     (["--crop-color-jitter", "0.4,0.4,0.2"], "--crop-color-jitter 0.4,0.4,0.2: four strengths"),
     (["--crop-grayscale", "1.5"], "--crop-grayscale"),
 ])

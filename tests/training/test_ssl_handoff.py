@@ -1,5 +1,5 @@
 """From a self-supervised run onwards (issue 63, item 5): vitfast.eval scores its backbone by k-NN and by
-a linear probe (its classifier-less backbone refused otherwise, in one line), and vitfast.train
+a linear probe (its classifier-less backbone refused otherwise, in one line; DVT's cascade too), and vitfast.train
 fine-tunes from it (the teacher backbone, a fresh classifier, said in one line; another architecture
 refused), the fine-tuned model then quantized like any other."""
 import json
@@ -71,6 +71,21 @@ def test_fine_tuning_another_architecture_is_refused(run, tmp_path):
                     "--init-checkpoint", str(run[0] / "checkpoint-last.pt"), "--output", str(tmp_path / "x")])
 
 
-def test_knn_of_a_model_without_pooled_features_is_one_line():
-    with pytest.raises(UsageError, match="dvt_t2t_vit_12 has no pooled features"):
-        eval_main(["--model", "dvt_t2t_vit_12", "--model-kwargs", "num_classes=10", "--data", "builtin", "--knn"])
+def test_dvt_pretrains_scores_by_knn_and_fine_tunes_every_exit(tmp_path, small_builtin, capsys):
+    """DVT's backbone through the whole hand-off: DINO on its last exit's features (the cascade with its
+    feature and relation reuse at both crop sizes), k-NN in eval, then supervised fine-tuning of its
+    three exits from the teacher."""
+    dvt = ["--model", "dvt_t2t_vit_12", "--model-kwargs", "img_size=32,embed_dim=32,depth=1,num_heads=2,token_dim=16"]
+    pretrained = train_main(dvt + ["--data", small_builtin, "--batch-size", "16", "--ptq-report", "", "--ssl", "dino",
+                                   "--num-crops", "2,2", "--size-crops", "32,16", "--head-out-dim", "256", "--steps",
+                                   "2", "--quiet", "--output", str(tmp_path / "ssl")])
+    printed = capsys.readouterr().out
+    assert "crops 2 x 32 px 0.4-1 + 2 x 16 px" in printed and "features are its last exit's class token" in printed
+    results = eval_main(["--checkpoint", str(tmp_path / "ssl" / "checkpoint-last.pt"), "--knn", "--quiet"])
+    assert results["fp32"]["acc1"] == pytest.approx(pretrained["val_acc1"])
+    summary = train_main(dvt + ["--data", small_builtin, "--batch-size", "16", "--steps", "1", "--quiet",
+                                "--ptq-report", "", "--init-checkpoint", str(tmp_path / "ssl" / "checkpoint-last.pt"),
+                                "--output", str(tmp_path / "tuned")])
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("initialised from"))
+    assert "the teacher backbone of a --ssl dino run" in line and "normal_token.head.weight" in line
+    assert summary["steps"] == 1

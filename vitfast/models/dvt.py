@@ -27,7 +27,7 @@ from torch import nn
 from ..layers import Attention, Block, Mlp, check_image, fused, resample_abs_pos_embed, run_block, to_2tuple
 from .complexity import count_macs
 from .registry import model_config, register_variant
-from .t2t_vit import T2TViT, unwrap_state_dict
+from .t2t_vit import T2TViT, split_grid, unwrap_state_dict
 from .vision_transformer import VisionTransformer
 
 __all__ = ["DynamicVisionTransformer", "ReuseBlock", "PaddedPatchEmbed", "EarlyExit", "ThresholdFit",
@@ -102,16 +102,25 @@ class PaddedPatchEmbed(nn.Module):
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, bias=True, padding=0):
         super().__init__()
         self.img_size, self.patch_size, self.in_chans = to_2tuple(img_size), to_2tuple(patch_size), in_chans
-        self.grid_size = tuple((n + 2 * padding - p) // p + 1 for n, p in zip(self.img_size, self.patch_size))
+        self.padding = padding
+        self.grid_size = self.grid_of_size(self.img_size)
         if min(self.grid_size) < 1:
             raise ValueError(f"img_size {self.img_size} is smaller than the patch size {self.patch_size}")
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size,
                               padding=padding, bias=bias)
         self.norm = nn.Identity()
+        self.strict_img_size = True  # False: any size (multi-crop; the DVT model checks the sizes it takes)
+
+    def grid_of_size(self, size):
+        return tuple((n + 2 * self.padding - p) // p + 1 for n, p in zip(size, self.patch_size))
+
+    def grid_of(self, x):
+        """The (rows, columns) of patches an image batch x makes."""
+        return self.grid_of_size(x.shape[-2:])
 
     def forward(self, x):
-        check_image(x, self.in_chans, self.img_size, who=type(self).__name__)
+        check_image(x, self.in_chans, self.img_size if self.strict_img_size else None, who=type(self).__name__)
         return self.norm(self.proj(x).flatten(2).transpose(1, 2))
 
 
@@ -130,28 +139,32 @@ class _ReuseStage:
     def feature_reuse(self):
         return getattr(self.blocks[0], "feature_reuse", False)
 
-    def reuse_relations(self, relations, src):
-        """Previous stage's per-block (B, H, 1+S, 1+S) logits -> per-block additive biases on this
-        stage's (B, H, 1+N, 1+N) logits; the class token's row and column are carried over as they are."""
+    def reuse_relations(self, relations, src, dst=None):
+        """Previous stage's per-block (B, H, 1+S, 1+S) logits on its src grid -> per-block additive biases
+        on this stage's (B, H, 1+N, 1+N) logits on its dst grid (its own at img_size by default); the
+        class token's row and column are carried over as they are."""
         r = self.relation_reuse_conv(torch.cat(relations, dim=1))  # (B, depth*H, 1+S, 1+S)
-        dst = self.grid_size
+        dst = dst or self.grid_size
         r = torch.cat([r[..., :1], resample_grid(r[..., 1:], src, dst)], dim=-1).transpose(-1, -2)  # keys
         r = torch.cat([r[..., :1], resample_grid(r[..., 1:], src, dst)], dim=-1).transpose(-1, -2)  # queries
         return r.chunk(len(self.blocks), dim=1)
 
-    def reuse_features(self, blk, features, src):
+    def reuse_features(self, blk, features, src, dst=None):
         """Previous stage's (B, 1+S, C) tokens -> this block's (B, 1+N, reuse_dim) MLP channels."""
         f = blk.feature_resuse_mlp(features)[:, 1:].transpose(1, 2)  # (B, reuse_dim, S)
-        f = resample_grid(f, src, self.grid_size).transpose(1, 2)
+        f = resample_grid(f, src, dst or self.grid_size).transpose(1, 2)
         return torch.cat([f.new_zeros(f.shape[0], 1, f.shape[2]), f], dim=1)
 
     def forward_stage(self, x, features=None, relations=None, src_grid=None, return_relations=False):
-        """-> (logits, final tokens before the norm, per-block attention logits or None)."""
+        """-> (logits, final tokens before the norm, per-block attention logits or None). The grid is
+        the input's (self.grid_of(x): another than grid_size under the model's dynamic_img_size)."""
+        grid = self.grid_of(x)
         x = self.embed_tokens(x)
-        biases = self.reuse_relations(relations, src_grid) if relations is not None else [None] * len(self.blocks)
+        biases = (self.reuse_relations(relations, src_grid, grid) if relations is not None
+                  else [None] * len(self.blocks))
         out_relations = [] if return_relations else None
         for blk, bias in zip(self.blocks, biases):
-            reused = self.reuse_features(blk, features, src_grid) if features is not None else None
+            reused = self.reuse_features(blk, features, src_grid, grid) if features is not None else None
             if return_relations:
                 x, a = run_block(blk, x, attn_bias=bias, return_attn="logits", reused=reused)
                 out_relations.append(a)
@@ -167,6 +180,14 @@ class T2TStage(_ReuseStage, T2TViT):
         super().__init__(block_fn=partial(ReuseBlock, feature_reuse=feature_reuse, reuse_dim=reuse_dim,
                                           reuse_hidden=reuse_hidden), **kwargs)
         self._init_reuse(relation_reuse)
+
+    input_multiple = 1  # any size: the DVT model checks what its stages take (a stride of 24 does not divide 224)
+
+    def grid_of(self, x):
+        grid = tuple(x.shape[-2:])
+        for split in self.splits_of_tokens():
+            grid = split_grid(grid, *split)
+        return grid
 
 
 class DeiTStage(_ReuseStage, VisionTransformer):
@@ -187,8 +208,12 @@ class DeiTStage(_ReuseStage, VisionTransformer):
             nn.init.trunc_normal_(self.cls_token, std=0.02)
         self._init_reuse(relation_reuse)
 
+    def grid_of(self, x):
+        return self.patch_embed.grid_of(x)
+
     def embed_tokens(self, x):
-        return self.norm_pre(self._pos_embed(self.patch_embed(x)))
+        grid = None if self.patch_embed.strict_img_size else self.patch_embed.grid_of(x)
+        return self.norm_pre(self._pos_embed(self.patch_embed(x), grid))
 
 
 class DynamicVisionTransformer(nn.Module):
@@ -207,7 +232,7 @@ class DynamicVisionTransformer(nn.Module):
         if len(stage_splits) != len(STAGE_NAMES):
             raise ValueError(f"DVT has {len(STAGE_NAMES)} stages, got {len(stage_splits)} stage_splits")
         self.backbone, self.img_size, self.in_chans = backbone, to_2tuple(img_size), in_chans
-        self.num_classes, self.embed_dim = num_classes, embed_dim
+        self.num_classes, self.embed_dim, self.num_features = num_classes, embed_dim, embed_dim
         self.feature_reuse, self.relation_reuse = feature_reuse, relation_reuse
         common = dict(img_size=img_size, in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim, depth=depth,
                       num_heads=num_heads, mlp_ratio=mlp_ratio, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
@@ -244,8 +269,47 @@ class DynamicVisionTransformer(nn.Module):
             stage.reset_classifier(num_classes, global_pool)
         self._exit_macs.clear()
 
+    @property
+    def patch_stride(self):
+        """Pixels per token of the finest stage: multi-crop sizes are multiples of it (the coarser
+        stages' padded splits take any size)."""
+        return self.stages[-1].patch_stride
+
+    def set_dynamic_img_size(self, enable=True):
+        """Take any image size the finest stage's patch divides (multi-crop): every stage resamples its
+        position embedding to its own grid at that size, and the reused features and relations are
+        resampled between the stages' grids as at img_size."""
+        for stage in self.stages:
+            stage.set_dynamic_img_size(enable)
+        self.dynamic_img_size = enable
+
     def _check(self, x):
-        check_image(x, self.in_chans, self.img_size, who=type(self).__name__)
+        if not getattr(self, "dynamic_img_size", False):
+            check_image(x, self.in_chans, self.img_size, who=type(self).__name__)
+            return
+        check_image(x, self.in_chans, multiple_of=(self.patch_stride,) * 2, who=type(self).__name__)
+        if min(min(stage.grid_of(x)) for stage in self.stages) < 1:
+            raise ValueError(f"{type(self).__name__} makes no tokens of a {x.shape[-2]}x{x.shape[-1]} image in its "
+                             f"coarsest stage; give it sides of at least {self.min_img_size()} px")
+
+    def min_img_size(self):
+        """The smallest side (a multiple of patch_stride) every stage makes tokens of."""
+        side = self.patch_stride
+        while min(min(stage.grid_of(torch.empty(0, 0, side, side, device="meta"))) for stage in self.stages) < 1:
+            side += self.patch_stride
+        return side
+
+    def forward_features(self, x):
+        """The last stage's tokens after its norm, the whole cascade run (its reuse included): the
+        features of the model's finest exit, what self-supervised heads, k-NN and linear probes take."""
+        self._check(x)
+        previous = None
+        for i in range(self.num_exits):
+            _, previous = self._run_stage(i, x, previous, self._needs_relations(i))
+        return self.stages[-1].norm(previous[0])
+
+    def forward_head(self, x, pre_logits=False):
+        return self.stages[-1].forward_head(x, pre_logits=pre_logits)
 
     def _run_stage(self, i, x, previous, need_relations):
         """previous: (tokens, relations, grid) of stage i-1 or None."""
@@ -256,7 +320,7 @@ class DynamicVisionTransformer(nn.Module):
             features = tokens if stage.feature_reuse else None
             relations = rels if stage.relation_reuse else None
         logits, tokens, rels = stage.forward_stage(x, features, relations, src, return_relations=need_relations)
-        return logits, (tokens, rels, stage.grid_size)
+        return logits, (tokens, rels, stage.grid_of(x))
 
     def _needs_relations(self, i):
         """Whether stage i must return its attention logits (the next stage reuses them)."""

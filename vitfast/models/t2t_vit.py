@@ -238,6 +238,8 @@ class T2TViT(nn.Module):
         """Pixels per token along a side (the soft splits' strides multiplied): crop sizes are multiples."""
         return math.prod(stride for _, stride, _ in self.splits_of_tokens())
 
+    input_multiple = None  # the side an input under dynamic_img_size must be a multiple of: patch_stride
+
     def splits_of_tokens(self):
         return self.tokens_to_token.splits
 
@@ -250,7 +252,8 @@ class T2TViT(nn.Module):
         """Images -> (B, 1 + h*w, embed_dim) trunk input: T2T tokens, class token, position embedding."""
         pos_embed = self.pos_embed
         if getattr(self, "dynamic_img_size", False):
-            check_image(x, self.in_chans, multiple_of=(self.patch_stride,) * 2, who=type(self).__name__)
+            check_image(x, self.in_chans, multiple_of=(self.input_multiple or self.patch_stride,) * 2,
+                        who=type(self).__name__)
             grid = tuple(x.shape[-2:])
             for split in self.splits_of_tokens():
                 grid = split_grid(grid, *split)

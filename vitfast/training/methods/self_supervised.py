@@ -14,7 +14,7 @@ from .base import Method
 
 __all__ = ["SelfSupervised", "cosine", "patch_of", "gathered"]
 
-FAMILIES = "a ViT, DeiT, T2T-ViT or ConViT model"
+FAMILIES = "a ViT, DeiT, T2T-ViT, ConViT or DVT model"
 
 
 def cosine(start, end, step, total):
@@ -23,11 +23,13 @@ def cosine(start, end, step, total):
 
 
 def patch_of(cfg):
-    """The patch stride of the model a config names, None when it takes one image size only (built on the
-    meta device: no memory, no random draws)."""
+    """(patch stride, smallest crop side) of the model a config names, (None, None) when it takes one
+    image size only (built on the meta device: no memory, no random draws). The smallest side is a
+    patch but for DVT, whose coarsest stage needs more (min_img_size)."""
     with torch.device("meta"):
         model = vitfast.create_model(cfg["model"], num_classes=0, **creation_kwargs(cfg))
-    return getattr(model, "patch_stride", None) if hasattr(model, "set_dynamic_img_size") else None
+    patch = getattr(model, "patch_stride", None) if hasattr(model, "set_dynamic_img_size") else None
+    return patch, model.min_img_size() if patch and hasattr(model, "min_img_size") else patch
 
 
 def gathered(tensor):
@@ -53,7 +55,7 @@ class SelfSupervised(Method):
 
     def train_transform(self, img_size, norm):
         cfg = self.cfg
-        self.patch = patch_of(cfg)
+        self.patch, smallest = patch_of(cfg)
         if self.patch is None:
             raise UsageError(f"--ssl {self.name}: {cfg['model']} takes one image size only (no patch embedding to "
                              f"resample); use {FAMILIES}")
@@ -62,6 +64,9 @@ class SelfSupervised(Method):
                                     self.default_crops, self.default_sizes, self.default_scales)
         except ValueError as e:
             raise UsageError(f"--ssl {self.name}: {e}") from None
+        if min(self.crops[1]) < smallest:
+            raise UsageError(f"--ssl {self.name}: size_crops {self.crops[1]}: {cfg['model']} takes crops of at least "
+                             f"{smallest} px")
         blur = self.blur(sum(self.crops[0])) if self.blur else None
         return MultiCrop(*self.crops, norm["mean"], norm["std"], solarize=self.solarize, colour=self.jitter(),
                          grayscale=cfg["crop_grayscale"], blur=blur)
@@ -89,6 +94,10 @@ class SelfSupervised(Method):
         run.say(f"--ssl {self.name}: crops {crops} (patch {self.patch}), colour jitter {colour}, grayscale "
                 f"{cfg['crop_grayscale']:g}; {summary}; weight decay {wd}; k-NN validation (k {cfg['knn_k']}, T "
                 f"{cfg['knn_t']:g})")
+        if hasattr(model, "num_exits"):
+            run.say(f"--ssl {self.name}: {cfg['model']}'s features are its last exit's class token; every crop runs "
+                    "the whole cascade, the later stages reusing the earlier ones' features and relations at the "
+                    "crop's grids (fine-tuning trains every exit)")
         return trained
 
     def setup(self, backbone, run):
