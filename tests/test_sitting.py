@@ -71,6 +71,16 @@ def test_the_short_sitting_leaves_out_the_families_recorded_at_this_build(tmp_pa
     assert "quantizers: recorded before" in sitting.summary("short", dict(results, used={}))
 
 
+def test_sanitizer_verdicts_name_racechecks_warnings_apart_from_errors():
+    warnings_only = "========= RACECHECK SUMMARY: 100 hazards displayed (0 errors, 282 warnings)\n"
+    assert sitting.sanitizer_verdict(9, warnings_only) == "clean (282 warnings)"
+    assert sitting.sanitizer_verdict(9, "RACECHECK SUMMARY: 3 hazards displayed (1 error, 2 warnings)") == "exit 9"
+    assert sitting.sanitizer_verdict(0, "========= ERROR SUMMARY: 0 errors") == "clean"
+    assert sitting.sanitizer_verdict(9, "========= ERROR SUMMARY: 720 errors") == "exit 9"
+    assert sum(share for share, _ in sitting.SANITIZERS.values()) <= 1.0
+    assert "--num-cuda-barriers" in sitting.SANITIZERS["synccheck"][1]
+
+
 def file_result(family, file, verdict, passed=3):
     return dict(family=family, file=file, env={}, verdict=verdict,
                 counts=dict(tests=passed, failures=0, errors=0, skipped=0, passed=passed))

@@ -215,20 +215,25 @@ def test_file_errors_are_clear_and_nothing_is_overwritten(tmp_path):
 
 @needs_cuda
 @pytest.mark.parametrize("name", SCALED)
-def test_cuda_real_path_matches_the_emulation(name):
+def test_cuda_real_path_matches_the_emulation(name, trained):
     """On a GPU: Linear8 runs the real product where the device takes it (FP8: compute capability >= 8.9)
-    and agrees with the emulation; elsewhere it says why and runs the emulation."""
-    model = small_model().cuda()
-    x = images(16).cuda()
-    with warnings.catch_warnings():
+    and agrees with the emulation; elsewhere it says why and runs the emulation. On the trained model:
+    an untrained one's logits are near ties (on the H200, 2026-11-26, 14 of 16 images of one agreed)."""
+    model, calib, val = trained
+    model = model.cuda()
+    x, calib = val[:512].cuda(), [c.cuda() for c in calib]
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        real = convert_ptq(model, name, calib_data=[x])
-        emu = convert_ptq(model, name, calib_data=[x], emulate=True)
-        y, ref = real(x), emu(x)
+        real = convert_ptq(model, name, calib_data=calib)
+        emu = convert_ptq(model, name, calib_data=calib, emulate=True)
+        y, ref, fp32 = real(x).float(), emu(x).float(), model(x)
+    model.cpu()
     print(name, quantized_paths(real, "cuda"))
     # cuBLAS returns bf16 here (per-row scales with a bias take no fp32 output). A bf16 output that rounds
     # across an e4m3 boundary of the next layer's input moves that input a whole e4m3 step (2^-4): about
     # 2^-9 / 2^-4 of the elements per layer, compounding over the model's products to a few percent
     # (3.9e-2 measured on an H100, 2026-11-24, with torch 2.11).
     assert ((y - ref).norm() / ref.norm()).item() < 8e-2
-    assert (y.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.9
+    # as faithful to the fp32 model as the emulation, within a point
+    agree = [(out.argmax(-1) == fp32.argmax(-1)).float().mean().item() for out in (y, ref)]
+    assert agree[0] >= agree[1] - 0.01, agree
