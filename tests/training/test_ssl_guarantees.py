@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from tests.training.test_stops import interrupt, train as train_cli
 from tests.training.test_train import kill_at_first_checkpoint
@@ -84,11 +85,14 @@ def test_ctrl_c_saves_the_step_and_the_run_resumes_bit_identically(tmp_path, tin
                         load_state(tmp_path / "run" / "checkpoint-last.pt"))
 
 
-@pytest.mark.parametrize("switch", ["--grad-checkpointing", "--backend vitfast"])
+@pytest.mark.parametrize("switch", ["--grad-checkpointing", "--backend vitfast", "--compile"])
 def test_switches_train_like_eager(tmp_path, tiny, switch):
     args = tiny + METHOD["dino"] + ["--steps", "3", "--deterministic", "--opt", "sgd", "--lr", "0.05"]
     train_main(args + ["--output", str(tmp_path / "eager")])
+    counters.clear()
     train_main(args + switch.split() + ["--output", str(tmp_path / "switched")])
+    if switch == "--compile":  # the student network: its crop groups and head traced as one graph
+        assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])
     assert_states_equal(load_state(tmp_path / "eager" / "checkpoint-last.pt"),
                         load_state(tmp_path / "switched" / "checkpoint-last.pt"), close=True)
 
