@@ -295,7 +295,9 @@ def test_the_knn_bank_is_transformed_once_when_small(small_builtin, monkeypatch)
     again = data.bank_loader()
     assert isinstance(again, list) and len(again) == len(first) == 5
     assert all(a[0] is b[0] and torch.equal(a[1], b[1]) for a, b in zip(first, again))
-    monkeypatch.setattr(run_data, "BANK_CACHE_BYTES", 0)
-    data = run_data.build_data(cfg, Dist("cpu"), lambda key: "--" + key)
-    list(data.bank_loader())
-    assert not isinstance(data.bank_loader(), list)
+    exact = 160 * 3 * 32 * 32 * 4  # the 160 images as the evaluation transform leaves them: float32, RGB, 32 px
+    for limit, kept in ((exact, True), (exact - 1, False), (0, False)):
+        monkeypatch.setattr(run_data, "BANK_CACHE_BYTES", limit)
+        data = run_data.build_data(cfg, Dist("cpu"), lambda key: "--" + key)
+        list(data.bank_loader())
+        assert isinstance(data.bank_loader(), list) == kept, limit

@@ -20,7 +20,7 @@ from .interrupt import ignore_sigint
 
 __all__ = ["SeededSamples", "EpochSampler", "make_sampler", "loader_for", "build_data"]
 
-BANK_CACHE_BYTES = 1 << 30  # k-NN's memory bank kept in host memory up to this size (float32 images)
+BANK_CACHE_BYTES = 1 << 30  # k-NN's memory bank kept in host memory up to this size (as transformed)
 
 
 class _Kept:
@@ -67,6 +67,12 @@ class EpochSampler(Sampler):
 
     def __len__(self):
         return max(0, len(self.base) - self.skip)
+
+
+def _sample_bytes(dataset):
+    """Bytes of one transformed image of dataset (its first: the evaluation transform's size and dtype
+    are the same for all), as the bank keeps it."""
+    return dataset[0][0].nbytes if len(dataset) else 0
 
 
 def make_sampler(dataset, cfg, dist, train):
@@ -170,7 +176,7 @@ def build_data(cfg, dist, where, train_transform=None):
             bank = hold_out(bank, bank, cfg["holdout"])[0]
         loader = loader_for(bank, make_sampler(bank, cfg, dist, train=False), cfg["eval_batch_size"] or micro, cfg,
                             0, train=False)
-        if len(bank) * 3 * img_size ** 2 * 4 > BANK_CACHE_BYTES:
+        if len(bank) * _sample_bytes(bank) > BANK_CACHE_BYTES:
             return loader
         return _Kept(loader, banked)
 
