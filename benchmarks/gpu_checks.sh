@@ -10,6 +10,9 @@
 # --dry-run prints the plan with each stage's budget and runs the plumbing with the CUDA parts skipped.
 # A debug-sync build carried beside the release one (VITFAST_DEBUG_SYNC_SO=path/to/_C.abi3.so, made by
 # VITFAST_DEBUG_SYNC=1 bash ../shared/tools/prebuild.sh) reruns a shape that hangs or crashes.
+# Carry the builds compressed (a call carries 64 MiB; the release build is 59 MiB, 6.5 MiB as xz):
+# `xz -6 -c vitfast/_C.abi3.so > .gpu/_C.abi3.so.xz` (and the debug-sync build as .gpu/debug_sync.so.xz),
+# carry .gpu; sitting.py unpacks them into place first (unpack_carried).
 #
 # The single stages of earlier sittings stay for runs by hand. Logs and tables go to
 # ${OUT:-benchmarks/results/gpu}. Stages run in the order given:

@@ -71,6 +71,22 @@ def test_the_short_sitting_leaves_out_the_families_recorded_at_this_build(tmp_pa
     assert "quantizers: recorded before" in sitting.summary("short", dict(results, used={}))
 
 
+def test_carried_builds_are_unpacked_into_place(tmp_path, monkeypatch):
+    import lzma
+
+    monkeypatch.setenv("VITFAST_DEBUG_SYNC_SO", "")  # so the test's own setting is undone after it
+    monkeypatch.delenv("VITFAST_DEBUG_SYNC_SO")
+    (tmp_path / ".gpu").mkdir()
+    release, debug = os.urandom(4096), os.urandom(1000)
+    (tmp_path / ".gpu" / "_C.abi3.so.xz").write_bytes(lzma.compress(release))
+    (tmp_path / ".gpu" / "debug_sync.so.xz").write_bytes(lzma.compress(debug))
+    written = sitting.unpack_carried(str(tmp_path))
+    assert sorted(written) == sorted([str(tmp_path / "vitfast" / "_C.abi3.so"), str(tmp_path / ".gpu" / "debug_sync.so")])
+    assert (tmp_path / "vitfast" / "_C.abi3.so").read_bytes() == release
+    assert os.environ["VITFAST_DEBUG_SYNC_SO"] == str(tmp_path / ".gpu" / "debug_sync.so")
+    assert sitting.unpack_carried(str(tmp_path / "nothing")) == []
+
+
 def test_sanitizer_verdicts_name_racechecks_warnings_apart_from_errors():
     warnings_only = "========= RACECHECK SUMMARY: 100 hazards displayed (0 errors, 282 warnings)\n"
     assert sitting.sanitizer_verdict(9, warnings_only) == "clean (282 warnings)"
