@@ -18,6 +18,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
     ("bench_attention.py", ["--device", "cpu", "--quick", "--shapes", "smoke"]),
     ("bench_train_loop.py", ["--device", "cpu", "--quick", "--models", "vit_pico_patch4_32", "--batch-size", "8",
                              "--steps", "2", "--train-steps", "2", "--log-every", "1"]),
+    ("profile_backend.py", ["--device", "cpu", "--quick", "--train", "--steps", "1"]),
 ])
 def test_benchmark_script_runs_from_the_clone(script, args, tmp_path):
     out = tmp_path / "table.md"
@@ -32,6 +33,15 @@ def test_bench_attention_names_an_unknown_shape():
                            "smoke,ViT-Q/7"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "bench_attention: --shapes: unknown label(s) ViT-Q/7; expected some of smoke"], proc.stderr
+
+
+def test_profile_backend_on_no_gpu_is_one_line():
+    if __import__("torch").cuda.is_available():
+        pytest.skip("a GPU is present")
+    proc = subprocess.run([sys.executable, "benchmarks/profile_backend.py"], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "profile_backend.py: --device cuda: no CUDA GPU here (--device cpu profiles the host side alone)"], proc.stderr
 
 
 def test_tune_says_it_needs_a_gpu():
