@@ -27,7 +27,7 @@ from torch import nn
 from ..layers import Attention, Block, Mlp, check_image, fused, resample_abs_pos_embed, run_block, to_2tuple
 from .complexity import count_macs
 from .registry import model_config, register_variant
-from .t2t_vit import T2TViT, split_grid, unwrap_state_dict
+from .t2t_vit import T2TViT, unwrap_state_dict
 from .vision_transformer import VisionTransformer
 
 __all__ = ["DynamicVisionTransformer", "ReuseBlock", "PaddedPatchEmbed", "EarlyExit", "ThresholdFit",
@@ -183,12 +183,6 @@ class T2TStage(_ReuseStage, T2TViT):
 
     input_multiple = 1  # any size: the DVT model checks what its stages take (a stride of 24 does not divide 224)
 
-    def grid_of(self, x):
-        grid = tuple(x.shape[-2:])
-        for split in self.splits_of_tokens():
-            grid = split_grid(grid, *split)
-        return grid
-
 
 class DeiTStage(_ReuseStage, VisionTransformer):
     """A DVT stage on a DeiT backbone (patch_embed.proj, cls_token, pos_embed, blocks, norm, head)."""
@@ -302,11 +296,8 @@ class DynamicVisionTransformer(nn.Module):
     def forward_features(self, x):
         """The last stage's tokens after its norm, the whole cascade run (its reuse included): the
         features of the model's finest exit, what self-supervised heads, k-NN and linear probes take."""
-        self._check(x)
-        previous = None
-        for i in range(self.num_exits):
-            _, previous = self._run_stage(i, x, previous, self._needs_relations(i))
-        return self.stages[-1].norm(previous[0])
+        *_, (_, (tokens, _, _)) = self._cascade(x, self.num_exits)
+        return self.stages[-1].norm(tokens)
 
     def forward_head(self, x, pre_logits=False):
         return self.stages[-1].forward_head(x, pre_logits=pre_logits)
@@ -326,15 +317,17 @@ class DynamicVisionTransformer(nn.Module):
         """Whether stage i must return its attention logits (the next stage reuses them)."""
         return i + 1 < self.num_exits and self.stages[i + 1].relation_reuse
 
-    def forward_exits(self, x, num_exits=None):
-        """The logits of the first num_exits exits (all by default), computed in cascade."""
+    def _cascade(self, x, n):
+        """(logits, (tokens, relations, grid)) of the first n stages, in turn, each reusing the one before."""
         self._check(x)
-        n = num_exits or self.num_exits
-        outs, previous = [], None
+        previous = None
         for i in range(n):
             logits, previous = self._run_stage(i, x, previous, i + 1 < n and self._needs_relations(i))
-            outs.append(logits)
-        return outs
+            yield logits, previous
+
+    def forward_exits(self, x, num_exits=None):
+        """The logits of the first num_exits exits (all by default), computed in cascade."""
+        return [logits for logits, _ in self._cascade(x, num_exits or self.num_exits)]
 
     def forward(self, x):
         """[exit-1 logits, exit-2 logits, exit-3 logits], each (B, num_classes). Training: sum their losses."""

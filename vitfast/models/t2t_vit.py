@@ -243,6 +243,13 @@ class T2TViT(nn.Module):
     def splits_of_tokens(self):
         return self.tokens_to_token.splits
 
+    def grid_of(self, x):
+        """The token grid the soft splits make of an image batch x."""
+        grid = tuple(x.shape[-2:])
+        for split in self.splits_of_tokens():
+            grid = split_grid(grid, *split)
+        return grid
+
     def set_dynamic_img_size(self, enable=True):
         """Take any image size the soft splits divide (multi-crop): the sinusoidal position table is
         resampled bicubically to each input's token grid, as a learned one is for ViT."""
@@ -254,9 +261,7 @@ class T2TViT(nn.Module):
         if getattr(self, "dynamic_img_size", False):
             check_image(x, self.in_chans, multiple_of=(self.input_multiple or self.patch_stride,) * 2,
                         who=type(self).__name__)
-            grid = tuple(x.shape[-2:])
-            for split in self.splits_of_tokens():
-                grid = split_grid(grid, *split)
+            grid = self.grid_of(x)
             if grid != tuple(self.grid_size):
                 pos_embed = resample_abs_pos_embed(pos_embed, grid, 1, old_grid=self.grid_size)
         else:
