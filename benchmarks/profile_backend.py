@@ -1,36 +1,33 @@
-"""Where a model's step goes, host against device, on each backend: torch.profiler over a few bf16
-inference (and training) steps of one model, per backend ("sdpa": PyTorch's ops, timm's path; "vitfast":
-the fused ops where the dispatch data chose them), the wall time per step beside the host's CPU time and
-the GPU's kernel time, and the ops that cost the host most. A step whose host time reaches its wall time
-is host-bound: the GPU waits for launches (the ViT-Ti case of benchmarks/results/models_h200.md).
+"""Where a model's step goes, host against device, on each backend: torch.profiler over a few steps of
+one model exactly as bench_models.py times them (bf16 inference; training under bf16 autocast with
+AdamW), per variant ("timm": timm's eager model, the baseline of models_<gpu>.md; "sdpa" and "vitfast":
+vitfast's model on that backend), the wall time per step beside the host's CPU time and the GPU's kernel
+time, and the ops that cost the host most. A step whose host time reaches its wall time is host-bound:
+the GPU waits for launches (the ViT-Ti case of benchmarks/results/models_h200.md).
 
     python benchmarks/profile_backend.py --model vit_tiny_patch16_224 --batch 256 [--train] [--out FILE]
     python benchmarks/profile_backend.py --device cpu --quick       # a smoke run: a tiny model, no useful numbers
 """
 import argparse
-import os
-import sys
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from bench_models import bench_inference, bench_training, build, images, prepare  # the steps it times
 from common import environment, write_table  # benchmarks/common.py
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import vitfast  # noqa: E402
-
-QUICK = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+QUICK = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=10)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="vit_tiny_patch16_224")
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--steps", type=int, default=5, help="profiled steps per backend (after 3 unprofiled ones)")
+    p.add_argument("--steps", type=int, default=5, help="profiled steps per variant (after 3 unprofiled ones)")
     p.add_argument("--train", action="store_true", help="profile training steps (forward, backward, AdamW) too")
-    p.add_argument("--backends", default="sdpa,vitfast")
-    p.add_argument("--top", type=int, default=8, help="ops listed per backend and mode, by host time")
+    p.add_argument("--backends", default="timm,sdpa,vitfast", help="timm (eager), or a vitfast backend")
+    p.add_argument("--top", type=int, default=8, help="ops listed per variant and mode, by host time")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out")
@@ -41,27 +38,6 @@ def parse_args(argv=None):
         raise SystemExit("profile_backend.py: --device cuda: no CUDA GPU here (--device cpu profiles the host side "
                          "alone)")
     return args
-
-
-def make_step(model, x, train):
-    if not train:
-        model.eval()
-
-        def step():
-            with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16):
-                model(x)
-        return step
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    y = torch.randint(0, model.num_classes, (x.shape[0],), device=x.device)
-
-    def step():
-        with torch.autocast(x.device.type, torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
 
 
 def profile_step(step, steps, cuda):
@@ -86,31 +62,32 @@ def profile_step(step, steps, cuda):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = torch.device(args.device)
-    kwargs, batch = (QUICK, 2) if args.quick else ({}, args.batch)
-    env = environment(device)
+    kw, batch = (QUICK, 2) if args.quick else ({}, args.batch)
+    size = kw.get("img_size", 224)
+    env = environment(args.device)
     lines = ["# profile_backend.py: host and device time per step", "",
              *(f"- {k}: {v}" for k, v in env.items()),
-             f"- model: {args.model}, batch {batch}, bf16 autocast, {args.steps} profiled steps after 3",
+             f"- model: {args.model}, batch {batch}, bench_models.py's steps, {args.steps} profiled after 3",
              "- host = the profiler's self CPU time of every op per step (Python between ops not counted);"
              " device = its kernels' time", "",
-             "| backend | mode | wall ms/step | host ms/step | device ms/step | host / wall |", "|---|---|---|---|---|---|"]
+             "| variant | mode | wall ms/step | host ms/step | device ms/step | host / wall |", "|---|---|---|---|---|---|"]
     tops = []
-    for backend in args.backends.split(","):
+    for variant in args.backends.split(","):
+        source, backend = ("timm", None) if variant == "timm" else ("vitfast", variant)
         for train in (False, True) if args.train else (False,):
-            torch.manual_seed(0)
-            model = vitfast.create_model(args.model, backend=backend, **kwargs).to(device)
-            size = model.default_cfg.get("input_size", (3, 224, 224))[-1] if not args.quick else QUICK["img_size"]
-            x = torch.randn(batch, 3, size, size, device=device)
-            wall, host, dev, averages = profile_step(make_step(model, x, train), args.steps, device.type == "cuda")
+            dtype = torch.float32 if train else torch.bfloat16
+            model, run = prepare(lambda: build(args.model, source, kw), backend, None, args.device, dtype)
+            x = images(batch, size, args.device, dtype)
+            step = bench_training(model.train(), run, x, args.device) if train else bench_inference(model.eval(), x)
+            wall, host, dev, averages = profile_step(step, args.steps, args.device == "cuda")
             mode = "training" if train else "inference"
-            lines.append(f"| {backend} | {mode} | {wall:.2f} | {host:.2f} | {dev:.2f} | {host / wall:.2f} |")
+            lines.append(f"| {variant} | {mode} | {wall:.2f} | {host:.2f} | {dev:.2f} | {host / wall:.2f} |")
             rows = sorted(averages, key=lambda e: -e.self_cpu_time_total)[:args.top]
-            tops += ["", f"## {backend}, {mode}: the ops with the most host time (per step)", "",
+            tops += ["", f"## {variant}, {mode}: the ops with the most host time (per step)", "",
                      "| op | calls | host us | device us |", "|---|---|---|---|"]
             tops += [f"| {e.key[:70]} | {e.count // args.steps} | {e.self_cpu_time_total / args.steps:.0f} | "
                      f"{getattr(e, 'self_device_time_total', 0) / args.steps:.0f} |" for e in rows]
-            del model, x
+            model = run = x = None
     write_table("\n".join(lines + tops) + "\n", args.out)
 
 
