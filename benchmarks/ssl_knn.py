@@ -49,6 +49,10 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=20, help="the DINO run's length")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more vitfast.train flags' keys for "
                    "the DINO run (e.g. batch_size=256 num_crops=2,6)")
+    p.add_argument("--set-both", nargs="*", default=[], metavar="KEY=VALUE", help="vitfast.train flags' keys "
+                   "for both runs, the DINO and the supervised one (e.g. model_kwargs=img_size=32 amp=bf16)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both runs train and the "
+                   "features are computed")
     p.add_argument("--no-supervised", action="store_true", help="leave out the supervised row (it doubles the "
                    "benchmark's time)")
     p.add_argument("--quick", action="store_true")
@@ -83,8 +87,8 @@ def knn_row(feature_pairs, classes):
     return (*knn_accuracy(bank, bank_labels, feats, labels, classes), *spread(feats))
 
 
-def model_features(backbone, bank_loader, val_loader):
-    device = torch.device("cpu")
+def model_features(backbone, bank_loader, val_loader, device):
+    backbone.to(device)
     return extract_features(backbone, bank_loader, device), extract_features(backbone, val_loader, device)
 
 
@@ -96,56 +100,72 @@ def supervised_steps(sup_args, seconds, batch_size, tmp):
     return max(10, round(seconds * rates[len(rates) // 2] / batch_size))
 
 
+def flags(items):
+    """KEY=VALUE items as vitfast.train's flags (the first "=" splits, so model_kwargs=a=1,b=2 works)."""
+    out = []
+    for item in items:
+        key, _, value = item.partition("=")
+        out += ["--" + key.replace("_", "-"), value]
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
-    common = ["--data", args.data, "--ptq-report", "", "--quiet", "--device", "cpu"] + \
+    common = ["--data", args.data, "--ptq-report", "", "--quiet", "--device", args.device] + \
         (["--holdout", str(args.holdout)] if args.holdout else [])
     common += QUICK[:4] if args.quick else ["--model", args.model]
+    common += flags(args.set_both)
     dino_args = common + ["--ssl", "dino", "--data-on-device"] + \
         (QUICK[4:] + ["--steps", "4"] if args.quick else ["--epochs", str(args.epochs), "--eval-every",
                                                             str(args.epochs)])
-    for item in args.set:
-        key, _, value = item.partition("=")
-        dino_args += ["--" + key.replace("_", "-"), value]
+    dino_args += flags(args.set)
     cfg = resolve(dino_args + ["--output", "unused"])
+    device = torch.device(args.device)
     data = build_data(cfg, Dist("cpu"), lambda key: "--" + key)
     classes, bank_loader, val_loader = data.num_classes, data.bank_loader(), data.val_loader
     rows = {}
     rows["raw pixels"] = (*knn_row((pixel_features(bank_loader), pixel_features(val_loader)), classes), None, 0)
     torch.manual_seed(cfg["seed"])
     random_init = vitfast.create_model(cfg["model"], num_classes=0, **creation_kwargs(cfg))
-    rows["random init"] = (*knn_row(model_features(random_init, bank_loader, val_loader), classes), None, 0)
+    rows["random init"] = (*knn_row(model_features(random_init, bank_loader, val_loader, device), classes), None, 0)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         dino = train_main(dino_args + ["--output", os.path.join(tmp, "dino")])
         teacher, _ = model_from_file(os.path.join(tmp, "dino", "model.safetensors"), "--checkpoint")
-        rows["--ssl dino"] = (*knn_row(model_features(teacher, bank_loader, val_loader), classes), None,
+        rows["--ssl dino"] = (*knn_row(model_features(teacher, bank_loader, val_loader, device), classes), None,
                               dino["train_seconds"])
         dino_seconds = time.perf_counter() - start
         with open(os.path.join(tmp, "dino", "metrics.jsonl")) as f:  # the k-NN monitor at each --eval-every
             curve = [(r["step"], r["acc1"]) for r in map(json.loads, f) if r["kind"] == "val"]
+        config = json.loads(json.dumps({k: cfg[k] for k in ("model", "batch_size", "num_crops", "lr")}))
+
+        def report():  # written once DINO's row is in, again with the supervised one (a device call may end first)
+            where = "quick: no useful numbers" if args.quick else ("CPU" if args.device == "cpu" else env["GPU"])
+            lines = [f"# k-NN accuracy after self-supervised pretraining ({where})", "",
+                     f"{cfg['model']} on `{args.data}` ({len(data.train_set)} training images as memory bank, "
+                     f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07. DINO run: "
+                     f"{' '.join(dino_args)} ({dino['steps']} steps, {dino_seconds:.0f} s with its validations).",
+                     "", "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | classifier top-1 % "
+                     "| training s |", "|---|---|---|---|---|---|---|"]
+            for name, (acc1, acc5, cos, dims, top1, secs) in rows.items():
+                lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {cos:.3f} | {dims:.1f} | "
+                             f"{'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
+            lines += ["", "DINO's k-NN top-1 during pretraining (step: %): " +
+                      ", ".join(f"{s}: {a:.2f}" for s, a in curve)]
+            lines += ["", " · ".join(f"{k}: {v}" for k, v in env.items() if k != "kernels"), f"config: {config}", ""]
+            write_table("\n".join(lines), args.out)
+
+        env = environment(args.device)
+        report()
         if not args.no_supervised:
             sup_args = common + ["--batch-size", str(cfg["batch_size"])]
             steps = 10 if args.quick else supervised_steps(sup_args, dino["train_seconds"], cfg["batch_size"], tmp)
             sup = train_main(sup_args + ["--steps", str(steps), "--output", os.path.join(tmp, "sup")])
             model, _ = model_from_file(os.path.join(tmp, "sup", "model.safetensors"), "--checkpoint")
             model.reset_classifier(0)
-            rows["supervised"] = (*knn_row(model_features(model, bank_loader, val_loader), classes),
+            rows["supervised"] = (*knn_row(model_features(model, bank_loader, val_loader, device), classes),
                                   sup["val_acc1"], sup["train_seconds"])
-        config = json.loads(json.dumps({k: cfg[k] for k in ("model", "batch_size", "num_crops", "lr")}))
-    env = environment("cpu")
-    lines = [f"# k-NN accuracy after self-supervised pretraining ({'quick: no useful numbers' if args.quick else 'CPU'})",
-             "", f"{cfg['model']} on `{args.data}` ({len(data.train_set)} training images as memory bank, "
-             f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07. DINO run: "
-             f"{' '.join(dino_args)} ({dino['steps']} steps, {dino_seconds:.0f} s with its validations).", "",
-             "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | classifier top-1 % | "
-             "training s |", "|---|---|---|---|---|---|---|"]
-    for name, (acc1, acc5, cos, dims, top1, secs) in rows.items():
-        lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {cos:.3f} | {dims:.1f} | "
-                     f"{'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
-    lines += ["", "DINO's k-NN top-1 during pretraining (step: %): " + ", ".join(f"{s}: {a:.2f}" for s, a in curve)]
-    lines += ["", " · ".join(f"{k}: {v}" for k, v in env.items() if k != "kernels"), f"config: {config}", ""]
-    write_table("\n".join(lines), args.out)
+            report()
 
 
 if __name__ == "__main__":
