@@ -78,6 +78,16 @@ def assert_flash_rule(ours, pt, ref, what, slack=0.0):
     assert e <= 2 * e_pt + slack, f"{what}: error {e:.3g} > 2 x PyTorch's {e_pt:.3g} (+{slack:.1g})"
 
 
+def rounding_slack(ref, dtype):
+    """FlashAttention's slack for a gradient (its tests' dq_atol): twice the largest rounding error of the
+    reference's values held in dtype, (x + 0.3) - 0.3 - x there, about two of dtype's steps at the
+    gradient's size. Kernels that round P and dS to dtype for their products (FlashAttention's and ours,
+    mma.sync and sm90 alike) land a step or two from the exact value where PyTorch's result may be close
+    by luck: bf16 d 80 N 245 seed 245 puts both our kernels at 2.4x PyTorch's dk error (one key)."""
+    c = ref.to(dtype)
+    return 2 * ((c + 0.3) - 0.3 - c).abs().max().item()
+
+
 # Absolute slack on top of the 2x rule, for values PyTorch may get exactly right by luck (N = 1).
 SLACK = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 1e-6, torch.bfloat16: 1e-6}
 
@@ -109,7 +119,8 @@ def check_against_reference(B, H, N, d, dtype, device, bias_shape=None, return_l
             continue
         assert a.shape == c.shape, (name, a.shape, c.shape)
         floor = {"dq": cancel, "dk": cancel, "dbias": cancel_ds * (B * H * N * N) / c.numel()}.get(name, 0.0)
-        assert_flash_rule(a, b, c, name + case, slack * max(1.0, c.abs().max().item()) + floor)
+        slack_grad = slack * max(1.0, c.abs().max().item()) + floor + rounding_slack(c, a.dtype)
+        assert_flash_rule(a, b, c, name + case, slack_grad)
 
 
 # ---- CPU: correctness ----------------------------------------------------------------------------
