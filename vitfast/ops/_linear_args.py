@@ -76,13 +76,3 @@ def linear_operands(x, weight, bias):
         raise TypeError(f"weight and bias must have x's dtype {x.dtype}, got {weight.dtype} and "
                         f"{None if bias is None else bias.dtype}")
     return x, weight, bias
-
-
-def linear_backward(dout, x, weight, bias_needed):
-    """(dx, dweight, dbias) of out = x @ weight.T + bias, by ATen matrix products."""
-    K, N = weight.shape[1], weight.shape[0]
-    d2 = dout.reshape(-1, N)
-    dx = (d2 @ weight).reshape(x.shape)
-    dweight = d2.t() @ x.reshape(-1, K)
-    dbias = d2.sum(0) if bias_needed else None
-    return dx, dweight, dbias

@@ -127,33 +127,8 @@ def _attention_bwd_fake(grad_out, grad_logits, q, k, v, bias, out, lse, scale, f
     return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), dbias
 
 
-def _setup_context(ctx, inputs, output):
-    q, k, v, bias, scale, return_logits, fp16_accumulate, out_bnhd, _ = inputs  # defaults come filled in
-    out, lse, _ = output
-    ctx.out_bnhd = out_bnhd
-    ctx.save_for_backward(q, k, v, bias, out, lse)
-    ctx.scale = scale
-    ctx.fp16_accumulate = fp16_accumulate
-
-
-def _backward(ctx, grad_out, grad_lse, grad_logits):
-    q, k, v, bias, out, lse = ctx.saved_tensors
-    if lse.numel() == 0 and q.numel() > 0:
-        raise RuntimeError("attention_fwd ran with with_lse=False, so its output has no gradient; "
-                           "call it with with_lse=True (attention() does when an input needs a gradient)")
-    bias_grad = bias is not None and ctx.needs_input_grad[3]
-    if grad_out is None:
-        grad_out = torch.zeros_like(out)
-    if ctx.out_bnhd:  # the backward reads both as (B, H, N, d) views
-        out, grad_out = out.transpose(1, 2), grad_out.transpose(1, 2)
-    if grad_logits is not None and grad_logits.numel() == 0:
-        grad_logits = None  # logits were not requested
-    dq, dk, dv, dbias = torch.ops.vitfast.attention_bwd.default(grad_out, grad_logits, q, k, v, bias, out, lse,
-                                                               ctx.scale, ctx.fp16_accumulate, bias_grad)
-    return dq, dk, dv, dbias if bias_grad else None, None, None, None, None, None
-
-
-torch.library.register_autograd("vitfast::attention_fwd", _backward, setup_context=_setup_context)
+# The gradient: csrc/attention/attention_autograd.cpp (the Autograd key, in C++: no Python per call),
+# attention_bwd from the saved inputs, output and log-sum-exp.
 
 
 # ---- the pure-PyTorch twin --------------------------------------------------------------------------

@@ -68,28 +68,7 @@ def _(dout, dsum, x, weight, mean, rstd):
     return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape)
 
 
-def _setup(ctx, inputs, output):
-    x, residual, weight, bias, eps, _ = inputs
-    _, s, mean, rstd = output
-    ctx.eps = eps
-    ctx.has_residual = residual is not None
-    ctx.bias_dtype = bias.dtype
-    ctx.save_for_backward(s if residual is not None else x, weight, mean, rstd)
-
-
-def _backward(ctx, dout, dsum, _dmean, _drstd):
-    s, weight, mean, rstd = ctx.saved_tensors
-    if mean.numel() == 0 and s.numel() > 0:  # called with stats=False (e.g. by opcheck): recompute them
-        zero = torch.zeros_like(weight)
-        _, _, mean, rstd = torch.ops.vitfast.layer_norm.default(s, None, weight, zero, ctx.eps, True)
-    if dout is None:
-        dout = torch.zeros_like(s)
-    dsum = dsum if ctx.has_residual else None
-    dx, dweight, dbias = torch.ops.vitfast.layer_norm_backward.default(dout, dsum, s, weight, mean, rstd)
-    return dx, (dx if ctx.has_residual else None), dweight, dbias.to(ctx.bias_dtype), None, None
-
-
-torch.library.register_autograd("vitfast::layer_norm", _backward, setup_context=_setup)
+# The gradient: csrc/norm/layer_norm_autograd.cpp (the Autograd key, in C++: no Python per call).
 
 
 def layer_norm_ref(x, weight, bias, eps=1e-5, residual=None):

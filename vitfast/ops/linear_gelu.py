@@ -8,7 +8,7 @@ fused gelu_backward elementwise kernel on the saved pre-activation.
 import torch
 
 from ._grad import needs_grad
-from ._linear_args import check_config, check_linear, gelu_kind, linear_backward, linear_operands
+from ._linear_args import check_config, check_linear, gelu_kind, linear_operands
 
 __all__ = ["linear_gelu", "linear_gelu_ref"]
 
@@ -38,23 +38,8 @@ def _(x, weight, bias, approximate, save_pre, config="auto"):
     return x.new_empty(shape), x.new_empty(shape if save_pre else (0,))
 
 
-def _setup(ctx, inputs, output):
-    x, weight, bias, approximate, _, _ = inputs
-    ctx.approximate = approximate
-    ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, weight, bias, output[1])
-
-
-def _backward(ctx, dout, _dpre):
-    x, weight, bias, pre = ctx.saved_tensors
-    if pre.numel() == 0 and x.numel() > 0:  # called without save_pre (e.g. by opcheck): recompute
-        pre = torch.nn.functional.linear(x, weight, bias)
-    dpre = torch.ops.aten.gelu_backward(dout, pre, approximate=ctx.approximate)
-    dx, dweight, dbias = linear_backward(dpre, x, weight, ctx.has_bias)
-    return dx, dweight, dbias, None, None, None
-
-
-torch.library.register_autograd("vitfast::linear_gelu", _backward, setup_context=_setup)
+# The gradient: csrc/gemm/linear_gelu_autograd.cpp (the Autograd key, in C++: no Python per call): ATen's
+# gelu_backward on the saved pre-activation, then the linear's products.
 
 
 def linear_gelu_ref(x, weight, bias=None, approximate="none"):

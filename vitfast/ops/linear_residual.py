@@ -6,7 +6,7 @@ residual's dtype, which may be x's or float32 (autocast's fp32 residual stream w
 """
 import torch
 
-from ._linear_args import check_config, check_float_tensor, check_linear, linear_backward, linear_operands
+from ._linear_args import check_config, check_float_tensor, check_linear, linear_operands
 
 __all__ = ["linear_residual", "linear_residual_ref"]
 
@@ -33,20 +33,7 @@ def _(x, weight, bias, residual, config="auto"):
     return residual.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
-def _setup(ctx, inputs, output):
-    x, weight, bias, residual, _ = inputs
-    ctx.has_bias = bias is not None
-    ctx.residual_dtype = residual.dtype
-    ctx.save_for_backward(x, weight)
-
-
-def _backward(ctx, dout):
-    x, weight = ctx.saved_tensors
-    dx, dweight, dbias = linear_backward(dout.to(x.dtype), x, weight, ctx.has_bias)
-    return dx, dweight, dbias, dout, None
-
-
-torch.library.register_autograd("vitfast::linear_residual", _backward, setup_context=_setup)
+# The gradient: csrc/gemm/linear_residual_autograd.cpp (the Autograd key, in C++: no Python per call).
 
 
 def linear_residual_ref(x, weight, bias, residual):
