@@ -131,7 +131,7 @@ def test_library_branches_compute_the_same_model(monkeypatch, name, kw, train):
     model = vitfast.create_model(name, num_classes=5, **kw).train(train)
     x = torch.randn(2, 3, 32, 32)
     calls = []
-    for mod, names in ((fused, ("layer_norm", "linear_gelu", "linear_residual")), (attention_layer, ("fused_attention",))):
+    for mod, names in ((fused, ("_layer_norm", "_linear_gelu", "_linear_residual")), (attention_layer, ("_attention",))):
         for op in names:
             real = getattr(mod, op)
             monkeypatch.setattr(mod, op, lambda *a, _op=op, _real=real, **k: calls.append(_op) or _real(*a, **k))
@@ -150,8 +150,8 @@ def test_library_branches_compute_the_same_model(monkeypatch, name, kw, train):
     ref, ref_grads = run("eager")
     calls.clear()
     out, grads = run("vitfast")
-    assert not [c for c in calls if c != "fused_attention"], calls  # norms and products: library
-    assert "fused_attention" not in calls or name.startswith("dvt")  # DVT's reused logits need ours
+    assert not [c for c in calls if c != "_attention"], calls  # norms and products: library
+    assert "_attention" not in calls or name.startswith("dvt")  # DVT's reused logits need ours
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert len(grads) == len(ref_grads)
     for g, r in zip(grads, ref_grads):

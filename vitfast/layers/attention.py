@@ -4,8 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops._grad import needs_grad
-from ..ops.attention import attention as fused_attention
-from ..ops.attention import attention_support
+from ..ops.attention import _attention, support
 from . import backend as backends
 from .dispatch import use_kernel
 
@@ -28,15 +27,15 @@ def attention_core(q, k, v, scale, bias=None, dropout_p=0.0, backend="sdpa", ret
     else:
         act_quant = _identity
     if backend == "vitfast":
-        reason = attention_support(q, k, v, bias, dropout_p, return_attn)
-        if reason is None:
-            if return_attn == "logits":  # no library op returns them: ours, or the explicit matrix
-                out, logits = fused_attention(q, k, v, bias, scale, return_logits=True, out_layout="bnhd")
-                return out.transpose(1, 2), logits
-            if use_kernel("attention", q, H=q.shape[1], N=q.shape[-2], d=q.shape[-1], bias=bias is not None,
-                          grad=needs_grad(q, k, v, bias)):
-                return fused_attention(q, k, v, bias, scale, out_layout="bnhd").transpose(1, 2), None
-        else:
+        # where the data says SDPA is faster, nothing else needs asking (each question is host time)
+        if return_attn == "logits" or use_kernel("attention", q, H=q.shape[1], N=q.shape[-2], d=q.shape[-1],
+                                                 bias=bias is not None, grad=needs_grad(q, k, v, bias)):
+            reason, bias4 = support(q, k, v, bias, dropout_p, return_attn)
+            if reason is None:
+                if return_attn == "logits":  # no library op returns them: ours, or the explicit matrix
+                    out, logits = _attention(q, k, v, bias4, scale, return_logits=True, out_layout="bnhd")
+                    return out.transpose(1, 2), logits
+                return _attention(q, k, v, bias4, scale, out_layout="bnhd").transpose(1, 2), None
             backends.fallback_once("attention", reason)
         backend = "sdpa"
     if backend == "sdpa" and return_attn is None:

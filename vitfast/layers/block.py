@@ -51,7 +51,7 @@ class Block(nn.Module):
             return fused.attention_residual(self.attn, h, x, attn_bias, config), None
         y = self.attn(h, attn_bias=attn_bias)
         if plain and fuse_norm2 and fused.fused_norm(self.norm2, y, residual=x):
-            return fused.layer_norm(y, self.norm2.weight, self.norm2.bias, self.norm2.eps, residual=x)
+            return fused.norm_residual(self.norm2, y, x)
         return x + self.drop_path1(self.ls1(y)), None
 
     def _mlp_part(self, x, h):

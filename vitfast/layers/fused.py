@@ -9,8 +9,10 @@ import warnings
 import torch
 from torch import nn
 
-from ..ops import layer_norm, linear_gelu, linear_residual
-from ..ops._linear_args import autocast_dtype, gelu_kind, sm90_configs
+from ..ops._linear_args import FLOAT_DTYPES, autocast_dtype, gelu_kind, sm90_configs
+from ..ops.layer_norm import _layer_norm
+from ..ops.linear_gelu import _linear_gelu
+from ..ops.linear_residual import _linear_residual
 from . import backend as backends
 from .attention import Attention, attention_core
 from ..ops._grad import needs_grad
@@ -36,15 +38,20 @@ def inactive(m, training):
 
 
 def fused_norm(m, x, residual=None):
-    """Whether layer_norm (with the residual add, if given) runs m on x: a plain LayerNorm, and our
-    kernel measured faster on this GPU."""
-    return plain_layer_norm(m) and use_kernel("layer_norm", x, D=x.shape[-1], residual=residual is not None,
+    """Whether layer_norm (with the residual add, if given) runs m on x: a plain LayerNorm, a dtype the
+    op takes, and our kernel measured faster on this GPU."""
+    return plain_layer_norm(m) and x.dtype in FLOAT_DTYPES and use_kernel("layer_norm", x, D=x.shape[-1], residual=residual is not None,
                                               grad=needs_grad(x, residual, m.weight))
 
 
 def norm(m, x):
     """m(x), through the fused layer_norm where fused_norm says so."""
-    return layer_norm(x, m.weight, m.bias, m.eps) if fused_norm(m, x) else m(x)
+    return _layer_norm(x, m.weight, m.bias, m.eps) if fused_norm(m, x) else m(x)
+
+
+def norm_residual(m, y, residual):
+    """(residual + y, m of it) through layer_norm's fused add; fused_norm(m, y, residual) said so."""
+    return _layer_norm(y, m.weight, m.bias, m.eps, residual=residual)
 
 
 _stale = set()  # configurations named by dispatch data that this build does not have, warned once each
@@ -53,7 +60,10 @@ _stale = set()  # configurations named by dispatch data that this build does not
 def fused_linear(op, linear, x, residual=None, approximate="none"):
     """The Hopper configuration to run `op` ("linear_gelu", "linear_residual") with for nn.Linear
     `linear` on x, in the dtype the product runs in (autocast's, when on: x may be the fp32 residual
-    stream), with GELU's `approximate` for linear_gelu; None where the library path measured faster."""
+    stream), with GELU's `approximate` for linear_gelu; None where the library path measured faster or
+    x has a dtype the op does not take."""
+    if x.dtype not in FLOAT_DTYPES:
+        return None
     grad = needs_grad(x, linear.weight)
     config = kernel_config(op, x, autocast_dtype(x), K=linear.in_features, N=linear.out_features, grad=grad)
     if config in (None, "auto"):
@@ -75,7 +85,7 @@ def residual_linear(linear, x, residual):
     """residual + linear(x): bias and residual in linear_residual's epilogue, or the library's two ops."""
     config = fused_linear("linear_residual", linear, x, residual)
     if config is not None:
-        return linear_residual(x, linear.weight, linear.bias, residual, config=config)
+        return _linear_residual(x, linear.weight, linear.bias, residual, config)
     return residual + linear(x)
 
 
@@ -93,8 +103,8 @@ def attention_residual(attn, h, residual, attn_bias=None, config="auto"):
     q, k = attn.q_norm(q), attn.k_norm(k)
     out, _ = attention_core(q, k, v, attn.scale, attn_bias, attn.attn_drop.p if attn.training else 0.0,
                             backends.resolve(attn.backend), None, None)
-    return linear_residual(out.transpose(1, 2).reshape(B, N, C), attn.proj.weight, attn.proj.bias, residual,
-                           config=config)
+    return _linear_residual(out.transpose(1, 2).reshape(B, N, C), attn.proj.weight, attn.proj.bias, residual,
+                            config)
 
 
 def mlp_fusable(mlp):
@@ -110,7 +120,7 @@ def mlp_hidden(mlp, h):
     """GELU(fc1(h)): linear_gelu, or the library's two ops where those measured faster."""
     config = fused_linear("linear_gelu", mlp.fc1, h, approximate=mlp.act.approximate)
     if config is not None:
-        return linear_gelu(h, mlp.fc1.weight, mlp.fc1.bias, mlp.act.approximate, config=config)
+        return _linear_gelu(h, mlp.fc1.weight, mlp.fc1.bias, mlp.act.approximate, config)
     return mlp.act(mlp.fc1(h))
 
 

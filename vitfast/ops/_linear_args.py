@@ -66,12 +66,17 @@ def autocast_dtype(x):
     return None
 
 
+def cast(t, dtype):
+    """t in dtype, calling .to() only where a cast is due (each call is host time per op)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def linear_operands(x, weight, bias):
     """(x, weight, bias) in one dtype: autocast's on x's device when it is on (as F.linear's operands
     are cast), else they must already share x's dtype."""
     dtype = autocast_dtype(x)
     if dtype is not None:
-        return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+        return cast(x, dtype), cast(weight, dtype), None if bias is None else cast(bias, dtype)
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         raise TypeError(f"weight and bias must have x's dtype {x.dtype}, got {weight.dtype} and "
                         f"{None if bias is None else bias.dtype}")

@@ -38,6 +38,12 @@ def attention(q, k, v, bias=None, scale=None, return_logits=False, accumulate=No
     bias = _check(q, k, v, bias, scale, return_logits, accumulate)
     if out_layout not in OUT_LAYOUTS:
         raise ValueError(f"out_layout must be one of {OUT_LAYOUTS}, got {out_layout!r}")
+    return _attention(q, k, v, bias, scale, return_logits, accumulate, out_layout)
+
+
+def _attention(q, k, v, bias, scale, return_logits=False, accumulate=None, out_layout="bhnd"):
+    """attention() on arguments its checks passed, bias as _check returns it (the model backend's,
+    checked once by support()), without them: a call's Python is a training step's host time."""
     if scale is None:
         scale = q.shape[-1] ** -0.5
     with_lse = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, bias))
@@ -49,17 +55,22 @@ def attention(q, k, v, bias=None, scale=None, return_logits=False, accumulate=No
 def attention_support(q, k, v, bias=None, dropout_p=0.0, return_attn=None):
     """None when attention(q, k, v, bias) runs these inputs fused (what the "vitfast" model backend
     asks), else the reason it cannot."""
+    return support(q, k, v, bias, dropout_p, return_attn)[0]
+
+
+def support(q, k, v, bias=None, dropout_p=0.0, return_attn=None):
+    """(attention_support's answer, bias as _attention takes it)."""
     if dropout_p > 0:
-        return "attention dropout (dropout_p > 0) is not fused"
+        return "attention dropout (dropout_p > 0) is not fused", None
     if return_attn not in (None, "logits"):
-        return f"return_attn={return_attn!r} needs the explicit probabilities"
+        return f"return_attn={return_attn!r} needs the explicit probabilities", None
     try:
-        _check(q, k, v, bias, None, False, None)
+        bias = _check(q, k, v, bias, None, False, None)
     except (TypeError, ValueError) as e:
-        return str(e)
+        return str(e), None
     if q.device.type == "cuda" and q.dtype not in CUDA_DTYPES:
-        return f"{q.dtype} on CUDA: the fused kernels take float16/bfloat16 (SDPA is faster for this)"
-    return None
+        return f"{q.dtype} on CUDA: the fused kernels take float16/bfloat16 (SDPA is faster for this)", None
+    return None, bias
 
 
 def _check(q, k, v, bias, scale, return_logits, accumulate):

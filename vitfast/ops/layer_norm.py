@@ -46,6 +46,12 @@ def layer_norm(x, weight, bias, eps=1e-5, residual=None):
     residual stream meeting a bf16 branch under autocast) is added in the wider of the two dtypes;
     weight and bias in another dtype than x and float32 are cast to float32."""
     _check(x, weight, bias, eps, residual)
+    return _layer_norm(x, weight, bias, eps, residual)
+
+
+def _layer_norm(x, weight, bias, eps, residual=None):
+    """layer_norm() on arguments its checks passed (the model backend's, valid by construction: a plain
+    nn.LayerNorm over a multiple of 8), without them: a call's Python is a training step's host time."""
     if residual is not None and residual.dtype != x.dtype:
         common = torch.promote_types(x.dtype, residual.dtype)
         x, residual = x.to(common), residual.to(common)

@@ -32,6 +32,13 @@ def linear_gelu(x, weight, bias=None, approximate="none", *, config="auto"):
     return out
 
 
+def _linear_gelu(x, weight, bias, approximate, config="auto"):
+    """linear_gelu() on arguments its checks passed (the model backend's: a plain nn.Linear and nn.GELU,
+    float operands, a configuration built for the kind), without them."""
+    x, weight, bias = linear_operands(x, weight, bias)
+    return torch.ops.vitfast.linear_gelu.default(x, weight, bias, approximate, needs_grad(x, weight, bias), config)[0]
+
+
 @torch.library.register_fake("vitfast::linear_gelu")
 def _(x, weight, bias, approximate, save_pre, config="auto"):
     shape = (*x.shape[:-1], weight.shape[0])

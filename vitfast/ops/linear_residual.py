@@ -20,12 +20,25 @@ def linear_residual(x, weight, bias, residual, *, config="auto"):
     if tuple(residual.shape) != shape:
         raise ValueError(f"residual must have the output's shape {shape}, got {tuple(residual.shape)}")
     x, weight, bias = linear_operands(x, weight, bias)
-    if residual.dtype not in (x.dtype, torch.float32):
-        residual = residual.to(torch.promote_types(residual.dtype, x.dtype))
+    residual = residual_operand(residual, x.dtype)
     f32 = residual.dtype == torch.float32
     check_config(config, "residual_f32" if f32 else "residual",
                  "linear_residual into float32" if f32 else "linear_residual")
     return torch.ops.vitfast.linear_residual.default(x, weight, bias, residual, config)
+
+
+def _linear_residual(x, weight, bias, residual, config="auto"):
+    """linear_residual() on arguments its checks passed (the model backend's: a plain nn.Linear, float
+    operands, a configuration built for the residual's kind), without them."""
+    x, weight, bias = linear_operands(x, weight, bias)
+    return torch.ops.vitfast.linear_residual.default(x, weight, bias, residual_operand(residual, x.dtype), config)
+
+
+def residual_operand(residual, dtype):
+    """The residual as the kernels add it: in the product's dtype or float32 (another dtype promoted)."""
+    if residual.dtype in (dtype, torch.float32):
+        return residual
+    return residual.to(torch.promote_types(residual.dtype, dtype))
 
 
 @torch.library.register_fake("vitfast::linear_residual")
