@@ -80,3 +80,15 @@ def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
     assert all(f"| {row} |" in table for row in ("raw pixels", "random init", "--ssl dino")), table
     assert ("| supervised |" in table) == ("--no-supervised" not in extra), table
     assert "DINO's k-NN top-1 during pretraining (step: %): 4: " in table, table
+
+
+def test_the_ssl_step_benchmark_writes_its_table(small_builtin, tmp_path):
+    out = tmp_path / "table.md"
+    proc = subprocess.run([sys.executable, "benchmarks/bench_ssl_step.py", "--device", "cpu", "--quick", "--data",
+                           small_builtin, "--backends", "sdpa", "--out", str(out)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = out.read_text()
+    for row in ("supervised", "DINO, 2 global + 6 local", "SwAV, 2 global + 6 local"):
+        assert f"| {row} |" in table, table
+    assert "| supervised | 1 |" in table and "| 1.00x |" in table, table
