@@ -1,5 +1,6 @@
 """What self-supervised pretraining buys: weighted k-NN accuracy (DINO's protocol: k 20, T 0.07, the
-training split as memory bank) of
+training split as memory bank) and a linear probe's (vitfast.eval --linear-probe's: SGD on the frozen
+features of the training split, scored on the validation images) of
 
   raw pixels        the normalised images themselves, flattened (no model);
   random init       the model as created, before any training;
@@ -34,6 +35,7 @@ from vitfast.train import main as train_main  # noqa: E402
 from vitfast.training.config import creation_kwargs, resolve  # noqa: E402
 from vitfast.training.distributed import Dist  # noqa: E402
 from vitfast.training.knn import extract_features, knn_accuracy  # noqa: E402
+from vitfast.training.linear_probe import linear_probe  # noqa: E402
 from vitfast.training.run_data import build_data  # noqa: E402
 from vitfast.training.state import model_from_file  # noqa: E402
 
@@ -55,6 +57,9 @@ def parse_args(argv=None):
                    "features are computed")
     p.add_argument("--no-supervised", action="store_true", help="leave out the supervised row (it doubles the "
                    "benchmark's time)")
+    p.add_argument("--probe-epochs", type=int, default=100, help="the linear probe's epochs (DINO's protocol, "
+                   "vitfast.eval --linear-probe's default)")
+    p.add_argument("--probe-lr", type=float, default=1e-3)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out")
     return p.parse_args(argv)
@@ -64,7 +69,7 @@ def parse_args(argv=None):
 def pixel_features(loader):
     feats, labels = [], []
     for x, y in loader:
-        feats.append(torch.nn.functional.normalize(x.flatten(1).float(), dim=-1))
+        feats.append(x.flatten(1).float())
         labels.append(y)
     feats, labels = torch.cat(feats), torch.cat(labels)
     return feats[labels >= 0], labels[labels >= 0]
@@ -81,15 +86,22 @@ def spread(feats):
     return mean_cos.item(), (ev.sum() ** 2 / (ev ** 2).sum()).item()
 
 
-def knn_row(feature_pairs, classes):
-    """(k-NN top-1, top-5, mean cosine, effective dimensions) of ((bank, labels), (validation, labels))."""
+def knn_row(feature_pairs, classes, probe):
+    """(k-NN top-1, top-5, mean cosine, effective dimensions, linear-probe top-1) of ((bank, labels),
+    (validation, labels)), features as computed (k-NN and the spread L2-normalise them; the linear probe,
+    DINO's protocol, takes them as they are: probe = (epochs, lr))."""
     (bank, bank_labels), (feats, labels) = feature_pairs
-    return (*knn_accuracy(bank, bank_labels, feats, labels, classes), *spread(feats))
+    unit = torch.nn.functional.normalize
+    logits, _ = linear_probe(bank, bank_labels, feats, classes, *probe)
+    probe_top1 = 100.0 * (logits.argmax(1) == labels).float().mean().item()
+    return (*knn_accuracy(unit(bank, dim=-1), bank_labels, unit(feats, dim=-1), labels, classes),
+            *spread(unit(feats, dim=-1)), probe_top1)
 
 
 def model_features(backbone, bank_loader, val_loader, device):
     backbone.to(device)
-    return extract_features(backbone, bank_loader, device), extract_features(backbone, val_loader, device)
+    return (extract_features(backbone, bank_loader, device, normalize=False),
+            extract_features(backbone, val_loader, device, normalize=False))
 
 
 def supervised_steps(sup_args, seconds, batch_size, tmp):
@@ -121,19 +133,22 @@ def main(argv=None):
     dino_args += flags(args.set)
     cfg = resolve(dino_args + ["--output", "unused"])
     device = torch.device(args.device)
+    probe = (2 if args.quick else args.probe_epochs, args.probe_lr)
     data = build_data(cfg, Dist("cpu"), lambda key: "--" + key)
     classes, bank_loader, val_loader = data.num_classes, data.bank_loader(), data.val_loader
     rows = {}
-    rows["raw pixels"] = (*knn_row((pixel_features(bank_loader), pixel_features(val_loader)), classes), None, 0)
+    pixels = (pixel_features(bank_loader), pixel_features(val_loader))
+    rows["raw pixels"] = (*knn_row(pixels, classes, probe), None, 0)
     torch.manual_seed(cfg["seed"])
     random_init = vitfast.create_model(cfg["model"], num_classes=0, **creation_kwargs(cfg))
-    rows["random init"] = (*knn_row(model_features(random_init, bank_loader, val_loader, device), classes), None, 0)
+    rows["random init"] = (*knn_row(model_features(random_init, bank_loader, val_loader, device), classes, probe),
+                           None, 0)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         dino = train_main(dino_args + ["--output", os.path.join(tmp, "dino")])
         teacher, _ = model_from_file(os.path.join(tmp, "dino", "model.safetensors"), "--checkpoint")
-        rows["--ssl dino"] = (*knn_row(model_features(teacher, bank_loader, val_loader, device), classes), None,
-                              dino["train_seconds"])
+        rows["--ssl dino"] = (*knn_row(model_features(teacher, bank_loader, val_loader, device), classes, probe),
+                              None, dino["train_seconds"])
         dino_seconds = time.perf_counter() - start
         with open(os.path.join(tmp, "dino", "metrics.jsonl")) as f:  # the k-NN monitor at each --eval-every
             curve = [(r["step"], r["acc1"]) for r in map(json.loads, f) if r["kind"] == "val"]
@@ -145,10 +160,11 @@ def main(argv=None):
                      f"{cfg['model']} on `{args.data}` ({len(data.train_set)} training images as memory bank, "
                      f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07. DINO run: "
                      f"{' '.join(dino_args)} ({dino['steps']} steps, {dino_seconds:.0f} s with its validations).",
-                     "", "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | classifier top-1 % "
-                     "| training s |", "|---|---|---|---|---|---|---|"]
-            for name, (acc1, acc5, cos, dims, top1, secs) in rows.items():
-                lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {cos:.3f} | {dims:.1f} | "
+                     f"Linear probe: {probe[0]} epochs of SGD on the frozen features (lr {probe[1]:g} on a cosine).",
+                     "", "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | linear probe "
+                     "top-1 % | classifier top-1 % | training s |", "|---|---|---|---|---|---|---|---|"]
+            for name, (acc1, acc5, cos, dims, probe1, top1, secs) in rows.items():
+                lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {cos:.3f} | {dims:.1f} | {probe1:.2f} | "
                              f"{'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
             lines += ["", "DINO's k-NN top-1 during pretraining (step: %): " +
                       ", ".join(f"{s}: {a:.2f}" for s, a in curve)]
@@ -163,7 +179,7 @@ def main(argv=None):
             sup = train_main(sup_args + ["--steps", str(steps), "--output", os.path.join(tmp, "sup")])
             model, _ = model_from_file(os.path.join(tmp, "sup", "model.safetensors"), "--checkpoint")
             model.reset_classifier(0)
-            rows["supervised"] = (*knn_row(model_features(model, bank_loader, val_loader, device), classes),
+            rows["supervised"] = (*knn_row(model_features(model, bank_loader, val_loader, device), classes, probe),
                                   sup["val_acc1"], sup["train_seconds"])
             report()
 

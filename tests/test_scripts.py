@@ -79,6 +79,7 @@ def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
     table = out.read_text()
     assert all(f"| {row} |" in table for row in ("raw pixels", "random init", "--ssl dino")), table
     assert ("| supervised |" in table) == ("--no-supervised" not in extra), table
+    assert "| linear probe top-1 % |" in table, table
     assert "DINO's k-NN top-1 during pretraining (step: %): 4: " in table, table
 
 
