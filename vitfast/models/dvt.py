@@ -155,10 +155,12 @@ class _ReuseStage:
         f = resample_grid(f, src, dst or self.grid_size).transpose(1, 2)
         return torch.cat([f.new_zeros(f.shape[0], 1, f.shape[2]), f], dim=1)
 
-    def forward_stage(self, x, features=None, relations=None, src_grid=None, return_relations=False):
-        """-> (logits, final tokens before the norm, per-block attention logits or None). The grid is
-        the input's (self.grid_of(x): another than grid_size under the model's dynamic_img_size)."""
-        grid = self.grid_of(x)
+    def forward_stage(self, x, features=None, relations=None, src_grid=None, return_relations=False, grid=None,
+                      with_logits=True):
+        """-> (logits, or None without with_logits; final tokens before the norm; per-block attention
+        logits or None). grid: the input's (self.grid_of(x), another than grid_size under the model's
+        dynamic_img_size), when the caller has it already."""
+        grid = grid or self.grid_of(x)
         x = self.embed_tokens(x)
         biases = (self.reuse_relations(relations, src_grid, grid) if relations is not None
                   else [None] * len(self.blocks))
@@ -170,7 +172,7 @@ class _ReuseStage:
                 out_relations.append(a)
             else:
                 x = run_block(blk, x, attn_bias=bias, reused=reused)
-        return self.forward_head(self.norm(x)), x, out_relations
+        return self.forward_head(self.norm(x)) if with_logits else None, x, out_relations
 
 
 class T2TStage(_ReuseStage, T2TViT):
@@ -296,13 +298,13 @@ class DynamicVisionTransformer(nn.Module):
     def forward_features(self, x):
         """The last stage's tokens after its norm, the whole cascade run (its reuse included): the
         features of the model's finest exit, what self-supervised heads, k-NN and linear probes take."""
-        *_, (_, (tokens, _, _)) = self._cascade(x, self.num_exits)
+        *_, (_, (tokens, _, _)) = self._cascade(x, self.num_exits, last_logits=False)
         return self.stages[-1].norm(tokens)
 
     def forward_head(self, x, pre_logits=False):
         return self.stages[-1].forward_head(x, pre_logits=pre_logits)
 
-    def _run_stage(self, i, x, previous, need_relations):
+    def _run_stage(self, i, x, previous, need_relations, with_logits=True):
         """previous: (tokens, relations, grid) of stage i-1 or None."""
         stage = self.stages[i]
         features = relations = src = None
@@ -310,19 +312,24 @@ class DynamicVisionTransformer(nn.Module):
             tokens, rels, src = previous
             features = tokens if stage.feature_reuse else None
             relations = rels if stage.relation_reuse else None
-        logits, tokens, rels = stage.forward_stage(x, features, relations, src, return_relations=need_relations)
-        return logits, (tokens, rels, stage.grid_of(x))
+        grid = stage.grid_of(x)
+        logits, tokens, rels = stage.forward_stage(x, features, relations, src, return_relations=need_relations,
+                                                   grid=grid, with_logits=with_logits)
+        return logits, (tokens, rels, grid)
 
     def _needs_relations(self, i):
         """Whether stage i must return its attention logits (the next stage reuses them)."""
         return i + 1 < self.num_exits and self.stages[i + 1].relation_reuse
 
-    def _cascade(self, x, n):
-        """(logits, (tokens, relations, grid)) of the first n stages, in turn, each reusing the one before."""
+    def _cascade(self, x, n, last_logits=True):
+        """(logits, (tokens, relations, grid)) of the first n stages, in turn, each reusing the one before;
+        the last stage's logits None unless last_logits (its tokens are what forward_features wants)."""
         self._check(x)
         previous = None
         for i in range(n):
-            logits, previous = self._run_stage(i, x, previous, i + 1 < n and self._needs_relations(i))
+            last = i + 1 == n
+            logits, previous = self._run_stage(i, x, previous, not last and self._needs_relations(i),
+                                               with_logits=last_logits or not last)
             yield logits, previous
 
     def forward_exits(self, x, num_exits=None):
