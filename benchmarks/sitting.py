@@ -387,7 +387,7 @@ def main(argv=None):
     for stage, budget, what in PLAN[args.call]:
         print(f"  {stage:<9} {budget:>4} s  {what}")
     os.makedirs(args.out, exist_ok=True)
-    for path in unpack_carried():
+    for path in ([] if args.dry_run else unpack_carried()):  # a dry run leaves the checkout's build alone
         print(f"unpacked {os.path.relpath(path, ROOT)}")
     share_the_machine(args.workers)
     results = {"environment": environment(args.dry_run), "used": {}}

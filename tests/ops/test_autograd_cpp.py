@@ -1,5 +1,5 @@
-"""The fused ops' gradients are C++ autograd nodes (csrc/*/*_autograd.cpp): recording and running an op's
-backward calls no Python. On a fast GPU at small widths the host's time per op is what a step is made of
+"""The fused ops' and the quantizers' gradients are C++ autograd nodes (csrc/*/*_autograd.cpp): recording
+and running an op's backward calls no Python. On a fast GPU at small widths the host's time per op is what a step is made of
 (ViT-Ti on an H200: torch.library's Python wrappers cost ~70-90 us a call, more than the kernels saved)."""
 import os
 import sys
@@ -56,7 +56,23 @@ def attention_call():
     return out.sum() + logits.sum(), (q, k, v, bias)
 
 
-@pytest.mark.parametrize("call", [layer_norm_call, linear_residual_call, linear_gelu_call, attention_call],
+def float_quantize_call():
+    x = leaf(4, 8)
+    return torch.ops.vitfast.float_quantize.default(x, 5, 2, "nearest", True, True, False, None), (x,)
+
+
+def fixed_point_quantize_call():
+    x = leaf(4, 8)
+    return torch.ops.vitfast.fixed_point_quantize.default(x, 8, 4, True, False, "nearest", None), (x,)
+
+
+def block_quantize_call():
+    x = leaf(4, 8)
+    return torch.ops.vitfast.block_quantize.default(x, 8, 1, None, "nearest", None), (x,)
+
+
+@pytest.mark.parametrize("call", [layer_norm_call, linear_residual_call, linear_gelu_call, attention_call,
+                                  float_quantize_call, fixed_point_quantize_call, block_quantize_call],
                          ids=lambda f: f.__name__.removesuffix("_call"))
 def test_forward_and_backward_run_no_python(call):
     box = {}
@@ -66,3 +82,12 @@ def test_forward_and_backward_run_no_python(call):
     grads = {}
     assert python_calls(lambda: grads.update(g=torch.autograd.grad(y.sum(), inputs))) == []
     assert all(g is not None and g.shape == t.shape and torch.isfinite(g).all() for g, t in zip(grads["g"], inputs))
+
+
+@pytest.mark.parametrize("call", [float_quantize_call, fixed_point_quantize_call, block_quantize_call],
+                         ids=lambda f: f.__name__.removesuffix("_call"))
+def test_quantizers_pass_the_gradient_straight_through(call):
+    y, (x,) = call()
+    g = torch.randn_like(y)
+    (dx,) = torch.autograd.grad(y, x, g)
+    assert torch.equal(dx, g)

@@ -163,13 +163,6 @@ def test_any_shape_and_stride(make):
     assert_same_bits(y, float_quantize_ref(x, 4, 3))
 
 
-def test_gradient_is_straight_through():
-    x = torch.randn(10, requires_grad=True)
-    g = torch.randn(10)
-    float_quantize(x, 4, 3).backward(g)
-    assert torch.equal(x.grad, g)
-
-
 @pytest.mark.parametrize("args", [(5, 10, "nearest"), (4, 3, "stochastic"), (8, 7, "nearest_away")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 def test_opcheck(args, dtype):

@@ -41,16 +41,7 @@ def quant_fake(x, *args):
     return x.new_empty(x.shape)
 
 
-def straight_through(ctx, grad):
-    """Gradient of every quantizer: the straight-through estimator (identity). Quantizer adds
-    gradient quantization on top."""
-    return (grad,) + (None,) * ctx.n_args
-
-
-def setup_straight_through(ctx, inputs, output):
-    ctx.n_args = len(inputs) - 1
-
-
 def register_quantizer(name):
+    """The quantizer's shape function; its gradient, the straight-through estimator, is registered for the
+    Autograd key in C++ (csrc/quant/quantize_autograd.cpp: no Python per call)."""
     torch.library.register_fake(name)(quant_fake)
-    torch.library.register_autograd(name, straight_through, setup_context=setup_straight_through)
