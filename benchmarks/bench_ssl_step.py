@@ -14,13 +14,11 @@ crops included); crops/s = images/s x crops per image. bf16 autocast on a GPU, f
     python benchmarks/bench_ssl_step.py --device cpu --quick    # every row on a tiny model, no useful numbers
 """
 import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
 
-from common import environment, write_table  # benchmarks/common.py
+from common import environment, train_interval_rate, write_table  # benchmarks/common.py
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vitfast.train import main as train_main  # noqa: E402
@@ -66,9 +64,7 @@ def rate(args, backend, flags):
         elif args.model_kwargs:
             argv += ["--model-kwargs", args.model_kwargs]
         train_main(argv + flags)
-        with open(os.path.join(out, "run", "metrics.jsonl")) as f:
-            rates = [r["images_per_second"] for r in map(json.loads, f) if r["kind"] == "train"]
-    return statistics.median(rates[1:] or rates)
+        return train_interval_rate(os.path.join(out, "run"))
 
 
 def main(argv=None):

@@ -19,15 +19,13 @@ counts them and the warm-up, is given too.
     python benchmarks/bench_train_loop.py --device cpu --quick      # every path, no useful numbers
 """
 import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
 
 import torch
 
-from common import environment, write_table  # benchmarks/common.py
+from common import environment, train_interval_rate, write_table  # benchmarks/common.py
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vitfast  # noqa: E402
@@ -104,9 +102,7 @@ def train_entry(name, args, workers):
             argv += ["--model-kwargs", ",".join(f"{k}={v}" for k, v in args.model_kwargs.items())]
         argv += ["--workers", str(workers)] if workers else ["--data-on-device"]
         summary = train_main(argv)
-        with open(os.path.join(out, "run", "metrics.jsonl")) as f:
-            rates = [r["images_per_second"] for r in map(json.loads, f) if r["kind"] == "train"]
-    return statistics.median(rates[1:] or rates), summary["images_per_second"]  # the first interval warms up
+        return train_interval_rate(os.path.join(out, "run")), summary["images_per_second"]
 
 
 def main(argv=None):

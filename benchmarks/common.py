@@ -217,6 +217,16 @@ def environment(device):
     return env
 
 
+def train_interval_rate(run_dir):
+    """The median of a vitfast.train run's per-interval images/s (its metrics.jsonl's train lines, each
+    measured after the device caught up), the first interval (the warm-up) left out."""
+    import json
+
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rates = [r["images_per_second"] for r in map(json.loads, f) if r["kind"] == "train"]
+    return statistics.median(rates[1:] or rates)
+
+
 def write_table(text, path=None):
     """Print a result table and, when a path is given, write it there."""
     print(text)
