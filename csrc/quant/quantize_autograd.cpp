@@ -21,7 +21,8 @@ template <const char* kName, class... Args>
 struct StraightThrough : public torch::autograd::Function<StraightThrough<kName, Args...>> {
   static variable_list forward(AutogradContext* ctx, const Tensor& x, Args... args) {
     at::AutoDispatchBelowADInplaceOrView below;
-    static auto op = c10::Dispatcher::singleton().findSchemaOrThrow(kName, "").template typed<Tensor(const Tensor&, Args...)>();
+    static auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow(kName, "").template typed<Tensor(const Tensor&, Args...)>();
     return {op.call(x, args...)};
   }
 

@@ -40,8 +40,9 @@ def inactive(m, training):
 def fused_norm(m, x, residual=None):
     """Whether layer_norm (with the residual add, if given) runs m on x: a plain LayerNorm, a dtype the
     op takes, and our kernel measured faster on this GPU."""
-    return plain_layer_norm(m) and x.dtype in FLOAT_DTYPES and use_kernel("layer_norm", x, D=x.shape[-1], residual=residual is not None,
-                                              grad=needs_grad(x, residual, m.weight))
+    return (plain_layer_norm(m) and x.dtype in FLOAT_DTYPES
+            and use_kernel("layer_norm", x, D=x.shape[-1], residual=residual is not None,
+                           grad=needs_grad(x, residual, m.weight)))
 
 
 def norm(m, x):

@@ -1,7 +1,6 @@
 """vitfast's operators: each a thin wrapper over torch.ops.vitfast.*, with its shape function
 (register_fake) and a pure-PyTorch *_ref twin beside it; its gradient is registered for the Autograd key
-in C++ (csrc/*/*_autograd.cpp: no Python per call) or, for the quantizers' straight-through gradient,
-with register_autograd."""
+in C++ (csrc/*/*_autograd.cpp: no Python per call)."""
 from .attention import attention, attention_ref, attention_support
 from .block_quantize import block_quantize, block_quantize_ref
 from .fp8_linear import fp8_linear, fp8_linear_ref

@@ -28,8 +28,7 @@ def linear_gelu(x, weight, bias=None, approximate="none", *, config="auto"):
     check_config(config, gelu_kind(approximate, save_pre),
                  f"linear_gelu{' with a gradient' if save_pre else ''}"
                  f"{', approximate=tanh' if approximate == 'tanh' else ''}")
-    out, _ = torch.ops.vitfast.linear_gelu.default(x, weight, bias, approximate, save_pre, config)
-    return out
+    return _linear_gelu(x, weight, bias, approximate, config)
 
 
 def _linear_gelu(x, weight, bias, approximate, config="auto"):

@@ -24,7 +24,7 @@ def linear_residual(x, weight, bias, residual, *, config="auto"):
     f32 = residual.dtype == torch.float32
     check_config(config, "residual_f32" if f32 else "residual",
                  "linear_residual into float32" if f32 else "linear_residual")
-    return torch.ops.vitfast.linear_residual.default(x, weight, bias, residual, config)
+    return _linear_residual(x, weight, bias, residual, config)
 
 
 def _linear_residual(x, weight, bias, residual, config="auto"):
