@@ -4,7 +4,8 @@ features of the training split, scored on the validation images) of
 
   raw pixels        the normalised images themselves, flattened (no model);
   random init       the model as created, before any training;
-  --ssl dino        the teacher backbone of `python -m vitfast.train --ssl dino` (run in this process);
+  --ssl dino        the teacher backbone of `python -m vitfast.train --ssl dino` (run in this process),
+  or --ssl swav     or the backbone of `--ssl swav` (--ssl picks the method);
   supervised        the same model trained with labels for about the same training time (its length in
                     steps set from a short timed run of it), as k-NN of its features and as its
                     classifier's top-1;
@@ -17,6 +18,7 @@ self-supervised model (all images alike) from one that learned other features th
                                  [--set key=value ...] [--out benchmarks/results/ssl_knn_cpu.md]
     python benchmarks/ssl_knn.py --quick          # every row on a tiny model, no useful numbers
     python benchmarks/ssl_knn.py --no-supervised  # without the supervised row (half the time)
+    python benchmarks/ssl_knn.py --ssl swav       # SwAV's backbone instead of DINO's
 """
 import argparse
 import json
@@ -40,7 +42,8 @@ from vitfast.training.run_data import build_data  # noqa: E402
 from vitfast.training.state import model_from_file  # noqa: E402
 
 QUICK = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
-         "--head-out-dim", "256", "--num-crops", "2,2", "--batch-size", "32"]
+         "--num-crops", "2,2", "--batch-size", "32"]
+QUICK_HEAD = {"dino": ["--head-out-dim", "256"], "swav": ["--head-dims", "32,64,16", "--num-clusters", "32"]}
 
 
 def parse_args(argv=None):
@@ -48,11 +51,13 @@ def parse_args(argv=None):
     p.add_argument("--model", default="vit_pico_patch4_32")
     p.add_argument("--data", default="builtin")
     p.add_argument("--holdout", type=int, default=None, help="validate on the last N training images")
-    p.add_argument("--epochs", type=int, default=20, help="the DINO run's length")
+    p.add_argument("--ssl", default="dino", choices=["dino", "swav"], help="the self-supervised method")
+    p.add_argument("--epochs", type=int, default=20, help="the self-supervised run's length")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more vitfast.train flags' keys for "
-                   "the DINO run (e.g. batch_size=256 num_crops=2,6)")
+                   "the self-supervised run (e.g. batch_size=256 num_crops=2,6)")
     p.add_argument("--set-both", nargs="*", default=[], metavar="KEY=VALUE", help="vitfast.train flags' keys "
-                   "for both runs, the DINO and the supervised one (e.g. model_kwargs=img_size=32 amp=bf16)")
+                   "for both runs, the self-supervised and the supervised one (e.g. model_kwargs=img_size=32 "
+                   "amp=bf16)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both runs train and the "
                    "features are computed")
     p.add_argument("--no-supervised", action="store_true", help="leave out the supervised row (it doubles the "
@@ -127,11 +132,12 @@ def main(argv=None):
         (["--holdout", str(args.holdout)] if args.holdout else [])
     common += QUICK[:4] if args.quick else ["--model", args.model]
     common += flags(args.set_both)
-    dino_args = common + ["--ssl", "dino", "--data-on-device"] + \
-        (QUICK[4:] + ["--steps", "4"] if args.quick else ["--epochs", str(args.epochs), "--eval-every",
-                                                            str(args.epochs)])
-    dino_args += flags(args.set)
-    cfg = resolve(dino_args + ["--output", "unused"])
+    ssl_args = common + ["--ssl", args.ssl, "--data-on-device"] + \
+        (QUICK[4:] + QUICK_HEAD[args.ssl] + ["--steps", "4"] if args.quick else
+         ["--epochs", str(args.epochs), "--eval-every", str(args.epochs)])
+    ssl_args += flags(args.set)
+    cfg = resolve(ssl_args + ["--output", "unused"])
+    method = {"dino": "DINO", "swav": "SwAV"}[args.ssl]
     device = torch.device(args.device)
     probe = (2 if args.quick else args.probe_epochs, args.probe_lr)
     data = build_data(cfg, Dist("cpu"), lambda key: "--" + key)
@@ -145,28 +151,28 @@ def main(argv=None):
                            None, 0)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        dino = train_main(dino_args + ["--output", os.path.join(tmp, "dino")])
-        teacher, _ = model_from_file(os.path.join(tmp, "dino", "model.safetensors"), "--checkpoint")
-        rows["--ssl dino"] = (*knn_row(model_features(teacher, bank_loader, val_loader, device), classes, probe),
-                              None, dino["train_seconds"])
-        dino_seconds = time.perf_counter() - start
-        with open(os.path.join(tmp, "dino", "metrics.jsonl")) as f:  # the k-NN monitor at each --eval-every
+        ssl = train_main(ssl_args + ["--output", os.path.join(tmp, "ssl")])
+        backbone, _ = model_from_file(os.path.join(tmp, "ssl", "model.safetensors"), "--checkpoint")
+        rows[f"--ssl {args.ssl}"] = (*knn_row(model_features(backbone, bank_loader, val_loader, device), classes,
+                                              probe), None, ssl["train_seconds"])
+        ssl_seconds = time.perf_counter() - start
+        with open(os.path.join(tmp, "ssl", "metrics.jsonl")) as f:  # the k-NN monitor at each --eval-every
             curve = [(r["step"], r["acc1"]) for r in map(json.loads, f) if r["kind"] == "val"]
-        config = json.loads(json.dumps({k: cfg[k] for k in ("model", "batch_size", "num_crops", "lr")}))
+        config = json.loads(json.dumps({k: cfg[k] for k in ("model", "ssl", "batch_size", "num_crops", "lr")}))
 
-        def report():  # written once DINO's row is in, again with the supervised one (a device call may end first)
+        def report():  # written once its row is in, again with the supervised one (a device call may end first)
             where = "quick: no useful numbers" if args.quick else ("CPU" if args.device == "cpu" else env["GPU"])
             lines = [f"# k-NN accuracy after self-supervised pretraining ({where})", "",
                      f"{cfg['model']} on `{args.data}` ({len(data.train_set)} training images as memory bank, "
-                     f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07. DINO run: "
-                     f"{' '.join(dino_args)} ({dino['steps']} steps, {dino_seconds:.0f} s with its validations).",
+                     f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07. {method} run: "
+                     f"{' '.join(ssl_args)} ({ssl['steps']} steps, {ssl_seconds:.0f} s with its validations).",
                      f"Linear probe: {probe[0]} epochs of SGD on the frozen features (lr {probe[1]:g} on a cosine).",
                      "", "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | linear probe "
                      "top-1 % | classifier top-1 % | training s |", "|---|---|---|---|---|---|---|---|"]
             for name, (acc1, acc5, cos, dims, probe1, top1, secs) in rows.items():
                 lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {cos:.3f} | {dims:.1f} | {probe1:.2f} | "
                              f"{'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
-            lines += ["", "DINO's k-NN top-1 during pretraining (step: %): " +
+            lines += ["", f"{method}'s k-NN top-1 during pretraining (step: %): " +
                       ", ".join(f"{s}: {a:.2f}" for s, a in curve)]
             lines += ["", " · ".join(f"{k}: {v}" for k, v in env.items() if k != "kernels"), f"config: {config}", ""]
             write_table("\n".join(lines), args.out)
@@ -175,7 +181,7 @@ def main(argv=None):
         report()
         if not args.no_supervised:
             sup_args = common + ["--batch-size", str(cfg["batch_size"])]
-            steps = 10 if args.quick else supervised_steps(sup_args, dino["train_seconds"], cfg["batch_size"], tmp)
+            steps = 10 if args.quick else supervised_steps(sup_args, ssl["train_seconds"], cfg["batch_size"], tmp)
             sup = train_main(sup_args + ["--steps", str(steps), "--output", os.path.join(tmp, "sup")])
             model, _ = model_from_file(os.path.join(tmp, "sup", "model.safetensors"), "--checkpoint")
             model.reset_classifier(0)

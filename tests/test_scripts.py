@@ -70,17 +70,20 @@ def test_write_dispatch_imports_the_clone():
     assert proc.returncode == 0 and "kernels" in proc.stdout, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("extra", [["--set-both", "drop_path=0.05"], ["--no-supervised"]])
+@pytest.mark.parametrize("extra", [["--set-both", "drop_path=0.05"], ["--no-supervised"],
+                                   ["--no-supervised", "--ssl", "swav"]])
 def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
     out = tmp_path / "table.md"
     proc = subprocess.run([sys.executable, "benchmarks/ssl_knn.py", "--quick", "--data", small_builtin, "--out",
                            str(out), *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
-    assert all(f"| {row} |" in table for row in ("raw pixels", "random init", "--ssl dino")), table
+    method = "swav" if "swav" in extra else "dino"
+    assert all(f"| {row} |" in table for row in ("raw pixels", "random init", f"--ssl {method}")), table
     assert ("| supervised |" in table) == ("--no-supervised" not in extra), table
     assert "| linear probe top-1 % |" in table, table
-    assert "DINO's k-NN top-1 during pretraining (step: %): 4: " in table, table
+    name = {"dino": "DINO", "swav": "SwAV"}[method]
+    assert f"{name} run: " in table and f"{name}'s k-NN top-1 during pretraining (step: %): 4: " in table, table
 
 
 def test_the_ssl_step_benchmark_writes_its_table(small_builtin, tmp_path):
