@@ -33,6 +33,7 @@ from common import environment, write_table  # benchmarks/common.py
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vitfast  # noqa: E402
+from vitfast.eval import probe_rates  # noqa: E402
 from vitfast.train import main as train_main  # noqa: E402
 from vitfast.training.config import creation_kwargs, resolve  # noqa: E402
 from vitfast.training.distributed import Dist  # noqa: E402
@@ -64,7 +65,8 @@ def parse_args(argv=None):
                    "benchmark's time)")
     p.add_argument("--probe-epochs", type=int, default=100, help="the linear probe's epochs (DINO's protocol, "
                    "vitfast.eval --linear-probe's default)")
-    p.add_argument("--probe-lr", type=float, default=1e-3)
+    p.add_argument("--probe-lr", default="0.001", help="the linear probe's rate, several separated by commas, or "
+                   "'sweep' (vitfast.eval --probe-lr's: the rate picked on a tenth of the training features)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out")
     return p.parse_args(argv)
@@ -92,15 +94,15 @@ def spread(feats):
 
 
 def knn_row(feature_pairs, classes, probe):
-    """(k-NN top-1, top-5, mean cosine, effective dimensions, linear-probe top-1) of ((bank, labels),
+    """(k-NN top-1, top-5, mean cosine, effective dimensions, linear-probe top-1, its lr) of ((bank, labels),
     (validation, labels)), features as computed (k-NN and the spread L2-normalise them; the linear probe,
-    DINO's protocol, takes them as they are: probe = (epochs, lr))."""
+    DINO's protocol, takes them as they are: probe = (epochs, (lr, ...)))."""
     (bank, bank_labels), (feats, labels) = feature_pairs
     unit = torch.nn.functional.normalize
-    logits, _ = linear_probe(bank, bank_labels, feats, classes, *probe)
+    logits, _, lr = linear_probe(bank, bank_labels, feats, classes, *probe)
     probe_top1 = 100.0 * (logits.argmax(1) == labels).float().mean().item()
     return (*knn_accuracy(unit(bank, dim=-1), bank_labels, unit(feats, dim=-1), labels, classes),
-            *spread(unit(feats, dim=-1)), probe_top1)
+            *spread(unit(feats, dim=-1)), probe_top1, lr)
 
 
 def model_features(backbone, bank_loader, val_loader, device):
@@ -139,7 +141,7 @@ def main(argv=None):
     cfg = resolve(ssl_args + ["--output", "unused"])
     method = {"dino": "DINO", "swav": "SwAV"}[args.ssl]
     device = torch.device(args.device)
-    probe = (2 if args.quick else args.probe_epochs, args.probe_lr)
+    probe = (2 if args.quick else args.probe_epochs, probe_rates(args.probe_lr))
     data = build_data(cfg, Dist("cpu"), lambda key: "--" + key)
     classes, bank_loader, val_loader = data.num_classes, data.bank_loader(), data.val_loader
     rows = {}
@@ -160,17 +162,21 @@ def main(argv=None):
             curve = [(r["step"], r["acc1"]) for r in map(json.loads, f) if r["kind"] == "val"]
         config = json.loads(json.dumps({k: cfg[k] for k in ("model", "ssl", "batch_size", "num_crops", "lr")}))
 
+        rates = (f"lr {probe[1][0]:g}" if len(probe[1]) == 1 else f"each row's lr of {len(probe[1])} "
+                 f"({probe[1][0]:g}..{probe[1][-1]:g}) most accurate on a tenth of the training features held out")
+
         def report():  # written once its row is in, again with the supervised one (a device call may end first)
             where = "quick: no useful numbers" if args.quick else ("CPU" if args.device == "cpu" else env["GPU"])
             lines = [f"# k-NN accuracy after self-supervised pretraining ({where})", "",
                      f"{cfg['model']} on `{args.data}` ({len(data.train_set)} training images as memory bank, "
                      f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07. {method} run: "
                      f"{' '.join(ssl_args)} ({ssl['steps']} steps, {ssl_seconds:.0f} s with its validations).",
-                     f"Linear probe: {probe[0]} epochs of SGD on the frozen features (lr {probe[1]:g} on a cosine).",
+                     f"Linear probe: {probe[0]} epochs of SGD on the frozen features ({rates} on a cosine).",
                      "", "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | linear probe "
                      "top-1 % | classifier top-1 % | training s |", "|---|---|---|---|---|---|---|---|"]
-            for name, (acc1, acc5, cos, dims, probe1, top1, secs) in rows.items():
-                lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {cos:.3f} | {dims:.1f} | {probe1:.2f} | "
+            for name, (acc1, acc5, cos, dims, probe1, lr, top1, secs) in rows.items():
+                probe1 = f"{probe1:.2f}" + (f" (lr {lr:g})" if len(probe[1]) > 1 else "")
+                lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {cos:.3f} | {dims:.1f} | {probe1} | "
                              f"{'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
             lines += ["", f"{method}'s k-NN top-1 during pretraining (step: %): " +
                       ", ".join(f"{s}: {a:.2f}" for s, a in curve)]

@@ -3,6 +3,7 @@ where Python imports the clone's ./vitfast (so its compiled extension must be th
 install: setup.py leaves it in the clone). Tiny CPU sizes: this checks that they run and write their
 tables, not their speed."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,7 @@ def test_write_dispatch_imports_the_clone():
 
 
 @pytest.mark.parametrize("extra", [["--set-both", "drop_path=0.05"], ["--no-supervised"],
-                                   ["--no-supervised", "--ssl", "swav"]])
+                                   ["--no-supervised", "--ssl", "swav", "--probe-lr", "sweep"]])
 def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
     out = tmp_path / "table.md"
     proc = subprocess.run([sys.executable, "benchmarks/ssl_knn.py", "--quick", "--data", small_builtin, "--out",
@@ -82,6 +83,9 @@ def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
     assert all(f"| {row} |" in table for row in ("raw pixels", "random init", f"--ssl {method}")), table
     assert ("| supervised |" in table) == ("--no-supervised" not in extra), table
     assert "| linear probe top-1 % |" in table, table
+    swept = "--probe-lr" in extra  # each row's probe names the rate it kept
+    assert ("most accurate on a tenth of the training features held out" in table) == swept, table
+    assert (re.search(r"\| \d+\.\d\d \(lr [0-9.e-]+\) \|", table) is not None) == swept, table
     name = {"dino": "DINO", "swav": "SwAV"}[method]
     assert f"{name} run: " in table and f"{name}'s k-NN top-1 during pretraining (step: %): 4: " in table, table
 

@@ -78,8 +78,10 @@ def build_parser():
                           "split (DINO's linear evaluation on features computed once): for self-supervised runs")
     out.add_argument("--probe-epochs", type=int, default=None, metavar="N",
                      help="--linear-probe epochs over the training features (default: 100)")
-    out.add_argument("--probe-lr", type=float, default=None, metavar="X",
-                     help="--linear-probe SGD learning rate, on a cosine to 0 (default: DINO's 0.001)")
+    out.add_argument("--probe-lr", default=None, metavar="X[,Y...]|sweep",
+                     help="--linear-probe SGD learning rate, on a cosine to 0; several, or 'sweep' (DINOv2's 13 "
+                          "rates 1e-5..0.1): a classifier each, the rate picked on a tenth of the training features "
+                          "held out (default: DINO's 0.001)")
     out.add_argument("--per-class", action="store_true", help="print precision/recall/F1 per class")
     out.add_argument("--json", help="write the results to this JSON file")
     out.add_argument("--dvt-plot", help="DVT: write the budgeted accuracy-vs-GMACs curve to this PNG")
@@ -93,6 +95,21 @@ def build_parser():
     return p
 
 
+def probe_rates(text):
+    """--probe-lr's rates: 'X', 'X,Y,...' or 'sweep' (DINOv2's grid)."""
+    from vitfast.training.linear_probe import SWEEP_LRS
+
+    if text.strip().lower() == "sweep":
+        return SWEEP_LRS
+    try:
+        rates = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        rates = ()
+    if not rates or not all(r > 0 for r in rates):
+        raise UsageError(f"--probe-lr: expected a rate > 0, several separated by commas, or 'sweep'; got {text!r}")
+    return rates
+
+
 def check_args(args):
     """What argparse cannot tell: ranges, and options that would do nothing in this combination."""
     for name, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
@@ -103,8 +120,8 @@ def check_args(args):
             raise UsageError(f"{name} must be >= {low}, got {value}")
     if args.knn_t is not None and not args.knn_t > 0:
         raise UsageError(f"--knn-t must be > 0, got {args.knn_t}")
-    if args.probe_lr is not None and not args.probe_lr > 0:
-        raise UsageError(f"--probe-lr must be > 0, got {args.probe_lr}")
+    if args.probe_lr is not None:
+        args.probe_lr = probe_rates(args.probe_lr)
     if args.knn and args.linear_probe:
         raise UsageError("--knn and --linear-probe each fill the table's top-1: give one per evaluation")
     for flag, given in (("--knn", args.knn), ("--linear-probe", args.linear_probe)):
@@ -326,8 +343,8 @@ def main(argv=None):
         with out_of_memory(f"evaluating {fmt} {at}", "lower --batch-size"):
             if features:
                 probe = dict(epochs=args.probe_epochs or 100, lr=args.probe_lr or 1e-3) if args.linear_probe else None
-                exits, labels, ips = feature_scores(m, bank_loader, loader, device, dataset.num_classes, k, t, fmt,
-                                                    probe)
+                exits, labels, ips, probe_lr = feature_scores(m, bank_loader, loader, device, dataset.num_classes, k,
+                                                              t, fmt, probe)
             else:
                 exits, labels, ips = collect_logits(m, loader, device, desc=f"eval {fmt}")
         logits = exits[-1]
@@ -336,6 +353,8 @@ def main(argv=None):
         acc1, acc5 = accuracy(logits, labels)
         r = {"acc1": acc1, "acc5": acc5, "images_per_second": ips, "model_bytes": model_size_bytes(model, recipe),
              "count": len(labels)}
+        if features and args.linear_probe:
+            r["probe_lr"] = probe_lr
         if scaled:
             r["calibration"] = calibration
             r["linear_layers"] = quantized_paths(m, device)  # which product ran: real 8-bit or emulated
@@ -356,8 +375,11 @@ def main(argv=None):
     if args.knn:
         print(f"k-NN (k {k}, T {t:g}) on the features, memory bank: the {len(bank)} training images")
     elif args.linear_probe:
+        rates = args.probe_lr or (1e-3,)
+        lr = (f"lr {rates[0]:g}" if len(rates) == 1 else f"the lr of {len(rates)} ({rates[0]:g}..{rates[-1]:g}) "
+              f"most accurate on a tenth of them held out")
         print(f"linear probe on the frozen features of the {len(bank)} training images ({args.probe_epochs or 100} "
-              f"epochs of SGD, lr {args.probe_lr or 1e-3:g} on a cosine)")
+              f"epochs of SGD, {lr}, on a cosine)")
     if weights:
         other = "; --raw: the trained ones" if weights.startswith("EMA") and not args.ema else ""
         print(f"weights: {weights}{other}")
@@ -376,6 +398,8 @@ def main(argv=None):
             if "fp8_chain" in r:
                 c = r["fp8_chain"]
                 print(f"{'':<{w}}FP8 chain: {c['blocks']} blocks on {c['path']} (the rest bf16)")
+        if "probe_lr" in r and len(args.probe_lr or ()) > 1:
+            print(f"{'':<{w}}linear probe lr: {r['probe_lr']:g}")
         if "exit_acc1" in r:
             print(f"{'':<{w}}per exit top-1: {', '.join(f'{a:.2f}' for a in r['exit_acc1'])}")
         for row in r.get("per_class", []):
@@ -396,8 +420,8 @@ def main(argv=None):
 
 
 def feature_scores(model, bank_loader, loader, device, num_classes, k, t, fmt, probe=None):
-    """([scores (N, classes)], labels, images/s of the evaluated split's features): k-NN votes among the
-    training features, or (probe: {"epochs", "lr"}) a linear classifier's logits trained on them."""
+    """([scores (N, classes)], labels, images/s of the evaluated split's features, the probe's lr): k-NN votes
+    among the training features, or (probe: {"epochs", "lr"}) a linear classifier's logits trained on them."""
     import time
 
     from vitfast.training.knn import extract_features, knn_classify
@@ -409,8 +433,9 @@ def feature_scores(model, bank_loader, loader, device, num_classes, k, t, fmt, p
     feats, labels = extract_features(model, loader, device, desc=f"eval {fmt}", normalize=probe is None)
     ips = len(labels) / max(time.perf_counter() - start, 1e-9)
     if probe is not None:
-        return [linear_probe(bank, bank_labels, feats, num_classes, probe["epochs"], probe["lr"])[0]], labels, ips
-    return [knn_classify(bank, bank_labels, feats, num_classes, k, t)], labels, ips
+        logits, _, lr = linear_probe(bank, bank_labels, feats, num_classes, probe["epochs"], probe["lr"])
+        return [logits], labels, ips, lr
+    return [knn_classify(bank, bank_labels, feats, num_classes, k, t)], labels, ips, None
 
 
 def dvt_curve(model, exits, labels, img_size, plot_path=None, points=12):

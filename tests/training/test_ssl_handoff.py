@@ -10,7 +10,7 @@ import torch
 from vitfast.cli import UsageError
 from vitfast.eval import main as eval_main
 from vitfast.train import main as train_main
-from vitfast.training.linear_probe import linear_probe
+from vitfast.training.linear_probe import SWEEP_LRS, linear_probe
 
 MODEL = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2"]
 
@@ -49,8 +49,45 @@ def test_the_linear_probe_in_eval_and_on_separable_features(run):
     centres = torch.randn(4, 16, generator=g) * 3
     labels = torch.randint(0, 4, (400,), generator=g)
     feats = centres[labels] + torch.randn(400, 16, generator=g) * 0.5
-    logits, _ = linear_probe(feats[:300], labels[:300], feats[300:], 4, epochs=20, lr=0.05)
-    assert (logits.argmax(1) == labels[300:]).float().mean() > 0.95
+    logits, _, lr = linear_probe(feats[:300], labels[:300], feats[300:], 4, epochs=20, lr=0.05)
+    assert (logits.argmax(1) == labels[300:]).float().mean() > 0.95 and lr == 0.05
+
+
+def test_the_probes_sweep_picks_the_rate_on_held_out_training_features():
+    """Features whose classes differ in small directions beside a large shared one, and few steps (as on a
+    small split): DINO's fixed 0.001 leaves the classifier near its initialisation (chance); the sweep
+    keeps a rate that separates them, picked without the evaluated features (reordered: same pick)."""
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 4, (600,), generator=g)
+    feats = torch.randn(600, 16, generator=g) * 0.1
+    feats[:, 0] += 20.0
+    feats[torch.arange(600), 1 + labels] += 1.0
+    test, test_labels = feats[500:], labels[500:]
+
+    def top1(probe, y=test_labels):
+        return 100.0 * (probe.logits.argmax(1) == y).float().mean().item()
+
+    fixed = linear_probe(feats[:500], labels[:500], test, 4, epochs=30, lr=1e-3)
+    swept = linear_probe(feats[:500], labels[:500], test, 4, epochs=30, lr=SWEEP_LRS)
+    assert top1(fixed) < 50 and fixed.lr == 1e-3
+    assert top1(swept) > 90 and swept.lr in SWEEP_LRS and swept.lr > 1e-3, (top1(swept), swept.lr)
+    order = torch.randperm(100, generator=g)
+    again = linear_probe(feats[:500], labels[:500], test[order], 4, epochs=30, lr=SWEEP_LRS)
+    assert again.lr == swept.lr and torch.equal(again.logits, swept.logits[order])
+
+
+def test_eval_sweeps_the_probes_rate_and_reports_it(run, capsys):
+    path = str(run[0] / "model.safetensors")
+    results = eval_main(["--checkpoint", path, "--linear-probe", "--probe-epochs", "2", "--probe-lr", "0.01,0.1",
+                         "--quiet"])
+    assert results["fp32"]["probe_lr"] in (0.01, 0.1)
+    out = capsys.readouterr().out
+    assert "the lr of 2 (0.01..0.1) most accurate on a tenth of them held out" in out
+    assert f"linear probe lr: {results['fp32']['probe_lr']:g}" in out
+    for bad in ("0", "fast", "0.1,-1", ""):
+        with pytest.raises(UsageError, match="--probe-lr: expected a rate > 0, several separated by commas, or "
+                                             "'sweep'"):
+            eval_main(["--checkpoint", path, "--linear-probe", "--probe-lr", bad])
 
 
 def test_fine_tuning_takes_the_teacher_backbone_with_a_fresh_head(run, tmp_path, capsys):
