@@ -325,6 +325,7 @@ def main(argv=None):
         if used < calib_steps:
             print(f"vitfast.eval: warning: --calib-steps {calib_steps}: the training split holds only {used} "
                   f"batch{'es' if used != 1 else ''} of {args.batch_size}; calibrating on {used}", file=sys.stderr)
+    probe = dict(epochs=args.probe_epochs or 100, lr=args.probe_lr or (1e-3,)) if args.linear_probe else None
     for fmt, recipe in zip(formats, recipes):
         scaled = recipe.is_scaled
         if calib is not None and recipe.is_scaled:
@@ -342,7 +343,6 @@ def main(argv=None):
                 m = convert_ptq(model, recipe, calib_data=calib, calib_steps=calib_steps)
         with out_of_memory(f"evaluating {fmt} {at}", "lower --batch-size"):
             if features:
-                probe = dict(epochs=args.probe_epochs or 100, lr=args.probe_lr or 1e-3) if args.linear_probe else None
                 exits, labels, ips, probe_lr = feature_scores(m, bank_loader, loader, device, dataset.num_classes, k,
                                                               t, fmt, probe)
             else:
@@ -353,7 +353,7 @@ def main(argv=None):
         acc1, acc5 = accuracy(logits, labels)
         r = {"acc1": acc1, "acc5": acc5, "images_per_second": ips, "model_bytes": model_size_bytes(model, recipe),
              "count": len(labels)}
-        if features and args.linear_probe:
+        if probe is not None:
             r["probe_lr"] = probe_lr
         if scaled:
             r["calibration"] = calibration
@@ -375,10 +375,10 @@ def main(argv=None):
     if args.knn:
         print(f"k-NN (k {k}, T {t:g}) on the features, memory bank: the {len(bank)} training images")
     elif args.linear_probe:
-        rates = args.probe_lr or (1e-3,)
+        rates = probe["lr"]
         lr = (f"lr {rates[0]:g}" if len(rates) == 1 else f"the lr of {len(rates)} ({rates[0]:g}..{rates[-1]:g}) "
               f"most accurate on a tenth of them held out")
-        print(f"linear probe on the frozen features of the {len(bank)} training images ({args.probe_epochs or 100} "
+        print(f"linear probe on the frozen features of the {len(bank)} training images ({probe['epochs']} "
               f"epochs of SGD, {lr}, on a cosine)")
     if weights:
         other = "; --raw: the trained ones" if weights.startswith("EMA") and not args.ema else ""
@@ -398,7 +398,7 @@ def main(argv=None):
             if "fp8_chain" in r:
                 c = r["fp8_chain"]
                 print(f"{'':<{w}}FP8 chain: {c['blocks']} blocks on {c['path']} (the rest bf16)")
-        if "probe_lr" in r and len(args.probe_lr or ()) > 1:
+        if "probe_lr" in r and len(probe["lr"]) > 1:
             print(f"{'':<{w}}linear probe lr: {r['probe_lr']:g}")
         if "exit_acc1" in r:
             print(f"{'':<{w}}per exit top-1: {', '.join(f'{a:.2f}' for a in r['exit_acc1'])}")
