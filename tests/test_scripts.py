@@ -100,3 +100,23 @@ def test_the_ssl_step_benchmark_writes_its_table(small_builtin, tmp_path):
     for row in ("supervised", "DINO, 2 global + 6 local", "SwAV, 2 global + 6 local"):
         assert f"| {row} |" in table, table
     assert "| supervised | 1 |" in table and "| 1.00x |" in table, table
+
+
+def test_the_fsdp_memory_table_shards_what_ddp_holds_whole(tmp_path):
+    """benchmarks/fsdp_memory.py: a rank's bytes under FSDP are DDP's divided by the ranks, but for the
+    padding of each tensor's first dimension to a multiple of them (ViT-g/G build on the meta device)."""
+    out = tmp_path / "memory.md"
+    proc = subprocess.run([sys.executable, "benchmarks/fsdp_memory.py", "--models",
+                           "vit_base_patch16_224,vit_giant_patch14_224", "--ranks", "2,8", "--out", str(out)],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| vit_")]
+    for model in ("vit_base_patch16_224", "vit_giant_patch14_224"):
+        ddp, *fsdp = [r for r in rows if r[0].strip() == model]
+        assert ddp[2].strip() == "DDP" and [r[3].strip() for r in fsdp] == ["2", "8"]
+        for r in fsdp:
+            assert abs(float(r[7]) * int(r[3]) - float(ddp[7])) <= 0.02 * float(ddp[7]) + 0.01, (ddp, r)
+    assert "| vit_giant_patch14_224 | 1,013M |" in out.read_text()  # timm's ViT-g/14: 1,012.6M parameters
+    bad = subprocess.run([sys.executable, "benchmarks/fsdp_memory.py", "--ranks", "1"], cwd=ROOT, env=ENV,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--ranks must be whole numbers of at least 2" in bad.stderr

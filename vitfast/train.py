@@ -28,9 +28,10 @@ from vitfast.training.logger import RunLogger
 from vitfast.training.losses import NonFiniteWatch
 from vitfast.training.methods import create_method
 from vitfast.training.optim import create_optimizer, lr_at, warmup_length
-from vitfast.training.rundir import discard_failed_start, open_output, plan_output
+from vitfast.training.parallel import create_parallel
+from vitfast.training.rundir import discard_failed_start, last_checkpoint, open_output, plan_output
 from vitfast.training.run_data import build_data
-from vitfast.training.state import load_state, read_training_checkpoint, rng_state, save_state, set_rng_state
+from vitfast.training.state import load_state, read_training_checkpoint, rng_state, set_rng_state
 
 
 def to_device(x, device):
@@ -97,7 +98,7 @@ def main(argv=None):
             return finished_run(run_dir, state, say, dist)
     # before minutes of data loading, not after (a resumed run's weights come from its checkpoint)
     for key in ("teacher_checkpoint",) + (() if resume else ("init_checkpoint",)):
-        if cfg[key] and not os.path.isfile(cfg[key]):
+        if cfg[key] and not os.path.exists(cfg[key]):
             raise UsageError(f"{where(key)}: no file at {cfg[key]!r}")
     if cfg["deterministic"]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -106,7 +107,8 @@ def main(argv=None):
     progress.set_quiet(cfg["quiet"] or not dist.is_main)
     torch.manual_seed(cfg["seed"])
 
-    # ---- data, method, model
+    # ---- data, method, model, and how the ranks hold it
+    parallel = create_parallel(cfg, dist, say)
     method = create_method(cfg)
     data = build_data(cfg, dist, where, method.train_transform)
     num_classes, micro, steps_per_epoch = data.num_classes, data.micro, data.steps_per_epoch
@@ -116,6 +118,8 @@ def main(argv=None):
     trained = method.prepare(model, SimpleNamespace(  # what the optimizer trains
         num_classes=num_classes, img_size=data.img_size, device=device, dist=dist, data=data, say=say,
         total_steps=total_steps, steps_per_epoch=steps_per_epoch))
+    # wrapped before the optimizer is made: sharding replaces the parameters (the optimizer takes the shards)
+    train_model = parallel.wrap(trained)
     lr = cfg["lr"] * (cfg["batch_size"] / cfg["lr_base_size"] if cfg["lr_base_size"] else 1.0)
     optimizer = create_optimizer(trained, cfg["opt"], lr, cfg["weight_decay"], cfg["momentum"], cfg["betas"])
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg["amp"]]
@@ -124,12 +128,11 @@ def main(argv=None):
     # ---- resume
     step, epoch, done_in_epoch, best, val, kept, schedule_changes = 0, 0, 0, {"acc1": -1.0}, None, [], []
     seen_before, seconds_before = 0, 0.0  # images and seconds of training before this resume
-    last_path, best_path = os.path.join(out, "checkpoint-last.pt"), os.path.join(out, "checkpoint-best.pt")
+    last_path, best_path = (os.path.join(out, f"checkpoint-{name}{parallel.suffix}") for name in ("last", "best"))
     resumed_rng = None
     if resume:
         with blame(f"--resume {resume}", (ValueError, RuntimeError, KeyError)):
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            parallel.load(state, model, trained, optimizer)
             scaler.load_state_dict(state["scaler"])
             method.load_state(state)
         step, epoch, done_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]
@@ -159,15 +162,6 @@ def main(argv=None):
     record = config_lib.recorded(cfg)  # as config.yaml, the checkpoints and model.safetensors keep it
     if dist.is_main:
         config_lib.dump(record, os.path.join(out, "config.yaml"))
-    train_model = trained
-    if dist.enabled:
-        if device.type == "cuda":
-            train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trained)
-        elif any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in trained.modules()):
-            # PyTorch's SyncBatchNorm runs on GPUs only
-            log.print("note: BatchNorm statistics are each rank's own on the CPU (SyncBatchNorm needs GPUs)")
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg["compile"]:
         train_model = torch.compile(train_model)
     if resumed_rng is not None:
@@ -188,39 +182,35 @@ def main(argv=None):
         """pending_val: saved while validating (Ctrl-C), so that a resumed run validates first, from the
         random state the validation started from (a DataLoader draws its seed from it)."""
         check_loss()
-        if not torch.stack([torch.isfinite(p).all() for p in trained.parameters()]).all():
+        if not parallel.all_finite(list(trained.parameters())):
             raise SystemExit(f"vitfast.train: the weights became inf/NaN at step {step} (epoch {epoch}); stopping "
                              f"without saving them. The last good checkpoint, if any, is intact: {last_path}")
         extra = method.state()  # on every rank: a method may gather per-rank state (SwAV's queues)
-        if dist.is_main:
-            save_state(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scaler": scaler.state_dict(), **extra,
-                              "rng": rng_before_val if pending_val else rng_state(), "step": step, "epoch": epoch,
-                              "batch_in_epoch": done_in_epoch,
-                              "total_steps": total_steps, "best": best, "config": record, "val": val,
-                              "pending_val": pending_val, "kept": kept, "schedule_changes": schedule_changes,
-                              "seen": seen_before + seen,
-                              "train_seconds": seconds_before + time.perf_counter() - start,
-                              "vitfast_version": vitfast.__version__})
+        parallel.save(path, model, trained, optimizer, {  # collective under --fsdp: every rank writes its shards
+            "scaler": scaler.state_dict(), **extra, "rng": rng_before_val if pending_val else rng_state(),
+            "step": step, "epoch": epoch, "batch_in_epoch": done_in_epoch, "total_steps": total_steps, "best": best,
+            "config": record, "val": val, "pending_val": pending_val, "kept": kept,
+            "schedule_changes": schedule_changes, "seen": seen_before + seen,
+            "train_seconds": seconds_before + time.perf_counter() - start, "vitfast_version": vitfast.__version__})
 
     def keep_best(acc1):
         """checkpoint-step<S>.pt for each of the best --keep-checkpoints validations (timm's --checkpoint-hist)."""
         def path(s):
-            return os.path.join(out, f"checkpoint-step{s}.pt")
+            return os.path.join(out, f"checkpoint-step{s}{parallel.suffix}")
 
         ranked = sorted(kept + [{"acc1": acc1, "step": step}], key=lambda k: (-k["acc1"], k["step"]))
         kept[:] = ranked[:cfg["keep_checkpoints"]]
         if any(k["step"] == step for k in kept):
             checkpoint(path(step))
         for k in ranked[cfg["keep_checkpoints"]:]:
-            if dist.is_main and os.path.exists(path(k["step"])):
-                os.remove(path(k["step"]))
+            parallel.remove(path(k["step"]))
 
     def validate():
         nonlocal val, best, rng_before_val, val_step
         rng_before_val, val_step = rng_state(), step
         stop.safe = True  # no training state moves while validating: Ctrl-C can stop here at once
-        val = method.validate(data.val_loader, device, amp_dtype, dist, desc="validation")
+        val = method.validate(data.val_loader, device, amp_dtype, dist, desc="validation",
+                              model=parallel.plain(method.reported))
         stop.safe = False
         log.log({"step": step, "epoch": epoch, **val}, kind="val")
         if val["acc1"] > best["acc1"]:
@@ -236,7 +226,7 @@ def main(argv=None):
     log.print(f"{cfg['model']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
               f"{len(data.train_set)} training / {len(data.val_set)} validation images, {num_classes} classes, "
               f"{plural(total_steps, 'step')} of {cfg['batch_size']} ({plural(epochs, 'epoch')}{length}) on "
-              f"{dist.world_size} x {device}; output {out}")
+              f"{dist.world_size} x {device}{parallel.describe()}; output {out}")
     if device.type == "cpu" and cfg["amp"] == "bf16" and cpu_has_bf16() is False:
         log.print("note: this CPU has no bf16 arithmetic (AVX512-BF16 / AMX): --amp bf16 is emulated here and runs "
                   "several times slower than --amp none")
@@ -281,7 +271,7 @@ def main(argv=None):
                                         cfg["decay_milestones"], cfg["decay_rate"])
                 if cfg["clip_grad"]:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg["clip_grad"])
+                    parallel.clip_grad_norm_(trained.parameters(), cfg["clip_grad"])
                 method.before_step(step, optimizer)
                 scaler.step(optimizer)
                 scaler.update()
@@ -328,7 +318,7 @@ def main(argv=None):
             stop.saved = True
         log.close()
         # a new run with nothing to continue from leaves no half-made run (a NaN stop keeps its metrics)
-        if dist.is_main and not resume and not os.path.isfile(last_path) and not isinstance(e, SystemExit):
+        if dist.is_main and not resume and not os.path.exists(last_path) and not isinstance(e, SystemExit):
             discard_failed_start(out, created)
             if interrupted:
                 say(f"stopped at step {step} of {total_steps} before any checkpoint was written (Ctrl-C twice); "
@@ -353,8 +343,8 @@ def main(argv=None):
         outputs.install()
         totals = dict(steps=step, stopped=stop_reason, seen=seen_before + seen,
                       train_seconds=seconds_before + time.perf_counter() - start)
-        summary = write_outputs(cfg, record, out, method, val, data.val_loader, device, amp_dtype, dist, log, best,
-                                totals)
+        summary = write_outputs(cfg, record, out, method, parallel.plain(method.reported), val, data.val_loader,
+                                device, amp_dtype, dist, log, best, totals)
     except BaseException as e:
         outputs.quiet()
         log.close()
@@ -369,16 +359,16 @@ def main(argv=None):
     finally:
         outputs.restore()
     log.close()
+    parallel.close()
     dist.close()
     return summary
 
 
-def write_outputs(cfg, record, out, method, val, val_loader, device, amp_dtype, dist, log, best, totals):
+def write_outputs(cfg, record, out, method, final, val, val_loader, device, amp_dtype, dist, log, best, totals):
     """The finished run's outputs: its final validation (unless the loop's last one is on hand), the PTQ
-    table, model.safetensors, then summary.json; the summary."""
-    final = method.reported
+    table, model.safetensors, then summary.json; the summary. final: the method's reported module, whole."""
     if val is None:
-        val = method.validate(val_loader, device, amp_dtype, dist, desc="validation")
+        val = method.validate(val_loader, device, amp_dtype, dist, desc="validation", model=final)
     seconds = totals["train_seconds"]
     summary = {"val_acc1": val["acc1"], "val_acc5": val["acc5"], "val_loss": val["loss"],
                "images_per_second": totals["seen"] / max(seconds, 1e-9), "train_seconds": seconds,
@@ -386,7 +376,7 @@ def write_outputs(cfg, record, out, method, val, val_loader, device, amp_dtype, 
     if "exit_acc1" in val:
         summary["val_exit_acc1"] = val["exit_acc1"]
     if cfg["ptq_report"]:
-        summary["ptq"] = ptq_report(method, cfg["ptq_report"], val_loader, device, dist, log, val, cfg["quant"])
+        summary["ptq"] = ptq_report(method, final, cfg["ptq_report"], val_loader, device, dist, log, val, cfg["quant"])
     if dist.is_main:
         save_checkpoint(final, os.path.join(out, "model.safetensors"), config=record,
                         weights=method.weights)
@@ -435,7 +425,8 @@ def finished(out, state):
 
 def finished_run(out, state, say, dist):
     """A resumed run that has nothing left to do: said so, and not one of its files is touched."""
-    summary_path, last = os.path.join(out, "summary.json"), os.path.join(out, "checkpoint-last.pt")
+    summary_path = os.path.join(out, "summary.json")
+    last = last_checkpoint(out) or os.path.join(out, "checkpoint-last.pt")
     say(f"{out}: the run is finished (step {state['step']} of {state['total_steps']}); nothing to do. Its results: "
         f"{summary_path}. To train on from its weights, start a new run: --init-checkpoint {last} --output NEW_FOLDER")
     dist.close()
@@ -443,10 +434,10 @@ def finished_run(out, state, say, dist):
         return json.load(f)
 
 
-def ptq_report(method, formats, loader, device, dist, log, fp32, qat=None):
+def ptq_report(method, final, formats, loader, device, dist, log, fp32, qat=None):
     """Post-training quantization of the trained model into each format, evaluated side by side (scaled
     formats such as INT8 with dynamic activation scales; vitfast.eval --calib-steps calibrates static ones).
-    fp32: the validation of the method's reported model as trained, in its QAT format `qat` if any."""
+    final: the method's reported model, whole; fp32: its validation as trained, in its QAT format `qat` if any."""
     from vitfast.quant import convert_ptq, parse_recipe
 
     rows = {}
@@ -457,7 +448,7 @@ def ptq_report(method, formats, loader, device, dist, log, fp32, qat=None):
         rows["fp32"] = {"acc1": fp32["acc1"], "acc5": fp32["acc5"]}
     for fmt in formats:
         res = method.validate(loader, device, None, dist, desc=f"PTQ {fmt}",
-                              model=convert_ptq(method.reported, parse_recipe(fmt)))
+                              model=convert_ptq(final, parse_recipe(fmt)))
         rows[fmt.lower()] = {"acc1": res["acc1"], "acc5": res["acc5"]}
     log.print("\npost-training quantization of the trained model (validation split):")
     w = max(10, *(len(f) + 2 for f in rows))

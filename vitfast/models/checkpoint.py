@@ -126,13 +126,34 @@ def read_state_dict(path, weights="reported"):
     return read_weights(path, weights)[0]
 
 
+STATE_FILE = "state.pt"  # in a sharded checkpoint's folder (an --fsdp run's): all of it but the shards
+
+
+def sharded_weights(path):
+    """The whole model state dict in a sharded checkpoint folder (torch.distributed.checkpoint), read by this
+    process alone, with no model to load it into (as torch's dcp_to_torch_save reads one, the model only)."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    state = {}
+    _load_state_dict(state, storage_reader=FileSystemReader(os.fspath(path)),
+                     planner=_EmptyStateDictLoadPlanner(keys={"model"}), no_dist=True)
+    return state["model"]
+
+
 def read_weights(path, weights="reported"):
     """(read_state_dict's, run_weights' or stored_weights' description: None for a file not of a vitfast run)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    sharded = os.path.isfile(os.path.join(path, STATE_FILE))  # a folder: an --fsdp run's checkpoint
+    if not os.path.isfile(path) and not sharded:
         raise FileNotFoundError(f"checkpoint_path {path!r} does not exist")
     try:
-        if path.endswith(".safetensors"):
+        if sharded:
+            with torch.serialization.safe_globals(_weights_only_extras()):
+                meta, obj = None, torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
+            obj = dict(obj, model=sharded_weights(path), ema=obj.get("ema"))
+        elif path.endswith(".safetensors"):
             from safetensors import safe_open
 
             with safe_open(path, "pt") as f:

@@ -143,7 +143,7 @@ def checkpoint_filter_fn(state_dict, model):
 
 VisionTransformer.checkpoint_filter_fn = staticmethod(checkpoint_filter_fn)
 
-# name: (patch, dim, depth, heads, img) — timm's configurations.
+# name: (patch, dim, depth, heads, img[, mlp_ratio]) — timm's configurations.
 _VIT = {
     "vit_tiny_patch16_224": (16, 192, 12, 3, 224), "vit_tiny_patch16_384": (16, 192, 12, 3, 384),
     "vit_small_patch16_224": (16, 384, 12, 6, 224), "vit_small_patch16_384": (16, 384, 12, 6, 384),
@@ -153,17 +153,22 @@ _VIT = {
     "vit_large_patch16_224": (16, 1024, 24, 16, 224), "vit_large_patch16_384": (16, 1024, 24, 16, 384),
     "vit_large_patch32_224": (32, 1024, 24, 16, 224), "vit_large_patch32_384": (32, 1024, 24, 16, 384),
     "vit_huge_patch14_224": (14, 1280, 32, 16, 224),
+    # ViT-g/14 and ViT-G/14 (Zhai et al., Scaling Vision Transformers): MLP widths 6144 and 8192
+    "vit_giant_patch14_224": (14, 1408, 40, 16, 224, 48 / 11),
+    "vit_gigantic_patch14_224": (14, 1664, 48, 16, 224, 64 / 13),
     # not timm's: the model of vitfast.train's built-in default run, 32x32 images in 4x4 patches (64 tokens)
     "vit_pico_patch4_32": (4, 96, 4, 3, 32),
 }
 
 
-def _register_vit(name, patch, dim, depth, heads, img):
+def _register_vit(name, patch, dim, depth, heads, img, mlp_ratio=4.0):
     # timm evaluates at crop 0.9 at 224 px and 1.0 at 384; the 32 px model sees its whole image
+    mlp = {} if mlp_ratio == 4.0 else {"mlp_ratio": mlp_ratio}
     return register_variant(name, VisionTransformer,
-                            dict(img_size=img, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads),
+                            dict(img_size=img, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, **mlp),
                             model_config(img, INCEPTION_MEAN, INCEPTION_STD, crop_pct=0.9 if img == 224 else 1.0),
-                            f"ViT: patch {patch}, width {dim}, depth {depth}, {heads} heads, {img}x{img} input.")
+                            f"ViT: patch {patch}, width {dim}" + (f" (MLP {round(dim * mlp_ratio)})" if mlp else "") +
+                            f", depth {depth}, {heads} heads, {img}x{img} input.")
 
 
 for _name, _args in _VIT.items():

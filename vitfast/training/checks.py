@@ -183,6 +183,8 @@ def check_config(c, origin, flag_of):
                          "pipeline: drop one or the other (RandAugment, --aa rand-..., runs on the device)")
     if c["ssl"]:
         _check_ssl(c, where)
+    if c["fsdp"]:
+        _check_fsdp(c, where)
     if c["overwrite"] and c["resume"]:
         raise UsageError("--overwrite starts the run over and --resume continues it: give one")
 
@@ -215,7 +217,9 @@ def check_config(c, origin, flag_of):
         with blame(where("ptq_report")):
             parse_recipe(fmt, where("ptq_report"))
     parse_device(c["device"], where("device"))
-    if c["resume"] not in (None, "auto") and not os.path.isfile(c["resume"]):
+    from .state import settled
+
+    if c["resume"] not in (None, "auto") and not os.path.exists(settled(c["resume"])):
         raise UsageError(f"{where('resume')}: no checkpoint at {c['resume']!r} (use 'auto' or a file path)")
     return c
 
@@ -229,6 +233,21 @@ def _check_data_spec(spec, where):
                          f"{spec!r}{nearest(kind, kinds)}")
     if kind.lower() != "builtin" and not root.strip():
         raise UsageError(f"{where} {spec!r}: {kind} needs a directory, as in {kind}:DIR")
+
+
+# What --fsdp does not shard yet: each is refused in one line rather than run unsharded or wrong.
+_FSDP_NOT_YET = {"ssl": "--ssl (its teacher and heads)", "teacher": "distillation (--teacher)",
+                 "ema": "--ema (the weights' moving average)", "compile": "--compile"}
+
+
+def _check_fsdp(c, where):
+    for key, what in _FSDP_NOT_YET.items():
+        if c[key]:
+            raise UsageError(f"{where('fsdp')}: {what} is not sharded yet; drop {where(key)}, or train it without "
+                             "--fsdp (DDP under torchrun)")
+    if c["amp"] == "fp16":
+        raise UsageError(f"{where('fsdp')} with {where('amp')} fp16: sharded training has no fp16 loss scaler here; "
+                         "use --amp bf16 (fp32's range, no scaler needed)")
 
 
 # Options that act on labels: a self-supervised run has none to act on.

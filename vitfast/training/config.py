@@ -165,6 +165,8 @@ OPTIONS = [
                                                          "(default: off)"),
     ("run", "--log-every", int, 20, AT_LEAST_1, "log every N optimizer steps"),
     ("run", "--device", str, None, None, "cpu | cuda | cuda:N (default: cuda when available)"),
+    ("run", "--fsdp", bool, False, None, "shard the weights, gradients and optimizer state over torchrun's ranks "
+                                         "(FSDP2); checkpoints become sharded folders (<name>.dcp)"),
     ("run", "--seed", int, 0, NON_NEGATIVE, "seed of every random generator"),
     ("run", "--deterministic", bool, False, None, "deterministic algorithms and per-sample seeded augmentation"),
     ("run", "--ptq-report", "strs", ["fp16_32", "fp16_16", "bf16"], None, "formats evaluated after training "
@@ -461,7 +463,7 @@ def resolve(argv=None, origins=None):
 # reports, not what it trains (every other key is taken from the checkpoint's config).
 RUN_CONTROL = ("output", "resume", "overwrite", "device", "workers", "eval_batch_size", "log_every", "save_every",
                "eval_every", "eval_every_steps", "keep_checkpoints", "extend_epochs", "extend_steps", "max_time",
-               "ptq_report", "compile", "grad_checkpointing", "download", "strict_data",
+               "ptq_report", "compile", "grad_checkpointing", "download", "strict_data", "fsdp",
                "wandb", "quiet")
 
 

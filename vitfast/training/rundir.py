@@ -10,10 +10,12 @@ import torch
 
 from ..cli import UsageError
 
-__all__ = ["RUN_FILES", "run_files", "plan_output", "open_output", "discard_failed_start"]
+__all__ = ["RUN_FILES", "run_files", "last_checkpoint", "plan_output", "open_output", "discard_failed_start"]
 
+# checkpoint-*.dcp: a sharded run's checkpoint folders (--fsdp); .tmp and .old: one's write cut short
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint-last.pt", "checkpoint-best.pt",
-             "model.safetensors")
+             "checkpoint-last.dcp", "checkpoint-best.dcp", "model.safetensors")
+CHECKPOINT_KINDS = (".pt", ".dcp")
 
 
 def run_files(out):
@@ -22,9 +24,22 @@ def run_files(out):
         return []
     names = set(os.listdir(out))
     found = [n for n in RUN_FILES if n in names]
-    found += sorted(n for n in names if n.startswith("checkpoint-step") and n.endswith(".pt"))  # --keep-checkpoints
+    found += sorted(n for n in names if n.startswith("checkpoint-step") and n.endswith(CHECKPOINT_KINDS))
+    found += sorted(n for n in names if n.startswith("checkpoint-") and n.endswith((".dcp.tmp", ".dcp.old")))
     found += sorted(n for n in names if n.startswith("events.out.tfevents."))
     return found + (["wandb"] if "wandb" in names and found else [])
+
+
+def last_checkpoint(out):
+    """The run's checkpoint-last to continue from (None: none): checkpoint-last.pt, or the sharded
+    checkpoint-last.dcp of an --fsdp run; where a run switched between them, the newer."""
+    from .state import settled
+
+    found = [settled(os.path.join(out, f"checkpoint-last{kind}")) for kind in CHECKPOINT_KINDS]
+    found = [p for p in found if os.path.exists(p)]
+    if not found:
+        return None
+    return max(found, key=os.path.getmtime).removesuffix(".old")
 
 
 def _default_output(model):
@@ -41,18 +56,19 @@ def _decide(cfg):
     """(output directory, checkpoint to resume or None), or a UsageError saying why not."""
     out, resume = cfg["output"], cfg["resume"]
     if out is None and resume == "auto":
-        runs = sorted(glob.glob(os.path.join("runs", f"*-{cfg['model']}", "checkpoint-last.pt")))
+        runs = sorted(glob.glob(os.path.join("runs", f"*-{cfg['model']}", "checkpoint-last.*")))
+        runs = [r for r in runs if last_checkpoint(os.path.dirname(r))]
         out = os.path.dirname(runs[-1]) if runs else None
     if out is None:
         out = _default_output(cfg["model"])
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--output {out}: a file is there, not a directory")
-    existing, last = run_files(out), os.path.join(out, "checkpoint-last.pt")
+    existing, last = run_files(out), last_checkpoint(out)
     if resume == "auto":
-        if existing and not os.path.isfile(last):
+        if existing and last is None:
             raise UsageError(f"--resume auto: {out} holds a run ({', '.join(existing)}) but no checkpoint-last.pt, so "
                              "nothing to continue; --overwrite starts it over")
-        return out, (last if os.path.isfile(last) else None)
+        return out, last
     if resume is not None:
         inside = os.path.abspath(os.path.dirname(resume)) == os.path.abspath(out)
         if existing and not inside:

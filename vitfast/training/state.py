@@ -8,10 +8,13 @@ import numpy as np
 import torch
 
 from ..cli import UsageError, blame, one_line
-from ..models.checkpoint import atomic_write, from_file_metadata, run_weights, stored_weights
+from ..models.checkpoint import (STATE_FILE, atomic_write, from_file_metadata, run_weights, sharded_weights,
+                                 stored_weights)
 from .config import creation_kwargs
 
-__all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "read_training_checkpoint", "model_from_file"]
+__all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "settled", "read_training_checkpoint",
+           "model_from_file"]
+
 
 
 def rng_state():
@@ -34,21 +37,33 @@ def save_state(path, state):
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def settled(path):
+    """A checkpoint's path as it is to be read: a sharded checkpoint's folder whose replacement was cut
+    between its two renames is complete at path.old (vitfast.training.parallel.replace_folder)."""
+    path = os.fspath(path)
+    return path + ".old" if not os.path.exists(path) and os.path.isdir(path + ".old") else path
+
+
 def load_state(path):
+    """A training checkpoint: the .pt file, or a sharded checkpoint folder's unsharded part (the model and
+    optimizer stay in its shards; `sharded` names the folder to load them from)."""
+    path = settled(path)
     # weights_only=False: the file holds numpy and Python RNG states; only load checkpoints you trust.
+    if os.path.isdir(path):
+        return dict(torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=False), sharded=path)
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def read_training_checkpoint(path, argument):
     """load_state(path), or a UsageError naming `argument` when there is no file or it is not a vitfast
     training checkpoint (another checkpoint, a truncated or foreign file)."""
-    if not os.path.isfile(path):
+    if not os.path.exists(settled(path)):
         raise UsageError(f"{argument}: no file at {path!r}")
     try:
         state = load_state(path)
     except Exception as e:  # torch.load of a foreign or truncated file: UnpicklingError, RuntimeError, EOFError...
         raise UsageError(f"{argument}: {path!r} is not a vitfast training checkpoint (torch.load: {one_line(e)})") from e
-    if not isinstance(state, dict) or not {"model", "config"} <= set(state):
+    if not isinstance(state, dict) or "config" not in state or not ({"model", "sharded"} & set(state)):
         raise UsageError(f"{argument}: {path!r} is not a vitfast training checkpoint (it holds no model and config)")
     return state
 
@@ -100,6 +115,8 @@ def model_from_file(path, argument, weights="reported"):
                 raise UsageError(f"{e}; weights of a model by name load with {_BY_NAME[argument]}") from e
             raise
         config = state["config"]
+        if state.get("sharded"):  # an --fsdp run's checkpoint folder: its shards read whole, here
+            state = dict(state, model=sharded_weights(state["sharded"]))
         with blame(argument, ValueError):
             state_dict, which = run_weights(state, weights, repr(path))
         name, kwargs = config["model"], creation_kwargs(config)

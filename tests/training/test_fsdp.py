@@ -1,0 +1,163 @@
+"""--fsdp (issue 64): FSDP2 sharding over torchrun's gloo ranks on the CPU, against DDP on the same global
+batch; sharded checkpoints (torch.distributed.checkpoint folders) resumed at the same and at another
+number of ranks, and converted from and to a DDP run's; the outputs (model.safetensors, eval) as any run's."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vitfast.models.checkpoint import sharded_weights
+from vitfast.training.state import load_state
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV.pop("VITFAST_DEBUG", None)
+# two blocks (two shard units besides the root), clipping and accumulation on; AdamW, the default optimizer
+TINY = ["--model", "vit_tiny_patch16_224",
+        "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=2,num_heads=2",
+        "--batch-size", "32", "--grad-accum-steps", "2", "--clip-grad", "1.0", "--ptq-report", "", "--deterministic",
+        "--device", "cpu", "--quiet", "--lr", "1e-3"]
+
+
+def train(args, out, ranks=1, port=29571):
+    launch = [sys.executable, "-m", "vitfast.train"] if ranks == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port", str(port),
+        "-m", "vitfast.train"]
+    done = subprocess.run(launch + [*args, "--output", str(out)], env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def descendants(pid):
+    """The processes under pid, read from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def weights_of(path):
+    """The model's weights in a checkpoint: a sharded folder's, read whole, or a .pt file's."""
+    return sharded_weights(path) if str(path).endswith(".dcp") else load_state(path)["model"]
+
+
+def close(a, b, what):
+    assert set(a) == set(b), what
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=f"{what} {k}")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, small_builtin):
+    """A DDP and an FSDP run on two ranks, the same global batch of 32 (2 micro-batches of 8 per rank), 4
+    steps, validated and kept at step 2 (checkpoint-step2.*) to continue from in other ways."""
+    root = tmp_path_factory.mktemp("fsdp")
+    args = TINY + ["--data", small_builtin, "--steps", "4", "--eval-every-steps", "2", "--keep-checkpoints", "2"]
+    ddp = train(args, root / "ddp", ranks=2, port=29571)
+    fsdp = train(args + ["--fsdp"], root / "fsdp", ranks=2, port=29572)
+    assert "DDP: each rank holds the whole model" in ddp.stdout
+    assert "each rank holds 1/2 of the weights, gradients and optimizer state" in fsdp.stdout
+    return root, TINY + ["--data", small_builtin]  # what a continuation repeats
+
+
+def test_fsdp_on_two_ranks_equals_ddp(runs):
+    root, _ = runs
+    reference, run = weights_of(root / "ddp" / "checkpoint-last.pt"), root / "fsdp"
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == [
+        "checkpoint-best.dcp", "checkpoint-last.dcp", "checkpoint-step2.dcp", "checkpoint-step4.dcp"]
+    close(reference, sharded_weights(run / "checkpoint-last.dcp"), "sharded checkpoint")
+    close(reference, load_file(run / "model.safetensors"), "model.safetensors")  # consolidated on rank 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+
+
+@pytest.mark.parametrize("source, ranks, extra, written, reference", [
+    ("fsdp/checkpoint-step2.dcp", 4, [], ".dcp", "fsdp/checkpoint-last.dcp"),  # resharded from 2 ranks to 4
+    ("ddp/checkpoint-step2.pt", 2, ["--fsdp"], ".dcp", "ddp/checkpoint-last.pt"),  # DDP's whole tensors sharded
+    ("fsdp/checkpoint-step2.dcp", 2, ["--fsdp", "false"], ".pt", "ddp/checkpoint-last.pt"),  # read whole by DDP
+])
+def test_a_checkpoint_continues_on_other_ranks_and_across_ddp_and_fsdp(runs, tmp_path, source, ranks, extra,
+                                                                       written, reference):
+    """The step-2 checkpoint continued to step 4 another way reaches what the run reached straight: the
+    model and the optimizer state arrived whole."""
+    root, args = runs
+    port = 29573 + 2 * len(extra) + ranks
+    done = train(args + ["--resume", str(root / source), *extra], tmp_path / "on", ranks=ranks, port=port)
+    assert f"resumed from {root / source} at step 2" in done.stdout and f"{ranks} x cpu" in done.stdout
+    (last,) = (tmp_path / "on").glob("checkpoint-last.*")
+    assert last.suffix == written  # an FSDP run's continuation is one unless told otherwise
+    ours, want = weights_of(last), weights_of(root / reference)
+    close(want, ours, f"{source} on {ranks} ranks {' '.join(extra)}")
+
+
+def test_fsdp_in_one_process_says_so_and_its_run_evaluates_and_resumes(tmp_path, tiny_args):
+    out = tmp_path / "run"
+    done = train(tiny_args + ["--steps", "2", "--fsdp", "--device", "cpu"], out)
+    assert "--fsdp on one process: nothing to shard" in done.stdout
+    assert {"checkpoint-last.dcp", "checkpoint-best.dcp", "model.safetensors", "summary.json"} <= set(os.listdir(out))
+    close(load_file(out / "model.safetensors"), sharded_weights(out / "checkpoint-last.dcp"), "one process")
+    # the folder's checkpoint is a checkpoint like any other: evaluated by path, continued by --resume auto
+    ev = subprocess.run([sys.executable, "-m", "vitfast.eval", "--checkpoint", str(out / "checkpoint-last.dcp"),
+                         "--quant", "fp32", "--json", str(tmp_path / "eval.json"), "--quiet"],
+                        env=ENV, capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert json.loads((tmp_path / "eval.json").read_text())["fp32"]["acc1"] == \
+        json.loads((out / "summary.json").read_text())["val_acc1"]
+    more = train(tiny_args + ["--resume", str(out / "checkpoint-last.dcp"), "--extend-steps", "1", "--device", "cpu"],
+                 tmp_path / "more")
+    assert f"resumed from {out / 'checkpoint-last.dcp'} at step 2" in more.stdout
+    assert load_state(tmp_path / "more" / "checkpoint-last.dcp")["step"] == 3
+    again = train(tiny_args + ["--resume", "auto", "--device", "cpu"], out)  # a finished run changes no file
+    assert "the run is finished (step 2 of 2); nothing to do" in again.stdout
+    tuned = train(tiny_args + ["--init-checkpoint", str(out / "checkpoint-last.dcp"), "--steps", "1", "--device", "cpu"],
+                  tmp_path / "tuned")
+    assert f"initialised from {out / 'checkpoint-last.dcp'}" in tuned.stdout
+
+
+def test_sharded_resume_after_sigkill_is_bit_identical(tmp_path, small_builtin):
+    """Every rank and torchrun killed at once as soon as a checkpoint folder is in place; --resume auto
+    continues to the very weights of the run that was never stopped."""
+    args = TINY + ["--data", small_builtin, "--steps", "8", "--save-every", "1", "--fsdp"]
+    train(args, tmp_path / "straight", ranks=2, port=29591)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             "29592", "-m", "vitfast.train", *args, "--output", str(out)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, deadline = out / "checkpoint-last.dcp", time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    for pid in [proc.pid, *descendants(proc.pid)]:  # torchrun starts each rank in a session of its own
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = load_state(last)["step"]
+    assert 0 < killed_at < 8, "the kill must land mid-run"
+    resumed = train(args + ["--resume", "auto"], out, ranks=2, port=29593)
+    assert f"at step {killed_at}" in resumed.stdout
+    a, b = weights_of(tmp_path / "straight" / "checkpoint-last.dcp"), weights_of(last)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--ssl", "dino"], "--ssl (its teacher and heads) is not sharded yet"),
+    (["--ema", "0.99"], "--ema (the weights' moving average) is not sharded yet"),
+    (["--amp", "fp16"], "no fp16 loss scaler"),
+])
+def test_what_fsdp_does_not_shard_yet_is_refused_in_one_line(tmp_path, tiny_args, extra, named):
+    done = subprocess.run([sys.executable, "-m", "vitfast.train", *tiny_args, "--fsdp", *extra, "--steps", "1",
+                           "--output", str(tmp_path / "run")], env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

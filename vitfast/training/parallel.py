@@ -1,0 +1,256 @@
+"""How the ranks hold the model: one process, data parallel (DDP: every rank holds all of it), or fully
+sharded (FSDP2: each rank 1/N of the weights, gradients and optimizer state). The training loop calls the
+same methods on each; what differs (wrapping, clipping, checkpoint files, gathering the weights for
+validation and the outputs) is here, so the loop does not branch on it."""
+import copy
+import os
+import shutil
+
+import torch
+
+from .state import STATE_FILE, save_state
+
+__all__ = ["create_parallel", "OneProcess", "DataParallel", "FullyShard", "shard", "shard_units"]
+
+
+def create_parallel(cfg, dist, say):
+    if cfg["fsdp"]:
+        return FullyShard(cfg, dist, say)
+    return DataParallel(cfg, dist, say) if dist.enabled else OneProcess(cfg, dist, say)
+
+
+class OneProcess:
+    """The whole model in this process. Checkpoints are one torch.save file, written by rank 0."""
+
+    suffix = ".pt"
+
+    def __init__(self, cfg, dist, say):
+        self.cfg, self.dist, self.say = cfg, dist, say
+
+    def describe(self):
+        return ""
+
+    def wrap(self, trained):
+        """The module the loop runs forward and backward (trained, or a wrapper of it)."""
+        return trained
+
+    def clip_grad_norm_(self, params, max_norm):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    def all_finite(self, params):
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
+    def save(self, path, model, trained, optimizer, rest):
+        if self.dist.is_main:
+            save_state(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **rest})
+
+    def load(self, state, model, trained, optimizer):
+        """A checkpoint's weights and optimizer state into the modules: its own kind, or a sharded one
+        (an FSDP run's, read whole by each process)."""
+        if state.get("sharded"):
+            load_sharded(state["sharded"], model, trained, optimizer)
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+
+    def remove(self, path):
+        if self.dist.is_main and os.path.exists(path):
+            os.remove(path)
+
+    def plain(self, module):
+        """The module with all its weights in this process, for validation and the run's outputs."""
+        return module
+
+    def close(self):
+        pass
+
+
+class DataParallel(OneProcess):
+    """torchrun's ranks each hold the whole model; DDP all-reduces the gradients."""
+
+    def describe(self):
+        return " (DDP: each rank holds the whole model)"
+
+    def wrap(self, trained):
+        device = self.dist.device
+        if device.type == "cuda":
+            trained = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trained)
+        elif has_batchnorm(trained):  # PyTorch's SyncBatchNorm runs on GPUs only
+            self.say("note: BatchNorm statistics are each rank's own on the CPU (SyncBatchNorm needs GPUs)")
+        return torch.nn.parallel.DistributedDataParallel(
+            trained, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+class FullyShard(OneProcess):
+    """FSDP2 (torch.distributed.fsdp.fully_shard): each transformer block, then the rest of the model, is
+    sharded over every rank; a block's weights are gathered for its forward and backward and freed after.
+    Under --amp bf16 the gathered weights are bf16 and gradients reduce in fp32 onto fp32 shards (the
+    master weights). Checkpoints are torch.distributed.checkpoint folders (<name>.dcp): every rank writes
+    its shards, and the folder is renamed into place once complete, so a checkpoint is whole or absent;
+    they load at any number of ranks."""
+
+    suffix = ".dcp"
+
+    def __init__(self, cfg, dist, say):
+        super().__init__(cfg, dist, say)
+        import torch.distributed as tdist
+
+        self.own_group = False
+        if not dist.enabled:  # one process: a group of one, so that the same code and files serve
+            store = tdist.HashStore()
+            backend = "nccl" if dist.device.type == "cuda" else "gloo"
+            tdist.init_process_group(backend, store=store, rank=0, world_size=1)
+            self.own_group = True
+        from torch.distributed.device_mesh import init_device_mesh
+
+        self.mesh = init_device_mesh(dist.device.type, (dist.world_size,), mesh_dim_names=("shard",))
+        self.skeletons = {}
+
+    def describe(self):
+        n = self.dist.world_size
+        if n == 1:
+            return " (--fsdp on one process: nothing to shard; its checkpoints resume on any number of ranks)"
+        return f" (FSDP: each rank holds 1/{n} of the weights, gradients and optimizer state)"
+
+    def wrap(self, trained):
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        # a weightless copy: validation and the outputs rebuild the whole module in it from the shards
+        self.skeletons[id(trained)] = copy.deepcopy(trained).to("meta")
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+            if self.cfg["amp"] == "bf16" else MixedPrecisionPolicy()
+        if has_batchnorm(trained) and self.dist.enabled:
+            self.say("note: BatchNorm statistics are each rank's own under --fsdp")
+        return shard(trained, self.mesh, mp)
+
+    def all_finite(self, params):
+        import torch.distributed as tdist
+
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in params]
+        ok = torch.stack([torch.isfinite(p).all() for p in local]).all().to(torch.int32).reshape(1)
+        tdist.all_reduce(ok, op=tdist.ReduceOp.MIN)
+        return bool(ok.item())
+
+    def save(self, path, model, trained, optimizer, rest):
+        import torch.distributed as tdist
+        import torch.distributed.checkpoint as dcp
+
+        tmp = path + ".tmp"
+        if self.dist.is_main and os.path.exists(tmp):  # a write cut short earlier
+            shutil.rmtree(tmp)
+        tdist.barrier()
+        dcp.save(sharded_state(model, trained, optimizer), checkpoint_id=tmp)
+        tdist.barrier()  # every rank's shards are written
+        if self.dist.is_main:
+            save_state(os.path.join(tmp, STATE_FILE), dict(rest, sharded=True))
+            replace_folder(tmp, path)
+        tdist.barrier()
+
+    def load(self, state, model, trained, optimizer):
+        if state.get("sharded"):
+            return load_sharded(state["sharded"], model, trained, optimizer)
+        # a DDP or one-process run's checkpoint: its whole tensors, sharded here
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                             set_optimizer_state_dict)
+
+        whole = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(model, state["model"], options=whole)
+        set_optimizer_state_dict(trained, optimizer, by_name(state["optimizer"], trained, optimizer), options=whole)
+
+    def remove(self, path):
+        import torch.distributed as tdist
+
+        if self.dist.is_main and os.path.exists(path):
+            shutil.rmtree(path)
+        tdist.barrier()
+
+    def plain(self, module):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        whole = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
+        twin = copy.deepcopy(self.skeletons[id(module)]).to_empty(device=self.dist.device)
+        twin.load_state_dict(whole)
+        with torch.no_grad():  # buffers are not sharded; the non-persistent ones are in no state dict
+            for (_, mine), (_, theirs) in zip(twin.named_buffers(), module.named_buffers()):
+                mine.copy_(theirs)
+        return twin
+
+    def close(self):
+        if self.own_group:
+            import torch.distributed as tdist
+
+            tdist.destroy_process_group()
+
+
+def shard(model, mesh, mp_policy=None):
+    """fully_shard each of the model's shard_units, then the model itself (what is left), over mesh."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp_policy = mp_policy or MixedPrecisionPolicy()
+    for unit in shard_units(model):
+        fully_shard(unit, mesh=mesh, mp_policy=mp_policy)
+    return fully_shard(model, mesh=mesh, mp_policy=mp_policy)
+
+
+def shard_units(model):
+    """The modules FSDP shards one by one: each transformer block (every child of a `blocks` list, in every
+    family: ViT's, T2T's, ConViT's, each DVT exit's); the root takes what is left."""
+    units = []
+    for name, module in model.named_modules():
+        if name.split(".")[-1] == "blocks" and isinstance(module, (torch.nn.ModuleList, torch.nn.Sequential)):
+            units.extend(module.children())
+    return units
+
+
+def has_batchnorm(module):
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def sharded_state(model, trained, optimizer):
+    """What a sharded checkpoint holds, as DCP loads it back: the model's and the optimizer's state by name."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    return {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(trained, optimizer)}
+
+
+def load_sharded(path, model, trained, optimizer):
+    """A sharded checkpoint folder into the modules, at whatever number of ranks (or none) reads it."""
+    import torch.distributed as tdist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    state = sharded_state(model, trained, optimizer)
+    dcp.load(state, checkpoint_id=path, no_dist=not tdist.is_initialized())
+    set_model_state_dict(model, state["model"])
+    set_optimizer_state_dict(trained, optimizer, state["optimizer"])
+
+
+def by_name(saved, trained, optimizer):
+    """torch.optim's state dict (parameters numbered in the optimizer's order) keyed by parameter name, as
+    torch.distributed.checkpoint.state_dict takes it; the optimizer is built as the saving run built its."""
+    names = {p: n for n, p in trained.named_parameters()}
+    order = [names[p] for group in optimizer.param_groups for p in group["params"]]
+    index = [i for group in saved["param_groups"] for i in group["params"]]
+    if len(index) != len(order):
+        raise ValueError(f"the checkpoint's optimizer holds {len(index)} parameters, this model {len(order)}")
+    name_of = dict(zip(index, order))
+    return {"state": {name_of[i]: s for i, s in saved["state"].items()},
+            "param_groups": [dict(g, params=[name_of[i] for i in g["params"]]) for g in saved["param_groups"]]}
+
+
+def replace_folder(tmp, path):
+    """Rename the complete folder tmp to path, replacing what is there: the old one is moved aside first
+    (path.old) and removed after, so a crash in between leaves one complete checkpoint (state.settled)."""
+    old = path + ".old"
+    if os.path.exists(path):  # complete: an older one aside is not needed (without it, old is the one left)
+        if os.path.exists(old):
+            shutil.rmtree(old)
+        os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
