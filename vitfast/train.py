@@ -119,7 +119,7 @@ def main(argv=None):
         num_classes=num_classes, img_size=data.img_size, device=device, dist=dist, data=data, say=say,
         total_steps=total_steps, steps_per_epoch=steps_per_epoch))
     # wrapped before the optimizer is made: sharding replaces the parameters (the optimizer takes the shards)
-    train_model = parallel.wrap(trained)
+    train_model = parallel.wrap(trained, method.held())
     lr = cfg["lr"] * (cfg["batch_size"] / cfg["lr_base_size"] if cfg["lr_base_size"] else 1.0)
     optimizer = create_optimizer(trained, cfg["opt"], lr, cfg["weight_decay"], cfg["momentum"], cfg["betas"])
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg["amp"]]
@@ -132,7 +132,7 @@ def main(argv=None):
     resumed_rng = None
     if resume:
         with blame(f"--resume {resume}", (ValueError, RuntimeError, KeyError)):
-            parallel.load(state, model, trained, optimizer)
+            parallel.load(state, model, trained, optimizer, method.state())
             scaler.load_state_dict(state["scaler"])
             method.load_state(state)
         step, epoch, done_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]

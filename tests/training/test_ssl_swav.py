@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from vitfast.cli import UsageError
 from vitfast.models.ssl_heads import SwAVHead
 from vitfast.train import main as train_main
-from vitfast.training.methods.swav import sinkhorn, swav_loss
+from vitfast.training.methods.swav import deal_queue, sinkhorn, swav_loss
 from vitfast.training.state import load_state
 
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
@@ -119,3 +119,21 @@ def test_fewer_prototypes_than_embedding_dims_are_noted(tmp_path, small_builtin,
     assert "note: --num-clusters 30,20 is not above the embedding's 24 dimensions" in capsys.readouterr().out
     train_main(args + ["--num-clusters", "25", "--output", str(tmp_path / "enough")])
     assert "note: --num-clusters" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("saved, world", [(2, 4), (4, 2), (1, 2), (2, 1), (2, 2)])
+def test_a_queue_saved_at_one_number_of_ranks_is_dealt_to_another_newest_first(saved, world):
+    """Every entry kept, and each rank's queue newest first, when a run continues on other ranks."""
+    length, crops, dim = 8, 2, 3
+    # entry value = its age (0 newest) * 10 + the rank that queued it
+    ages = torch.arange(length).float()
+    queue = torch.stack([torch.stack([torch.stack([ages * 10 + r] * dim, dim=-1)] * crops) for r in range(saved)])
+    queue = queue if saved > 1 else queue[0]
+    dealt = [deal_queue(queue, world, r) for r in range(world)]
+    assert all(d.shape == (crops, length * saved // world, dim) for d in dealt)
+    everything = torch.cat([d[:, :, 0] for d in dealt], dim=1)
+    saved_entries = queue.reshape(-1, crops, length, dim)[:, 0, :, 0].flatten()
+    assert sorted(everything[0].tolist()) == sorted(saved_entries.tolist())
+    for d in dealt:
+        age = (d[0, :, 0] // 10).tolist()
+        assert age == sorted(age)  # newest first

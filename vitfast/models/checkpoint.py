@@ -129,17 +129,18 @@ def read_state_dict(path, weights="reported"):
 STATE_FILE = "state.pt"  # in a sharded checkpoint's folder (an --fsdp run's): all of it but the shards
 
 
-def sharded_weights(path):
-    """The whole model state dict in a sharded checkpoint folder (torch.distributed.checkpoint), read by this
-    process alone, with no model to load it into (as torch's dcp_to_torch_save reads one, the model only)."""
+def sharded_weights(path, key="model"):
+    """A whole state dict in a sharded checkpoint folder (torch.distributed.checkpoint): the model's, or
+    another entry's ("ema"), read by this process alone with no model to load it into (as torch's
+    dcp_to_torch_save reads a folder)."""
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     state = {}
     _load_state_dict(state, storage_reader=FileSystemReader(os.fspath(path)),
-                     planner=_EmptyStateDictLoadPlanner(keys={"model"}), no_dist=True)
-    return state["model"]
+                     planner=_EmptyStateDictLoadPlanner(keys={key}), no_dist=True)
+    return state[key]
 
 
 def read_weights(path, weights="reported"):
@@ -152,7 +153,8 @@ def read_weights(path, weights="reported"):
         if sharded:
             with torch.serialization.safe_globals(_weights_only_extras()):
                 meta, obj = None, torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
-            obj = dict(obj, model=sharded_weights(path), ema=obj.get("ema"))
+            obj = dict(obj, model=sharded_weights(path),
+                       ema=sharded_weights(path, "ema") if "ema" in obj.get("sharded_keys", ()) else obj.get("ema"))
         elif path.endswith(".safetensors"):
             from safetensors import safe_open
 

@@ -235,16 +235,8 @@ def _check_data_spec(spec, where):
         raise UsageError(f"{where} {spec!r}: {kind} needs a directory, as in {kind}:DIR")
 
 
-# What --fsdp does not shard yet: each is refused in one line rather than run unsharded or wrong.
-_FSDP_NOT_YET = {"ssl": "--ssl (its teacher and heads)", "teacher": "distillation (--teacher)",
-                 "ema": "--ema (the weights' moving average)", "compile": "--compile"}
-
-
 def _check_fsdp(c, where):
-    for key, what in _FSDP_NOT_YET.items():
-        if c[key]:
-            raise UsageError(f"{where('fsdp')}: {what} is not sharded yet; drop {where(key)}, or train it without "
-                             "--fsdp (DDP under torchrun)")
+    """What --fsdp does not run with, refused in one line rather than run unsharded or wrong."""
     if c["amp"] == "fp16":
         raise UsageError(f"{where('fsdp')} with {where('amp')} fp16: sharded training has no fp16 loss scaler here; "
                          "use --amp bf16 (fp32's range, no scaler needed)")

@@ -30,8 +30,9 @@ class OneProcess:
     def describe(self):
         return ""
 
-    def wrap(self, trained):
-        """The module the loop runs forward and backward (trained, or a wrapper of it)."""
+    def wrap(self, trained, held=()):
+        """The module the loop runs forward and backward (trained, or a wrapper of it); held: the method's
+        other modules with weights (an EMA, a teacher), which only FSDP changes (it shards them too)."""
         return trained
 
     def clip_grad_norm_(self, params, max_norm):
@@ -41,14 +42,16 @@ class OneProcess:
         return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
 
     def save(self, path, model, trained, optimizer, rest):
+        """rest: the checkpoint's other entries, the method's state among them (method.state())."""
         if self.dist.is_main:
             save_state(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **rest})
 
-    def load(self, state, model, trained, optimizer):
+    def load(self, state, model, trained, optimizer, method_state):
         """A checkpoint's weights and optimizer state into the modules: its own kind, or a sharded one
-        (an FSDP run's, read whole by each process)."""
+        (an FSDP run's, read whole by each process). method_state: the method's state() now, the form its
+        entries in `state` are to take (filled in from the shards), for method.load_state(state) after."""
         if state.get("sharded"):
-            load_sharded(state["sharded"], model, trained, optimizer)
+            load_sharded(state, model, trained, optimizer, method_state)
         else:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -71,7 +74,7 @@ class DataParallel(OneProcess):
     def describe(self):
         return " (DDP: each rank holds the whole model)"
 
-    def wrap(self, trained):
+    def wrap(self, trained, held=()):
         device = self.dist.device
         if device.type == "cuda":
             trained = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trained)
@@ -104,7 +107,7 @@ class FullyShard(OneProcess):
         from torch.distributed.device_mesh import init_device_mesh
 
         self.mesh = init_device_mesh(dist.device.type, (dist.world_size,), mesh_dim_names=("shard",))
-        self.skeletons = {}
+        self.skeletons = []  # (module, its weightless copy)
 
     def describe(self):
         n = self.dist.world_size
@@ -112,16 +115,22 @@ class FullyShard(OneProcess):
             return " (--fsdp on one process: nothing to shard; its checkpoints resume on any number of ranks)"
         return f" (FSDP: each rank holds 1/{n} of the weights, gradients and optimizer state)"
 
-    def wrap(self, trained):
+    def wrap(self, trained, held=()):
         from torch.distributed.fsdp import MixedPrecisionPolicy
 
-        # a weightless copy: validation and the outputs rebuild the whole module in it from the shards
-        self.skeletons[id(trained)] = copy.deepcopy(trained).to("meta")
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if self.cfg["amp"] == "bf16" else MixedPrecisionPolicy()
-        if has_batchnorm(trained) and self.dist.enabled:
-            self.say("note: BatchNorm statistics are each rank's own under --fsdp")
-        return shard(trained, self.mesh, mp)
+        for module in [trained, *held]:
+            # a weightless copy: validation and the outputs rebuild the whole module in it from the shards
+            self.skeletons.append((module, copy.deepcopy(module).to("meta")))
+            if self.dist.device.type == "cuda":
+                module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            elif has_batchnorm(module) and self.dist.enabled:
+                self.say("note: BatchNorm statistics are each rank's own on the CPU (SyncBatchNorm needs GPUs)")
+            shard(module, self.mesh, mp)
+            if module is not trained:  # used without gradients: no backward comes to free the root's weights
+                module.register_forward_hook(lambda m, args, out: m.reshard())
+        return trained
 
     def all_finite(self, params):
         import torch.distributed as tdist
@@ -139,23 +148,31 @@ class FullyShard(OneProcess):
         if self.dist.is_main and os.path.exists(tmp):  # a write cut short earlier
             shutil.rmtree(tmp)
         tdist.barrier()
-        dcp.save(sharded_state(model, trained, optimizer), checkpoint_id=tmp)
+        # the shards in the method's entries (an EMA's, a teacher's, a head's) go with the model's; the rest,
+        # whole on every rank (a step count, DINO's centre, SwAV's gathered queues), to state.pt from rank 0
+        parts = {k: split_shards(v) for k, v in rest.items()}
+        shards = {k: s for k, (s, _) in parts.items() if s is not None}
+        dcp.save(dict(sharded_state(model, trained, optimizer), **shards), checkpoint_id=tmp)
         tdist.barrier()  # every rank's shards are written
         if self.dist.is_main:
-            save_state(os.path.join(tmp, STATE_FILE), dict(rest, sharded=True))
+            whole = {k: w for k, (_, w) in parts.items()}
+            save_state(os.path.join(tmp, STATE_FILE), dict(whole, sharded=True, sharded_keys=sorted(shards)))
             replace_folder(tmp, path)
         tdist.barrier()
 
-    def load(self, state, model, trained, optimizer):
+    def load(self, state, model, trained, optimizer, method_state):
         if state.get("sharded"):
-            return load_sharded(state["sharded"], model, trained, optimizer)
+            return load_sharded(state, model, trained, optimizer, method_state)
         # a DDP or one-process run's checkpoint: its whole tensors, sharded here
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                              set_optimizer_state_dict)
 
-        whole = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(model, state["model"], options=whole)
-        set_optimizer_state_dict(trained, optimizer, by_name(state["optimizer"], trained, optimizer), options=whole)
+        set_model_state_dict(model, state["model"], options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(trained, optimizer, by_name(state["optimizer"], trained, optimizer),
+                                 options=StateDictOptions(full_state_dict=True, strict=False))  # frozen: none
+        for key, like in method_state.items():  # the method's whole tensors, cut as its modules' shards are
+            if holds_shards(like) and state.get(key) is not None:
+                state[key] = shard_like(like, state[key])
 
     def remove(self, path):
         import torch.distributed as tdist
@@ -168,12 +185,21 @@ class FullyShard(OneProcess):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         whole = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
-        twin = copy.deepcopy(self.skeletons[id(module)]).to_empty(device=self.dist.device)
+        twin = copy.deepcopy(self.skeleton(module)).to_empty(device=self.dist.device)
         twin.load_state_dict(whole)
         with torch.no_grad():  # buffers are not sharded; the non-persistent ones are in no state dict
             for (_, mine), (_, theirs) in zip(twin.named_buffers(), module.named_buffers()):
                 mine.copy_(theirs)
         return twin
+
+    def skeleton(self, module):
+        """The weightless copy of a module that wrap() sharded, or of a module within one (DINO's teacher
+        backbone)."""
+        for root, skeleton in self.skeletons:
+            for name, sub in root.named_modules():
+                if sub is module:
+                    return skeleton.get_submodule(name)
+        raise ValueError(f"{type(module).__name__} is not a module this run sharded")
 
     def close(self):
         if self.own_group:
@@ -213,27 +239,102 @@ def sharded_state(model, trained, optimizer):
     return {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(trained, optimizer)}
 
 
-def load_sharded(path, model, trained, optimizer):
-    """A sharded checkpoint folder into the modules, at whatever number of ranks (or none) reads it."""
+def load_sharded(state, model, trained, optimizer, method_state):
+    """A sharded checkpoint folder (state["sharded"]) into the modules, at whatever number of ranks (or
+    none) reads it; the method's entries it holds (state["sharded_keys"]) into `state`, in the form they
+    have in method_state (sharded, or whole where this run does not shard)."""
     import torch.distributed as tdist
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
-    state = sharded_state(model, trained, optimizer)
-    dcp.load(state, checkpoint_id=path, no_dist=not tdist.is_initialized())
-    set_model_state_dict(model, state["model"])
-    set_optimizer_state_dict(trained, optimizer, state["optimizer"])
+    from torch.distributed.checkpoint import FileSystemReader
+
+    target = sharded_state(model, trained, optimizer)
+    # torch gives every parameter optimizer state to load into; one the saving run had none for yet (frozen
+    # so far: DINO's last layer, SwAV's prototypes) is left without, as a run never stopped has it
+    saved = FileSystemReader(state["sharded"]).read_metadata().state_dict_metadata
+    moments = target["optimizer"]["state"]
+    for name in [n for n, s in moments.items() if not any(f"optimizer.state.{n}.{k}" in saved for k in s)]:
+        del moments[name]
+    extra = {k: in_shards(method_state[k], state[k]) for k in state.get("sharded_keys", ())}
+    dcp.load(dict(target, **extra), checkpoint_id=state["sharded"], no_dist=not tdist.is_initialized())
+    set_model_state_dict(model, target["model"])
+    set_optimizer_state_dict(trained, optimizer, target["optimizer"], options=StateDictOptions(strict=False))
+    for key, loaded in extra.items():
+        state[key] = merge_shards(state[key], loaded)
+
+
+SHARDED = "<in the checkpoint's shards>"  # where a sharded checkpoint's state.pt left a tensor to its shards
+
+
+def split_shards(value):
+    """(the DTensors of a nested dict, None if none; the dict with SHARDED in their places)."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(value, DTensor):
+        return value, SHARDED
+    if not isinstance(value, dict):
+        return None, value
+    parts = {k: split_shards(v) for k, v in value.items()}
+    shards = {k: s for k, (s, _) in parts.items() if s is not None}
+    return shards or None, {k: w for k, (_, w) in parts.items()}
+
+
+def in_shards(now, saved):
+    """The entries of `now` (a method's state in this run: DTensors, or whole tensors where it does not
+    shard) at the places `saved` (a state.pt entry) left to the shards: what DCP loads them into."""
+    if is_sharded(saved):
+        return now
+    return {k: in_shards(now[k], v) for k, v in saved.items() if left_to_shards(v)}
+
+
+def merge_shards(saved, loaded):
+    """saved with its SHARDED places filled from loaded."""
+    if is_sharded(saved):
+        return loaded
+    return {k: merge_shards(v, loaded[k]) if k in loaded else v for k, v in saved.items()}
+
+
+def is_sharded(value):
+    return isinstance(value, str) and value == SHARDED
+
+
+def left_to_shards(saved):
+    """Whether a state.pt entry has a place left to the shards, at any depth."""
+    return is_sharded(saved) or isinstance(saved, dict) and any(left_to_shards(v) for v in saved.values())
+
+
+def holds_shards(value):
+    """Whether a checkpoint entry holds a DTensor (a sharded module's state), at any depth."""
+    return split_shards(value)[0] is not None
+
+
+def shard_like(like, whole):
+    """whole (nested dicts of tensors) cut into DTensors placed as like's are; what is not a DTensor there
+    stays as it is."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(like, dict):
+        return {k: shard_like(like[k], v) if k in like else v for k, v in whole.items()}
+    if isinstance(like, DTensor):
+        return distribute_tensor(whole.to(like.device, like.dtype), like.device_mesh, like.placements)
+    return whole
 
 
 def by_name(saved, trained, optimizer):
     """torch.optim's state dict (parameters numbered in the optimizer's order) keyed by parameter name, as
-    torch.distributed.checkpoint.state_dict takes it; the optimizer is built as the saving run built its."""
+    torch.distributed.checkpoint.state_dict takes it; the optimizer is built as the saving run built its,
+    and its groups are given the keys a method added to the saved ones (DINO's "decayed"), which torch
+    requires of them."""
     names = {p: n for n, p in trained.named_parameters()}
     order = [names[p] for group in optimizer.param_groups for p in group["params"]]
     index = [i for group in saved["param_groups"] for i in group["params"]]
     if len(index) != len(order):
         raise ValueError(f"the checkpoint's optimizer holds {len(index)} parameters, this model {len(order)}")
     name_of = dict(zip(index, order))
+    for now, then in zip(optimizer.param_groups, saved["param_groups"]):  # keys a method added (DINO's "decayed")
+        for key, value in then.items():
+            now.setdefault(key, value)
     return {"state": {name_of[i]: s for i, s in saved["state"].items()},
             "param_groups": [dict(g, params=[name_of[i] for i in g["params"]]) for g in saved["param_groups"]]}
 

@@ -116,7 +116,9 @@ def model_from_file(path, argument, weights="reported"):
             raise
         config = state["config"]
         if state.get("sharded"):  # an --fsdp run's checkpoint folder: its shards read whole, here
-            state = dict(state, model=sharded_weights(state["sharded"]))
+            held = state.get("sharded_keys", ())
+            state = dict(state, model=sharded_weights(state["sharded"]),
+                         ema=sharded_weights(state["sharded"], "ema") if "ema" in held else state.get("ema"))
         with blame(argument, ValueError):
             state_dict, which = run_weights(state, weights, repr(path))
         name, kwargs = config["model"], creation_kwargs(config)

@@ -10,6 +10,8 @@ class Method:
     prepare(model, run)   once the model is built and on its device (run: num_classes, img_size, device,
                           dist, data, total_steps, steps_per_epoch, say): build what the method holds (an
                           EMA, a teacher, heads); returns the module the optimizer trains and DDP wraps.
+    held()                the modules with weights the method holds besides prepare's (an EMA, a teacher):
+                          sharded under --fsdp as the trained module is.
     views(x, y)           a micro-batch as the loader gives it -> what loss() takes (mixup; crops).
     loss(trained, x, y, step)  the scalar loss, under the loop's autocast; `trained` is prepare's module
                           as the loop runs it (wrapped in DDP or compiled).
@@ -32,6 +34,9 @@ class Method:
 
     def prepare(self, model, run):
         raise NotImplementedError
+
+    def held(self):
+        return []
 
     def views(self, x, y):
         return x, y

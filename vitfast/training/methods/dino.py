@@ -53,6 +53,9 @@ class DINO(SelfSupervised):
             f"{cfg['warmup_teacher_temp']:g} -> {cfg['teacher_temp']:g} over {self.temp_warmup} steps, momentum "
             f"{cfg['teacher_momentum']:g} -> 1; last layer frozen {self.freeze_steps} steps")
 
+    def held(self):
+        return [self.teacher]
+
     def teacher_temp(self, step):
         cfg = self.cfg
         if step >= self.temp_warmup:

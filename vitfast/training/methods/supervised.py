@@ -28,6 +28,9 @@ class Supervised(Method):
         self.ema = ModelEma(model, cfg["ema"]) if cfg["ema"] > 0 else None
         return model
 
+    def held(self):
+        return [self.ema.module] if self.ema is not None else []
+
     def views(self, x, y):
         return self.mixup(x, y) if self.mixup is not None else (x, y)
 
@@ -69,6 +72,9 @@ class Distillation(Supervised):
         if which:
             run.say(f"teacher {self.cfg['teacher']}: {which}")
         return model
+
+    def held(self):
+        return super().held() + [self.teacher]
 
     def loss(self, trained, x, y, step):
         cfg = self.cfg

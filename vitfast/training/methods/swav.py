@@ -12,7 +12,7 @@ from ...cli import UsageError
 from ...models.ssl_heads import MultiCropNet, SwAVHead, swav_head_dims
 from .self_supervised import SelfSupervised, gathered
 
-__all__ = ["SwAV", "sinkhorn", "swav_loss"]
+__all__ = ["SwAV", "sinkhorn", "swav_loss", "deal_queue"]
 
 
 @torch.no_grad()
@@ -48,6 +48,18 @@ def swav_loss(scores, assignments, crops, temperature=0.1):
     for i, q in assignments.items():
         total = total + sum(-(q * log_p[v]).sum(dim=-1).mean() for v in range(crops) if v != i) / (crops - 1)
     return total / len(assignments)
+
+
+def deal_queue(queue, world, rank):
+    """This rank's queue from a checkpoint's: (crops, length, dim) as one process saved it, or (ranks, crops,
+    length, dim), every rank's. Saved at another number of ranks, the entries of all, ordered by age
+    (each rank's newest first), are dealt anew, so each rank's queue is still newest first."""
+    saved = queue.shape[0] if queue.dim() == 4 else 1
+    queue = queue.reshape(saved, *queue.shape[-3:])
+    if saved == world:
+        return queue[rank]
+    by_age = queue.permute(1, 2, 0, 3).reshape(queue.shape[1], -1, queue.shape[-1])
+    return by_age[:, rank::world]
 
 
 class SwAV(SelfSupervised):
@@ -133,11 +145,10 @@ class SwAV(SelfSupervised):
             raise ValueError(f"the checkpoint holds no SwAV state (method {ssl.get('method')!r})")
         self.head.load_state_dict(ssl["head"])
         if self.queue is not None and ssl.get("queue") is not None:
-            queue = ssl["queue"]
-            if self.run.dist.enabled:
-                queue = queue[self.run.dist.rank]
-            self.queue.copy_(queue)
-            self.queued = ssl.get("queued", 0)
+            world = self.run.dist.world_size
+            self.queue.copy_(deal_queue(ssl["queue"], world, self.run.dist.rank))
+            saved = ssl["queue"].shape[0] if ssl["queue"].dim() == 4 else 1
+            self.queued = ssl.get("queued", 0) * saved // world
 
     @property
     def reported(self):
