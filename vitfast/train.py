@@ -83,7 +83,7 @@ def main(argv=None):
     def where(key):
         return origin.get(key, config_lib.flag_of(key))
 
-    dist = Dist(cfg["device"])
+    dist = Dist(cfg["device"], cfg["dist_timeout"])
     device = dist.device
     say = progress.echo if dist.is_main else (lambda *a: None)
     out, resume = plan_output(cfg, dist)  # decided and checked now; created only once everything is built
@@ -328,6 +328,11 @@ def main(argv=None):
                      f"not saved (Ctrl-C twice): {last_path} holds step {read_step(last_path)}")
             say(f"stopped at step {step} of {total_steps}; {saved}. Continue with: python -m vitfast.train "
                 f"--output {out} --resume auto")
+        lost = dist.lost_rank(e)
+        if lost:  # another rank died or hangs: this one cannot go on
+            raise SystemExit(f"vitfast.train: rank {dist.rank} stops at step {step}: a collective failed ({lost}); "
+                             f"another rank died or hung. {last_path} holds step {read_step(last_path)}: continue "
+                             "with the same command and --resume auto") from e
         if isinstance(e, UnreadableImagesError):  # the data, not vitfast: one line, like a missing dataset
             raise UsageError(f"--data {cfg['data']}: {one_line(e)}") from e
         if is_out_of_memory(e):

@@ -3,6 +3,7 @@ batch; sharded checkpoints (torch.distributed.checkpoint folders) resumed at the
 number of ranks, and converted from and to a DDP run's; the outputs (model.safetensors, eval) as any run's."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -163,6 +164,55 @@ def test_every_method_under_fsdp_equals_ddp(tmp_path, small_builtin, method):
                 close(entries(ddp, key), entries(continued, key), f"{source} continued {key}")
 
 
+def node(rank_of_rdzv, port, args, out, nproc=1, **popen):
+    """One "node" of a multi-node launch, as on a cluster, on this machine: torchrun with c10d rendezvous."""
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
+                             str(nproc), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                             "--rdzv-id", f"vitfast-{rank_of_rdzv}", "-m", "vitfast.train", *args, "--output",
+                             str(out)], env=ENV, text=True, **popen)
+
+
+def test_two_nodes_shard_within_each_and_equal_ddp(runs, tmp_path):
+    """--fsdp-hybrid on two "nodes" of two ranks (the output folder shared, as a cluster's filesystem is):
+    sharded within each node, replicated across them, and the same weights as DDP's on the same batch."""
+    root, args = runs
+    out, launch = tmp_path / "hsdp", args + ["--steps", "4", "--fsdp", "--fsdp-hybrid"]
+    nodes = [node("hsdp", 29681, launch, out, nproc=2, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    outs = [n.communicate(timeout=300) for n in nodes]
+    assert all(n.returncode == 0 for n in nodes), "\n".join(o[1][-2000:] for o in outs)
+    said = "".join(o[0] for o in outs)
+    assert "4 x cpu (HSDP: each rank holds 1/2 of the weights, gradients and optimizer state, replicated over 2 " \
+        "node(s))" in said
+    close(weights_of(root / "ddp" / "checkpoint-last.pt"), weights_of(out / "checkpoint-last.dcp"), "HSDP")
+
+
+def test_a_rank_that_hangs_stops_the_others_in_one_line(tmp_path, small_builtin):
+    """One node's rank stopped (SIGSTOP: alive, silent) mid-run: the other's collectives give up after
+    --dist-timeout and it exits with one line naming the checkpoint to continue from, not a hang."""
+    args = TINY + ["--data", small_builtin, "--steps", "100000", "--save-every", "5", "--fsdp", "--dist-timeout", "5"]
+    out = tmp_path / "run"
+    nodes = [node("hang", 29685, args, out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    deadline = time.time() + 300
+    while not (out / "checkpoint-last.dcp").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    stopped = descendants(nodes[1].pid)
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        _, err = nodes[0].communicate(timeout=240)
+    finally:
+        for pid in [nodes[1].pid, *stopped]:
+            os.kill(pid, signal.SIGKILL)
+        nodes[1].wait()
+    ours = [line for line in err.splitlines() if line.startswith("vitfast.train:")]
+    assert nodes[0].returncode != 0 and len(ours) == 1, err[-3000:]
+    assert re.fullmatch(r"vitfast\.train: rank \d stops at step \d+: a collective failed \(.*[Tt]imed out.*\); "
+                        r"another rank died or hung\. .*checkpoint-last\.dcp holds step \d+: continue with the same "
+                        r"command and --resume auto", ours[0]), ours[0]
+    assert "Traceback" not in err.split("vitfast.train:")[0]  # none from vitfast before it (torchrun's own follow)
+
+
 def test_fsdp_under_bf16_keeps_fp32_shards_and_follows_ddp(tmp_path, small_builtin):
     """--amp bf16: FSDP gathers bf16 weights (LayerNorm's too, which autocast then computes in fp32 from
     them) and reduces fp32 gradients onto fp32 shards; DDP's autocast rounds only what it computes in bf16.
@@ -234,9 +284,13 @@ def test_sharded_resume_after_sigkill_is_bit_identical(tmp_path, small_builtin):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_fsdp_with_fp16_is_refused_in_one_line(tmp_path, tiny_args):
-    named = "no fp16 loss scaler"
-    done = subprocess.run([sys.executable, "-m", "vitfast.train", *tiny_args, "--fsdp", "--amp", "fp16", "--steps", "1",
-                           "--output", str(tmp_path / "run")], env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr
+@pytest.mark.parametrize("extra, env, named", [
+    (["--fsdp", "--amp", "fp16"], {}, "--fsdp with --amp fp16: sharded training has no fp16 loss scaler"),
+    (["--fsdp-hybrid"], {}, "--fsdp-hybrid has no effect without --fsdp"),
+    (["--fsdp", "--fsdp-hybrid"], {"LOCAL_WORLD_SIZE": "2"}, "--fsdp-hybrid: 1 ranks do not split into nodes of 2"),
+])
+def test_what_fsdp_cannot_do_is_refused_in_one_line(tmp_path, tiny_args, extra, env, named):
+    done = subprocess.run([sys.executable, "-m", "vitfast.train", *tiny_args, *extra, "--steps", "1", "--output",
+                           str(tmp_path / "run")], env={**ENV, **env}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -122,6 +122,7 @@ _NEEDS = [
     ("teacher_random_init", "--teacher NAME", lambda c: c["teacher"]),
     ("teacher_weights", "--teacher", lambda c: c["teacher"]),
     ("init_weights", "--init-checkpoint", lambda c: c["init_checkpoint"]),
+    ("fsdp_hybrid", "--fsdp", lambda c: c["fsdp"]),
     ("extend_epochs", "--resume (it lengthens a run that exists)", lambda c: c["resume"]),
     ("extend_steps", "--resume (it lengthens a run that exists)", lambda c: c["resume"]),
     *((key, "--ssl dino or swav", lambda c: c["ssl"]) for key in (

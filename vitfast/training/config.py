@@ -167,6 +167,10 @@ OPTIONS = [
     ("run", "--device", str, None, None, "cpu | cuda | cuda:N (default: cuda when available)"),
     ("run", "--fsdp", bool, False, None, "shard the weights, gradients and optimizer state over torchrun's ranks "
                                          "(FSDP2); checkpoints become sharded folders (<name>.dcp)"),
+    ("run", "--fsdp-hybrid", bool, False, None, "with --fsdp: shard within each node and replicate across nodes "
+                                                "(HSDP: less traffic between nodes, each rank holding more)"),
+    ("run", "--dist-timeout", float, 1800.0, POSITIVE, "seconds a collective waits for every rank before the run "
+                                                       "stops (a rank that died or hangs)"),
     ("run", "--seed", int, 0, NON_NEGATIVE, "seed of every random generator"),
     ("run", "--deterministic", bool, False, None, "deterministic algorithms and per-sample seeded augmentation"),
     ("run", "--ptq-report", "strs", ["fp16_32", "fp16_16", "bf16"], None, "formats evaluated after training "
@@ -463,7 +467,8 @@ def resolve(argv=None, origins=None):
 # reports, not what it trains (every other key is taken from the checkpoint's config).
 RUN_CONTROL = ("output", "resume", "overwrite", "device", "workers", "eval_batch_size", "log_every", "save_every",
                "eval_every", "eval_every_steps", "keep_checkpoints", "extend_epochs", "extend_steps", "max_time",
-               "ptq_report", "compile", "grad_checkpointing", "download", "strict_data", "fsdp",
+               "ptq_report", "compile", "grad_checkpointing", "download", "strict_data", "fsdp", "fsdp_hybrid",
+               "dist_timeout",
                "wandb", "quiet")
 
 

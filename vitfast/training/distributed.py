@@ -1,13 +1,14 @@
 """torchrun integration: DDP over NCCL on GPUs, gloo on CPUs; only rank 0 writes."""
 import datetime
 import os
+import re
 
 import torch
 import torch.distributed as dist
 
 
 class Dist:
-    def __init__(self, device_arg=None):
+    def __init__(self, device_arg=None, timeout=1800.0):
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -25,7 +26,7 @@ class Dist:
             torch.cuda.set_device(self.device)
         if self.world_size > 1:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
-                                    timeout=datetime.timedelta(minutes=30))
+                                    timeout=datetime.timedelta(seconds=timeout))
 
     @property
     def enabled(self):
@@ -47,3 +48,19 @@ class Dist:
     def close(self):
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+    def lost_rank(self, error):
+        """What a collective's failure says, in a few words, when `error` is one (another rank died, or hung
+        past --dist-timeout); None otherwise. The backends' errors reach Python as torch.distributed's
+        DistError, or as a RuntimeError through autograd, so their text tells them apart."""
+        if not self.enabled or not isinstance(error, RuntimeError):
+            return None
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if not isinstance(error, dist.DistError) and not re.search(_COLLECTIVE_FAILURES, text):
+            return None
+        text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # gloo's source location
+        return text.split(". This is typically")[0][:200]
+
+
+_COLLECTIVE_FAILURES = (r"Connection (reset|closed) by peer|Connection refused|[Tt]imed out|ProcessGroupGloo|"
+                        r"ProcessGroupNCCL|NCCL error|Broken pipe")

@@ -8,6 +8,7 @@ import shutil
 
 import torch
 
+from ..cli import UsageError
 from .state import STATE_FILE, save_state
 
 __all__ = ["create_parallel", "OneProcess", "DataParallel", "FullyShard", "shard", "shard_units"]
@@ -106,13 +107,25 @@ class FullyShard(OneProcess):
             self.own_group = True
         from torch.distributed.device_mesh import init_device_mesh
 
-        self.mesh = init_device_mesh(dist.device.type, (dist.world_size,), mesh_dim_names=("shard",))
+        world, self.node = dist.world_size, dist.world_size
+        if cfg["fsdp_hybrid"]:  # HSDP: a 2-D mesh, replicas (nodes) x shards (a node's ranks)
+            self.node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+            if world % self.node:
+                raise UsageError(f"--fsdp-hybrid: {world} ranks do not split into nodes of {self.node} "
+                                 "(torchrun's LOCAL_WORLD_SIZE): launch the same --nproc-per-node on every node")
+            self.mesh = init_device_mesh(dist.device.type, (world // self.node, self.node),
+                                         mesh_dim_names=("replicate", "shard"))
+        else:
+            self.mesh = init_device_mesh(dist.device.type, (world,), mesh_dim_names=("shard",))
         self.skeletons = []  # (module, its weightless copy)
 
     def describe(self):
         n = self.dist.world_size
         if n == 1:
             return " (--fsdp on one process: nothing to shard; its checkpoints resume on any number of ranks)"
+        if self.cfg["fsdp_hybrid"]:
+            return (f" (HSDP: each rank holds 1/{self.node} of the weights, gradients and optimizer state, "
+                    f"replicated over {n // self.node} node(s))")
         return f" (FSDP: each rank holds 1/{n} of the weights, gradients and optimizer state)"
 
     def wrap(self, trained, held=()):
