@@ -20,6 +20,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
     ("bench_train_loop.py", ["--device", "cpu", "--quick", "--models", "vit_pico_patch4_32", "--batch-size", "8",
                              "--steps", "2", "--train-steps", "2", "--log-every", "1"]),
     ("profile_backend.py", ["--device", "cpu", "--quick", "--train", "--steps", "1"]),
+    ("bench_sharding.py", ["--quick", "--port", "29701"]),
 ])
 def test_benchmark_script_runs_from_the_clone(script, args, tmp_path):
     out = tmp_path / "table.md"
