@@ -294,3 +294,36 @@ def test_what_fsdp_cannot_do_is_refused_in_one_line(tmp_path, tiny_args, extra, 
                            str(tmp_path / "run")], env={**ENV, **env}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+FAMILIES = {"t2t_vit_7": "img_size=64,depth=1",
+            "convit_tiny": "img_size=32,patch_size=4,depth=2,local_up_to_layer=1",
+            "dvt_t2t_vit_12": "img_size=64,depth=1,embed_dim=32,num_heads=2,token_dim=16"}
+
+
+@pytest.mark.parametrize("name", ["vit_base_patch16_224", "deit_base_distilled_patch16_224", "t2t_vit_14",
+                                  "convit_small", "dvt_t2t_vit_12", "vit_giant_patch14_224"])
+def test_every_family_is_sharded_block_by_block(name):
+    """Each transformer block is a unit of its own (DVT: every exit's), the root holding only the rest."""
+    import vitfast
+    from vitfast.training.parallel import shard_units
+
+    with torch.device("meta"):
+        model = vitfast.create_model(name)
+    units = shard_units(model)
+    blocks = [m for n, m in model.named_modules() if n.split(".")[-2:-1] == ["blocks"]]
+    apart = [m for n, m in model.named_modules() if n.endswith(".feature_resuse_mlp")]  # DVT's, called apart
+    assert [u for u in units if u not in apart] == blocks and len(blocks) >= 10
+    assert len(apart) == (24 if name.startswith("dvt") else 0)  # exits 2 and 3 reuse features, 12 blocks each
+    inside = sum(p.numel() for u in units for p in u.parameters())
+    assert inside > 0.9 * sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_t2t_convit_and_dvt_under_fsdp_equal_ddp(tmp_path, small_builtin, name):
+    args = TINY[2:] + ["--model", name, "--model-kwargs", FAMILIES[name], "--data", small_builtin, "--steps", "2"]
+    port = 29721 + 2 * list(FAMILIES).index(name)
+    train(args, tmp_path / "ddp", ranks=2, port=port)
+    train(args + ["--fsdp"], tmp_path / "fsdp", ranks=2, port=port + 1)
+    close(weights_of(tmp_path / "ddp" / "checkpoint-last.pt"), weights_of(tmp_path / "fsdp" / "checkpoint-last.dcp"),
+          name)

@@ -62,6 +62,9 @@ class ReuseBlock(Block):
     concatenated with `reuse_dim` reused channels, and feature_resuse_mlp (LayerNorm, MLP dim -> 128 ->
     reuse_dim) maps the previous stage's tokens to those channels."""
 
+    # what the stage calls outside forward(): FSDP shards it as a unit of its own, gathered when called
+    shard_apart = ("feature_resuse_mlp",)
+
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_norm=False, proj_drop=0.0, attn_drop=0.0,
                  init_values=None, drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, mlp_layer=Mlp,
                  attn_layer=Attention, backend=None, feature_reuse=False, reuse_dim=48, reuse_hidden=128):

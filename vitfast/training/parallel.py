@@ -233,11 +233,15 @@ def shard(model, mesh, mp_policy=None):
 
 def shard_units(model):
     """The modules FSDP shards one by one: each transformer block (every child of a `blocks` list, in every
-    family: ViT's, T2T's, ConViT's, each DVT exit's); the root takes what is left."""
+    family: ViT's, T2T's, ConViT's, each DVT exit's), after the parts of it a block names in `shard_apart`
+    (called from outside its forward, so gathered on their own: DVT's feature-reuse MLP); the root takes
+    what is left."""
     units = []
     for name, module in model.named_modules():
         if name.split(".")[-1] == "blocks" and isinstance(module, (torch.nn.ModuleList, torch.nn.Sequential)):
-            units.extend(module.children())
+            for block in module.children():
+                units += [getattr(block, n) for n in getattr(block, "shard_apart", ()) if hasattr(block, n)]
+                units.append(block)
     return units
 
 
