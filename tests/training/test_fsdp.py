@@ -296,6 +296,20 @@ def test_what_fsdp_cannot_do_is_refused_in_one_line(tmp_path, tiny_args, extra, 
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
+def test_four_ranks_equal_ddp_and_continue_on_two(runs, tmp_path):
+    """Four ranks under --fsdp equal DDP's two on the same global batch (8 images per rank and step); their
+    step-2 checkpoint continues on two ranks to the same end (4 -> 2)."""
+    root, args = runs
+    four = tmp_path / "four"
+    train(args + ["--steps", "4", "--eval-every-steps", "2", "--keep-checkpoints", "2", "--fsdp"], four, ranks=4,
+          port=29751)
+    reference = weights_of(root / "ddp" / "checkpoint-last.pt")
+    close(reference, weights_of(four / "checkpoint-last.dcp"), "4 ranks")
+    done = train(args + ["--resume", str(four / "checkpoint-step2.dcp")], tmp_path / "two", ranks=2, port=29752)
+    assert f"resumed from {four / 'checkpoint-step2.dcp'} at step 2" in done.stdout and "2 x cpu" in done.stdout
+    close(reference, weights_of(tmp_path / "two" / "checkpoint-last.dcp"), "4 -> 2 ranks")
+
+
 FAMILIES = {"t2t_vit_7": "img_size=64,depth=1",
             "convit_tiny": "img_size=32,patch_size=4,depth=2,local_up_to_layer=1",
             "dvt_t2t_vit_12": "img_size=64,depth=1,embed_dim=32,num_heads=2,token_dim=16"}
