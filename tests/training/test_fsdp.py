@@ -86,19 +86,22 @@ def test_fsdp_on_two_ranks_equals_ddp(runs):
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
 
 
-@pytest.mark.parametrize("source, ranks, extra, written, reference", [
-    ("fsdp/checkpoint-step2.dcp", 4, [], ".dcp", "fsdp/checkpoint-last.dcp"),  # resharded from 2 ranks to 4
-    ("ddp/checkpoint-step2.pt", 2, ["--fsdp"], ".dcp", "ddp/checkpoint-last.pt"),  # DDP's whole tensors sharded
-    ("fsdp/checkpoint-step2.dcp", 2, ["--fsdp", "false"], ".pt", "ddp/checkpoint-last.pt"),  # read whole by DDP
+@pytest.mark.parametrize("source, ranks, extra, written, reference, said", [
+    ("fsdp/checkpoint-step2.dcp", 4, [], ".dcp", "fsdp/checkpoint-last.dcp", ""),  # resharded from 2 ranks to 4
+    ("ddp/checkpoint-step2.pt", 2, ["--fsdp"], ".dcp", "ddp/checkpoint-last.pt",  # DDP's whole tensors sharded
+     "a whole checkpoint (.pt), sharded over 2 rank(s); this run's checkpoints are sharded folders"),
+    ("fsdp/checkpoint-step2.dcp", 2, ["--fsdp", "false"], ".pt", "ddp/checkpoint-last.pt",  # read whole by DDP
+     "checkpoint-step2.dcp: a sharded checkpoint, read whole; this run's checkpoints are checkpoint-*.pt files"),
 ])
 def test_a_checkpoint_continues_on_other_ranks_and_across_ddp_and_fsdp(runs, tmp_path, source, ranks, extra,
-                                                                       written, reference):
+                                                                       written, reference, said):
     """The step-2 checkpoint continued to step 4 another way reaches what the run reached straight: the
     model and the optimizer state arrived whole."""
     root, args = runs
     port = 29573 + 2 * len(extra) + ranks
     done = train(args + ["--resume", str(root / source), *extra], tmp_path / "on", ranks=ranks, port=port)
     assert f"resumed from {root / source} at step 2" in done.stdout and f"{ranks} x cpu" in done.stdout
+    assert said in done.stdout
     (last,) = (tmp_path / "on").glob("checkpoint-last.*")
     assert last.suffix == written  # an FSDP run's continuation is one unless told otherwise
     ours, want = weights_of(last), weights_of(root / reference)
@@ -255,8 +258,8 @@ def test_fsdp_in_one_process_says_so_and_its_run_evaluates_and_resumes(tmp_path,
     assert load_state(tmp_path / "more" / "checkpoint-last.dcp")["step"] == 3
     again = train(tiny_args + ["--resume", "auto", "--device", "cpu"], out)  # a finished run changes no file
     assert "the run is finished (step 2 of 2); nothing to do" in again.stdout
-    tuned = train(tiny_args + ["--init-checkpoint", str(out / "checkpoint-last.dcp"), "--steps", "1", "--device", "cpu"],
-                  tmp_path / "tuned")
+    tuned = train(tiny_args + ["--init-checkpoint", str(out / "checkpoint-last.dcp"), "--steps", "1", "--device",
+                               "cpu"], tmp_path / "tuned")
     assert f"initialised from {out / 'checkpoint-last.dcp'}" in tuned.stdout
 
 

@@ -53,6 +53,8 @@ class OneProcess:
         entries in `state` are to take (filled in from the shards), for method.load_state(state) after."""
         if state.get("sharded"):
             load_sharded(state, model, trained, optimizer, method_state)
+            self.say(f"{state['sharded']}: a sharded checkpoint, read whole; this run's checkpoints are "
+                     f"checkpoint-*{self.suffix} files (--fsdp shards them again)")
         else:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -177,6 +179,8 @@ class FullyShard(OneProcess):
         if state.get("sharded"):
             return load_sharded(state, model, trained, optimizer, method_state)
         # a DDP or one-process run's checkpoint: its whole tensors, sharded here
+        self.say(f"a whole checkpoint (.pt), sharded over {self.dist.world_size} rank(s); this run's checkpoints "
+                 f"are sharded folders, checkpoint-*{self.suffix}")
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                              set_optimizer_state_dict)
 
