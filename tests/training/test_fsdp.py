@@ -241,11 +241,12 @@ def test_fsdp_compiled_in_one_process_equals_fsdp_eager(tmp_path, tiny_args):
 
 def test_fsdp_in_one_process_says_so_and_its_run_evaluates_and_resumes(tmp_path, tiny_args):
     out = tmp_path / "run"
-    done = train(tiny_args + ["--steps", "2", "--fsdp", "--device", "cpu"], out)
+    done = train(tiny_args + ["--steps", "2", "--fsdp", "--device", "cpu", "--ema", "0.5"], out)
     assert "--fsdp on one process: nothing to shard" in done.stdout
     assert {"checkpoint-last.dcp", "checkpoint-best.dcp", "model.safetensors", "summary.json"} <= set(os.listdir(out))
-    close(load_file(out / "model.safetensors"), sharded_weights(out / "checkpoint-last.dcp"), "one process")
-    # the folder's checkpoint is a checkpoint like any other: evaluated by path, continued by --resume auto
+    close(load_file(out / "model.safetensors"), sharded_weights(out / "checkpoint-last.dcp", "ema"), "the EMA")
+    # the folder's checkpoint is a checkpoint like any other: evaluated by path (the EMA's weights, which the
+    # run reported, read from its shards), continued, fine-tuned from
     ev = subprocess.run([sys.executable, "-m", "vitfast.eval", "--checkpoint", str(out / "checkpoint-last.dcp"),
                          "--quant", "fp32", "--json", str(tmp_path / "eval.json"), "--quiet"],
                         env=ENV, capture_output=True, text=True, timeout=300)
