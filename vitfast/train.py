@@ -132,7 +132,7 @@ def main(argv=None):
     resumed_rng = None
     if resume:
         with blame(f"--resume {resume}", (ValueError, RuntimeError, KeyError)):
-            parallel.load(state, model, trained, optimizer, method.state())
+            parallel.load(state, model, trained, optimizer, method.state)
             scaler.load_state_dict(state["scaler"])
             method.load_state(state)
         step, epoch, done_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]

@@ -143,6 +143,13 @@ def sharded_weights(path, key="model"):
     return state[key]
 
 
+def with_sharded_weights(state, path):
+    """A sharded checkpoint's state.pt contents with its model's weights, and its EMA's where the shards
+    hold one, read whole from the folder at path (what run_weights takes)."""
+    ema = sharded_weights(path, "ema") if "ema" in state.get("sharded_keys", ()) else state.get("ema")
+    return dict(state, model=sharded_weights(path), ema=ema)
+
+
 def read_weights(path, weights="reported"):
     """(read_state_dict's, run_weights' or stored_weights' description: None for a file not of a vitfast run)."""
     path = os.fspath(path)
@@ -153,8 +160,7 @@ def read_weights(path, weights="reported"):
         if sharded:
             with torch.serialization.safe_globals(_weights_only_extras()):
                 meta, obj = None, torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
-            obj = dict(obj, model=sharded_weights(path),
-                       ema=sharded_weights(path, "ema") if "ema" in obj.get("sharded_keys", ()) else obj.get("ema"))
+            obj = with_sharded_weights(obj, path)
         elif path.endswith(".safetensors"):
             from safetensors import safe_open
 

@@ -55,7 +55,8 @@ class Dist:
         DistError, or as a RuntimeError through autograd, so their text tells them apart."""
         if not self.enabled or not isinstance(error, RuntimeError):
             return None
-        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        lines = str(error).strip().splitlines()
+        text = lines[0] if lines else ""
         if not isinstance(error, dist.DistError) and not re.search(_COLLECTIVE_FAILURES, text):
             return None
         text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # gloo's source location

@@ -49,10 +49,11 @@ class OneProcess:
 
     def load(self, state, model, trained, optimizer, method_state):
         """A checkpoint's weights and optimizer state into the modules: its own kind, or a sharded one
-        (an FSDP run's, read whole by each process). method_state: the method's state() now, the form its
-        entries in `state` are to take (filled in from the shards), for method.load_state(state) after."""
+        (an FSDP run's, read whole by each process). method_state: the method's state(), called only where
+        its entries in `state` are to take its form (filled in from the shards, or cut into shards), for
+        method.load_state(state) after."""
         if state.get("sharded"):
-            load_sharded(state, model, trained, optimizer, method_state)
+            load_sharded(state, model, trained, optimizer, method_state())
             self.say(f"{state['sharded']}: a sharded checkpoint, read whole; this run's checkpoints are "
                      f"checkpoint-*{self.suffix} files (--fsdp shards them again)")
         else:
@@ -79,12 +80,8 @@ class DataParallel(OneProcess):
 
     def wrap(self, trained, held=()):
         device = self.dist.device
-        if device.type == "cuda":
-            trained = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trained)
-        elif has_batchnorm(trained):  # PyTorch's SyncBatchNorm runs on GPUs only
-            self.say("note: BatchNorm statistics are each rank's own on the CPU (SyncBatchNorm needs GPUs)")
         return torch.nn.parallel.DistributedDataParallel(
-            trained, device_ids=[device.index] if device.type == "cuda" else None)
+            sync_batchnorm(trained, self.dist, self.say), device_ids=[device.index] if device.type == "cuda" else None)
 
 
 class FullyShard(OneProcess):
@@ -138,11 +135,7 @@ class FullyShard(OneProcess):
         for module in [trained, *held]:
             # a weightless copy: validation and the outputs rebuild the whole module in it from the shards
             self.skeletons.append((module, copy.deepcopy(module).to("meta")))
-            if self.dist.device.type == "cuda":
-                module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-            elif has_batchnorm(module) and self.dist.enabled:
-                self.say("note: BatchNorm statistics are each rank's own on the CPU (SyncBatchNorm needs GPUs)")
-            shard(module, self.mesh, mp)
+            shard(sync_batchnorm(module, self.dist, self.say), self.mesh, mp)
             if module is not trained:  # used without gradients: no backward comes to free the root's weights
                 module.register_forward_hook(lambda m, args, out: m.reshard())
         return trained
@@ -177,7 +170,7 @@ class FullyShard(OneProcess):
 
     def load(self, state, model, trained, optimizer, method_state):
         if state.get("sharded"):
-            return load_sharded(state, model, trained, optimizer, method_state)
+            return load_sharded(state, model, trained, optimizer, method_state())
         # a DDP or one-process run's checkpoint: its whole tensors, sharded here
         self.say(f"a whole checkpoint (.pt), sharded over {self.dist.world_size} rank(s); this run's checkpoints "
                  f"are sharded folders, checkpoint-*{self.suffix}")
@@ -187,7 +180,7 @@ class FullyShard(OneProcess):
         set_model_state_dict(model, state["model"], options=StateDictOptions(full_state_dict=True))
         set_optimizer_state_dict(trained, optimizer, by_name(state["optimizer"], trained, optimizer),
                                  options=StateDictOptions(full_state_dict=True, strict=False))  # frozen: none
-        for key, like in method_state.items():  # the method's whole tensors, cut as its modules' shards are
+        for key, like in method_state().items():  # the method's whole tensors, cut as its modules' shards are
             if holds_shards(like) and state.get(key) is not None:
                 state[key] = shard_like(like, state[key])
 
@@ -249,8 +242,14 @@ def shard_units(model):
     return units
 
 
-def has_batchnorm(module):
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+def sync_batchnorm(module, dist, say):
+    """module with its BatchNorm layers synchronised over the ranks (in place: PyTorch's SyncBatchNorm, on
+    GPUs only; on CPUs each rank keeps its own statistics, said once)."""
+    if dist.device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if dist.enabled and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        say("note: BatchNorm statistics are each rank's own on the CPU (SyncBatchNorm needs GPUs)")
+    return module
 
 
 def sharded_state(model, trained, optimizer):
@@ -266,9 +265,8 @@ def load_sharded(state, model, trained, optimizer, method_state):
     have in method_state (sharded, or whole where this run does not shard)."""
     import torch.distributed as tdist
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
-
     from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
     target = sharded_state(model, trained, optimizer)
     # torch gives every parameter optimizer state to load into; one the saving run had none for yet (frozen
@@ -306,7 +304,10 @@ def in_shards(now, saved):
     shard) at the places `saved` (a state.pt entry) left to the shards: what DCP loads them into."""
     if is_sharded(saved):
         return now
-    return {k: in_shards(now[k], v) for k, v in saved.items() if left_to_shards(v)}
+    if not isinstance(saved, dict):
+        return None
+    picked = {k: in_shards(now[k], v) for k, v in saved.items()}
+    return {k: v for k, v in picked.items() if v is not None} or None
 
 
 def merge_shards(saved, loaded):
@@ -318,11 +319,6 @@ def merge_shards(saved, loaded):
 
 def is_sharded(value):
     return isinstance(value, str) and value == SHARDED
-
-
-def left_to_shards(saved):
-    """Whether a state.pt entry has a place left to the shards, at any depth."""
-    return is_sharded(saved) or isinstance(saved, dict) and any(left_to_shards(v) for v in saved.values())
 
 
 def holds_shards(value):

@@ -56,9 +56,8 @@ def _decide(cfg):
     """(output directory, checkpoint to resume or None), or a UsageError saying why not."""
     out, resume = cfg["output"], cfg["resume"]
     if out is None and resume == "auto":
-        runs = sorted(glob.glob(os.path.join("runs", f"*-{cfg['model']}", "checkpoint-last.*")))
-        runs = [r for r in runs if last_checkpoint(os.path.dirname(r))]
-        out = os.path.dirname(runs[-1]) if runs else None
+        runs = sorted(d for d in glob.glob(os.path.join("runs", f"*-{cfg['model']}")) if last_checkpoint(d))
+        out = runs[-1] if runs else None
     if out is None:
         out = _default_output(cfg["model"])
     if os.path.exists(out) and not os.path.isdir(out):

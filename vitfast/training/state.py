@@ -8,13 +8,12 @@ import numpy as np
 import torch
 
 from ..cli import UsageError, blame, one_line
-from ..models.checkpoint import (STATE_FILE, atomic_write, from_file_metadata, run_weights, sharded_weights,
-                                 stored_weights)
+from ..models.checkpoint import (STATE_FILE, atomic_write, from_file_metadata, run_weights, stored_weights,
+                                 with_sharded_weights)
 from .config import creation_kwargs
 
 __all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "settled", "read_training_checkpoint",
            "model_from_file"]
-
 
 
 def rng_state():
@@ -116,9 +115,7 @@ def model_from_file(path, argument, weights="reported"):
             raise
         config = state["config"]
         if state.get("sharded"):  # an --fsdp run's checkpoint folder: its shards read whole, here
-            held = state.get("sharded_keys", ())
-            state = dict(state, model=sharded_weights(state["sharded"]),
-                         ema=sharded_weights(state["sharded"], "ema") if "ema" in held else state.get("ema"))
+            state = with_sharded_weights(state, state["sharded"])
         with blame(argument, ValueError):
             state_dict, which = run_weights(state, weights, repr(path))
         name, kwargs = config["model"], creation_kwargs(config)

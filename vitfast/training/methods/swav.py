@@ -54,12 +54,17 @@ def deal_queue(queue, world, rank):
     """This rank's queue from a checkpoint's: (crops, length, dim) as one process saved it, or (ranks, crops,
     length, dim), every rank's. Saved at another number of ranks, the entries of all, ordered by age
     (each rank's newest first), are dealt anew, so each rank's queue is still newest first."""
-    saved = queue.shape[0] if queue.dim() == 4 else 1
+    saved = saved_ranks(queue)
     queue = queue.reshape(saved, *queue.shape[-3:])
     if saved == world:
         return queue[rank]
     by_age = queue.permute(1, 2, 0, 3).reshape(queue.shape[1], -1, queue.shape[-1])
     return by_age[:, rank::world]
+
+
+def saved_ranks(queue):
+    """How many ranks' queues a checkpoint's queue holds."""
+    return queue.shape[0] if queue.dim() == 4 else 1
 
 
 class SwAV(SelfSupervised):
@@ -147,8 +152,7 @@ class SwAV(SelfSupervised):
         if self.queue is not None and ssl.get("queue") is not None:
             world = self.run.dist.world_size
             self.queue.copy_(deal_queue(ssl["queue"], world, self.run.dist.rank))
-            saved = ssl["queue"].shape[0] if ssl["queue"].dim() == 4 else 1
-            self.queued = ssl.get("queued", 0) * saved // world
+            self.queued = ssl.get("queued", 0) * saved_ranks(ssl["queue"]) // world
 
     @property
     def reported(self):
