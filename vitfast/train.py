@@ -390,11 +390,10 @@ def write_outputs(cfg, record, out, method, final, val, val_loader, device, amp_
         atomic_write(os.path.join(out, "summary.json"),
                      lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=2)))
         log.print(json.dumps({k: v for k, v in summary.items() if k != "ptq"}))
-        log.print(f"\ndone: {out}  (best validation top-1 {best['acc1']:.2f}% at step {best.get('step')}; "
-                  f"summary.json, checkpoints, model.safetensors)\n"
-                  f"  curves:   tensorboard --logdir {out}\n"
-                  f"  evaluate: python -m vitfast.eval --checkpoint {os.path.join(out, 'model.safetensors')} "
-                  "--quant fp32,bf16,int8")
+        steps = [("curves", f"tensorboard --logdir {out}"), *method.next_steps(out)]
+        log.print(f"\ndone: {out}  (best {method.scored} {best['acc1']:.2f}% at step {best.get('step')}; "
+                  "summary.json, checkpoints, model.safetensors)\n" +
+                  "\n".join(f"  {label + ':':<11}{command}" for label, command in steps))
     return summary
 
 

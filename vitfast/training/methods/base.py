@@ -1,5 +1,6 @@
 """The interface between the training loop (vitfast/train.py) and a training method: what an objective
 changes lives in one object, and the loop, one loop for every method, calls its hooks."""
+import os
 
 
 class Method:
@@ -25,9 +26,16 @@ class Method:
                           training, and which weights it holds ("ema" or "raw").
     validate(loader, ..., model=None)  {"acc1", "acc5", ...} of `reported` (or `model`, e.g. a quantized
                           copy of it) on the validation loader; "acc1" ranks checkpoints.
+    scored / next_steps   what "acc1" is, and the commands the finished run's last lines suggest.
     """
 
     name = None
+    scored = "validation top-1"
+
+    def next_steps(self, out):
+        """(label, command) lines the finished run at `out` prints last."""
+        return [("evaluate", f"python -m vitfast.eval --checkpoint {os.path.join(out, 'model.safetensors')} "
+                             "--quant fp32,bf16,int8")]
 
     def train_transform(self, img_size, norm):
         return None

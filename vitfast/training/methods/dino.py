@@ -50,8 +50,8 @@ class DINO(SelfSupervised):
         self.freeze_steps = round(cfg["freeze_last_layer_epochs"] * run.steps_per_epoch)
         return self.student, (
             f"head {backbone.num_features} -> {hidden} -> {hidden} -> {bottleneck} -> {out_dim}; teacher temperature "
-            f"{cfg['warmup_teacher_temp']:g} -> {cfg['teacher_temp']:g} over {self.temp_warmup} steps, momentum "
-            f"{cfg['teacher_momentum']:g} -> 1; last layer frozen {self.freeze_steps} steps")
+            f"{cfg['warmup_teacher_temp']:g} -> {cfg['teacher_temp']:g} over {self.steps(self.temp_warmup)}, "
+            f"momentum {cfg['teacher_momentum']:g} -> 1; last layer frozen {self.steps(self.freeze_steps)}")
 
     def held(self):
         return [self.teacher]

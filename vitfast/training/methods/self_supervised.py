@@ -2,13 +2,14 @@
 classifier that takes crops of several sizes, weight decay on a cosine, and k-NN validation of the
 backbone's features against the training split (labels are read only there)."""
 import math
+import os
 
 import torch
 
 import vitfast
 from ...cli import UsageError
 from ...data.multicrop import MultiCrop, plan_crops
-from ..config import creation_kwargs
+from ..config import creation_kwargs, recorded
 from ..knn import extract_features, knn_accuracy
 from .base import Method
 
@@ -100,6 +101,11 @@ class SelfSupervised(Method):
                     "crop's grids (fine-tuning trains every exit)")
         return trained
 
+    def steps(self, n):
+        """n steps as the header says them, with a warning where they outlast the run."""
+        total = self.run.total_steps
+        return f"{n} steps" + (f" (all of the run's {total}: its schedule is cut short)" if n >= total > 0 else "")
+
     def setup(self, backbone, run):
         """(the module the optimizer trains, what the header says of the method's own settings)."""
         raise NotImplementedError
@@ -111,6 +117,26 @@ class SelfSupervised(Method):
             for group in optimizer.param_groups:
                 if group.setdefault("decayed", group["weight_decay"] > 0):
                     group["weight_decay"] = wd
+
+    scored = "k-NN top-1"
+
+    def next_steps(self, out):
+        weights, last = os.path.join(out, "model.safetensors"), os.path.join(out, "checkpoint-last.pt")
+        if self.cfg["fsdp"]:
+            last = os.path.join(out, "checkpoint-last.dcp")
+        return [("evaluate", f"python -m vitfast.eval --checkpoint {weights} --knn --quant fp32,bf16"),
+                ("probe", f"python -m vitfast.eval --checkpoint {weights} --linear-probe --probe-lr sweep"),
+                ("fine-tune", f"python -m vitfast.train --init-checkpoint {last} {self.same_model_and_data()} "
+                              "--output NEW_FOLDER")]
+
+    def same_model_and_data(self):
+        """The flags that give a fine-tuning run this run's model and images."""
+        cfg = recorded(self.cfg)  # paths made absolute, as the run's config.yaml holds them
+        out = f"--model {cfg['model']}"
+        if cfg["model_kwargs"]:
+            out += " --model-kwargs " + ",".join(f"{k}={v}" for k, v in cfg["model_kwargs"].items())
+        out += f" --data {cfg['data']}"
+        return out + (f" --holdout {cfg['holdout']}" if cfg["holdout"] else "")
 
     def validate(self, loader, device, amp_dtype, dist, desc="validation", model=None):
         """Weighted k-NN of the validation images among the training images, on the features of the

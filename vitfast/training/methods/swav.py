@@ -107,7 +107,7 @@ class SwAV(SelfSupervised):
             f"head {' -> '.join(map(str, dims))}{' (BN)' if cfg['head_use_bn'] else ''}, prototypes "
             f"{','.join(map(str, cfg['num_clusters']))}; Sinkhorn {cfg['sinkhorn_iterations']} iterations, epsilon "
             f"{cfg['sinkhorn_epsilon']:g}, temperature {cfg['swav_temp']:g}, codes of crops "
-            f"{','.join(map(str, self.assign))}; {queue}; prototypes frozen {self.freeze_steps} steps")
+            f"{','.join(map(str, self.assign))}; {queue}; prototypes frozen {self.steps(self.freeze_steps)}")
 
     def loss(self, trained, x, y, step):
         self.head.normalize_prototypes()
