@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_checks.sh call1 [--dry-run]   # the attention shapes, every family's tests, the records
 #   bash benchmarks/gpu_checks.sh call2 [--dry-run]   # sanitizers, tune.py, bench_models
 #   bash benchmarks/gpu_checks.sh short [--dry-run]   # one call: the unrecorded families' tests, tune.py
+#   bash benchmarks/gpu_checks.sh ssl [--dry-run]     # one call: the SSL step's speed, dino_cifar10 by k-NN
 #
 # each writing at most 8 files into $OUT; then here: python benchmarks/write_records.py <files>/results.json
 # (the records: vitfast.verified), and the tune tables into benchmarks/results/ and dispatch_data/.
@@ -34,7 +35,7 @@
 # costs that stage, not the call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if [[ "${1:-}" == call1 || "${1:-}" == call2 || "${1:-}" == short ]]; then
+if [[ "${1:-}" == call1 || "${1:-}" == call2 || "${1:-}" == short || "${1:-}" == ssl ]]; then
   exec env PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} ${PYTHON:-python3} benchmarks/sitting.py "$@"
 fi
 out=${OUT:-benchmarks/results/gpu}

@@ -3,6 +3,7 @@
     python benchmarks/sitting.py call1 --out $OUT     # shapes, every family's tests, the records
     python benchmarks/sitting.py call2 --out $OUT     # sanitizers, tune.py, bench_models
     python benchmarks/sitting.py short --out $OUT     # one call: shapes, the unrecorded families, tune.py
+    python benchmarks/sitting.py ssl --out $OUT       # one call: the self-supervised step and recipe
     python benchmarks/sitting.py call1 --dry-run      # the plan and the plumbing, CUDA parts skipped
 
 call1: (a) the Hopper attention's many-tile shapes first, each test case in a process of its own with a
@@ -20,6 +21,9 @@ tune.py (the kernel and attention tables and the dispatch data measured from the
 short: for a session lent 900 s of device time (one start and one full call): call1's stages for the
 families with no record at this build's fingerprints on this GPU kind (the others keep theirs), then
 tune.py.
+ssl: self-supervised pretraining's GPU rows (issue 63): the SSL step's images/s against the supervised
+one (bench_ssl_step.py), and the dino_cifar10 recipe as long as one call holds, scored by k-NN and a
+linear probe against a random model and raw pixels (ssl_knn.py; carry the CIFAR-10 archive, CIFAR_ARCHIVE).
 
 Each call writes at most 8 files into --out (what the device tool brings back): summary.md, and
 results.json, tests.log and shapes.log (call1), or call2.log, the tune tables and models.md (call2)."""
@@ -63,6 +67,11 @@ DRY_RUN_PROBE = "tests/test_verified.py"  # CPU tests, seconds: the dry run's on
 SHAPE_FILES = ["tests/ops/test_attention_sm90.py", "tests/ops/test_attention_bwd_sm90.py"]
 SHAPE_FILTER = "many_tiles or many_heads"
 
+# The self-supervised call (issue 63): the dino_cifar10 recipe shortened to what one call holds (the H200
+# ran 10 of its epochs in 77 s, 2026-11-26), its training cut at SSL_MAX_S should a GPU be slower.
+SSL_EPOCHS, SSL_MAX_S = 30, 240
+CIFAR_ARCHIVE = os.path.join(".gpu", "cifar10-jpeg-train.tar.gz")  # ../shared/data's, carried
+
 # (stage, budget in seconds, what it runs): each call's budgets sum to at most CALL_LIMIT_S
 PLAN = {
     "call1": [("shapes", 90, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
@@ -75,11 +84,15 @@ PLAN = {
               ("tests", 190, "the test files of the families not recorded at this build, and the cross-family ones"),
               ("records", 5, "families whose files all passed, at this build's fingerprints"),
               ("tune", 295, "tune.py: kernel and attention tables, the dispatch data")],
+    "ssl": [("ssl_step", 130, "bench_ssl_step.py: images/s of the supervised, DINO and SwAV steps, sdpa and vitfast"),
+            ("ssl_knn", 400, f"ssl_knn.py --recipe dino_cifar10, {SSL_EPOCHS} epochs (training stopped at "
+                             f"{SSL_MAX_S} s): k-NN and probe against random init and raw pixels")],
 }
 FILES = {"call1": ["summary.md", "results.json", "tests.log", "shapes.log"],
          "call2": ["summary.md", "call2.log", "kernels_<gpu>.md", "attention_<gpu>.md", "<gpu>.json", "models.md"],
          "short": ["summary.md", "results.json", "tests.log", "shapes.log", "call2.log", "kernels_<gpu>.md",
-                   "attention_<gpu>.md", "<gpu>.json"]}
+                   "attention_<gpu>.md", "<gpu>.json"],
+         "ssl": ["summary.md", "call2.log", "ssl_step_<gpu>.md", "ssl_knn_<gpu>.md"]}
 SKIPS_RECORDED = {"short"}  # plans that leave out the families recorded at this build's fingerprints
 
 
@@ -325,7 +338,7 @@ def stage_sanitize(args, budget, results, log):
 
 def run_script(args, budget, cmd, key, results, log):
     if args.dry_run:
-        results[key] = "skipped (dry run)"
+        results[key] = f"skipped (dry run): python {' '.join(cmd)}"
         return
     try:
         done = subprocess.run([python(), *cmd], cwd=ROOT, capture_output=True, text=True, timeout=budget,
@@ -346,8 +359,43 @@ def stage_models(args, budget, results, log):
                "models", results, log)
 
 
+def gpu_suffix(results):
+    from tune import gpu_kind  # benchmarks/tune.py: 'h100', 'h200', the result tables' suffix
+    return gpu_kind(results["environment"]["gpu"])
+
+
+def stage_ssl_step(args, budget, results, log):
+    out = os.path.join(args.out, f"ssl_step_{gpu_suffix(results)}.md")
+    run_script(args, budget, ["benchmarks/bench_ssl_step.py", "--device", "cuda", "--steps", "40", "--log-every", "8",
+                              "--out", out], "ssl_step", results, log)
+
+
+def cifar_folder(root=ROOT):
+    """data/cifar10 with its train/<class>/ JPEGs, unpacked from the carried archive where not there yet;
+    None when neither is."""
+    import tarfile
+
+    folder = os.path.join(root, "data", "cifar10")
+    if not os.path.isdir(os.path.join(folder, "train")) and os.path.isfile(os.path.join(root, CIFAR_ARCHIVE)):
+        os.makedirs(folder, exist_ok=True)
+        with tarfile.open(os.path.join(root, CIFAR_ARCHIVE)) as tar:
+            tar.extractall(folder, filter="data")
+    return folder if os.path.isdir(os.path.join(folder, "train")) else None
+
+
+def stage_ssl_knn(args, budget, results, log):
+    folder = None if args.dry_run else cifar_folder()
+    if not args.dry_run and folder is None:
+        results["ssl_knn"] = f"no data: carry ../shared/data/cifar10-jpeg-train.tar.gz as {CIFAR_ARCHIVE}"
+        return
+    out = os.path.join(args.out, f"ssl_knn_{gpu_suffix(results)}.md")
+    run_script(args, budget, ["benchmarks/ssl_knn.py", "--device", "cuda", "--recipe", "dino_cifar10", "--no-supervised",
+                              "--epochs", str(SSL_EPOCHS), "--max-time", str(SSL_MAX_S), "--probe-lr", "sweep",
+                              "--out", out], "ssl_knn", results, log)
+
+
 STAGES = {"shapes": stage_shapes, "tests": stage_tests, "records": stage_records, "sanitize": stage_sanitize,
-          "tune": stage_tune, "models": stage_models}
+          "tune": stage_tune, "models": stage_models, "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn}
 LOGS = {"shapes": "shapes.log", "tests": "tests.log", "records": "tests.log"}  # call2's stages: call2.log
 
 
@@ -369,7 +417,7 @@ def summary(call, results):
         lines += ["", "## Records", *(f"- {f}: {'recorded' if v['passed'] else 'not recorded'} ({v['detail']})"
                                       for f, v in results["families"].items())]
         lines += [f"- {f}: recorded before at this build's fingerprint (not run)" for f in results.get("recorded_before", [])]
-    for key in ("sanitize", "tune", "models"):
+    for key in ("sanitize", "tune", "models", "ssl_step", "ssl_knn"):
         if key in results:
             lines += ["", f"## {key}", str(results[key])]
     return "\n".join(lines) + "\n"

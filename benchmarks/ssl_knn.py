@@ -49,11 +49,16 @@ QUICK_HEAD = {"dino": ["--head-out-dim", "256"], "swav": ["--head-dims", "32,64,
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="vit_pico_patch4_32")
-    p.add_argument("--data", default="builtin")
+    p.add_argument("--recipe", help="a packaged self-supervised recipe (e.g. dino_cifar10): the run is `-c RECIPE`, "
+                   "and the other rows take its model, data and normalisation (the flags below override it)")
+    p.add_argument("--model", help="default: the recipe's, else vit_pico_patch4_32")
+    p.add_argument("--data", help="default: the recipe's, else builtin")
     p.add_argument("--holdout", type=int, default=None, help="validate on the last N training images")
-    p.add_argument("--ssl", default="dino", choices=["dino", "swav"], help="the self-supervised method")
+    p.add_argument("--ssl", choices=["dino", "swav"], help="the self-supervised method (default: the recipe's, "
+                   "else dino)")
     p.add_argument("--epochs", type=int, default=20, help="the self-supervised run's length")
+    p.add_argument("--max-time", type=float, help="stop the self-supervised run's training after this many "
+                   "seconds (vitfast.train --max-time; the table says the steps it ran)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more vitfast.train flags' keys for "
                    "the self-supervised run (e.g. batch_size=256 num_crops=2,6)")
     p.add_argument("--set-both", nargs="*", default=[], metavar="KEY=VALUE", help="vitfast.train flags' keys "
@@ -128,15 +133,38 @@ def flags(items):
     return out
 
 
+# a recipe's keys that the rows without its method share with it (the supervised run, the random model, pixels)
+SHARED = ("model", "model_kwargs", "data", "holdout", "mean", "std", "amp")
+
+
+def recipe_flags(name):
+    """The SHARED keys of a packaged recipe as vitfast.train's flags."""
+    cfg, out = resolve(["-c", name]), []
+    for key in SHARED:
+        value = cfg[key]
+        if isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        if value is not None:
+            out += ["--" + key.replace("_", "-"), str(value)]
+    return out, cfg["ssl"]
+
+
 def main(argv=None):
     args = parse_args(argv)
-    common = ["--data", args.data, "--ptq-report", "", "--quiet", "--device", args.device] + \
-        (["--holdout", str(args.holdout)] if args.holdout else [])
-    common += QUICK[:4] if args.quick else ["--model", args.model]
+    shared, recipe_ssl = recipe_flags(args.recipe) if args.recipe else ([], None)
+    args.ssl = args.ssl or recipe_ssl or "dino"
+    args.data = args.data or ("" if args.recipe else "builtin")
+    common = shared + ["--ptq-report", "", "--quiet", "--device", args.device] + \
+        (["--data", args.data] if args.data else []) + (["--holdout", str(args.holdout)] if args.holdout else [])
+    common += QUICK[:4] if args.quick else (["--model", args.model] if args.model else
+                                            [] if args.recipe else ["--model", "vit_pico_patch4_32"])
     common += flags(args.set_both)
-    ssl_args = common + ["--ssl", args.ssl, "--data-on-device"] + \
-        (QUICK[4:] + QUICK_HEAD[args.ssl] + ["--steps", "4"] if args.quick else
-         ["--epochs", str(args.epochs), "--eval-every", str(args.epochs)])
+    ssl_args = (["-c", args.recipe] if args.recipe else []) + common + ["--ssl", args.ssl, "--data-on-device"]
+    ssl_args += QUICK[4:] + QUICK_HEAD[args.ssl] + ["--steps", "4"] if args.quick else ["--epochs", str(args.epochs)]
+    ssl_args += [] if args.recipe else ["--eval-every", str(args.epochs)]  # a recipe's own monitor is kept
+    ssl_args += ["--max-time", str(args.max_time)] if args.max_time else []
     ssl_args += flags(args.set)
     cfg = resolve(ssl_args + ["--output", "unused"])
     method = {"dino": "DINO", "swav": "SwAV"}[args.ssl]
@@ -168,9 +196,10 @@ def main(argv=None):
         def report():  # written once its row is in, again with the supervised one (a device call may end first)
             where = "quick: no useful numbers" if args.quick else ("CPU" if args.device == "cpu" else env["GPU"])
             lines = [f"# k-NN accuracy after self-supervised pretraining ({where})", "",
-                     f"{cfg['model']} on `{args.data}` ({len(data.train_set)} training images as memory bank, "
+                     f"{cfg['model']} on `{cfg['data']}` ({len(data.train_set)} training images as memory bank, "
                      f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07. {method} run: "
-                     f"{' '.join(ssl_args)} ({ssl['steps']} steps, {ssl_seconds:.0f} s with its validations).",
+                     f"{' '.join(ssl_args)} ({ssl['steps']} steps{', ' + ssl['stopped'] if ssl['stopped'] else ''}, "
+                     f"{ssl_seconds:.0f} s with its validations).",
                      f"Linear probe: {probe[0]} epochs of SGD on the frozen features ({rates} on a cosine).",
                      "", "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | linear probe "
                      "top-1 % | classifier top-1 % | training s |", "|---|---|---|---|---|---|---|---|"]

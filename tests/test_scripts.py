@@ -73,7 +73,9 @@ def test_write_dispatch_imports_the_clone():
 
 
 @pytest.mark.parametrize("extra", [["--set-both", "drop_path=0.05"], ["--no-supervised"],
-                                   ["--no-supervised", "--ssl", "swav", "--probe-lr", "sweep"]])
+                                   ["--no-supervised", "--ssl", "swav", "--probe-lr", "sweep"],
+                                   ["--no-supervised", "--recipe", "dino_cifar10", "--holdout", "40", "--max-time", "900",
+                                    "--set", "warmup_epochs=0"]])
 def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
     out = tmp_path / "table.md"
     proc = subprocess.run([sys.executable, "benchmarks/ssl_knn.py", "--quick", "--data", small_builtin, "--out",
@@ -89,6 +91,9 @@ def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
     assert (re.search(r"\| \d+\.\d\d \(lr [0-9.e-]+\) \|", table) is not None) == swept, table
     name = {"dino": "DINO", "swav": "SwAV"}[method]
     assert f"{name} run: " in table and f"{name}'s k-NN top-1 during pretraining (step: %): 4: " in table, table
+    if "--recipe" in extra:  # the recipe's run, the other rows on its model, data and normalisation
+        assert "DINO run: -c dino_cifar10 " in table and "--max-time 900" in table, table
+        assert "(120 training images as memory bank, 40 validation images)" in table, table
 
 
 def test_the_ssl_step_benchmark_writes_its_table(small_builtin, tmp_path):

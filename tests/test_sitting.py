@@ -26,7 +26,7 @@ def test_every_kernel_family_has_its_tests_and_each_call_fits_its_limit():
         assert len(sitting.FILES[call]) <= 8
 
 
-@pytest.mark.parametrize("call", ["call1", "call2", "short"])
+@pytest.mark.parametrize("call", ["call1", "call2", "short", "ssl"])
 def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(["bash", "benchmarks/gpu_checks.sh", call, "--dry-run", "--out", str(out)], cwd=ROOT,
@@ -38,6 +38,15 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
     assert len(written) <= 8 and "summary.md" in written
     summary = (out / "summary.md").read_text()
     assert "dry run" in summary and vitfast.kernel_fingerprints()["attention_sm90"] in summary
+    if call == "ssl":  # the commands it would run take their arguments (the recipe, the table's name)
+        import ssl_knn
+
+        for script in ("bench_ssl_step.py", "ssl_knn.py"):
+            assert f"skipped (dry run): python benchmarks/{script} --device cuda" in summary
+        line = next(line for line in summary.splitlines() if "benchmarks/ssl_knn.py" in line)
+        parsed = ssl_knn.parse_args(line.split("benchmarks/ssl_knn.py")[1].split())
+        assert (parsed.recipe, parsed.max_time, parsed.out) == ("dino_cifar10", sitting.SSL_MAX_S,
+                                                                str(out / "ssl_knn_none.md"))
     if call in ("call1", "short"):
         results = json.loads((out / "results.json").read_text())
         shapes = results["shapes"]
@@ -85,6 +94,22 @@ def test_carried_builds_are_unpacked_into_place(tmp_path, monkeypatch):
     assert (tmp_path / "vitfast" / "_C.abi3.so").read_bytes() == release
     assert os.environ["VITFAST_DEBUG_SYNC_SO"] == str(tmp_path / ".gpu" / "debug_sync.so")
     assert sitting.unpack_carried(str(tmp_path / "nothing")) == []
+
+
+def test_the_ssl_call_unpacks_the_carried_cifar_archive_once(tmp_path):
+    import io
+    import tarfile
+
+    assert sitting.cifar_folder(str(tmp_path)) is None  # neither the folder nor the archive
+    (tmp_path / ".gpu").mkdir()
+    with tarfile.open(tmp_path / sitting.CIFAR_ARCHIVE, "w:gz") as tar:  # the layout of ../shared/data's
+        info = tarfile.TarInfo("train/cat/0001.jpg")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"jpg"))
+    folder = sitting.cifar_folder(str(tmp_path))
+    assert folder == str(tmp_path / "data" / "cifar10") and (tmp_path / "data/cifar10/train/cat/0001.jpg").is_file()
+    (tmp_path / sitting.CIFAR_ARCHIVE).unlink()  # there already: not unpacked again
+    assert sitting.cifar_folder(str(tmp_path)) == folder
 
 
 def test_sanitizer_verdicts_name_racechecks_warnings_apart_from_errors():
