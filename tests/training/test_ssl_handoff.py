@@ -99,6 +99,11 @@ def test_fine_tuning_takes_the_teacher_backbone_with_a_fresh_head(run, tmp_path,
         "head.weight" in line
     assert set(summary["ptq"]) == {"fp32", "fp16_16"}
     assert json.loads((tmp_path / "tuned" / "summary.json").read_text())["steps"] == 2
+    # deployed as any classifier is: convert_fp8's chain (its CPU emulation here) and INT8
+    results = eval_main(["--checkpoint", str(tmp_path / "tuned" / "model.safetensors"), "--quant",
+                         "fp32,fp8_e4m3_scaled,int8", "--quiet"])
+    assert set(results) == {"fp32", "fp8_e4m3_scaled", "int8"}
+    assert "FP8 chain: 1 block" in capsys.readouterr().out
 
 
 def test_fine_tuning_another_architecture_is_refused(run, tmp_path):
