@@ -19,7 +19,7 @@ from vitfast.cli import ArgumentParser, UsageError, blame, one_line, out_of_memo
 from vitfast.data import create_dataset, create_transform
 from vitfast.data.holdout import hold_out
 from vitfast.models import CheckpointMismatchError, get_model_config, load_checkpoint
-from vitfast.models.checkpoint import atomic_write
+from vitfast.models.checkpoint import atomic_write, is_head_key, load_for_finetune
 from vitfast.training.config import parse_kv, split_top_level
 from vitfast.training.evaluate import accuracy, collect_logits
 from vitfast.training.state import model_from_file
@@ -227,18 +227,27 @@ def load_model(args):
         weights = "ema" if args.ema else "raw" if args.raw else "reported"
         model, info = model_from_file(args.checkpoint, "--checkpoint", weights=weights)
         return model, info["config"], info["weights"]
+    features = args.knn or args.linear_probe  # scored by its features: a classifier in the file is not needed
+    kwargs = dict(parse_kv(args.model_kwargs or "", "--model-kwargs"))
     with blame(f"--model {args.model}"):
-        model = vitfast.create_model(args.model, **dict(parse_kv(args.model_kwargs or "", "--model-kwargs")))
-    if args.checkpoint_path:
-        try:
-            load_checkpoint(model, args.checkpoint_path)
-        except CheckpointMismatchError as e:
-            raise UsageError(f"--checkpoint-path {args.checkpoint_path} does not fit --model {args.model} "
-                             f"({e.brief()}); check --model and --model-kwargs") from e
-        except (ValueError, TypeError, OSError, RuntimeError) as e:
-            raise UsageError(f"--checkpoint-path {args.checkpoint_path}: cannot read it as weights "
-                             f"({one_line(e)})") from e
-    return model, {}, None
+        model = vitfast.create_model(args.model, **(dict(num_classes=0, **kwargs) if features else kwargs))
+    if not args.checkpoint_path:
+        return model, {}, None
+    try:
+        result = (load_for_finetune if features else load_checkpoint)(model, args.checkpoint_path)
+    except CheckpointMismatchError as e:
+        missing, other = e.result.missing_keys, e.result.unexpected_keys or e.result.mismatched_keys
+        if missing and all(map(is_head_key, missing)) and not other:  # DINO's released backbones, for one
+            raise UsageError(f"--checkpoint-path {args.checkpoint_path} holds no classifier ({', '.join(missing)} "
+                             "missing; a self-supervised backbone?): score its features with --knn or "
+                             "--linear-probe, or fine-tune it with python -m vitfast.train --init-checkpoint "
+                             "FILE") from e
+        raise UsageError(f"--checkpoint-path {args.checkpoint_path} does not fit --model {args.model} "
+                         f"({e.brief()}); check --model and --model-kwargs") from e
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        raise UsageError(f"--checkpoint-path {args.checkpoint_path}: cannot read it as weights "
+                         f"({one_line(e)})") from e
+    return model, {}, result.weights
 
 
 def calibration_loader(spec, transform, args, dataset=None):

@@ -12,7 +12,7 @@ from ..cli import first_line
 
 __all__ = ["CheckpointMismatchError", "LoadResult", "load_state_dict", "load_checkpoint", "save_checkpoint",
            "read_state_dict", "atomic_write", "model_recipe", "to_file_metadata", "from_file_metadata",
-           "load_for_finetune", "is_head_key", "RUN_WEIGHTS", "run_weights", "stored_weights"]
+           "load_for_finetune", "is_head_key", "RUN_WEIGHTS", "run_weights", "stored_weights", "ssl_backbone"]
 
 # weights: for a vitfast run's file, whose weights were taken (run_weights' description); None for others
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys", "mismatched_keys", "weights"],
@@ -178,6 +178,9 @@ def read_weights(path, weights="reported"):
         return run_weights(obj, weights, f"{path!r}")
     if weights != "reported":
         raise ValueError(f"{path!r} is not a vitfast run's file: it holds one set of weights, not {weights!r}")
+    foreign = ssl_backbone(obj)
+    if foreign is not None:
+        return foreign
     for key in ("model", "state_dict", "model_state_dict", "model_state", "model_ema"):  # training checkpoints
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -185,6 +188,37 @@ def read_weights(path, weights="reported"):
     if not isinstance(obj, dict):
         raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict")
     return obj, None
+
+
+# VISSL's ViT trunk names two tensors its own way (vissl/models/trunks/vision_transformer.py)
+_VISSL_NAMES = {"class_token": "cls_token", "pos_embedding": "pos_embed"}
+
+
+def _strip(state, prefix):
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+def ssl_backbone(obj):
+    """(backbone state dict, description) of another library's self-supervised training checkpoint, as
+    its own evaluation takes it, or None for any other file:
+    - DINO's (facebookresearch/dino; iBOT's and DINOv2's alike): {"student", "teacher", ...} -> the
+      teacher's backbone ("module." and "backbone." prefixes dropped), as its eval scripts'
+      --checkpoint_key teacher; the projection heads dropped;
+    - VISSL's: {"classy_state_dict": {"base_model": {"model": {"trunk", "heads"}}}} -> the trunk, its
+      class_token / pos_embedding named as timm's; the heads dropped."""
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("teacher"), dict) and isinstance(obj.get("student"), dict):
+        state = _strip(obj["teacher"], "module.")
+        if any(k.startswith("backbone.") for k in state):
+            state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        return state, "the teacher backbone of a DINO training checkpoint (its heads dropped)"
+    try:
+        trunk = obj["classy_state_dict"]["base_model"]["model"]["trunk"]
+    except (KeyError, TypeError):
+        return None
+    trunk = _strip(_strip(trunk, "module."), "_feature_blocks.")
+    return {_VISSL_NAMES.get(k, k): v for k, v in trunk.items()}, "the trunk of a VISSL checkpoint (its heads dropped)"
 
 
 def load_checkpoint(model, path, strict=True, weights="reported"):

@@ -17,13 +17,14 @@ class VisionTransformer(nn.Module):
                  depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True, qk_norm=False, init_values=None,
                  class_token=True, no_embed_class=False, pre_norm=False, fc_norm=None, drop_rate=0.0,
                  pos_drop_rate=0.0, proj_drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, embed_layer=PatchEmbed,
-                 norm_layer=None, act_layer=None, block_fn=Block, mlp_layer=Mlp, attn_layer=Attention, backend=None):
+                 norm_layer=None, act_layer=None, block_fn=Block, mlp_layer=Mlp, attn_layer=Attention, backend=None,
+                 norm_eps=1e-6):
         super().__init__()
         if global_pool not in ("", "avg", "token"):
             raise ValueError(f"global_pool must be '', 'avg' or 'token', got {global_pool!r}")
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without a class token")
-        norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
+        norm_layer = norm_layer or partial(nn.LayerNorm, eps=norm_eps)  # 1e-6: timm's; 1e-5: torch's default
         act_layer = act_layer or nn.GELU
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
         self.num_classes, self.global_pool = num_classes, global_pool

@@ -3,6 +3,7 @@ defaults a YAML/JSON file (-c) replaces and `--set key.sub=value` overrides. Unk
 errors that name the nearest valid one; the resolved config is a flat dict saved as config.yaml."""
 import json
 import os
+import re
 from importlib import resources
 
 import yaml
@@ -267,6 +268,9 @@ def parse_value(key, text, where=None):
         raise UsageError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_kv(text, where="--model-kwargs"):
     """'a=1,b=x' -> [('a', 1), ('b', 'x')], values read as YAML scalars."""
     out = []
@@ -275,7 +279,10 @@ def parse_kv(text, where="--model-kwargs"):
             raise UsageError(f"{where}: expected key=value pairs separated by commas, got {item!r}")
         k, v = item.split("=", 1)
         try:
-            out.append((k.strip(), yaml.safe_load(v)))
+            value = yaml.safe_load(v)
+            if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):  # YAML 1.1 reads 1e-5 as text
+                value = float(value)
+            out.append((k.strip(), value))
         except yaml.YAMLError:
             raise UsageError(f"{where}: cannot read the value of {k.strip()!r}: {v!r}") from None
     return out
