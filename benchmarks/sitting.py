@@ -391,7 +391,7 @@ def stage_ssl_knn(args, budget, results, log):
     out = os.path.join(args.out, f"ssl_knn_{gpu_suffix(results)}.md")
     run_script(args, budget, ["benchmarks/ssl_knn.py", "--device", "cuda", "--recipe", "dino_cifar10", "--no-supervised",
                               "--epochs", str(SSL_EPOCHS), "--max-time", str(SSL_MAX_S), "--probe-lr", "sweep",
-                              "--out", out], "ssl_knn", results, log)
+                              "--set", "eval_every=5", "--out", out], "ssl_knn", results, log)  # a k-NN curve
 
 
 STAGES = {"shapes": stage_shapes, "tests": stage_tests, "records": stage_records, "sanitize": stage_sanitize,
