@@ -105,3 +105,99 @@ def test_a_mistyped_vissl_field_is_one_line(tmp_path):
     path.write_text("config:\n  DATA: {TRAIN: {}}\n  MODEL:\n    HEAD:\n      PARAMS: [[swav_head, {use_bn: true}]]\n")
     with pytest.raises(UsageError, match=r"VISSL config .*: missing field 'dims'"):
         resolve(["-c", str(path)])
+
+
+# A fine-tuning config as VISSL's benchmark/fulltune composes one (a ViT trunk, a linear "mlp" classifier,
+# the pretrained weights, cross entropy, SGD with a warmup and a cosine, the lr auto-scaled by the batch).
+FINETUNE = """config:
+  DATA:
+    TRAIN:
+      DATA_PATHS: [{data}]
+      BATCHSIZE_PER_REPLICA: 8
+      TRANSFORMS:
+        - name: RandomResizedCrop
+          size: 32
+        - name: RandomHorizontalFlip
+        - name: ToTensor
+        - name: Normalize
+          mean: [0.485, 0.456, 0.406]
+          std: [0.229, 0.224, 0.225]
+  MODEL:
+    TRUNK:
+      NAME: vision_transformer
+      VISION_TRANSFORMERS: {{IMAGE_SIZE: 32, PATCH_SIZE: 8, HIDDEN_DIM: 32, NUM_LAYERS: 1, NUM_HEADS: 2,
+                            MLP_DIM: 128, QKV_BIAS: True, DROP_PATH_RATE: 0.1}}
+    HEAD:
+      PARAMS: [["mlp", {{"dims": [32, 10]}}]]
+    WEIGHTS_INIT:
+      PARAMS_FILE: {weights}
+      APPEND_PREFIX: trunk.
+      STATE_DICT_KEY_NAME: ''
+  LOSS:
+    name: cross_entropy_multiple_output_single_target
+  OPTIMIZER:
+    name: sgd
+    weight_decay: 0.0
+    momentum: 0.9
+    nesterov: True
+    num_epochs: 30
+    regularize_bias: True
+    param_schedulers:
+      lr:
+        auto_lr_scaling: {{auto_scale: true, base_value: 0.01, base_lr_batch_size: 256}}
+        name: composite
+        schedulers:
+          - {{name: linear, start_value: 0.0, end_value: 0.1}}
+          - {{name: cosine, start_value: 0.1, end_value: 0}}
+        lengths: [0.1, 0.9]
+  DISTRIBUTED: {{NUM_NODES: 1, NUM_PROC_PER_NODE: 2}}
+"""
+
+
+def test_a_vissl_fine_tuning_config_fine_tunes_from_a_dino_checkpoint(tmp_path, small_builtin, capsys):
+    import warnings
+
+    import torch
+
+    import vitfast
+    from vitfast.train import main as train_main
+
+    torch.manual_seed(0)
+    trunk = vitfast.create_model("vit_base_patch16_224", num_classes=0, img_size=32, patch_size=8, embed_dim=32,
+                                 depth=1, num_heads=2)
+    teacher = {f"backbone.{k}": v for k, v in trunk.state_dict().items()}
+    torch.save({"teacher": teacher, "student": {f"module.{k}": v for k, v in teacher.items()}, "epoch": 100},
+               tmp_path / "dino.pth")
+    path = tmp_path / "finetune.yaml"
+    path.write_text(FINETUNE.format(data=small_builtin.split(":", 1)[1], weights=tmp_path / "dino.pth"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # everything in it is covered: no warning
+        cfg = resolve(["-c", str(path)])
+    assert cfg["ssl"] is None and cfg["init_checkpoint"] == str(tmp_path / "dino.pth") and cfg["img_size"] == 32
+    assert (cfg["opt"], cfg["momentum"], cfg["weight_decay"], cfg["epochs"], cfg["batch_size"]) == \
+        ("sgd", 0.9, 0.0, 30, 16)
+    assert (cfg["lr"], cfg["lr_base_size"], cfg["sched"], cfg["warmup_epochs"]) == (0.01, 256, "cosine", 3.0)
+    assert (cfg["warmup_lr"], cfg["min_lr"]) == (0.0, 0)
+    train_main(["-c", str(path), "--steps", "1", "--ptq-report", "", "--quiet", "--warmup-epochs", "0",
+                "--output", str(tmp_path / "run")])
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("initialised from"))
+    assert "the teacher backbone of a DINO training checkpoint (its heads dropped); freshly initialised for 10 " \
+           "classes: head.bias, head.weight" in line
+
+
+def test_what_vissls_optimizer_asks_that_vitfast_does_not_do_is_named(tmp_path):
+    path = tmp_path / "lars.yaml"
+    path.write_text("config:\n  DATA: {TRAIN: {}}\n  MODEL: {}\n"
+                    "  OPTIMIZER:\n    name: sgd\n    use_larc: true\n    nesterov: false\n    weight_decay: 1.0e-6\n"
+                    "    regularize_bias: true\n    num_epochs: 100\n"
+                    "    head_optimizer_params: {use_different_lr: true}\n"
+                    "    param_schedulers:\n      lr: {name: multistep, values: [0.1, 0.01], milestones: [30]}\n"
+                    "      weight_decay: {name: cosine, start_value: 0.04, end_value: 0.4}\n")
+    with pytest.warns(UserWarning) as caught:
+        cfg = resolve(["-c", str(path), "--model", "vit_tiny_patch16_224"])
+    text = str(caught[0].message)
+    for named in ("optimizer sgd with LARC", "regularize_bias", "lr schedule multistep",
+                  "head_optimizer_params use_different_lr"):
+        assert named in text, text
+    assert "nesterov" not in text  # LARC refused already: the SGD it would have run is not named
+    assert (cfg["epochs"], cfg["weight_decay"], cfg["weight_decay_end"]) == (100, 0.04, 0.4)

@@ -1,14 +1,17 @@
 """VISSL's YAML configs read as vitfast configs where our options cover them, so that
 `python -m vitfast.train -c vissl_config.yaml` trains what it describes: the multi-crop transform and
 normalisation (DATA.TRAIN.TRANSFORMS), the data path and global batch, the ViT trunk
-(MODEL.TRUNK.VISION_TRANSFORMERS), the SwAV or DINO head (MODEL.HEAD.PARAMS) and loss (LOSS), and the
-epochs. What those sections hold that we do not do is reported in one warning, never silently dropped;
-the rest of a VISSL file (hooks, machine, checkpointing) is VISSL's own and not read."""
+(MODEL.TRUNK.VISION_TRANSFORMERS), the SwAV or DINO head (MODEL.HEAD.PARAMS) and loss (LOSS), or a
+fine-tuning config's classifier and initial weights (MODEL.WEIGHTS_INIT.PARAMS_FILE), and the optimizer,
+its epochs and schedules (OPTIMIZER). What those sections hold that we do not do is reported in one
+warning, never silently dropped; the rest of a VISSL file (hooks, machine, checkpointing) is VISSL's own
+and not read. Keys a file leaves out take vitfast's defaults, not VISSL's."""
 import warnings
 
 from ..cli import UsageError
 
 _SIZES = {192: "tiny", 384: "small", 768: "base", 1024: "large"}
+_SUPERVISED = {"cross_entropy_multiple_output_single_target"}  # a fine-tuning config's loss: vitfast's own
 # transforms whose effect our multi-crop pipeline has (at its settings: DINO's / SwAV's)
 _COVERED = {"RandomHorizontalFlip", "ToTensor", "ImgPilGaussianBlur",
             "ImgPilRandomSolarize", "RandomResizedCrop"}
@@ -45,10 +48,14 @@ def _translate(c):
             out["crop_color_jitter"], out["crop_grayscale"] = [0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s], 0.2
         elif name == "RandomGrayscale":
             out["crop_grayscale"] = t.get("p", 0.1)  # torchvision's default
+        elif name == "RandomResizedCrop" and t.get("size"):  # a fine-tuning config's training crop
+            out["img_size"] = t["size"]
         elif name == "Normalize":
             out["mean"], out["std"] = list(t["mean"]), list(t["std"])
         elif name not in _COVERED:
             ignored.append(f"transform {name}")
+    if "num_crops" in out:
+        out.pop("img_size", None)  # the crops' sizes are the multi-crop transform's
     paths = train.get("DATA_PATHS") or []
     if len(paths) == 1:
         out["data"] = f"folder:{paths[0]}"
@@ -68,8 +75,11 @@ def _translate(c):
             out["drop_path"] = vit["DROP_PATH_RATE"]
     elif trunk.get("NAME"):
         ignored.append(f"trunk {trunk['NAME']} (give --model)")
+    loss = c.get("LOSS", {})
     for name, params in c["MODEL"].get("HEAD", {}).get("PARAMS", []):
-        if name == "swav_head":
+        if name == "mlp" and len(params.get("dims", [])) == 2 and loss.get("name") in _SUPERVISED:
+            pass  # a fine-tuning config's linear classifier: vitfast's own, sized by the data's classes
+        elif name == "swav_head":
             out.update(ssl="swav", head_dims=list(params["dims"]), head_use_bn=params.get("use_bn", True),
                        num_clusters=list(params.get("num_clusters", [3000])))
         elif name == "dino_head":
@@ -81,7 +91,6 @@ def _translate(c):
                 ignored.append("dino_head use_bn")
         else:
             ignored.append(f"head {name}")
-    loss = c.get("LOSS", {})
     if loss.get("name") == "swav_loss":
         p = loss.get("swav_loss", {})
         for theirs, ours in (("temperature", "swav_temp"), ("epsilon", "sinkhorn_epsilon"),
@@ -103,9 +112,68 @@ def _translate(c):
         if p.get("teacher_temp_warmup_iters"):
             ignored.append(f"dino_loss teacher_temp_warmup_iters {p['teacher_temp_warmup_iters']} (iterations: "
                            "give --warmup-teacher-temp-epochs)")
-    elif loss.get("name"):
+    elif loss.get("name") and loss["name"] not in _SUPERVISED:
         ignored.append(f"loss {loss['name']}")
-    epochs = c.get("OPTIMIZER", {}).get("num_epochs")
-    if epochs:
-        out["epochs"] = epochs
+    _optimizer(c.get("OPTIMIZER", {}), out, ignored)
+    weights = c["MODEL"].get("WEIGHTS_INIT", {}).get("PARAMS_FILE")
+    if weights:  # its layout (a VISSL checkpoint, DINO's files, timm's) is read from the file itself
+        out["init_checkpoint"] = weights
     return out, ignored
+
+
+def _optimizer(o, out, ignored):
+    """OPTIMIZER: the optimizer, weight decay, epochs and the lr schedule where ours have them."""
+    names = {"sgd": "sgd", "adamw": "adamw"}
+    if o.get("name"):
+        if o["name"] in names and not o.get("use_larc"):
+            out["opt"] = names[o["name"]]
+        else:
+            ignored.append(f"optimizer {o['name']}{' with LARC' if o.get('use_larc') else ''} (vitfast has "
+                           "--opt adamw, sgd, lamb)")
+    for theirs, ours in (("weight_decay", "weight_decay"), ("momentum", "momentum"), ("betas", "betas"),
+                         ("num_epochs", "epochs")):
+        if o.get(theirs) is not None:
+            out[ours] = o[theirs]
+    if out.get("opt") == "sgd" and o.get("nesterov") is False and out.get("momentum", 0.9) > 0:
+        ignored.append("nesterov False (vitfast's SGD with momentum is Nesterov's)")
+    if o.get("regularize_bias") and o.get("weight_decay"):
+        ignored.append("regularize_bias (vitfast decays no biases, norms or tokens)")
+    schedulers = o.get("param_schedulers", {})
+    if schedulers.get("lr"):
+        _lr_schedule(schedulers["lr"], out, ignored)
+    wd = schedulers.get("weight_decay")
+    if wd and wd.get("name") == "cosine":  # DINO's 0.04 -> 0.4
+        out["weight_decay"], out["weight_decay_end"] = wd["start_value"], wd["end_value"]
+    elif wd and wd.get("name") not in (None, "constant"):
+        ignored.append(f"weight decay schedule {wd['name']}")
+    head = o.get("head_optimizer_params") or {}
+    for key in ("use_different_lr", "use_different_wd"):
+        if head.get(key):
+            ignored.append(f"head_optimizer_params {key} (one rate and decay for the whole model)")
+
+
+def _lr_schedule(lr, out, ignored):
+    """param_schedulers.lr: cosine, constant, or composite linear warmup -> cosine (its lengths fractions of
+    the run); auto_lr_scaling's base_value at base_lr_batch_size is our lr at --lr-base-size."""
+    scaling = lr.get("auto_lr_scaling", {})
+    name, peak = lr.get("name"), None
+    if name == "composite" and [p.get("name") for p in lr.get("schedulers", [])] == ["linear", "cosine"]:
+        warm, decay = lr["schedulers"]
+        out["sched"], out["warmup_lr"], out["min_lr"] = "cosine", warm["start_value"], decay["end_value"]
+        peak = decay["start_value"]
+        if out.get("epochs"):
+            out["warmup_epochs"] = round(lr["lengths"][0] * out["epochs"], 3)
+        else:
+            ignored.append("lr warmup length (a fraction of OPTIMIZER.num_epochs, which is not given)")
+    elif name == "cosine":
+        out["sched"], peak, out["min_lr"] = "cosine", lr["start_value"], lr["end_value"]
+    elif name == "constant":
+        out["sched"], peak = "constant", lr["value"]
+    elif name:
+        ignored.append(f"lr schedule {name} (vitfast has cosine, linear, step, constant)")
+    if scaling.get("auto_scale"):
+        out["lr"], out["lr_base_size"] = scaling["base_value"], scaling.get("base_lr_batch_size", 256)
+        if scaling.get("scaling_type", "linear") != "linear":
+            ignored.append(f"lr scaling {scaling['scaling_type']} (vitfast scales linearly)")
+    elif peak is not None:
+        out["lr"] = peak
