@@ -1,6 +1,8 @@
 """A VISSL YAML read as a vitfast config (issue 63, item 2): its multi-crop transform, trunk, swav_head or
 dino_head, loss and epochs become our keys; what those sections hold that we do not do is named in one
 warning."""
+import warnings
+
 import pytest
 
 from vitfast.cli import UsageError
@@ -155,8 +157,6 @@ FINETUNE = """config:
 
 
 def test_a_vissl_fine_tuning_config_fine_tunes_from_a_dino_checkpoint(tmp_path, small_builtin, capsys):
-    import warnings
-
     import torch
 
     import vitfast
@@ -201,3 +201,31 @@ def test_what_vissls_optimizer_asks_that_vitfast_does_not_do_is_named(tmp_path):
         assert named in text, text
     assert "nesterov" not in text  # LARC refused already: the SGD it would have run is not named
     assert (cfg["epochs"], cfg["weight_decay"], cfg["weight_decay_end"]) == (100, 0.04, 0.4)
+
+
+def test_a_vissl_dino_config_keeps_its_absolute_rate_and_dinos_per_crop_blur(tmp_path):
+    """VISSL's DINO configs give the peak rate at their own batch (no auto_lr_scaling): DINO's default
+    scaling by batch / 256 must not apply on top; their per-crop blur and solarisation are DINO's own."""
+    path = tmp_path / "dino.yaml"
+    blur = "[{name: ImgPilGaussianBlur, p: 1.0, radius_min: 0.1, radius_max: 2.0}]"
+    path.write_text(
+        "config:\n  DATA: {TRAIN: {BATCHSIZE_PER_REPLICA: 64, TRANSFORMS: [{name: ImgPilToMultiCrop, "
+        "total_num_crops: 4, num_crops: [2, 2], size_crops: [224, 96], crop_scales: [[0.4, 1], [0.05, 0.4]]}, {name: "
+        f"ImgPilMultiCropRandomApply, transforms: {blur}, prob: [1.0, 0.1, 0.5, 0.5]}}, {{name: "
+        "ImgPilMultiCropRandomApply, transforms: [{name: ImgPilRandomSolarize, p: 1.0}], prob: [0, 0.2, 0, 0]}]}}\n"
+        "  MODEL:\n    HEAD:\n      PARAMS: [[dino_head, {num_clusters: [1024]}]]\n"
+        "  OPTIMIZER:\n    name: adamw\n    momentum: 0.9\n    num_epochs: 300\n    param_schedulers:\n      lr:\n"
+        "        name: composite\n        schedulers: [{name: linear, start_value: 1.0e-5, end_value: 0.002}, "
+        "{name: cosine, start_value: 0.002, end_value: 1.0e-5}]\n        lengths: [0.0333, 0.9667]\n"
+        "      weight_decay: {name: cosine, start_value: 0.04, end_value: 0.4}\n"
+        "  DISTRIBUTED: {NUM_NODES: 2, NUM_PROC_PER_NODE: 8}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = resolve(["-c", str(path), "--model", "deit_small_patch16_224"])
+    assert (cfg["ssl"], cfg["opt"], cfg["batch_size"], cfg["lr"], cfg["lr_base_size"]) == \
+        ("dino", "adamw", 1024, 0.002, None)
+    assert (cfg["warmup_epochs"], cfg["warmup_lr"], cfg["min_lr"], cfg["epochs"]) == (9.99, 1e-5, 1e-5, 300)
+    assert cfg["momentum"] == 0.9  # vitfast's default: AdamW has no momentum to set
+    path.write_text(path.read_text().replace("prob: [1.0, 0.1, 0.5, 0.5]", "prob: [1.0, 1.0, 1.0, 1.0]"))
+    with pytest.warns(UserWarning, match=r"per-crop ImgPilGaussianBlur with probabilities \[1.0, 1.0, 1.0, 1.0\]"):
+        resolve(["-c", str(path), "--model", "deit_small_patch16_224"])

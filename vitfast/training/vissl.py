@@ -48,6 +48,8 @@ def _translate(c):
             out["crop_color_jitter"], out["crop_grayscale"] = [0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s], 0.2
         elif name == "RandomGrayscale":
             out["crop_grayscale"] = t.get("p", 0.1)  # torchvision's default
+        elif name == "ImgPilMultiCropRandomApply":
+            ignored += _per_crop(t)
         elif name == "RandomResizedCrop" and t.get("size"):  # a fine-tuning config's training crop
             out["img_size"] = t["size"]
         elif name == "Normalize":
@@ -121,6 +123,17 @@ def _translate(c):
     return out, ignored
 
 
+def _per_crop(t):
+    """ImgPilMultiCropRandomApply: what it asks beyond our crops' own blur (DINO's probabilities: 1 and 0.1
+    for the global crops, 0.5 for the rest) and solarisation (0.2, the second crop only)."""
+    probs, names = list(t.get("prob", [])), [x.get("name") for x in t.get("transforms", [])]
+    if names == ["ImgPilGaussianBlur"] and probs[:2] == [1.0, 0.1] and set(probs[2:]) <= {0.5}:
+        return []
+    if names == ["ImgPilRandomSolarize"] and len(probs) > 1 and probs[1] == 0.2 and not any(probs[:1] + probs[2:]):
+        return []
+    return [f"per-crop {'+'.join(map(str, names))} with probabilities {probs} (the method's own are used)"]
+
+
 def _optimizer(o, out, ignored):
     """OPTIMIZER: the optimizer, weight decay, epochs and the lr schedule where ours have them."""
     names = {"sgd": "sgd", "adamw": "adamw"}
@@ -130,10 +143,11 @@ def _optimizer(o, out, ignored):
         else:
             ignored.append(f"optimizer {o['name']}{' with LARC' if o.get('use_larc') else ''} (vitfast has "
                            "--opt adamw, sgd, lamb)")
-    for theirs, ours in (("weight_decay", "weight_decay"), ("momentum", "momentum"), ("betas", "betas"),
-                         ("num_epochs", "epochs")):
+    for theirs, ours in (("weight_decay", "weight_decay"), ("betas", "betas"), ("num_epochs", "epochs")):
         if o.get(theirs) is not None:
             out[ours] = o[theirs]
+    if out.get("opt") == "sgd" and o.get("momentum") is not None:  # VISSL's files give it for AdamW too
+        out["momentum"] = o["momentum"]
     if out.get("opt") == "sgd" and o.get("nesterov") is False and out.get("momentum", 0.9) > 0:
         ignored.append("nesterov False (vitfast's SGD with momentum is Nesterov's)")
     if o.get("regularize_bias") and o.get("weight_decay"):
@@ -175,5 +189,5 @@ def _lr_schedule(lr, out, ignored):
         out["lr"], out["lr_base_size"] = scaling["base_value"], scaling.get("base_lr_batch_size", 256)
         if scaling.get("scaling_type", "linear") != "linear":
             ignored.append(f"lr scaling {scaling['scaling_type']} (vitfast scales linearly)")
-    elif peak is not None:
-        out["lr"] = peak
+    elif peak is not None:  # the rate at the file's own batch, not scaled (DINO's and SwAV's defaults would)
+        out["lr"], out["lr_base_size"] = peak, None
