@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vitfast  # noqa: E402
 from vitfast.eval import probe_rates  # noqa: E402
 from vitfast.train import main as train_main  # noqa: E402
-from vitfast.training.config import creation_kwargs, resolve  # noqa: E402
+from vitfast.training.config import as_flags, creation_kwargs, resolve  # noqa: E402
 from vitfast.training.distributed import Dist  # noqa: E402
 from vitfast.training.knn import extract_features, knn_accuracy  # noqa: E402
 from vitfast.training.linear_probe import linear_probe  # noqa: E402
@@ -138,28 +138,20 @@ SHARED = ("model", "model_kwargs", "data", "holdout", "mean", "std", "amp")
 
 
 def recipe_flags(name):
-    """The SHARED keys of a packaged recipe as vitfast.train's flags."""
-    cfg, out = resolve(["-c", name]), []
-    for key in SHARED:
-        value = cfg[key]
-        if isinstance(value, dict):
-            value = ",".join(f"{k}={v}" for k, v in value.items())
-        elif isinstance(value, (list, tuple)):
-            value = ",".join(map(str, value))
-        if value is not None:
-            out += ["--" + key.replace("_", "-"), str(value)]
-    return out, cfg["ssl"]
+    """The SHARED keys of a packaged recipe as vitfast.train's flags, and its method."""
+    cfg = resolve(["-c", name])
+    return as_flags(cfg, SHARED), cfg["ssl"]
 
 
 def main(argv=None):
     args = parse_args(argv)
     shared, recipe_ssl = recipe_flags(args.recipe) if args.recipe else ([], None)
     args.ssl = args.ssl or recipe_ssl or "dino"
-    args.data = args.data or ("" if args.recipe else "builtin")
+    if not args.recipe:  # without one: vit_pico on the built-in images
+        args.model, args.data = args.model or "vit_pico_patch4_32", args.data or "builtin"
     common = shared + ["--ptq-report", "", "--quiet", "--device", args.device] + \
         (["--data", args.data] if args.data else []) + (["--holdout", str(args.holdout)] if args.holdout else [])
-    common += QUICK[:4] if args.quick else (["--model", args.model] if args.model else
-                                            [] if args.recipe else ["--model", "vit_pico_patch4_32"])
+    common += QUICK[:4] if args.quick else (["--model", args.model] if args.model else [])
     common += flags(args.set_both)
     ssl_args = (["-c", args.recipe] if args.recipe else []) + common + ["--ssl", args.ssl, "--data-on-device"]
     ssl_args += QUICK[4:] + QUICK_HEAD[args.ssl] + ["--steps", "4"] if args.quick else ["--epochs", str(args.epochs)]

@@ -230,6 +230,21 @@ def flag_of(key):
     return "--" + key.replace("_", "-")
 
 
+def as_flags(config, keys):
+    """The config's values of `keys` as command-line arguments (dicts as k=v,..., lists comma-separated);
+    keys without a value (None, empty) left out."""
+    out = []
+    for key in keys:
+        value = config[key]
+        if isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        if value not in (None, ""):
+            out += [flag_of(key), str(value)]
+    return out
+
+
 def split_top_level(text):
     """'a,float(e=4,m=3),b' -> ['a', 'float(e=4,m=3)', 'b']: commas inside parentheses stay."""
     parts, depth, current = [], 0, ""

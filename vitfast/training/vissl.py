@@ -136,10 +136,9 @@ def _per_crop(t):
 
 def _optimizer(o, out, ignored):
     """OPTIMIZER: the optimizer, weight decay, epochs and the lr schedule where ours have them."""
-    names = {"sgd": "sgd", "adamw": "adamw"}
     if o.get("name"):
-        if o["name"] in names and not o.get("use_larc"):
-            out["opt"] = names[o["name"]]
+        if o["name"] in ("sgd", "adamw") and not o.get("use_larc"):
+            out["opt"] = o["name"]
         else:
             ignored.append(f"optimizer {o['name']}{' with LARC' if o.get('use_larc') else ''} (vitfast has "
                            "--opt adamw, sgd, lamb)")

@@ -3,14 +3,16 @@ classifier that takes crops of several sizes, weight decay on a cosine, and k-NN
 backbone's features against the training split (labels are read only there)."""
 import math
 import os
+import shlex
 
 import torch
 
 import vitfast
 from ...cli import UsageError
 from ...data.multicrop import MultiCrop, plan_crops
-from ..config import creation_kwargs, recorded
+from ..config import as_flags, creation_kwargs, recorded
 from ..knn import extract_features, knn_accuracy
+from ..rundir import last_checkpoint
 from .base import Method
 
 __all__ = ["SelfSupervised", "cosine", "patch_of", "gathered"]
@@ -121,22 +123,12 @@ class SelfSupervised(Method):
     scored = "k-NN top-1"
 
     def next_steps(self, out):
-        weights, last = os.path.join(out, "model.safetensors"), os.path.join(out, "checkpoint-last.pt")
-        if self.cfg["fsdp"]:
-            last = os.path.join(out, "checkpoint-last.dcp")
+        weights = os.path.join(out, "model.safetensors")
+        last = last_checkpoint(out) or os.path.join(out, "checkpoint-last.pt")  # .pt, or an --fsdp run's .dcp
+        same = shlex.join(as_flags(recorded(self.cfg), ("model", "model_kwargs", "data", "holdout")))
         return [("evaluate", f"python -m vitfast.eval --checkpoint {weights} --knn --quant fp32,bf16"),
                 ("probe", f"python -m vitfast.eval --checkpoint {weights} --linear-probe --probe-lr sweep"),
-                ("fine-tune", f"python -m vitfast.train --init-checkpoint {last} {self.same_model_and_data()} "
-                              "--output NEW_FOLDER")]
-
-    def same_model_and_data(self):
-        """The flags that give a fine-tuning run this run's model and images."""
-        cfg = recorded(self.cfg)  # paths made absolute, as the run's config.yaml holds them
-        out = f"--model {cfg['model']}"
-        if cfg["model_kwargs"]:
-            out += " --model-kwargs " + ",".join(f"{k}={v}" for k, v in cfg["model_kwargs"].items())
-        out += f" --data {cfg['data']}"
-        return out + (f" --holdout {cfg['holdout']}" if cfg["holdout"] else "")
+                ("fine-tune", f"python -m vitfast.train --init-checkpoint {last} {same} --output NEW_FOLDER")]
 
     def validate(self, loader, device, amp_dtype, dist, desc="validation", model=None):
         """Weighted k-NN of the validation images among the training images, on the features of the
