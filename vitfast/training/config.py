@@ -283,7 +283,18 @@ def parse_value(key, text, where=None):
         raise UsageError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
 
 
-_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 (PyYAML) reads 1e-5 as text: its floats need a dot. YAML 1.2, JSON and OmegaConf (VISSL's
+    configs) read it as a number, and so do we, in config files, --model-kwargs and --set alike."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
+
+
+def load_yaml(text):
+    """A YAML document (a string or a file) as Python values, 1e-5 a number."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def parse_kv(text, where="--model-kwargs"):
@@ -294,10 +305,7 @@ def parse_kv(text, where="--model-kwargs"):
             raise UsageError(f"{where}: expected key=value pairs separated by commas, got {item!r}")
         k, v = item.split("=", 1)
         try:
-            value = yaml.safe_load(v)
-            if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):  # YAML 1.1 reads 1e-5 as text
-                value = float(value)
-            out.append((k.strip(), value))
+            out.append((k.strip(), load_yaml(v)))
         except yaml.YAMLError:
             raise UsageError(f"{where}: cannot read the value of {k.strip()!r}: {v!r}") from None
     return out
@@ -313,7 +321,7 @@ def read_config_file(name):
     if os.path.isfile(name):
         try:
             with open(name) as f:
-                data = json.load(f) if name.endswith(".json") else yaml.safe_load(f)
+                data = json.load(f) if name.endswith(".json") else load_yaml(f)
         except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
             raise UsageError(f"-c/--config {name!r} cannot be read as {'JSON' if name.endswith('.json') else 'YAML'}: "
                              f"{one_line(e)}") from None
@@ -321,7 +329,7 @@ def read_config_file(name):
         for ext in (".yaml", ".json"):
             res = resources.files("vitfast.configs") / f"{name}{ext}"
             if res.is_file():
-                data = yaml.safe_load(res.read_text())
+                data = load_yaml(res.read_text())
                 break
         else:
             raise UsageError(f"-c/--config: {name!r} is neither a file nor a packaged config; packaged: "
@@ -445,7 +453,7 @@ def _layers(args, files, model_defaults):
             if not isinstance(config.get(key), dict):
                 raise UsageError(f"--set: {key!r} has no sub-keys")
             try:
-                sub_value = yaml.safe_load(value)
+                sub_value = load_yaml(value)
             except yaml.YAMLError:
                 raise UsageError(f"{where}: cannot read {value!r}") from None
             _layer(config, origin, {key: {**config[key], ".".join(sub): sub_value}}, where)
