@@ -344,3 +344,16 @@ def test_config_file_values_are_typed_and_ranged_where_they_enter(tmp_path, text
     conf.write_text(text)
     with pytest.raises(UsageError, match=match):
         resolve(["-c", str(conf)])
+
+
+def test_exponent_numbers_are_numbers_wherever_a_config_is_read(tmp_path):
+    """1e-5 without a dot is text to YAML 1.1 (PyYAML) and a number to YAML 1.2, JSON and OmegaConf (VISSL's
+    files): a config file, --model-kwargs and --set read it as a number; quoted, it stays text."""
+    from vitfast.training.config import resolve
+
+    conf = tmp_path / "c.yaml"
+    conf.write_text("lr: 5e-4\nmodel_kwargs: {norm_eps: 1e-5}\noutput: '1e5'\n")
+    cfg = resolve(["-c", str(conf)])
+    assert (cfg["lr"], cfg["model_kwargs"], cfg["output"]) == (5e-4, {"norm_eps": 1e-5}, "1e5")
+    cfg = resolve(["--model-kwargs", "norm_eps=1e-5", "--set", "model_kwargs.init_values=1E-4"])
+    assert cfg["model_kwargs"] == {"norm_eps": 1e-5, "init_values": 1e-4}
