@@ -20,6 +20,8 @@ import textwrap
 
 import torch
 
+from common import write_table  # benchmarks/common.py
+
 STUBS = {
     "vissl/__init__.py": "",
     "vissl/config.py": """
@@ -53,9 +55,8 @@ STUBS = {
 }
 
 
-def git_show(repo, rev, path):
-    return subprocess.run(["git", "-C", repo, "show", f"{rev}:{path}"], capture_output=True, text=True,
-                          check=True).stdout
+def git(repo, *args):
+    return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=True).stdout
 
 
 def vissl_trunks(checkout, old_commit, where):
@@ -67,7 +68,7 @@ def vissl_trunks(checkout, old_commit, where):
     files = {"HEAD": "HEAD"} | ({old_commit[:8]: old_commit} if old_commit else {})
     out = {}
     for label, rev in files.items():
-        text = git_show(checkout, rev, "vissl/models/trunks/vision_transformer.py")
+        text = git(checkout, "show", f"{rev}:vissl/models/trunks/vision_transformer.py")
         module = f"vissl_trunk_{label.lower()}"
         with open(os.path.join(where, module + ".py"), "w") as f:
             f.write(text)
@@ -95,7 +96,7 @@ def main(argv=None):
     work = tempfile.mkdtemp(prefix="ssl_layouts_")
     for name in ("vision_transformer.py", "utils.py"):  # DINO's, from a checkout or a bare mirror alike
         with open(os.path.join(work, name), "w") as f:
-            f.write(git_show(args.dino, "HEAD", name))
+            f.write(git(args.dino, "show", f"HEAD:{name}"))
     sys.path.insert(0, work)
     import utils as dino_utils  # facebookresearch/dino's
     import vision_transformer as dino_vits
@@ -140,10 +141,7 @@ def main(argv=None):
         extra = f"--model-kwargs norm_eps={kwargs['norm_eps']:g}" if kwargs else "-"
         rows.append(f"| {label} | {result.weights or '(plain backbone)'} | {extra} | "
                     f"{(got - want).abs().max().item():.1e} | {want.abs().max().item():.2f} |")
-    dino_rev = subprocess.run(["git", "-C", args.dino, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True).stdout.strip()
-    vissl_rev = subprocess.run(["git", "-C", args.vissl, "rev-parse", "--short", "HEAD"], capture_output=True,
-                               text=True).stdout.strip()
+    dino_rev, vissl_rev = (git(repo, "rev-parse", "--short", "HEAD").strip() for repo in (args.dino, args.vissl))
     text = "\n".join([
         "# DINO's and VISSL's checkpoints in vitfast", "",
         f"`python benchmarks/ssl_checkpoint_layouts.py` ({datetime.date.today()}; facebookresearch/dino {dino_rev}, "
@@ -153,10 +151,7 @@ def main(argv=None):
         "features of 4 random 224 px images, vitfast's against the library's own backbone.", "",
         "| file | what vitfast takes | model kwargs | max abs difference | largest feature |",
         "|---|---|---|---|---|", *rows, ""])
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    write_table(text, args.out)
 
 
 if __name__ == "__main__":
