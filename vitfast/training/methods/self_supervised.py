@@ -52,6 +52,7 @@ class SelfSupervised(Method):
     default_scales = ([0.4, 1.0], [0.05, 0.4])
     default_crops = (2, 8)
     solarize, colour, blur = 0.2, (0.4, 0.4, 0.2, 0.1), None
+    scored = "k-NN top-1"
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -119,8 +120,6 @@ class SelfSupervised(Method):
             for group in optimizer.param_groups:
                 if group.setdefault("decayed", group["weight_decay"] > 0):
                     group["weight_decay"] = wd
-
-    scored = "k-NN top-1"
 
     def next_steps(self, out):
         weights = os.path.join(out, "model.safetensors")
