@@ -230,7 +230,7 @@ def load_model(args):
     features = args.knn or args.linear_probe  # scored by its features: a classifier in the file is not needed
     kwargs = dict(parse_kv(args.model_kwargs or "", "--model-kwargs"))
     with blame(f"--model {args.model}"):
-        model = vitfast.create_model(args.model, **(dict(num_classes=0, **kwargs) if features else kwargs))
+        model = vitfast.create_model(args.model, **({"num_classes": 0, **kwargs} if features else kwargs))
     if not args.checkpoint_path:
         return model, {}, None
     try:

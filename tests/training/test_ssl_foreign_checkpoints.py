@@ -99,3 +99,12 @@ def test_another_layer_norm_epsilon_is_a_model_kwarg():
     model = vitfast.create_model(NAME, num_classes=0, **dict(KWARGS, norm_eps=1e-5))
     norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
     assert norms and all(m.eps == 1e-5 for m in norms)
+
+
+def test_knn_takes_a_given_class_count_too(tmp_path, small_builtin):
+    """--knn scores the features, so the model is built without a classifier unless --model-kwargs gives
+    num_classes: then that one (it was 'dict() got multiple values for keyword argument')."""
+    torch.save(backbone(7), tmp_path / "dino_pretrain.pth")
+    results = eval_main(["--model", NAME, "--model-kwargs", MODEL[3] + ",num_classes=10", "--data", small_builtin,
+                         "--quiet", "--checkpoint-path", str(tmp_path / "dino_pretrain.pth"), "--knn"])
+    assert 0 <= results["fp32"]["acc1"] <= 100
