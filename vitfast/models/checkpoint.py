@@ -194,10 +194,6 @@ def read_weights(path, weights="reported"):
 _VISSL_NAMES = {"class_token": "cls_token", "pos_embedding": "pos_embed"}
 
 
-def _strip(state, prefix):
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
-
-
 def ssl_backbone(obj):
     """(backbone state dict, description) of another library's self-supervised training checkpoint, as
     its own evaluation takes it, or None for any other file:
@@ -209,15 +205,15 @@ def ssl_backbone(obj):
     if not isinstance(obj, dict):
         return None
     if isinstance(obj.get("teacher"), dict) and isinstance(obj.get("student"), dict):
-        state = _strip(obj["teacher"], "module.")
+        state = {k.removeprefix("module."): v for k, v in obj["teacher"].items()}
         if any(k.startswith("backbone.") for k in state):
-            state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+            state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
         return state, "the teacher backbone of a DINO training checkpoint (its heads dropped)"
     try:
         trunk = obj["classy_state_dict"]["base_model"]["model"]["trunk"]
     except (KeyError, TypeError):
         return None
-    trunk = _strip(_strip(trunk, "module."), "_feature_blocks.")
+    trunk = {k.removeprefix("module.").removeprefix("_feature_blocks."): v for k, v in trunk.items()}
     return {_VISSL_NAMES.get(k, k): v for k, v in trunk.items()}, "the trunk of a VISSL checkpoint (its heads dropped)"
 
 

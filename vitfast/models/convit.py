@@ -398,7 +398,7 @@ def checkpoint_filter_fn(state_dict, model):
         state_dict = state_dict["state_dict"]
     out = {}
     for k, v in state_dict.items():
-        k = k[len("module."):] if k.startswith("module.") else k
+        k = k.removeprefix("module.")
         if k == "pos_embed" and getattr(model, "pos_embed", None) is not None and v.shape != model.pos_embed.shape:
             v = resample_abs_pos_embed(v, model.patch_embed.grid_size, num_prefix_tokens=0)
         out[k] = v

@@ -295,7 +295,7 @@ def unwrap_state_dict(state_dict):
         if isinstance(state_dict.get(key), dict):
             state_dict = state_dict[key]
             break
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
 def checkpoint_filter_fn(state_dict, model):

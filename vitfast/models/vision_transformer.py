@@ -134,7 +134,7 @@ def checkpoint_filter_fn(state_dict, model):
     state_dict = state_dict.get("model", state_dict.get("state_dict", state_dict))
     out = {}
     for k, v in state_dict.items():
-        k = k[len("module."):] if k.startswith("module.") else k
+        k = k.removeprefix("module.")
         if k == "pos_embed" and hasattr(model, "pos_embed") and v.shape != model.pos_embed.shape:
             prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
             v = resample_abs_pos_embed(v, model.patch_embed.grid_size, num_prefix_tokens=prefix)
