@@ -92,9 +92,7 @@ def main(argv=None):
             row += f" {rates[args.backends[-1]] / rates[args.backends[0]]:.2f}x |"
         lines.append(row)
         print(row, flush=True)
-        if args.out:  # the rows so far, should a time limit end the run before the last
-            with open(args.out, "w") as f:
-                f.write("\n".join(lines) + "\n")
+        write_table("\n".join(lines) + "\n", args.out, echo=False)  # the rows so far, should a time limit end the run
     write_table("\n".join(lines) + "\n", args.out)
 
 

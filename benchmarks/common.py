@@ -227,9 +227,10 @@ def train_interval_rate(run_dir):
     return statistics.median(rates[1:] or rates)
 
 
-def write_table(text, path=None):
-    """Print a result table and, when a path is given, write it there."""
-    print(text)
+def write_table(text, path=None, echo=True):
+    """Print a result table (unless echo=False) and, when a path is given, write it there."""
+    if echo:
+        print(text)
     if path:
         with open(path, "w") as f:
             f.write(text)
