@@ -122,6 +122,7 @@ def test_the_build_carries_the_fingerprints_of_the_sources_it_was_built_from():
 
 
 def test_a_change_to_any_file_a_family_includes_changes_its_fingerprint_alone(tmp_path):
+    """Kernels, the headers they include and the host code that launches them and takes their gradients."""
     from vitfast import fingerprints
     csrc = tmp_path / "csrc"
     shutil.copytree(CSRC, csrc, ignore=shutil.ignore_patterns("generated"))
@@ -134,6 +135,10 @@ def test_a_change_to_any_file_a_family_includes_changes_its_fingerprint_alone(tm
         f.write("// one more line\n")
     again = fingerprints.fingerprints(str(csrc))
     assert {k for k in after if after[k] != again[k]} == {"attention_sm90", "attention_mma"}
+    with open(csrc / "norm" / "layer_norm_autograd.cpp", "a") as f:  # host code: the gradient's C++ node
+        f.write("// one more line\n")
+    last = fingerprints.fingerprints(str(csrc))
+    assert {k for k in again if again[k] != last[k]} == {"layer_norm", "layer_norm_fp8"}
 
 
 def test_another_build_loads_by_its_path_and_says_which_it_is():

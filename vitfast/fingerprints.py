@@ -1,6 +1,7 @@
-"""Fingerprints of the sources each CUDA kernel family is built from: a hash of every file under csrc/
-that the family's .cu files include (transitively, by "..." includes), so any change that can reach a
-kernel changes its family's fingerprint. setup.py computes them at build time and compiles them into
+"""Fingerprints of the sources each CUDA kernel family is built from: a hash of the family's .cu files,
+the host .cpp files that launch them and take their gradients, and every file under csrc/ those include
+(transitively, by "..." includes), so any change that can reach a kernel's launch changes its family's
+fingerprint. setup.py computes them at build time and compiles them into
 vitfast._C (torch.ops.vitfast.kernel_fingerprints); a GPU sitting's record of which families passed
 their tests names the fingerprints it ran, so a changed kernel is known not to have run.
 
@@ -9,18 +10,24 @@ import glob
 import hashlib
 import os
 
-# family -> its .cu files (globs under csrc/); csrc/kernel_gate.h names the same families
+# family -> its .cu files and the host code that launches them and takes their gradients (globs under
+# csrc/): a change to a launcher's grid or to a C++ autograd node is as unverified as one to a kernel.
+# csrc/kernel_gate.h names the same families.
+_ATTENTION_HOST = ["attention/attention_cuda.cpp", "attention/attention_autograd.cpp"]
+_NORM_HOST = ["norm/layer_norm_cuda.cpp", "norm/layer_norm_autograd.cpp"]
+_GEMM_HOST = ["gemm/gemm_cuda.cpp", "gemm/linear_*_cuda.cpp", "gemm/lp_matmul_cuda.cpp", "gemm/linear_*_autograd.cpp"]
+_QUANT_HOST = ["quant/quantize_cuda.cpp", "quant/quantize_autograd.cpp"]
 FAMILIES = {
     "quantizers": ["quant/block_quantize_cuda.cu", "quant/fixed_point_quantize_cuda.cu",
-                   "quant/float_quantize_cuda.cu"],
-    "scaled_cast": ["quant/scaled_cast_cuda.cu"],
-    "attention_mma": ["attention/attention_fwd_cuda.cu", "attention/attention_bwd_cuda.cu"],
-    "attention_sm90": ["attention/sm90/*.cu"],
-    "layer_norm": ["norm/layer_norm_kernels.cu"],
-    "layer_norm_fp8": ["norm/layer_norm_kernels.cu"],  # its kernel shares layer_norm's sources, not its record
-    "gemm_mma": ["gemm/mma_gemm.cu"],
-    "gemm_sm90": ["gemm/sm90/linear_*_sm90_*.cu", "gemm/sm90/lp_matmul_sm90.cu"],
-    "fp8_gemm_sm90": ["gemm/sm90/fp8_*_sm90.cu"],
+                   "quant/float_quantize_cuda.cu", *_QUANT_HOST],
+    "scaled_cast": ["quant/scaled_cast_cuda.cu", *_QUANT_HOST],
+    "attention_mma": ["attention/attention_fwd_cuda.cu", "attention/attention_bwd_cuda.cu", *_ATTENTION_HOST],
+    "attention_sm90": ["attention/sm90/*.cu", *_ATTENTION_HOST],
+    "layer_norm": ["norm/layer_norm_kernels.cu", *_NORM_HOST],
+    "layer_norm_fp8": ["norm/layer_norm_kernels.cu", *_NORM_HOST],  # layer_norm's sources, not its record
+    "gemm_mma": ["gemm/mma_gemm.cu", *_GEMM_HOST],
+    "gemm_sm90": ["gemm/sm90/linear_*_sm90_*.cu", "gemm/sm90/lp_matmul_sm90.cu", *_GEMM_HOST],
+    "fp8_gemm_sm90": ["gemm/sm90/fp8_*_sm90.cu", "gemm/fp8_linear_cuda.cpp"],
 }
 
 
