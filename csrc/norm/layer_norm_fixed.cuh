@@ -97,26 +97,36 @@ __device__ __forceinline__ void fetch_row(Pack8<T> (&pa)[RowShape<D>::kPer], con
   }
 }
 
-// gamma (and beta) for the columns of one lane: in registers, or read from the block's shared copy.
+// One element of gamma or beta, stored as float32 or in the input's T: a bf16 / fp16 model's own
+// parameters are read as they are, with no float32 copy made per call. Read once per block (below),
+// so the choice costs nothing per row.
+template <typename T>
+__device__ __forceinline__ float param_at(const void* p, int c, bool f32) {
+  return f32 ? static_cast<const float*>(p)[c] : to_float(static_cast<const T*>(p)[c]);
+}
+
+// gamma (and beta) for the columns of one lane, as float: in registers, or read from the block's shared
+// copy.
 template <int D, int kCount>
 struct Params {
   using R = RowShape<D>;
   float reg[R::kParamsInRegisters ? kCount * R::kPer : 1][8];
   const float* shared;
-  __device__ __forceinline__ void init(const float* const (&src)[kCount], float* smem, int sub) {
+  template <typename T>
+  __device__ __forceinline__ void init(const void* const (&src)[kCount], bool f32, float* smem, int sub) {
     if constexpr (R::kParamsInRegisters) {
 #pragma unroll
       for (int t = 0; t < kCount; ++t) {
 #pragma unroll
         for (int i = 0; i < R::kPer; ++i) {
 #pragma unroll
-          for (int j = 0; j < 8; ++j) reg[t * R::kPer + i][j] = src[t][column<D>(i, sub) + j];
+          for (int j = 0; j < 8; ++j) reg[t * R::kPer + i][j] = param_at<T>(src[t], column<D>(i, sub) + j, f32);
         }
       }
     } else {
       for (int c = threadIdx.x; c < D; c += blockDim.x) {
 #pragma unroll
-        for (int t = 0; t < kCount; ++t) smem[t * D + c] = src[t][c];
+        for (int t = 0; t < kCount; ++t) smem[t * D + c] = param_at<T>(src[t], c, f32);
       }
       shared = smem;
       __syncthreads();
@@ -145,19 +155,19 @@ __device__ __forceinline__ void store8(TOut* p, const float (&y)[8], float scale
 }
 
 // out = (s - mean) * rstd * gamma + beta, s = x or (x + res rounded to T, stored in sum); out in T, or
-// (TOut = uint8_t) e4m3 codes of out / *out_scale.
+// (TOut = uint8_t) e4m3 codes of out / *out_scale. gamma and beta float32 (params_f32) or T.
 template <typename T, int D, bool kResidual, bool kStats, typename TOut = T>
 __global__ void __launch_bounds__(kFixedThreads) layer_norm_fwd_fixed(
-    const T* __restrict__ x, const T* __restrict__ res, const float* __restrict__ gamma, const float* __restrict__ beta,
-    TOut* __restrict__ out, T* __restrict__ sum, float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t rows,
-    float eps, const float* __restrict__ out_scale) {
+    const T* __restrict__ x, const T* __restrict__ res, const void* __restrict__ gamma, const void* __restrict__ beta,
+    bool params_f32, TOut* __restrict__ out, T* __restrict__ sum, float* __restrict__ mean_out,
+    float* __restrict__ rstd_out, int64_t rows, float eps, const float* __restrict__ out_scale) {
   using R = RowShape<D>;
   const float scale = std::is_same_v<TOut, uint8_t> ? *out_scale : 1.0f;
   __shared__ __align__(16) float smem[R::kParamsInRegisters ? 4 : 2 * D];
   const int lane = threadIdx.x & 31, sub = lane % R::kLanes, group = lane / R::kLanes;
   Params<D, 2> params;
-  const float* const src[2] = {gamma, beta};
-  params.init(src, smem, sub);
+  const void* const src[2] = {gamma, beta};
+  params.template init<T>(src, params_f32, smem, sub);
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int64_t stride = (static_cast<int64_t>(gridDim.x) * blockDim.x >> 5) * R::kRows;
   Pack8<T> px[R::kPer], pr[kResidual ? R::kPer : 1];
@@ -215,19 +225,19 @@ __global__ void __launch_bounds__(kFixedThreads) layer_norm_fwd_fixed(
 }
 
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) (+ dsum), g = dy * gamma; and the block's column
-// sums of dy * xhat and dy into part (2, gridDim.x, D).
+// sums of dy * xhat and dy into part (2, gridDim.x, D). gamma float32 (params_f32) or T.
 template <typename T, int D, bool kDsum>
 __global__ void __launch_bounds__(kFixedBwdThreads, RowShape<D>::kBwdBlocksPerSm) layer_norm_bwd_fixed(
-    const T* __restrict__ dy, const T* __restrict__ dsum, const T* __restrict__ x, const float* __restrict__ gamma,
-    const float* __restrict__ mean_in, const float* __restrict__ rstd_in, T* __restrict__ dx, float* __restrict__ part,
-    int64_t rows) {
+    const T* __restrict__ dy, const T* __restrict__ dsum, const T* __restrict__ x, const void* __restrict__ gamma,
+    bool params_f32, const float* __restrict__ mean_in, const float* __restrict__ rstd_in, T* __restrict__ dx,
+    float* __restrict__ part, int64_t rows) {
   using R = RowShape<D>;
   __shared__ __align__(16) float smem[R::kParamsInRegisters ? 2 * D : 3 * D];  // gamma unless in registers; sums
   float* sums = smem + (R::kParamsInRegisters ? 0 : D);
   const int lane = threadIdx.x & 31, sub = lane % R::kLanes, group = lane / R::kLanes, warp_in_block = threadIdx.x >> 5;
   Params<D, 1> params;
-  const float* const src[1] = {gamma};
-  params.init(src, smem, sub);
+  const void* const src[1] = {gamma};
+  params.template init<T>(src, params_f32, smem, sub);
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int64_t stride = (static_cast<int64_t>(gridDim.x) * blockDim.x >> 5) * R::kRows;
   // This row's dy and x stay packed (16-bit) while the next row's arrive; each pass unpacks them again.

@@ -334,9 +334,10 @@ int layer_norm_bwd_splits(NormDtype dtype, int64_t rows, int D, bool dsum) {
   return splits;
 }
 
-cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* res, const float* gamma,
-                                  const float* beta, void* out, void* sum, float* mean, float* rstd, int64_t rows,
-                                  int D, float eps, cudaStream_t stream) {
+cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* res, const void* gamma,
+                                  const void* beta, bool params_f32, void* out, void* sum, float* mean, float* rstd,
+                                  int64_t rows, int D, float eps, cudaStream_t stream) {
+  if (!params_f32 && !layer_norm_has_fixed_kernel(dtype, D)) return cudaErrorInvalidValue;
   with_type(dtype, [&](auto tag) {
     using T = decltype(tag);
     const bool fixed = with_fixed_width(D, [&](auto width) {
@@ -344,7 +345,7 @@ cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* re
       auto launch = [&](auto kernel) {
         const int blocks = persistent_blocks(kernel, norm::kFixedThreads, norm::RowShape<kD>::kRows, rows);
         kernel<<<blocks, norm::kFixedThreads, 0, stream>>>(
-            static_cast<const T*>(x), static_cast<const T*>(res), gamma, beta, static_cast<T*>(out),
+            static_cast<const T*>(x), static_cast<const T*>(res), gamma, beta, params_f32, static_cast<T*>(out),
             static_cast<T*>(sum), mean, rstd, rows, eps, nullptr);
       };
       if (res != nullptr) {
@@ -358,14 +359,14 @@ cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* re
     if (fixed) return;
     auto kernel = D <= kMaxVec * 256 ? layer_norm_fwd_kernel<T, true> : layer_norm_fwd_kernel<T, false>;
     kernel<<<(rows + kRowsPerBlock - 1) / kRowsPerBlock, kRowsPerBlock * 32, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<const T*>(res), gamma, beta, static_cast<T*>(out), static_cast<T*>(sum),
-        mean, rstd, rows, D, eps);
+        static_cast<const T*>(x), static_cast<const T*>(res), static_cast<const float*>(gamma),
+        static_cast<const float*>(beta), static_cast<T*>(out), static_cast<T*>(sum), mean, rstd, rows, D, eps);
   });
   return cudaGetLastError();
 }
 
-bool layer_norm_fp8_has_kernel(NormDtype dtype, int D) {
-  return dtype != NormDtype::kFloat && with_fixed_width(D, [](auto) {});  // the launcher's cases below
+bool layer_norm_has_fixed_kernel(NormDtype dtype, int D) {
+  return dtype != NormDtype::kFloat && with_fixed_width(D, [](auto) {});  // the launchers' fixed cases
 }
 
 const char* layer_norm_fixed_widths() {
@@ -377,9 +378,9 @@ const char* layer_norm_fixed_widths() {
   return text.c_str();
 }
 
-cudaError_t layer_norm_fp8_fwd_launch(NormDtype dtype, const void* x, const float* gamma, const float* beta,
-                                      const float* scale, uint8_t* out, int64_t rows, int D, float eps,
-                                      cudaStream_t stream) {
+cudaError_t layer_norm_fp8_fwd_launch(NormDtype dtype, const void* x, const void* gamma, const void* beta,
+                                      bool params_f32, const float* scale, uint8_t* out, int64_t rows, int D,
+                                      float eps, cudaStream_t stream) {
   bool fixed = false;
   with_type(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -388,8 +389,9 @@ cudaError_t layer_norm_fp8_fwd_launch(NormDtype dtype, const void* x, const floa
         constexpr int kD = decltype(width)::value;
         const auto kernel = norm::layer_norm_fwd_fixed<T, kD, false, false, uint8_t>;
         const int blocks = persistent_blocks(kernel, norm::kFixedThreads, norm::RowShape<kD>::kRows, rows);
-        kernel<<<blocks, norm::kFixedThreads, 0, stream>>>(static_cast<const T*>(x), nullptr, gamma, beta, out,
-                                                            nullptr, nullptr, nullptr, rows, eps, scale);
+        kernel<<<blocks, norm::kFixedThreads, 0, stream>>>(static_cast<const T*>(x), nullptr, gamma, beta,
+                                                            params_f32, out, nullptr, nullptr, nullptr, rows, eps,
+                                                            scale);
       });
     }
   });
@@ -397,8 +399,9 @@ cudaError_t layer_norm_fp8_fwd_launch(NormDtype dtype, const void* x, const floa
 }
 
 cudaError_t layer_norm_bwd_launch(NormDtype dtype, const void* dy, const void* dsum, const void* x,
-                                  const float* gamma, const float* mean, const float* rstd, void* dx, float* part,
-                                  int64_t rows, int D, int splits, cudaStream_t stream) {
+                                  const void* gamma, bool params_f32, const float* mean, const float* rstd, void* dx,
+                                  float* part, int64_t rows, int D, int splits, cudaStream_t stream) {
+  if (!params_f32 && !layer_norm_has_fixed_kernel(dtype, D)) return cudaErrorInvalidValue;
   with_type(dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, float>) {
@@ -406,15 +409,15 @@ cudaError_t layer_norm_bwd_launch(NormDtype dtype, const void* dy, const void* d
         constexpr int kD = decltype(width)::value;
         const auto kernel = bwd_fixed_kernel<T, kD>(dsum != nullptr);
         kernel<<<splits, norm::kFixedBwdThreads, 0, stream>>>(static_cast<const T*>(dy), static_cast<const T*>(dsum),
-                                                             static_cast<const T*>(x), gamma, mean, rstd,
-                                                             static_cast<T*>(dx), part, rows);
+                                                             static_cast<const T*>(x), gamma, params_f32, mean,
+                                                             rstd, static_cast<T*>(dx), part, rows);
       });
       if (fixed) return;
     }
     auto kernel = D <= kMaxVec * 256 ? layer_norm_bwd_dx_kernel<T, true> : layer_norm_bwd_dx_kernel<T, false>;
     kernel<<<(rows + kRowsPerBlock - 1) / kRowsPerBlock, kRowsPerBlock * 32, 0, stream>>>(
-        static_cast<const T*>(dy), static_cast<const T*>(dsum), static_cast<const T*>(x), gamma, mean, rstd,
-        static_cast<T*>(dx), rows, D);
+        static_cast<const T*>(dy), static_cast<const T*>(dsum), static_cast<const T*>(x),
+        static_cast<const float*>(gamma), mean, rstd, static_cast<T*>(dx), rows, D);
     if (cudaPeekAtLastError() != cudaSuccess) return;
     layer_norm_bwd_params_kernel<T><<<dim3((D + 31) / 32, splits), 256, 0, stream>>>(
         static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, part, part + static_cast<int64_t>(splits) * D,

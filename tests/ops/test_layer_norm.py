@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vitfast import verified
 from vitfast.ops import layer_norm, layer_norm_ref
 from tests.ops.precision import assert_2x_torch
 from tests.values import needs_cuda
@@ -134,6 +135,41 @@ def test_cuda_fixed_widths_over_many_rows(D, dtype):
     # prefetched), and a ragged last round: 4,099 rows split over warps of 4, 2 or 1 rows at a time.
     for rows in (64 * 197 * 2 + 3, 4099):
         run_case((rows, D), dtype, "cuda", residual=True)
+
+
+@needs_cuda
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("D", [192, 768, 1000])  # 1000: the any-width kernels, which read float32 copies
+def test_cuda_parameters_in_the_inputs_dtype_give_what_their_float32_copies_give(D, dtype, residual):
+    """A bf16 / fp16 model's gamma and beta, read by the fixed-width kernels in their own dtype, give bit
+    for bit what their float32 copies give: the outputs, dx, dresidual and the parameters' gradients."""
+    x, r, w, b = inputs((3, 197, D), dtype, "cuda", residual, requires_grad=True)
+    w32, b32 = (t.detach().float().requires_grad_() for t in (w, b))
+    leaves = [t for t in (x, r) if t is not None]
+    outs = [layer_norm(x, ww, bb, 1e-5, residual=r) for ww, bb in ((w, b), (w32, b32))]
+    outs = [list(o) if residual else [o] for o in outs]
+    for ours, copies in zip(*outs):
+        assert torch.equal(ours, copies)
+    g = torch.Generator().manual_seed(2)
+    dys = [torch.randn(x.shape, generator=g).to("cuda", dtype) for _ in outs[0]]
+    grads = torch.autograd.grad(outs[0], leaves + [w, b], dys)
+    grads32 = torch.autograd.grad(outs[1], leaves + [w32, b32], dys)
+    for name, a, e in zip(["x", "residual"][:len(leaves)] + ["weight", "bias"], grads, grads32):
+        assert a.dtype == dtype and torch.equal(a, e.to(dtype)), name
+
+
+@needs_cuda
+def test_cuda_a_16bit_models_parameters_are_read_without_a_copy():
+    """No float32 copy of a bf16 model's weight and bias per call where our kernels run (48 of a bf16
+    ViT-Ti's ~150 launches a forward on the H200, before)."""
+    if not verified.allowed("layer_norm", torch.cuda.get_device_name(), warn=False):
+        pytest.skip("layer_norm's kernels are not verified on this GPU kind: the ATen composite runs")
+    x, r, w, b = inputs((197, 768), torch.bfloat16, "cuda")
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        layer_norm(x, w, b, residual=r)
+    names = {e.name for e in prof.events()}
+    assert "vitfast::layer_norm" in names and not names & {"aten::to", "aten::_to_copy", "aten::copy_"}, names
 
 
 @needs_cuda

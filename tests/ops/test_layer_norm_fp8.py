@@ -99,7 +99,7 @@ def test_the_op_checks_its_scale_too():
 def test_cuda_kernels_hold_no_local_memory():
     if find_cuobjdump() is None or not torch.backends.cuda.is_built() or not hasattr(torch.ops.vitfast, "sm90_kernels_built"):
         pytest.skip("needs cuobjdump and a CUDA build")
-    fp8 = kernel_resources(lambda n: "layer_norm_fwd_fixed" in n and n.endswith("Lb0ELb0EhEEvPKT_S5_PKfS7_PT3_PS3_PfSB_lfS7_"))
+    fp8 = kernel_resources(lambda n: "layer_norm_fwd_fixed" in n and "Lb0ELb0EhEEv" in n)  # TOut = uint8_t
     if not fp8:
         pytest.skip("no CUDA kernels in this build")
     # fp16 and bf16 at the seven fixed widths (float32 x takes the composite)
@@ -123,6 +123,17 @@ def test_cuda_kernel_against_the_twin(D, dtype):
     e = torch.floor(torch.log2(torch.maximum(out.abs(), ref.abs()).clamp_min(2.0**-6)))
     assert (apart <= torch.exp2(e - 3)).all()
     assert (apart > 0).float().mean().item() < 1e-3
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cuda_parameters_in_the_inputs_dtype_give_what_their_float32_copies_give(dtype):
+    """A bf16 / fp16 model's weight and bias, read by the kernel in their own dtype, give the codes their
+    float32 copies give."""
+    x, w, b = inputs(999, 768, dtype, "cuda", seed=5)
+    w, b = w.to(dtype), b.to(dtype)
+    s = torch.tensor([2.0**-4], device="cuda")
+    assert torch.equal(codes(layer_norm_fp8(x, w, b, s)), codes(layer_norm_fp8(x, w.float(), b.float(), s)))
 
 
 @needs_cuda
