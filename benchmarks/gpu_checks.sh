@@ -7,7 +7,9 @@
 #   bash benchmarks/gpu_checks.sh ssl [--dry-run]     # one call: the SSL step's speed, dino_cifar10 by k-NN
 #
 # each writing at most 8 files into $OUT; then here: python benchmarks/write_records.py <files>/results.json
-# (the records: vitfast.verified), and the tune tables into benchmarks/results/ and dispatch_data/.
+# (the records: vitfast.verified), the tune tables into benchmarks/results/ and python
+# benchmarks/write_dispatch.py on them (dispatch_data/). On the GPU machine both go into its checkout's
+# dispatch data as the call makes them, so the call's later stages run what the records allow.
 # --dry-run prints the plan with each stage's budget and runs the plumbing with the CUDA parts skipped.
 # A debug-sync build carried beside the release one (VITFAST_DEBUG_SYNC_SO=path/to/_C.abi3.so, made by
 # VITFAST_DEBUG_SYNC=1 bash ../shared/tools/prebuild.sh) reruns a shape that hangs or crashes.

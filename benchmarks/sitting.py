@@ -20,13 +20,17 @@ tune.py (the kernel and attention tables and the dispatch data measured from the
 (bf16, torch.compile, the FP8 chain) with the time left.
 short: for a session lent 900 s of device time (one start and one full call): call1's stages for the
 families with no record at this build's fingerprints on this GPU kind (the others keep theirs), then
-tune.py.
+tune.py and bench_models.py at ViT-Ti/S/B/L (the backend against timm eager, what "never slower" asks).
 ssl: self-supervised pretraining's GPU rows (issue 63): the SSL step's images/s against the supervised
 one (bench_ssl_step.py), and the dino_cifar10 recipe as long as one call holds, scored by k-NN and a
 linear probe against a random model and raw pixels (ssl_knn.py; carry the CIFAR-10 archive, CIFAR_ARCHIVE).
 
 Each call writes at most 8 files into --out (what the device tool brings back): summary.md, and
-results.json, tests.log and shapes.log (call1), or call2.log, the tune tables and models.md (call2)."""
+results.json, tests.log and shapes.log (call1), or call2.log, the tune tables and models.md (call2).
+On the GPU machine the records go into its checkout's dispatch data as soon as they are made, and
+tune.py's rows after them, so a call's later stages run what a user will once they land; here, after
+the call: write_records.py on results.json, the tune tables into benchmarks/results/, write_dispatch.py
+on them (the same data file, rebuilt from what came back)."""
 import argparse
 import concurrent.futures
 import datetime
@@ -83,17 +87,20 @@ PLAN = {
     "short": [("shapes", 50, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
               ("tests", 190, "the test files of the families not recorded at this build, and the cross-family ones"),
               ("records", 5, "families whose files all passed, at this build's fingerprints"),
-              ("tune", 295, "tune.py: kernel and attention tables, the dispatch data")],
+              ("tune", 80, "tune.py: kernel and attention tables, the dispatch data (23 s on the H200)"),
+              ("backend", 200, "bench_models.py, ViT-Ti/S/B/L batch 256 bf16, inference and training: the "
+                               "backend against timm eager (42 s on the H200)")],
     "ssl": [("ssl_step", 130, "bench_ssl_step.py: images/s of the supervised, DINO and SwAV steps, sdpa and vitfast"),
             ("ssl_knn", 400, f"ssl_knn.py --recipe dino_cifar10, {SSL_EPOCHS} epochs (training stopped at "
                              f"{SSL_MAX_S} s): k-NN and probe against random init and raw pixels")],
 }
 FILES = {"call1": ["summary.md", "results.json", "tests.log", "shapes.log"],
-         "call2": ["summary.md", "call2.log", "kernels_<gpu>.md", "attention_<gpu>.md", "<gpu>.json", "models.md"],
+         "call2": ["summary.md", "call2.log", "kernels_<gpu>.md", "attention_<gpu>.md", "models.md"],
          "short": ["summary.md", "results.json", "tests.log", "shapes.log", "call2.log", "kernels_<gpu>.md",
-                   "attention_<gpu>.md", "<gpu>.json"],
+                   "attention_<gpu>.md", "models_<gpu>.md"],
          "ssl": ["summary.md", "call2.log", "ssl_step_<gpu>.md", "ssl_knn_<gpu>.md"]}
 SKIPS_RECORDED = {"short"}  # plans that leave out the families recorded at this build's fingerprints
+BACKEND_MODELS = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"]
 
 
 # Builds carried compressed (xz: the 59-MiB release build is 6.5 MiB), so one device call's 64 MiB hold
@@ -299,6 +306,9 @@ def stage_records(args, budget, results, log):
             "tests": f"benchmarks/sitting.py call1 on {env['gpu']} (driver {env.get('driver')}, torch {env['torch']}): "
                      f"{why}"}
         for f, (ok, why) in verdicts.items() if ok}
+    if results["verified"]:  # the call's later stages (tune.py, bench_models.py) run what the records allow
+        from write_records import merge
+        merge(results, args.data_dir)
 
 
 # compute-sanitizer's tools: (share of the stage's budget, extra flags). On the H200 (2026-11-26) racecheck
@@ -349,14 +359,22 @@ def run_script(args, budget, cmd, key, results, log):
         results[key] = "cut by its time limit"
 
 
-def stage_tune(args, budget, results, log):
-    run_script(args, budget, ["benchmarks/tune.py", "--out-dir", args.out, "--data-dir", args.out], "tune", results, log)
+def stage_tune(args, budget, results, log):  # the tables into --out, the dispatch data into --data-dir
+    run_script(args, budget, ["benchmarks/tune.py", "--out-dir", args.out, "--data-dir", args.data_dir], "tune",
+               results, log)
 
 
 def stage_models(args, budget, results, log):
     run_script(args, budget, ["benchmarks/bench_models.py", "--models", "vit_base_patch16_224", "--batch-sizes", "256",
                               "--repeats", "10", "--no-train", "--out", os.path.join(args.out, "models.md")],
                "models", results, log)
+
+
+def stage_backend(args, budget, results, log):
+    out = os.path.join(args.out, f"models_{gpu_suffix(results)}.md")
+    run_script(args, budget, ["benchmarks/bench_models.py", "--models", *BACKEND_MODELS, "--batch-sizes", "256",
+                              "--repeats", "10", "--no-compile", "--no-lowp", "--no-8bit", "--out", out],
+               "backend", results, log)
 
 
 def gpu_suffix(results):
@@ -395,7 +413,7 @@ def stage_ssl_knn(args, budget, results, log):
 
 
 STAGES = {"shapes": stage_shapes, "tests": stage_tests, "records": stage_records, "sanitize": stage_sanitize,
-          "tune": stage_tune, "models": stage_models, "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn}
+          "tune": stage_tune, "models": stage_models, "backend": stage_backend, "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn}
 LOGS = {"shapes": "shapes.log", "tests": "tests.log", "records": "tests.log"}  # call2's stages: call2.log
 
 
@@ -417,7 +435,7 @@ def summary(call, results):
         lines += ["", "## Records", *(f"- {f}: {'recorded' if v['passed'] else 'not recorded'} ({v['detail']})"
                                       for f, v in results["families"].items())]
         lines += [f"- {f}: recorded before at this build's fingerprint (not run)" for f in results.get("recorded_before", [])]
-    for key in ("sanitize", "tune", "models", "ssl_step", "ssl_knn"):
+    for key in ("sanitize", "tune", "models", "backend", "ssl_step", "ssl_knn"):
         if key in results:
             lines += ["", f"## {key}", str(results[key])]
     return "\n".join(lines) + "\n"
@@ -428,6 +446,8 @@ def main(argv=None):
     p.add_argument("call", choices=sorted(PLAN))
     p.add_argument("--out", default=os.environ.get("OUT") or os.path.join(ROOT, "benchmarks", "results", "gpu"))
     p.add_argument("--dry-run", action="store_true", help="print the plan and run the plumbing, CUDA parts skipped")
+    p.add_argument("--data-dir", default=os.path.join(ROOT, "vitfast", "layers", "dispatch_data"),
+                   help="the dispatch data the records and tune.py's rows go into as the call makes them")
     p.add_argument("--workers", type=int, default=6, help="test files run at once (stage tests)")
     args = p.parse_args(argv)
     assert sum(b for _, b, _ in PLAN[args.call]) <= CALL_LIMIT_S and len(FILES[args.call]) <= 8

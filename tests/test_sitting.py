@@ -75,8 +75,10 @@ def test_the_short_sitting_leaves_out_the_families_recorded_at_this_build(tmp_pa
     assert "short" in sitting.SKIPS_RECORDED and "call1" not in sitting.SKIPS_RECORDED
     results = {"environment": dict(env, date="2026-11-26 10:00 UTC", commit="abc1234"), "recorded_before": sorted(skip),
                "files": [file_result("layer_norm", "tests/ops/test_layer_norm.py", "ok")]}
-    sitting.stage_records(type("Args", (), {"dry_run": False})(), 5, results, [])
+    sitting.stage_records(type("Args", (), {"dry_run": False, "data_dir": str(tmp_path)})(), 5, results, [])
     assert set(results["verified"]) == {"layer_norm"} and "quantizers" not in results["families"]
+    kept = json.loads((tmp_path / "nvidia_h200.json").read_text())["verified"]  # merged on the GPU machine
+    assert kept["layer_norm"]["commit"] == "abc1234" and kept["quantizers"]["commit"] == "75250e7"
     assert "quantizers: recorded before" in sitting.summary("short", dict(results, used={}))
 
 
@@ -127,21 +129,23 @@ def file_result(family, file, verdict, passed=3):
                 counts=dict(tests=passed, failures=0, errors=0, skipped=0, passed=passed))
 
 
-def results_with(files):
+def results_with(files, data_dir):
+    """A call's results after its records stage, which merged them into data_dir (the GPU machine's
+    checkout's dispatch data)."""
     built = vitfast.kernel_fingerprints()
     results = {"environment": dict(gpu="NVIDIA H100 80GB HBM3", driver="580", torch="2.11.0+cu130",
                                    date="2026-11-26 10:00 UTC", commit="abc1234", fingerprints=built, dry_run=False),
                "files": files}
-    sitting.stage_records(type("Args", (), {"dry_run": False})(), 5, results, [])
+    sitting.stage_records(type("Args", (), {"dry_run": False, "data_dir": str(data_dir)})(), 5, results, [])
     return results
 
 
-def test_a_family_is_recorded_only_when_every_file_of_it_passed():
+def test_a_family_is_recorded_only_when_every_file_of_it_passed(tmp_path):
     files = [file_result("quantizers", f, "ok") for f in sitting.FAMILY_TESTS["quantizers"][0]]
     files += [file_result("layer_norm", "tests/ops/test_layer_norm.py", "crash (exit -11)")]
     files += [file_result("scaled_cast", "tests/ops/test_scaled_cast.py", "empty", passed=0)]  # every test skipped
     files += [file_result("gemm_mma", f, v) for f, v in zip(sitting.FAMILY_TESTS["gemm_mma"][0], ("ok", "hang"))]
-    results = results_with(files)
+    results = results_with(files, tmp_path)
     assert set(results["verified"]) == {"quantizers"}
     record = results["verified"]["quantizers"]
     assert record["fingerprint"] == vitfast.kernel_fingerprints()["quantizers"] and record["commit"] == "abc1234"
@@ -155,7 +159,10 @@ def test_the_records_go_into_the_dispatch_data_keeping_the_rest(tmp_path):
             "verified": {"gemm_mma": {"fingerprint": "0" * 16, "commit": "50dff3b"},
                          "quantizers": {"fingerprint": "1" * 16, "commit": "50dff3b"}}}
     (tmp_path / "nvidia_h100_80gb_hbm3.json").write_text(json.dumps(data))
-    results = results_with([file_result("quantizers", f, "ok") for f in sitting.FAMILY_TESTS["quantizers"][0]])
+    device = tmp_path / "device"  # the GPU machine's checkout, where the call's later stages read them
+    device.mkdir()
+    results = results_with([file_result("quantizers", f, "ok") for f in sitting.FAMILY_TESTS["quantizers"][0]], device)
+    assert set(json.loads((device / "nvidia_h100_80gb_hbm3.json").read_text())["verified"]) == {"quantizers"}
     assert write_records.merge(results, str(tmp_path)) == [("quantizers", "50dff3b", "abc1234")]
     merged = json.loads((tmp_path / "nvidia_h100_80gb_hbm3.json").read_text())
     assert merged["source"] == {"x": 1} and merged["ops"] == {"layer_norm": []}
