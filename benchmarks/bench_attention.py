@@ -1,6 +1,9 @@
 """Fused attention at ViT shapes: vitfast.ops.attention against F.scaled_dot_product_attention under
-each SDPA backend that runs (flash, efficient, cuDNN, each named) and plain PyTorch (q kᵀ, softmax,
-p v), forward and forward+backward, with and without an additive (B, H, N, N) bias, in one process.
+each SDPA backend that runs (flash, efficient, cuDNN, each named), FlashAttention-4 where it is
+installed (the flash-attn-4 wheel, CuTe DSL kernels; no additive bias) and plain PyTorch (q kᵀ,
+softmax, p v), forward and forward+backward, with and without an additive (B, H, N, N) bias, in one
+process. FlashAttention-4 is a peer in the table, not a choice of the dispatch data (write_dispatch.py
+weighs ours against the SDPA backends, which the backend can call).
 
     python benchmarks/bench_attention.py --out benchmarks/results/attention_h200.md
     python benchmarks/bench_attention.py --shapes ViT-B/16         # one shape of SHAPES
@@ -43,6 +46,22 @@ def sdpa_backends():
     return [(n, getattr(SDPBackend, a)) for n, a in names if hasattr(SDPBackend, a)]
 
 
+def flash_attention_4():
+    """(f(q, k, v, bias) on FlashAttention-4's flash_attn_func, its version), or (None, why not)."""
+    try:
+        from flash_attn.cute import __version__, flash_attn_func
+    except Exception as e:  # not installed, or its CUDA libraries (nvidia-cutlass-dsl-libs-cu13) missing
+        return None, f"not available ({first_line(e)[:60]})"
+
+    def f(q, k, v, b):
+        if b is not None:
+            raise NotImplementedError("no additive bias")
+        # (B, H, N, d) views of (B, N, H, d) memory, as FlashAttention takes them
+        out, _ = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return out.transpose(1, 2)
+    return f, __version__
+
+
 def make_fns(device):
     """name -> f(q, k, v, bias) for every implementation timed."""
     fns = {"vitfast": lambda q, k, v, b: attention(q, k, v, b)}
@@ -54,6 +73,9 @@ def make_fns(device):
                 with sdpa_kernel(backend):
                     return F.scaled_dot_product_attention(q, k, v, attn_mask=b)
             fns[name] = f
+        fa4, _ = flash_attention_4()
+        if fa4 is not None:
+            fns["flash-attn-4"] = fa4
     else:
         fns["sdpa"] = lambda q, k, v, b: F.scaled_dot_product_attention(q, k, v, attn_mask=b)
     fns["pytorch"] = lambda q, k, v, b: attention_ref(q, k, v, b, upcast=False)
@@ -104,7 +126,7 @@ def time_mode(fns, repeats, mode, sets, device):
         try:
             run(*sets[0])
             times[name] = measure(run, device, sets, repeats).median
-        except (RuntimeError, ValueError, NotImplementedError) as e:
+        except (RuntimeError, ValueError, NotImplementedError, AssertionError) as e:  # AssertionError: FA4's checks
             times[name] = f"n/a: {first_line(e)[:60]}"
     return times
 
@@ -141,8 +163,10 @@ def main(argv=None):
     torch.manual_seed(0)
     fns = make_fns(args.device)
     env = environment(args.device)
+    if args.device == "cuda":
+        env["flash-attn-4"] = flash_attention_4()[1]
 
-    lines = ["# Attention: vitfast vs SDPA backends vs plain PyTorch", "",
+    lines = ["# Attention: vitfast vs SDPA backends, FlashAttention-4 and plain PyTorch", "",
              " | ".join(f"{k}: {v}" for k, v in env.items()) + f" | dtype: {dtype}", "",
              f"Timing: {METHOD}; inputs rotated over more than twice the L2 cache.", "",
              "| shape | B | H | N | d | bias | pass | impl | ms | TFLOP/s | GB/s | vs best SDPA |",
