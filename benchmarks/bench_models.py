@@ -7,6 +7,7 @@ torch._int_mm) against bf16 and against the emulation; peak memory per image. On
                                       [--no-train] [--no-lowp] [--no-8bit] [--repeats R] [--out FILE]
     python benchmarks/bench_models.py --device cpu --quick     # a smoke run of every code path (seconds)
     VITFAST_FUSED_GEMM=0 python benchmarks/bench_models.py ...  # linear_gelu/_residual on cuBLAS + ATen instead
+    python benchmarks/bench_models.py --processes 3 ...         # the same run in 3 fresh processes, summarised
 
 Timing: benchmarks/common.py's measure(launch="host"): CUDA events around whole calls launched from an
 idle GPU (the host's share of a step counts, as in a user's loop), after warm-up calls, the median of
@@ -16,6 +17,12 @@ Inference runs the model in bf16 (its parameters cast), eval mode, no_grad. Mode
 (dvt_t2t_vit_14) use vitfast's own model with the "sdpa" backend as the eager baseline. torch.compile
 uses mode "default" (and "max-autotune" with --max-autotune). Peak memory: torch.cuda.max_memory_allocated
 over the timed calls, less what was allocated before, per image.
+
+A host-bound model's rate moves from one process to the next far more than within one (ViT-Ti on the
+backend, H200: 0.85-1.30x timm eager in five processes, models_h200.md), so --processes N runs the whole
+measurement in N fresh processes and reports, per row, the median over them of each process's median,
+the range of those medians, and the median (and range) of the per-process ratios to the first variant,
+which each process timed beside it.
 """
 import argparse
 import os
@@ -45,7 +52,79 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--out", default=None, help="write the markdown table here as well")
-    return p.parse_args(argv)
+    p.add_argument("--processes", type=int, default=1, help="run the measurement in N fresh processes, summarised")
+    p.add_argument("--rows-json", help=argparse.SUPPRESS)  # a --processes child's rows, for its parent
+    args = p.parse_args(argv)
+    if args.processes < 1:
+        p.error(f"--processes: expected a count of at least 1, got {args.processes}")
+    return args
+
+
+def without(argv, *options):
+    """argv with each of `options` and its value removed (as "--opt value" or "--opt=value")."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in options:
+            skip = True
+        elif not any(a.startswith(o + "=") for o in options):
+            out.append(a)
+    return out
+
+
+def in_processes(argv, n):
+    """The rows of this script's run with argv in each of n fresh processes (their tables printed as
+    they come)."""
+    import json
+    import subprocess
+    import tempfile
+
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            path = os.path.join(tmp, f"{i}.json")
+            print(f"## process {i + 1} of {n}", flush=True)
+            subprocess.run([sys.executable, os.path.abspath(__file__), *without(argv, "--processes", "--out"),
+                            "--rows-json", path], check=True)
+            with open(path) as f:
+                runs.append([tuple(r) for r in json.load(f)])
+    return runs
+
+
+def summarise(runs):
+    """One row per (model, batch, mode, variant) of the first run: (model, batch, mode, label, median
+    img/s over the processes, min and max of the processes' medians, median ratio to the first variant
+    of the same process, min and max ratio, the first run's peak MiB/img or its failure)."""
+    import statistics
+
+    def ratios(rows):
+        out = {}
+        for r in rows:
+            ref = next((q[4] for q in rows if q[:3] == r[:3] and q[4]), None)
+            out[r[:4]] = r[4] / ref if r[4] and ref else None
+        return out
+
+    per_run = [({r[:4]: r for r in rows}, ratios(rows)) for rows in runs]
+    out = []
+    for row in runs[0]:
+        key = row[:4]
+        ips = [by[key][4] for by, _ in per_run if key in by and by[key][4]]
+        rs = [rt[key] for _, rt in per_run if rt.get(key)]
+        if not ips:
+            out.append((*key, None, None, None, None, None, None, row[8]))
+            continue
+        out.append((*key, statistics.median(ips), min(ips), max(ips),
+                    statistics.median(rs) if rs else None, min(rs, default=None), max(rs, default=None), row[8]))
+    return out
+
+
+def format_summary(row, n):
+    model, batch, mode, label, ips, lo, hi, ratio, rlo, rhi, mem = row
+    if ips is None:
+        return f"| {model} | {batch} | {mode} | {label} | {mem} | | | |"
+    rat = f"{ratio:.2f}x ({rlo:.2f}-{rhi:.2f}x)" if ratio else ""
+    return f"| {model} | {batch} | {mode} | {label} | {ips:,.0f} | {lo:,.0f}-{hi:,.0f} | {rat} | {mem:.1f} |"
 
 
 class Timer:
@@ -226,6 +305,7 @@ def header(device):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_models.py needs a CUDA GPU (none is visible). For a smoke run of every code path on the "
@@ -234,6 +314,8 @@ def main(argv=None):
 
     if args.device == "cuda" and not vitfast.has_cuda_kernels():
         sys.exit("vitfast was built without its CUDA kernels: rebuild it with a CUDA toolkit")
+    if args.processes > 1:
+        return write_summary(args, in_processes(argv, args.processes))
     kw, sizes = {}, args.batch_sizes
     if args.quick:
         args.models, sizes, args.repeats, args.warmup = QUICK["models"], QUICK["batch_sizes"], QUICK["repeats"], 1
@@ -287,7 +369,28 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             f.write(text)
+    if args.rows_json:
+        import json
+
+        with open(args.rows_json, "w") as f:
+            json.dump(rows, f)
     return rows
+
+
+def write_summary(args, runs):
+    n = len(runs)
+    table = [f"| model | batch | mode | variant | img/s (median of {n} processes) | process medians (min-max) | "
+             "vs first: median (min-max) of the processes' ratios | peak MiB/img |",
+             "|---|---|---|---|---|---|---|---|"] + [format_summary(r, n) for r in summarise(runs)]
+    lines = header(args.device) + [f"processes: {n}, each a fresh one timing every variant (--processes)"]
+    text = "\n".join(["# bench_models.py", ""] + [f"- {line}" for line in lines] + [""] + table) + "\n"
+    print()
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text)
+    return runs
 
 
 if __name__ == "__main__":
