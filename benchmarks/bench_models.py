@@ -360,15 +360,8 @@ def main(argv=None):
                     measure(rows, timer, name, batch, "inference 8-bit formats", label + (f" [{paths}]" if paths else ""),
                             lambda: bench_inference(model, x), device)
                     model = None
-    table = ["| model | batch | mode | variant | img/s (median) | img/s (min-max) | vs first | peak MiB/img |",
-             "|---|---|---|---|---|---|---|---|"] + [format_row(r, rows) for r in rows]
-    text = "\n".join(["# bench_models.py", ""] + [f"- {line}" for line in header(device)] + [""] + table) + "\n"
-    print()
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
+    publish(args.out, header(device), ["| model | batch | mode | variant | img/s (median) | img/s (min-max) | vs first | "
+                                       "peak MiB/img |"] + [format_row(r, rows) for r in rows])
     if args.rows_json:
         import json
 
@@ -379,18 +372,23 @@ def main(argv=None):
 
 def write_summary(args, runs):
     n = len(runs)
-    table = [f"| model | batch | mode | variant | img/s (median of {n} processes) | process medians (min-max) | "
-             "vs first: median (min-max) of the processes' ratios | peak MiB/img |",
-             "|---|---|---|---|---|---|---|---|"] + [format_summary(r, n) for r in summarise(runs)]
-    lines = header(args.device) + [f"processes: {n}, each a fresh one timing every variant (--processes)"]
-    text = "\n".join(["# bench_models.py", ""] + [f"- {line}" for line in lines] + [""] + table) + "\n"
+    publish(args.out, header(args.device) + [f"processes: {n}, each a fresh one timing every variant (--processes)"],
+            [f"| model | batch | mode | variant | img/s (median of {n} processes) | process medians (min-max) | "
+             "vs first: median (min-max) of the processes' ratios | peak MiB/img |"]
+            + [format_summary(r, n) for r in summarise(runs)])
+    return runs
+
+
+def publish(out, lines, table):
+    """The table under its header lines, printed and, with out, written there."""
+    text = "\n".join(["# bench_models.py", ""] + [f"- {line}" for line in lines] + ["", table[0], "|---" * 8 + "|"]
+                     + table[1:]) + "\n"
     print()
     print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
             f.write(text)
-    return runs
 
 
 if __name__ == "__main__":
