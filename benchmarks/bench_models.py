@@ -101,7 +101,7 @@ def summarise(runs):
     def ratios(rows):
         out = {}
         for r in rows:
-            ref = next((q[4] for q in rows if q[:3] == r[:3] and q[4]), None)
+            ref = first_rate(r, rows)
             out[r[:4]] = r[4] / ref if r[4] and ref else None
         return out
 
@@ -119,7 +119,7 @@ def summarise(runs):
     return out
 
 
-def format_summary(row, n):
+def format_summary(row):
     model, batch, mode, label, ips, lo, hi, ratio, rlo, rhi, mem = row
     if ips is None:
         return f"| {model} | {batch} | {mode} | {label} | {mem} | | | |"
@@ -288,11 +288,16 @@ def eight_bit_variants(name, kw, device):
     return out
 
 
+def first_rate(row, rows):
+    """img/s of the first variant that ran for row's model, batch and mode: what "vs first" divides by."""
+    return next((r[4] for r in rows if r[:3] == row[:3] and r[4]), None)
+
+
 def format_row(row, rows):
     model, batch, mode, label, ips, lo, hi, ms, mem = row
     if ips is None:
         return f"| {model} | {batch} | {mode} | {label} | {mem} | | | |"
-    ref = next((r[4] for r in rows if r[0] == model and r[1] == batch and r[2] == mode and r[4]), None)
+    ref = first_rate(row, rows)
     ratio = f"{ips / ref:.2f}x" if ref else ""
     spread = f"{batch / hi * 1e3:,.0f}-{batch / lo * 1e3:,.0f}"
     return f"| {model} | {batch} | {mode} | {label} | {ips:,.0f} | {spread} | {ratio} | {mem:.1f} |"
@@ -375,7 +380,7 @@ def write_summary(args, runs):
     publish(args.out, header(args.device) + [f"processes: {n}, each a fresh one timing every variant (--processes)"],
             [f"| model | batch | mode | variant | img/s (median of {n} processes) | process medians (min-max) | "
              "vs first: median (min-max) of the processes' ratios | peak MiB/img |"]
-            + [format_summary(r, n) for r in summarise(runs)])
+            + [format_summary(r) for r in summarise(runs)])
     return runs
 
 
@@ -383,12 +388,10 @@ def publish(out, lines, table):
     """The table under its header lines, printed and, with out, written there."""
     text = "\n".join(["# bench_models.py", ""] + [f"- {line}" for line in lines] + ["", table[0], "|---" * 8 + "|"]
                      + table[1:]) + "\n"
-    print()
-    print(text)
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            f.write(text)
+    print()
+    common.write_table(text, out)
 
 
 if __name__ == "__main__":

@@ -446,6 +446,7 @@ def main(argv=None):
     p.add_argument("call", choices=sorted(PLAN))
     p.add_argument("--out", default=os.environ.get("OUT") or os.path.join(ROOT, "benchmarks", "results", "gpu"))
     p.add_argument("--dry-run", action="store_true", help="print the plan and run the plumbing, CUDA parts skipped")
+    # vitfast.verified.DATA_DIR, spelled here: vitfast is imported only after the carried build is unpacked
     p.add_argument("--data-dir", default=os.path.join(ROOT, "vitfast", "layers", "dispatch_data"),
                    help="the dispatch data the records and tune.py's rows go into as the call makes them")
     p.add_argument("--workers", type=int, default=6, help="test files run at once (stage tests)")

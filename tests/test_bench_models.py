@@ -49,7 +49,7 @@ def test_processes_are_summarised_by_their_medians_and_ratios(capsys):
     assert rows[0][4:10] == (100.0, 90.0, 100.0, 1.0, 1.0, 1.0)
     assert rows[1][4:7] == (99.0, 60.0, 130.0) and rows[1][7:10] == (1.1, 0.6, 1.3)  # ratios 1.3, 0.6, 1.1
     assert rows[2][4] is None and rows[2][-1] == "RuntimeError: x"
-    assert "| 99 | 60-130 | 1.10x (0.60-1.30x) | 0.4 |" in bench_models.format_summary(rows[1], 3)
+    assert "| 99 | 60-130 | 1.10x (0.60-1.30x) | 0.4 |" in bench_models.format_summary(rows[1])
     assert bench_models.without(["--processes", "3", "--out=x.md", "--quick", "--out", "y"], "--processes", "--out") \
         == ["--quick"]
     with pytest.raises(SystemExit):

@@ -17,8 +17,9 @@ enum class NormDtype { kFloat, kHalf, kBFloat16 };
 cudaError_t layer_norm_fwd_launch(NormDtype dtype, const void* x, const void* res, const void* gamma,
                                   const void* beta, bool params_f32, void* out, void* sum, float* mean, float* rstd,
                                   int64_t rows, int D, float eps, cudaStream_t stream);
-// Whether x of dtype and width D runs the fixed-width kernels: fp16 / bf16 at layer_norm_fixed.cuh's
-// kFixedWidths (every ViT's). layer_norm_fp8_fwd_launch has kernels there alone.
+// Whether x of dtype and width D runs the fixed-width kernels that may read gamma and beta in x's dtype,
+// and has an FP8 forward and a fixed-width backward: fp16 / bf16 at layer_norm_fixed.cuh's kFixedWidths
+// (every ViT's). float32 x runs fixed-width forwards too, on float32 parameters.
 bool layer_norm_has_fixed_kernel(NormDtype dtype, int D);
 // The fixed widths as text ("192, 256, ..."), for messages that name them.
 const char* layer_norm_fixed_widths();
