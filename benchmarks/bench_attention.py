@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import vitfast  # noqa: E402
 from vitfast.cli import first_line  # noqa: E402
 from vitfast.ops import attention, attention_ref  # noqa: E402
-from common import METHOD, environment, input_sets, measure  # noqa: E402  (benchmarks/common.py)
+from common import METHOD, environment, input_sets, measure, write_table  # noqa: E402  (benchmarks/common.py)
 
 SHAPES = [  # (label, B, H, N, d)
     ("ViT-B/16", 256, 12, 197, 64),
@@ -193,9 +193,7 @@ def main(argv=None):
                           + (f"{r[0]:9.4f} ms {r[1]:7.1f} TFLOP/s {r[2]:7.0f} GB/s  "
                              f"{(best / r[0]) if best else float('nan'):.2f}x best SDPA" if isinstance(r, tuple) else r))
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+        write_table("\n".join(lines) + "\n", args.out, echo=False)
         print(f"wrote {args.out}")
     return 0
 

@@ -20,7 +20,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from common import METHOD, environment, input_sets, measure  # benchmarks/common.py
+from common import METHOD, environment, input_sets, measure, write_table  # benchmarks/common.py
 
 WIDTHS = {"vit_tiny": 192, "vit_small": 384, "vit_base": 768, "vit_large": 1024}
 
@@ -176,8 +176,7 @@ def main(argv=None):
         row(f"{name} layer_norm fwd+bwd fp32", f"{M}x{D}", ours, peer, M * D * 4 * 5, "GB/s")
         del xs
     if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+        write_table("\n".join(lines) + "\n", args.out, echo=False)
 
 
 if __name__ == "__main__":

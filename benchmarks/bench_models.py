@@ -388,8 +388,6 @@ def publish(out, lines, table):
     """The table under its header lines, printed and, with out, written there."""
     text = "\n".join(["# bench_models.py", ""] + [f"- {line}" for line in lines] + ["", table[0], "|---" * 8 + "|"]
                      + table[1:]) + "\n"
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     print()
     common.write_table(text, out)
 

@@ -23,7 +23,7 @@ from unittest import mock
 
 import torch
 
-from common import METHOD, git_commit, gpu_driver, input_sets, measure  # benchmarks/common.py
+from common import METHOD, git_commit, gpu_driver, input_sets, measure, write_table  # benchmarks/common.py
 from vitfast.cli import first_line
 from vitfast.ops import float_quantize, scaled_cast
 
@@ -248,8 +248,7 @@ def main():
                  "inputs rotated over sets larger than twice the L2 cache.\n\n" + sweep_table(sweep) + "\n")
     print("\n" + text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        write_table(text, args.out, echo=False)
         print(f"wrote {args.out}")
 
 

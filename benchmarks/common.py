@@ -228,9 +228,11 @@ def train_interval_rate(run_dir):
 
 
 def write_table(text, path=None, echo=True):
-    """Print a result table (unless echo=False) and, when a path is given, write it there."""
+    """Print a result table (unless echo=False) and, when a path is given, write it there (its folder made
+    if need be)."""
     if echo:
         print(text)
     if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
             f.write(text)
