@@ -365,8 +365,8 @@ def main(argv=None):
                     measure(rows, timer, name, batch, "inference 8-bit formats", label + (f" [{paths}]" if paths else ""),
                             lambda: bench_inference(model, x), device)
                     model = None
-    publish(args.out, header(device), ["| model | batch | mode | variant | img/s (median) | img/s (min-max) | vs first | "
-                                       "peak MiB/img |"] + [format_row(r, rows) for r in rows])
+    columns = "| model | batch | mode | variant | img/s (median) | img/s (min-max) | vs first | peak MiB/img |"
+    publish(args.out, header(device), [columns] + [format_row(r, rows) for r in rows])
     if args.rows_json:
         import json
 

@@ -23,20 +23,24 @@ case "${1:-}" in
       "nvidia-cutlass-dsl-libs-base==$DSL" "nvidia-cutlass-dsl-libs-core==$DSL" "apache-tvm-ffi>=0.1.11,<0.2" \
       torch-c-dlpack-ext "quack-kernels>=0.5.3"  # the GPU machine has their other needs (cuda-bindings, einops, ...)
     python3 -m pip download -q --no-deps "${plat[@]}" -d .fa4/tmp "nvidia-cutlass-dsl-libs-cu13==$DSL"
-    rm -rf .fa4/tmp/x && mkdir .fa4/tmp/x && (cd .fa4/tmp/x && python3 -m zipfile -e ../nvidia_cutlass_dsl_libs_cu13-*.whl .)
+    rm -rf .fa4/tmp/x && mkdir .fa4/tmp/x
+    (cd .fa4/tmp/x && python3 -m zipfile -e ../nvidia_cutlass_dsl_libs_cu13-*.whl .)
     tar cf - -C .fa4/tmp/x . | xz -9 -T2 > .fa4/libs.tar.xz
     rm -rf .fa4/tmp
     du -sh .fa4/libs.tar.xz .fa4/wheels ;;
   unpack)
     mkdir -p .fa4/site && xz -dc .fa4/libs.tar.xz | tar xf - -C .fa4/site && echo "libraries in .fa4/site" ;;
   install)
-    [ -d .fa4/site/nvidia_cutlass_dsl ] || { echo "fa4_carry.sh: .fa4/site has no libraries: run unpack first (call A)"; exit 1; }
+    if [ ! -d .fa4/site/nvidia_cutlass_dsl ]; then
+      echo "fa4_carry.sh: .fa4/site has no libraries: run unpack first (call A)"; exit 1
+    fi
     # a wheel is a zip of what goes into site-packages: extracted, the base and libraries wheels share
     # nvidia_cutlass_dsl/ (pip --target --upgrade would replace one with the other)
     for w in .fa4/wheels/*.whl; do python3 -m zipfile -e "$w" .fa4/site; done
     # site-packages would run nvidia_cutlass_dsl_packages.pth; a PYTHONPATH entry does not: its path too
     echo "PYTHONPATH=$PWD/.fa4/site:$PWD/.fa4/site/nvidia_cutlass_dsl/dsl_packages" > .fa4/env
-    (. .fa4/env && export PYTHONPATH && python3 -c "import flash_attn.cute as f; print('flash-attn-4', f.__version__)") ;;
+    (. .fa4/env && export PYTHONPATH &&
+      python3 -c "import flash_attn.cute as f; print('flash-attn-4', f.__version__)") ;;
   *)
     echo "usage: bash benchmarks/fa4_carry.sh pack | unpack | install" >&2; exit 2 ;;
 esac

@@ -413,7 +413,8 @@ def stage_ssl_knn(args, budget, results, log):
 
 
 STAGES = {"shapes": stage_shapes, "tests": stage_tests, "records": stage_records, "sanitize": stage_sanitize,
-          "tune": stage_tune, "models": stage_models, "backend": stage_backend, "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn}
+          "tune": stage_tune, "models": stage_models, "backend": stage_backend, "ssl_step": stage_ssl_step,
+          "ssl_knn": stage_ssl_knn}
 LOGS = {"shapes": "shapes.log", "tests": "tests.log", "records": "tests.log"}  # call2's stages: call2.log
 
 
