@@ -119,10 +119,15 @@ def summarise(runs):
     return out
 
 
+def failed_row(row):
+    """A variant that did not run: its failure where the numbers would be."""
+    return f"| {row[0]} | {row[1]} | {row[2]} | {row[3]} | {row[-1]} | | | |"
+
+
 def format_summary(row):
     model, batch, mode, label, ips, lo, hi, ratio, rlo, rhi, mem = row
     if ips is None:
-        return f"| {model} | {batch} | {mode} | {label} | {mem} | | | |"
+        return failed_row(row)
     rat = f"{ratio:.2f}x ({rlo:.2f}-{rhi:.2f}x)" if ratio else ""
     return f"| {model} | {batch} | {mode} | {label} | {ips:,.0f} | {lo:,.0f}-{hi:,.0f} | {rat} | {mem:.1f} |"
 
@@ -296,7 +301,7 @@ def first_rate(row, rows):
 def format_row(row, rows):
     model, batch, mode, label, ips, lo, hi, ms, mem = row
     if ips is None:
-        return f"| {model} | {batch} | {mode} | {label} | {mem} | | | |"
+        return failed_row(row)
     ref = first_rate(row, rows)
     ratio = f"{ips / ref:.2f}x" if ref else ""
     spread = f"{batch / hi * 1e3:,.0f}-{batch / lo * 1e3:,.0f}"
