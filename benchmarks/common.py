@@ -81,14 +81,15 @@ def measure(fn, device, inputs=None, repeats=MIN_SAMPLES, warmup=3, sample_ms=2.
     sets = inputs or [()]
     turn = itertools.count()
     call = lambda _: fn(*sets[next(turn) % len(sets)])  # noqa: E731  (the rotation runs on across samples)
-    for i in range(warmup):
+    # The fastest timed call fixes how many make up a sample: one call slowed by a busy host would leave
+    # too few. The first warm-up call (it may compile or tune) is not timed; the last call always is.
+    once_ms = math.inf
+    for i in range(warmup + 1):
+        t = time.perf_counter()
         call(i)
-    _sync(cuda)
-    # One timed call fixes how many make up a sample.
-    t = time.perf_counter()
-    call(0)
-    _sync(cuda)
-    once_ms = (time.perf_counter() - t) * 1e3
+        _sync(cuda)
+        if i or not warmup:
+            once_ms = min(once_ms, (time.perf_counter() - t) * 1e3)
     calls = max(len(sets), min(1000, math.ceil(sample_ms / max(once_ms, 1e-3))))  # a graph holds every set
     if cuda:
         sample, how = _graph(call, calls) if launch == "graph" else (None, None)
