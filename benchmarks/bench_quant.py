@@ -246,9 +246,9 @@ def main():
         text += ("\n## Every quantizer kernel on the GPU against a copy of its input\n\n"
                  f"{args.size - args.size % SWEEP_ROW} elements; GB/s = (input + output bytes) per element / time; "
                  "inputs rotated over sets larger than twice the L2 cache.\n\n" + sweep_table(sweep) + "\n")
-    print("\n" + text)
+    print()
+    write_table(text, args.out)
     if args.out:
-        write_table(text, args.out, echo=False)
         print(f"wrote {args.out}")
 
 
