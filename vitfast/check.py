@@ -5,7 +5,6 @@ twin (and CUDA with CPU where a GPU is present); the fused operators (attention,
 linear_gelu, linear_residual, lp_matmul, fp8_linear, layer_norm_fp8) are compared with their twins by relative
 error, within a tolerance for their precision (lp_matmul's CPU emulation and the FP8 ops' composites bit for bit); then every named format's rounding error on
 Gaussian data is printed. Exits non-zero on any mismatch."""
-import sys
 import time
 
 import torch
