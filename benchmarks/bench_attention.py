@@ -15,6 +15,7 @@ that for the backward (FlashAttention's convention); bandwidth counts the bytes 
 measured time. "vs best SDPA" is the best SDPA backend's time over this row's (above 1: faster).
 """
 import argparse
+import importlib.metadata
 import os
 import sys
 
@@ -59,7 +60,15 @@ def flash_attention_4():
         # (B, H, N, d) views of (B, N, H, d) memory, as FlashAttention takes them
         out, _ = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return out.transpose(1, 2)
-    return f, __version__
+    return f, wheel_version("flash-attn-4", __version__)
+
+
+def wheel_version(dist, fallback):
+    """The installed distribution's version: flash_attn.cute.__version__ says 0.0.0 in the 4.0.0b36 wheel."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return fallback
 
 
 def make_fns(device):

@@ -7,9 +7,9 @@
     python benchmarks/sitting.py call1 --dry-run      # the plan and the plumbing, CUDA parts skipped
 
 call1: (a) the Hopper attention's many-tile shapes first, each test case in a process of its own with a
-time limit: ok, wrong (a failed comparison), hang (the limit) or crash; a hang or crash is run again
-under the debug-sync build where one is carried (VITFAST_DEBUG_SYNC_SO: its trap names block, role,
-barrier, stage, phase and work item). (b) every kernel family's test files (FAMILY_TESTS), and the
+time limit: ok, wrong (a failed comparison), hang (its limit), cut (the stage's budget ran out first) or
+crash; a hang or crash is run again under the debug-sync build where one is carried (VITFAST_DEBUG_SYNC_SO:
+its trap names block, role, barrier, stage, phase and work item). (b) every kernel family's test files (FAMILY_TESTS), and the
 tests that cross families, each file in a process of its own with a time limit, VITFAST_UNVERIFIED_KERNELS=1
 (the kernels under test run whether or not a record verifies them), so a crash poisons nothing and a
 cut run still names every result. (c) the records: a family whose every file passed with tests run
@@ -75,6 +75,9 @@ SHAPE_FILTER = "many_tiles or many_heads"
 # ran 10 of its epochs in 77 s, 2026-11-26), its training cut at SSL_MAX_S should a GPU be slower.
 SSL_EPOCHS, SSL_MAX_S = 30, 240
 CIFAR_ARCHIVE = os.path.join(".gpu", "cifar10-jpeg-train.tar.gz")  # ../shared/data's, carried
+# a shape case's time limit, and the least budget left to start one: a case takes 8-13 s on the H200 (a process,
+# its CUDA context, one test), 16 cases 4 at once about 60 s
+SHAPE_LIMIT_S, SHAPE_MIN_S = 45, 15
 
 # (stage, budget in seconds, what it runs): each call's budgets sum to at most CALL_LIMIT_S
 PLAN = {
@@ -84,11 +87,11 @@ PLAN = {
     "call2": [("sanitize", 240, "compute-sanitizer memcheck, racecheck, synccheck over sanitize_ops.py"),
               ("tune", 130, "tune.py: kernel and attention tables, the dispatch data (23 s on the H200)"),
               ("models", 170, "bench_models.py at ViT-B/16 batch 256: bf16, torch.compile, the FP8 chain")],
-    "short": [("shapes", 50, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
+    "short": [("shapes", 70, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
               ("tests", 190, "the test files of the families not recorded at this build, and the cross-family ones"),
               ("records", 5, "families whose files all passed, at this build's fingerprints"),
               ("tune", 80, "tune.py: kernel and attention tables, the dispatch data (23 s on the H200)"),
-              ("backend", 200, "bench_models.py, ViT-Ti/S/B/L batch 256 bf16, inference and training, in 3 "
+              ("backend", 180, "bench_models.py, ViT-Ti/S/B/L batch 256 bf16, inference and training, in 3 "
                                "processes: the backend against timm eager (42 s a process on the H200)")],
     "ssl": [("ssl_step", 130, "bench_ssl_step.py: images/s of the supervised, DINO and SwAV steps, sdpa and vitfast"),
             ("ssl_knn", 400, f"ssl_knn.py --recipe dino_cifar10, {SSL_EPOCHS} epochs (training stopped at "
@@ -169,9 +172,11 @@ def share_the_machine(workers):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
-def run_pytest(target, env_extra, limit_s, log, junit=None):
+def run_pytest(target, env_extra, limit_s, log, junit=None, cut=False):
     """One pytest process on `target` with a time limit: (verdict, counts, seconds). verdict: ok, failed,
-    hang (the limit), crash (any other exit), empty (nothing ran)."""
+    hang (the limit), crash (any other exit), empty (nothing ran). cut: the limit is what the stage's budget
+    had left, shorter than a case's own, so reaching it is a cut, not a hang (the fifth H200 sitting called
+    a case that passes alone in 8 s a hang when the budget stopped it at 12 s)."""
     env = child_env(**env_extra)
     cmd = [python(), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", target]
     if junit:
@@ -187,8 +192,8 @@ def run_pytest(target, env_extra, limit_s, log, junit=None):
         rc, text = None, (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
     seconds = time.time() - start
     counts = junit_counts(junit) if junit and rc is not None else {}
-    verdict = ("hang" if rc is None else "ok" if rc == 0 else "failed" if rc == 1
-               else "empty" if rc == 5 else f"crash (exit {rc})")
+    verdict = ("cut (the stage's budget ran out)" if rc is None and cut else "hang" if rc is None
+               else "ok" if rc == 0 else "failed" if rc == 1 else "empty" if rc == 5 else f"crash (exit {rc})")
     if verdict == "ok" and counts and counts["passed"] == 0:
         verdict = "empty"  # every test skipped: nothing was verified
     lines = text.splitlines()
@@ -225,13 +230,13 @@ def stage_shapes(args, budget, results, log):
 
     def one(node):  # a process per case (4 at once: each has its own CUDA context, a crash stays its own)
         left = deadline - time.time()
-        if left < 10:
+        if left < SHAPE_MIN_S:
             return "not run (budget)"
         entries = []
-        verdict, _, _ = run_pytest(node, {}, min(45, left), entries)
+        verdict, _, _ = run_pytest(node, {}, min(SHAPE_LIMIT_S, left), entries, cut=left < SHAPE_LIMIT_S)
         verdict = "wrong" if verdict == "failed" else verdict  # a comparison failed
         if verdict.startswith(("hang", "crash")) and debug_so and os.path.isfile(debug_so):
-            again, _, _ = run_pytest(node, {"VITFAST_EXTENSION": os.path.abspath(debug_so)}, 45, entries)
+            again, _, _ = run_pytest(node, {"VITFAST_EXTENSION": os.path.abspath(debug_so)}, SHAPE_LIMIT_S, entries)
             verdict += f"; debug-sync build: {again} (its trap line is in shapes.log)"
         log.extend(entries)
         return verdict

@@ -124,6 +124,16 @@ def test_sanitizer_verdicts_name_racechecks_warnings_apart_from_errors():
     assert "--num-cuda-barriers" in sitting.SANITIZERS["synccheck"][1]
 
 
+def test_a_case_stopped_by_the_stages_budget_is_a_cut_not_a_hang(tmp_path):
+    slow = tmp_path / "test_slow.py"
+    slow.write_text("import time\n\ndef test_slow():\n    time.sleep(60)\n")
+    log = []
+    cut, _, seconds = sitting.run_pytest(str(slow), {}, 4, log, cut=True)
+    hang, _, _ = sitting.run_pytest(str(slow), {}, 4, log)
+    assert cut.startswith("cut") and hang == "hang" and seconds < 30
+    assert ": cut (the stage's budget ran out) in" in log[0] and ": hang in" in log[1]
+
+
 def file_result(family, file, verdict, passed=3):
     return dict(family=family, file=file, env={}, verdict=verdict,
                 counts=dict(tests=passed, failures=0, errors=0, skipped=0, passed=passed))
