@@ -10,7 +10,8 @@ enum Epilogue : int { kNone = 0, kGeluErf = 1, kGeluTanh = 2, kResidual = 3 };
 struct GemmParams {
   const void* a = nullptr;
   const void* b = nullptr;
-  const float* bias = nullptr;      // (N) or null
+  const void* bias = nullptr;       // (N) or null: float32 where bias_f32, else in the operand dtype
+  bool bias_f32 = true;             // linear_gelu's and linear_residual's kernels read the operand dtype's
   const void* residual = nullptr;   // (M, N) in out's dtype, for kResidual
   void* out = nullptr;              // (M, N)
   void* pre = nullptr;              // (M, N) in the operand dtype: GELU's input, rounded (linear_gelu) or null

@@ -61,7 +61,7 @@ std::optional<std::string> gemm_refusal_op(c10::string_view path, int64_t M, int
   p.epilogue = residual.has_value() ? kResidual : kGeluErf;
   p.residual = residual.has_value() ? ptr(*residual) : nullptr;
   p.pre = pre.has_value() ? ptr(*pre) : nullptr;
-  p.bias = bias.has_value() ? static_cast<const float*>(ptr(*bias)) : nullptr;
+  p.bias = bias.has_value() ? ptr(*bias) : nullptr;
   p.out_f32 = out_f32;
   const char* why = path == "sm90" ? sm90_refusal(p, 2) : mma_sync_refusal(p, 2);
   return why ? std::optional<std::string>(why) : std::nullopt;

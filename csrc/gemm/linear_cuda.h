@@ -26,12 +26,16 @@ inline bool fused_gemm_enabled() {
   return enabled;
 }
 
-inline GemmParams linear_params(const at::Tensor& a, const at::Tensor& w, const at::Tensor& bias_f32, at::Tensor& out,
+// bias: undefined, float32, or the operands' dtype (linear_gelu's and linear_residual's kernels read it as is).
+inline GemmParams linear_params(const at::Tensor& a, const at::Tensor& w, const at::Tensor& bias, at::Tensor& out,
                                 int64_t M, int64_t N, int64_t K) {
+  TORCH_CHECK(!bias.defined() || bias.scalar_type() == at::kFloat || bias.scalar_type() == a.scalar_type(),
+              "vitfast: a GEMM's bias must be float32 or the operands' dtype, got ", bias.scalar_type());
   GemmParams p;
   p.a = a.data_ptr();
   p.b = w.data_ptr();
-  p.bias = bias_f32.defined() ? bias_f32.data_ptr<float>() : nullptr;
+  p.bias = bias.defined() ? bias.data_ptr() : nullptr;
+  p.bias_f32 = !bias.defined() || bias.scalar_type() == at::kFloat;
   p.out = out.data_ptr();
   p.M = M;
   p.N = static_cast<int>(N);
@@ -61,6 +65,7 @@ inline const char* launch_sm90_kernel(const GemmParams& p, int operand_bytes, co
   return status == sm90::kOk                  ? nullptr
          : status == sm90::kRefused           ? sm90_refusal(p, operand_bytes)
          : status == sm90::kEpilogueNotBuilt  ? "no sm90 kernel is built for this epilogue"
+         : status == sm90::kBiasDtype         ? "the kernel reads its bias in another dtype"
          : status == sm90::kNeedsWorkspace    ? "CUTLASS asks for a workspace"
                                               : "CUTLASS's can_implement declined it";
 }

@@ -23,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor> linear_gelu_cuda(const at::Tensor& x, const a
   if (path == GemmPath::kAten) return aten();
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor a = dense(x.reshape({M, K})), w = dense(weight);
-  const at::Tensor bf = bias.has_value() ? dense(bias->to(at::kFloat)) : at::Tensor();
+  const at::Tensor bf = bias.has_value() ? dense(*bias) : at::Tensor();  // x's dtype, read as is by the epilogue
   at::Tensor out = at::empty({M, N}, x.options());
   at::Tensor pre = save_pre ? at::empty({M, N}, x.options()) : x.new_empty({0});
   GemmParams p = linear_params(a, w, bf, out, M, N, K);

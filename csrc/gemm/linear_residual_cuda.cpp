@@ -24,7 +24,7 @@ at::Tensor linear_residual_cuda(const at::Tensor& x, const at::Tensor& weight, c
   if (path == GemmPath::kAten) return aten();
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor a = dense(x.reshape({M, K})), w = dense(weight), r = dense(residual.reshape({M, N}));
-  const at::Tensor bf = bias.has_value() ? dense(bias->to(at::kFloat)) : at::Tensor();
+  const at::Tensor bf = bias.has_value() ? dense(*bias) : at::Tensor();  // x's dtype, read as is by the epilogue
   at::Tensor out = at::empty({M, N}, residual.options());
   GemmParams p = linear_params(a, w, bf, out, M, N, K);
   p.epilogue = kResidual;

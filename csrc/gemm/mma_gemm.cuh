@@ -83,9 +83,11 @@ __device__ __forceinline__ void epilogue_pair(const GemmParams& p, int64_t row, 
   if (row >= p.M || col >= p.N) return;
   const bool two = col + 1 < p.N;
   const int64_t o = row * p.N + col;
-  if (p.bias != nullptr) {
-    v0 += p.bias[col];
-    if (two) v1 += p.bias[col + 1];
+  if (p.bias != nullptr) {  // float32 (lp_matmul's) or x's dtype (linear_gelu's and linear_residual's)
+    const auto* bf = static_cast<const float*>(p.bias);
+    const T* bt = static_cast<const T*>(p.bias);
+    v0 += p.bias_f32 ? bf[col] : to_float(bt[col]);
+    if (two) v1 += p.bias_f32 ? bf[col + 1] : to_float(bt[col + 1]);
   }
   if (p.epilogue == kGeluErf || p.epilogue == kGeluTanh) {
     if (p.round_pre) {

@@ -67,7 +67,7 @@ using Scalar = Sm90ScalarBroadcast<float>;  // 1 value, from a pointer
 // v = acc * scale[n] + bias[n]
 template <class TileShape>
 using Affine = Sm90EVT<Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>, Sm90AccFetch,
-                       PerFeature<TileShape>, PerFeature<TileShape>>;
+                       PerFeature<float, TileShape>, PerFeature<float, TileShape>>;
 
 // The tree for epilogue kEpi: bf16(v) (kNone), e4m3(gelu(v) * out_scale_inv) (GELU), bf16(v + C)
 // (kResidual); the amax of the value before the output's rounding on the way.
@@ -151,7 +151,7 @@ int launch_fp8(const GemmParams& p, int sms, cudaStream_t stream) {
   const typename fp8::Affine<typename K::TileShape>::Arguments affine{
       {},                      // acc
       {p.scale_b, 0.f, {}},    // * scale[n] (x's folded in)
-      {p.bias, 0.f, {}},       // + bias[n] (null: 0)
+      {static_cast<const float*>(p.bias), 0.f, {}},  // + bias[n], float32 (null: 0)
       {}};
   const typename fp8::Amax::Arguments amax{p.amax, 0.f, {}};
   if constexpr (kEpi == kNone) {

@@ -75,38 +75,43 @@ using cutlass::epilogue::fusion::Sm90RowBroadcast;
 using cutlass::epilogue::fusion::Sm90SrcFetch;
 constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
 
-template <class TileShape>
-using PerFeature = Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>, 4>;  // (N) fp32; null: 0
+// (N) bias values of type Bias (fp32, or the operands' dtype, widened exactly) in 16-byte vectors; null: 0
+template <class Bias, class TileShape>
+using PerFeature = Sm90RowBroadcast<0, TileShape, Bias, float, Stride<_0, _1, int64_t>, 16 / sizeof(Bias)>;
 
 // V(acc + bias[n])
-template <class V, class TileShape>
-using PlusBias = Sm90EVT<Sm90Compute<cutlass::plus, V, float, kRound>, Sm90AccFetch, PerFeature<TileShape>>;
+template <class V, class Bias, class TileShape>
+using PlusBias = Sm90EVT<Sm90Compute<cutlass::plus, V, float, kRound>, Sm90AccFetch, PerFeature<Bias, TileShape>>;
 
 // out for epilogue kEpi (gemm_params.h's kNone, kGeluErf, kGeluTanh, kResidual), GELU after rounding to Round.
-template <int kEpi, class Round, class Out, class TileShape>
+template <int kEpi, class Round, class Out, class Bias, class TileShape>
 struct Of {
-  using type = PlusBias<Out, TileShape>;  // kNone: one add, one rounding
+  using type = PlusBias<Out, Bias, TileShape>;  // kNone: one add, one rounding
 };
-template <class Round, class Out, class TileShape>
-struct Of<kGeluErf, Round, Out, TileShape> {
-  using type = Sm90EVT<Sm90Compute<Gelu<false, Round>::template Fn, Out, float, kRound>, PlusBias<float, TileShape>>;
+template <class Round, class Out, class Bias, class TileShape>
+struct Of<kGeluErf, Round, Out, Bias, TileShape> {
+  using type =
+      Sm90EVT<Sm90Compute<Gelu<false, Round>::template Fn, Out, float, kRound>, PlusBias<float, Bias, TileShape>>;
 };
-template <class Round, class Out, class TileShape>
-struct Of<kGeluTanh, Round, Out, TileShape> {
-  using type = Sm90EVT<Sm90Compute<Gelu<true, Round>::template Fn, Out, float, kRound>, PlusBias<float, TileShape>>;
+template <class Round, class Out, class Bias, class TileShape>
+struct Of<kGeluTanh, Round, Out, Bias, TileShape> {
+  using type =
+      Sm90EVT<Sm90Compute<Gelu<true, Round>::template Fn, Out, float, kRound>, PlusBias<float, Bias, TileShape>>;
 };
-template <class Round, class Out, class TileShape>
-struct Of<kResidual, Round, Out, TileShape> {  // (acc + bias[n]) + C, one rounding into out
-  using type = Sm90EVT<Sm90Compute<cutlass::plus, Out, float, kRound>, PlusBias<float, TileShape>, Sm90SrcFetch<Out>>;
+template <class Round, class Out, class Bias, class TileShape>
+struct Of<kResidual, Round, Out, Bias, TileShape> {  // (acc + bias[n]) + C, one rounding into out
+  using type =
+      Sm90EVT<Sm90Compute<cutlass::plus, Out, float, kRound>, PlusBias<float, Bias, TileShape>, Sm90SrcFetch<Out>>;
 };
 
 // linear_gelu with the pre-activation stored for the backward: V = acc + bias[n] stored (rounded to the
 // operand dtype) by an aux TMA store, then GELU. An operation of our own (CUTLASS's LinCombPerColBias-
 // EltActAux with its alpha and beta dropped): the aux store's shared-memory layout comes from the
 // epilogue builder, so the tree is written where the builder instantiates it (FusionCallbacks below).
+// The bias is read in Aux's dtype (the operands').
 template <bool kTanh, class Round, class Out, class Aux>
 struct BiasGeluAux : cutlass::epilogue::fusion::LinCombPerColBiasEltActAux<
-                         cutlass::layout::RowMajor, Gelu<kTanh, Round>::template Fn, Out, float, Aux, float, Out, float> {};
+                         cutlass::layout::RowMajor, Gelu<kTanh, Round>::template Fn, Out, float, Aux, Aux, Out, float> {};
 
 template <bool kTanh, class Round, class Out, class Aux, int kStages, class TileShape, class EpilogueTile,
           class SmemLayoutAtom, class CopyOpR2S>
@@ -114,7 +119,7 @@ using GeluAux = Sm90EVT<
     Sm90Compute<Gelu<kTanh, Round>::template Fn, Out, float, kRound>,
     Sm90EVT<cutlass::epilogue::fusion::Sm90AuxStore<kStages, EpilogueTile, Aux, kRound, Stride<int64_t, _1, int64_t>,
                                                     SmemLayoutAtom, CopyOpR2S, 128 / sizeof_bits_v<Aux>>,
-            PlusBias<float, TileShape>>>;
+            PlusBias<float, Aux, TileShape>>>;
 }  // namespace tree
 
 // A configuration's CUTLASS types (sm90_config.h says what each is for).
@@ -146,6 +151,12 @@ constexpr bool sm90_kind_rounds(Sm90Kind k) {
   return k == Sm90Kind::kAct || k == Sm90Kind::kActTanh || k == Sm90Kind::kActAux || k == Sm90Kind::kActAuxTanh;
 }
 
+// linear_gelu's and linear_residual's kinds read the bias in the operand dtype, as the model holds it (no
+// float32 copy per call); lp_matmul's take any float bias, so theirs is float32.
+constexpr bool sm90_kind_bias_f32(Sm90Kind k) {
+  return !(sm90_kind_rounds(k) || k == Sm90Kind::kResidual || k == Sm90Kind::kResidualF32);
+}
+
 template <class Operand, class Accumulator, Sm90Kind kKind, int kEpi, class Out, Sm90Config kConfig>
 struct Kernel {
   static constexpr bool kWithC = sm90_kind_residual(kKind);
@@ -158,8 +169,10 @@ struct Kernel {
   using Row = cutlass::layout::RowMajor;
   using ElementC = std::conditional_t<kWithC, Out, void>;  // the residual, in out's dtype
   using Round = std::conditional_t<sm90_kind_rounds(kKind), Operand, float>;
+  using Bias = std::conditional_t<sm90_kind_bias_f32(kKind), float, Operand>;
+  static_assert(!kAux || std::is_same_v<Bias, Operand>, "BiasGeluAux reads the bias in the operand dtype");
   using FusionOp = std::conditional_t<kAux, tree::BiasGeluAux<kEpi == kGeluTanh, Round, Out, Operand>,
-                                      typename tree::Of<kEpi, Round, Out, typename S::TileShape>::type>;
+                                      typename tree::Of<kEpi, Round, Out, Bias, typename S::TileShape>::type>;
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, typename S::TileShape, typename S::ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, Accumulator, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
@@ -212,20 +225,22 @@ int launch(const GemmParams& p, int sms, cudaStream_t stream) {
        cutlass::make_cute_packed_stride(typename GK::StrideD{}, {M, N, 1})}};
   args.hw_info.sm_count = sms;
   auto& fusion = args.epilogue.thread;
+  using Bias = typename K::Bias;
+  const auto* bias = static_cast<const Bias*>(p.bias);  // null: no bias (the broadcast reads 0)
   if constexpr (K::kAux) {
-    fusion.bias_ptr = p.bias;  // null: no bias (the broadcast reads 0)
+    fusion.bias_ptr = bias;
     fusion.aux_ptr = static_cast<Operand*>(p.pre);
     fusion.dAux = cutlass::make_cute_packed_stride(decltype(fusion.dAux){}, {M, N, 1});
   } else {
     // tree::Of's arguments nest as its nodes do, each node's children first (AccFetch, then the bias
-    // vector: null reads 0), the node's own last.
-    using Plus = typename tree::PlusBias<float, typename K::S::TileShape>::Arguments;
+    // vector), the node's own last.
+    using Plus = typename tree::PlusBias<float, Bias, typename K::S::TileShape>::Arguments;
     if constexpr (kEpi == kNone) {
-      fusion = {{}, {p.bias, 0.f, {}}, {}};
+      fusion = {{}, {bias, Bias(0), {}}, {}};
     } else if constexpr (kEpi == kResidual) {
-      fusion = {Plus{{}, {p.bias, 0.f, {}}, {}}, {}, {}};  // + C
+      fusion = {Plus{{}, {bias, Bias(0), {}}, {}}, {}, {}};  // + C
     } else {
-      fusion = {Plus{{}, {p.bias, 0.f, {}}, {}}, {}};  // GELU
+      fusion = {Plus{{}, {bias, Bias(0), {}}, {}}, {}};  // GELU
     }
   }
   return run_adapter<Gemm>(args, stream);
@@ -260,6 +275,7 @@ int dispatch_config(const GemmParams& p, LaunchOne&& launch_one) {
 template <class Operand, class Accumulator, Sm90Kind kKind, int kEpi, class Out = Operand>
 int run(const GemmParams& p, cudaStream_t stream) {
   if (sm90_refusal(p, sizeof(Operand)) != nullptr) return kRefused;
+  if (p.bias != nullptr && p.bias_f32 != sm90_kind_bias_f32(kKind)) return kBiasDtype;
   return dispatch_config<kKind>(p, [&](auto c, int sms) {
     return launch<Operand, Accumulator, kKind, kEpi, Out, decltype(c)::value>(p, sms, stream);
   });
@@ -296,11 +312,11 @@ struct FusionCallbacks<epilogue::Sm90TmaWarpSpecialized<StagesC, StagesD, Fragme
   using Operation = vitfast::gemm::sm90::tree::BiasGeluAux<kTanh, Round, Out, Aux>;
 
   struct Arguments {
-    const float* bias_ptr = nullptr;  // null: no bias
+    const Aux* bias_ptr = nullptr;  // null: no bias; in the operands' dtype
     Aux* aux_ptr = nullptr;
     cute::Stride<int64_t, cute::_1, int64_t> dAux = {};
     operator typename Impl::Arguments() const {
-      return {{{{}, {bias_ptr, 0.f, {}}, {}}, {aux_ptr, dAux}}, {}};  // children first: acc + bias, the store, GELU
+      return {{{{}, {bias_ptr, Aux(0), {}}, {}}, {aux_ptr, dAux}}, {}};  // children first: acc + bias, the store, GELU
     }
   };
   using Impl::Impl;

@@ -11,10 +11,11 @@ namespace vitfast::gemm::sm90 {
 
 // kRefused: gemm_path.h's sm90_refusal (alignment, strides); kNotBuilt: p.config is not among the
 // configurations sm90_config.h builds for the kernel kind; kEpilogueNotBuilt: no kernel of this kind is
-// compiled for p's epilogue (the caller runs its next path); the others are CUTLASS's answers.
+// compiled for p's epilogue (the caller runs its next path); kBiasDtype: p.bias_f32 is not the kind's
+// bias dtype (the next path reads either); the others are CUTLASS's answers.
 enum Status : int {
   kOk = 0, kCannotImplement = 1, kNeedsWorkspace = 2, kLaunchFailed = 3, kRefused = 4, kNotBuilt = 5,
-  kEpilogueNotBuilt = 6
+  kEpilogueNotBuilt = 6, kBiasDtype = 7
 };
 
 // linear_gelu_sm90_{bf16,fp16}.cu: fp32 accumulators; + bias, then GELU (p.epilogue kGeluErf / kGeluTanh)
