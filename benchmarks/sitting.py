@@ -2,7 +2,7 @@
 
     python benchmarks/sitting.py call1 --out $OUT     # shapes, every family's tests, the records
     python benchmarks/sitting.py call2 --out $OUT     # sanitizers, tune.py, bench_models
-    python benchmarks/sitting.py short --out $OUT     # one call: shapes, the unrecorded families, tune.py
+    python benchmarks/sitting.py short --out $OUT     # one call: shapes, the unrecorded families, tune.py, a ViT-Ti profile, the backend
     python benchmarks/sitting.py ssl --out $OUT       # one call: the self-supervised step and recipe
     python benchmarks/sitting.py call1 --dry-run      # the plan and the plumbing, CUDA parts skipped
 
@@ -88,9 +88,11 @@ PLAN = {
               ("tune", 130, "tune.py: kernel and attention tables, the dispatch data (23 s on the H200)"),
               ("models", 170, "bench_models.py at ViT-B/16 batch 256: bf16, torch.compile, the FP8 chain")],
     "short": [("shapes", 70, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
-              ("tests", 190, "the test files of the families not recorded at this build, and the cross-family ones"),
+              ("tests", 185, "the test files of the families not recorded at this build, and the cross-family ones"),
               ("records", 5, "families whose files all passed, at this build's fingerprints"),
-              ("tune", 80, "tune.py: kernel and attention tables, the dispatch data (23 s on the H200)"),
+              ("tune", 60, "tune.py: kernel and attention tables, the dispatch data (23 s on the H200)"),
+              ("profile", 40, "profile_backend.py, ViT-Ti batch 256 bf16 inference: host and device time per step "
+                              "and the ops that cost the host most, timm eager and the backend (into call2.log)"),
               ("backend", 180, "bench_models.py, ViT-Ti/S/B/L batch 256 bf16, inference and training, in 3 "
                                "processes: the backend against timm eager (42 s a process on the H200)")],
     "ssl": [("ssl_step", 130, "bench_ssl_step.py: images/s of the supervised, DINO and SwAV steps, sdpa and vitfast"),
@@ -382,6 +384,11 @@ def stage_backend(args, budget, results, log):
                               "--out", out], "backend", results, log)  # processes: a host-bound model's rate varies
 
 
+def stage_profile(args, budget, results, log):  # ViT-Ti is host-bound: where a step's host time goes
+    run_script(args, budget, ["benchmarks/profile_backend.py", "--model", "vit_tiny_patch16_224", "--batch", "256",
+                              "--backends", "timm,vitfast", "--top", "12"], "profile", results, log)
+
+
 def gpu_suffix(results):
     from tune import gpu_kind  # benchmarks/tune.py: 'h100', 'h200', the result tables' suffix
     return gpu_kind(results["environment"]["gpu"])
@@ -418,8 +425,8 @@ def stage_ssl_knn(args, budget, results, log):
 
 
 STAGES = {"shapes": stage_shapes, "tests": stage_tests, "records": stage_records, "sanitize": stage_sanitize,
-          "tune": stage_tune, "models": stage_models, "backend": stage_backend, "ssl_step": stage_ssl_step,
-          "ssl_knn": stage_ssl_knn}
+          "tune": stage_tune, "models": stage_models, "backend": stage_backend, "profile": stage_profile,
+          "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn}
 LOGS = {"shapes": "shapes.log", "tests": "tests.log", "records": "tests.log"}  # call2's stages: call2.log
 
 
@@ -441,7 +448,7 @@ def summary(call, results):
         lines += ["", "## Records", *(f"- {f}: {'recorded' if v['passed'] else 'not recorded'} ({v['detail']})"
                                       for f, v in results["families"].items())]
         lines += [f"- {f}: recorded before at this build's fingerprint (not run)" for f in results.get("recorded_before", [])]
-    for key in ("sanitize", "tune", "models", "backend", "ssl_step", "ssl_knn"):
+    for key in ("sanitize", "tune", "profile", "models", "backend", "ssl_step", "ssl_knn"):
         if key in results:
             lines += ["", f"## {key}", str(results[key])]
     return "\n".join(lines) + "\n"
