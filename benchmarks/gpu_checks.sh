@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/gpu_checks.sh call1 [--dry-run]   # the attention shapes, every family's tests, the records
 #   bash benchmarks/gpu_checks.sh call2 [--dry-run]   # sanitizers, tune.py, bench_models
-#   bash benchmarks/gpu_checks.sh short [--dry-run]   # one call: the unrecorded families' tests, tune.py, a ViT-Ti profile, the backend
+#   bash benchmarks/gpu_checks.sh short [--dry-run]   # one call: the unrecorded families' tests, tune.py,
+#                                                     # a ViT-Ti profile, the backend against timm eager
 #   bash benchmarks/gpu_checks.sh ssl [--dry-run]     # one call: the SSL step's speed, dino_cifar10 by k-NN
 #
 # each writing at most 8 files into $OUT; then here: python benchmarks/write_records.py <files>/results.json

@@ -2,19 +2,20 @@
 
     python benchmarks/sitting.py call1 --out $OUT     # shapes, every family's tests, the records
     python benchmarks/sitting.py call2 --out $OUT     # sanitizers, tune.py, bench_models
-    python benchmarks/sitting.py short --out $OUT     # one call: shapes, the unrecorded families, tune.py, a ViT-Ti profile, the backend
+    python benchmarks/sitting.py short --out $OUT     # one call: shapes, the unrecorded families, tune.py,
+                                                      # a ViT-Ti profile, the backend against timm eager
     python benchmarks/sitting.py ssl --out $OUT       # one call: the self-supervised step and recipe
     python benchmarks/sitting.py call1 --dry-run      # the plan and the plumbing, CUDA parts skipped
 
 call1: (a) the Hopper attention's many-tile shapes first, each test case in a process of its own with a
 time limit: ok, wrong (a failed comparison), hang (its limit), cut (the stage's budget ran out first) or
 crash; a hang or crash is run again under the debug-sync build where one is carried (VITFAST_DEBUG_SYNC_SO:
-its trap names block, role, barrier, stage, phase and work item). (b) every kernel family's test files (FAMILY_TESTS), and the
-tests that cross families, each file in a process of its own with a time limit, VITFAST_UNVERIFIED_KERNELS=1
-(the kernels under test run whether or not a record verifies them), so a crash poisons nothing and a
-cut run still names every result. (c) the records: a family whose every file passed with tests run
-and none failed, at this build's fingerprint (results.json's "verified"; benchmarks/write_records.py
-merges them into vitfast/layers/dispatch_data/<gpu>.json here).
+its trap names block, role, barrier, stage, phase and work item). (b) every kernel family's test files
+(FAMILY_TESTS), and the tests that cross families, each file in a process of its own with a time limit,
+VITFAST_UNVERIFIED_KERNELS=1 (the kernels under test run whether or not a record verifies them), so a
+crash poisons nothing and a cut run still names every result. (c) the records: a family whose every
+file passed with tests run and none failed, at this build's fingerprint (results.json's "verified";
+benchmarks/write_records.py merges them into vitfast/layers/dispatch_data/<gpu>.json here).
 call2: (e) compute-sanitizer memcheck, racecheck and synccheck over benchmarks/sanitize_ops.py; (d)
 tune.py (the kernel and attention tables and the dispatch data measured from them) and bench_models
 (bf16, torch.compile, the FP8 chain) with the time left.
