@@ -23,10 +23,10 @@ std::tuple<at::Tensor, at::Tensor> linear_gelu_cuda(const at::Tensor& x, const a
   if (path == GemmPath::kAten) return aten();
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor a = dense(x.reshape({M, K})), w = dense(weight);
-  const at::Tensor bf = bias.has_value() ? dense(*bias) : at::Tensor();  // x's dtype, read as is by the epilogue
+  const at::Tensor b = bias.has_value() ? dense(*bias) : at::Tensor();  // x's dtype, read as is by the epilogue
   at::Tensor out = at::empty({M, N}, x.options());
   at::Tensor pre = save_pre ? at::empty({M, N}, x.options()) : x.new_empty({0});
-  GemmParams p = linear_params(a, w, bf, out, M, N, K);
+  GemmParams p = linear_params(a, w, b, out, M, N, K);
   p.epilogue = approximate == "tanh" ? kGeluTanh : kGeluErf;
   p.round_pre = true;
   p.pre = save_pre ? pre.data_ptr() : nullptr;

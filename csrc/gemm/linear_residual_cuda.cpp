@@ -24,9 +24,9 @@ at::Tensor linear_residual_cuda(const at::Tensor& x, const at::Tensor& weight, c
   if (path == GemmPath::kAten) return aten();
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor a = dense(x.reshape({M, K})), w = dense(weight), r = dense(residual.reshape({M, N}));
-  const at::Tensor bf = bias.has_value() ? dense(*bias) : at::Tensor();  // x's dtype, read as is by the epilogue
+  const at::Tensor b = bias.has_value() ? dense(*bias) : at::Tensor();  // x's dtype, read as is by the epilogue
   at::Tensor out = at::empty({M, N}, residual.options());
-  GemmParams p = linear_params(a, w, bf, out, M, N, K);
+  GemmParams p = linear_params(a, w, b, out, M, N, K);
   p.epilogue = kResidual;
   p.out_f32 = out_f32;
   p.residual = r.data_ptr();
