@@ -16,6 +16,7 @@ import concurrent.futures
 import glob
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,6 +102,8 @@ SM90_DIRS = {
 
 
 DEBUG_SYNC = os.environ.get("VITFAST_DEBUG_SYNC", "0") in ("1", "true", "yes")
+SM90_FLAGS = (["-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", "-lineinfo",
+               "-gencode=arch=compute_90a,code=sm_90a"] + (["-DVITFAST_DEBUG_SYNC"] if DEBUG_SYNC else []))
 
 
 def compile_sm90(build_temp, cuda_home, cutlass_dirs, pool):
@@ -111,10 +114,7 @@ def compile_sm90(build_temp, cuda_home, cutlass_dirs, pool):
     out_dir = os.path.join(build_temp, "sm90_debug_sync" if DEBUG_SYNC else "sm90")
     os.makedirs(out_dir, exist_ok=True)
     nvcc = os.path.join(cuda_home, "bin", "nvcc")
-    flags = ["-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", "-lineinfo",
-             "-gencode=arch=compute_90a,code=sm_90a", f"-I{os.path.join(ROOT, 'csrc')}"]
-    flags += ["-DVITFAST_DEBUG_SYNC"] if DEBUG_SYNC else []
-    flags += [f"-I{d}" for d in cutlass_dirs]
+    flags = SM90_FLAGS + [f"-I{d}" for d in [os.path.join(ROOT, "csrc")] + cutlass_dirs]
 
     def build(src, obj, newest_header):
         if os.path.exists(obj) and os.path.getmtime(obj) > max(os.path.getmtime(src), newest_header):
@@ -133,23 +133,41 @@ def compile_sm90(build_temp, cuda_home, cutlass_dirs, pool):
     return jobs
 
 
-def write_fingerprints():
-    """csrc/generated/kernel_fingerprints.h from vitfast/fingerprints.py (loaded by its path: the package
-    itself imports the extension being built), rewritten only when it changes so nothing rebuilds
-    without cause."""
-    spec = importlib.util.spec_from_file_location("vitfast_fingerprints", os.path.join(ROOT, "vitfast", "fingerprints.py"))
+def nvcc_version(cuda_home):
+    """nvcc's release and build lines ("Cuda compilation tools, release 13.0, V13.0.88; Build ..."), or None."""
+    if not cuda_home:
+        return None
+    out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True)
+    return "; ".join(line.strip() for line in out.stdout.splitlines() if line.startswith(("Cuda", "Build")))
+
+
+def cutlass_version(cutlass_dirs):
+    """CUTLASS's version from its headers (cutlass/version.h), or None when none are used."""
+    if not cutlass_dirs:
+        return None
+    with open(os.path.join(cutlass_dirs[0], "cutlass", "version.h")) as f:
+        text = f.read()
+    parts = [re.search(rf"#define CUTLASS_{p} (\d+)", text) for p in ("MAJOR", "MINOR", "PATCH")]
+    return ".".join(m.group(1) for m in parts if m)
+
+
+def write_fingerprints(toolchain):
+    """csrc/generated/kernel_fingerprints.h from vitfast/kernels/fingerprints.py (loaded by its path: the
+    package itself imports the extension being built), rewritten only when it changes so nothing
+    rebuilds without cause. toolchain: what compiles the kernels, -I folders left out (where a header
+    lives is no part of what it says)."""
+    path = os.path.join(ROOT, "vitfast", "kernels", "fingerprints.py")
+    spec = importlib.util.spec_from_file_location("vitfast_fingerprints", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     csrc = os.path.join(ROOT, "csrc")
-    text = module.header(module.fingerprints(csrc))
+    text = module.header(module.fingerprints(csrc, toolchain), toolchain)
     path = os.path.join(csrc, "generated", "kernel_fingerprints.h")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if not os.path.isfile(path) or open(path).read() != text:
         with open(path, "w") as f:
             f.write(text)
 
-
-write_fingerprints()
 
 cuda_home = None
 if os.environ.get("VITFAST_SKIP_CUDA", "0") not in ("1", "true", "yes") and torch.version.cuda:
@@ -209,6 +227,16 @@ if with_cuda:
 else:
     Extension = CppExtension
 
+
+def without_paths(flags):
+    return [f for f in flags if not f.startswith(("-I", "--threads"))]
+
+
+write_fingerprints({"nvcc": nvcc_version(cuda_home), "cutlass": cutlass_version(cutlass_dirs),
+                    "cxx_flags": without_paths(extra["cxx"]) + sorted(f"-D{k}" for k, _ in define_macros),
+                    "nvcc_flags": without_paths(extra.get("nvcc", [])),
+                    "sm90_flags": SM90_FLAGS if cutlass_dirs else []})
+
 print(f"vitfast: building {'CPU and CUDA' if with_cuda else 'CPU'} kernels"
       + (f" with the toolkit at {cuda_home}" if with_cuda else "")
       + (f" and CUTLASS's sm90 GEMMs ({cutlass_dirs[0]})" if cutlass_dirs else ""), file=sys.stderr)
@@ -259,7 +287,7 @@ class Build(BuildExtension.with_options(use_ninja=True)):
 
 setup(
     packages=find_packages(include=["vitfast", "vitfast.*"]),
-    package_data={"vitfast": ["configs/*.yaml", "layers/dispatch_data/*.json"]},
+    package_data={"vitfast": ["configs/*.yaml", "layers/dispatch_data/*.json", "kernels/records/*.json"]},
     ext_modules=[
         Extension(
             "vitfast._C",

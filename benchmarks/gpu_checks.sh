@@ -8,9 +8,9 @@
 #   bash benchmarks/gpu_checks.sh ssl [--dry-run]     # one call: the SSL step's speed, dino_cifar10 by k-NN
 #
 # each writing at most 8 files into $OUT; then here: python benchmarks/write_records.py <files>/results.json
-# (the records: vitfast.verified), the tune tables into benchmarks/results/ and python
-# benchmarks/write_dispatch.py on them (dispatch_data/). On the GPU machine both go into its checkout's
-# dispatch data as the call makes them, so the call's later stages run what the records allow.
+# (the records: vitfast/kernels/records/), the tune tables into benchmarks/results/ and python
+# benchmarks/write_dispatch.py on them (dispatch_data/). On the GPU machine both go into its checkout
+# as the call makes them, so the call's later stages run what the records allow.
 # --dry-run prints the plan with each stage's budget and runs the plumbing with the CUDA parts skipped.
 # A debug-sync build carried beside the release one (VITFAST_DEBUG_SYNC_SO=path/to/_C.abi3.so, made by
 # VITFAST_DEBUG_SYNC=1 bash ../shared/tools/prebuild.sh) reruns a shape that hangs or crashes.
@@ -45,8 +45,8 @@ out=${OUT:-benchmarks/results/gpu}
 mkdir -p "$out"
 py=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-# A sitting tests and times every kernel, whether or not a record verifies it on this GPU kind yet
-# (vitfast.verified): by default only recorded ones run.
+# A sitting tests and times every kernel, whether or not a record verifies it on this kind of GPU yet
+# (vitfast.kernels.gate): by default only recorded ones run.
 export VITFAST_UNVERIFIED_KERNELS=1
 stages=${*:-build tests sanitize tune bench models}
 # prebuild.sh builds for sm_90 alone; tests/test_build.py reads the archs asked for from here.

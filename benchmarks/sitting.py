@@ -14,13 +14,13 @@ its trap names block, role, barrier, stage, phase and work item). (b) every kern
 (FAMILY_TESTS), and the tests that cross families, each file in a process of its own with a time limit,
 VITFAST_UNVERIFIED_KERNELS=1 (the kernels under test run whether or not a record verifies them), so a
 crash poisons nothing and a cut run still names every result. (c) the records: a family whose every
-file passed with tests run and none failed, at this build's fingerprint (results.json's "verified";
-benchmarks/write_records.py merges them into vitfast/layers/dispatch_data/<gpu>.json here).
+file passed with tests run and none failed, at this build's fingerprint and this GPU's key (results.json's
+"verified"; benchmarks/write_records.py merges them into vitfast/kernels/records/<key>.json here).
 call2: (e) compute-sanitizer memcheck, racecheck and synccheck over benchmarks/sanitize_ops.py; (d)
 tune.py (the kernel and attention tables and the dispatch data measured from them) and bench_models
 (bf16, torch.compile, the FP8 chain) with the time left.
 short: for a session lent 900 s of device time (one start and one full call): call1's stages for the
-families with no record at this build's fingerprints on this GPU kind (the others keep theirs), then
+families with no record at this build's fingerprints for this GPU's key (the others keep theirs), then
 tune.py and bench_models.py at ViT-Ti/S/B/L (the backend against timm eager, what "never slower" asks).
 ssl: self-supervised pretraining's GPU rows (issue 63): the SSL step's images/s against the supervised
 one (bench_ssl_step.py), and the dino_cifar10 recipe as long as one call holds, scored by k-NN and a
@@ -67,8 +67,8 @@ FAMILY_TESTS = {
 # any failure among them named in the summary, but they make no record.
 CROSS_TESTS = ["tests/models/test_vitfast_backend.py", "tests/models/test_dispatch.py", "tests/quant/test_fp8_chain.py",
                "tests/quant/test_linear8.py", "tests/quant/test_lowp.py", "tests/quant/test_qat.py",
-               "tests/test_build.py", "tests/test_verified.py"]
-DRY_RUN_PROBE = "tests/test_verified.py"  # CPU tests, seconds: the dry run's one real run of stage (b)
+               "tests/test_build.py", "tests/kernels/test_gate.py"]
+DRY_RUN_PROBE = "tests/kernels/test_gate.py"  # CPU tests, seconds: the dry run's one real run of stage (b)
 SHAPE_FILES = ["tests/ops/test_attention_sm90.py", "tests/ops/test_attention_bwd_sm90.py"]
 SHAPE_FILTER = "many_tiles or many_heads"
 
@@ -141,7 +141,7 @@ def python():
 
 
 def environment(dry_run):
-    """{gpu, driver, torch, cuda, date, commit, flavor, fingerprints} of this machine and build."""
+    """{gpu, key, driver, torch, cuda, date, commit, flavor, fingerprints} of this machine and build."""
     import torch
     import vitfast
     env = {"date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
@@ -149,6 +149,7 @@ def environment(dry_run):
                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
            "torch": torch.__version__, "cuda": torch.version.cuda,
            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+           "key": vitfast.kernels.records.device_key() if torch.cuda.is_available() else "none",
            "flavor": torch.ops.vitfast.build_flavor(), "fingerprints": vitfast.kernel_fingerprints(),
            "dry_run": dry_run}
     if torch.cuda.is_available():
@@ -248,10 +249,11 @@ def stage_shapes(args, budget, results, log):
         results["shapes"] = dict(zip(nodes, pool.map(one, nodes)))
 
 
-def recorded_here(env, data_dir=None):
-    """The families this GPU kind's records verify at this build's fingerprints (vitfast.verified)."""
-    from vitfast.verified import DATA_DIR, records, verified_families
-    return set(verified_families(records(data_dir or DATA_DIR), env["fingerprints"]).get(env["gpu"], []))
+def recorded_here(env, records_dir=None):
+    """The families the package's records verify for this GPU's key at this build's fingerprints."""
+    from vitfast.kernels import records
+    recs = records.read(records_dir or records.SHIPPED_DIR)
+    return set(records.verified_families(recs, env["fingerprints"]).get(env["key"], []))
 
 
 def test_jobs(skip=()):
@@ -309,14 +311,14 @@ def stage_records(args, budget, results, log):
     env = results["environment"]
     verdicts = family_verdicts(results.get("files", []), results.get("recorded_before", ()))
     results["families"] = {f: {"passed": ok, "detail": why} for f, (ok, why) in verdicts.items()}
-    results["verified"] = {} if args.dry_run else {
-        f: {"fingerprint": env["fingerprints"][f], "commit": env["commit"], "date": env["date"][:10],
-            "tests": f"benchmarks/sitting.py call1 on {env['gpu']} (driver {env.get('driver')}, torch {env['torch']}): "
-                     f"{why}"}
-        for f, (ok, why) in verdicts.items() if ok}
+    results["verified"] = [] if args.dry_run else [
+        {"family": f, "fingerprint": env["fingerprints"][f], "gpu": env["gpu"], "driver": env.get("driver"),
+         "torch": env["torch"], "commit": env["commit"], "date": env["date"][:10],
+         "tests": f"benchmarks/sitting.py {args.call}: {why}"}
+        for f, (ok, why) in verdicts.items() if ok]
     if results["verified"]:  # the call's later stages (tune.py, bench_models.py) run what the records allow
         from write_records import merge
-        merge(results, args.data_dir)
+        merge(results, args.records_dir)
 
 
 # compute-sanitizer's tools: (share of the stage's budget, extra flags). On the H200 (2026-11-26) racecheck
@@ -460,9 +462,11 @@ def main(argv=None):
     p.add_argument("call", choices=sorted(PLAN))
     p.add_argument("--out", default=os.environ.get("OUT") or os.path.join(ROOT, "benchmarks", "results", "gpu"))
     p.add_argument("--dry-run", action="store_true", help="print the plan and run the plumbing, CUDA parts skipped")
-    # vitfast.verified.DATA_DIR, spelled here: vitfast is imported only after the carried build is unpacked
+    # vitfast's folders, spelled here: vitfast is imported only after the carried build is unpacked
     p.add_argument("--data-dir", default=os.path.join(ROOT, "vitfast", "layers", "dispatch_data"),
-                   help="the dispatch data the records and tune.py's rows go into as the call makes them")
+                   help="the dispatch data tune.py's rows go into as the call makes them")
+    p.add_argument("--records-dir", default=os.path.join(ROOT, "vitfast", "kernels", "records"),
+                   help="the records go into <dir>/<gpu key>.json as the call makes them")
     p.add_argument("--workers", type=int, default=6, help="test files run at once (stage tests)")
     args = p.parse_args(argv)
     assert sum(b for _, b, _ in PLAN[args.call]) <= CALL_LIMIT_S and len(FILES[args.call]) <= 8

@@ -9,8 +9,8 @@ products, that of the fastest configuration measured, named, with every configur
 it), the best library path's, and which one the backend runs. Ours is chosen only where it measured at least MARGIN faster: a smaller difference is
 within the spread of repeated timings, and the library path is the one users already trust. It also
 writes the source fingerprints of the kernel families each table measured (their headers' "kernels:"
-line: the backend takes ours only while they are this build's) and keeps the file's "verified"
-records (vitfast.verified). Prints what changed against the file it replaces.
+line: the backend takes ours only while they are this build's). Prints what changed against the file
+it replaces.
 """
 import argparse
 import json
@@ -21,7 +21,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from vitfast.layers.dispatch import DATA_DIR, MARGIN, OP_FAMILIES, gpu_slug  # noqa: E402
-from vitfast.verified import parse_fingerprints  # noqa: E402
+from vitfast.kernels.gate import parse_fingerprints  # noqa: E402
 from bench_kernels import WIDTHS  # noqa: E402  (the model names its rows start with)
 
 
@@ -198,8 +198,6 @@ def main(argv=None):
     if os.path.isfile(path):
         with open(path) as f:
             old = json.load(f)
-        if "verified" in old:  # the GPU sittings' records (vitfast.verified), not this script's
-            data["verified"] = old["verified"]
     with open(path, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")

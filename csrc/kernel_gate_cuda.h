@@ -5,21 +5,37 @@
 #include <ATen/cuda/CUDAContext.h>
 
 #include <optional>
+#include <string>
 
 #include "kernel_gate.h"
 
 namespace vitfast {
 
-// Whether `family`'s kernels may run on t's GPU (warning once per GPU kind where not).
-inline bool kernel_allowed(const char* family, const at::Tensor& t) {
+// gpu_key of t's GPU.
+inline const std::string& gpu_key(const at::Tensor& t) {
+  static thread_local int index = -1;
+  static thread_local std::string key;
+  if (t.device().index() != index) {
+    const cudaDeviceProp* prop = at::cuda::getDeviceProperties(t.device().index());
+    key = gpu_key(prop->major, prop->minor, prop->multiProcessorCount);
+    index = t.device().index();
+  }
+  return key;
+}
+
+inline bool is_hopper(const at::Tensor& t) {
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(t.device().index());
-  return kernel_allowed(family, prop->name, prop->major == 9 && prop->minor == 0);
+  return prop->major == 9 && prop->minor == 0;
+}
+
+// Whether `family`'s kernels may run on t's GPU (warning once per kind of GPU where not).
+inline bool kernel_allowed(const char* family, const at::Tensor& t) {
+  return kernel_allowed(family, gpu_key(t), is_hopper(t));
 }
 
 // gated_path on t's GPU.
 inline KernelPath gated_path(KernelPath path, const char* sm90_family, const char* mma_family, const at::Tensor& t) {
-  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(t.device().index());
-  return gated_path(path, sm90_family, mma_family, prop->name, prop->major == 9 && prop->minor == 0);
+  return gated_path(path, sm90_family, mma_family, gpu_key(t), is_hopper(t));
 }
 
 inline at::Tensor to_host(const at::Tensor& t) { return t.cpu(); }

@@ -16,8 +16,8 @@ OPS = ["float_quantize", "fixed_point_quantize", "block_quantize", "attention_fw
        "fp8_linear"]
 # tensor-free questions about the build, answered anywhere
 QUERIES = ["gemm_path", "fp8_path", "sm90_kernels_built", "fp8_promotion_interval", "sm90_config", "sm90_configs",
-           "gemm_refusal", "attention_path", "kernel_fingerprints", "set_kernel_records", "kernel_verdict",
-           "build_flavor"]
+           "gemm_refusal", "attention_path", "kernel_fingerprints", "kernel_toolchain", "gpu_key", "set_kernel_records",
+           "kernel_verdict", "build_flavor"]
 
 
 def toolkit_present():
@@ -61,9 +61,9 @@ CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 
 def system_includes(path):
-    """The <...> headers of path and of every file under csrc/ it includes (vitfast.fingerprints.includes,
-    the closure the kernel fingerprints hash)."""
-    from vitfast import fingerprints
+    """The <...> headers of path and of every file under csrc/ it includes (fingerprints.includes, the
+    closure the kernel fingerprints hash)."""
+    from vitfast.kernels import fingerprints
     found = []
     for local in sorted(fingerprints.includes(path, CSRC, set())):
         with open(local) as f:
@@ -106,39 +106,6 @@ def test_check_command_passes():
     out = subprocess.run([sys.executable, "-m", "vitfast.check", "--size", "4096"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all operators agree with their references" in out.stdout
-
-
-def test_the_build_carries_the_fingerprints_of_the_sources_it_was_built_from():
-    """vitfast._C's kernel fingerprints are those of the sources under csrc/ now (this checkout built
-    them), one per family, each family's files found (a .cu it lists and what that includes)."""
-    from vitfast import fingerprints
-    built = vitfast.kernel_fingerprints()
-    assert sorted(built) == sorted(fingerprints.FAMILIES)
-    assert built == fingerprints.fingerprints(CSRC)
-    assert all(len(v) == 16 and int(v, 16) >= 0 for v in built.values())
-    sm90 = fingerprints.family_files("attention_sm90", CSRC)
-    assert os.path.join(CSRC, "attention", "sm90", "attention_protocol.h") in sm90
-    assert os.path.join(CSRC, "attention", "attention_path.h") in sm90
-
-
-def test_a_change_to_any_file_a_family_includes_changes_its_fingerprint_alone(tmp_path):
-    """Kernels, the headers they include and the host code that launches them and takes their gradients."""
-    from vitfast import fingerprints
-    csrc = tmp_path / "csrc"
-    shutil.copytree(CSRC, csrc, ignore=shutil.ignore_patterns("generated"))
-    before = fingerprints.fingerprints(str(csrc))
-    with open(csrc / "attention" / "sm90" / "sm90_sync.cuh", "a") as f:
-        f.write("// one more line\n")
-    after = fingerprints.fingerprints(str(csrc))
-    assert {k for k in before if before[k] != after[k]} == {"attention_sm90"}
-    with open(csrc / "attention" / "mma.cuh", "a") as f:  # shared by both attention families
-        f.write("// one more line\n")
-    again = fingerprints.fingerprints(str(csrc))
-    assert {k for k in after if after[k] != again[k]} == {"attention_sm90", "attention_mma"}
-    with open(csrc / "norm" / "layer_norm_autograd.cpp", "a") as f:  # host code: the gradient's C++ node
-        f.write("// one more line\n")
-    last = fingerprints.fingerprints(str(csrc))
-    assert {k for k in again if again[k] != last[k]} == {"layer_norm", "layer_norm_fp8"}
 
 
 def test_another_build_loads_by_its_path_and_says_which_it_is():

@@ -1,6 +1,6 @@
 """The GPU sitting's plumbing (benchmarks/sitting.py, gpu_checks.sh call1 / call2, write_records.py), run
 here with the CUDA parts skipped: the plan and its budgets, the files each call leaves, which families a
-set of results records, and the records' way into the dispatch data."""
+set of results records, and the records' way into the package's records (vitfast.kernels.records)."""
 import json
 import os
 import subprocess
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import vitfast
-from vitfast import fingerprints
+from vitfast.kernels import fingerprints, records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -55,30 +55,33 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
         assert {r["file"] for r in results["files"]} >= {f for files, _ in sitting.FAMILY_TESTS.values() for f in files}
         probe = results["files"][-1]  # one CPU file through the real path: its own process, its junit counts
         assert probe["file"] == sitting.DRY_RUN_PROBE and probe["verdict"] == "ok" and probe["counts"]["passed"] > 0
-        assert results["verified"] == {} and not any(v["passed"] for v in results["families"].values())
+        assert results["verified"] == [] and not any(v["passed"] for v in results["families"].values())
         with pytest.raises(SystemExit, match="dry run"):
             write_records.merge(results, str(tmp_path))
 
 
 def test_the_short_sitting_leaves_out_the_families_recorded_at_this_build(tmp_path):
     built = vitfast.kernel_fingerprints()
-    data = {"gpu": "NVIDIA H200", "ops": {},
-            "verified": {"quantizers": {"fingerprint": built["quantizers"], "commit": "75250e7"},
-                         "layer_norm": {"fingerprint": "0" * 16, "commit": "75250e7"}}}  # other sources
-    (tmp_path / "nvidia_h200.json").write_text(json.dumps(data))
-    env = dict(gpu="NVIDIA H200", fingerprints=built, driver="580", torch="2.11.0+cu130", dry_run=False)
+    records.write(str(tmp_path), "sm_90x132", [
+        {"family": "quantizers", "fingerprint": built["quantizers"], "commit": "75250e7"},
+        {"family": "layer_norm", "fingerprint": "0" * 16, "commit": "75250e7"}])  # another build
+    env = dict(gpu="NVIDIA H100 80GB HBM3", key="sm_90x132", fingerprints=built, driver="580", torch="2.11.0+cu130",
+               dry_run=False)
     skip = sitting.recorded_here(env, str(tmp_path))
-    assert skip == {"quantizers"} and sitting.recorded_here(dict(env, gpu="NVIDIA H100 80GB HBM3"), str(tmp_path)) == set()
+    assert skip == {"quantizers"}  # an H200's record, on an H100 SXM: one key
+    assert sitting.recorded_here(dict(env, gpu="NVIDIA H100 PCIe", key="sm_90x114"), str(tmp_path)) == set()
     files = {f for family, f, _ in sitting.test_jobs(skip) if family}
     assert not files & set(sitting.FAMILY_TESTS["quantizers"][0])
     assert "tests/ops/test_layer_norm.py" in files
     assert "short" in sitting.SKIPS_RECORDED and "call1" not in sitting.SKIPS_RECORDED
     results = {"environment": dict(env, date="2026-11-26 10:00 UTC", commit="abc1234"), "recorded_before": sorted(skip),
                "files": [file_result("layer_norm", "tests/ops/test_layer_norm.py", "ok")]}
-    sitting.stage_records(type("Args", (), {"dry_run": False, "data_dir": str(tmp_path)})(), 5, results, [])
-    assert set(results["verified"]) == {"layer_norm"} and "quantizers" not in results["families"]
-    kept = json.loads((tmp_path / "nvidia_h200.json").read_text())["verified"]  # merged on the GPU machine
+    sitting.stage_records(type("Args", (), {"dry_run": False, "records_dir": str(tmp_path), "call": "short"})(), 5,
+                          results, [])
+    assert [r["family"] for r in results["verified"]] == ["layer_norm"] and "quantizers" not in results["families"]
+    kept = {r["family"]: r for r in records.read(str(tmp_path))["sm_90x132"]}  # merged on the GPU machine
     assert kept["layer_norm"]["commit"] == "abc1234" and kept["quantizers"]["commit"] == "75250e7"
+    assert kept["layer_norm"]["fingerprint"] == built["layer_norm"]  # the other build's record replaced
     assert "quantizers: recorded before" in sitting.summary("short", dict(results, used={}))
 
 
@@ -139,14 +142,15 @@ def file_result(family, file, verdict, passed=3):
                 counts=dict(tests=passed, failures=0, errors=0, skipped=0, passed=passed))
 
 
-def results_with(files, data_dir):
-    """A call's results after its records stage, which merged them into data_dir (the GPU machine's
-    checkout's dispatch data)."""
+def results_with(files, records_dir):
+    """A call's results after its records stage, which merged them into records_dir (the GPU machine's
+    checkout's records)."""
     built = vitfast.kernel_fingerprints()
-    results = {"environment": dict(gpu="NVIDIA H100 80GB HBM3", driver="580", torch="2.11.0+cu130",
+    results = {"environment": dict(gpu="NVIDIA H100 80GB HBM3", key="sm_90x132", driver="580", torch="2.11.0+cu130",
                                    date="2026-11-26 10:00 UTC", commit="abc1234", fingerprints=built, dry_run=False),
                "files": files}
-    sitting.stage_records(type("Args", (), {"dry_run": False, "data_dir": str(data_dir)})(), 5, results, [])
+    sitting.stage_records(type("Args", (), {"dry_run": False, "records_dir": str(records_dir), "call": "call1"})(),
+                          5, results, [])
     return results
 
 
@@ -156,29 +160,25 @@ def test_a_family_is_recorded_only_when_every_file_of_it_passed(tmp_path):
     files += [file_result("scaled_cast", "tests/ops/test_scaled_cast.py", "empty", passed=0)]  # every test skipped
     files += [file_result("gemm_mma", f, v) for f, v in zip(sitting.FAMILY_TESTS["gemm_mma"][0], ("ok", "hang"))]
     results = results_with(files, tmp_path)
-    assert set(results["verified"]) == {"quantizers"}
-    record = results["verified"]["quantizers"]
+    assert [r["family"] for r in results["verified"]] == ["quantizers"]
+    record = results["verified"][0]
     assert record["fingerprint"] == vitfast.kernel_fingerprints()["quantizers"] and record["commit"] == "abc1234"
+    assert (record["gpu"], record["driver"], record["torch"]) == ("NVIDIA H100 80GB HBM3", "580", "2.11.0+cu130")
     assert "9 passed in 3 file(s)" in record["tests"]
     assert "test_layer_norm.py: crash" in results["families"]["layer_norm"]["detail"]
     assert not results["families"]["attention_sm90"]["passed"]  # no file ran: no record
 
 
-def test_the_records_go_into_the_dispatch_data_keeping_the_rest(tmp_path):
-    data = {"gpu": "NVIDIA H100 80GB HBM3", "source": {"x": 1}, "ops": {"layer_norm": []},
-            "verified": {"gemm_mma": {"fingerprint": "0" * 16, "commit": "50dff3b"},
-                         "quantizers": {"fingerprint": "1" * 16, "commit": "50dff3b"}}}
-    (tmp_path / "nvidia_h100_80gb_hbm3.json").write_text(json.dumps(data))
+def test_the_records_go_into_the_package_s_records_keeping_the_rest(tmp_path):
+    records.write(str(tmp_path), "sm_90x132", [{"family": "gemm_mma", "fingerprint": "0" * 16, "commit": "50dff3b"},
+                                               {"family": "quantizers", "fingerprint": "1" * 16, "commit": "50dff3b"}])
     device = tmp_path / "device"  # the GPU machine's checkout, where the call's later stages read them
-    device.mkdir()
     results = results_with([file_result("quantizers", f, "ok") for f in sitting.FAMILY_TESTS["quantizers"][0]], device)
-    assert set(json.loads((device / "nvidia_h100_80gb_hbm3.json").read_text())["verified"]) == {"quantizers"}
+    assert [r["family"] for r in records.read(str(device))["sm_90x132"]] == ["quantizers"]
     assert write_records.merge(results, str(tmp_path)) == [("quantizers", "50dff3b", "abc1234")]
-    merged = json.loads((tmp_path / "nvidia_h100_80gb_hbm3.json").read_text())
-    assert merged["source"] == {"x": 1} and merged["ops"] == {"layer_norm": []}
-    assert merged["verified"]["gemm_mma"]["commit"] == "50dff3b"  # not re-tested: kept as it was
-    assert merged["verified"]["quantizers"]["fingerprint"] == vitfast.kernel_fingerprints()["quantizers"]
-    # a GPU kind with no data file yet gets one with its records alone
-    results["environment"]["gpu"] = "NVIDIA H200"
-    write_records.merge(results, str(tmp_path))
-    assert set(json.loads((tmp_path / "nvidia_h200.json").read_text())["verified"]) == {"quantizers"}
+    merged = {r["family"]: r for r in records.read(str(tmp_path))["sm_90x132"]}
+    assert merged["gemm_mma"]["commit"] == "50dff3b"  # not re-tested: kept as it was
+    assert merged["quantizers"]["fingerprint"] == vitfast.kernel_fingerprints()["quantizers"]  # one per family
+    # results of a sitting from before the keys name GPUs, and fingerprints of another scheme: refused
+    with pytest.raises(SystemExit, match="name GPUs, not GPU keys"):
+        write_records.merge(dict(results, verified={"quantizers": {}}), str(tmp_path))

@@ -14,13 +14,13 @@ except (ImportError, OSError) as e:  # pragma: no cover - only when the package 
         f"({torch.__version__}). Rebuild it against this torch: pip install --no-build-isolation ."
     ) from e
 
-from . import layers, models, ops, quant, verified  # noqa: E402
+from . import kernels, layers, models, ops, quant  # noqa: E402
 from .layers import get_backend, set_backend  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 
 __version__ = "0.1.0"
 
-verified.install()  # which kernel families may run on which GPU kind (csrc/kernel_gate.h)
+kernels.gate.install()  # which kernel families may run on which kind of GPU (csrc/kernel_gate.h)
 
 
 def has_cuda_kernels() -> bool:
@@ -31,9 +31,10 @@ def has_cuda_kernels() -> bool:
 
 
 def kernel_fingerprints() -> dict:
-    """{family: fingerprint} of the sources each CUDA kernel family of this build was compiled from
-    (vitfast/fingerprints.py): a GPU sitting records the ones whose tests passed there."""
-    return verified.built_fingerprints()
+    """{family: fingerprint} of what each CUDA kernel family of this build was compiled from and with
+    (vitfast/kernels/fingerprints.py): `python -m vitfast.check --gpu` records the ones whose self-tests
+    pass on a GPU."""
+    return kernels.gate.built_fingerprints()
 
 
 __all__ = ["has_cuda_kernels", "kernel_fingerprints", "create_model", "list_models", "set_backend", "get_backend", "layers", "models",

@@ -1,5 +1,8 @@
 """python -m vitfast.check: exercise every installed operator on every device it was built for.
 
+`python -m vitfast.check --gpu` instead proves each CUDA kernel family on this machine's GPU and records
+those that pass, so that they run by default here (vitfast.kernels.check_gpu).
+
 Each quantizer runs on fresh adversarial data and is compared, bit for bit, with its pure-PyTorch
 twin (and CUDA with CPU where a GPU is present); the fused operators (attention, layer_norm,
 linear_gelu, linear_residual, lp_matmul, fp8_linear, layer_norm_fp8) are compared with their twins by relative
@@ -45,7 +48,22 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=1 << 16, metavar="N",
                         help="elements per quantizer check, >= 64 (default: 65536)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data (default: 0)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="test each CUDA kernel family on this GPU, each in a process of its own, and record "
+                             "those that pass so they run by default here (a few minutes)")
+    parser.add_argument("--quick", action="store_true", help="with --gpu: a few cases per family, nothing recorded")
+    parser.add_argument("--families", metavar="A,B", type=lambda s: [f for f in s.split(",") if f],
+                        help="with --gpu: only these kernel families (default: every one this build has)")
+    parser.add_argument("--record-into", metavar="DIR",
+                        help="with --gpu: write the records into DIR instead of the user's cache "
+                             "(vitfast/kernels/records: the package's own, from our GPU sittings)")
     args = parser.parse_args(argv)
+    gpu_only = [f for f in ("quick", "families", "record_into") if getattr(args, f)]
+    if gpu_only and not args.gpu:
+        raise UsageError(f"--{gpu_only[0].replace('_', '-')} belongs to --gpu, which was not given")
+    if args.gpu:
+        from vitfast.kernels import check_gpu
+        return check_gpu.main(args.families, args.quick, args.record_into)
     if args.size < 64:
         raise UsageError(f"--size must be >= 64, got {args.size}")
 

@@ -1,5 +1,5 @@
 // torch.ops.vitfast.attention_path: attention_path.h's choice for the forward or (backward=True) the
-// backward (and kernel_gate.h's, given a GPU's name), asked from Python without a GPU.
+// backward (and kernel_gate.h's, given a GPU's key), asked from Python without a GPU.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -12,7 +12,7 @@
 namespace vitfast {
 namespace {
 
-// gpu: also kernel_gate.h's verdict for a GPU of that name, as attention_cuda.cpp applies it.
+// gpu: also kernel_gate.h's verdict for GPUs of that key (gpu_key), as attention_cuda.cpp applies it.
 std::string attention_path_op(int64_t major, int64_t minor, at::ScalarType dtype, int64_t N, int64_t d, bool logits,
                               bool accumulate_fp16, std::optional<bool> sm90_built, bool backward,
                               std::optional<std::string> gpu) {

@@ -1,5 +1,5 @@
 // torch.ops.vitfast.gemm_path, fp8_path, sm90_config, sm90_configs and gemm_refusal: gemm_path.h's and
-// sm90_config.h's choices and refusals (and kernel_gate.h's, given a GPU's name), asked from Python
+// sm90_config.h's choices and refusals (and kernel_gate.h's, given a GPU's key), asked from Python
 // without a GPU.
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -14,7 +14,7 @@
 namespace vitfast::gemm {
 namespace {
 
-// gpu: also kernel_gate.h's verdict for a GPU of that name, as the CUDA entry points apply it.
+// gpu: also kernel_gate.h's verdict for GPUs of that key (gpu_key), as the CUDA entry points apply it.
 std::string gemm_path_op(int64_t major, int64_t minor, at::ScalarType dtype, int64_t M, int64_t N, int64_t K,
                          bool accumulate_fp16, bool out_f32, std::optional<bool> sm90_built,
                          std::optional<std::string> gpu) {

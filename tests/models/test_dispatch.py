@@ -14,18 +14,16 @@ import pytest
 import torch
 
 import vitfast
-from vitfast import verified
+from vitfast.kernels import records
 from vitfast.layers import dispatch, fused, set_model_backend
 from vitfast.layers import attention as attention_layer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-H100 = "NVIDIA H100 80GB HBM3"
+H100, KEY = "NVIDIA H100 80GB HBM3", "sm_90x132"
 TABLES = [os.path.join(ROOT, "benchmarks", "results", f) for f in ("kernels_h100.md", "attention_h100.md")]
 
 
 def test_data_file_is_what_the_script_writes_from_the_tables(tmp_path):
-    """... keeping the file's records of verified kernels (vitfast.verified: the GPU sittings', not the
-    tables')."""
     name = dispatch.gpu_slug(H100) + ".json"
     committed = os.path.join(dispatch.DATA_DIR, name)
     shutil.copy(committed, tmp_path / name)
@@ -33,7 +31,7 @@ def test_data_file_is_what_the_script_writes_from_the_tables(tmp_path):
                     "--out-dir", str(tmp_path)], check=True, capture_output=True, cwd=ROOT)
     assert filecmp.cmp(tmp_path / name, committed, shallow=False)
     data = json.loads((tmp_path / name).read_text())
-    assert data["verified"] and data["source"]["fingerprints"]["gemm_sm90"] == data["verified"]["gemm_sm90"]["fingerprint"]
+    assert "verified" not in data and data["source"]["fingerprints"]["gemm_sm90"]  # records: vitfast.kernels
 
 
 def rows(op):
@@ -93,18 +91,20 @@ def test_unknown_gpu_far_shapes_and_unmeasured_flags_take_the_library_path():
 
 
 def test_h100_backend_takes_ours_only_where_current():
-    """The backend takes a measured win only while its kernels are this build's and verified on the H100
-    (vitfast.verified): layer_norm changed since its table (the FP8 epilogue), the attention table is from
-    d7fc17f's mma.sync kernels; the residual products' sources are the ones the table measured."""
+    """The backend takes a measured win only while its kernels are this build's and verified on the H100's
+    key (vitfast.kernels.gate): layer_norm changed since its table (the FP8 epilogue), the attention table
+    is from d7fc17f's mma.sync kernels; the residual products are taken where the table measured this
+    build's kernels and a record verifies them."""
     bf16 = dict(dtype="bfloat16")
-    now = set(verified.verified_families(verified.records(), vitfast.kernel_fingerprints()).get(H100, []))
+    shipped = records.merged(records.SHIPPED_DIR)
+    now = set(records.verified_families(shipped, vitfast.kernel_fingerprints()).get(KEY, []))
     measured_at = dispatch.load(H100)["source"]["fingerprints"]
     built = vitfast.kernel_fingerprints()
     gemm_current = all(f in now and measured_at[f] == built[f] for f in ("gemm_sm90", "gemm_mma"))
-    assert not dispatch.choose("layer_norm", H100, D=768, residual=False, grad=False, **bf16)
-    assert not dispatch.choose("attention", H100, H=16, N=257, d=80, bias=True, grad=True, **bf16)
-    assert dispatch.choose("linear_residual", H100, K=3072, N=768, grad=False, **bf16) == gemm_current
-    assert not dispatch.choose("linear_gelu", H100, K=768, N=3072, grad=False, **bf16)  # measured slower
+    assert not dispatch.choose("layer_norm", H100, KEY, D=768, residual=False, grad=False, **bf16)
+    assert not dispatch.choose("attention", H100, KEY, H=16, N=257, d=80, bias=True, grad=True, **bf16)
+    assert dispatch.choose("linear_residual", H100, KEY, K=3072, N=768, grad=False, **bf16) == gemm_current
+    assert not dispatch.choose("linear_gelu", H100, KEY, K=768, N=3072, grad=False, **bf16)  # measured slower
 
 
 def test_cpu_always_runs_our_ops():

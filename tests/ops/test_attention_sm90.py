@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from vitfast import verified
+from vitfast.kernels import gate, records
 from vitfast.ops import attention, attention_ref
 from tests.ops.test_attention import (assert_flash_rule, check_against_reference, fp16_accumulation_bound,
                                       make_inputs, poison, SLACK)
@@ -73,8 +73,8 @@ def on_hopper():
 
 def sm90_may_run():
     """The Hopper kernels run where a sitting recorded them at these sources, or under
-    VITFAST_UNVERIFIED_KERNELS=1 (vitfast.verified), which benchmarks/gpu_checks.sh sets to test them."""
-    return on_hopper() and verified.allowed("attention_sm90", torch.cuda.get_device_name(), warn=False)
+    VITFAST_UNVERIFIED_KERNELS=1 (vitfast.kernels.gate), which benchmarks/gpu_checks.sh sets to test them."""
+    return on_hopper() and gate.allowed("attention_sm90", records.device_key(), warn=False)
 
 
 needs_hopper = pytest.mark.skipif(not sm90_may_run(), reason="needs an H100/H200, the sm90 kernels, and a record "

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitfast import verified
+from vitfast.kernels import gate, records
 from vitfast.ops import layer_norm, layer_norm_ref
 from tests.ops.precision import assert_2x_torch
 from tests.values import needs_cuda
@@ -163,7 +163,7 @@ def test_cuda_parameters_in_the_inputs_dtype_give_what_their_float32_copies_give
 def test_cuda_a_16bit_models_parameters_are_read_without_a_copy():
     """No float32 copy of a bf16 model's weight and bias per call where our kernels run (48 of a bf16
     ViT-Ti's ~150 launches a forward on the H200, before)."""
-    if not verified.allowed("layer_norm", torch.cuda.get_device_name(), warn=False):
+    if not gate.allowed("layer_norm", records.device_key(), warn=False):
         pytest.skip("layer_norm's kernels are not verified on this GPU kind: the ATen composite runs")
     x, r, w, b = inputs((197, 768), torch.bfloat16, "cuda")
     with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

@@ -7,9 +7,9 @@ faster and, for the matrix products, which of the Hopper kernel's configurations
 schedule) was the fastest there, and the source fingerprints of the kernels measured. A shape takes the
 choice of the nearest measured shape of its kind (same flags: bias, residual, gradient; sizes within a
 factor NEAR); a GPU with no data, a shape far from every measured one, or an op whose kernels' sources
-changed since they were measured or are not verified on that GPU kind (vitfast.verified) takes the
-library path, the safe default. On the CPU our ops are the reference implementations and always run.
-The ops called directly (vitfast.ops.*) run our kernels wherever vitfast.verified allows: this only
+changed since they were measured or are not verified on that kind of GPU (vitfast.kernels.gate)
+takes the library path, the safe default. On the CPU our ops are the reference implementations and
+always run. The ops called directly (vitfast.ops.*) run our kernels wherever the gate allows: this only
 steers the model backend."""
 import json
 import math
@@ -18,17 +18,18 @@ import re
 
 import torch
 
-from .. import verified
+from ..kernels import gate, records
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dispatch_data")
 MARGIN = 1.05  # ours must be at least 5% faster: smaller differences are within the timings' spread
 NEAR = 2.0  # a measured size stands for sizes within this factor of it
 
 _data = {}  # gpu name -> its table, or None
-_names = {}  # device index -> gpu name
-_choices = {}  # (op, gpu, shape) -> choice()'s answer: a model asks the same few questions every step
+_names = {}  # device index -> (gpu name, gpu key)
+_choices = {}  # (op, gpu, key, shape) -> choice()'s answer: a model asks the same few questions every step
+_generation = None  # the gate's install() that _choices' answers came from
 
-# The kernel families an op's measured "ours" may have run (vitfast/fingerprints.py): its rows count only
+# The kernel families an op's measured "ours" may have run (vitfast/kernels/fingerprints.py): its rows count only
 # where each of them that the data's GPU has (the data's fingerprints name them) is unchanged since the
 # measurement and verified there.
 OP_FAMILIES = {
@@ -71,18 +72,18 @@ def nearest(rows, shape):
     return best
 
 
-def current(op, gpu, data):
-    """Whether data's measurements of op still describe the kernels that would run on the GPU named
-    `gpu`: each family of OP_FAMILIES[op] that the data measured has this build's fingerprint, and the
-    gate lets it run there (warning once per GPU kind where it does not)."""
+def current(op, key, data):
+    """Whether data's measurements of op still describe the kernels that would run on GPUs of key `key`:
+    each family of OP_FAMILIES[op] that the data measured has this build's fingerprint, and the gate lets
+    it run there (warning once per kind of GPU where it does not)."""
     measured = data.get("source", {}).get("fingerprints", {})
     families = [f for f in OP_FAMILIES[op] if f in measured]
     if not families:
         return False
-    built = verified.built_fingerprints()
+    built = gate.built_fingerprints()
     hopper = any(f.endswith("_sm90") for f in measured)
     return (all(measured[f] == built.get(f) for f in families)
-            and all(verified.allowed(f, gpu, hopper) for f in families))
+            and all(gate.allowed(f, key, hopper) for f in families))
 
 
 def measured(op, gpu, **shape):
@@ -94,25 +95,24 @@ def measured(op, gpu, **shape):
     return row.get("config", "auto") if row is not None and row["use"] == "vitfast" else None
 
 
-def choice(op, gpu, **shape):
-    """None when the vitfast backend runs the library path for `op` at `shape` on the GPU named `gpu`;
-    else the kernel configuration measured fastest there: measured()'s answer where the measurement is
-    current() (this build's kernels, verified on that GPU kind)."""
-    key = (op, gpu, tuple(sorted(shape.items())))
-    if key not in _choices:
+def choice(op, gpu, key, **shape):
+    """None when the vitfast backend runs the library path for `op` at `shape` on the GPU named `gpu`
+    (of key `key`); else the kernel configuration measured fastest there: measured()'s answer where the
+    measurement is current() (this build's kernels, verified on that kind of GPU)."""
+    global _generation
+    if _generation != gate.generation:  # the gate's answers changed since these were cached
+        _choices.clear()
+        _generation = gate.generation
+    asked = (op, gpu, key, tuple(sorted(shape.items())))
+    if asked not in _choices:
         config = measured(op, gpu, **shape)
-        _choices[key] = config if config is not None and current(op, gpu, load(gpu)) else None
-    return _choices[key]
+        _choices[asked] = config if config is not None and current(op, key, load(gpu)) else None
+    return _choices[asked]
 
 
-def forget_choices():
-    """Drops choice()'s cached answers (vitfast.verified.install() changed the gate's)."""
-    _choices.clear()
-
-
-def choose(op, gpu, **shape):
+def choose(op, gpu, key, **shape):
     """True when the vitfast backend runs our kernel for `op` at `shape` on the GPU named `gpu`."""
-    return choice(op, gpu, **shape) is not None
+    return choice(op, gpu, key, **shape) is not None
 
 
 def kernel_config(op, t, dtype=None, **shape):
@@ -122,8 +122,8 @@ def kernel_config(op, t, dtype=None, **shape):
         return "auto"
     index = t.device.index if t.device.index is not None else torch.cuda.current_device()
     if index not in _names:
-        _names[index] = torch.cuda.get_device_name(index)
-    return choice(op, _names[index], dtype=str(dtype or t.dtype).replace("torch.", ""), **shape)
+        _names[index] = torch.cuda.get_device_name(index), records.device_key(index)
+    return choice(op, *_names[index], dtype=str(dtype or t.dtype).replace("torch.", ""), **shape)
 
 
 def use_kernel(op, t, dtype=None, **shape):
