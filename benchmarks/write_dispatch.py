@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from vitfast.layers.dispatch import DATA_DIR, MARGIN, OP_FAMILIES, gpu_slug  # noqa: E402
 from vitfast.kernels.gate import parse_fingerprints  # noqa: E402
+from vitfast.kernels.tune import entry, fastest  # noqa: E402  (the rows vitfast.check --gpu writes too)
 from bench_kernels import WIDTHS  # noqa: E402  (the model names its rows start with)
 
 
@@ -53,11 +54,6 @@ def table_fingerprints(text, ops):
         return {}
     prints = parse_fingerprints(value.split(" (")[0])  # a table annotated afterwards says how, in parentheses
     return {f: prints[f] for op in ops for f in OP_FAMILIES[op] if f in prints}
-
-
-def entry(shape, ours_ms, library_ms, library, dtype="bfloat16", **extra):
-    use = "vitfast" if ours_ms * MARGIN <= library_ms else "library"
-    return dict(shape, dtype=dtype, ours_ms=ours_ms, library_ms=library_ms, library=library, use=use, **extra)
 
 
 # "vit_base layer_norm + residual fwd", "vit_base linear_residual fwd+bwd (fc2) [coop_128x192]": the rows
@@ -95,12 +91,6 @@ def product_shape(cell):
     """(K, N) of a product's "MxK->N" shape cell."""
     K, N = (int(v) for v in cell.split("x", 1)[1].split("->"))
     return K, N
-
-
-def fastest(times):
-    """(the fastest configuration, the entry's config fields) of {config: ms}."""
-    best = min(times, key=times.get)
-    return best, (dict(config=best, configs=times) if len(times) > 1 or best != "auto" else {})
 
 
 def fp8_entries(text):

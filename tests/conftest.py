@@ -1,5 +1,12 @@
 """Fixtures for every test folder."""
+import os
+import tempfile
+
 import pytest
+
+# The suite neither reads nor writes the user's vitfast cache (kernel records, dispatch rows): set before
+# any test module imports vitfast, whose gate reads the cache at import.
+os.environ["VITFAST_CACHE_DIR"] = tempfile.mkdtemp(prefix="vitfast-tests-cache-")
 
 
 @pytest.fixture(scope="session")

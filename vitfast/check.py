@@ -57,13 +57,16 @@ def main(argv=None):
     parser.add_argument("--record-into", metavar="DIR",
                         help="with --gpu: write the records into DIR instead of the user's cache "
                              "(vitfast/kernels/records: the package's own, from our GPU sittings)")
+    parser.add_argument("--dispatch-into", metavar="DIR",
+                        help="with --gpu: write this GPU's dispatch rows into DIR instead of the user's cache "
+                             "(vitfast/layers/dispatch_data: the package's own)")
     args = parser.parse_args(argv)
-    gpu_only = [f for f in ("quick", "families", "record_into") if getattr(args, f)]
+    gpu_only = [f for f in ("quick", "families", "record_into", "dispatch_into") if getattr(args, f)]
     if gpu_only and not args.gpu:
         raise UsageError(f"--{gpu_only[0].replace('_', '-')} belongs to --gpu, which was not given")
     if args.gpu:
         from vitfast.kernels import check_gpu
-        return check_gpu.main(args.families, args.quick, args.record_into)
+        return check_gpu.main(args.families, args.quick, args.record_into, args.dispatch_into)
     if args.size < 64:
         raise UsageError(f"--size must be >= 64, got {args.size}")
 

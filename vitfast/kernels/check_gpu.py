@@ -22,6 +22,7 @@ from .selftests import all_selftests
 
 STARTUP_S = 45.0  # a process's import of torch and vitfast and its CUDA context, with room for a busy machine
 JOBS = 3  # families at once: each its own CUDA context; one hung kernel holds one slot
+TUNE_LIMIT_S = 240.0  # vitfast.kernels.tune: 23-25 s for the same cases on an H200 (benchmarks/tune.py)
 
 
 @dataclasses.dataclass
@@ -105,7 +106,7 @@ def verdict(family, returncode, stdout, stderr, timed_out, seconds, limit, on_gp
 def run_family(family, test, device="cuda", quick=False, limit=None, env=None):
     """The family's self-test in a process of its own, within `limit` seconds: its Verdict."""
     limit = limit if limit is not None else limit_s(test, quick)
-    cmd = [sys.executable, "-m", "vitfast.kernels.selftest", family, "--device", device] + (["--quick"] if quick else [])
+    cmd = [sys.executable, "-m", "vitfast.kernels.selftest", family, "--device", device, *(["--quick"] * quick)]
     child_env = {**os.environ, gate.OPT_IN: "1", **test.env, **(env or {})}
     start = time.perf_counter()
     try:
@@ -156,6 +157,20 @@ def to_records(verdicts, gpu):
             for v in verdicts if v.passed]
 
 
+def run_tune(folder, args=()):
+    """vitfast.kernels.tune into folder (with its further args), in a process of its own within
+    TUNE_LIMIT_S: (its summary lines, why it failed or "")."""
+    cmd = [sys.executable, "-m", "vitfast.kernels.tune", "--out-dir", folder, *args]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=TUNE_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        return [], f"stopped at its limit of {TUNE_LIMIT_S:.0f} s"
+    if done.returncode != 0:
+        last = next((line for line in reversed(done.stderr.splitlines()) if line.strip()), "")
+        return [], f"exit status {done.returncode}: {last.strip()}"
+    return [line for line in done.stdout.splitlines() if not line.startswith("  ")], ""
+
+
 def row(v):
     cases = f"{v.cases - v.failed}/{v.cases}" if v.cases else "-"
     seconds = f"{v.seconds:.1f}" if v.seconds else "-"
@@ -166,9 +181,10 @@ def header():
     return f"{'family':<16}{'verdict':<24}{'cases':>9}{'s':>8}  detail"
 
 
-def main(families=None, quick=False, record_into=None, jobs=JOBS):
-    """The command: checks this GPU (the current CUDA device), prints the table, records what passed
-    (unless quick) and re-arms the gate; 0 when every family that runs here passed, else 1."""
+def main(families=None, quick=False, record_into=None, dispatch_into=None, jobs=JOBS):
+    """The command: checks this GPU (the current CUDA device), prints the table, records what passed and
+    re-arms the gate, then times the ops and writes this GPU's dispatch rows (unless quick); 0 when every
+    family that runs here passed and the timing ran, else 1."""
     import torch
 
     import vitfast
@@ -215,4 +231,13 @@ def main(families=None, quick=False, record_into=None, jobs=JOBS):
     if failed:
         print(f"{', '.join(v.family for v in failed)}: not recorded; their ops run the library path "
               "(the same results, slower)")
-    return 1 if failed else 0
+    tuned = ""
+    if passed and not quick:
+        from ..layers import dispatch
+        folder = dispatch_into or os.path.join(records.cache_dir(), "dispatch")
+        print(f"\ntiming what runs now against the library path at the ViT models' shapes (limit {TUNE_LIMIT_S:.0f} s)",
+              flush=True)
+        lines, tuned = run_tune(folder)
+        print("\n".join(lines) if lines else f"the timing failed ({tuned}): the dispatch rows are as they were")
+        dispatch.forget_data()
+    return 1 if failed or tuned else 0

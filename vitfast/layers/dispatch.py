@@ -1,10 +1,11 @@
 """Where the "vitfast" backend runs our fused kernels and where the library path (SDPA, cuBLAS + ATen,
-F.layer_norm) that timm runs: decided per GPU kind from measurements kept in the repository.
+F.layer_norm) that timm runs: decided per GPU from measurements of that GPU.
 
-dispatch_data/<gpu>.json is written by benchmarks/write_dispatch.py from bench_kernels.py and
-bench_attention.py tables measured on that GPU; it lists, per op and measured shape, which path was
-faster and, for the matrix products, which of the Hopper kernel's configurations (tile, cluster,
-schedule) was the fastest there, and the source fingerprints of the kernels measured. A shape takes the
+<gpu>.json in the user's cache (dispatch/, written by `python -m vitfast.check --gpu` through
+vitfast.kernels.tune) or in dispatch_data/ (the package's, from our GPU sittings) lists, per op and
+measured shape, which path was faster and, for the matrix products, which of the Hopper kernel's
+configurations (tile, cluster, schedule) was the fastest there, and the fingerprints of the kernels
+measured. A shape takes the
 choice of the nearest measured shape of its kind (same flags: bias, residual, gradient; sizes within a
 factor NEAR); a GPU with no data, a shape far from every measured one, or an op whose kernels' sources
 changed since they were measured or are not verified on that kind of GPU (vitfast.kernels.gate)
@@ -15,6 +16,7 @@ import json
 import math
 import os
 import re
+import warnings
 
 import torch
 
@@ -47,15 +49,35 @@ def gpu_slug(name):
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
+def data_dirs():
+    """Where a GPU's data is looked for, first found first: the user's cache (`python -m vitfast.check
+    --gpu` measured this machine), then the package's (our GPU sittings)."""
+    return os.path.join(records.cache_dir(), "dispatch"), DATA_DIR
+
+
 def load(gpu):
-    """The measured table for a GPU name, or None when the repository has none."""
+    """The measured table for a GPU name, or None where neither folder has one (a file that cannot be
+    read is named in one warning and passed over)."""
     if gpu not in _data:
-        path = os.path.join(DATA_DIR, gpu_slug(gpu) + ".json")
         _data[gpu] = None
-        if os.path.isfile(path):
-            with open(path) as f:
-                _data[gpu] = json.load(f)
+        for folder in data_dirs():
+            path = os.path.join(folder, gpu_slug(gpu) + ".json")
+            if not os.path.isfile(path):
+                continue
+            try:
+                with open(path) as f:
+                    _data[gpu] = json.load(f)
+                break
+            except (OSError, ValueError) as e:
+                warnings.warn(f"vitfast: ignoring the dispatch data in {path} ({str(e).splitlines()[0]}); "
+                              "`python -m vitfast.check --gpu` measures it again", stacklevel=2)
     return _data[gpu]
+
+
+def forget_data():
+    """Drops load()'s cached tables (vitfast.check --gpu has just measured this GPU anew)."""
+    _data.clear()
+    _choices.clear()
 
 
 def nearest(rows, shape):
