@@ -6,6 +6,8 @@
 #   bash benchmarks/gpu_checks.sh short [--dry-run]   # one call: the unrecorded families' tests, tune.py,
 #                                                     # a ViT-Ti profile, the backend against timm eager
 #   bash benchmarks/gpu_checks.sh ssl [--dry-run]     # one call: the SSL step's speed, dino_cifar10 by k-NN
+#   bash benchmarks/gpu_checks.sh check [--dry-run]   # one call: vitfast.check --gpu as a user runs it, the
+#                                                     # families' test files beside it, ViT-B on the backend
 #
 # each writing at most 8 files into $OUT; then here: python benchmarks/write_records.py <files>/results.json
 # (the records: vitfast/kernels/records/), the tune tables into benchmarks/results/ and python
@@ -38,7 +40,7 @@
 # costs that stage, not the call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if [[ "${1:-}" == call1 || "${1:-}" == call2 || "${1:-}" == short || "${1:-}" == ssl ]]; then
+if [[ "${1:-}" == call1 || "${1:-}" == call2 || "${1:-}" == short || "${1:-}" == ssl || "${1:-}" == check ]]; then
   exec env PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} ${PYTHON:-python3} benchmarks/sitting.py "$@"
 fi
 out=${OUT:-benchmarks/results/gpu}

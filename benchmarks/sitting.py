@@ -5,6 +5,8 @@
     python benchmarks/sitting.py short --out $OUT     # one call: shapes, the unrecorded families, tune.py,
                                                       # a ViT-Ti profile, the backend against timm eager
     python benchmarks/sitting.py ssl --out $OUT       # one call: the self-supervised step and recipe
+    python benchmarks/sitting.py check --out $OUT     # one call: vitfast.check --gpu as a user runs it, the
+                                                      # families' test files beside it, ViT-B on the backend
     python benchmarks/sitting.py call1 --dry-run      # the plan and the plumbing, CUDA parts skipped
 
 call1: (a) the Hopper attention's many-tile shapes first, each test case in a process of its own with a
@@ -39,6 +41,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,6 +99,13 @@ PLAN = {
                               "and the ops that cost the host most, timm eager and the backend (into call2.log)"),
               ("backend", 180, "bench_models.py, ViT-Ti/S/B/L batch 256 bf16, inference and training, in 3 "
                                "processes: the backend against timm eager (42 s a process on the H200)")],
+    "check": [("check", 240, "python -m vitfast.check --gpu as a user runs it: every family's packaged self-test, "
+                             "the records and this GPU's dispatch rows into the checkout's package folders"),
+              ("tests", 200, "every family's test files and the cross-family ones, a process each: the same "
+                             "families proven by the suite, beside the self-tests' verdicts"),
+              ("records", 5, "families whose files all passed, at this build's fingerprints"),
+              ("proof", 90, "bench_models.py, ViT-B/16 batch 256 bf16 inference, no opt-in: the backend on what "
+                            "the records allow, against timm eager")],
     "ssl": [("ssl_step", 130, "bench_ssl_step.py: images/s of the supervised, DINO and SwAV steps, sdpa and vitfast"),
             ("ssl_knn", 400, f"ssl_knn.py --recipe dino_cifar10, {SSL_EPOCHS} epochs (training stopped at "
                              f"{SSL_MAX_S} s): k-NN and probe against random init and raw pixels")],
@@ -104,7 +114,9 @@ FILES = {"call1": ["summary.md", "results.json", "tests.log", "shapes.log"],
          "call2": ["summary.md", "call2.log", "kernels_<gpu>.md", "attention_<gpu>.md", "models.md"],
          "short": ["summary.md", "results.json", "tests.log", "shapes.log", "call2.log", "kernels_<gpu>.md",
                    "attention_<gpu>.md", "models_<gpu>.md"],
-         "ssl": ["summary.md", "call2.log", "ssl_step_<gpu>.md", "ssl_knn_<gpu>.md"]}
+         "ssl": ["summary.md", "call2.log", "ssl_step_<gpu>.md", "ssl_knn_<gpu>.md"],
+         "check": ["summary.md", "results.json", "tests.log", "check.log", "<key>.json", "<gpu>.json",
+                   "call2.log", "models_<gpu>.md"]}
 SKIPS_RECORDED = {"short"}  # plans that leave out the families recorded at this build's fingerprints
 BACKEND_MODELS = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"]
 
@@ -158,12 +170,16 @@ def environment(dry_run):
     return env
 
 
-def child_env(**extra):
+def child_env(opt_in=True, **extra):
     """A stage's process environment: this checkout first on the path (no pip install on the GPU machine)
-    and every kernel allowed to run, verified or not (the sitting is what verifies them)."""
+    and every kernel allowed to run, verified or not (the sitting is what verifies them); opt_in=False:
+    only what the records allow, as a user runs."""
     path = os.environ.get("PYTHONPATH")
-    return dict(os.environ, VITFAST_UNVERIFIED_KERNELS="1", PYTHONUNBUFFERED="1",
-                PYTHONPATH=ROOT + (os.pathsep + path if path else ""), **extra)
+    env = dict(os.environ, VITFAST_UNVERIFIED_KERNELS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=ROOT + (os.pathsep + path if path else ""), **extra)
+    if not opt_in:
+        del env["VITFAST_UNVERIFIED_KERNELS"]
+    return env
 
 
 def share_the_machine(workers):
@@ -356,13 +372,13 @@ def stage_sanitize(args, budget, results, log):
         results["sanitize"][tool] = verdict
 
 
-def run_script(args, budget, cmd, key, results, log):
+def run_script(args, budget, cmd, key, results, log, opt_in=True):
     if args.dry_run:
         results[key] = f"skipped (dry run): python {' '.join(cmd)}"
         return
     try:
         done = subprocess.run([python(), *cmd], cwd=ROOT, capture_output=True, text=True, timeout=budget,
-                              env=child_env())
+                              env=child_env(opt_in))
         results[key] = "ok" if done.returncode == 0 else f"exit {done.returncode}"
         log.append(f"==== {' '.join(cmd)}: {results[key]}\n" + "\n".join((done.stdout + done.stderr).splitlines()[-60:]))
     except subprocess.TimeoutExpired:
@@ -397,6 +413,37 @@ def gpu_suffix(results):
     return gpu_kind(results["environment"]["gpu"])
 
 
+def stage_check(args, budget, results, log):
+    """`python -m vitfast.check --gpu` with the records and dispatch rows into the checkout's package
+    folders (the call's later stages, and the checkout once they are copied back, run what it proved);
+    what it wrote is copied into --out."""
+    cmd = ["-m", "vitfast.check", "--gpu", "--record-into", args.records_dir, "--dispatch-into", args.data_dir]
+    if args.dry_run:
+        results["check"] = f"skipped (dry run): python {' '.join(cmd)}"
+        return
+    try:
+        done = subprocess.run([python(), *cmd], cwd=ROOT, capture_output=True, text=True, timeout=budget,
+                              env=child_env(opt_in=False))
+        results["check"] = "ok" if done.returncode == 0 else f"exit {done.returncode}"
+        text = done.stdout + done.stderr
+    except subprocess.TimeoutExpired as e:
+        results["check"], text = "cut by its time limit", str(e.stdout or "")
+    log.append(text)
+    from vitfast.layers.dispatch import gpu_slug
+    env = results["environment"]
+    for path in (os.path.join(args.records_dir, env["key"] + ".json"),
+                 os.path.join(args.data_dir, gpu_slug(env["gpu"]) + ".json")):
+        if os.path.isfile(path):
+            shutil.copy(path, args.out)
+
+
+def stage_proof(args, budget, results, log):  # the backend by default: no VITFAST_UNVERIFIED_KERNELS
+    out = os.path.join(args.out, f"models_{gpu_suffix(results)}.md")
+    run_script(args, budget, ["benchmarks/bench_models.py", "--models", "vit_base_patch16_224", "--batch-sizes", "256",
+                              "--repeats", "10", "--no-train", "--no-compile", "--no-lowp", "--no-8bit", "--out", out],
+               "proof", results, log, opt_in=False)
+
+
 def stage_ssl_step(args, budget, results, log):
     out = os.path.join(args.out, f"ssl_step_{gpu_suffix(results)}.md")
     run_script(args, budget, ["benchmarks/bench_ssl_step.py", "--device", "cuda", "--steps", "40", "--log-every", "8",
@@ -429,8 +476,8 @@ def stage_ssl_knn(args, budget, results, log):
 
 STAGES = {"shapes": stage_shapes, "tests": stage_tests, "records": stage_records, "sanitize": stage_sanitize,
           "tune": stage_tune, "models": stage_models, "backend": stage_backend, "profile": stage_profile,
-          "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn}
-LOGS = {"shapes": "shapes.log", "tests": "tests.log", "records": "tests.log"}  # call2's stages: call2.log
+          "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn, "check": stage_check, "proof": stage_proof}
+LOGS = {"shapes": "shapes.log", "tests": "tests.log", "records": "tests.log", "check": "check.log"}  # others: call2.log
 
 
 def summary(call, results):
@@ -451,7 +498,7 @@ def summary(call, results):
         lines += ["", "## Records", *(f"- {f}: {'recorded' if v['passed'] else 'not recorded'} ({v['detail']})"
                                       for f, v in results["families"].items())]
         lines += [f"- {f}: recorded before at this build's fingerprint (not run)" for f in results.get("recorded_before", [])]
-    for key in ("sanitize", "tune", "profile", "models", "backend", "ssl_step", "ssl_knn"):
+    for key in ("check", "sanitize", "tune", "profile", "models", "backend", "proof", "ssl_step", "ssl_knn"):
         if key in results:
             lines += ["", f"## {key}", str(results[key])]
     return "\n".join(lines) + "\n"
