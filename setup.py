@@ -287,7 +287,7 @@ class Build(BuildExtension.with_options(use_ninja=True)):
 
 setup(
     packages=find_packages(include=["vitfast", "vitfast.*"]),
-    package_data={"vitfast": ["configs/*.yaml", "layers/dispatch_data/*.json", "kernels/records/*.json"]},
+    package_data={"vitfast": ["configs/*.yaml", "kernels/dispatch_data/*.json", "kernels/records/*.json"]},
     ext_modules=[
         Extension(
             "vitfast._C",

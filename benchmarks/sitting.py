@@ -429,7 +429,7 @@ def stage_check(args, budget, results, log):
     except subprocess.TimeoutExpired as e:
         results["check"], text = "cut by its time limit", str(e.stdout or "")
     log.append(text)
-    from vitfast.layers.dispatch import gpu_slug
+    from vitfast.kernels.dispatch import gpu_slug
     env = results["environment"]
     for path in (os.path.join(args.records_dir, env["key"] + ".json"),
                  os.path.join(args.data_dir, gpu_slug(env["gpu"]) + ".json")):
@@ -510,7 +510,7 @@ def main(argv=None):
     p.add_argument("--out", default=os.environ.get("OUT") or os.path.join(ROOT, "benchmarks", "results", "gpu"))
     p.add_argument("--dry-run", action="store_true", help="print the plan and run the plumbing, CUDA parts skipped")
     # vitfast's folders, spelled here: vitfast is imported only after the carried build is unpacked
-    p.add_argument("--data-dir", default=os.path.join(ROOT, "vitfast", "layers", "dispatch_data"),
+    p.add_argument("--data-dir", default=os.path.join(ROOT, "vitfast", "kernels", "dispatch_data"),
                    help="the dispatch data tune.py's rows go into as the call makes them")
     p.add_argument("--records-dir", default=os.path.join(ROOT, "vitfast", "kernels", "records"),
                    help="the records go into <dir>/<gpu key>.json as the call makes them")

@@ -25,7 +25,7 @@ sys.path[:0] = [HERE, ROOT]
 import bench_attention  # noqa: E402
 import bench_kernels  # noqa: E402
 import write_dispatch  # noqa: E402
-from vitfast.layers.dispatch import DATA_DIR  # noqa: E402
+from vitfast.kernels.dispatch import DATA_DIR  # noqa: E402
 
 BUDGET_MIN = 8.0
 

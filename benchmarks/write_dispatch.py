@@ -3,7 +3,7 @@
     python benchmarks/write_dispatch.py benchmarks/results/kernels_h100.md benchmarks/results/attention_h100.md
 
 Reads bench_kernels.py's and bench_attention.py's markdown tables (the GPU's name is in their headers;
-both must come from one GPU) and writes vitfast/layers/dispatch_data/<gpu>.json: per fused op (and
+both must come from one GPU) and writes vitfast/kernels/dispatch_data/<gpu>.json: per fused op (and
 lp_matmul, FP16_16 / FP16_32's product) and measured shape, our kernel's median time (for the matrix
 products, that of the fastest configuration measured, named, with every configuration's time beside
 it), the best library path's, and which one the backend runs. Ours is chosen only where it measured at least MARGIN faster: a smaller difference is
@@ -20,7 +20,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from vitfast.layers.dispatch import DATA_DIR, MARGIN, OP_FAMILIES, gpu_slug  # noqa: E402
+from vitfast.kernels.dispatch import DATA_DIR, MARGIN, OP_FAMILIES, gpu_slug  # noqa: E402
 from vitfast.kernels.gate import parse_fingerprints  # noqa: E402
 from vitfast.kernels.tune import entry, fastest  # noqa: E402  (the rows vitfast.check --gpu writes too)
 from bench_kernels import WIDTHS  # noqa: E402  (the model names its rows start with)

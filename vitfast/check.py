@@ -59,7 +59,7 @@ def main(argv=None):
                              "(vitfast/kernels/records: the package's own, from our GPU sittings)")
     parser.add_argument("--dispatch-into", metavar="DIR",
                         help="with --gpu: write this GPU's dispatch rows into DIR instead of the user's cache "
-                             "(vitfast/layers/dispatch_data: the package's own)")
+                             "(vitfast/kernels/dispatch_data: the package's own)")
     args = parser.parse_args(argv)
     gpu_only = [f for f in ("quick", "families", "record_into", "dispatch_into") if getattr(args, f)]
     if gpu_only and not args.gpu:

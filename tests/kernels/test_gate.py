@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import vitfast
-from vitfast.kernels import gate, records
-from vitfast.layers import dispatch
+from vitfast.kernels import dispatch, gate, records
 
 H200, H100 = ("NVIDIA H200", "sm_90x132"), ("NVIDIA H100 80GB HBM3", "sm_90x132")  # one die, one key
 H100_PCIE = ("NVIDIA H100 PCIe", "sm_90x114")

@@ -8,8 +8,7 @@ import warnings
 import pytest
 
 import vitfast
-from vitfast.kernels import check_gpu, records, tune
-from vitfast.layers import dispatch
+from vitfast.kernels import check_gpu, dispatch, records, tune
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The vitfast backend's per-GPU choice between our kernels and the library path (vitfast.layers.dispatch):
+"""The vitfast backend's per-GPU choice between our kernels and the library path (vitfast.kernels.dispatch):
 the data file is what benchmarks/write_dispatch.py writes from the committed tables, choices follow
 it, unknown GPUs and far shapes take the library path, and each library branch computes the same
 model (checked on the CPU by steering every piece to it)."""
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import vitfast
-from vitfast.kernels import records
-from vitfast.layers import dispatch, fused, set_model_backend
+from vitfast.kernels import dispatch, records
+from vitfast.layers import fused, set_model_backend
 from vitfast.layers import attention as attention_layer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -233,7 +233,7 @@ def main(families=None, quick=False, record_into=None, dispatch_into=None, jobs=
               "(the same results, slower)")
     tuned = ""
     if passed and not quick:
-        from ..layers import dispatch
+        from . import dispatch
         folder = dispatch_into or os.path.join(records.cache_dir(), "dispatch")
         print(f"\ntiming what runs now against the library path at the ViT models' shapes (limit {TUNE_LIMIT_S:.0f} s)",
               flush=True)

@@ -16,7 +16,7 @@ from . import records as _records
 OPT_IN = "VITFAST_UNVERIFIED_KERNELS"
 VERIFY_COMMAND = "python -m vitfast.check --gpu"  # named by the gate's warning
 
-generation = 0  # bumped by install(): what caches the gate's answers (layers/dispatch.py) compares it
+generation = 0  # bumped by install(): what caches the gate's answers (kernels/dispatch.py) compares it
 
 
 def parse_fingerprints(text):

@@ -1,6 +1,6 @@
 """This GPU's dispatch rows, measured on it: our fused ops against the library path they replace, at the
 shape classes the ViT models use, so that the "vitfast" backend takes ours only where it was faster
-here (vitfast.layers.dispatch). `python -m vitfast.check --gpu` runs it after the self-tests, in a
+here (vitfast.kernels.dispatch). `python -m vitfast.check --gpu` runs it after the self-tests, in a
 process of its own:
 
     python -m vitfast.kernels.tune --out FILE [--batch 256] [--quick]
@@ -26,7 +26,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from ..layers.dispatch import MARGIN, gpu_slug
+from .dispatch import MARGIN, gpu_slug
 from . import gate, records
 from .timing import input_sets, measure
 

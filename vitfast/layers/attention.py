@@ -6,7 +6,7 @@ from torch import nn
 from ..ops._grad import needs_grad
 from ..ops.attention import _attention, support
 from . import backend as backends
-from .dispatch import use_kernel
+from ..kernels.dispatch import use_kernel
 
 RETURN_ATTN = (None, "logits", "probs")
 
@@ -18,7 +18,7 @@ def attention_core(q, k, v, scale, bias=None, dropout_p=0.0, backend="sdpa", ret
     probabilities and the output: the whole attention core in the low-precision format.
     backend "vitfast" runs vitfast.ops.attention (logits too) and falls back to SDPA/eager, saying so
     once, for what it does not fuse: attention dropout, return_attn="probs", unsupported inputs; on a
-    GPU it runs SDPA, silently, where SDPA measured faster there (vitfast.layers.dispatch). Its output
+    GPU it runs SDPA, silently, where SDPA measured faster there (vitfast.kernels.dispatch). Its output
     is a (B, H, N, d) view of (B, N, H, d) memory, so the caller's transpose(1, 2).reshape(B, N, C)
     for the output projection is free (SDPA's output needs a copy there)."""
     if act_quant is not None:

@@ -7,7 +7,7 @@ operators piece by piece (vitfast.layers.fused): norm1 as layer_norm; attention'
 residual add as linear_residual; norm2 as layer_norm, or fused with the residual add when the
 projection could not take it; fc1 + GELU as linear_gelu; fc2 + bias + residual add as linear_residual.
 A piece the fused ops do not cover (LayerScale, active drop path, ...) runs its eager form, and on a
-GPU a piece whose library path measured faster there runs that (vitfast.layers.dispatch)."""
+GPU a piece whose library path measured faster there runs that (vitfast.kernels.dispatch)."""
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint

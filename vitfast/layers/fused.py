@@ -3,7 +3,7 @@ pieces themselves. Each check is per piece: anything that the fused op does not 
 active drop path or dropout, a QAT rounding hook, a subclassed or quantizing layer, a norm inside the
 MLP or after attention) sends that piece back to the module's own forward, so the eager path and the
 state dict are untouched. On a GPU, a piece the fused op could compute still runs the library path
-where that measured faster on this GPU kind (vitfast.layers.dispatch)."""
+where that measured faster on this GPU kind (vitfast.kernels.dispatch)."""
 import warnings
 
 import torch
@@ -16,7 +16,7 @@ from ..ops.linear_residual import _linear_residual
 from . import backend as backends
 from .attention import Attention, attention_core
 from ..ops._grad import needs_grad
-from .dispatch import kernel_config, use_kernel
+from ..kernels.dispatch import kernel_config, use_kernel
 
 
 def plain_linear(m):

@@ -26,7 +26,7 @@ from torch import nn
 from ..layers.attention import Attention, attention_core
 from ..layers.backend import resolve, use_backend
 from ..layers.block import Block
-from ..layers.dispatch import kernel_config
+from ..kernels.dispatch import kernel_config
 from ..layers.mlp import Mlp
 from ..ops import fp8_linear, layer_norm_fp8, scaled_cast
 from ..ops.scaled_cast import CAST8_DTYPES

@@ -1,6 +1,6 @@
 """Low-precision inference at hardware speed: every nn.Linear through vitfast.ops.lp_matmul (on a GPU,
 cuBLAS's fp16 product with the same accumulator wherever the GPU kind's dispatch data does not show
-lp_matmul faster: vitfast.layers.dispatch).
+lp_matmul faster: vitfast.kernels.dispatch).
 
     route_lowp(model, "FP16_16")   fp16 operands, a real fp16 accumulator (HMMA.16816.F16), fp16 outputs
     route_lowp(model, "FP16_32")   fp16 operands, fp32 accumulation and outputs
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.dispatch import use_kernel
+from ..kernels.dispatch import use_kernel
 from ..ops.lp_matmul import lp_linear
 from .qat import QATLinear
 from .recipes import parse_recipe
@@ -34,7 +34,7 @@ LOWP_RECIPES = {"FP16_16": "fp16", "FP16_32": "fp32"}
 def lowp_linear(x, weight, bias, accumulate):
     """F.linear on lp_matmul: out_dtype fp16 (accumulate="fp16") or fp32, then the wider of it and x's dtype.
     On a GPU, cuBLAS's product of the same kind runs instead wherever this GPU kind's dispatch data does
-    not show lp_matmul faster at the shape (vitfast.layers.dispatch; no data: cuBLAS)."""
+    not show lp_matmul faster at the shape (vitfast.kernels.dispatch; no data: cuBLAS)."""
     if x.is_cuda and not use_kernel("lp_matmul", x, "float16", K=weight.shape[1], N=weight.shape[0],
                                     accumulate=accumulate):
         y = cublas_lowp_linear(x, weight, bias, accumulate)
