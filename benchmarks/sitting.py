@@ -417,18 +417,10 @@ def stage_check(args, budget, results, log):
     """`python -m vitfast.check --gpu` with the records and dispatch rows into the checkout's package
     folders (the call's later stages, and the checkout once they are copied back, run what it proved);
     what it wrote is copied into --out."""
-    cmd = ["-m", "vitfast.check", "--gpu", "--record-into", args.records_dir, "--dispatch-into", args.data_dir]
+    run_script(args, budget, ["-m", "vitfast.check", "--gpu", "--record-into", args.records_dir, "--dispatch-into",
+                              args.data_dir], "check", results, log, opt_in=False)
     if args.dry_run:
-        results["check"] = f"skipped (dry run): python {' '.join(cmd)}"
         return
-    try:
-        done = subprocess.run([python(), *cmd], cwd=ROOT, capture_output=True, text=True, timeout=budget,
-                              env=child_env(opt_in=False))
-        results["check"] = "ok" if done.returncode == 0 else f"exit {done.returncode}"
-        text = done.stdout + done.stderr
-    except subprocess.TimeoutExpired as e:
-        results["check"], text = "cut by its time limit", str(e.stdout or "")
-    log.append(text)
     from vitfast.kernels.dispatch import gpu_slug
     env = results["environment"]
     for path in (os.path.join(args.records_dir, env["key"] + ".json"),

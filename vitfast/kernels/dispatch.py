@@ -5,13 +5,12 @@ F.layer_norm) that timm runs: decided per GPU from measurements of that GPU.
 vitfast.kernels.tune) or in dispatch_data/ (the package's, from our GPU sittings) lists, per op and
 measured shape, which path was faster and, for the matrix products, which of the Hopper kernel's
 configurations (tile, cluster, schedule) was the fastest there, and the fingerprints of the kernels
-measured. A shape takes the
-choice of the nearest measured shape of its kind (same flags: bias, residual, gradient; sizes within a
-factor NEAR); a GPU with no data, a shape far from every measured one, or an op whose kernels' sources
-changed since they were measured or are not verified on that kind of GPU (vitfast.kernels.gate)
-takes the library path, the safe default. On the CPU our ops are the reference implementations and
-always run. The ops called directly (vitfast.ops.*) run our kernels wherever the gate allows: this only
-steers the model backend."""
+measured. A shape takes the choice of the nearest measured shape of its kind (same flags: bias,
+residual, gradient; sizes within a factor NEAR); a GPU with no data, a shape far from every measured
+one, or an op whose kernels changed since they were measured or are not verified on that kind of GPU
+(vitfast.kernels.gate) takes the library path, the safe default. On the CPU our ops are the reference
+implementations and always run. The ops called directly (vitfast.ops.*) run our kernels wherever the
+gate allows: this only steers the model backend."""
 import json
 import math
 import os
@@ -31,9 +30,9 @@ _names = {}  # device index -> (gpu name, gpu key)
 _choices = {}  # (op, gpu, key, shape) -> choice()'s answer: a model asks the same few questions every step
 _generation = None  # the gate's install() that _choices' answers came from
 
-# The kernel families an op's measured "ours" may have run (vitfast/kernels/fingerprints.py): its rows count only
-# where each of them that the data's GPU has (the data's fingerprints name them) is unchanged since the
-# measurement and verified there.
+# The kernel families an op's measured "ours" may have run (vitfast/kernels/fingerprints.py): its rows
+# count only where each of them that the data's GPU has (the data's fingerprints name them) is unchanged
+# since the measurement and verified there.
 OP_FAMILIES = {
     "layer_norm": ("layer_norm",),
     "linear_gelu": ("gemm_sm90", "gemm_mma"),

@@ -111,19 +111,19 @@ def family_sources(family, csrc):
     return sorted(set(found))
 
 
-def family_files(family, csrc):
-    """Every file (absolute path) the family's sources are built from, sorted."""
+def family_files(family, csrc, sources=None):
+    """Every file (absolute path) the family's sources (default: family_sources) are built from, sorted."""
     files = set()
-    for source in family_sources(family, csrc):
+    for source in sources or family_sources(family, csrc):
         includes(source, csrc, files)
     return sorted(files)
 
 
-def family_toolchain(family, csrc, toolchain):
-    """The parts of `toolchain` the family's machine code depends on: nvcc and the host compiler's
-    flags always; the portable -gencode flags for its .cu files outside the sm90 folders; the sm_90a
-    flags and CUTLASS's version for those inside."""
-    cu = [os.path.relpath(p, csrc).replace(os.sep, "/") for p in family_sources(family, csrc) if p.endswith(".cu")]
+def family_toolchain(sources, csrc, toolchain):
+    """The parts of `toolchain` the machine code of a family's sources depends on: nvcc and the host
+    compiler's flags always; the portable -gencode flags for its .cu files outside the sm90 folders; the
+    sm_90a flags and CUTLASS's version for those inside."""
+    cu = [os.path.relpath(p, csrc).replace(os.sep, "/") for p in sources if p.endswith(".cu")]
     sm90 = any(p.startswith(SM90_DIR_PREFIXES) for p in cu)
     portable = any(not p.startswith(SM90_DIR_PREFIXES) for p in cu)
     parts = {"nvcc": toolchain.get("nvcc"), "cxx_flags": toolchain.get("cxx_flags", [])}
@@ -138,13 +138,14 @@ def family_toolchain(family, csrc, toolchain):
 def fingerprint(family, csrc, toolchain=NO_TOOLCHAIN):
     """The first 16 hex digits of the SHA-256 of the family's files (each one's path under csrc and its
     tokens) and of the toolchain parts that compile them."""
+    sources = family_sources(family, csrc)
     h = hashlib.sha256()
-    for path in family_files(family, csrc):
+    for path in family_files(family, csrc, sources):
         h.update(os.path.relpath(path, csrc).replace(os.sep, "/").encode() + b"\0")
         with open(path, encoding="utf-8") as f:
             h.update(tokens(f.read()).encode())
         h.update(b"\0")
-    h.update(json.dumps(family_toolchain(family, csrc, toolchain), sort_keys=True).encode())
+    h.update(json.dumps(family_toolchain(sources, csrc, toolchain), sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 

@@ -56,8 +56,8 @@ def fastest(times):
 
 
 class Tuner:
-    def __init__(self, device, batch, repeats, log):
-        self.device, self.M, self.repeats, self.log = device, batch * 197, repeats, log
+    def __init__(self, device, batch, repeats):
+        self.device, self.M, self.repeats = device, batch * 197, repeats
         self.dtype = torch.bfloat16 if device != "cpu" else torch.float32
         self.hopper = (device != "cpu" and torch.cuda.get_device_capability() == (9, 0)
                        and torch.ops.vitfast.sm90_kernels_built())
@@ -242,7 +242,7 @@ def tune(device="cuda", batch=256, repeats=10, widths=None, attention_shapes=Non
     """The dispatch data of this GPU (dispatch_data's format: gpu, key, source, rule, ops)."""
     cpu = device == "cpu"
     widths = widths or (CPU_WIDTHS if cpu else WIDTHS)
-    tuner = Tuner(device, batch, repeats, log)
+    tuner = Tuner(device, batch, repeats)
     ops = {"layer_norm": [], "linear_gelu": [], "linear_residual": [], "lp_matmul": []}
     for name, D in widths.items():
         ops["layer_norm"] += tuner.layer_norm(D)
