@@ -2,8 +2,8 @@
 each SDPA backend that runs (flash, efficient, cuDNN, each named), FlashAttention-4 where it is
 installed (the flash-attn-4 wheel, CuTe DSL kernels; no additive bias) and plain PyTorch (q kᵀ,
 softmax, p v), forward and forward+backward, with and without an additive (B, H, N, N) bias, in one
-process. FlashAttention-4 is a peer in the table, not a choice of the dispatch data (write_dispatch.py
-weighs ours against the SDPA backends, which the backend can call).
+process. FlashAttention-4 is a peer in the table, not a choice of the dispatch data (the tuner,
+vitfast.kernels.tune, weighs ours against the SDPA backends, which the backend can call).
 
     python benchmarks/bench_attention.py --out benchmarks/results/attention_h200.md
     python benchmarks/bench_attention.py --shapes ViT-B/16         # one shape of SHAPES
@@ -25,16 +25,11 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import vitfast  # noqa: E402
 from vitfast.cli import first_line  # noqa: E402
+from vitfast.kernels.tune import ATTENTION_SHAPES  # noqa: E402
 from vitfast.ops import attention, attention_ref  # noqa: E402
 from common import METHOD, environment, input_sets, measure, write_table  # noqa: E402  (benchmarks/common.py)
 
-SHAPES = [  # (label, B, H, N, d)
-    ("ViT-B/16", 256, 12, 197, 64),
-    ("ViT-B/16@384", 64, 12, 577, 64),
-    ("ViT-B/32", 1024, 12, 50, 64),
-    ("ViT-Ti/16", 512, 3, 197, 64),
-    ("ViT-H/14", 64, 16, 257, 80),
-]
+SHAPES = ATTENTION_SHAPES  # (label, B, H, N, d): those the tuner times for the dispatch
 QUICK_SHAPES = [("smoke", 2, 2, 65, 64)]
 
 

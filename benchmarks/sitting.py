@@ -1,39 +1,33 @@
-"""A GPU sitting in two device calls of at most 9 minutes each (benchmarks/gpu_checks.sh call1 / call2).
+"""A GPU sitting: one device call of at most 9 minutes (benchmarks/gpu_checks.sh PLAN).
 
-    python benchmarks/sitting.py call1 --out $OUT     # shapes, every family's tests, the records
-    python benchmarks/sitting.py call2 --out $OUT     # sanitizers, tune.py, bench_models
-    python benchmarks/sitting.py short --out $OUT     # one call: shapes, the unrecorded families, tune.py,
-                                                      # a ViT-Ti profile, the backend against timm eager
-    python benchmarks/sitting.py ssl --out $OUT       # one call: the self-supervised step and recipe
-    python benchmarks/sitting.py check --out $OUT     # one call: vitfast.check --gpu as a user runs it, the
-                                                      # families' test files beside it, ViT-B on the backend
-    python benchmarks/sitting.py call1 --dry-run      # the plan and the plumbing, CUDA parts skipped
+    python benchmarks/sitting.py check --out $OUT     # vitfast.check --gpu as a user runs it, the families'
+                                                      # test files beside it, ViT-B on the backend
+    python benchmarks/sitting.py bench --out $OUT     # the kernel and attention tables, the models
+    python benchmarks/sitting.py ssl --out $OUT       # the self-supervised step and recipe
+    python benchmarks/sitting.py debug --out $OUT     # a failing kernel: the many-tile shapes, sanitizers
+    python benchmarks/sitting.py check --dry-run      # the plan and the plumbing, CUDA parts skipped
 
-call1: (a) the Hopper attention's many-tile shapes first, each test case in a process of its own with a
-time limit: ok, wrong (a failed comparison), hang (its limit), cut (the stage's budget ran out first) or
-crash; a hang or crash is run again under the debug-sync build where one is carried (VITFAST_DEBUG_SYNC_SO:
-its trap names block, role, barrier, stage, phase and work item). (b) every kernel family's test files
-(FAMILY_TESTS), and the tests that cross families, each file in a process of its own with a time limit,
-VITFAST_UNVERIFIED_KERNELS=1 (the kernels under test run whether or not a record verifies them), so a
-crash poisons nothing and a cut run still names every result. (c) the records: a family whose every
-file passed with tests run and none failed, at this build's fingerprint and this GPU's key (results.json's
-"verified"; benchmarks/write_records.py merges them into vitfast/kernels/records/<key>.json here).
-call2: (e) compute-sanitizer memcheck, racecheck and synccheck over benchmarks/sanitize_ops.py; (d)
-tune.py (the kernel and attention tables and the dispatch data measured from them) and bench_models
-(bf16, torch.compile, the FP8 chain) with the time left.
-short: for a session lent 900 s of device time (one start and one full call): call1's stages for the
-families with no record at this build's fingerprints for this GPU's key (the others keep theirs), then
-tune.py and bench_models.py at ViT-Ti/S/B/L (the backend against timm eager, what "never slower" asks).
-ssl: self-supervised pretraining's GPU rows (issue 63): the SSL step's images/s against the supervised
-one (bench_ssl_step.py), and the dino_cifar10 recipe as long as one call holds, scored by k-NN and a
-linear probe against a random model and raw pixels (ssl_knn.py; carry the CIFAR-10 archive, CIFAR_ARCHIVE).
+check: (a) `python -m vitfast.check --gpu`, the command a user runs, with its records and this GPU's
+dispatch rows written into the checkout's package folders (vitfast/kernels/records, dispatch_data):
+committed after the call, they make our kernels run by default on every GPU of this key. (b) every
+kernel family's test files (FAMILY_TESTS) and the tests that cross families, each file in a process of
+its own with a time limit, VITFAST_UNVERIFIED_KERNELS=1: the suite's verdict per family beside the
+self-test's (a disagreement means a self-test misses what the suite finds, or the other way round).
+(c) bench_models.py at ViT-B/16 with no opt-in: the backend runs what the records allow.
+bench: bench_kernels.py and bench_attention.py (every configuration and SDPA backend timed, opted in),
+then bench_models.py as a user meets it (no opt-in: the package's records decide): ViT-Ti/S/B/L against
+timm eager in 3 processes, ViT-B against torch.compile and the FP8 chain, and ViT-Ti's host profile.
+ssl: self-supervised pretraining's GPU rows: the SSL step's images/s against the supervised one
+(bench_ssl_step.py), and the dino_cifar10 recipe as long as one call holds, scored by k-NN and a linear
+probe against a random model and raw pixels (ssl_knn.py; carry the CIFAR-10 archive, CIFAR_ARCHIVE).
+debug: for a family that failed: the Hopper attention's many-tile shapes, each test case in a process of
+its own with a time limit (ok, wrong, hang, cut or crash; a hang or crash is run again under the
+debug-sync build where one is carried, VITFAST_DEBUG_SYNC_SO: its trap names block, role, barrier,
+stage, phase and work item), then compute-sanitizer memcheck, racecheck and synccheck.
 
-Each call writes at most 8 files into --out (what the device tool brings back): summary.md, and
-results.json, tests.log and shapes.log (call1), or call2.log, the tune tables and models.md (call2).
-On the GPU machine the records go into its checkout's dispatch data as soon as they are made, and
-tune.py's rows after them, so a call's later stages run what a user will once they land; here, after
-the call: write_records.py on results.json, the tune tables into benchmarks/results/, write_dispatch.py
-on them (the same data file, rebuilt from what came back)."""
+Each call writes at most 8 files into --out (what the device tool brings back): summary.md and the
+plan's logs and tables (FILES). Here, after the call: the records and dispatch rows of a check call
+into the package's folders, the tables into benchmarks/results/."""
 import argparse
 import concurrent.futures
 import datetime
@@ -85,39 +79,32 @@ SHAPE_LIMIT_S, SHAPE_MIN_S = 45, 15
 
 # (stage, budget in seconds, what it runs): each call's budgets sum to at most CALL_LIMIT_S
 PLAN = {
-    "call1": [("shapes", 90, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
-              ("tests", 420, "every family's test files and the cross-family ones, a process each, 6 at once"),
-              ("records", 5, "families whose files all passed, at this build's fingerprints")],
-    "call2": [("sanitize", 240, "compute-sanitizer memcheck, racecheck, synccheck over sanitize_ops.py"),
-              ("tune", 130, "tune.py: kernel and attention tables, the dispatch data (23 s on the H200)"),
-              ("models", 170, "bench_models.py at ViT-B/16 batch 256: bf16, torch.compile, the FP8 chain")],
-    "short": [("shapes", 70, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
-              ("tests", 185, "the test files of the families not recorded at this build, and the cross-family ones"),
-              ("records", 5, "families whose files all passed, at this build's fingerprints"),
-              ("tune", 60, "tune.py: kernel and attention tables, the dispatch data (23 s on the H200)"),
-              ("profile", 40, "profile_backend.py, ViT-Ti batch 256 bf16 inference: host and device time per step "
-                              "and the ops that cost the host most, timm eager and the backend (into call2.log)"),
-              ("backend", 180, "bench_models.py, ViT-Ti/S/B/L batch 256 bf16, inference and training, in 3 "
-                               "processes: the backend against timm eager (42 s a process on the H200)")],
     "check": [("check", 240, "python -m vitfast.check --gpu as a user runs it: every family's packaged self-test, "
                              "the records and this GPU's dispatch rows into the checkout's package folders"),
-              ("tests", 200, "every family's test files and the cross-family ones, a process each: the same "
-                             "families proven by the suite, beside the self-tests' verdicts"),
-              ("records", 5, "families whose files all passed, at this build's fingerprints"),
+              ("tests", 200, "every family's test files and the cross-family ones, a process each: the suite's "
+                             "verdict per family beside the self-test's"),
               ("proof", 90, "bench_models.py, ViT-B/16 batch 256 bf16 inference, no opt-in: the backend on what "
                             "the records allow, against timm eager")],
+    "bench": [("kernels", 90, "bench_kernels.py: fc1/fc2/proj in every configuration, layer_norm, lp_matmul, the FP8 "
+                              "chain's products, ViT-Ti/S/B/L, against cuBLAS and the bare GEMM"),
+              ("attention", 70, "bench_attention.py: the ViT shapes against each SDPA backend"),
+              ("backend", 170, "bench_models.py, ViT-Ti/S/B/L batch 256 bf16, inference and training, in 3 "
+                               "processes, no opt-in: the backend against timm eager (42 s a process on the H200)"),
+              ("models", 170, "bench_models.py at ViT-B/16 batch 256, no opt-in: bf16, torch.compile, the FP8 chain"),
+              ("profile", 40, "profile_backend.py, ViT-Ti batch 256 bf16 inference: host and device time per step "
+                              "and the ops that cost the host most, timm eager and the backend (into scripts.log)")],
     "ssl": [("ssl_step", 130, "bench_ssl_step.py: images/s of the supervised, DINO and SwAV steps, sdpa and vitfast"),
             ("ssl_knn", 400, f"ssl_knn.py --recipe dino_cifar10, {SSL_EPOCHS} epochs (training stopped at "
                              f"{SSL_MAX_S} s): k-NN and probe against random init and raw pixels")],
+    "debug": [("shapes", 150, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
+              ("sanitize", 300, "compute-sanitizer memcheck, racecheck, synccheck over sanitize_ops.py")],
 }
-FILES = {"call1": ["summary.md", "results.json", "tests.log", "shapes.log"],
-         "call2": ["summary.md", "call2.log", "kernels_<gpu>.md", "attention_<gpu>.md", "models.md"],
-         "short": ["summary.md", "results.json", "tests.log", "shapes.log", "call2.log", "kernels_<gpu>.md",
-                   "attention_<gpu>.md", "models_<gpu>.md"],
-         "ssl": ["summary.md", "call2.log", "ssl_step_<gpu>.md", "ssl_knn_<gpu>.md"],
-         "check": ["summary.md", "results.json", "tests.log", "check.log", "<key>.json", "<gpu>.json",
-                   "call2.log", "models_<gpu>.md"]}
-SKIPS_RECORDED = {"short"}  # plans that leave out the families recorded at this build's fingerprints
+FILES = {"check": ["summary.md", "results.json", "tests.log", "check.log", "<key>.json", "<gpu>.json",
+                   "scripts.log", "models_<gpu>.md"],
+         "bench": ["summary.md", "scripts.log", "kernels_<gpu>.md", "attention_<gpu>.md", "models_<gpu>.md",
+                   "models.md"],
+         "ssl": ["summary.md", "scripts.log", "ssl_step_<gpu>.md", "ssl_knn_<gpu>.md"],
+         "debug": ["summary.md", "shapes.log", "scripts.log"]}
 BACKEND_MODELS = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"]
 
 
@@ -265,24 +252,14 @@ def stage_shapes(args, budget, results, log):
         results["shapes"] = dict(zip(nodes, pool.map(one, nodes)))
 
 
-def recorded_here(env, records_dir=None):
-    """The families the package's records verify for this GPU's key at this build's fingerprints."""
-    from vitfast.kernels import records
-    recs = records.read(records_dir or records.SHIPPED_DIR)
-    return set(records.verified_families(recs, env["fingerprints"]).get(env["key"], []))
-
-
-def test_jobs(skip=()):
-    """(family or None, file, env) for every run of stage (b), the family files first; the families
-    in `skip` left out."""
-    jobs = [(family, f, env) for family, (files, env) in FAMILY_TESTS.items() if family not in skip for f in files]
+def test_jobs():
+    """(family or None, file, env) for every run of stage (b), the family files first."""
+    jobs = [(family, f, env) for family, (files, env) in FAMILY_TESTS.items() for f in files]
     return jobs + [(None, f, {}) for f in CROSS_TESTS]
 
 
 def stage_tests(args, budget, results, log):
-    skip = recorded_here(results["environment"]) if args.call in SKIPS_RECORDED else set()
-    results["recorded_before"] = sorted(skip)
-    jobs = test_jobs(skip)
+    jobs = test_jobs()
     results["files"] = []
     deadline = time.time() + budget
     junit_dir = tempfile.mkdtemp(prefix="vitfast_junit_")  # not under --out: only the results come back
@@ -309,13 +286,11 @@ def stage_tests(args, budget, results, log):
         results["files"] = list(pool.map(lambda ij: one(*ij), enumerate(jobs)))
 
 
-def family_verdicts(files, skipped=()):
-    """{family: (passed?, why)} from the per-file results, the `skipped` families (recorded before at
-    this build) left out."""
+def family_verdicts(files):
+    """{family: (passed?, why)} from the per-file results: a family passes where every file of it ran
+    tests and none failed."""
     out = {}
     for family in FAMILY_TESTS:
-        if family in skipped:
-            continue
         mine = [r for r in files if r["family"] == family]
         bad = [f"{r['file']}: {r['verdict']}" for r in mine if r["verdict"] != "ok"]
         out[family] = (not bad and bool(mine), "; ".join(bad) or
@@ -323,18 +298,19 @@ def family_verdicts(files, skipped=()):
     return out
 
 
-def stage_records(args, budget, results, log):
-    env = results["environment"]
-    verdicts = family_verdicts(results.get("files", []), results.get("recorded_before", ()))
-    results["families"] = {f: {"passed": ok, "detail": why} for f, (ok, why) in verdicts.items()}
-    results["verified"] = [] if args.dry_run else [
-        {"family": f, "fingerprint": env["fingerprints"][f], "gpu": env["gpu"], "driver": env.get("driver"),
-         "torch": env["torch"], "commit": env["commit"], "date": env["date"][:10],
-         "tests": f"benchmarks/sitting.py {args.call}: {why}"}
-        for f, (ok, why) in verdicts.items() if ok]
-    if results["verified"]:  # the call's later stages (tune.py, bench_models.py) run what the records allow
-        from write_records import merge
-        merge(results, args.records_dir)
+def recorded_now(env, records_dir):
+    """The families vitfast.check --gpu recorded (or found recorded) for this GPU's key at this build."""
+    from vitfast.kernels import records
+    return set(records.verified_families(records.read(records_dir), env["fingerprints"]).get(env["key"], []))
+
+
+def agreement(results, records_dir):
+    """{family: {self_test, test_files, detail}}: the self-test's verdict (recorded by the check stage or
+    not) beside the test files' (stage tests)."""
+    recorded = recorded_now(results["environment"], records_dir) if "check" in results else set()
+    return {f: {"self_test": "recorded" if f in recorded else "not recorded",
+                "test_files": "passed" if ok else "failed", "detail": why}
+            for f, (ok, why) in family_verdicts(results.get("files", [])).items()}
 
 
 # compute-sanitizer's tools: (share of the stage's budget, extra flags). On the H200 (2026-11-26) racecheck
@@ -372,12 +348,12 @@ def stage_sanitize(args, budget, results, log):
         results["sanitize"][tool] = verdict
 
 
-def run_script(args, budget, cmd, key, results, log, opt_in=True):
+def run_script(args, budget, cmd, key, results, log, opt_in=True, cwd=ROOT):
     if args.dry_run:
         results[key] = f"skipped (dry run): python {' '.join(cmd)}"
         return
     try:
-        done = subprocess.run([python(), *cmd], cwd=ROOT, capture_output=True, text=True, timeout=budget,
+        done = subprocess.run([python(), *cmd], cwd=cwd, capture_output=True, text=True, timeout=budget,
                               env=child_env(opt_in))
         results[key] = "ok" if done.returncode == 0 else f"exit {done.returncode}"
         log.append(f"==== {' '.join(cmd)}: {results[key]}\n" + "\n".join((done.stdout + done.stderr).splitlines()[-60:]))
@@ -385,22 +361,28 @@ def run_script(args, budget, cmd, key, results, log, opt_in=True):
         results[key] = "cut by its time limit"
 
 
-def stage_tune(args, budget, results, log):  # the tables into --out, the dispatch data into --data-dir
-    run_script(args, budget, ["benchmarks/tune.py", "--out-dir", args.out, "--data-dir", args.data_dir], "tune",
-               results, log)
+def stage_kernels(args, budget, results, log):  # every kernel timed, recorded here or not (opted in)
+    out = os.path.join(args.out, f"kernels_{gpu_suffix(results)}.md")
+    run_script(args, budget, ["benchmarks/bench_kernels.py", "--out", out], "kernels", results, log)
 
 
+def stage_attention(args, budget, results, log):
+    out = os.path.join(args.out, f"attention_{gpu_suffix(results)}.md")
+    run_script(args, budget, ["benchmarks/bench_attention.py", "--out", out], "attention", results, log)
+
+
+# The models as a user runs them: no opt-in, the package's records decide which of our kernels run.
 def stage_models(args, budget, results, log):
     run_script(args, budget, ["benchmarks/bench_models.py", "--models", "vit_base_patch16_224", "--batch-sizes", "256",
                               "--repeats", "10", "--no-train", "--out", os.path.join(args.out, "models.md")],
-               "models", results, log)
+               "models", results, log, opt_in=False)
 
 
 def stage_backend(args, budget, results, log):
     out = os.path.join(args.out, f"models_{gpu_suffix(results)}.md")
     run_script(args, budget, ["benchmarks/bench_models.py", "--models", *BACKEND_MODELS, "--batch-sizes", "256",
                               "--repeats", "10", "--no-compile", "--no-lowp", "--no-8bit", "--processes", "3",
-                              "--out", out], "backend", results, log)  # processes: a host-bound model's rate varies
+                              "--out", out], "backend", results, log, opt_in=False)  # processes: host-bound rates vary
 
 
 def stage_profile(args, budget, results, log):  # ViT-Ti is host-bound: where a step's host time goes
@@ -408,17 +390,24 @@ def stage_profile(args, budget, results, log):  # ViT-Ti is host-bound: where a 
                               "--backends", "timm,vitfast", "--top", "12"], "profile", results, log)
 
 
+def gpu_kind(name):
+    """'NVIDIA H100 80GB HBM3' -> 'h100', 'NVIDIA H200' -> 'h200': the result tables' suffix."""
+    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", name)
+    return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
 def gpu_suffix(results):
-    from tune import gpu_kind  # benchmarks/tune.py: 'h100', 'h200', the result tables' suffix
     return gpu_kind(results["environment"]["gpu"])
 
 
 def stage_check(args, budget, results, log):
     """`python -m vitfast.check --gpu` with the records and dispatch rows into the checkout's package
     folders (the call's later stages, and the checkout once they are copied back, run what it proved);
-    what it wrote is copied into --out."""
-    run_script(args, budget, ["-m", "vitfast.check", "--gpu", "--record-into", args.records_dir, "--dispatch-into",
-                              args.data_dir], "check", results, log, opt_in=False)
+    what it wrote is copied into --out. It runs from an empty folder, as from an installed package: the
+    package finds its self-tests and data without the clone's tests/ or benchmarks/."""
+    with tempfile.TemporaryDirectory(prefix="vitfast_check_") as cwd:
+        run_script(args, budget, ["-m", "vitfast.check", "--gpu", "--record-into", args.records_dir,
+                                  "--dispatch-into", args.data_dir], "check", results, log, opt_in=False, cwd=cwd)
     if args.dry_run:
         return
     from vitfast.kernels.dispatch import gpu_slug
@@ -466,10 +455,10 @@ def stage_ssl_knn(args, budget, results, log):
                               "--set", "eval_every=5", "--out", out], "ssl_knn", results, log)  # a k-NN curve
 
 
-STAGES = {"shapes": stage_shapes, "tests": stage_tests, "records": stage_records, "sanitize": stage_sanitize,
-          "tune": stage_tune, "models": stage_models, "backend": stage_backend, "profile": stage_profile,
-          "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn, "check": stage_check, "proof": stage_proof}
-LOGS = {"shapes": "shapes.log", "tests": "tests.log", "records": "tests.log", "check": "check.log"}  # others: call2.log
+STAGES = {"check": stage_check, "tests": stage_tests, "proof": stage_proof, "kernels": stage_kernels,
+          "attention": stage_attention, "backend": stage_backend, "models": stage_models, "profile": stage_profile,
+          "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn, "shapes": stage_shapes, "sanitize": stage_sanitize}
+LOGS = {"shapes": "shapes.log", "tests": "tests.log", "check": "check.log"}  # the others: scripts.log
 
 
 def summary(call, results):
@@ -487,10 +476,13 @@ def summary(call, results):
                   f"{r['counts'].get('failures', 0) + r['counts'].get('errors', 0) if r['counts'] else ''} | "
                   f"{r['counts'].get('skipped', '')} | {r.get('seconds', '')} |" for r in results["files"]]
     if "families" in results:
-        lines += ["", "## Records", *(f"- {f}: {'recorded' if v['passed'] else 'not recorded'} ({v['detail']})"
-                                      for f, v in results["families"].items())]
-        lines += [f"- {f}: recorded before at this build's fingerprint (not run)" for f in results.get("recorded_before", [])]
-    for key in ("check", "sanitize", "tune", "profile", "models", "backend", "proof", "ssl_step", "ssl_knn"):
+        lines += ["", "## Self-tests and test files", "| family | vitfast.check --gpu | test files | agree | detail |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {f} | {v['self_test']} | {v['test_files']} | "
+                  f"{'yes' if (v['self_test'] == 'recorded') == (v['test_files'] == 'passed') else 'NO'} | {v['detail']} |"
+                  for f, v in results["families"].items()]
+    for key in ("check", "sanitize", "kernels", "attention", "profile", "models", "backend", "proof", "ssl_step",
+                "ssl_knn"):
         if key in results:
             lines += ["", f"## {key}", str(results[key])]
     return "\n".join(lines) + "\n"
@@ -503,9 +495,9 @@ def main(argv=None):
     p.add_argument("--dry-run", action="store_true", help="print the plan and run the plumbing, CUDA parts skipped")
     # vitfast's folders, spelled here: vitfast is imported only after the carried build is unpacked
     p.add_argument("--data-dir", default=os.path.join(ROOT, "vitfast", "kernels", "dispatch_data"),
-                   help="the dispatch data tune.py's rows go into as the call makes them")
+                   help="where vitfast.check --gpu writes this GPU's dispatch rows")
     p.add_argument("--records-dir", default=os.path.join(ROOT, "vitfast", "kernels", "records"),
-                   help="the records go into <dir>/<gpu key>.json as the call makes them")
+                   help="where vitfast.check --gpu writes its records (<dir>/<gpu key>.json)")
     p.add_argument("--workers", type=int, default=6, help="test files run at once (stage tests)")
     args = p.parse_args(argv)
     assert sum(b for _, b, _ in PLAN[args.call]) <= CALL_LIMIT_S and len(FILES[args.call]) <= 8
@@ -520,14 +512,15 @@ def main(argv=None):
     logs = {}
     for stage, budget, _ in PLAN[args.call]:
         start = time.time()
-        STAGES[stage](args, budget, results, logs.setdefault(LOGS.get(stage, "call2.log"), []))
+        STAGES[stage](args, budget, results, logs.setdefault(LOGS.get(stage, "scripts.log"), []))
         results["used"][stage] = round(time.time() - start)
         print(f"  {stage} done in {results['used'][stage]} s")
     for name, entries in logs.items():
         if entries or name in FILES[args.call]:
             with open(os.path.join(args.out, name), "w") as f:
                 f.write("\n".join(entries) + "\n")
-    if any(stage == "records" for stage, _, _ in PLAN[args.call]):
+    if "files" in results:
+        results["families"] = agreement(results, args.records_dir)
         with open(os.path.join(args.out, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
     text = summary(args.call, results)

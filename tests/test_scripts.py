@@ -37,39 +37,33 @@ def test_bench_attention_names_an_unknown_shape():
         "bench_attention: --shapes: unknown label(s) ViT-Q/7; expected some of smoke"], proc.stderr
 
 
-def test_profile_backend_on_no_gpu_is_one_line():
+@pytest.mark.parametrize("script,line", [
+    ("profile_backend.py", "profile_backend.py: --device cuda: no CUDA GPU here (--device cpu profiles the host side alone)"),
+    ("bench_kernels.py", "bench_kernels.py: --device cuda: no CUDA GPU here (--device cpu runs the plumbing)"),
+])
+def test_a_gpu_script_on_no_gpu_is_one_line(script, line):
     if __import__("torch").cuda.is_available():
         pytest.skip("a GPU is present")
-    proc = subprocess.run([sys.executable, "benchmarks/profile_backend.py"], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
-        "profile_backend.py: --device cuda: no CUDA GPU here (--device cpu profiles the host side alone)"], proc.stderr
-
-
-def test_tune_says_it_needs_a_gpu():
-    if __import__("torch").cuda.is_available():
-        pytest.skip("a GPU is present: tune.py would run")
-    proc = subprocess.run([sys.executable, "benchmarks/tune.py"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}"], cwd=ROOT, env=ENV, capture_output=True, text=True,
                           timeout=120)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
-        "tune.py needs a CUDA GPU (an H100 or H200): it times the kernels it decides between"], proc.stderr
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [line], proc.stderr
 
 
-def test_tune_names_the_tables_by_gpu_kind():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from tune import gpu_kind
-
-    assert gpu_kind("NVIDIA H100 80GB HBM3") == "h100"
-    assert gpu_kind("NVIDIA H200") == "h200"
-    assert gpu_kind("NVIDIA A100-SXM4-80GB") == "a100"
-    assert gpu_kind("NVIDIA L40S") == "l40s"
-
-
-def test_write_dispatch_imports_the_clone():
-    # it imports vitfast at the top, before reading its arguments: --help runs that import
-    proc = subprocess.run([sys.executable, "benchmarks/write_dispatch.py", "--help"], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and "kernels" in proc.stdout, proc.stderr[-3000:]
+def test_bench_kernels_tables_the_tuner_s_timings(tmp_path):
+    """The rows the dispatch is chosen from, each configuration's (one, "auto", on the CPU), with the
+    bare product beside each forward epilogue."""
+    out = tmp_path / "kernels.md"
+    proc = subprocess.run([sys.executable, "benchmarks/bench_kernels.py", "--device", "cpu", "--quick", "--out",
+                           str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    labels = [line.split(" | ")[0].lstrip("| ") for line in out.read_text().splitlines() if line.startswith("| smoke")]
+    assert labels == ["smoke layer_norm fwd", "smoke layer_norm + residual fwd", "smoke layer_norm fwd+bwd fp32",
+                      "smoke layer_norm + residual fwd+bwd fp32", "smoke layer_norm fwd+bwd fp32",
+                      "smoke linear_gelu fwd [auto]", "smoke linear_gelu vs bare cuBLAS GEMM (fc1) [auto]",
+                      "smoke linear_gelu fwd+bwd [auto]", "smoke linear_residual fwd (fc2) [auto]",
+                      "smoke linear_residual vs bare cuBLAS GEMM (fc2) [auto]", "smoke linear_residual fwd+bwd (fc2) [auto]",
+                      "smoke linear_residual fwd (proj) [auto]", "smoke linear_residual vs bare cuBLAS GEMM (proj) [auto]",
+                      "smoke linear_residual fwd+bwd (proj) [auto]"], labels
 
 
 @pytest.mark.parametrize("extra", [["--set-both", "drop_path=0.05"], ["--no-supervised"],

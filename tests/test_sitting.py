@@ -1,6 +1,6 @@
-"""The GPU sitting's plumbing (benchmarks/sitting.py, gpu_checks.sh call1 / call2, write_records.py), run
-here with the CUDA parts skipped: the plan and its budgets, the files each call leaves, which families a
-set of results records, and the records' way into the package's records (vitfast.kernels.records)."""
+"""The GPU sitting's plumbing (benchmarks/sitting.py, gpu_checks.sh), run here with the CUDA parts
+skipped: the plan and its budgets, the files each call leaves, and the check call's comparison of
+vitfast.check --gpu's records with the verdicts of the families' test files."""
 import json
 import os
 import subprocess
@@ -14,7 +14,6 @@ from vitfast.kernels import fingerprints, records
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import sitting  # noqa: E402
-import write_records  # noqa: E402
 
 
 def test_every_kernel_family_has_its_tests_and_each_call_fits_its_limit():
@@ -26,7 +25,7 @@ def test_every_kernel_family_has_its_tests_and_each_call_fits_its_limit():
         assert len(sitting.FILES[call]) <= 8
 
 
-@pytest.mark.parametrize("call", ["call1", "call2", "short", "ssl", "check"])
+@pytest.mark.parametrize("call", ["check", "bench", "ssl", "debug"])
 def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(["bash", "benchmarks/gpu_checks.sh", call, "--dry-run", "--out", str(out)], cwd=ROOT,
@@ -51,43 +50,66 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
         assert ("skipped (dry run): python -m vitfast.check --gpu --record-into "
                 f"{os.path.join(ROOT, 'vitfast', 'kernels', 'records')} --dispatch-into ") in summary
         assert "skipped (dry run): python benchmarks/bench_models.py" in summary
-    if call in ("call1", "short", "check"):
+    if call == "bench":  # the tables time every kernel; the models run what the records allow
+        for script in ("bench_kernels.py", "bench_attention.py", "bench_models.py", "profile_backend.py"):
+            assert f"skipped (dry run): python benchmarks/{script}" in summary
+    if call == "debug":  # each many-tile case named, the first GPU run's failing shape among them
+        assert "33-5-129" in summary and "- skipped (dry run): `tests/ops/test_attention_sm90.py::" in summary
+    if call == "check":
         results = json.loads((out / "results.json").read_text())
-        if call != "check":  # its self-tests hold the many-tile shapes
-            shapes = results["shapes"]
-            assert any("33-5-129" in node for node in shapes), list(shapes)  # the first GPU run's failing shape
-            assert set(shapes.values()) == {"skipped (dry run)"}
         assert {r["file"] for r in results["files"]} >= {f for files, _ in sitting.FAMILY_TESTS.values() for f in files}
         probe = results["files"][-1]  # one CPU file through the real path: its own process, its junit counts
         assert probe["file"] == sitting.DRY_RUN_PROBE and probe["verdict"] == "ok" and probe["counts"]["passed"] > 0
-        assert results["verified"] == [] and not any(v["passed"] for v in results["families"].values())
-        with pytest.raises(SystemExit, match="dry run"):
-            write_records.merge(results, str(tmp_path))
+        assert set(results["families"]) == set(sitting.FAMILY_TESTS)
+        assert {v["self_test"] for v in results["families"].values()} == {"not recorded"}
+        assert "| quantizers | not recorded | failed | yes |" in summary
 
 
-def test_the_short_sitting_leaves_out_the_families_recorded_at_this_build(tmp_path):
+def file_result(family, file, verdict, passed=3):
+    return dict(family=family, file=file, env={}, verdict=verdict,
+                counts=dict(tests=passed, failures=0, errors=0, skipped=0, passed=passed))
+
+
+def test_a_family_passes_its_test_files_only_when_every_file_of_it_passed():
+    files = [file_result("quantizers", f, "ok") for f in sitting.FAMILY_TESTS["quantizers"][0]]
+    files += [file_result("layer_norm", "tests/ops/test_layer_norm.py", "crash (exit -11)")]
+    files += [file_result("scaled_cast", "tests/ops/test_scaled_cast.py", "empty", passed=0)]  # every test skipped
+    files += [file_result("gemm_mma", f, v) for f, v in zip(sitting.FAMILY_TESTS["gemm_mma"][0], ("ok", "hang"))]
+    verdicts = sitting.family_verdicts(files)
+    assert [f for f, (ok, _) in verdicts.items() if ok] == ["quantizers"]
+    assert verdicts["quantizers"][1] == "9 passed in 3 file(s)"
+    assert "test_layer_norm.py: crash" in verdicts["layer_norm"][1]
+    assert not verdicts["attention_sm90"][0]  # no file ran
+
+
+def test_the_check_call_sets_the_self_tests_records_beside_the_test_files(tmp_path):
+    """What vitfast.check --gpu recorded for this GPU's key at this build, family by family, against the
+    suite's verdict: a record of another build or another key is no record; a disagreement is named."""
     built = vitfast.kernel_fingerprints()
     records.write(str(tmp_path), "sm_90x132", [
-        {"family": "quantizers", "fingerprint": built["quantizers"], "commit": "75250e7"},
-        {"family": "layer_norm", "fingerprint": "0" * 16, "commit": "75250e7"}])  # another build
-    env = dict(gpu="NVIDIA H100 80GB HBM3", key="sm_90x132", fingerprints=built, driver="580", torch="2.11.0+cu130",
-               dry_run=False)
-    skip = sitting.recorded_here(env, str(tmp_path))
-    assert skip == {"quantizers"}  # an H200's record, on an H100 SXM: one key
-    assert sitting.recorded_here(dict(env, gpu="NVIDIA H100 PCIe", key="sm_90x114"), str(tmp_path)) == set()
-    files = {f for family, f, _ in sitting.test_jobs(skip) if family}
-    assert not files & set(sitting.FAMILY_TESTS["quantizers"][0])
-    assert "tests/ops/test_layer_norm.py" in files
-    assert "short" in sitting.SKIPS_RECORDED and "call1" not in sitting.SKIPS_RECORDED
-    results = {"environment": dict(env, date="2026-11-26 10:00 UTC", commit="abc1234"), "recorded_before": sorted(skip),
-               "files": [file_result("layer_norm", "tests/ops/test_layer_norm.py", "ok")]}
-    sitting.stage_records(type("Args", (), {"dry_run": False, "records_dir": str(tmp_path), "call": "short"})(), 5,
-                          results, [])
-    assert [r["family"] for r in results["verified"]] == ["layer_norm"] and "quantizers" not in results["families"]
-    kept = {r["family"]: r for r in records.read(str(tmp_path))["sm_90x132"]}  # merged on the GPU machine
-    assert kept["layer_norm"]["commit"] == "abc1234" and kept["quantizers"]["commit"] == "75250e7"
-    assert kept["layer_norm"]["fingerprint"] == built["layer_norm"]  # the other build's record replaced
-    assert "quantizers: recorded before" in sitting.summary("short", dict(results, used={}))
+        {"family": "quantizers", "fingerprint": built["quantizers"]},
+        {"family": "layer_norm", "fingerprint": "0" * 16}])  # another build
+    records.write(str(tmp_path), "sm_90x114", [{"family": "gemm_mma", "fingerprint": built["gemm_mma"]}])
+    env = dict(gpu="NVIDIA H200", key="sm_90x132", fingerprints=built, driver="580", torch="2.11.0+cu130",
+               date="2026-11-27 10:00 UTC", commit="abc1234", dry_run=False)
+    files = [file_result("quantizers", f, "ok") for f in sitting.FAMILY_TESTS["quantizers"][0]]
+    files += [file_result("layer_norm", "tests/ops/test_layer_norm.py", "ok")]
+    files += [file_result("gemm_mma", f, "ok") for f in sitting.FAMILY_TESTS["gemm_mma"][0]]
+    results = {"environment": env, "check": "ok", "files": files, "used": {}}
+    results["families"] = sitting.agreement(results, str(tmp_path))
+    rows = {f: (v["self_test"], v["test_files"]) for f, v in results["families"].items()}
+    assert rows["quantizers"] == ("recorded", "passed")
+    assert rows["layer_norm"] == rows["gemm_mma"] == ("not recorded", "passed")
+    assert rows["attention_sm90"] == ("not recorded", "failed")
+    summary = sitting.summary("check", results)
+    assert "| quantizers | recorded | passed | yes |" in summary and "| layer_norm | not recorded | passed | NO |" in summary
+
+
+def test_tables_are_named_by_gpu_kind():
+    assert sitting.gpu_kind("NVIDIA H100 80GB HBM3") == "h100"
+    assert sitting.gpu_kind("NVIDIA H200") == "h200"
+    assert sitting.gpu_kind("NVIDIA A100-SXM4-80GB") == "a100"
+    assert sitting.gpu_kind("NVIDIA L40S") == "l40s"
 
 
 def test_carried_builds_are_unpacked_into_place(tmp_path, monkeypatch):
@@ -142,48 +164,3 @@ def test_a_case_stopped_by_the_stages_budget_is_a_cut_not_a_hang(tmp_path):
     assert ": cut (the stage's budget ran out) in" in log[0] and ": hang in" in log[1]
 
 
-def file_result(family, file, verdict, passed=3):
-    return dict(family=family, file=file, env={}, verdict=verdict,
-                counts=dict(tests=passed, failures=0, errors=0, skipped=0, passed=passed))
-
-
-def results_with(files, records_dir):
-    """A call's results after its records stage, which merged them into records_dir (the GPU machine's
-    checkout's records)."""
-    built = vitfast.kernel_fingerprints()
-    results = {"environment": dict(gpu="NVIDIA H100 80GB HBM3", key="sm_90x132", driver="580", torch="2.11.0+cu130",
-                                   date="2026-11-26 10:00 UTC", commit="abc1234", fingerprints=built, dry_run=False),
-               "files": files}
-    sitting.stage_records(type("Args", (), {"dry_run": False, "records_dir": str(records_dir), "call": "call1"})(),
-                          5, results, [])
-    return results
-
-
-def test_a_family_is_recorded_only_when_every_file_of_it_passed(tmp_path):
-    files = [file_result("quantizers", f, "ok") for f in sitting.FAMILY_TESTS["quantizers"][0]]
-    files += [file_result("layer_norm", "tests/ops/test_layer_norm.py", "crash (exit -11)")]
-    files += [file_result("scaled_cast", "tests/ops/test_scaled_cast.py", "empty", passed=0)]  # every test skipped
-    files += [file_result("gemm_mma", f, v) for f, v in zip(sitting.FAMILY_TESTS["gemm_mma"][0], ("ok", "hang"))]
-    results = results_with(files, tmp_path)
-    assert [r["family"] for r in results["verified"]] == ["quantizers"]
-    record = results["verified"][0]
-    assert record["fingerprint"] == vitfast.kernel_fingerprints()["quantizers"] and record["commit"] == "abc1234"
-    assert (record["gpu"], record["driver"], record["torch"]) == ("NVIDIA H100 80GB HBM3", "580", "2.11.0+cu130")
-    assert "9 passed in 3 file(s)" in record["tests"]
-    assert "test_layer_norm.py: crash" in results["families"]["layer_norm"]["detail"]
-    assert not results["families"]["attention_sm90"]["passed"]  # no file ran: no record
-
-
-def test_the_records_go_into_the_package_s_records_keeping_the_rest(tmp_path):
-    records.write(str(tmp_path), "sm_90x132", [{"family": "gemm_mma", "fingerprint": "0" * 16, "commit": "50dff3b"},
-                                               {"family": "quantizers", "fingerprint": "1" * 16, "commit": "50dff3b"}])
-    device = tmp_path / "device"  # the GPU machine's checkout, where the call's later stages read them
-    results = results_with([file_result("quantizers", f, "ok") for f in sitting.FAMILY_TESTS["quantizers"][0]], device)
-    assert [r["family"] for r in records.read(str(device))["sm_90x132"]] == ["quantizers"]
-    assert write_records.merge(results, str(tmp_path)) == [("quantizers", "50dff3b", "abc1234")]
-    merged = {r["family"]: r for r in records.read(str(tmp_path))["sm_90x132"]}
-    assert merged["gemm_mma"]["commit"] == "50dff3b"  # not re-tested: kept as it was
-    assert merged["quantizers"]["fingerprint"] == vitfast.kernel_fingerprints()["quantizers"]  # one per family
-    # results of a sitting from before the keys name GPUs, and fingerprints of another scheme: refused
-    with pytest.raises(SystemExit, match="name GPUs, not GPU keys"):
-        write_records.merge(dict(results, verified={"quantizers": {}}), str(tmp_path))

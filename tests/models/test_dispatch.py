@@ -1,37 +1,21 @@
 """The vitfast backend's per-GPU choice between our kernels and the library path (vitfast.kernels.dispatch):
-the data file is what benchmarks/write_dispatch.py writes from the committed tables, choices follow
-it, unknown GPUs and far shapes take the library path, and each library branch computes the same
-model (checked on the CPU by steering every piece to it)."""
+choices follow the data file (the package's H100 file, measured 2026-11-24; rows as the tuner makes
+them, vitfast.kernels.tune), unknown GPUs and far shapes take the library path, and each library branch
+computes the same model (checked on the CPU by steering every piece to it)."""
 import copy
-import filecmp
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import vitfast
-from vitfast.kernels import dispatch, records
+from vitfast.kernels import dispatch, records, tune
 from vitfast.layers import fused, set_model_backend
 from vitfast.layers import attention as attention_layer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 H100, KEY = "NVIDIA H100 80GB HBM3", "sm_90x132"
-TABLES = [os.path.join(ROOT, "benchmarks", "results", f) for f in ("kernels_h100.md", "attention_h100.md")]
-
-
-def test_data_file_is_what_the_script_writes_from_the_tables(tmp_path):
-    name = dispatch.gpu_slug(H100) + ".json"
-    committed = os.path.join(dispatch.DATA_DIR, name)
-    shutil.copy(committed, tmp_path / name)
-    subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "write_dispatch.py"), *TABLES,
-                    "--out-dir", str(tmp_path)], check=True, capture_output=True, cwd=ROOT)
-    assert filecmp.cmp(tmp_path / name, committed, shallow=False)
-    data = json.loads((tmp_path / name).read_text())
-    assert "verified" not in data and data["source"]["fingerprints"]["gemm_sm90"]  # records: vitfast.kernels
 
 
 def rows(op):
@@ -158,71 +142,41 @@ def test_library_branches_compute_the_same_model(monkeypatch, name, kw, train):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
 
 
-# A bench_kernels.py table in the format it writes on an H100 since the configurations came (times made
-# up for the test: no GPU has run it yet). fc1 at ViT-B: ping-pong fastest, 1.3x the library; fc2: the
-# best configuration within the 5% margin, so the library path; the "vs bare" row is not a choice.
-CONFIG_TABLE = """# bench_kernels.py, M = 50432
-
-- GPU: NVIDIA H100 80GB HBM3 (132 SMs, 79 GiB)
-- date: 2026-11-24 00:00 UTC
-- commit: test
-
-| op | shape | ours ms | peer ms | ours/peer speed | ours TFLOP/s or GB/s |
-|---|---|---|---|---|---|
-| vit_base linear_gelu fwd [coop_128x128] | 50432x768->3072 | 0.520 | 0.610 | 1.17x | 457 TFLOP/s |
-| vit_base linear_gelu fwd [pingpong_128x128_2x1] | 50432x768->3072 | 0.470 | 0.610 | 1.30x | 506 TFLOP/s |
-| vit_base linear_gelu fwd [coop_128x256_2x1] | 50432x768->3072 | 0.500 | 0.610 | 1.22x | 476 TFLOP/s |
-| vit_base linear_gelu vs bare cuBLAS GEMM (fc1) [pingpong_128x128_2x1] | 50432x768->3072 | 0.470 | 0.450 | 0.96x | 506 TFLOP/s |
-| vit_base linear_gelu fwd+bwd [coop_128x128] | 50432x768->3072 | 1.700 | 1.900 | 1.12x | 420 TFLOP/s |
-| vit_base linear_gelu fwd+bwd [pingpong_128x128_2x1] | 50432x768->3072 | 1.650 | 1.900 | 1.15x | 432 TFLOP/s |
-| vit_base linear_residual fwd (fc2) [coop_128x128] | 50432x3072->768 | 0.540 | 0.560 | 1.04x | 440 TFLOP/s |
-| vit_base linear_residual fwd (fc2) [coop_128x256_2x1] | 50432x3072->768 | 0.535 | 0.560 | 1.05x | 444 TFLOP/s |
-| vit_base layer_norm fwd | 50432x768 | 0.070 | 0.110 | 1.57x | 2,213 GB/s |
-| vit_base layer_norm + residual fwd+bwd | 50432x768 | 0.500 | 0.700 | 1.40x | 2,480 GB/s |
-| vit_base layer_norm fwd+bwd fp32 | 50432x768 | 0.400 | 0.410 | 1.03x | 1,937 GB/s |
-| vit_base lp_matmul fp16 acc (fc1) | 50432x768->3072 | 0.400 | 0.450 | 1.13x | 595 TFLOP/s |
-| vit_base lp_matmul fp32 acc (fc1) | 50432x768->3072 | 0.500 | 0.450 | 0.90x | 476 TFLOP/s |
-"""
+def use_data(monkeypatch, folder, data):
+    """The dispatch reads `data` as the H100's package file."""
+    tune.write(data, str(folder))
+    monkeypatch.setattr(dispatch, "DATA_DIR", str(folder))
+    monkeypatch.setattr(dispatch, "_data", {})
+    monkeypatch.setattr(dispatch, "_choices", {})
 
 
-def write(tmp_path, table, out_dir):
-    kernels, attention = tmp_path / "kernels.md", tmp_path / "attention.md"
-    kernels.write_text(table)
-    attention.write_text(open(TABLES[1]).read())
-    return subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "write_dispatch.py"), str(kernels),
-                           str(attention), "--out-dir", str(out_dir)], check=True, capture_output=True, text=True,
-                          cwd=ROOT).stdout
-
-
-def test_the_fastest_configuration_is_chosen_and_the_changes_printed(tmp_path, monkeypatch):
-    out_dir = tmp_path / "data"
-    out_dir.mkdir()
-    name = dispatch.gpu_slug(H100) + ".json"
-    (out_dir / name).write_text(open(os.path.join(dispatch.DATA_DIR, name)).read())  # the committed choices
-    printed = write(tmp_path, CONFIG_TABLE, out_dir)
-    data = json.loads((out_dir / name).read_text())
-    gelu = {(r["K"], r["N"], r["grad"]): r for r in data["ops"]["linear_gelu"]}
-    fc1 = gelu[(768, 3072, False)]
+def test_the_fastest_configuration_is_chosen_and_the_changes_named(tmp_path, monkeypatch):
+    """Rows as the tuner makes them from its timings (times made up): fc1 at ViT-B, ping-pong fastest
+    and 1.3x the library; fc2's best configuration within the 5% margin, so the library path."""
+    bf16 = dict(dtype="bfloat16")
+    fc1 = tune.product_row(dict(K=768, N=3072, grad=False), {"coop_128x128": 0.52, "pingpong_128x128_2x1": 0.47,
+                                                              "coop_128x256_2x1": 0.5}, 0.61, "F.gelu(F.linear)")
     assert (fc1["use"], fc1["config"], fc1["ours_ms"], fc1["library_ms"]) == ("vitfast", "pingpong_128x128_2x1",
                                                                               0.47, 0.61)
     assert fc1["configs"] == {"coop_128x128": 0.52, "pingpong_128x128_2x1": 0.47, "coop_128x256_2x1": 0.5}
-    assert gelu[(768, 3072, True)]["config"] == "pingpong_128x128_2x1" and gelu[(768, 3072, True)]["use"] == "vitfast"
-    (fc2,) = data["ops"]["linear_residual"]
+    fc2 = tune.product_row(dict(K=3072, N=768, grad=False), {"coop_128x128": 0.54, "coop_128x256_2x1": 0.535}, 0.56,
+                           "F.linear + r")
     assert (fc2["use"], fc2["config"]) == ("library", "coop_128x256_2x1")  # 0.535 x 1.05 > 0.560
-    norms = {(r["residual"], r["grad"], r["dtype"]): r["use"] for r in data["ops"]["layer_norm"]}
-    assert norms == {(False, False, "bfloat16"): "vitfast", (True, True, "bfloat16"): "vitfast",
-                     (False, True, "float32"): "library"}  # 0.400 x 1.05 > 0.410
-    lp = {(r["K"], r["N"], r["accumulate"], r["dtype"]): (r["use"], r["library"]) for r in data["ops"]["lp_matmul"]}
-    assert lp == {(768, 3072, "fp16", "float16"): ("vitfast", "cuBLAS fp16 accumulation"),
-                  (768, 3072, "fp32", "float16"): ("library", "torch.mm(out_dtype=float32)")}
+    norms = [tune.entry(dict(D=768, residual=False, grad=False), 0.07, 0.11, "F.layer_norm"),
+             tune.entry(dict(D=768, residual=True, grad=True), 0.5, 0.7, "F.layer_norm after x + r"),
+             tune.entry(dict(D=768, residual=False, grad=True), 0.4, 0.41, "F.layer_norm", "float32")]
+    assert [r["use"] for r in norms] == ["vitfast", "vitfast", "library"]  # 0.400 x 1.05 > 0.410
+    one = tune.entry(dict(K=768, N=3072, accumulate="fp16"), 0.4, 0.45, "cuBLAS fp16 accumulation", "float16")
+    assert "config" not in one  # one kernel, no configurations: "auto"
+    shipped = dispatch.load(H100)
+    data = dict(shipped, ops=dict(shipped["ops"], linear_gelu=[fc1], linear_residual=[fc2], layer_norm=norms,
+                                  lp_matmul=[one]))
+    lines = tune.changes(shipped, data)
     assert ("changed: linear_gelu K=768, N=3072, grad=False: library (0.83 vs 0.565 ms) -> "
-            "vitfast pingpong_128x128_2x1 (0.47 vs 0.61 ms)") in printed
-    assert "changed: linear_gelu K=768, N=3072, grad=True: library" in printed
+            "vitfast pingpong_128x128_2x1 (0.47 vs 0.61 ms)") in lines
+    assert tune.changes(data, data) == ["no choice changed"] and len(tune.changes(None, data)) == 1
     # the backend then asks for that configuration at that shape
-    monkeypatch.setattr(dispatch, "DATA_DIR", str(out_dir))
-    monkeypatch.setattr(dispatch, "_data", {})
-    monkeypatch.setattr(dispatch, "_choices", {})
-    bf16 = dict(dtype="bfloat16")
+    use_data(monkeypatch, tmp_path, data)
     assert dispatch.measured("linear_gelu", H100, K=768, N=3072, grad=False, **bf16) == "pingpong_128x128_2x1"
     assert dispatch.measured("linear_residual", H100, K=3072, N=768, grad=False, **bf16) is None
     assert dispatch.measured("layer_norm", H100, D=768, residual=False, grad=False, **bf16) == "auto"
@@ -263,28 +217,18 @@ def test_a_configuration_this_build_lacks_falls_back_to_auto_with_one_warning(mo
         assert fused.fused_linear("linear_residual", lin, x, residual=torch.randn(3, 24)) == "auto"  # once
 
 
-FP8_TABLE = CONFIG_TABLE + """| vit_base fp8_linear (qkv) [coop_128x128] | 50432x768->2304 | 0.466 | 0.264 | 0.57x | 383 TFLOP/s |
-| vit_base fp8_linear (qkv) [pingpong_64x128] | 50432x768->2304 | 0.684 | 0.264 | 0.39x | 261 TFLOP/s |
-| vit_base fp8_linear (fc1) [coop_128x128] | 50432x768->3072 | 0.753 | 0.563 | 0.75x | 316 TFLOP/s |
-| vit_base fp8_linear (fc1) [pingpong_64x128] | 50432x768->3072 | 1.130 | 0.563 | 0.50x | 210 TFLOP/s |
-| vit_base fp8_linear (fc2) [coop_128x128] | 50432x3072->768 | 0.217 | 0.382 | 1.76x | 1,096 TFLOP/s |
-| vit_base fp8_linear (fc2) [pingpong_64x128] | 50432x3072->768 | 0.288 | 0.382 | 1.33x | 826 TFLOP/s |
-"""
-
-
 def test_the_fp8_chain_takes_its_fastest_configurations(tmp_path, monkeypatch):
-    out_dir = tmp_path / "data"
-    write(tmp_path, FP8_TABLE, out_dir)
-    data = json.loads((out_dir / (dispatch.gpu_slug(H100) + ".json")).read_text())
-    rows = {(r["K"], r["N"], r["epilogue"]): r for r in data["ops"]["fp8_linear"]}
-    assert set(rows) == {(768, 2304, "none"), (768, 3072, "gelu_e4m3"), (3072, 768, "residual")}
-    fc1 = rows[(768, 3072, "gelu_e4m3")]
-    assert (fc1["config"], fc1["use"], fc1["dtype"]) == ("coop_128x128", "vitfast", "float8_e4m3fn")
+    two = ("coop_128x128", "pingpong_64x128")
+    rows = {what: tune.fp8_row(what, K, N, dict(zip(two, times)), bf16)
+            for what, K, N, times, bf16 in (("qkv", 768, 2304, (0.466, 0.684), 0.264),
+                                            ("fc1", 768, 3072, (0.753, 1.13), 0.563),
+                                            ("fc2", 3072, 768, (0.217, 0.288), 0.382))}
+    fc1 = rows["fc1"]
+    assert (fc1["config"], fc1["use"], fc1["dtype"], fc1["epilogue"]) == ("coop_128x128", "vitfast", "float8_e4m3fn",
+                                                                          "gelu_e4m3")
     assert fc1["configs"] == {"coop_128x128": 0.753, "pingpong_64x128": 1.13}
-    assert rows[(768, 2304, "none")]["use"] == "vitfast"  # slower than bf16, but the chain has no library product
-    monkeypatch.setattr(dispatch, "DATA_DIR", str(out_dir))
-    monkeypatch.setattr(dispatch, "_data", {})
-    monkeypatch.setattr(dispatch, "_choices", {})
+    assert rows["qkv"]["use"] == "vitfast"  # slower than bf16, but the chain has no library product
+    use_data(monkeypatch, tmp_path, dict(dispatch.load(H100), ops={"fp8_linear": list(rows.values())}))
     e4m3 = dict(dtype="float8_e4m3fn")
     assert dispatch.measured("fp8_linear", H100, K=3072, N=768, epilogue="residual", **e4m3) == "coop_128x128"
     assert dispatch.measured("fp8_linear", H100, K=768, N=768, epilogue="residual", **e4m3) is None  # 4x from fc2's K

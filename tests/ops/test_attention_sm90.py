@@ -73,7 +73,7 @@ def on_hopper():
 
 def sm90_may_run():
     """The Hopper kernels run where a sitting recorded them at these sources, or under
-    VITFAST_UNVERIFIED_KERNELS=1 (vitfast.kernels.gate), which benchmarks/gpu_checks.sh sets to test them."""
+    VITFAST_UNVERIFIED_KERNELS=1 (vitfast.kernels.gate), which a sitting's test files run under."""
     return on_hopper() and gate.allowed("attention_sm90", records.device_key(), warn=False)
 
 

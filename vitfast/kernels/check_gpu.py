@@ -22,7 +22,7 @@ from .selftests import all_selftests
 
 STARTUP_S = 45.0  # a process's import of torch and vitfast and its CUDA context, with room for a busy machine
 JOBS = 3  # families at once: each its own CUDA context; one hung kernel holds one slot
-TUNE_LIMIT_S = 240.0  # vitfast.kernels.tune: 23-25 s for the same cases on an H200 (benchmarks/tune.py)
+TUNE_LIMIT_S = 240.0  # vitfast.kernels.tune: 23-25 s for the same cases on an H200 (2026-11-26)
 
 
 @dataclasses.dataclass

@@ -3,7 +3,7 @@ shape classes the ViT models use, so that the "vitfast" backend takes ours only 
 here (vitfast.kernels.dispatch). `python -m vitfast.check --gpu` runs it after the self-tests, in a
 process of its own:
 
-    python -m vitfast.kernels.tune --out FILE [--batch 256] [--quick]
+    python -m vitfast.kernels.tune --out-dir DIR [--batch 256] [--quick]
 
 - layer_norm (with and without the residual; inference, training, and training's float32 residual
   stream) against F.layer_norm;
@@ -15,7 +15,9 @@ process of its own:
   backend.
 Only kernels the gate lets run here are timed as ours (a family not verified runs its library path:
 the row says "library"). Each row keeps both times and which path won (ours only where its median x
-MARGIN <= the library's), and the file the build's fingerprints, so a rebuild makes the rows stale."""
+MARGIN <= the library's), and the file the build's fingerprints, so a rebuild makes the rows stale.
+Each run names the choices that changed against the file it replaces. In a clone,
+benchmarks/bench_kernels.py prints the same timings as a table (every configuration, the bare GEMM)."""
 import argparse
 import datetime
 import json
@@ -55,9 +57,27 @@ def fastest(times):
     return best, (dict(config=best, configs=times) if len(times) > 1 or best != "auto" else {})
 
 
+def product_row(shape, times, library_ms, library, dtype="bfloat16"):
+    """The row of a matrix product timed in each configuration {config: ms}: the fastest one's."""
+    best, extra = fastest(times)
+    return entry(shape, times[best], library_ms, library, dtype, **extra)
+
+
+def fp8_row(what, K, N, times, bf16_ms):
+    """The FP8 chain's product (qkv, fc1, fc2 or proj): the chain has no library path for its e4m3
+    products, so the row runs ours; the bf16 product's time is kept beside it, for the record."""
+    row = product_row(dict(K=K, N=N, epilogue=FP8_EPILOGUE[what]), times, bf16_ms, FP8_LIBRARY[what], "float8_e4m3fn")
+    return {**row, "use": "vitfast"}
+
+
 class Tuner:
-    def __init__(self, device, batch, repeats):
+    """Times our ops and their library paths at the ViT models' shapes on one device. bare=True also
+    times each product's bare library GEMM, F.linear(x, w) (bare_ms[(K, N)]: what an epilogue costs; the
+    benchmark tables report it, the dispatch does not need it)."""
+
+    def __init__(self, device, batch, repeats, bare=False):
         self.device, self.M, self.repeats = device, batch * 197, repeats
+        self.bare_ms = {} if bare else None
         self.dtype = torch.bfloat16 if device != "cpu" else torch.float32
         self.hopper = (device != "cpu" and torch.cuda.get_device_capability() == (9, 0)
                        and torch.ops.vitfast.sm90_kernels_built())
@@ -130,9 +150,9 @@ class Tuner:
                 peer = self.ms(lambda x, r: F.linear(x, w, b) + r, xs)
                 times = {c: self.ms(lambda x, r, c=c: linear_residual(x, w, b, r, config=c), xs)
                          for c in self.configs("residual")}
-            best, extra = fastest(times)
-            out[op].append(entry(dict(K=K, N=N, grad=False), times[best], peer, LINEAR_LIBRARY[op], str(dt)[6:],
-                                 **extra))
+            out[op].append(product_row(dict(K=K, N=N, grad=False), times, peer, LINEAR_LIBRARY[op], str(dt)[6:]))
+            if self.bare_ms is not None:
+                self.bare_ms[(K, N)] = self.ms(lambda x, r: F.linear(x, w), xs)
             if self.hopper:
                 out["fp8_linear"].append(self.fp8(what, w, b, xs, peer))
             # training: the forward stores GELU's input; the residual stream is float32 (autocast's)
@@ -151,9 +171,7 @@ class Tuner:
                 peer = self.ms(step(lambda x, r: F.linear(x, wg, bg).float() + r), train)
                 times = {c: self.ms(step(lambda x, r, c=c: linear_residual(x, wg, bg, r, config=c)), train)
                          for c in self.configs("residual_f32")}
-            best, extra = fastest(times)
-            out[op].append(entry(dict(K=K, N=N, grad=True), times[best], peer, LINEAR_LIBRARY[op], str(dt)[6:],
-                                 **extra))
+            out[op].append(product_row(dict(K=K, N=N, grad=True), times, peer, LINEAR_LIBRARY[op], str(dt)[6:]))
             del train
             wh, xh = w.half(), [(x.half(),) for x, _ in xs]
             for acc in ("fp16", "fp32") if dev != "cpu" else ():  # the library path is cuBLAS's
@@ -164,8 +182,7 @@ class Tuner:
         return {op: rows for op, rows in out.items() if rows}
 
     def fp8(self, what, w, b, xs, peer):
-        """fp8_linear as the FP8 chain calls it, the fastest configuration; the chain has no library path for
-        its e4m3 products (the row runs ours), the bf16 peer's time kept beside it."""
+        """fp8_linear as the FP8 chain calls it, in each configuration built for it (fp8_row)."""
         from ..ops import fp8_linear, scaled_cast
 
         e4m3, one = torch.float8_e4m3fn, torch.ones(1, device=self.device)
@@ -175,11 +192,7 @@ class Tuner:
         kw = dict(activation="gelu", out_dtype=e4m3, out_scale=one / 8) if what == "fc1" else {}
         times = {c: self.ms(lambda x8, r, c=c: fp8_linear(x8, w8, one, sb, bias, residual=r, config=c, **kw), x8s)
                  for c in torch.ops.vitfast.sm90_configs(kind)}
-        best, extra = fastest(times)
-        K, N = w.shape[1], w.shape[0]
-        row = entry(dict(K=K, N=N, epilogue=FP8_EPILOGUE[what]), times[best], peer, FP8_LIBRARY[what], "float8_e4m3fn",
-                    **extra)
-        return {**row, "use": "vitfast"}
+        return fp8_row(what, w.shape[1], w.shape[0], times, peer)
 
     def attention(self, shapes):
         from ..ops import attention
@@ -279,6 +292,41 @@ def write(data, folder):
     return path
 
 
+RESULT_KEYS = ("dtype", "ours_ms", "library_ms", "library", "use", "config", "configs")
+
+
+def choice_text(row):
+    return row["use"] if row["use"] == "library" else f"vitfast {row.get('config', 'auto')}"
+
+
+def changes(old, new):
+    """One line per measured shape whose choice differs from the replaced data's (or that is new)."""
+    if old is None:
+        return ["(no earlier data for this GPU here)"]
+    lines = []
+    for op, rows in new["ops"].items():
+        before = {tuple((k, v) for k, v in r.items() if k not in RESULT_KEYS): r for r in old.get("ops", {}).get(op, [])}
+        for r in rows:
+            shape = tuple((k, v) for k, v in r.items() if k not in RESULT_KEYS)
+            was = before.get(shape)
+            text = ", ".join(f"{k}={v}" for k, v in shape)
+            if was is None:
+                lines.append(f"new: {op} {text}: {choice_text(r)}")
+            elif choice_text(was) != choice_text(r):
+                lines.append(f"changed: {op} {text}: {choice_text(was)} ({was['ours_ms']} vs {was['library_ms']} ms) "
+                             f"-> {choice_text(r)} ({r['ours_ms']} vs {r['library_ms']} ms)")
+    return lines or ["no choice changed"]
+
+
+def read(path):
+    """The dispatch data in path, or None where there is none that can be read (it is replaced)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def summary(data):
     """One line per op: where ours won, and the range of ours' speed against the library path."""
     lines = []
@@ -302,8 +350,10 @@ def main(argv=None):
     quick = args.quick and args.device != "cpu"
     data = tune(args.device, args.batch, widths=QUICK_WIDTHS if quick else None,
                 attention_shapes=QUICK_ATTENTION if quick else None)
+    old = read(os.path.join(args.out_dir, gpu_slug(data["gpu"]) + ".json"))
     path = write(data, args.out_dir)
     print("\n".join(summary(data)))
+    print("\n".join("  " + line for line in changes(old, data)))  # indented: check --gpu prints the summary alone
     print(f"wrote {path}")
     return 0
 
