@@ -9,10 +9,14 @@ Environment:
   VITFAST_DEBUG_SYNC=1       the Hopper attention kernels with bounded barrier waits and phase checks that
                              trap naming block, role, barrier, stage, phase and work item
                              (csrc/attention/sm90/sm90_sync.cuh): a GPU sitting's first run of them
+  VITFAST_PREBUILT=path      install this already built vitfast._C (a _C.abi3.so built elsewhere against
+                             the same torch, e.g. by ../shared/tools/prebuild.sh) instead of compiling:
+                             its kernels and fingerprints are those it was built with
   MAX_JOBS, NVCC_THREADS     parallelism of ninja and of each nvcc
   CUDA_HOME                  the toolkit, when nvcc on PATH is not enough to find it
 """
 import concurrent.futures
+import filecmp
 import glob
 import importlib.util
 import os
@@ -33,6 +37,9 @@ except ImportError:
     )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+PREBUILT = os.environ.get("VITFAST_PREBUILT")
+if PREBUILT is not None and not os.path.isfile(PREBUILT):
+    sys.exit(f"VITFAST_PREBUILT: no file {PREBUILT!r}; expected a built vitfast/_C.abi3.so")
 
 
 def find_cuda_home():
@@ -170,7 +177,7 @@ def write_fingerprints(toolchain):
 
 
 cuda_home = None
-if os.environ.get("VITFAST_SKIP_CUDA", "0") not in ("1", "true", "yes") and torch.version.cuda:
+if os.environ.get("VITFAST_SKIP_CUDA", "0") not in ("1", "true", "yes") and torch.version.cuda and not PREBUILT:
     cuda_home = find_cuda_home()
     if cuda_home:
         # torch.utils.cpp_extension reads CUDA_HOME once, at import.
@@ -232,14 +239,25 @@ def without_paths(flags):
     return [f for f in flags if not f.startswith(("-I", "--threads"))]
 
 
-write_fingerprints({"nvcc": nvcc_version(cuda_home), "cutlass": cutlass_version(cutlass_dirs),
-                    "cxx_flags": without_paths(extra["cxx"]) + sorted(f"-D{k}" for k, _ in define_macros),
-                    "nvcc_flags": without_paths(extra.get("nvcc", [])),
-                    "sm90_flags": SM90_FLAGS if cutlass_dirs else []})
+if PREBUILT:  # the build's fingerprints are compiled into it: the header is left as it is
+    print(f"vitfast: installing the prebuilt extension {PREBUILT} (nothing is compiled)", file=sys.stderr)
+else:
+    write_fingerprints({"nvcc": nvcc_version(cuda_home), "cutlass": cutlass_version(cutlass_dirs),
+                        "cxx_flags": without_paths(extra["cxx"]) + sorted(f"-D{k}" for k, _ in define_macros),
+                        "nvcc_flags": without_paths(extra.get("nvcc", [])),
+                        "sm90_flags": SM90_FLAGS if cutlass_dirs else []})
+    print(f"vitfast: building {'CPU and CUDA' if with_cuda else 'CPU'} kernels"
+          + (f" with the toolkit at {cuda_home}" if with_cuda else "")
+          + (f" and CUTLASS's sm90 GEMMs ({cutlass_dirs[0]})" if cutlass_dirs else ""), file=sys.stderr)
 
-print(f"vitfast: building {'CPU and CUDA' if with_cuda else 'CPU'} kernels"
-      + (f" with the toolkit at {cuda_home}" if with_cuda else "")
-      + (f" and CUTLASS's sm90 GEMMs ({cutlass_dirs[0]})" if cutlass_dirs else ""), file=sys.stderr)
+
+def place(src, dst):
+    """dst's bytes become src's: not touched where they already are, else by a rename, so that a Python
+    which has the old file loaded keeps its mapping (a copy over it in place can crash that process)."""
+    if os.path.isfile(dst) and filecmp.cmp(src, dst, shallow=False):
+        return
+    shutil.copyfile(src, dst + ".tmp")
+    os.replace(dst + ".tmp", dst)
 
 
 class Build(BuildExtension.with_options(use_ninja=True)):
@@ -262,9 +280,17 @@ class Build(BuildExtension.with_options(use_ninja=True)):
         # editable install does), because Python run from the clone's root imports ./vitfast before the
         # installed copy: `python -m vitfast.train` there, and the benchmark scripts, need it.
         if not self.inplace:
-            self.copy_extensions_to_source()
+            for ext in self.extensions:
+                place(self.get_ext_fullpath(ext.name), os.path.join(ROOT, self.get_ext_filename(ext.name)))
 
     def build_extensions(self):
+        if PREBUILT:
+            for ext in self.extensions:
+                target = self.get_ext_fullpath(ext.name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                if not os.path.exists(target) or not os.path.samefile(PREBUILT, target):
+                    shutil.copyfile(PREBUILT, target)
+            return
         if not cutlass_dirs:
             return super().build_extensions()
         with concurrent.futures.ThreadPoolExecutor(max(1, int(os.environ["MAX_JOBS"]))) as pool:

@@ -7,9 +7,10 @@
     python benchmarks/sitting.py debug --out $OUT     # a failing kernel: the many-tile shapes, sanitizers
     python benchmarks/sitting.py check --dry-run      # the plan and the plumbing, CUDA parts skipped
 
-check: (a) `python -m vitfast.check --gpu`, the command a user runs, with its records and this GPU's
-dispatch rows written into the checkout's package folders (vitfast/kernels/records, dispatch_data):
-committed after the call, they make our kernels run by default on every GPU of this key. (b) every
+check: (a) `pip install` of the checkout with the carried build, then `python -m vitfast.check --gpu`
+from that installed package, as a user runs it; its records and this GPU's dispatch rows then go into
+the checkout's package folders (vitfast/kernels/records, dispatch_data): committed after the call, they
+make our kernels run by default on every GPU of this key. (b) every
 kernel family's test files (FAMILY_TESTS) and the tests that cross families, each file in a process of
 its own with a time limit, VITFAST_UNVERIFIED_KERNELS=1: the suite's verdict per family beside the
 self-test's (a disagreement means a self-test misses what the suite finds, or the other way round).
@@ -79,9 +80,12 @@ SHAPE_LIMIT_S, SHAPE_MIN_S = 45, 15
 
 # (stage, budget in seconds, what it runs): each call's budgets sum to at most CALL_LIMIT_S
 PLAN = {
-    "check": [("check", 240, "python -m vitfast.check --gpu as a user runs it: every family's packaged self-test, "
-                             "the records and this GPU's dispatch rows into the checkout's package folders"),
-              ("tests", 200, "every family's test files and the cross-family ones, a process each: the suite's "
+    "check": [("install", 30, "pip install of the checkout with the carried build (VITFAST_PREBUILT), into a "
+                               "folder of its own"),
+              ("check", 240, "python -m vitfast.check --gpu as a user runs it, on the installed package: every "
+                             "family's packaged self-test, the records and this GPU's dispatch rows into the "
+                             "checkout's package folders"),
+              ("tests", 180, "every family's test files and the cross-family ones, a process each: the suite's "
                              "verdict per family beside the self-test's"),
               ("proof", 90, "bench_models.py, ViT-B/16 batch 256 bf16 inference, no opt-in: the backend on what "
                             "the records allow, against timm eager")],
@@ -157,13 +161,14 @@ def environment(dry_run):
     return env
 
 
-def child_env(opt_in=True, **extra):
-    """A stage's process environment: this checkout first on the path (no pip install on the GPU machine)
-    and every kernel allowed to run, verified or not (the sitting is what verifies them); opt_in=False:
-    only what the records allow, as a user runs."""
+def child_env(opt_in=True, site=None, **extra):
+    """A stage's process environment: this checkout first on the path (site: the folder the install stage
+    put the package into, instead) and every kernel allowed to run, verified or not (the sitting is what
+    verifies them); opt_in=False: only what the records allow, as a user runs."""
     path = os.environ.get("PYTHONPATH")
+    path = os.pathsep.join(p for p in (path or "").split(os.pathsep) if p and os.path.abspath(p) != ROOT)
     env = dict(os.environ, VITFAST_UNVERIFIED_KERNELS="1", PYTHONUNBUFFERED="1",
-               PYTHONPATH=ROOT + (os.pathsep + path if path else ""), **extra)
+               PYTHONPATH=(site or ROOT) + (os.pathsep + path if path else ""), **extra)
     if not opt_in:
         del env["VITFAST_UNVERIFIED_KERNELS"]
     return env
@@ -348,13 +353,13 @@ def stage_sanitize(args, budget, results, log):
         results["sanitize"][tool] = verdict
 
 
-def run_script(args, budget, cmd, key, results, log, opt_in=True, cwd=ROOT):
+def run_script(args, budget, cmd, key, results, log, opt_in=True, cwd=ROOT, site=None, **extra):
     if args.dry_run:
         results[key] = f"skipped (dry run): python {' '.join(cmd)}"
         return
     try:
         done = subprocess.run([python(), *cmd], cwd=cwd, capture_output=True, text=True, timeout=budget,
-                              env=child_env(opt_in))
+                              env=child_env(opt_in, site, **extra))
         results[key] = "ok" if done.returncode == 0 else f"exit {done.returncode}"
         log.append(f"==== {' '.join(cmd)}: {results[key]}\n" + "\n".join((done.stdout + done.stderr).splitlines()[-60:]))
     except subprocess.TimeoutExpired:
@@ -400,22 +405,50 @@ def gpu_suffix(results):
     return gpu_kind(results["environment"]["gpu"])
 
 
+def stage_install(args, budget, results, log):
+    """`pip install` of the checkout with the carried build (VITFAST_PREBUILT: nothing is compiled) into a
+    folder of its own, which the check stage runs instead of the checkout, as a user's machine would."""
+    site = os.path.join(tempfile.gettempdir(), "vitfast_installed")
+    run_script(args, budget, ["-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "--upgrade", "--target",
+                              site, ROOT], "install", results, log,
+               VITFAST_PREBUILT=os.path.join(ROOT, "vitfast", "_C.abi3.so"))
+    if results["install"] == "ok":
+        results["site"] = site
+
+
 def stage_check(args, budget, results, log):
-    """`python -m vitfast.check --gpu` with the records and dispatch rows into the checkout's package
-    folders (the call's later stages, and the checkout once they are copied back, run what it proved);
-    what it wrote is copied into --out. It runs from an empty folder, as from an installed package: the
-    package finds its self-tests and data without the clone's tests/ or benchmarks/."""
+    """`python -m vitfast.check --gpu` exactly as a user runs it: the package the install stage installed
+    (the checkout where that failed), from an empty folder, its records and dispatch rows going into its
+    user cache (VITFAST_CACHE_DIR). Then ship_check puts them into the checkout's package folders, so the
+    call's later stages (and the package, once they are committed) run what it proved; the files are
+    copied into --out too."""
+    site = results.get("site")
     with tempfile.TemporaryDirectory(prefix="vitfast_check_") as cwd:
-        run_script(args, budget, ["-m", "vitfast.check", "--gpu", "--record-into", args.records_dir,
-                                  "--dispatch-into", args.data_dir], "check", results, log, opt_in=False, cwd=cwd)
-    if args.dry_run:
-        return
+        cache = os.path.join(cwd, "cache")
+        run_script(args, budget, ["-m", "vitfast.check", "--gpu"], "check", results, log, opt_in=False, cwd=cwd,
+                   site=site, VITFAST_CACHE_DIR=cache)
+        results["check"] += f" (the package {'pip installed into ' + site if site else 'in the checkout'})"
+        if not args.dry_run:
+            for path in ship_check(cache, results["environment"], args.records_dir, args.data_dir):
+                shutil.copy(path, args.out)
+
+
+def ship_check(cache, env, records_dir, data_dir):
+    """The records in the user cache `cache` of this GPU's key at this build, into records_dir (one per
+    family, as the package ships them), and this GPU's dispatch rows into data_dir: the paths written."""
+    from vitfast.kernels import records
     from vitfast.kernels.dispatch import gpu_slug
-    env = results["environment"]
-    for path in (os.path.join(args.records_dir, env["key"] + ".json"),
-                 os.path.join(args.data_dir, gpu_slug(env["gpu"]) + ".json")):
-        if os.path.isfile(path):
-            shutil.copy(path, args.out)
+
+    written = []
+    mine = [r for r in records.read(os.path.join(cache, "records")).get(env["key"], [])
+            if r["fingerprint"] == env["fingerprints"].get(r["family"])]
+    if mine:
+        written.append(records.write(records_dir, env["key"], mine, keep=1))
+    rows = os.path.join(cache, "dispatch", gpu_slug(env["gpu"]) + ".json")
+    if os.path.isfile(rows):
+        os.makedirs(data_dir, exist_ok=True)
+        written.append(shutil.copy(rows, data_dir))
+    return written
 
 
 def stage_proof(args, budget, results, log):  # the backend by default: no VITFAST_UNVERIFIED_KERNELS
@@ -455,7 +488,7 @@ def stage_ssl_knn(args, budget, results, log):
                               "--set", "eval_every=5", "--out", out], "ssl_knn", results, log)  # a k-NN curve
 
 
-STAGES = {"check": stage_check, "tests": stage_tests, "proof": stage_proof, "kernels": stage_kernels,
+STAGES = {"install": stage_install, "check": stage_check, "tests": stage_tests, "proof": stage_proof, "kernels": stage_kernels,
           "attention": stage_attention, "backend": stage_backend, "models": stage_models, "profile": stage_profile,
           "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn, "shapes": stage_shapes, "sanitize": stage_sanitize}
 LOGS = {"shapes": "shapes.log", "tests": "tests.log", "check": "check.log"}  # the others: scripts.log
@@ -481,7 +514,7 @@ def summary(call, results):
         lines += [f"| {f} | {v['self_test']} | {v['test_files']} | "
                   f"{'yes' if (v['self_test'] == 'recorded') == (v['test_files'] == 'passed') else 'NO'} | {v['detail']} |"
                   for f, v in results["families"].items()]
-    for key in ("check", "sanitize", "kernels", "attention", "profile", "models", "backend", "proof", "ssl_step",
+    for key in ("install", "check", "sanitize", "kernels", "attention", "profile", "models", "backend", "proof", "ssl_step",
                 "ssl_knn"):
         if key in results:
             lines += ["", f"## {key}", str(results[key])]
@@ -495,9 +528,9 @@ def main(argv=None):
     p.add_argument("--dry-run", action="store_true", help="print the plan and run the plumbing, CUDA parts skipped")
     # vitfast's folders, spelled here: vitfast is imported only after the carried build is unpacked
     p.add_argument("--data-dir", default=os.path.join(ROOT, "vitfast", "kernels", "dispatch_data"),
-                   help="where vitfast.check --gpu writes this GPU's dispatch rows")
+                   help="where the check call's dispatch rows for this GPU go")
     p.add_argument("--records-dir", default=os.path.join(ROOT, "vitfast", "kernels", "records"),
-                   help="where vitfast.check --gpu writes its records (<dir>/<gpu key>.json)")
+                   help="where the check call's records go (<dir>/<gpu key>.json)")
     p.add_argument("--workers", type=int, default=6, help="test files run at once (stage tests)")
     args = p.parse_args(argv)
     assert sum(b for _, b, _ in PLAN[args.call]) <= CALL_LIMIT_S and len(FILES[args.call]) <= 8

@@ -119,3 +119,27 @@ def test_another_build_loads_by_its_path_and_says_which_it_is():
     bad = subprocess.run([sys.executable, "-c", "import vitfast"], capture_output=True, text=True,
                          env={**os.environ, "VITFAST_EXTENSION": os.path.join(CSRC, "kernel_gate.h")})
     assert bad.returncode != 0 and "vitfast's compiled extension (vitfast._C) is missing" in bad.stderr
+
+
+def test_a_prebuilt_extension_installs_as_it_is(tmp_path):
+    """VITFAST_PREBUILT installs a build made elsewhere (our GPU sittings install the one built here for
+    the GPU machine's torch): the installed package holds those very bytes and answers with that build's
+    fingerprints, nothing compiled; a path that is no file is one line naming the variable."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    prebuilt = tmp_path / "_C.abi3.so"
+    shutil.copyfile(vitfast._C.__file__, prebuilt)
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "--target", str(site), root]
+    done = subprocess.run(pip, capture_output=True, text=True, env={**os.environ, "VITFAST_PREBUILT": str(prebuilt)},
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (site / "vitfast" / "_C.abi3.so").read_bytes() == prebuilt.read_bytes()
+    code = "import vitfast, torch; print(vitfast.__file__); print(torch.ops.vitfast.kernel_fingerprints())"
+    env = {k: v for k, v in os.environ.items() if k != "VITFAST_EXTENSION"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
+                         env={**env, "PYTHONPATH": str(site)}).stdout.splitlines()
+    assert out == [str(site / "vitfast" / "__init__.py"), torch.ops.vitfast.kernel_fingerprints()]
+    bad = subprocess.run(pip, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "VITFAST_PREBUILT": str(tmp_path / "none.so")})
+    assert bad.returncode != 0
+    assert f"VITFAST_PREBUILT: no file '{tmp_path / 'none.so'}'; expected a built vitfast/_C.abi3.so" in bad.stdout + bad.stderr

@@ -46,9 +46,9 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
         parsed = ssl_knn.parse_args(line.split("benchmarks/ssl_knn.py")[1].split())
         assert (parsed.recipe, parsed.max_time, parsed.out) == ("dino_cifar10", sitting.SSL_MAX_S,
                                                                 str(out / "ssl_knn_none.md"))
-    if call == "check":  # the user's command, with the records and rows into the checkout's package folders
-        assert ("skipped (dry run): python -m vitfast.check --gpu --record-into "
-                f"{os.path.join(ROOT, 'vitfast', 'kernels', 'records')} --dispatch-into ") in summary
+    if call == "check":  # pip install of the checkout, then the user's command as they type it
+        assert "skipped (dry run): python -m pip install -q --no-build-isolation --no-deps" in summary
+        assert "skipped (dry run): python -m vitfast.check --gpu (the package in the checkout)" in summary
         assert "skipped (dry run): python benchmarks/bench_models.py" in summary
     if call == "bench":  # the tables time every kernel; the models run what the records allow
         for script in ("bench_kernels.py", "bench_attention.py", "bench_models.py", "profile_backend.py"):
@@ -103,6 +103,27 @@ def test_the_check_call_sets_the_self_tests_records_beside_the_test_files(tmp_pa
     assert rows["attention_sm90"] == ("not recorded", "failed")
     summary = sitting.summary("check", results)
     assert "| quantizers | recorded | passed | yes |" in summary and "| layer_norm | not recorded | passed | NO |" in summary
+
+
+def test_what_the_check_recorded_in_its_cache_goes_into_the_package(tmp_path):
+    """The check stage's vitfast.check --gpu records into its own user cache, as a user's does; its records
+    of this build and key go into the package's records (one per family) and its dispatch rows beside the
+    package's, where the later stages and the committed package read them."""
+    built = vitfast.kernel_fingerprints()
+    cache, package = tmp_path / "cache", tmp_path / "package"
+    records.write(str(cache / "records"), "sm_90x132", [
+        {"family": "layer_norm", "fingerprint": built["layer_norm"], "date": "2026-11-27"},
+        {"family": "gemm_mma", "fingerprint": "0" * 16, "date": "2026-11-20"}])  # another build, kept in a cache
+    records.write(str(package / "records"), "sm_90x132", [
+        {"family": "layer_norm", "fingerprint": "1" * 16}, {"family": "quantizers", "fingerprint": built["quantizers"]}])
+    (cache / "dispatch").mkdir()
+    (cache / "dispatch" / "nvidia_h200.json").write_text('{"gpu": "NVIDIA H200", "ops": {}}')
+    env = dict(gpu="NVIDIA H200", key="sm_90x132", fingerprints=built)
+    written = sitting.ship_check(str(cache), env, str(package / "records"), str(package / "data"))
+    assert written == [str(package / "records" / "sm_90x132.json"), str(package / "data" / "nvidia_h200.json")]
+    shipped = {r["family"]: r["fingerprint"] for r in records.read(str(package / "records"))["sm_90x132"]}
+    assert shipped == {"layer_norm": built["layer_norm"], "quantizers": built["quantizers"]}
+    assert sitting.ship_check(str(tmp_path / "empty"), env, str(package / "records"), str(package / "data")) == []
 
 
 def test_tables_are_named_by_gpu_kind():

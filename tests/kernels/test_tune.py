@@ -69,3 +69,13 @@ def test_the_file_is_written_whole(tmp_path):
     path = tune.write({"gpu": "NVIDIA H200", "ops": {}}, str(tmp_path))
     assert os.path.basename(path) == "nvidia_h200.json" and os.listdir(tmp_path) == ["nvidia_h200.json"]
     assert records.cache_dir() == os.environ["VITFAST_CACHE_DIR"]  # the suite's own, not the user's
+
+
+def test_records_written_elsewhere_are_run_while_timing(tmp_path, monkeypatch):
+    """`vitfast.check --gpu --record-into DIR` records into a folder the gate does not read by itself;
+    the timing that follows (--records DIR) runs the families recorded there, not the library path."""
+    seen = []
+    monkeypatch.setattr(tune.gate, "install", lambda folders=None: seen.append(folders))
+    monkeypatch.setattr(tune, "tune", lambda *a, **k: {"gpu": "cpu", "ops": {}})
+    assert tune.main(["--out-dir", str(tmp_path / "rows"), "--device", "cpu", "--records", str(tmp_path / "recs")]) == 0
+    assert seen == [(records.SHIPPED_DIR, records.user_dir(), str(tmp_path / "recs"))]

@@ -237,7 +237,7 @@ def main(families=None, quick=False, record_into=None, dispatch_into=None, jobs=
         folder = dispatch_into or os.path.join(records.cache_dir(), "dispatch")
         print(f"\ntiming what runs now against the library path at the ViT models' shapes (limit {TUNE_LIMIT_S:.0f} s)",
               flush=True)
-        lines, tuned = run_tune(folder)
+        lines, tuned = run_tune(folder, ["--records", record_into] if record_into else [])
         print("\n".join(lines) if lines else f"the timing failed ({tuned}): the dispatch rows are as they were")
         dispatch.forget_data()
     return 1 if failed or tuned else 0

@@ -346,7 +346,11 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=256, help="images of 197 tokens per product (default: 256)")
     p.add_argument("--quick", action="store_true", help="ViT-B's widths and one attention shape")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a run of the plumbing")
+    p.add_argument("--records", metavar="DIR", help="also run the families recorded in DIR (vitfast.check --gpu "
+                                                    "--record-into DIR wrote them)")
     args = p.parse_args(argv)
+    if args.records:
+        gate.install((records.SHIPPED_DIR, records.user_dir(), args.records))
     quick = args.quick and args.device != "cpu"
     data = tune(args.device, args.batch, widths=QUICK_WIDTHS if quick else None,
                 attention_shapes=QUICK_ATTENTION if quick else None)
