@@ -256,7 +256,7 @@ def place(src, dst):
     which has the old file loaded keeps its mapping (a copy over it in place can crash that process)."""
     if os.path.isfile(dst) and filecmp.cmp(src, dst, shallow=False):
         return
-    shutil.copyfile(src, dst + ".tmp")
+    shutil.copy(src, dst + ".tmp")
     os.replace(dst + ".tmp", dst)
 
 
@@ -289,7 +289,7 @@ class Build(BuildExtension.with_options(use_ninja=True)):
                 target = self.get_ext_fullpath(ext.name)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 if not os.path.exists(target) or not os.path.samefile(PREBUILT, target):
-                    shutil.copyfile(PREBUILT, target)
+                    shutil.copy(PREBUILT, target)
             return
         if not cutlass_dirs:
             return super().build_extensions()

@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -184,6 +185,20 @@ def share_the_machine(workers):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
+def run_group(cmd, cwd, env, limit_s):
+    """cmd in a process group of its own, within limit_s: (exit status, or None at the limit, its output).
+    At the limit the whole group is killed: vitfast.check --gpu's self-test and timing processes too,
+    which would otherwise go on using the GPU under the next stage."""
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace", start_new_session=True) as proc:
+        try:
+            out = proc.communicate(timeout=limit_s)[0]
+            return proc.returncode, out
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return None, proc.communicate()[0]
+
+
 def run_pytest(target, env_extra, limit_s, log, junit=None, cut=False):
     """One pytest process on `target` with a time limit: (verdict, counts, seconds). verdict: ok, failed,
     hang (the limit), crash (any other exit), empty (nothing ran). cut: the limit is what the stage's budget
@@ -197,11 +212,7 @@ def run_pytest(target, env_extra, limit_s, log, junit=None, cut=False):
         # a test that hangs prints its stack and the file goes on, a little before the process limit
         cmd += ["--timeout", str(int(min(TEST_LIMIT_S, limit_s - 15)))]
     start = time.time()
-    try:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit_s)
-        rc, text = done.returncode, done.stdout + done.stderr
-    except subprocess.TimeoutExpired as e:
-        rc, text = None, (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+    rc, text = run_group(cmd, ROOT, env, limit_s)
     seconds = time.time() - start
     counts = junit_counts(junit) if junit and rc is not None else {}
     verdict = ("cut (the stage's budget ran out)" if rc is None and cut else "hang" if rc is None
@@ -341,13 +352,8 @@ def stage_sanitize(args, budget, results, log):
             continue
         cmd = ["compute-sanitizer", "--tool", tool, *flags, "--error-exitcode", "9", python(),
                "benchmarks/sanitize_ops.py"]
-        try:
-            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=budget * share,
-                                  env=child_env())
-            text = done.stdout + done.stderr
-            verdict = sanitizer_verdict(done.returncode, text)
-        except subprocess.TimeoutExpired:
-            text, verdict = "", "cut by its time limit"
+        rc, text = run_group(cmd, ROOT, child_env(), budget * share)
+        verdict = "cut by its time limit" if rc is None else sanitizer_verdict(rc, text)
         summary = [line for line in text.splitlines() if "SUMMARY" in line or "Error" in line][:20]
         log.append(f"==== {tool}: {verdict}\n" + "\n".join(summary + text.splitlines()[-20:]))
         results["sanitize"][tool] = verdict
@@ -357,13 +363,9 @@ def run_script(args, budget, cmd, key, results, log, opt_in=True, cwd=ROOT, site
     if args.dry_run:
         results[key] = f"skipped (dry run): python {' '.join(cmd)}"
         return
-    try:
-        done = subprocess.run([python(), *cmd], cwd=cwd, capture_output=True, text=True, timeout=budget,
-                              env=child_env(opt_in, site, **extra))
-        results[key] = "ok" if done.returncode == 0 else f"exit {done.returncode}"
-        log.append(f"==== {' '.join(cmd)}: {results[key]}\n" + "\n".join((done.stdout + done.stderr).splitlines()[-60:]))
-    except subprocess.TimeoutExpired:
-        results[key] = "cut by its time limit"
+    rc, text = run_group([python(), *cmd], cwd, child_env(opt_in, site, **extra), budget)
+    results[key] = "cut by its time limit" if rc is None else "ok" if rc == 0 else f"exit {rc}"
+    log.append(f"==== {' '.join(cmd)}: {results[key]}\n" + "\n".join(text.splitlines()[-60:]))
 
 
 def stage_kernels(args, budget, results, log):  # every kernel timed, recorded here or not (opted in)

@@ -185,3 +185,29 @@ def test_a_case_stopped_by_the_stages_budget_is_a_cut_not_a_hang(tmp_path):
     assert ": cut (the stage's budget ran out) in" in log[0] and ": hang in" in log[1]
 
 
+
+
+def test_a_stage_cut_at_its_limit_takes_its_children_with_it(tmp_path):
+    """vitfast.check --gpu runs its self-tests and timing in processes of its own: cut at the stage's
+    limit, they must not go on using the GPU under the next stage."""
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    parent = ("import subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+              f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+              "print('started', flush=True)\n"
+              "time.sleep(120)\n")
+    rc, text = sitting.run_group([sys.executable, "-c", parent], str(tmp_path), dict(os.environ), 5)
+    assert rc is None and "started" in text
+    child = int(pid_file.read_text())
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the stage's child {child} outlived the stage")
+    assert sitting.run_group([sys.executable, "-c", "print('done')"], str(tmp_path), dict(os.environ), 30) == (0, "done\n")
