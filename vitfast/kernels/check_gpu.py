@@ -234,7 +234,7 @@ def main(families=None, quick=False, record_into=None, dispatch_into=None, jobs=
     tuned = ""
     if passed and not quick:
         from . import dispatch
-        folder = dispatch_into or os.path.join(records.cache_dir(), "dispatch")
+        folder = dispatch_into or dispatch.user_dir()
         print(f"\ntiming what runs now against the library path at the ViT models' shapes (limit {TUNE_LIMIT_S:.0f} s)",
               flush=True)
         lines, tuned = run_tune(folder, ["--records", record_into] if record_into else [])

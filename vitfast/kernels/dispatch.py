@@ -48,10 +48,15 @@ def gpu_slug(name):
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
+def user_dir():
+    """The user's cache of dispatch data, where `python -m vitfast.check --gpu` writes this machine's."""
+    return os.path.join(records.cache_dir(), "dispatch")
+
+
 def data_dirs():
     """Where a GPU's data is looked for, first found first: the user's cache (`python -m vitfast.check
-    --gpu` measured this machine), then the package's (our GPU sittings)."""
-    return os.path.join(records.cache_dir(), "dispatch"), DATA_DIR
+    --gpu` measured this machine), then the package's (measured by us)."""
+    return user_dir(), DATA_DIR
 
 
 def load(gpu):

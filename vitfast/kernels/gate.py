@@ -19,14 +19,10 @@ VERIFY_COMMAND = "python -m vitfast.check --gpu"  # named by the gate's warning
 generation = 0  # bumped by install(): what caches the gate's answers (kernels/dispatch.py) compares it
 
 
-def parse_fingerprints(text):
-    """"family=hex;family=hex" (the build's answer, a bench table's "kernels:" line) -> {family: hex}."""
-    return dict(item.split("=", 1) for item in text.split(";") if item)
-
-
 def built_fingerprints():
-    """{family: fingerprint} of this build's CUDA kernel families (vitfast/kernels/fingerprints.py)."""
-    return parse_fingerprints(torch.ops.vitfast.kernel_fingerprints())
+    """{family: fingerprint} of this build's CUDA kernel families (vitfast/kernels/fingerprints.py), from
+    the extension's "family=hex;family=hex"."""
+    return dict(item.split("=", 1) for item in torch.ops.vitfast.kernel_fingerprints().split(";") if item)
 
 
 def install(folders=None):
