@@ -9,9 +9,10 @@
 #   bash benchmarks/gpu_checks.sh debug [--dry-run]   # a failing kernel: the many-tile shapes, sanitizers
 #
 # Logs and tables go to $OUT (else benchmarks/results/gpu). --dry-run prints the plan with each stage's
-# budget and runs the plumbing with the CUDA parts skipped. Carry the builds compressed (a call carries
-# 64 MiB; the release build is 59 MiB, 6.5 MiB as xz): `xz -6 -c vitfast/_C.abi3.so > .gpu/_C.abi3.so.xz`
-# (and a debug-sync build, VITFAST_DEBUG_SYNC=1 bash ../shared/tools/prebuild.sh, as .gpu/debug_sync.so.xz),
+# budget and runs the plumbing with the CUDA parts skipped. Build for the default architectures, as a user's
+# install does (the records name the flags): VITFAST_CUDA_ARCHS="80;90" bash ../shared/tools/prebuild.sh.
+# Carry the builds compressed (a call carries 64 MiB; the release build is 60 MiB, 6.7 MiB as xz):
+# `xz -6 -c vitfast/_C.abi3.so > .gpu/_C.abi3.so.xz` (and a debug-sync build, VITFAST_DEBUG_SYNC=1 bash ../shared/tools/prebuild.sh, as .gpu/debug_sync.so.xz),
 # carry .gpu; sitting.py unpacks them into place first. After a check call, copy <key>.json into
 # vitfast/kernels/records/ and <gpu>.json into vitfast/kernels/dispatch_data/; after the others, the
 # tables into benchmarks/results/.

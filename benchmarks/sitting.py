@@ -144,8 +144,16 @@ def python():
     return os.environ.get("PYTHON", sys.executable)
 
 
+def built_targets():
+    """The portable kernels' targets of this build ("compute_90, sm_80, sm_90"): the records name its flags,
+    so only a build for the default VITFAST_CUDA_ARCHS proves what a user's default install runs."""
+    import torch
+    flags = " ".join(json.loads(torch.ops.vitfast.kernel_toolchain()).get("nvcc_flags", []))
+    return ", ".join(sorted(set(re.findall(r"code=((?:sm|compute)_\d+a?)", flags)))) or "none"
+
+
 def environment(dry_run):
-    """{gpu, key, driver, torch, cuda, date, commit, flavor, fingerprints} of this machine and build."""
+    """{gpu, key, driver, torch, cuda, date, commit, flavor, targets, fingerprints} of this machine and build."""
     import torch
     import vitfast
     env = {"date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
@@ -154,7 +162,8 @@ def environment(dry_run):
            "torch": torch.__version__, "cuda": torch.version.cuda,
            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
            "key": vitfast.kernels.records.device_key() if torch.cuda.is_available() else "none",
-           "flavor": torch.ops.vitfast.build_flavor(), "fingerprints": vitfast.kernel_fingerprints(),
+           "flavor": torch.ops.vitfast.build_flavor(), "targets": built_targets(),
+           "fingerprints": vitfast.kernel_fingerprints(),
            "dry_run": dry_run}
     if torch.cuda.is_available():
         env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -534,7 +543,12 @@ def main(argv=None):
     p.add_argument("--records-dir", default=os.path.join(ROOT, "vitfast", "kernels", "records"),
                    help="where the check call's records go (<dir>/<gpu key>.json)")
     p.add_argument("--workers", type=int, default=6, help="test files run at once (stage tests)")
+    p.add_argument("--stages", help="the call's stages to run, comma-separated (default: all; a rerun's budget)")
     args = p.parse_args(argv)
+    planned = [s for s, _, _ in PLAN[args.call]]
+    stages = args.stages.split(",") if args.stages else planned
+    if not set(stages) <= set(planned):
+        p.error(f"--stages: the {args.call} call's stages are {', '.join(planned)}; got {args.stages}")
     assert sum(b for _, b, _ in PLAN[args.call]) <= CALL_LIMIT_S and len(FILES[args.call]) <= 8
     print(f"plan for {args.call} (limit {CALL_LIMIT_S} s; files into {args.out}: {', '.join(FILES[args.call])}):")
     for stage, budget, what in PLAN[args.call]:
@@ -546,6 +560,8 @@ def main(argv=None):
     results = {"environment": environment(args.dry_run), "used": {}}
     logs = {}
     for stage, budget, _ in PLAN[args.call]:
+        if stage not in stages:
+            continue
         start = time.time()
         STAGES[stage](args, budget, results, logs.setdefault(LOGS.get(stage, "scripts.log"), []))
         results["used"][stage] = round(time.time() - start)

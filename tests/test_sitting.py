@@ -65,6 +65,19 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
         assert "| quantizers | not recorded | failed | yes |" in summary
 
 
+def test_a_rerun_runs_the_stages_it_names_and_refuses_others(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", "benchmarks/gpu_checks.sh", "check", "--dry-run", "--stages", "install,proof",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = (out / "summary.md").read_text()
+    assert "## install" in summary and "## proof" in summary and "## check" not in summary
+    assert "## Test files" not in summary and "- targets: " in summary
+    wrong = subprocess.run(["bash", "benchmarks/gpu_checks.sh", "check", "--dry-run", "--stages", "kernels",
+                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "--stages: the check call's stages are install, check, tests, proof" in wrong.stderr
+
+
 def file_result(family, file, verdict, passed=3):
     return dict(family=family, file=file, env={}, verdict=verdict,
                 counts=dict(tests=passed, failures=0, errors=0, skipped=0, passed=passed))

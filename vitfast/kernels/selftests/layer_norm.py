@@ -104,6 +104,11 @@ def eager(x, w, b, r, rounded=None):
     s = x if r is None else x + r
     if rounded is not None:
         s = s + (rounded.detach().to(s.dtype) - s.detach())
+    if w.dtype != s.dtype:
+        # float32 parameters with a 16-bit x (autocast's): PyTorch's CUDA LayerNorm refuses the mix and its
+        # CPU one computes in float32 and rounds once to x's dtype, which this does on either device
+        y = F.layer_norm(s.float(), (s.shape[-1],), w.float(), b.float(), EPS).to(s.dtype)
+        return [s, y] if r is not None else [y]
     y = F.layer_norm(s, (s.shape[-1],), w, b, EPS)
     return [s, y] if r is not None else [y]
 
