@@ -1,5 +1,6 @@
 """Where the "vitfast" backend runs our fused kernels and where the library path (SDPA, cuBLAS + ATen,
-F.layer_norm) that timm runs: decided per GPU from measurements of that GPU.
+F.layer_norm) that timm runs: decided per GPU from measurements of that GPU, or of another GPU of its
+key (vitfast.kernels.records.gpu_key) where it has none of its own.
 
 <gpu>.json in the user's cache (dispatch/, written by `python -m vitfast.check --gpu` through
 vitfast.kernels.tune) or in dispatch_data/ (the package's, from our GPU sittings) lists, per op and
@@ -25,7 +26,7 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dispatch_da
 MARGIN = 1.05  # ours must be at least 5% faster: smaller differences are within the timings' spread
 NEAR = 2.0  # a measured size stands for sizes within this factor of it
 
-_data = {}  # gpu name -> its table, or None
+_data = {}  # (gpu name, key) -> its table, or None
 _names = {}  # device index -> (gpu name, gpu key)
 _choices = {}  # (op, gpu, key, shape) -> choice()'s answer: a model asks the same few questions every step
 _generation = None  # the gate's install() that _choices' answers came from
@@ -59,23 +60,42 @@ def data_dirs():
     return user_dir(), DATA_DIR
 
 
-def load(gpu):
-    """The measured table for a GPU name, or None where neither folder has one (a file that cannot be
-    read is named in one warning and passed over)."""
-    if gpu not in _data:
-        _data[gpu] = None
+def _read(path):
+    """The table in path, or None where it cannot be read (named in one warning: load() caches its answer)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        warnings.warn(f"vitfast: ignoring the dispatch data in {path} ({str(e).splitlines()[0]}); "
+                      "`python -m vitfast.check --gpu` measures it again", stacklevel=3)
+        return None
+
+
+def load(gpu, key=None):
+    """The measured table for a GPU name, the user's before the package's; where neither folder has one
+    and `key` is given, a table measured on another GPU of that key (the shipped H100 rows serve an H200:
+    one die, one SM count, as cuBLASLt's heuristics key them), the user's first; else None. A file that
+    cannot be read is named in one warning and passed over."""
+    if (gpu, key) not in _data:
+        found = None
         for folder in data_dirs():
             path = os.path.join(folder, gpu_slug(gpu) + ".json")
-            if not os.path.isfile(path):
-                continue
-            try:
-                with open(path) as f:
-                    _data[gpu] = json.load(f)
+            if os.path.isfile(path) and (found := _read(path)) is not None:
                 break
-            except (OSError, ValueError) as e:
-                warnings.warn(f"vitfast: ignoring the dispatch data in {path} ({str(e).splitlines()[0]}); "
-                              "`python -m vitfast.check --gpu` measures it again", stacklevel=2)
-    return _data[gpu]
+        if found is None and key is not None:
+            found = _same_key(key)
+        _data[(gpu, key)] = found
+    return _data[(gpu, key)]
+
+
+def _same_key(key):
+    """A table measured on another GPU of key `key`, the user's first, or None."""
+    for folder in data_dirs():
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            data = _read(os.path.join(folder, name)) if name.endswith(".json") else None
+            if data and data.get("key") == key:
+                return data
+    return None
 
 
 def forget_data():
@@ -112,11 +132,11 @@ def current(op, key, data):
             and all(gate.allowed(f, key, hopper) for f in families))
 
 
-def measured(op, gpu, **shape):
-    """What the data measured for `op` at `shape` on the GPU named `gpu`: None where the library path was
-    faster (or nothing near was measured), else our kernel's fastest configuration ("auto" where the
-    data names none)."""
-    data = load(gpu)
+def measured(op, gpu, key=None, **shape):
+    """What the data measured for `op` at `shape` on the GPU named `gpu` (of key `key`: load()): None where
+    the library path was faster (or nothing near was measured), else our kernel's fastest configuration
+    ("auto" where the data names none)."""
+    data = load(gpu, key)
     row = nearest(data["ops"].get(op, []), shape) if data else None
     return row.get("config", "auto") if row is not None and row["use"] == "vitfast" else None
 
@@ -131,8 +151,8 @@ def choice(op, gpu, key, **shape):
         _generation = gate.generation
     asked = (op, gpu, key, tuple(sorted(shape.items())))
     if asked not in _choices:
-        config = measured(op, gpu, **shape)
-        _choices[asked] = config if config is not None and current(op, key, load(gpu)) else None
+        config = measured(op, gpu, key, **shape)
+        _choices[asked] = config if config is not None and current(op, key, load(gpu, key)) else None
     return _choices[asked]
 
 
