@@ -113,3 +113,20 @@ def test_the_package_ships_records_only_in_their_format():
         assert records.KEY.fullmatch(key)
         for r in recs:
             assert {"family", "fingerprint", "gpu", "driver", "torch", "date", "tests"} <= set(r), r
+
+
+def test_the_shipped_dispatch_rows_were_timed_on_the_shipped_records_build():
+    """Each shipped table of dispatch rows names the fingerprints it timed; where the package also ships
+    records for its key, they are of the same build (else its rows would be stale on every install that
+    the records let run our kernels)."""
+    import json
+
+    from vitfast.kernels import dispatch
+
+    shipped = records.read(records.SHIPPED_DIR)
+    tables = [json.load(open(os.path.join(dispatch.DATA_DIR, name))) for name in os.listdir(dispatch.DATA_DIR)]
+    assert tables and all("key" in t for t in tables)
+    for table in tables:
+        timed = table["source"]["fingerprints"]
+        for r in shipped.get(table["key"], []):
+            assert timed.get(r["family"]) == r["fingerprint"], (table["gpu"], r["family"])
