@@ -33,7 +33,8 @@ def git_commit():
 
 
 def gpu_driver():
-    return (_run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).splitlines() or ["unknown"])[0]
+    from vitfast.kernels.check_gpu import driver_version
+    return driver_version()
 
 
 def kernel_fingerprints():

@@ -166,8 +166,8 @@ def environment(dry_run):
            "fingerprints": vitfast.kernel_fingerprints(),
            "dry_run": dry_run}
     if torch.cuda.is_available():
-        env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                       capture_output=True, text=True).stdout.strip()
+        from vitfast.kernels.check_gpu import driver_version
+        env["driver"] = driver_version()
     return env
 
 
