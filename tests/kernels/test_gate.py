@@ -188,6 +188,24 @@ def test_the_backend_takes_ours_only_where_verified_and_measured_at_this_build(r
     assert dispatch.choice("linear_residual", *GPU, **FC2) is None
 
 
+def test_rows_of_an_older_build_give_way_to_current_rows_of_the_same_key(records_in, monkeypatch):
+    """The user's own rows, timed at an older build, say nothing of this one: the package's rows of
+    another GPU of the key, timed at this build, decide (an upgrade keeps our kernels running)."""
+    folder, install = records_in
+    write_records(folder, H200, {"gemm_sm90": True, "gemm_mma": True}, linear_residual=[GEMM_ROW])
+    shipped = folder / "dispatch" / (dispatch.gpu_slug(H200[0]) + ".json")
+    shipped.write_text(json.dumps(dict(json.loads(shipped.read_text()), key=H200[1])))
+    monkeypatch.setenv("VITFAST_CACHE_DIR", str(folder / "cache"))
+    old = {"gpu": GPU[0], "key": GPU[1], "source": {"fingerprints": {"gemm_sm90": STALE, "gemm_mma": STALE}},
+           "rule": "test", "ops": {"linear_residual": [dict(GEMM_ROW, config="coop_128x128")]}}
+    (folder / "cache" / "dispatch").mkdir(parents=True)
+    (folder / "cache" / "dispatch" / (dispatch.gpu_slug(GPU[0]) + ".json")).write_text(json.dumps(old))
+    install()
+    assert dispatch.measured("linear_residual", GPU[0], GPU[1], **FC2) == "coop_128x128"  # the most trusted says
+    assert dispatch.choice("linear_residual", *GPU, **FC2) == "coop_128x256_2x1"  # the current one decides
+    assert dispatch.choice("linear_residual", *A100, **FC2) is None  # another key: none of them
+
+
 def test_the_opt_in_lets_the_backend_take_current_measurements(records_in):
     folder, install = records_in
     write_records(folder, GPU, {}, layer_norm=[LN_ROW])

@@ -26,7 +26,7 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dispatch_da
 MARGIN = 1.05  # ours must be at least 5% faster: smaller differences are within the timings' spread
 NEAR = 2.0  # a measured size stands for sizes within this factor of it
 
-_data = {}  # (gpu name, key) -> its table, or None
+_data = {}  # (gpu name, key) -> tables(): the measured tables that may speak for it
 _names = {}  # device index -> (gpu name, gpu key)
 _choices = {}  # (op, gpu, key, shape) -> choice()'s answer: a model asks the same few questions every step
 _generation = None  # the gate's install() that _choices' answers came from
@@ -71,31 +71,28 @@ def _read(path):
         return None
 
 
-def load(gpu, key=None):
-    """The measured table for a GPU name, the user's before the package's; where neither folder has one
-    and `key` is given, a table measured on another GPU of that key (the shipped H100 rows serve an H200:
-    one die, one SM count, as cuBLASLt's heuristics key them), the user's first; else None. A file that
+def tables(gpu, key=None):
+    """The measured tables that may speak for the GPU named `gpu`, most trusted first: its own, the user's
+    before the package's; then, with `key`, those of other GPUs of that key (the shipped H100 rows serve
+    an H200: one die, one SM count, as cuBLASLt's heuristics key them), the user's first. A file that
     cannot be read is named in one warning and passed over."""
     if (gpu, key) not in _data:
-        found = None
-        for folder in data_dirs():
-            path = os.path.join(folder, gpu_slug(gpu) + ".json")
-            if os.path.isfile(path) and (found := _read(path)) is not None:
-                break
-        if found is None and key is not None:
-            found = _same_key(key)
+        own = gpu_slug(gpu) + ".json"
+        found = [data for folder in data_dirs() if os.path.isfile(os.path.join(folder, own))
+                 for data in [_read(os.path.join(folder, own))] if data is not None]
+        for folder in data_dirs() if key is not None else ():
+            for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+                data = _read(os.path.join(folder, name)) if name.endswith(".json") and name != own else None
+                if data and data.get("key") == key:
+                    found.append(data)
         _data[(gpu, key)] = found
     return _data[(gpu, key)]
 
 
-def _same_key(key):
-    """A table measured on another GPU of key `key`, the user's first, or None."""
-    for folder in data_dirs():
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            data = _read(os.path.join(folder, name)) if name.endswith(".json") else None
-            if data and data.get("key") == key:
-                return data
-    return None
+def load(gpu, key=None):
+    """The most trusted of tables(gpu, key), or None where there is none."""
+    found = tables(gpu, key)
+    return found[0] if found else None
 
 
 def forget_data():
@@ -118,18 +115,28 @@ def nearest(rows, shape):
     return best
 
 
+def fresh(op, data):
+    """Whether data timed op's kernels as this build compiled them: each family of OP_FAMILIES[op] that it
+    measured has this build's fingerprint."""
+    timed = data.get("source", {}).get("fingerprints", {})
+    families = [f for f in OP_FAMILIES[op] if f in timed]
+    built = gate.built_fingerprints()
+    return bool(families) and all(timed[f] == built.get(f) for f in families)
+
+
 def current(op, key, data):
     """Whether data's measurements of op still describe the kernels that would run on GPUs of key `key`:
-    each family of OP_FAMILIES[op] that the data measured has this build's fingerprint, and the gate lets
-    it run there (warning once per kind of GPU where it does not)."""
-    measured = data.get("source", {}).get("fingerprints", {})
-    families = [f for f in OP_FAMILIES[op] if f in measured]
-    if not families:
+    fresh(), and the gate lets them run there (warning once per kind of GPU where it does not)."""
+    if not fresh(op, data):
         return False
-    built = gate.built_fingerprints()
-    hopper = any(f.endswith("_sm90") for f in measured)
-    return (all(measured[f] == built.get(f) for f in families)
-            and all(gate.allowed(f, key, hopper) for f in families))
+    timed = data["source"]["fingerprints"]
+    hopper = any(f.endswith("_sm90") for f in timed)
+    return all(gate.allowed(f, key, hopper) for f in OP_FAMILIES[op] if f in timed)
+
+
+def _measured_in(data, op, shape):
+    row = nearest(data["ops"].get(op, []), shape)
+    return row.get("config", "auto") if row is not None and row["use"] == "vitfast" else None
 
 
 def measured(op, gpu, key=None, **shape):
@@ -137,22 +144,23 @@ def measured(op, gpu, key=None, **shape):
     the library path was faster (or nothing near was measured), else our kernel's fastest configuration
     ("auto" where the data names none)."""
     data = load(gpu, key)
-    row = nearest(data["ops"].get(op, []), shape) if data else None
-    return row.get("config", "auto") if row is not None and row["use"] == "vitfast" else None
+    return _measured_in(data, op, shape) if data else None
 
 
 def choice(op, gpu, key, **shape):
     """None when the vitfast backend runs the library path for `op` at `shape` on the GPU named `gpu`
-    (of key `key`); else the kernel configuration measured fastest there: measured()'s answer where the
-    measurement is current() (this build's kernels, verified on that kind of GPU)."""
+    (of key `key`); else the kernel configuration measured fastest there, in the most trusted of
+    tables() that timed this build's kernels (rows of an older build measured here give way to current
+    ones of the package), where the gate lets them run on that kind of GPU."""
     global _generation
     if _generation != gate.generation:  # the gate's answers changed since these were cached
         _choices.clear()
         _generation = gate.generation
     asked = (op, gpu, key, tuple(sorted(shape.items())))
     if asked not in _choices:
-        config = measured(op, gpu, key, **shape)
-        _choices[asked] = config if config is not None and current(op, key, load(gpu, key)) else None
+        data = next((d for d in tables(gpu, key) if fresh(op, d)), None)
+        config = _measured_in(data, op, shape) if data else None
+        _choices[asked] = config if config is not None and current(op, key, data) else None
     return _choices[asked]
 
 
