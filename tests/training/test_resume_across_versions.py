@@ -1,0 +1,53 @@
+"""A run stopped by an earlier release continues with this one bit for bit (--deterministic, CPU): its
+checkpoint (tests/training/runs_before_trainer_parts, see the README there) resumes to the weights and
+optimizer state of the same run trained here without a stop."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vitfast.training.state import load_state
+
+from .test_resume import ENV, TINY
+
+RUNS = Path(__file__).parent / "runs_before_trainer_parts"
+DINO = ["--ssl", "dino", "--head-out-dim", "64", "--head-hidden-dim", "64", "--head-bottleneck-dim", "32",
+        "--eval-every-steps", "10"]
+ARGS = {"supervised": TINY, "dino": TINY[:-4] + DINO}  # (DINO trains without --reprob and --mixup)
+
+
+def train(args, cwd):
+    proc = subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def same(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, f"{where}[{i}]")
+
+
+@pytest.mark.parametrize("kind", sorted(ARGS))
+def test_a_run_stopped_by_an_earlier_release_resumes_bit_exactly(tmp_path, kind):
+    before = load_state(RUNS / kind / "checkpoint-last.pt")
+    assert (before["step"], before["total_steps"]) == (6, 40)
+    shutil.copytree(RUNS / kind, tmp_path / "resumed")
+    resumed = train(["--output", "resumed", "--resume", "auto"], tmp_path)
+    assert "at step 6 (epoch 0, batch 6)" in resumed.stdout
+    train(ARGS[kind] + ["--steps", "40", "--output", "straight"], tmp_path)
+    a, b = (load_state(tmp_path / run / "checkpoint-last.pt") for run in ("straight", "resumed"))
+    assert a["step"] == b["step"] == 40
+    for key in ("model", "optimizer", "ema", "ssl", "best", "val"):
+        same(a.get(key), b.get(key), key)
