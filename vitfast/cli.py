@@ -167,3 +167,8 @@ def run(prog, main, argv=None):
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def plural(n, noun):
+    """'1 step', '2 steps'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

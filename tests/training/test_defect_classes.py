@@ -14,7 +14,7 @@ import yaml
 
 from tests.training.test_train import write_folder
 from vitfast.cli import UsageError
-from vitfast.train import cpu_has_bf16
+from vitfast.training.header import cpu_has_bf16
 from vitfast.train import main as train_main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from vitfast.models.checkpoint import sharded_weights
-from vitfast.training.parallel import merge_shards
+from vitfast.training.sharded_checkpoint import merge_shards
 from vitfast.training.state import load_state
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -230,6 +230,11 @@ def flag_of(key):
     return "--" + key.replace("_", "-")
 
 
+def origin_of(origins):
+    """where(key): the source a refusal names for key's value (resolve's origins; else its flag)."""
+    return lambda key: origins.get(key, flag_of(key))
+
+
 def as_flags(config, keys):
     """The config's values of `keys` as command-line arguments (dicts as k=v,..., lists comma-separated);
     keys without a value (None, empty) left out."""

@@ -6,6 +6,8 @@ import re
 import torch
 import torch.distributed as dist
 
+from .. import progress
+
 
 class Dist:
     def __init__(self, device_arg=None, timeout=1800.0):
@@ -65,3 +67,14 @@ class Dist:
 
 _COLLECTIVE_FAILURES = (r"Connection (reset|closed) by peer|Connection refused|[Tt]imed out|ProcessGroupGloo|"
                         r"ProcessGroupNCCL|NCCL error|Broken pipe")
+
+
+def set_up_process(cfg, dist):
+    """This process as the run asks: deterministic algorithms (--deterministic), the seed, and the
+    progress output of rank 0 alone."""
+    if cfg["deterministic"]:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    progress.set_quiet(cfg["quiet"] or not dist.is_main)
+    torch.manual_seed(cfg["seed"])

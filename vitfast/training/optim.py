@@ -3,7 +3,9 @@ import math
 
 import torch
 
-__all__ = ["param_groups", "create_optimizer", "Lamb", "lr_at"]
+__all__ = ["param_groups", "create_optimizer", "Optimization", "AMP_DTYPES", "Lamb", "lr_at"]
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --amp: autocast's dtype
 
 
 def param_groups(model, weight_decay):
@@ -66,6 +68,16 @@ def create_optimizer(model, name, lr, weight_decay, momentum=0.9, betas=(0.9, 0.
     if name == "lamb":
         return Lamb(groups, lr=lr, betas=betas)
     raise ValueError(f"opt must be one of adamw, sgd, lamb, got {name!r}")
+
+
+class Optimization:
+    """What the loop's step applies: the optimizer, the loss scaler (on under --amp fp16) and autocast's
+    dtype (None: --amp none)."""
+
+    def __init__(self, cfg, trained, device, lr):
+        self.optimizer = create_optimizer(trained, cfg["opt"], lr, cfg["weight_decay"], cfg["momentum"], cfg["betas"])
+        self.amp_dtype = AMP_DTYPES[cfg["amp"]]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16")
 
 
 def warmup_length(warmup_epochs, warmup_steps, steps_per_epoch):

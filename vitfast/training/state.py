@@ -38,7 +38,7 @@ def save_state(path, state):
 
 def settled(path):
     """A checkpoint's path as it is to be read: a sharded checkpoint's folder whose replacement was cut
-    between its two renames is complete at path.old (vitfast.training.parallel.replace_folder)."""
+    between its two renames is complete at path.old (vitfast.training.sharded_checkpoint.replace_folder)."""
     path = os.fspath(path)
     return path + ".old" if not os.path.exists(path) and os.path.isdir(path + ".old") else path
 

@@ -1,4 +1,4 @@
-"""Training methods, one object each, driven by the one loop of vitfast/train.py (see base.Method)."""
+"""Training methods, one object each, driven by the one loop of vitfast/training/loop.py (see base.Method)."""
 from .base import Method
 from .dino import DINO
 from .supervised import Distillation, Supervised

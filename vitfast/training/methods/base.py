@@ -1,4 +1,4 @@
-"""The interface between the training loop (vitfast/train.py) and a training method: what an objective
+"""The interface between the training loop (vitfast/training/loop.py) and a training method: what an objective
 changes lives in one object, and the loop, one loop for every method, calls its hooks."""
 import os
 
