@@ -76,7 +76,7 @@ def main(argv=None):
     # ---- the output folder: everything above could still refuse the run
     created = open_output(out, cfg["overwrite"], say) if dist.is_main else False
     log = RunLogger(out, cfg, enabled=dist.is_main, use_wandb=cfg["wandb"])
-    plan.announce(log, state, schedule.total_steps)
+    plan.record_resume(log, state, schedule.total_steps)
     if dist.is_main:
         config_lib.dump(record, os.path.join(out, "config.yaml"))
     if cfg["compile"]:

@@ -26,6 +26,7 @@ class Loop:
         self.dist, self.log = dist, log
         self.state, self.checkpointer, self.validator, self.stop = state, checkpointer, validator, stop
         self.stop_reason = None
+        self.loss = None  # the last micro-batch's loss (a tensor on the device: read at log steps)
         self.last_log = None  # (time, images) at the previous log line: each line reports its interval's rate
 
     def run(self, pending_val=False):

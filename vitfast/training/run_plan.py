@@ -42,9 +42,9 @@ class RunPlan:
         """Whether the resumed run was stopped in a validation: it repeats that first."""
         return bool(self.resume and self.checkpoint.get("pending_val"))
 
-    def announce(self, log, state, total_steps):
-        """A resumed run's first lines (state: its TrainState): where it goes on from, and its lengthening,
-        which its schedule_changes record from here. Nothing for a new run."""
+    def record_resume(self, log, state, total_steps):
+        """A resumed run's lengthening, into its schedule_changes (state: its TrainState), and the lines
+        that say it and where the run goes on from. Nothing for a new run."""
         if self.resume is None:
             return
         if self.extension is not None:
