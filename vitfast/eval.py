@@ -19,7 +19,8 @@ from vitfast.cli import ArgumentParser, UsageError, blame, one_line, out_of_memo
 from vitfast.data import create_dataset, create_transform
 from vitfast.data.holdout import hold_out
 from vitfast.models import CheckpointMismatchError, get_model_config, load_checkpoint
-from vitfast.models.checkpoint import atomic_write, is_head_key, load_for_finetune
+from vitfast.files import atomic_write
+from vitfast.models.checkpoint import is_head_key, load_for_finetune
 from vitfast.training.config import parse_kv, split_top_level
 from vitfast.training.evaluate import accuracy, collect_logits
 from vitfast.training.state import model_from_file

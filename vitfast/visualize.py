@@ -64,7 +64,7 @@ def save_attention_rollouts(model, dataset, count, folder, device, mean=None, st
     from PIL import Image
 
     from . import progress
-    from .models.checkpoint import atomic_write
+    from .files import atomic_write
 
     os.makedirs(folder, exist_ok=True)
     model.eval()

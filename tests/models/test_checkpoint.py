@@ -68,7 +68,7 @@ def test_safetensors_round_trip_is_atomic(tmp_path):
         raise Boom
 
     with pytest.raises(Boom):
-        vitfast.models.checkpoint.atomic_write(path, failing)
+        vitfast.files.atomic_write(path, failing)
     assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["w.safetensors"]
 
 

@@ -15,8 +15,8 @@ import vitfast
 from tests.values import assert_same_bits
 from vitfast.layers import Attention, Block, set_model_backend
 from vitfast.quant import FixedPoint, FloatingPoint, quantize
-from vitfast.quant.qat import (QATLinear, QATModule, convert_ptq, is_quantized, model_size_bytes, prepare_qat,
-                               strip_qat)
+from vitfast.quant.ptq import convert_ptq
+from vitfast.quant.qat import QATLinear, QATModule, is_quantized, model_size_bytes, prepare_qat, strip_qat
 from vitfast.quant.recipes import RECIPES, Recipe, format_bits, parse_format, parse_recipe
 
 FP16, BF16, FP32 = FloatingPoint(5, 10), FloatingPoint(8, 7), FloatingPoint(8, 23)

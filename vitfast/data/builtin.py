@@ -17,7 +17,7 @@ operations: no class is the mirror image or a small rotation of another.
 import numpy as np
 import torch
 
-from .datasets import ArrayDataset
+from .arrays import ArrayDataset
 
 __all__ = ["BUILTIN_CLASSES", "BuiltinDataset", "generate_builtin"]
 

@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 
 from ..cli import first_line
+from .arrays import ArrayDataset
+from .builtin import BuiltinDataset
 
 __all__ = ["ArrayDataset", "ImageFileDataset", "IMG_EXTENSIONS", "UnreadableImagesError", "UnreadableImageWarning",
            "create_dataset"]
@@ -29,29 +31,6 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tif
 SPLITS = ("train", "val", "test")
 _MAX_BAD_IN_A_ROW = 50  # fresh failures in one __getitem__ before we call the dataset broken
 _MAX_WARNINGS = 20
-
-
-class ArrayDataset(torch.utils.data.Dataset):
-    """Images held in memory as one uint8 (N, 3, H, W) tensor (the layout transforms.v2 takes)."""
-
-    def __init__(self, images, targets, classes, transform=None, root=None, split=None):
-        if len(images) != len(targets):
-            raise ValueError(f"{len(images)} images but {len(targets)} labels")
-        self.images, self.targets = images, list(targets)
-        self.classes, self.num_classes = list(classes), len(classes)
-        self.transform, self.root, self.split = transform, root, split
-        self.skipped, self.skipped_paths = 0, []  # nothing to skip in memory; the file datasets' interface
-
-    def __len__(self):
-        return len(self.targets)
-
-    def __getitem__(self, index):
-        img = self.images[index]
-        return (img if self.transform is None else self.transform(img)), self.targets[index]
-
-    def __repr__(self):
-        return (f"{type(self).__name__}(root={self.root!r}, split={self.split!r}, n={len(self)}, "
-                f"classes={self.num_classes})")
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
@@ -390,8 +369,6 @@ def create_dataset(spec, split="train", transform=None, download=False, strict=F
     if kind == "builtin":
         if root:
             raise ValueError(f"dataset spec 'builtin' takes no path, got {spec!r}")
-        from .builtin import BuiltinDataset
-
         return BuiltinDataset(split, transform, cache_dir=root_for_builtin)
     if kind not in ("cifar10", "cifar100", "folder", "paths") or not sep or not root:
         known = kind in ("cifar10", "cifar100", "folder", "paths")

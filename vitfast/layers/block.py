@@ -16,7 +16,7 @@ from . import backend as backends
 from . import fused
 from .attention import Attention
 from .drop import DropPath, LayerScale
-from .mlp import Mlp
+from .mlp import Mlp, mlp_fusable
 
 
 class Block(nn.Module):
@@ -57,7 +57,7 @@ class Block(nn.Module):
     def _mlp_part(self, x, h):
         """x + drop_path2(ls2(mlp(h))) for the normalised h, fused where vitfast.layers.fused allows."""
         if (fused.inactive(self.drop_path2, self.training) and isinstance(self.ls2, nn.Identity)
-                and fused.mlp_fusable(self.mlp)):
+                and mlp_fusable(self.mlp)):
             return fused.mlp_residual(self.mlp, h, x)
         return x + self.drop_path2(self.ls2(self.mlp(h)))
 

@@ -108,15 +108,6 @@ def attention_residual(attn, h, residual, attn_bias=None, config="auto"):
                             config)
 
 
-def mlp_fusable(mlp):
-    """An Mlp whose fc1 + GELU and fc2 (+ residual) can run fused."""
-    from .mlp import Mlp
-
-    return (type(mlp) is Mlp and mlp.act_quant is None and type(mlp.act) is nn.GELU and plain_linear(mlp.fc1)
-            and plain_linear(mlp.fc2) and isinstance(mlp.norm, nn.Identity) and inactive(mlp.drop1, mlp.training)
-            and inactive(mlp.drop2, mlp.training))
-
-
 def mlp_hidden(mlp, h):
     """GELU(fc1(h)): linear_gelu, or the library's two ops where those measured faster."""
     config = fused_linear("linear_gelu", mlp.fc1, h, approximate=mlp.act.approximate)

@@ -22,9 +22,16 @@ class Mlp(nn.Module):
         self.backend = None  # None: the global backend (vitfast.layers.backend)
 
     def forward(self, x):
-        if backends.resolve(self.backend) == "vitfast" and fused.mlp_fusable(self):
+        if backends.resolve(self.backend) == "vitfast" and mlp_fusable(self):
             return self.fc2(fused.mlp_hidden(self, x))
         h = self.act(self.fc1(x))
         if self.act_quant is not None:
             h = self.act_quant(h)
         return self.drop2(self.fc2(self.norm(self.drop1(h))))
+
+
+def mlp_fusable(mlp):
+    """An Mlp whose fc1 + GELU and fc2 (+ residual) can run fused."""
+    return (type(mlp) is Mlp and mlp.act_quant is None and type(mlp.act) is nn.GELU
+            and fused.plain_linear(mlp.fc1) and fused.plain_linear(mlp.fc2) and isinstance(mlp.norm, nn.Identity)
+            and fused.inactive(mlp.drop1, mlp.training) and fused.inactive(mlp.drop2, mlp.training))

@@ -1,22 +1,18 @@
-"""Loading and saving weights: timm / official .pth, Google .npz, safetensors; atomic writes; errors
-that list every missing key, unexpected key and shape mismatch."""
+"""Loading and saving weights: timm / official .pth, Google .npz, safetensors, written atomically
+(vitfast.files); errors that list every missing key, unexpected key and shape mismatch (state_dict.py)."""
 import argparse
 import json
 import os
-import secrets
-from collections import namedtuple
 
 import torch
 
 from ..cli import first_line
+from ..files import atomic_write, from_file_metadata, is_quantized_file, model_recipe, to_file_metadata
+from .state_dict import CheckpointMismatchError, LoadResult, load_state_dict
 
 __all__ = ["CheckpointMismatchError", "LoadResult", "load_state_dict", "load_checkpoint", "save_checkpoint",
-           "read_state_dict", "atomic_write", "model_recipe", "to_file_metadata", "from_file_metadata",
-           "load_for_finetune", "is_head_key", "RUN_WEIGHTS", "run_weights", "stored_weights", "ssl_backbone"]
-
-# weights: for a vitfast run's file, whose weights were taken (run_weights' description); None for others
-LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys", "mismatched_keys", "weights"],
-                        defaults=(None,))
+           "read_state_dict", "load_for_finetune", "is_head_key", "RUN_WEIGHTS", "run_weights", "stored_weights",
+           "ssl_backbone"]
 
 # Which weights of a vitfast run's file to take: "reported" are the ones the run validated, chose
 # checkpoint-best by and saved as model.safetensors (the EMA's where it kept one); "ema" / "raw" ask.
@@ -65,45 +61,6 @@ def stored_weights(meta, weights, source):
     if held is None:
         return None
     return _ssl_backbone(json.loads(meta.get("config", "{}")), held) or _REPORTED[held]
-
-
-class CheckpointMismatchError(RuntimeError):
-    def __init__(self, result, source="checkpoint"):
-        self.result = result
-        lines = [f"{source} does not match the model:"]
-        if result.missing_keys:
-            lines.append(f"  missing keys ({len(result.missing_keys)}): {', '.join(result.missing_keys)}")
-        if result.unexpected_keys:
-            lines.append(f"  unexpected keys ({len(result.unexpected_keys)}): {', '.join(result.unexpected_keys)}")
-        for k, got, want in result.mismatched_keys:
-            lines.append(f"  shape mismatch for {k}: checkpoint {tuple(got)}, model {tuple(want)}")
-        lines.append("pass strict=False to load what matches")
-        super().__init__("\n".join(lines))
-
-    def brief(self, limit=3):
-        """The mismatch in one line: counts and the first few names of each kind."""
-        parts = []
-        for label, keys in (("missing", self.result.missing_keys), ("unexpected", self.result.unexpected_keys),
-                            ("of another shape", [k for k, _, _ in self.result.mismatched_keys])):
-            if keys:
-                more = ", ..." if len(keys) > limit else ""
-                parts.append(f"{len(keys)} {label} ({', '.join(keys[:limit])}{more})")
-        return "; ".join(parts)
-
-
-def load_state_dict(model, state_dict, strict=True, source="checkpoint"):
-    """Load `state_dict` into `model`. strict: any difference raises CheckpointMismatchError naming all
-    of them. strict=False loads every key whose name and shape match and returns the rest."""
-    own = model.state_dict()
-    mismatched = [(k, v.shape, own[k].shape) for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-    bad = {k for k, _, _ in mismatched}
-    result = LoadResult(missing_keys=sorted(k for k in own if k not in state_dict),
-                        unexpected_keys=sorted(k for k in state_dict if k not in own),
-                        mismatched_keys=mismatched)
-    if strict and (result.missing_keys or result.unexpected_keys or mismatched):
-        raise CheckpointMismatchError(result, source)
-    model.load_state_dict({k: v for k, v in state_dict.items() if k in own and k not in bad}, strict=False)
-    return result
 
 
 def _weights_only_extras():
@@ -225,8 +182,6 @@ def load_checkpoint(model, path, strict=True, weights="reported"):
         from .npz import load_npz
 
         return load_npz(model, path, strict=strict)
-    from ..quant.saved import is_quantized_file
-
     if is_quantized_file(path):
         raise ValueError(f"checkpoint {os.fspath(path)!r} is an 8-bit model (vitfast.quant.save_quantized): it "
                          "loads as one, with vitfast.quant.load_quantized(path) or create_model(name, "
@@ -258,66 +213,6 @@ def load_for_finetune(model, path, weights="reported"):
     if any(foreign):
         raise CheckpointMismatchError(foreign, f"checkpoint {os.fspath(path)!r}")
     return result
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path, write):
-    """write(tmp_path), fsync, then rename over path (and fsync the folder): readers see the old file or
-    the new one, never half of one, even if the process or the machine dies mid-write."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    while True:  # not mkstemp: its 0600 would stay on the file; this one gets open()'s mode (umask applied)
-        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(4)}{os.path.basename(path)}")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            break
-        except FileExistsError:
-            continue
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # a writer that made its own file (0600 temp files) gets the run's mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def model_recipe(model):
-    """{"architecture", "model_kwargs"} of a model made by create_model (None for any other): what
-    rebuilds it, stored in a .safetensors file's metadata so the file alone makes the model again."""
-    name = getattr(model, "default_cfg", {}).get("architecture")
-    kwargs = getattr(model, "create_kwargs", None)
-    if name is None or kwargs is None:
-        return None
-    try:
-        return {"architecture": name, "model_kwargs": json.dumps(kwargs)}
-    except TypeError:  # an override JSON cannot hold: the weights alone are still a valid file
-        return None
-
-
-def to_file_metadata(fields):
-    """fields as a .safetensors file's metadata: every key under the "vitfast." prefix (ours, beside
-    whatever other writers put there)."""
-    return {f"vitfast.{k}": v for k, v in fields.items()}
-
-
-def from_file_metadata(meta):
-    """The "vitfast." entries of a .safetensors file's metadata (None: none at all), without the prefix."""
-    return {k.removeprefix("vitfast."): v for k, v in (meta or {}).items() if k.startswith("vitfast.")}
 
 
 def save_checkpoint(model, path, config=None, weights=None):

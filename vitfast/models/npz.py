@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from ..layers import resample_abs_pos_embed
-from .checkpoint import CheckpointMismatchError, atomic_write
+from ..files import atomic_write
+from .state_dict import CheckpointMismatchError
 
 __all__ = ["load_npz", "save_npz", "NpzLoadResult", "NpzMismatchError", "npz_layout"]
 

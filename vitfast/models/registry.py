@@ -7,6 +7,10 @@ from ..layers.backend import set_model_backend
 
 _entrypoints = {}  # name -> function(**overrides) -> model
 _configs = {}  # name -> default config (input size, normalisation, crop)
+# files that hold a whole model rather than its weights: (recognise(path), build(path, architecture=,
+# create_kwargs=)), registered by the package that writes them (vitfast.quant's 8-bit files), which
+# builds on this one
+_model_files = []
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -27,6 +31,12 @@ def register_model(fn=None, *, config=None):
         return f
 
     return wrap(fn) if fn is not None else wrap
+
+
+def register_model_file(recognise, build):
+    """create_model(name, checkpoint_path=path) returns build(path, architecture=name, create_kwargs=overrides)
+    for a path where recognise(path) is true, in place of loading weights into a new model."""
+    _model_files.append((recognise, build))
 
 
 def register_variant(name, cls, defaults, config, doc):
@@ -87,13 +97,12 @@ def create_model(name, pretrained=False, checkpoint_path=None, backend=None, str
         raise ValueError("vitfast downloads no weights: pass checkpoint_path=FILE (a timm or official .pth, "
                          "a Google .npz or a .safetensors file) instead of pretrained=True")
     if checkpoint_path is not None:
-        from ..quant.saved import is_quantized_file, load_quantized
-
-        if is_quantized_file(checkpoint_path):  # an 8-bit model: rebuilt as such, without fp32 weights
-            model = load_quantized(checkpoint_path, architecture=name, create_kwargs=overrides)
-            if backend is not None:
-                set_model_backend(model, backend)
-            return model
+        for recognise, build_from in _model_files:
+            if recognise(checkpoint_path):  # e.g. an 8-bit model: rebuilt as such, without fp32 weights
+                model = build_from(checkpoint_path, architecture=name, create_kwargs=overrides)
+                if backend is not None:
+                    set_model_backend(model, backend)
+                return model
     model = _entrypoints[name](**overrides)
     model.default_cfg = model.pretrained_cfg = {**_configs[name], "architecture": name}
     model.create_kwargs = dict(overrides)  # with the architecture: what rebuilds it (save_checkpoint records both)

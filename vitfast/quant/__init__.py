@@ -3,7 +3,8 @@ from ..ops import block_quantize, fixed_point_quantize, float_quantize
 from .functional import quantize
 from .number import FORMATS, BlockFloatingPoint, FixedPoint, FloatingPoint, as_number
 from .optim import OptimLP
-from .qat import QATModule, convert_ptq, is_quantized, model_size_bytes, prepare_qat, strip_qat
+from .qat import QATModule, is_quantized, model_size_bytes, prepare_qat, strip_qat
+from .ptq import convert_ptq
 from .lowp import route_lowp, unroute_lowp
 from .linear8 import Linear8, quantized_paths
 from .fp8_chain import FP8Block, convert_fp8

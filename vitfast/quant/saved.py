@@ -24,13 +24,14 @@ import os
 import torch
 from torch import nn
 
-from ..models.checkpoint import atomic_write, from_file_metadata, model_recipe, to_file_metadata
+from ..files import (QUANTIZED_FORMAT, atomic_write, file_metadata, is_quantized_file, is_quantized_metadata,
+                     model_recipe, to_file_metadata)
+from ..models.registry import register_model_file
 from .linear8 import Linear8, usable_device
 from .recipes import parse_recipe
 
 __all__ = ["save_quantized", "load_quantized", "is_quantized_file"]
 
-FORMAT = "quantized-model/1"
 _AMAX = "_vitfast.input_amax."
 _BUFFER = "_vitfast.buffer."
 
@@ -86,9 +87,9 @@ def save_quantized(model, path, *, overwrite=False):
     for name, buf in model.named_buffers():
         if name not in state and buf is not None:
             tensors[_BUFFER + name] = buf.detach().to("cpu", copy=True).contiguous()
-    meta = to_file_metadata({"format": FORMAT, "recipe": recipe.name, "rounding": _rounding_of(model, emulated),
-                             **rebuild, "linear8": json.dumps(linear8), "emulated": json.dumps(emulated),
-                             "fp8_blocks": json.dumps(chain or [])})
+    meta = to_file_metadata({"format": QUANTIZED_FORMAT, "recipe": recipe.name,
+                             "rounding": _rounding_of(model, emulated), **rebuild, "linear8": json.dumps(linear8),
+                             "emulated": json.dumps(emulated), "fp8_blocks": json.dumps(chain or [])})
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return os.path.getsize(path)
 
@@ -97,33 +98,13 @@ def _rounding_of(model, emulated):
     return model.get_submodule(emulated[0]).qat.input.rounding if emulated else "nearest"
 
 
-def _metadata(path):
-    from safetensors import safe_open
-
-    try:
-        with safe_open(os.fspath(path), "pt") as f:
-            return from_file_metadata(f.metadata())
-    except Exception:  # not a safetensors file
-        return {}
-
-
-def is_quantized_metadata(meta):
-    """Whether a file's vitfast metadata (from_file_metadata's dict) says save_quantized wrote it."""
-    return meta.get("format") == FORMAT
-
-
-def is_quantized_file(path):
-    """Whether `path` is a file written by save_quantized."""
-    return os.path.isfile(path) and is_quantized_metadata(_metadata(path))
-
-
 def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None):
     """The model save_quantized wrote to `path`, on `device`, in eval mode with its 8-bit layers; the
     fp32 weights are never built. `architecture` / `create_kwargs`: what the caller expects (create_model's
     name and overrides); a file of another model, or built with other arguments, is an error."""
     from safetensors.torch import load_file
 
-    from ..models import create_model
+    from ..models.registry import create_model
     from .qat import scale_layer
     from .scaled import replace_module
 
@@ -131,7 +112,7 @@ def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None)
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: no such file: {path}")
-    meta = _metadata(path)
+    meta = file_metadata(path)
     if not is_quantized_metadata(meta):
         raise ValueError(f"path: {path} is not an 8-bit model written by vitfast.quant.save_quantized")
     arch = meta["architecture"]
@@ -180,3 +161,6 @@ def load_quantized(path, device="cpu", *, architecture=None, create_kwargs=None)
         raise ValueError(f"path: {path} does not hold {', '.join(left[:5])} of {arch}")
     model.qat_recipe = recipe
     return model
+
+
+register_model_file(is_quantized_file, load_quantized)  # create_model(name, checkpoint_path=8-bit file)

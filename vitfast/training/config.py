@@ -571,7 +571,7 @@ def creation_kwargs(config):
 
 
 def dump(config, path):
-    from ..models.checkpoint import atomic_write
+    from ..files import atomic_write
 
     def write(tmp):
         with open(tmp, "w") as f:

@@ -4,7 +4,7 @@ import json
 import os
 
 from ..models import save_checkpoint
-from ..models.checkpoint import atomic_write
+from ..files import atomic_write
 from .optim import AMP_DTYPES
 
 __all__ = ["write_outputs", "ptq_report"]

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from ..cli import UsageError, blame, one_line
-from ..models.checkpoint import (STATE_FILE, atomic_write, from_file_metadata, run_weights, stored_weights,
-                                 with_sharded_weights)
+from ..files import atomic_write, from_file_metadata, is_quantized_metadata
+from ..models.checkpoint import STATE_FILE, run_weights, stored_weights, with_sharded_weights
 from .config import creation_kwargs
 
 __all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "settled", "read_training_checkpoint",
@@ -84,8 +84,6 @@ def model_from_file(path, argument, weights="reported"):
         if not os.path.isfile(path):
             raise UsageError(f"{argument}: no file at {path!r}")
         from safetensors import safe_open
-
-        from ..quant.saved import is_quantized_metadata
 
         try:  # one open: the metadata first, and no tensor read from an 8-bit file that is refused below
             with safe_open(path, "pt") as f:
