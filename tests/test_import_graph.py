@@ -7,12 +7,7 @@ from pathlib import Path
 import vitfast
 
 ROOT = Path(vitfast.__file__).parent
-# config <-> checks <-> methods / state: the flat option table checks every component's options, the
-# methods' among them; each component checking its own options (issue 95, item 2) cuts it
-REMAINING = [{"vitfast.training.checks", "vitfast.training.config", "vitfast.training.methods",
-              "vitfast.training.methods.dino", "vitfast.training.methods.self_supervised",
-              "vitfast.training.methods.supervised", "vitfast.training.methods.swav", "vitfast.training.rundir",
-              "vitfast.training.state", "vitfast.training.teacher"}]
+REMAINING = []
 
 
 def modules():

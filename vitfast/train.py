@@ -2,8 +2,8 @@
 
 With no arguments it trains a small ViT on the built-in dataset and prints the trained model's
 post-training-quantized accuracy. Configuration: `-c FILE|NAME` sets defaults, flags override them,
-`--set key=value` overrides anything (see vitfast/training/config.py). main() below reads top to
-bottom: resolve the configuration, plan the run (its folder; what a resumed run continues), build the
+`--set key=value` overrides anything (vitfast/training/config/: a dataclass of options per part). main()
+below reads top to bottom: resolve the configuration, plan the run (its folder; what a resumed run continues), build the
 data, method, model, parallelism and optimization, restore, open the folder, train, write the outputs.
 The parts it drives are each in a file of vitfast/training/ named for it: the loop (loop.py), where the
 run is (train_state.py), its checkpoints (checkpointer.py), validation (validator.py) and how a run

@@ -15,7 +15,7 @@ import torch
 import vitfast
 from vitfast.models import save_checkpoint
 from vitfast.train import main as train_main
-from vitfast.training.config import OPTIONS, build_parser
+from vitfast.training.config import build_parser, options
 
 TINY = ["--model", "vit_tiny_patch16_224", "--data", "builtin", "--img-size", "32",
         "--model-kwargs", "patch_size=8,embed_dim=32,depth=1,num_heads=2", "--batch-size", "32", "--ptq-report", ""]
@@ -309,8 +309,8 @@ def test_check_runs_the_fused_attention(tmp_path):
 def test_help_is_whole_and_states_each_default_once():
     text = " ".join(build_parser().format_help().split())  # argparse wraps lines
     assert "(default: 4 for vit_pico_patch4_32, 300 for other models)" in text and "(default: None)" not in text
-    for _, flag, _, default, _, help_text in OPTIONS:
-        assert help_text.count("default") <= 1, flag
+    for o in options().values():
+        assert o.help.count("default") <= 1, o.flag
     from vitfast.eval import build_parser as eval_parser
 
     eval_help = eval_parser().format_help()

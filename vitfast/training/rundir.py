@@ -33,7 +33,7 @@ def run_files(out):
 def last_checkpoint(out):
     """The run's checkpoint-last to continue from (None: none): checkpoint-last.pt, or the sharded
     checkpoint-last.dcp of an --fsdp run; where a run switched between them, the newer."""
-    from .state import settled
+    from .sharded_checkpoint import settled
 
     found = [settled(os.path.join(out, f"checkpoint-last{kind}")) for kind in CHECKPOINT_KINDS]
     found = [p for p in found if os.path.exists(p)]

@@ -38,5 +38,5 @@ class Schedule:
             raise UsageError(f"{config_lib.origin_of(origin)(key)} {too_long}: give a shorter warmup, or "
                              f"{config_lib.flag_of(key)} 0 for none")
         owner = cfg["model"] if key in config_lib.MODEL_DEFAULTS.get(cfg["model"], {}) else \
-            f"--ssl {cfg['ssl']}" if key in config_lib.METHOD_DEFAULTS.get(cfg["ssl"], {}) else "the"
+            f"--ssl {cfg['ssl']}" if key in config_lib.method_defaults(cfg["ssl"]) else "the"
         return 0, f"none: {owner}'s default {config_lib.flag_of(key)} {too_long}".replace("the's", "the")

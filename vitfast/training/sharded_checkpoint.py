@@ -114,7 +114,7 @@ def by_name(saved, trained, optimizer):
 
 def replace_folder(tmp, path):
     """Rename the complete folder tmp to path, replacing what is there: the old one is moved aside first
-    (path.old) and removed after, so a crash in between leaves one complete checkpoint (state.settled)."""
+    (path.old) and removed after, so a crash in between leaves one complete checkpoint (settled)."""
     old = path + ".old"
     if os.path.exists(path):  # complete: an older one aside is not needed (without it, old is the one left)
         if os.path.exists(old):
@@ -128,3 +128,9 @@ def replace_folder(tmp, path):
     finally:
         os.close(fd)
 
+
+def settled(path):
+    """A checkpoint's path as it is to be read: a sharded checkpoint's folder whose replacement was cut
+    between its two renames is complete at path.old (replace_folder)."""
+    path = os.fspath(path)
+    return path + ".old" if not os.path.exists(path) and os.path.isdir(path + ".old") else path

@@ -10,7 +10,8 @@ import torch
 from ..cli import UsageError, blame, one_line
 from ..files import atomic_write, from_file_metadata, is_quantized_metadata
 from ..models.checkpoint import STATE_FILE, run_weights, stored_weights, with_sharded_weights
-from .config import creation_kwargs
+from .config.model import creation_kwargs
+from .sharded_checkpoint import settled
 
 __all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "settled", "read_training_checkpoint",
            "model_from_file"]
@@ -34,13 +35,6 @@ def set_rng_state(state):
 def save_state(path, state):
     """torch.save(state) to path atomically (temp file, fsync, rename)."""
     atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def settled(path):
-    """A checkpoint's path as it is to be read: a sharded checkpoint's folder whose replacement was cut
-    between its two renames is complete at path.old (vitfast.training.sharded_checkpoint.replace_folder)."""
-    path = os.fspath(path)
-    return path + ".old" if not os.path.exists(path) and os.path.isdir(path + ".old") else path
 
 
 def load_state(path):

@@ -1,12 +1,17 @@
-"""Training methods, one object each, driven by the one loop of vitfast/training/loop.py (see base.Method)."""
+"""Training methods, one object each, driven by the one loop of vitfast/training/loop.py (see base.Method).
+A self-supervised method is one file and one line below (registry.register_ssl_method)."""
 from .base import Method
 from .dino import DINO
-from .supervised import Distillation, Supervised
+from .registry import SSL_METHODS, register_ssl_method
+from .self_supervised import SSLOptions
+from .supervised import Distillation, DistillOptions, Supervised
 from .swav import SwAV
 
-__all__ = ["Method", "Supervised", "Distillation", "DINO", "SwAV", "SSL_METHODS", "create_method"]
+__all__ = ["Method", "Supervised", "Distillation", "DINO", "SwAV", "SSL_METHODS", "register_ssl_method",
+           "create_method", "SSLOptions", "DistillOptions"]
 
-SSL_METHODS = {"dino": DINO, "swav": SwAV}  # --ssl's choices
+register_ssl_method(DINO)
+register_ssl_method(SwAV)
 
 
 def create_method(cfg):

@@ -4,15 +4,39 @@ prototypes; each global crop's scores are turned into balanced soft cluster assi
 other crop is trained to predict them (softmax at temperature 0.1). Prototypes are renormalised before
 each step and frozen in the first epoch; an optional queue of earlier embeddings fills the assignment
 when batches are small. Validated by k-NN on the backbone's features, which the run reports."""
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as tdist
 import torch.nn.functional as F
 
 from ...cli import UsageError
 from ...models.ssl_heads import MultiCropNet, SwAVHead, swav_head_dims
+from ..config.component import Component, option
+from ..config.kinds import AT_LEAST_1, NON_NEGATIVE, POSITIVE
 from .self_supervised import SelfSupervised, gathered
 
-__all__ = ["SwAV", "sinkhorn", "swav_loss", "deal_queue"]
+__all__ = ["SwAV", "SwAVOptions", "sinkhorn", "swav_loss", "deal_queue"]
+
+
+@dataclass
+class SwAVOptions(Component):
+    group = "ssl"
+
+    head_dims: list[int] | None = option(None, "SwAV: VISSL's swav_head dims, the model's width first (default: "
+                                               "width,2048,128, the hidden scaled down below 384)", AT_LEAST_1)
+    head_use_bn: bool = option(True, "SwAV: BatchNorm between the head's layers (VISSL's use_bn)")
+    num_clusters: list[int] = option([3000], "SwAV: prototypes of each set (VISSL's num_clusters; several sets: "
+                                             "3000,3000)", AT_LEAST_1)
+    swav_temp: float = option(0.1, "SwAV: softmax temperature of the predictions", POSITIVE)
+    sinkhorn_epsilon: float = option(0.05, "SwAV: Sinkhorn-Knopp regularisation", POSITIVE)
+    sinkhorn_iterations: int = option(3, "SwAV: Sinkhorn-Knopp iterations", AT_LEAST_1)
+    crops_for_assign: list[int] = option([0, 1], "SwAV: the crops whose codes the others predict", NON_NEGATIVE)
+    queue_length: int = option(0, "SwAV: embeddings queued for the assignment (all ranks; 0: none; SwAV: 3840 for "
+                                  "batches under 256)", NON_NEGATIVE)
+    queue_start_epoch: float = option(15.0, "SwAV: epoch from which the queue fills", NON_NEGATIVE)
+    freeze_prototypes_epochs: float = option(1.0, "SwAV: keep the prototypes fixed for the first N epochs",
+                                             NON_NEGATIVE)
 
 
 @torch.no_grad()
@@ -69,6 +93,7 @@ def saved_ranks(queue):
 
 class SwAV(SelfSupervised):
     name = "swav"
+    Options = SwAVOptions  # its defaults: DINO's recipe (VISSL's ViT recipes train with AdamW as DINO's)
     default_crops = (2, 4)
     default_sizes = (160 / 224, 96 / 224)
     default_scales = ([0.08, 1.0], [0.05, 0.14])
@@ -79,34 +104,34 @@ class SwAV(SelfSupervised):
         return [0.5] * total  # VISSL's ImgPilGaussianBlur p 0.5 on every crop
 
     def setup(self, backbone, run):
-        cfg = self.cfg
-        dims = cfg["head_dims"] or swav_head_dims(backbone.num_features)
+        opts = self.opts
+        dims = opts.head_dims or swav_head_dims(backbone.num_features)
         if dims[0] != backbone.num_features:
             raise UsageError(f"--head-dims {','.join(map(str, dims))}: the first is the input width, "
-                             f"{cfg['model']}'s {backbone.num_features}")
-        self.head = SwAVHead(dims, cfg["head_use_bn"], cfg["num_clusters"])
+                             f"{self.cfg['model']}'s {backbone.num_features}")
+        self.head = SwAVHead(dims, opts.head_use_bn, opts.num_clusters)
         self.student = MultiCropNet(backbone, self.head).to(run.device)
         self.n_crops = sum(self.crops[0])
-        self.assign = cfg["crops_for_assign"]
+        self.assign = opts.crops_for_assign
         if max(self.assign) >= self.n_crops:
             raise UsageError(f"--crops-for-assign {','.join(map(str, self.assign))}: there are {self.n_crops} crops")
-        self.freeze_steps = round(cfg["freeze_prototypes_epochs"] * run.steps_per_epoch)
-        self.queue_start = round(cfg["queue_start_epoch"] * run.steps_per_epoch)
-        length = cfg["queue_length"] // run.dist.world_size if cfg["queue_length"] else 0
-        if length % run.data.micro or (cfg["queue_length"] and not length):
-            raise UsageError(f"--queue-length {cfg['queue_length']}: a multiple of the images per rank and step, "
+        self.freeze_steps = round(opts.freeze_prototypes_epochs * run.steps_per_epoch)
+        self.queue_start = round(opts.queue_start_epoch * run.steps_per_epoch)
+        length = opts.queue_length // run.dist.world_size if opts.queue_length else 0
+        if length % run.data.micro or (opts.queue_length and not length):
+            raise UsageError(f"--queue-length {opts.queue_length}: a multiple of the images per rank and step, "
                              f"{run.data.micro} x {run.dist.world_size} rank(s)")
         self.queue = torch.zeros(len(self.assign), length, dims[-1], device=run.device) if length else None
         self.queued = 0  # embeddings in the queue, counted on the host: no device read per step
-        if min(cfg["num_clusters"]) <= dims[-1]:  # measured: loss pinned at log K (ssl_knn_cpu.md, run H)
-            run.say(f"note: --num-clusters {','.join(map(str, cfg['num_clusters']))} is not above the embedding's "
+        if min(opts.num_clusters) <= dims[-1]:  # measured: loss pinned at log K (ssl_knn_cpu.md, run H)
+            run.say(f"note: --num-clusters {','.join(map(str, opts.num_clusters))} is not above the embedding's "
                     f"{dims[-1]} dimensions: the embedding can move where every prototype scores it alike and "
                     f"every prediction is uniform (VISSL: 3000 prototypes for 128 dimensions)")
-        queue = (f"queue {cfg['queue_length']} from step {self.queue_start}" if self.queue is not None else "no queue")
+        queue = (f"queue {opts.queue_length} from step {self.queue_start}" if self.queue is not None else "no queue")
         return self.student, (
-            f"head {' -> '.join(map(str, dims))}{' (BN)' if cfg['head_use_bn'] else ''}, prototypes "
-            f"{','.join(map(str, cfg['num_clusters']))}; Sinkhorn {cfg['sinkhorn_iterations']} iterations, epsilon "
-            f"{cfg['sinkhorn_epsilon']:g}, temperature {cfg['swav_temp']:g}, codes of crops "
+            f"head {' -> '.join(map(str, dims))}{' (BN)' if opts.head_use_bn else ''}, prototypes "
+            f"{','.join(map(str, opts.num_clusters))}; Sinkhorn {opts.sinkhorn_iterations} iterations, epsilon "
+            f"{opts.sinkhorn_epsilon:g}, temperature {opts.swav_temp:g}, codes of crops "
             f"{','.join(map(str, self.assign))}; {queue}; prototypes frozen {self.steps(self.freeze_steps)}")
 
     def loss(self, trained, x, y, step):
@@ -121,9 +146,9 @@ class SwAV(SelfSupervised):
                 out = s[i * batch:(i + 1) * batch].detach()
                 if use_queue:
                     out = torch.cat([self.queue[j] @ prototypes.weight.detach().t(), out])
-                codes[i] = sinkhorn(out, self.cfg["sinkhorn_epsilon"], self.cfg["sinkhorn_iterations"],
+                codes[i] = sinkhorn(out, self.opts.sinkhorn_epsilon, self.opts.sinkhorn_iterations,
                                     self.run.dist.enabled)[-batch:]
-            total = total + swav_loss(s, codes, self.n_crops, self.cfg["swav_temp"])
+            total = total + swav_loss(s, codes, self.n_crops, self.opts.swav_temp)
         if self.queue is not None and step >= self.queue_start:
             with torch.no_grad():  # newest first; filled for a while before it is used
                 for j, i in enumerate(self.assign):

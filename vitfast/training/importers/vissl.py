@@ -8,7 +8,7 @@ warning, never silently dropped; the rest of a VISSL file (hooks, machine, check
 and not read. Keys a file leaves out take vitfast's defaults, not VISSL's."""
 import warnings
 
-from ..cli import UsageError
+from ...cli import UsageError
 
 _SIZES = {192: "tiny", 384: "small", 768: "base", 1024: "large"}
 _SUPERVISED = {"cross_entropy_multiple_output_single_target"}  # a fine-tuning config's loss: vitfast's own

@@ -5,7 +5,7 @@ import json
 import os
 import warnings
 
-from ..cli import UsageError
+from ...cli import UsageError
 
 _SIZES = {192: "tiny", 384: "small", 768: "base"}
 # train_config key -> vitfast key

@@ -1,0 +1,72 @@
+"""How options are named to the user: their flags, where a value came from, the names other tools and
+earlier releases give them, and a config's values written back as command-line arguments."""
+from ...cli import nearest
+
+# Keys of earlier releases: a config file or flag naming one is told the new name.
+RENAMED = {"warmup": ("warmup_epochs", "warmup_steps")}
+# What timm's train.py and PyTorch Lightning's Trainer call our options (dashes or underscores): a flag or
+# key of theirs is told ours, where edit distance would point elsewhere (--model-ema to --model).
+FOREIGN = {
+    "model_ema": "--ema DECAY", "model_ema_decay": "--ema DECAY", "initial_checkpoint": "--init-checkpoint",
+    "pretrained": "--init-checkpoint FILE (vitfast downloads nothing)",
+    "num_classes": "the dataset's class count (--model-kwargs num_classes=N for weights of another)",
+    "input_size": "--img-size", "log_interval": "--log-every", "torchcompile": "--compile",
+    "checkpoint_hist": "--keep-checkpoints", "save_top_k": "--keep-checkpoints", "amp_dtype": "--amp bf16|fp16",
+    "b": "--batch-size", "j": "--workers", "lr_base": "--lr with --lr-base-size",
+    "decay_epochs": "--decay-milestones (fractions of the run)",
+    "max_epochs": "--epochs", "max_steps": "--steps", "accumulate_grad_batches": "--grad-accum-steps",
+    "precision": "--amp bf16|fp16 (QAT formats: --quant)", "gradient_clip_val": "--clip-grad",
+    "check_val_every_n_epoch": "--eval-every", "val_check_interval": "--eval-every-steps",
+    "log_every_n_steps": "--log-every", "default_root_dir": "--output",
+    "ckpt_path": "--resume FILE", "devices": "--device (torchrun for several)", "accelerator": "--device",
+}
+
+
+def flag_of(key):
+    return "--" + key.replace("_", "-")
+
+
+def origin_of(origins):
+    """where(key): the source a refusal names for key's value (resolve's origins; else its flag)."""
+    return lambda key: origins.get(key, flag_of(key))
+
+
+def show(value):
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def as_flags(config, keys):
+    """The config's values of `keys` as command-line arguments (dicts as k=v,..., lists comma-separated);
+    keys without a value (None, empty) left out."""
+    out = []
+    for key in keys:
+        value = config[key]
+        if isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        if value not in (None, ""):
+            out += [flag_of(key), str(value)]
+    return out
+
+
+def _named_elsewhere(key, spell):
+    """' (renamed: ...)' for a key of an earlier release, ' (vitfast's: ...)' for timm's or Lightning's name
+    of one of ours, else None. spell: how this source writes one of our keys (its flag, or the key)."""
+    key = str(key).replace("-", "_")
+    if key in RENAMED:
+        return f" (renamed: {' or '.join(spell(k) for k in RENAMED[key])}, one unit each)"
+    if key in FOREIGN:
+        return f" (vitfast's: {FOREIGN[key]})"
+    return None
+
+
+def unknown_key(key, keys):
+    """' (did you mean ...)' for a config key that is not one of `keys`: named elsewhere, else the nearest."""
+    return _named_elsewhere(key, str) or nearest(key, keys)
+
+
+def unknown_flag(flag, flags):
+    """unknown_key for a command-line flag."""
+    name = flag.split("=")[0]
+    return _named_elsewhere(name.lstrip("-"), flag_of) or nearest(name.replace("_", "-"), flags)

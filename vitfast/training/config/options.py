@@ -1,0 +1,55 @@
+"""Every option of a training run: the components it is configured by, in --help's order, each option's
+record, their defaults, and the layer of the model's and the method's own defaults."""
+import dataclasses
+
+from .data import AugmentOptions, DataOptions
+from .model import MODEL_DEFAULTS, ModelOptions
+from .optimization import OptimOptions, PrecisionOptions, ScheduleOptions
+from .run import RunOptions
+
+
+def components():
+    """The component dataclasses, each registered self-supervised method's options among them."""
+    from ..methods import SSL_METHODS, DistillOptions, SSLOptions  # (the methods import this package's parts)
+
+    methods = [m.Options for m in SSL_METHODS.values() if m.Options is not None]
+    return [ModelOptions, DataOptions, AugmentOptions, OptimOptions, ScheduleOptions, PrecisionOptions,
+            DistillOptions, SSLOptions, *methods, RunOptions]
+
+
+def options():
+    """{key: Option} of every option; a method's own need --ssl NAME unless they say otherwise."""
+    from ..methods import SSL_METHODS
+
+    needs = {m.Options: (f"--ssl {name}", lambda c, name=name: c["ssl"] == name)
+             for name, m in SSL_METHODS.items() if m.Options is not None}
+    out, owner = {}, {}
+    for component in components():
+        for o in component.options():
+            if o.key in out:
+                raise ValueError(f"option {o.key!r}: of {owner[o.key].__name__} and of {component.__name__}")
+            out[o.key], owner[o.key] = dataclasses.replace(o, needs=o.needs or needs.get(component)), component
+    return out
+
+
+def defaults():
+    return {key: o.default for key, o in options().items()}
+
+
+def method_defaults(ssl):
+    """The defaults of the self-supervised method `ssl` names (none for supervised training)."""
+    from ..methods import SSL_METHODS
+
+    return dict(SSL_METHODS[ssl].defaults) if ssl in SSL_METHODS else {}
+
+
+def own_defaults(config):
+    """The defaults layer of the model and method a config names: the model's (MODEL_DEFAULTS, a supervised
+    recipe) under the method's: the optimisation recipe is the method's (DINO's learning rate is a quarter
+    of vit_pico's supervised one)."""
+    return {**MODEL_DEFAULTS.get(config["model"], {}), **method_defaults(config.get("ssl"))}
+
+
+def from_model_defaults(config, origin):
+    """{key: value} of the config that the model's or method's own defaults set (no file or flag gave them)."""
+    return {k: v for k, v in own_defaults(config).items() if k not in origin and config[k] == v}
