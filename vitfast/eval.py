@@ -6,6 +6,7 @@ attention-rollout maps.
     python -m vitfast.eval --checkpoint runs/x/model.safetensors --quant fp32,int8 --calib-steps 8
     python -m vitfast.eval --model vit_base_patch32_224 --checkpoint-path ViT-B_32.npz --data cifar10:DIR
 """
+import argparse
 import json
 import os
 import sys
@@ -21,13 +22,16 @@ from vitfast.data.holdout import hold_out
 from vitfast.models import CheckpointMismatchError, get_model_config, load_checkpoint
 from vitfast.files import atomic_write
 from vitfast.models.checkpoint import is_head_key, load_for_finetune
-from vitfast.training.config import parse_kv, split_top_level
+from vitfast.training.config.command_line import add_flags, parse_flags, refuse_unneeded
+from vitfast.training.config.evaluation import DEFAULT_CALIB_STEPS, DEFAULT_MAPS_DIR, EVAL_COMPONENTS, \
+    EvalReportOptions, probe_rates
+from vitfast.training.config.flags import flag_of
 from vitfast.training.evaluate import accuracy, collect_logits
+from vitfast.training.methods import SSLOptions
 from vitfast.training.state import model_from_file
 from vitfast.visualize import rollout_path
 
-DEFAULT_CALIB_STEPS = 8
-DEFAULT_MAPS_DIR = "attention_maps"
+OPTIONS = [o for component in EVAL_COMPONENTS for o in component.options()]
 # What a file name says it holds, for an output flag given the name of another kind of file.
 KINDS = {".pt": "a checkpoint", ".pth": "a checkpoint", ".bin": "a checkpoint", ".ckpt": "a checkpoint",
          ".safetensors": "a checkpoint", ".npz": "a checkpoint", ".json": "a JSON file", ".jsonl": "a JSON lines log",
@@ -40,135 +44,22 @@ def build_parser():
                                    "side\n(post-training quantization), with per-class results, DVT's budgeted "
                                    "early-exit curve\nand attention-rollout maps.",
                        epilog="examples:\n" + "\n".join(l for l in __doc__.splitlines() if l.startswith("    ")),
-                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    src = p.add_argument_group("model")
-    src.add_argument("--checkpoint", help="a vitfast training checkpoint (checkpoint-best.pt / -last.pt) or a run's "
-                                          "model.safetensors: the file says which model it holds")
-    src.add_argument("--model", help="registered model name, for weights that do not say (with --checkpoint-path)")
-    src.add_argument("--checkpoint-path", help="weights for --model: timm/official .pth, Google .npz, .safetensors")
-    src.add_argument("--model-kwargs", default=None, metavar="K=V,...",
-                     help="create_model overrides for --model, e.g. img_size=384,num_classes=10")
-    which = src.add_mutually_exclusive_group()
-    which.add_argument("--ema", action="store_true", help="a run's EMA weights (default: the weights the run "
-                                                           "validated and reported, its EMA's where it kept one)")
-    which.add_argument("--raw", action="store_true", help="a run's trained weights, not its EMA's")
-    data = p.add_argument_group("data")
-    data.add_argument("--data", help="dataset spec (default: the checkpoint's training data)")
-    data.add_argument("--split", default="val", choices=["val", "test"], help="split to evaluate (default: val)")
-    data.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default: 128)")
-    data.add_argument("--workers", type=int, default=0, metavar="N", help="data loading processes (default: 0)")
-    data.add_argument("--img-size", type=int, default=None, metavar="N", help="input resolution (default: the model's)")
-    data.add_argument("--crop-pct", type=float, default=None, metavar="X",
-                      help="resize to img_size / crop_pct, then center-crop (default: the run's, else the model's)")
-    out = p.add_argument_group("report")
-    out.add_argument("--quant", default="fp32", help="comma-separated formats: fp32,fp16_32,fp16_16,bf16,tf32,"
-                                                     "fp8_e4m3,fp8_e5m2,int8,fp8_e4m3_scaled,fp8_e5m2_scaled,"
-                                                     "float(e=..,m=..),fixed(wl=..,fl=..) (default: fp32)")
-    out.add_argument("--calib-steps", type=int, default=None, metavar="N",
-                     help="scaled formats (int8, fp8_*_scaled): calibrate static activation scales on N batches of "
-                          f"the training split, 0: dynamic per-batch scales (default: {DEFAULT_CALIB_STEPS})")
-    out.add_argument("--knn", action="store_true",
-                     help="score by weighted k-NN on the model's features (DINO's protocol) with the training split "
-                          "as memory bank, instead of its classifier: for self-supervised runs")
-    out.add_argument("--knn-k", type=int, default=None, metavar="N",
-                     help="--knn neighbours (default: the run's --knn-k, else 20)")
-    out.add_argument("--knn-t", type=float, default=None, metavar="X",
-                     help="--knn temperature of the votes (default: the run's --knn-t, else 0.07)")
-    out.add_argument("--linear-probe", action="store_true",
-                     help="score by a linear classifier trained on the model's frozen features of the training "
-                          "split (DINO's linear evaluation on features computed once): for self-supervised runs")
-    out.add_argument("--probe-epochs", type=int, default=None, metavar="N",
-                     help="--linear-probe epochs over the training features (default: 100)")
-    out.add_argument("--probe-lr", default=None, metavar="X[,Y...]|sweep",
-                     help="--linear-probe SGD learning rate, on a cosine to 0; several, or 'sweep' (DINOv2's 13 "
-                          "rates 1e-5..0.1): a classifier each, the rate picked on a tenth of the training features "
-                          "held out (default: DINO's 0.001)")
-    out.add_argument("--per-class", action="store_true", help="print precision/recall/F1 per class")
-    out.add_argument("--json", help="write the results to this JSON file")
-    out.add_argument("--dvt-plot", help="DVT: write the budgeted accuracy-vs-GMACs curve to this PNG")
-    out.add_argument("--attention-maps", type=int, default=0, metavar="N",
-                     help="write attention rollout PNGs of N images (default: 0)")
-    out.add_argument("--maps-dir", default=None, help=f"where --attention-maps writes (default: {DEFAULT_MAPS_DIR})")
-    out.add_argument("--overwrite", action="store_true",
-                     help="replace existing output files (--json, --dvt-plot, the --attention-maps PNGs)")
-    out.add_argument("--quiet", action="store_true", help="no progress bars or progress lines; results still print")
-    out.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
-    return p
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_flags(p, OPTIONS)
 
 
-def probe_rates(text):
-    """--probe-lr's rates: 'X', 'X,Y,...' or 'sweep' (DINOv2's grid)."""
-    from vitfast.training.linear_probe import SWEEP_LRS
-
-    if text.strip().lower() == "sweep":
-        return SWEEP_LRS
-    try:
-        rates = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        rates = ()
-    if not rates or not all(r > 0 for r in rates):
-        raise UsageError(f"--probe-lr: expected a rate > 0, several separated by commas, or 'sweep'; got {text!r}")
-    return rates
-
-
-def check_args(args):
-    """What argparse cannot tell: ranges, and options that would do nothing in this combination."""
-    for name, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
-                             ("--calib-steps", args.calib_steps, 0), ("--attention-maps", args.attention_maps, 0),
-                             ("--img-size", args.img_size, 1), ("--knn-k", args.knn_k, 1),
-                             ("--probe-epochs", args.probe_epochs, 1)):
-        if value is not None and value < low:
-            raise UsageError(f"{name} must be >= {low}, got {value}")
-    if args.knn_t is not None and not args.knn_t > 0:
-        raise UsageError(f"--knn-t must be > 0, got {args.knn_t}")
+def parse_args(argv=None):
+    """argv -> the evaluation's options (typed, each checked where it enters), then what only several
+    values together tell: an option that would do nothing without another, and each component's check."""
+    given = parse_flags(build_parser().parse_args(argv), OPTIONS)
+    config = {o.key: given.get(o.key, o.default) for o in OPTIONS}
+    refuse_unneeded(OPTIONS, config, given, flag_of)
+    for component in EVAL_COMPONENTS:
+        component.of(config).check(config, flag_of)
+    args = argparse.Namespace(**config)
     if args.probe_lr is not None:
         args.probe_lr = probe_rates(args.probe_lr)
-    if args.knn and args.linear_probe:
-        raise UsageError("--knn and --linear-probe each fill the table's top-1: give one per evaluation")
-    for flag, given in (("--knn", args.knn), ("--linear-probe", args.linear_probe)):
-        if given and args.dvt_plot:
-            raise UsageError(f"--dvt-plot needs the model's exits' predictions; {flag} scores features: give one")
-    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
-        raise UsageError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
-    if args.checkpoint and args.model:
-        raise UsageError("give --checkpoint (a file that says its model) or --model NAME --checkpoint-path FILE, "
-                         "not both")
-    if not args.checkpoint and not args.model:
-        raise UsageError("give --checkpoint FILE, or --model NAME (with --checkpoint-path FILE)")
-    for flag, value, needs in (("--checkpoint-path", args.checkpoint_path, args.model),
-                               ("--model-kwargs", args.model_kwargs, args.model),
-                               ("--ema", args.ema, args.checkpoint),
-                               ("--raw", args.raw, args.checkpoint),
-                               ("--maps-dir", args.maps_dir, args.attention_maps),
-                               ("--knn-k", args.knn_k is not None, args.knn),
-                               ("--knn-t", args.knn_t is not None, args.knn),
-                               ("--probe-epochs", args.probe_epochs is not None, args.linear_probe),
-                               ("--probe-lr", args.probe_lr is not None, args.linear_probe),
-                               ("--overwrite", args.overwrite, args.json or args.dvt_plot or args.attention_maps)):
-        if value and not needs:
-            what = {"--ema": "--checkpoint", "--raw": "--checkpoint", "--maps-dir": "--attention-maps N",
-                    "--knn-k": "--knn", "--knn-t": "--knn", "--probe-epochs": "--linear-probe",
-                    "--probe-lr": "--linear-probe",
-                    "--overwrite": "an output file (--json, --dvt-plot, --attention-maps)"}.get(flag, "--model NAME")
-            raise UsageError(f"{flag} has no effect without {what}")
-    if args.model and not args.data:
-        raise UsageError(f"--data is required with --model {args.model} (weights by name record no training data)")
-    if args.checkpoint_path and not os.path.isfile(args.checkpoint_path):
-        raise UsageError(f"--checkpoint-path: no file at {args.checkpoint_path!r}")
-    formats = split_top_level(args.quant)
-    if not formats:
-        raise UsageError("--quant names no format")
-    twice = sorted({f for f in formats if [g.lower() for g in formats].count(f.lower()) > 1})
-    if twice:
-        raise UsageError(f"--quant names {', '.join(twice)} more than once")
-    from vitfast.quant import parse_recipe
-
-    with blame("--quant"):
-        recipes = [parse_recipe(fmt, "--quant") for fmt in formats]
-    if args.calib_steps is not None and not any(r.is_scaled for r in recipes):
-        raise UsageError("--calib-steps has no effect without a scaled format in --quant (int8, fp8_e4m3_scaled, "
-                         "fp8_e5m2_scaled)")
-    return formats, recipes
+    return args
 
 
 def check_outputs(args):
@@ -229,7 +120,7 @@ def load_model(args):
         model, info = model_from_file(args.checkpoint, "--checkpoint", weights=weights)
         return model, info["config"], info["weights"]
     features = args.knn or args.linear_probe  # scored by its features: a classifier in the file is not needed
-    kwargs = dict(parse_kv(args.model_kwargs or "", "--model-kwargs"))
+    kwargs = dict(args.model_kwargs)
     with blame(f"--model {args.model}"):
         model = vitfast.create_model(args.model, **({"num_classes": 0, **kwargs} if features else kwargs))
     if not args.checkpoint_path:
@@ -271,14 +162,15 @@ def per_class_report(pred, labels, classes):
         precision = tp / max(int((pred == c).sum()), 1)
         recall = tp / max(int((labels == c).sum()), 1)
         f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-        rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1, "support": int((labels == c).sum())})
+        rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1,
+                     "support": int((labels == c).sum())})
     return rows
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     progress.set_quiet(args.quiet)
-    formats, recipes = check_args(args)
+    formats, recipes = EvalReportOptions.of(vars(args)).recipes()
     check_outputs(args)
     device = parse_device(args.device)
     model, cfg, weights = load_model(args)
@@ -309,7 +201,7 @@ def main(argv=None):
                          "self-supervised run's backbone): score its features with --knn or --linear-probe, or "
                          "fine-tune it with python -m vitfast.train --init-checkpoint FILE")
     if features:
-        k, t = args.knn_k or cfg.get("knn_k") or 20, args.knn_t or cfg.get("knn_t") or 0.07
+        k, t = args.knn_k or cfg.get("knn_k") or SSLOptions.knn_k, args.knn_t or cfg.get("knn_t") or SSLOptions.knn_t
         with blame("--data"):  # the memory bank: the training images the run did not hold out
             bank = train_part if train_part is not None else create_dataset(spec, "train", transform=tf,
                                                                             evaluation=True)

@@ -25,15 +25,17 @@ class Option:
     help: str
     needs: tuple = None  # (what it needs, as the refusal says it (or a function saying it); test(config))
     shown: str = None  # the default as --help shows it, where None means "the run decides"
+    exclusive: str = None  # options of one name are alternatives on the command line: give one
+    metavar: str = None  # the value as --help names it, where the kind's name says too little
 
     @property
     def flag(self):
         return "--" + self.key.replace("_", "-")
 
 
-def option(default, help, check=None, *, needs=None, shown=None, group=None):
+def option(default, help, check=None, *, needs=None, shown=None, group=None, exclusive=None, metavar=None):
     """A component's field: its default, check (Range or allowed names), help, and what it needs."""
-    meta = dict(help=help, check=check, needs=needs, shown=shown, group=group)
+    meta = dict(help=help, check=check, needs=needs, shown=shown, group=group, exclusive=exclusive, metavar=metavar)
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -61,7 +63,7 @@ class Component:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             needs = cls.needs if meta["needs"] is None else meta["needs"] or None  # False: needs nothing
             out.append(Option(f.name, meta["group"] or cls.group, kind_of(f.type), default, meta["check"],
-                              meta["help"], needs, meta["shown"]))
+                              meta["help"], needs, meta["shown"], meta["exclusive"], meta["metavar"]))
         return out
 
     @classmethod

@@ -6,6 +6,7 @@ saved as config.yaml."""
 import yaml
 
 from ...cli import ArgumentParser, UsageError
+from .command_line import add_flags, default_note, parse_flags, refuse_unneeded
 from .flags import flag_of, show, unknown_flag, unknown_key
 from .kinds import check_value, coerce, load_yaml, parse_text
 from .model import MODEL_DEFAULTS
@@ -13,8 +14,6 @@ from .options import components, defaults, options, own_defaults
 from .optimization import ScheduleOptions
 
 _EXCLUSIVE = ScheduleOptions.EXCLUSIVE
-_METAVARS = {int: "N", float: "X", "floats": "X,Y", "ints": "N,M", "pairs": "LO,HI,...", "strs": "A,B",
-             "kv": "K=V,..."}
 
 
 def parse_value(key, text, where=None, keys=None):
@@ -57,20 +56,16 @@ def build_parser():
                         help="YAML/JSON config file or packaged config name; sets defaults (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key (dots allowed: model_kwargs.depth=6)")
-    groups, model = {}, options()["model"].default
-    for o in options().values():
-        g = groups.setdefault(o.group, parser.add_argument_group(o.group))
-        help_text = o.help.replace("{choices}", " | ".join(o.check)) if "{choices}" in o.help else o.help
-        if o.kind is bool:
-            g.add_argument(o.flag, nargs="?", const="true", default=None, metavar="true|false", help=help_text)
-            continue
-        shown = show(o.shown or o.default)
-        if o.key in MODEL_DEFAULTS[model]:  # what a plain run uses first
-            suffix = f" (default: {show(MODEL_DEFAULTS[model][o.key])} for {model}, {shown} for other models)"
-        else:
-            suffix = "" if shown in ("None", "{}") or "default" in help_text else f" (default: {shown})"
-        g.add_argument(o.flag, default=None, metavar=_METAVARS.get(o.kind, None), help=help_text + suffix)
-    return parser
+    keys = options()
+    model = keys["model"].default
+
+    def note(o):  # the default model's own, what a plain run uses first
+        if o.key in MODEL_DEFAULTS[model]:
+            return f" (default: {show(MODEL_DEFAULTS[model][o.key])} for {model}, {show(o.shown or o.default)} " \
+                   "for other models)"
+        return default_note(o)
+
+    return add_flags(parser, keys.values(), note)
 
 
 def _layers(args, files, model_defaults, keys):
@@ -80,7 +75,7 @@ def _layers(args, files, model_defaults, keys):
         _layer(config, origin, model_defaults, None, keys)
     for name, data in files:
         _layer(config, origin, data, lambda key, name=name: f"config {name!r}, key {key}", keys)
-    flags = {key: parse_value(key, getattr(args, key), keys=keys) for key in keys if getattr(args, key) is not None}
+    flags = parse_flags(args, keys.values())
     for key, other in _EXCLUSIVE.items():
         if key in flags and other in flags:
             raise UsageError(f"give {flag_of(key)} or {flag_of(other)}, not both")
@@ -133,12 +128,8 @@ def check_config(config, origin):
     def where(key):
         return origin.get(key, flag_of(key))
 
-    for key, o in options().items():
-        if o.needs and origin.get(key, "").startswith("--") and config[key] not in (None, False):
-            what, present = o.needs
-            if not present(config):
-                raise UsageError(f"{where(key)} has no effect without {what() if callable(what) else what}; "
-                                 "remove it or add what it needs")
+    asked = {key for key, source in origin.items() if source.startswith("--")}
+    refuse_unneeded(options().values(), config, asked, where)
     for component in components():
         component.of(config).check(config, where)
     return config
