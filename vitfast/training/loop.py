@@ -5,6 +5,9 @@ import time
 
 import torch
 
+from .config.optimization import OptimOptions
+from .config.run import RunOptions
+
 __all__ = ["Loop", "to_device"]
 
 
@@ -21,7 +24,8 @@ class Loop:
 
     def __init__(self, cfg, data, method, train_model, trained, optimization, schedule, parallel, dist, log, state,
                  checkpointer, validator, stop):
-        self.cfg, self.data, self.method, self.train_model, self.trained = cfg, data, method, train_model, trained
+        self.optim, self.run_opts = OptimOptions.of(cfg), RunOptions.of(cfg)
+        self.data, self.method, self.train_model, self.trained = data, method, train_model, trained
         self.optimization, self.schedule, self.parallel = optimization, schedule, parallel
         self.dist, self.log = dist, log
         self.state, self.checkpointer, self.validator, self.stop = state, checkpointer, validator, stop
@@ -41,7 +45,7 @@ class Loop:
 
     def epoch(self):
         """The rest of the current epoch (all of it, but for a resumed run's first), then what its end asks."""
-        state, accum, per_epoch = self.state, self.cfg["grad_accum_steps"], self.data.steps_per_epoch
+        state, accum, per_epoch = self.state, self.optim.grad_accum_steps, self.data.steps_per_epoch
         total = self.schedule.total_steps
         loader = self.data.epoch_batches(state.epoch, state.batch_in_epoch)
         self.train_model.train()
@@ -69,7 +73,7 @@ class Loop:
         """One micro-batch forward and backward; when it completes an accumulated step, the optimizer step.
         Whether it did."""
         state, opt, method, device = self.state, self.optimization, self.method, self.dist.device
-        accum = self.cfg["grad_accum_steps"]
+        accum = self.optim.grad_accum_steps
         state.seen += len(y) * self.dist.world_size
         x, y = method.views(to_device(x, device), y.to(device, non_blocking=True))
         with torch.autocast(device.type, dtype=opt.amp_dtype, enabled=opt.amp_dtype is not None):
@@ -81,9 +85,9 @@ class Loop:
             return False
         for group in opt.optimizer.param_groups:
             group["lr"] = self.schedule.lr_at(state.step)
-        if self.cfg["clip_grad"]:
+        if self.optim.clip_grad:
             opt.scaler.unscale_(opt.optimizer)
-            self.parallel.clip_grad_norm_(self.trained.parameters(), self.cfg["clip_grad"])
+            self.parallel.clip_grad_norm_(self.trained.parameters(), self.optim.clip_grad)
         method.before_step(state.step, opt.optimizer)
         opt.scaler.step(opt.optimizer)
         opt.scaler.update()
@@ -95,13 +99,13 @@ class Loop:
 
     def after_step(self):
         """The log line, checkpoint and validation a step may be due; whether the epoch stops here."""
-        cfg, state, total = self.cfg, self.state, self.schedule.total_steps
-        if state.step % cfg["log_every"] == 0 or state.step == total:
+        run, state, total = self.run_opts, self.state, self.schedule.total_steps
+        if state.step % run.log_every == 0 or state.step == total:
             self.log_step()
-        if cfg["save_every"] and state.step % cfg["save_every"] == 0:
+        if run.save_every and state.step % run.save_every == 0:
             self.checkpointer.save_last()
-        if cfg["max_time"] and time.perf_counter() - state.started > cfg["max_time"]:
-            self.stop_reason = f"--max-time {cfg['max_time']} s reached"
+        if run.max_time and time.perf_counter() - state.started > run.max_time:
+            self.stop_reason = f"--max-time {run.max_time} s reached"
             return True
         if self.stop.requested:  # Ctrl-C: the epoch's end saves and stops
             return True

@@ -8,12 +8,13 @@ import os
 import torch
 
 from ..cli import UsageError
+from .config.run import ParallelOptions
 
 __all__ = ["create_parallel", "OneProcess", "DataParallel", "FullyShard", "shard", "shard_units"]
 
 
 def create_parallel(cfg, dist, say):
-    if cfg["fsdp"]:
+    if ParallelOptions.of(cfg).fsdp:
         return FullyShard(cfg, dist, say)
     return DataParallel(cfg, dist, say) if dist.enabled else OneProcess(cfg, dist, say)
 

@@ -1,6 +1,7 @@
 """When a run validates, and what a validation leaves: its record in the log, the best result, and the
 checkpoints written with it. A validation stopped by Ctrl-C is pending: the checkpoint saved then holds the
 random state it started from (a DataLoader draws its seed from it), and the resumed run repeats it first."""
+from .config.run import RunOptions
 from .state import rng_state
 
 __all__ = ["Validator"]
@@ -12,7 +13,8 @@ class Validator:
 
     def __init__(self, cfg, method, loader, amp_dtype, dist, parallel, log, checkpointer, state, total_steps,
                  stop):
-        self.cfg, self.method, self.loader, self.amp_dtype, self.dist = cfg, method, loader, amp_dtype, dist
+        self.opts = RunOptions.of(cfg)  # --eval-every, --eval-every-steps
+        self.method, self.loader, self.amp_dtype, self.dist = method, loader, amp_dtype, dist
         self.parallel, self.log, self.checkpointer, self.state = parallel, log, checkpointer, state
         self.total_steps, self.stop = total_steps, stop
         self.rng_before = None  # the random state the last validation started from
@@ -20,13 +22,13 @@ class Validator:
 
     def due_in_epoch(self):
         """After an optimizer step, within an epoch (--eval-every-steps; the run's end validates after it)."""
-        every, step = self.cfg["eval_every_steps"], self.state.step
+        every, step = self.opts.eval_every_steps, self.state.step
         return bool(every) and step % every == 0 and step < self.total_steps
 
     def due_after_epoch(self, epoch_done, stopped):
         """After the loop leaves an epoch (epoch_done: at its end, rather than stopped in it)."""
         state = self.state
-        due = (epoch_done and state.epoch % self.cfg["eval_every"] == 0) or state.step >= self.total_steps or stopped
+        due = (epoch_done and state.epoch % self.opts.eval_every == 0) or state.step >= self.total_steps or stopped
         return due and self.last_step != state.step  # not twice at one step (--eval-every-steps)
 
     def run(self):

@@ -5,7 +5,7 @@ import dataclasses
 from .data import AugmentOptions, DataOptions
 from .model import MODEL_DEFAULTS, ModelOptions
 from .optimization import OptimOptions, PrecisionOptions, ScheduleOptions
-from .run import RunOptions
+from .run import ParallelOptions, RunOptions
 
 
 def components():
@@ -14,7 +14,7 @@ def components():
 
     methods = [m.Options for m in SSL_METHODS.values() if m.Options is not None]
     return [ModelOptions, DataOptions, AugmentOptions, OptimOptions, ScheduleOptions, PrecisionOptions,
-            DistillOptions, SSLOptions, *methods, RunOptions]
+            DistillOptions, SSLOptions, *methods, RunOptions, ParallelOptions]
 
 
 def options():

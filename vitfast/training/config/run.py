@@ -1,4 +1,5 @@
-"""The run's options: its batch, folder, checkpoints, evaluations, logging, devices and ranks."""
+"""The run's options: its batch, folder, checkpoints, evaluations, logging and device; how its ranks hold the
+model."""
 import os
 from dataclasses import dataclass
 
@@ -26,13 +27,6 @@ class RunOptions(Component):
                                                 "off)", AT_LEAST_1)
     log_every: int = option(20, "log every N optimizer steps", AT_LEAST_1)
     device: str | None = option(None, "cpu | cuda | cuda:N (default: cuda when available)")
-    fsdp: bool = option(False, "shard the weights, gradients and optimizer state over torchrun's ranks (FSDP2); "
-                               "checkpoints become sharded folders (<name>.dcp)")
-    fsdp_hybrid: bool = option(False, "with --fsdp: shard within each node and replicate across nodes (HSDP: less "
-                                      "traffic between nodes, each rank holding more)",
-                               needs=("--fsdp", lambda c: c["fsdp"]))
-    dist_timeout: float = option(1800.0, "seconds a collective waits for every rank before the run stops (a rank "
-                                         "that died or hangs)", POSITIVE)
     seed: int = option(0, "seed of every random generator", NON_NEGATIVE)
     deterministic: bool = option(False, "deterministic algorithms and per-sample seeded augmentation")
     ptq_report: list[str] = option(["fp16_32", "fp16_16", "bf16"], "formats evaluated after training (PTQ); '' for "
@@ -44,9 +38,6 @@ class RunOptions(Component):
                                 "bars are drawn only on a terminal anyway")
 
     def check(self, config, where):
-        if self.fsdp and config["amp"] == "fp16":  # refused in one line rather than run unsharded or wrong
-            raise UsageError(f"{where('fsdp')} with {where('amp')} fp16: sharded training has no fp16 loss scaler "
-                             "here; use --amp bf16 (fp32's range, no scaler needed)")
         if self.overwrite and self.resume:
             raise UsageError("--overwrite starts the run over and --resume continues it: give one")
         from ...quant import parse_recipe
@@ -59,3 +50,23 @@ class RunOptions(Component):
 
         if self.resume not in (None, "auto") and not os.path.exists(settled(self.resume)):
             raise UsageError(f"{where('resume')}: no checkpoint at {self.resume!r} (use 'auto' or a file path)")
+
+
+@dataclass
+class ParallelOptions(Component):
+    """How torchrun's ranks hold the model (training/parallel.py): each all of it (DDP), or a shard (FSDP2)."""
+
+    group = "run"
+
+    fsdp: bool = option(False, "shard the weights, gradients and optimizer state over torchrun's ranks (FSDP2); "
+                               "checkpoints become sharded folders (<name>.dcp)")
+    fsdp_hybrid: bool = option(False, "with --fsdp: shard within each node and replicate across nodes (HSDP: less "
+                                      "traffic between nodes, each rank holding more)",
+                               needs=("--fsdp", lambda c: c["fsdp"]))
+    dist_timeout: float = option(1800.0, "seconds a collective waits for every rank before the run stops (a rank "
+                                         "that died or hangs)", POSITIVE)
+
+    def check(self, config, where):
+        if self.fsdp and config["amp"] == "fp16":  # refused in one line rather than run unsharded or wrong
+            raise UsageError(f"{where('fsdp')} with {where('amp')} fp16: sharded training has no fp16 loss scaler "
+                             "here; use --amp bf16 (fp32's range, no scaler needed)")
