@@ -1,4 +1,4 @@
-"""The GPU sitting's plumbing (benchmarks/sitting.py, gpu_checks.sh), run here with the CUDA parts
+"""The GPU sitting's plumbing (tools/sitting.py, gpu_checks.sh), run here with the CUDA parts
 skipped: the plan and its budgets, the files each call leaves, and the check call's comparison of
 vitfast.check --gpu's records with the verdicts of the families' test files."""
 import json
@@ -12,7 +12,7 @@ import vitfast
 from vitfast.kernels import fingerprints, records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+sys.path[:0] = [os.path.join(ROOT, "tools"), os.path.join(ROOT, "benchmarks")]  # sitting; ssl_knn
 import sitting  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def test_every_kernel_family_has_its_tests_and_each_call_fits_its_limit():
 @pytest.mark.parametrize("call", ["check", "bench", "ssl", "debug"])
 def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
     out = tmp_path / "out"
-    done = subprocess.run(["bash", "benchmarks/gpu_checks.sh", call, "--dry-run", "--out", str(out)], cwd=ROOT,
+    done = subprocess.run(["bash", "tools/gpu_checks.sh", call, "--dry-run", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     for stage, budget, _ in sitting.PLAN[call]:
@@ -67,13 +67,13 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
 
 def test_a_rerun_runs_the_stages_it_names_and_refuses_others(tmp_path):
     out = tmp_path / "out"
-    done = subprocess.run(["bash", "benchmarks/gpu_checks.sh", "check", "--dry-run", "--stages", "install,proof",
+    done = subprocess.run(["bash", "tools/gpu_checks.sh", "check", "--dry-run", "--stages", "install,proof",
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = (out / "summary.md").read_text()
     assert "## install" in summary and "## proof" in summary and "## check" not in summary
     assert "## Test files" not in summary and "- targets: " in summary
-    wrong = subprocess.run(["bash", "benchmarks/gpu_checks.sh", "check", "--dry-run", "--stages", "kernels",
+    wrong = subprocess.run(["bash", "tools/gpu_checks.sh", "check", "--dry-run", "--stages", "kernels",
                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and "--stages: the check call's stages are install, check, tests, proof" in wrong.stderr
 

@@ -4,9 +4,9 @@
 # (61 MiB as xz): with the extension that is more than one device call carries (64 MiB), so two calls
 # on a warm machine:
 #
-#   bash benchmarks/fa4_carry.sh pack      # here: .fa4/libs.tar.xz and .fa4/wheels/ (git-ignored)
-#   call A, carry [".fa4/libs.tar.xz"]:         bash benchmarks/fa4_carry.sh unpack
-#   call B, carry [".gpu", ".fa4/wheels"]:      bash benchmarks/fa4_carry.sh install && . .fa4/env && \
+#   bash tools/fa4_carry.sh pack      # here: .fa4/libs.tar.xz and .fa4/wheels/ (git-ignored)
+#   call A, carry [".fa4/libs.tar.xz"]:         bash tools/fa4_carry.sh unpack
+#   call B, carry [".gpu", ".fa4/wheels"]:      bash tools/fa4_carry.sh install && . .fa4/env && \
 #       PYTHONPATH=$PWD:$PYTHONPATH python3 benchmarks/bench_attention.py --shapes ViT-B/16 ...
 #
 # unpack puts the libraries into .fa4/site, an ignored folder the device keeps while the machine stays
@@ -42,5 +42,5 @@ case "${1:-}" in
     (. .fa4/env && export PYTHONPATH &&
       python3 -c "import flash_attn.cute as f; print('flash-attn-4', f.__version__)") ;;
   *)
-    echo "usage: bash benchmarks/fa4_carry.sh pack | unpack | install" >&2; exit 2 ;;
+    echo "usage: bash tools/fa4_carry.sh pack | unpack | install" >&2; exit 2 ;;
 esac

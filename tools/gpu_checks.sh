@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# A GPU sitting of ours: one device call of at most 9 minutes and 8 result files (benchmarks/sitting.py).
+# A GPU sitting of ours: one device call of at most 9 minutes and 8 result files (tools/sitting.py).
 #
-#   bash benchmarks/gpu_checks.sh check [--dry-run]   # python -m vitfast.check --gpu as a user runs it (records
+#   bash tools/gpu_checks.sh check [--dry-run]   # python -m vitfast.check --gpu as a user runs it (records
 #                                                     # and dispatch rows into the package), the families' test
 #                                                     # files beside it, ViT-B on the backend with no opt-in
-#   bash benchmarks/gpu_checks.sh bench [--dry-run]   # the kernel and attention tables, the models
-#   bash benchmarks/gpu_checks.sh ssl [--dry-run]     # the SSL step's speed, dino_cifar10 by k-NN
-#   bash benchmarks/gpu_checks.sh debug [--dry-run]   # a failing kernel: the many-tile shapes, sanitizers
+#   bash tools/gpu_checks.sh bench [--dry-run]   # the kernel and attention tables, the models
+#   bash tools/gpu_checks.sh ssl [--dry-run]     # the SSL step's speed, dino_cifar10 by k-NN
+#   bash tools/gpu_checks.sh debug [--dry-run]   # a failing kernel: the many-tile shapes, sanitizers
 #
 # Logs and tables go to $OUT (else benchmarks/results/gpu). --dry-run prints the plan with each stage's
 # budget and runs the plumbing with the CUDA parts skipped. Build for the default architectures, as a user's
@@ -18,4 +18,4 @@
 # tables into benchmarks/results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-exec env PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} ${PYTHON:-python3} benchmarks/sitting.py "$@"
+exec env PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} ${PYTHON:-python3} tools/sitting.py "$@"

@@ -1,8 +1,8 @@
 """Every CUDA kernel once or twice, forward and backward, at ViT shapes and odd ones, for
 compute-sanitizer (memcheck: out-of-bounds and misaligned accesses; racecheck: shared-memory races):
 
-    compute-sanitizer --tool memcheck --error-exitcode 9 python benchmarks/sanitize_ops.py
-    compute-sanitizer --tool racecheck --error-exitcode 9 python benchmarks/sanitize_ops.py
+    compute-sanitizer --tool memcheck --error-exitcode 9 python tools/sanitize_ops.py
+    compute-sanitizer --tool racecheck --error-exitcode 9 python tools/sanitize_ops.py
 
 Small batches keep the instrumented run to seconds; the correctness of the values is the tests' job,
 this only has to reach every code path (tails of rows, columns and blocks, every head dim)."""

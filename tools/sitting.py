@@ -1,11 +1,11 @@
-"""A GPU sitting: one device call of at most 9 minutes (benchmarks/gpu_checks.sh PLAN).
+"""A GPU sitting: one device call of at most 9 minutes (tools/gpu_checks.sh PLAN).
 
-    python benchmarks/sitting.py check --out $OUT     # vitfast.check --gpu as a user runs it, the families'
+    python tools/sitting.py check --out $OUT     # vitfast.check --gpu as a user runs it, the families'
                                                       # test files beside it, ViT-B on the backend
-    python benchmarks/sitting.py bench --out $OUT     # the kernel and attention tables, the models
-    python benchmarks/sitting.py ssl --out $OUT       # the self-supervised step and recipe
-    python benchmarks/sitting.py debug --out $OUT     # a failing kernel: the many-tile shapes, sanitizers
-    python benchmarks/sitting.py check --dry-run      # the plan and the plumbing, CUDA parts skipped
+    python tools/sitting.py bench --out $OUT     # the kernel and attention tables, the models
+    python tools/sitting.py ssl --out $OUT       # the self-supervised step and recipe
+    python tools/sitting.py debug --out $OUT     # a failing kernel: the many-tile shapes, sanitizers
+    python tools/sitting.py check --dry-run      # the plan and the plumbing, CUDA parts skipped
 
 check: (a) `pip install` of the checkout with the carried build, then `python -m vitfast.check --gpu`
 from that installed package, as a user runs it; its records and this GPU's dispatch rows then go into
@@ -360,7 +360,7 @@ def stage_sanitize(args, budget, results, log):
             results["sanitize"][tool] = "skipped (dry run)"
             continue
         cmd = ["compute-sanitizer", "--tool", tool, *flags, "--error-exitcode", "9", python(),
-               "benchmarks/sanitize_ops.py"]
+               "tools/sanitize_ops.py"]
         rc, text = run_group(cmd, ROOT, child_env(), budget * share)
         verdict = "cut by its time limit" if rc is None else sanitizer_verdict(rc, text)
         summary = [line for line in text.splitlines() if "SUMMARY" in line or "Error" in line][:20]

@@ -2,7 +2,7 @@
 them (vitfast.models.checkpoint.ssl_backbone): the features of deit_small_patch16_224 loaded from each
 file against the library's own backbone on the same images.
 
-    python benchmarks/ssl_checkpoint_layouts.py --dino DINO_CHECKOUT --vissl VISSL_CHECKOUT [--out FILE.md]
+    python tools/ssl_checkpoint_layouts.py --dino DINO_CHECKOUT --vissl VISSL_CHECKOUT [--out FILE.md]
 
 DINO_CHECKOUT: facebookresearch/dino (its vision_transformer.py and utils.py at HEAD, through `git show`);
 VISSL_CHECKOUT: facebookresearch/vissl, whose trunk file vissl/models/trunks/vision_transformer.py is
@@ -20,7 +20,8 @@ import textwrap
 
 import torch
 
-from common import write_table  # benchmarks/common.py
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from common import write_table  # noqa: E402  (benchmarks/common.py)
 
 STUBS = {
     "vissl/__init__.py": "",
@@ -144,7 +145,7 @@ def main(argv=None):
     dino_rev, vissl_rev = (git(repo, "rev-parse", "--short", "HEAD").strip() for repo in (args.dino, args.vissl))
     text = "\n".join([
         "# DINO's and VISSL's checkpoints in vitfast", "",
-        f"`python benchmarks/ssl_checkpoint_layouts.py` ({datetime.date.today()}; facebookresearch/dino {dino_rev}, "
+        f"`python tools/ssl_checkpoint_layouts.py` ({datetime.date.today()}; facebookresearch/dino {dino_rev}, "
         f"facebookresearch/vissl {vissl_rev}; torch {torch.__version__}, CPU): each file written by the library's own "
         "ViT-S/16 (random weights), read into vitfast's deit_small_patch16_224 (num_classes 0) as "
         "`vitfast.eval --checkpoint-path` and `vitfast.train --init-checkpoint` read it; the class token's "

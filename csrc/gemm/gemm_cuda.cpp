@@ -14,7 +14,7 @@
 namespace vitfast::gemm {
 
 // VITFAST_GEMM_SM90=0 (read once) keeps the mma.sync kernel where the Hopper ones would run: a GPU
-// sitting tests that family on an H100 / H200 this way (benchmarks/sitting.py).
+// sitting tests that family on an H100 / H200 this way (tools/sitting.py).
 bool sm90_gemm_switched_off() {
   static const bool off = [] {
     const char* v = std::getenv("VITFAST_GEMM_SM90");
