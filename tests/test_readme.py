@@ -1,4 +1,4 @@
-"""The README's code runs as written on a CPU-only machine.
+"""The code of the README and of docs/*.md runs as written on a CPU-only machine.
 
 - Every ```python block runs in a fresh interpreter (`sys.executable -c CODE`, cwd an empty temporary
   directory, OMP_NUM_THREADS=1, 300 s) and must exit with status 0: it may use only what it defines
@@ -34,6 +34,7 @@ import pytest
 import vitfast
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = [README, *sorted((README.parent / "docs").glob("*.md"))]
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s+(.+?)\s*-->")
 CI_RUNS = ("<!-- main-command -->", "<!-- test-command -->")
 SEPARATORS = {"&&", "||", "|", ";"}
@@ -45,15 +46,18 @@ class Block(NamedTuple):
     line: int  # of the opening fence, 1-based
     id: str
     marker: str  # the line just before the fence, stripped
+    file: str = "README.md"  # relative to the clone's root
 
 
 def slug(text):
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "top"
 
 
-def blocks(text):
-    """Every fenced block of the README, with the heading it sits under."""
+def blocks(text, file="README.md"):
+    """Every fenced block of a markdown file, with the heading it sits under (ids of a docs/ page begin
+    with its name)."""
     out, heading, counts = [], "top", {}
+    prefix = "" if file == "README.md" else f"{Path(file).stem}-"
     lines = text.splitlines()
     i = 0
     while i < len(lines):
@@ -65,13 +69,14 @@ def blocks(text):
             end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), len(lines))
             n = counts[lang] = counts.get(lang, -1) + 1
             marker = lines[i - 1].strip() if i else ""
-            out.append(Block(lang, "\n".join(lines[i + 1:end]) + "\n", i + 1, f"{slug(heading)}-block{n}", marker))
+            out.append(Block(lang, "\n".join(lines[i + 1:end]) + "\n", i + 1, f"{prefix}{slug(heading)}-block{n}",
+                             marker, file))
             i = end  # headings inside a block (shell comments) are not the README's
         i += 1
     return out
 
 
-BLOCKS = blocks(README.read_text(encoding="utf-8"))
+BLOCKS = [b for doc in DOCS for b in blocks(doc.read_text(encoding="utf-8"), doc.relative_to(README.parent).as_posix())]
 
 
 def skip_reason(block):
@@ -101,9 +106,9 @@ def test_python_block_runs(block, tmp_path):
         r = subprocess.run([sys.executable, "-c", block.code], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=300)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"README block {block.id} (README.md:{block.line}) did not finish in 300 s", pytrace=False)
+        pytest.fail(f"block {block.id} ({block.file}:{block.line}) did not finish in 300 s", pytrace=False)
     if r.returncode != 0:
-        pytest.fail(f"README block {block.id} (README.md:{block.line}) exited with status {r.returncode}: "
+        pytest.fail(f"block {block.id} ({block.file}:{block.line}) exited with status {r.returncode}: "
                     f"{last_line(r.stderr)}\n--- block ---\n{block.code}--- stderr ---\n{r.stderr[-6000:]}",
                     pytrace=False)
 
@@ -192,7 +197,7 @@ def test_bash_command_parses(block, at, line, module, argv, tmp_path, monkeypatc
     except UsageError as e:
         error = one_line(e)
     if error:  # failed here, not in the except block: no "during handling" chain in the report
-        pytest.fail(f"README block {block.id} (README.md:{at}): {line}\n  {module}: {error}", pytrace=False)
+        pytest.fail(f"block {block.id} ({block.file}:{at}): {line}\n  {module}: {error}", pytrace=False)
 
 
 def test_the_parser_on_a_made_up_readme():
@@ -208,3 +213,5 @@ def test_the_parser_on_a_made_up_readme():
                             (12, "torchrun --nproc_per_node 2 -m vitfast.train -c a.yaml && echo done",
                              "vitfast.train", ["-c", "a.yaml"])]
     assert written_files([sh]) == {"a.yaml": "lr: 0.1\n"}
+    doc = blocks(text, "docs/a_page.md")[0]  # a docs/ page's blocks: run alike, named for the page
+    assert (doc.id, doc.file) == ("a_page-use-it-x-block0", "docs/a_page.md")
