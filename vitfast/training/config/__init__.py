@@ -1,9 +1,11 @@
 """The training configuration: a dataclass of options per component (model.py, data.py, optimization.py,
-run.py; each method's beside its method in training/methods/), resolved from defaults, the model's and
-the method's own, config files, flags and --set (resolve.py) into the flat dict a run records as
-config.yaml (files.py) and resumes from (resume.py)."""
+run.py; each method's beside its method in training/methods/; vitfast.eval's in evaluation.py), their
+flags made by command_line.py, resolved from defaults, the model's and the method's own, config files,
+flags and --set (resolve.py) into the flat dict a run records as config.yaml (files.py) and resumes from
+(resume.py)."""
 from ...cli import UsageError
 from .component import Component, Option, option
+from .data import AugmentOptions
 from .files import dump, packaged_configs, read_config_file, recorded, upgraded
 from .flags import FOREIGN, RENAMED, as_flags, flag_of, origin_of, show
 from .kinds import load_yaml, parse_kv, split_top_level
@@ -11,7 +13,6 @@ from .model import MODEL_DEFAULTS, creation_kwargs
 from .options import components, defaults, from_model_defaults, method_defaults, options, own_defaults
 from .resolve import build_parser, check_config, parse_value, resolve, typed
 from .resume import RUN_CONTROL, for_resume
-from .data import AugmentOptions
 
 SUPERVISED_ONLY = AugmentOptions.SUPERVISED_ONLY
 ConfigError = UsageError  # the name earlier releases used
