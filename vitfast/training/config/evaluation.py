@@ -33,6 +33,8 @@ class EvalModelOptions(Component):
                              "FILE, not both")
         if not self.checkpoint and not self.model:
             raise UsageError("give --checkpoint FILE, or --model NAME (with --checkpoint-path FILE)")
+        if self.checkpoint_path and not os.path.isfile(self.checkpoint_path):
+            raise UsageError(f"--checkpoint-path: no file at {self.checkpoint_path!r}")
 
 
 @dataclass
@@ -51,8 +53,6 @@ class EvalDataOptions(Component):
         if config["model"] and not self.data:
             raise UsageError(f"--data is required with --model {config['model']} (weights by name record no "
                              "training data)")
-        if config["checkpoint_path"] and not os.path.isfile(config["checkpoint_path"]):
-            raise UsageError(f"--checkpoint-path: no file at {config['checkpoint_path']!r}")
 
 
 _OUTPUT = ("an output file (--json, --dvt-plot, --attention-maps)",

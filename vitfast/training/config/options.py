@@ -32,10 +32,6 @@ def options():
     return out
 
 
-def defaults():
-    return {key: o.default for key, o in options().items()}
-
-
 def method_defaults(ssl):
     """The defaults of the self-supervised method `ssl` names (none for supervised training)."""
     from ..methods import SSL_METHODS

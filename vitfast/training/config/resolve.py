@@ -10,7 +10,7 @@ from .command_line import add_flags, default_note, parse_flags, refuse_unneeded
 from .flags import flag_of, show, unknown_flag, unknown_key
 from .kinds import check_value, coerce, load_yaml, parse_text
 from .model import MODEL_DEFAULTS
-from .options import components, defaults, options, own_defaults
+from .options import components, options, own_defaults
 from .optimization import ScheduleOptions
 
 _EXCLUSIVE = ScheduleOptions.EXCLUSIVE
@@ -46,7 +46,7 @@ def _layer(config, origin, updates, where, keys):
         check_value(key, value, keys[key].check, origin.get(key, flag_of(key)))
 
 
-def build_parser():
+def build_parser(keys=None):
     parser = ArgumentParser(prog="python -m vitfast.train",
                             description="Train a vitfast model. With no arguments: vit_pico_patch4_32 on the "
                                         "built-in dataset for 4 epochs, then a post-training quantization table. "
@@ -56,7 +56,7 @@ def build_parser():
                         help="YAML/JSON config file or packaged config name; sets defaults (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key (dots allowed: model_kwargs.depth=6)")
-    keys = options()
+    keys = keys or options()
     model = keys["model"].default
 
     def note(o):  # the default model's own, what a plain run uses first
@@ -70,7 +70,7 @@ def build_parser():
 
 def _layers(args, files, model_defaults, keys):
     """(config, origin) from the parsed arguments: defaults < model_defaults < files < flags < --set."""
-    config, origin = defaults(), {}
+    config, origin = {key: o.default for key, o in keys.items()}, {}
     if model_defaults:
         _layer(config, origin, model_defaults, None, keys)
     for name, data in files:
@@ -107,7 +107,8 @@ def resolve(argv=None, origins=None):
     receives key -> where the user set it ("--lr", "config 'x.yaml', key lr"), for messages."""
     from .files import read_config_file
 
-    parser, keys = build_parser(), options()
+    keys = options()  # (the registered methods' options among them)
+    parser = build_parser(keys)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise UsageError(f"unknown argument {unknown[0]!r}{unknown_flag(unknown[0], parser.flags())}")
@@ -118,10 +119,10 @@ def resolve(argv=None, origins=None):
         config, origin = _layers(args, files, own, keys)
     if origins is not None:
         origins.update(origin)
-    return check_config(config, origin)
+    return check_config(config, origin, keys)
 
 
-def check_config(config, origin):
+def check_config(config, origin, keys=None):
     """What one value alone cannot tell: an option asked for on the command line whose only effect is
     through another that is absent (a recipe file may carry settings for its variants), then each
     component's check. origin: key -> where it was set (only keys the user set)."""
@@ -129,7 +130,7 @@ def check_config(config, origin):
         return origin.get(key, flag_of(key))
 
     asked = {key for key, source in origin.items() if source.startswith("--")}
-    refuse_unneeded(options().values(), config, asked, where)
+    refuse_unneeded((keys or options()).values(), config, asked, where)
     for component in components():
         component.of(config).check(config, where)
     return config
