@@ -20,6 +20,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
     ("bench_train_loop.py", ["--device", "cpu", "--quick", "--models", "vit_pico_patch4_32", "--batch-size", "8",
                              "--steps", "2", "--train-steps", "2", "--log-every", "1"]),
     ("profile_backend.py", ["--device", "cpu", "--quick", "--train", "--steps", "1"]),
+    ("profile_step.py", ["--device", "cpu", "--quick", "--steps", "1", "--variants", "timm,vitfast,fp8-chain"]),
     ("bench_sharding.py", ["--quick", "--port", "29701"]),
 ])
 def test_benchmark_script_runs_from_the_clone(script, args, tmp_path):
@@ -35,6 +36,43 @@ def test_bench_attention_names_an_unknown_shape():
                            "smoke,ViT-Q/7"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "bench_attention: --shapes: unknown label(s) ViT-Q/7; expected some of smoke"], proc.stderr
+
+
+def test_profile_step_sorts_kernels_by_what_they_do():
+    """Kernel names as torch.profiler reports them on an H100/H200 (ours are CUTLASS kernels named by their
+    epilogue's types; cuBLAS's nvjet; cuDNN's and inductor's) land in the kind a reader expects."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from profile_step import kind_of
+
+    ours = "void cutlass::device_kernel<cutlass::gemm::kernel::GemmUniversal<cute::tuple<int, int, int, int>, {}>>"
+    assert kind_of(ours.format("cutlass::epilogue::fusion::Sm90Compute<vitfast::gemm::sm90::Gelu<false, "
+                               "cutlass::bfloat16_t>::Fn, cutlass::bfloat16_t, float>")) == "GEMM + GELU epilogue"
+    assert kind_of(ours.format("cutlass::epilogue::fusion::Sm90SrcFetch<cutlass::bfloat16_t>")) == \
+        "GEMM + residual epilogue"
+    assert kind_of(ours.format("cutlass::float_e4m3_t, vitfast::gemm::sm90::Gelu<false, float>::Fn")) == "FP8 GEMM"
+    for name, kind in [("nvjet_tst_192x192_64x4_2x1_v_bz_coopA_TNT", "GEMM"),
+                       ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x128_4x1x1_kernel0_0",
+                        "attention"),
+                       ("void at::native::vectorized_elementwise_kernel<4, at::native::GeluCUDAKernelImpl(at::"
+                        "TensorIteratorBase&, at::native::GeluType)::{lambda()#2}", "GELU (its own pass)"),
+                       ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float>",
+                        "layer norm"),
+                       ("triton_red_fused_native_layer_norm_2", "layer norm"), ("triton_poi_fused_add_5", "elementwise"),
+                       ("void at::native::multi_tensor_apply_kernel<at::native::FusedAdamMathFunctor<float, 4>>",
+                        "optimizer"),
+                       ("Memcpy DtoD (Device -> Device)", "cast or copy"),
+                       ("void at::native::elementwise_kernel<128, 2, at::native::direct_copy_kernel_cuda>",
+                        "cast or copy"),
+                       ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::func_wrapper>>",
+                        "reduction"),
+                       ("void (anonymous namespace)::cunn_SoftMaxForward<8, float>", "softmax"),
+                       ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", "convolution (patch embedding)"),
+                       ("void at::native::index_elementwise_kernel<128, 4>", "elementwise"),
+                       ("void at::native::unrolled_elementwise_kernel<at::native::FillFunctor<float>>", "cast or copy"),
+                       ("void at::native::(anonymous namespace)::distribution_elementwise_grid_stride_kernel", "elementwise"),
+                       ("void at::native::_scatter_gather_elementwise_kernel<128, 8>", "elementwise"),
+                       ("void at::native::tensor_kernel_scan_innermost_dim<float>", "other")]:
+        assert kind_of(name) == kind, (name, kind_of(name))
 
 
 @pytest.mark.parametrize("script,line", [

@@ -1,0 +1,90 @@
+"""Where an fc1 epilogue's time goes, at one ViT width (issue 96): one process times the same product
+with each epilogue our Hopper GEMMs build, beside cuBLAS's bare product, so the difference between two
+rows is one part of the epilogue:
+
+  cuBLAS bare / + bias          the mainloop's cost, and cuBLAS's bias epilogue
+  lp_matmul fp32 acc, bias      our CUTLASS kernel with the cheapest epilogue (fp16 operands)
+  lp_matmul fp32 acc, gelu      the same kernel with erf GELU: the GELU's own cost
+  linear_gelu erf / tanh        the bf16 op the models run, per configuration: erff against one MUFU.TANH
+  fp8_linear none->bf16 / gelu->e4m3 (+ amax)   the FP8 product's epilogues (bf16 GELU is not built)
+
+    python tools/epilogue_probe.py [--width 768] [--batch 256] [--out FILE]
+    ncu --metrics ... python tools/epilogue_probe.py --once    # each product once, for a profiler
+Every kernel is allowed to run (VITFAST_UNVERIFIED_KERNELS=1 is set here): this times, it proves nothing."""
+import argparse
+import os
+import sys
+
+os.environ.setdefault("VITFAST_UNVERIFIED_KERNELS", "1")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from common import environment, input_sets, measure, write_table  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--width", type=int, default=768, help="the model's width D: fc1 is D -> 4D")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--once", action="store_true", help="run each product once, untimed (under ncu)")
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("epilogue_probe.py: needs a CUDA GPU")
+    import vitfast.ops as ops
+    from vitfast.ops._linear_args import sm90_configs
+
+    M, K, N, dev = args.batch * 197, args.width, 4 * args.width, "cuda"
+    flops = 2 * M * N * K
+    rows = []
+
+    def row(label, fn, sets):
+        try:
+            if args.once:
+                fn(*sets[0])
+                torch.cuda.synchronize()
+                return
+            t = measure(fn, dev, sets)
+            rows.append(f"| {label} | {t.median:.3f} | {flops / t.median / 1e9:,.0f} |")
+        except Exception as e:  # a kernel this build lacks is reported, not fatal
+            rows.append(f"| {label} | {type(e).__name__}: {str(e)[:80]} | |")
+        print(rows[-1], flush=True)
+
+    def operands(dtype):
+        return input_sets(lambda: (torch.randn(M, K, device=dev).to(dtype),), dev)
+
+    w = torch.randn(N, K, device=dev) / K**0.5
+    b = torch.randn(N, device=dev) * 0.1
+    xb, wb, bb = operands(torch.bfloat16), w.bfloat16(), b.bfloat16()
+    row("cuBLAS F.linear bare (bf16)", lambda x: F.linear(x, wb), xb)
+    row("cuBLAS F.linear + bias (bf16)", lambda x: F.linear(x, wb, bb), xb)
+    row("cuBLAS + F.gelu (bf16, two passes)", lambda x: F.gelu(F.linear(x, wb, bb)), xb)
+    for approximate in ("none", "tanh"):
+        for config in sm90_configs("act" if approximate == "none" else "act_tanh")[1:]:
+            row(f"linear_gelu {approximate} [{config}]",
+                lambda x, a=approximate, c=config: ops.linear_gelu(x, wb, bb, a, config=c), xb)
+    xh, wh = operands(torch.float16), w.half().t().contiguous()
+    for epi in (None, "bias", "gelu"):  # tanh GELU in lp_matmul runs the mma.sync kernel
+        row(f"lp_matmul fp32 acc, epilogue {epi} (fp16 -> fp16)",
+            lambda x, e=epi: ops.lp_matmul(x, wh, b if e else None, e, accumulate="fp32"), xh)
+    one, ones = torch.ones((), device=dev), torch.ones(N, device=dev)
+    x8 = [(x.to(torch.float8_e4m3fn),) for (x,) in xb[:8]]
+    w8 = wb.to(torch.float8_e4m3fn)
+    for config in sm90_configs("fp8_act")[1:]:
+        row(f"fp8_linear none -> bf16 [{config}]", lambda x, c=config: ops.fp8_linear(x, w8, one, ones, bb, config=c), x8)
+    for config in sm90_configs("fp8_act_e4m3")[1:]:
+        for amax in (False, True):
+            row(f"fp8_linear gelu -> e4m3{' + amax' if amax else ''} [{config}]",
+                lambda x, c=config, a=amax: ops.fp8_linear(x, w8, one, ones, bb, activation="gelu",
+                                                           out_dtype=torch.float8_e4m3fn, out_scale=one, amax=a,
+                                                           config=c), x8)
+    lines = [f"# epilogue_probe.py: fc1 {M}x{K}->{N}", "", *(f"- {k}: {v}" for k, v in environment(dev).items()),
+             "", "| product | ms | TFLOP/s |", "|---|---|---|", *rows]
+    write_table("\n".join(lines) + "\n", args.out, echo=False)
+
+
+if __name__ == "__main__":
+    main()
