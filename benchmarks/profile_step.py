@@ -42,6 +42,28 @@ KINDS = [
 ]
 
 
+def demangled(names):
+    """{name: its C++ name} for mangled kernel names (c++filt, where the machine has it)."""
+    import shutil
+    import subprocess
+
+    mangled = [n for n in names if n.startswith("_Z")]
+    if not mangled or shutil.which("c++filt") is None:
+        return {}
+    out = subprocess.run(["c++filt"], input="\n".join(mangled), capture_output=True, text=True).stdout.splitlines()
+    return dict(zip(mangled, out)) if len(out) == len(mangled) else {}
+
+
+def short_name(name):
+    """A kernel's name for the tables: a CUTLASS GEMM (ours) by schedule, tile and epilogue; others cut short."""
+    if "GemmUniversal" in name and not name.startswith("_Z"):
+        schedule = next((s for s in ("Pingpong", "Cooperative") if s in name), "")
+        tile = re.search(r"KernelTmaWarpSpecialized\w*>, cute::tuple<cute::C<(\d+)>, cute::C<(\d+)>", name)
+        epilogue = kind_of(name).replace("FP8 GEMM", "FP8").replace("GEMM", "").strip(" +") or "bias"
+        return " ".join(p for p in ("CUTLASS", schedule, "x".join(tile.groups()) if tile else "", epilogue) if p)
+    return name[:110]
+
+
 def kind_of(name):
     low = name.lower()
     return next((kind for kind, pattern in KINDS if re.search(pattern, low)), "other")
@@ -107,7 +129,8 @@ def profiled(step, steps, cuda):
             times[e.name] = times.get(e.name, 0.0) + e.time_range.elapsed_us()
         elif not cuda and not on_device and e.name.startswith("aten::"):
             times[e.name] = times.get(e.name, 0.0) + e.self_cpu_time_total
-    return wall, [(n, us / 1e3 / steps) for n, us in times.items()]
+    names = demangled(times)
+    return wall, [(names.get(n, n), us / 1e3 / steps) for n, us in times.items()]
 
 
 def by_kind(kernels):
@@ -167,7 +190,7 @@ def main(argv=None):
             results.append((variant, wall, by_kind(kernels)))
             tops += ["", f"## {variant}, {mode}: the kernels with the most device time (ms per step)", "",
                      "| kernel | kind | ms |", "|---|---|---|"]
-            tops += [f"| {name[:110].replace('|', '/')} | {kind_of(name)} | {ms:.3f} |"
+            tops += [f"| {short_name(name).replace('|', '/')} | {kind_of(name)} | {ms:.3f} |"
                      for name, ms in sorted(kernels, key=lambda k: -k[1])[:args.top]]
             print(f"{variant} {mode}: {wall:.2f} ms/step, kernels {sum(ms for _, ms in kernels):.2f} ms", flush=True)
             model = run = x = step = None

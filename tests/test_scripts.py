@@ -42,7 +42,7 @@ def test_profile_step_sorts_kernels_by_what_they_do():
     """Kernel names as torch.profiler reports them on an H100/H200 (ours are CUTLASS kernels named by their
     epilogue's types; cuBLAS's nvjet; cuDNN's and inductor's) land in the kind a reader expects."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from profile_step import kind_of
+    from profile_step import kind_of, short_name
 
     ours = "void cutlass::device_kernel<cutlass::gemm::kernel::GemmUniversal<cute::tuple<int, int, int, int>, {}>>"
     assert kind_of(ours.format("cutlass::epilogue::fusion::Sm90Compute<vitfast::gemm::sm90::Gelu<false, "
@@ -73,6 +73,12 @@ def test_profile_step_sorts_kernels_by_what_they_do():
                        ("void at::native::_scatter_gather_elementwise_kernel<128, 8>", "elementwise"),
                        ("void at::native::tensor_kernel_scan_innermost_dim<float>", "other")]:
         assert kind_of(name) == kind, (name, kind_of(name))
+    demangled = ("void cutlass::device_kernel<cutlass::GemmUniversal<cute::tuple<int, int, int, int>, cutlass::CollectiveMma<"
+                 "cutlass::MainloopSm90TmaGmmaWarpSpecialized<6, cute::tuple<cute::C<1>, cute::C<1>, cute::C<1>>, cutlass::"
+                 "KernelTmaWarpSpecializedPingpong>, cute::tuple<cute::C<64>, cute::C<128>, cute::C<64>>, cutlass::bfloat16_t"
+                 ">, cutlass::Sm90TreeVisitor<cutlass::Sm90Compute<vitfast::gemm::sm90::Gelu<0, cutlass::bfloat16_t, "
+                 "cutlass::bfloat16_t>::Fn, cutlass::bfloat16_t, float, 2, void>>>(T1::Params)")
+    assert short_name(demangled) == "CUTLASS Pingpong 64x128 GELU epilogue"
 
 
 @pytest.mark.parametrize("script,line", [
