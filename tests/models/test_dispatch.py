@@ -66,20 +66,22 @@ def test_h100_choices_as_measured():
 
 
 def test_a_gpu_with_no_rows_of_its_own_reads_those_of_its_key(tmp_path, monkeypatch):
-    """An H200 (the H100 SXM's die and SM count) takes the H100's rows; a GPU of another key, or one
-    asked without its key, none; rows measured on this machine come first."""
+    """An H800 (the H100 SXM's die and SM count) takes the rows shipped for its key, the H100's first; an
+    H200 its own; a GPU of another key, or one asked without its key, none; rows measured on this machine
+    come first."""
     monkeypatch.setenv("VITFAST_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(dispatch, "_data", {})
     fc2 = dict(K=3072, N=768, grad=False, dtype="bfloat16")
-    assert not os.path.isfile(os.path.join(dispatch.DATA_DIR, "nvidia_h200.json"))
-    assert dispatch.load("NVIDIA H200", KEY) is dispatch.load("NVIDIA H200", KEY) == dispatch.load(H100)
-    assert dispatch.measured("linear_residual", "NVIDIA H200", KEY, **fc2) == dispatch.measured("linear_residual",
+    assert not os.path.isfile(os.path.join(dispatch.DATA_DIR, "nvidia_h800.json"))
+    assert dispatch.load("NVIDIA H800", KEY) is dispatch.load("NVIDIA H800", KEY) == dispatch.load(H100)
+    assert dispatch.measured("linear_residual", "NVIDIA H800", KEY, **fc2) == dispatch.measured("linear_residual",
                                                                                                    H100, **fc2)
-    assert dispatch.load("NVIDIA H200") is None and dispatch.load("NVIDIA H100 PCIe", "sm_90x114") is None
-    mine = dict(dispatch.load(H100), gpu="NVIDIA H800", source={"tuned by": "test"})
+    assert dispatch.load("NVIDIA H200", KEY)["gpu"] == "NVIDIA H200"
+    assert dispatch.load("NVIDIA H800") is None and dispatch.load("NVIDIA H100 PCIe", "sm_90x114") is None
+    mine = dict(dispatch.load(H100), gpu="NVIDIA GH200 480GB", source={"tuned by": "test"})
     tune.write(mine, dispatch.user_dir())
     dispatch.forget_data()
-    assert dispatch.load("NVIDIA H200", KEY)["source"] == {"tuned by": "test"}
+    assert dispatch.load("NVIDIA H800", KEY)["source"] == {"tuned by": "test"}
     dispatch.forget_data()
 
 

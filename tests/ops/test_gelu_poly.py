@@ -1,10 +1,10 @@
-"""The exact GELU of the Hopper GEMMs' 16- and 8-bit epilogues (csrc/gemm/gelu_poly.h), compiled for the
-host from the header the kernels include and run on every bf16 and fp16 input: rounded to the input's
+"""The exact GELU for the Hopper GEMMs' 16- and 8-bit epilogues (csrc/gemm/gelu_poly.h), compiled for the
+host from the header and run on every bf16 and fp16 input: rounded to the input's
 format, it is the correctly rounded GELU (from float64) but for a few counted inputs, each within one
 unit in the last place, and the cut's neighbourhood below -5.5; against torch's F.gelu it differs only
-where torch's float32 `1 + erf(v / sqrt 2)` has lost its digits (v < -3.5). The kernels' own results are
-checked on a GPU by tests/ops/test_gemm_sm90.py. The host build's exp2f is not the GPU's ex2.approx:
-these counts are the polynomial's, the GPU's are the kernel tests'."""
+where torch's float32 `1 + erf(v / sqrt 2)` has lost its digits (v < -3.5). The host build's exp2f is not
+the GPU's ex2.approx: these counts are the polynomial's; the kernels' own, on every 16-bit input, come
+with the kernels (csrc/gemm/NOTES.md, "The GELU epilogue at the product's cost")."""
 import ctypes
 import math
 import os

@@ -82,12 +82,10 @@ struct Tree<kResidual, TileShape> {
                        Sm90EVT<Amax, Sm90EVT<Sm90Compute<cutlass::plus, float, float, kRound>, Affine<TileShape>,
                                              Sm90SrcFetch<cutlass::bfloat16_t>>>>;
 };
-template <bool kTanh>
-using GeluE4m3 = Gelu<kTanh, float, cutlass::float_e4m3_t>;  // into e4m3: gelu_poly.h's exact GELU
 template <bool kTanh, class TileShape>
 using GeluTree =
     Sm90EVT<Sm90Compute<cutlass::multiplies, cutlass::float_e4m3_t, float, kRound>,
-            Sm90EVT<Amax, Sm90EVT<Sm90Compute<GeluE4m3<kTanh>::template Fn, float, float, kRound>, Affine<TileShape>>>,
+            Sm90EVT<Amax, Sm90EVT<Sm90Compute<Gelu<kTanh, float>::template Fn, float, float, kRound>, Affine<TileShape>>>,
             Scalar>;
 template <class TileShape>
 struct Tree<kGeluErf, TileShape> {
