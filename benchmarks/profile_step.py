@@ -6,7 +6,7 @@ step and its share of the step's wall time, and the wall time no kernel covers (
 host, or between kernels). The heaviest kernels of each variant follow, so the sorting can be checked.
 
     python benchmarks/profile_step.py [--model vit_base_patch16_224] [--batch 256] [--modes inference]
-                                      [--variants timm,vitfast] [--out FILE]
+                                      [--variants timm,vitfast] [--train-variants timm] [--out FILE]
     python benchmarks/profile_step.py --device cpu --quick     # a smoke run: a tiny model, the CPU's ops sorted
 """
 import argparse
@@ -77,6 +77,8 @@ def parse_args(argv=None):
     p.add_argument("--modes", default="inference,training", help="comma-separated: inference, training")
     p.add_argument("--variants", default="timm,timm-compiled,vitfast,vitfast-compiled,fp8-chain",
                    help="comma-separated, among " + ", ".join(VARIANTS))
+    p.add_argument("--train-variants", help="the variants trained, among --variants' (default: all of them that "
+                   "train; compiling a training step takes a minute or two each)")
     p.add_argument("--top", type=int, default=10, help="kernels listed per variant and mode, by device time")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--quick", action="store_true")
@@ -89,6 +91,13 @@ def parse_args(argv=None):
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         p.error(f"--variants: expected names among {', '.join(VARIANTS)}, got {', '.join(unknown)}")
+    trained = [v for v in args.variants.split(",") if VARIANTS[v][3]]
+    if args.train_variants is not None:
+        asked = args.train_variants.split(",")
+        if not set(asked) <= set(trained):
+            p.error(f"--train-variants: expected names among {', '.join(trained)}, got {args.train_variants}")
+        trained = asked
+    args.trained = trained
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA GPU here (--device cpu sorts the host's ops instead)")
     return args
@@ -176,8 +185,8 @@ def main(argv=None):
         train = mode == "training"
         results = []
         for variant in args.variants.split(","):
-            source, backend, compile_mode, trains = VARIANTS[variant]
-            if train and not trains:
+            source, backend, compile_mode, _ = VARIANTS[variant]
+            if train and variant not in args.trained:
                 continue
             dtype = torch.float32 if train else torch.bfloat16
             if source == "fp8":

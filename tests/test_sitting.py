@@ -25,7 +25,7 @@ def test_every_kernel_family_has_its_tests_and_each_call_fits_its_limit():
         assert len(sitting.FILES[call]) <= 8
 
 
-@pytest.mark.parametrize("call", ["check", "bench", "ssl", "debug"])
+@pytest.mark.parametrize("call", ["check", "bench", "ssl", "debug", "epilogue"])
 def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(["bash", "tools/gpu_checks.sh", call, "--dry-run", "--out", str(out)], cwd=ROOT,
@@ -53,6 +53,10 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
     if call == "bench":  # the tables time every kernel; the models run what the records allow
         for script in ("bench_kernels.py", "bench_attention.py", "bench_models.py", "profile_backend.py"):
             assert f"skipped (dry run): python benchmarks/{script}" in summary
+    if call == "epilogue":  # the probe opted in, ncu with its details, the step as a user runs it
+        assert "skipped (dry run): python tools/epilogue_probe.py --out" in summary
+        assert "--print-details all" in summary and "tools/epilogue_probe.py --once" in summary
+        assert "skipped (dry run): python benchmarks/profile_step.py --model vit_base_patch16_224" in summary
     if call == "debug":  # each many-tile case named, the first GPU run's failing shape among them
         assert "33-5-129" in summary and "- skipped (dry run): `tests/ops/test_attention_sm90.py::" in summary
     if call == "check":

@@ -7,6 +7,7 @@
 #   bash tools/gpu_checks.sh bench [--dry-run]   # the kernel and attention tables, the models
 #   bash tools/gpu_checks.sh ssl [--dry-run]     # the SSL step's speed, dino_cifar10 by k-NN
 #   bash tools/gpu_checks.sh debug [--dry-run]   # a failing kernel: the many-tile shapes, sanitizers
+#   bash tools/gpu_checks.sh epilogue [--dry-run]  # fc1's epilogues timed, ncu's stall reasons, ViT-B by op kind
 #
 # Logs and tables go to $OUT (else benchmarks/results/gpu). --dry-run prints the plan with each stage's
 # budget and runs the plumbing with the CUDA parts skipped. Build for the default architectures, as a user's

@@ -5,6 +5,7 @@
     python tools/sitting.py bench --out $OUT     # the kernel and attention tables, the models
     python tools/sitting.py ssl --out $OUT       # the self-supervised step and recipe
     python tools/sitting.py debug --out $OUT     # a failing kernel: the many-tile shapes, sanitizers
+    python tools/sitting.py epilogue --out $OUT  # fc1's epilogue timed and its stall reasons, the step by op kind
     python tools/sitting.py check --dry-run      # the plan and the plumbing, CUDA parts skipped
 
 check: (a) `pip install` of the checkout with the carried build, then `python -m vitfast.check --gpu`
@@ -21,6 +22,10 @@ timm eager in 3 processes, ViT-B against torch.compile and the FP8 chain, and Vi
 ssl: self-supervised pretraining's GPU rows: the SSL step's images/s against the supervised one
 (bench_ssl_step.py), and the dino_cifar10 recipe as long as one call holds, scored by k-NN and a linear
 probe against a random model and raw pixels (ssl_knn.py; carry the CIFAR-10 archive, CIFAR_ARCHIVE).
+epilogue: what the GEMM epilogues cost (issue 96): tools/epilogue_probe.py at ViT-B's fc1 (each epilogue
+our kernels build beside cuBLAS's bare product, opted in), ncu's warp-state and scheduler sections with
+their details on our GELU kernels (why ping-pong does or does not hide the epilogue), and
+benchmarks/profile_step.py at ViT-B/16 (the step's GPU time by op kind, no opt-in).
 debug: for a family that failed: the Hopper attention's many-tile shapes, each test case in a process of
 its own with a time limit (ok, wrong, hang, cut or crash; a hang or crash is run again under the
 debug-sync build where one is carried, VITFAST_DEBUG_SYNC_SO: its trap names block, role, barrier,
@@ -32,6 +37,7 @@ into the package's folders, the tables into benchmarks/results/."""
 import argparse
 import concurrent.futures
 import datetime
+import glob
 import importlib.util
 import json
 import os
@@ -101,6 +107,12 @@ PLAN = {
     "ssl": [("ssl_step", 130, "bench_ssl_step.py: images/s of the supervised, DINO and SwAV steps, sdpa and vitfast"),
             ("ssl_knn", 400, f"ssl_knn.py --recipe dino_cifar10, {SSL_EPOCHS} epochs (training stopped at "
                              f"{SSL_MAX_S} s): k-NN and probe against random init and raw pixels")],
+    "epilogue": [("probe", 60, "tools/epilogue_probe.py: ViT-B fc1 with each epilogue our GEMMs build, cuBLAS's "
+                               "bare product beside them"),
+                 ("stalls", 120, "ncu --print-details all (SpeedOfLight, WarpStateStats, SchedulerStats) on our first "
+                                 "5 GELU kernels of the probe, run once"),
+                 ("step", 150, "profile_step.py, ViT-B/16 batch 256, no opt-in: inference (timm, compile, the "
+                               "backend, compile of it, the FP8 chain) and eager training, by op kind")],
     "debug": [("shapes", 150, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
               ("sanitize", 300, "compute-sanitizer memcheck, racecheck, synccheck over sanitize_ops.py")],
 }
@@ -109,6 +121,7 @@ FILES = {"check": ["summary.md", "results.json", "tests.log", "check.log", "<key
          "bench": ["summary.md", "scripts.log", "kernels_<gpu>.md", "attention_<gpu>.md", "models_<gpu>.md",
                    "models.md"],
          "ssl": ["summary.md", "scripts.log", "ssl_step_<gpu>.md", "ssl_knn_<gpu>.md"],
+         "epilogue": ["summary.md", "scripts.log", "epilogue_probe_<gpu>.md", "ncu.log", "profile_step_<gpu>.md"],
          "debug": ["summary.md", "shapes.log", "scripts.log"]}
 BACKEND_MODELS = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"]
 
@@ -406,6 +419,38 @@ def stage_profile(args, budget, results, log):  # ViT-Ti is host-bound: where a 
                               "--backends", "timm,vitfast", "--top", "12"], "profile", results, log)
 
 
+def stage_probe(args, budget, results, log):  # every epilogue opted in: it times, the check proves
+    out = os.path.join(args.out, f"epilogue_probe_{gpu_suffix(results)}.md")
+    run_script(args, budget, ["tools/epilogue_probe.py", "--out", out], "probe", results, log)
+
+
+def ncu_binary():
+    found = shutil.which("ncu") or sorted(glob.glob("/opt/nvidia/nsight-compute/*/ncu"))
+    return found if isinstance(found, str) else (found[-1] if found else None)
+
+
+def stage_stalls(args, budget, results, log):
+    """ncu's warp states and scheduler statistics, details included, on the probe's first five CUTLASS
+    kernels (linear_gelu erf in each configuration, then tanh), each run once."""
+    ncu = ncu_binary()
+    cmd = [ncu or "ncu", "--clock-control", "none", "-k", "regex:device_kernel", "--launch-count", "5",
+           "--section", "SpeedOfLight", "--section", "WarpStateStats", "--section", "SchedulerStats",
+           "--print-details", "all", python(), "tools/epilogue_probe.py", "--once"]
+    if args.dry_run or ncu is None:
+        results["stalls"] = f"skipped ({'dry run' if args.dry_run else 'no ncu on this machine'}): {' '.join(cmd)}"
+        return
+    rc, text = run_group(cmd, ROOT, child_env(), budget)
+    results["stalls"] = "cut by its time limit" if rc is None else "ok" if rc == 0 else f"exit {rc}"
+    with open(os.path.join(args.out, "ncu.log"), "w") as f:
+        f.write(text)
+
+
+def stage_step(args, budget, results, log):  # as a user runs: the package's records decide
+    out = os.path.join(args.out, f"profile_step_{gpu_suffix(results)}.md")
+    run_script(args, budget, ["benchmarks/profile_step.py", "--model", "vit_base_patch16_224", "--batch", "256",
+                              "--train-variants", "timm,vitfast", "--out", out], "step", results, log, opt_in=False)
+
+
 def gpu_kind(name):
     """'NVIDIA H100 80GB HBM3' -> 'h100', 'NVIDIA H200' -> 'h200': the result tables' suffix."""
     m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", name)
@@ -499,7 +544,7 @@ def stage_ssl_knn(args, budget, results, log):
                               "--set", "eval_every=5", "--out", out], "ssl_knn", results, log)  # a k-NN curve
 
 
-STAGES = {"install": stage_install, "check": stage_check, "tests": stage_tests, "proof": stage_proof, "kernels": stage_kernels,
+STAGES = {"probe": stage_probe, "stalls": stage_stalls, "step": stage_step, "install": stage_install, "check": stage_check, "tests": stage_tests, "proof": stage_proof, "kernels": stage_kernels,
           "attention": stage_attention, "backend": stage_backend, "models": stage_models, "profile": stage_profile,
           "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn, "shapes": stage_shapes, "sanitize": stage_sanitize}
 LOGS = {"shapes": "shapes.log", "tests": "tests.log", "check": "check.log"}  # the others: scripts.log
@@ -526,7 +571,7 @@ def summary(call, results):
                   f"{'yes' if (v['self_test'] == 'recorded') == (v['test_files'] == 'passed') else 'NO'} | {v['detail']} |"
                   for f, v in results["families"].items()]
     for key in ("install", "check", "sanitize", "kernels", "attention", "profile", "models", "backend", "proof", "ssl_step",
-                "ssl_knn"):
+                "ssl_knn", "probe", "stalls", "step"):
         if key in results:
             lines += ["", f"## {key}", str(results[key])]
     return "\n".join(lines) + "\n"
