@@ -8,8 +8,8 @@
 //
 // P is log2 Phi(-x) on [0, kGeluCut] as a polynomial of degree 10 in x = |v| (tools/gelu_coefficients.py:
 // Chebyshev interpolation of the float64 function, 2^-21 from it; summed in float32, 2^-18 relative at
-// worst, near the cut). One exponential and no cancellation: the negative
-// side is as accurate as the positive, where torch's 1 + erff(z) loses its digits below v = -3.5.
+// worst, near the cut). One exponential and no cancellation: the negative side is as accurate as the
+// positive, where torch's 1 + erff(z) loses its digits below v = -3.5.
 // Beyond the cut e is 0: v for v > 5.5 (Phi(-5.5) = 1.9e-8 is below half a unit of every 16-bit
 // format there), -0 for v < -5.5 (|GELU| < 1.1e-7 there; torch's float32 form gives -0 from -5.54),
 // NaN for -inf and NaN, +inf for +inf.
