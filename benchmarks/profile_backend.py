@@ -40,8 +40,9 @@ def parse_args(argv=None):
     return args
 
 
-def profile_step(step, steps, cuda):
-    """(wall ms per step, host CPU ms per step, GPU kernel ms per step, the profiler's averages)."""
+def profiled_steps(step, steps, cuda):
+    """(wall ms per step, the profiler) over `steps` calls of step() after 3 unprofiled ones: CPU ops, and
+    CUDA kernels on a GPU. profile_step.py sorts the same profile's kernels by kind."""
     for _ in range(3):
         step()
     if cuda:
@@ -54,6 +55,12 @@ def profile_step(step, steps, cuda):
         if cuda:
             torch.cuda.synchronize()
         wall = (time.perf_counter() - start) * 1e3 / steps
+    return wall, prof
+
+
+def profile_step(step, steps, cuda):
+    """(wall ms per step, host CPU ms per step, GPU kernel ms per step, the profiler's averages)."""
+    wall, prof = profiled_steps(step, steps, cuda)
     averages = prof.key_averages()
     host = sum(e.self_cpu_time_total for e in averages) / 1e3 / steps
     device = sum(getattr(e, "self_device_time_total", 0) for e in averages) / 1e3 / steps if cuda else 0.0

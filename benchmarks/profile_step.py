@@ -11,15 +11,12 @@ host, or between kernels). The heaviest kernels of each variant follow, so the s
 """
 import argparse
 import re
-import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from bench_models import bench_inference, bench_training, build, images, prepare  # the steps it times
 from common import environment, write_table  # benchmarks/common.py
-
-QUICK = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=10)
+from profile_backend import QUICK, profiled_steps  # the same tiny model and the same profiled steps
 
 # (kind, pattern on the kernel's name), the first match wins: epilogue-fused GEMMs before plain ones,
 # FP8 GEMMs before bf16 ones, GEMMs before the elementwise kinds whose words their names may contain.
@@ -69,6 +66,13 @@ def kind_of(name):
     return next((kind for kind, pattern in KINDS if re.search(pattern, low)), "other")
 
 
+# variant -> (source, backend, compile mode, trains): how bench_models.py builds the same row
+VARIANTS = {"timm": ("timm", None, None, True), "timm-compiled": ("timm", None, "default", True),
+            "vitfast": ("vitfast", "vitfast", None, True),
+            "vitfast-compiled": ("vitfast", "vitfast", "default", True),
+            "fp8-chain": ("fp8", None, None, False)}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="vit_base_patch16_224")
@@ -103,13 +107,6 @@ def parse_args(argv=None):
     return args
 
 
-# variant -> (source, backend, compile mode, trains): how bench_models.py builds the same row
-VARIANTS = {"timm": ("timm", None, None, True), "timm-compiled": ("timm", None, "default", True),
-            "vitfast": ("vitfast", "vitfast", None, True),
-            "vitfast-compiled": ("vitfast", "vitfast", "default", True),
-            "fp8-chain": ("fp8", None, None, False)}
-
-
 def fp8_chain(name, kw, device):
     from vitfast.quant.fp8_chain import convert_fp8
 
@@ -120,17 +117,7 @@ def fp8_chain(name, kw, device):
 def profiled(step, steps, cuda):
     """(wall ms per step, [(kernel or op name, ms per step)]): the kernels on a GPU, the ops' self time on
     a CPU."""
-    for _ in range(3):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        if cuda:
-            torch.cuda.synchronize()
-        wall = (time.perf_counter() - start) * 1e3 / steps
+    wall, prof = profiled_steps(step, steps, cuda)
     times = {}
     for e in prof.events():
         on_device = e.device_type == torch.autograd.DeviceType.CUDA

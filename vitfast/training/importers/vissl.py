@@ -12,6 +12,11 @@ from ...cli import UsageError
 
 _SIZES = {192: "tiny", 384: "small", 768: "base", 1024: "large"}
 _SUPERVISED = {"cross_entropy_multiple_output_single_target"}  # a fine-tuning config's loss: vitfast's own
+# a self-supervised loss's VISSL keys -> vitfast's options
+_LOSS_KEYS = {"swav_loss": (("temperature", "swav_temp"), ("epsilon", "sinkhorn_epsilon"),
+                            ("num_iters", "sinkhorn_iterations"), ("crops_for_assign", "crops_for_assign")),
+              "dino_loss": (("momentum", "teacher_momentum"), ("teacher_temp_min", "warmup_teacher_temp"),
+                            ("teacher_temp_max", "teacher_temp"), ("ema_center", "center_momentum"))}
 # transforms whose effect our multi-crop pipeline has (at its settings: DINO's / SwAV's)
 _COVERED = {"RandomHorizontalFlip", "ToTensor", "ImgPilGaussianBlur",
             "ImgPilRandomSolarize", "RandomResizedCrop"}
@@ -93,29 +98,24 @@ def _translate(c):
                 ignored.append("dino_head use_bn")
         else:
             ignored.append(f"head {name}")
-    if loss.get("name") == "swav_loss":
-        p = loss.get("swav_loss", {})
-        for theirs, ours in (("temperature", "swav_temp"), ("epsilon", "sinkhorn_epsilon"),
-                             ("num_iters", "sinkhorn_iterations"), ("crops_for_assign", "crops_for_assign")):
-            if theirs in p:
-                out[ours] = p[theirs]
+    loss_name = loss.get("name")
+    p = loss.get(loss_name, {}) if loss_name in _LOSS_KEYS else {}
+    for theirs, ours in _LOSS_KEYS.get(loss_name, ()):
+        if theirs in p:
+            out[ours] = p[theirs]
+    if loss_name == "swav_loss":
         queue = p.get("queue", {})
         if queue.get("queue_length"):
             out["queue_length"] = queue["queue_length"]
             if queue.get("start_iter"):
                 ignored.append(f"swav_loss queue start_iter {queue['start_iter']} (iterations: give "
                                "--queue-start-epoch)")
-    elif loss.get("name") == "dino_loss":
-        p = loss.get("dino_loss", {})
-        for theirs, ours in (("momentum", "teacher_momentum"), ("teacher_temp_min", "warmup_teacher_temp"),
-                             ("teacher_temp_max", "teacher_temp"), ("ema_center", "center_momentum")):
-            if theirs in p:
-                out[ours] = p[theirs]
+    elif loss_name == "dino_loss":
         if p.get("teacher_temp_warmup_iters"):
             ignored.append(f"dino_loss teacher_temp_warmup_iters {p['teacher_temp_warmup_iters']} (iterations: "
                            "give --warmup-teacher-temp-epochs)")
-    elif loss.get("name") and loss["name"] not in _SUPERVISED:
-        ignored.append(f"loss {loss['name']}")
+    elif loss_name and loss_name not in _SUPERVISED:
+        ignored.append(f"loss {loss_name}")
     _optimizer(c.get("OPTIMIZER", {}), out, ignored)
     weights = c["MODEL"].get("WEIGHTS_INIT", {}).get("PARAMS_FILE")
     if weights:  # its layout (a VISSL checkpoint, DINO's files, timm's) is read from the file itself
