@@ -56,6 +56,7 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
     if call == "epilogue":  # the probe opted in, ncu with its details, the step as a user runs it
         assert "skipped (dry run): python tools/epilogue_probe.py --out" in summary
         assert "--print-details all" in summary and "tools/epilogue_probe.py --once" in summary
+        assert "--section MemoryWorkloadAnalysis --print-details all" in summary and "--once --fp8-only" in summary
         assert "skipped (dry run): python benchmarks/profile_step.py --model vit_base_patch16_224" in summary
     if call == "debug":  # each many-tile case named, the first GPU run's failing shape among them
         assert "33-5-129" in summary and "- skipped (dry run): `tests/ops/test_attention_sm90.py::" in summary

@@ -7,9 +7,11 @@ rows is one part of the epilogue:
   lp_matmul fp32 acc, gelu      the same kernel with erf GELU: the GELU's own cost
   linear_gelu erf / tanh        the bf16 op the models run, per configuration: erff against one MUFU.TANH
   fp8_linear none->bf16 / gelu->e4m3 (+ amax)   the FP8 product's epilogues (bf16 GELU is not built)
+  fc2 (4D -> D): cuBLAS bf16 / fp8_linear + residual   FP8's mainloop where 4x deeper sums leave the
+                                epilogue little weight: what the k-tiles' promotions and operand traffic cost
 
     python tools/epilogue_probe.py [--width 768] [--batch 256] [--out FILE]
-    ncu --metrics ... python tools/epilogue_probe.py --once    # each product once, for a profiler
+    ncu --metrics ... python tools/epilogue_probe.py --once [--fp8-only]   # each product once, for a profiler
 Every kernel is allowed to run (VITFAST_UNVERIFIED_KERNELS=1 is set here): this times, it proves nothing."""
 import argparse
 import os
@@ -30,6 +32,7 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=768, help="the model's width D: fc1 is D -> 4D")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--once", action="store_true", help="run each product once, untimed (under ncu)")
+    p.add_argument("--fp8-only", action="store_true", help="only the FP8 products (and the bf16 one beside fc2's)")
     p.add_argument("--out")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -59,17 +62,18 @@ def main(argv=None):
     w = torch.randn(N, K, device=dev) / K**0.5
     b = torch.randn(N, device=dev) * 0.1
     xb, wb, bb = operands(torch.bfloat16), w.bfloat16(), b.bfloat16()
-    row("cuBLAS F.linear bare (bf16)", lambda x: F.linear(x, wb), xb)
-    row("cuBLAS F.linear + bias (bf16)", lambda x: F.linear(x, wb, bb), xb)
-    row("cuBLAS + F.gelu (bf16, two passes)", lambda x: F.gelu(F.linear(x, wb, bb)), xb)
-    for approximate in ("none", "tanh"):
-        for config in sm90_configs("act" if approximate == "none" else "act_tanh")[1:]:
-            row(f"linear_gelu {approximate} [{config}]",
-                lambda x, a=approximate, c=config: ops.linear_gelu(x, wb, bb, a, config=c), xb)
-    xh, wh = operands(torch.float16), w.half().t().contiguous()
-    for epi in (None, "bias", "gelu"):  # tanh GELU in lp_matmul runs the mma.sync kernel
-        row(f"lp_matmul fp32 acc, epilogue {epi} (fp16 -> fp16)",
-            lambda x, e=epi: ops.lp_matmul(x, wh, b if e else None, e, accumulate="fp32"), xh)
+    if not args.fp8_only:
+        row("cuBLAS F.linear bare (bf16)", lambda x: F.linear(x, wb), xb)
+        row("cuBLAS F.linear + bias (bf16)", lambda x: F.linear(x, wb, bb), xb)
+        row("cuBLAS + F.gelu (bf16, two passes)", lambda x: F.gelu(F.linear(x, wb, bb)), xb)
+        for approximate in ("none", "tanh"):
+            for config in sm90_configs("act" if approximate == "none" else "act_tanh")[1:]:
+                row(f"linear_gelu {approximate} [{config}]",
+                    lambda x, a=approximate, c=config: ops.linear_gelu(x, wb, bb, a, config=c), xb)
+        xh, wh = operands(torch.float16), w.half().t().contiguous()
+        for epi in (None, "bias", "gelu"):  # tanh GELU in lp_matmul runs the mma.sync kernel
+            row(f"lp_matmul fp32 acc, epilogue {epi} (fp16 -> fp16)",
+                lambda x, e=epi: ops.lp_matmul(x, wh, b if e else None, e, accumulate="fp32"), xh)
     one, ones = torch.ones((), device=dev), torch.ones(N, device=dev)
     x8 = [(x.to(torch.float8_e4m3fn),) for (x,) in xb[:8]]
     w8 = wb.to(torch.float8_e4m3fn)
@@ -81,6 +85,16 @@ def main(argv=None):
                 lambda x, c=config, a=amax: ops.fp8_linear(x, w8, one, ones, bb, activation="gelu",
                                                            out_dtype=torch.float8_e4m3fn, out_scale=one, amax=a,
                                                            config=c), x8)
+    # fc2: the FP8 mainloop over 4D-deep sums, against cuBLAS's bf16 product and residual add
+    h = input_sets(lambda: (torch.randn(M, N, device=dev).bfloat16(), torch.randn(M, K, device=dev).bfloat16()), dev)
+    w2 = (torch.randn(K, N, device=dev) / N**0.5).bfloat16()
+    h8 = [(x.to(torch.float8_e4m3fn), r) for x, r in h[:8]]
+    w28 = w2.to(torch.float8_e4m3fn)
+    ones2 = torch.ones(K, device=dev)
+    row(f"fc2 {N}->{K}: cuBLAS F.linear + bias + residual (bf16)", lambda x, r: r + F.linear(x, w2, bb[:K]), h)
+    for config in sm90_configs("fp8_residual")[1:]:
+        row(f"fc2 {N}->{K}: fp8_linear + residual -> bf16 [{config}]",
+            lambda x, r, c=config: ops.fp8_linear(x, w28, one, ones2, bb[:K], residual=r, config=c), h8)
     lines = [f"# epilogue_probe.py: fc1 {M}x{K}->{N}", "", *(f"- {k}: {v}" for k, v in environment(dev).items()),
              "", "| product | ms | TFLOP/s |", "|---|---|---|", *rows]
     write_table("\n".join(lines) + "\n", args.out, echo=False)

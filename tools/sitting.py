@@ -5,7 +5,7 @@
     python tools/sitting.py bench --out $OUT     # the kernel and attention tables, the models
     python tools/sitting.py ssl --out $OUT       # the self-supervised step and recipe
     python tools/sitting.py debug --out $OUT     # a failing kernel: the many-tile shapes, sanitizers
-    python tools/sitting.py epilogue --out $OUT  # fc1's epilogue timed and its stall reasons, the step by op kind
+    python tools/sitting.py epilogue --out $OUT  # fc1's epilogue and FP8's mainloop timed, their stall reasons, the step by op kind
     python tools/sitting.py check --dry-run      # the plan and the plumbing, CUDA parts skipped
 
 check: (a) `pip install` of the checkout with the carried build, then `python -m vitfast.check --gpu`
@@ -24,7 +24,8 @@ ssl: self-supervised pretraining's GPU rows: the SSL step's images/s against the
 probe against a random model and raw pixels (ssl_knn.py; carry the CIFAR-10 archive, CIFAR_ARCHIVE).
 epilogue: what the GEMM epilogues cost (issue 96): tools/epilogue_probe.py at ViT-B's fc1 (each epilogue
 our kernels build beside cuBLAS's bare product, opted in), ncu's warp-state and scheduler sections with
-their details on our GELU kernels (why ping-pong does or does not hide the epilogue), and
+their details on our GELU kernels (why ping-pong does or does not hide the epilogue) and, with the
+memory workload, on the FP8 kernels (promotions or operand traffic: what bounds FP8's mainloop), and
 benchmarks/profile_step.py at ViT-B/16 (the step's GPU time by op kind, no opt-in).
 debug: for a family that failed: the Hopper attention's many-tile shapes, each test case in a process of
 its own with a time limit (ok, wrong, hang, cut or crash; a hang or crash is run again under the
@@ -111,6 +112,8 @@ PLAN = {
                                "bare product beside them"),
                  ("stalls", 120, "ncu --print-details all (SpeedOfLight, WarpStateStats, SchedulerStats) on our first "
                                  "5 GELU kernels of the probe, run once"),
+                 ("fp8_stalls", 120, "the same sections and the memory workload (L2 and DRAM throughput) on the probe's "
+                                     "first 6 FP8 kernels (fc1's, then fc2's): promotions or operand traffic"),
                  ("step", 150, "profile_step.py, ViT-B/16 batch 256, no opt-in: inference (timm, compile, the "
                                "backend, compile of it, the FP8 chain) and eager training, by op kind")],
     "debug": [("shapes", 150, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
@@ -121,7 +124,8 @@ FILES = {"check": ["summary.md", "results.json", "tests.log", "check.log", "<key
          "bench": ["summary.md", "scripts.log", "kernels_<gpu>.md", "attention_<gpu>.md", "models_<gpu>.md",
                    "models.md"],
          "ssl": ["summary.md", "scripts.log", "ssl_step_<gpu>.md", "ssl_knn_<gpu>.md"],
-         "epilogue": ["summary.md", "scripts.log", "epilogue_probe_<gpu>.md", "ncu.log", "profile_step_<gpu>.md"],
+         "epilogue": ["summary.md", "scripts.log", "epilogue_probe_<gpu>.md", "ncu.log", "ncu_fp8.log",
+                      "profile_step_<gpu>.md"],
          "debug": ["summary.md", "shapes.log", "scripts.log"]}
 BACKEND_MODELS = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"]
 
@@ -432,16 +436,27 @@ def ncu_binary():
 def stage_stalls(args, budget, results, log):
     """ncu's warp states and scheduler statistics, details included, on the probe's first five CUTLASS
     kernels (linear_gelu erf in each configuration, then tanh), each run once."""
+    run_ncu(args, budget, results, "stalls", "ncu.log", 5, [])
+
+
+def stage_fp8_stalls(args, budget, results, log):
+    """The same on the probe's FP8 kernels (fc1's, then fc2's), with the memory workload: whether the FP8
+    mainloop waits on its promotions or on the operands' L2 traffic."""
+    run_ncu(args, budget, results, "fp8_stalls", "ncu_fp8.log", 6, ["--section", "MemoryWorkloadAnalysis"],
+            ["--fp8-only"])
+
+
+def run_ncu(args, budget, results, key, log_name, kernels, sections, probe_args=()):
     ncu = ncu_binary()
-    cmd = [ncu or "ncu", "--clock-control", "none", "-k", "regex:device_kernel", "--launch-count", "5",
-           "--section", "SpeedOfLight", "--section", "WarpStateStats", "--section", "SchedulerStats",
-           "--print-details", "all", python(), "tools/epilogue_probe.py", "--once"]
+    cmd = [ncu or "ncu", "--clock-control", "none", "-k", "regex:device_kernel", "--launch-count", str(kernels),
+           "--section", "SpeedOfLight", "--section", "WarpStateStats", "--section", "SchedulerStats", *sections,
+           "--print-details", "all", python(), "tools/epilogue_probe.py", "--once", *probe_args]
     if args.dry_run or ncu is None:
-        results["stalls"] = f"skipped ({'dry run' if args.dry_run else 'no ncu on this machine'}): {' '.join(cmd)}"
+        results[key] = f"skipped ({'dry run' if args.dry_run else 'no ncu on this machine'}): {' '.join(cmd)}"
         return
     rc, text = run_group(cmd, ROOT, child_env(), budget)
-    results["stalls"] = "cut by its time limit" if rc is None else "ok" if rc == 0 else f"exit {rc}"
-    with open(os.path.join(args.out, "ncu.log"), "w") as f:
+    results[key] = "cut by its time limit" if rc is None else "ok" if rc == 0 else f"exit {rc}"
+    with open(os.path.join(args.out, log_name), "w") as f:
         f.write(text)
 
 
@@ -544,7 +559,7 @@ def stage_ssl_knn(args, budget, results, log):
                               "--set", "eval_every=5", "--out", out], "ssl_knn", results, log)  # a k-NN curve
 
 
-STAGES = {"probe": stage_probe, "stalls": stage_stalls, "step": stage_step, "install": stage_install, "check": stage_check, "tests": stage_tests, "proof": stage_proof, "kernels": stage_kernels,
+STAGES = {"probe": stage_probe, "stalls": stage_stalls, "fp8_stalls": stage_fp8_stalls, "step": stage_step, "install": stage_install, "check": stage_check, "tests": stage_tests, "proof": stage_proof, "kernels": stage_kernels,
           "attention": stage_attention, "backend": stage_backend, "models": stage_models, "profile": stage_profile,
           "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn, "shapes": stage_shapes, "sanitize": stage_sanitize}
 LOGS = {"shapes": "shapes.log", "tests": "tests.log", "check": "check.log"}  # the others: scripts.log
@@ -571,7 +586,7 @@ def summary(call, results):
                   f"{'yes' if (v['self_test'] == 'recorded') == (v['test_files'] == 'passed') else 'NO'} | {v['detail']} |"
                   for f, v in results["families"].items()]
     for key in ("install", "check", "sanitize", "kernels", "attention", "profile", "models", "backend", "proof", "ssl_step",
-                "ssl_knn", "probe", "stalls", "step"):
+                "ssl_knn", "probe", "stalls", "fp8_stalls", "step"):
         if key in results:
             lines += ["", f"## {key}", str(results[key])]
     return "\n".join(lines) + "\n"

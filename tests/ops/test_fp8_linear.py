@@ -307,7 +307,8 @@ def against_emulation(M, K, N, activation, out_dtype, residual, config, seed=0):
 @pytest.mark.parametrize("activation,out_dtype,residual", [("none", BF16, False), ("gelu", E4M3, False),
                                                            ("gelu_tanh", E4M3, False), ("none", BF16, True)])
 @pytest.mark.parametrize("M,K,N", [(1576, 768, 2304), (1576, 768, 3072), (1576, 3072, 768), (1576, 768, 768),
-                                   (50, 192, 576), (77, 208, 48), (1, 16, 16)])
+                                   (50, 192, 576), (77, 208, 48), (1, 16, 16),
+                                   (96, 384, 256), (200, 640, 128), (64, 272, 64)])  # odd k-tile counts too
 def test_sm90_fp8_linear_matches_the_emulation(M, K, N, activation, out_dtype, residual, config, monkeypatch):
     if activation == "gelu_tanh" and config == "pingpong_64x128":
         pytest.skip("tanh GELU is built in the general tile alone")
