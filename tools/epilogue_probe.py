@@ -3,6 +3,7 @@ with each epilogue our Hopper GEMMs build, beside cuBLAS's bare product, so the 
 rows is one part of the epilogue:
 
   cuBLAS bare / + bias          the mainloop's cost, and cuBLAS's bias epilogue
+  linear_residual per config    our kernels' cost before any GELU (+ bias + residual), per tile and schedule
   lp_matmul fp32 acc, bias      our CUTLASS kernel with the cheapest epilogue (fp16 operands)
   lp_matmul fp32 acc, gelu      the same kernel with erf GELU: the GELU's own cost
   linear_gelu erf / tanh        the bf16 op the models run, per configuration: erff against one MUFU.TANH
@@ -70,6 +71,14 @@ def main(argv=None):
             for config in sm90_configs("act" if approximate == "none" else "act_tanh")[1:]:
                 row(f"linear_gelu {approximate} [{config}]",
                     lambda x, a=approximate, c=config: ops.linear_gelu(x, wb, bb, a, config=c), xb)
+        # the same product with the cheapest epilogue each configuration builds (+ bias + residual): what
+        # the tile, cluster and schedule cost before any GELU
+        xr = input_sets(lambda: (torch.randn(M, K, device=dev).bfloat16(), torch.randn(M, N, device=dev).bfloat16()),
+                        dev)
+        row("cuBLAS F.linear + bias + residual (bf16, two passes)", lambda x, r: r + F.linear(x, wb, bb), xr)
+        for config in sm90_configs("residual")[1:]:
+            row(f"linear_residual [{config}]",
+                lambda x, r, c=config: ops.linear_residual(x, wb, bb, r, config=c), xr)
         xh, wh = operands(torch.float16), w.half().t().contiguous()
         for epi in (None, "bias", "gelu"):  # tanh GELU in lp_matmul runs the mma.sync kernel
             row(f"lp_matmul fp32 acc, epilogue {epi} (fp16 -> fp16)",
