@@ -2,12 +2,8 @@
 
 Kernels: csrc/gemm/linear_gelu_cpu.cpp (ATen linear + gelu) and _cuda.cpp (tensor-core GEMM, fp32
 accumulation, for fp16/bf16; float32 runs ATen's ops). Like F.gelu(F.linear(x, weight, bias)), the
-pre-activation is rounded to x's dtype before GELU. On an H100/H200 the exact GELU is that of
-csrc/gemm/gelu_poly.h: on every bf16 and fp16 pre-activation it rounds to the correctly rounded GELU but
-for a few inputs one unit away, so it can differ from F.gelu by one unit there, and below -3.5, where
-F.gelu's float32 1 + erf(v / sqrt 2) has lost its digits, by more (ours is the closer to the exact value).
-The backward uses ATen matrix products and ATen's fused gelu_backward elementwise kernel on the saved
-pre-activation.
+pre-activation is rounded to x's dtype before GELU. The backward uses ATen matrix products and ATen's
+fused gelu_backward elementwise kernel on the saved pre-activation.
 """
 import torch
 
