@@ -115,6 +115,37 @@ def test_additive_logit_bias_and_its_gradient(backend):
     assert bias.grad is not None and bias.grad.abs().sum() > 0
 
 
+def copies_in_backward(split):
+    """The aten copies (copy_, clone, stack, cat) of the backward of qkv -> split -> SDPA -> output."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    qkv = torch.randn(2, 9, 3 * 32, requires_grad=True)
+    q, k, v = split(qkv)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out.backward(torch.ones_like(out))
+    counts = {e.key: e.count for e in prof.key_averages() if e.key in ("aten::copy_", "aten::clone", "aten::stack",
+                                                                       "aten::cat")}
+    return counts, qkv.grad
+
+
+def test_the_heads_are_split_so_their_gradient_is_stacked_once():
+    """split_heads (the models' q, k, v) against timm's permute-then-unbind: the same views and
+    gradients, and one copy fewer in the backward: the stack lands in the projection's layout."""
+    from vitfast.layers import split_heads
+
+    ours, grad = copies_in_backward(lambda t: split_heads(t, 3, 4))
+    timm_order, timm_grad = copies_in_backward(lambda t: t.reshape(2, 9, 3, 4, 8).permute(2, 0, 3, 1, 4).unbind(0))
+    assert torch.equal(grad, timm_grad)
+    assert ours.get("aten::stack") == timm_order.get("aten::stack") == 1
+    assert ours.get("aten::clone", 0) == 0 and ours.get("aten::copy_", 0) == 0
+    assert timm_order.get("aten::clone") == 1 and timm_order.get("aten::copy_") == 1  # reshape's copy
+    qkv = torch.randn(2, 9, 96)
+    for a, b in zip(split_heads(qkv, 3, 4), qkv.reshape(2, 9, 3, 4, 8).permute(2, 0, 3, 1, 4).unbind(0)):
+        assert a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+
+
 def test_torch_compile_fullgraph_matches_eager():
     for name in ("vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224"):
         m = vitfast.create_model(name, img_size=32, depth=2).eval()

@@ -11,6 +11,16 @@ from ..kernels.dispatch import use_kernel
 RETURN_ATTN = (None, "logits", "probs")
 
 
+def split_heads(projection, parts, num_heads):
+    """The `parts` (B, H, N, d) operands (q, k, v; or q, k) in one fused projection's output (B, N,
+    parts * H * d), as strided views. Split before the heads are transposed (timm permutes first): the
+    gradient then comes back as one stack straight into the projection's (B, N, parts, H, d) layout,
+    where a permute-first split leaves it in a transposed stack that the backward copies again (one
+    copy of the projection's output per block)."""
+    B, N, _ = projection.shape
+    return tuple(t.transpose(1, 2) for t in projection.reshape(B, N, parts, num_heads, -1).unbind(2))
+
+
 def attention_core(q, k, v, scale, bias=None, dropout_p=0.0, backend="sdpa", return_attn=None, act_quant=None):
     """softmax(q kᵀ · scale + bias) v on (B, H, N, d); with return_attn also the (B, H, N, N) logits
     or probabilities (which needs the explicit matrix, so it runs the eager path). act_quant (a
@@ -79,8 +89,7 @@ class Attention(nn.Module):
         if return_attn not in RETURN_ATTN:
             raise ValueError(f"return_attn must be one of {RETURN_ATTN}, got {return_attn!r}")
         B, N, C = x.shape
-        # (B, N, 3, H, d) -> three (B, H, N, d) strided views of one projection, no copies.
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = split_heads(self.qkv(x), 3, self.num_heads)
         q, k = self.q_norm(q), self.k_norm(k)
         out, attn = attention_core(q, k, v, self.scale, attn_bias, self.attn_drop.p if self.training else 0.0,
                                    backends.resolve(self.backend), return_attn, self.act_quant)

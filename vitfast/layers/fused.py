@@ -14,7 +14,7 @@ from ..ops.layer_norm import _layer_norm
 from ..ops.linear_gelu import _linear_gelu
 from ..ops.linear_residual import _linear_residual
 from . import backend as backends
-from .attention import Attention, attention_core
+from .attention import Attention, attention_core, split_heads
 from ..ops._grad import needs_grad
 from ..kernels.dispatch import kernel_config, use_kernel
 
@@ -100,7 +100,7 @@ def attention_residual(attn, h, residual, attn_bias=None, config="auto"):
     """residual + attn(h), the projection's bias and the residual add fused (linear_residual). The lines
     before the projection are Attention.forward's, unchanged."""
     B, N, C = h.shape
-    q, k, v = attn.qkv(h).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k, v = split_heads(attn.qkv(h), 3, attn.num_heads)
     q, k = attn.q_norm(q), attn.k_norm(k)
     out, _ = attention_core(q, k, v, attn.scale, attn_bias, attn.attn_drop.p if attn.training else 0.0,
                             backends.resolve(attn.backend), None, None)

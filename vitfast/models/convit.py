@@ -31,7 +31,7 @@ from torch import nn
 
 from ..layers.init import init_linear_norm
 from ..layers import (DropPath, Mlp, PatchEmbed, attention_core, check_image, resample_abs_pos_embed, run_blocks,
-                      to_2tuple)
+                      split_heads, to_2tuple)
 from ..layers import backend as backends
 from .registry import model_config, register_variant
 
@@ -136,8 +136,7 @@ class GPSA(nn.Module):
         return r(r(self.pos_proj(self._rel_indices(n))).permute(0, 3, 1, 2).softmax(dim=-1))
 
     def _qk(self, x):
-        B, N, C = x.shape
-        return self.qk(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return split_heads(self.qk(x), 2, self.num_heads)
 
     def _mixture(self, x):
         """The renormalised gated mixture, before attention dropout: (B, H, N, N)."""
@@ -200,7 +199,7 @@ class MHSA(nn.Module):
     def forward(self, x, return_attn=None):
         _check_return_attn(return_attn, "MHSA")
         B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = split_heads(self.qkv(x), 3, self.num_heads)
         out, attn = attention_core(q, k, v, self.scale, None, self.attn_drop.p if self.training else 0.0,
                                    backends.resolve(self.backend), return_attn, act_quant=self.act_quant)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))

@@ -25,7 +25,7 @@ from torch import nn
 from ..layers.init import init_linear_norm
 from ..layers import Block, Mlp, check_image, resample_abs_pos_embed, run_blocks, sinusoid_table, to_2tuple
 from ..layers import backend as backends
-from ..layers.attention import attention_core
+from ..layers.attention import attention_core, split_heads
 from .registry import model_config, register_variant
 
 __all__ = ["T2TViT", "T2TModule", "TokenPerformer", "TokenTransformer", "checkpoint_filter_fn", "split_grid"]
@@ -111,7 +111,7 @@ class TokenAttention(nn.Module):
 
     def forward(self, x):
         B, N, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, 1, self.in_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, 1, N, d)
+        q, k, v = split_heads(self.qkv(x), 3, 1)  # (B, 1, N, d)
         out, _ = attention_core(q, k, v, self.scale, None, self.attn_drop.p if self.training else 0.0,
                                 backends.resolve(self.backend), act_quant=self.act_quant)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, self.in_dim)))
