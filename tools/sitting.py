@@ -5,7 +5,7 @@
     python tools/sitting.py bench --out $OUT     # the kernel and attention tables, the models
     python tools/sitting.py ssl --out $OUT       # the self-supervised step and recipe
     python tools/sitting.py debug --out $OUT     # a failing kernel: the many-tile shapes, sanitizers
-    python tools/sitting.py epilogue --out $OUT  # fc1's epilogue and FP8's mainloop timed, their stall reasons, the step by op kind
+    python tools/sitting.py epilogue --out $OUT  # fc1's epilogue, FP8's mainloop, their stalls, the step
     python tools/sitting.py check --dry-run      # the plan and the plumbing, CUDA parts skipped
 
 check: (a) `pip install` of the checkout with the carried build, then `python -m vitfast.check --gpu`
@@ -112,8 +112,8 @@ PLAN = {
                                "bare product beside them"),
                  ("stalls", 120, "ncu --print-details all (SpeedOfLight, WarpStateStats, SchedulerStats) on the "
                                  "probe's first 7 CUTLASS kernels (its GELU ones first), run once"),
-                 ("fp8_stalls", 120, "the same sections and the memory workload (L2 and DRAM throughput) on the probe's "
-                                     "first 6 FP8 kernels (fc1's, then fc2's): promotions or operand traffic"),
+                 ("fp8_stalls", 120, "the same sections and the memory workload (L2 and DRAM throughput) on the "
+                                     "probe's first 6 FP8 kernels (fc1's, then fc2's): promotions or operand traffic"),
                  ("step", 150, "profile_step.py, ViT-B/16 batch 256, no opt-in: inference (timm, compile, the "
                                "backend, compile of it, the FP8 chain) and eager training, by op kind")],
     "debug": [("shapes", 150, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
@@ -560,9 +560,11 @@ def stage_ssl_knn(args, budget, results, log):
                               "--set", "eval_every=5", "--out", out], "ssl_knn", results, log)  # a k-NN curve
 
 
-STAGES = {"probe": stage_probe, "stalls": stage_stalls, "fp8_stalls": stage_fp8_stalls, "step": stage_step, "install": stage_install, "check": stage_check, "tests": stage_tests, "proof": stage_proof, "kernels": stage_kernels,
-          "attention": stage_attention, "backend": stage_backend, "models": stage_models, "profile": stage_profile,
-          "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn, "shapes": stage_shapes, "sanitize": stage_sanitize}
+STAGES = {"install": stage_install, "check": stage_check, "tests": stage_tests, "proof": stage_proof,
+          "kernels": stage_kernels, "attention": stage_attention, "backend": stage_backend, "models": stage_models,
+          "profile": stage_profile, "ssl_step": stage_ssl_step, "ssl_knn": stage_ssl_knn, "probe": stage_probe,
+          "stalls": stage_stalls, "fp8_stalls": stage_fp8_stalls, "step": stage_step, "shapes": stage_shapes,
+          "sanitize": stage_sanitize}
 LOGS = {"shapes": "shapes.log", "tests": "tests.log", "check": "check.log"}  # the others: scripts.log
 
 
