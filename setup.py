@@ -100,8 +100,9 @@ def cutlass_include_dirs():
 # The Hopper kernels, each folder with the headers outside it that its files include.
 SM90_DIRS = {
     os.path.join("csrc", "gemm", "sm90"): [os.path.join("csrc", "gemm", h)
-                                           for h in ("gemm_params.h", "gemm_path.h", "sm90_config.h")]
-                                          + [os.path.join("csrc", "kernel_path.h")],
+                                           for h in ("fp8_promotions.h", "gelu_poly.h", "gemm_params.h", "gemm_path.h",
+                                                     "sm90_config.h")]
+                                          + [os.path.join("csrc", h) for h in ("kernel_path.h", "macros.h")],
     os.path.join("csrc", "attention", "sm90"): [os.path.join("csrc", "attention", h)
                                                 for h in ("attention_params.h", "attention_path.h", "mma.cuh")]
                                                + [os.path.join("csrc", "kernel_path.h")],

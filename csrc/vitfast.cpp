@@ -27,6 +27,7 @@ TORCH_LIBRARY(vitfast, m) {
   m.def("layer_norm_fp8(Tensor x, Tensor weight, Tensor bias, Tensor scale, float eps) -> Tensor");
   m.def("linear_gelu(Tensor x, Tensor weight, Tensor? bias, str approximate, bool save_pre, str config='auto') "
         "-> (Tensor out, Tensor pre)");
+  m.def("gelu_grad_bias(Tensor dout, Tensor pre, str approximate, bool bias_grad) -> (Tensor dpre, Tensor dbias)");
   m.def("linear_residual(Tensor x, Tensor weight, Tensor? bias, Tensor residual, str config='auto') -> Tensor");
   m.def("lp_matmul(Tensor x, Tensor weight, Tensor? bias, str epilogue, Tensor? residual, bool accumulate_fp16, "
         "ScalarType out_dtype) -> Tensor");
@@ -42,7 +43,7 @@ TORCH_LIBRARY(vitfast, m) {
 namespace {
 constexpr const char* kOps[] = {"float_quantize", "fixed_point_quantize", "block_quantize", "scaled_cast",
                                 "attention_fwd", "attention_bwd", "layer_norm", "layer_norm_backward", "layer_norm_fp8",
-                                "linear_gelu", "linear_residual", "lp_matmul", "fp8_linear"};
+                                "linear_gelu", "gelu_grad_bias", "linear_residual", "lp_matmul", "fp8_linear"};
 
 void without_autocast(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);

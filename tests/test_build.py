@@ -13,8 +13,8 @@ import vitfast
 from tests.values import find_cuobjdump
 
 OPS = ["float_quantize", "fixed_point_quantize", "block_quantize", "attention_fwd", "attention_bwd", "layer_norm",
-       "layer_norm_backward", "layer_norm_fp8", "linear_gelu", "linear_residual", "lp_matmul", "scaled_cast",
-       "fp8_linear"]
+       "layer_norm_backward", "layer_norm_fp8", "linear_gelu", "gelu_grad_bias", "linear_residual", "lp_matmul",
+       "scaled_cast", "fp8_linear"]
 # tensor-free questions about the build, answered anywhere
 QUERIES = ["gemm_path", "fp8_path", "sm90_kernels_built", "fp8_promotion_interval", "sm90_config", "sm90_configs",
            "gemm_refusal", "attention_path", "kernel_fingerprints", "kernel_toolchain", "gpu_key", "set_kernel_records",

@@ -1,6 +1,7 @@
 // linear_gelu's gradient, registered for the Autograd key in C++ (no Python per call; see
-// layer_norm_autograd.cpp for why): ATen's gelu_backward on the saved pre-activation, then the
-// linear's products. Device kernels below: linear_gelu_cpu.cpp, _cuda.cpp.
+// layer_norm_autograd.cpp for why): GELU's gradient and the bias gradient in one pass over the saved
+// pre-activation (gelu_grad_bias: linear_gelu_backward_*.cpp), then the linear's products. Device
+// kernels below: linear_gelu_cpu.cpp, _cuda.cpp.
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -13,6 +14,13 @@ using at::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using Forward = std::tuple<Tensor, Tensor>;
+
+std::tuple<Tensor, Tensor> gelu_grad_bias_op(const Tensor& dout, const Tensor& pre, c10::string_view approximate,
+                                             bool bias_grad) {
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("vitfast::gelu_grad_bias", "")
+      .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, c10::string_view, bool)>();
+  return op.call(dout, pre, approximate, bias_grad);
+}
 
 Forward linear_gelu_op(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                        c10::string_view approximate, bool save_pre, c10::string_view config) {
@@ -45,9 +53,9 @@ struct LinearGelu : public torch::autograd::Function<LinearGelu> {
     if (!ctx->saved_data["save_pre"].toBool())  // run without save_pre (opcheck does): recompute it
       pre = at::linear(x, weight, has_bias ? std::optional<Tensor>(bias) : std::nullopt);
     const Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(pre);
-    const Tensor dpre = at::gelu_backward(dout, pre, ctx->saved_data["approximate"].toStringRef());
-    auto [dx, dweight, dbias] = linear_backward(dpre, x, weight, has_bias);
-    return {dx, dweight, dbias, Tensor(), Tensor(), Tensor()};
+    auto [dpre, dbias] = gelu_grad_bias_op(dout, pre, ctx->saved_data["approximate"].toStringRef(), has_bias);
+    auto [dx, dweight, unused] = linear_backward(dpre, x, weight, false);
+    return {dx, dweight, has_bias ? dbias : Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 

@@ -14,14 +14,17 @@ enum class Sm90Config : int {
   kAuto = 0,             // default_sm90_config()'s choice for the shape
   kCoop128x128,          // the general tile
   kPingpong128x128C2,    // GELU epilogues: the epilogue hidden behind the other warpgroup's mainloop
-  kCoop128x256C2,        // wide N (a multiple of 256) without GELU: half the A traffic per FLOP
+  kCoop128x256C2,        // wide N (a multiple of 256): half the A traffic per FLOP, the weight multicast
   kCoop128x192,          // N in {192, 576, ...}: 128-wide tiles would leave part of the last one idle
   kPingpong64x128,       // small M: twice as many tiles as 128-row ones, to fill the SMs
+  kPingpong64x256C2,     // GELU: each warpgroup a 64x256 tile on the widest wgmma, its epilogue under the
+                         // other's mainloop (FlashAttention-3's ping-pong), the weight multicast
   kCount
 };
 
 inline constexpr const char* kSm90ConfigNames[] = {"auto",         "coop_128x128",   "pingpong_128x128_2x1",
-                                                   "coop_128x256_2x1", "coop_128x192", "pingpong_64x128"};
+                                                   "coop_128x256_2x1", "coop_128x192", "pingpong_64x128",
+                                                   "pingpong_64x256_2x1"};
 
 // The kernels, by epilogue and output. The epilogue is compiled in (gemm_sm90.cuh): + bias, then exact
 // (erf) GELU, tanh GELU (tanh.approx, only where a model asks for approximate="tanh"), nothing, or + the
@@ -71,16 +74,21 @@ constexpr Sm90Kind sm90_gelu_kind(bool tanh, bool aux) {
 }
 
 // Which configurations are built per kind: each is ~25 s of cicc per operand dtype on the build machine,
-// so only those the dispatch can choose for a ViT shape class (the H100 tables: ping-pong 128x128 and
-// the 128x256 cluster lost to the cooperative tiles with GELU, 0.37-0.39x; ping-pong 128x128 stays for
-// GELU, to be re-timed now that its epilogue is compiled for it).
+// so only those the dispatch can choose for a ViT shape class. GELU in the 128x256 cluster is back (it
+// lost on the H100 of 2026-11-24, 0.37-0.39x, with the generic epilogue of then; ptxas now fits its
+// 64x256 warpgroup tile in 168 registers without spills): at K = 768 our 128x128 tiles run 1.41x
+// cuBLAS's bare GEMM before any GELU, and the weight multicast over a 2x1 cluster with half the A traffic
+// per FLOP is the first candidate for that base cost (csrc/gemm/NOTES.md, issue 96); ping-pong 64x256 on
+// the same cluster is the second, hiding the GELU as well (also 168 registers, no spills). A sitting that
+// has timed them keeps the one the dispatch picks and drops the other (each is ~50 s of build).
 constexpr bool sm90_config_built(Sm90Kind kind, Sm90Config c) {
   switch (kind) {
     case Sm90Kind::kAct:  // fc1 + GELU
-      return c == Sm90Config::kCoop128x128 || c == Sm90Config::kCoop128x192 || c == Sm90Config::kPingpong128x128C2 ||
-             c == Sm90Config::kPingpong64x128;
+      return c == Sm90Config::kCoop128x128 || c == Sm90Config::kCoop128x256C2 || c == Sm90Config::kCoop128x192 ||
+             c == Sm90Config::kPingpong128x128C2 || c == Sm90Config::kPingpong64x128 ||
+             c == Sm90Config::kPingpong64x256C2;
     case Sm90Kind::kActAux:  // fc1 + GELU in training: large M
-      return c == Sm90Config::kCoop128x128 || c == Sm90Config::kPingpong128x128C2;
+      return c == Sm90Config::kCoop128x128 || c == Sm90Config::kCoop128x256C2 || c == Sm90Config::kPingpong128x128C2;
     case Sm90Kind::kResidual:  // fc2 / proj + residual
       return c == Sm90Config::kCoop128x128 || c == Sm90Config::kCoop128x256C2 || c == Sm90Config::kCoop128x192 ||
              c == Sm90Config::kPingpong64x128;

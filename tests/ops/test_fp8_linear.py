@@ -222,6 +222,23 @@ def test_fp8_kernels_issue_qgmma_on_e4m3_with_fp32_accumulators(fp8_sass):
         assert resources[name] == (168, 0, 0), "registers / stack / local (spills) of " + name[:120]
 
 
+def test_the_fp8_mainloop_adds_each_k_tile_while_the_next_runs(fp8_sass):
+    """fp8_mainloop.cuh: a k-tile's four QGMMA issued from five places (fp8_promotions.h's first two
+    k-tiles, the loop's two, an odd count's last), each partial sum read after warpgroup.wait<1> (the
+    next k-tile queued) but the last one's (wait<0>, in three places). CUTLASS's own FP8 mainloop issues
+    from two places and waits for every group (wait<0>) before each promotion."""
+    kernels, _ = fp8_sass
+    for name, body in kernels.items():
+        assert "Fp8OverlappedMainloop" in name, name[:160]
+        assert len(re.findall(r"QGMMA\.", body)) == 5 * 4, name[:160]
+        waits = re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, (0x\d+)", body)
+        assert (waits.count("0x1"), waits.count("0x0")) == (4, 3), (waits, name[:160])
+        # the previous k-tile's additions start after the next k-tile's QGMMA, with no drain between
+        overlapped = re.search(r"QGMMA[^\n]*gsb0[^\n]*\n(?:[^\n]*\n){0,4}?[^\n]*WARPGROUP\.DEPBAR\.LE gsb0, 0x1"
+                               r"[^\n]*\n(?:(?![^\n]*DEPBAR)[^\n]*\n){0,3}?[^\n]*FADD", body)
+        assert overlapped, name[:160]
+
+
 def test_the_fp8_epilogues_are_compiled_for_the_chain(fp8_sass):
     """qkv (no activation into bf16) and the residual kernels hold no MUFU; fc1's only GELU's (EX2 for
     erf, TANH for tanh); x's scale is folded in: no scalar broadcast but fc1's e4m3 output's 1 / scale."""

@@ -102,11 +102,12 @@ def test_an_explicit_configuration_is_taken_as_asked(kind):
 
 
 def test_the_built_configurations():
-    """What the dispatch can choose (csrc/gemm/sm90_config.h): GELU without the 128x256 cluster that lost
-    on the H100; tanh GELU and lp_matmul's kernels in the general tile alone."""
+    """What the dispatch can choose (csrc/gemm/sm90_config.h): tanh GELU and lp_matmul's kernels in the
+    general tile alone."""
     built = {k: torch.ops.vitfast.sm90_configs(k) for k in KINDS}
-    assert built["act"] == ["coop_128x128", "pingpong_128x128_2x1", "coop_128x192", "pingpong_64x128"]
-    assert built["act_aux"] == ["coop_128x128", "pingpong_128x128_2x1"]
+    assert built["act"] == ["coop_128x128", "pingpong_128x128_2x1", "coop_128x256_2x1", "coop_128x192",
+                            "pingpong_64x128", "pingpong_64x256_2x1"]
+    assert built["act_aux"] == ["coop_128x128", "pingpong_128x128_2x1", "coop_128x256_2x1"]
     assert built["residual"] == ["coop_128x128", "coop_128x256_2x1", "coop_128x192", "pingpong_64x128"]
     assert built["residual_f32"] == ["coop_128x128", "coop_128x256_2x1", "coop_128x192"]
     for kind in ("act_tanh", "act_aux_tanh", "fp16_acc_act", "fp16_acc_residual", "fp32_acc_act", "fp32_output"):
@@ -115,8 +116,8 @@ def test_the_built_configurations():
 
 @pytest.mark.parametrize("kind,name,message", [
     ("act", "coop_256x128", "config must be one of 'auto', 'coop_128x128'"),
-    ("act_aux", "coop_128x256_2x1", "config 'coop_128x256_2x1' is not built for GELU storing the pre-activation; "
-                                    "built: 'auto', 'coop_128x128', 'pingpong_128x128_2x1'"),
+    ("act_aux", "coop_128x192", "config 'coop_128x192' is not built for GELU storing the pre-activation; "
+                                "built: 'auto', 'coop_128x128', 'pingpong_128x128_2x1', 'coop_128x256_2x1'"),
     ("residual_f32", "pingpong_64x128", "is not built for the residual epilogue into float32"),
     ("act_tanh", "coop_128x192", "is not built for tanh GELU"),
     ("gelu", "auto", "kind must be one of act, act_tanh, act_aux"),
@@ -203,7 +204,7 @@ PER_CONFIG = {**{k: 2 for k in KINDS[:6]}, "fp16_acc_act": 2, "fp16_acc_residual
 
 def test_the_sm90_kernels_issue_hgmma(sm90_sass):
     two_dtypes = sum(len(torch.ops.vitfast.sm90_configs(k)) for k in KINDS[:6])
-    assert two_dtypes == 15 and len(sm90_sass) == 2 * two_dtypes + 7, list(sm90_sass)
+    assert two_dtypes == 18 and len(sm90_sass) == 2 * two_dtypes + 7, list(sm90_sass)
     for name, body in sm90_sass.items():
         assert hgmma(body), f"no HGMMA in {name[:120]}"
         assert "HMMA" not in body.replace("HGMMA", ""), "an mma.sync instruction in a wgmma kernel"
@@ -222,6 +223,7 @@ SIGNATURES = {  # a 2x1 cluster multicasts each weight tile to both CTAs; a warp
     "coop_128x256_2x1": ("coop", ("64x256x16",), True),
     "coop_128x192": ("coop", ("64x192x16",), False),
     "pingpong_64x128": ("pingpong", ("64x128x16",), False),
+    "pingpong_64x256_2x1": ("pingpong", ("64x256x16",), True),
 }
 
 
@@ -357,6 +359,37 @@ def test_sm90_lp_matmul_epilogues_match_the_cpu_emulation(accumulate):
         bound = (a.double().abs() @ b.double().abs()) * (768 * u16 if accumulate == "fp16" else 1e-5)
         lim = 2 * bound + 4 * u16 * cpu.abs() + 1e-3
         assert bool(((y.cpu().double() - cpu).abs() <= lim).all()), kw
+
+
+@hopper
+@pytest.mark.parametrize("dtype", [H16, BF16], ids=str)
+@pytest.mark.parametrize("kind", ["act", "act_aux"])
+def test_sm90_exact_gelu_of_every_16_bit_input(kind, dtype):
+    """gelu_poly.h through the kernels, on every 16-bit value: row i of x holds value i in its first column
+    and zeros elsewhere, the weight's first column is ones, so each output row is GELU(value i). Within
+    one unit of the correctly rounded GELU above the cut (-5.5), -0 below it; against torch's CUDA F.gelu
+    within one unit above -3.5 (below, torch's float32 1 + erf cancels: tests/ops/test_gelu_poly.py)."""
+    from tests.ops.test_gelu_poly import OFF_BY_ONE, every, exact, ulps
+
+    v = every(dtype).cuda()
+    x = torch.zeros(v.numel(), 64, dtype=dtype, device="cuda")
+    x[:, 0] = v
+    w = torch.zeros(128, 64, dtype=dtype, device="cuda")
+    w[:, 0] = 1
+    for name in torch.ops.vitfast.sm90_configs(kind):
+        (out, _), ran = ran_schedules(lambda: torch.ops.vitfast.linear_gelu(x, w, None, "none", kind == "act_aux", name))
+        assert ran == {name.split("_")[0]}, (name, ran)
+        assert torch.equal(out[:, :1].expand_as(out), out), name
+        ours, vf = out[:, 0].cpu(), v.float().cpu()
+        finite = vf.isfinite()
+        d = ulps(ours, exact(v.cpu(), dtype))[finite]
+        above = vf[finite] >= -5.5
+        assert d[above].max() <= 1 and int((d[above] == 1).sum()) <= OFF_BY_ONE[dtype], (name, int((d[above] == 1).sum()))
+        assert (ours.float()[finite][~above] == 0).all(), name
+        torch_gelu = F.gelu(v.float()).to(dtype).cpu()
+        near = finite & (vf >= -3.5) & (vf.abs() < 1e38)
+        assert ulps(ours, torch_gelu)[near].max() <= 1, name
+        assert ours.float()[vf == float("inf")].eq(float("inf")).all() and ours.float()[vf.isnan()].isnan().all(), name
 
 
 def ran_schedules(fn):

@@ -120,18 +120,19 @@ def test_config_names_a_built_hopper_configuration_and_changes_no_result():
     x, w, b, r = make(20, 16, 24, torch.float32, "cpu")
     with torch.no_grad():
         want_gelu, want_res = linear_gelu(x, w, b), linear_residual(x, w, b, r)
-        for name in ("auto", "coop_128x128", "pingpong_128x128_2x1", "coop_128x192", "pingpong_64x128"):
+        for name in ("auto", "coop_128x128", "pingpong_128x128_2x1", "coop_128x256_2x1", "coop_128x192",
+                     "pingpong_64x128", "pingpong_64x256_2x1"):
             assert torch.equal(linear_gelu(x, w, b, config=name), want_gelu)
         xb, wb, bb, rb = (t.bfloat16() for t in (x, w, b, r))  # a residual in the operands' dtype
         for name in ("coop_128x256_2x1", "coop_128x192", "pingpong_64x128"):
             assert torch.equal(linear_residual(xb, wb, bb, rb, config=name), linear_residual(xb, wb, bb, rb))
         assert torch.equal(linear_residual(x, w, b, r, config="coop_128x192"), want_res)
     with pytest.raises(ValueError, match=r"^config must be one of 'auto', 'coop_128x128', 'pingpong_128x128_2x1', "
-                                         r"'coop_128x192', 'pingpong_64x128' for linear_gelu, got 'fast'$"):
+                                         r"'coop_128x256_2x1', 'coop_128x192', 'pingpong_64x128', "
+                                         r"'pingpong_64x256_2x1' for linear_gelu, "
+                                         r"got 'fast'$"):
         linear_gelu(x.detach(), w.detach(), b.detach(), config="fast")
-    # GELU without the 128x256 cluster (it lost on the H100); tanh GELU in the general tile alone
-    with pytest.raises(ValueError, match="for linear_gelu, got 'coop_128x256_2x1'"):
-        linear_gelu(x.detach(), w.detach(), b.detach(), config="coop_128x256_2x1")
+    # tanh GELU in the general tile alone
     with pytest.raises(ValueError, match=r"^config must be one of 'auto', 'coop_128x128' for linear_gelu, "
                                          r"approximate=tanh, got 'coop_128x192'$"):
         linear_gelu(x.detach(), w.detach(), b.detach(), "tanh", config="coop_128x192")

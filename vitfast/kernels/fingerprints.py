@@ -31,7 +31,8 @@ FAMILIES = {
     "attention_sm90": ["attention/sm90/*.cu", *_ATTENTION_HOST],
     "layer_norm": ["norm/layer_norm_kernels.cu", *_NORM_HOST],
     "layer_norm_fp8": ["norm/layer_norm_kernels.cu", *_NORM_HOST],  # layer_norm's sources, not its record
-    "gemm_mma": ["gemm/mma_gemm.cu", *_GEMM_HOST],
+    # the portable kernels of the fused linears: the mma.sync GEMM, and linear_gelu's backward pass
+    "gemm_mma": ["gemm/mma_gemm.cu", "gemm/linear_gelu_backward_kernels.cu", *_GEMM_HOST],
     "gemm_sm90": ["gemm/sm90/linear_*_sm90_*.cu", "gemm/sm90/lp_matmul_sm90.cu", *_GEMM_HOST],
     "fp8_gemm_sm90": ["gemm/sm90/fp8_*_sm90.cu", "gemm/fp8_linear_cuda.cpp"],
 }

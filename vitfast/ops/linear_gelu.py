@@ -2,8 +2,13 @@
 
 Kernels: csrc/gemm/linear_gelu_cpu.cpp (ATen linear + gelu) and _cuda.cpp (tensor-core GEMM, fp32
 accumulation, for fp16/bf16; float32 runs ATen's ops). Like F.gelu(F.linear(x, weight, bias)), the
-pre-activation is rounded to x's dtype before GELU. The backward uses ATen matrix products and ATen's
-fused gelu_backward elementwise kernel on the saved pre-activation.
+pre-activation is rounded to x's dtype before GELU. On an H100/H200 the exact GELU is that of
+csrc/gemm/gelu_poly.h: on every bf16 and fp16 pre-activation it rounds to the correctly rounded GELU but
+for a few inputs one unit away, so it can differ from F.gelu by one unit there, and below -3.5, where
+F.gelu's float32 1 + erf(v / sqrt 2) has lost its digits, by more (ours is the closer to the exact value).
+The backward uses ATen matrix products after one pass over the saved pre-activation that gives GELU's
+gradient (ATen's gelu_backward formula, in float) and the bias gradient together (on a GPU one kernel,
+csrc/gemm/linear_gelu_backward_kernels.cu).
 """
 import torch
 
@@ -44,8 +49,14 @@ def _(x, weight, bias, approximate, save_pre, config="auto"):
     return x.new_empty(shape), x.new_empty(shape if save_pre else (0,))
 
 
-# The gradient: csrc/gemm/linear_gelu_autograd.cpp (the Autograd key, in C++: no Python per call): ATen's
-# gelu_backward on the saved pre-activation, then the linear's products.
+@torch.library.register_fake("vitfast::gelu_grad_bias")
+def _(dout, pre, approximate, bias_grad):
+    return pre.new_empty(pre.shape), pre.new_empty((pre.shape[-1],) if bias_grad else (0,))
+
+
+# The gradient: csrc/gemm/linear_gelu_autograd.cpp (the Autograd key, in C++: no Python per call):
+# gelu_grad_bias (GELU's gradient and the bias gradient in one pass over the saved pre-activation: one
+# kernel on a GPU, linear_gelu_backward_kernels.cu), then the linear's products.
 
 
 def linear_gelu_ref(x, weight, bias=None, approximate="none"):

@@ -12,13 +12,15 @@
 //   residual: out = bf16(v + residual)
 //   amax = max |out's value before rounding|, NaN if any is NaN: on request (p.amax not null)
 //
-// The mainloop, schedules and configurations are gemm_sm90.cuh's, with a 128-deep k-tile (128 bytes of
-// e4m3 per row: the 128-byte swizzle, as 64 bf16 are for the 16-bit kernels).
+// The schedules and configurations are gemm_sm90.cuh's, with a 128-deep k-tile (128 bytes of e4m3 per
+// row: the 128-byte swizzle, as 64 bf16 are for the 16-bit kernels); the mainloop is CUTLASS's FP8
+// collective with its promotions overlapped with the next k-tile's wgmma (fp8_mainloop.cuh).
 // The amax reduction's initial value is written by the launcher (fp8_linear_cuda.cpp: a zeroed tensor):
 // CUTLASS's own fill calls the driver API (cuMemsetD32Async), which the extension does not link.
 #define CUTLASS_SKIP_REDUCTION_INIT
 #include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
 #include "cutlass/epilogue/thread/activation.h"
+#include "gemm/sm90/fp8_mainloop.cuh"
 #include "gemm/sm90/gemm_sm90.cuh"
 
 namespace vitfast::gemm::sm90 {
@@ -82,10 +84,12 @@ struct Tree<kResidual, TileShape> {
                        Sm90EVT<Amax, Sm90EVT<Sm90Compute<cutlass::plus, float, float, kRound>, Affine<TileShape>,
                                              Sm90SrcFetch<cutlass::bfloat16_t>>>>;
 };
+template <bool kTanh>
+using GeluE4m3 = Gelu<kTanh, float, cutlass::float_e4m3_t>;  // into e4m3: gelu_poly.h's exact GELU
 template <bool kTanh, class TileShape>
 using GeluTree =
     Sm90EVT<Sm90Compute<cutlass::multiplies, cutlass::float_e4m3_t, float, kRound>,
-            Sm90EVT<Amax, Sm90EVT<Sm90Compute<Gelu<kTanh, float>::template Fn, float, float, kRound>, Affine<TileShape>>>,
+            Sm90EVT<Amax, Sm90EVT<Sm90Compute<GeluE4m3<kTanh>::template Fn, float, float, kRound>, Affine<TileShape>>>,
             Scalar>;
 template <class TileShape>
 struct Tree<kGeluErf, TileShape> {
@@ -116,12 +120,12 @@ struct Fp8Kernel {
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, typename S::ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
       typename S::Epilogue, typename fp8::Tree<kEpi, TileShape>::type>::CollectiveOp;
-  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+  using CollectiveMainloop = Fp8OverlappedMainloop<typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Operand, Row, kAlign, Operand, cutlass::layout::ColumnMajor,
       kAlign, float, TileShape, typename S::ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
           sizeof(typename CollectiveEpilogue::SharedStorage))>,
-      typename S::Mainloop>::CollectiveOp;
+      typename S::Mainloop>::CollectiveOp>;
   using GemmKernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, CollectiveMainloop,
                                                           CollectiveEpilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;

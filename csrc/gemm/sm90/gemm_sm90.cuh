@@ -14,6 +14,7 @@
 
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
+#include "cutlass/numeric_conversion.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
 #include "cutlass/epilogue/fusion/operations.hpp"
 #include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
@@ -21,18 +22,18 @@
 #include "cutlass/gemm/device/gemm_universal_adapter.h"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass/util/packed_stride.hpp"
+#include "gemm/gelu_poly.h"
 #include "gemm/gemm_path.h"
 #include "gemm/sm90/gemm_sm90.h"
 
 namespace vitfast::gemm::sm90 {
 
-// GELU of the fp32 value v, after rounding it to Round (the operand dtype where the op's reference does:
-// F.gelu(F.linear(x)) rounds the linear's output first; float: no rounding). Exact (erf), or the tanh
-// form on tanh.approx.f32 (max relative error 2^-10.99, PTX ISA): only where a model asks for
-// approximate="tanh" (nn.GELU()'s default stays exact).
-template <bool kTanh, class Round>
+// GELU of the fp32 value v for an output of type Out. Exact (erf): gelu_poly.h's where Out has at most
+// 16 bits (its error is far below their last place), erff for a float32 output. Or the tanh form on
+// tanh.approx.f32 (max relative error 2^-10.99, PTX ISA): only where a model asks for approximate="tanh"
+// (nn.GELU()'s default stays exact).
+template <bool kTanh, class Out>
 CUTLASS_HOST_DEVICE float gelu(float v) {
-  v = float(Round(v));
   if constexpr (kTanh) {
     const float u = 0.79788456080286536f * (v + 0.044715f * v * v * v);
 #if defined(__CUDA_ARCH__)
@@ -42,24 +43,40 @@ CUTLASS_HOST_DEVICE float gelu(float v) {
     const float t = tanhf(u);
 #endif
     return 0.5f * v * (1.f + t);
+  } else if constexpr (sizeof(Out) <= 2) {
+    return gelu_poly(v);
   } else {
     return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
   }
 }
 
-// gelu as CUTLASS's epilogue nodes call an activation: on a value or on a fragment.
-template <bool kTanh, class Round>
+// v rounded to Round and widened back (the operand dtype where the op's reference rounds:
+// F.gelu(F.linear(x)) rounds the linear's output first; float: no rounding), a fragment at a time: CUTLASS's
+// array converters round two values per instruction (cvt.rn.bf16x2.f32), where one at a time takes a
+// quarter-rate F2F each.
+template <class Round, int N>
+CUTLASS_HOST_DEVICE cutlass::Array<float, N> rounded(cutlass::Array<float, N> const& v) {
+  if constexpr (std::is_same_v<Round, float>) {
+    return v;
+  } else {
+    return cutlass::NumericArrayConverter<float, Round, N>{}(cutlass::NumericArrayConverter<Round, float, N>{}(v));
+  }
+}
+
+// gelu as CUTLASS's epilogue nodes call an activation: on a value or on a fragment, after the rounding.
+template <bool kTanh, class Round, class Out>
 struct Gelu {
   template <class T>
   struct Fn {
-    CUTLASS_HOST_DEVICE float operator()(float v) const { return gelu<kTanh, Round>(v); }
+    CUTLASS_HOST_DEVICE float operator()(float v) const { return gelu<kTanh, Out>(float(Round(v))); }
   };
   template <int N>
   struct Fn<cutlass::Array<float, N>> {
     CUTLASS_HOST_DEVICE cutlass::Array<float, N> operator()(cutlass::Array<float, N> const& v) const {
+      const cutlass::Array<float, N> r = rounded<Round>(v);
       cutlass::Array<float, N> out;
       CUTLASS_PRAGMA_UNROLL
-      for (int i = 0; i < N; ++i) out[i] = gelu<kTanh, Round>(v[i]);
+      for (int i = 0; i < N; ++i) out[i] = gelu<kTanh, Out>(r[i]);
       return out;
     }
   };
@@ -91,12 +108,12 @@ struct Of {
 template <class Round, class Out, class Bias, class TileShape>
 struct Of<kGeluErf, Round, Out, Bias, TileShape> {
   using type =
-      Sm90EVT<Sm90Compute<Gelu<false, Round>::template Fn, Out, float, kRound>, PlusBias<float, Bias, TileShape>>;
+      Sm90EVT<Sm90Compute<Gelu<false, Round, Out>::template Fn, Out, float, kRound>, PlusBias<float, Bias, TileShape>>;
 };
 template <class Round, class Out, class Bias, class TileShape>
 struct Of<kGeluTanh, Round, Out, Bias, TileShape> {
   using type =
-      Sm90EVT<Sm90Compute<Gelu<true, Round>::template Fn, Out, float, kRound>, PlusBias<float, Bias, TileShape>>;
+      Sm90EVT<Sm90Compute<Gelu<true, Round, Out>::template Fn, Out, float, kRound>, PlusBias<float, Bias, TileShape>>;
 };
 template <class Round, class Out, class Bias, class TileShape>
 struct Of<kResidual, Round, Out, Bias, TileShape> {  // (acc + bias[n]) + C, one rounding into out
@@ -111,12 +128,13 @@ struct Of<kResidual, Round, Out, Bias, TileShape> {  // (acc + bias[n]) + C, one
 // The bias is read in Aux's dtype (the operands').
 template <bool kTanh, class Round, class Out, class Aux>
 struct BiasGeluAux : cutlass::epilogue::fusion::LinCombPerColBiasEltActAux<
-                         cutlass::layout::RowMajor, Gelu<kTanh, Round>::template Fn, Out, float, Aux, Aux, Out, float> {};
+                         cutlass::layout::RowMajor, Gelu<kTanh, Round, Out>::template Fn, Out, float, Aux, Aux, Out,
+                         float> {};
 
 template <bool kTanh, class Round, class Out, class Aux, int kStages, class TileShape, class EpilogueTile,
           class SmemLayoutAtom, class CopyOpR2S>
 using GeluAux = Sm90EVT<
-    Sm90Compute<Gelu<kTanh, Round>::template Fn, Out, float, kRound>,
+    Sm90Compute<Gelu<kTanh, Round, Out>::template Fn, Out, float, kRound>,
     Sm90EVT<cutlass::epilogue::fusion::Sm90AuxStore<kStages, EpilogueTile, Aux, kRound, Stride<int64_t, _1, int64_t>,
                                                     SmemLayoutAtom, CopyOpR2S, 128 / sizeof_bits_v<Aux>>,
             PlusBias<float, Aux, TileShape>>>;
@@ -145,6 +163,8 @@ template <>
 struct ScheduleOf<Sm90Config::kCoop128x192> : Schedule<128, 192, 1, false> {};
 template <>
 struct ScheduleOf<Sm90Config::kPingpong64x128> : Schedule<64, 128, 1, true> {};
+template <>
+struct ScheduleOf<Sm90Config::kPingpong64x256C2> : Schedule<64, 256, 2, true> {};
 
 // linear_gelu's kinds round the pre-activation to the operand dtype before GELU; lp_matmul's do not.
 constexpr bool sm90_kind_rounds(Sm90Kind k) {
@@ -267,7 +287,8 @@ int dispatch_config(const GemmParams& p, LaunchOne&& launch_one) {
   one(std::integral_constant<C, C::kCoop128x256C2>{});
   one(std::integral_constant<C, C::kCoop128x192>{});
   one(std::integral_constant<C, C::kPingpong64x128>{});
-  static_assert(static_cast<int>(C::kCount) == 6, "a configuration is missing from dispatch_config()'s list");
+  one(std::integral_constant<C, C::kPingpong64x256C2>{});
+  static_assert(static_cast<int>(C::kCount) == 7, "a configuration is missing from dispatch_config()'s list");
   return status;
 }
 

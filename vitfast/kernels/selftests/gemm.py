@@ -24,7 +24,7 @@ from .common import assert_2x_torch, assert_same_bits, relative_error
 from . import SelfTest
 
 SELFTESTS = {
-    "gemm_mma": SelfTest(env={"VITFAST_GEMM_SM90": "0"}, capability=(8, 0), kernels=("mma_gemm_kernel",),
+    "gemm_mma": SelfTest(env={"VITFAST_GEMM_SM90": "0"}, capability=(8, 0), kernels=("mma_gemm_kernel", "gelu_grad_kernel"),
                          budget_s=20.0,
                          replaces="test_linear_fused.py + test_lp_matmul.py: 83 tests, 17 + 13 s on the H200 "
                                   "(2026-11-27)"),
@@ -617,12 +617,58 @@ def fp8_cases(device, quick):
         yield _fp8_name(*args), (lambda a=(device, *args): fp8_check(*a))
 
 
+# ---- gelu_grad_bias: linear_gelu's backward pass (gemm_mma's kernel linear_gelu_backward_kernels.cu)
+
+# (M, N): ViT-B's fc1 rows at batch 8, a ragged last block of rows, one row, the 16-byte minimum of each
+# dtype's row (8 fp16/bf16, 4 float32), N off the 256-column strips, M past a row block
+GELU_GRAD_SHAPES = [(8 * 197, 3072), (200, 1000), (1, 8), (129, 264), (300, 4)]
+GELU_GRAD_SHAPES_CPU = [(37, 64), (1, 8), (9, 4)]
+
+
+def gelu_grad_check(device, M, N, dtype, approximate):
+    """dpre against ATen's gelu_backward bit for bit (the same formula in float, rounded once; one unit
+    of the dtype apart on at most 1 in 1,000 outputs, where the two compilers contract differently), and
+    the bias gradient against the float64 sum of that dpre within fp32 accumulation and one rounding."""
+    g = torch.Generator().manual_seed(M * 31 + N)
+    dout = torch.randn(M, N, generator=g).to(device, dtype)
+    pre = (torch.randn(M, N, generator=g) * 3).to(device, dtype)
+    dpre, dbias = torch.ops.vitfast.gelu_grad_bias(dout, pre, approximate, True)
+    want = torch.ops.aten.gelu_backward(dout, pre, approximate=approximate)
+    if device == "cpu":
+        assert_same_bits(dpre, want, "dpre against ATen's gelu_backward")
+    else:
+        step = torch.finfo(dtype).eps * want.float().abs().clamp_min(torch.finfo(dtype).tiny)
+        apart = (dpre.float() - want.float()).abs()
+        if not ((apart <= step).all() and (apart > 0).float().mean() <= 1e-3):
+            raise AssertionError(f"dpre against ATen's gelu_backward: {(apart > step).sum().item()} outputs more than "
+                                 f"a unit apart, {(apart > 0).sum().item()} differ")
+    exact = dpre.double().sum(0)
+    limit = torch.finfo(dtype).eps * exact.abs() + M * 2.0**-24 * dpre.double().abs().sum(0) + 1e-30
+    if not ((dbias.double() - exact).abs() <= limit).all():
+        raise AssertionError(f"bias gradient off the sum of dpre by {(dbias.double() - exact).abs().max().item():.3g}")
+    empty = torch.ops.vitfast.gelu_grad_bias(dout, pre, approximate, False)[1]
+    assert empty.numel() == 0, "no bias gradient asked, one returned"
+
+
+def gelu_grad_cases(device, quick):
+    shapes = GELU_GRAD_SHAPES_CPU if device == "cpu" else GELU_GRAD_SHAPES
+    for M, N in shapes[:2] if quick else shapes:
+        for dtype in (BF16, H16, F32):
+            if N * torch.tensor([], dtype=dtype).element_size() % 16:
+                continue
+            for approximate in ("none", "tanh"):
+                yield (f"gelu_grad_bias M={M} N={N} {_dt(dtype)} GELU({approximate}) gradient and bias gradient",
+                       (lambda a=(device, M, N, dtype, approximate): gelu_grad_check(*a)))
+
+
 def cases(family, device, quick=False):
     """(name, check) pairs of `family` on `device`."""
     if family == "fp8_gemm_sm90":
         yield from fp8_cases(device, quick)
         return
     yield from linear_cases(family, device, quick)
+    if family == "gemm_mma":
+        yield from gelu_grad_cases(device, quick)
     if family == "gemm_sm90":
         yield from config_cases(device, quick)
     yield from lp_cases(family, device, quick)
