@@ -117,8 +117,9 @@ def test_the_package_ships_records_only_in_their_format():
 
 def test_the_shipped_dispatch_rows_were_timed_on_the_shipped_records_build():
     """Each shipped table of dispatch rows names the fingerprints it timed; where the package also ships
-    records for its key, they are of the same build (else its rows would be stale on every install that
-    the records let run our kernels)."""
+    records for its key, each family a table timed is of the records' build (else its rows would be stale
+    on every install that the records let run our kernels), and each op has a table of that key timed on
+    it (a table that dropped an op's rows leaves it to another GPU's table of its key)."""
     import json
 
     from vitfast.kernels import dispatch
@@ -129,4 +130,13 @@ def test_the_shipped_dispatch_rows_were_timed_on_the_shipped_records_build():
     for table in tables:
         timed = table["source"]["fingerprints"]
         for r in shipped.get(table["key"], []):
-            assert timed.get(r["family"]) == r["fingerprint"], (table["gpu"], r["family"])
+            if r["family"] in timed:
+                assert timed[r["family"]] == r["fingerprint"], (table["gpu"], r["family"])
+        spoken_for = {op for op, families in dispatch.OP_FAMILIES.items() if set(families) & set(timed)}
+        assert set(table["ops"]) <= spoken_for, table["gpu"]
+    for key, recs in shipped.items():
+        built = {r["family"]: r["fingerprint"] for r in recs}
+        for op, families in dispatch.OP_FAMILIES.items():
+            assert any(t["key"] == key and op in t["ops"] and all(t["source"]["fingerprints"].get(f) == built.get(f)
+                                                              for f in families if f in t["source"]["fingerprints"])
+                       for t in tables), (key, op)

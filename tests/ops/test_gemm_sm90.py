@@ -379,7 +379,7 @@ def test_sm90_exact_gelu_of_every_16_bit_input(kind, dtype):
     for name in torch.ops.vitfast.sm90_configs(kind):
         (out, _), ran = ran_schedules(lambda: torch.ops.vitfast.linear_gelu(x, w, None, "none", kind == "act_aux", name))
         assert ran == {name.split("_")[0]}, (name, ran)
-        assert torch.equal(out[:, :1].expand_as(out), out), name
+        assert torch.equal(out[:, :1].expand_as(out).nan_to_num(), out.nan_to_num()), name  # NaN rows too
         ours, vf = out[:, 0].cpu(), v.float().cpu()
         finite = vf.isfinite()
         d = ulps(ours, exact(v.cpu(), dtype))[finite]

@@ -140,10 +140,10 @@ def _measured_in(data, op, shape):
 
 
 def measured(op, gpu, key=None, **shape):
-    """What the data measured for `op` at `shape` on the GPU named `gpu` (of key `key`: load()): None where
-    the library path was faster (or nothing near was measured), else our kernel's fastest configuration
-    ("auto" where the data names none)."""
-    data = load(gpu, key)
+    """What the data measured for `op` at `shape` on the GPU named `gpu` (of key `key`), in the most trusted
+    of tables() that timed op: None where the library path was faster (or nothing near was measured),
+    else our kernel's fastest configuration ("auto" where the data names none)."""
+    data = next((d for d in tables(gpu, key) if op in d["ops"]), None)
     return _measured_in(data, op, shape) if data else None
 
 
