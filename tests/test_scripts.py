@@ -164,3 +164,33 @@ def test_the_fsdp_memory_table_shards_what_ddp_holds_whole(tmp_path):
     bad = subprocess.run([sys.executable, "benchmarks/fsdp_memory.py", "--ranks", "1"], cwd=ROOT, env=ENV,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--ranks must be whole numbers of at least 2" in bad.stderr
+
+
+def test_the_epilogue_probe_s_training_rows_run_each_piece():
+    """tools/epilogue_probe.py's training rows (linear_gelu's backward by piece) on CPU tensors: each row's
+    function runs (the per-configuration rows need the Hopper kernels), the bias gradients agree."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import epilogue_probe
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    import torch
+
+    import vitfast.ops as ops
+    from vitfast.ops._linear_args import sm90_configs
+
+    g = torch.Generator().manual_seed(0)
+    xb = [(torch.randn(12, 8, generator=g).bfloat16(),) for _ in range(4)]
+    wb, bb = torch.randn(32, 8, generator=g).bfloat16(), torch.randn(32, generator=g).bfloat16()
+    ran = {}
+
+    def row(label, fn, sets, products=1):
+        ran[label] = fn(*sets[0])
+
+    epilogue_probe.training_fc1(row, ops, sm90_configs, xb, wb, bb, "cpu")
+    assert any("gelu_grad_bias" in k for k in ran) and any("ATen gelu_backward" in k for k in ran), list(ran)
+    ours, aten = ran["training fc1: gelu_grad_bias (GELU and bias gradients, one pass)"], \
+        ran["training fc1: ATen gelu_backward + bias sum"]
+    assert torch.allclose(ours[1].float(), aten.float(), rtol=1e-2, atol=1e-2)
+    whole = [k for k in ran if "fwd + bwd" in k]
+    assert whole[0] == "training fc1: ATen fwd + bwd" and len(ran[whole[0]]) == 3

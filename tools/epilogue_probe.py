@@ -10,6 +10,10 @@ rows is one part of the epilogue:
   fp8_linear none->bf16 / gelu->e4m3 (+ amax)   the FP8 product's epilogues (bf16 GELU is not built)
   fc2 (4D -> D): cuBLAS bf16 / fp8_linear + residual   FP8's mainloop where 4x deeper sums leave the
                                 epilogue little weight: what the k-tiles' promotions and operand traffic cost
+  training fc1, by piece        linear_gelu's forward storing the pre-activation per configuration against
+                                cuBLAS + F.gelu; the backward's GELU and bias gradients (gelu_grad_bias
+                                against ATen's gelu_backward + sum) and its two products (cuBLAS's dgrad and
+                                wgrad, which both paths run); forward + backward whole, ours against ATen's
 
     python tools/epilogue_probe.py [--width 768] [--batch 256] [--out FILE]
     ncu --metrics ... python tools/epilogue_probe.py --once [--fp8-only]   # each product once, for a profiler
@@ -45,14 +49,15 @@ def main(argv=None):
     flops = 2 * M * N * K
     rows = []
 
-    def row(label, fn, sets):
+    def row(label, fn, sets, products=1):  # products: how many fc1-sized matrix products fn runs
         try:
             if args.once:
                 fn(*sets[0])
                 torch.cuda.synchronize()
                 return
             t = measure(fn, dev, sets)
-            rows.append(f"| {label} | {t.median:.3f} | {flops / t.median / 1e9:,.0f} |")
+            rate = f"{products * flops / t.median / 1e9:,.0f}" if products else "-"
+            rows.append(f"| {label} | {t.median:.3f} | {rate} |")
         except Exception as e:  # a kernel this build lacks is reported, not fatal
             rows.append(f"| {label} | {type(e).__name__}: {str(e)[:80]} | |")
         print(rows[-1], flush=True)
@@ -79,6 +84,7 @@ def main(argv=None):
         for config in sm90_configs("residual")[1:]:
             row(f"linear_residual [{config}]",
                 lambda x, r, c=config: ops.linear_residual(x, wb, bb, r, config=c), xr)
+        training_fc1(row, ops, sm90_configs, xb, wb, bb, dev)
         xh, wh = operands(torch.float16), w.half().t().contiguous()
         for epi in (None, "bias", "gelu"):  # tanh GELU in lp_matmul runs the mma.sync kernel
             row(f"lp_matmul fp32 acc, epilogue {epi} (fp16 -> fp16)",
@@ -107,6 +113,32 @@ def main(argv=None):
     lines = [f"# epilogue_probe.py: fc1 {M}x{K}->{N}", "", *(f"- {k}: {v}" for k, v in environment(dev).items()),
              "", "| product | ms | TFLOP/s |", "|---|---|---|", *rows]
     write_table("\n".join(lines) + "\n", args.out, echo=False)
+
+
+def training_fc1(row, ops, sm90_configs, xb, wb, bb, dev):
+    """linear_gelu's fwd + bwd at fc1, by piece (issue 96 item 3: where 1.02x of cuBLAS + GELU goes)."""
+    M, N = xb[0][0].shape[0], wb.shape[0]
+    pre = [(F.linear(x, wb, bb),) for (x,) in xb[:4]]
+    dout = torch.randn(M, N, device=dev).bfloat16()
+    row("training fc1: cuBLAS F.linear + F.gelu, forward", lambda x: F.gelu(F.linear(x, wb, bb)), xb)
+    for config in sm90_configs("act_aux")[1:]:  # the kernel storing the pre-activation for the backward
+        row(f"training fc1: linear_gelu storing the pre-activation [{config}]",
+            lambda x, c=config: torch.ops.vitfast.linear_gelu(x, wb, bb, "none", True, c), xb)
+    row("training fc1: ATen gelu_backward + bias sum", lambda p: torch.ops.aten.gelu_backward(dout, p).sum(0), pre, 0)
+    row("training fc1: gelu_grad_bias (GELU and bias gradients, one pass)",
+        lambda p: torch.ops.vitfast.gelu_grad_bias(dout, p, "none", True), pre, 0)
+    row("training fc1: cuBLAS dgrad (dpre @ W)", lambda p: p @ wb, pre)
+    row("training fc1: cuBLAS wgrad (dpre.T @ x)", lambda p: p.t() @ xb[0][0], pre)
+    wg, bg = wb.detach().requires_grad_(), bb.detach().requires_grad_()
+    xg = [(x.detach().requires_grad_(),) for (x,) in xb[:4]]
+
+    def fwd_bwd(f):  # the three gradients returned, none accumulated into .grad
+        return lambda x: torch.autograd.grad(f(x), (x, wg, bg), dout)
+
+    row("training fc1: ATen fwd + bwd", fwd_bwd(lambda x: F.gelu(F.linear(x, wg, bg))), xg, 3)
+    for config in sm90_configs("act_aux")[1:]:
+        row(f"training fc1: linear_gelu fwd + bwd [{config}]",
+            fwd_bwd(lambda x, c=config: ops.linear_gelu(x, wg, bg, config=c)), xg, 3)
 
 
 if __name__ == "__main__":

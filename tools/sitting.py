@@ -110,7 +110,7 @@ PLAN = {
             ("ssl_knn", 400, f"ssl_knn.py --recipe dino_cifar10, {SSL_EPOCHS} epochs (training stopped at "
                              f"{SSL_MAX_S} s): k-NN and probe against random init and raw pixels")],
     "epilogue": [("probe", 60, "tools/epilogue_probe.py: ViT-B fc1 with each epilogue our GEMMs build, cuBLAS's "
-                               "bare product beside them"),
+                               "bare product beside them, and linear_gelu's training pass by piece"),
                  ("stalls", 120, "ncu --print-details all (SpeedOfLight, WarpStateStats, SchedulerStats) on the "
                                  "probe's first 7 CUTLASS kernels (its GELU ones first), run once"),
                  ("fp8_stalls", 120, "the same sections and the memory workload (L2 and DRAM throughput) on the "
