@@ -5,10 +5,6 @@ is held to the float64 derivative and to torch's float32 gelu_backward; on a GPU
 ATen's gelu_backward and to the float64 sum of its own output (the gemm_mma self-test's cases)."""
 import ctypes
 import math
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +13,8 @@ import torch
 import vitfast  # noqa: F401  (the ops)
 from vitfast.kernels.selftests import gemm as selftest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.ops.host_build import host_library
+
 SOURCE = """
 #include "gemm/gelu_grad.h"
 extern "C" void gelu_grad_n(const float* dy, const float* x, float* out, long n, int tanh_form) {
@@ -29,15 +26,7 @@ extern "C" void gelu_grad_n(const float* dy, const float* x, float* out, long n,
 
 @pytest.fixture(scope="module")
 def gelu_grad(tmp_path_factory):
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no C++ compiler to build the header for the host")
-    folder = tmp_path_factory.mktemp("gelu_grad")
-    (folder / "gelu_grad.cpp").write_text(SOURCE)
-    lib = folder / "gelu_grad.so"
-    subprocess.run([cxx, "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{ROOT / 'csrc'}", str(folder / "gelu_grad.cpp"),
-                    "-o", str(lib)], check=True, capture_output=True, text=True)
-    fn = ctypes.CDLL(str(lib)).gelu_grad_n
+    fn = host_library(tmp_path_factory.mktemp("gelu_grad"), "gelu_grad", SOURCE).gelu_grad_n
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
 
     def run(dy, x, approximate):

@@ -7,15 +7,14 @@ the GPU's ex2.approx: these counts are the polynomial's; the kernels' own, on ev
 with the kernels (csrc/gemm/NOTES.md, "The GELU epilogue at the product's cost")."""
 import ctypes
 import math
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from tests.ops.host_build import host_library
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -29,16 +28,8 @@ extern "C" void gelu_poly_n(const float* v, float* out, long n) {
 
 @pytest.fixture(scope="module")
 def gelu_poly(tmp_path_factory):
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no C++ compiler to build the header for the host")
-    folder = tmp_path_factory.mktemp("gelu_poly")
-    (folder / "gelu_poly.cpp").write_text(SOURCE)
-    lib = folder / "gelu_poly.so"
     # -ffp-contract=off: the header's fmaf calls are its only fused operations, as nvcc compiles them
-    subprocess.run([cxx, "-O2", "-std=c++17", "-ffp-contract=off", "-shared", "-fPIC", f"-I{ROOT / 'csrc'}",
-                    str(folder / "gelu_poly.cpp"), "-o", str(lib)], check=True, capture_output=True, text=True)
-    fn = ctypes.CDLL(str(lib)).gelu_poly_n
+    fn = host_library(tmp_path_factory.mktemp("gelu_poly"), "gelu_poly", SOURCE, "-ffp-contract=off").gelu_poly_n
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
 
     def run(v):
