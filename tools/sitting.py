@@ -112,7 +112,7 @@ PLAN = {
     "epilogue": [("probe", 60, "tools/epilogue_probe.py: ViT-B fc1 with each epilogue our GEMMs build, cuBLAS's "
                                "bare product beside them, and linear_gelu's training pass by piece"),
                  ("stalls", 120, "ncu --print-details all (SpeedOfLight, WarpStateStats, SchedulerStats) on the "
-                                 "probe's first 7 CUTLASS kernels (its GELU ones first), run once"),
+                                 "probe's first 9 CUTLASS kernels (its GELU ones first), run once"),
                  ("fp8_stalls", 120, "the same sections and the memory workload (L2 and DRAM throughput) on the "
                                      "probe's first 6 FP8 kernels (fc1's, then fc2's): promotions or operand traffic"),
                  ("step", 150, "profile_step.py, ViT-B/16 batch 256, no opt-in: inference (timm, compile, the "
@@ -435,10 +435,10 @@ def ncu_binary():
 
 
 def stage_stalls(args, budget, results, log):
-    """ncu's warp states and scheduler statistics, details included, on the probe's first seven CUTLASS
-    kernels (linear_gelu erf in each configuration, then tanh; where fewer are built, the first of the
-    residual epilogue's, the base cost), each run once."""
-    run_ncu(args, budget, results, "stalls", "ncu.log", 7, [])
+    """ncu's warp states and scheduler statistics, details included, on the probe's first nine CUTLASS
+    kernels (linear_gelu erf in each of its seven configurations, then tanh, then the first of the residual
+    epilogue's: the base cost; where fewer are built, more of the residual's), each run once."""
+    run_ncu(args, budget, results, "stalls", "ncu.log", 9, [])
 
 
 def stage_fp8_stalls(args, budget, results, log):
