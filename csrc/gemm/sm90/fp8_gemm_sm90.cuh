@@ -118,7 +118,7 @@ struct Fp8Kernel {
   using ElementC = std::conditional_t<kWithC, cutlass::bfloat16_t, void>;
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, typename S::ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
+      typename S::EpilogueTile, float, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
       typename S::Epilogue, typename fp8::Tree<kEpi, TileShape>::type>::CollectiveOp;
   using CollectiveMainloop = Fp8OverlappedMainloop<typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Operand, Row, kAlign, Operand, cutlass::layout::ColumnMajor,
