@@ -21,13 +21,17 @@ enum class Sm90Config : int {
                           // as CUTLASS's 64x32 (each a wait on the store two pieces back and two barriers)
   kPingpong128x128C2E128, // the same in 64x128 pieces: a warpgroup's tile in two stores, no wait
   kCoop128x128E128x64,    // FP8: the general tile storing in 128x64 pieces, half as many as CUTLASS's 128x32
+  kPingpong128x128C2FastAccum,  // FP8: ping-pong 128x128 (2x1) in 64x128 pieces, the product summed on the
+                                // tensor cores over the whole K (no promotion): its epilogue under the
+                                // other warpgroup's mainloop, which the promoted mainloop cannot fit
   kCount
 };
 
 inline constexpr const char* kSm90ConfigNames[] = {"auto",         "coop_128x128",   "pingpong_128x128_2x1",
                                                    "coop_128x256_2x1", "coop_128x192", "pingpong_64x128",
                                                    "pingpong_128x128_2x1_epi64x64",
-                                                   "pingpong_128x128_2x1_epi64x128", "coop_128x128_epi128x64"};
+                                                   "pingpong_128x128_2x1_epi64x128", "coop_128x128_epi128x64",
+                                                   "pingpong_128x128_2x1_fastaccum"};
 
 // The kernels, by epilogue and output. The epilogue is compiled in (gemm_sm90.cuh): + bias, then exact
 // (erf) GELU, tanh GELU (tanh.approx, only where a model asks for approximate="tanh"), nothing, or + the
@@ -106,8 +110,14 @@ constexpr bool sm90_config_built(Sm90Kind kind, Sm90Config c) {
       // and spilled (ptxas: 272 bytes of stack); 64x128 per warpgroup fits. At K = 768 the cooperative
       // tile's epilogue is most of its time (4.2-5.5 us a tile against ~2 for the product at FP8's rate),
       // so fc1 and qkv have a candidate storing in half as many pieces.
+      // Ping-pong 128x128, whose epilogue would hide under the other warpgroup's mainloop, fits only
+      // CUTLASS's fast-accumulation mainloop (one fragment, no promotion: 168 registers, no spills):
+      // built for qkv and fc1, whose K is the model's width (192-1,024), not fc2's 4x that, as
+      // Transformer Engine runs its forward GEMMs (no split accumulator in fprop); its error bound is
+      // K / 32 wgmma's instead of kFp8PromotionInterval's (fp8_promotion_interval below).
       return c == Sm90Config::kCoop128x128 || c == Sm90Config::kPingpong64x128 ||
-             (c == Sm90Config::kCoop128x128E128x64 && kind != Sm90Kind::kFp8Residual);
+             (c == Sm90Config::kCoop128x128E128x64 && kind != Sm90Kind::kFp8Residual) ||
+             (c == Sm90Config::kPingpong128x128C2FastAccum && kind != Sm90Kind::kFp8Residual);
     default:  // tanh GELU (only where a model asks for it) and lp_matmul's: the general tile
       return c == Sm90Config::kCoop128x128;
   }
@@ -130,5 +140,13 @@ constexpr Sm90Config default_sm90_config(Sm90Kind kind, int64_t M, int64_t N, bo
 // than fp32 in the accumulator, so the error of a product grows with the products summed between
 // promotions; tests/ops/test_fp8_linear.py derives its bound from this value.
 constexpr int kFp8PromotionInterval = 4;
+
+// Whether configuration c sums the whole K on the FP8 tensor cores (no promotion into fp32).
+constexpr bool sm90_config_fast_accum(Sm90Config c) { return c == Sm90Config::kPingpong128x128C2FastAccum; }
+
+// The FP8 wgmma instructions summed on the tensor cores before a promotion, for configuration c at depth K.
+constexpr int64_t fp8_promotion_interval(Sm90Config c, int64_t K) {
+  return sm90_config_fast_accum(c) ? (K + 31) / 32 : kFp8PromotionInterval;
+}
 
 }  // namespace vitfast::gemm

@@ -175,6 +175,11 @@ struct ScheduleOf<Sm90Config::kPingpong128x128C2E128>
 template <>
 struct ScheduleOf<Sm90Config::kCoop128x128E128x64>
     : Schedule<128, 128, 1, false, cute::Shape<cute::_128, cute::_64>> {};
+template <>
+struct ScheduleOf<Sm90Config::kPingpong128x128C2FastAccum>
+    : Schedule<128, 128, 2, true, cute::Shape<cute::_64, cute::_128>> {
+  using Mainloop = cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8FastAccum;  // FP8 operands only
+};
 
 // linear_gelu's kinds round the pre-activation to the operand dtype before GELU; lp_matmul's do not.
 constexpr bool sm90_kind_rounds(Sm90Kind k) {
@@ -300,7 +305,8 @@ int dispatch_config(const GemmParams& p, LaunchOne&& launch_one) {
   one(std::integral_constant<C, C::kPingpong128x128C2E64>{});
   one(std::integral_constant<C, C::kPingpong128x128C2E128>{});
   one(std::integral_constant<C, C::kCoop128x128E128x64>{});
-  static_assert(static_cast<int>(C::kCount) == 9, "a configuration is missing from dispatch_config()'s list");
+  one(std::integral_constant<C, C::kPingpong128x128C2FastAccum>{});
+  static_assert(static_cast<int>(C::kCount) == 10, "a configuration is missing from dispatch_config()'s list");
   return status;
 }
 
