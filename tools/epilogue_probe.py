@@ -129,6 +129,10 @@ def fp8_accuracy(ops, configs, dev, widths=(384, 768, 1024), M=4096, N=768):
     from vitfast.kernels.selftests.gemm import fp8_codes
 
     E4M3, one = torch.float8_e4m3fn, torch.ones(1)
+
+    def log2(t):  # a fraction as a power of two
+        return f"2^{torch.log2(t).item():.1f}" if t > 0 else "0"
+
     lines = ["| FP8 accumulation error (into bf16, exact sum 0) | K | max / sum of abs products | mean | "
              "outputs not 0 |", "|---|---|---|---|---|"]
     for K in widths:
@@ -147,10 +151,6 @@ def fp8_accuracy(ops, configs, dev, widths=(384, 768, 1024), M=4096, N=768):
                 lines.append(f"| [{config}] | {K} | {type(e).__name__}: {str(e)[:80]} | | |")
                 continue
             fraction = out.abs() / sums
-
-            def log2(t):
-                return f"2^{torch.log2(t).item():.1f}" if t > 0 else "0"
-
             lines.append(f"| [{config}] | {K} | {log2(fraction.max())} | {log2(fraction.mean())} | "
                          f"{(out != 0).double().mean().item():.2%} |")
             print(lines[-1], flush=True)

@@ -83,10 +83,7 @@ TORCH_LIBRARY_FRAGMENT(vitfast, m) {
         });
   m.def("sm90_kernels_built() -> bool", [] { return kSm90Built; });
   m.def("fp8_promotion_interval(str config='auto', int K=128) -> int", [](c10::string_view config, int64_t K) {
-    const Sm90Config c = sm90_config_named(std::string(config).c_str());
-    TORCH_CHECK(c != Sm90Config::kCount, "fp8_promotion_interval: config must be one of ",
-                quoted_names({std::begin(kSm90ConfigNames) + 1, std::end(kSm90ConfigNames)}), ", got '", config, "'");
-    return fp8_promotion_interval(c, K);
+    return fp8_promotion_interval(sm90_config_of("fp8_promotion_interval", config), K);
   });
   m.def("sm90_config(str kind, int M, int N, bool gelu=False, str config='auto', int sms=132) -> str", &sm90_config_op);
   m.def("sm90_configs(str kind) -> str[]", &sm90_configs_op);

@@ -116,8 +116,8 @@ constexpr bool sm90_config_built(Sm90Kind kind, Sm90Config c) {
       // Transformer Engine runs its forward GEMMs (no split accumulator in fprop); its error bound is
       // K / 32 wgmma's instead of kFp8PromotionInterval's (fp8_promotion_interval below).
       return c == Sm90Config::kCoop128x128 || c == Sm90Config::kPingpong64x128 ||
-             (c == Sm90Config::kCoop128x128E128x64 && kind != Sm90Kind::kFp8Residual) ||
-             (c == Sm90Config::kPingpong128x128C2FastAccum && kind != Sm90Kind::kFp8Residual);
+             ((c == Sm90Config::kCoop128x128E128x64 || c == Sm90Config::kPingpong128x128C2FastAccum) &&
+              kind != Sm90Kind::kFp8Residual);
     default:  // tanh GELU (only where a model asks for it) and lp_matmul's: the general tile
       return c == Sm90Config::kCoop128x128;
   }
@@ -138,7 +138,7 @@ constexpr Sm90Config default_sm90_config(Sm90Kind kind, int64_t M, int64_t N, bo
 // fp8_linear's FP8 wgmma instructions (k = 32) between promotions of their accumulator into fp32 (the
 // mainloop's mma_promotion_interval): one 128-deep k-tile. Hopper's FP8 tensor cores keep fewer bits
 // than fp32 in the accumulator, so the error of a product grows with the products summed between
-// promotions; tests/ops/test_fp8_linear.py derives its bound from this value.
+// promotions; vitfast/ops/fp8_linear.py's fp8_accumulation_bound derives its bound from this value.
 constexpr int kFp8PromotionInterval = 4;
 
 // Whether configuration c sums the whole K on the FP8 tensor cores (no promotion into fp32).
