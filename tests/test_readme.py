@@ -123,7 +123,7 @@ def commands(block):
     command in a bash block."""
     out, lines = [], block.code.splitlines()
     for k, first in enumerate(lines):
-        if not re.match(r"\s*(python|torchrun)\s", first) or (k and lines[k - 1].endswith("\\")):
+        if not re.match(r"\s*(python|torchrun|srun)\s", first) or (k and lines[k - 1].endswith("\\")):
             continue
         line, j = first, k
         while line.endswith("\\") and j + 1 < len(lines):  # join the backslash continuations
@@ -131,6 +131,8 @@ def commands(block):
             line = line[:-1].rstrip() + " " + lines[j].strip()
         words = shlex.split(line, comments=True)
         words = words[:next((i for i, w in enumerate(words) if w in SEPARATORS), len(words))]
+        if words[:1] == ["srun"]:  # SLURM's launcher, its options, then the command it starts
+            words = words[next((i for i, w in enumerate(words) if w in ("python", "torchrun")), len(words)):]
         if words[:1] == ["python"] and words[1:3] in (["-m", "vitfast.train"], ["-m", "vitfast.eval"]):
             out.append((block.line + 1 + k, line.strip(), words[2], words[3:]))
         elif words[:1] == ["torchrun"] and "-m" in words and words[words.index("-m") + 1:][:1] == ["vitfast.train"]:
@@ -150,6 +152,34 @@ def written_files(blocks):
 
 COMMANDS = [param(b, *c, id=f"{b.id}-cmd{i}") for b in BLOCKS if b.lang in SHELL and b.marker not in CI_RUNS
             for i, c in enumerate(commands(b))]
+
+
+TORCHRUN = [c for c in COMMANDS if c.values[2].startswith(("torchrun", "srun"))]
+
+
+@pytest.mark.parametrize("block,at,line,module,argv", TORCHRUN)
+def test_torchrun_flags_are_torchruns(block, at, line, module, argv):
+    """The launcher's own flags (before `-m vitfast.train`), read by torchrun's parser."""
+    from torch.distributed.run import get_args_parser
+
+    words = shlex.split(line, comments=True)
+    try:
+        get_args_parser().parse_args(words[words.index("torchrun") + 1:])
+    except SystemExit:  # argparse's refusal (its line is on stderr)
+        pytest.fail(f"block {block.id} ({block.file}:{at}): torchrun does not take {line}", pytrace=False)
+
+
+def test_the_sbatch_scripts_are_bash_that_parses(tmp_path):
+    """What runs the README's SLURM example up to SLURM itself: its script is valid bash (its command line
+    is checked by the two tests above), with the directives the README explains."""
+    scripts = {name: text for name, text in written_files(BLOCKS).items() if name.endswith(".sbatch")}
+    assert scripts, "the README's SLURM example"
+    for name, text in scripts.items():
+        (tmp_path / name).write_text(text)
+        checked = subprocess.run(["bash", "-n", str(tmp_path / name)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+        directives = re.findall(r"^#SBATCH (.*)$", text, re.M)
+        assert {"--signal=USR1@180", "--requeue"} <= {d for line in directives for d in line.split()}, directives
 
 
 def test_the_readme_has_what_this_module_checks():

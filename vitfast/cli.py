@@ -147,7 +147,8 @@ def _warning_line(prog):
 
 def run(prog, main, argv=None):
     """Run main(argv) as the command `prog`: a UsageError becomes one line on stderr and exit status 2,
-    Ctrl-C a line and status 130; any other exception keeps its traceback."""
+    Ctrl-C a line and status 130 (a training run's stop by a signal: that stop's status, its line said);
+    any other exception keeps its traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not debug_requested(argv):
         warnings.showwarning = _warning_line(prog)
@@ -161,11 +162,13 @@ def run(prog, main, argv=None):
     except BrokenPipeError:  # output piped into `head` and the like, which stopped reading: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if threading.current_thread() is threading.main_thread():  # one more Ctrl-C on the way out: not a traceback
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(130)
+        status = getattr(e, "status", None)  # a stop that has said what it saved (vitfast.training.interrupt)
+        if status is None:
+            print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(status or 130)
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -70,11 +70,11 @@ def main(argv=None):
         checkpointer.restore(plan.checkpoint, plan.resume)
         if plan.done(schedule.total_steps):  # a checkpoint of an earlier release, without its total
             return finished_run(plan, say, dist, schedule.total_steps)
-    elif cfg["resume"] == "auto":
+    elif cfg["resume"] == "auto" and plan.replace is None:
         say(f"--resume auto: no checkpoint in {out} yet; starting a new run")
 
     # ---- the output folder: everything above could still refuse the run
-    created = open_output(out, cfg["overwrite"], say) if dist.is_main else False
+    created = open_output(out, plan.replace, say) if dist.is_main else False
     log = RunLogger(out, cfg, enabled=dist.is_main, use_wandb=cfg["wandb"])
     plan.record_resume(log, state, schedule.total_steps)
     if dist.is_main:

@@ -27,10 +27,10 @@ def train(args, cwd):
                           text=True, timeout=600)
 
 
-def interrupt(args, cwd, after, twice=False):
-    """Run vitfast.train and send Ctrl-C once a line holding `after` has printed; `twice`: again as soon as
-    the first has been handled (its message on stderr), while the step it lets finish is still running.
-    (return code, stdout, stderr)."""
+def interrupt(args, cwd, after, twice=False, signum=signal.SIGINT):
+    """Run vitfast.train and send Ctrl-C (or `signum`) once a line holding `after` has printed; `twice`: again
+    as soon as the first has been handled (its message on stderr), while the step it lets finish is still
+    running. (return code, stdout, stderr)."""
     with open(cwd / "stderr.txt", "w") as errors:
         proc = subprocess.Popen([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=ENV,
                                 stdout=subprocess.PIPE, stderr=errors, text=True)
@@ -40,7 +40,7 @@ def interrupt(args, cwd, after, twice=False):
             if after in text:
                 if twice:
                     time.sleep(0.5)  # into the next step (~3 s), not at the check right after this line
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signum)
                 deadline = time.time() + 60
                 while twice and "Ctrl-C: finishing this step" not in (cwd / "stderr.txt").read_text() and \
                         time.time() < deadline:
@@ -56,15 +56,17 @@ def val_records(path):
     return [r for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == "val"]
 
 
-def test_ctrl_c_in_a_mid_run_validation_runs_it_first_on_resume(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_in_a_mid_run_validation_runs_it_first_on_resume(tmp_path, signum):
     # a validation every 2 steps (--eval-every-steps; an epoch's is the same validate-and-checkpoint)
     args = TINY + ["--steps", "4", "--eval-every-steps", "2", "--ptq-report", ""]
     assert train(args + ["--output", "straight"], tmp_path).returncode == 0
-    code, out, err = interrupt(args + ["--output", "run"], tmp_path, "validation (")
-    assert code == 130 and "Traceback" not in err, err
+    code, out, err = interrupt(args + ["--output", "run"], tmp_path, "validation (", signum=signum)
+    assert code == 128 + signum and "Traceback" not in err, err
     state = load_state(tmp_path / "run" / "checkpoint-last.pt")
     assert state["step"] == 2 and state["pending_val"]
-    assert "stopped at step 2 of 4; run/checkpoint-last.pt holds it" in out
+    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert f"{name}: stopped at step 2 of 4; run/checkpoint-last.pt holds it" in out
     resumed = train(["--output", "run", "--resume", "auto"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "first the validation it was stopped in" in resumed.stdout

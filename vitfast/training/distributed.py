@@ -26,9 +26,12 @@ class Dist:
                                  f"machine has {count} GPU(s): launch at most {count} process(es) per node "
                                  "(torchrun --nproc-per-node), or train on --device cpu")
             torch.cuda.set_device(self.device)
+        self.side_group = None
         if self.world_size > 1:
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
-                                    timeout=datetime.timedelta(seconds=timeout))
+            backend, timeout = "nccl" if self.device.type == "cuda" else "gloo", datetime.timedelta(seconds=timeout)
+            dist.init_process_group(backend, timeout=timeout, **restart_store(self.rank, self.world_size, timeout))
+            # host-side agreements (where to stop: interrupt.py) on CPU tensors, with no wait for the GPU
+            self.side_group = dist.new_group(backend="gloo")
 
     @property
     def enabled(self):
@@ -63,6 +66,19 @@ class Dist:
             return None
         text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # gloo's source location
         return text.split(". This is typically")[0][:200]
+
+
+def restart_store(rank, world_size, timeout):
+    """init_process_group's store for ranks that torchrun restarted (--max-restarts), or {} for env://.
+    torchrun keeps its one store across restarts, and the new ranks' process groups would find the
+    addresses their predecessors left there (and fail to connect, or hang): a view of it with this
+    attempt's keys only."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt == "0" or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False,
+                          timeout=timeout)
+    return {"store": dist.PrefixStore(f"vitfast/attempt_{attempt}", store), "rank": rank, "world_size": world_size}
 
 
 _COLLECTIVE_FAILURES = (r"Connection (reset|closed) by peer|Connection refused|[Tt]imed out|ProcessGroupGloo|"

@@ -1,6 +1,6 @@
 """The training loop: epochs of micro-batches, each step warmup-cosine scheduled, accumulated, autocast,
 scaled, clipped and applied; logging, periodic checkpoints, validation when due, and the stops (--steps
-reached, --max-time, Ctrl-C at a step's end). What the objective changes is the method's (methods/)."""
+reached, --max-time, a signal at a step's end). What the objective changes is the method's (methods/)."""
 import time
 
 import torch
@@ -59,15 +59,20 @@ class Loop:
             if self.after_step():
                 break
         self.log.end_epoch()
-        if self.stop.requested:  # Ctrl-C: this step is done; save where the next run picks up
-            self.checkpointer.save_last()
-            self.stop.saved = True
-            raise KeyboardInterrupt
+        if self.stop.stopping:
+            self.stop_here()
         epoch_done = state.batch_in_epoch // accum >= per_epoch
         if epoch_done:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         if self.validator.due_after_epoch(epoch_done, self.stop_reason):
-            self.validator.run()
+            self.validated()
+
+    def stop_here(self):
+        """A stop asked from outside (Ctrl-C, SIGTERM, ...; every rank agreed to it at this step's end): save
+        where the next run picks up, and stop."""
+        self.checkpointer.save_last()
+        self.stop.saved = True
+        raise KeyboardInterrupt
 
     def train_step(self, x, y):
         """One micro-batch forward and backward; when it completes an accumulated step, the optimizer step.
@@ -107,12 +112,18 @@ class Loop:
         if run.max_time and time.perf_counter() - state.started > run.max_time:
             self.stop_reason = f"--max-time {run.max_time} s reached"
             return True
-        if self.stop.requested:  # Ctrl-C: the epoch's end saves and stops
+        if self.stop.poll():  # the epoch's end saves and stops
             return True
         if self.validator.due_in_epoch():
-            self.validator.run()
+            self.validated()
             self.train_model.train()
         return False
+
+    def validated(self):
+        """A validation, then the stop asked during it (under torchrun the ranks finish it first)."""
+        self.validator.run()
+        if self.stop.poll():
+            self.stop_here()
 
     def log_step(self):
         state, total = self.state, self.schedule.total_steps

@@ -16,7 +16,7 @@ from ..data.device_randaug import DeviceRandAugment
 from ..data.multicrop import MultiCrop
 from ..data.holdout import hold_out
 from ..models import get_model_config
-from .interrupt import ignore_sigint
+from .interrupt import ignore_stop_signals
 
 __all__ = ["SeededSamples", "EpochSampler", "make_sampler", "loader_for", "build_data"]
 
@@ -88,7 +88,7 @@ def make_sampler(dataset, cfg, dist, train):
 def loader_for(dataset, sampler, batch_size, cfg, epoch, train):
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg["workers"], drop_last=train,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False,
-                      worker_init_fn=ignore_sigint if cfg["workers"] else None,  # Ctrl-C is the main process's
+                      worker_init_fn=ignore_stop_signals if cfg["workers"] else None,  # a stop is the main process's
                       # its own generator: creating the iterator must not draw from the global RNG
                       generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch))
 

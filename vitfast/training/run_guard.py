@@ -1,12 +1,15 @@
-"""What a run leaves when it ends before its last step, and the one line it says: Ctrl-C (a checkpoint and
-the command that continues), a lost rank, out of memory, unreadable images, a loss or weights gone inf/NaN
-(the checkpointer's stop), and a new run that failed before its first checkpoint (nothing left behind)."""
+"""What a run leaves when it ends before its last step, and the one line it says: Ctrl-C or a scheduler's
+signal (a checkpoint, the command that continues, the exit status 128 + the signal's number, and at SLURM's
+time limit the job requeued: slurm.py), a lost rank, out of memory, unreadable images, a loss or weights
+gone inf/NaN (the checkpointer's stop), and a new run that failed before its first checkpoint (nothing
+left behind)."""
 import os
 
 from ..cli import UsageError, is_out_of_memory, one_line
 from ..data import UnreadableImagesError
-from .interrupt import StopRequest
+from .interrupt import Stopped, StopRequest
 from .rundir import discard_failed_start
+from .slurm import requeue
 from .state import load_state
 
 __all__ = ["RunGuard"]
@@ -18,7 +21,7 @@ class RunGuard:
     def __init__(self, cfg, dist, say, log, plan, created, checkpointer, state, total_steps, micro):
         self.cfg, self.dist, self.say, self.log, self.plan, self.created = cfg, dist, say, log, plan, created
         self.checkpointer, self.state, self.total_steps, self.micro = checkpointer, state, total_steps, micro
-        self.stop = StopRequest(enabled=not dist.enabled)  # torchrun's ranks would each stop at another step
+        self.stop = StopRequest(dist)
 
     def train(self, loop, validator):
         """loop() (the training loop) under the guard; what it returns."""
@@ -38,7 +41,7 @@ class RunGuard:
         validating = stop.safe
         self.log.end_epoch()
         interrupted = isinstance(e, KeyboardInterrupt) and stop.requested
-        if interrupted and stop.at_boundary:  # Ctrl-C while validating: the resumed run validates first
+        if interrupted and stop.at_boundary:  # stopped while validating: the resumed run validates first
             validator.save_pending()
             stop.saved = True
         self.log.close()
@@ -49,10 +52,16 @@ class RunGuard:
                 self.say(f"stopped at step {step} of {total} before any checkpoint was written (Ctrl-C twice); "
                          f"{out} is removed: the same command starts the run again")
         elif interrupted:
-            saved = (f"{last} holds it" if stop.saved else
-                     f"not saved (Ctrl-C twice): {last} holds step {read_step(last)}")
-            self.say(f"stopped at step {step} of {total}; {saved}. Continue with: python -m vitfast.train "
-                     f"--output {out} --resume auto")
+            after = stop.seconds_since()
+            saved = (f"{last} holds it" + ("" if after is None else f" (written {after:.2f} s after the signal)")
+                     if stop.saved else f"not saved (Ctrl-C twice): {last} holds step {read_step(last)}")
+            self.say(f"{stop.name}: stopped at step {step} of {total}; {saved}. Continue with: {self.again()}")
+        if interrupted and stop.saved:  # said: the status tells a scheduler or a script which signal it was
+            stop.all_done()
+            queued = requeue(stop.stopping, self.again()) if self.dist.is_main else None
+            if queued:
+                self.say(queued)
+            raise Stopped(stop.stopping) from e
         lost = self.dist.lost_rank(e)
         if lost:  # another rank died or hangs: this one cannot go on
             raise SystemExit(f"vitfast.train: rank {self.dist.rank} stops at step {step}: a collective failed "
@@ -63,20 +72,25 @@ class RunGuard:
         if is_out_of_memory(e):
             raise UsageError(self.out_of_memory(validating)) from e
 
+    def again(self):
+        """The command that continues this run."""
+        if self.dist.enabled:
+            return f"the same torchrun command with --output {self.plan.out} --resume auto"
+        return f"python -m vitfast.train --output {self.plan.out} --resume auto"
+
     def write_outputs(self, write):
-        """write() (the finished run's outputs) where Ctrl-C stops at once: training is done and saved."""
-        outputs = StopRequest(enabled=not self.dist.enabled)
-        outputs.safe = True
+        """write() (the finished run's outputs) where a signal stops at once: training is done and saved."""
+        outputs = StopRequest(self.dist, at_once=True)
         try:
             outputs.install()
             return write()
         except BaseException as e:
             outputs.quiet()
             self.log.close()
-            if isinstance(e, KeyboardInterrupt):
-                self.say(f"stopped while writing the run's outputs; its training is done and saved in "
-                         f"{self.checkpointer.last}. Write them with: python -m vitfast.train --output {self.plan.out} "
-                         "--resume auto")
+            if isinstance(e, KeyboardInterrupt) and outputs.requested:
+                self.say(f"{outputs.name}: stopped while writing the run's outputs; its training is done and saved "
+                         f"in {self.checkpointer.last}. Write them with: {self.again()}")
+                raise Stopped(outputs.stopping) from e
             if is_out_of_memory(e):
                 raise UsageError(f"out of memory evaluating the trained model on {self.dist.device} at "
                                  f"{self.cfg['eval_batch_size'] or self.micro} images per batch (its training is "

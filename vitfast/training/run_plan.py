@@ -21,6 +21,7 @@ class RunPlan:
     resume: str | None = None  # the checkpoint continued
     checkpoint: dict | None = None  # its contents (load_state)
     extension: dict | None = None  # {"flag", "by"}: --extend-epochs / --extend-steps applied to cfg
+    replace: str | None = None  # why the run in `out` is deleted first (rundir.open_output), if it is
 
     @property
     def run_dir(self):
@@ -63,8 +64,8 @@ class RunPlan:
 
 def plan_run(cfg, origin, dist):
     """The RunPlan of cfg (origin: where each value came from, config.resolve), the same on every rank."""
-    out, resume = plan_output(cfg, dist)  # decided and checked now; created only once everything is built
-    plan = RunPlan(cfg, out, resume)
+    out, resume, replace = plan_output(cfg, dist)  # decided and checked now; created once everything is built
+    plan = RunPlan(cfg, out, resume, replace=replace)
     if resume:  # the run goes on as it was configured: only where and how it runs may change
         plan.checkpoint = read_training_checkpoint(resume, "--resume")
         plan.cfg = config_lib.for_resume(plan.checkpoint["config"], cfg, origin, resume)

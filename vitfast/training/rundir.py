@@ -1,6 +1,8 @@
 """The output directory of a training run. A run never destroys another: a directory that holds a run
 is refused unless --resume continues it or --overwrite starts it over (saying so), and a run that fails
-before its first optimizer step leaves no directory it created behind."""
+before its first optimizer step leaves no directory it created behind. --resume auto, the command a
+scheduler repeats after a preemption, starts over a run that was killed before its first checkpoint
+(there is nothing of it to continue) rather than refusing it, which would stop every later requeue."""
 import datetime
 import glob
 import os
@@ -53,7 +55,8 @@ def _default_output(model):
 
 
 def _decide(cfg):
-    """(output directory, checkpoint to resume or None), or a UsageError saying why not."""
+    """(output directory, checkpoint to resume or None, how a run there is replaced: None, "--overwrite" or
+    "--resume auto"), or a UsageError saying why not."""
     out, resume = cfg["output"], cfg["resume"]
     if out is None and resume == "auto":
         runs = sorted(d for d in glob.glob(os.path.join("runs", f"*-{cfg['model']}")) if last_checkpoint(d))
@@ -63,25 +66,29 @@ def _decide(cfg):
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--output {out}: a file is there, not a directory")
     existing, last = run_files(out), last_checkpoint(out)
+    replace = "--overwrite" if existing and cfg["overwrite"] else None
     if resume == "auto":
         if existing and last is None:
-            raise UsageError(f"--resume auto: {out} holds a run ({', '.join(existing)}) but no checkpoint-last.pt, so "
-                             "nothing to continue; --overwrite starts it over")
-        return out, last
+            if {"summary.json", "model.safetensors"} & set(existing):  # its outputs: a run that ended
+                raise UsageError(f"--resume auto: {out} holds a run ({', '.join(existing)}) but no checkpoint-last.pt, "
+                                 "so nothing to continue; --overwrite starts it over")
+            replace = "--resume auto"  # killed before its first checkpoint
+        return out, last, replace
     if resume is not None:
         inside = os.path.abspath(os.path.dirname(resume)) == os.path.abspath(out)
         if existing and not inside:
             raise UsageError(f"--output {out} holds another run ({', '.join(existing)}); continuing {resume} there "
                              "would overwrite it: choose a new --output")
-        return out, resume
+        return out, resume, None
     if existing and not cfg["overwrite"]:
         raise UsageError(f"--output {out} already holds a run ({', '.join(existing)}): continue it with --resume auto, "
                          "start over with --overwrite, or choose another --output")
-    return out, None
+    return out, None, replace
 
 
 def plan_output(cfg, dist):
-    """Rank 0 decides (output, resume path); every rank gets the same answer, or the same error."""
+    """Rank 0 decides (output, resume path, replace: _decide's); every rank gets the same answer, or the same
+    error."""
     plan, error = None, None
     if dist.is_main:
         try:
@@ -105,13 +112,16 @@ def _delete_run(out):
     return existing
 
 
-def open_output(out, overwrite, log_print):
-    """Create the directory (rank 0), deleting the run there first with --overwrite. Returns whether
-    this call created it."""
-    if overwrite:
+def open_output(out, replace, log_print):
+    """Create the directory (rank 0), deleting the run there first where `replace` (plan_output's) says
+    why. Returns whether this call created it."""
+    if replace:
         deleted = _delete_run(out)
-        if deleted:
+        if replace == "--overwrite":
             log_print(f"--overwrite: deleted the earlier run in {out} ({', '.join(deleted)})")
+        else:
+            log_print(f"{replace}: {out} holds a run stopped before its first checkpoint, so nothing to continue: "
+                      f"deleted it ({', '.join(deleted)}) and starting it over")
     created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
     return created

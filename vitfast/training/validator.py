@@ -1,6 +1,7 @@
 """When a run validates, and what a validation leaves: its record in the log, the best result, and the
-checkpoints written with it. A validation stopped by Ctrl-C is pending: the checkpoint saved then holds the
-random state it started from (a DataLoader draws its seed from it), and the resumed run repeats it first."""
+checkpoints written with it. A validation stopped by Ctrl-C or a signal (in one process) is pending: the
+checkpoint saved then holds the random state it started from (a DataLoader draws its seed from it), and
+the resumed run repeats it first."""
 from .config.run import RunOptions
 from .state import rng_state
 
@@ -9,7 +10,7 @@ __all__ = ["Validator"]
 
 class Validator:
     """Due every --eval-every epochs and at the run's end (and every --eval-every-steps steps), never
-    twice at one step. stop: the run's StopRequest, told that Ctrl-C may stop a validation at once."""
+    twice at one step. stop: the run's StopRequest, told that a stop may end a validation at once."""
 
     def __init__(self, cfg, method, loader, amp_dtype, dist, parallel, log, checkpointer, state, total_steps,
                  stop):
@@ -34,7 +35,7 @@ class Validator:
     def run(self):
         state = self.state
         self.rng_before, self.last_step = rng_state(), state.step
-        self.stop.safe = True  # no training state moves while validating: Ctrl-C can stop here at once
+        self.stop.safe = True  # no training state moves while validating: one process can stop here at once
         state.val = self.method.validate(self.loader, self.dist.device, self.amp_dtype, self.dist, desc="validation",
                                          model=self.parallel.plain(self.method.reported))
         self.stop.safe = False  # (left set when the validation fails: the run's guard reads it)
@@ -45,5 +46,5 @@ class Validator:
         self.checkpointer.validated(state.val["acc1"], improved)
 
     def save_pending(self):
-        """Ctrl-C stopped the validation: checkpoint-last, to resume with it, from where it started."""
+        """A stop ended the validation: checkpoint-last, to resume with it, from where it started."""
         self.checkpointer.save_last(rng=self.rng_before)
