@@ -132,3 +132,20 @@ def test_license_matches_pyproject():
     assert text.startswith("Apache License\nVersion 2.0, January 2004") and "END OF TERMS AND CONDITIONS" in text
     with open(os.path.join(ROOT, "pyproject.toml")) as f:
         assert 'license = {text = "Apache-2.0"}' in f.read()
+
+
+@pytest.mark.parametrize("ssl, why", [
+    (None, "a classifier needs two or more classes"),
+    ("dino", "the k-NN that scores a self-supervised run needs labelled images of two or more classes, as folders"),
+])
+def test_data_of_one_class_is_refused_before_anything_is_written(tmp_path, monkeypatch, ssl, why):
+    """Every prediction on one class is right: a run on it would report 100% top-1 (or k-NN) and mean nothing
+    (issue 97, item 4)."""
+    write_folder(tmp_path / "one", classes=("cat",), per_class=40, size=16)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as e:
+        train_main(TINY + ["--data", f"folder:{tmp_path / 'one'}", "--steps", "1", "--output", "run"] +
+                   (["--ssl", ssl] if ssl else []))
+    assert str(e.value) == (f"--data folder:{tmp_path / 'one'}: its training split has one class (cat), and every "
+                            f"prediction would be right: {why}")
+    assert not (tmp_path / "run").exists()

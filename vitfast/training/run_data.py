@@ -93,6 +93,18 @@ def loader_for(dataset, sampler, batch_size, cfg, epoch, train):
                       generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch))
 
 
+def refuse_one_class(train_set, cfg, where):
+    """A training split of one class teaches nothing that can be measured: a classifier, or the k-NN that
+    scores a self-supervised run, is right on every image (100%) whatever it learnt."""
+    if train_set.num_classes >= 2:
+        return
+    found = f"one class ({train_set.classes[0]})" if train_set.classes else "no class"
+    scored = ("the k-NN that scores a self-supervised run needs labelled images of two or more classes, as "
+              "folders" if cfg["ssl"] else "a classifier needs two or more classes")
+    raise UsageError(f"{where('data')} {cfg['data']}: its training split has {found}, and every prediction would be "
+                     f"right: {scored}")
+
+
 def build_data(cfg, dist, where, train_transform=None):
     """The run's data as a namespace: img_size, norm (mean, std), train_set, val_set, num_classes, micro
     (images per rank and forward), train_sampler, steps_per_epoch, val_loader, device_images (the
@@ -131,6 +143,7 @@ def build_data(cfg, dist, where, train_transform=None):
     if cfg["holdout"]:
         with blame(where("holdout")):
             train_set, val_set = hold_out(train_set, val_set, cfg["holdout"])
+    refuse_one_class(train_set, cfg, where)
     seeded = SeededSamples(train_set, cfg["seed"])
     accum = cfg["grad_accum_steps"]
     micro = cfg["batch_size"] // (dist.world_size * accum)
