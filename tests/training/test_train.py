@@ -101,6 +101,26 @@ def test_myrtle_json_config_is_accepted(tmp_path):
     assert cfg["quant"] is None and cfg["ptq_report"] == ["int8"]
 
 
+def test_what_a_myrtle_config_asks_that_vitfast_does_not_do_is_refused_or_warned(tmp_path):
+    """Another experiment (SAM, a cooldown) refuses the file in one line; how myrtle-vision runs is warned."""
+    base = {"train_config": {"epochs": 3, "local_batch_size": 32, "global_batch_size": 32, "optimizer": "adamw"},
+            "vit_config": {"image_size": 32, "patch_size": 8, "embed_dim": 192, "depth": 1, "heads": 3,
+                           "mlp_dim": 768}}
+    conf = tmp_path / "m.json"
+    base["train_config"].update(sam=True, sam_rho=0.05, cooldown_epochs=10, distributed=True)
+    conf.write_text(json.dumps(base))
+    with pytest.raises(ConfigError) as e:
+        resolve(["-c", str(conf)])
+    assert str(e.value) == ("myrtle-vision config asks for what vitfast does not do, so the run would be another "
+                            "experiment: cooldown_epochs 10 (vitfast's schedules end at --epochs, with no cooldown); "
+                            "sam True (vitfast has no SAM); sam_rho 0.05 (vitfast has no SAM)")
+    for key in ("sam", "sam_rho", "cooldown_epochs"):
+        del base["train_config"][key]
+    conf.write_text(json.dumps(base))
+    with pytest.warns(UserWarning, match=r"^myrtle-vision config: distributed: how myrtle-vision runs"):
+        assert resolve(["-c", str(conf)])["epochs"] == 3
+
+
 def write_folder(root, classes=("cat", "dog"), per_class=20, size=24, corrupt=None):
     g = torch.Generator().manual_seed(0)
     for split in ("train", "val"):

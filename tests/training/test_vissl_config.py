@@ -1,6 +1,11 @@
-"""A VISSL YAML read as a vitfast config (issue 63, item 2): its multi-crop transform, trunk, swav_head or
-dino_head, loss and epochs become our keys; what those sections hold that we do not do is named in one
-warning."""
+"""A VISSL YAML read as a vitfast config (issue 63, item 2; issue 97, item 2): its multi-crop transform,
+trunk, swav_head or dino_head, loss and epochs become our keys, after VISSL's config.KEY=value overrides;
+what those sections ask that we do not do refuses the file in one line (another experiment), or needs a
+flag (a trunk or data source we cannot read), or is said in a warning (launching)."""
+import json
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -34,7 +39,6 @@ config:
         - name: Normalize
           mean: [0.485, 0.456, 0.406]
           std: [0.229, 0.224, 0.225]
-        - name: ImgPilRandomPosterize
   MODEL:
     TRUNK:
       NAME: vision_transformer
@@ -74,9 +78,12 @@ config:
 def test_a_vissl_swav_config_trains_what_it_describes(tmp_path):
     path = tmp_path / "swav_vit.yaml"
     path.write_text(SWAV)
-    with pytest.warns(UserWarning, match=r"no vitfast equivalent for transform ImgPilRandomPosterize; ignored"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # everything in it is covered: no warning
         cfg = resolve(["-c", str(path)])
-    assert cfg["ssl"] == "swav" and cfg["data"] == "folder:/data/imagenet/train" and cfg["batch_size"] == 64 * 16
+    # VISSL's path is the training split's folder; ours the folder holding train/ and val/
+    assert cfg["ssl"] == "swav" and cfg["data"] == "folder:/data/imagenet" and cfg["batch_size"] == 64 * 16
+    assert cfg["workers"] == 5
     assert (cfg["total_num_crops"], cfg["num_crops"], cfg["size_crops"]) == (6, [2, 4], [160, 96])
     assert cfg["crop_scales"] == [[0.08, 1.0], [0.05, 0.14]]
     assert cfg["model"] == "vit_small_patch16_224" and cfg["model_kwargs"]["mlp_ratio"] == 4.0
@@ -169,7 +176,8 @@ def test_a_vissl_fine_tuning_config_fine_tunes_from_a_dino_checkpoint(tmp_path, 
     torch.save({"teacher": teacher, "student": {f"module.{k}": v for k, v in teacher.items()}, "epoch": 100},
                tmp_path / "dino.pth")
     path = tmp_path / "finetune.yaml"
-    path.write_text(FINETUNE.format(data=small_builtin.split(":", 1)[1], weights=tmp_path / "dino.pth"))
+    # VISSL's DATA_PATHS names the training split's own folder
+    path.write_text(FINETUNE.format(data=small_builtin.split(":", 1)[1] + "/train", weights=tmp_path / "dino.pth"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # everything in it is covered: no warning
         cfg = resolve(["-c", str(path)])
@@ -185,7 +193,7 @@ def test_a_vissl_fine_tuning_config_fine_tunes_from_a_dino_checkpoint(tmp_path, 
            "classes: head.bias, head.weight" in line
 
 
-def test_what_vissls_optimizer_asks_that_vitfast_does_not_do_is_named(tmp_path):
+def test_what_vissls_optimizer_asks_that_vitfast_does_not_do_refuses_the_file_naming_each(tmp_path):
     path = tmp_path / "lars.yaml"
     path.write_text("config:\n  DATA: {TRAIN: {}}\n  MODEL: {}\n"
                     "  OPTIMIZER:\n    name: sgd\n    use_larc: true\n    nesterov: false\n    weight_decay: 1.0e-6\n"
@@ -193,14 +201,22 @@ def test_what_vissls_optimizer_asks_that_vitfast_does_not_do_is_named(tmp_path):
                     "    head_optimizer_params: {use_different_lr: true}\n"
                     "    param_schedulers:\n      lr: {name: multistep, values: [0.1, 0.01], milestones: [30]}\n"
                     "      weight_decay: {name: cosine, start_value: 0.04, end_value: 0.4}\n")
-    with pytest.warns(UserWarning) as caught:
-        cfg = resolve(["-c", str(path), "--model", "vit_tiny_patch16_224"])
-    text = str(caught[0].message)
-    for named in ("optimizer sgd with LARC", "regularize_bias", "lr schedule multistep",
+    with pytest.raises(UsageError) as e:
+        resolve(["-c", str(path), "--model", "vit_tiny_patch16_224"])
+    text = str(e.value)
+    assert "asks for what vitfast does not do, so the run would be another experiment" in text
+    for named in ("optimizer sgd with LARC (vitfast has --opt adamw, sgd, lamb) (config.OPTIMIZER.use_larc=false "
+                  "for the optimizer without it)", "regularize_bias (vitfast decays no biases, norms or tokens: "
+                  "config.OPTIMIZER.regularize_bias=false)", "lr schedule multistep",
                   "head_optimizer_params use_different_lr"):
         assert named in text, text
     assert "nesterov" not in text  # LARC refused already: the SGD it would have run is not named
-    assert (cfg["epochs"], cfg["weight_decay"], cfg["weight_decay_end"]) == (100, 0.04, 0.4)
+    fixes = ["config.OPTIMIZER.use_larc=false", "config.OPTIMIZER.nesterov=true", "config.OPTIMIZER.regularize_bias=false",
+             "config.OPTIMIZER.head_optimizer_params.use_different_lr=false",
+             "config.OPTIMIZER.param_schedulers.lr={name: cosine, start_value: 0.1, end_value: 0.0}"]
+    cfg = resolve(["-c", str(path), "--model", "vit_tiny_patch16_224", *fixes])  # each fix as VISSL takes it
+    assert (cfg["opt"], cfg["epochs"], cfg["weight_decay"], cfg["weight_decay_end"]) == ("sgd", 100, 0.04, 0.4)
+    assert (cfg["lr"], cfg["sched"], cfg["min_lr"]) == (0.1, "cosine", 0.0)
 
 
 def test_a_vissl_dino_config_keeps_its_absolute_rate_and_dinos_per_crop_blur(tmp_path):
@@ -227,5 +243,100 @@ def test_a_vissl_dino_config_keeps_its_absolute_rate_and_dinos_per_crop_blur(tmp
     assert (cfg["warmup_epochs"], cfg["warmup_lr"], cfg["min_lr"], cfg["epochs"]) == (9.99, 1e-5, 1e-5, 300)
     assert cfg["momentum"] == 0.9  # vitfast's default: AdamW has no momentum to set
     path.write_text(path.read_text().replace("prob: [1.0, 0.1, 0.5, 0.5]", "prob: [1.0, 1.0, 1.0, 1.0]"))
-    with pytest.warns(UserWarning, match=r"per-crop ImgPilGaussianBlur with probabilities \[1.0, 1.0, 1.0, 1.0\]"):
+    with pytest.raises(UsageError, match=r"per-crop ImgPilGaussianBlur with probabilities 1.0, 1.0, 1.0, 1.0 "
+                                         r"\(vitfast's crops blur and solarise as DINO's"):
         resolve(["-c", str(path), "--model", "deit_small_patch16_224"])
+
+
+# A small VISSL DINO pretraining file as a VISSL user writes one for a ViT, DATA_PATHS at the train folder.
+DINO_SMALL = """config:
+  DATA:
+    NUM_DATALOADER_WORKERS: 0
+    TRAIN:
+      DATA_SOURCES: [disk_folder]
+      DATA_PATHS: [{data}/train]
+      BATCHSIZE_PER_REPLICA: 16
+      TRANSFORMS:
+        - {{name: ImgPilToMultiCrop, total_num_crops: 4, num_crops: [2, 2], size_crops: [32, 16],
+           crop_scales: [[0.4, 1], [0.05, 0.4]]}}
+        - {{name: RandomHorizontalFlip, p: 0.5}}
+        - {{name: ImgPilColorDistortion, strength: 0.5}}
+        - {{name: ToTensor}}
+  MODEL:
+    TRUNK:
+      NAME: {trunk}
+      VISION_TRANSFORMERS: {{IMAGE_SIZE: 32, PATCH_SIZE: 8, HIDDEN_DIM: 32, NUM_LAYERS: 1, NUM_HEADS: 2,
+                            MLP_DIM: 128}}
+    HEAD:
+      PARAMS: [[dino_head, {{num_clusters: [256], hidden_dim: 64, bottleneck_dim: 32}}]]
+  LOSS: {{name: {loss}, dino_loss: {{momentum: 0.996, teacher_temp_min: 0.04, teacher_temp_max: 0.07}}}}
+  OPTIMIZER: {{name: adamw, num_epochs: 100, use_larc: {larc}}}
+  MACHINE: {{DEVICE: gpu}}
+  DISTRIBUTED: {{NUM_NODES: 1, NUM_PROC_PER_NODE: 8}}
+"""
+
+
+def vissl_file(tmp_path, small_builtin, trunk="vision_transformer", loss="dino_loss", larc="false"):
+    path = tmp_path / f"{trunk}_{loss}_{larc}.yaml"
+    path.write_text(DINO_SMALL.format(data=small_builtin.split(":", 1)[1], trunk=trunk, loss=loss, larc=larc))
+    return str(path)
+
+
+def command(args, cwd):
+    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_vissls_overrides_change_the_files_keys_and_num_epochs_is_what_trains(tmp_path, small_builtin):
+    """config.OPTIMIZER.num_epochs=2 trains 2 epochs (of 160 images at 16: 20 steps); the launching keys say
+    what they become (the global batch) or that torchrun and --device hold them."""
+    path = vissl_file(tmp_path, small_builtin)
+    done = command(["-c", path, "config.OPTIMIZER.num_epochs=2", "config.DISTRIBUTED.NUM_PROC_PER_NODE=1",
+                    "config.MACHINE.DEVICE=cpu", "config.DISTRIBUTED.RUN_ID=auto", "--ptq-report", "",
+                    "--output", "run"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 20 and summary["val_acc1"] is not None
+    warned = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert warned == [
+        "vitfast.train: warning: config.DISTRIBUTED.NUM_PROC_PER_NODE=1: the global batch is "
+        "DATA.TRAIN.BATCHSIZE_PER_REPLICA x NUM_NODES x NUM_PROC_PER_NODE, as in VISSL; the processes are "
+        "torchrun's (torchrun --nnodes N --nproc-per-node M -m vitfast.train)",
+        "vitfast.train: warning: config.DISTRIBUTED.RUN_ID=auto: vitfast's ranks and devices are torchrun's and "
+        "--device's; nothing to set"], done.stderr
+    cfg = resolve(["-c", path, "config.DISTRIBUTED.NUM_PROC_PER_NODE=1", "config.MACHINE.DEVICE=cpu"])
+    assert (cfg["batch_size"], cfg["device"], cfg["epochs"], cfg["data"]) == (16, "cpu", 100, small_builtin)
+
+
+@pytest.mark.parametrize("change, refusal", [
+    ({"loss": "simclr_info_nce_loss"}, "loss simclr_info_nce_loss (vitfast has swav_loss and dino_loss, and cross "
+                                       "entropy to fine-tune)"),
+    ({"larc": "true"}, "optimizer adamw with LARC (vitfast has --opt adamw, sgd, lamb)"),
+    ({"trunk": "resnet"}, "trunk resnet (vitfast trains Vision Transformers: a vision_transformer trunk); give "
+                          "--model"),
+])
+def test_a_vissl_file_asking_for_another_experiment_is_refused_in_one_line(tmp_path, small_builtin, change, refusal):
+    done = command(["-c", vissl_file(tmp_path, small_builtin, **change), "--steps", "1", "--output", "run"], tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    assert refusal in done.stderr and "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+def test_what_needs_a_flag_is_taken_from_the_flag(tmp_path, small_builtin):
+    resnet = vissl_file(tmp_path, small_builtin, trunk="resnet")
+    assert resolve(["-c", resnet, "--model", "vit_tiny_patch16_224"])["model"] == "vit_tiny_patch16_224"
+    path = vissl_file(tmp_path, small_builtin)
+    for override, why in (("config.DATA.TRAIN.DATA_PATHS=[/data/cifar]", "DATA_PATHS /data/cifar (vitfast's --data "
+                           "folder:DIR reads DIR/train/<class>/ and DIR/val/<class>/; VISSL's path is the train folder "
+                           "itself); give --data"),
+                          ("config.DATA.TRAIN.DATA_SOURCES=[disk_filelist]", "DATA_SOURCES disk_filelist (vitfast "
+                           "reads image folders, VISSL's disk_folder); give --data")):
+        with pytest.raises(UsageError) as e:
+            resolve(["-c", path, override])
+        assert str(e.value).endswith(why), str(e.value)
+        assert resolve(["-c", path, override, "--data", "builtin"])["data"] == "builtin"
+
+
+def test_a_vissl_override_without_a_vissl_file_is_refused():
+    with pytest.raises(UsageError, match=r"^unknown argument 'config.OPTIMIZER.num_epochs=3': VISSL's override of a "
+                                         r"VISSL file's key, and no -c file is one \(vitfast's own: --set key=value\)$"):
+        resolve(["-c", "cifar10_vit", "config.OPTIMIZER.num_epochs=3"])

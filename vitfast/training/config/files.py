@@ -15,8 +15,9 @@ def packaged_configs():
                   if p.name.endswith((".yaml", ".json")))
 
 
-def read_config_file(name):
-    """A config file path, or the name of a config shipped in vitfast/configs."""
+def read_config_file(name, vissl_overrides=()):
+    """A config file path, or the name of a config shipped in vitfast/configs. vissl_overrides: VISSL's
+    config.KEY=value arguments, applied to a VISSL file (importers/vissl.py)."""
     if os.path.isfile(name):
         try:
             with open(name) as f:
@@ -41,7 +42,7 @@ def read_config_file(name):
     if is_myrtle_config(data):
         data = translate_myrtle(data, os.path.dirname(os.path.abspath(name)), source=f"myrtle config {name!r}")
     elif is_vissl_config(data):
-        data = translate_vissl(data, source=f"VISSL config {name!r}")
+        data = translate_vissl(data, source=f"VISSL config {name!r}", overrides=vissl_overrides)
     return data
 
 

@@ -3,9 +3,12 @@
 method's own, a YAML/JSON file's (-c) over those, flags over files and `--set key.sub=value` over all.
 Unknown keys or flags are errors that name the nearest valid one; the resolved config is a flat dict,
 saved as config.yaml."""
+import sys
+
 import yaml
 
 from ...cli import ArgumentParser, UsageError
+from ..importers.vissl import NEEDS, OVERRIDE
 from .command_line import add_flags, default_note, parse_flags, refuse_unneeded
 from .flags import flag_of, show, unknown_flag, unknown_key
 from .kinds import check_value, coerce, load_yaml, parse_text
@@ -105,21 +108,42 @@ def resolve(argv=None, origins=None):
     """argv -> the resolved flat config dict: defaults < the model's and the method's own defaults (for the
     model and method the layers above choose) < config files < flags < --set. origins, a dict if given,
     receives key -> where the user set it ("--lr", "config 'x.yaml', key lr"), for messages."""
-    from .files import read_config_file
-
     keys = options()  # (the registered methods' options among them)
     parser = build_parser(keys)
-    args, unknown = parser.parse_known_args(argv)
+    argv = list(argv if argv is not None else sys.argv[1:])
+    overrides = [a for a in argv if OVERRIDE.match(a)]  # VISSL's, for a VISSL file
+    args, unknown = parser.parse_known_args([a for a in argv if a not in overrides])
     if unknown:
         raise UsageError(f"unknown argument {unknown[0]!r}{unknown_flag(unknown[0], parser.flags())}")
-    files = [(name, typed(read_config_file(name), f"config {name!r}", keys)) for name in args.config]
+    files, needs = _read_files(args.config, overrides, keys)
     config, origin = _layers(args, files, None, keys)
     own = own_defaults(config)
     if own:
         config, origin = _layers(args, files, own, keys)
+    for key, (name, why) in needs.items():
+        if key not in origin:  # no flag, --set or other file gave it
+            raise UsageError(f"VISSL config {name!r}: {why}; give {flag_of(key)}")
     if origins is not None:
         origins.update(origin)
     return check_config(config, origin, keys)
+
+
+def _read_files(names, overrides, keys):
+    """[(name, its typed keys)] of the -c files, and {key: (file, why)} of what a VISSL file asks that a flag
+    must replace; overrides: VISSL's config.KEY=value arguments, applied to every VISSL file."""
+    from .files import read_config_file
+
+    files, needs, vissl = [], {}, False
+    for name in names:
+        data = read_config_file(name, overrides)
+        if NEEDS in data:
+            vissl = True
+            needs.update({key: (name, why) for key, why in data.pop(NEEDS).items()})
+        files.append((name, typed(data, f"config {name!r}", keys)))
+    if overrides and not vissl:
+        raise UsageError(f"unknown argument {overrides[0]!r}: VISSL's override of a VISSL file's key, and no -c "
+                         "file is one (vitfast's own: --set key=value)")
+    return files, needs
 
 
 def check_config(config, origin, keys=None):

@@ -1,6 +1,7 @@
 """myrtle-vision's JSON training configs (train_configs/*.json), read as vitfast configs, so
-`python -m vitfast.train -c train_configs/vit_tiny.json` works. Keys with no vitfast meaning are
-reported, never silently dropped."""
+`python -m vitfast.train -c train_configs/vit_tiny.json` works. Keys with no vitfast meaning are never
+silently dropped: one that would make the run another experiment (SAM, lr noise, a cooldown, pretrained
+weights we cannot find) refuses the file in one line; one that only changes how it runs is warned."""
 import json
 import os
 import warnings
@@ -13,9 +14,13 @@ _TRAIN = {"output_directory": "output", "epochs": "epochs", "seed": "seed", "opt
           "clip_grad": "clip_grad", "momentum": "momentum", "weight_decay": "weight_decay", "scheduler": "sched",
           "lr": "lr", "warmup_lr": "warmup_lr", "min_lr": "min_lr", "warmup_epochs": "warmup_epochs",
           "decay_rate": "decay_rate", "iters_per_checkpoint": "save_every"}
-_IGNORED = {"drop_last_batch", "opt_eps", "lr_noise", "lr_noise_pct", "lr_noise_std", "decay_epochs",
-            "cooldown_epochs", "patience_epochs", "distributed", "sam", "sam_rho", "iters_per_val",
-            "pretrained_backbone"}
+# what would change the experiment (vitfast has no SAM, lr noise or cooldown; the backbone's weights: give
+# --init-checkpoint), and what only changes how it runs
+_NOISE = "vitfast's schedules have no noise"
+_REFUSED = {"lr_noise": _NOISE, "lr_noise_pct": _NOISE, "lr_noise_std": _NOISE, "sam": "vitfast has no SAM",
+            "sam_rho": "vitfast has no SAM", "cooldown_epochs": "vitfast's schedules end at --epochs, with no cooldown",
+            "pretrained_backbone": "give the weights' file as --init-checkpoint"}
+_HOW_IT_RUNS = {"distributed", "iters_per_val", "drop_last_batch"}
 
 
 def is_myrtle_config(data):
@@ -35,7 +40,17 @@ def translate_myrtle(data, config_dir=".", source="myrtle config"):
 
 def _translate(data, config_dir):
     t, v = data["train_config"], data["vit_config"]
-    out, ignored = {}, sorted(k for k in t if k in _IGNORED and t[k] not in (None, False, ""))
+    given = sorted(k for k in t if t[k] not in (None, False, "", 0))
+    refused = [f"{k} {t[k]} ({_REFUSED[k]})" for k in given if k in _REFUSED]
+    if t.get("opt_eps") not in (None, 1e-8):
+        refused.append(f"opt_eps {t['opt_eps']} (vitfast's optimizers use 1e-8)")
+    if t.get("scheduler") == "step" and t.get("decay_epochs"):
+        refused.append(f"decay_epochs {t['decay_epochs']} (a step schedule: give --decay-milestones, fractions of "
+                       "the run)")
+    if refused:
+        raise UsageError(f"myrtle-vision config asks for what vitfast does not do, so the run would be another "
+                         f"experiment: {'; '.join(refused)}")
+    out, ignored = {}, [k for k in given if k in _HOW_IT_RUNS]
     for key, ours in _TRAIN.items():
         if t.get(key) is not None:
             out[ours] = t[key]
@@ -74,7 +89,8 @@ def _translate(data, config_dir):
             with open(path) as f:
                 data_cfg = json.load(f)
         else:
-            ignored.append(f"data_config_path={data['data_config_path']} (not found: pass --data)")
+            raise UsageError(f"myrtle-vision config: its data_config_path {data['data_config_path']} is not found; "
+                             "give its dataset as --data paths:DIR")
     if data_cfg:
         out["data"] = f"paths:{data_cfg['dataset_path']}"
         if data_cfg.get("mixup"):
@@ -83,5 +99,6 @@ def _translate(data, config_dir):
         if norm:
             out["mean"], out["std"] = list(norm["Mean"]), list(norm["Std"])
     if ignored:
-        warnings.warn(f"myrtle-vision config: no vitfast equivalent for {', '.join(ignored)}; ignored", stacklevel=2)
+        warnings.warn(f"myrtle-vision config: {', '.join(ignored)}: how myrtle-vision runs, which vitfast's torchrun, "
+                      "--eval-every and batches decide; not read", stacklevel=2)
     return out
