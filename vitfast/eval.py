@@ -118,6 +118,10 @@ def load_model(args):
     if args.checkpoint:
         weights = "ema" if args.ema else "raw" if args.raw else "reported"
         model, info = model_from_file(args.checkpoint, "--checkpoint", weights=weights)
+        if info["path"] != args.checkpoint:  # a run's folder: its model
+            name = os.path.basename(info["path"])
+            unfinished = "" if name == "model.safetensors" else " (no model.safetensors: the run is not finished)"
+            print(f"--checkpoint {args.checkpoint}: the run's {name}{unfinished}")
         return model, info["config"], info["weights"]
     features = args.knn or args.linear_probe  # scored by its features: a classifier in the file is not needed
     kwargs = dict(args.model_kwargs)

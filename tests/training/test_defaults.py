@@ -1,6 +1,7 @@
 """Defaults that do not move (issue 62, item 4), through the real command line: naming the default model or
 data leaves the recipe as it was, --help states what a plain run uses, and warmup has one unit per flag."""
 import os
+import json
 import subprocess
 import sys
 
@@ -109,3 +110,22 @@ def test_an_earlier_release_run_config_reads_in_todays_keys():
         {"epochs": 10, "steps": None, "warmup_epochs": 5, "warmup_steps": None}
     assert upgraded({"warmup": 20.0, "epochs": None, "steps": 300}) == \
         {"epochs": None, "steps": 300, "warmup_epochs": None, "warmup_steps": 20}
+
+
+def test_an_ssl_runs_header_says_whose_each_default_is(tmp_path):
+    """DINO's warmup and rates are --ssl dino's, not the model's; its post-training table is off, and why;
+    the parameter count says what it counts (issue 97, item 5)."""
+    proc = train(["--ssl", "dino", "--steps", "1", "--output", "run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("vit_pico_patch4_32: 0.46M parameters (the backbone; the method's heads are extra)")
+               for line in lines), lines[:6]
+    assert "--ssl dino's own defaults: --lr 0.0005, --warmup-epochs 10.0, --lr-base-size 256, --weight-decay 0.04, " \
+           "--weight-decay-end 0.4, --clip-grad 3.0, --min-lr 1e-06, --ptq-report '' (a flag or config key overrides " \
+           "each)" in lines
+    assert not any(line.startswith("vit_pico_patch4_32's own defaults") and "warmup" in line for line in lines)
+    assert "warmup: none: --ssl dino's default --warmup-epochs 10 (= 780 steps) is at or past the run's 1 step" in lines
+    assert "post-training table: off, --ssl dino's default (each format would extract the k-NN memory bank's " \
+           "features again); --ptq-report fp16_32,bf16 asks for it" in lines
+    assert "last layer frozen 78 steps (all of the run's 1" in proc.stdout and " 1 steps" not in proc.stdout
+    assert "ptq" not in json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -149,3 +149,29 @@ def test_data_of_one_class_is_refused_before_anything_is_written(tmp_path, monke
     assert str(e.value) == (f"--data folder:{tmp_path / 'one'}: its training split has one class (cat), and every "
                             f"prediction would be right: {why}")
     assert not (tmp_path / "run").exists()
+
+
+def test_train_seconds_and_the_rates_count_training_alone(tmp_path, monkeypatch):
+    """A validation after every step (2,000 images 4 at a time: most of the run's time): summary.json's
+    train_seconds and images/s, and each log line's rate, leave it out (issue 97, item 5)."""
+    monkeypatch.chdir(tmp_path)
+    summary = train_main(TINY + ["--steps", "4", "--eval-every-steps", "1", "--eval-batch-size", "4", "--log-every", "1",
+                                 "--output", "run", "--quiet"])
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    validating = sum(r["count"] / r["images_per_second"] for r in records if r["kind"] == "val")
+    wall = max(r["time"] for r in records)
+    assert 0 < summary["train_seconds"] < wall - 0.5 * validating, (summary["train_seconds"], wall, validating)
+    rates = [r["images_per_second"] for r in records if r["kind"] == "train"]
+    assert min(rates[1:]) > 0.3 * rates[0], rates  # the lines after a validation: its seconds not in their interval
+
+
+def test_eval_of_a_run_folder_evaluates_the_runs_model(folder_run, tmp_path):
+    root, _ = folder_run
+    done = cli("vitfast.eval", ["--checkpoint", "run", "--quant", "fp32"], root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("--checkpoint run: the run's model.safetensors\n"), done.stdout[:300]
+    (tmp_path / "empty").mkdir()
+    done = cli("vitfast.eval", ["--checkpoint", "empty"], tmp_path)
+    assert done.returncode == 2 and done.stderr == ("vitfast.eval: --checkpoint: empty is a folder with no vitfast run "
+                                                    "in it (a run's folder holds model.safetensors or "
+                                                    "checkpoint-last.pt)\n"), done.stderr

@@ -31,12 +31,13 @@ class Loop:
         self.state, self.checkpointer, self.validator, self.stop = state, checkpointer, validator, stop
         self.stop_reason = None
         self.loss = None  # the last micro-batch's loss (a tensor on the device: read at log steps)
-        self.last_log = None  # (time, images) at the previous log line: each line reports its interval's rate
+        self.last_log = None  # (time, images, seconds validating) at the previous log line: each line reports
+        # its interval's training rate
 
     def run(self, pending_val=False):
         """Train to the schedule's end or a stop; the stop's reason (None: the end)."""
         state, total = self.state, self.schedule.total_steps
-        self.last_log = (state.started, 0)
+        self.last_log = (state.started, 0, state.validating)
         if pending_val:
             self.validator.run()
         while state.step < total and self.stop_reason is None:
@@ -129,9 +130,10 @@ class Loop:
         state, total = self.state, self.schedule.total_steps
         self.checkpointer.check_loss()
         loss, now = self.loss.item(), time.perf_counter()  # the GPU has caught up: rates are true
-        elapsed = now - state.started
+        elapsed, (then, seen, validating) = now - state.started, self.last_log
+        training = now - then - (state.validating - validating)  # the interval's seconds, less its validations
         self.log.log({"step": state.step, "epoch": state.epoch, "loss": loss,
                       "lr": self.optimization.optimizer.param_groups[0]["lr"],
-                      "images_per_second": (state.seen - self.last_log[1]) / max(now - self.last_log[0], 1e-9),
+                      "images_per_second": (state.seen - seen) / max(training, 1e-9),
                       "eta_s": elapsed / max(state.step - state.first_step, 1) * (total - state.step)})
-        self.last_log = (now, state.seen)
+        self.last_log = (now, state.seen, state.validating)

@@ -39,6 +39,7 @@ class Schedule:
         if key in origin:
             raise UsageError(f"{config_lib.origin_of(origin)(key)} {too_long}: give a shorter warmup, or "
                              f"{config_lib.flag_of(key)} 0 for none")
-        owner = cfg["model"] if key in config_lib.MODEL_DEFAULTS.get(cfg["model"], {}) else \
-            f"--ssl {cfg['ssl']}" if key in config_lib.method_defaults(cfg["ssl"]) else "the"
+        # the method's defaults are layered over the model's (config.own_defaults): theirs first
+        owner = f"--ssl {cfg['ssl']}" if key in config_lib.method_defaults(cfg["ssl"]) else \
+            cfg["model"] if key in config_lib.MODEL_DEFAULTS.get(cfg["model"], {}) else "the"
         return 0, f"none: {owner}'s default {config_lib.flag_of(key)} {too_long}".replace("the's", "the")

@@ -66,14 +66,30 @@ _BY_NAME = {"--checkpoint": "--model NAME --checkpoint-path FILE",
             "--teacher": "--teacher NAME --teacher-checkpoint FILE"}
 
 
+def run_file(path, argument):
+    """What to read for `path`: the path itself, or where a run's folder is given, the run's model
+    (model.safetensors, written when it finished), else its checkpoint-last (a run not finished)."""
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, STATE_FILE)):  # a file, or a sharded checkpoint
+        return path
+    from .rundir import last_checkpoint
+
+    model = os.path.join(path, "model.safetensors")
+    found = model if os.path.isfile(model) else last_checkpoint(path)
+    if found is None:
+        raise UsageError(f"{argument}: {path} is a folder with no vitfast run in it (a run's folder holds "
+                         "model.safetensors or checkpoint-last.pt)")
+    return found
+
+
 def model_from_file(path, argument, weights="reported"):
     """(model, info) rebuilt from a file that says how: a vitfast training checkpoint (its config) or a
-    .safetensors file written by save_checkpoint (its metadata). info: architecture, model_kwargs (with
-    num_classes and img_size), the training config ({} when the file records none: a .safetensors file
-    saved without one) and weights, which of the run's these are (None: not said). weights: which to
-    take of a run's file, vitfast.models.checkpoint.RUN_WEIGHTS."""
+    .safetensors file written by save_checkpoint (its metadata); a run's folder reads its model (run_file).
+    info: architecture, model_kwargs (with num_classes and img_size), the training config ({} when the file
+    records none: a .safetensors file saved without one), weights, which of the run's these are (None: not
+    said), and path, the file read. weights: which to take of a run's file, vitfast.models.checkpoint.RUN_WEIGHTS."""
     import vitfast
 
+    path = run_file(path, argument)
     if str(path).endswith(".safetensors"):
         if not os.path.isfile(path):
             raise UsageError(f"{argument}: no file at {path!r}")
@@ -121,4 +137,4 @@ def model_from_file(path, argument, weights="reported"):
         model.load_state_dict(state_dict)
     except (ValueError, TypeError, RuntimeError) as e:
         raise UsageError(f"{argument}: {path!r} does not rebuild as {name} ({one_line(e)})") from e
-    return model, {"architecture": name, "model_kwargs": kwargs, "config": config, "weights": which}
+    return model, {"architecture": name, "model_kwargs": kwargs, "config": config, "weights": which, "path": path}

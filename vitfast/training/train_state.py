@@ -18,6 +18,7 @@ class TrainState:
     seconds_before: float = 0.0
     seen: int = 0  # images trained on by this process's part of the run (all ranks)
     started: float = 0.0  # time.perf_counter() at begin()
+    validating: float = 0.0  # seconds of this process's part spent validating, not training
     first_step: int = 0  # the step begin() found
 
     @classmethod
@@ -37,7 +38,8 @@ class TrainState:
 
     @property
     def train_seconds(self):
-        return self.seconds_before + time.perf_counter() - self.started
+        """Seconds of training, validation not counted (summary.json's, and images/s over them)."""
+        return self.seconds_before + time.perf_counter() - self.started - self.validating
 
     def entries(self):
         """What a checkpoint records of the run's place, by the keys it has always had."""

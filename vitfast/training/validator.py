@@ -2,6 +2,8 @@
 checkpoints written with it. A validation stopped by Ctrl-C or a signal (in one process) is pending: the
 checkpoint saved then holds the random state it started from (a DataLoader draws its seed from it), and
 the resumed run repeats it first."""
+import time
+
 from .config.run import RunOptions
 from .state import rng_state
 
@@ -33,11 +35,12 @@ class Validator:
         return due and self.last_step != state.step  # not twice at one step (--eval-every-steps)
 
     def run(self):
-        state = self.state
+        state, start = self.state, time.perf_counter()
         self.rng_before, self.last_step = rng_state(), state.step
         self.stop.safe = True  # no training state moves while validating: one process can stop here at once
         state.val = self.method.validate(self.loader, self.dist.device, self.amp_dtype, self.dist, desc="validation",
                                          model=self.parallel.plain(self.method.reported))
+        state.validating += time.perf_counter() - start  # before the checkpoint records train_seconds
         self.stop.safe = False  # (left set when the validation fails: the run's guard reads it)
         self.log.log({"step": state.step, "epoch": state.epoch, **state.val}, kind="val")
         improved = state.val["acc1"] > state.best["acc1"]

@@ -64,7 +64,10 @@ def origin_of(origins):
 
 
 def show(value):
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    """A value as it is given on the command line (an empty list as '')."""
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "''"
+    return str(value)
 
 
 def as_flags(config, keys):

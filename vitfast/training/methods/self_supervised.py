@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 import vitfast
-from ...cli import UsageError
+from ...cli import UsageError, plural
 from ...data.multicrop import MultiCrop, plan_crops
 from ..config.component import Component, option
 from ..config.files import recorded
@@ -119,8 +119,9 @@ class SelfSupervised(Method):
 
     Options = None
     # DINO's recipe for ViT-S/16 (main_dino.py and its README), under config files and flags
+    # no post-training table unless asked: each format would extract the k-NN memory bank's features again
     defaults = dict(lr=5e-4, lr_base_size=256, weight_decay=0.04, weight_decay_end=0.4, clip_grad=3.0,
-                    warmup_epochs=10.0, min_lr=1e-6, smoothing=0.0, epochs=100)
+                    warmup_epochs=10.0, min_lr=1e-6, smoothing=0.0, epochs=100, ptq_report=[])
     default_sizes = (1.0, 96 / 224)
     default_scales = ([0.4, 1.0], [0.05, 0.4])
     default_crops = (2, 8)
@@ -181,7 +182,7 @@ class SelfSupervised(Method):
     def steps(self, n):
         """n steps as the header says them, with a warning where they outlast the run."""
         total = self.run.total_steps
-        return f"{n} steps" + (f" (all of the run's {total}: its schedule is cut short)" if n >= total > 0 else "")
+        return plural(n, "step") + (f" (all of the run's {total}: its schedule is cut short)" if n >= total > 0 else "")
 
     def setup(self, backbone, run):
         """(the module the optimizer trains, what the header says of the method's own settings)."""
