@@ -152,17 +152,18 @@ def test_data_of_one_class_is_refused_before_anything_is_written(tmp_path, monke
 
 
 def test_train_seconds_and_the_rates_count_training_alone(tmp_path, monkeypatch):
-    """A validation after every step (2,000 images 4 at a time: most of the run's time): summary.json's
-    train_seconds and images/s, and each log line's rate, leave it out (issue 97, item 5)."""
+    """Validations at steps 2 and 4 (2,000 images 2 at a time: most of the run's time): summary.json's
+    train_seconds and images/s, and the rate of the log line after a validation, leave them out (issue 97,
+    item 5). Counted in, that line's rate would be some 50 times lower than the first's."""
     monkeypatch.chdir(tmp_path)
-    summary = train_main(TINY + ["--steps", "4", "--eval-every-steps", "1", "--eval-batch-size", "4", "--log-every", "1",
+    summary = train_main(TINY + ["--steps", "4", "--eval-every-steps", "2", "--eval-batch-size", "2", "--log-every", "1",
                                  "--output", "run", "--quiet"])
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     validating = sum(r["count"] / r["images_per_second"] for r in records if r["kind"] == "val")
     wall = max(r["time"] for r in records)
     assert 0 < summary["train_seconds"] < wall - 0.5 * validating, (summary["train_seconds"], wall, validating)
     rates = [r["images_per_second"] for r in records if r["kind"] == "train"]
-    assert min(rates[1:]) > 0.3 * rates[0], rates  # the lines after a validation: its seconds not in their interval
+    assert rates[2] > 0.2 * rates[0], rates  # step 3's interval holds step 2's validation
 
 
 def test_eval_of_a_run_folder_evaluates_the_runs_model(folder_run, tmp_path):
@@ -175,3 +176,25 @@ def test_eval_of_a_run_folder_evaluates_the_runs_model(folder_run, tmp_path):
     assert done.returncode == 2 and done.stderr == ("vitfast.eval: --checkpoint: empty is a folder with no vitfast run "
                                                     "in it (a run's folder holds model.safetensors or "
                                                     "checkpoint-last.pt)\n"), done.stderr
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--betas", "0.9"], "--betas must be two numbers beta1,beta2 in [0, 1), got 0.9"),
+    (["--scale", "1.2,0.5"], "--scale must be in (0, 1], got 1.2,0.5"),
+    (["--mean", "0.5,0.5"], "--mean must be three numbers (one per RGB channel), got 0.5,0.5"),
+    (["--ssl", "dino", "--num-crops", "0,8"], "--num-crops must be >= 1, got 0,8"),
+    (["--ssl", "dino", "--size-crops", "32"], "--size-crops 32: one entry per crop group, and there are 2 "
+                                              "(--num-crops 2,8, --ssl dino's default)"),
+    (["--ssl", "dino", "--crop-scales", "0.4,1"], "--crop-scales 0.4,1.0: one entry per crop group, and there are 2 "
+                                                  "(--num-crops 2,8, --ssl dino's default)"),
+    (["--ssl", "dino", "--total-num-crops", "5"], "--total-num-crops 5 is not the sum of --num-crops 2,8, --ssl "
+                                                  "dino's default"),
+])
+def test_a_refusal_shows_values_as_they_are_given_and_names_only_what_the_user_gave(args, said):
+    """No Python lists ([2, 8]) in a refusal, and a value the user did not give is said to be a default
+    (issue 97, item 5)."""
+    from vitfast.training.config import resolve
+
+    with pytest.raises(UsageError) as e:
+        resolve(args)
+    assert str(e.value) == said

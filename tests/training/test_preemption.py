@@ -108,12 +108,13 @@ RANKED = TINY + ["--data", "builtin", "--steps", "40", "--eval-every-steps", "20
     (False, signal.SIGINT, "launcher", "  step 5  "),  # Ctrl-C at the terminal: torchrun passes it on
     (False, signal.SIGTERM, "launcher", "validation ("),  # in a validation: the ranks finish it, stop after it
     (True, signal.SIGTERM, "rank1", "  step 5  "),  # one rank alone: the other stops at the same step
-], ids=["ddp-ctrl-c", "ddp-in-validation", "fsdp-one-rank-max-restarts"])
+    (True, signal.SIGUSR1, "launcher", "validation ("),  # sharded, in a validation (torchrun told of SIGUSR1)
+], ids=["ddp-ctrl-c", "ddp-in-validation", "fsdp-one-rank-max-restarts", "fsdp-in-validation-sigusr1"])
 def test_under_torchrun_every_rank_stops_at_one_step_and_resume_auto_finishes_it(tmp_path, sharded, signum, target,
                                                                                   after):
     """With one rank alone signalled, torchrun sees its ranks exit and restarts them (--max-restarts): the same
     command, with --resume auto, continues the run to its end in the same torchrun."""
-    port = 29800 + 10 * int(sharded) + signum
+    port = 29800 + 40 * int(sharded) + signum
     args = RANKED + (["--fsdp"] if sharded else [])
     last = "checkpoint-last" + (".dcp" if sharded else ".pt")
     straight = run(torchrun(port), args + ["--output", "straight"], tmp_path)
@@ -122,9 +123,11 @@ def test_under_torchrun_every_rank_stops_at_one_step_and_resume_auto_finishes_it
     launch = torchrun(port + 1)
     if restarts:
         launch = launch[:-2] + ["--max-restarts", "1", "-m", "vitfast.train"]
+    elif signum == signal.SIGUSR1:  # torchrun passes on SIGUSR1 only when told to (the README's SLURM example)
+        launch = launch[:-2] + ["--signals-to-handle", "SIGTERM,SIGINT,SIGUSR1", "-m", "vitfast.train"]
     code, out, err = stopped(launch, args + ["--output", "run"] + (["--resume", "auto"] if restarts else []), tmp_path,
                              after, signum, target)
-    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     said = re.search(rf"{name}: stopped at step (\d+) of 40; run/{last} holds it", out)
     assert said, (out[-2000:], err[-3000:])
     at = int(said[1])

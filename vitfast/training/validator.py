@@ -46,7 +46,9 @@ class Validator:
         improved = state.val["acc1"] > state.best["acc1"]
         if improved:
             state.best = {"acc1": state.val["acc1"], "step": state.step}
+        saving = time.perf_counter()
         self.checkpointer.validated(state.val["acc1"], improved)
+        state.validating += time.perf_counter() - saving  # its checkpoints, after they recorded the seconds before
 
     def save_pending(self):
         """A stop ended the validation: checkpoint-last, to resume with it, from where it started."""

@@ -3,6 +3,7 @@ from dataclasses import dataclass
 
 from ...cli import UsageError, blame, nearest
 from .component import Component, option
+from .flags import show
 from .kinds import FRACTION, NON_NEGATIVE, OPEN_UNIT, POSITIVE, PROBABILITY, AT_LEAST_1
 
 DATA_KINDS = ("builtin", "cifar10", "cifar100", "folder", "paths")
@@ -34,7 +35,8 @@ class DataOptions(Component):
     def check(self, config, where):
         for key in ("mean", "std"):
             if getattr(self, key) is not None and len(getattr(self, key)) != 3:
-                raise UsageError(f"{where(key)} must be three numbers (one per RGB channel), got {getattr(self, key)}")
+                raise UsageError(f"{where(key)} must be three numbers (one per RGB channel), got "
+                                 f"{show(getattr(self, key))}")
         # the spec's syntax here; whether the dataset is there is checked when it is opened
         kind, _, root = str(self.data).partition(":")
         if kind.lower() not in DATA_KINDS:
@@ -61,7 +63,7 @@ class AugmentOptions(Component):
 
     def check(self, config, where):
         if len(self.scale) != 2 or self.scale[0] > self.scale[1]:
-            raise UsageError(f"{where('scale')} must be two numbers lo,hi with 0 < lo <= hi <= 1, got {self.scale}")
+            raise UsageError(f"{where('scale')} must be two numbers lo,hi with 0 < lo <= hi <= 1, got {show(self.scale)}")
         if config["data_on_device"] and self.color_jitter:
             raise UsageError(f"{where('data_on_device')} has no colour jitter; {where('color_jitter')} needs the host "
                              "pipeline: drop one or the other (RandAugment, --aa rand-..., runs on the device)")

@@ -64,9 +64,9 @@ def origin_of(origins):
 
 
 def show(value):
-    """A value as it is given on the command line (an empty list as '')."""
-    if isinstance(value, list):
-        return ",".join(map(str, value)) or "''"
+    """A value as it is given on the command line: lists (of pairs too) comma-separated, an empty one as ''."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(show(v) for v in value) or "''"
     return str(value)
 
 

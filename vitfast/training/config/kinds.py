@@ -6,6 +6,7 @@ import re
 import yaml
 
 from ...cli import UsageError, nearest
+from .flags import show
 
 
 class Range:
@@ -111,7 +112,7 @@ def check_value(key, value, check, where):
         return
     for v in value if isinstance(value, list) else [value]:
         if v not in check:
-            raise UsageError(f"{where} must be {check}, got {value!r}")
+            raise UsageError(f"{where} must be {check}, got {show(value)}")
 
 
 def split_top_level(text):

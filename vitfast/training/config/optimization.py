@@ -3,6 +3,7 @@ from dataclasses import dataclass
 
 from ...cli import UsageError, blame
 from .component import Component, option
+from .flags import show
 from .kinds import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 
 
@@ -28,7 +29,7 @@ class OptimOptions(Component):
             raise UsageError(f"batch_size ({config['batch_size']}) must be divisible by grad_accum_steps "
                              f"({self.grad_accum_steps})")
         if len(self.betas) != 2:
-            raise UsageError(f"{where('betas')} must be two numbers beta1,beta2 in [0, 1), got {self.betas}")
+            raise UsageError(f"{where('betas')} must be two numbers beta1,beta2 in [0, 1), got {show(self.betas)}")
 
 
 _RESUMED = ("--resume (it lengthens a run that exists)", lambda c: c["resume"])
@@ -68,7 +69,7 @@ class ScheduleOptions(Component):
                 raise UsageError(f"give --{a.replace('_', '-')} or --{b.replace('_', '-')}, not both")
         if self.decay_milestones != sorted(self.decay_milestones):
             raise UsageError(f"{where('decay_milestones')} must be increasing fractions of training, "
-                             f"got {self.decay_milestones}")
+                             f"got {show(self.decay_milestones)}")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from ...cli import UsageError, plural
 from ...data.multicrop import MultiCrop, plan_crops
 from ..config.component import Component, option
 from ..config.files import recorded
-from ..config.flags import as_flags
+from ..config.flags import as_flags, flag_of, show
 from ..config.kinds import AT_LEAST_1, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..config.model import creation_kwargs
 from ..knn import extract_features, knn_accuracy
@@ -96,19 +96,23 @@ class SSLOptions(Component):
             if config[key]:  # all off by default under --ssl (the methods' defaults turn smoothing off)
                 raise UsageError(f"{where(key)}: {what} is for supervised training; --ssl {self.ssl} trains without "
                                  "labels: remove it")
-        groups = [g for g in (self.num_crops, self.size_crops, self.crop_scales) if g is not None]
-        if len({len(g) for g in groups}) > 1:
-            raise UsageError(f"{where('num_crops')} {self.num_crops}, {where('size_crops')} {self.size_crops} and "
-                             f"{where('crop_scales')} {self.crop_scales} must have one entry per crop group")
+        crops = self.num_crops or list(SSL_METHODS[self.ssl].default_crops)
+        told = f"{where('num_crops')} {show(crops)}" if self.num_crops else \
+            f"--num-crops {show(crops)}, --ssl {self.ssl}'s default"
+        for key in ("size_crops", "crop_scales"):  # the user's values only, said as given
+            value = getattr(self, key)
+            if value is not None and len(value) != len(crops):
+                raise UsageError(f"{where(key)} {show(value)}: one entry per crop group, and there are "
+                                 f"{len(crops)} ({told})")
+            if value is None and len(crops) > 2:  # the defaults describe a global group and a local one
+                raise UsageError(f"{told}: {plural(len(crops), 'crop group')}; the default {flag_of(key)} has one "
+                                 f"entry for the global crops and one for the local: give {flag_of(key)}")
         jitter = self.crop_color_jitter
         if jitter is not None and (len(jitter) != 4 or jitter[3] > 0.5):
             raise UsageError(f"{where('crop_color_jitter')} {','.join(f'{v:g}' for v in jitter)}: four strengths, "
                              "brightness,contrast,saturation,hue, the hue at most 0.5")
-        if self.total_num_crops is not None:
-            num_crops = list(self.num_crops or SSL_METHODS[self.ssl].default_crops)
-            if sum(num_crops) != self.total_num_crops:
-                raise UsageError(f"{where('total_num_crops')} {self.total_num_crops} is not the sum of "
-                                 f"{where('num_crops')} {num_crops}")
+        if self.total_num_crops is not None and sum(crops) != self.total_num_crops:
+            raise UsageError(f"{where('total_num_crops')} {self.total_num_crops} is not the sum of {told}")
 
 
 class SelfSupervised(Method):
