@@ -119,6 +119,13 @@ def test_what_a_myrtle_config_asks_that_vitfast_does_not_do_is_refused_or_warned
     conf.write_text(json.dumps(base))
     with pytest.warns(UserWarning, match=r"^myrtle-vision config: distributed: how myrtle-vision runs"):
         assert resolve(["-c", str(conf)])["epochs"] == 3
+    base["data_config_path"] = "data_configs/resisc45.json"  # not beside it: its data must come from --data
+    del base["train_config"]["distributed"]
+    conf.write_text(json.dumps(base))
+    with pytest.raises(ConfigError, match=r"^config '.*m.json': its data_config_path data_configs/resisc45.json is "
+                                          r"not found; give --data$"):
+        resolve(["-c", str(conf)])
+    assert resolve(["-c", str(conf), "--data", "builtin"])["data"] == "builtin"
 
 
 def write_folder(root, classes=("cat", "dog"), per_class=20, size=24, corrupt=None):

@@ -332,7 +332,7 @@ def test_what_needs_a_flag_is_taken_from_the_flag(tmp_path, small_builtin):
                            "reads image folders, VISSL's disk_folder); give --data")):
         with pytest.raises(UsageError) as e:
             resolve(["-c", path, override])
-        assert str(e.value).endswith(why), str(e.value)
+        assert str(e.value).endswith(why) and str(e.value).startswith(f"config {path!r}: "), str(e.value)
         assert resolve(["-c", path, override, "--data", "builtin"])["data"] == "builtin"
 
 

@@ -8,7 +8,7 @@ import sys
 import yaml
 
 from ...cli import ArgumentParser, UsageError
-from ..importers.vissl import NEEDS, OVERRIDE
+from ..importers.vissl import NEEDS, OVERRIDE, VISSL
 from .command_line import add_flags, default_note, parse_flags, refuse_unneeded
 from .flags import flag_of, show, unknown_flag, unknown_key
 from .kinds import check_value, coerce, load_yaml, parse_text
@@ -122,23 +122,22 @@ def resolve(argv=None, origins=None):
         config, origin = _layers(args, files, own, keys)
     for key, (name, why) in needs.items():
         if key not in origin:  # no flag, --set or other file gave it
-            raise UsageError(f"VISSL config {name!r}: {why}; give {flag_of(key)}")
+            raise UsageError(f"config {name!r}: {why}; give {flag_of(key)}")
     if origins is not None:
         origins.update(origin)
     return check_config(config, origin, keys)
 
 
 def _read_files(names, overrides, keys):
-    """[(name, its typed keys)] of the -c files, and {key: (file, why)} of what a VISSL file asks that a flag
-    must replace; overrides: VISSL's config.KEY=value arguments, applied to every VISSL file."""
+    """[(name, its typed keys)] of the -c files, and {key: (file, why)} of what a VISSL or myrtle-vision file
+    asks that a flag must replace; overrides: VISSL's config.KEY=value arguments, applied to every VISSL file."""
     from .files import read_config_file
 
     files, needs, vissl = [], {}, False
     for name in names:
         data = read_config_file(name, overrides)
-        if NEEDS in data:
-            vissl = True
-            needs.update({key: (name, why) for key, why in data.pop(NEEDS).items()})
+        vissl = data.pop(VISSL, False) or vissl
+        needs.update({key: (name, why) for key, why in data.pop(NEEDS, {}).items()})
         files.append((name, typed(data, f"config {name!r}", keys)))
     if overrides and not vissl:
         raise UsageError(f"unknown argument {overrides[0]!r}: VISSL's override of a VISSL file's key, and no -c "

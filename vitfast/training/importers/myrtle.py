@@ -7,6 +7,7 @@ import os
 import warnings
 
 from ...cli import UsageError
+from .vissl import NEEDS
 
 _SIZES = {192: "tiny", 384: "small", 768: "base"}
 # train_config key -> vitfast key
@@ -89,8 +90,7 @@ def _translate(data, config_dir):
             with open(path) as f:
                 data_cfg = json.load(f)
         else:
-            raise UsageError(f"myrtle-vision config: its data_config_path {data['data_config_path']} is not found; "
-                             "give its dataset as --data paths:DIR")
+            out[NEEDS] = {"data": f"its data_config_path {data['data_config_path']} is not found"}
     if data_cfg:
         out["data"] = f"paths:{data_cfg['dataset_path']}"
         if data_cfg.get("mixup"):

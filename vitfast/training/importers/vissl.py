@@ -16,12 +16,15 @@ import os
 import re
 import warnings
 
+import yaml
+
 from ...cli import UsageError
 from ..config.kinds import load_yaml
 
-__all__ = ["NEEDS", "OVERRIDE", "is_vissl_config", "translate_vissl"]
+__all__ = ["NEEDS", "OVERRIDE", "VISSL", "is_vissl_config", "translate_vissl"]
 
 NEEDS = "__needs__"  # {key: why}: what the file asks that only a flag or --set of that key can replace
+VISSL = "__vissl__"  # marks a VISSL file's keys: VISSL's overrides applied to it
 OVERRIDE = re.compile(r"^\+?config(\.[A-Za-z_]\w*)+=")  # VISSL's (Hydra's) config.KEY.SUB=value
 
 _SIZES = {192: "tiny", 384: "small", 768: "base", 1024: "large"}
@@ -60,7 +63,7 @@ def translate_vissl(data, source="VISSL config", overrides=()):
         warnings.warn(text, stacklevel=2)
     if device:  # asked on the command line (a file's own DEVICE is VISSL's default, gpu, even on a CPU)
         out["device"] = "cpu" if root["MACHINE"]["DEVICE"] == "cpu" else "cuda"
-    out[NEEDS] = needs  # (also what tells a VISSL file's keys from others')
+    out[NEEDS], out[VISSL] = needs, True
     return out
 
 
@@ -74,7 +77,10 @@ def _override(root, text, source):
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise UsageError(f"{text}: {'.'.join(keys[:keys.index(key) + 1])} in {source} is not a section")
-    node[keys[-1]] = load_yaml(value) if value.strip() else None
+    try:
+        node[keys[-1]] = load_yaml(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise UsageError(f"{text}: its value cannot be read as YAML") from None
     section = keys[0]
     if section == "DISTRIBUTED" and keys[-1] in ("NUM_NODES", "NUM_PROC_PER_NODE"):
         return (f"{text}: the global batch is DATA.TRAIN.BATCHSIZE_PER_REPLICA x NUM_NODES x NUM_PROC_PER_NODE, "
