@@ -154,7 +154,8 @@ def test_data_of_one_class_is_refused_before_anything_is_written(tmp_path, monke
 def test_train_seconds_and_the_rates_count_training_alone(tmp_path, monkeypatch):
     """Validations at steps 2 and 4 (2,000 images 2 at a time: most of the run's time): summary.json's
     train_seconds and images/s, and the rate of the log line after a validation, leave them out (issue 97,
-    item 5). Counted in, that line's rate would be some 50 times lower than the first's."""
+    item 5). The check compares rates within the one run, not against a time, so that a loaded machine
+    slows both sides alike."""
     monkeypatch.chdir(tmp_path)
     summary = train_main(TINY + ["--steps", "4", "--eval-every-steps", "2", "--eval-batch-size", "2", "--log-every", "1",
                                  "--output", "run", "--quiet"])
@@ -162,8 +163,10 @@ def test_train_seconds_and_the_rates_count_training_alone(tmp_path, monkeypatch)
     validating = sum(r["count"] / r["images_per_second"] for r in records if r["kind"] == "val")
     wall = max(r["time"] for r in records)
     assert 0 < summary["train_seconds"] < wall - 0.5 * validating, (summary["train_seconds"], wall, validating)
-    rates = [r["images_per_second"] for r in records if r["kind"] == "train"]
-    assert rates[2] > 0.2 * rates[0], rates  # step 3's interval holds step 2's validation
+    train = [r for r in records if r["kind"] == "train"]
+    # step 3's interval holds step 2's validation: its rate counted over the whole interval would be this
+    counted_in = 32 / (train[2]["time"] - train[1]["time"])
+    assert train[2]["images_per_second"] > 3 * counted_in, (train, counted_in)
 
 
 def test_eval_of_a_run_folder_evaluates_the_runs_model(folder_run, tmp_path):

@@ -25,6 +25,7 @@ class Checkpointer:
         self.record, self.total_steps, self.state, self.watch = record, total_steps, state, watch
         self.layout = checkpoint_layout(cfg, dist, say)
         self.last, self.best = (self.path(name) for name in ("last", "best"))
+        self.last_step = None  # the step checkpoint-last holds, once this process wrote it
 
     def path(self, name):
         return os.path.join(self.out, f"checkpoint-{name}{self.layout.suffix}")
@@ -60,6 +61,7 @@ class Checkpointer:
 
     def save_last(self, rng=None):
         self.save(self.last, rng)
+        self.last_step = self.state.step
 
     def validated(self, acc1, improved):
         """After a validation scoring acc1 (improved: the best so far): checkpoint-best, the kept ones, and

@@ -70,8 +70,9 @@ class Loop:
 
     def stop_here(self):
         """A stop asked from outside (Ctrl-C, SIGTERM, ...; every rank agreed to it at this step's end): save
-        where the next run picks up, and stop."""
-        self.checkpointer.save_last()
+        where the next run picks up (unless a validation at this step just did), and stop."""
+        if self.checkpointer.last_step != self.state.step:
+            self.checkpointer.save_last()
         self.stop.saved = True
         raise KeyboardInterrupt
 

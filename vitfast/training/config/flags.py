@@ -79,7 +79,7 @@ def as_flags(config, keys):
         if isinstance(value, dict):
             value = ",".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, (list, tuple)):
-            value = ",".join(map(str, value))
+            value = show(value) if value else ""
         if value not in (None, ""):
             out += [flag_of(key), str(value)]
     return out

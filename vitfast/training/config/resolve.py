@@ -8,7 +8,8 @@ import sys
 import yaml
 
 from ...cli import ArgumentParser, UsageError
-from ..importers.vissl import NEEDS, OVERRIDE, VISSL
+from ..importers import NEEDS
+from ..importers.vissl import OVERRIDE, VISSL
 from .command_line import add_flags, default_note, parse_flags, refuse_unneeded
 from .flags import flag_of, show, unknown_flag, unknown_key
 from .kinds import check_value, coerce, load_yaml, parse_text

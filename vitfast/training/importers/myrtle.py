@@ -7,7 +7,7 @@ import os
 import warnings
 
 from ...cli import UsageError
-from .vissl import NEEDS
+from . import NEEDS, refuse
 
 _SIZES = {192: "tiny", 384: "small", 768: "base"}
 # train_config key -> vitfast key
@@ -48,9 +48,7 @@ def _translate(data, config_dir):
     if t.get("scheduler") == "step" and t.get("decay_epochs"):
         refused.append(f"decay_epochs {t['decay_epochs']} (a step schedule: give --decay-milestones, fractions of "
                        "the run)")
-    if refused:
-        raise UsageError(f"myrtle-vision config asks for what vitfast does not do, so the run would be another "
-                         f"experiment: {'; '.join(refused)}")
+    refuse("myrtle-vision config", refused)
     out, ignored = {}, [k for k in given if k in _HOW_IT_RUNS]
     for key, ours in _TRAIN.items():
         if t.get(key) is not None:

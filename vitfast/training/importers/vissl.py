@@ -20,10 +20,10 @@ import yaml
 
 from ...cli import UsageError
 from ..config.kinds import load_yaml
+from . import NEEDS, refuse
 
-__all__ = ["NEEDS", "OVERRIDE", "VISSL", "is_vissl_config", "translate_vissl"]
+__all__ = ["OVERRIDE", "VISSL", "is_vissl_config", "translate_vissl"]
 
-NEEDS = "__needs__"  # {key: why}: what the file asks that only a flag or --set of that key can replace
 VISSL = "__vissl__"  # marks a VISSL file's keys: VISSL's overrides applied to it
 OVERRIDE = re.compile(r"^\+?config(\.[A-Za-z_]\w*)+=")  # VISSL's (Hydra's) config.KEY.SUB=value
 
@@ -56,9 +56,7 @@ def translate_vissl(data, source="VISSL config", overrides=()):
         raise UsageError(f"{source}: missing field {e.args[0]!r}") from None
     except (TypeError, AttributeError, ValueError, IndexError) as e:
         raise UsageError(f"{source}: a field has the wrong type ({e})") from None
-    if refused:
-        raise UsageError(f"{source} asks for what vitfast does not do, so the run would be another experiment: "
-                         f"{'; '.join(refused)}")
+    refuse(source, refused)
     for text in filter(None, said):
         warnings.warn(text, stacklevel=2)
     if device:  # asked on the command line (a file's own DEVICE is VISSL's default, gpu, even on a CPU)
