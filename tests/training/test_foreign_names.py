@@ -28,7 +28,7 @@ def refusal(argv):
                                      "8 GPUs is --batch-size 512"),
     (["--optimizer", "lars"], "vitfast has no LARS"),
     (["--local_rank=0"], "vitfast reads torchrun's environment"),
-    (["--method", "dino"], "--ssl dino | swav"),
+    (["--method", "dino"], "--ssl dino | swav | mocov3"),
     (["--num_prototypes", "3000"], "--head-out-dim for DINO, --num-clusters for SwAV"),
 ])
 def test_dino_and_solo_learn_flags_are_answered_with_ours(argv, answer):

@@ -23,7 +23,8 @@ TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_
         "--batch-size", "32", "--ptq-report", "", "--num-crops", "2,2", "--log-every", "2", "--quiet"]
 METHOD = {"dino": ["--ssl", "dino", "--head-out-dim", "256"],
           "swav": ["--ssl", "swav", "--queue-length", "64", "--queue-start-epoch", "0", "--freeze-prototypes-epochs",
-                   "0"]}
+                   "0"],
+          "mocov3": ["--ssl", "mocov3", "--num-crops", "2", "--moco-mlp-dim", "64", "--moco-dim", "16"]}
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def assert_states_equal(a, b, close=False):
             assert torch.equal(ta[k], tb[k]), k
 
 
-@pytest.mark.parametrize("method", ["dino", "swav"])
+@pytest.mark.parametrize("method", ["dino", "swav", "mocov3"])
 def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny, method):
     args = tiny + METHOD[method] + ["--steps", "16", "--save-every", "2", "--deterministic", "--device", "cpu"]
     straight = subprocess.run([sys.executable, "-m", "vitfast.train", *args, "--output", str(tmp_path / "a")], env=ENV,

@@ -66,7 +66,7 @@ def registered():
 
 def test_the_method_brings_its_flag_and_its_options(registered):
     help_text = " ".join(build_parser().format_help().split())
-    assert "dino | swav | align" in help_text and "--align-dim N" in help_text
+    assert "dino | swav | mocov3 | align" in help_text and "--align-dim N" in help_text
     cfg = resolve(["--ssl", "align", "--align-dim", "8"])
     assert cfg["align_dim"] == 8 and cfg["lr"] == 5e-4  # its options, and the self-supervised recipe's defaults
     with pytest.raises(UsageError, match="--align-dim has no effect without --ssl align"):
@@ -76,7 +76,7 @@ def test_the_method_brings_its_flag_and_its_options(registered):
 
 
 def test_without_its_line_there_is_no_such_method():
-    with pytest.raises(UsageError, match="--ssl must be one of dino, swav, got 'align'"):
+    with pytest.raises(UsageError, match="--ssl must be one of dino, swav, mocov3, got 'align'"):
         resolve(["--ssl", "align"])
 
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DINOHead", "SwAVHead", "MultiCropNet", "dino_head_dims", "swav_head_dims", "features"]
+__all__ = ["DINOHead", "SwAVHead", "MultiCropNet", "dino_head_dims", "swav_head_dims", "moco_head_dims", "moco_mlp",
+           "features"]
 
 
 def dino_head_dims(embed_dim):
@@ -66,11 +67,13 @@ class MultiCropNet(nn.Module):
     through the backbone together (one forward per resolution group), the head runs once on all the
     features, in fp32 under autocast: its L2 normalisation, weight-normalised layer and the losses'
     sharp softmaxes are where fp16 overflows (DINO's fp16 NaNs, facebookresearch/dino #58, #104), and it
-    costs ~1% of a ViT-S step. Output rows: crop 0's batch, then crop 1's, ..."""
+    costs ~1% of a ViT-S step. Output rows: crop 0's batch, then crop 1's, ... per_crop: the head runs on
+    each crop's batch alone, so that its BatchNorm normalises over one view (MoCo v3 runs its encoders
+    once per view)."""
 
-    def __init__(self, backbone, head):
+    def __init__(self, backbone, head, per_crop=False):
         super().__init__()
-        self.backbone, self.head = backbone, head
+        self.backbone, self.head, self.per_crop = backbone, head, per_crop
 
     def forward(self, crops):
         if torch.is_tensor(crops):
@@ -84,6 +87,8 @@ class MultiCropNet(nn.Module):
             start = end
         feats = torch.cat(feats)
         with torch.autocast(feats.device.type, enabled=False):
+            if self.per_crop:
+                return torch.cat([self.head(f) for f in feats.float().chunk(len(crops))])
             return self.head(feats.float())
 
 
@@ -120,3 +125,25 @@ class SwAVHead(nn.Module):
     def forward(self, x):
         z = F.normalize(self.projection(x), dim=-1)
         return z, [p(z) for p in self.prototypes]
+
+
+def moco_head_dims(embed_dim):
+    """(hidden, out) of MoCo v3's projector and predictor: 4096 / 256 at ViT-S's 384 and above, scaled
+    down with narrower backbones as DINO's head is."""
+    hidden, bottleneck, _ = dino_head_dims(embed_dim)
+    return 2 * hidden, bottleneck
+
+
+def moco_mlp(layers, in_dim, hidden, out_dim, last_bn=True):
+    """MoCo v3's MLP: bias-free linear layers with BatchNorm and ReLU between them, and (last_bn) a
+    BatchNorm without affine parameters after the last, as SimCLR's projector (the ViT's projector and
+    predictor both end so)."""
+    mods = []
+    for i in range(layers):
+        a, b = in_dim if i == 0 else hidden, out_dim if i == layers - 1 else hidden
+        mods.append(nn.Linear(a, b, bias=False))
+        if i < layers - 1:
+            mods += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+        elif last_bn:
+            mods.append(nn.BatchNorm1d(b, affine=False))
+    return nn.Sequential(*mods)

@@ -94,7 +94,7 @@ class Loop:
             group["lr"] = self.schedule.lr_at(state.step)
         if self.optim.clip_grad:
             opt.scaler.unscale_(opt.optimizer)
-            self.parallel.clip_grad_norm_(self.trained.parameters(), self.optim.clip_grad)
+            self.parallel.clip_grad_(self.trained.parameters(), self.optim.clip_grad, self.optim.clip_mode)
         method.before_step(state.step, opt.optimizer)
         opt.scaler.step(opt.optimizer)
         opt.scaler.update()

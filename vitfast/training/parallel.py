@@ -33,8 +33,23 @@ class OneProcess:
         other modules with weights (an EMA, a teacher), which only FSDP changes (it shards them too)."""
         return trained
 
-    def clip_grad_norm_(self, params, max_norm):
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    def clip_grad_(self, params, max_norm, mode="norm"):
+        """Bound the gradients: their whole norm to max_norm (mode "norm", torch's clip_grad_norm_), or
+        each parameter's own (mode "param", DINO's clip_gradients: a layer with a large gradient cannot
+        shrink the others' steps)."""
+        if mode == "norm":
+            return torch.nn.utils.clip_grad_norm_(params, max_norm)
+        grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in params if p.grad is not None]
+        if not grads:
+            return None
+        squares = self.whole_sums(torch.stack([g.float().square().sum() for g in grads]))
+        scale = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(grads, [s.to(g.dtype) for s, g in zip(scale.unbind(), grads)])
+        return squares.sqrt()
+
+    def whole_sums(self, local):
+        """Per-parameter sums over this rank's parts of the gradients -> sums over the whole parameters."""
+        return local
 
     def all_finite(self, params):
         return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
@@ -55,6 +70,8 @@ class DataParallel(OneProcess):
 
     def wrap(self, trained, held=()):
         device = self.dist.device
+        for module in held:  # a held module's BatchNorm too (MoCo v3's momentum encoder, as moco-v3 converts it)
+            sync_batchnorm(module, self.dist, lambda line: None)
         return torch.nn.parallel.DistributedDataParallel(
             sync_batchnorm(trained, self.dist, self.say), device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -110,6 +127,13 @@ class FullyShard(OneProcess):
             if module is not trained:  # used without gradients: no backward comes to free the root's weights
                 module.register_forward_hook(lambda m, args, out: m.reshard())
         return trained
+
+    def whole_sums(self, local):
+        import torch.distributed as tdist
+
+        group = (self.mesh["shard"] if self.cfg["fsdp_hybrid"] else self.mesh).get_group()
+        tdist.all_reduce(local, group=group)  # replicas of HSDP hold the same shards: summed over one node's
+        return local
 
     def all_finite(self, params):
         import torch.distributed as tdist

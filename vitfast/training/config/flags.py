@@ -40,7 +40,7 @@ DINO = {  # facebookresearch/dino's main_dino.py
     "dist_url": LAUNCHER, "local_rank": LAUNCHER,
 }
 SOLO_LEARN = {  # vturrisi/solo-learn's pretraining arguments
-    "method": "--ssl dino | swav", "backbone": "--model with timm's name",
+    "method": "--ssl dino | swav | mocov3", "backbone": "--model with timm's name",
     "num_large_crops": "--num-crops N,M: large crops, then small",
     "num_small_crops": "--num-crops N,M: large crops, then small", "crop_size": "--size-crops N,M",
     "min_scale": "--crop-scales LO,HI,LO,HI", "max_scale": "--crop-scales LO,HI,LO,HI",
@@ -64,10 +64,11 @@ def origin_of(origins):
 
 
 def show(value):
-    """A value as it is given on the command line: lists (of pairs too) comma-separated, an empty one as ''."""
+    """A value as it is given on the command line: lists (of pairs too) comma-separated, an empty one as '',
+    no value as none (--clip-grad none)."""
     if isinstance(value, (list, tuple)):
         return ",".join(show(v) for v in value) or "''"
-    return str(value)
+    return "none" if value is None else str(value)
 
 
 def as_flags(config, keys):

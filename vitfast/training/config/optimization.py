@@ -22,6 +22,9 @@ class OptimOptions(Component):
     betas: list[float] = option([0.9, 0.999], "Adam/LAMB betas", FRACTION,
                                 needs=("--opt adamw or lamb", lambda c: c["opt"] in ("adamw", "lamb")))
     clip_grad: float | None = option(None, "clip the gradient norm to this (default: off)", POSITIVE)
+    clip_mode: str = option("norm", "what --clip-grad bounds: norm (the whole gradient's norm, timm's default) | "
+                                    "param (each parameter's own norm, as DINO's clip_gradients)", ("norm", "param"),
+                            needs=("--clip-grad", lambda c: c["clip_grad"]))
     grad_accum_steps: int = option(1, "micro-batches per optimizer step", AT_LEAST_1)
 
     def check(self, config, where):

@@ -2,16 +2,18 @@
 A self-supervised method is one file and one line below (registry.register_ssl_method)."""
 from .base import Method
 from .dino import DINO
+from .mocov3 import MoCoV3
 from .registry import SSL_METHODS, register_ssl_method
 from .self_supervised import SSLOptions
 from .supervised import Distillation, DistillOptions, Supervised
 from .swav import SwAV
 
-__all__ = ["Method", "Supervised", "Distillation", "DINO", "SwAV", "SSL_METHODS", "register_ssl_method",
+__all__ = ["Method", "Supervised", "Distillation", "DINO", "SwAV", "MoCoV3", "SSL_METHODS", "register_ssl_method",
            "create_method", "SSLOptions", "DistillOptions"]
 
 register_ssl_method(DINO)
 register_ssl_method(SwAV)
+register_ssl_method(MoCoV3)
 
 
 def create_method(cfg):
