@@ -5,7 +5,7 @@ features of the training split, scored on the validation images) of
   raw pixels        the normalised images themselves, flattened (no model);
   random init       the model as created, before any training;
   --ssl dino        the teacher backbone of `python -m vitfast.train --ssl dino` (run in this process),
-  or --ssl swav     or the backbone of `--ssl swav` (--ssl picks the method);
+  or --ssl swav     or the backbone of `--ssl swav` or `--ssl mocov3` (--ssl picks the method);
   supervised        the same model trained with labels for about the same training time (its length in
                     steps set from a short timed run of it), as k-NN of its features and as its
                     classifier's top-1;
@@ -44,7 +44,8 @@ from vitfast.training.state import model_from_file  # noqa: E402
 
 QUICK = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
          "--num-crops", "2,2", "--batch-size", "32"]
-QUICK_HEAD = {"dino": ["--head-out-dim", "256"], "swav": ["--head-dims", "32,64,16", "--num-clusters", "32"]}
+QUICK_HEAD = {"dino": ["--head-out-dim", "256"], "swav": ["--head-dims", "32,64,16", "--num-clusters", "32"],
+              "mocov3": ["--num-crops", "2", "--moco-mlp-dim", "64", "--moco-dim", "16"]}
 
 
 def parse_args(argv=None):
@@ -54,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--model", help="default: the recipe's, else vit_pico_patch4_32")
     p.add_argument("--data", help="default: the recipe's, else builtin")
     p.add_argument("--holdout", type=int, default=None, help="validate on the last N training images")
-    p.add_argument("--ssl", choices=["dino", "swav"], help="the self-supervised method (default: the recipe's, "
+    p.add_argument("--ssl", choices=["dino", "swav", "mocov3"], help="the self-supervised method (default: the recipe's, "
                    "else dino)")
     p.add_argument("--epochs", type=int, default=20, help="the self-supervised run's length")
     p.add_argument("--max-time", type=float, help="stop the self-supervised run's training after this many "
@@ -159,7 +160,7 @@ def main(argv=None):
     ssl_args += ["--max-time", str(args.max_time)] if args.max_time else []
     ssl_args += flags(args.set)
     cfg = resolve(ssl_args + ["--output", "unused"])
-    method = {"dino": "DINO", "swav": "SwAV"}[args.ssl]
+    method = {"dino": "DINO", "swav": "SwAV", "mocov3": "MoCo v3"}[args.ssl]
     device = torch.device(args.device)
     probe = (2 if args.quick else args.probe_epochs, probe_rates(args.probe_lr))
     data = build_data(cfg, Dist("cpu"), lambda key: "--" + key)

@@ -112,6 +112,7 @@ def test_bench_kernels_tables_the_tuner_s_timings(tmp_path):
 
 @pytest.mark.parametrize("extra", [["--set-both", "drop_path=0.05"], ["--no-supervised"],
                                    ["--no-supervised", "--ssl", "swav", "--probe-lr", "sweep"],
+                                   ["--no-supervised", "--ssl", "mocov3"],
                                    ["--no-supervised", "--recipe", "dino_cifar10", "--holdout", "40", "--max-time", "900",
                                     "--set", "warmup_epochs=0"]])
 def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
@@ -120,18 +121,36 @@ def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
                            str(out), *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
-    method = "swav" if "swav" in extra else "dino"
+    method = next((m for m in ("swav", "mocov3") if m in extra), "dino")
     assert all(f"| {row} |" in table for row in ("raw pixels", "random init", f"--ssl {method}")), table
     assert ("| supervised |" in table) == ("--no-supervised" not in extra), table
     assert "| linear probe top-1 % |" in table, table
     swept = "--probe-lr" in extra  # each row's probe names the rate it kept
     assert ("most accurate on a tenth of the training features held out" in table) == swept, table
     assert (re.search(r"\| \d+\.\d\d \(lr [0-9.e-]+\) \|", table) is not None) == swept, table
-    name = {"dino": "DINO", "swav": "SwAV"}[method]
+    name = {"dino": "DINO", "swav": "SwAV", "mocov3": "MoCo v3"}[method]
     assert f"{name} run: " in table and f"{name}'s k-NN top-1 during pretraining (step: %): 4: " in table, table
     if "--recipe" in extra:  # the recipe's run, the other rows on its model, data and normalisation
         assert "DINO run: -c dino_cifar10 " in table and "--max-time 900" in table, table
         assert "(120 training images as memory bank, 40 validation images)" in table, table
+
+
+def test_the_ssl_ablation_writes_its_table_and_reads_finished_rows_back(small_builtin, tmp_path):
+    args = [sys.executable, "benchmarks/ssl_ablation.py", "--data", small_builtin, "--model", "vit_tiny_patch16_224",
+            "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2", "--steps", "4",
+            "--batch-size", "32", "--only", "base", "out-256", "mocov3", "--runs", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "table.md")]
+    proc = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "table.md").read_text()
+    for row in ("raw pixels", "random init", "base", "out-256", "mocov3"):
+        assert f"| {row} |" in table, table
+    assert "| out-256 | output dimension | `--head-out-dim 256` |" in table, table
+    assert "- mocov3: `python -m vitfast.train --model vit_tiny_patch16_224 " in table and "--ssl mocov3 " in table
+    assert re.search(r"\| \d+\.\d{3} \(5\.545\) \|", table), table  # ln 256 = 5.545
+    again = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "[base] " not in again.stdout, again.stdout  # read back, not run again
+    assert (tmp_path / "table.md").read_text().split("date:")[0] == table.split("date:")[0]
 
 
 def test_the_ssl_step_benchmark_writes_its_table(small_builtin, tmp_path):

@@ -44,7 +44,7 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
             assert f"skipped (dry run): python benchmarks/{script} --device cuda" in summary
         line = next(line for line in summary.splitlines() if "benchmarks/ssl_knn.py" in line)
         parsed = ssl_knn.parse_args(line.split("benchmarks/ssl_knn.py")[1].split())
-        assert (parsed.recipe, parsed.max_time, parsed.out) == ("dino_cifar10", sitting.SSL_MAX_S,
+        assert (parsed.recipe, parsed.max_time, parsed.out) == ("mocov3_cifar10", sitting.SSL_MAX_S,
                                                                 str(out / "ssl_knn_none.md"))
     if call == "check":  # pip install of the checkout, then the user's command as they type it
         assert "skipped (dry run): python -m pip install -q --no-build-isolation --no-deps" in summary

@@ -117,7 +117,10 @@ METHODS = {"dino": ["--ssl", "dino", "--head-out-dim", "256", "--freeze-last-lay
                     "--lr", "0.05"],
            "distillation": ["--teacher", "resnet18", "--teacher-random-init", "--distill-type", "soft", "--ema", "0.9"],
            # QAT's rounding, the vitfast backend's ops (their ATen composites here) and recomputed blocks
-           "qat": ["--quant", "fp16_16", "--backend", "vitfast", "--grad-checkpointing"]}
+           "qat": ["--quant", "fp16_16", "--backend", "vitfast", "--grad-checkpointing"],
+           # its head's BatchNorm keeps each rank's statistics on the CPU, under DDP and FSDP alike
+           "mocov3": ["--ssl", "mocov3", "--num-crops", "2", "--moco-mlp-dim", "64", "--moco-dim", "16", "--opt", "sgd",
+                      "--lr", "0.05"]}
 
 
 def entries(state, key):
@@ -142,8 +145,8 @@ def entries(state, key):
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_under_fsdp_equals_ddp(tmp_path, small_builtin, method):
-    """The method's own modules sharded too (DINO's teacher and heads, SwAV's head, an EMA, a distillation
-    teacher): weights, EMA / teacher and method state equal DDP's on the same global batch; DINO's step-2
+    """The method's own modules sharded too (DINO's teacher and heads, SwAV's head, MoCo v3's momentum
+    encoder, an EMA, a distillation teacher): weights, EMA / teacher and method state equal DDP's on the same global batch; DINO's step-2
     checkpoints continue across the two, each to the other's result."""
     args = TINY + ["--data", small_builtin, "--steps", "4"] + METHODS[method]
     kept = ["--eval-every-steps", "2", "--keep-checkpoints", "2"] if method == "dino" else []
@@ -152,7 +155,7 @@ def test_every_method_under_fsdp_equals_ddp(tmp_path, small_builtin, method):
     train(args + kept + ["--fsdp"], tmp_path / "fsdp", ranks=2, port=port + 1)
     ddp = load_state(tmp_path / "ddp" / "checkpoint-last.pt")
     fsdp = load_state(tmp_path / "fsdp" / "checkpoint-last.dcp")
-    held = {"dino": ["ema", "ssl"], "swav": ["ssl"], "distillation": ["ema"], "qat": []}[method]
+    held = {"dino": ["ema", "ssl"], "swav": ["ssl"], "distillation": ["ema"], "qat": [], "mocov3": ["ssl"]}[method]
     assert fsdp["sharded_keys"] == held
     for key in ["model"] + held:
         close(entries(ddp, key), entries(fsdp, key), f"{method} {key}")

@@ -213,7 +213,7 @@ def test_knn_against_brute_force():
 @pytest.mark.parametrize("extra, message", [
     (["--mixup", "0.8"], "--mixup: mixup is for supervised training"),
     (["--smoothing", "0.1"], "--smoothing: label smoothing is for supervised training"),
-    (["--ema", "0.99"], "DINO's teacher is the student's EMA already"),
+    (["--ema", "0.99"], "DINO's teacher and MoCo v3's momentum encoder are EMAs already"),
     (["--num-clusters", "30"], "--num-clusters has no effect without --ssl swav"),
     (["--num-crops", "2,4", "--size-crops", "32"], "one entry per crop group"),
     (["--total-num-crops", "5"], "--total-num-crops 5 is not the sum of --num-crops"),

@@ -91,7 +91,6 @@ class MoCoV3(SelfSupervised):
         # with the batch's statistics, as the paper's (it is never put in eval mode while training)
         self.teacher = MultiCropNet(copy.deepcopy(backbone), copy.deepcopy(self.projector), per_crop=True)
         self.teacher.requires_grad_(False)
-        self.pairs = list(zip(self.teacher.parameters(), [*backbone.parameters(), *self.projector.parameters()]))
         frozen = "; patch embedding frozen at its random initialisation" if opts.stop_grad_conv1 else ""
         momentum = f"{opts.moco_m:g} -> 1" if opts.moco_m_cos else f"{opts.moco_m:g}"
         return self.student, (
@@ -114,7 +113,9 @@ class MoCoV3(SelfSupervised):
     def after_step(self, step):
         opts = self.opts
         m = cosine(opts.moco_m, 1.0, step, self.run.total_steps) if opts.moco_m_cos else opts.moco_m
-        torch._foreach_lerp_([t for t, _ in self.pairs], [s.detach() for _, s in self.pairs], 1 - m)
+        # the parameters as they are now (--fsdp replaces them with its shards after setup)
+        student = [p.detach() for p in (*self.model.parameters(), *self.projector.parameters())]
+        torch._foreach_lerp_(list(self.teacher.parameters()), student, 1 - m)
 
     def diverged(self):
         return "; MoCo v3's remedies: a lower --lr, --stop-grad-conv1 (on by default), a longer --warmup-epochs"

@@ -58,7 +58,7 @@ def _any_method():
 _LABELS_ONLY = {"mixup": "mixup", "cutmix": "cutmix", "smoothing": "label smoothing", "teacher": "distillation",
                 "repeated_aug": "repeated augmentation", "aa": "RandAugment (multi-crop has its own augmentation)",
                 "color_jitter": "--color-jitter (multi-crop jitters every crop)", "reprob": "random erasing",
-                "ema": "--ema (DINO's teacher is the student's EMA already; SwAV keeps none)"}
+                "ema": "--ema (DINO's teacher and MoCo v3's momentum encoder are EMAs already; SwAV keeps none)"}
 
 
 @dataclass
