@@ -134,16 +134,13 @@ def moco_head_dims(embed_dim):
     return 2 * hidden, bottleneck
 
 
-def moco_mlp(layers, in_dim, hidden, out_dim, last_bn=True):
-    """MoCo v3's MLP: bias-free linear layers with BatchNorm and ReLU between them, and (last_bn) a
-    BatchNorm without affine parameters after the last, as SimCLR's projector (the ViT's projector and
-    predictor both end so)."""
+def moco_mlp(layers, in_dim, hidden, out_dim):
+    """MoCo v3's MLP for ViTs: bias-free linear layers with BatchNorm and ReLU between them, and a
+    BatchNorm without affine parameters after the last, as SimCLR's projector (moco-v3's ViT projector
+    and predictor both end so)."""
     mods = []
     for i in range(layers):
         a, b = in_dim if i == 0 else hidden, out_dim if i == layers - 1 else hidden
         mods.append(nn.Linear(a, b, bias=False))
-        if i < layers - 1:
-            mods += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
-        elif last_bn:
-            mods.append(nn.BatchNorm1d(b, affine=False))
+        mods += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)] if i < layers - 1 else [nn.BatchNorm1d(b, affine=False)]
     return nn.Sequential(*mods)
