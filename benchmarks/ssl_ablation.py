@@ -80,6 +80,7 @@ ROWS = [
     ("no-clip", "clipping", "base", ["--clip-grad", "none"]),
     ("batch-128", "batch size", "base", ["--batch-size", "128", "--steps", "@50%"]),
 ]
+BY_NAME = {row[0]: row for row in ROWS}
 
 
 def parse_args(argv=None):
@@ -101,11 +102,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def row_flags(name, args, rows=None):
+def row_flags(name, args):
     """BASE + --set + the flags of the row's chain of bases, '@P%' steps resolved against --steps."""
-    rows = rows or {r[0]: r for r in ROWS}
-    _, _, base, own = rows[name]
-    chain = BASE[base] + shlex.split(args.set) if base in BASE else row_flags(base, args, rows)
+    _, _, base, own = BY_NAME[name]
+    chain = BASE[base] + shlex.split(args.set) if base in BASE else row_flags(base, args)
     return chain + [f"{round(args.steps * float(v[1:-1]) / 100)}" if re.fullmatch(r"@[\d.]+%", v) else v
                     for v in own]
 
@@ -144,7 +144,7 @@ def uniform_loss(folder, cfg_flags):
     return math.log(cfg["head_out_dim"] or dino_head_dims(width)[2])
 
 
-def run_row(name, args, folder, bank_loader, val_loader, classes):
+def run_row(name, args, folder, val_loader):
     cmd = command(name, args, folder)
     summary = os.path.join(folder, "summary.json")
     if not os.path.exists(summary):
@@ -180,12 +180,12 @@ def baselines(args):
                                      ("random init", [extract_features(model.to(device), loader, device)
                                                       for loader in (bank, val)])):
         acc1, acc5 = knn_accuracy(unit(b, dim=-1), bl, unit(v, dim=-1), vl, data.num_classes)
-        out[name] = dict(acc1=acc1, acc5=acc5, cos=spread(unit(v, dim=-1))[0], dims=spread(unit(v, dim=-1))[1])
+        cos, dims = spread(unit(v, dim=-1))
+        out[name] = dict(acc1=acc1, acc5=acc5, cos=cos, dims=dims)
     return data, out
 
 
 def table(args, data, base_rows, results, env):
-    rows = {r[0]: r for r in ROWS}
     lines = [f"# Self-supervised knobs at small scale: {args.model} on `{args.data}`", "",
              f"{len(data.train_set)} training images (the k-NN memory bank), {len(data.val_set)} validation images; "
              f"each run {args.steps} steps of {args.batch_size} unless its row says otherwise, from seed 0, "
@@ -198,7 +198,7 @@ def table(args, data, base_rows, results, env):
         lines.append(f"| {name} | - | - | {r['acc1']:.2f} | {r['acc5']:.2f} | - | {r['cos']:.3f} | {r['dims']:.1f} "
                      f"| 0 | 0 |")
     for name, r in results.items():
-        _, knob, base, own = rows[name]
+        _, knob, base, own = BY_NAME[name]
         own = " ".join(own) + (f" (on {base})" if base not in ("base", *BASE) else "")
         lines.append(f"| {name} | {knob} | `{own or '-'}` | {r['acc1']:.2f} | {r['acc5']:.2f} | {r['loss']:.3f} "
                      f"({r['uniform']:.3f}) | {r['cos']:.3f} | {r['dims']:.1f} | {r['steps']} | {r['seconds']:.0f} |")
@@ -212,7 +212,7 @@ def table(args, data, base_rows, results, env):
 def main(argv=None):
     args = parse_args(argv)
     names = args.only or [r[0] for r in ROWS]
-    unknown = [n for n in names if n not in {r[0] for r in ROWS}]
+    unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         sys.exit(f"--only: no row named {', '.join(unknown)} (--list shows them)")
     if args.list:
@@ -226,8 +226,7 @@ def main(argv=None):
     env = environment(args.device)
     results = {}
     for name in names:
-        results[name] = run_row(name, args, os.path.join(runs, name), data.bank_loader(), data.val_loader,
-                                data.num_classes)
+        results[name] = run_row(name, args, os.path.join(runs, name), data.val_loader)
         write_table(table(args, data, base_rows, results, env), args.out, echo=False)
     write_table(table(args, data, base_rows, results, env), args.out)
 

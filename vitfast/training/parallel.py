@@ -42,10 +42,10 @@ class OneProcess:
         grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in params if p.grad is not None]
         if not grads:
             return None
-        squares = self.whole_sums(torch.stack([g.float().square().sum() for g in grads]))
-        scale = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+        norms = self.whole_sums(torch.stack([g.float().square().sum() for g in grads])).sqrt()
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
         torch._foreach_mul_(grads, [s.to(g.dtype) for s, g in zip(scale.unbind(), grads)])
-        return squares.sqrt()
+        return norms
 
     def whole_sums(self, local):
         """Per-parameter sums over this rank's parts of the gradients -> sums over the whole parameters."""
