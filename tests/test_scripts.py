@@ -185,6 +185,27 @@ def test_the_fsdp_memory_table_shards_what_ddp_holds_whole(tmp_path):
     assert bad.returncode == 2 and "--ranks must be whole numbers of at least 2" in bad.stderr
 
 
+def test_the_epilogue_probe_s_fp8_accuracy_rows_measure_the_accumulation_error():
+    """tools/epilogue_probe.py's FP8 accumulation table on the CPU, whose fp8_linear sums in fp32: the
+    exact sum is 0 by construction, so what is left is fp32's rounding, far below the GPU accumulator's
+    2^-13.8 of the sum of |products|; a row per configuration and K."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import epilogue_probe
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    import vitfast.ops as ops
+
+    lines = epilogue_probe.fp8_accuracy(ops, ["auto", "coop_128x128"], "cpu", widths=(64, 256), M=32, N=48)
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
+    assert [(r[0], r[1]) for r in rows] == [("[auto]", "64"), ("[coop_128x128]", "64"), ("[auto]", "256"),
+                                            ("[coop_128x128]", "256")]
+    for r in rows:
+        worst = r[2]
+        assert worst == "0" or -40 < float(worst[2:]) < -18, r  # fp32's rounding at most, nothing like 2^-13
+        assert 0 <= float(r[4].rstrip("%")) < 100
+
+
 def test_the_epilogue_probe_s_training_rows_run_each_piece():
     """tools/epilogue_probe.py's training rows (linear_gelu's backward by piece) on CPU tensors: each row's
     function runs (the per-configuration rows need the Hopper kernels), the bias gradients agree."""

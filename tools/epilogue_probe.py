@@ -10,6 +10,8 @@ rows is one part of the epilogue:
   fp8_linear none->bf16 / gelu->e4m3 (+ amax)   the FP8 product's epilogues (bf16 GELU is not built)
   fc2 (4D -> D): cuBLAS bf16 / fp8_linear + residual   FP8's mainloop where 4x deeper sums leave the
                                 epilogue little weight: what the k-tiles' promotions and operand traffic cost
+  FP8 accumulation error       each fp8_linear configuration's, where the exact sum is 0, at K = 384,
+                                768, 1,024: the promoted mainloops' against fast accumulation's
   training fc1, by piece        linear_gelu's forward storing the pre-activation per configuration against
                                 cuBLAS + F.gelu; the backward's GELU and bias gradients (gelu_grad_bias
                                 against ATen's gelu_backward + sum) and its two products (cuBLAS's dgrad and
@@ -110,9 +112,49 @@ def main(argv=None):
     for config in sm90_configs("fp8_residual")[1:]:
         row(f"fc2 {N}->{K}: fp8_linear + residual -> bf16 [{config}]",
             lambda x, r, c=config: ops.fp8_linear(x, w28, one, ones2, bb[:K], residual=r, config=c), h8)
+    accuracy = [] if args.once else fp8_accuracy(ops, sm90_configs("fp8_act")[1:], dev)
     lines = [f"# epilogue_probe.py: fc1 {M}x{K}->{N}", "", *(f"- {k}: {v}" for k, v in environment(dev).items()),
-             "", "| product | ms | TFLOP/s |", "|---|---|---|", *rows]
+             "", "| product | ms | TFLOP/s |", "|---|---|---|", *rows, "", *accuracy]
     write_table("\n".join(lines) + "\n", args.out, echo=False)
+
+
+def fp8_accuracy(ops, configs, dev, widths=(384, 768, 1024), M=4096, N=768):
+    """fp8_linear's accumulation error per configuration, measured where the exact sum is zero: x = [u, uP]
+    and each weight row [w, -wP] (halves of K, P a permutation), so the running sum climbs over the first
+    half and returns to 0 over the second, and the bf16 output is the accumulator's own error, rounded to
+    2^-9 of itself. As a
+    fraction of the sum of |products|: the largest (2^-13.8 measured with promotions on an H100,
+    2026-11-24; the test bound is fp8_accumulation_bound's), the mean, and the outputs not exactly 0.
+    Returns the table's lines."""
+    from vitfast.kernels.selftests.gemm import fp8_codes
+
+    E4M3, one = torch.float8_e4m3fn, torch.ones(1)
+
+    def log2(t):  # a fraction as a power of two
+        return f"2^{torch.log2(t).item():.1f}" if t > 0 else "0"
+
+    lines = ["| FP8 accumulation error (into bf16, exact sum 0) | K | max / sum of abs products | mean | "
+             "outputs not 0 |", "|---|---|---|---|---|"]
+    for K in widths:
+        u, w = fp8_codes((M, K // 2), 0, 4.0).float(), fp8_codes((N, K // 2), 2, 8.0).float()
+        # the second half's products in another order: no k-tile's partial sum cancels another's exactly
+        perm = torch.randperm(K // 2, generator=torch.Generator().manual_seed(K))
+        x8 = torch.cat([u, u[:, perm]], 1)
+        w8 = torch.cat([w, -w[:, perm]], 1)  # e4m3 values: exact again as codes
+        x8, w8 = (ops.scaled_cast(t, one, E4M3).to(dev) for t in (x8, w8))
+        sa, sb = torch.tensor([2.0**-3], device=dev), torch.full((N,), 0.004, device=dev)
+        sums = (x8.double().abs() @ w8.double().abs().t()) * sa.double() * sb.double()
+        for config in configs:
+            try:
+                out = ops.fp8_linear(x8, w8, sa, sb, config=config).double()
+            except Exception as e:  # a kernel this build lacks is reported, not fatal
+                lines.append(f"| [{config}] | {K} | {type(e).__name__}: {str(e)[:80]} | | |")
+                continue
+            fraction = out.abs() / sums
+            lines.append(f"| [{config}] | {K} | {log2(fraction.max())} | {log2(fraction.mean())} | "
+                         f"{(out != 0).double().mean().item():.2%} |")
+            print(lines[-1], flush=True)
+    return lines
 
 
 def training_fc1(row, ops, sm90_configs, xb, wb, bb, dev):

@@ -116,8 +116,10 @@ PLAN = {
                                "bare product beside them, and linear_gelu's training pass by piece"),
                  ("stalls", 120, "ncu --print-details all (SpeedOfLight, WarpStateStats, SchedulerStats) on the "
                                  "probe's first 9 CUTLASS kernels (its GELU ones first), run once"),
-                 ("fp8_stalls", 120, "the same sections and the memory workload (L2 and DRAM throughput) on the "
-                                     "probe's first 6 FP8 kernels (fc1's, then fc2's): promotions or operand traffic"),
+                 ("fp8_stalls", 160, "the same sections and the memory workload (L2 and DRAM throughput) on the "
+                                     "probe's first 12 FP8 kernels (fc1's shape: each configuration into bf16, "
+                                     "then GELU into e4m3 without and with the amax): promotions, stores or "
+                                     "operand traffic"),
                  ("step", 150, "profile_step.py, ViT-B/16 batch 256, no opt-in: inference (timm, compile, the "
                                "backend, compile of it, the FP8 chain) and eager training, by op kind")],
     "debug": [("shapes", 150, "the Hopper attention's many-tile shapes, a process each (limit 45 s), 4 at once"),
@@ -445,9 +447,10 @@ def stage_stalls(args, budget, results, log):
 
 
 def stage_fp8_stalls(args, budget, results, log):
-    """The same on the probe's FP8 kernels (fc1's, then fc2's), with the memory workload: whether the FP8
-    mainloop waits on its promotions or on the operands' L2 traffic."""
-    run_ncu(args, budget, results, "fp8_stalls", "ncu_fp8.log", 6, ["--section", "MemoryWorkloadAnalysis"],
+    """The same on the probe's FP8 kernels at fc1's shape (every configuration of the bf16 and the e4m3
+    kinds, fast accumulation's included), with the memory workload: whether the FP8 mainloop waits on its
+    promotions, the epilogue on its stores, or both on the operands' L2 traffic."""
+    run_ncu(args, budget, results, "fp8_stalls", "ncu_fp8.log", 12, ["--section", "MemoryWorkloadAnalysis"],
             ["--fp8-only"])
 
 

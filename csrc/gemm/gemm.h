@@ -58,12 +58,18 @@ inline std::string quoted_names(const std::vector<std::string>& names) {
   return out;
 }
 
-// The op's `config` argument (sm90_config.h's names) for the kernel kind that will run; a name that is
-// not one, or a configuration this build does not hold for the kind, is refused in one line.
-inline int sm90_config_arg(const char* op, c10::string_view name, Sm90Kind kind) {
+// The configuration an op's `config` argument names (sm90_config.h's names); any other is refused in one line.
+inline Sm90Config sm90_config_of(const char* op, c10::string_view name) {
   const Sm90Config c = sm90_config_named(std::string(name).c_str());
   TORCH_CHECK(c != Sm90Config::kCount, op, ": config must be one of ",
               quoted_names({std::begin(kSm90ConfigNames) + 1, std::end(kSm90ConfigNames)}), ", got '", name, "'");
+  return c;
+}
+
+// The op's `config` argument for the kernel kind that will run; a name that is not one, or a configuration
+// this build does not hold for the kind, is refused in one line.
+inline int sm90_config_arg(const char* op, c10::string_view name, Sm90Kind kind) {
+  const Sm90Config c = sm90_config_of(op, name);
   TORCH_CHECK(c == Sm90Config::kAuto || sm90_config_built(kind, c), op, ": config '", name, "' is not built for ",
               sm90_kind_name(kind), "; built: ", quoted_names(sm90_built_names(kind)));
   return static_cast<int>(c);

@@ -82,7 +82,9 @@ TORCH_LIBRARY_FRAGMENT(vitfast, m) {
           return std::string(gemm_path_name(refused ? GemmPath::kAten : path));
         });
   m.def("sm90_kernels_built() -> bool", [] { return kSm90Built; });
-  m.def("fp8_promotion_interval() -> int", [] { return int64_t{kFp8PromotionInterval}; });
+  m.def("fp8_promotion_interval(str config='auto', int K=128) -> int", [](c10::string_view config, int64_t K) {
+    return fp8_promotion_interval(sm90_config_of("fp8_promotion_interval", config), K);
+  });
   m.def("sm90_config(str kind, int M, int N, bool gelu=False, str config='auto', int sms=132) -> str", &sm90_config_op);
   m.def("sm90_configs(str kind) -> str[]", &sm90_configs_op);
   m.def("gemm_refusal(str path, int M, int N, int K, int a, int b, int out, int? residual=None, int? pre=None, "

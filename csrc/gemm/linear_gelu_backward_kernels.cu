@@ -2,9 +2,7 @@
 // row, GELU's gradient in float (gelu_grad.h), the rounded result stored and added into the thread's
 // column sums; a block's 8 row lanes are then added in shared memory into its row of `partial`, and a
 // second kernel adds the partial rows in order: the same bias gradient on every run.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
+#include "fp_convert.cuh"
 #include "gemm/gelu_grad.h"
 #include "gemm/linear_gelu_backward.h"
 
@@ -13,18 +11,6 @@ namespace {
 
 constexpr int kLanes = 32;  // threads across a block's columns, one 16-byte vector each
 constexpr int kRowLanes = 8;
-
-__device__ __forceinline__ float widen(float v) { return v; }
-__device__ __forceinline__ float widen(__half v) { return __half2float(v); }
-__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T>
-__device__ __forceinline__ T narrow(float v);
-template <>
-__device__ __forceinline__ float narrow<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half narrow<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 template <class T>
 struct alignas(16) Vec {
@@ -51,9 +37,9 @@ __global__ void __launch_bounds__(kLanes * kRowLanes) gelu_grad_kernel(GeluGradP
       V out;
 #pragma unroll
       for (int i = 0; i < kN; ++i) {
-        const float a = widen(dy.v[i]), b = widen(x.v[i]);
-        out.v[i] = narrow<T>(kTanh ? gelu_grad_tanh(a, b) : gelu_grad_erf(a, b));
-        sum[i] += widen(out.v[i]);  // the rounded value: what dpre.sum(0) adds
+        const float a = to_float(dy.v[i]), b = to_float(x.v[i]);
+        out.v[i] = from_float<T>(kTanh ? gelu_grad_tanh(a, b) : gelu_grad_erf(a, b));
+        sum[i] += to_float(out.v[i]);  // the rounded value: what dpre.sum(0) adds
       }
       *reinterpret_cast<V*>(dpre + at) = out;
     }
@@ -89,7 +75,7 @@ __global__ void __launch_bounds__(kLanes * kRowLanes) column_sum_kernel(const fl
     float total = 0.f;
 #pragma unroll
     for (int y = 0; y < kRowLanes; ++y) total += lanes[y][threadIdx.x];
-    dbias[c] = narrow<T>(total);
+    dbias[c] = from_float<T>(total);
   }
 }
 

@@ -17,14 +17,21 @@ enum class Sm90Config : int {
   kCoop128x256C2,        // wide N (a multiple of 256): half the A traffic per FLOP, the weight multicast
   kCoop128x192,          // N in {192, 576, ...}: 128-wide tiles would leave part of the last one idle
   kPingpong64x128,       // small M: twice as many tiles as 128-row ones, to fill the SMs
-  kPingpong64x256C2,     // GELU: each warpgroup a 64x256 tile on the widest wgmma, its epilogue under the
-                         // other's mainloop (FlashAttention-3's ping-pong), the weight multicast
+  kPingpong128x128C2E64,  // GELU: ping-pong 128x128 (2x1) storing each tile in 64x64 pieces, half as many
+                          // as CUTLASS's 64x32 (each a wait on the store two pieces back and two barriers)
+  kPingpong128x128C2E128, // the same in 64x128 pieces: a warpgroup's tile in two stores, no wait
+  kCoop128x128E128x64,    // FP8: the general tile storing in 128x64 pieces, half as many as CUTLASS's 128x32
+  kPingpong128x128C2FastAccum,  // FP8: ping-pong 128x128 (2x1) in 64x128 pieces, the product summed on the
+                                // tensor cores over the whole K (no promotion): its epilogue under the
+                                // other warpgroup's mainloop, which the promoted mainloop cannot fit
   kCount
 };
 
 inline constexpr const char* kSm90ConfigNames[] = {"auto",         "coop_128x128",   "pingpong_128x128_2x1",
                                                    "coop_128x256_2x1", "coop_128x192", "pingpong_64x128",
-                                                   "pingpong_64x256_2x1"};
+                                                   "pingpong_128x128_2x1_epi64x64",
+                                                   "pingpong_128x128_2x1_epi64x128", "coop_128x128_epi128x64",
+                                                   "pingpong_128x128_2x1_fastaccum"};
 
 // The kernels, by epilogue and output. The epilogue is compiled in (gemm_sm90.cuh): + bias, then exact
 // (erf) GELU, tanh GELU (tanh.approx, only where a model asks for approximate="tanh"), nothing, or + the
@@ -74,21 +81,22 @@ constexpr Sm90Kind sm90_gelu_kind(bool tanh, bool aux) {
 }
 
 // Which configurations are built per kind: each is ~25 s of cicc per operand dtype on the build machine,
-// so only those the dispatch can choose for a ViT shape class. GELU in the 128x256 cluster is back (it
-// lost on the H100 of 2026-11-24, 0.37-0.39x, with the generic epilogue of then; ptxas now fits its
-// 64x256 warpgroup tile in 168 registers without spills): at K = 768 our 128x128 tiles run 1.41x
-// cuBLAS's bare GEMM before any GELU, and the weight multicast over a 2x1 cluster with half the A traffic
-// per FLOP is the first candidate for that base cost (csrc/gemm/NOTES.md, issue 96); ping-pong 64x256 on
-// the same cluster is the second, hiding the GELU as well (also 168 registers, no spills). A sitting that
-// has timed them keeps the one the dispatch picks and drops the other (each is ~50 s of build).
+// so only those the dispatch can choose for a ViT shape class. For GELU the H200 measured ping-pong
+// 128x128 on a 2x1 cluster best at ViT-B and L, in about the same time per tile whatever K (5.4, 5.4, 6.2
+// and 7.0 us at K = 192, 384, 768 and 1,024): a warpgroup's epilogue takes 8-10 us where its mainloop
+// takes 1-6, so the tile's store, not its product, sets the pace (csrc/gemm/NOTES.md, issue 96). The
+// candidates store it in fewer, larger pieces (inference both; training's kernel, whose stored
+// pre-activation doubles the pieces' shared memory, the 64x128 one, at 5 mainloop stages instead of 6);
+// ping-pong 64x256, which never won a shape, gave its place to them.
 constexpr bool sm90_config_built(Sm90Kind kind, Sm90Config c) {
   switch (kind) {
     case Sm90Kind::kAct:  // fc1 + GELU
       return c == Sm90Config::kCoop128x128 || c == Sm90Config::kCoop128x256C2 || c == Sm90Config::kCoop128x192 ||
              c == Sm90Config::kPingpong128x128C2 || c == Sm90Config::kPingpong64x128 ||
-             c == Sm90Config::kPingpong64x256C2;
+             c == Sm90Config::kPingpong128x128C2E64 || c == Sm90Config::kPingpong128x128C2E128;
     case Sm90Kind::kActAux:  // fc1 + GELU in training: large M
-      return c == Sm90Config::kCoop128x128 || c == Sm90Config::kCoop128x256C2 || c == Sm90Config::kPingpong128x128C2;
+      return c == Sm90Config::kCoop128x128 || c == Sm90Config::kCoop128x256C2 || c == Sm90Config::kPingpong128x128C2 ||
+             c == Sm90Config::kPingpong128x128C2E128;
     case Sm90Kind::kResidual:  // fc2 / proj + residual
       return c == Sm90Config::kCoop128x128 || c == Sm90Config::kCoop128x256C2 || c == Sm90Config::kCoop128x192 ||
              c == Sm90Config::kPingpong64x128;
@@ -99,8 +107,17 @@ constexpr bool sm90_config_built(Sm90Kind kind, Sm90Config c) {
     case Sm90Kind::kFp8Residual:  // proj / fc2 + residual
       // The FP8 mainloop holds two accumulator sets (the wgmma's and the fp32 sums it is added to each
       // k-tile): a warpgroup tile of 128x128 (ping-pong) or 64x256 needs 256 registers for them alone
-      // and spilled (ptxas: 272 bytes of stack); 64x128 per warpgroup fits.
-      return c == Sm90Config::kCoop128x128 || c == Sm90Config::kPingpong64x128;
+      // and spilled (ptxas: 272 bytes of stack); 64x128 per warpgroup fits. At K = 768 the cooperative
+      // tile's epilogue is most of its time (4.2-5.5 us a tile against ~2 for the product at FP8's rate),
+      // so fc1 and qkv have a candidate storing in half as many pieces.
+      // Ping-pong 128x128, whose epilogue would hide under the other warpgroup's mainloop, fits only
+      // CUTLASS's fast-accumulation mainloop (one fragment, no promotion: 168 registers, no spills):
+      // built for qkv and fc1, whose K is the model's width (192-1,024), not fc2's 4x that, as
+      // Transformer Engine runs its forward GEMMs (no split accumulator in fprop); its error bound is
+      // K / 32 wgmma's instead of kFp8PromotionInterval's (fp8_promotion_interval below).
+      return c == Sm90Config::kCoop128x128 || c == Sm90Config::kPingpong64x128 ||
+             ((c == Sm90Config::kCoop128x128E128x64 || c == Sm90Config::kPingpong128x128C2FastAccum) &&
+              kind != Sm90Kind::kFp8Residual);
     default:  // tanh GELU (only where a model asks for it) and lp_matmul's: the general tile
       return c == Sm90Config::kCoop128x128;
   }
@@ -121,7 +138,15 @@ constexpr Sm90Config default_sm90_config(Sm90Kind kind, int64_t M, int64_t N, bo
 // fp8_linear's FP8 wgmma instructions (k = 32) between promotions of their accumulator into fp32 (the
 // mainloop's mma_promotion_interval): one 128-deep k-tile. Hopper's FP8 tensor cores keep fewer bits
 // than fp32 in the accumulator, so the error of a product grows with the products summed between
-// promotions; tests/ops/test_fp8_linear.py derives its bound from this value.
+// promotions; vitfast/ops/fp8_linear.py's fp8_accumulation_bound derives its bound from this value.
 constexpr int kFp8PromotionInterval = 4;
+
+// Whether configuration c sums the whole K on the FP8 tensor cores (no promotion into fp32).
+constexpr bool sm90_config_fast_accum(Sm90Config c) { return c == Sm90Config::kPingpong128x128C2FastAccum; }
+
+// The FP8 wgmma instructions summed on the tensor cores before a promotion, for configuration c at depth K.
+constexpr int64_t fp8_promotion_interval(Sm90Config c, int64_t K) {
+  return sm90_config_fast_accum(c) ? (K + 31) / 32 : kFp8PromotionInterval;
+}
 
 }  // namespace vitfast::gemm

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import vitfast
+from vitfast.kernels.selftests.gemm import fp8_check, fp8_kind
 from vitfast.ops import fp8_linear, fp8_linear_ref, scaled_cast
+from vitfast.ops.fp8_linear import fp8_accumulation_fraction
 from tests.values import kernel_resources, said_in_a_fresh_process, sm90_kernels_sass
 
 E4M3 = torch.float8_e4m3fn
@@ -190,8 +192,10 @@ FP8_KINDS = ("fp8_act", "fp8_act_e4m3", "fp8_act_e4m3_tanh", "fp8_residual")
 
 
 def test_the_built_fp8_configurations_and_defaults():
-    for kind in ("fp8_act", "fp8_act_e4m3", "fp8_residual"):
-        assert torch.ops.vitfast.sm90_configs(kind) == ["coop_128x128", "pingpong_64x128"]
+    for kind in ("fp8_act", "fp8_act_e4m3"):  # qkv and fc1: larger store pieces, and ping-pong's fast accumulation
+        assert torch.ops.vitfast.sm90_configs(kind) == ["coop_128x128", "pingpong_64x128", "coop_128x128_epi128x64",
+                                                        "pingpong_128x128_2x1_fastaccum"]
+    assert torch.ops.vitfast.sm90_configs("fp8_residual") == ["coop_128x128", "pingpong_64x128"]
     assert torch.ops.vitfast.sm90_configs("fp8_act_e4m3_tanh") == ["coop_128x128"]  # where a model asks for it
     config = torch.ops.vitfast.sm90_config
     # the H100's tables (2026-11-24): the cooperative tile beat ping-pong with GELU (0.753 ms against 1.13)
@@ -214,7 +218,7 @@ def fp8_sass():
 def test_fp8_kernels_issue_qgmma_on_e4m3_with_fp32_accumulators(fp8_sass):
     kernels, resources = fp8_sass
     built = sum(len(torch.ops.vitfast.sm90_configs(k)) for k in FP8_KINDS)
-    assert len(kernels) == built == 7
+    assert len(kernels) == built == 11
     for name, body in kernels.items():
         assert set(re.findall(r"QGMMA\.\w+\.\w+\.\w+\.\w+", body)) == {"QGMMA.64x128x32.F32.E4M3.E4M3"}, name[:120]
         assert "HGMMA" not in body and "HMMA" not in body
@@ -226,9 +230,16 @@ def test_the_fp8_mainloop_adds_each_k_tile_while_the_next_runs(fp8_sass):
     """fp8_mainloop.cuh: a k-tile's four QGMMA issued from five places (fp8_promotions.h's first two
     k-tiles, the loop's two, an odd count's last), each partial sum read after warpgroup.wait<1> (the
     next k-tile queued) but the last one's (wait<0>, in three places). CUTLASS's own FP8 mainloop issues
-    from two places and waits for every group (wait<0>) before each promotion."""
+    from two places and waits for every group (wait<0>) before each promotion. The fast-accumulation
+    kernels run CUTLASS's plain mainloop: no promotion, a k-tile's eight QGMMA (two 64-row halves of the
+    warpgroup's 128) from two places, one wait<1> in the loop, one wait<0> after it."""
     kernels, _ = fp8_sass
     for name, body in kernels.items():
+        if "FP8FastAccum" in name:
+            assert "Fp8OverlappedMainloop" not in name and "MainloopSm90TmaGmmaWarpSpecializedFP8" not in name
+            assert len(re.findall(r"QGMMA\.", body)) == 2 * 8, name[:160]
+            assert re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, (0x\d+)", body) == ["0x1", "0x0"], name[:160]
+            continue
         assert "Fp8OverlappedMainloop" in name, name[:160]
         assert len(re.findall(r"QGMMA\.", body)) == 5 * 4, name[:160]
         waits = re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, (0x\d+)", body)
@@ -268,76 +279,45 @@ hopper = pytest.mark.skipif(
     reason="needs an H100/H200 (compute capability 9.0) and a build with the sm90 kernels")
 
 
-# Hopper's FP8 wgmma adds its products into an accumulator narrower than fp32 (about 14 significant
-# bits kept: DeepSeek-V3's report; 2^-13.8 of the sum of |products| measured here on an H100, 2026-11-24,
-# K = 768 and 3072). The kernels promote it into fp32 every kFp8PromotionInterval wgmma instructions of
-# 32 products (csrc/gemm/sm90_config.h). Each wgmma's addition, keeping 13 bits below the running sum's
-# leading one, errs by at most 2^-13 of the |products| added since the last promotion; over `interval`
-# of them, interval * 2^-13 of that chunk's sum of |products|, and over the chunks, of the whole sum's.
-# The promotions' fp32 additions (K / 128 of them) add at most K / 128 * 2^-24 of it. GELU's slope is at
-# most 1.13.
-def accumulation_fraction(K, interval=None):
-    interval = interval or torch.ops.vitfast.fp8_promotion_interval()
-    return (interval * 2.0**-13 + K / 128 * 2.0**-24) * 1.13
-
-
 def test_the_accumulation_bound_covers_what_the_h100_measured():
     assert torch.ops.vitfast.fp8_promotion_interval() == 4  # one 128-deep k-tile of 32-deep wgmmas
-    assert accumulation_fraction(768) >= 2.0**-13.8 and accumulation_fraction(3072) >= 2.0**-16.0
-    assert accumulation_fraction(768) <= 2.0**-10.5  # and stays a bound worth testing against
+    assert fp8_accumulation_fraction(768) >= 2.0**-13.8 and fp8_accumulation_fraction(3072) >= 2.0**-16.0
+    assert fp8_accumulation_fraction(768) <= 2.0**-10.5  # and stays a bound worth testing against
 
 
-def accumulation_bound(x8, w8, sa, sb):
-    return accumulation_fraction(x8.shape[-1]) * (x8.float().abs() @ w8.float().abs().t()) * sa * sb
-
-
-def e4m3_step(t):
-    """The spacing of e4m3 codes at |t| (code units): 2^(e - 3), subnormals' 2^-9 below 2^-6."""
-    e = torch.floor(torch.log2(t.abs().clamp_min(2.0**-6)))
-    return torch.exp2(e - 3)
-
-
-def against_emulation(M, K, N, activation, out_dtype, residual, config, seed=0):
-    x8, w8, sa, sb, b, r = operands(M, K, N, seed, "cuda")
-    out_scale = 2.0**-3
-    kw = dict(residual=r if residual else None, activation=activation, out_dtype=out_dtype,
-              out_scale=torch.tensor([out_scale], device="cuda") if out_dtype == E4M3 else None, amax=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the composite would warn: the kernel must run
-        out, m = fp8_linear(x8, w8, sa, sb, b, config=config, **kw)
-    ref, mref = fp8_linear_ref(x8, w8, sa, sb, b, **kw)
-    torch.cuda.synchronize()
-    acc = accumulation_bound(x8, w8, sa, sb)
-    if out_dtype == E4M3:  # codes: out = act(v) / out_scale, rounded to nearest even
-        o, want = out.float(), ref.float()
-        apart = (o - want).abs()
-        assert (apart <= e4m3_step(torch.maximum(o.abs(), want.abs())) + acc / out_scale).all()
-        assert (apart > 0).float().mean() < 1e-2  # rounding apart only near a boundary (not truncation)
-    else:
-        tol = ref.float().abs() * 2**-7 + acc  # one bf16 step where the two sums round apart
-        assert ((out.float() - ref.float()).abs() <= tol).all()
-    assert (m - mref).abs().item() <= acc.max().item()
+def test_the_fast_accumulation_bound_counts_every_wgmma_of_the_sum():
+    """pingpong_128x128_2x1_fastaccum sums the whole K on the tensor cores: its bound is K / 32 wgmma's
+    worth, 6x the promoted kernels' at K = 768, and grows with K (built for qkv and fc1 alone)."""
+    fast = "pingpong_128x128_2x1_fastaccum"
+    assert [torch.ops.vitfast.fp8_promotion_interval(fast, K) for K in (16, 32, 48, 768, 1024)] == [1, 1, 2, 24, 32]
+    assert torch.ops.vitfast.fp8_promotion_interval("coop_128x128", 3072) == 4
+    assert fp8_accumulation_fraction(768, fast) == pytest.approx(6 * fp8_accumulation_fraction(768), rel=1e-3)
+    assert fp8_accumulation_fraction(1024, fast) <= 2.0**-7.8
+    with pytest.raises(RuntimeError, match="config must be one of"):
+        torch.ops.vitfast.fp8_promotion_interval("fastaccum", 768)
+    assert fast not in torch.ops.vitfast.sm90_configs("fp8_residual")  # fc2's K is 4x the width
 
 
 @hopper
-@pytest.mark.parametrize("config", ["auto", "coop_128x128", "pingpong_64x128"])
+@pytest.mark.parametrize("config", ["auto", "coop_128x128", "pingpong_64x128", "coop_128x128_epi128x64",
+                                    "pingpong_128x128_2x1_fastaccum"])
 @pytest.mark.parametrize("activation,out_dtype,residual", [("none", BF16, False), ("gelu", E4M3, False),
                                                            ("gelu_tanh", E4M3, False), ("none", BF16, True)])
 @pytest.mark.parametrize("M,K,N", [(1576, 768, 2304), (1576, 768, 3072), (1576, 3072, 768), (1576, 768, 768),
                                    (50, 192, 576), (77, 208, 48), (1, 16, 16),
                                    (96, 384, 256), (200, 640, 128), (64, 272, 64)])  # odd k-tile counts too
-def test_sm90_fp8_linear_matches_the_emulation(M, K, N, activation, out_dtype, residual, config, monkeypatch):
-    if activation == "gelu_tanh" and config == "pingpong_64x128":
-        pytest.skip("tanh GELU is built in the general tile alone")
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # the twin's products in fp32
-    against_emulation(M, K, N, activation, out_dtype, residual, config)
+def test_sm90_fp8_linear_matches_the_emulation(M, K, N, activation, out_dtype, residual, config):
+    """The package check's case: the kernel against fp8_linear_ref within its configuration's accumulation
+    bound (vitfast.kernels.selftests.gemm.fp8_check), the amax too."""
+    if config not in ("auto", *torch.ops.vitfast.sm90_configs(fp8_kind(activation, out_dtype, residual))):
+        pytest.skip(f"{config} is not built for {activation} into {out_dtype}{' + residual' if residual else ''}")
+    fp8_check("cuda", M, K, N, activation, out_dtype, residual, config)
 
 
 @hopper
-def test_sm90_fp8_linear_at_vit_b_batch_256(monkeypatch):
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    against_emulation(M_B256, 768, 3072, "gelu", E4M3, False, "auto")
-    against_emulation(M_B256, 3072, 768, "none", BF16, True, "auto")
+def test_sm90_fp8_linear_at_vit_b_batch_256():
+    fp8_check("cuda", M_B256, 768, 3072, "gelu", E4M3, False, "auto")
+    fp8_check("cuda", M_B256, 3072, 768, "none", BF16, True, "auto")
 
 
 @hopper

@@ -106,8 +106,9 @@ def test_the_built_configurations():
     general tile alone."""
     built = {k: torch.ops.vitfast.sm90_configs(k) for k in KINDS}
     assert built["act"] == ["coop_128x128", "pingpong_128x128_2x1", "coop_128x256_2x1", "coop_128x192",
-                            "pingpong_64x128", "pingpong_64x256_2x1"]
-    assert built["act_aux"] == ["coop_128x128", "pingpong_128x128_2x1", "coop_128x256_2x1"]
+                            "pingpong_64x128", "pingpong_128x128_2x1_epi64x64", "pingpong_128x128_2x1_epi64x128"]
+    assert built["act_aux"] == ["coop_128x128", "pingpong_128x128_2x1", "coop_128x256_2x1",
+                                "pingpong_128x128_2x1_epi64x128"]
     assert built["residual"] == ["coop_128x128", "coop_128x256_2x1", "coop_128x192", "pingpong_64x128"]
     assert built["residual_f32"] == ["coop_128x128", "coop_128x256_2x1", "coop_128x192"]
     for kind in ("act_tanh", "act_aux_tanh", "fp16_acc_act", "fp16_acc_residual", "fp32_acc_act", "fp32_output"):
@@ -117,7 +118,8 @@ def test_the_built_configurations():
 @pytest.mark.parametrize("kind,name,message", [
     ("act", "coop_256x128", "config must be one of 'auto', 'coop_128x128'"),
     ("act_aux", "coop_128x192", "config 'coop_128x192' is not built for GELU storing the pre-activation; "
-                                "built: 'auto', 'coop_128x128', 'pingpong_128x128_2x1', 'coop_128x256_2x1'"),
+                                "built: 'auto', 'coop_128x128', 'pingpong_128x128_2x1', 'coop_128x256_2x1', "
+                                "'pingpong_128x128_2x1_epi64x128'"),
     ("residual_f32", "pingpong_64x128", "is not built for the residual epilogue into float32"),
     ("act_tanh", "coop_128x192", "is not built for tanh GELU"),
     ("gelu", "auto", "kind must be one of act, act_tanh, act_aux"),
@@ -204,7 +206,7 @@ PER_CONFIG = {**{k: 2 for k in KINDS[:6]}, "fp16_acc_act": 2, "fp16_acc_residual
 
 def test_the_sm90_kernels_issue_hgmma(sm90_sass):
     two_dtypes = sum(len(torch.ops.vitfast.sm90_configs(k)) for k in KINDS[:6])
-    assert two_dtypes == 18 and len(sm90_sass) == 2 * two_dtypes + 7, list(sm90_sass)
+    assert two_dtypes == 20 and len(sm90_sass) == 2 * two_dtypes + 7, list(sm90_sass)
     for name, body in sm90_sass.items():
         assert hgmma(body), f"no HGMMA in {name[:120]}"
         assert "HMMA" not in body.replace("HGMMA", ""), "an mma.sync instruction in a wgmma kernel"
@@ -212,18 +214,24 @@ def test_the_sm90_kernels_issue_hgmma(sm90_sass):
 
 
 def signature(name, body):
-    """(schedule, HGMMA shapes, TMA loads multicast?): what tells the configurations apart in the SASS."""
+    """(schedule, HGMMA shapes, TMA loads multicast?, pieces the epilogue stores a tile in): what tells
+    the configurations apart in the SASS. Each piece is two barriers of the threads that store it (one
+    before its registers go to shared memory, one before its TMA store), the mainloop two of its own."""
     schedule = "pingpong" if "Pingpong" in name else "coop" if "Cooperative" in name else "?"
-    return schedule, tuple(sorted({s for s, _, _ in hgmma(body)})), "UTMALDG.3D.MULTICAST" in body
+    pieces = (len(re.findall(r"\bBAR\.", body)) - 2) // 2
+    return schedule, tuple(sorted({s for s, _, _ in hgmma(body)})), "UTMALDG.3D.MULTICAST" in body, pieces
 
 
-SIGNATURES = {  # a 2x1 cluster multicasts each weight tile to both CTAs; a warpgroup's wgmma is 64 rows high
-    "coop_128x128": ("coop", ("64x128x16",), False),
-    "pingpong_128x128_2x1": ("pingpong", ("64x128x16",), True),
-    "coop_128x256_2x1": ("coop", ("64x256x16",), True),
-    "coop_128x192": ("coop", ("64x192x16",), False),
-    "pingpong_64x128": ("pingpong", ("64x128x16",), False),
-    "pingpong_64x256_2x1": ("pingpong", ("64x256x16",), True),
+# A 2x1 cluster multicasts each weight tile to both CTAs; a warpgroup's wgmma is 64 rows high. CUTLASS
+# stores a 16-bit tile in pieces of 64x32 per warpgroup (ping-pong) or 128x32 (cooperative).
+SIGNATURES = {
+    "coop_128x128": ("coop", ("64x128x16",), False, 4),
+    "pingpong_128x128_2x1": ("pingpong", ("64x128x16",), True, 8),
+    "coop_128x256_2x1": ("coop", ("64x256x16",), True, 8),
+    "coop_128x192": ("coop", ("64x192x16",), False, 6),
+    "pingpong_64x128": ("pingpong", ("64x128x16",), False, 4),
+    "pingpong_128x128_2x1_epi64x64": ("pingpong", ("64x128x16",), True, 4),
+    "pingpong_128x128_2x1_epi64x128": ("pingpong", ("64x128x16",), True, 2),
 }
 
 

@@ -121,7 +121,7 @@ def test_config_names_a_built_hopper_configuration_and_changes_no_result():
     with torch.no_grad():
         want_gelu, want_res = linear_gelu(x, w, b), linear_residual(x, w, b, r)
         for name in ("auto", "coop_128x128", "pingpong_128x128_2x1", "coop_128x256_2x1", "coop_128x192",
-                     "pingpong_64x128", "pingpong_64x256_2x1"):
+                     "pingpong_64x128", "pingpong_128x128_2x1_epi64x64", "pingpong_128x128_2x1_epi64x128"):
             assert torch.equal(linear_gelu(x, w, b, config=name), want_gelu)
         xb, wb, bb, rb = (t.bfloat16() for t in (x, w, b, r))  # a residual in the operands' dtype
         for name in ("coop_128x256_2x1", "coop_128x192", "pingpong_64x128"):
@@ -129,7 +129,8 @@ def test_config_names_a_built_hopper_configuration_and_changes_no_result():
         assert torch.equal(linear_residual(x, w, b, r, config="coop_128x192"), want_res)
     with pytest.raises(ValueError, match=r"^config must be one of 'auto', 'coop_128x128', 'pingpong_128x128_2x1', "
                                          r"'coop_128x256_2x1', 'coop_128x192', 'pingpong_64x128', "
-                                         r"'pingpong_64x256_2x1' for linear_gelu, "
+                                         r"'pingpong_128x128_2x1_epi64x64', 'pingpong_128x128_2x1_epi64x128' "
+                                         r"for linear_gelu, "
                                          r"got 'fast'$"):
         linear_gelu(x.detach(), w.detach(), b.detach(), config="fast")
     # tanh GELU in the general tile alone

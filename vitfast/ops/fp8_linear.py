@@ -21,10 +21,12 @@ The GPU kernel sums in another order than the CPU's fp32 product and fuses the s
 into one rounding, so it agrees with fp8_linear_ref to fp32 rounding of the sum before the output's
 rounding (an e4m3 output can differ by one e4m3 step where the sum lies near a rounding boundary). With
 an out_scale that is a power of two (the FP8 chain's: vitfast.quant) * (1 / out_scale) is exact.
+Hopper's FP8 tensor cores sum into an accumulator narrower than fp32; fp8_accumulation_bound says by how
+much the kernel's sum may differ, for its configuration (the fast-accumulation one sums the whole K there).
 """
 import torch
 
-__all__ = ["fp8_linear", "fp8_linear_ref", "ACTIVATIONS"]
+__all__ = ["fp8_linear", "fp8_linear_ref", "fp8_accumulation_bound", "ACTIVATIONS"]
 
 ACTIVATIONS = ("none", "gelu", "gelu_tanh")
 E4M3 = torch.float8_e4m3fn
@@ -114,3 +116,25 @@ def fp8_linear_ref(x, weight, scale_a, scale_b, bias=None, *, residual=None, act
         out = v.to(torch.bfloat16)
     out = out.reshape(*x.shape[:-1], weight.shape[0])
     return (out, m) if amax else out
+
+
+def fp8_accumulation_fraction(K, config="auto"):
+    """The bound of fp8_accumulation_bound as a fraction of the sum of |products|. Hopper's FP8 wgmma adds
+    its products into an accumulator narrower than fp32 (about 14 significant bits kept: DeepSeek-V3's
+    report; 2^-13.8 of the sum of |products| measured on an H100, 2026-11-24, K = 768 and 3,072), promoted
+    into fp32 every fp8_promotion_interval(config, K) wgmma instructions of 32 products. Each wgmma's
+    addition, keeping 13 bits below the running sum's leading one, errs by at most 2^-13 of the |products|
+    added since the last promotion: over `interval` of them, interval * 2^-13 of that chunk's sum of
+    |products|, and over the chunks, of the whole sum's. The promotions' fp32 additions (K / 128 of them)
+    add at most K / 128 * 2^-24 of it. GELU's slope is at most 1.13."""
+    interval = torch.ops.vitfast.fp8_promotion_interval(config, K)
+    return (interval * 2.0**-13 + K / 128 * 2.0**-24) * 1.13
+
+
+def fp8_accumulation_bound(x8, w8, scale_a, scale_b, config="auto"):
+    """Elementwise bound on |the kernel's v - fp8_linear_ref's| before the output's rounding, (M, N) for x8
+    (..., K) and w8 (N, K): what the tensor cores' narrower accumulator may lose, for configuration
+    `config` (csrc/gemm/sm90_config.h)."""
+    K = x8.shape[-1]
+    sums = x8.reshape(-1, K).float().abs() @ w8.float().abs().t()
+    return fp8_accumulation_fraction(K, config) * sums * scale_a * scale_b

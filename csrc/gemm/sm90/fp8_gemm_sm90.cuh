@@ -14,7 +14,8 @@
 //
 // The schedules and configurations are gemm_sm90.cuh's, with a 128-deep k-tile (128 bytes of e4m3 per
 // row: the 128-byte swizzle, as 64 bf16 are for the 16-bit kernels); the mainloop is CUTLASS's FP8
-// collective with its promotions overlapped with the next k-tile's wgmma (fp8_mainloop.cuh).
+// collective with its promotions overlapped with the next k-tile's wgmma (fp8_mainloop.cuh), or, for
+// the fast-accumulation configuration (sm90_config.h), CUTLASS's plain one, with no promotion.
 // The amax reduction's initial value is written by the launcher (fp8_linear_cuda.cpp: a zeroed tensor):
 // CUTLASS's own fill calls the driver API (cuMemsetD32Async), which the extension does not link.
 #define CUTLASS_SKIP_REDUCTION_INIT
@@ -118,14 +119,17 @@ struct Fp8Kernel {
   using ElementC = std::conditional_t<kWithC, cutlass::bfloat16_t, void>;
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, typename S::ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
+      typename S::EpilogueTile, float, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
       typename S::Epilogue, typename fp8::Tree<kEpi, TileShape>::type>::CollectiveOp;
-  using CollectiveMainloop = Fp8OverlappedMainloop<typename cutlass::gemm::collective::CollectiveBuilder<
+  using BuiltMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Operand, Row, kAlign, Operand, cutlass::layout::ColumnMajor,
       kAlign, float, TileShape, typename S::ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
           sizeof(typename CollectiveEpilogue::SharedStorage))>,
-      typename S::Mainloop>::CollectiveOp>;
+      typename S::Mainloop>::CollectiveOp;
+  // Fast accumulation: CUTLASS's plain mainloop, nothing to promote; else the promotions overlapped.
+  static constexpr bool kFastAccum = sm90_config_fast_accum(kConfig);
+  using CollectiveMainloop = std::conditional_t<kFastAccum, BuiltMainloop, Fp8OverlappedMainloop<BuiltMainloop>>;
   using GemmKernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, CollectiveMainloop,
                                                           CollectiveEpilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;
@@ -150,7 +154,7 @@ int launch_fp8(const GemmParams& p, int sms, cudaStream_t stream) {
        static_cast<typename K::Out*>(p.out),
        cutlass::make_cute_packed_stride(typename GK::StrideD{}, {M, N, 1})}};
   args.hw_info.sm_count = sms;
-  args.mainloop.mma_promotion_interval = kFp8PromotionInterval;
+  if constexpr (!K::kFastAccum) args.mainloop.mma_promotion_interval = kFp8PromotionInterval;
   // The tree's arguments nest as its nodes do: each node's children first, its own last.
   const typename fp8::Affine<typename K::TileShape>::Arguments affine{
       {},                      // acc

@@ -140,8 +140,10 @@ using GeluAux = Sm90EVT<
             PlusBias<float, Aux, TileShape>>>;
 }  // namespace tree
 
-// A configuration's CUTLASS types (sm90_config.h says what each is for).
-template <int kTileM, int kTileN, int kClusterM, bool kPingpong>
+// A configuration's CUTLASS types (sm90_config.h says what each is for). The epilogue stores the tile
+// in pieces of EpilogueTile (Auto: CUTLASS's choice, 64x32 for ping-pong's 16-bit outputs).
+template <int kTileM, int kTileN, int kClusterM, bool kPingpong,
+          class EpiTile = cutlass::epilogue::collective::EpilogueTileAuto>
 struct Schedule {
   using TileShape = cute::Shape<cute::Int<kTileM>, cute::Int<kTileN>, cute::_64>;
   using ClusterShape = cute::Shape<cute::Int<kClusterM>, cute::_1, cute::_1>;
@@ -149,6 +151,7 @@ struct Schedule {
                                       cutlass::gemm::KernelTmaWarpSpecializedCooperative>;
   using Epilogue = std::conditional_t<kPingpong, cutlass::epilogue::TmaWarpSpecialized,
                                       cutlass::epilogue::TmaWarpSpecializedCooperative>;
+  using EpilogueTile = EpiTile;
 };
 
 template <Sm90Config kConfig>
@@ -164,7 +167,19 @@ struct ScheduleOf<Sm90Config::kCoop128x192> : Schedule<128, 192, 1, false> {};
 template <>
 struct ScheduleOf<Sm90Config::kPingpong64x128> : Schedule<64, 128, 1, true> {};
 template <>
-struct ScheduleOf<Sm90Config::kPingpong64x256C2> : Schedule<64, 256, 2, true> {};
+struct ScheduleOf<Sm90Config::kPingpong128x128C2E64>
+    : Schedule<128, 128, 2, true, cute::Shape<cute::_64, cute::_64>> {};
+template <>
+struct ScheduleOf<Sm90Config::kPingpong128x128C2E128>
+    : Schedule<128, 128, 2, true, cute::Shape<cute::_64, cute::_128>> {};
+template <>
+struct ScheduleOf<Sm90Config::kCoop128x128E128x64>
+    : Schedule<128, 128, 1, false, cute::Shape<cute::_128, cute::_64>> {};
+template <>
+struct ScheduleOf<Sm90Config::kPingpong128x128C2FastAccum>
+    : Schedule<128, 128, 2, true, cute::Shape<cute::_64, cute::_128>> {
+  using Mainloop = cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8FastAccum;  // FP8 operands only
+};
 
 // linear_gelu's kinds round the pre-activation to the operand dtype before GELU; lp_matmul's do not.
 constexpr bool sm90_kind_rounds(Sm90Kind k) {
@@ -195,7 +210,7 @@ struct Kernel {
                                       typename tree::Of<kEpi, Round, Out, Bias, typename S::TileShape>::type>;
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, typename S::TileShape, typename S::ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, Accumulator, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
+      typename S::EpilogueTile, Accumulator, float, ElementC, Row, kAlignOut, Out, Row, kAlignOut,
       typename S::Epilogue, FusionOp>::CollectiveOp;
   using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Operand, Row, kAlign, Operand, cutlass::layout::ColumnMajor,
@@ -287,8 +302,11 @@ int dispatch_config(const GemmParams& p, LaunchOne&& launch_one) {
   one(std::integral_constant<C, C::kCoop128x256C2>{});
   one(std::integral_constant<C, C::kCoop128x192>{});
   one(std::integral_constant<C, C::kPingpong64x128>{});
-  one(std::integral_constant<C, C::kPingpong64x256C2>{});
-  static_assert(static_cast<int>(C::kCount) == 7, "a configuration is missing from dispatch_config()'s list");
+  one(std::integral_constant<C, C::kPingpong128x128C2E64>{});
+  one(std::integral_constant<C, C::kPingpong128x128C2E128>{});
+  one(std::integral_constant<C, C::kCoop128x128E128x64>{});
+  one(std::integral_constant<C, C::kPingpong128x128C2FastAccum>{});
+  static_assert(static_cast<int>(C::kCount) == 10, "a configuration is missing from dispatch_config()'s list");
   return status;
 }
 
