@@ -1,6 +1,13 @@
-"""A run stopped by an earlier release continues with this one bit for bit (--deterministic, CPU): its
-checkpoint (tests/training/runs_before_trainer_parts, see the README there) resumes to the weights and
-optimizer state of the same run trained here without a stop."""
+"""A run stopped by an earlier release continues with this one (--deterministic, CPU): its checkpoint
+(tests/training/runs_before_trainer_parts, see the README there) resumes to the weights and optimizer
+state of the same run trained here without a stop.
+
+Not bit for bit: oneDNN and MKL pick their kernels by the CPU's instruction set, so another CPU model rounds
+the stored run's first six steps differently (its loss at step 5 reads 2.2288611, this code's on a 2-core EPYC
+2.2288609), and CI's machines vary. The float state must agree to within 1e-3 relative + 1e-4: on that EPYC
+the rounding used at most 18% of it (supervised; DINO 0.3%), while resumes that read the data position one
+batch off or lost Adam's first moments came out 188 to 929 times over it. Integer state is exact; bit-exact
+resume within one version is test_resume's and test_ssl_guarantees'."""
 import shutil
 import subprocess
 import sys
@@ -27,8 +34,12 @@ def train(args, cwd):
 
 
 def same(a, b, where=""):
+    """a == b: float tensors to within another CPU's rounding carried through 34 steps, the others exactly."""
     if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
+        if a.is_floating_point():
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=lambda m: f"{where}: {m}")
+        else:
+            assert torch.equal(a, b), where
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for k in a:
@@ -40,7 +51,7 @@ def same(a, b, where=""):
 
 
 @pytest.mark.parametrize("kind", sorted(ARGS))
-def test_a_run_stopped_by_an_earlier_release_resumes_bit_exactly(tmp_path, kind):
+def test_a_run_stopped_by_an_earlier_release_resumes_to_the_same_run(tmp_path, kind):
     before = load_state(RUNS / kind / "checkpoint-last.pt")
     assert (before["step"], before["total_steps"]) == (6, 40)
     shutil.copytree(RUNS / kind, tmp_path / "resumed")
