@@ -136,8 +136,8 @@ def flags(items):
 
 
 # a recipe's keys that the rows without its method share with it (the supervised run, the random model, pixels):
-# its data pipeline too, else the supervised run decodes and augments on the host, at a quarter of the
-# GPU's rate (1,217 img/s on the H200's 16 cores, 2026-11-28), and trains for a quarter the steps in its time
+# its data pipeline too, else the supervised run decodes and augments on the host and trains fewer steps in
+# its time (on the H200: 1,217 img/s so, 2026-11-28; about 3,500 with the pipeline on the device, 2026-11-26)
 SHARED = ("model", "model_kwargs", "data", "holdout", "data_on_device", "workers", "mean", "std", "amp")
 
 
