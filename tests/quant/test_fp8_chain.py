@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from vitfast.ops import fp8_linear_ref, layer_norm_fp8_ref, scaled_cast_ref
 from vitfast.quant import convert_ptq
 from vitfast.quant.fp8_chain import FP8Block, convert_fp8, power_of_two_scale
-from tests.quant.test_linear8 import images, small_model, trained  # noqa: F401  (trained: a fixture)
+from tests.quant.conftest import small_model
+from tests.quant.test_linear8 import images
 from tests.values import needs_cuda
 
 E4M3 = torch.float8_e4m3fn
@@ -22,7 +23,7 @@ def agreement(a, b):
     return (a.argmax(-1) == b.argmax(-1)).float().mean().item()
 
 
-def test_agreement_with_the_fp32_model(trained):  # noqa: F811
+def test_agreement_with_the_fp32_model(trained):
     """The chain keeps the fp32 model's predictions nearly as well as FP8 products alone (Linear8's
     emulation) on the same model: it also rounds the norms' outputs and attention's operands. The
     fixture's model is trained on each machine's CPU, so its close calls, and both agreements, differ
@@ -39,7 +40,7 @@ def test_agreement_with_the_fp32_model(trained):  # noqa: F811
     assert chain >= alone - 0.02 and chain >= 0.95, (chain, alone)
 
 
-def test_each_block_against_its_fp32_self(trained):  # noqa: F811
+def test_each_block_against_its_fp32_self(trained):
     """Each FP8 block on the fp32 model's own input to that block: the relative error of its output
     (the residual stream after the block), e4m3's rounding at four products' inputs."""
     model, calib, val = trained
@@ -61,7 +62,7 @@ def test_each_block_against_its_fp32_self(trained):  # noqa: F811
     assert max(errors) < 2e-2 and max(of_update) < 5e-2, (errors, of_update)
 
 
-def test_scales_are_powers_of_two_that_hold_the_calibration_range(trained):  # noqa: F811
+def test_scales_are_powers_of_two_that_hold_the_calibration_range(trained):
     model, calib, _ = trained
     fp8 = convert_fp8(model, calib)
     for block in fp8.blocks:
@@ -74,7 +75,7 @@ def test_scales_are_powers_of_two_that_hold_the_calibration_range(trained):  # n
     assert power_of_two_scale(0.0).item() == 1.0 and power_of_two_scale(3.5).item() == 2.0**-7
 
 
-def test_the_block_is_the_chain_of_the_twins(trained):  # noqa: F811
+def test_the_block_is_the_chain_of_the_twins(trained):
     """FP8Block's forward, step by step with the ops' pure-PyTorch twins: the same codes and outputs bit
     for bit (each product reads the scale its writer used; fc1 writes with fc2's)."""
     model, calib, val = trained
@@ -99,7 +100,7 @@ def test_the_block_is_the_chain_of_the_twins(trained):  # noqa: F811
         assert torch.equal(block(x), want)
 
 
-def test_the_rest_is_bf16_and_the_original_untouched(trained):  # noqa: F811
+def test_the_rest_is_bf16_and_the_original_untouched(trained):
     model, calib, val = trained
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fp8 = convert_fp8(model, calib, calib_steps=1)
@@ -110,7 +111,7 @@ def test_the_rest_is_bf16_and_the_original_untouched(trained):  # noqa: F811
     assert out.dtype == torch.bfloat16 and out.shape == (4, 10)
 
 
-def test_a_dtype_cast_leaves_the_codes_and_scales_as_they_are(trained):  # noqa: F811
+def test_a_dtype_cast_leaves_the_codes_and_scales_as_they_are(trained):
     """model.to(torch.bfloat16) (the converted model's own dtype) or .float() must not recast the e4m3
     codes, fp32 scales and biases of its FP8 blocks: the same outputs after the cast."""
     model, calib, val = trained
@@ -149,7 +150,7 @@ def test_bad_input_gets_one_clear_line():
 
 
 @needs_cuda
-def test_cuda_chain_within_the_bound_of_the_cpu_emulation(trained):  # noqa: F811
+def test_cuda_chain_within_the_bound_of_the_cpu_emulation(trained):
     """On a GPU the same chain (Hopper kernels on an H100/H200; the composites elsewhere): outputs within
     a few e4m3 steps' worth of the CPU emulation, its predictions as close to the fp32 model's."""
     model, calib, val = trained
@@ -165,7 +166,7 @@ def test_cuda_chain_within_the_bound_of_the_cpu_emulation(trained):  # noqa: F81
     assert agreement(b, ref) >= agreement(a, ref) - 0.01, (agreement(b, ref), agreement(a, ref))
 
 
-def test_saved_and_loaded_at_a_quarter_of_fp32(trained, tmp_path):  # noqa: F811
+def test_saved_and_loaded_at_a_quarter_of_fp32(trained, tmp_path):
     from vitfast.quant import load_quantized, save_quantized
     model, calib, val = trained
     fp8 = convert_fp8(model, calib)
@@ -182,7 +183,7 @@ def test_saved_and_loaded_at_a_quarter_of_fp32(trained, tmp_path):  # noqa: F811
         save_quantized(fp8, path)
 
 
-def test_the_cpu_emulation_says_so_once(trained, monkeypatch):  # noqa: F811
+def test_the_cpu_emulation_says_so_once(trained, monkeypatch):
     import vitfast.quant.fp8_chain as chain
     model, calib, val = trained
     fp8 = convert_fp8(model, calib)

@@ -6,55 +6,23 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import vitfast
 import vitfast.quant.linear8 as linear8
 from vitfast.cli import UsageError
-from vitfast.data import generate_builtin
 from vitfast.eval import main as eval_main
 from vitfast.quant import (Linear8, convert_ptq, is_quantized, load_quantized, quantized_paths, save_quantized,
                            strip_qat)
 from vitfast.quant.scaled import SCALED_RECIPES
+from tests.quant.conftest import small_model
 from tests.values import needs_cuda
 
 SCALED = list(SCALED_RECIPES)
-KW = dict(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=2, num_classes=10)
 
 
 def images(n, seed=0):
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-
-
-def small_model(seed=0, name="vit_tiny_patch16_224", **kw):
-    torch.manual_seed(seed)
-    return vitfast.create_model(name, **{**KW, **kw}).eval()
-
-
-@pytest.fixture(scope="module")
-def trained():
-    """A small ViT trained for 300 steps on the built-in textures (82.7% validation top-1, so the
-    predictions are a trained model's, with close calls left for quantization to flip), with two
-    calibration batches and 1,000 validation images."""
-    def prep(a):
-        return (torch.as_tensor(a).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
-
-    xt, yt = generate_builtin("train", n=6000)
-    xv, _ = generate_builtin("val", n=1000)
-    xt, yt, xv = prep(xt), torch.as_tensor(yt), prep(xv)
-    model = small_model().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=300, pct_start=0.1)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(300):
-        i = torch.randint(0, len(xt), (64,), generator=g)
-        loss = F.cross_entropy(model(xt[i]), yt[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval(), xt[:128].split(64), xv
 
 
 def cpu_path(dtype):
