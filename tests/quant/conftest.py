@@ -8,15 +8,8 @@ import torch
 import torch.nn.functional as F
 from filelock import FileLock
 
-import vitfast
 from vitfast.data import generate_builtin
-
-KW = dict(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=2, num_classes=10)
-
-
-def small_model(seed=0, name="vit_tiny_patch16_224", **kw):
-    torch.manual_seed(seed)
-    return vitfast.create_model(name, **{**KW, **kw}).eval()
+from tests.quant.small import small_model
 
 
 def _prep(a):

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from vitfast.ops import fp8_linear_ref, layer_norm_fp8_ref, scaled_cast_ref
 from vitfast.quant import convert_ptq
 from vitfast.quant.fp8_chain import FP8Block, convert_fp8, power_of_two_scale
-from tests.quant.conftest import small_model
-from tests.quant.test_linear8 import images
+from tests.quant.small import images, small_model
 from tests.values import needs_cuda
 
 E4M3 = torch.float8_e4m3fn

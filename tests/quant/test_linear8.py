@@ -15,14 +15,10 @@ from vitfast.eval import main as eval_main
 from vitfast.quant import (Linear8, convert_ptq, is_quantized, load_quantized, quantized_paths, save_quantized,
                            strip_qat)
 from vitfast.quant.scaled import SCALED_RECIPES
-from tests.quant.conftest import small_model
+from tests.quant.small import images, small_model
 from tests.values import needs_cuda
 
 SCALED = list(SCALED_RECIPES)
-
-
-def images(n, seed=0):
-    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
 def cpu_path(dtype):

@@ -1,8 +1,9 @@
 """Self-supervised pretraining learns (issue 98): the packaged CPU recipe, `-c mocov3_builtin`, as a user
-runs it, in its short variant (300 of its 1,200 steps, warmup scaled alike): its loss falls, and its backbone's k-NN top-1 on the built-in validation images
-beats the random model's, measured here on the same images by the same protocol, by a clear margin (3
-points, against a standard error of 0.9 on 2,000 images; benchmarks/results/ssl_ablation_cpu.md
-measures the margin and how it grows). About two and a half minutes on two cores."""
+runs it, in its short variant (300 of its 1,200 steps, warmup scaled alike): its loss falls, and its
+backbone's k-NN top-1 on the built-in validation images beats the random model's, measured here on the
+same images by the same protocol, by a clear margin (3 points, against a standard error of 0.9 on 2,000
+images; benchmarks/results/ssl_ablation_cpu.md measures the margin and how it grows). About two and a
+half minutes on two cores."""
 import json
 import statistics
 

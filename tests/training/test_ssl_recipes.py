@@ -79,7 +79,9 @@ def test_a_recipe_runs_and_its_closing_commands_run_as_printed(recipe, header, f
     summary = train_main(["-c", recipe, "--data", folder, *SMALL, "--output", str(tmp_path / "ssl")])
     text = capsys.readouterr().out
     assert header in text and summary["steps"] == 1
-    if not recipe.startswith("mocov3"):  # a 1-step run: the schedules counted in epochs outlast it, and the header says so
+    # a 1-step run: the schedules counted in epochs (15 steps of 2 of the 30 training images) outlast it,
+    # and the header says so
+    if not recipe.startswith("mocov3"):
         assert "frozen 15 steps (all of the run's 1: its schedule is cut short)" in text
     assert f"best k-NN top-1 {summary['best_acc1']:.2f}%" in text
     if recipe != "dino_cifar10":  # one recipe's commands are enough (the same for the others): the cheapest
