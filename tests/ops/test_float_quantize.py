@@ -3,7 +3,6 @@ from first principles, and stochastic rounding's statistics; opcheck, torch.comp
 import pytest
 import torch
 
-import vitfast
 from vitfast.ops import float_quantize, float_quantize_ref
 from vitfast.ops.float_quantize import float_format_limits
 from tests.values import adversarial_fp32, assert_same_bits, needs_cuda
@@ -25,6 +24,31 @@ def by_cast(x, dtype):
     return x.to(dtype).to(x.dtype)
 
 
+def rounding_sample(man):
+    """fp32 bit patterns that meet every rounding case of a format with `man` mantissa bits: every sign,
+    exponent and top min(man, 10) mantissa bits, under each low-bit pattern that sits at, just below or
+    just above a tie at any lower bit (and 0, all ones), so ties of subnormal targets, whose rounding bit
+    moves up, are met too."""
+    top = min(man, 10)
+    low_bits = 23 - top
+    lows = {0, (1 << low_bits) - 1}
+    for k in range(low_bits):
+        lows |= {1 << k, (1 << k) - 1, (1 << k) + 1}
+    lows = torch.tensor(sorted(v for v in lows if v < 1 << low_bits), dtype=torch.int64)
+    heads = torch.arange(1 << (9 + top), dtype=torch.int64) << low_bits  # sign, exponent, top mantissa bits
+    patterns = (heads[:, None] | lows[None, :]).flatten()
+    return (patterns - (1 << 32) * (patterns >= 1 << 31)).to(torch.int32).view(torch.float32)
+
+
+@pytest.mark.parametrize("dtype", list(CASTS), ids=str)
+def test_every_rounding_case_of_fp32_inputs_matches_torch_cast(dtype):
+    """The short variant of the sweep below: tens of millions of inputs instead of 2^32."""
+    exp, man, saturate, finite = CASTS[dtype]
+    for x in rounding_sample(man).split(1 << 22):
+        assert_same_bits(float_quantize(x, exp, man, saturate=saturate, finite=finite), by_cast(x, dtype), x)
+
+
+@pytest.mark.long
 @pytest.mark.parametrize("dtype", list(CASTS), ids=str)
 def test_every_fp32_input_matches_torch_cast(dtype):
     """All 2^32 fp32 bit patterns: ties, subnormals, +-0, overflow, inf, NaN. 2^22 at a time: buffers

@@ -6,16 +6,17 @@ import pytest
 import timm
 import torch
 
-import vitfast
 from vitfast.eval import main as eval_main
 from vitfast.train import main as train_main
 from vitfast.training.config import ConfigError
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, request):
+def trained(tmp_path_factory, small_builtin):
+    """A small ViT trained on 160 built-in images: its evaluations read the 40 held out (each format of the
+    table costs its pass over them)."""
     out = tmp_path_factory.mktemp("run")
-    train_main(["--model", "vit_tiny_patch16_224", "--data", "builtin", "--steps", "30", "--batch-size", "64",
+    train_main(["--model", "vit_tiny_patch16_224", "--data", small_builtin, "--steps", "30", "--batch-size", "64",
                 "--model-kwargs", "img_size=32,patch_size=8,embed_dim=48,depth=2,num_heads=2", "--lr", "3e-3",
                 "--output", str(out), "--ptq-report", ""])
     return out
@@ -68,8 +69,9 @@ def test_foreign_weights_by_model_name(tmp_path):
     torch.manual_seed(0)
     ref = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=10)
     torch.save(ref.state_dict(), tmp_path / "timm.pth")
-    res = eval_main(["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,depth=1,num_classes=10",
-                     "--checkpoint-path", str(tmp_path / "timm.pth"), "--data", "builtin"])
+    res = eval_main(["--model", "vit_tiny_patch16_224", "--model-kwargs",
+                     "img_size=32,patch_size=8,depth=1,num_classes=10", "--checkpoint-path", str(tmp_path / "timm.pth"),
+                     "--data", "builtin"])
     assert 0 <= res["fp32"]["acc1"] <= 100
 
 
@@ -77,8 +79,8 @@ def test_dvt_budget_curve(tmp_path, capsys):
     from tests.training.test_train import write_folder
 
     write_folder(tmp_path / "data", per_class=6, size=64)
-    train_main(["--model", "dvt_t2t_vit_12", "--data", f"folder:{tmp_path / 'data'}", "--img-size", "64", "--steps", "1",
-                "--batch-size", "4", "--output", str(tmp_path / "dvt"), "--ptq-report", ""])
+    train_main(["--model", "dvt_t2t_vit_12", "--data", f"folder:{tmp_path / 'data'}", "--img-size", "64", "--steps",
+                "1", "--batch-size", "4", "--output", str(tmp_path / "dvt"), "--ptq-report", ""])
     res = eval_main(["--checkpoint", str(tmp_path / "dvt" / "checkpoint-last.pt"), "--dvt-plot",
                      str(tmp_path / "curve.png"), "--json", str(tmp_path / "dvt.json")])
     assert len(res["fp32"]["exit_acc1"]) == 3
@@ -112,16 +114,16 @@ def test_a_run_with_holdout_is_evaluated_on_the_images_it_held_out(tmp_path, cap
     assert "(val: held out of train by the run, 100 images)" in capsys.readouterr().out
 
 
-def test_a_training_checkpoint_serves_as_weights(trained, tmp_path, capsys):
+def test_a_training_checkpoint_serves_as_weights(trained, small_builtin, tmp_path, capsys):
     """A run's checkpoint-*.pt given where weights go (eval's --checkpoint-path, train's --init-checkpoint):
     the safe loader reads it (its numpy random state included) and takes its model's tensors."""
     kwargs = "img_size=32,patch_size=8,embed_dim=48,depth=2,num_heads=2,num_classes=10"
     by_path = eval_main(["--model", "vit_tiny_patch16_224", "--model-kwargs", kwargs, "--checkpoint-path",
-                         str(trained / "checkpoint-best.pt"), "--data", "builtin"])
+                         str(trained / "checkpoint-best.pt"), "--data", small_builtin])
     by_checkpoint = eval_main(["--checkpoint", str(trained / "checkpoint-best.pt")])
     assert by_path["fp32"]["acc1"] == by_checkpoint["fp32"]["acc1"]
-    summary = train_main(["--model", "vit_tiny_patch16_224", "--data", "builtin", "--steps", "1", "--batch-size", "64",
-                          "--model-kwargs", kwargs.rsplit(",", 1)[0], "--init-checkpoint",
+    summary = train_main(["--model", "vit_tiny_patch16_224", "--data", small_builtin, "--steps", "1", "--batch-size",
+                          "64", "--model-kwargs", kwargs.rsplit(",", 1)[0], "--init-checkpoint",
                           str(trained / "checkpoint-last.pt"), "--output", str(tmp_path / "tuned"), "--ptq-report", ""])
     assert summary["steps"] == 1
     assert f"initialised from {trained / 'checkpoint-last.pt'}" in capsys.readouterr().out

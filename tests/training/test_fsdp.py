@@ -146,8 +146,8 @@ def entries(state, key):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_under_fsdp_equals_ddp(tmp_path, small_builtin, method):
     """The method's own modules sharded too (DINO's teacher and heads, SwAV's head, MoCo v3's momentum
-    encoder, an EMA, a distillation teacher): weights, EMA / teacher and method state equal DDP's on the same global batch; DINO's step-2
-    checkpoints continue across the two, each to the other's result."""
+    encoder, an EMA, a distillation teacher): weights, EMA / teacher and method state equal DDP's on the
+    same global batch; DINO's step-2 checkpoints continue across the two, each to the other's result."""
     args = TINY + ["--data", small_builtin, "--steps", "4"] + METHODS[method]
     kept = ["--eval-every-steps", "2", "--keep-checkpoints", "2"] if method == "dino" else []
     port = 29600 + 10 * list(METHODS).index(method)
@@ -303,6 +303,7 @@ def test_what_fsdp_cannot_do_is_refused_in_one_line(tmp_path, tiny_args, extra, 
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
+@pytest.mark.long  # two ranks equal DDP above, and a 4-rank checkpoint continues on 2 in the case table
 def test_four_ranks_equal_ddp_and_continue_on_two(runs, tmp_path):
     """Four ranks under --fsdp equal DDP's two on the same global batch (8 images per rank and step); their
     step-2 checkpoint continues on two ranks to the same end (4 -> 2)."""
@@ -340,7 +341,8 @@ def test_every_family_is_sharded_block_by_block(name):
     assert inside > 0.9 * sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", list(FAMILIES))
+@pytest.mark.parametrize("name", [pytest.param("t2t_vit_7", marks=pytest.mark.long),  # DVT's backbone is T2T-ViT
+                                  "convit_tiny", "dvt_t2t_vit_12"])
 def test_t2t_convit_and_dvt_under_fsdp_equal_ddp(tmp_path, small_builtin, name):
     args = TINY[2:] + ["--model", name, "--model-kwargs", FAMILIES[name], "--data", small_builtin, "--steps", "2"]
     port = 29721 + 2 * list(FAMILIES).index(name)

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -21,8 +20,9 @@ from vitfast.training.state import load_state
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ENV.pop("VITFAST_DEBUG", None)
-TINY = ["--model", "vit_tiny_patch16_224",
-        "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2", "--batch-size", "32", "--ptq-report", "", "--deterministic", "--log-every", "1", "--device", "cpu"]
+TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs",
+        "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2", "--batch-size", "32", "--ptq-report", "",
+        "--deterministic", "--log-every", "1", "--device", "cpu"]
 ONE = [sys.executable, "-m", "vitfast.train"]
 
 
@@ -106,7 +106,8 @@ RANKED = TINY + ["--data", "builtin", "--steps", "40", "--eval-every-steps", "20
 
 @pytest.mark.parametrize("sharded, signum, target, after", [
     (False, signal.SIGINT, "launcher", "  step 5  "),  # Ctrl-C at the terminal: torchrun passes it on
-    (False, signal.SIGTERM, "launcher", "validation ("),  # in a validation: the ranks finish it, stop after it
+    pytest.param(False, signal.SIGTERM, "launcher", "validation (",  # in a validation: the ranks finish it, stop
+                 marks=pytest.mark.long),  # after it (as fsdp-in-validation-sigusr1 does, sharded)
     (True, signal.SIGTERM, "rank1", "  step 5  "),  # one rank alone: the other stops at the same step
     (True, signal.SIGUSR1, "launcher", "validation ("),  # sharded, in a validation (torchrun told of SIGUSR1)
 ], ids=["ddp-ctrl-c", "ddp-in-validation", "fsdp-one-rank-max-restarts", "fsdp-in-validation-sigusr1"])
@@ -193,7 +194,8 @@ def test_at_slurms_time_limit_the_saved_run_requeues_its_job(tmp_path, scontrol)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     if scontrol != "absent":
-        does = f'echo "$@" > {tmp_path}/called' if scontrol == "works" else 'echo "Invalid job id specified" >&2; exit 1'
+        refuse = 'echo "Invalid job id specified" >&2; exit 1'
+        does = f'echo "$@" > {tmp_path}/called' if scontrol == "works" else refuse
         (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{does}\n")
         (bin_dir / "scontrol").chmod(0o755)
     env = {**ENV, "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train.sbatch",
