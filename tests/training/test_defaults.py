@@ -14,8 +14,8 @@ from vitfast.training.config import resolve, upgraded
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ENV.pop("VITFAST_DEBUG", None)
-TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
-        "--batch-size", "32", "--ptq-report", ""]
+TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs",
+        "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2", "--batch-size", "32", "--ptq-report", ""]
 
 
 def train(args, cwd):
@@ -57,7 +57,7 @@ def test_a_flag_overrides_a_model_default_and_another_model_has_none():
     cfg = resolve(["--lr", "0.01"], origins=origin)
     assert cfg["lr"] == 0.01 and cfg["epochs"] == 4 and origin == {"lr": "--lr"}
     other = resolve(["--model", "vit_tiny_patch16_224"])
-    assert other["lr"] == 1e-3 and other["epochs"] is None and other["warmup_epochs"] == 0.0 and other["smoothing"] == 0.1
+    assert (other["lr"], other["epochs"], other["warmup_epochs"], other["smoothing"]) == (1e-3, None, 0.0, 0.1)
     assert resolve(["--steps", "10"])["epochs"] is None  # steps replace the model's epochs
 
 
@@ -104,6 +104,22 @@ def test_warmup_mistakes(tmp_path, monkeypatch, extra, message):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("method", ["dino", "swav", "mocov3"])
+def test_the_builtin_data_brings_its_crops_to_every_method_unless_the_run_names_crops(method):
+    """Grayscale, two crops of 80-100% (the ablation's lesson for this data); crops a run names are its own,
+    the colour still the data's; other data keep the method's."""
+    own = resolve(["--ssl", method])
+    assert (own["num_crops"], own["crop_scales"], own["crop_grayscale"]) == ([2], [[0.8, 1.0]], 1.0)
+    named = resolve(["--ssl", method, "--num-crops", "2,2", "--size-crops", "32,16"])
+    assert (named["num_crops"], named["crop_scales"], named["crop_grayscale"]) == ([2, 2], None, 1.0)
+    total = {"dino": "10", "swav": "6", "mocov3": "2"}[method]  # the method's own crops' (VISSL's total names them)
+    assert resolve(["--ssl", method, "--total-num-crops", total])["num_crops"] is None
+    assert resolve(["--ssl", method, "--crop-grayscale", "0.2"])["crop_grayscale"] == 0.2
+    folder = resolve(["--ssl", method, "--data", "folder:x"])
+    assert (folder["num_crops"], folder["crop_scales"], folder["crop_grayscale"]) == (None, None, 0.2)
+    assert resolve([])["num_crops"] is None  # supervised: no crops of its own
+
+
 def test_an_earlier_release_run_config_reads_in_todays_keys():
     # "warmup" was epochs under --epochs and steps under --steps
     assert upgraded({"warmup": 5, "epochs": 10, "steps": None}) == \
@@ -127,5 +143,8 @@ def test_an_ssl_runs_header_says_whose_each_default_is(tmp_path):
     assert "warmup: none: --ssl dino's default --warmup-epochs 10 (= 780 steps) is at or past the run's 1 step" in lines
     assert "post-training table: off, --ssl dino's default (each format would extract the k-NN memory bank's " \
            "features again); --ptq-report fp16_32,bf16 asks for it" in lines
+    assert "the built-in data's own defaults: --crop-grayscale 1.0, --num-crops 2, --crop-scales 0.8,1.0 (a flag or " \
+           "config key overrides each)" in lines
+    assert "--ssl dino: crops 2 x 32 px 0.8-1 (patch 4), colour jitter 0.4,0.4,0.2,0.1, grayscale 1;" in proc.stdout
     assert "last layer frozen 78 steps (all of the run's 1" in proc.stdout and " 1 steps" not in proc.stdout
     assert "ptq" not in json.loads((tmp_path / "run" / "summary.json").read_text())

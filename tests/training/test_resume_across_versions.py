@@ -22,7 +22,10 @@ from .test_resume import ENV, TINY
 
 RUNS = Path(__file__).parent / "runs_before_trainer_parts"
 DINO = ["--ssl", "dino", "--head-out-dim", "64", "--head-hidden-dim", "64", "--head-bottleneck-dim", "32",
-        "--eval-every-steps", "10"]
+        "--eval-every-steps", "10",
+        # DINO's own crops, which the stored run took (its config.yaml keeps them) before the built-in data
+        # brought crops of its own
+        "--num-crops", "2,8", "--crop-scales", "0.4,1,0.05,0.4", "--crop-grayscale", "0.2"]
 ARGS = {"supervised": TINY, "dino": TINY[:-4] + DINO}  # (DINO trains without --reprob and --mixup)
 
 

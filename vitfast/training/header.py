@@ -18,9 +18,10 @@ def print_header(log, cfg, origin, model, data, schedule, dist, parallel, out):
                   "several times slower than --amp none")
     own = {k: v for k, v in config_lib.from_model_defaults(cfg, origin).items()
            if not (cfg["ssl"] and k in config_lib.SUPERVISED_ONLY)}  # (not what a --ssl run reads)
-    method = config_lib.method_defaults(cfg["ssl"])
-    for owner, keys in ((cfg["model"], [k for k in own if k not in method]),
-                        (f"--ssl {cfg['ssl']}", [k for k in own if k in method])):
+    method, data = config_lib.method_defaults(cfg["ssl"]), config_lib.data_defaults(cfg, origin)
+    for owner, keys in ((cfg["model"], [k for k in own if k not in method and k not in data]),
+                        (f"--ssl {cfg['ssl']}", [k for k in own if k in method and k not in data]),
+                        ("the built-in data", [k for k in own if k in data])):
         if keys:  # each default named with whose it is: DINO's warmup is not the model's
             settings = ", ".join(f"{config_lib.flag_of(k)} {config_lib.show(own[k])}" for k in keys)
             log.print(f"{owner}'s own defaults: {settings} (a flag or config key overrides each)")
@@ -40,8 +41,8 @@ def describe_model(cfg, model, num_classes):
     kwargs = ", ".join(f"{k}={v}" for k, v in cfg["model_kwargs"].items())
     head = "the backbone; the method's heads are extra" if cfg["ssl"] else \
         f"a classifier for {num_classes} classes included; vitfast.list counts one for 1000"
-    return (f"{cfg['model']}{f' ({kwargs})' if kwargs else ''}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
-            f"parameters ({head})")
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    return f"{cfg['model']}{f' ({kwargs})' if kwargs else ''}: {millions:.2f}M parameters ({head})"
 
 
 def cpu_has_bf16():

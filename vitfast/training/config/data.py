@@ -8,6 +8,12 @@ from .kinds import FRACTION, NON_NEGATIVE, OPEN_UNIT, POSITIVE, PROBABILITY, AT_
 
 DATA_KINDS = ("builtin", "cifar10", "cifar100", "folder", "paths")
 
+# The built-in data's own defaults for a self-supervised run (benchmarks/results/ssl_ablation_cpu.md): its
+# colours are drawn at random, so every crop is grayscale; its classes differ in texture scale, which a
+# crop of under 80% of the image changes, so two crops of 80-100% (where the run names none of its own).
+BUILTIN_SSL = dict(crop_grayscale=1.0)
+BUILTIN_SSL_CROPS = dict(num_crops=[2], crop_scales=[[0.8, 1.0]])
+
 
 def _is(*kinds):
     return lambda c: str(c["data"]).lower().startswith(tuple(f"{k}:" for k in kinds))
@@ -63,7 +69,8 @@ class AugmentOptions(Component):
 
     def check(self, config, where):
         if len(self.scale) != 2 or self.scale[0] > self.scale[1]:
-            raise UsageError(f"{where('scale')} must be two numbers lo,hi with 0 < lo <= hi <= 1, got {show(self.scale)}")
+            raise UsageError(f"{where('scale')} must be two numbers lo,hi with 0 < lo <= hi <= 1, got "
+                             f"{show(self.scale)}")
         if config["data_on_device"] and self.color_jitter:
             raise UsageError(f"{where('data_on_device')} has no colour jitter; {where('color_jitter')} needs the host "
                              "pipeline: drop one or the other (RandAugment, --aa rand-..., runs on the device)")

@@ -1,8 +1,8 @@
 """Every option of a training run: the components it is configured by, in --help's order, each option's
-record, their defaults, and the layer of the model's and the method's own defaults."""
+record, their defaults, and the layer of the model's, the method's and the data's own defaults."""
 import dataclasses
 
-from .data import AugmentOptions, DataOptions
+from .data import BUILTIN_SSL, BUILTIN_SSL_CROPS, AugmentOptions, DataOptions
 from .model import MODEL_DEFAULTS, ModelOptions
 from .optimization import OptimOptions, PrecisionOptions, ScheduleOptions
 from .run import ParallelOptions, RunOptions
@@ -39,13 +39,24 @@ def method_defaults(ssl):
     return dict(SSL_METHODS[ssl].defaults) if ssl in SSL_METHODS else {}
 
 
-def own_defaults(config):
-    """The defaults layer of the model and method a config names: the model's (MODEL_DEFAULTS, a supervised
-    recipe) under the method's: the optimisation recipe is the method's (DINO's learning rate is a quarter
-    of vit_pico's supervised one)."""
-    return {**MODEL_DEFAULTS.get(config["model"], {}), **method_defaults(config.get("ssl"))}
+def data_defaults(config, origin):
+    """The built-in data's own defaults for a self-supervised run: its crops' colour always, their number and
+    scales where the run (a file or flag, in origin) names none of its crops (nor their total, VISSL's)."""
+    if not config.get("ssl") or str(config["data"]).lower() != "builtin":
+        return {}
+    named = any(key in origin for key in ("num_crops", "size_crops", "crop_scales", "total_num_crops"))
+    return {**BUILTIN_SSL, **({} if named else BUILTIN_SSL_CROPS)}
+
+
+def own_defaults(config, origin):
+    """The defaults layer of the model, method and data a config names: the model's (MODEL_DEFAULTS, a
+    supervised recipe) under the method's: the optimisation recipe is the method's (DINO's learning rate is
+    a quarter of vit_pico's supervised one); the data's crops over the method's."""
+    return {**MODEL_DEFAULTS.get(config["model"], {}), **method_defaults(config.get("ssl")),
+            **data_defaults(config, origin)}
 
 
 def from_model_defaults(config, origin):
-    """{key: value} of the config that the model's or method's own defaults set (no file or flag gave them)."""
-    return {k: v for k, v in own_defaults(config).items() if k not in origin and config[k] == v}
+    """{key: value} of the config that the model's, method's or data's own defaults set (no file or flag gave
+    them)."""
+    return {k: v for k, v in own_defaults(config, origin).items() if k not in origin and config[k] == v}

@@ -118,7 +118,7 @@ def resolve(argv=None, origins=None):
         raise UsageError(f"unknown argument {unknown[0]!r}{unknown_flag(unknown[0], parser.flags())}")
     files, needs = _read_files(args.config, overrides, keys)
     config, origin = _layers(args, files, None, keys)
-    own = own_defaults(config)
+    own = own_defaults(config, origin)
     if own:
         config, origin = _layers(args, files, own, keys)
     for key, (name, why) in needs.items():
