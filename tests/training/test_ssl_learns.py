@@ -11,7 +11,7 @@ import torch
 
 import vitfast
 from vitfast.train import main as train_main
-from vitfast.training.config import resolve
+from vitfast.training.config import creation_kwargs, resolve
 from vitfast.training.distributed import Dist
 from vitfast.training.knn import extract_features, knn_accuracy
 from vitfast.training.run_data import build_data
@@ -25,7 +25,7 @@ def random_model_knn(args):
     cfg = resolve(args + ["--output", "unused"])
     data = build_data(cfg, Dist("cpu"), lambda key: "--" + key)
     torch.manual_seed(cfg["seed"])
-    model = vitfast.create_model(cfg["model"], num_classes=0)
+    model = vitfast.create_model(cfg["model"], num_classes=0, **creation_kwargs(cfg))
     cpu = torch.device("cpu")
     bank, bank_labels = extract_features(model, data.bank_loader(), cpu)
     feats, labels = extract_features(model, data.val_loader, cpu)

@@ -88,7 +88,8 @@ SMALL = ["--batch-size", "2", "--steps", "1", "--holdout", "10", "--workers", "0
     ("swav_builtin", "crops 2 x 32 px 0.8-1 (patch 8)"),
 ])
 def test_a_recipe_runs_and_its_closing_commands_run_as_printed(recipe, header, folder, tmp_path, capsys):
-    no_warmup = ["--warmup-steps" if recipe.endswith("_builtin") else "--warmup-epochs", "0"]  # the recipe's unit
+    in_steps = resolve(["-c", recipe])["warmup_steps"] is not None
+    no_warmup = ["--warmup-steps" if in_steps else "--warmup-epochs", "0"]  # in the recipe's own unit
     summary = train_main(["-c", recipe, "--data", folder, *SMALL, *no_warmup, "--output", str(tmp_path / "ssl")])
     text = capsys.readouterr().out
     assert header in text and summary["steps"] == 1
