@@ -19,6 +19,7 @@ self-supervised model (all images alike) from one that learned other features th
     python benchmarks/ssl_knn.py --quick          # every row on a tiny model, no useful numbers
     python benchmarks/ssl_knn.py --no-supervised  # without the supervised row (half the time)
     python benchmarks/ssl_knn.py --ssl swav       # SwAV's backbone instead of DINO's
+    python benchmarks/ssl_knn.py --recipe mocov3_cifar10,swav_cifar10  # two recipes, one table
 """
 import argparse
 import json
@@ -43,21 +44,23 @@ from vitfast.training.linear_probe import linear_probe  # noqa: E402
 from vitfast.training.run_data import build_data  # noqa: E402
 from vitfast.training.state import model_from_file  # noqa: E402
 
-QUICK = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
-         "--num-crops", "2,2", "--batch-size", "32"]
+QUICK_MODEL = ["--model", "vit_tiny_patch16_224",
+               "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2"]
+QUICK_CROPS = ["--num-crops", "2,2"]  # a method's default crops, fewer (a recipe's are kept: 32 px already)
 QUICK_HEAD = {"dino": ["--head-out-dim", "256"], "swav": ["--head-dims", "32,64,16", "--num-clusters", "32"],
               "mocov3": ["--num-crops", "2", "--moco-mlp-dim", "64", "--moco-dim", "16"]}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipe", help="a packaged self-supervised recipe (e.g. dino_cifar10): the run is `-c RECIPE`, "
-                   "and the other rows take its model, data and normalisation (the flags below override it)")
+    p.add_argument("--recipe", help="a packaged self-supervised recipe (e.g. dino_cifar10), or several separated by "
+                   "commas that share a model and data: each run is `-c RECIPE`, and the other rows take their model, "
+                   "data and normalisation (the flags below override them)")
     p.add_argument("--model", help="default: the recipe's, else vit_pico_patch4_32")
     p.add_argument("--data", help="default: the recipe's, else builtin")
     p.add_argument("--holdout", type=int, default=None, help="validate on the last N training images")
-    p.add_argument("--ssl", choices=["dino", "swav", "mocov3"], help="the self-supervised method (default: the recipe's, "
-                   "else dino)")
+    p.add_argument("--ssl", choices=["dino", "swav", "mocov3"], help="the self-supervised method (default: the "
+                   "recipe's, else dino)")
     p.add_argument("--epochs", type=int, default=20, help="the self-supervised run's length")
     p.add_argument("--max-time", type=float, help="stop the self-supervised run's training after this many "
                    "seconds (vitfast.train --max-time; the table says the steps it ran)")
@@ -141,31 +144,47 @@ def flags(items):
 SHARED = ("model", "model_kwargs", "data", "holdout", "data_on_device", "workers", "mean", "std", "amp")
 
 
-def recipe_flags(name):
-    """The SHARED keys of a packaged recipe as vitfast.train's flags, and its method."""
-    cfg = resolve(["-c", name])
-    return as_flags(cfg, SHARED), cfg["ssl"]
+def recipe_flags(names):
+    """The SHARED keys of packaged recipes as vitfast.train's flags, and each recipe's method; recipes
+    compared in one table must share them (the baselines and the supervised run are computed once)."""
+    configs = [resolve(["-c", name]) for name in names]
+    shared = [as_flags(cfg, SHARED) for cfg in configs]
+    if any(flags != shared[0] for flags in shared[1:]):
+        raise UsageError(f"--recipe: {','.join(names)} differ in {', '.join(SHARED)}; one table compares "
+                         "recipes on the same model and data")
+    return shared[0], [cfg["ssl"] for cfg in configs]
+
+
+def ssl_run_args(args, recipe, method, common):
+    """vitfast.train's arguments for one self-supervised run of the table."""
+    run = (["-c", recipe] if recipe else []) + common + ["--ssl", method, "--data-on-device"]
+    # --quick: 4 steps, no warmup (a recipe's is epochs long)
+    quick = ([] if recipe else QUICK_CROPS) + ["--batch-size", "32"] + QUICK_HEAD[method]
+    run += quick + ["--steps", "4", "--warmup-epochs", "0"] if args.quick else ["--epochs", str(args.epochs)]
+    run += [] if recipe else ["--eval-every", str(args.epochs)]  # a recipe's own monitor is kept
+    run += ["--max-time", str(args.max_time)] if args.max_time else []
+    return run + flags(args.set)
+
+
+METHOD = {"dino": "DINO", "swav": "SwAV", "mocov3": "MoCo v3"}
 
 
 def main(argv=None):
     args = parse_args(argv)
-    shared, recipe_ssl = recipe_flags(args.recipe) if args.recipe else ([], None)
-    args.ssl = args.ssl or recipe_ssl or "dino"
+    recipes = args.recipe.split(",") if args.recipe else [None]
+    shared, methods = recipe_flags(recipes) if args.recipe else ([], [None])
+    if args.ssl and len(recipes) > 1:
+        raise UsageError(f"--ssl: several recipes ({args.recipe}) each train their own method; leave --ssl out")
+    methods = [args.ssl or method or "dino" for method in methods]
     if not args.recipe:  # without one: vit_pico on the built-in images
         args.model, args.data = args.model or "vit_pico_patch4_32", args.data or "builtin"
     common = shared + ["--ptq-report", "", "--quiet", "--device", args.device] + \
         (["--data", args.data] if args.data else []) + (["--holdout", str(args.holdout)] if args.holdout else [])
-    common += QUICK[:4] if args.quick else (["--model", args.model] if args.model else [])
+    common += QUICK_MODEL if args.quick else (["--model", args.model] if args.model else [])
     common += flags(args.set_both)
-    ssl_args = (["-c", args.recipe] if args.recipe else []) + common + ["--ssl", args.ssl, "--data-on-device"]
-    # --quick: 4 steps, no warmup (a recipe's is epochs long)
-    ssl_args += QUICK[4:] + QUICK_HEAD[args.ssl] + ["--steps", "4", "--warmup-epochs", "0"] if args.quick \
-        else ["--epochs", str(args.epochs)]
-    ssl_args += [] if args.recipe else ["--eval-every", str(args.epochs)]  # a recipe's own monitor is kept
-    ssl_args += ["--max-time", str(args.max_time)] if args.max_time else []
-    ssl_args += flags(args.set)
-    cfg = resolve(ssl_args + ["--output", "unused"])
-    method = {"dino": "DINO", "swav": "SwAV", "mocov3": "MoCo v3"}[args.ssl]
+    runs = [{"recipe": recipe, "method": method, "args": ssl_run_args(args, recipe, method, common)}
+            for recipe, method in zip(recipes, methods)]
+    cfg = resolve(runs[0]["args"] + ["--output", "unused"])
     device = torch.device(args.device)
     probe = (2 if args.quick else args.probe_epochs, probe_rates(args.probe_lr))
     data = build_data(cfg, Dist("cpu"), lambda key: "--" + key)
@@ -177,44 +196,51 @@ def main(argv=None):
     random_init = vitfast.create_model(cfg["model"], num_classes=0, **creation_kwargs(cfg))
     rows["random init"] = (*knn_row(model_features(random_init, bank_loader, val_loader, device), classes, probe),
                            None, 0)
+    rates = (f"lr {probe[1][0]:g}" if len(probe[1]) == 1 else f"each row's lr of {len(probe[1])} "
+             f"({probe[1][0]:g}..{probe[1][-1]:g}) most accurate on a tenth of the training features held out")
+    env = environment(args.device)
+
+    def report():  # written as each row comes in (a device call may end first)
+        where = "quick: no useful numbers" if args.quick else ("CPU" if args.device == "cpu" else env["GPU"])
+        lines = [f"# k-NN accuracy after self-supervised pretraining ({where})", "",
+                 f"{cfg['model']} on `{cfg['data']}` ({len(data.train_set)} training images as memory bank, "
+                 f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07."]
+        lines += [f"{METHOD[run['method']]} run: {' '.join(run['args'])} ({run['steps']} steps"
+                  f"{', ' + run['stopped'] if run['stopped'] else ''}, {run['seconds']:.0f} s with its validations)."
+                  for run in runs if "steps" in run]
+        lines += [f"Linear probe: {probe[0]} epochs of SGD on the frozen features ({rates} on a cosine).",
+                  "", "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | linear probe "
+                  "top-1 % | classifier top-1 % | training s |", "|---|---|---|---|---|---|---|---|"]
+        for name, (acc1, acc5, cos, dims, probe1, lr, top1, secs) in rows.items():
+            probe1 = f"{probe1:.2f}" + (f" (lr {lr:g})" if len(probe[1]) > 1 else "")
+            lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {cos:.3f} | {dims:.1f} | {probe1} | "
+                         f"{'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
+        for run in (run for run in runs if "steps" in run):
+            lines += ["", f"{METHOD[run['method']]}'s k-NN top-1 during pretraining (step: %): " +
+                      ", ".join(f"{s}: {a:.2f}" for s, a in run["curve"])]
+        lines += ["", " · ".join(f"{k}: {v}" for k, v in env.items() if k != "kernels")]
+        lines += [f"config: {run['config']}" for run in runs if "steps" in run] + [""]
+        write_table("\n".join(lines), args.out)
+
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        ssl = train_main(ssl_args + ["--output", os.path.join(tmp, "ssl")])
-        backbone, _ = model_from_file(os.path.join(tmp, "ssl", "model.safetensors"), "--checkpoint")
-        rows[f"--ssl {args.ssl}"] = (*knn_row(model_features(backbone, bank_loader, val_loader, device), classes,
-                                              probe), None, ssl["train_seconds"])
-        ssl_seconds = time.perf_counter() - start
-        with open(os.path.join(tmp, "ssl", "metrics.jsonl")) as f:  # the k-NN monitor at each --eval-every
-            curve = [(r["step"], r["acc1"]) for r in map(json.loads, f) if r["kind"] == "val"]
-        config = json.loads(json.dumps({k: cfg[k] for k in ("model", "ssl", "batch_size", "num_crops", "lr")}))
-
-        rates = (f"lr {probe[1][0]:g}" if len(probe[1]) == 1 else f"each row's lr of {len(probe[1])} "
-                 f"({probe[1][0]:g}..{probe[1][-1]:g}) most accurate on a tenth of the training features held out")
-
-        def report():  # written once its row is in, again with the supervised one (a device call may end first)
-            where = "quick: no useful numbers" if args.quick else ("CPU" if args.device == "cpu" else env["GPU"])
-            lines = [f"# k-NN accuracy after self-supervised pretraining ({where})", "",
-                     f"{cfg['model']} on `{cfg['data']}` ({len(data.train_set)} training images as memory bank, "
-                     f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07. {method} run: "
-                     f"{' '.join(ssl_args)} ({ssl['steps']} steps{', ' + ssl['stopped'] if ssl['stopped'] else ''}, "
-                     f"{ssl_seconds:.0f} s with its validations).",
-                     f"Linear probe: {probe[0]} epochs of SGD on the frozen features ({rates} on a cosine).",
-                     "", "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | linear probe "
-                     "top-1 % | classifier top-1 % | training s |", "|---|---|---|---|---|---|---|---|"]
-            for name, (acc1, acc5, cos, dims, probe1, lr, top1, secs) in rows.items():
-                probe1 = f"{probe1:.2f}" + (f" (lr {lr:g})" if len(probe[1]) > 1 else "")
-                lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {cos:.3f} | {dims:.1f} | {probe1} | "
-                             f"{'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
-            lines += ["", f"{method}'s k-NN top-1 during pretraining (step: %): " +
-                      ", ".join(f"{s}: {a:.2f}" for s, a in curve)]
-            lines += ["", " · ".join(f"{k}: {v}" for k, v in env.items() if k != "kernels"), f"config: {config}", ""]
-            write_table("\n".join(lines), args.out)
-
-        env = environment(args.device)
-        report()
-        if not args.no_supervised:
+        for i, run in enumerate(runs):
+            start, output = time.perf_counter(), os.path.join(tmp, f"ssl{i}")
+            result = train_main(run["args"] + ["--output", output])
+            backbone, _ = model_from_file(os.path.join(output, "model.safetensors"), "--checkpoint")
+            name = f"--ssl {run['method']}" + (f" (-c {run['recipe']})" if len(runs) > 1 else "")
+            rows[name] = (*knn_row(model_features(backbone, bank_loader, val_loader, device), classes, probe),
+                          None, result["train_seconds"])
+            with open(os.path.join(output, "metrics.jsonl")) as f:  # the k-NN monitor at each --eval-every
+                curve = [(r["step"], r["acc1"]) for r in map(json.loads, f) if r["kind"] == "val"]
+            run_cfg = resolve(run["args"] + ["--output", "unused"])
+            run.update(steps=result["steps"], stopped=result["stopped"], train_seconds=result["train_seconds"],
+                       seconds=time.perf_counter() - start, curve=curve, config=json.loads(json.dumps(
+                           {k: run_cfg[k] for k in ("model", "ssl", "batch_size", "num_crops", "lr")})))
+            report()
+        if not args.no_supervised:  # trained as long as the longest self-supervised run
             sup_args = common + ["--batch-size", str(cfg["batch_size"])]
-            steps = 10 if args.quick else supervised_steps(sup_args, ssl["train_seconds"], cfg["batch_size"], tmp)
+            seconds = max(run["train_seconds"] for run in runs)
+            steps = 10 if args.quick else supervised_steps(sup_args, seconds, cfg["batch_size"], tmp)
             sup = train_main(sup_args + ["--steps", str(steps), "--output", os.path.join(tmp, "sup")])
             model, _ = model_from_file(os.path.join(tmp, "sup", "model.safetensors"), "--checkpoint")
             model.reset_classifier(0)

@@ -57,7 +57,8 @@ def test_profile_step_sorts_kernels_by_what_they_do():
                         "TensorIteratorBase&, at::native::GeluType)::{lambda()#2}", "GELU (its own pass)"),
                        ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float>",
                         "layer norm"),
-                       ("triton_red_fused_native_layer_norm_2", "layer norm"), ("triton_poi_fused_add_5", "elementwise"),
+                       ("triton_red_fused_native_layer_norm_2", "layer norm"),
+                       ("triton_poi_fused_add_5", "elementwise"),
                        ("void at::native::multi_tensor_apply_kernel<at::native::FusedAdamMathFunctor<float, 4>>",
                         "optimizer"),
                        ("Memcpy DtoD (Device -> Device)", "cast or copy"),
@@ -66,23 +67,27 @@ def test_profile_step_sorts_kernels_by_what_they_do():
                        ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::func_wrapper>>",
                         "reduction"),
                        ("void (anonymous namespace)::cunn_SoftMaxForward<8, float>", "softmax"),
-                       ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", "convolution (patch embedding)"),
+                       ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc",
+                        "convolution (patch embedding)"),
                        ("void at::native::index_elementwise_kernel<128, 4>", "elementwise"),
                        ("void at::native::unrolled_elementwise_kernel<at::native::FillFunctor<float>>", "cast or copy"),
-                       ("void at::native::(anonymous namespace)::distribution_elementwise_grid_stride_kernel", "elementwise"),
+                       ("void at::native::(anonymous namespace)::distribution_elementwise_grid_stride_kernel",
+                        "elementwise"),
                        ("void at::native::_scatter_gather_elementwise_kernel<128, 8>", "elementwise"),
                        ("void at::native::tensor_kernel_scan_innermost_dim<float>", "other")]:
         assert kind_of(name) == kind, (name, kind_of(name))
-    demangled = ("void cutlass::device_kernel<cutlass::GemmUniversal<cute::tuple<int, int, int, int>, cutlass::CollectiveMma<"
-                 "cutlass::MainloopSm90TmaGmmaWarpSpecialized<6, cute::tuple<cute::C<1>, cute::C<1>, cute::C<1>>, cutlass::"
-                 "KernelTmaWarpSpecializedPingpong>, cute::tuple<cute::C<64>, cute::C<128>, cute::C<64>>, cutlass::bfloat16_t"
+    demangled = ("void cutlass::device_kernel<cutlass::GemmUniversal<cute::tuple<int, int, int, int>, "
+                 "cutlass::CollectiveMma<cutlass::MainloopSm90TmaGmmaWarpSpecialized<6, "
+                 "cute::tuple<cute::C<1>, cute::C<1>, cute::C<1>>, cutlass::KernelTmaWarpSpecializedPingpong>, "
+                 "cute::tuple<cute::C<64>, cute::C<128>, cute::C<64>>, cutlass::bfloat16_t"
                  ">, cutlass::Sm90TreeVisitor<cutlass::Sm90Compute<vitfast::gemm::sm90::Gelu<0, cutlass::bfloat16_t, "
                  "cutlass::bfloat16_t>::Fn, cutlass::bfloat16_t, float, 2, void>>>(T1::Params)")
     assert short_name(demangled) == "CUTLASS Pingpong 64x128 GELU epilogue"
 
 
 @pytest.mark.parametrize("script,line", [
-    ("profile_backend.py", "profile_backend.py: --device cuda: no CUDA GPU here (--device cpu profiles the host side alone)"),
+    ("profile_backend.py",
+     "profile_backend.py: --device cuda: no CUDA GPU here (--device cpu profiles the host side alone)"),
     ("bench_kernels.py", "bench_kernels.py: --device cuda: no CUDA GPU here (--device cpu runs the plumbing)"),
 ])
 def test_a_gpu_script_on_no_gpu_is_one_line(script, line):
@@ -105,34 +110,58 @@ def test_bench_kernels_tables_the_tuner_s_timings(tmp_path):
                       "smoke layer_norm + residual fwd+bwd fp32", "smoke layer_norm fwd+bwd fp32",
                       "smoke linear_gelu fwd [auto]", "smoke linear_gelu vs bare cuBLAS GEMM (fc1) [auto]",
                       "smoke linear_gelu fwd+bwd [auto]", "smoke linear_residual fwd (fc2) [auto]",
-                      "smoke linear_residual vs bare cuBLAS GEMM (fc2) [auto]", "smoke linear_residual fwd+bwd (fc2) [auto]",
-                      "smoke linear_residual fwd (proj) [auto]", "smoke linear_residual vs bare cuBLAS GEMM (proj) [auto]",
+                      "smoke linear_residual vs bare cuBLAS GEMM (fc2) [auto]",
+                      "smoke linear_residual fwd+bwd (fc2) [auto]", "smoke linear_residual fwd (proj) [auto]",
+                      "smoke linear_residual vs bare cuBLAS GEMM (proj) [auto]",
                       "smoke linear_residual fwd+bwd (proj) [auto]"], labels
+
+
+TWO_RECIPES = ["--no-supervised", "--recipe", "mocov3_cifar10,swav_cifar10", "--holdout", "40", "--set",
+               "warmup_epochs=0"]
 
 
 @pytest.mark.parametrize("extra", [["--set-both", "drop_path=0.05"], ["--no-supervised"],
                                    ["--no-supervised", "--ssl", "swav", "--probe-lr", "sweep"],
                                    ["--no-supervised", "--ssl", "mocov3"],
-                                   ["--no-supervised", "--recipe", "dino_cifar10", "--holdout", "40", "--max-time", "900",
-                                    "--set", "warmup_epochs=0"]])
+                                   ["--no-supervised", "--recipe", "dino_cifar10", "--holdout", "40", "--max-time",
+                                    "900", "--set", "warmup_epochs=0"], TWO_RECIPES])
 def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
     out = tmp_path / "table.md"
     proc = subprocess.run([sys.executable, "benchmarks/ssl_knn.py", "--quick", "--data", small_builtin, "--out",
                            str(out), *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
-    method = next((m for m in ("swav", "mocov3") if m in extra), "dino")
-    assert all(f"| {row} |" in table for row in ("raw pixels", "random init", f"--ssl {method}")), table
+    methods = ["mocov3", "swav"] if extra == TWO_RECIPES else [next((m for m in ("swav", "mocov3") if m in extra),
+                                                                     "dino")]
+    rows = [f"--ssl {m}" for m in methods] if len(methods) == 1 else \
+        ["--ssl mocov3 (-c mocov3_cifar10)", "--ssl swav (-c swav_cifar10)"]  # each recipe's row names it
+    assert all(f"| {row} |" in table for row in ("raw pixels", "random init", *rows)), table
     assert ("| supervised |" in table) == ("--no-supervised" not in extra), table
     assert "| linear probe top-1 % |" in table, table
     swept = "--probe-lr" in extra  # each row's probe names the rate it kept
     assert ("most accurate on a tenth of the training features held out" in table) == swept, table
     assert (re.search(r"\| \d+\.\d\d \(lr [0-9.e-]+\) \|", table) is not None) == swept, table
-    name = {"dino": "DINO", "swav": "SwAV", "mocov3": "MoCo v3"}[method]
-    assert f"{name} run: " in table and f"{name}'s k-NN top-1 during pretraining (step: %): 4: " in table, table
+    for method in methods:  # each run's command and k-NN curve
+        name = {"dino": "DINO", "swav": "SwAV", "mocov3": "MoCo v3"}[method]
+        assert f"{name} run: " in table and f"{name}'s k-NN top-1 during pretraining (step: %): 4: " in table, table
     if "--recipe" in extra:  # the recipe's run, the other rows on its model, data and normalisation
-        assert "DINO run: -c dino_cifar10 " in table and "--max-time 900" in table, table
         assert "(120 training images as memory bank, 40 validation images)" in table, table
+    if "dino_cifar10" in extra:
+        assert "DINO run: -c dino_cifar10 " in table and "--max-time 900" in table, table
+    if extra == TWO_RECIPES:
+        assert "MoCo v3 run: -c mocov3_cifar10 " in table and "SwAV run: -c swav_cifar10 " in table, table
+
+
+@pytest.mark.parametrize("recipes, flag, expected", [
+    ("mocov3_cifar10,swav_builtin", [], "--recipe: mocov3_cifar10,swav_builtin differ in model, model_kwargs"),
+    ("mocov3_cifar10,swav_cifar10", ["--ssl", "dino"], "--ssl: several recipes (mocov3_cifar10,swav_cifar10) each "
+                                                       "train their own method"),
+])
+def test_the_ssl_knn_benchmark_refuses_recipes_it_cannot_compare_in_one_line(recipes, flag, expected):
+    proc = subprocess.run([sys.executable, "benchmarks/ssl_knn.py", "--recipe", recipes, *flag], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith("ssl_knn.py: " + expected), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_the_ssl_ablation_writes_its_table_and_reads_finished_rows_back(small_builtin, tmp_path):

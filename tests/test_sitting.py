@@ -44,7 +44,7 @@ def test_the_dry_run_prints_the_plan_and_leaves_only_its_files(call, tmp_path):
             assert f"skipped (dry run): python benchmarks/{script} --device cuda" in summary
         line = next(line for line in summary.splitlines() if "benchmarks/ssl_knn.py" in line)
         parsed = ssl_knn.parse_args(line.split("benchmarks/ssl_knn.py")[1].split())
-        assert (parsed.recipe, parsed.max_time, parsed.out) == ("mocov3_cifar10", sitting.SSL_MAX_S,
+        assert (parsed.recipe, parsed.max_time, parsed.out) == ("mocov3_cifar10,swav_cifar10", sitting.SSL_MAX_S,
                                                                 str(out / "ssl_knn_none.md"))
     if call == "check":  # pip install of the checkout, then the user's command as they type it
         assert "skipped (dry run): python -m pip install -q --no-build-isolation --no-deps" in summary
@@ -80,7 +80,8 @@ def test_a_rerun_runs_the_stages_it_names_and_refuses_others(tmp_path):
     assert "## Test files" not in summary and "- targets: " in summary
     wrong = subprocess.run(["bash", "tools/gpu_checks.sh", "check", "--dry-run", "--stages", "kernels",
                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert wrong.returncode == 2 and "--stages: the check call's stages are install, check, tests, proof" in wrong.stderr
+    assert wrong.returncode == 2
+    assert "--stages: the check call's stages are install, check, tests, proof" in wrong.stderr
 
 
 def file_result(family, file, verdict, passed=3):
@@ -120,7 +121,8 @@ def test_the_check_call_sets_the_self_tests_records_beside_the_test_files(tmp_pa
     assert rows["layer_norm"] == rows["gemm_mma"] == ("not recorded", "passed")
     assert rows["attention_sm90"] == ("not recorded", "failed")
     summary = sitting.summary("check", results)
-    assert "| quantizers | recorded | passed | yes |" in summary and "| layer_norm | not recorded | passed | NO |" in summary
+    assert "| quantizers | recorded | passed | yes |" in summary
+    assert "| layer_norm | not recorded | passed | NO |" in summary
 
 
 def test_what_the_check_recorded_in_its_cache_goes_into_the_package(tmp_path):
@@ -133,7 +135,8 @@ def test_what_the_check_recorded_in_its_cache_goes_into_the_package(tmp_path):
         {"family": "layer_norm", "fingerprint": built["layer_norm"], "date": "2026-11-27"},
         {"family": "gemm_mma", "fingerprint": "0" * 16, "date": "2026-11-20"}])  # another build, kept in a cache
     records.write(str(package / "records"), "sm_90x132", [
-        {"family": "layer_norm", "fingerprint": "1" * 16}, {"family": "quantizers", "fingerprint": built["quantizers"]}])
+        {"family": "layer_norm", "fingerprint": "1" * 16},
+        {"family": "quantizers", "fingerprint": built["quantizers"]}])
     (cache / "dispatch").mkdir()
     (cache / "dispatch" / "nvidia_h200.json").write_text('{"gpu": "NVIDIA H200", "ops": {}}')
     env = dict(gpu="NVIDIA H200", key="sm_90x132", fingerprints=built)
@@ -161,7 +164,8 @@ def test_carried_builds_are_unpacked_into_place(tmp_path, monkeypatch):
     (tmp_path / ".gpu" / "_C.abi3.so.xz").write_bytes(lzma.compress(release))
     (tmp_path / ".gpu" / "debug_sync.so.xz").write_bytes(lzma.compress(debug))
     written = sitting.unpack_carried(str(tmp_path))
-    assert sorted(written) == sorted([str(tmp_path / "vitfast" / "_C.abi3.so"), str(tmp_path / ".gpu" / "debug_sync.so")])
+    assert sorted(written) == sorted([str(tmp_path / "vitfast" / "_C.abi3.so"),
+                                      str(tmp_path / ".gpu" / "debug_sync.so")])
     assert (tmp_path / "vitfast" / "_C.abi3.so").read_bytes() == release
     assert os.environ["VITFAST_DEBUG_SYNC_SO"] == str(tmp_path / ".gpu" / "debug_sync.so")
     assert sitting.unpack_carried(str(tmp_path / "nothing")) == []
@@ -228,4 +232,5 @@ def test_a_stage_cut_at_its_limit_takes_its_children_with_it(tmp_path):
         time.sleep(0.2)
     else:
         pytest.fail(f"the stage's child {child} outlived the stage")
-    assert sitting.run_group([sys.executable, "-c", "print('done')"], str(tmp_path), dict(os.environ), 30) == (0, "done\n")
+    done = sitting.run_group([sys.executable, "-c", "print('done')"], str(tmp_path), dict(os.environ), 30)
+    assert done == (0, "done\n")
