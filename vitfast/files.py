@@ -1,14 +1,22 @@
-"""The files vitfast writes, at the bottom of the package (it imports nothing of vitfast's): atomic
-writes, and the "vitfast." metadata of a .safetensors file, which says what model it rebuilds and whether
-it is an 8-bit model (vitfast.quant.save_quantized) rather than weights."""
+"""The files vitfast writes, at the bottom of the package (it imports nothing of vitfast's): the user's
+cache folder, atomic writes, and the "vitfast." metadata of a .safetensors file, which says what model
+it rebuilds and whether it is an 8-bit model (vitfast.quant.save_quantized) rather than weights."""
 import json
 import os
 import secrets
 
-__all__ = ["atomic_write", "model_recipe", "to_file_metadata", "from_file_metadata", "file_metadata",
+__all__ = ["cache_dir", "atomic_write", "model_recipe", "to_file_metadata", "from_file_metadata", "file_metadata",
            "QUANTIZED_FORMAT", "is_quantized_metadata", "is_quantized_file"]
 
 QUANTIZED_FORMAT = "quantized-model/1"  # vitfast.format of a file save_quantized wrote
+
+
+def cache_dir():
+    """The user's vitfast cache: $VITFAST_CACHE_DIR, else $XDG_CACHE_HOME/vitfast, else ~/.cache/vitfast."""
+    if os.environ.get("VITFAST_CACHE_DIR"):
+        return os.environ["VITFAST_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "vitfast")
 
 
 def _umask():

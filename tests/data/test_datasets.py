@@ -294,3 +294,33 @@ def test_builtin_disk_cache(tmp_path):
     assert cached.endswith(".npz")
     with np.load(tmp_path / cached) as f:
         assert np.array_equal(f["images"], ds.images.permute(0, 2, 3, 1).numpy())
+
+
+def test_the_builtin_arrays_are_cached_in_the_users_cache_and_read_back_by_the_next_process(tmp_path, monkeypatch):
+    """By default in builtin/ of the user's vitfast cache, under a name with the generator's digest; a file
+    there is read instead of drawn; a file that is not a whole .npz is drawn again and replaced; a folder
+    that cannot be written leaves the arrays in memory."""
+    from vitfast.data import builtin
+
+    monkeypatch.setenv("VITFAST_CACHE_DIR", str(tmp_path / "cache"))
+    key = ("val", 11, 30, builtin.IMG_SIZE)
+    monkeypatch.setattr(builtin, "_cache", {})
+    drawn = builtin.BuiltinDataset("val", n=30, seed=11)
+    (name,) = os.listdir(tmp_path / "cache" / "builtin")
+    assert name == f"builtin_val_seed11_n30_32_{builtin._generator_digest()}.npz"
+    path = tmp_path / "cache" / "builtin" / name
+    # the next process: nothing in memory, and drawing again would fail the test
+    monkeypatch.setattr(builtin, "_cache", {})
+    monkeypatch.setattr(builtin, "generate_builtin", lambda *a: pytest.fail("drawn again despite the cache"))
+    read = builtin.BuiltinDataset("val", n=30, seed=11)
+    assert torch.equal(read.images, drawn.images) and read.targets == drawn.targets
+    monkeypatch.undo()
+    path.write_bytes(b"PK\x03\x04 cut short")
+    images, labels = builtin._load_or_generate(key, str(path.parent))
+    assert np.array_equal(images, drawn.images.permute(0, 2, 3, 1).numpy())
+    with np.load(path) as f:  # replaced by a whole file
+        assert np.array_equal(f["labels"], labels)
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    images, _ = builtin._load_or_generate(key, str(blocked / "builtin"))
+    assert np.array_equal(images, drawn.images.permute(0, 2, 3, 1).numpy()) and blocked.read_text() == "not a folder"

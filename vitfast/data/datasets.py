@@ -357,7 +357,8 @@ def create_dataset(spec, split="train", transform=None, download=False, strict=F
     A missing or malformed dataset raises FileNotFoundError / ValueError at once, naming the path and the
     expected layout. download=True lets torchvision fetch CIFAR into DIR when it is absent (nothing else is
     ever downloaded). strict=True raises on the first unreadable image instead of skipping it.
-    root_for_builtin: a folder where the generated builtin arrays are cached as .npz (default: memory only).
+    root_for_builtin: a folder where the generated builtin arrays are cached as .npz (default: builtin/ in
+    the user's vitfast cache, vitfast.files.cache_dir).
     evaluation: images read for scoring, where an unreadable one is left out rather than replaced
     (ImageFileDataset.fill = False)."""
     if split not in SPLITS:

@@ -24,19 +24,13 @@ import re
 import tempfile
 import warnings
 
+from ..files import cache_dir
+
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "records")
 KEY = re.compile(r"sm_\d+x\d+")
 USER_KEEPS = 8  # records kept per family in the user's cache (a few builds side by side, in several venvs)
 
 _warned = set()  # paths already named in a warning
-
-
-def cache_dir():
-    """The user's vitfast cache: $VITFAST_CACHE_DIR, else $XDG_CACHE_HOME/vitfast, else ~/.cache/vitfast."""
-    if os.environ.get("VITFAST_CACHE_DIR"):
-        return os.environ["VITFAST_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "vitfast")
 
 
 def user_dir():
