@@ -184,7 +184,9 @@ def main(argv=None):
     common += flags(args.set_both)
     runs = [{"recipe": recipe, "method": method, "args": ssl_run_args(args, recipe, method, common)}
             for recipe, method in zip(recipes, methods)]
-    cfg = resolve(runs[0]["args"] + ["--output", "unused"])
+    for run in runs:  # each run's settings, once; the first's data is the table's
+        run["cfg"] = resolve(run["args"] + ["--output", "unused"])
+    cfg = runs[0]["cfg"]
     device = torch.device(args.device)
     probe = (2 if args.quick else args.probe_epochs, probe_rates(args.probe_lr))
     data = build_data(cfg, Dist("cpu"), lambda key: "--" + key)
@@ -201,13 +203,14 @@ def main(argv=None):
     env = environment(args.device)
 
     def report():  # written as each row comes in (a device call may end first)
+        done = [run for run in runs if "steps" in run]
         where = "quick: no useful numbers" if args.quick else ("CPU" if args.device == "cpu" else env["GPU"])
         lines = [f"# k-NN accuracy after self-supervised pretraining ({where})", "",
                  f"{cfg['model']} on `{cfg['data']}` ({len(data.train_set)} training images as memory bank, "
                  f"{len(data.val_set)} validation images), weighted k-NN k 20, T 0.07."]
         lines += [f"{METHOD[run['method']]} run: {' '.join(run['args'])} ({run['steps']} steps"
                   f"{', ' + run['stopped'] if run['stopped'] else ''}, {run['seconds']:.0f} s with its validations)."
-                  for run in runs if "steps" in run]
+                  for run in done]
         lines += [f"Linear probe: {probe[0]} epochs of SGD on the frozen features ({rates} on a cosine).",
                   "", "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | linear probe "
                   "top-1 % | classifier top-1 % | training s |", "|---|---|---|---|---|---|---|---|"]
@@ -215,11 +218,11 @@ def main(argv=None):
             probe1 = f"{probe1:.2f}" + (f" (lr {lr:g})" if len(probe[1]) > 1 else "")
             lines.append(f"| {name} | {acc1:.2f} | {acc5:.2f} | {cos:.3f} | {dims:.1f} | {probe1} | "
                          f"{'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
-        for run in (run for run in runs if "steps" in run):
+        for run in done:
             lines += ["", f"{METHOD[run['method']]}'s k-NN top-1 during pretraining (step: %): " +
                       ", ".join(f"{s}: {a:.2f}" for s, a in run["curve"])]
         lines += ["", " · ".join(f"{k}: {v}" for k, v in env.items() if k != "kernels")]
-        lines += [f"config: {run['config']}" for run in runs if "steps" in run] + [""]
+        lines += [f"config: {run['config']}" for run in done] + [""]
         write_table("\n".join(lines), args.out)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,10 +235,9 @@ def main(argv=None):
                           None, result["train_seconds"])
             with open(os.path.join(output, "metrics.jsonl")) as f:  # the k-NN monitor at each --eval-every
                 curve = [(r["step"], r["acc1"]) for r in map(json.loads, f) if r["kind"] == "val"]
-            run_cfg = resolve(run["args"] + ["--output", "unused"])
             run.update(steps=result["steps"], stopped=result["stopped"], train_seconds=result["train_seconds"],
                        seconds=time.perf_counter() - start, curve=curve, config=json.loads(json.dumps(
-                           {k: run_cfg[k] for k in ("model", "ssl", "batch_size", "num_crops", "lr")})))
+                           {k: run["cfg"][k] for k in ("model", "ssl", "batch_size", "num_crops", "lr")})))
             report()
         if not args.no_supervised:  # trained as long as the longest self-supervised run
             sup_args = common + ["--batch-size", str(cfg["batch_size"])]

@@ -102,9 +102,9 @@ CPU_AMP = [] if cpu_has_bf16() else ["--amp", "none"]
     ("swav_builtin", "crops 2 x 32 px 0.8-1 (patch 8)"),
 ])
 def test_a_recipe_runs_and_its_closing_commands_run_as_printed(recipe, header, folder, tmp_path, capsys):
-    in_steps = resolve(["-c", recipe])["warmup_steps"] is not None
-    no_warmup = ["--warmup-steps" if in_steps else "--warmup-epochs", "0"]  # in the recipe's own unit
-    amp = CPU_AMP if resolve(["-c", recipe])["amp"] == "bf16" else []
+    packaged = resolve(["-c", recipe])
+    no_warmup = ["--warmup-steps" if packaged["warmup_steps"] is not None else "--warmup-epochs", "0"]  # its unit
+    amp = CPU_AMP if packaged["amp"] == "bf16" else []
     summary = train_main(["-c", recipe, "--data", folder, *SMALL, *no_warmup, *amp, "--output", str(tmp_path / "ssl")])
     text = capsys.readouterr().out
     assert header in text and summary["steps"] == 1

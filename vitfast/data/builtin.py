@@ -16,6 +16,7 @@ eval crop_pct=1): the classes differ in texture scale, and RandomResizedCrop(sca
 30 degrees; the two orientation classes are 90 degrees apart, with +-12 degrees of jitter) and colour
 operations: no class is the mirror image or a small rotation of another.
 """
+import functools
 import hashlib
 import os
 import zipfile
@@ -159,6 +160,7 @@ class BuiltinDataset(ArrayDataset):
         self.seed = seed
 
 
+@functools.cache
 def _generator_digest():
     """A digest of this file: a cached array drawn by another version of the generator is never read."""
     with open(__file__, "rb") as f:

@@ -20,6 +20,7 @@ import warnings
 
 import torch
 
+from ..files import cache_dir
 from . import gate, records
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dispatch_data")
@@ -51,7 +52,7 @@ def gpu_slug(name):
 
 def user_dir():
     """The user's cache of dispatch data, where `python -m vitfast.check --gpu` writes this machine's."""
-    return os.path.join(records.cache_dir(), "dispatch")
+    return os.path.join(cache_dir(), "dispatch")
 
 
 def data_dirs():
