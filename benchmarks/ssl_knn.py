@@ -12,7 +12,9 @@ features of the training split, scored on the validation images) of
 
 on the same data and validation images, one table with the machine, time and commit; each row also
 gives the spread of its validation features (mean cosine, effective dimensions), which tells a collapsed
-self-supervised model (all images alike) from one that learned other features than the classes.
+self-supervised model (all images alike) from one that learned other features than the classes. Beside
+the table (--out), a plot: each run's k-NN at its validations and the supervised classifier's top-1,
+against epochs and against minutes of training, with raw pixels and the random model as levels.
 
     python benchmarks/ssl_knn.py [--model vit_pico_patch4_32] [--data builtin] [--epochs 20]
                                  [--set key=value ...] [--out benchmarks/results/ssl_knn_cpu.md]
@@ -31,6 +33,7 @@ import time
 import torch
 
 from common import environment, write_table  # benchmarks/common.py
+from line_chart import Panel, write_svg  # noqa: I001 (benchmarks/line_chart.py)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vitfast  # noqa: E402
@@ -78,7 +81,8 @@ def parse_args(argv=None):
     p.add_argument("--probe-lr", default="0.001", help="the linear probe's rate, several separated by commas, or "
                    "'sweep' (vitfast.eval --probe-lr's: the rate picked on a tenth of the training features)")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out")
+    p.add_argument("--out", help="write the table here (Markdown) and the curves beside it (the same name, .svg): "
+                   "each run's k-NN and the supervised classifier's top-1 against epochs and minutes of training")
     return p.parse_args(argv)
 
 
@@ -127,6 +131,28 @@ def supervised_steps(sup_args, seconds, batch_size, tmp):
     with open(os.path.join(tmp, "probe", "metrics.jsonl")) as f:
         rates = sorted(r["images_per_second"] for r in map(json.loads, f) if r["kind"] == "train")
     return max(10, round(seconds * rates[len(rates) // 2] / batch_size))
+
+
+def val_curve(run_dir, train_images):
+    """A run's validations in its metrics.jsonl: step, epochs (images seen / training images), minutes of
+    training (its validations not counted) and top-1 (a self-supervised run's k-NN, a supervised one's
+    classifier)."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [{"step": r["step"], "epochs": r["seen"] / train_images, "minutes": r["train_seconds"] / 60,
+                 "acc1": r["acc1"]} for r in map(json.loads, f) if r["kind"] == "val"]
+
+
+def plot(path, curves, levels, caption):
+    """curves {label: val_curve} against epochs and against minutes of training, beside levels {label: top-1}
+    (raw pixels, the random model) as dashed lines, one SVG."""
+    panels = [Panel(f"top-1 % against {x}", x if x == "epochs" else "minutes of training", "top-1 %")
+              for x in ("epochs", "minutes")]
+    for panel, x in zip(panels, ("epochs", "minutes")):
+        for label, curve in curves.items():
+            panel.add_line(label, [(p[x], p["acc1"]) for p in curve])
+        for label, acc1 in levels.items():
+            panel.add_ref(label, acc1)
+    write_svg(panels, path, caption)
 
 
 def flags(items):
@@ -201,6 +227,7 @@ def main(argv=None):
     rates = (f"lr {probe[1][0]:g}" if len(probe[1]) == 1 else f"each row's lr of {len(probe[1])} "
              f"({probe[1][0]:g}..{probe[1][-1]:g}) most accurate on a tenth of the training features held out")
     env = environment(args.device)
+    curves = {}  # each finished run's validations, by the plot's label
 
     def report():  # written as each row comes in (a device call may end first)
         done = [run for run in runs if "steps" in run]
@@ -220,10 +247,14 @@ def main(argv=None):
                          f"{'-' if top1 is None else f'{top1:.2f}'} | {secs:.0f} |")
         for run in done:
             lines += ["", f"{METHOD[run['method']]}'s k-NN top-1 during pretraining (step: %): " +
-                      ", ".join(f"{s}: {a:.2f}" for s, a in run["curve"])]
+                      ", ".join(f"{p['step']}: {p['acc1']:.2f}" for p in run["curve"])]
         lines += ["", " · ".join(f"{k}: {v}" for k, v in env.items() if k != "kernels")]
         lines += [f"config: {run['config']}" for run in done] + [""]
         write_table("\n".join(lines), args.out)
+        if args.out:  # the curves beside the table, k-NN against epochs and minutes
+            plot(os.path.splitext(args.out)[0] + ".svg", curves,
+                 {f"{name} k-NN": rows[name][0] for name in ("raw pixels", "random init")},
+                 f"{cfg['model']} on {cfg['data']} ({where}), {env['date']}")
 
     with tempfile.TemporaryDirectory() as tmp:
         for i, run in enumerate(runs):
@@ -233,8 +264,7 @@ def main(argv=None):
             name = f"--ssl {run['method']}" + (f" (-c {run['recipe']})" if len(runs) > 1 else "")
             rows[name] = (*knn_row(model_features(backbone, bank_loader, val_loader, device), classes, probe),
                           None, result["train_seconds"])
-            with open(os.path.join(output, "metrics.jsonl")) as f:  # the k-NN monitor at each --eval-every
-                curve = [(r["step"], r["acc1"]) for r in map(json.loads, f) if r["kind"] == "val"]
+            curve = curves[f"{name} k-NN"] = val_curve(output, len(data.train_set))  # the monitor at each --eval-every
             run.update(steps=result["steps"], stopped=result["stopped"], train_seconds=result["train_seconds"],
                        seconds=time.perf_counter() - start, curve=curve, config=json.loads(json.dumps(
                            {k: run["cfg"][k] for k in ("model", "ssl", "batch_size", "num_crops", "lr")})))
@@ -245,6 +275,7 @@ def main(argv=None):
             steps = 10 if args.quick else supervised_steps(sup_args, seconds, cfg["batch_size"], tmp)
             sup = train_main(sup_args + ["--steps", str(steps), "--output", os.path.join(tmp, "sup")])
             model, _ = model_from_file(os.path.join(tmp, "sup", "model.safetensors"), "--checkpoint")
+            curves["supervised (its classifier)"] = val_curve(os.path.join(tmp, "sup"), len(data.train_set))
             model.reset_classifier(0)
             rows["supervised"] = (*knn_row(model_features(model, bank_loader, val_loader, device), classes, probe),
                                   sup["val_acc1"], sup["train_seconds"])

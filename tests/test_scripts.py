@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -144,10 +145,36 @@ def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
     for method in methods:  # each run's command and k-NN curve
         name = {"dino": "DINO", "swav": "SwAV", "mocov3": "MoCo v3"}[method]
         assert f"{name} run: " in table and f"{name}'s k-NN top-1 during pretraining (step: %): 4: " in table, table
+    # the plot beside the table: each run's k-NN (and the supervised classifier) against epochs and minutes
+    svg = ElementTree.parse(tmp_path / "table.svg").getroot()
+    texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    curves = [f"{row} k-NN" for row in rows] + (["supervised (its classifier)"] if "| supervised |" in table else [])
+    assert all(label in texts for label in curves + ["raw pixels k-NN", "random init k-NN"]), texts
+    assert {"top-1 % against epochs", "top-1 % against minutes"} <= set(texts), texts
+    assert len(list(svg.iter("{http://www.w3.org/2000/svg}polyline"))) == 2 * len(curves)
     if extra == TWO_RECIPES:
         assert "(120 training images as memory bank, 40 validation images)" in table, table
         assert "MoCo v3 run: -c mocov3_cifar10 " in table and "SwAV run: -c swav_cifar10 " in table, table
         assert table.count("--max-time 900") == 2, table
+
+
+def test_line_chart_ticks_are_round_and_cover_the_data(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from line_chart import Panel, nice_ticks, write_svg
+    assert nice_ticks(25.3, 39.5) == [25, 30, 35, 40] and nice_ticks(0, 0.7) == [0, 0.2, 0.4, 0.6, 0.8]
+    assert nice_ticks(3, 3) == [3, 3.2, 3.4, 3.6, 3.8, 4]  # one value: a unit range, not a division by zero
+    panel = Panel("k-NN", "epochs", "top-1 %")
+    panel.add_line("run", [(2, 30.0), (0, 20.0), (4, 35.0)])  # drawn in x order
+    panel.add_line("no validations yet", [])  # left out, not an empty polyline
+    panel.add_ref("raw pixels", 37.3)
+    write_svg([panel], tmp_path / "a.svg", "caption")
+    svg = ElementTree.parse(tmp_path / "a.svg").getroot()
+    (line,) = svg.iter("{http://www.w3.org/2000/svg}polyline")
+    xs = [float(p.split(",")[0]) for p in line.get("points").split()]
+    ys = [float(p.split(",")[1]) for p in line.get("points").split()]
+    assert xs == sorted(xs) and ys[0] > ys[1] > ys[2]  # higher accuracy is higher up (smaller y)
+    texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert "run" in texts and "raw pixels" in texts and "no validations yet" not in texts and "caption" in texts
 
 
 @pytest.mark.parametrize("recipes, flag, expected", [

@@ -242,6 +242,8 @@ def test_dino_trains_validates_by_knn_and_resumes_bit_exactly(tmp_path, small_bu
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in records if r["kind"] == "val"]
     assert [r["step"] for r in val] == [3, 6] and all(r["knn"] for r in val)
+    # what a curve against epochs and minutes needs: the images and the seconds of training before each
+    assert [r["seen"] for r in val] == [3 * 32, 6 * 32] and 0 < val[0]["train_seconds"] < val[1]["train_seconds"]
     # continued from its step-3 checkpoint into another folder: the same weights, teacher and centre
     resumed = train_main(["--resume", str(tmp_path / "full" / "checkpoint-step3.pt"), "--output",
                           str(tmp_path / "again"), "--quiet"])

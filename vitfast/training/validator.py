@@ -42,7 +42,9 @@ class Validator:
                                          model=self.parallel.plain(self.method.reported))
         state.validating += time.perf_counter() - start  # before the checkpoint records train_seconds
         self.stop.safe = False  # (left set when the validation fails: the run's guard reads it)
-        self.log.log({"step": state.step, "epoch": state.epoch, **state.val}, kind="val")
+        # the images and seconds of training before it: a curve against epochs or minutes, across resumes
+        self.log.log({"step": state.step, "epoch": state.epoch, "seen": state.seen_total,
+                      "train_seconds": round(state.train_seconds, 2), **state.val}, kind="val")
         improved = state.val["acc1"] > state.best["acc1"]
         if improved:
             state.best = {"acc1": state.val["acc1"], "step": state.step}
