@@ -26,6 +26,7 @@ against epochs and against minutes of training, with raw pixels and the random m
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -228,6 +229,7 @@ def main(argv=None):
              f"({probe[1][0]:g}..{probe[1][-1]:g}) most accurate on a tenth of the training features held out")
     env = environment(args.device)
     curves = {}  # each finished run's validations, by the plot's label
+    supervised_line = []  # its command and how long it trained against the time it was given
 
     def report():  # written as each row comes in (a device call may end first)
         done = [run for run in runs if "steps" in run]
@@ -238,6 +240,7 @@ def main(argv=None):
         lines += [f"{METHOD[run['method']]} run: {' '.join(run['args'])} ({run['steps']} steps"
                   f"{', ' + run['stopped'] if run['stopped'] else ''}, {run['seconds']:.0f} s with its validations)."
                   for run in done]
+        lines += supervised_line
         lines += [f"Linear probe: {probe[0]} epochs of SGD on the frozen features ({rates} on a cosine).",
                   "", "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | linear probe "
                   "top-1 % | classifier top-1 % | training s |", "|---|---|---|---|---|---|---|---|"]
@@ -249,6 +252,7 @@ def main(argv=None):
             lines += ["", f"{METHOD[run['method']]}'s k-NN top-1 during pretraining (step: %): " +
                       ", ".join(f"{p['step']}: {p['acc1']:.2f}" for p in run["curve"])]
         lines += ["", " · ".join(f"{k}: {v}" for k, v in env.items() if k != "kernels")]
+        lines += ["command: python benchmarks/ssl_knn.py " + shlex.join(sys.argv[1:] if argv is None else argv)]
         lines += [f"config: {run['config']}" for run in done] + [""]
         write_table("\n".join(lines), args.out)
         if args.out:  # the curves beside the table, k-NN against epochs and minutes
@@ -276,6 +280,8 @@ def main(argv=None):
             sup = train_main(sup_args + ["--steps", str(steps), "--output", os.path.join(tmp, "sup")])
             model, _ = model_from_file(os.path.join(tmp, "sup", "model.safetensors"), "--checkpoint")
             curves["supervised (its classifier)"] = val_curve(os.path.join(tmp, "sup"), len(data.train_set))
+            supervised_line.append(f"Supervised run: {' '.join(sup_args)} --steps {steps} (the steps a timed 30-step "
+                                   f"run gave for {seconds:.0f} s; it trained {sup['train_seconds']:.0f} s).")
             model.reset_classifier(0)
             rows["supervised"] = (*knn_row(model_features(model, bank_loader, val_loader, device), classes, probe),
                                   sup["val_acc1"], sup["train_seconds"])

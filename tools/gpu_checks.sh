@@ -5,7 +5,7 @@
 #                                                     # and dispatch rows into the package), the families' test
 #                                                     # files beside it, ViT-B on the backend with no opt-in
 #   bash tools/gpu_checks.sh bench [--dry-run]   # the kernel and attention tables, the models
-#   bash tools/gpu_checks.sh ssl [--dry-run]     # the SSL step's speed, dino_cifar10 by k-NN
+#   bash tools/gpu_checks.sh ssl [--dry-run]     # the SSL step's speed, the CIFAR-10 recipes by k-NN (table, plot)
 #   bash tools/gpu_checks.sh debug [--dry-run]   # a failing kernel: the many-tile shapes, sanitizers
 #   bash tools/gpu_checks.sh epilogue [--dry-run]  # fc1's epilogues timed, ncu's stall reasons, ViT-B by op kind
 #

@@ -132,7 +132,7 @@ FILES = {"check": ["summary.md", "results.json", "tests.log", "check.log", "<key
                    "scripts.log", "models_<gpu>.md"],
          "bench": ["summary.md", "scripts.log", "kernels_<gpu>.md", "attention_<gpu>.md", "models_<gpu>.md",
                    "models.md"],
-         "ssl": ["summary.md", "scripts.log", "ssl_step_<gpu>.md", "ssl_knn_<gpu>.md"],
+         "ssl": ["summary.md", "scripts.log", "ssl_step_<gpu>.md", "ssl_knn_<gpu>.md", "ssl_knn_<gpu>.svg"],
          "epilogue": ["summary.md", "scripts.log", "epilogue_probe_<gpu>.md", "ncu.log", "ncu_fp8.log",
                       "profile_step_<gpu>.md"],
          "debug": ["summary.md", "shapes.log", "scripts.log"]}
