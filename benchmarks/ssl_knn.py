@@ -34,7 +34,7 @@ import time
 import torch
 
 from common import environment, write_table  # benchmarks/common.py
-from line_chart import Panel, write_svg  # noqa: I001 (benchmarks/line_chart.py)
+from line_chart import Panel, write_svg  # benchmarks/line_chart.py
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vitfast  # noqa: E402
