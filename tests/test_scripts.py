@@ -138,6 +138,8 @@ def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
         ["--ssl mocov3 (-c mocov3_cifar10)", "--ssl swav (-c swav_cifar10)"]  # each recipe's row names it
     assert all(f"| {row} |" in table for row in ("raw pixels", "random init", *rows)), table
     assert ("| supervised |" in table) == ("--no-supervised" not in extra) == ("Supervised run: " in table), table
+    # every row's pipeline alike: the supervised run's on the device too, so its timed steps time the long run's
+    assert all("--data-on-device" in line for line in table.splitlines() if line.startswith("Supervised run: "))
     assert "| linear probe top-1 % |" in table, table
     assert f"command: python benchmarks/ssl_knn.py --quick --data {small_builtin} --out {out}" in table, table
     swept = "--probe-lr" in extra  # each row's probe names the rate it kept
