@@ -36,12 +36,8 @@ def nice_ticks(lo, hi, count=5):
     return [round(first + i * step, 10) for i in range(int(math.ceil((hi - first) / step - 1e-9)) + 1)]
 
 
-def _label(value):
-    return f"{value:g}"
-
-
 def _panel_svg(panel, colours):
-    """The SVG elements of one panel, in its own coordinates (0..PANEL_W, 0..PANEL_H)."""
+    """The SVG elements of one panel, in its own coordinates (0..PANEL_W, 0..PANEL_H); colours {label: colour}."""
     left, right, top, bottom = MARGIN
     xs = [x for _, pts in panel.lines for x, _ in pts] or [0, 1]
     ys = [y for _, pts in panel.lines for _, y in pts] + [y for _, y in panel.refs] or [0, 1]
@@ -60,17 +56,18 @@ def _panel_svg(panel, colours):
            f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#444"/>']
     for t in x_ticks:
         out.append(f'<line x1="{px(t):.1f}" y1="{top}" x2="{px(t):.1f}" y2="{top + h}" stroke="#eee"/>'
-                   f'<text x="{px(t):.1f}" y="{top + h + 14}" text-anchor="middle">{_label(t)}</text>')
+                   f'<text x="{px(t):.1f}" y="{top + h + 14}" text-anchor="middle">{t:g}</text>')
     for t in y_ticks:
         out.append(f'<line x1="{left}" y1="{py(t):.1f}" x2="{left + w}" y2="{py(t):.1f}" stroke="#eee"/>'
-                   f'<text x="{left - 4}" y="{py(t) + 4:.1f}" text-anchor="end">{_label(t)}</text>')
+                   f'<text x="{left - 4}" y="{py(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
     out.append(f'<text x="{left + w / 2}" y="{top + h + 30}" text-anchor="middle">{escape(panel.x_label)}</text>')
     out.append(f'<text transform="translate(12 {top + h / 2}) rotate(-90)" text-anchor="middle">'
                f'{escape(panel.y_label)}</text>')
-    for (label, y), colour in zip(panel.refs, colours[len(panel.lines):]):
-        out.append(f'<line x1="{left}" y1="{py(y):.1f}" x2="{left + w}" y2="{py(y):.1f}" stroke="{colour}" '
+    for label, y in panel.refs:
+        out.append(f'<line x1="{left}" y1="{py(y):.1f}" x2="{left + w}" y2="{py(y):.1f}" stroke="{colours[label]}" '
                    f'stroke-dasharray="5 4"/>')
-    for (label, pts), colour in zip(panel.lines, colours):
+    for label, pts in panel.lines:
+        colour = colours[label]
         coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
         out.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.8"/>')
         out += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.2" fill="{colour}"/>' for x, y in pts]
@@ -88,9 +85,8 @@ def write_svg(panels, path, caption=""):
     width, height = PANEL_W * len(panels), PANEL_H + 18 * legend_rows + (20 if caption else 0)
     body = []
     for i, panel in enumerate(panels):
-        order = [colours[label] for label, _ in panel.lines] + [colours[label] for label, _ in panel.refs]
         body.append(f'<g transform="translate({i * PANEL_W} 0)">')
-        body += _panel_svg(panel, order)
+        body += _panel_svg(panel, colours)
         body.append("</g>")
     for i, label in enumerate(labels):
         x, y = 20 + (i % 2) * width / 2, PANEL_H + 18 * (i // 2)

@@ -231,8 +231,7 @@ def main(argv=None):
     rates = (f"lr {probe[1][0]:g}" if len(probe[1]) == 1 else f"each row's lr of {len(probe[1])} "
              f"({probe[1][0]:g}..{probe[1][-1]:g}) most accurate on a tenth of the training features held out")
     env = environment(args.device)
-    curves = {}  # each finished run's validations, by the plot's label
-    supervised_line = []  # its command and how long it trained against the time it was given
+    supervised = {}  # once trained: its validations ("curve") and its command and seconds ("line")
 
     def report():  # written as each row comes in (a device call may end first)
         done = [run for run in runs if "steps" in run]
@@ -243,7 +242,7 @@ def main(argv=None):
         lines += [f"{METHOD[run['method']]} run: {' '.join(run['args'])} ({run['steps']} steps"
                   f"{', ' + run['stopped'] if run['stopped'] else ''}, {run['seconds']:.0f} s with its validations)."
                   for run in done]
-        lines += supervised_line
+        lines += [supervised["line"]] if supervised else []
         lines += [f"Linear probe: {probe[0]} epochs of SGD on the frozen features ({rates} on a cosine).",
                   "", "| features | k-NN top-1 % | k-NN top-5 % | mean cosine | effective dims | linear probe "
                   "top-1 % | classifier top-1 % | training s |", "|---|---|---|---|---|---|---|---|"]
@@ -259,6 +258,8 @@ def main(argv=None):
         lines += [f"config: {run['config']}" for run in done] + [""]
         write_table("\n".join(lines), args.out)
         if args.out:  # the curves beside the table, k-NN against epochs and minutes
+            curves = {f"{run['name']} k-NN": run["curve"] for run in done}
+            curves.update({"supervised (its classifier)": supervised["curve"]} if supervised else {})
             plot(os.path.splitext(args.out)[0] + ".svg", curves,
                  {f"{name} k-NN": rows[name][0] for name in ("raw pixels", "random init")},
                  f"{cfg['model']} on {cfg['data']} ({where}), {env['date']}")
@@ -271,9 +272,10 @@ def main(argv=None):
             name = f"--ssl {run['method']}" + (f" (-c {run['recipe']})" if len(runs) > 1 else "")
             rows[name] = (*knn_row(model_features(backbone, bank_loader, val_loader, device), classes, probe),
                           None, result["train_seconds"])
-            curve = curves[f"{name} k-NN"] = val_curve(output, len(data.train_set))  # the monitor at each --eval-every
-            run.update(steps=result["steps"], stopped=result["stopped"], train_seconds=result["train_seconds"],
-                       seconds=time.perf_counter() - start, curve=curve, config=json.loads(json.dumps(
+            run.update(name=name, steps=result["steps"], stopped=result["stopped"],
+                       train_seconds=result["train_seconds"], seconds=time.perf_counter() - start,
+                       curve=val_curve(output, len(data.train_set)),  # the k-NN monitor at each --eval-every
+                       config=json.loads(json.dumps(
                            {k: run["cfg"][k] for k in ("model", "ssl", "batch_size", "num_crops", "lr")})))
             report()
         if not args.no_supervised:  # trained as long as the longest self-supervised run
@@ -282,8 +284,8 @@ def main(argv=None):
             steps = 10 if args.quick else supervised_steps(sup_args, seconds, cfg["batch_size"], tmp)
             sup = train_main(sup_args + ["--steps", str(steps), "--output", os.path.join(tmp, "sup")])
             model, _ = model_from_file(os.path.join(tmp, "sup", "model.safetensors"), "--checkpoint")
-            curves["supervised (its classifier)"] = val_curve(os.path.join(tmp, "sup"), len(data.train_set))
-            supervised_line.append(f"Supervised run: {' '.join(sup_args)} --steps {steps} (the steps a timed 30-step "
+            supervised.update(curve=val_curve(os.path.join(tmp, "sup"), len(data.train_set)),
+                              line=f"Supervised run: {' '.join(sup_args)} --steps {steps} (the steps a timed 30-step "
                                    f"run gave for {seconds:.0f} s; it trained {sup['train_seconds']:.0f} s).")
             model.reset_classifier(0)
             rows["supervised"] = (*knn_row(model_features(model, bank_loader, val_loader, device), classes, probe),
