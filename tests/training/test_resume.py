@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from vitfast.training.interrupt import StopRequest
+from vitfast.training.run_data import SeededSamples
 from vitfast.training.state import load_state
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -37,7 +38,7 @@ def digest(root):
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resume_auto_continues_bit_exactly(tmp_path):
-    steps = 300
+    steps = 120  # the Ctrl-C lands at about step 5, a hundred steps before the end
     straight = train(TINY + ["--steps", str(steps), "--output", "a"], tmp_path)
     assert straight.returncode == 0, straight.stderr[-2000:]
     metrics = tmp_path / "b" / "metrics.jsonl"
@@ -63,6 +64,29 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_auto_continues_bit_exactly(tmp_pa
     b = load_state(tmp_path / "b" / "checkpoint-last.pt")["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_a_samples_seed_is_the_cpu_generators_alone(monkeypatch):
+    """--deterministic seeds each sample's transforms on the CPU generator and puts it back: the images
+    torch.manual_seed gave before (so a run resumes onto the same augmentations), with no GPU generator
+    reseeded on the way (nor, before CUDA starts, a call queued with its stack for every sample)."""
+    class Noise(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.rand(3)
+
+    samples = SeededSamples(Noise(), seed=7)
+    samples.epoch = 2
+    gpu_seeds = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", gpu_seeds.append)
+    before = torch.get_rng_state()
+    got = samples[3]
+    assert gpu_seeds == [] and torch.equal(torch.get_rng_state(), before)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed((7 * 1_000_003 + 2) * 10_000_019 + 3)
+        assert torch.equal(got, torch.rand(3))
 
 
 def test_second_ctrl_c_stops_at_once():
