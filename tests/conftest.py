@@ -40,7 +40,7 @@ def pytest_configure(config):
 
 
 def _longest_first(item):
-    name = item.path.relative_to(item.config.rootpath / "tests").as_posix()
+    name = item.nodeid.split("::")[0].removeprefix("tests/")
     return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
