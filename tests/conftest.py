@@ -11,7 +11,7 @@ os.environ["VITFAST_CACHE_DIR"] = tempfile.mkdtemp(prefix="vitfast-tests-cache-"
 
 # pytest-xdist's workers share the cores: torch's default of a thread per core in every worker, and in
 # every command a test starts, oversubscribes them, and OpenMP's threads then spin waiting for each other
-# (a tiny run's two validations: 7 s on one thread, 57 s on two beside one other busy process).
+# (a tiny run with two validations: 7 s on one thread, 57 s on two, beside a training run and a compile).
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
