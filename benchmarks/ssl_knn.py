@@ -259,7 +259,8 @@ def main(argv=None):
         write_table("\n".join(lines), args.out)
         if args.out:  # the curves beside the table, k-NN against epochs and minutes
             curves = {f"{run['name']} k-NN": run["curve"] for run in done}
-            curves.update({"supervised (its classifier)": supervised["curve"]} if supervised else {})
+            if supervised:
+                curves["supervised (its classifier)"] = supervised["curve"]
             plot(os.path.splitext(args.out)[0] + ".svg", curves,
                  {f"{name} k-NN": rows[name][0] for name in ("raw pixels", "random init")},
                  f"{cfg['model']} on {cfg['data']} ({where}), {env['date']}")
