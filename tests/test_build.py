@@ -1,7 +1,10 @@
 """The installed build: the extension imports, its schemas are registered, and on a machine with a
 CUDA toolkit the CUDA kernels were compiled (for sm_80 and sm_90, with PTX) even without a GPU."""
+import glob
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -82,6 +85,34 @@ def test_no_cuda_source_parses_torch_headers():
     for path in cu:
         heavy = [h for h in system_includes(path) if h.startswith(("ATen/", "torch/"))]
         assert not heavy, f"{os.path.relpath(path, CSRC)} includes {heavy}"
+
+
+def test_every_cpp_file_is_compiled_with_torchs_headers_precompiled():
+    """setup.py precompiles torch's headers once for the .cpp files (about half of each one's compile time),
+    and GCC skips a precompiled header built with other flags, silently but for a warning in the build's
+    log: each .cpp's command in this clone's build must name the header, its .gch must be there, and GCC
+    must take it for one of them. Where this clone built the extension with GCC (pip install [-e] .)."""
+    from torch.utils.cpp_extension import check_compiler_is_gcc, get_cxx_compiler
+
+    builds = glob.glob(os.path.join(os.path.dirname(CSRC), "build", "temp.*", "build.ninja"))
+    ninja = shutil.which("ninja")
+    if not (builds and ninja and check_compiler_is_gcc(get_cxx_compiler())):
+        pytest.skip("no GCC build of the extension in this clone (or no ninja to read it)")
+    folder = os.path.dirname(max(builds, key=os.path.getmtime))
+    commands = subprocess.run([ninja, "-C", folder, "-t", "commands"], capture_output=True, text=True,
+                              check=True).stdout.splitlines()
+    cpp = [shlex.split(c) for c in commands if re.search(r" -c \S+\.cpp ", c)]
+    assert len(cpp) >= 20, commands[:5]
+    for cmd in cpp:
+        source = next(a for a in cmd if a.endswith(".cpp"))
+        assert "-include" in cmd, f"{source} parses torch's headers itself"
+        assert os.path.isfile(cmd[cmd.index("-include") + 1] + ".gch"), source
+    # GCC takes it: one file's command, checking only (a precompiled header GCC cannot use is a warning)
+    cmd = cpp[-1]
+    outputs = {cmd.index("-MMD"), cmd.index("-MF"), cmd.index("-MF") + 1, cmd.index("-o"), cmd.index("-o") + 1}
+    check = [a for i, a in enumerate(cmd) if i not in outputs] + ["-fsyntax-only", "-Werror=invalid-pch"]
+    done = subprocess.run(check, cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "invalid-pch" not in done.stderr, done.stderr[-3000:]
 
 
 def test_schemas_are_declared_once_in_the_vitfast_namespace():
