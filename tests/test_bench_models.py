@@ -7,13 +7,15 @@ import sys
 import pytest
 import torch
 
+from tests.values import COMMAND_ENV
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "bench_models.py")
 
 
 def test_cpu_quick_smoke_run(tmp_path):
     out = tmp_path / "table.md"
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    env = {**COMMAND_ENV, "PYTHONPATH": ROOT}
     res = subprocess.run([sys.executable, SCRIPT, "--device", "cpu", "--quick", "--out", str(out)],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -59,7 +61,7 @@ def test_processes_are_summarised_by_their_medians_and_ratios(capsys):
 
 def test_cpu_quick_run_in_two_processes(tmp_path):
     out = tmp_path / "table.md"
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    env = {**COMMAND_ENV, "PYTHONPATH": ROOT}
     res = subprocess.run([sys.executable, SCRIPT, "--device", "cpu", "--quick", "--no-lowp", "--no-8bit",
                           "--processes", "2", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import pytest
 
 import vitfast
+from tests.values import COMMAND_ENV
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 DOCS = [README, *sorted((README.parent / "docs").glob("*.md"))]
@@ -101,7 +102,7 @@ def last_line(text):
 def test_python_block_runs(block, tmp_path):
     # The vitfast under test: where this process imported it from (the source tree or the installed one).
     path = os.pathsep.join(filter(None, [str(Path(vitfast.__file__).parents[1]), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    env = {**COMMAND_ENV, "PYTHONPATH": path}
     try:
         r = subprocess.run([sys.executable, "-c", block.code], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=300)

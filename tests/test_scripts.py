@@ -2,7 +2,6 @@
 where Python imports the clone's ./vitfast (so its compiled extension must be there after either
 install: setup.py leaves it in the clone). Tiny CPU sizes: this checks that they run and write their
 tables, not their speed."""
-import os
 import re
 import subprocess
 import sys
@@ -10,9 +9,9 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+from tests.values import COMMAND_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.parametrize("script,args", [
@@ -26,7 +25,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ])
 def test_benchmark_script_runs_from_the_clone(script, args, tmp_path):
     out = tmp_path / "table.md"
-    proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args, "--out", str(out)], cwd=ROOT, env=ENV,
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args, "--out", str(out)], cwd=ROOT, env=COMMAND_ENV,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.read_text().count("|") > 10, out.read_text()
@@ -34,7 +33,7 @@ def test_benchmark_script_runs_from_the_clone(script, args, tmp_path):
 
 def test_bench_attention_names_an_unknown_shape():
     proc = subprocess.run([sys.executable, "benchmarks/bench_attention.py", "--device", "cpu", "--quick", "--shapes",
-                           "smoke,ViT-Q/7"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+                           "smoke,ViT-Q/7"], cwd=ROOT, env=COMMAND_ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "bench_attention: --shapes: unknown label(s) ViT-Q/7; expected some of smoke"], proc.stderr
 
@@ -94,8 +93,8 @@ def test_profile_step_sorts_kernels_by_what_they_do():
 def test_a_gpu_script_on_no_gpu_is_one_line(script, line):
     if __import__("torch").cuda.is_available():
         pytest.skip("a GPU is present")
-    proc = subprocess.run([sys.executable, f"benchmarks/{script}"], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}"], cwd=ROOT, env=COMMAND_ENV,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [line], proc.stderr
 
 
@@ -104,7 +103,7 @@ def test_bench_kernels_tables_the_tuner_s_timings(tmp_path):
     bare product beside each forward epilogue."""
     out = tmp_path / "kernels.md"
     proc = subprocess.run([sys.executable, "benchmarks/bench_kernels.py", "--device", "cpu", "--quick", "--out",
-                           str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+                           str(out)], cwd=ROOT, env=COMMAND_ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     labels = [line.split(" | ")[0].lstrip("| ") for line in out.read_text().splitlines() if line.startswith("| smoke")]
     assert labels == ["smoke layer_norm fwd", "smoke layer_norm + residual fwd", "smoke layer_norm fwd+bwd fp32",
@@ -129,7 +128,7 @@ TWO_RECIPES = ["--no-supervised", "--recipe", "mocov3_cifar10,swav_cifar10", "--
 def test_the_ssl_knn_benchmark_writes_its_table(small_builtin, tmp_path, extra):
     out = tmp_path / "table.md"
     proc = subprocess.run([sys.executable, "benchmarks/ssl_knn.py", "--quick", "--data", small_builtin, "--out",
-                           str(out), *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+                           str(out), *extra], cwd=ROOT, env=COMMAND_ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
     methods = ["mocov3", "swav"] if extra == TWO_RECIPES else [next((m for m in ("swav", "mocov3") if m in extra),
@@ -186,8 +185,8 @@ def test_line_chart_ticks_are_round_and_cover_the_data(tmp_path):
                                                        "train their own method"),
 ])
 def test_the_ssl_knn_benchmark_refuses_recipes_it_cannot_compare_in_one_line(recipes, flag, expected):
-    proc = subprocess.run([sys.executable, "benchmarks/ssl_knn.py", "--recipe", recipes, *flag], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "benchmarks/ssl_knn.py", "--recipe", recipes, *flag], cwd=ROOT,
+                          env=COMMAND_ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stderr.startswith("ssl_knn.py: " + expected), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
@@ -197,7 +196,7 @@ def test_the_ssl_ablation_writes_its_table_and_reads_finished_rows_back(small_bu
             "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2", "--steps", "4",
             "--batch-size", "32", "--only", "base", "out-256", "mocov3", "--runs", str(tmp_path / "runs"),
             "--out", str(tmp_path / "table.md")]
-    proc = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(args, cwd=ROOT, env=COMMAND_ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (tmp_path / "table.md").read_text()
     for row in ("raw pixels", "random init", "base", "out-256", "mocov3"):
@@ -205,7 +204,7 @@ def test_the_ssl_ablation_writes_its_table_and_reads_finished_rows_back(small_bu
     assert "| out-256 | output dimension | `--head-out-dim 256` |" in table, table
     assert "- mocov3: `python -m vitfast.train --model vit_tiny_patch16_224 " in table and "--ssl mocov3 " in table
     assert re.search(r"\| \d+\.\d{3} \(5\.545\) \|", table), table  # ln 256 = 5.545
-    again = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(args, cwd=ROOT, env=COMMAND_ENV, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "[base] " not in again.stdout, again.stdout  # read back, not run again
     assert (tmp_path / "table.md").read_text().split("date:")[0] == table.split("date:")[0]
 
@@ -213,7 +212,7 @@ def test_the_ssl_ablation_writes_its_table_and_reads_finished_rows_back(small_bu
 def test_the_ssl_step_benchmark_writes_its_table(small_builtin, tmp_path):
     out = tmp_path / "table.md"
     proc = subprocess.run([sys.executable, "benchmarks/bench_ssl_step.py", "--device", "cpu", "--quick", "--data",
-                           small_builtin, "--backends", "sdpa", "--out", str(out)], cwd=ROOT, env=ENV,
+                           small_builtin, "--backends", "sdpa", "--out", str(out)], cwd=ROOT, env=COMMAND_ENV,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
@@ -228,7 +227,7 @@ def test_the_fsdp_memory_table_shards_what_ddp_holds_whole(tmp_path):
     out = tmp_path / "memory.md"
     proc = subprocess.run([sys.executable, "benchmarks/fsdp_memory.py", "--models",
                            "vit_base_patch16_224,vit_giant_patch14_224", "--ranks", "2,8", "--out", str(out)],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, env=COMMAND_ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| vit_")]
     for model in ("vit_base_patch16_224", "vit_giant_patch14_224"):
@@ -237,7 +236,7 @@ def test_the_fsdp_memory_table_shards_what_ddp_holds_whole(tmp_path):
         for r in fsdp:
             assert abs(float(r[7]) * int(r[3]) - float(ddp[7])) <= 0.02 * float(ddp[7]) + 0.01, (ddp, r)
     assert "| vit_giant_patch14_224 | 1,013M |" in out.read_text()  # timm's ViT-g/14: 1,012.6M parameters
-    bad = subprocess.run([sys.executable, "benchmarks/fsdp_memory.py", "--ranks", "1"], cwd=ROOT, env=ENV,
+    bad = subprocess.run([sys.executable, "benchmarks/fsdp_memory.py", "--ranks", "1"], cwd=ROOT, env=COMMAND_ENV,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--ranks must be whole numbers of at least 2" in bad.stderr
 

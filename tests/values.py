@@ -1,4 +1,5 @@
-"""Adversarial inputs for the quantizer tests: never only randn. (And the tests' shared skips.)"""
+"""Adversarial inputs for the quantizer tests: never only randn. (And the tests' shared skips, and the
+environment of the commands they start.)"""
 import importlib.util
 import os
 import re
@@ -12,6 +13,11 @@ import vitfast
 
 needs_cuda = __import__("pytest").mark.skipif(
     not (torch.cuda.is_available() and vitfast.has_cuda_kernels()), reason="needs a GPU and vitfast's CUDA kernels")
+
+# Each command a test starts runs on one thread (pytest-xdist's workers already hold the cores, see
+# tests/conftest.py, and a command of several ranks would oversubscribe them) and without the user's
+# VITFAST_DEBUG (tracebacks in place of the one-line errors the tests read).
+COMMAND_ENV = {**{k: v for k, v in os.environ.items() if k != "VITFAST_DEBUG"}, "OMP_NUM_THREADS": "1"}
 
 
 def find_cuobjdump():

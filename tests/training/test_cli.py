@@ -16,12 +16,12 @@ import vitfast
 from vitfast.models import save_checkpoint
 from vitfast.train import main as train_main
 from vitfast.training.config import build_parser, options
+from tests.values import COMMAND_ENV
 
 TINY = ["--model", "vit_tiny_patch16_224", "--data", "builtin", "--img-size", "32",
         "--model-kwargs", "patch_size=8,embed_dim=32,depth=1,num_heads=2", "--batch-size", "32", "--ptq-report", ""]
 # A closed local port as the proxy: a download attempt fails at once, as on a machine without network.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
-ENV.pop("VITFAST_DEBUG", None)
+ENV = {**COMMAND_ENV, "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
 
 
 def swap(args, flag, value):

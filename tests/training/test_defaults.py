@@ -1,6 +1,5 @@
 """Defaults that do not move (issue 62, item 4), through the real command line: naming the default model or
 data leaves the recipe as it was, --help states what a plain run uses, and warmup has one unit per flag."""
-import os
 import json
 import subprocess
 import sys
@@ -11,15 +10,14 @@ import yaml
 from vitfast.cli import UsageError
 from vitfast.train import main as train_main
 from vitfast.training.config import resolve, upgraded
+from tests.values import COMMAND_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-ENV.pop("VITFAST_DEBUG", None)
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs",
         "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2", "--batch-size", "32", "--ptq-report", ""]
 
 
 def train(args, cwd):
-    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=ENV, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=COMMAND_ENV, capture_output=True,
                           text=True, timeout=600)
 
 

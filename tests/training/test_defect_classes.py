@@ -16,17 +16,16 @@ from tests.training.test_train import write_folder
 from vitfast.cli import UsageError
 from vitfast.training.header import cpu_has_bf16
 from vitfast.train import main as train_main
+from tests.values import COMMAND_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-ENV.pop("VITFAST_DEBUG", None)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--model", "vit_tiny_patch16_224", "--img-size", "32",
         "--model-kwargs", "patch_size=8,embed_dim=32,depth=1,num_heads=2", "--batch-size", "8", "--ptq-report", ""]
 
 
 def cli(module, args, cwd, umask=None):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=600, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=COMMAND_ENV, capture_output=True,
+                          text=True, timeout=600, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ from safetensors.torch import load_file
 from vitfast.models.checkpoint import sharded_weights
 from vitfast.training.sharded_checkpoint import merge_shards
 from vitfast.training.state import load_state
+from tests.values import COMMAND_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-ENV.pop("VITFAST_DEBUG", None)
 # two blocks (two shard units besides the root), clipping and accumulation on; AdamW, the default optimizer
 TINY = ["--model", "vit_tiny_patch16_224",
         "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=2,num_heads=2",
@@ -30,7 +29,8 @@ def train(args, out, ranks=1, port=29571):
     launch = [sys.executable, "-m", "vitfast.train"] if ranks == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port", str(port),
         "-m", "vitfast.train"]
-    done = subprocess.run(launch + [*args, "--output", str(out)], env=ENV, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(launch + [*args, "--output", str(out)], env=COMMAND_ENV, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -175,7 +175,7 @@ def node(rank_of_rdzv, port, args, out, nproc=1, **popen):
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
                              str(nproc), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
                              "--rdzv-id", f"vitfast-{rank_of_rdzv}", "-m", "vitfast.train", *args, "--output",
-                             str(out)], env=ENV, text=True, **popen)
+                             str(out)], env=COMMAND_ENV, text=True, **popen)
 
 
 def test_two_nodes_shard_within_each_and_equal_ddp(runs, tmp_path):
@@ -252,7 +252,7 @@ def test_fsdp_in_one_process_says_so_and_its_run_evaluates_and_resumes(tmp_path,
     # run reported, read from its shards), continued, fine-tuned from
     ev = subprocess.run([sys.executable, "-m", "vitfast.eval", "--checkpoint", str(out / "checkpoint-last.dcp"),
                          "--quant", "fp32", "--json", str(tmp_path / "eval.json"), "--quiet"],
-                        env=ENV, capture_output=True, text=True, timeout=300)
+                        env=COMMAND_ENV, capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert json.loads((tmp_path / "eval.json").read_text())["fp32"]["acc1"] == \
         json.loads((out / "summary.json").read_text())["val_acc1"]
@@ -274,7 +274,7 @@ def test_sharded_resume_after_sigkill_is_bit_identical(tmp_path, small_builtin):
     train(args, tmp_path / "straight", ranks=2, port=29591)
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                             "29592", "-m", "vitfast.train", *args, "--output", str(out)], env=ENV,
+                             "29592", "-m", "vitfast.train", *args, "--output", str(out)], env=COMMAND_ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last, deadline = out / "checkpoint-last.dcp", time.time() + 300
     while not last.exists() and time.time() < deadline and proc.poll() is None:
@@ -298,7 +298,8 @@ def test_sharded_resume_after_sigkill_is_bit_identical(tmp_path, small_builtin):
 ])
 def test_what_fsdp_cannot_do_is_refused_in_one_line(tmp_path, tiny_args, extra, env, named):
     done = subprocess.run([sys.executable, "-m", "vitfast.train", *tiny_args, *extra, "--steps", "1", "--output",
-                           str(tmp_path / "run")], env={**ENV, **env}, capture_output=True, text=True, timeout=300)
+                           str(tmp_path / "run")], env={**COMMAND_ENV, **env}, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 

@@ -2,7 +2,6 @@
 commands exit with status 2 naming the batch that did not fit and the flags that take less, and a new run
 that dies so removes what it wrote. The memory runs out for real: each command runs under an address-space
 limit (resource.setrlimit) that the interpreter with torch fits in and the batch asked for does not."""
-import os
 import resource
 import subprocess
 import sys
@@ -12,9 +11,8 @@ import pytest
 import vitfast
 from vitfast.models import save_checkpoint
 from vitfast.training.config import recorded, resolve
+from tests.values import COMMAND_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-ENV.pop("VITFAST_DEBUG", None)
 LIMIT = 6 << 30  # torch and torchvision imported take ~4 GiB of address space
 # 128 px images in 4 px patches: 1,025 tokens; 512 images of them need far more than the limit leaves
 BIG = ["--model", "vit_pico_patch4_32", "--img-size", "128", "--ptq-report", ""]
@@ -25,8 +23,8 @@ def limited():
 
 
 def cli(module, args, cwd):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=600, preexec_fn=limited)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=COMMAND_ENV, capture_output=True,
+                          text=True, timeout=600, preexec_fn=limited)
 
 
 def one_line(proc, message):

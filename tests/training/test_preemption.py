@@ -17,9 +17,8 @@ import torch
 from vitfast.models.checkpoint import sharded_weights
 from vitfast.training.interrupt import StopRequest
 from vitfast.training.state import load_state
+from tests.values import COMMAND_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-ENV.pop("VITFAST_DEBUG", None)
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs",
         "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2", "--batch-size", "32", "--ptq-report", "",
         "--deterministic", "--log-every", "1", "--device", "cpu"]
@@ -32,7 +31,7 @@ def torchrun(port):
 
 
 def run(launch, args, cwd):
-    return subprocess.run(launch + args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+    return subprocess.run(launch + args, cwd=cwd, env=COMMAND_ENV, capture_output=True, text=True, timeout=600)
 
 
 def ranks(pid):
@@ -56,8 +55,8 @@ def stopped(launch, args, cwd, after, signum, target="launcher"):
     as the terminal's Ctrl-C or a scheduler's signal to the job), to its whole process group (a DataLoader's
     workers too, as SLURM signals every process of a job step), or to rank 1 alone. (status, stdout, stderr)."""
     with open(cwd / "stderr.txt", "w") as errors:
-        proc = subprocess.Popen(launch + args, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=errors, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(launch + args, cwd=cwd, env=COMMAND_ENV, stdout=subprocess.PIPE, stderr=errors,
+                                text=True, start_new_session=True)
         lines = []
         for text in proc.stdout:
             lines.append(text)
@@ -198,7 +197,7 @@ def test_at_slurms_time_limit_the_saved_run_requeues_its_job(tmp_path, scontrol)
         does = f'echo "$@" > {tmp_path}/called' if scontrol == "works" else refuse
         (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{does}\n")
         (bin_dir / "scontrol").chmod(0o755)
-    env = {**ENV, "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train.sbatch",
+    env = {**COMMAND_ENV, "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train.sbatch",
            "PATH": f"{bin_dir}{os.pathsep}{os.path.dirname(sys.executable)}"}
     with open(tmp_path / "stderr.txt", "w") as errors:
         proc = subprocess.Popen(ONE + TINY + ["--data", "builtin", "--steps", "400", "--output", "run"], cwd=tmp_path,

@@ -15,16 +15,15 @@ import torch
 from vitfast.training.interrupt import StopRequest
 from vitfast.training.run_data import SeededSamples
 from vitfast.training.state import load_state
+from tests.values import COMMAND_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-ENV.pop("VITFAST_DEBUG", None)
 TINY = ["--model", "vit_tiny_patch16_224", "--data", "builtin", "--img-size", "32",
         "--model-kwargs", "patch_size=8,embed_dim=32,depth=1,num_heads=2,drop_path_rate=0.1", "--batch-size", "32",
         "--ptq-report", "", "--log-every", "5", "--deterministic", "--reprob", "0.25", "--mixup", "0.2"]
 
 
 def train(args, cwd):
-    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=ENV, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=COMMAND_ENV, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -43,7 +42,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_auto_continues_bit_exactly(tmp_pa
     assert straight.returncode == 0, straight.stderr[-2000:]
     metrics = tmp_path / "b" / "metrics.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "vitfast.train", *TINY, "--steps", str(steps), "--output", "b"],
-                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=COMMAND_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline and not (metrics.exists() and metrics.read_text()):
         time.sleep(0.002)  # the first log line (step 5): the loop and its Ctrl-C handler are running

@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from vitfast.training.state import load_state
+from tests.values import COMMAND_ENV
 
-from .test_resume import ENV, TINY
+from .test_resume import TINY
 
 RUNS = Path(__file__).parent / "runs_before_trainer_parts"
 DINO = ["--ssl", "dino", "--head-out-dim", "64", "--head-hidden-dim", "64", "--head-bottleneck-dim", "32",
@@ -30,7 +31,7 @@ ARGS = {"supervised": TINY, "dino": TINY[:-4] + DINO}  # (DINO trains without --
 
 
 def train(args, cwd):
-    proc = subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=ENV, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=COMMAND_ENV, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc

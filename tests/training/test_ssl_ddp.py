@@ -1,7 +1,6 @@
 """Self-supervised training on two gloo processes (torchrun, CPU) equals one process on the same global
 batch (issue 63): DINO's centre all-reduced and its teacher, SwAV's Sinkhorn-Knopp across ranks; the k-NN validation
 gathers both ranks' features. (A head's BatchNorm is synchronised on GPUs only: PyTorch's SyncBatchNorm.)"""
-import os
 import subprocess
 import sys
 
@@ -9,9 +8,8 @@ import pytest
 import torch
 
 from vitfast.training.state import load_state
+from tests.values import COMMAND_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-ENV.pop("VITFAST_DEBUG", None)
 # SGD: its update is linear in the gradient (Adam would magnify the all-reduce's float reordering)
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
         "--batch-size", "32", "--ptq-report", "", "--num-crops", "2,2", "--steps", "3", "--deterministic",
@@ -32,12 +30,12 @@ def test_two_processes_equal_one(tmp_path, small_builtin, method):
     """SwAV with its queue: each rank queues its own embeddings (half the length), so the Sinkhorn of the
     last step runs over the same embeddings as one process's whole queue."""
     args = TINY + METHODS[method] + ["--data", small_builtin]
-    one = subprocess.run([sys.executable, "-m", "vitfast.train", *args, "--output", str(tmp_path / "one")], env=ENV,
-                         capture_output=True, text=True, timeout=600)
+    one = subprocess.run([sys.executable, "-m", "vitfast.train", *args, "--output", str(tmp_path / "one")],
+                         env=COMMAND_ENV, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           str(29541 + len(method)), "-m", "vitfast.train", *args, "--output", str(tmp_path / "two")],
-                         env=ENV, capture_output=True, text=True, timeout=600)
+                         env=COMMAND_ENV, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = load_state(tmp_path / "one" / "checkpoint-last.pt"), load_state(tmp_path / "two" / "checkpoint-last.pt")
     close(a["model"], b["model"], "backbone")
@@ -54,6 +52,7 @@ def test_two_processes_equal_one(tmp_path, small_builtin, method):
 def test_a_batchnorm_head_trains_on_two_cpu_processes_and_says_its_statistics_are_per_rank(tmp_path):
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           "29561", "-m", "vitfast.train", *TINY[:-1], "--ssl", "swav", "--num-clusters", "30",
-                          "--output", str(tmp_path / "two")], env=ENV, capture_output=True, text=True, timeout=600)
+                          "--output", str(tmp_path / "two")], env=COMMAND_ENV, capture_output=True, text=True,
+                         timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "BatchNorm statistics are each rank's own on the CPU" in two.stdout

@@ -2,7 +2,6 @@
 and Ctrl-C, the switches that must not change the arithmetic (activation checkpointing, the vitfast
 backend), fp16 autocast with the heads in fp32 and DINO's remedies named when a loss diverges, and QAT
 formats."""
-import os
 import subprocess
 import sys
 
@@ -17,8 +16,8 @@ from vitfast.train import main as train_main
 from vitfast.training.config import resolve
 from vitfast.training.methods.dino import DINO
 from vitfast.training.state import load_state
+from tests.values import COMMAND_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
         "--batch-size", "32", "--ptq-report", "", "--num-crops", "2,2", "--log-every", "2", "--quiet"]
 METHOD = {"dino": ["--ssl", "dino", "--head-out-dim", "256"],
@@ -56,14 +55,14 @@ def assert_states_equal(a, b, close=False):
 @pytest.mark.parametrize("method", ["dino", "swav", "mocov3"])
 def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny, method):
     args = tiny + METHOD[method] + ["--steps", "16", "--save-every", "2", "--deterministic", "--device", "cpu"]
-    straight = subprocess.run([sys.executable, "-m", "vitfast.train", *args, "--output", str(tmp_path / "a")], env=ENV,
-                              capture_output=True, text=True)
+    straight = subprocess.run([sys.executable, "-m", "vitfast.train", *args, "--output", str(tmp_path / "a")],
+                              env=COMMAND_ENV, capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr[-3000:]
     out = tmp_path / "b"
     last, killed_at = kill_at_first_checkpoint(args, out)
     assert 0 < killed_at < 16, "the kill must land mid-run"
     resumed = subprocess.run([sys.executable, "-m", "vitfast.train", *args, "--output", str(out), "--resume", "auto"],
-                             env=ENV, capture_output=True, text=True)
+                             env=COMMAND_ENV, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {last} at step {killed_at}" in resumed.stdout
     a, b = load_state(tmp_path / "a" / "checkpoint-last.pt"), load_state(last)

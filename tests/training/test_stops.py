@@ -2,7 +2,6 @@
 mid-run or the last one, is followed on resume by that validation; a stop after the last step but before
 the outputs has them written on resume; a double Ctrl-C says what is true and prints no traceback."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,9 +12,8 @@ import torch
 
 from vitfast.train import main as train_main
 from vitfast.training.state import load_state
+from tests.values import COMMAND_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-ENV.pop("VITFAST_DEBUG", None)
 # validation 4 images at a time (500 batches of the 2,000 built-in images, ~1 s): long enough for a Ctrl-C
 # sent as its first line prints to land in it
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
@@ -23,7 +21,7 @@ TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_
 
 
 def train(args, cwd):
-    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=ENV, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=COMMAND_ENV, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -32,7 +30,7 @@ def interrupt(args, cwd, after, twice=False, signum=signal.SIGINT):
     as soon as the first has been handled (its message on stderr), while the step it lets finish is still
     running. (return code, stdout, stderr)."""
     with open(cwd / "stderr.txt", "w") as errors:
-        proc = subprocess.Popen([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=ENV,
+        proc = subprocess.Popen([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, env=COMMAND_ENV,
                                 stdout=subprocess.PIPE, stderr=errors, text=True)
         lines = []
         for text in proc.stdout:

@@ -16,12 +16,12 @@ import vitfast
 from vitfast.train import main
 from vitfast.training.config import ConfigError, resolve
 from vitfast.training.state import load_state
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+from tests.values import COMMAND_ENV
 
 
 def run_cli(args, **kw):
-    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], env=ENV, capture_output=True, text=True, **kw)
+    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], env=COMMAND_ENV, capture_output=True,
+                          text=True, **kw)
 
 
 def test_default_run_shortened(tmp_path):
@@ -165,7 +165,7 @@ def weights(path):
 def kill_at_first_checkpoint(args, out, timeout=180):
     """Start `vitfast.train *args --output out` and SIGKILL it as soon as its checkpoint-last.pt appears:
     (that path, the step the checkpoint holds)."""
-    proc = subprocess.Popen([sys.executable, "-m", "vitfast.train", *args, "--output", str(out)], env=ENV,
+    proc = subprocess.Popen([sys.executable, "-m", "vitfast.train", *args, "--output", str(out)], env=COMMAND_ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last, deadline = out / "checkpoint-last.pt", time.time() + timeout
     while not last.exists() and time.time() < deadline and proc.poll() is None:
@@ -199,7 +199,7 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path, tiny_args):
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           "29517", "-m", "vitfast.train", *args, "--output", str(tmp_path / "two")],
-                         env=ENV, capture_output=True, text=True)
+                         env=COMMAND_ENV, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = weights(tmp_path / "one" / "checkpoint-last.pt"), weights(tmp_path / "two" / "checkpoint-last.pt")
     for k in a:
@@ -217,7 +217,8 @@ def test_two_node_rendezvous_matches_one_process(tmp_path, tiny_args):
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
               "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:29533", "--rdzv-id", "vitfast-test"]
     nodes = [subprocess.Popen(launch + ["-m", "vitfast.train", *args, "--output", str(tmp_path / f"node{i}")],
-                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+                              env=COMMAND_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
     outs = [n.communicate(timeout=300) for n in nodes]
     assert all(n.returncode == 0 for n in nodes), "\n".join(o[1][-2000:] for o in outs)
     written = [p for p in (tmp_path / "node0", tmp_path / "node1") if (p / "checkpoint-last.pt").exists()]
@@ -369,7 +370,7 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, tiny_args):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_a_rank_without_its_gpu_is_one_clear_line(tmp_path, tiny_args):
-    env = {**ENV, "LOCAL_RANK": str(torch.cuda.device_count())}
+    env = {**COMMAND_ENV, "LOCAL_RANK": str(torch.cuda.device_count())}
     proc = subprocess.run([sys.executable, "-m", "vitfast.train", *tiny_args, "--steps", "1", "--output",
                            str(tmp_path / "run")], env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -3,7 +3,6 @@ trunk, swav_head or dino_head, loss and epochs become our keys, after VISSL's co
 what those sections ask that we do not do refuses the file in one line (another experiment), or needs a
 flag (a trunk or data source we cannot read), or is said in a warning (launching)."""
 import json
-import os
 import subprocess
 import sys
 import warnings
@@ -12,6 +11,7 @@ import pytest
 
 from vitfast.cli import UsageError
 from vitfast.training.config import resolve
+from tests.values import COMMAND_ENV
 
 SWAV = """# @package _global_
 config:
@@ -284,7 +284,7 @@ def vissl_file(tmp_path, small_builtin, trunk="vision_transformer", loss="dino_l
 
 def command(args, cwd):
     return subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=600, env=COMMAND_ENV)
 
 
 def test_vissls_overrides_change_the_files_keys_and_num_epochs_is_what_trains(tmp_path, small_builtin):
