@@ -276,8 +276,10 @@ def precompile_torch_headers(compiler, ext, folder):
     (each file then parses the headers itself). The header's folder is named by what built it: the
     objects' dependencies do not list a precompiled header's, so a new torch or new flags must change the
     files' command, for ninja to compile them again."""
-    from torch.utils.cpp_extension import check_compiler_is_gcc, get_cxx_compiler
-
+    try:  # where this torch lacks them, each file parses the headers itself
+        from torch.utils.cpp_extension import check_compiler_is_gcc, get_cxx_compiler
+    except ImportError:
+        return []
     cxx = get_cxx_compiler()
     if not check_compiler_is_gcc(cxx):
         return []
