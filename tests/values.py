@@ -20,6 +20,13 @@ needs_cuda = __import__("pytest").mark.skipif(
 COMMAND_ENV = {**{k: v for k, v in os.environ.items() if k != "VITFAST_DEBUG"}, "OMP_NUM_THREADS": "1"}
 
 
+def run_module(module, args, cwd=None, env=COMMAND_ENV, **kwargs):
+    """`python -m module *args` as a user runs it, in COMMAND_ENV unless told: its CompletedProcess, the
+    output captured as text, ten minutes at most."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
 def find_cuobjdump():
     """cuobjdump from the toolkit, or the copy torch's triton ships (it reads SASS without a GPU); or None."""
     triton = importlib.util.find_spec("triton")

@@ -16,7 +16,7 @@ import vitfast
 from vitfast.models import save_checkpoint
 from vitfast.train import main as train_main
 from vitfast.training.config import build_parser, options
-from tests.values import COMMAND_ENV
+from tests.values import COMMAND_ENV, run_module
 
 TINY = ["--model", "vit_tiny_patch16_224", "--data", "builtin", "--img-size", "32",
         "--model-kwargs", "patch_size=8,embed_dim=32,depth=1,num_heads=2", "--batch-size", "32", "--ptq-report", ""]
@@ -31,8 +31,7 @@ def swap(args, flag, value):
 
 
 def cli(module, args, cwd):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=600)
+    return run_module(module, args, cwd, env=ENV)
 
 
 def digest(root):

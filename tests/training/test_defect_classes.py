@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -16,7 +14,7 @@ from tests.training.test_train import write_folder
 from vitfast.cli import UsageError
 from vitfast.training.header import cpu_has_bf16
 from vitfast.train import main as train_main
-from tests.values import COMMAND_ENV
+from tests.values import run_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--model", "vit_tiny_patch16_224", "--img-size", "32",
@@ -24,8 +22,7 @@ TINY = ["--model", "vit_tiny_patch16_224", "--img-size", "32",
 
 
 def cli(module, args, cwd, umask=None):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=COMMAND_ENV, capture_output=True,
-                          text=True, timeout=600, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+    return run_module(module, args, cwd, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
 
 
 @pytest.fixture(scope="module")

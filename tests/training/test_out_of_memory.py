@@ -3,15 +3,13 @@ commands exit with status 2 naming the batch that did not fit and the flags that
 that dies so removes what it wrote. The memory runs out for real: each command runs under an address-space
 limit (resource.setrlimit) that the interpreter with torch fits in and the batch asked for does not."""
 import resource
-import subprocess
-import sys
 
 import pytest
 
 import vitfast
 from vitfast.models import save_checkpoint
 from vitfast.training.config import recorded, resolve
-from tests.values import COMMAND_ENV
+from tests.values import run_module
 
 LIMIT = 6 << 30  # torch and torchvision imported take ~4 GiB of address space
 # 128 px images in 4 px patches: 1,025 tokens; 512 images of them need far more than the limit leaves
@@ -23,8 +21,7 @@ def limited():
 
 
 def cli(module, args, cwd):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=COMMAND_ENV, capture_output=True,
-                          text=True, timeout=600, preexec_fn=limited)
+    return run_module(module, args, cwd, preexec_fn=limited)
 
 
 def one_line(proc, message):

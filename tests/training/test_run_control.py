@@ -3,8 +3,6 @@ validation every N steps, the best N checkpoints kept, a schedule lengthened on 
 and `python -m vitfast.list`."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -13,15 +11,10 @@ from vitfast.cli import UsageError
 from vitfast.list import main as list_main
 from vitfast.train import main as train_main
 from vitfast.training.state import load_state
-from tests.values import COMMAND_ENV
+from tests.values import run_module as cli
 
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2",
         "--batch-size", "32", "--ptq-report", "", "--lr", "3e-3"]
-
-
-def cli(module, args, cwd):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=COMMAND_ENV, capture_output=True,
-                          text=True, timeout=600)
 
 
 def records(run, kind):

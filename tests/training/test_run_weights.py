@@ -2,8 +2,6 @@
 --init-checkpoint and --teacher take by default the weights training validated and reported (the EMA's
 where the run kept one), say which, and --ema / --raw / --init-weights / --teacher-weights choose."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,16 +12,11 @@ from vitfast.cli import UsageError
 from vitfast.eval import main as eval_main
 from vitfast.train import main as train_main
 from vitfast.training.state import load_state, model_from_file
-from tests.values import COMMAND_ENV
+from tests.values import run_module as cli
 
 KWARGS = "img_size=32,patch_size=8,embed_dim=32,depth=1,num_heads=2"
 TINY = ["--model", "vit_tiny_patch16_224", "--model-kwargs", KWARGS, "--batch-size", "32", "--ptq-report", "",
         "--lr", "3e-3"]
-
-
-def cli(module, args, cwd):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=COMMAND_ENV, capture_output=True,
-                          text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

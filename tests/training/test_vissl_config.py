@@ -3,15 +3,13 @@ trunk, swav_head or dino_head, loss and epochs become our keys, after VISSL's co
 what those sections ask that we do not do refuses the file in one line (another experiment), or needs a
 flag (a trunk or data source we cannot read), or is said in a warning (launching)."""
 import json
-import subprocess
-import sys
 import warnings
 
 import pytest
 
 from vitfast.cli import UsageError
 from vitfast.training.config import resolve
-from tests.values import COMMAND_ENV
+from tests.values import run_module
 
 SWAV = """# @package _global_
 config:
@@ -283,8 +281,7 @@ def vissl_file(tmp_path, small_builtin, trunk="vision_transformer", loss="dino_l
 
 
 def command(args, cwd):
-    return subprocess.run([sys.executable, "-m", "vitfast.train", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env=COMMAND_ENV)
+    return run_module("vitfast.train", args, cwd)
 
 
 def test_vissls_overrides_change_the_files_keys_and_num_epochs_is_what_trains(tmp_path, small_builtin):
